@@ -1,0 +1,81 @@
+/*
+ * auth.h — API keys, scopes and request authentication.
+ *
+ * A key looks like crm_<10 hex>_<43 base64url>. The first part (the prefix) is
+ * a public random identifier, shown in lists and logs; the second part is the
+ * 256-bit secret. Only SHA-256(key) is stored. Authenticating a request looks
+ * the prefix up in an in-process cache (entries live cache_ttl_ms, so a key
+ * revoked by any crmd process stops working within that time everywhere) and
+ * compares hashes in constant time.
+ */
+#ifndef CRM_AUTH_H
+#define CRM_AUTH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+/* Scopes are bits; a route requires one, a key holds a set. `admin` holds all. */
+enum {
+    CRM_SCOPE_ADMIN = 1u << 0,
+    CRM_SCOPE_CUSTOMERS_READ = 1u << 1,
+    CRM_SCOPE_CUSTOMERS_WRITE = 1u << 2,
+    CRM_SCOPE_TOUCHPOINTS_READ = 1u << 3,
+    CRM_SCOPE_TOUCHPOINTS_WRITE = 1u << 4,
+    CRM_SCOPE_SEGMENTS_READ = 1u << 5,
+    CRM_SCOPE_SEGMENTS_WRITE = 1u << 6,
+    CRM_SCOPE_RULES_READ = 1u << 7,
+    CRM_SCOPE_RULES_WRITE = 1u << 8,
+    CRM_SCOPE_CAMPAIGNS_READ = 1u << 9,
+    CRM_SCOPE_CAMPAIGNS_WRITE = 1u << 10,
+    CRM_SCOPE_METRICS_READ = 1u << 11,
+    CRM_SCOPE_SYNC_READ = 1u << 12,
+};
+
+#define CRM_KEY_PREFIX_LEN 14 /* "crm_" + 10 hex */
+#define CRM_KEY_LEN 58        /* prefix + "_" + 43 base64url */
+
+typedef struct crm_principal {
+    long long key_id;
+    char prefix[CRM_KEY_PREFIX_LEN + 1];
+    unsigned scopes;
+} crm_principal;
+
+/* Returns the bit for a scope name, or 0 when the name is unknown. */
+unsigned crm_scope_from_name(const char *name);
+
+/* Returns the name of a single scope bit, or NULL. */
+const char *crm_scope_name(unsigned bit);
+
+/* True when p may do what `required` allows (admin may do everything). */
+bool crm_principal_allows(const crm_principal *p, unsigned required);
+
+/* Sets how long a looked-up key stays cached (milliseconds). */
+void crm_auth_set_cache_ttl(int ttl_ms);
+
+/* Empties the key cache (tests, and after this process revokes a key). */
+void crm_auth_cache_clear(void);
+
+/* Checks an "Authorization" header value ("Bearer <key>"). On success fills
+ * *out. Fails with CRM_E_UNAUTHORIZED for a missing, malformed, unknown or
+ * revoked key, or CRM_E_UNAVAILABLE when the key must be read and the
+ * database is down. */
+bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_error *err);
+
+/* Validates {"name", "scopes"} and creates a key. Returns the key's
+ * representation with an extra "secret" member (shown only this once); the
+ * caller owns it. Fails with CRM_E_INVALID naming the bad fields. */
+json_t *crm_apikey_create(json_t *body, crm_error *err);
+
+/* Returns one key's representation (without secret), or CRM_E_NOT_FOUND. */
+json_t *crm_apikey_get(long long id, crm_error *err);
+
+/* Returns up to limit keys with id > after_id, ordered by id. *next_after is
+ * set to the last id when more may follow, else 0. */
+json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, crm_error *err);
+
+/* Revokes a key (idempotent); CRM_E_NOT_FOUND when there is no such key. */
+bool crm_apikey_revoke(long long id, crm_error *err);
+
+#endif

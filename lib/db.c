@@ -1,0 +1,396 @@
+/*
+ * db.c — a bounded pool of libpq connections with lazy prepared statements.
+ *
+ * The pool holds at most cfg.pool_size connections. A slot is free or in use;
+ * a free slot may hold a live connection or none. Connecting happens outside
+ * the pool mutex so a slow connect never blocks other threads from taking a
+ * live connection. After a failed connect the pool is "down" for
+ * retry_backoff_ms: requests in that window fail at once instead of piling up
+ * on connect attempts, and the first request after it tries again. That is
+ * how service resumes by itself when the database comes back.
+ *
+ * An idle connection can die without us noticing (the server restarted). On
+ * acquire we poll its socket: anything readable on an idle connection is
+ * either EOF or the server's termination notice, so we close and reconnect.
+ */
+#include "db.h"
+#include "log.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CRM_DB_MAX_STMTS 512
+
+struct crm_conn {
+    PGconn *pg;
+    bool in_use;
+    bool connecting;
+    bool broken;
+    bool prepared[CRM_DB_MAX_STMTS];
+    char sqlstate[6];
+};
+
+static struct {
+    crm_db_config cfg;
+    char *url;
+    crm_conn *slots;
+    int size;
+    int in_use;
+    int waiting;
+    unsigned long connect_failures;
+    long long down_until_ms;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static atomic_int next_stmt_slot = 1;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool crm_db_init(const crm_db_config *cfg, crm_error *err)
+{
+    if (cfg->pool_size < 1)
+        return crm_error_set(err, CRM_E_INVALID, "pool size must be at least 1");
+    pool.cfg = *cfg;
+    pool.url = strdup(cfg->url ? cfg->url : "");
+    pool.cfg.url = pool.url;
+    pool.size = cfg->pool_size;
+    pool.slots = calloc((size_t)pool.size, sizeof *pool.slots);
+    if (pool.url == NULL || pool.slots == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory creating the pool");
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&pool.cv, &attr);
+    pthread_condattr_destroy(&attr);
+    pool.in_use = pool.waiting = 0;
+    pool.down_until_ms = 0;
+    return true;
+}
+
+void crm_db_shutdown(void)
+{
+    if (pool.slots == NULL)
+        return;
+    for (int i = 0; i < pool.size; i++)
+        if (pool.slots[i].pg != NULL)
+            PQfinish(pool.slots[i].pg);
+    free(pool.slots);
+    free(pool.url);
+    pool.slots = NULL;
+    pool.url = NULL;
+    pthread_cond_destroy(&pool.cv);
+}
+
+PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
+{
+    char timeout[16], options[64];
+    snprintf(timeout, sizeof timeout, "%d", cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
+    snprintf(options, sizeof options, "-c statement_timeout=%d", cfg->statement_timeout_ms);
+    /* Our defaults come before dbname so that values in the URL override them. */
+    const char *keys[] = {"connect_timeout", "options", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {timeout, options, "crmd", cfg->url, NULL};
+    PGconn *pg = PQconnectdbParams(keys, vals, 1);
+    if (pg == NULL) {
+        crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
+        return NULL;
+    }
+    if (PQstatus(pg) != CONNECTION_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
+        msg[strcspn(msg, "\n")] = '\0';
+        crm_log(CRM_LOG_WARN, "database connect failed: %s", msg);
+        PQfinish(pg);
+        crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
+        return NULL;
+    }
+    return pg;
+}
+
+/* True when an idle connection is still usable. Data waiting on an idle
+ * connection is either EOF or a termination notice from the server. */
+static bool idle_connection_alive(PGconn *pg)
+{
+    if (PQstatus(pg) != CONNECTION_OK)
+        return false;
+    struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
+    int rc = poll(&p, 1, 0);
+    if (rc == 0)
+        return true;
+    if (rc < 0)
+        return errno == EINTR;
+    if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK)
+        return false;
+    /* Readable but still OK: a notice or parameter status; drop the
+     * connection anyway rather than risk an out-of-sync protocol state. */
+    return PQisBusy(pg) == 0 && PQtransactionStatus(pg) == PQTRANS_IDLE;
+}
+
+static void slot_reset(crm_conn *c)
+{
+    if (c->pg != NULL)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    c->broken = false;
+    memset(c->prepared, 0, sizeof c->prepared);
+    c->sqlstate[0] = '\0';
+}
+
+/* Picks a free slot, preferring one with a live connection. Called locked. */
+static crm_conn *pick_free_slot(void)
+{
+    crm_conn *empty = NULL;
+    for (int i = 0; i < pool.size; i++) {
+        crm_conn *c = &pool.slots[i];
+        if (c->in_use)
+            continue;
+        if (c->pg != NULL)
+            return c;
+        if (empty == NULL)
+            empty = c;
+    }
+    return empty;
+}
+
+crm_conn *crm_db_acquire(crm_error *err)
+{
+    long long deadline = now_ms() + pool.cfg.acquire_timeout_ms;
+
+    pthread_mutex_lock(&pool.mu);
+    for (;;) {
+        crm_conn *c = pick_free_slot();
+        if (c != NULL && c->pg != NULL) {
+            c->in_use = true;
+            pool.in_use++;
+            pthread_mutex_unlock(&pool.mu);
+            if (idle_connection_alive(c->pg))
+                return c;
+            /* Dead while idle: reconnect in place below. */
+            slot_reset(c);
+            pthread_mutex_lock(&pool.mu);
+            c->in_use = false;
+            pool.in_use--;
+            continue;
+        }
+        if (c != NULL) {
+            if (now_ms() < pool.down_until_ms) {
+                pthread_mutex_unlock(&pool.mu);
+                crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
+                return NULL;
+            }
+            c->in_use = true;
+            c->connecting = true;
+            pool.in_use++;
+            pthread_mutex_unlock(&pool.mu);
+
+            crm_error cerr = CRM_ERROR_INIT;
+            PGconn *pg = crm_db_connect_direct(&pool.cfg, &cerr);
+
+            pthread_mutex_lock(&pool.mu);
+            c->connecting = false;
+            if (pg != NULL) {
+                slot_reset(c);
+                c->pg = pg;
+                pool.down_until_ms = 0;
+                pthread_mutex_unlock(&pool.mu);
+                return c;
+            }
+            c->in_use = false;
+            pool.in_use--;
+            pool.connect_failures++;
+            pool.down_until_ms = now_ms() + pool.cfg.retry_backoff_ms;
+            pthread_cond_broadcast(&pool.cv);
+            pthread_mutex_unlock(&pool.mu);
+            *err = cerr;
+            return NULL;
+        }
+        /* Every slot is in use: wait for a release, up to the deadline. */
+        long long left = deadline - now_ms();
+        if (left <= 0) {
+            pthread_mutex_unlock(&pool.mu);
+            crm_error_set(err, CRM_E_UNAVAILABLE, "all database connections are busy");
+            return NULL;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (left % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pool.waiting++;
+        pthread_cond_timedwait(&pool.cv, &pool.mu, &ts);
+        pool.waiting--;
+    }
+}
+
+void crm_db_release(crm_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->pg != NULL &&
+        (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
+         PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+        slot_reset(c);
+    pthread_mutex_lock(&pool.mu);
+    c->in_use = false;
+    pool.in_use--;
+    pthread_cond_signal(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+void crm_db_mark_broken(crm_conn *c)
+{
+    c->broken = true;
+}
+
+PGconn *crm_db_pgconn(crm_conn *c)
+{
+    return c->pg;
+}
+
+const char *crm_db_sqlstate(const crm_conn *c)
+{
+    return c->sqlstate;
+}
+
+bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    if (PQstatus(conn) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
+        strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+        strcmp(state, "57P03") == 0 || strncmp(state, "53", 2) == 0) {
+        crm_log(CRM_LOG_WARN, "database unavailable during %s: %.200s", what, msg);
+        return crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
+    }
+    if (strcmp(state, "23505") == 0 || strcmp(state, "40001") == 0 ||
+        strcmp(state, "40P01") == 0)
+        return crm_error_set(err, CRM_E_CONFLICT, "conflicting concurrent change");
+    if (strcmp(state, "57014") == 0) {
+        crm_log(CRM_LOG_WARN, "statement timeout during %s", what);
+        return crm_error_set(err, CRM_E_UNAVAILABLE, "database statement timed out");
+    }
+    crm_log(CRM_LOG_ERROR, "database error %s during %s: %.300s", state, what, msg);
+    return crm_error_set(err, CRM_E_INTERNAL, "internal error");
+}
+
+static int stmt_slot(crm_stmt *stmt)
+{
+    int slot = atomic_load(&stmt->slot);
+    if (slot != 0)
+        return slot;
+    int fresh = atomic_fetch_add(&next_stmt_slot, 1);
+    if (fresh >= CRM_DB_MAX_STMTS) {
+        crm_log(CRM_LOG_ERROR, "too many prepared statements; raise CRM_DB_MAX_STMTS");
+        abort();
+    }
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&stmt->slot, &expected, fresh))
+        return fresh;
+    return expected; /* another thread won; the fresh number is simply unused */
+}
+
+static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error *err)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
+    crm_db_result_error(c->pg, res, what, err);
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        c->broken = true;
+    PQclear(res);
+    return false;
+}
+
+PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
+                      crm_error *err)
+{
+    int slot = stmt_slot(stmt);
+    c->sqlstate[0] = '\0';
+    if (!c->prepared[slot]) {
+        PGresult *res = PQprepare(c->pg, stmt->name, stmt->sql, 0, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fail_result(c, res, stmt->name, err);
+            return NULL;
+        }
+        PQclear(res);
+        c->prepared[slot] = true;
+    }
+    PGresult *res = PQexecPrepared(c->pg, stmt->name, nparams, values, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fail_result(c, res, stmt->name, err);
+        return NULL;
+    }
+    return res;
+}
+
+PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm_error *err)
+{
+    for (int attempt = 0;; attempt++) {
+        crm_conn *c = crm_db_acquire(err);
+        if (c == NULL)
+            return NULL;
+        PGresult *res = crm_db_exec(c, stmt, nparams, values, err);
+        bool lost = res == NULL && c->broken;
+        crm_db_release(c);
+        if (res != NULL || !lost || !stmt->read_only || attempt > 0)
+            return res;
+        crm_error_clear(err);
+    }
+}
+
+static bool exec_simple(crm_conn *c, const char *sql, crm_error *err)
+{
+    PGresult *res = PQexec(c->pg, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return fail_result(c, res, sql, err);
+    PQclear(res);
+    return true;
+}
+
+bool crm_db_begin(crm_conn *c, crm_error *err)
+{
+    return exec_simple(c, "BEGIN", err);
+}
+
+bool crm_db_commit(crm_conn *c, crm_error *err)
+{
+    return exec_simple(c, "COMMIT", err);
+}
+
+void crm_db_rollback(crm_conn *c)
+{
+    if (c->pg != NULL && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        crm_error ignored = CRM_ERROR_INIT;
+        if (!exec_simple(c, "ROLLBACK", &ignored))
+            c->broken = true;
+        crm_error_clear(&ignored);
+    }
+}
+
+crm_db_stats crm_db_get_stats(void)
+{
+    crm_db_stats s = {0};
+    pthread_mutex_lock(&pool.mu);
+    s.size = pool.size;
+    s.in_use = pool.in_use;
+    s.waiting = pool.waiting;
+    s.connect_failures = pool.connect_failures;
+    for (int i = 0; i < pool.size; i++)
+        if (pool.slots[i].pg != NULL)
+            s.connected++;
+    pthread_mutex_unlock(&pool.mu);
+    return s;
+}

@@ -1,0 +1,104 @@
+/*
+ * db.h — the PostgreSQL connection pool and prepared statements.
+ *
+ * A bounded pool of libpq connections shared by all threads. A caller takes a
+ * connection with crm_db_acquire(), runs prepared statements on it and gives
+ * it back with crm_db_release(). When the database cannot be reached, acquire
+ * fails quickly with CRM_E_UNAVAILABLE instead of hanging, and the pool
+ * reconnects by itself once the database is back.
+ *
+ * Statements are declared where they are used, as static crm_stmt values:
+ *
+ *     static crm_stmt find_key = CRM_STMT_RO("auth_find_key",
+ *         "SELECT ... WHERE prefix = $1");
+ *
+ * Each connection prepares a statement the first time it runs it.
+ */
+#ifndef CRM_DB_H
+#define CRM_DB_H
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+typedef struct crm_stmt {
+    const char *name;
+    const char *sql;
+    bool read_only;   /* safe to run again on a fresh connection if the first one died */
+    atomic_int slot;  /* assigned on first use; 0 means not yet */
+} crm_stmt;
+
+#define CRM_STMT(n, s) {.name = (n), .sql = (s), .read_only = false}
+#define CRM_STMT_RO(n, s) {.name = (n), .sql = (s), .read_only = true}
+
+typedef struct crm_db_config {
+    const char *url;         /* libpq URI or key=value string */
+    int pool_size;           /* connections at most */
+    int acquire_timeout_ms;  /* how long a request waits for a free connection */
+    int connect_timeout_s;   /* libpq connect_timeout unless the URL sets one */
+    int statement_timeout_ms;
+    int retry_backoff_ms;    /* after a failed connect, fail fast for this long */
+} crm_db_config;
+
+typedef struct crm_conn crm_conn;
+
+typedef struct crm_db_stats {
+    int size;
+    int in_use;
+    int waiting;
+    int connected;
+    unsigned long connect_failures;
+} crm_db_stats;
+
+/* Creates the pool; does not connect yet. Copies cfg (and the URL string). */
+bool crm_db_init(const crm_db_config *cfg, crm_error *err);
+
+/* Closes every connection. No connection may be in use. */
+void crm_db_shutdown(void);
+
+/* Takes a healthy connection, connecting if needed. Fails with
+ * CRM_E_UNAVAILABLE when the database is down or the pool stays exhausted for
+ * acquire_timeout_ms. The caller returns it with crm_db_release(). */
+crm_conn *crm_db_acquire(crm_error *err);
+
+/* Returns a connection to the pool. A connection left inside a transaction or
+ * broken is closed and replaced later. NULL is ignored. */
+void crm_db_release(crm_conn *c);
+
+/* Runs a prepared statement with text parameters (NULL entries are SQL NULL).
+ * Returns a result the caller frees with PQclear(), or NULL with err set:
+ * CRM_E_UNAVAILABLE for a lost connection, CRM_E_CONFLICT for a unique or
+ * serialization failure, CRM_E_INTERNAL otherwise (the server log gets the
+ * database's message). crm_db_sqlstate() tells the exact code. */
+PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
+                      crm_error *err);
+
+/* Acquires, runs one statement, releases. A read-only statement whose
+ * connection turns out to be dead is retried once on a fresh connection. */
+PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm_error *err);
+
+/* Transaction control on an acquired connection. */
+bool crm_db_begin(crm_conn *c, crm_error *err);
+bool crm_db_commit(crm_conn *c, crm_error *err);
+void crm_db_rollback(crm_conn *c);
+
+/* The SQLSTATE of the last failed statement on c ("" when none). */
+const char *crm_db_sqlstate(const crm_conn *c);
+
+/* The libpq connection, for the few callers that need plain PQexec (migrations). */
+PGconn *crm_db_pgconn(crm_conn *c);
+
+/* Marks c as unusable so release closes it (after a protocol-level failure). */
+void crm_db_mark_broken(crm_conn *c);
+
+/* Opens a connection outside the pool (migrations, CLI). PQfinish() it. */
+PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
+
+/* Maps a failed result on conn to a crm_error, logging the server's message. */
+bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err);
+
+crm_db_stats crm_db_get_stats(void);
+
+#endif

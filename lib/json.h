@@ -1,0 +1,27 @@
+/*
+ * json.h — small helpers around Jansson for request bodies.
+ */
+#ifndef CRM_JSON_H
+#define CRM_JSON_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "error.h"
+
+/* Parses a request body. On failure sets CRM_E_MALFORMED with the line and
+ * column of the problem and returns NULL. The caller owns the result. */
+json_t *crm_json_parse(const char *buf, size_t len, crm_error *err);
+
+/* Checks that every key of obj is one of the NULL-terminated allowed names;
+ * each unknown key is added to err as a field error ("/key"). Returns false
+ * (with CRM_E_INVALID) when any was found. */
+bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *err);
+
+/* Encodes bytes as unpadded base64url into out (size >= 4*len/3 + 2). */
+void crm_base64url_encode(const unsigned char *bytes, size_t len, char *out, size_t outsize);
+
+/* Decodes unpadded base64url; returns the decoded length or -1. */
+long crm_base64url_decode(const char *in, unsigned char *out, size_t outsize);
+
+#endif

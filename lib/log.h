@@ -1,0 +1,29 @@
+/*
+ * log.h — structured logging: one JSON object per line on stderr.
+ *
+ * Messages are for operators. They must never carry personal data (names,
+ * e-mail addresses, request bodies); callers pass identifiers only.
+ */
+#ifndef CRM_LOG_H
+#define CRM_LOG_H
+
+#include <stddef.h>
+
+typedef enum { CRM_LOG_DEBUG, CRM_LOG_INFO, CRM_LOG_WARN, CRM_LOG_ERROR } crm_log_level;
+
+/* Sets the lowest level that is written; the default is CRM_LOG_INFO. */
+void crm_log_set_level(crm_log_level level);
+
+/* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
+int crm_log_level_parse(const char *name);
+
+/* Writes {"ts":..., "level":..., "msg":...} with msg formatted printf-style. */
+void crm_log(crm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes one already-formatted JSON line (without the newline) atomically. */
+void crm_log_write_line(const char *line, size_t len);
+
+/* Formats the current UTC time as RFC 3339 with milliseconds into buf (>= 32). */
+void crm_log_timestamp(char *buf, size_t size);
+
+#endif

@@ -1,0 +1,152 @@
+/*
+ * config.c — environment variables, their defaults and their checks.
+ */
+#include "config.h"
+#include "log.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef enum { VAR_STRING, VAR_INT, VAR_SIZE, VAR_BOOL, VAR_LISTEN, VAR_LOGLEVEL } var_kind;
+
+typedef struct env_var {
+    const char *name;
+    var_kind kind;
+    const char *def;
+    long long min, max;
+    size_t offset;
+    const char *help;
+} env_var;
+
+#define OFF(f) offsetof(crmd_config, f)
+
+static const env_var vars[] = {
+    {"CRMD_DATABASE_URL", VAR_STRING, "", 0, 0, OFF(database_url),
+     "PostgreSQL connection URI or key=value string; empty uses libpq's PG* variables"},
+    {"CRMD_LISTEN", VAR_LISTEN, "127.0.0.1:8080", 0, 0, 0, "address:port to serve HTTP on"},
+    {"CRMD_THREADS", VAR_INT, "0", 0, 1024, OFF(threads),
+     "HTTP worker threads; 0 means 2 per CPU core plus the pool size"},
+    {"CRMD_MAX_CONNECTIONS", VAR_INT, "4096", 1, 1000000, OFF(max_connections),
+     "concurrent client connections at most"},
+    {"CRMD_CONNECTION_TIMEOUT_S", VAR_INT, "60", 1, 86400, OFF(connection_timeout_s),
+     "idle keep-alive connections are closed after this many seconds"},
+    {"CRMD_MAX_BODY_BYTES", VAR_SIZE, "8388608", 1024, 1LL << 32, OFF(max_body_bytes),
+     "largest request body accepted; larger gets 413"},
+    {"CRMD_MAX_URL_BYTES", VAR_SIZE, "8192", 256, 1 << 20, OFF(max_url_bytes),
+     "longest request URL accepted; longer gets 414"},
+    {"CRMD_MAX_HEADER_BYTES", VAR_SIZE, "16384", 1024, 1 << 20, OFF(max_header_bytes),
+     "largest total of request header names and values; larger gets 431"},
+    {"CRMD_POOL_SIZE", VAR_INT, "16", 1, 1000, OFF(pool_size),
+     "PostgreSQL connections at most"},
+    {"CRMD_POOL_TIMEOUT_MS", VAR_INT, "2000", 0, 600000, OFF(pool_timeout_ms),
+     "how long a request waits for a free database connection before 503"},
+    {"CRMD_DB_CONNECT_TIMEOUT_S", VAR_INT, "2", 1, 600, OFF(db_connect_timeout_s),
+     "connect timeout for new database connections (unless the URL sets one)"},
+    {"CRMD_DB_RETRY_MS", VAR_INT, "250", 0, 60000, OFF(db_retry_backoff_ms),
+     "after a failed connect, requests fail fast with 503 for this long"},
+    {"CRMD_STATEMENT_TIMEOUT_MS", VAR_INT, "30000", 0, 86400000, OFF(statement_timeout_ms),
+     "PostgreSQL statement_timeout for crmd's sessions (0: none)"},
+    {"CRMD_KEY_CACHE_TTL_MS", VAR_INT, "5000", 0, 600000, OFF(key_cache_ttl_ms),
+     "how long a checked API key is trusted without reading the database again"},
+    {"CRMD_SHUTDOWN_TIMEOUT_S", VAR_INT, "10", 0, 3600, OFF(shutdown_timeout_s),
+     "on SIGTERM/SIGINT, how long in-flight requests get to finish"},
+    {"CRMD_RETRY_AFTER_S", VAR_INT, "1", 1, 3600, OFF(retry_after_s),
+     "Retry-After value sent with 503 responses"},
+    {"CRMD_ACCESS_LOG", VAR_BOOL, "1", 0, 1, OFF(access_log),
+     "1 to write one JSON line per request to stderr, 0 to stay quiet"},
+    {"CRMD_LOG_LEVEL", VAR_LOGLEVEL, "info", 0, 0, OFF(log_level),
+     "debug, info, warn or error"},
+};
+
+void crmd_config_print_help(FILE *out)
+{
+    fprintf(out, "Environment:\n");
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        fprintf(out, "  %-26s %s (default: %s)\n", vars[i].name, vars[i].help,
+                vars[i].def[0] ? vars[i].def : "empty");
+}
+
+static bool parse_listen(crmd_config *cfg, const char *value, char *errbuf, size_t errsize)
+{
+    const char *colon = strrchr(value, ':');
+    if (colon == NULL || colon == value || (size_t)(colon - value) >= sizeof cfg->listen_host) {
+        snprintf(errbuf, errsize, "CRMD_LISTEN must be host:port, got '%s'", value);
+        return false;
+    }
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || end == colon + 1 || port < 0 || port > 65535) {
+        snprintf(errbuf, errsize, "CRMD_LISTEN has a bad port: '%s'", value);
+        return false;
+    }
+    memcpy(cfg->listen_host, value, (size_t)(colon - value));
+    cfg->listen_host[colon - value] = '\0';
+    cfg->listen_port = (int)port;
+    return true;
+}
+
+static bool parse_number(const env_var *v, const char *value, long long *out, char *errbuf,
+                         size_t errsize)
+{
+    char *end;
+    errno = 0;
+    long long n = strtoll(value, &end, 10);
+    if (errno != 0 || *end != '\0' || end == value || n < v->min || n > v->max) {
+        snprintf(errbuf, errsize, "%s must be an integer from %lld to %lld, got '%s'", v->name,
+                 v->min, v->max, value);
+        return false;
+    }
+    *out = n;
+    return true;
+}
+
+bool crmd_config_load(crmd_config *cfg, char *errbuf, size_t errsize)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const env_var *v = &vars[i];
+        const char *value = getenv(v->name);
+        if (value == NULL || (value[0] == '\0' && v->kind != VAR_STRING))
+            value = v->def;
+        char *field = (char *)cfg + v->offset;
+        long long n = 0;
+        switch (v->kind) {
+        case VAR_STRING:
+            *(const char **)field = value;
+            break;
+        case VAR_LISTEN:
+            if (!parse_listen(cfg, value, errbuf, errsize))
+                return false;
+            break;
+        case VAR_LOGLEVEL:
+            if ((*(int *)field = crm_log_level_parse(value)) < 0) {
+                snprintf(errbuf, errsize, "%s must be debug, info, warn or error", v->name);
+                return false;
+            }
+            break;
+        case VAR_INT:
+        case VAR_BOOL:
+            if (!parse_number(v, value, &n, errbuf, errsize))
+                return false;
+            if (v->kind == VAR_BOOL)
+                *(bool *)field = n != 0;
+            else
+                *(int *)field = (int)n;
+            break;
+        case VAR_SIZE:
+            if (!parse_number(v, value, &n, errbuf, errsize))
+                return false;
+            *(size_t *)field = (size_t)n;
+            break;
+        }
+    }
+    if (cfg->threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        cfg->threads = (int)(cpus > 0 ? cpus : 1) * 2 + cfg->pool_size;
+    }
+    return true;
+}

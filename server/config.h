@@ -1,0 +1,43 @@
+/*
+ * config.h — crmd's configuration, read once from the environment at start.
+ *
+ * Every variable is documented in README.md and printed by `crmd --help`
+ * from the same table in config.c.
+ */
+#ifndef HTTP_CONFIG_H
+#define HTTP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+typedef struct crmd_config {
+    const char *database_url;
+    char listen_host[64];
+    int listen_port;
+    int threads;
+    int max_connections;
+    int connection_timeout_s;
+    size_t max_body_bytes;
+    size_t max_url_bytes;
+    size_t max_header_bytes;
+    int pool_size;
+    int pool_timeout_ms;
+    int db_connect_timeout_s;
+    int db_retry_backoff_ms;
+    int statement_timeout_ms;
+    int key_cache_ttl_ms;
+    int shutdown_timeout_s;
+    int retry_after_s;
+    bool access_log;
+    int log_level;
+} crmd_config;
+
+/* Fills cfg from the environment. On a bad value writes a message to errbuf
+ * and returns false. */
+bool crmd_config_load(crmd_config *cfg, char *errbuf, size_t errsize);
+
+/* Prints the variables, their defaults and meaning. */
+void crmd_config_print_help(FILE *out);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * handlers.h — every handler the route table names, and the small helpers
+ * they share for query parameters.
+ */
+#ifndef HTTP_HANDLERS_H
+#define HTTP_HANDLERS_H
+
+#include "http.h"
+
+/* handlers_ops.c */
+void handle_healthz(http_request *req);
+void handle_readyz(http_request *req);
+void handle_metrics(http_request *req);
+void handle_openapi(http_request *req);
+
+/* handlers_apikeys.c */
+void handle_apikey_create(http_request *req);
+void handle_apikey_list(http_request *req);
+void handle_apikey_get(http_request *req);
+void handle_apikey_revoke(http_request *req);
+
+/* params.c */
+
+/* Reads ?limit= (default def, 1..max). On a bad value fills err (422). */
+bool http_query_limit(http_request *req, int def, int max, int *out, crm_error *err);
+
+/* Reads ?after= as a cursor made by http_cursor_from_id (0 when absent). */
+bool http_query_after_id(http_request *req, long long *out, crm_error *err);
+
+/* Makes an opaque cursor for a keyset position; returns it as a JSON string. */
+json_t *http_cursor_from_id(long long id);
+
+/* Parses a positive integer path parameter; false when it is not one. */
+bool http_param_id(http_request *req, const char *name, long long *out);
+
+#endif

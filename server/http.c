@@ -1,0 +1,690 @@
+/*
+ * http.c — libmicrohttpd glue: request lifecycle, limits, replies, logging.
+ *
+ * libmicrohttpd calls access_handler several times per request:
+ *   1. headers received (*con_cls == NULL): we create the request, route it
+ *      and check limits, the key and the content type;
+ *   2. zero or more times with body data, which we append up to the limit;
+ *   3. once more with no data: the request is complete, the handler runs.
+ * We answer on the first call only when the request carries a body we do not
+ * want to read (413, 401, 415, ...): libmicrohttpd then closes the
+ * connection instead of reading the rest. Answering a body-less request on
+ * the first call would also close it and defeat keep-alive, so those answers
+ * wait for call 3.
+ *
+ * Handlers run on the thread-pool thread that owns the connection; see
+ * README ("Threading") for why and what was measured.
+ */
+#include "http.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_EXTRA_HEADERS 8
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    const crmd_config *cfg;
+    atomic_int in_flight;
+    atomic_bool stopping;
+    int port;
+};
+
+/* The running server, for /metrics and the stopping flag. One per process. */
+static http_server *current_server;
+
+struct http_request {
+    struct MHD_Connection *conn;
+    http_server *srv;
+    const char *method;
+    const char *path;
+    struct timespec started;
+    char request_id[64];
+    route_match match;
+    route_status route_status;
+    crm_principal principal;
+    bool has_principal;
+    crm_arena arena;
+
+    /* body */
+    char *body;
+    size_t body_len, body_cap;
+    json_t *json; /* parsed body, owned */
+
+    /* response */
+    bool answered;  /* a reply_* call filled the fields below */
+    bool queued;    /* handed to libmicrohttpd */
+    int status;
+    const char *content_type;
+    char *resp_body; /* malloc'd, or static when resp_static */
+    size_t resp_len;
+    bool resp_static;
+    struct {
+        const char *name, *value; /* arena copies */
+    } headers[MAX_EXTRA_HEADERS];
+    int nheaders;
+};
+
+/* ---- accessors for handlers -------------------------------------------- */
+
+const char *http_param(http_request *req, const char *name)
+{
+    size_t len = strlen(name);
+    for (int i = 0; i < req->match.nparams; i++)
+        if (req->match.params[i].name_len == len &&
+            memcmp(req->match.params[i].name, name, len) == 0)
+            return req->match.params[i].value;
+    return NULL;
+}
+
+const char *http_query(http_request *req, const char *name)
+{
+    /* The unescape callback leaves values raw; decode them here. */
+    const char *raw = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (raw == NULL)
+        return NULL;
+    return router_percent_decode(&req->arena, raw, strlen(raw), true);
+}
+
+const char *http_header(http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+json_t *http_json_body(http_request *req, crm_error *err)
+{
+    if (req->json == NULL) {
+        if (req->body_len == 0) {
+            crm_error_set(err, CRM_E_MALFORMED, "the request body is empty; a JSON document "
+                                                "is required");
+            return NULL;
+        }
+        req->json = crm_json_parse(req->body, req->body_len, err);
+    }
+    return req->json;
+}
+
+const crm_principal *http_principal(const http_request *req)
+{
+    return req->has_principal ? &req->principal : NULL;
+}
+
+crm_arena *http_arena(http_request *req)
+{
+    return &req->arena;
+}
+
+/* ---- replies ----------------------------------------------------------- */
+
+void http_add_header(http_request *req, const char *name, const char *value)
+{
+    if (req->nheaders == MAX_EXTRA_HEADERS)
+        return;
+    req->headers[req->nheaders].name = crm_arena_strndup(&req->arena, name, strlen(name));
+    req->headers[req->nheaders].value = crm_arena_strndup(&req->arena, value, strlen(value));
+    req->nheaders++;
+}
+
+static void set_answer(http_request *req, int status, const char *content_type, char *body,
+                       size_t len, bool is_static)
+{
+    if (req->answered) { /* a handler bug: keep the first answer */
+        if (!is_static)
+            free(body);
+        crm_log(CRM_LOG_ERROR, "second reply for request %s ignored", req->request_id);
+        return;
+    }
+    req->answered = true;
+    req->status = status;
+    req->content_type = content_type;
+    req->resp_body = body;
+    req->resp_len = len;
+    req->resp_static = is_static;
+}
+
+void http_reply_bytes(http_request *req, int status, const char *content_type, const char *data,
+                      size_t len, bool is_static)
+{
+    char *body = (char *)data;
+    if (!is_static) {
+        body = malloc(len ? len : 1);
+        if (body == NULL) {
+            http_reply_problem(req, 500, "out of memory");
+            return;
+        }
+        memcpy(body, data, len);
+    }
+    set_answer(req, status, content_type, body, len, is_static);
+}
+
+void http_reply_json(http_request *req, int status, json_t *doc)
+{
+    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        crm_log(CRM_LOG_ERROR, "could not render a response for request %s", req->request_id);
+        http_reply_problem(req, 500, "internal error");
+        return;
+    }
+    set_answer(req, status, "application/json", text, strlen(text), false);
+}
+
+void http_reply_empty(http_request *req, int status)
+{
+    set_answer(req, status, NULL, NULL, 0, true);
+}
+
+int http_status_for(crm_errcode code)
+{
+    switch (code) {
+    case CRM_OK: return 200;
+    case CRM_E_MALFORMED: return 400;
+    case CRM_E_INVALID: return 422;
+    case CRM_E_NOT_FOUND: return 404;
+    case CRM_E_CONFLICT: return 409;
+    case CRM_E_UNAUTHORIZED: return 401;
+    case CRM_E_FORBIDDEN: return 403;
+    case CRM_E_TOO_LARGE: return 413;
+    case CRM_E_UNSUPPORTED: return 415;
+    case CRM_E_PRECONDITION: return 412;
+    case CRM_E_UNAVAILABLE: return 503;
+    case CRM_E_INTERNAL: return 500;
+    }
+    return 500;
+}
+
+static const char *status_title(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+static const char *status_type(int status)
+{
+    switch (status) {
+    case 400: return "malformed-request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not-found";
+    case 405: return "method-not-allowed";
+    case 409: return "conflict";
+    case 412: return "precondition-failed";
+    case 413: return "payload-too-large";
+    case 414: return "uri-too-long";
+    case 415: return "unsupported-media-type";
+    case 422: return "validation-failed";
+    case 428: return "precondition-required";
+    case 429: return "rate-limited";
+    case 431: return "headers-too-large";
+    case 503: return "service-unavailable";
+    default: return "internal-error";
+    }
+}
+
+static void reply_problem_full(http_request *req, int status, const char *detail, json_t *errors)
+{
+    char type[96];
+    snprintf(type, sizeof type, "https://crmd.dev/problems/%s", status_type(status));
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title",
+                            status_title(status), "status", status, "detail", detail ? detail : "",
+                            "instance", req->request_id);
+    if (doc == NULL) /* detail was not UTF-8: say less rather than nothing */
+        doc = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", status_title(status),
+                        "status", status, "instance", req->request_id);
+    if (errors != NULL)
+        json_object_set(doc, "errors", errors);
+    if (status == 503) {
+        char secs[16];
+        snprintf(secs, sizeof secs, "%d", req->srv->cfg->retry_after_s);
+        http_add_header(req, "Retry-After", secs);
+    }
+    if (status == 401)
+        http_add_header(req, "WWW-Authenticate", "Bearer realm=\"crmd\"");
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (text == NULL) {
+        http_reply_bytes(req, 500, "application/problem+json", "{\"status\":500}", 14, true);
+        return;
+    }
+    set_answer(req, status, "application/problem+json", text, strlen(text), false);
+}
+
+void http_reply_problem(http_request *req, int status, const char *detail)
+{
+    reply_problem_full(req, status, detail, NULL);
+}
+
+void http_reply_error(http_request *req, const crm_error *err)
+{
+    int status = http_status_for(err->code);
+    const char *detail = err->detail;
+    if (status == 500)
+        detail = "internal error; the server log has the details under this request id";
+    reply_problem_full(req, status, detail, err->errors);
+}
+
+/* ---- request lifecycle ------------------------------------------------- */
+
+static bool request_id_acceptable(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return false;
+    }
+    return true;
+}
+
+static void assign_request_id(http_request *req)
+{
+    const char *given = http_header(req, "X-Request-Id");
+    if (given != NULL && request_id_acceptable(given)) {
+        snprintf(req->request_id, sizeof req->request_id, "%s", given);
+        return;
+    }
+    unsigned char raw[16];
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(req->request_id, sizeof req->request_id, raw, sizeof raw);
+}
+
+static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static bool body_announced(http_request *req)
+{
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = http_header(req, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return (cl != NULL && strcmp(cl, "0") != 0) || te != NULL;
+}
+
+static bool content_type_is_json(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+        return true;
+    /* application/merge-patch+json, application/problem+json, ... */
+    return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+           strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/* Everything we can decide from the request line and headers alone. Leaves
+ * req->answered set when the request is refused. */
+static void admit_request(http_request *req)
+{
+    const http_server *srv = req->srv;
+    const crmd_config *cfg = srv->cfg;
+
+    if (strlen(req->path) > cfg->max_url_bytes) {
+        http_reply_problem(req, 414, "the request URL is longer than the server accepts");
+        return;
+    }
+    size_t header_bytes = 0;
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, sum_header, &header_bytes);
+    if (header_bytes > cfg->max_header_bytes) {
+        http_reply_problem(req, 431, "the request headers are larger than the server accepts");
+        return;
+    }
+
+    req->route_status = router_match(req->method, req->path, &req->arena, &req->match);
+    switch (req->route_status) {
+    case ROUTE_FOUND:
+        break;
+    case ROUTE_NOT_FOUND:
+        http_reply_problem(req, 404, "no resource at this path");
+        return;
+    case ROUTE_BAD_PATH:
+        http_reply_problem(req, 400, "the path contains an encoded NUL byte");
+        return;
+    case ROUTE_BAD_METHOD: {
+        char detail[200];
+        snprintf(detail, sizeof detail, "this resource supports %s", req->match.allow);
+        http_add_header(req, "Allow", req->match.allow);
+        http_reply_problem(req, 405, detail);
+        return;
+    }
+    }
+
+    const http_route *route = req->match.route;
+    if (route->scope != 0) {
+        crm_error err = CRM_ERROR_INIT;
+        if (!crm_auth_authenticate(http_header(req, MHD_HTTP_HEADER_AUTHORIZATION),
+                                   &req->principal, &err)) {
+            http_reply_error(req, &err);
+            crm_error_clear(&err);
+            return;
+        }
+        req->has_principal = true;
+        if (!crm_principal_allows(&req->principal, route->scope)) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "this operation needs the '%s' scope",
+                     crm_scope_name(route->scope));
+            http_reply_problem(req, 403, detail);
+            return;
+        }
+    }
+
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl != NULL && strtoull(cl, NULL, 10) > cfg->max_body_bytes) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                 cfg->max_body_bytes);
+        http_reply_problem(req, 413, detail);
+        return;
+    }
+    if (route->json_body && body_announced(req) &&
+        !content_type_is_json(http_header(req, MHD_HTTP_HEADER_CONTENT_TYPE))) {
+        http_reply_problem(req, 415, "send the body as application/json");
+        return;
+    }
+}
+
+static bool append_body(http_request *req, const char *data, size_t len)
+{
+    size_t max = req->srv->cfg->max_body_bytes;
+    if (req->body_len + len > max)
+        return false;
+    if (req->body_len + len > req->body_cap) {
+        size_t cap = req->body_cap ? req->body_cap : 4096;
+        while (cap < req->body_len + len)
+            cap *= 2;
+        if (cap > max)
+            cap = max;
+        char *grown = realloc(req->body, cap);
+        if (grown == NULL)
+            return false;
+        req->body = grown;
+        req->body_cap = cap;
+    }
+    memcpy(req->body + req->body_len, data, len);
+    req->body_len += len;
+    return true;
+}
+
+/* Hands the answer to libmicrohttpd. */
+static enum MHD_Result queue_answer(http_request *req)
+{
+    struct MHD_Response *resp;
+    if (req->resp_body == NULL)
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    else
+        resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body,
+                                               req->resp_static ? MHD_RESPMEM_PERSISTENT
+                                                                : MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        return MHD_NO;
+    req->resp_body = NULL; /* the response owns it now */
+    if (req->content_type != NULL)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, req->content_type);
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    for (int i = 0; i < req->nheaders; i++)
+        MHD_add_response_header(resp, req->headers[i].name, req->headers[i].value);
+    if (atomic_load(&req->srv->stopping))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
+    MHD_destroy_response(resp);
+    req->queued = true;
+    return rc;
+}
+
+static void run_handler(http_request *req)
+{
+    req->match.route->handler(req);
+    if (!req->answered) {
+        crm_log(CRM_LOG_ERROR, "handler for %s %s gave no answer", req->match.route->method,
+                req->match.route->pattern);
+        http_reply_problem(req, 500, "internal error");
+    }
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *method, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    (void)version;
+    http_server *srv = cls;
+    http_request *req = *con_cls;
+
+    if (req == NULL) {
+        req = calloc(1, sizeof *req);
+        if (req == NULL)
+            return MHD_NO;
+        clock_gettime(CLOCK_MONOTONIC, &req->started);
+        req->conn = conn;
+        req->srv = srv;
+        req->method = method;
+        req->path = url;
+        req->match.index = -1;
+        crm_arena_init(&req->arena);
+        *con_cls = req;
+        atomic_fetch_add(&srv->in_flight, 1);
+        assign_request_id(req);
+        admit_request(req);
+        if (req->answered && body_announced(req))
+            return queue_answer(req);
+        return MHD_YES;
+    }
+    if (req->queued)
+        return MHD_YES;
+
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->answered)
+            return MHD_YES;
+        if (!append_body(req, upload_data, n)) {
+            char detail[128];
+            snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                     srv->cfg->max_body_bytes);
+            http_reply_problem(req, 413, detail);
+            return queue_answer(req);
+        }
+        return MHD_YES;
+    }
+
+    if (!req->answered)
+        run_handler(req);
+    return queue_answer(req);
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static const char *loggable_method(const char *m)
+{
+    static const char *const known[] = {"GET",     "HEAD",  "POST",  "PUT",  "PATCH",
+                                        "DELETE",  "OPTIONS", "TRACE", "CONNECT"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(m, known[i]) == 0)
+            return known[i];
+    return "OTHER";
+}
+
+/* One JSON line per request: identifiers only, never personal data. The
+ * route is the pattern, not the path, which may contain e-mail addresses. */
+static void log_request(const http_request *req, double seconds)
+{
+    char ts[40], line[512];
+    crm_log_timestamp(ts, sizeof ts);
+    const http_route *route = req->match.route;
+    int n = snprintf(line, sizeof line,
+                     "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":\"%s\","
+                     "\"method\":\"%s\",\"route\":%s%s%s,\"status\":%d,\"duration_ms\":%.3f,"
+                     "\"key_prefix\":%s%s%s,\"bytes_in\":%zu}",
+                     ts, req->request_id, loggable_method(req->method), route ? "\"" : "",
+                     route ? route->pattern : "null", route ? "\"" : "", req->status,
+                     seconds * 1000.0, req->has_principal ? "\"" : "",
+                     req->has_principal ? req->principal.prefix : "null",
+                     req->has_principal ? "\"" : "", req->body_len);
+    if (n > 0 && (size_t)n < sizeof line)
+        crm_log_write_line(line, (size_t)n);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    (void)toe;
+    http_server *srv = cls;
+    http_request *req = *con_cls;
+    if (req == NULL)
+        return;
+    *con_cls = NULL;
+    double seconds = seconds_since(&req->started);
+    if (req->queued) {
+        metrics_record(req->match.index, req->status, seconds);
+        if (srv->cfg->access_log)
+            log_request(req, seconds);
+    }
+    if (!req->resp_static)
+        free(req->resp_body);
+    free(req->body);
+    json_decref(req->json);
+    crm_arena_free(&req->arena);
+    free(req);
+    atomic_fetch_sub(&srv->in_flight, 1);
+}
+
+/* Keep the path percent-encoded: the router splits on '/' first and decodes
+ * each segment, so "%2F" inside an external id stays inside its segment. */
+static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    crm_log(CRM_LOG_WARN, "libmicrohttpd: %s", msg);
+}
+
+void http_server_stats(int *connections, int *in_flight)
+{
+    *connections = 0;
+    *in_flight = 0;
+    http_server *srv = current_server;
+    if (srv == NULL)
+        return;
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (info != NULL)
+        *connections = (int)info->num_connections;
+    *in_flight = atomic_load(&srv->in_flight);
+}
+
+http_server *http_server_start(const crmd_config *cfg, crm_error *err)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->listen_port)};
+    if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
+        crm_error_set(err, CRM_E_INVALID, "CRMD_LISTEN host must be an IPv4 address, got '%s'",
+                      cfg->listen_host);
+        return NULL;
+    }
+    http_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    srv->cfg = cfg;
+    router_init();
+    metrics_init();
+
+    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 32 * 1024;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    srv->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+        NULL, MHD_OPTION_END);
+    if (srv->daemon == NULL) {
+        crm_error_set(err, CRM_E_UNAVAILABLE, "cannot listen on %s:%d", cfg->listen_host,
+                      cfg->listen_port);
+        free(srv);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    srv->port = info ? info->port : cfg->listen_port;
+    current_server = srv;
+    return srv;
+}
+
+int http_server_port(const http_server *srv)
+{
+    return srv->port;
+}
+
+void http_server_stop(http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    atomic_store(&srv->stopping, true);
+    MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+    if (listen_fd != MHD_INVALID_SOCKET)
+        close(listen_fd);
+    /* Let requests already started finish; new requests on kept-alive
+     * connections are still answered, with Connection: close. */
+    long waited_ms = 0, limit_ms = (long)srv->cfg->shutdown_timeout_s * 1000;
+    while (atomic_load(&srv->in_flight) > 0 && waited_ms < limit_ms) {
+        struct timespec ts = {0, 10 * 1000000};
+        nanosleep(&ts, NULL);
+        waited_ms += 10;
+    }
+    if (atomic_load(&srv->in_flight) > 0)
+        crm_log(CRM_LOG_WARN, "shutdown timeout: %d requests still in flight",
+                atomic_load(&srv->in_flight));
+    MHD_stop_daemon(srv->daemon);
+    current_server = NULL;
+    free(srv);
+}

@@ -1,0 +1,79 @@
+/*
+ * http.h — the HTTP edge: libmicrohttpd glue and what handlers may use.
+ *
+ * A handler receives an http_request, reads its parameters and body through
+ * the accessors below, calls lib/, and answers with exactly one http_reply_*
+ * call. Everything a request allocates through its arena dies with it.
+ */
+#ifndef HTTP_HTTP_H
+#define HTTP_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "auth.h"
+#include "config.h"
+#include "error.h"
+#include "router.h"
+
+typedef struct http_server http_server;
+
+/* Starts serving with cfg (which must outlive the server). */
+http_server *http_server_start(const crmd_config *cfg, crm_error *err);
+
+/* Stops accepting, lets in-flight requests finish (up to the configured
+ * shutdown timeout), then closes every connection and frees the server. */
+void http_server_stop(http_server *srv);
+
+/* Open connections and requests in flight, for /metrics. */
+void http_server_stats(int *connections, int *in_flight);
+
+/* The port actually bound (useful with CRMD_LISTEN=...:0). */
+int http_server_port(const http_server *srv);
+
+/* ---- for handlers ----------------------------------------------------- */
+
+/* A decoded path parameter ("id" for /v1/api-keys/{id}); NULL if absent. */
+const char *http_param(http_request *req, const char *name);
+
+/* A decoded query parameter; NULL when absent. */
+const char *http_query(http_request *req, const char *name);
+
+/* A request header; NULL when absent. */
+const char *http_header(http_request *req, const char *name);
+
+/* The parsed JSON body; NULL with CRM_E_MALFORMED (line and column) when it
+ * does not parse. The request owns the result. */
+json_t *http_json_body(http_request *req, crm_error *err);
+
+/* The authenticated caller (routes with a scope only). */
+const crm_principal *http_principal(const http_request *req);
+
+/* The request's scratch arena. */
+crm_arena *http_arena(http_request *req);
+
+/* Adds a response header (name and value are copied). */
+void http_add_header(http_request *req, const char *name, const char *value);
+
+/* Answers with a JSON document; takes ownership of body. */
+void http_reply_json(http_request *req, int status, json_t *body);
+
+/* Answers with raw bytes. With is_static the data must outlive the response
+ * (it is not copied); otherwise it is copied. */
+void http_reply_bytes(http_request *req, int status, const char *content_type, const char *data,
+                      size_t len, bool is_static);
+
+/* Answers with no body (204, ...). */
+void http_reply_empty(http_request *req, int status);
+
+/* Answers with problem+json built from err (status from its code). */
+void http_reply_error(http_request *req, const crm_error *err);
+
+/* Answers with problem+json for an HTTP-level problem. */
+void http_reply_problem(http_request *req, int status, const char *detail);
+
+/* The HTTP status a crm_errcode becomes. */
+int http_status_for(crm_errcode code);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * main.c — crmd's entry point: commands, configuration, startup, signals.
+ *
+ *   crmd [serve]                      migrate, then serve HTTP until SIGTERM/SIGINT
+ *   crmd migrate                      apply pending migrations and exit
+ *   crmd keys create --name N --scopes a,b
+ *                                     create an API key; the secret is line 1
+ *   crmd routes                       print the route table (for the contract test)
+ */
+#include "config.h"
+#include "db.h"
+#include "embedded.h"
+#include "http.h"
+#include "log.h"
+#include "migrate.h"
+#include "router.h"
+
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STARTUP_DB_WAIT_S 30
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "crmd %s — CRM API server\n\n"
+            "Usage:\n"
+            "  crmd [serve]          apply migrations, then serve HTTP\n"
+            "  crmd migrate          apply pending migrations and exit\n"
+            "  crmd keys create --name NAME --scopes SCOPE[,SCOPE...]\n"
+            "                        create an API key; its secret is the first output line\n"
+            "  crmd routes           print the route table\n"
+            "  crmd --help | --version\n\n"
+            "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
+            "  touchpoints:write, segments:read, segments:write, rules:read, rules:write,\n"
+            "  campaigns:read, campaigns:write, metrics:read, sync:read\n\n",
+            CRMD_VERSION);
+    crmd_config_print_help(out);
+}
+
+static crm_db_config db_config_from(const crmd_config *cfg)
+{
+    crm_db_config d = {
+        .url = cfg->database_url,
+        .pool_size = cfg->pool_size,
+        .acquire_timeout_ms = cfg->pool_timeout_ms,
+        .connect_timeout_s = cfg->db_connect_timeout_s,
+        .statement_timeout_ms = cfg->statement_timeout_ms,
+        .retry_backoff_ms = cfg->db_retry_backoff_ms,
+    };
+    return d;
+}
+
+/* Applies migrations on a dedicated connection. With wait_s > 0 an
+ * unreachable database is retried every second for that long. */
+static bool run_migrations(const crmd_config *cfg, int wait_s)
+{
+    crm_db_config d = db_config_from(cfg);
+    crm_error err = CRM_ERROR_INIT;
+    PGconn *conn = NULL;
+    for (int waited = 0;; waited++) {
+        conn = crm_db_connect_direct(&d, &err);
+        if (conn != NULL || waited >= wait_s)
+            break;
+        if (waited == 0)
+            crm_log(CRM_LOG_WARN, "waiting up to %d s for the database", wait_s);
+        crm_error_clear(&err);
+        sleep(1);
+    }
+    if (conn == NULL) {
+        crm_log(CRM_LOG_ERROR, "cannot reach the database: %s", err.detail);
+        crm_error_clear(&err);
+        return false;
+    }
+    int applied = 0;
+    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, &applied,
+                                &err);
+    PQfinish(conn);
+    if (!ok) {
+        crm_log(CRM_LOG_ERROR, "migrations failed: %s", err.detail);
+        crm_error_clear(&err);
+        return false;
+    }
+    crm_log(CRM_LOG_INFO, "schema at version %d (%d migrations applied now)",
+            crm_migrate_latest_version(crm_migration_files, crm_migration_files_count), applied);
+    return true;
+}
+
+static int cmd_routes(void)
+{
+    size_t n;
+    const http_route *routes = router_table(&n);
+    for (size_t i = 0; i < n; i++)
+        printf("%s %s %s\n", routes[i].method, routes[i].pattern,
+               routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+    return 0;
+}
+
+/* crmd keys create --name NAME --scopes a,b: prints the secret alone on the
+ * first line so scripts can take it with `head -n1`. */
+static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
+{
+    const char *name = NULL, *scopes = NULL;
+    if (argc < 1 || strcmp(argv[0], "create") != 0) {
+        fprintf(stderr, "usage: crmd keys create --name NAME --scopes SCOPE[,SCOPE...]\n");
+        return 2;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (strcmp(argv[i], "--scopes") == 0 && i + 1 < argc)
+            scopes = argv[++i];
+        else {
+            fprintf(stderr, "crmd keys create: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (name == NULL || scopes == NULL) {
+        fprintf(stderr, "crmd keys create: --name and --scopes are required\n");
+        return 2;
+    }
+    if (!run_migrations(cfg, 0))
+        return 1;
+
+    json_t *list = json_array();
+    char *copy = strdup(scopes), *save = NULL;
+    for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save))
+        json_array_append_new(list, json_string(s));
+    free(copy);
+    json_t *body = json_pack("{s:s, s:o}", "name", name, "scopes", list);
+
+    crm_error err = CRM_ERROR_INIT;
+    json_t *key = NULL;
+    crm_db_config d = db_config_from(cfg);
+    d.pool_size = 1;
+    if (body != NULL && crm_db_init(&d, &err))
+        key = crm_apikey_create(body, &err);
+    json_decref(body);
+    crm_db_shutdown();
+    if (key == NULL) {
+        fprintf(stderr, "crmd keys create: %s\n", err.detail[0] ? err.detail : "invalid name");
+        if (err.errors != NULL) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(err.errors, i, e) fprintf(
+                stderr, "  %s: %s\n", json_string_value(json_object_get(e, "field")),
+                json_string_value(json_object_get(e, "message")));
+        }
+        crm_error_clear(&err);
+        return 1;
+    }
+    printf("%s\n", json_string_value(json_object_get(key, "secret")));
+    printf("id: %lld\nprefix: %s\nname: %s\nscopes: %s\n",
+           (long long)json_integer_value(json_object_get(key, "id")),
+           json_string_value(json_object_get(key, "prefix")), name, scopes);
+    json_decref(key);
+    return 0;
+}
+
+static int cmd_serve(const crmd_config *cfg)
+{
+    /* Block the stop signals in every thread; main waits for them below. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (!run_migrations(cfg, STARTUP_DB_WAIT_S))
+        return 1;
+    crm_db_config d = db_config_from(cfg);
+    crm_error err = CRM_ERROR_INIT;
+    if (!crm_db_init(&d, &err)) {
+        crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        return 1;
+    }
+    crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
+    http_server *srv = http_server_start(cfg, &err);
+    if (srv == NULL) {
+        crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        crm_db_shutdown();
+        return 1;
+    }
+    crm_log(CRM_LOG_INFO, "crmd %s listening on http://%s:%d (%d threads, pool of %d)",
+            CRMD_VERSION, cfg->listen_host, http_server_port(srv), cfg->threads, cfg->pool_size);
+
+    int sig = 0;
+    sigwait(&stop, &sig);
+    crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
+            sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    http_server_stop(srv);
+    crm_db_shutdown();
+    crm_log(CRM_LOG_INFO, "stopped");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("crmd %s\n", CRMD_VERSION);
+        return 0;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "crmd: libsodium failed to initialise\n");
+        return 1;
+    }
+    if (strcmp(cmd, "routes") == 0)
+        return cmd_routes();
+
+    crmd_config cfg;
+    char errbuf[256];
+    if (!crmd_config_load(&cfg, errbuf, sizeof errbuf)) {
+        fprintf(stderr, "crmd: %s\n", errbuf);
+        return 2;
+    }
+    crm_log_set_level((crm_log_level)cfg.log_level);
+
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(&cfg);
+    if (strcmp(cmd, "migrate") == 0)
+        return run_migrations(&cfg, 0) ? 0 : 1;
+    if (strcmp(cmd, "keys") == 0)
+        return cmd_keys(&cfg, argc - 2, argv + 2);
+    fprintf(stderr, "crmd: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,72 @@
+/*
+ * params.c — query and path parameter parsing shared by handlers.
+ */
+#include "handlers.h"
+#include "json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool parse_positive(const char *s, long long *out)
+{
+    if (s == NULL || *s < '1' || *s > '9')
+        return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool http_query_limit(http_request *req, int def, int max, int *out, crm_error *err)
+{
+    const char *s = http_query(req, "limit");
+    long long v;
+    if (s == NULL) {
+        *out = def;
+        return true;
+    }
+    if (!parse_positive(s, &v) || v > max) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "must be an integer from 1 to %d", max);
+        crm_error_add_field(err, "limit", msg);
+        return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'limit'");
+    }
+    *out = (int)v;
+    return true;
+}
+
+/* Cursors are base64url("k" + decimal id): opaque to clients, cheap here. */
+json_t *http_cursor_from_id(long long id)
+{
+    char text[32], out[64];
+    int n = snprintf(text, sizeof text, "k%lld", id);
+    crm_base64url_encode((const unsigned char *)text, (size_t)n, out, sizeof out);
+    return json_string(out);
+}
+
+bool http_query_after_id(http_request *req, long long *out, crm_error *err)
+{
+    const char *s = http_query(req, "after");
+    *out = 0;
+    if (s == NULL)
+        return true;
+    unsigned char raw[32];
+    long n = strlen(s) < 40 ? crm_base64url_decode(s, raw, sizeof raw - 1) : -1;
+    if (n > 1 && raw[0] == 'k') {
+        raw[n] = '\0';
+        if (parse_positive((const char *)raw + 1, out))
+            return true;
+    }
+    crm_error_add_field(err, "after", "not a cursor this list returned");
+    return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'after'");
+}
+
+bool http_param_id(http_request *req, const char *name, long long *out)
+{
+    return parse_positive(http_param(req, name), out);
+}

@@ -1,0 +1,183 @@
+/*
+ * router.c — the route table and path matching.
+ *
+ * To add an operation: add one row here, its handler in
+ * handlers_<resource>.c, and the operation in openapi.yaml (a test checks
+ * that the table and the contract list the same operations).
+ */
+#include "router.h"
+#include "auth.h"
+#include "handlers.h"
+
+#include <string.h>
+
+static const http_route routes[] = {
+    /* operations */
+    {"GET", "/healthz", handle_healthz, 0, false},
+    {"GET", "/readyz", handle_readyz, 0, false},
+    {"GET", "/metrics", handle_metrics, 0, false},
+    {"GET", "/openapi.yaml", handle_openapi, 0, false},
+    /* api keys */
+    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true},
+    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false},
+    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false},
+    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false},
+};
+
+#define N_ROUTES (sizeof routes / sizeof routes[0])
+#define MAX_SEGMENTS 16
+
+/* A pattern split into segments once, at start. */
+typedef struct compiled_route {
+    int nseg;
+    struct {
+        const char *text;
+        size_t len;
+        bool is_param;
+    } seg[MAX_SEGMENTS];
+} compiled_route;
+
+static compiled_route compiled[N_ROUTES];
+
+const http_route *router_table(size_t *count)
+{
+    *count = N_ROUTES;
+    return routes;
+}
+
+void router_init(void)
+{
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        compiled_route *c = &compiled[i];
+        c->nseg = 0;
+        const char *p = routes[i].pattern;
+        while (*p == '/' && c->nseg < MAX_SEGMENTS) {
+            p++;
+            size_t len = strcspn(p, "/");
+            bool param = len >= 2 && p[0] == '{' && p[len - 1] == '}';
+            c->seg[c->nseg].text = param ? p + 1 : p;
+            c->seg[c->nseg].len = param ? len - 2 : len;
+            c->seg[c->nseg].is_param = param;
+            c->nseg++;
+            p += len;
+        }
+    }
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space)
+{
+    char *out = crm_arena_alloc(arena, len + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        int hi, lo;
+        if (src[i] == '%' && i + 2 < len && (hi = hexval(src[i + 1])) >= 0 && (lo = hexval(src[i + 2])) >= 0) {
+            char c = (char)(hi * 16 + lo);
+            if (c == '\0')
+                return NULL;
+            out[o++] = c;
+            i += 2;
+        } else if (plus_is_space && src[i] == '+') {
+            out[o++] = ' ';
+        } else {
+            out[o++] = src[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Splits raw_path into segments (pointers into raw_path). */
+static int split_path(const char *raw_path, const char **seg, size_t *len)
+{
+    int n = 0;
+    const char *p = raw_path;
+    while (*p == '/') {
+        if (n == MAX_SEGMENTS)
+            return -1;
+        p++;
+        size_t l = strcspn(p, "/");
+        seg[n] = p;
+        len[n] = l;
+        n++;
+        p += l;
+    }
+    return *p == '\0' ? n : -1;
+}
+
+static bool segments_match(const compiled_route *c, int nseg, const char **seg, const size_t *len)
+{
+    if (c->nseg != nseg)
+        return false;
+    for (int i = 0; i < nseg; i++) {
+        if (c->seg[i].is_param) {
+            if (len[i] == 0)
+                return false;
+        } else if (c->seg[i].len != len[i] || memcmp(c->seg[i].text, seg[i], len[i]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void add_allow(char *allow, size_t size, const char *method)
+{
+    if (strstr(allow, method) != NULL)
+        return;
+    if (allow[0] != '\0')
+        strncat(allow, ", ", size - strlen(allow) - 1);
+    strncat(allow, method, size - strlen(allow) - 1);
+}
+
+route_status router_match(const char *method, const char *raw_path, crm_arena *arena,
+                          route_match *m)
+{
+    const char *seg[MAX_SEGMENTS];
+    size_t len[MAX_SEGMENTS];
+    memset(m, 0, sizeof *m);
+    m->index = -1;
+    int nseg = split_path(raw_path, seg, len);
+    if (nseg < 0)
+        return ROUTE_NOT_FOUND;
+    const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
+
+    bool path_matched = false;
+    for (size_t i = 0; i < N_ROUTES; i++) {
+        const compiled_route *c = &compiled[i];
+        if (!segments_match(c, nseg, seg, len))
+            continue;
+        path_matched = true;
+        add_allow(m->allow, sizeof m->allow, routes[i].method);
+        if (strcmp(routes[i].method, "GET") == 0)
+            add_allow(m->allow, sizeof m->allow, "HEAD");
+        if (m->route != NULL || strcmp(routes[i].method, want) != 0)
+            continue;
+        m->route = &routes[i];
+        m->index = (int)i;
+        for (int s = 0; s < nseg; s++) {
+            if (!c->seg[s].is_param)
+                continue;
+            http_path_param *p = &m->params[m->nparams++];
+            p->name = c->seg[s].text;
+            p->name_len = c->seg[s].len;
+            p->value = router_percent_decode(arena, seg[s], len[s], false);
+            if (p->value == NULL)
+                return ROUTE_BAD_PATH;
+        }
+    }
+    if (m->route != NULL)
+        return ROUTE_FOUND;
+    return path_matched ? ROUTE_BAD_METHOD : ROUTE_NOT_FOUND;
+}

@@ -1,0 +1,64 @@
+/*
+ * router.h — the route table: method + path pattern -> handler + scope.
+ *
+ * The table in router.c is the single description of the API surface. 404
+ * and 405 (with Allow), authentication, metrics labels and the contract test
+ * (`crmd routes` against openapi.yaml) all read it.
+ */
+#ifndef HTTP_ROUTER_H
+#define HTTP_ROUTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "arena.h"
+
+typedef struct http_request http_request;
+typedef void (*http_handler)(http_request *req);
+
+typedef struct http_route {
+    const char *method;
+    const char *pattern; /* "/v1/api-keys/{id}": {name} matches one segment */
+    http_handler handler;
+    unsigned scope;      /* required scope bit; 0 means no key needed */
+    bool json_body;      /* the request carries a JSON body */
+} http_route;
+
+#define HTTP_MAX_PARAMS 4
+
+typedef struct http_path_param {
+    const char *name;  /* points into the pattern */
+    size_t name_len;
+    const char *value; /* percent-decoded, in the request arena */
+} http_path_param;
+
+typedef enum {
+    ROUTE_FOUND,
+    ROUTE_NOT_FOUND,     /* no pattern matches the path */
+    ROUTE_BAD_METHOD,    /* a pattern matches, but not with this method */
+    ROUTE_BAD_PATH,      /* the path cannot be decoded (e.g. %00) */
+} route_status;
+
+typedef struct route_match {
+    const http_route *route;
+    int index;            /* position in the table, for metrics */
+    http_path_param params[HTTP_MAX_PARAMS];
+    int nparams;
+    char allow[128];      /* for ROUTE_BAD_METHOD: "GET, HEAD, POST" */
+} route_match;
+
+/* Prepares the table (splits patterns once). Call before serving. */
+void router_init(void);
+
+/* Matches method and a raw (still percent-encoded) path. HEAD matches GET
+ * routes. Decoded parameter values are allocated in arena. */
+route_status router_match(const char *method, const char *raw_path, crm_arena *arena,
+                          route_match *m);
+
+const http_route *router_table(size_t *count);
+
+/* Percent-decodes src[0..len) into a NUL-terminated arena string; fails on a
+ * decoded NUL byte. With plus_is_space, '+' becomes ' ' (query strings). */
+char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space);
+
+#endif
