@@ -318,7 +318,7 @@ static bool validate_new_key(json_t *body, const char **name, char **scopes_lite
 
 json_t *crm_apikey_create(json_t *body, crm_error *err)
 {
-    const char *name;
+    const char *name = NULL;
     char *scopes = NULL;
     if (!validate_new_key(body, &name, &scopes, err))
         return NULL;
@@ -386,6 +386,19 @@ json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, cr
     *next_after = n > limit ? atoll(PQgetvalue(res, shown - 1, 0)) : 0;
     PQclear(res);
     return arr;
+}
+
+static crm_stmt any_active_key = CRM_STMT_RO(
+    "apikey_any_active", "SELECT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)");
+
+bool crm_apikey_any_active(bool *any, crm_error *err)
+{
+    PGresult *res = crm_db_run(&any_active_key, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    *any = PQgetvalue(res, 0, 0)[0] == 't';
+    PQclear(res);
+    return true;
 }
 
 bool crm_apikey_revoke(long long id, crm_error *err)

@@ -75,6 +75,9 @@ json_t *crm_apikey_get(long long id, crm_error *err);
  * set to the last id when more may follow, else 0. */
 json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, crm_error *err);
 
+/* Sets *any to whether at least one key that is not revoked exists. */
+bool crm_apikey_any_active(bool *any, crm_error *err);
+
 /* Revokes a key (idempotent); CRM_E_NOT_FOUND when there is no such key. */
 bool crm_apikey_revoke(long long id, crm_error *err);
 

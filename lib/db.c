@@ -92,14 +92,24 @@ void crm_db_shutdown(void)
     pthread_cond_destroy(&pool.cv);
 }
 
+/* Server notices (NOTICE: relation already exists, ...) go to the debug log. */
+static void log_notice(void *arg, const char *message)
+{
+    (void)arg;
+    crm_log(CRM_LOG_DEBUG, "database notice: %.*s", (int)strcspn(message, "\n"), message);
+}
+
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
 {
     char timeout[16], options[64];
     snprintf(timeout, sizeof timeout, "%d", cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
     snprintf(options, sizeof options, "-c statement_timeout=%d", cfg->statement_timeout_ms);
     /* Our defaults come before dbname so that values in the URL override them. */
-    const char *keys[] = {"connect_timeout", "options", "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {timeout, options, "crmd", cfg->url, NULL};
+    /* Keepalives bound how long a vanished database host can hold a request. */
+    const char *keys[] = {"connect_timeout", "options", "fallback_application_name",
+                          "keepalives_idle", "keepalives_interval", "keepalives_count",
+                          "dbname", NULL};
+    const char *vals[] = {timeout, options, "crmd", "10", "3", "3", cfg->url, NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (pg == NULL) {
         crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
@@ -114,6 +124,7 @@ PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
         crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
         return NULL;
     }
+    PQsetNoticeProcessor(pg, log_notice, NULL);
     return pg;
 }
 

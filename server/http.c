@@ -250,14 +250,15 @@ static const char *status_type(int status)
 
 static void reply_problem_full(http_request *req, int status, const char *detail, json_t *errors)
 {
-    char type[96];
+    char type[96], instance[96];
     snprintf(type, sizeof type, "https://crmd.dev/problems/%s", status_type(status));
-    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title",
+    snprintf(instance, sizeof instance, "urn:crmd:request:%s", req->request_id);
+    json_t *doc = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title",
                             status_title(status), "status", status, "detail", detail ? detail : "",
-                            "instance", req->request_id);
+                            "instance", instance, "request_id", req->request_id);
     if (doc == NULL) /* detail was not UTF-8: say less rather than nothing */
-        doc = json_pack("{s:s, s:s, s:i, s:s}", "type", type, "title", status_title(status),
-                        "status", status, "instance", req->request_id);
+        doc = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", type, "title", status_title(status),
+                        "status", status, "instance", instance, "request_id", req->request_id);
     if (errors != NULL)
         json_object_set(doc, "errors", errors);
     if (status == 503) {
@@ -295,7 +296,7 @@ void http_reply_error(http_request *req, const crm_error *err)
 static bool request_id_acceptable(const char *id)
 {
     size_t n = strlen(id);
-    if (n == 0 || n > 64)
+    if (n == 0 || n > 63)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
@@ -310,7 +311,7 @@ static void assign_request_id(http_request *req)
 {
     const char *given = http_header(req, "X-Request-Id");
     if (given != NULL && request_id_acceptable(given)) {
-        snprintf(req->request_id, sizeof req->request_id, "%s", given);
+        memcpy(req->request_id, given, strlen(given) + 1);
         return;
     }
     unsigned char raw[16];
@@ -641,13 +642,13 @@ http_server *http_server_start(const crmd_config *cfg, crm_error *err)
     size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 32 * 1024;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        NULL, MHD_OPTION_END);
+        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
     if (srv->daemon == NULL) {
         crm_error_set(err, CRM_E_UNAVAILABLE, "cannot listen on %s:%d", cfg->listen_host,
                       cfg->listen_port);

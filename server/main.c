@@ -32,8 +32,9 @@ static void usage(FILE *out)
             "Usage:\n"
             "  crmd [serve]          apply migrations, then serve HTTP\n"
             "  crmd migrate          apply pending migrations and exit\n"
-            "  crmd keys create --name NAME --scopes SCOPE[,SCOPE...]\n"
+            "  crmd keys create --name NAME --scopes SCOPE[,SCOPE...] [--if-none]\n"
             "                        create an API key; its secret is the first output line\n"
+            "                        (--if-none: only when no active key exists yet)\n"
             "  crmd routes           print the route table\n"
             "  crmd --help | --version\n\n"
             "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
@@ -106,6 +107,7 @@ static int cmd_routes(void)
 static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
 {
     const char *name = NULL, *scopes = NULL;
+    bool if_none = false;
     if (argc < 1 || strcmp(argv[0], "create") != 0) {
         fprintf(stderr, "usage: crmd keys create --name NAME --scopes SCOPE[,SCOPE...]\n");
         return 2;
@@ -115,6 +117,8 @@ static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
             name = argv[++i];
         else if (strcmp(argv[i], "--scopes") == 0 && i + 1 < argc)
             scopes = argv[++i];
+        else if (strcmp(argv[i], "--if-none") == 0)
+            if_none = true;
         else {
             fprintf(stderr, "crmd keys create: unexpected argument '%s'\n", argv[i]);
             return 2;
@@ -138,10 +142,14 @@ static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
     json_t *key = NULL;
     crm_db_config d = db_config_from(cfg);
     d.pool_size = 1;
-    if (body != NULL && crm_db_init(&d, &err))
+    bool any = false;
+    if (body != NULL && crm_db_init(&d, &err) && (!if_none || crm_apikey_any_active(&any, &err)) &&
+        !any)
         key = crm_apikey_create(body, &err);
     json_decref(body);
     crm_db_shutdown();
+    if (any) /* --if-none and a key exists: nothing to do, nothing printed */
+        return 0;
     if (key == NULL) {
         fprintf(stderr, "crmd keys create: %s\n", err.detail[0] ? err.detail : "invalid name");
         if (err.errors != NULL) {
