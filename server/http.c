@@ -60,6 +60,7 @@ struct http_request {
     /* body */
     char *body;
     size_t body_len, body_cap;
+    size_t discarded; /* bytes read and dropped after a 413 */
     json_t *json; /* parsed body, owned */
 
     /* response */
@@ -511,14 +512,23 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->answered)
-            return MHD_YES;
+        if (req->answered) {
+            /* Already refused (a chunked body ran over the limit). This
+             * libmicrohttpd cannot answer in mid-body, so the rest is read
+             * and dropped, never stored; a client that keeps sending far
+             * beyond the limit loses the connection instead. */
+            req->discarded += n;
+            return req->discarded > srv->cfg->max_body_bytes ? MHD_NO : MHD_YES;
+        }
         if (!append_body(req, upload_data, n)) {
             char detail[128];
             snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
                      srv->cfg->max_body_bytes);
             http_reply_problem(req, 413, detail);
-            return queue_answer(req);
+            req->discarded = n;
+            free(req->body);
+            req->body = NULL;
+            req->body_cap = 0;
         }
         return MHD_YES;
     }
