@@ -235,10 +235,11 @@ bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_er
 
 /* ---- key administration ----------------------------------------------- */
 
+/* Timestamps travel as epoch milliseconds and are formatted in C. */
 #define KEY_COLUMNS                                                                               \
     "id, name, prefix, array_to_json(scopes)::text, "                                              \
-    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), "                \
-    "to_char(revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+    "(extract(epoch FROM created_at) * 1000)::bigint, "                                            \
+    "(extract(epoch FROM revoked_at) * 1000)::bigint"
 
 static crm_stmt insert_key = CRM_STMT(
     "apikey_insert", "INSERT INTO api_keys (name, prefix, secret_hash, scopes) "
@@ -255,11 +256,12 @@ static crm_stmt revoke_key =
 static json_t *key_from_row(const PGresult *res, int r)
 {
     json_t *scopes = json_loads(PQgetvalue(res, r, 3), 0, NULL);
-    return json_pack("{s:I, s:s, s:s, s:o, s:s, s:o}", "id",
+    return json_pack("{s:I, s:s, s:s, s:o, s:o, s:o}", "id",
                      (json_int_t)atoll(PQgetvalue(res, r, 0)), "name", PQgetvalue(res, r, 1),
                      "prefix", PQgetvalue(res, r, 2), "scopes", scopes ? scopes : json_array(),
-                     "created_at", PQgetvalue(res, r, 4), "revoked_at",
-                     PQgetisnull(res, r, 5) ? json_null() : json_string(PQgetvalue(res, r, 5)));
+                     "created_at", crm_json_timestamp(atoll(PQgetvalue(res, r, 4))), "revoked_at",
+                     PQgetisnull(res, r, 5) ? json_null()
+                                            : crm_json_timestamp(atoll(PQgetvalue(res, r, 5))));
 }
 
 /* Checks the create body; on success *name and *scopes_literal (a text[]

@@ -29,7 +29,6 @@
 struct crm_conn {
     PGconn *pg;
     bool in_use;
-    bool connecting;
     bool broken;
     bool prepared[CRM_DB_MAX_STMTS];
     char sqlstate[6];
@@ -128,23 +127,19 @@ PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
     return pg;
 }
 
-/* True when an idle connection is still usable. Data waiting on an idle
- * connection is either EOF or a termination notice from the server. */
+/* True when an idle connection is still usable. We never LISTEN, so nothing
+ * should arrive on an idle connection: anything readable is EOF or the
+ * server's termination notice (57P01 on restart), and the connection goes. */
 static bool idle_connection_alive(PGconn *pg)
 {
     if (PQstatus(pg) != CONNECTION_OK)
         return false;
     struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
-    int rc = poll(&p, 1, 0);
-    if (rc == 0)
-        return true;
-    if (rc < 0)
-        return errno == EINTR;
-    if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK)
-        return false;
-    /* Readable but still OK: a notice or parameter status; drop the
-     * connection anyway rather than risk an out-of-sync protocol state. */
-    return PQisBusy(pg) == 0 && PQtransactionStatus(pg) == PQTRANS_IDLE;
+    int rc;
+    do
+        rc = poll(&p, 1, 0);
+    while (rc < 0 && errno == EINTR);
+    return rc == 0;
 }
 
 static void slot_reset(crm_conn *c)
@@ -200,7 +195,6 @@ crm_conn *crm_db_acquire(crm_error *err)
                 return NULL;
             }
             c->in_use = true;
-            c->connecting = true;
             pool.in_use++;
             pthread_mutex_unlock(&pool.mu);
 
@@ -208,7 +202,6 @@ crm_conn *crm_db_acquire(crm_error *err)
             PGconn *pg = crm_db_connect_direct(&pool.cfg, &cerr);
 
             pthread_mutex_lock(&pool.mu);
-            c->connecting = false;
             if (pg != NULL) {
                 slot_reset(c);
                 c->pg = pg;
@@ -362,30 +355,30 @@ PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm
     }
 }
 
-static bool exec_simple(crm_conn *c, const char *sql, crm_error *err)
+/* Checks the result of a transaction-control command. */
+static bool command_done(crm_conn *c, PGresult *res, const char *what, crm_error *err)
 {
-    PGresult *res = PQexec(c->pg, sql);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        return fail_result(c, res, sql, err);
+        return fail_result(c, res, what, err);
     PQclear(res);
     return true;
 }
 
 bool crm_db_begin(crm_conn *c, crm_error *err)
 {
-    return exec_simple(c, "BEGIN", err);
+    return command_done(c, PQexec(c->pg, "BEGIN"), "BEGIN", err);
 }
 
 bool crm_db_commit(crm_conn *c, crm_error *err)
 {
-    return exec_simple(c, "COMMIT", err);
+    return command_done(c, PQexec(c->pg, "COMMIT"), "COMMIT", err);
 }
 
 void crm_db_rollback(crm_conn *c)
 {
     if (c->pg != NULL && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         crm_error ignored = CRM_ERROR_INIT;
-        if (!exec_simple(c, "ROLLBACK", &ignored))
+        if (!command_done(c, PQexec(c->pg, "ROLLBACK"), "ROLLBACK", &ignored))
             c->broken = true;
         crm_error_clear(&ignored);
     }

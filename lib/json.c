@@ -4,7 +4,9 @@
 #include "json.h"
 
 #include <sodium.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 json_t *crm_json_parse(const char *buf, size_t len, crm_error *err)
 {
@@ -54,4 +56,18 @@ long crm_base64url_decode(const char *in, unsigned char *out, size_t outsize)
                           sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
         return -1;
     return (long)n;
+}
+
+json_t *crm_json_timestamp(long long epoch_ms)
+{
+    long long secs = epoch_ms >= 0 ? epoch_ms / 1000 : -((-epoch_ms + 999) / 1000);
+    int ms = (int)(epoch_ms - secs * 1000);
+    time_t t = (time_t)secs;
+    struct tm tm;
+    char buf[48];
+    if (gmtime_r(&t, &tm) == NULL)
+        return json_null();
+    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof buf - n, ".%03dZ", ms);
+    return json_string(buf);
 }

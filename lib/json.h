@@ -18,6 +18,10 @@ json_t *crm_json_parse(const char *buf, size_t len, crm_error *err);
  * (with CRM_E_INVALID) when any was found. */
 bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *err);
 
+/* An RFC 3339 UTC timestamp with milliseconds ("2026-11-23T10:15:00.000Z")
+ * for epoch milliseconds, as a new JSON string. */
+json_t *crm_json_timestamp(long long epoch_ms);
+
 /* Encodes bytes as unpadded base64url into out (size >= 4*len/3 + 2). */
 void crm_base64url_encode(const unsigned char *bytes, size_t len, char *out, size_t outsize);
 

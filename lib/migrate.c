@@ -14,13 +14,6 @@
 /* 'crmd' in ASCII: the advisory lock key every crmd process agrees on. */
 #define MIGRATE_LOCK_KEY "1668441444"
 
-static const char create_table_sql[] =
-    "CREATE TABLE IF NOT EXISTS crm_schema_migrations ("
-    " version integer PRIMARY KEY,"
-    " name text NOT NULL,"
-    " checksum text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now())";
-
 /* Parses the leading digits of "0001_init.sql"; -1 when the name is not NNNN_*.sql. */
 static int version_of(const char *name)
 {
@@ -115,7 +108,13 @@ fail:
 static bool apply_all(PGconn *conn, const struct crm_embedded_file *files, size_t count,
                       int *applied, crm_error *err)
 {
-    if (!command_ok(conn, PQexec(conn, create_table_sql), "creating crm_schema_migrations", err))
+    if (!command_ok(conn,
+                    PQexec(conn, "CREATE TABLE IF NOT EXISTS crm_schema_migrations ("
+                                 " version integer PRIMARY KEY,"
+                                 " name text NOT NULL,"
+                                 " checksum text NOT NULL,"
+                                 " applied_at timestamptz NOT NULL DEFAULT now())"),
+                    "creating crm_schema_migrations", err))
         return false;
     for (size_t i = 0; i < count; i++) {
         const struct crm_embedded_file *f = &files[i];
