@@ -354,40 +354,61 @@ json_t *crm_apikey_create(json_t *body, crm_error *err)
     return out;
 }
 
+void crm_apikey_get_query(crm_query *q, long long id)
+{
+    crm_query_init(q, &select_key);
+    crm_query_add_int(q, id);
+}
+
+json_t *crm_apikey_get_decode(const PGresult *res, long long id, crm_error *err)
+{
+    if (PQntuples(res) != 1) {
+        crm_error_set(err, CRM_E_NOT_FOUND, "no API key with id %lld", id);
+        return NULL;
+    }
+    return key_from_row(res, 0);
+}
+
 json_t *crm_apikey_get(long long id, crm_error *err)
 {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *params[] = {idbuf};
-    PGresult *res = crm_db_run(&select_key, 1, params, err);
+    crm_query q;
+    crm_apikey_get_query(&q, id);
+    PGresult *res = crm_db_run_query(&q, err);
     if (res == NULL)
         return NULL;
-    json_t *out = NULL;
-    if (PQntuples(res) == 1)
-        out = key_from_row(res, 0);
-    else
-        crm_error_set(err, CRM_E_NOT_FOUND, "no API key with id %lld", id);
+    json_t *out = crm_apikey_get_decode(res, id, err);
     PQclear(res);
     return out;
 }
 
-json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, crm_error *err)
+void crm_apikey_list_query(crm_query *q, long long after_id, int limit)
 {
-    char afterbuf[24], limitbuf[16];
-    snprintf(afterbuf, sizeof afterbuf, "%lld", after_id);
-    snprintf(limitbuf, sizeof limitbuf, "%d", limit + 1);
-    const char *params[] = {afterbuf, limitbuf};
-    PGresult *res = crm_db_run(&list_keys, 2, params, err);
-    if (res == NULL)
-        return NULL;
+    crm_query_init(q, &list_keys);
+    crm_query_add_int(q, after_id);
+    crm_query_add_int(q, limit + 1); /* one more tells whether a next page exists */
+}
+
+json_t *crm_apikey_list_decode(const PGresult *res, int limit, long long *next_after)
+{
     int n = PQntuples(res);
     int shown = n > limit ? limit : n;
     json_t *arr = json_array();
     for (int r = 0; r < shown; r++)
         json_array_append_new(arr, key_from_row(res, r));
     *next_after = n > limit ? atoll(PQgetvalue(res, shown - 1, 0)) : 0;
-    PQclear(res);
     return arr;
+}
+
+json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, crm_error *err)
+{
+    crm_query q;
+    crm_apikey_list_query(&q, after_id, limit);
+    PGresult *res = crm_db_run_query(&q, err);
+    if (res == NULL)
+        return NULL;
+    json_t *out = crm_apikey_list_decode(res, limit, next_after);
+    PQclear(res);
+    return out;
 }
 
 static crm_stmt any_active_key = CRM_STMT_RO(

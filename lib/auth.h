@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "error.h"
 
 /* Scopes are bits; a route requires one, a key holds a set. `admin` holds all. */
@@ -74,6 +75,13 @@ json_t *crm_apikey_get(long long id, crm_error *err);
 /* Returns up to limit keys with id > after_id, ordered by id. *next_after is
  * set to the last id when more may follow, else 0. */
 json_t *crm_apikey_list(long long after_id, int limit, long long *next_after, crm_error *err);
+
+/* The same two reads split for the asynchronous path (dbloop.h): build the
+ * query, run it anywhere, decode its result. */
+void crm_apikey_get_query(crm_query *q, long long id);
+json_t *crm_apikey_get_decode(const PGresult *res, long long id, crm_error *err);
+void crm_apikey_list_query(crm_query *q, long long after_id, int limit);
+json_t *crm_apikey_list_decode(const PGresult *res, int limit, long long *next_after);
 
 /* Sets *any to whether at least one key that is not revoked exists. */
 bool crm_apikey_any_active(bool *any, crm_error *err);

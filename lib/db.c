@@ -24,8 +24,6 @@
 #include <string.h>
 #include <time.h>
 
-#define CRM_DB_MAX_STMTS 512
-
 struct crm_conn {
     PGconn *pg;
     bool in_use;
@@ -290,7 +288,7 @@ bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, cr
     return crm_error_set(err, CRM_E_INTERNAL, "internal error");
 }
 
-static int stmt_slot(crm_stmt *stmt)
+int crm_db_stmt_slot(crm_stmt *stmt)
 {
     int slot = atomic_load(&stmt->slot);
     if (slot != 0)
@@ -320,7 +318,7 @@ static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error 
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err)
 {
-    int slot = stmt_slot(stmt);
+    int slot = crm_db_stmt_slot(stmt);
     c->sqlstate[0] = '\0';
     if (!c->prepared[slot]) {
         PGresult *res = PQprepare(c->pg, stmt->name, stmt->sql, 0, NULL);
@@ -353,6 +351,39 @@ PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm
             return res;
         crm_error_clear(err);
     }
+}
+
+void crm_query_init(crm_query *q, crm_stmt *stmt)
+{
+    q->stmt = stmt;
+    q->nparams = 0;
+    q->buf_used = 0;
+}
+
+void crm_query_add(crm_query *q, const char *value)
+{
+    if (q->nparams == CRM_QUERY_MAX_PARAMS) {
+        crm_log(CRM_LOG_ERROR, "too many parameters for %s", q->stmt->name);
+        abort();
+    }
+    q->values[q->nparams++] = value;
+}
+
+void crm_query_add_int(crm_query *q, long long value)
+{
+    char *dst = q->buf + q->buf_used;
+    int n = snprintf(dst, sizeof q->buf - q->buf_used, "%lld", value);
+    if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used) {
+        crm_log(CRM_LOG_ERROR, "query buffer full for %s", q->stmt->name);
+        abort();
+    }
+    q->buf_used += (size_t)n + 1;
+    crm_query_add(q, dst);
+}
+
+PGresult *crm_db_run_query(const crm_query *q, crm_error *err)
+{
+    return crm_db_run(q->stmt, q->nparams, q->values, err);
 }
 
 /* Checks the result of a transaction-control command. */

@@ -23,6 +23,8 @@
 
 #include "error.h"
 
+#define CRM_DB_MAX_STMTS 512
+
 typedef struct crm_stmt {
     const char *name;
     const char *sql;
@@ -32,6 +34,28 @@ typedef struct crm_stmt {
 
 #define CRM_STMT(n, s) {.name = (n), .sql = (s), .read_only = false}
 #define CRM_STMT_RO(n, s) {.name = (n), .sql = (s), .read_only = true}
+
+/* A statement with its parameters, built by a lib/ function so that callers
+ * can run it either on the blocking pool (crm_db_run_query) or on the event
+ * loop (dbloop.h) without knowing its SQL. Short parameter values live in buf. */
+#define CRM_QUERY_MAX_PARAMS 8
+
+typedef struct crm_query {
+    crm_stmt *stmt;
+    int nparams;
+    const char *values[CRM_QUERY_MAX_PARAMS];
+    char buf[256];
+    size_t buf_used;
+} crm_query;
+
+/* Starts q for stmt with no parameters. */
+void crm_query_init(crm_query *q, crm_stmt *stmt);
+
+/* Appends a text parameter (NULL for SQL NULL). The string must outlive q. */
+void crm_query_add(crm_query *q, const char *value);
+
+/* Appends an integer parameter, formatted into q's own buffer. */
+void crm_query_add_int(crm_query *q, long long value);
 
 typedef struct crm_db_config {
     const char *url;         /* libpq URI or key=value string */
@@ -79,6 +103,9 @@ PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *cons
  * connection turns out to be dead is retried once on a fresh connection. */
 PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm_error *err);
 
+/* crm_db_run for a prepared query. */
+PGresult *crm_db_run_query(const crm_query *q, crm_error *err);
+
 /* Transaction control on an acquired connection. */
 bool crm_db_begin(crm_conn *c, crm_error *err);
 bool crm_db_commit(crm_conn *c, crm_error *err);
@@ -100,5 +127,9 @@ PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
 bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err);
 
 crm_db_stats crm_db_get_stats(void);
+
+/* The statement's small integer id (1..CRM_DB_MAX_STMTS-1), assigned on first
+ * use; connections remember which ids they have prepared. */
+int crm_db_stmt_slot(crm_stmt *stmt);
 
 #endif

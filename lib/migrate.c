@@ -162,17 +162,30 @@ bool crm_migrate_apply(PGconn *conn, const struct crm_embedded_file *files, size
 static crm_stmt migrations_state = CRM_STMT_RO(
     "migrate_state", "SELECT count(*), coalesce(max(version), 0) FROM crm_schema_migrations");
 
-bool crm_migrate_is_current(crm_error *err)
+void crm_migrate_state_query(crm_query *q)
 {
-    PGresult *res = crm_db_run(&migrations_state, 0, NULL, err);
-    if (res == NULL)
-        return false;
+    crm_query_init(q, &migrations_state);
+}
+
+bool crm_migrate_state_decode(const PGresult *res, crm_error *err)
+{
     long n = atol(PQgetvalue(res, 0, 0));
     int latest = atoi(PQgetvalue(res, 0, 1));
-    PQclear(res);
     int want = crm_migrate_latest_version(crm_migration_files, crm_migration_files_count);
     if (latest < want || n < (long)crm_migration_files_count)
         return crm_error_set(err, CRM_E_UNAVAILABLE, "database schema is at version %d, need %d",
                              latest, want);
     return true;
+}
+
+bool crm_migrate_is_current(crm_error *err)
+{
+    crm_query q;
+    crm_migrate_state_query(&q);
+    PGresult *res = crm_db_run_query(&q, err);
+    if (res == NULL)
+        return false;
+    bool ok = crm_migrate_state_decode(res, err);
+    PQclear(res);
+    return ok;
 }

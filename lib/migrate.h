@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "embedded.h"
 #include "error.h"
 
@@ -25,6 +26,11 @@ bool crm_migrate_apply(PGconn *conn, const struct crm_embedded_file *files, size
 
 /* The highest version among files (0 when none). */
 int crm_migrate_latest_version(const struct crm_embedded_file *files, size_t count);
+
+/* The readiness check split for the asynchronous path: the query, and whether
+ * its result shows every built-in migration recorded (CRM_E_UNAVAILABLE if not). */
+void crm_migrate_state_query(crm_query *q);
+bool crm_migrate_state_decode(const PGresult *res, crm_error *err);
 
 /* True when the database has recorded every built-in migration. Uses the pool. */
 bool crm_migrate_is_current(crm_error *err);

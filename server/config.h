@@ -22,6 +22,7 @@ typedef struct crmd_config {
     size_t max_url_bytes;
     size_t max_header_bytes;
     int pool_size;
+    int async_pool_size;
     int pool_timeout_ms;
     int db_connect_timeout_s;
     int db_retry_backoff_ms;

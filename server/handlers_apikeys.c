@@ -23,39 +23,61 @@ void handle_apikey_create(http_request *req)
     http_reply_json(req, 201, key);
 }
 
-void handle_apikey_list(http_request *req)
+static void list_done(http_request *req, const PGresult *res, const crm_error *err)
 {
-    crm_error err = CRM_ERROR_INIT;
-    int limit;
-    long long after, next = 0;
-    json_t *keys = NULL;
-    if (http_query_limit(req, 50, 200, &limit, &err) && http_query_after_id(req, &after, &err))
-        keys = crm_apikey_list(after, limit, &next, &err);
-    if (keys == NULL) {
-        http_reply_error(req, &err);
-        crm_error_clear(&err);
+    if (res == NULL) {
+        http_reply_error(req, err);
         return;
     }
+    int limit = 0;
+    crm_error ignored = CRM_ERROR_INIT;
+    http_query_limit(req, 50, 200, &limit, &ignored); /* validated before the query */
+    long long next = 0;
+    json_t *keys = crm_apikey_list_decode(res, limit, &next);
     json_t *page = json_pack("{s:o, s:o}", "data", keys, "next_cursor",
                              next ? http_cursor_from_id(next) : json_null());
     http_reply_json(req, 200, page);
 }
 
-void handle_apikey_get(http_request *req)
+void handle_apikey_list(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    long long id;
-    json_t *key = NULL;
-    if (!http_param_id(req, "id", &id))
-        crm_error_set(&err, CRM_E_NOT_FOUND, "no API key with this id");
-    else
-        key = crm_apikey_get(id, &err);
-    if (key == NULL) {
+    int limit;
+    long long after;
+    if (!http_query_limit(req, 50, 200, &limit, &err) || !http_query_after_id(req, &after, &err)) {
         http_reply_error(req, &err);
         crm_error_clear(&err);
         return;
     }
+    crm_query q;
+    crm_apikey_list_query(&q, after, limit);
+    http_defer_query(req, &q, list_done);
+}
+
+static void get_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    crm_error derr = CRM_ERROR_INIT;
+    long long id = 0;
+    http_param_id(req, "id", &id);
+    json_t *key = res ? crm_apikey_get_decode(res, id, &derr) : NULL;
+    if (key == NULL) {
+        http_reply_error(req, res ? &derr : err);
+        crm_error_clear(&derr);
+        return;
+    }
     http_reply_json(req, 200, key);
+}
+
+void handle_apikey_get(http_request *req)
+{
+    long long id;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no API key with this id");
+        return;
+    }
+    crm_query q;
+    crm_apikey_get_query(&q, id);
+    http_defer_query(req, &q, get_done);
 }
 
 void handle_apikey_revoke(http_request *req)

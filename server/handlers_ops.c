@@ -15,19 +15,25 @@ void handle_healthz(http_request *req)
     http_reply_bytes(req, 200, "application/json", body, sizeof body - 1, true);
 }
 
-void handle_readyz(http_request *req)
+static void readyz_done(http_request *req, const PGresult *res, const crm_error *err)
 {
-    crm_error err = CRM_ERROR_INIT;
-    if (!crm_migrate_is_current(&err)) {
+    crm_error state = CRM_ERROR_INIT;
+    if (res == NULL || !crm_migrate_state_decode(res, &state)) {
         /* Whatever the cause, the answer for a load balancer is "not ready". */
-        http_reply_problem(req, 503, err.code == CRM_E_UNAVAILABLE && err.detail[0]
-                                         ? err.detail
-                                         : "the database is not ready");
-        crm_error_clear(&err);
+        const char *why = res == NULL ? err->detail : state.detail;
+        http_reply_problem(req, 503, why[0] ? why : "the database is not ready");
+        crm_error_clear(&state);
         return;
     }
     static const char body[] = "{\"status\":\"ready\"}";
     http_reply_bytes(req, 200, "application/json", body, sizeof body - 1, true);
+}
+
+void handle_readyz(http_request *req)
+{
+    crm_query q;
+    crm_migrate_state_query(&q);
+    http_defer_query(req, &q, readyz_done);
 }
 
 void handle_metrics(http_request *req)

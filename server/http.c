@@ -16,6 +16,7 @@
  * README ("Threading") for why and what was measured.
  */
 #include "http.h"
+#include "dbloop.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -25,6 +26,7 @@
 #include <netinet/in.h>
 #include <sodium.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +64,12 @@ struct http_request {
     size_t body_len, body_cap;
     size_t discarded; /* bytes read and dropped after a 413 */
     json_t *json; /* parsed body, owned */
+
+    /* a statement running on the database loop (http_defer_query) */
+    http_query_done deferred;
+    bool suspended;
+    PGresult *db_res;
+    crm_error db_err;
 
     /* response */
     bool answered;  /* a reply_* call filled the fields below */
@@ -124,6 +132,49 @@ const crm_principal *http_principal(const http_request *req)
 crm_arena *http_arena(http_request *req)
 {
     return &req->arena;
+}
+
+/* ---- deferred queries ---------------------------------------------------- */
+
+/* On the database loop thread: keep the outcome and wake the connection. */
+static void deferred_query_done(void *arg, PGresult *res, const crm_error *err)
+{
+    http_request *req = arg;
+    req->db_res = res;
+    if (err != NULL) {
+        req->db_err.code = err->code;
+        memcpy(req->db_err.detail, err->detail, sizeof req->db_err.detail);
+    }
+    MHD_resume_connection(req->conn);
+}
+
+void http_defer_query(http_request *req, const crm_query *q, http_query_done done)
+{
+    const char **values = crm_arena_alloc(&req->arena, sizeof *values * (size_t)(q->nparams + 1));
+    for (int i = 0; i < q->nparams; i++)
+        values[i] = q->values[i] ? crm_arena_strndup(&req->arena, q->values[i],
+                                                     strlen(q->values[i]))
+                                 : NULL;
+    req->deferred = done;
+    req->suspended = true;
+    MHD_suspend_connection(req->conn);
+    crm_error err = CRM_ERROR_INIT;
+    if (!crm_dbloop_submit(q->stmt, q->nparams, values, deferred_query_done, req, &err)) {
+        req->db_err = err;
+        MHD_resume_connection(req->conn);
+    }
+}
+
+/* Back on the HTTP thread after the resume: let the handler answer. */
+static void finish_deferred(http_request *req)
+{
+    http_query_done done = req->deferred;
+    req->deferred = NULL;
+    req->suspended = false;
+    done(req, req->db_res, req->db_res ? NULL : &req->db_err);
+    PQclear(req->db_res);
+    req->db_res = NULL;
+    crm_error_clear(&req->db_err);
 }
 
 /* ---- replies ----------------------------------------------------------- */
@@ -315,8 +366,20 @@ static void assign_request_id(http_request *req)
         memcpy(req->request_id, given, strlen(given) + 1);
         return;
     }
+    /* Request ids need to be unique, not secret: a per-thread splitmix64
+     * stream seeded once from the system generator saves a getrandom(2)
+     * call per request. */
+    static _Thread_local uint64_t state;
+    if (state == 0)
+        randombytes_buf(&state, sizeof state);
     unsigned char raw[16];
-    randombytes_buf(raw, sizeof raw);
+    for (int half = 0; half < 2; half++) {
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        memcpy(raw + 8 * half, &z, 8);
+    }
     sodium_bin2hex(req->request_id, sizeof req->request_id, raw, sizeof raw);
 }
 
@@ -470,8 +533,11 @@ static enum MHD_Result queue_answer(http_request *req)
 
 static void run_handler(http_request *req)
 {
-    req->match.route->handler(req);
-    if (!req->answered) {
+    if (req->deferred != NULL)
+        finish_deferred(req);
+    else
+        req->match.route->handler(req);
+    if (!req->answered && !req->suspended) {
         crm_log(CRM_LOG_ERROR, "handler for %s %s gave no answer", req->match.route->method,
                 req->match.route->pattern);
         http_reply_problem(req, 500, "internal error");
@@ -535,6 +601,8 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
 
     if (!req->answered)
         run_handler(req);
+    if (req->suspended)
+        return MHD_YES; /* resumed, and called again, when the query is done */
     return queue_answer(req);
 }
 
@@ -649,8 +717,11 @@ http_server *http_server_start(const crmd_config *cfg, crm_error *err)
     router_init();
     metrics_init();
 
-    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 32 * 1024;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    /* Room for the request line and headers we accept plus a read buffer;
+     * libmicrohttpd answers 431/414 itself only beyond our own limits. */
+    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 8 * 1024;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG;
     srv->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
         MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,

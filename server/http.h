@@ -14,6 +14,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "db.h"
 #include "error.h"
 #include "router.h"
 
@@ -52,6 +53,15 @@ const crm_principal *http_principal(const http_request *req);
 
 /* The request's scratch arena. */
 crm_arena *http_arena(http_request *req);
+
+/* Called on an HTTP thread when a deferred query is done, with its result
+ * (freed after done returns) or with res NULL and err set. It must answer. */
+typedef void (*http_query_done)(http_request *req, const PGresult *res, const crm_error *err);
+
+/* Runs q on the database event loop and calls done with the outcome; the
+ * request's thread serves other connections meanwhile. The parameters are
+ * copied. The handler must return right after this call without answering. */
+void http_defer_query(http_request *req, const crm_query *q, http_query_done done);
 
 /* Adds a response header (name and value are copied). */
 void http_add_header(http_request *req, const char *name, const char *value);

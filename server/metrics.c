@@ -3,6 +3,7 @@
  */
 #include "metrics.h"
 #include "db.h"
+#include "dbloop.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -111,6 +112,7 @@ char *metrics_render(size_t *len, int open_connections, int in_flight)
     }
 
     crm_db_stats db = crm_db_get_stats();
+    crm_dbloop_stats loop = crm_dbloop_get_stats();
     fprintf(out,
             "# HELP crmd_db_pool_size Database connections the pool may hold.\n"
             "# TYPE crmd_db_pool_size gauge\ncrmd_db_pool_size %d\n"
@@ -122,12 +124,18 @@ char *metrics_render(size_t *len, int open_connections, int in_flight)
             "# TYPE crmd_db_pool_connected gauge\ncrmd_db_pool_connected %d\n"
             "# HELP crmd_db_connect_failures_total Failed attempts to connect to the database.\n"
             "# TYPE crmd_db_connect_failures_total counter\ncrmd_db_connect_failures_total %lu\n"
+            "# HELP crmd_db_loop_connected Open connections of the event loop.\n"
+            "# TYPE crmd_db_loop_connected gauge\ncrmd_db_loop_connected %d\n"
+            "# HELP crmd_db_loop_busy Event-loop connections running a statement.\n"
+            "# TYPE crmd_db_loop_busy gauge\ncrmd_db_loop_busy %d\n"
+            "# HELP crmd_db_loop_queued Statements waiting for an event-loop connection.\n"
+            "# TYPE crmd_db_loop_queued gauge\ncrmd_db_loop_queued %d\n"
             "# HELP crmd_http_connections Open client connections.\n"
             "# TYPE crmd_http_connections gauge\ncrmd_http_connections %d\n"
             "# HELP crmd_http_requests_in_flight Requests being processed.\n"
             "# TYPE crmd_http_requests_in_flight gauge\ncrmd_http_requests_in_flight %d\n",
-            db.size, db.in_use, db.waiting, db.connected, db.connect_failures, open_connections,
-            in_flight);
+            db.size, db.in_use, db.waiting, db.connected, db.connect_failures, loop.connections,
+            loop.busy, loop.queued, open_connections, in_flight);
     fclose(out);
     return buf;
 }

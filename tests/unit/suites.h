@@ -1,0 +1,21 @@
+/*
+ * suites.h — every Check suite of the unit test executable.
+ *
+ * Each test_<area>.c defines one <area>_suite(); main.c runs them all in
+ * this order. Suites that need PostgreSQL read CRMD_TEST_DATABASE_URL and
+ * CRMD_TEST_ADMIN_URL (see tests/CMakeLists.txt).
+ */
+#ifndef UNIT_SUITES_H
+#define UNIT_SUITES_H
+
+#include <check.h>
+
+Suite *error_suite(void);
+Suite *json_suite(void);
+Suite *arena_suite(void);
+Suite *router_suite(void);
+Suite *db_suite(void);
+Suite *migrate_suite(void);
+Suite *auth_suite(void);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * support.c — helpers shared by the unit suites (see support.h).
+ */
+#include "support.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *unit_env(const char *name)
+{
+    const char *v = getenv(name);
+    ck_assert_msg(v != NULL && v[0] != '\0', "%s must be set (see tests/CMakeLists.txt)", name);
+    return v;
+}
+
+/* Appends key='value' to buf with libpq's quoting (backslash before ' and \). */
+static void append_option(char *buf, size_t size, const char *key, const char *value)
+{
+    size_t n = strlen(buf);
+    n += (size_t)snprintf(buf + n, size - n, "%s%s='", n > 0 ? " " : "", key);
+    for (const char *p = value; *p != '\0' && n + 3 < size; p++) {
+        if (*p == '\'' || *p == '\\')
+            buf[n++] = '\\';
+        buf[n++] = *p;
+    }
+    snprintf(buf + n, size - n, "'");
+}
+
+char *unit_conninfo_with_dbname(const char *conninfo, const char *dbname)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
+    ck_assert_msg(opts != NULL, "cannot parse conninfo: %s", errmsg ? errmsg : "out of memory");
+    size_t size = strlen(conninfo) * 2 + strlen(dbname) * 2 + 64;
+    char *out = calloc(1, size);
+    ck_assert_ptr_nonnull(out);
+    for (PQconninfoOption *o = opts; o->keyword != NULL; o++)
+        if (o->val != NULL && strcmp(o->keyword, "dbname") != 0)
+            append_option(out, size, o->keyword, o->val);
+    append_option(out, size, "dbname", dbname);
+    PQconninfoFree(opts);
+    return out;
+}
+
+PGconn *unit_connect(const char *conninfo)
+{
+    PGconn *conn = PQconnectdb(conninfo);
+    ck_assert_ptr_nonnull(conn);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(conn));
+        PQfinish(conn);
+        ck_abort_msg("cannot connect to %s: %s", conninfo, msg);
+    }
+    return conn;
+}
+
+PGresult *unit_sql(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s", PQresultErrorMessage(res));
+        PQclear(res);
+        ck_abort_msg("%s failed: %s", sql, msg);
+    }
+    return res;
+}
+
+long unit_sql_long(PGconn *conn, const char *sql, int nparams, const char *const *params)
+{
+    PGresult *res = unit_sql(conn, sql, nparams, params);
+    if (PQntuples(res) < 1) {
+        PQclear(res);
+        ck_abort_msg("%s returned no row", sql);
+    }
+    long v = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
+}
+
+bool unit_has_field_error(const crm_error *err, const char *field)
+{
+    size_t i;
+    json_t *entry;
+    json_array_foreach(err->errors, i, entry) {
+        const char *f = json_string_value(json_object_get(entry, "field"));
+        if (f != NULL && strcmp(f, field) == 0)
+            return true;
+    }
+    return false;
+}
+
+long long unit_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void unit_sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}

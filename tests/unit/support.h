@@ -1,0 +1,42 @@
+/*
+ * support.h — small helpers shared by the unit suites: the environment,
+ * direct SQL for setting up and inspecting state, clocks.
+ *
+ * The helpers that can fail fail the current test (ck_assert) rather than
+ * returning an error, so a test reads as the behaviour it checks.
+ */
+#ifndef UNIT_SUPPORT_H
+#define UNIT_SUPPORT_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+/* The value of a required environment variable; fails the test when unset. */
+const char *unit_env(const char *name);
+
+/* A key=value conninfo equal to `conninfo` (key=value or URI) but naming
+ * database dbname. The caller frees it with free(). */
+char *unit_conninfo_with_dbname(const char *conninfo, const char *dbname);
+
+/* Connects with libpq outside the pool; fails the test when that fails.
+ * The caller closes it with PQfinish(). */
+PGconn *unit_connect(const char *conninfo);
+
+/* Runs one statement with text parameters and fails the test unless it
+ * succeeds. The caller frees the result with PQclear(). */
+PGresult *unit_sql(PGconn *conn, const char *sql, int nparams, const char *const *params);
+
+/* Runs one statement and returns the first column of its first row as a
+ * long (0 when NULL); fails the test when it fails or returns no row. */
+long unit_sql_long(PGconn *conn, const char *sql, int nparams, const char *const *params);
+
+/* True when err->errors holds an entry whose "field" is exactly field. */
+bool unit_has_field_error(const crm_error *err, const char *field);
+
+/* Monotonic milliseconds, and a sleep in milliseconds. */
+long long unit_now_ms(void);
+void unit_sleep_ms(int ms);
+
+#endif

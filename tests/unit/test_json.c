@@ -1,0 +1,365 @@
+/*
+ * test_json.c — request body parsing, field whitelists, base64url and
+ * timestamps (lib/json.h).
+ */
+#include <check.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "json.h"
+#include "suites.h"
+#include "support.h"
+
+/* Parses a NUL-terminated text, expecting failure; returns the error. */
+static crm_error parse_fails(const char *text)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *root = crm_json_parse(text, strlen(text), &err);
+    ck_assert_msg(root == NULL, "'%s' parsed", text);
+    return err;
+}
+
+/* ---- crm_json_parse -------------------------------------------------- */
+
+START_TEST(test_parse_returns_object)
+{
+    crm_error err = CRM_ERROR_INIT;
+    const char *text = "{\"name\": \"Ada\", \"n\": 3}";
+    json_t *root = crm_json_parse(text, strlen(text), &err);
+    ck_assert_ptr_nonnull(root);
+    ck_assert_int_eq(err.code, CRM_OK);
+    ck_assert_str_eq(json_string_value(json_object_get(root, "name")), "Ada");
+    ck_assert_int_eq(json_integer_value(json_object_get(root, "n")), 3);
+    json_decref(root);
+}
+END_TEST
+
+START_TEST(test_parse_bad_token_is_malformed)
+{
+    crm_error err = parse_fails("{\"a\": }");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_error_detail_gives_line_and_column)
+{
+    crm_error err = parse_fails("{\n  \"a\": tru\n}");
+    ck_assert_msg(strstr(err.detail, "line 2, column 10") != NULL, "detail: %s", err.detail);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_rejects_duplicate_keys)
+{
+    crm_error err = parse_fails("{\"a\": 1,\n\"a\": 2}");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    ck_assert_msg(strstr(err.detail, "line 2, column 3") != NULL, "detail: %s", err.detail);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_rejects_duplicate_keys_in_nested_object)
+{
+    crm_error err = parse_fails("{\"outer\": {\"a\": 1, \"a\": 1}}");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_empty_body_is_malformed)
+{
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_json_parse(NULL, 0, &err));
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_trailing_garbage_is_malformed)
+{
+    crm_error err = parse_fails("{} x");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_bare_scalar_is_malformed)
+{
+    crm_error err = parse_fails("1");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_parse_reads_only_len_bytes)
+{
+    crm_error err = CRM_ERROR_INIT;
+    const char *text = "{}trailing bytes past the body";
+    json_t *root = crm_json_parse(text, 2, &err);
+    ck_assert_ptr_nonnull(root);
+    json_decref(root);
+}
+END_TEST
+
+START_TEST(test_parse_keeps_escaped_nul_inside_string)
+{
+    crm_error err = CRM_ERROR_INIT;
+    const char *text = "{\"s\": \"a\\u0000b\"}";
+    json_t *root = crm_json_parse(text, strlen(text), &err);
+    ck_assert_ptr_nonnull(root);
+    ck_assert_uint_eq(json_string_length(json_object_get(root, "s")), 3);
+    json_decref(root);
+}
+END_TEST
+
+START_TEST(test_parse_rejects_invalid_utf8)
+{
+    crm_error err = parse_fails("{\"s\": \"\xff\"}");
+    ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+/* ---- crm_json_only_fields ------------------------------------------- */
+
+static const char *const allowed[] = {"name", "email", NULL};
+
+START_TEST(test_only_fields_accepts_allowed_keys)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:s, s:s}", "name", "Ada", "email", "ada@example.com");
+    ck_assert(crm_json_only_fields(obj, allowed, &err));
+    ck_assert_int_eq(err.code, CRM_OK);
+    ck_assert_ptr_null(err.errors);
+    json_decref(obj);
+}
+END_TEST
+
+START_TEST(test_only_fields_accepts_empty_object)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_object();
+    ck_assert(crm_json_only_fields(obj, allowed, &err));
+    json_decref(obj);
+}
+END_TEST
+
+START_TEST(test_only_fields_rejects_unknown_key_as_invalid)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:s, s:i}", "name", "Ada", "age", 36);
+    ck_assert(!crm_json_only_fields(obj, allowed, &err));
+    ck_assert_int_eq(err.code, CRM_E_INVALID);
+    ck_assert_uint_eq(json_array_size(err.errors), 1);
+    ck_assert(unit_has_field_error(&err, "/age"));
+    crm_error_clear(&err);
+    json_decref(obj);
+}
+END_TEST
+
+START_TEST(test_only_fields_reports_every_unknown_key)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:i, s:i, s:s}", "age", 1, "city", 2, "name", "Ada");
+    ck_assert(!crm_json_only_fields(obj, allowed, &err));
+    ck_assert_uint_eq(json_array_size(err.errors), 2);
+    ck_assert(unit_has_field_error(&err, "/age"));
+    ck_assert(unit_has_field_error(&err, "/city"));
+    crm_error_clear(&err);
+    json_decref(obj);
+}
+END_TEST
+
+START_TEST(test_only_fields_matches_keys_exactly)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:s}", "Name", "Ada");
+    ck_assert(!crm_json_only_fields(obj, allowed, &err));
+    ck_assert(unit_has_field_error(&err, "/Name"));
+    crm_error_clear(&err);
+    json_decref(obj);
+}
+END_TEST
+
+/* The field is a JSON pointer (RFC 6901): '/' and '~' in a key are escaped
+ * as ~1 and ~0, or the pointer names a different location. */
+START_TEST(test_only_fields_escapes_key_as_json_pointer)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:i, s:i}", "a/b", 1, "c~d", 2);
+    ck_assert(!crm_json_only_fields(obj, allowed, &err));
+    ck_assert_msg(unit_has_field_error(&err, "/a~1b"), "errors: %s",
+                  json_string_value(json_object_get(json_array_get(err.errors, 0), "field")));
+    ck_assert(unit_has_field_error(&err, "/c~0d"));
+    crm_error_clear(&err);
+    json_decref(obj);
+}
+END_TEST
+
+/* ---- base64url ------------------------------------------------------ */
+
+START_TEST(test_base64url_uses_url_safe_alphabet_without_padding)
+{
+    const unsigned char bytes[] = {0xfb, 0xff};
+    char out[8];
+    crm_base64url_encode(bytes, sizeof bytes, out, sizeof out);
+    ck_assert_str_eq(out, "-_8");
+}
+END_TEST
+
+START_TEST(test_base64url_round_trips_every_length)
+{
+    unsigned char bytes[64], back[64];
+    char text[128];
+    for (size_t i = 0; i < sizeof bytes; i++)
+        bytes[i] = (unsigned char)(i * 37 + 11);
+    for (size_t len = 0; len <= sizeof bytes; len++) {
+        crm_base64url_encode(bytes, len, text, sizeof text);
+        ck_assert_uint_eq(strlen(text), (len * 4 + 2) / 3);
+        long n = crm_base64url_decode(text, back, sizeof back);
+        ck_assert_int_eq(n, (long)len);
+        ck_assert_int_eq(memcmp(bytes, back, len), 0);
+    }
+}
+END_TEST
+
+START_TEST(test_base64url_decodes_known_text)
+{
+    unsigned char out[16];
+    long n = crm_base64url_decode("aGVsbG8", out, sizeof out);
+    ck_assert_int_eq(n, 5);
+    ck_assert_int_eq(memcmp(out, "hello", 5), 0);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_standard_alphabet)
+{
+    unsigned char out[16];
+    ck_assert_int_eq(crm_base64url_decode("ab+c", out, sizeof out), -1);
+    ck_assert_int_eq(crm_base64url_decode("ab/c", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_padding)
+{
+    unsigned char out[16];
+    ck_assert_int_eq(crm_base64url_decode("YQ==", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_impossible_length)
+{
+    unsigned char out[16];
+    ck_assert_int_eq(crm_base64url_decode("aGVsb", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_nonzero_trailing_bits)
+{
+    unsigned char out[16];
+    /* "YQ" is "a"; "YR" carries bits that no byte string encodes to. */
+    ck_assert_int_eq(crm_base64url_decode("YQ", out, sizeof out), 1);
+    ck_assert_int_eq(crm_base64url_decode("YR", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_whitespace_and_other_characters)
+{
+    unsigned char out[16];
+    ck_assert_int_eq(crm_base64url_decode("aGVs bG8", out, sizeof out), -1);
+    ck_assert_int_eq(crm_base64url_decode("aGVsbG8\n", out, sizeof out), -1);
+    ck_assert_int_eq(crm_base64url_decode("aGV$bG8", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_rejects_output_too_small)
+{
+    unsigned char out[4];
+    ck_assert_int_eq(crm_base64url_decode("aGVsbG8", out, sizeof out), -1);
+}
+END_TEST
+
+START_TEST(test_base64url_decodes_empty_text_to_nothing)
+{
+    unsigned char out[4];
+    ck_assert_int_eq(crm_base64url_decode("", out, sizeof out), 0);
+}
+END_TEST
+
+/* ---- crm_json_timestamp --------------------------------------------- */
+
+static void assert_timestamp(long long epoch_ms, const char *want)
+{
+    json_t *t = crm_json_timestamp(epoch_ms);
+    ck_assert_msg(json_is_string(t), "%lld gave no string", epoch_ms);
+    ck_assert_str_eq(json_string_value(t), want);
+    json_decref(t);
+}
+
+START_TEST(test_timestamp_formats_epoch)
+{
+    assert_timestamp(0, "1970-01-01T00:00:00.000Z");
+}
+END_TEST
+
+START_TEST(test_timestamp_keeps_milliseconds)
+{
+    assert_timestamp(1700000000123LL, "2023-11-14T22:13:20.123Z");
+}
+END_TEST
+
+START_TEST(test_timestamp_before_epoch_rounds_down)
+{
+    assert_timestamp(-1, "1969-12-31T23:59:59.999Z");
+    assert_timestamp(-1000, "1969-12-31T23:59:59.000Z");
+    assert_timestamp(-1001, "1969-12-31T23:59:58.999Z");
+}
+END_TEST
+
+Suite *json_suite(void)
+{
+    Suite *s = suite_create("json");
+    TCase *tc = tcase_create("parse");
+    tcase_add_test(tc, test_parse_returns_object);
+    tcase_add_test(tc, test_parse_bad_token_is_malformed);
+    tcase_add_test(tc, test_parse_error_detail_gives_line_and_column);
+    tcase_add_test(tc, test_parse_rejects_duplicate_keys);
+    tcase_add_test(tc, test_parse_rejects_duplicate_keys_in_nested_object);
+    tcase_add_test(tc, test_parse_empty_body_is_malformed);
+    tcase_add_test(tc, test_parse_trailing_garbage_is_malformed);
+    tcase_add_test(tc, test_parse_bare_scalar_is_malformed);
+    tcase_add_test(tc, test_parse_reads_only_len_bytes);
+    tcase_add_test(tc, test_parse_keeps_escaped_nul_inside_string);
+    tcase_add_test(tc, test_parse_rejects_invalid_utf8);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("only_fields");
+    tcase_add_test(tc, test_only_fields_accepts_allowed_keys);
+    tcase_add_test(tc, test_only_fields_accepts_empty_object);
+    tcase_add_test(tc, test_only_fields_rejects_unknown_key_as_invalid);
+    tcase_add_test(tc, test_only_fields_reports_every_unknown_key);
+    tcase_add_test(tc, test_only_fields_matches_keys_exactly);
+    tcase_add_test(tc, test_only_fields_escapes_key_as_json_pointer);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("base64url");
+    tcase_add_test(tc, test_base64url_uses_url_safe_alphabet_without_padding);
+    tcase_add_test(tc, test_base64url_round_trips_every_length);
+    tcase_add_test(tc, test_base64url_decodes_known_text);
+    tcase_add_test(tc, test_base64url_rejects_standard_alphabet);
+    tcase_add_test(tc, test_base64url_rejects_padding);
+    tcase_add_test(tc, test_base64url_rejects_impossible_length);
+    tcase_add_test(tc, test_base64url_rejects_nonzero_trailing_bits);
+    tcase_add_test(tc, test_base64url_rejects_whitespace_and_other_characters);
+    tcase_add_test(tc, test_base64url_rejects_output_too_small);
+    tcase_add_test(tc, test_base64url_decodes_empty_text_to_nothing);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("timestamp");
+    tcase_add_test(tc, test_timestamp_formats_epoch);
+    tcase_add_test(tc, test_timestamp_keeps_milliseconds);
+    tcase_add_test(tc, test_timestamp_before_epoch_rounds_down);
+    suite_add_tcase(s, tc);
+    return s;
+}

@@ -1,0 +1,420 @@
+/*
+ * test_router.c — the route table and path matching (server/router.h):
+ * every row is reachable, path parameters are decoded, and 404 / 405 / bad
+ * paths are told apart.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "router.h"
+#include "suites.h"
+
+static crm_arena arena;
+
+static void setup(void)
+{
+    router_init();
+    crm_arena_init(&arena);
+}
+
+static void teardown(void)
+{
+    crm_arena_free(&arena);
+}
+
+/* Matches and returns the status; *m is filled. */
+static route_status match(const char *method, const char *path, route_match *m)
+{
+    return router_match(method, path, &arena, m);
+}
+
+/* Replaces each {name} of a pattern with "42". */
+static void concrete_path(const char *pattern, char *out, size_t size)
+{
+    size_t o = 0;
+    for (const char *p = pattern; *p != '\0' && o + 3 < size; p++) {
+        if (*p == '{') {
+            p = strchr(p, '}');
+            out[o++] = '4';
+            out[o++] = '2';
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* ---- the table ------------------------------------------------------ */
+
+START_TEST(test_every_route_matches_its_own_method_and_path)
+{
+    size_t n;
+    const http_route *table = router_table(&n);
+    ck_assert_uint_gt(n, 0);
+    for (size_t i = 0; i < n; i++) {
+        char path[256];
+        concrete_path(table[i].pattern, path, sizeof path);
+        route_match m;
+        ck_assert_msg(match(table[i].method, path, &m) == ROUTE_FOUND, "%s %s",
+                      table[i].method, path);
+        ck_assert_ptr_eq(m.route, &table[i]);
+        ck_assert_int_eq(m.index, (int)i);
+    }
+}
+END_TEST
+
+START_TEST(test_every_route_has_a_handler_and_an_absolute_pattern)
+{
+    size_t n;
+    const http_route *table = router_table(&n);
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(table[i].handler != NULL, "%s %s", table[i].method, table[i].pattern);
+        ck_assert_msg(table[i].pattern[0] == '/', "%s", table[i].pattern);
+    }
+}
+END_TEST
+
+START_TEST(test_no_two_routes_share_method_and_pattern)
+{
+    size_t n;
+    const http_route *table = router_table(&n);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            ck_assert_msg(strcmp(table[i].method, table[j].method) != 0 ||
+                              strcmp(table[i].pattern, table[j].pattern) != 0,
+                          "%s %s twice", table[i].method, table[i].pattern);
+}
+END_TEST
+
+START_TEST(test_api_key_routes_require_admin_scope)
+{
+    size_t n;
+    const http_route *table = router_table(&n);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(table[i].pattern, "/v1/api-keys", 12) == 0) {
+            ck_assert_uint_eq(table[i].scope, CRM_SCOPE_ADMIN);
+            seen++;
+        }
+    ck_assert_int_eq(seen, 4);
+}
+END_TEST
+
+START_TEST(test_create_api_key_route_takes_json_body)
+{
+    route_match m;
+    ck_assert_int_eq(match("POST", "/v1/api-keys", &m), ROUTE_FOUND);
+    ck_assert(m.route->json_body);
+    ck_assert_int_eq(match("GET", "/v1/api-keys", &m), ROUTE_FOUND);
+    ck_assert(!m.route->json_body);
+}
+END_TEST
+
+START_TEST(test_health_route_needs_no_key)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/healthz", &m), ROUTE_FOUND);
+    ck_assert_str_eq(m.route->pattern, "/healthz");
+    ck_assert_uint_eq(m.route->scope, 0);
+}
+END_TEST
+
+/* ---- matching ------------------------------------------------------- */
+
+START_TEST(test_same_path_picks_route_by_method)
+{
+    route_match get, del;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/7", &get), ROUTE_FOUND);
+    ck_assert_int_eq(match("DELETE", "/v1/api-keys/7", &del), ROUTE_FOUND);
+    ck_assert_str_eq(get.route->method, "GET");
+    ck_assert_str_eq(del.route->method, "DELETE");
+    ck_assert_ptr_ne(get.route, del.route);
+}
+END_TEST
+
+START_TEST(test_head_matches_get_route)
+{
+    route_match head, get;
+    ck_assert_int_eq(match("HEAD", "/v1/api-keys", &head), ROUTE_FOUND);
+    ck_assert_int_eq(match("GET", "/v1/api-keys", &get), ROUTE_FOUND);
+    ck_assert_ptr_eq(head.route, get.route);
+}
+END_TEST
+
+START_TEST(test_param_is_named_and_returned)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/123", &m), ROUTE_FOUND);
+    ck_assert_int_eq(m.nparams, 1);
+    ck_assert_uint_eq(m.params[0].name_len, 2);
+    ck_assert_int_eq(strncmp(m.params[0].name, "id", 2), 0);
+    ck_assert_str_eq(m.params[0].value, "123");
+}
+END_TEST
+
+START_TEST(test_route_without_params_has_none)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys", &m), ROUTE_FOUND);
+    ck_assert_int_eq(m.nparams, 0);
+}
+END_TEST
+
+START_TEST(test_param_is_percent_decoded)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/%41%62c", &m), ROUTE_FOUND);
+    ck_assert_str_eq(m.params[0].value, "Abc");
+}
+END_TEST
+
+START_TEST(test_encoded_slash_stays_inside_one_segment)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/a%2Fb", &m), ROUTE_FOUND);
+    ck_assert_str_eq(m.route->pattern, "/v1/api-keys/{id}");
+    ck_assert_str_eq(m.params[0].value, "a/b");
+}
+END_TEST
+
+START_TEST(test_encoded_nul_in_param_is_bad_path)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/1%00", &m), ROUTE_BAD_PATH);
+}
+END_TEST
+
+/* ---- not found ------------------------------------------------------ */
+
+START_TEST(test_unknown_path_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/nothing-here", &m), ROUTE_NOT_FOUND);
+    ck_assert_ptr_null(m.route);
+    ck_assert_int_eq(m.index, -1);
+}
+END_TEST
+
+START_TEST(test_trailing_slash_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "/healthz/", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "/v1/api-keys/7/", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_doubled_slash_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1//api-keys", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "//healthz", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_extra_segment_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/v1/api-keys/7/extra", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_path_without_leading_slash_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "healthz", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "/", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_literal_segments_compare_case_sensitively)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/V1/api-keys", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_path_with_many_segments_is_not_found)
+{
+    char path[256] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(path, "/a");
+    route_match m;
+    ck_assert_int_eq(match("GET", path, &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+START_TEST(test_prefix_of_a_literal_is_not_found)
+{
+    route_match m;
+    ck_assert_int_eq(match("GET", "/health", &m), ROUTE_NOT_FOUND);
+    ck_assert_int_eq(match("GET", "/healthzz", &m), ROUTE_NOT_FOUND);
+}
+END_TEST
+
+/* ---- bad method ----------------------------------------------------- */
+
+START_TEST(test_wrong_method_lists_allowed_methods)
+{
+    route_match m;
+    ck_assert_int_eq(match("DELETE", "/v1/api-keys", &m), ROUTE_BAD_METHOD);
+    ck_assert_str_eq(m.allow, "POST, GET, HEAD");
+    ck_assert_ptr_null(m.route);
+}
+END_TEST
+
+START_TEST(test_wrong_method_on_item_lists_get_head_delete)
+{
+    route_match m;
+    ck_assert_int_eq(match("PUT", "/v1/api-keys/7", &m), ROUTE_BAD_METHOD);
+    ck_assert_str_eq(m.allow, "GET, HEAD, DELETE");
+}
+END_TEST
+
+START_TEST(test_post_to_get_only_route_allows_get_and_head)
+{
+    route_match m;
+    ck_assert_int_eq(match("POST", "/healthz", &m), ROUTE_BAD_METHOD);
+    ck_assert_str_eq(m.allow, "GET, HEAD");
+}
+END_TEST
+
+START_TEST(test_methods_are_case_sensitive)
+{
+    route_match m;
+    ck_assert_int_eq(match("get", "/healthz", &m), ROUTE_BAD_METHOD);
+}
+END_TEST
+
+/* ---- router_percent_decode ------------------------------------------ */
+
+static char *decode(const char *s, bool plus_is_space)
+{
+    return router_percent_decode(&arena, s, strlen(s), plus_is_space);
+}
+
+START_TEST(test_decode_hex_either_case)
+{
+    ck_assert_str_eq(decode("%2f%2F%41%6a", false), "//Aj");
+}
+END_TEST
+
+START_TEST(test_decode_escape_at_end_of_input)
+{
+    ck_assert_str_eq(decode("ab%41", false), "abA");
+}
+END_TEST
+
+START_TEST(test_decode_multibyte_utf8)
+{
+    ck_assert_str_eq(decode("%E2%82%AC", false), "\xe2\x82\xac");
+}
+END_TEST
+
+START_TEST(test_decode_plus_is_space_in_query_strings)
+{
+    ck_assert_str_eq(decode("a+b", true), "a b");
+}
+END_TEST
+
+START_TEST(test_decode_plus_is_literal_in_paths)
+{
+    ck_assert_str_eq(decode("a+b", false), "a+b");
+}
+END_TEST
+
+START_TEST(test_decode_encoded_plus_stays_plus)
+{
+    ck_assert_str_eq(decode("a%2Bb", true), "a+b");
+}
+END_TEST
+
+START_TEST(test_decode_rejects_encoded_nul)
+{
+    ck_assert_ptr_null(decode("a%00b", false));
+    ck_assert_ptr_null(decode("%00", true));
+}
+END_TEST
+
+START_TEST(test_decode_reads_only_len_bytes)
+{
+    char *s = router_percent_decode(&arena, "abc%41", 3, false);
+    ck_assert_str_eq(s, "abc");
+}
+END_TEST
+
+START_TEST(test_decode_does_not_read_escape_past_len)
+{
+    /* The escape is cut by len: its hex digits are not part of the input. */
+    char *s = router_percent_decode(&arena, "ab%41", 4, false);
+    ck_assert_str_eq(s, "ab%4");
+}
+END_TEST
+
+START_TEST(test_decode_empty_input)
+{
+    ck_assert_str_eq(decode("", false), "");
+}
+END_TEST
+
+Suite *router_suite(void)
+{
+    Suite *s = suite_create("router");
+    TCase *tc = tcase_create("table");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_every_route_matches_its_own_method_and_path);
+    tcase_add_test(tc, test_every_route_has_a_handler_and_an_absolute_pattern);
+    tcase_add_test(tc, test_no_two_routes_share_method_and_pattern);
+    tcase_add_test(tc, test_api_key_routes_require_admin_scope);
+    tcase_add_test(tc, test_create_api_key_route_takes_json_body);
+    tcase_add_test(tc, test_health_route_needs_no_key);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("match");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_same_path_picks_route_by_method);
+    tcase_add_test(tc, test_head_matches_get_route);
+    tcase_add_test(tc, test_param_is_named_and_returned);
+    tcase_add_test(tc, test_route_without_params_has_none);
+    tcase_add_test(tc, test_param_is_percent_decoded);
+    tcase_add_test(tc, test_encoded_slash_stays_inside_one_segment);
+    tcase_add_test(tc, test_encoded_nul_in_param_is_bad_path);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("not_found");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_unknown_path_is_not_found);
+    tcase_add_test(tc, test_trailing_slash_is_not_found);
+    tcase_add_test(tc, test_doubled_slash_is_not_found);
+    tcase_add_test(tc, test_extra_segment_is_not_found);
+    tcase_add_test(tc, test_path_without_leading_slash_is_not_found);
+    tcase_add_test(tc, test_literal_segments_compare_case_sensitively);
+    tcase_add_test(tc, test_path_with_many_segments_is_not_found);
+    tcase_add_test(tc, test_prefix_of_a_literal_is_not_found);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("bad_method");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_wrong_method_lists_allowed_methods);
+    tcase_add_test(tc, test_wrong_method_on_item_lists_get_head_delete);
+    tcase_add_test(tc, test_post_to_get_only_route_allows_get_and_head);
+    tcase_add_test(tc, test_methods_are_case_sensitive);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("percent_decode");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_decode_hex_either_case);
+    tcase_add_test(tc, test_decode_escape_at_end_of_input);
+    tcase_add_test(tc, test_decode_multibyte_utf8);
+    tcase_add_test(tc, test_decode_plus_is_space_in_query_strings);
+    tcase_add_test(tc, test_decode_plus_is_literal_in_paths);
+    tcase_add_test(tc, test_decode_encoded_plus_stays_plus);
+    tcase_add_test(tc, test_decode_rejects_encoded_nul);
+    tcase_add_test(tc, test_decode_reads_only_len_bytes);
+    tcase_add_test(tc, test_decode_does_not_read_escape_past_len);
+    tcase_add_test(tc, test_decode_empty_input);
+    suite_add_tcase(s, tc);
+    return s;
+}
