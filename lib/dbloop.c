@@ -1,16 +1,19 @@
 /*
- * dbloop.c — one thread, several connections, one epoll.
+ * dbloop.c — one thread, a few pipelined connections, one epoll.
  *
- * Jobs arrive on a mutex-protected FIFO and an eventfd wakes the loop. The
- * loop hands each job to an idle connection (connecting on demand), sends it
- * with PQsendQueryPrepared, and when the connection's socket turns readable
- * collects the result and calls the job's callback. A connection found dead
- * is closed; a read-only statement whose connection died before an answer
- * is sent once more on a fresh connection. After a failed connect the loop
- * answers CRM_E_UNAVAILABLE at once for retry_backoff_ms, like the pool.
+ * Jobs arrive on a mutex-protected FIFO and an eventfd wakes the loop. Each
+ * round the loop hands every queued job to the least-loaded connection
+ * (opening one while all open ones are busy), queues it in libpq's pipeline
+ * mode (with a PREPARE ahead of a statement's first use on that connection),
+ * then ends the round with one sync point and one flush per connection: a
+ * burst of requests costs one write, and its answers arrive in one read.
+ * When a socket turns readable the loop completes, in order, every job whose
+ * results are in and calls its callback.
  *
- * Preparing a statement is done synchronously, once per connection and
- * statement: it costs one round trip the first time and never again.
+ * A connection that dies fails its unanswered jobs, except read-only ones not
+ * yet retried, which go back to the queue for a fresh connection. After a
+ * failed connect the loop answers CRM_E_UNAVAILABLE at once for
+ * retry_backoff_ms, like the blocking pool.
  */
 #include "dbloop.h"
 #include "log.h"
@@ -30,17 +33,24 @@ typedef struct job {
     crm_stmt *stmt;
     int nparams;
     const char *const *values;
-    crm_dbloop_done done;
+    crm_dbloop_done done; /* NULL: an internal PQsendPrepare */
     void *arg;
     int attempts;
+    bool started;      /* at least one result has arrived */
+    PGresult *result;  /* the first result */
     struct job *next;
 } job;
 
+/* Statements in flight on one connection at most; beyond, another is used. */
+#define PIPELINE_DEPTH 32
+
 typedef struct loop_conn {
     PGconn *pg;
-    int fd;           /* registered in epoll, or -1 */
-    job *current;     /* the statement in flight, or NULL when idle */
-    PGresult *result; /* first result of the current statement */
+    int fd;            /* registered in epoll, or -1 */
+    job *head, *tail;  /* sent and unanswered, in order */
+    int inflight;      /* client jobs among them */
+    int batch;         /* jobs sent in the current dispatch round */
+    bool want_write;   /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
 
@@ -67,9 +77,19 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void stats_add(int *counter, int delta)
+{
+    pthread_mutex_lock(&L.mu);
+    *counter += delta;
+    pthread_mutex_unlock(&L.mu);
+}
+
 static void finish(job *j, PGresult *res, const crm_error *err)
 {
-    j->done(j->arg, res, err);
+    if (j->done != NULL)
+        j->done(j->arg, res, err);
+    else
+        PQclear(res);
     free(j);
 }
 
@@ -80,21 +100,47 @@ static void fail_job(job *j, crm_errcode code, const char *detail)
     finish(j, NULL, &err);
 }
 
+static void push_front(job *j);
+
+/* Closes c. Its unanswered jobs fail, except read-only ones not yet retried,
+ * which go back to the front of the queue for a fresh connection. */
 static void conn_close(loop_conn *c)
 {
     if (c->fd >= 0)
         epoll_ctl(L.epfd, EPOLL_CTL_DEL, c->fd, NULL);
     if (c->pg != NULL) {
         PQfinish(c->pg);
-        pthread_mutex_lock(&L.mu);
-        L.open--;
-        pthread_mutex_unlock(&L.mu);
+        stats_add(&L.open, -1);
     }
-    PQclear(c->result);
-    c->result = NULL;
+    stats_add(&L.busy, -c->inflight);
+    job *j = c->head;
+    while (j != NULL) {
+        job *next = j->next;
+        PQclear(j->result);
+        j->result = NULL;
+        j->started = false;
+        j->next = NULL;
+        if (j->done == NULL)
+            free(j);
+        else if (j->stmt->read_only && j->attempts++ == 0)
+            push_front(j);
+        else
+            fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
+        j = next;
+    }
+    c->head = c->tail = NULL;
+    c->inflight = 0;
+    c->batch = 0;
+    c->want_write = false;
     c->pg = NULL;
     c->fd = -1;
     memset(c->prepared, 0, sizeof c->prepared);
+}
+
+static void watch(loop_conn *c, int op)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (c->want_write ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(L.epfd, op, c->fd, &ev);
 }
 
 static bool conn_open(loop_conn *c)
@@ -108,13 +154,16 @@ static bool conn_open(loop_conn *c)
         L.down_until_ms = now_ms() + L.cfg.retry_backoff_ms;
         return false;
     }
+    if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
+        crm_log(CRM_LOG_ERROR, "cannot enter pipeline mode: %.200s", PQerrorMessage(pg));
+        PQfinish(pg);
+        return false;
+    }
     c->pg = pg;
     c->fd = PQsocket(pg);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-    epoll_ctl(L.epfd, EPOLL_CTL_ADD, c->fd, &ev);
-    pthread_mutex_lock(&L.mu);
-    L.open++;
-    pthread_mutex_unlock(&L.mu);
+    c->want_write = false;
+    watch(c, EPOLL_CTL_ADD);
+    stats_add(&L.open, 1);
     return true;
 }
 
@@ -125,107 +174,156 @@ static bool idle_alive(loop_conn *c)
     return PQstatus(c->pg) == CONNECTION_OK && poll(&p, 1, 0) == 0;
 }
 
-static void set_busy(int delta)
+static void append(loop_conn *c, job *j)
 {
-    pthread_mutex_lock(&L.mu);
-    L.busy += delta;
-    pthread_mutex_unlock(&L.mu);
+    j->next = NULL;
+    if (c->tail != NULL)
+        c->tail->next = j;
+    else
+        c->head = j;
+    c->tail = j;
 }
 
-/* Starts j on c. On failure the job is either finished with an error or, when
- * the connection died and the statement may be repeated, returned to the
- * caller through *retry. */
-static void dispatch(loop_conn *c, job *j, job **retry)
+/* Queues j's statement (and its PREPARE the first time) on c's pipeline.
+ * Returns false when the connection failed; c is then closed. */
+static bool send_job(loop_conn *c, job *j)
 {
-    *retry = NULL;
-    if (c->pg != NULL && !idle_alive(c))
-        conn_close(c);
-    if (c->pg == NULL && !conn_open(c)) {
-        fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
-        return;
-    }
     int slot = crm_db_stmt_slot(j->stmt);
-    crm_error err = CRM_ERROR_INIT;
     if (!c->prepared[slot]) {
-        PGresult *res = PQprepare(c->pg, j->stmt->name, j->stmt->sql, 0, NULL);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            crm_db_result_error(c->pg, res, j->stmt->name, &err);
-            PQclear(res);
-            bool dead = PQstatus(c->pg) != CONNECTION_OK;
-            if (dead)
-                conn_close(c);
-            if (dead && j->stmt->read_only && j->attempts++ == 0) {
-                crm_error_clear(&err);
-                *retry = j;
-                return;
-            }
-            finish(j, NULL, &err);
-            crm_error_clear(&err);
-            return;
+        job *prep = calloc(1, sizeof *prep);
+        if (prep == NULL || !PQsendPrepare(c->pg, j->stmt->name, j->stmt->sql, 0, NULL)) {
+            free(prep);
+            push_front(j);
+            conn_close(c);
+            return false;
         }
-        PQclear(res);
+        prep->stmt = j->stmt;
+        append(c, prep);
         c->prepared[slot] = true;
     }
     if (!PQsendQueryPrepared(c->pg, j->stmt->name, j->nparams, j->values, NULL, NULL, 0)) {
         crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
+        push_front(j);
         conn_close(c);
-        if (j->stmt->read_only && j->attempts++ == 0) {
-            *retry = j;
-            return;
-        }
-        fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
-        return;
+        return false;
     }
-    c->current = j;
-    set_busy(1);
+    append(c, j);
+    c->inflight++;
+    c->batch++;
+    stats_add(&L.busy, 1);
+    return true;
 }
 
-/* Reads what arrived on c; completes its job once the last result is in. */
-static void on_readable(loop_conn *c, job **retry)
+/* Ends a dispatch round on c: one sync point and one flush for the batch. */
+static void flush_batch(loop_conn *c)
 {
-    *retry = NULL;
-    if (c->current == NULL) { /* idle and readable: the server went away */
+    if (c->pg == NULL || c->batch == 0)
+        return;
+    c->batch = 0;
+    if (PQpipelineSync(c->pg) != 1) {
         conn_close(c);
         return;
     }
-    job *j = c->current;
-    bool alive = PQconsumeInput(c->pg) != 0;
-    while (alive && !PQisBusy(c->pg)) {
+    int rc = PQflush(c->pg);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    bool want = rc == 1;
+    if (want != c->want_write) {
+        c->want_write = want;
+        watch(c, EPOLL_CTL_MOD);
+    }
+}
+
+static void on_writable(loop_conn *c)
+{
+    int rc = PQflush(c->pg);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    if (rc == 0) {
+        c->want_write = false;
+        watch(c, EPOLL_CTL_MOD);
+    }
+}
+
+/* Completes the job at the head of c's pipeline with what it received. */
+static void complete_head(loop_conn *c)
+{
+    job *j = c->head;
+    c->head = j->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    PGresult *res = j->result;
+    j->result = NULL;
+    ExecStatusType st = PQresultStatus(res);
+    if (j->done == NULL) { /* our PREPARE */
+        if (st != PGRES_COMMAND_OK) {
+            crm_error err = CRM_ERROR_INIT;
+            crm_db_result_error(c->pg, res, j->stmt->name, &err);
+            crm_error_clear(&err);
+            c->prepared[crm_db_stmt_slot(j->stmt)] = false;
+        }
+        finish(j, res, NULL);
+        return;
+    }
+    c->inflight--;
+    stats_add(&L.busy, -1);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        finish(j, res, NULL);
+        return;
+    }
+    crm_error err = CRM_ERROR_INIT;
+    if (st == PGRES_PIPELINE_ABORTED)
+        crm_error_set(&err, CRM_E_INTERNAL, "an earlier statement in the pipeline failed");
+    else
+        crm_db_result_error(c->pg, res, j->stmt->name, &err);
+    PQclear(res);
+    finish(j, NULL, &err);
+    crm_error_clear(&err);
+}
+
+/* Reads what arrived on c and completes every job whose results are in. */
+static void on_readable(loop_conn *c)
+{
+    if (c->head == NULL) { /* nothing asked, something arrived: the server went away */
+        conn_close(c);
+        return;
+    }
+    if (!PQconsumeInput(c->pg)) {
+        crm_log(CRM_LOG_WARN, "database connection lost: %.200s", PQerrorMessage(c->pg));
+        conn_close(c);
+        return;
+    }
+    while (!PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
-        if (res == NULL) { /* the statement is complete */
-            c->current = NULL;
-            set_busy(-1);
-            PGresult *first = c->result;
-            c->result = NULL;
-            ExecStatusType st = PQresultStatus(first);
-            if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-                finish(j, first, NULL);
-            } else {
-                crm_error err = CRM_ERROR_INIT;
-                crm_db_result_error(c->pg, first, j->stmt->name, &err);
-                PQclear(first);
-                finish(j, NULL, &err);
-                crm_error_clear(&err);
-            }
+        if (res == NULL) {
+            /* The end of one statement's results, or nothing more for now. */
+            if (c->head == NULL || !c->head->started)
+                break;
+            complete_head(c);
+            continue;
+        }
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            continue;
+        }
+        if (c->head == NULL) { /* a result nobody asked for: protocol out of step */
+            PQclear(res);
+            crm_log(CRM_LOG_ERROR, "database loop received an unexpected result");
+            conn_close(c);
             return;
         }
-        if (c->result == NULL)
-            c->result = res;
+        c->head->started = true;
+        if (c->head->result == NULL)
+            c->head->result = res;
         else
             PQclear(res);
     }
-    if (alive && PQstatus(c->pg) == CONNECTION_OK)
-        return; /* more to come */
-    /* The connection died in mid-statement. */
-    c->current = NULL;
-    set_busy(-1);
-    crm_log(CRM_LOG_WARN, "database connection lost: %.200s", PQerrorMessage(c->pg));
-    conn_close(c);
-    if (j->stmt->read_only && j->attempts++ == 0) {
-        *retry = j;
-        return;
-    }
-    fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        conn_close(c);
 }
 
 static job *pop_job(void)
@@ -253,32 +351,62 @@ static void push_front(job *j)
     pthread_mutex_unlock(&L.mu);
 }
 
-/* Gives queued jobs to idle connections, preferring open ones. */
+/* The connection for the next job: the open one with the fewest statements
+ * in flight, or a new one while every open one is busy and room is left. */
+static loop_conn *pick_connection(void)
+{
+    loop_conn *best = NULL, *unopened = NULL;
+    for (int i = 0; i < L.nconns; i++) {
+        loop_conn *c = &L.conns[i];
+        if (c->pg == NULL) {
+            if (unopened == NULL)
+                unopened = c;
+            continue;
+        }
+        if (c->inflight >= PIPELINE_DEPTH)
+            continue;
+        if (best == NULL || c->inflight < best->inflight)
+            best = c;
+    }
+    if (best != NULL && (best->inflight == 0 || unopened == NULL))
+        return best;
+    if (unopened != NULL && now_ms() >= L.down_until_ms)
+        return unopened;
+    return best;
+}
+
+/* Sends every queued job that a connection can take, then flushes each
+ * connection once: a burst of requests becomes one write per connection. */
 static void dispatch_queued(void)
 {
     for (;;) {
-        loop_conn *idle = NULL;
-        for (int i = 0; i < L.nconns; i++) {
-            loop_conn *c = &L.conns[i];
-            if (c->current != NULL)
-                continue;
-            if (c->pg != NULL) {
-                idle = c;
+        loop_conn *c = pick_connection();
+        if (c == NULL) {
+            /* Nothing can take work. While the database is down, fail fast. */
+            bool any_open = false;
+            for (int i = 0; i < L.nconns; i++)
+                any_open |= L.conns[i].pg != NULL;
+            if (any_open)
                 break;
-            }
-            if (idle == NULL)
-                idle = c;
+            job *j = pop_job();
+            if (j == NULL)
+                break;
+            fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
+            continue;
         }
-        if (idle == NULL)
-            return;
+        if (c->pg != NULL && c->head == NULL && !idle_alive(c)) {
+            conn_close(c);
+            continue;
+        }
+        if (c->pg == NULL && !conn_open(c))
+            continue; /* now inside the fail-fast window: handled above */
         job *j = pop_job();
         if (j == NULL)
-            return;
-        job *retry;
-        dispatch(idle, j, &retry);
-        if (retry != NULL)
-            push_front(retry);
+            break;
+        send_job(c, j);
     }
+    for (int i = 0; i < L.nconns; i++)
+        flush_batch(&L.conns[i]);
 }
 
 static void *loop_main(void *unused)
@@ -292,16 +420,17 @@ static void *loop_main(void *unused)
             break;
         }
         for (int i = 0; i < n; i++) {
-            if (events[i].data.ptr == NULL) {
+            loop_conn *c = events[i].data.ptr;
+            if (c == NULL) {
                 uint64_t v;
                 ssize_t rc = read(L.evfd, &v, sizeof v);
                 (void)rc;
                 continue;
             }
-            job *retry;
-            on_readable(events[i].data.ptr, &retry);
-            if (retry != NULL)
-                push_front(retry);
+            if (c->pg != NULL && (events[i].events & EPOLLOUT))
+                on_writable(c);
+            if (c->pg != NULL && (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
+                on_readable(c);
         }
         dispatch_queued();
         pthread_mutex_lock(&L.mu);
