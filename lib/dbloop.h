@@ -3,11 +3,11 @@
  *
  * A request that needs exactly one statement does not have to hold an HTTP
  * thread while PostgreSQL works: it submits the statement here and gets a
- * callback with the result. One loop thread owns its own set of connections,
- * sends each statement with libpq's asynchronous API and waits for all
- * results with one epoll, so under load a single wake-up completes many
- * statements (what pgbench does with its connections). Multi-statement work
- * and transactions use the blocking pool in db.h.
+ * callback with the result. One loop thread owns a few connections in
+ * libpq's pipeline mode, sends statements in batches and waits for all
+ * results with one epoll, so under load one wake-up and one write carry many
+ * statements. Multi-statement work and transactions use the blocking pool in
+ * db.h.
  */
 #ifndef CRM_DBLOOP_H
 #define CRM_DBLOOP_H

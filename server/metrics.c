@@ -126,7 +126,7 @@ char *metrics_render(size_t *len, int open_connections, int in_flight)
             "# TYPE crmd_db_connect_failures_total counter\ncrmd_db_connect_failures_total %lu\n"
             "# HELP crmd_db_loop_connected Open connections of the event loop.\n"
             "# TYPE crmd_db_loop_connected gauge\ncrmd_db_loop_connected %d\n"
-            "# HELP crmd_db_loop_busy Event-loop connections running a statement.\n"
+            "# HELP crmd_db_loop_busy Statements in flight on the event loop.\n"
             "# TYPE crmd_db_loop_busy gauge\ncrmd_db_loop_busy %d\n"
             "# HELP crmd_db_loop_queued Statements waiting for an event-loop connection.\n"
             "# TYPE crmd_db_loop_queued gauge\ncrmd_db_loop_queued %d\n"

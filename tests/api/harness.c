@@ -552,22 +552,22 @@ http_response http_send(const crmd_server *srv, const http_call *call)
     return r;
 }
 
-http_response http_get(const crmd_server *srv, const char *path, const char *api_key)
+http_response http_get(const crmd_server *srv, const char *path, const char *key)
 {
-    http_call call = {.path = path, .api_key = api_key};
+    http_call call = {.path = path, .api_key = key};
     return http_send(srv, &call);
 }
 
-http_response http_post_json(const crmd_server *srv, const char *path, const char *api_key,
+http_response http_post_json(const crmd_server *srv, const char *path, const char *key,
                              const char *body)
 {
-    http_call call = {.path = path, .api_key = api_key, .body = body};
+    http_call call = {.path = path, .api_key = key, .body = body};
     return http_send(srv, &call);
 }
 
-http_response http_delete(const crmd_server *srv, const char *path, const char *api_key)
+http_response http_delete(const crmd_server *srv, const char *path, const char *key)
 {
-    http_call call = {.method = "DELETE", .path = path, .api_key = api_key};
+    http_call call = {.method = "DELETE", .path = path, .api_key = key};
     return http_send(srv, &call);
 }
 

@@ -113,10 +113,10 @@ typedef struct http_call {
  * transport failure is reported in curl_code. Free with http_response_free. */
 http_response http_send(const crmd_server *srv, const http_call *call);
 
-http_response http_get(const crmd_server *srv, const char *path, const char *api_key);
-http_response http_post_json(const crmd_server *srv, const char *path, const char *api_key,
+http_response http_get(const crmd_server *srv, const char *path, const char *key);
+http_response http_post_json(const crmd_server *srv, const char *path, const char *key,
                              const char *body);
-http_response http_delete(const crmd_server *srv, const char *path, const char *api_key);
+http_response http_delete(const crmd_server *srv, const char *path, const char *key);
 
 void http_response_free(http_response *r);
 
