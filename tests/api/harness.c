@@ -600,7 +600,8 @@ static int connect_loopback(int port)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
         int saved = errno;
@@ -667,8 +668,14 @@ bool api_key_create(const char *scopes, api_key *out)
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         return false;
-    char *argv[] = {(char *)harness_env("CRMD_BIN"), "keys", "create", "--name", "t",
-                    "--scopes", (char *)scopes, NULL};
+    char *argv[] = {(char *)harness_env("CRMD_BIN"),
+                    "keys",
+                    "create",
+                    "--name",
+                    "t",
+                    "--scopes",
+                    (char *)scopes,
+                    NULL};
     pid_t pid = spawn(argv, envp, fds[1], STDERR_FILENO);
     close(fds[1]);
     char output[1024];
@@ -693,36 +700,44 @@ bool api_key_create(const char *scopes, api_key *out)
     }
     memcpy(out->secret, output, first);
     out->id = atoll(id + 5);
-    snprintf(out->prefix, sizeof out->prefix, "%.*s", (int)strcspn(prefix + 9, "\n"),
-             prefix + 9);
+    snprintf(out->prefix, sizeof out->prefix, "%.*s", (int)strcspn(prefix + 9, "\n"), prefix + 9);
     return true;
 }
 
 /* ---- assertions ------------------------------------------------------------- */
 
-json_t *assert_problem(const http_response *r, long status)
+/* ck_assert_msg with the caller's position in front of the message. */
+#define CHECK_AT(cond, fmt, ...)                                                                   \
+    ck_assert_msg(cond, "%s:%d: " fmt, short_name(file), line, __VA_ARGS__)
+
+static const char *short_name(const char *path)
 {
-    ck_assert_msg(r->curl_code == CURLE_OK, "transport failure: %s", r->curl_error);
-    ck_assert_msg(r->status == status, "expected HTTP %ld, got %ld: %s", status, r->status,
-                  r->body);
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+json_t *assert_problem_at(const http_response *r, long status, const char *file, int line)
+{
+    CHECK_AT(r->curl_code == CURLE_OK, "transport failure: %s", r->curl_error);
+    CHECK_AT(r->status == status, "expected HTTP %ld, got %ld: %.300s", status, r->status, r->body);
     const char *ct = http_response_header(r, "Content-Type");
-    ck_assert_msg(ct != NULL && strncmp(ct, "application/problem+json", 24) == 0,
-                  "HTTP %ld came as '%s', not application/problem+json", status, ct ? ct : "");
+    CHECK_AT(ct != NULL && strncmp(ct, "application/problem+json", 24) == 0,
+             "HTTP %ld came as '%s', not application/problem+json", status, ct ? ct : "");
     json_t *doc = http_response_json(r);
-    ck_assert_msg(json_is_object(doc), "problem body is not a JSON object: %s", r->body);
-    ck_assert_int_eq(json_integer_value(json_object_get(doc, "status")), status);
+    CHECK_AT(json_is_object(doc), "problem body is not a JSON object: %.300s", r->body);
+    CHECK_AT(json_integer_value(json_object_get(doc, "status")) == status,
+             "\"status\" differs from HTTP %ld: %.300s", status, r->body);
     const char *type = json_string_value(json_object_get(doc, "type"));
-    ck_assert_msg(type != NULL && type[0] != '\0', "problem without a type: %s", r->body);
-    ck_assert_msg(json_is_string(json_object_get(doc, "title")), "no title: %s", r->body);
-    ck_assert_msg(json_is_string(json_object_get(doc, "detail")), "no detail: %s", r->body);
+    CHECK_AT(type != NULL && type[0] != '\0', "problem without a type: %.300s", r->body);
+    CHECK_AT(json_is_string(json_object_get(doc, "title")), "no title: %.300s", r->body);
+    CHECK_AT(json_is_string(json_object_get(doc, "detail")), "no detail: %.300s", r->body);
     const char *instance = json_string_value(json_object_get(doc, "instance"));
-    ck_assert_msg(instance != NULL && instance[0] != '\0', "problem without an instance: %s",
-                  r->body);
+    CHECK_AT(instance != NULL && instance[0] != '\0', "problem without an instance: %.300s",
+             r->body);
     const char *rid = json_string_value(json_object_get(doc, "request_id"));
     const char *hdr = http_response_header(r, "X-Request-Id");
-    ck_assert_msg(rid != NULL && hdr != NULL && strcmp(rid, hdr) == 0,
-                  "request_id '%s' differs from X-Request-Id '%s'", rid ? rid : "",
-                  hdr ? hdr : "");
+    CHECK_AT(rid != NULL && hdr != NULL && strcmp(rid, hdr) == 0,
+             "request_id '%s' differs from X-Request-Id '%s'", rid ? rid : "", hdr ? hdr : "");
     return doc;
 }
 
@@ -730,7 +745,8 @@ bool problem_names_field(json_t *problem, const char *field)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(json_object_get(problem, "errors"), i, e) {
+    json_array_foreach(json_object_get(problem, "errors"), i, e)
+    {
         const char *f = json_string_value(json_object_get(e, "field"));
         if (f != NULL && strcmp(f, field) == 0)
             return true;

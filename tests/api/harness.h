@@ -33,11 +33,11 @@
 /* ---- the crmd process -------------------------------------------------- */
 
 typedef struct crmd_server {
-    pid_t pid;         /* 0 when not running (or already reaped) */
+    pid_t pid; /* 0 when not running (or already reaped) */
     int port;
-    char base_url[64]; /* "http://127.0.0.1:<port>" */
+    char base_url[64];  /* "http://127.0.0.1:<port>" */
     char log_path[256]; /* the child's stderr: log lines and access log */
-    int exit_status;   /* after crmd_stop: see there */
+    int exit_status;    /* after crmd_stop: see there */
 } crmd_server;
 
 /* Starts `crmd serve` on a free loopback port with CRMD_DATABASE_URL and
@@ -92,13 +92,13 @@ typedef struct http_response {
 } http_response;
 
 typedef struct http_call {
-    const char *method;       /* NULL: GET, or POST when there is a body */
-    const char *path;         /* appended to the server's base URL */
-    const char *api_key;      /* sent as "Authorization: Bearer <key>" */
-    const char *body;         /* NULL: no body */
-    size_t body_len;          /* 0: strlen(body) */
-    const char *content_type; /* default application/json when there is a body */
-    bool chunked;             /* send the body with Transfer-Encoding: chunked */
+    const char *method;         /* NULL: GET, or POST when there is a body */
+    const char *path;           /* appended to the server's base URL */
+    const char *api_key;        /* sent as "Authorization: Bearer <key>" */
+    const char *body;           /* NULL: no body */
+    size_t body_len;            /* 0: strlen(body) */
+    const char *content_type;   /* default application/json when there is a body */
+    bool chunked;               /* send the body with Transfer-Encoding: chunked */
     const char *const *headers; /* extra "Name: value" lines, NULL-terminated */
     /* A body produced by a callback instead (body must be NULL). With
      * read_len >= 0 it is announced with Content-Length, else chunked. */
@@ -130,8 +130,7 @@ json_t *http_response_json(const http_response *r);
  * server closes it (or timeout_ms passes) and returns what came back,
  * NUL-terminated, length in *len. The caller frees it. NULL when the
  * connection could not be made. */
-char *http_raw_exchange(const crmd_server *srv, const char *request, size_t *len,
-                        int timeout_ms);
+char *http_raw_exchange(const crmd_server *srv, const char *request, size_t *len, int timeout_ms);
 
 /* True when a TCP connect to the server's port is refused. */
 bool http_connect_refused(const crmd_server *srv);
@@ -156,8 +155,10 @@ extern api_key harness_admin_key;
 /* Fails the test unless r is a complete problem+json response with the
  * given HTTP status whose body has type, title, detail, instance, a
  * request_id equal to the X-Request-Id header, and "status" equal to the
- * HTTP status. Returns the parsed body (caller json_decref's it). */
-json_t *assert_problem(const http_response *r, long status);
+ * HTTP status. Returns the parsed body (caller json_decref's it). Failure
+ * messages name the caller's file and line. */
+#define assert_problem(r, status) assert_problem_at((r), (status), __FILE__, __LINE__)
+json_t *assert_problem_at(const http_response *r, long status, const char *file, int line);
 
 /* True when the problem document's errors[] names field. */
 bool problem_names_field(json_t *problem, const char *field);

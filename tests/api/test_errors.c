@@ -90,8 +90,8 @@ END_TEST
 
 START_TEST(wrong_method_answers_405_with_allow_listing_the_item_methods)
 {
-    http_call call = {.method = "PATCH", .path = "/v1/api-keys/1",
-                      .api_key = harness_admin_key.secret};
+    http_call call = {
+        .method = "PATCH", .path = "/v1/api-keys/1", .api_key = harness_admin_key.secret};
     http_response r = http_send(&srv, &call);
     json_decref(assert_problem(&r, 405));
     ck_assert_str_eq(http_response_header(&r, "Allow"), "GET, HEAD, DELETE");
@@ -180,7 +180,7 @@ END_TEST
 START_TEST(malformed_json_answers_400_saying_line_and_column)
 {
     http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret,
-                                      "{\"name\": \"t\",\n \"scopes\": [\"admin\",]}");
+                                     "{\"name\": \"t\",\n \"scopes\": [\"admin\",]}");
     json_t *problem = assert_problem(&r, 400);
     const char *detail = json_string_value(json_object_get(problem, "detail"));
     ck_assert_msg(strstr(detail, "line 2") != NULL && strstr(detail, "column") != NULL,
@@ -195,7 +195,7 @@ START_TEST(malformed_json_stores_nothing)
     long before = count_keys();
     /* A complete key followed by garbage: a lenient parser would store it. */
     http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret,
-                                      "{\"name\":\"t\",\"scopes\":[\"admin\"]} trailing");
+                                     "{\"name\":\"t\",\"scopes\":[\"admin\"]} trailing");
     json_decref(assert_problem(&r, 400));
     http_response_free(&r);
     ck_assert_int_eq(count_keys(), before);
@@ -205,7 +205,7 @@ END_TEST
 START_TEST(repeated_member_name_answers_400)
 {
     http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret,
-                                      "{\"name\":\"a\",\"name\":\"b\",\"scopes\":[\"admin\"]}");
+                                     "{\"name\":\"a\",\"name\":\"b\",\"scopes\":[\"admin\"]}");
     json_decref(assert_problem(&r, 400));
     http_response_free(&r);
 }
@@ -214,7 +214,7 @@ END_TEST
 START_TEST(body_that_is_not_utf8_answers_400)
 {
     http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret,
-                                      "{\"name\":\"caf\xe9\",\"scopes\":[\"admin\"]}");
+                                     "{\"name\":\"caf\xe9\",\"scopes\":[\"admin\"]}");
     json_decref(assert_problem(&r, 400));
     http_response_free(&r);
 }
@@ -222,8 +222,8 @@ END_TEST
 
 START_TEST(empty_body_answers_400)
 {
-    http_call call = {.path = "/v1/api-keys", .api_key = harness_admin_key.secret, .body = "",
-                      .method = "POST"};
+    http_call call = {
+        .path = "/v1/api-keys", .api_key = harness_admin_key.secret, .body = "", .method = "POST"};
     http_response r = http_send(&srv, &call);
     json_decref(assert_problem(&r, 400));
     http_response_free(&r);
@@ -234,7 +234,7 @@ START_TEST(body_of_exactly_the_limit_is_accepted)
 {
     char *body = padded_key_body(MAX_BODY);
     http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret, body);
-    ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, r.body);
+    ck_assert_msg(r.status == 201, "HTTP %ld: %.300s", r.status, r.body);
     http_response_free(&r);
     free(body);
 }
@@ -256,8 +256,8 @@ START_TEST(body_over_the_limit_sent_chunked_answers_413)
 {
     long before = count_keys();
     char *body = padded_key_body(MAX_BODY + 1500);
-    http_call call = {.path = "/v1/api-keys", .api_key = harness_admin_key.secret,
-                      .body = body, .chunked = true};
+    http_call call = {
+        .path = "/v1/api-keys", .api_key = harness_admin_key.secret, .body = body, .chunked = true};
     http_response r = http_send(&srv, &call);
     json_decref(assert_problem(&r, 413));
     http_response_free(&r);
@@ -269,8 +269,8 @@ END_TEST
 START_TEST(body_over_the_limit_on_an_operation_that_takes_none_answers_413)
 {
     char *body = padded_key_body(MAX_BODY + 1);
-    http_call call = {.method = "GET", .path = "/v1/api-keys", .api_key = harness_admin_key.secret,
-                      .body = body};
+    http_call call = {
+        .method = "GET", .path = "/v1/api-keys", .api_key = harness_admin_key.secret, .body = body};
     http_response r = http_send(&srv, &call);
     json_decref(assert_problem(&r, 413));
     http_response_free(&r);
@@ -280,7 +280,8 @@ END_TEST
 
 START_TEST(body_sent_as_text_plain_answers_415)
 {
-    http_call call = {.path = "/v1/api-keys", .api_key = harness_admin_key.secret,
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
                       .body = "{\"name\":\"t\",\"scopes\":[\"admin\"]}",
                       .content_type = "text/plain"};
     http_response r = http_send(&srv, &call);
@@ -291,11 +292,12 @@ END_TEST
 
 START_TEST(json_content_type_with_charset_is_accepted)
 {
-    http_call call = {.path = "/v1/api-keys", .api_key = harness_admin_key.secret,
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
                       .body = "{\"name\":\"t\",\"scopes\":[\"admin\"]}",
                       .content_type = "application/json; charset=utf-8"};
     http_response r = http_send(&srv, &call);
-    ck_assert_msg(r.status == 201, "HTTP %ld: %s", r.status, r.body);
+    ck_assert_msg(r.status == 201, "HTTP %ld: %.300s", r.status, r.body);
     http_response_free(&r);
 }
 END_TEST
@@ -350,7 +352,8 @@ static const refusal refusals[] = {
     {"DELETE", "/healthz", false, NULL, NULL, 405, "method-not-allowed"},
     {"POST", "/metrics", false, "{}", NULL, 405, "method-not-allowed"},
     {"GET", "/v1/api-keys", false, NULL, NULL, 401, "unauthorized"},
-    {"POST", "/v1/api-keys", false, "{\"name\":\"t\",\"scopes\":[\"admin\"]}", NULL, 401, "unauthorized"},
+    {"POST", "/v1/api-keys", false, "{\"name\":\"t\",\"scopes\":[\"admin\"]}", NULL, 401,
+     "unauthorized"},
     {"POST", "/v1/api-keys", true, "{\"name\":", NULL, 400, "malformed-request"},
     {"POST", "/v1/api-keys", true, "{\"name\":\"t\"}", NULL, 422, "validation-failed"},
     {"POST", "/v1/api-keys", true, "{}", "application/xml", 415, "unsupported-media-type"},
@@ -362,7 +365,9 @@ static const refusal refusals[] = {
 START_TEST(every_refusal_is_problem_json_whose_status_matches_http)
 {
     const refusal *c = &refusals[_i];
-    http_call call = {.method = c->method, .path = c->path, .body = c->body,
+    http_call call = {.method = c->method,
+                      .path = c->path,
+                      .body = c->body,
                       .content_type = c->content_type,
                       .api_key = c->with_key ? harness_admin_key.secret : NULL};
     http_response r = http_send(&srv, &call);

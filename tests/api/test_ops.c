@@ -4,6 +4,7 @@
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,8 +115,8 @@ START_TEST(metrics_count_a_healthz_request_under_its_route_and_status)
     while ((after = healthz_count()) < before + 1 && harness_now_ms() < deadline)
         harness_sleep_ms(20);
     ck_assert_msg(after >= before + 1 && after >= 1,
-                  "crmd_http_requests_total for route=\"/healthz\" went from %lld to %lld",
-                  before, after);
+                  "crmd_http_requests_total for route=\"/healthz\" went from %lld to %lld", before,
+                  after);
 }
 END_TEST
 
@@ -141,7 +142,7 @@ START_TEST(metrics_report_the_configured_database_pool_size)
     http_response r = http_get(&srv, "/metrics", NULL);
     ck_assert_int_eq(r.status, 200);
     ck_assert_msg(strstr(r.body, "\ncrmd_db_pool_size " OPS_POOL_SIZE "\n") != NULL,
-                  "no 'crmd_db_pool_size " OPS_POOL_SIZE "' line in:\n%s", r.body);
+                  "no 'crmd_db_pool_size " OPS_POOL_SIZE "' line in:\n%.2000s", r.body);
     http_response_free(&r);
 }
 END_TEST
@@ -153,8 +154,7 @@ START_TEST(openapi_contract_is_served_as_application_yaml)
     const char *ct = http_response_header(&r, "Content-Type");
     ck_assert_ptr_nonnull(ct);
     ck_assert_msg(strncmp(ct, "application/yaml", 16) == 0, "Content-Type: %s", ct);
-    ck_assert_msg(strncmp(r.body, "openapi:", 8) == 0, "the document starts with: %.40s",
-                  r.body);
+    ck_assert_msg(strncmp(r.body, "openapi:", 8) == 0, "the document starts with: %.40s", r.body);
     http_response_free(&r);
 }
 END_TEST
@@ -166,6 +166,21 @@ START_TEST(request_id_sent_by_the_client_is_echoed)
     http_response r = http_send(&srv, &call);
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(http_response_header(&r, "X-Request-Id"), "client-chosen_id.42:abc");
+    http_response_free(&r);
+}
+END_TEST
+
+START_TEST(request_id_of_63_characters_is_echoed)
+{
+    char id[64], header[96];
+    memset(id, 'r', 63);
+    id[63] = '\0';
+    snprintf(header, sizeof header, "X-Request-Id: %s", id);
+    const char *headers[] = {header, NULL};
+    http_call call = {.path = "/healthz", .headers = headers};
+    http_response r = http_send(&srv, &call);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(http_response_header(&r, "X-Request-Id"), id);
     http_response_free(&r);
 }
 END_TEST
@@ -212,10 +227,10 @@ START_TEST(head_healthz_answers_200_without_a_body)
     char *raw = http_raw_exchange(
         &srv, "HEAD /healthz HTTP/1.1\r\nHost: crmd\r\nConnection: close\r\n\r\n", &len, 3000);
     ck_assert_ptr_nonnull(raw);
-    ck_assert_msg(strncmp(raw, "HTTP/1.1 200 ", 13) == 0, "answer: %s", raw);
+    ck_assert_msg(strncmp(raw, "HTTP/1.1 200 ", 13) == 0, "answer: %.300s", raw);
     const char *end = strstr(raw, "\r\n\r\n");
     ck_assert_ptr_nonnull(end);
-    ck_assert_msg(end + 4 == raw + len, "HEAD answer carries %zu body bytes: %s",
+    ck_assert_msg(end + 4 == raw + len, "HEAD answer carries %zu body bytes: %.300s",
                   (size_t)(raw + len - (end + 4)), end + 4);
     free(raw);
 }
@@ -235,6 +250,7 @@ Suite *ops_suite(void)
     tcase_add_test(tc, metrics_report_the_configured_database_pool_size);
     tcase_add_test(tc, openapi_contract_is_served_as_application_yaml);
     tcase_add_test(tc, request_id_sent_by_the_client_is_echoed);
+    tcase_add_test(tc, request_id_of_63_characters_is_echoed);
     tcase_add_test(tc, request_id_is_generated_as_32_hex_digits_when_absent);
     tcase_add_loop_test(tc, request_id_that_is_not_acceptable_is_replaced_by_a_generated_one, 0,
                         sizeof unacceptable_ids / sizeof unacceptable_ids[0]);

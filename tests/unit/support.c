@@ -46,6 +46,13 @@ char *unit_conninfo_with_dbname(const char *conninfo, const char *dbname)
     return out;
 }
 
+/* Server notices ("relation already exists, skipping") are expected here. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 PGconn *unit_connect(const char *conninfo)
 {
     PGconn *conn = PQconnectdb(conninfo);
@@ -56,6 +63,7 @@ PGconn *unit_connect(const char *conninfo)
         PQfinish(conn);
         ck_abort_msg("cannot connect to %s: %s", conninfo, msg);
     }
+    PQsetNoticeProcessor(conn, ignore_notice, NULL);
     return conn;
 }
 

@@ -20,8 +20,8 @@ const char *unit_env(const char *name);
  * database dbname. The caller frees it with free(). */
 char *unit_conninfo_with_dbname(const char *conninfo, const char *dbname);
 
-/* Connects with libpq outside the pool; fails the test when that fails.
- * The caller closes it with PQfinish(). */
+/* Connects with libpq outside the pool, with server notices silenced; fails
+ * the test when that fails. The caller closes it with PQfinish(). */
 PGconn *unit_connect(const char *conninfo);
 
 /* Runs one statement with text parameters and fails the test unless it

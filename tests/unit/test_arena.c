@@ -3,6 +3,7 @@
  */
 #include <check.h>
 #include <stdalign.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -110,14 +111,26 @@ START_TEST(test_zero_size_allocations_are_distinct)
 }
 END_TEST
 
-/* A size that cannot be met must fail, not wrap around to a tiny block. */
-START_TEST(test_impossible_size_returns_null)
+/* A size that cannot be met must fail, not wrap around to a tiny block.
+ * SIZE_MAX rounds up past zero when aligned. */
+START_TEST(test_size_max_returns_null)
 {
     crm_arena a;
     crm_arena_init(&a);
-    ck_assert_ptr_null(crm_arena_alloc(&a, SIZE_MAX));
-    ck_assert_ptr_null(crm_arena_alloc(&a, SIZE_MAX - 15));
+    void *p = crm_arena_alloc(&a, SIZE_MAX);
     crm_arena_free(&a);
+    ck_assert_ptr_null(p);
+}
+END_TEST
+
+/* Already aligned, but adding the chunk header wraps around. */
+START_TEST(test_size_that_overflows_with_chunk_header_returns_null)
+{
+    crm_arena a;
+    crm_arena_init(&a);
+    void *p = crm_arena_alloc(&a, SIZE_MAX - 15);
+    crm_arena_free(&a);
+    ck_assert_ptr_null(p);
 }
 END_TEST
 
@@ -198,7 +211,8 @@ Suite *arena_suite(void)
     tcase_add_test(tc, test_allocations_do_not_overlap);
     tcase_add_test(tc, test_large_allocation_keeps_earlier_chunk_contents);
     tcase_add_test(tc, test_zero_size_allocations_are_distinct);
-    tcase_add_test(tc, test_impossible_size_returns_null);
+    tcase_add_test(tc, test_size_max_returns_null);
+    tcase_add_test(tc, test_size_that_overflows_with_chunk_header_returns_null);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("strndup");
