@@ -7,6 +7,7 @@
 #ifndef CRM_LOG_H
 #define CRM_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef enum { CRM_LOG_DEBUG, CRM_LOG_INFO, CRM_LOG_WARN, CRM_LOG_ERROR } crm_log_level;
@@ -19,6 +20,14 @@ int crm_log_level_parse(const char *name);
 
 /* Writes {"ts":..., "level":..., "msg":...} with msg formatted printf-style. */
 void crm_log(crm_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Starts a thread that batches log lines into one write every 100 ms, so
+ * that logging costs a request a memcpy, not a system call. Until it is
+ * started, and after crm_log_stop_writer(), lines are written at once. */
+bool crm_log_start_writer(void);
+
+/* Writes what is buffered and stops the thread. */
+void crm_log_stop_writer(void);
 
 /* Writes one already-formatted JSON line (without the newline) atomically. */
 void crm_log_write_line(const char *line, size_t len);

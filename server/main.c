@@ -202,6 +202,8 @@ static int cmd_serve(const crmd_config *cfg)
         crm_db_shutdown();
         return 1;
     }
+    if (!crm_log_start_writer())
+        crm_log(CRM_LOG_WARN, "log writer thread not started; writing lines directly");
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d threads, pool of %d, event loop with %d)",
             CRMD_VERSION, cfg->listen_host, http_server_port(srv), cfg->threads, cfg->pool_size,
@@ -215,6 +217,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_dbloop_stop();
     crm_db_shutdown();
     crm_log(CRM_LOG_INFO, "stopped");
+    crm_log_stop_writer();
     return 0;
 }
 
