@@ -4,6 +4,7 @@
 #include "arena.h"
 
 #include <stdalign.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,9 @@ void crm_arena_init(crm_arena *a)
 
 void *crm_arena_alloc(crm_arena *a, size_t size)
 {
+    /* Sizes near SIZE_MAX would wrap in the rounding or the chunk header. */
+    if (size > SIZE_MAX / 2)
+        return NULL;
     size = ALIGN(size ? size : 1);
     if (a->inline_used + size <= sizeof a->inline_buf) {
         void *p = a->inline_buf + a->inline_used;

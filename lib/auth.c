@@ -322,7 +322,10 @@ json_t *crm_apikey_create(json_t *body, crm_error *err)
 {
     const char *name = NULL;
     char *scopes = NULL;
-    if (!validate_new_key(body, &name, &scopes, err))
+    crm_error local = CRM_ERROR_INIT; /* validation needs somewhere to collect fields */
+    bool valid = validate_new_key(body, &name, &scopes, err ? err : &local);
+    crm_error_clear(&local);
+    if (!valid)
         return NULL;
 
     unsigned char id_bytes[5], secret_bytes[32];
@@ -383,6 +386,8 @@ json_t *crm_apikey_get(long long id, crm_error *err)
 
 void crm_apikey_list_query(crm_query *q, long long after_id, int limit)
 {
+    if (limit < 1)
+        limit = 1;
     crm_query_init(q, &list_keys);
     crm_query_add_int(q, after_id);
     crm_query_add_int(q, limit + 1); /* one more tells whether a next page exists */
@@ -390,6 +395,8 @@ void crm_apikey_list_query(crm_query *q, long long after_id, int limit)
 
 json_t *crm_apikey_list_decode(const PGresult *res, int limit, long long *next_after)
 {
+    if (limit < 1)
+        limit = 1;
     int n = PQntuples(res);
     int shown = n > limit ? limit : n;
     json_t *arr = json_array();

@@ -71,6 +71,7 @@ bool crm_db_init(const crm_db_config *cfg, crm_error *err)
     pthread_cond_init(&pool.cv, &attr);
     pthread_condattr_destroy(&attr);
     pool.in_use = pool.waiting = 0;
+    pool.connect_failures = 0;
     pool.down_until_ms = 0;
     return true;
 }
@@ -213,7 +214,10 @@ crm_conn *crm_db_acquire(crm_error *err)
             pool.down_until_ms = now_ms() + pool.cfg.retry_backoff_ms;
             pthread_cond_broadcast(&pool.cv);
             pthread_mutex_unlock(&pool.mu);
-            *err = cerr;
+            if (err != NULL)
+                *err = cerr;
+            else
+                crm_error_clear(&cerr);
             return NULL;
         }
         /* Every slot is in use: wait for a release, up to the deadline. */
@@ -271,6 +275,10 @@ bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, cr
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    if (PQstatus(conn) == CONNECTION_OK && state == NULL) {
+        crm_log(CRM_LOG_ERROR, "database error during %s: %.300s", what, msg);
+        return crm_error_set(err, CRM_E_INTERNAL, "internal error");
+    }
     if (PQstatus(conn) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
         strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
         strcmp(state, "57P03") == 0 || strncmp(state, "53", 2) == 0) {

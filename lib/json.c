@@ -33,8 +33,8 @@ bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *er
             if (strcmp(*a, key) == 0)
                 known = true;
         if (!known) {
-            char field[160];
-            snprintf(field, sizeof field, "/%.150s", key);
+            char field[CRM_JSON_POINTER_MAX];
+            crm_json_pointer_append(field, sizeof field, "", key);
             crm_error_add_field(err, field, "unknown field");
             ok = false;
         }
@@ -70,4 +70,18 @@ json_t *crm_json_timestamp(long long epoch_ms)
     size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(buf + n, sizeof buf - n, ".%03dZ", ms);
     return json_string(buf);
+}
+
+void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key)
+{
+    size_t n = (size_t)snprintf(out, size, "%s/", base);
+    for (const char *k = key; *k != '\0' && n + 3 < size; k++) {
+        if (*k == '~' || *k == '/') { /* RFC 6901: ~ is ~0, / is ~1 */
+            out[n++] = '~';
+            out[n++] = *k == '~' ? '0' : '1';
+        } else {
+            out[n++] = *k;
+        }
+    }
+    out[n < size ? n : size - 1] = '\0';
 }

@@ -18,6 +18,12 @@ json_t *crm_json_parse(const char *buf, size_t len, crm_error *err);
  * (with CRM_E_INVALID) when any was found. */
 bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *err);
 
+#define CRM_JSON_POINTER_MAX 256
+
+/* Writes base + "/" + key as a JSON pointer (RFC 6901 escaping) into out,
+ * truncating long keys. */
+void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key);
+
 /* An RFC 3339 UTC timestamp with milliseconds ("2026-11-23T10:15:00.000Z")
  * for epoch milliseconds, as a new JSON string. */
 json_t *crm_json_timestamp(long long epoch_ms);

@@ -19,7 +19,8 @@ static int version_of(const char *name)
 {
     int v = 0, digits = 0;
     for (; isdigit((unsigned char)name[digits]); digits++)
-        v = v * 10 + (name[digits] - '0');
+        if (digits < 4)
+            v = v * 10 + (name[digits] - '0');
     size_t len = strlen(name);
     if (digits != 4 || name[digits] != '_' || len < 9 || strcmp(name + len - 4, ".sql") != 0)
         return -1;
@@ -47,7 +48,8 @@ static void checksum_hex(const struct crm_embedded_file *f, char out[65])
 static bool command_ok(PGconn *conn, PGresult *res, const char *what, crm_error *err)
 {
     ExecStatusType st = PQresultStatus(res);
-    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    /* A file of only comments is an empty query: nothing to do, not an error. */
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY;
     if (!ok)
         crm_db_result_error(conn, res, what, err);
     PQclear(res);

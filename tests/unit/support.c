@@ -96,7 +96,8 @@ bool unit_has_field_error(const crm_error *err, const char *field)
 {
     size_t i;
     json_t *entry;
-    json_array_foreach(err->errors, i, entry) {
+    json_array_foreach(err->errors, i, entry)
+    {
         const char *f = json_string_value(json_object_get(entry, "field"));
         if (f != NULL && strcmp(f, field) == 0)
             return true;

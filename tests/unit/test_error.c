@@ -77,8 +77,8 @@ START_TEST(test_add_field_keeps_entries_in_order)
     ck_assert_uint_eq(json_array_size(err.errors), 3);
     const char *want[] = {"/a", "/b", "/c"};
     for (size_t i = 0; i < 3; i++)
-        ck_assert_str_eq(
-            json_string_value(json_object_get(json_array_get(err.errors, i), "field")), want[i]);
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(err.errors, i), "field")),
+                         want[i]);
     crm_error_clear(&err);
 }
 END_TEST

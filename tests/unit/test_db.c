@@ -1,0 +1,747 @@
+/*
+ * test_db.c — the connection pool and prepared statements (lib/db.h)
+ * against a real PostgreSQL: exhaustion, dead connections, an unreachable
+ * server, and how database errors map to crm_error codes.
+ *
+ * crm_db_init/crm_db_shutdown manage one process-wide pool: each test
+ * starts it with the settings it needs and the fixture shuts it down.
+ */
+#include <check.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "suites.h"
+#include "support.h"
+
+#define UNREACHABLE_URL "host=/nonexistent dbname=x"
+
+static crm_stmt select_echo =
+    CRM_STMT_RO("unit_db_select_echo", "SELECT 1, $1::text, generate_series(1, 3)");
+static crm_stmt select_is_null = CRM_STMT_RO("unit_db_select_is_null", "SELECT $1::text IS NULL");
+static crm_stmt select_backend_pid = CRM_STMT_RO("unit_db_backend_pid", "SELECT pg_backend_pid()");
+static crm_stmt insert_unique =
+    CRM_STMT("unit_db_insert_unique", "INSERT INTO unit_db_unique (k) VALUES ($1::int)");
+static crm_stmt select_missing_table =
+    CRM_STMT_RO("unit_db_select_missing", "SELECT * FROM unit_db_no_such_table");
+static crm_stmt select_sleep = CRM_STMT_RO("unit_db_select_sleep", "SELECT pg_sleep(2)");
+static crm_stmt select_division_by_zero =
+    CRM_STMT_RO("unit_db_division_by_zero", "SELECT 1 / $1::int");
+
+static void teardown(void)
+{
+    crm_db_shutdown();
+}
+
+/* Starts the pool on url with the given limits; fails the test otherwise. */
+static void start_pool(const char *url, int pool_size, int acquire_timeout_ms, int retry_backoff_ms)
+{
+    crm_db_config cfg = {
+        .url = url,
+        .pool_size = pool_size,
+        .acquire_timeout_ms = acquire_timeout_ms,
+        .connect_timeout_s = 2,
+        .statement_timeout_ms = 5000,
+        .retry_backoff_ms = retry_backoff_ms,
+    };
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
+}
+
+static void start_test_pool(int pool_size)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), pool_size, 2000, 1000);
+}
+
+/* Acquires a connection or fails the test. */
+static crm_conn *acquire(void)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *c = crm_db_acquire(&err);
+    ck_assert_msg(c != NULL, "acquire: %s", err.detail);
+    return c;
+}
+
+/* The backend process id behind c. */
+static long backend_pid(crm_conn *c)
+{
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_exec(c, &select_backend_pid, 0, NULL, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    long pid = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return pid;
+}
+
+/* Terminates backend pid from a separate connection and waits until it is gone. */
+static void terminate_backend(long pid)
+{
+    PGconn *killer = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+    char pidbuf[24];
+    snprintf(pidbuf, sizeof pidbuf, "%ld", pid);
+    const char *params[] = {pidbuf};
+    /* With a timeout, pg_terminate_backend waits for the process to exit. */
+    long ok = unit_sql_long(killer, "SELECT pg_terminate_backend($1::int, 5000)::int", 1, params);
+    PQfinish(killer);
+    ck_assert_int_eq(ok, 1);
+}
+
+/* ---- configuration -------------------------------------------------- */
+
+START_TEST(test_init_rejects_empty_pool)
+{
+    crm_db_config cfg = {.url = "dbname=x", .pool_size = 0, .acquire_timeout_ms = 100};
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_db_init(&cfg, &err));
+    ck_assert_int_eq(err.code, CRM_E_INVALID);
+}
+END_TEST
+
+START_TEST(test_init_does_not_connect)
+{
+    start_pool(UNREACHABLE_URL, 2, 100, 1000);
+    crm_db_stats s = crm_db_get_stats();
+    ck_assert_int_eq(s.size, 2);
+    ck_assert_int_eq(s.connected, 0);
+}
+END_TEST
+
+START_TEST(test_init_copies_the_url)
+{
+    char *url = strdup(unit_env("CRMD_TEST_DATABASE_URL"));
+    start_pool(url, 1, 1000, 1000);
+    memset(url, 'x', strlen(url));
+    free(url);
+    crm_db_release(acquire());
+}
+END_TEST
+
+/* ---- statements ----------------------------------------------------- */
+
+START_TEST(test_exec_prepared_statement_returns_rows)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"hello"};
+    PGresult *res = crm_db_exec(c, &select_echo, 1, params, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    ck_assert_int_eq(PQntuples(res), 3);
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "hello");
+    ck_assert_str_eq(PQgetvalue(res, 2, 2), "3");
+    PQclear(res);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_null_parameter_is_sql_null)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {NULL};
+    PGresult *res = crm_db_exec(c, &select_is_null, 1, params, &err);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_statement_runs_twice_on_one_connection_prepared_once)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *first[] = {"one"}, *second[] = {"two"};
+    PGresult *res = crm_db_exec(c, &select_echo, 1, first, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    PQclear(res);
+    res = crm_db_exec(c, &select_echo, 1, second, &err);
+    ck_assert_msg(res != NULL, "second run: %s", err.detail);
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "two");
+    PQclear(res);
+
+    const char *name[] = {select_echo.name};
+    ck_assert_int_eq(unit_sql_long(crm_db_pgconn(c),
+                                   "SELECT count(*) FROM pg_prepared_statements WHERE name = $1", 1,
+                                   name),
+                     1);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_statement_stays_prepared_across_acquires)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"x"};
+    PGresult *res = crm_db_exec(c, &select_echo, 1, params, &err);
+    ck_assert_ptr_nonnull(res);
+    PQclear(res);
+    crm_db_release(c);
+
+    c = acquire();
+    res = crm_db_exec(c, &select_echo, 1, params, &err);
+    ck_assert_msg(res != NULL, "after re-acquire: %s", err.detail);
+    PQclear(res);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_run_acquires_executes_and_releases)
+{
+    start_test_pool(1);
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"run"};
+    PGresult *res = crm_db_run(&select_echo, 1, params, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "run");
+    PQclear(res);
+    ck_assert_int_eq(crm_db_get_stats().in_use, 0);
+}
+END_TEST
+
+START_TEST(test_failed_statement_leaves_connection_usable)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *zero[] = {"0"}, *two[] = {"2"};
+    ck_assert_ptr_null(crm_db_exec(c, &select_division_by_zero, 1, zero, &err));
+    crm_error_clear(&err);
+    PGresult *res = crm_db_exec(c, &select_division_by_zero, 1, two, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+    ck_assert_str_eq(crm_db_sqlstate(c), "");
+    crm_db_release(c);
+}
+END_TEST
+
+/* ---- crm_query ------------------------------------------------------ */
+
+START_TEST(test_query_starts_without_parameters)
+{
+    crm_query q;
+    crm_query_init(&q, &select_echo);
+    ck_assert_ptr_eq(q.stmt, &select_echo);
+    ck_assert_int_eq(q.nparams, 0);
+}
+END_TEST
+
+START_TEST(test_query_add_int_formats_decimal_text)
+{
+    crm_query q;
+    crm_query_init(&q, &select_echo);
+    crm_query_add_int(&q, 42);
+    crm_query_add_int(&q, -7);
+    crm_query_add_int(&q, LLONG_MIN);
+    ck_assert_int_eq(q.nparams, 3);
+    ck_assert_str_eq(q.values[0], "42");
+    ck_assert_str_eq(q.values[1], "-7");
+    ck_assert_str_eq(q.values[2], "-9223372036854775808");
+}
+END_TEST
+
+START_TEST(test_query_keeps_text_parameters_in_order)
+{
+    crm_query q;
+    crm_query_init(&q, &select_echo);
+    crm_query_add(&q, "a");
+    crm_query_add_int(&q, 1);
+    crm_query_add(&q, NULL);
+    ck_assert_str_eq(q.values[0], "a");
+    ck_assert_str_eq(q.values[1], "1");
+    ck_assert_ptr_null(q.values[2]);
+}
+END_TEST
+
+START_TEST(test_run_query_runs_statement_with_its_parameters)
+{
+    start_test_pool(1);
+    crm_query q;
+    crm_query_init(&q, &select_echo);
+    crm_query_add(&q, "queried");
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), "queried");
+    PQclear(res);
+}
+END_TEST
+
+START_TEST(test_run_query_null_parameter_is_sql_null)
+{
+    start_test_pool(1);
+    crm_query q;
+    crm_query_init(&q, &select_is_null);
+    crm_query_add(&q, NULL);
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "t");
+    PQclear(res);
+}
+END_TEST
+
+/* ---- error mapping -------------------------------------------------- */
+
+START_TEST(test_unique_violation_maps_to_conflict)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    PQclear(unit_sql(crm_db_pgconn(c), "CREATE TEMP TABLE unit_db_unique (k int PRIMARY KEY)", 0,
+                     NULL));
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_db_begin(c, &err));
+    const char *params[] = {"1"};
+    PGresult *res = crm_db_exec(c, &insert_unique, 1, params, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    PQclear(res);
+    ck_assert_ptr_null(crm_db_exec(c, &insert_unique, 1, params, &err));
+    ck_assert_int_eq(err.code, CRM_E_CONFLICT);
+    ck_assert_str_eq(crm_db_sqlstate(c), "23505");
+    crm_db_rollback(c);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_rollback_discards_the_transaction)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    PGconn *pg = crm_db_pgconn(c);
+    PQclear(unit_sql(pg, "CREATE TEMP TABLE unit_db_unique (k int PRIMARY KEY)", 0, NULL));
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_db_begin(c, &err));
+    const char *params[] = {"5"};
+    PQclear(crm_db_exec(c, &insert_unique, 1, params, &err));
+    crm_db_rollback(c);
+    ck_assert_int_eq(PQtransactionStatus(pg), PQTRANS_IDLE);
+    ck_assert_int_eq(unit_sql_long(pg, "SELECT count(*) FROM unit_db_unique", 0, NULL), 0);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_commit_keeps_the_transaction)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    PGconn *pg = crm_db_pgconn(c);
+    PQclear(unit_sql(pg, "CREATE TEMP TABLE unit_db_unique (k int PRIMARY KEY)", 0, NULL));
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_db_begin(c, &err));
+    const char *params[] = {"5"};
+    PQclear(crm_db_exec(c, &insert_unique, 1, params, &err));
+    ck_assert(crm_db_commit(c, &err));
+    ck_assert_int_eq(unit_sql_long(pg, "SELECT count(*) FROM unit_db_unique", 0, NULL), 1);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_syntax_error_maps_to_internal)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    PGconn *pg = crm_db_pgconn(c);
+    PGresult *res = PQexec(pg, "SELEC 1");
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_db_result_error(pg, res, "unit test", &err));
+    ck_assert_int_eq(err.code, CRM_E_INTERNAL);
+    PQclear(res);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_internal_error_detail_hides_database_message)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    PGconn *pg = crm_db_pgconn(c);
+    PGresult *res = PQexec(pg, "SELECT * FROM unit_db_secret_table_name");
+    crm_error err = CRM_ERROR_INIT;
+    crm_db_result_error(pg, res, "unit test", &err);
+    ck_assert_ptr_null(strstr(err.detail, "unit_db_secret_table_name"));
+    PQclear(res);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_undefined_table_maps_to_internal)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_exec(c, &select_missing_table, 0, NULL, &err));
+    ck_assert_int_eq(err.code, CRM_E_INTERNAL);
+    ck_assert_str_eq(crm_db_sqlstate(c), "42P01");
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_statement_timeout_maps_to_unavailable)
+{
+    crm_db_config cfg = {
+        .url = unit_env("CRMD_TEST_DATABASE_URL"),
+        .pool_size = 1,
+        .acquire_timeout_ms = 1000,
+        .connect_timeout_s = 2,
+        .statement_timeout_ms = 100,
+        .retry_backoff_ms = 1000,
+    };
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_db_init(&cfg, &err));
+    crm_conn *c = acquire();
+    ck_assert_ptr_null(crm_db_exec(c, &select_sleep, 0, NULL, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    ck_assert_str_eq(crm_db_sqlstate(c), "57014");
+    crm_db_release(c);
+}
+END_TEST
+
+/* ---- exhaustion ----------------------------------------------------- */
+
+START_TEST(test_acquire_fails_unavailable_when_pool_exhausted)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), 1, 200, 1000);
+    crm_conn *held = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    crm_db_release(held);
+}
+END_TEST
+
+START_TEST(test_released_connection_can_be_acquired_again)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), 1, 200, 1000);
+    crm_conn *first = acquire();
+    long pid = backend_pid(first);
+    crm_db_release(first);
+    crm_conn *second = acquire();
+    ck_assert_int_eq(backend_pid(second), pid);
+    crm_db_release(second);
+}
+END_TEST
+
+struct waiter {
+    crm_conn *got;
+    crm_error err;
+};
+
+static void *acquire_in_thread(void *arg)
+{
+    struct waiter *w = arg;
+    w->got = crm_db_acquire(&w->err);
+    return NULL;
+}
+
+START_TEST(test_release_wakes_a_waiting_acquire)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), 1, 10000, 1000);
+    crm_conn *held = acquire();
+    struct waiter w = {NULL, CRM_ERROR_INIT};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, acquire_in_thread, &w), 0);
+    for (int i = 0; i < 500 && crm_db_get_stats().waiting == 0; i++)
+        unit_sleep_ms(10);
+    ck_assert_int_eq(crm_db_get_stats().waiting, 1);
+    crm_db_release(held);
+    pthread_join(t, NULL);
+    ck_assert_msg(w.got == held, "waiter got %p (%s)", (void *)w.got, w.err.detail);
+    crm_db_release(w.got);
+}
+END_TEST
+
+enum { RUNNERS = 6, RUNS_EACH = 25 };
+
+static void *run_many(void *arg)
+{
+    int *failures = arg;
+    for (int i = 0; i < RUNS_EACH; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        const char *params[] = {"many"};
+        PGresult *res = crm_db_run(&select_echo, 1, params, &err);
+        if (res == NULL || strcmp(PQgetvalue(res, 0, 1), "many") != 0)
+            (*failures)++;
+        PQclear(res);
+    }
+    return NULL;
+}
+
+START_TEST(test_many_threads_share_a_small_pool)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), 2, 10000, 1000);
+    pthread_t t[RUNNERS];
+    int failures[RUNNERS] = {0};
+    for (int i = 0; i < RUNNERS; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, run_many, &failures[i]), 0);
+    for (int i = 0; i < RUNNERS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < RUNNERS; i++)
+        ck_assert_int_eq(failures[i], 0);
+    crm_db_stats s = crm_db_get_stats();
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_int_le(s.connected, 2);
+}
+END_TEST
+
+START_TEST(test_stats_count_connections_in_use)
+{
+    start_test_pool(3);
+    crm_conn *a = acquire();
+    crm_conn *b = acquire();
+    crm_db_stats s = crm_db_get_stats();
+    ck_assert_int_eq(s.size, 3);
+    ck_assert_int_eq(s.in_use, 2);
+    ck_assert_int_eq(s.connected, 2);
+    crm_db_release(a);
+    ck_assert_int_eq(crm_db_get_stats().in_use, 1);
+    crm_db_release(b);
+    s = crm_db_get_stats();
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_int_eq(s.connected, 2);
+}
+END_TEST
+
+START_TEST(test_release_of_null_is_ignored)
+{
+    start_test_pool(1);
+    crm_db_release(NULL);
+    ck_assert_int_eq(crm_db_get_stats().in_use, 0);
+}
+END_TEST
+
+/* ---- broken connections --------------------------------------------- */
+
+START_TEST(test_terminated_idle_connection_is_replaced_on_acquire)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    long old_pid = backend_pid(c);
+    crm_db_release(c);
+    terminate_backend(old_pid);
+
+    c = acquire();
+    ck_assert_int_eq(PQstatus(crm_db_pgconn(c)), CONNECTION_OK);
+    ck_assert_int_ne(backend_pid(c), old_pid);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_run_read_only_statement_succeeds_after_backend_terminated)
+{
+    start_test_pool(1);
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_run(&select_backend_pid, 0, NULL, &err);
+    ck_assert_ptr_nonnull(res);
+    long old_pid = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    terminate_backend(old_pid);
+
+    res = crm_db_run(&select_backend_pid, 0, NULL, &err);
+    ck_assert_msg(res != NULL, "run after terminate: %s", err.detail);
+    ck_assert_int_ne(atol(PQgetvalue(res, 0, 0)), old_pid);
+    PQclear(res);
+}
+END_TEST
+
+START_TEST(test_connection_killed_while_held_fails_unavailable)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    terminate_backend(backend_pid(c));
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_exec(c, &select_backend_pid, 0, NULL, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    crm_db_release(c);
+
+    c = acquire();
+    ck_assert_int_eq(PQstatus(crm_db_pgconn(c)), CONNECTION_OK);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_release_inside_transaction_discards_connection)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    long old_pid = backend_pid(c);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_db_begin(c, &err));
+    crm_db_release(c);
+
+    c = acquire();
+    ck_assert_int_eq(PQtransactionStatus(crm_db_pgconn(c)), PQTRANS_IDLE);
+    ck_assert_int_ne(backend_pid(c), old_pid);
+    crm_db_release(c);
+}
+END_TEST
+
+START_TEST(test_connection_marked_broken_is_replaced)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    long old_pid = backend_pid(c);
+    crm_db_mark_broken(c);
+    crm_db_release(c);
+
+    c = acquire();
+    ck_assert_int_ne(backend_pid(c), old_pid);
+    crm_db_release(c);
+}
+END_TEST
+
+/* ---- unreachable database ------------------------------------------- */
+
+START_TEST(test_unreachable_database_fails_unavailable)
+{
+    start_pool(UNREACHABLE_URL, 2, 1000, 5000);
+    unsigned long failures = crm_db_get_stats().connect_failures;
+    crm_error err = CRM_ERROR_INIT;
+    long long start = unit_now_ms();
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    ck_assert_int_lt(unit_now_ms() - start, 2000);
+    crm_db_stats s = crm_db_get_stats();
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_uint_eq(s.connect_failures, failures + 1);
+}
+END_TEST
+
+START_TEST(test_unreachable_database_fails_fast_during_backoff)
+{
+    start_pool(UNREACHABLE_URL, 2, 1000, 10000);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    unsigned long failures = crm_db_get_stats().connect_failures;
+    crm_error_clear(&err);
+    long long start = unit_now_ms();
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    /* No second connection attempt inside the backoff window. */
+    ck_assert_uint_eq(crm_db_get_stats().connect_failures, failures);
+    ck_assert_int_lt(unit_now_ms() - start, 1000);
+}
+END_TEST
+
+START_TEST(test_connect_is_tried_again_after_backoff)
+{
+    start_pool(UNREACHABLE_URL, 1, 1000, 100);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    unsigned long failures = crm_db_get_stats().connect_failures;
+    unit_sleep_ms(150);
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    ck_assert_uint_eq(crm_db_get_stats().connect_failures, failures + 1);
+}
+END_TEST
+
+START_TEST(test_new_pool_starts_with_no_connect_failures)
+{
+    start_pool(UNREACHABLE_URL, 1, 1000, 100);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_acquire(&err));
+    crm_db_shutdown();
+    start_pool(UNREACHABLE_URL, 1, 1000, 100);
+    ck_assert_uint_eq(crm_db_get_stats().connect_failures, 0);
+}
+END_TEST
+
+START_TEST(test_connect_direct_to_unreachable_database_fails_unavailable)
+{
+    crm_db_config cfg = {.url = UNREACHABLE_URL, .connect_timeout_s = 1};
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_connect_direct(&cfg, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+}
+END_TEST
+
+START_TEST(test_connect_direct_applies_statement_timeout)
+{
+    crm_db_config cfg = {.url = unit_env("CRMD_TEST_DATABASE_URL"), .statement_timeout_ms = 1234};
+    crm_error err = CRM_ERROR_INIT;
+    PGconn *pg = crm_db_connect_direct(&cfg, &err);
+    ck_assert_msg(pg != NULL, "%s", err.detail);
+    PGresult *res = unit_sql(pg, "SHOW statement_timeout", 0, NULL);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "1234ms");
+    PQclear(res);
+    PQfinish(pg);
+}
+END_TEST
+
+Suite *db_suite(void)
+{
+    Suite *s = suite_create("db");
+    TCase *tc = tcase_create("config");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_init_rejects_empty_pool);
+    tcase_add_test(tc, test_init_does_not_connect);
+    tcase_add_test(tc, test_init_copies_the_url);
+    tcase_add_test(tc, test_connect_direct_applies_statement_timeout);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("statements");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_exec_prepared_statement_returns_rows);
+    tcase_add_test(tc, test_null_parameter_is_sql_null);
+    tcase_add_test(tc, test_statement_runs_twice_on_one_connection_prepared_once);
+    tcase_add_test(tc, test_statement_stays_prepared_across_acquires);
+    tcase_add_test(tc, test_run_acquires_executes_and_releases);
+    tcase_add_test(tc, test_failed_statement_leaves_connection_usable);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("query");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_query_starts_without_parameters);
+    tcase_add_test(tc, test_query_add_int_formats_decimal_text);
+    tcase_add_test(tc, test_query_keeps_text_parameters_in_order);
+    tcase_add_test(tc, test_run_query_runs_statement_with_its_parameters);
+    tcase_add_test(tc, test_run_query_null_parameter_is_sql_null);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_unique_violation_maps_to_conflict);
+    tcase_add_test(tc, test_rollback_discards_the_transaction);
+    tcase_add_test(tc, test_commit_keeps_the_transaction);
+    tcase_add_test(tc, test_syntax_error_maps_to_internal);
+    tcase_add_test(tc, test_internal_error_detail_hides_database_message);
+    tcase_add_test(tc, test_undefined_table_maps_to_internal);
+    tcase_add_test(tc, test_statement_timeout_maps_to_unavailable);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("exhaustion");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_acquire_fails_unavailable_when_pool_exhausted);
+    tcase_add_test(tc, test_released_connection_can_be_acquired_again);
+    tcase_add_test(tc, test_release_wakes_a_waiting_acquire);
+    tcase_add_test(tc, test_many_threads_share_a_small_pool);
+    tcase_add_test(tc, test_stats_count_connections_in_use);
+    tcase_add_test(tc, test_release_of_null_is_ignored);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("broken");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_terminated_idle_connection_is_replaced_on_acquire);
+    tcase_add_test(tc, test_run_read_only_statement_succeeds_after_backend_terminated);
+    tcase_add_test(tc, test_connection_killed_while_held_fails_unavailable);
+    tcase_add_test(tc, test_release_inside_transaction_discards_connection);
+    tcase_add_test(tc, test_connection_marked_broken_is_replaced);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("unreachable");
+    tcase_add_checked_fixture(tc, NULL, teardown);
+    tcase_add_test(tc, test_unreachable_database_fails_unavailable);
+    tcase_add_test(tc, test_unreachable_database_fails_fast_during_backoff);
+    tcase_add_test(tc, test_connect_is_tried_again_after_backoff);
+    tcase_add_test(tc, test_new_pool_starts_with_no_connect_failures);
+    tcase_add_test(tc, test_connect_direct_to_unreachable_database_fails_unavailable);
+    suite_add_tcase(s, tc);
+    return s;
+}
