@@ -5,6 +5,7 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -27,6 +28,8 @@ extern char **environ;
 #define MAX_ENV 512
 
 api_key harness_admin_key;
+
+static char log_dir[200];
 
 /* ---- small things ------------------------------------------------------- */
 
@@ -123,8 +126,8 @@ static bool env_has_name(const char *const *list, const char *entry)
 }
 
 /* Builds the child's environment: ours without CRMD_*, then defaults
- * (unless extra names them), then extra. Strings are borrowed except the
- * defaults, which the caller keeps alive. */
+ * (unless extra names them), then extra. Every string is borrowed: the
+ * caller keeps them alive until the exec. */
 static void build_env(char **out, const char *const *defaults, const char *const *extra)
 {
     size_t n = 0;
@@ -158,6 +161,42 @@ static pid_t spawn(char *const *argv, char *const *envp, int out_fd, int err_fd)
     execve(argv[0], argv, envp);
     dprintf(err_fd, "api_tests: cannot execute %s: %s\n", argv[0], strerror(errno));
     _exit(127);
+}
+
+/* ---- logs ---------------------------------------------------------------- */
+
+bool harness_log_dir_create(void)
+{
+    const char *tmp = getenv("TMPDIR") && getenv("TMPDIR")[0] ? getenv("TMPDIR") : "/tmp";
+    snprintf(log_dir, sizeof log_dir, "%s/crmd-api-XXXXXX", tmp);
+    if (mkdtemp(log_dir) == NULL) {
+        fprintf(stderr, "api_tests: cannot create %s: %s\n", log_dir, strerror(errno));
+        log_dir[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
+void harness_log_dir_finish(bool keep)
+{
+    if (log_dir[0] == '\0')
+        return;
+    if (keep) {
+        fprintf(stderr, "api_tests: the logs of crmd in failed tests are in %s\n", log_dir);
+        return;
+    }
+    DIR *d = opendir(log_dir);
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", log_dir, e->d_name);
+        unlink(path);
+    }
+    if (d != NULL)
+        closedir(d);
+    rmdir(log_dir);
 }
 
 /* ---- the crmd process ---------------------------------------------------- */
@@ -249,8 +288,8 @@ static bool start_once(crmd_server *srv, const char *const *extra_env, bool *por
     char *envp[MAX_ENV];
     build_env(envp, defaults, extra_env);
 
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(srv->log_path, sizeof srv->log_path, "%s/crmd-api-%d-XXXXXX.log", tmp, srv->port);
+    snprintf(srv->log_path, sizeof srv->log_path, "%s/crmd-%d-XXXXXX.log",
+             log_dir[0] ? log_dir : "/tmp", srv->port);
     int log_fd = mkstemps(srv->log_path, 4);
     if (log_fd < 0) {
         fprintf(stderr, "api_tests: cannot create %s: %s\n", srv->log_path, strerror(errno));

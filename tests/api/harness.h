@@ -150,6 +150,15 @@ bool api_key_create(const char *scopes, api_key *out);
 /* The admin key made once per run before any suite (see main.c). */
 extern api_key harness_admin_key;
 
+/* Makes the directory this run's crmd logs go to (under $TMPDIR or /tmp);
+ * false when it cannot. */
+bool harness_log_dir_create(void);
+
+/* Removes the log directory and what is left in it (the logs of tests that
+ * failed, whose teardown did not run) when keep is false; otherwise says
+ * on stderr where they are. */
+void harness_log_dir_finish(bool keep);
+
 /* ---- assertions and small things ---------------------------------------- */
 
 /* Fails the test unless r is a complete problem+json response with the

@@ -30,8 +30,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "api_tests: curl_global_init failed\n");
         return 2;
     }
+    if (!harness_log_dir_create())
+        return 2;
     if (!api_key_create("admin", &harness_admin_key)) {
         fprintf(stderr, "api_tests: could not create the admin key; is the test database up?\n");
+        harness_log_dir_finish(false);
         return 2;
     }
 
@@ -47,6 +50,7 @@ int main(int argc, char **argv)
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
+    harness_log_dir_finish(failed != 0);
     curl_global_cleanup();
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
