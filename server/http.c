@@ -391,6 +391,32 @@ static enum MHD_Result sum_header(void *cls, enum MHD_ValueKind kind, const char
     return MHD_YES;
 }
 
+/* Adds the length of one query argument as it appeared in the URL. */
+static enum MHD_Result sum_argument(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(key) + (value ? strlen(value) + 1 : 0) + 1;
+    return MHD_YES;
+}
+
+typedef struct {
+    http_request *req;
+    const char *bad; /* first argument whose value hides a NUL byte */
+} nul_scan;
+
+static enum MHD_Result find_nul_argument(void *cls, enum MHD_ValueKind kind, const char *key,
+                                         const char *value)
+{
+    (void)kind;
+    nul_scan *scan = cls;
+    if (value != NULL && router_percent_decode(&scan->req->arena, value, strlen(value), true) == NULL) {
+        scan->bad = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
 static bool body_announced(http_request *req)
 {
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -419,7 +445,9 @@ static void admit_request(http_request *req)
     const http_server *srv = req->srv;
     const crmd_config *cfg = srv->cfg;
 
-    if (strlen(req->path) > cfg->max_url_bytes) {
+    size_t url_bytes = strlen(req->path);
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, sum_argument, &url_bytes);
+    if (url_bytes > cfg->max_url_bytes) {
         http_reply_problem(req, 414, "the request URL is longer than the server accepts");
         return;
     }
@@ -466,6 +494,19 @@ static void admit_request(http_request *req)
             http_reply_problem(req, 403, detail);
             return;
         }
+    }
+
+    /* A query value with an encoded NUL cannot be used by any handler; refuse
+     * it here rather than let it look like an absent parameter. */
+    nul_scan scan = {req, NULL};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, find_nul_argument, &scan);
+    if (scan.bad != NULL) {
+        crm_error err = CRM_ERROR_INIT;
+        crm_error_add_field(&err, scan.bad, "contains an encoded NUL byte");
+        crm_error_set(&err, CRM_E_INVALID, "invalid query parameter");
+        http_reply_error(req, &err);
+        crm_error_clear(&err);
+        return;
     }
 
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);

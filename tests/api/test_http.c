@@ -1,0 +1,392 @@
+/*
+ * test_http.c — the HTTP layer itself: keep-alive connections, graceful
+ * shutdown on SIGTERM, and the one-line JSON access log.
+ */
+#include "harness.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define KEEP_ALIVE_REQUESTS 20
+#define SLOW_CHUNK_BYTES 10
+#define SLOW_CHUNK_PAUSE_MS 300
+#define LOG_WAIT_MS 2000
+
+static crmd_server srv;
+
+static void setup(void)
+{
+    crmd_fixture_start(&srv, NULL);
+}
+
+static void teardown(void)
+{
+    crmd_fixture_stop(&srv);
+}
+
+/* ---- keep-alive ------------------------------------------------------------- */
+
+/* Sends call KEEP_ALIVE_REQUESTS times on one curl handle and checks that
+ * only the first needed a new connection. */
+static void assert_one_connection_for(http_call call, long expected_status)
+{
+    CURL *curl = curl_easy_init();
+    ck_assert_ptr_nonnull(curl);
+    call.curl = curl;
+    for (int i = 0; i < KEEP_ALIVE_REQUESTS; i++) {
+        http_response r = http_send(&srv, &call);
+        ck_assert_msg(r.curl_code == CURLE_OK, "request %d: %s", i + 1, r.curl_error);
+        ck_assert_msg(r.status == expected_status, "request %d answered %ld: %.300s", i + 1,
+                      r.status, r.body);
+        ck_assert_msg(r.num_connects == (i == 0 ? 1 : 0), "request %d opened %ld new connections",
+                      i + 1, r.num_connects);
+        http_response_free(&r);
+    }
+    curl_easy_cleanup(curl);
+}
+
+START_TEST(keep_alive_serves_20_healthz_requests_on_one_connection)
+{
+    http_call call = {.path = "/healthz"};
+    assert_one_connection_for(call, 200);
+}
+END_TEST
+
+START_TEST(keep_alive_holds_across_404_answers)
+{
+    http_call call = {.path = "/v1/no-such-resource"};
+    assert_one_connection_for(call, 404);
+}
+END_TEST
+
+START_TEST(keep_alive_holds_across_posts_with_a_body)
+{
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
+                      .body = "{\"name\":\"kept alive\",\"scopes\":[\"admin\"]}"};
+    assert_one_connection_for(call, 201);
+}
+END_TEST
+
+START_TEST(keep_alive_holds_across_422_answers_to_posts)
+{
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
+                      .body = "{\"name\":\"kept alive\",\"scopes\":[\"nope\"]}"};
+    assert_one_connection_for(call, 422);
+}
+END_TEST
+
+/* ---- graceful shutdown ---------------------------------------------------------- */
+
+static const char slow_body[] = "{\"name\":\"slow upload\",\"scopes\":[\"admin\"]}";
+
+/* A create request whose body trickles in SLOW_CHUNK_BYTES at a time with
+ * a pause before every chunk but the first, sent from its own thread. */
+typedef struct slow_upload {
+    const crmd_server *server;
+    pthread_t thread;
+    size_t pos;
+    atomic_int chunks_sent;
+    atomic_bool done;
+    http_response response;
+} slow_upload;
+
+static size_t slow_read(char *dest, size_t size, size_t nitems, void *userdata)
+{
+    slow_upload *u = userdata;
+    if (u->pos > 0)
+        harness_sleep_ms(SLOW_CHUNK_PAUSE_MS);
+    size_t n = sizeof slow_body - 1 - u->pos;
+    if (n > SLOW_CHUNK_BYTES)
+        n = SLOW_CHUNK_BYTES;
+    if (n > size * nitems)
+        n = size * nitems;
+    memcpy(dest, slow_body + u->pos, n);
+    u->pos += n;
+    atomic_fetch_add(&u->chunks_sent, 1);
+    return n;
+}
+
+static void *slow_upload_run(void *arg)
+{
+    slow_upload *u = arg;
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
+                      .read_cb = slow_read,
+                      .read_data = u,
+                      .read_len = (curl_off_t)(sizeof slow_body - 1),
+                      .timeout_ms = 15000};
+    u->response = http_send(u->server, &call);
+    atomic_store(&u->done, true);
+    return NULL;
+}
+
+/* Starts the upload to server and returns once its first chunk is on the
+ * wire, so that crmd has the request in flight. */
+static void slow_upload_start(slow_upload *u, const crmd_server *server)
+{
+    memset(u, 0, sizeof *u);
+    u->server = server;
+    ck_assert_int_eq(pthread_create(&u->thread, NULL, slow_upload_run, u), 0);
+    long long deadline = harness_now_ms() + 3000;
+    while (atomic_load(&u->chunks_sent) == 0 && harness_now_ms() < deadline)
+        harness_sleep_ms(5);
+    ck_assert_msg(atomic_load(&u->chunks_sent) > 0, "the upload did not start");
+    harness_sleep_ms(50);
+    ck_assert_msg(!atomic_load(&u->done), "the upload ended early: HTTP %ld %s", u->response.status,
+                  u->response.curl_error);
+}
+
+static void slow_upload_finish(slow_upload *u)
+{
+    pthread_join(u->thread, NULL);
+}
+
+START_TEST(sigterm_lets_an_in_flight_request_finish_with_its_complete_response)
+{
+    slow_upload u;
+    slow_upload_start(&u, &srv);
+    ck_assert_int_eq(kill(srv.pid, SIGTERM), 0);
+    slow_upload_finish(&u);
+
+    ck_assert_msg(u.response.curl_code == CURLE_OK, "the request failed: %s",
+                  u.response.curl_error);
+    ck_assert_msg(u.response.status == 201, "HTTP %ld: %.300s", u.response.status, u.response.body);
+    json_t *key = http_response_json(&u.response);
+    ck_assert_msg(key != NULL, "incomplete body: %.300s", u.response.body);
+    ck_assert_str_eq(json_string_value(json_object_get(key, "name")), "slow upload");
+    ck_assert_int_eq(strlen(json_string_value(json_object_get(key, "secret"))), 58);
+    json_decref(key);
+    http_response_free(&u.response);
+}
+END_TEST
+
+START_TEST(sigterm_with_a_request_in_flight_exits_0_and_then_refuses_connections)
+{
+    slow_upload u;
+    slow_upload_start(&u, &srv);
+    ck_assert_int_eq(crmd_stop(&srv, 15), 0);
+    slow_upload_finish(&u);
+    ck_assert_int_eq(u.response.status, 201);
+    ck_assert(http_connect_refused(&srv));
+    http_response_free(&u.response);
+}
+END_TEST
+
+START_TEST(sigterm_stops_accepting_connections_while_requests_are_still_in_flight)
+{
+    slow_upload u;
+    slow_upload_start(&u, &srv);
+    ck_assert_int_eq(kill(srv.pid, SIGTERM), 0);
+    long long deadline = harness_now_ms() + 1000;
+    bool refused = false;
+    while (!refused && harness_now_ms() < deadline) {
+        refused = http_connect_refused(&srv);
+        if (!refused)
+            harness_sleep_ms(10);
+    }
+    bool upload_still_running = !atomic_load(&u.done);
+    slow_upload_finish(&u);
+    ck_assert_msg(refused, "new connections were still accepted 1 s after SIGTERM");
+    ck_assert_msg(upload_still_running, "the in-flight upload ended before the test could tell");
+    ck_assert_int_eq(u.response.status, 201);
+    http_response_free(&u.response);
+}
+END_TEST
+
+START_TEST(sigterm_still_answers_kept_alive_connections_with_connection_close)
+{
+    CURL *curl = curl_easy_init();
+    http_call healthz = {.path = "/healthz", .curl = curl};
+    http_response first = http_send(&srv, &healthz);
+    ck_assert_int_eq(first.status, 200);
+    http_response_free(&first);
+
+    slow_upload u;
+    slow_upload_start(&u, &srv);
+    ck_assert_int_eq(kill(srv.pid, SIGTERM), 0);
+    long long deadline = harness_now_ms() + 1000;
+    while (!http_connect_refused(&srv) && harness_now_ms() < deadline)
+        harness_sleep_ms(10);
+
+    http_response during = http_send(&srv, &healthz);
+    ck_assert_msg(during.status == 200, "HTTP %ld (%s)", during.status, during.curl_error);
+    ck_assert_int_eq(during.num_connects, 0);
+    const char *connection = http_response_header(&during, "Connection");
+    ck_assert_msg(connection != NULL && strcasecmp(connection, "close") == 0, "Connection: %s",
+                  connection ? connection : "(none)");
+    http_response_free(&during);
+    curl_easy_cleanup(curl);
+    slow_upload_finish(&u);
+    http_response_free(&u.response);
+}
+END_TEST
+
+START_TEST(sigterm_abandons_requests_that_outlast_the_shutdown_timeout)
+{
+    static const char *const env[] = {"CRMD_SHUTDOWN_TIMEOUT_S=0", NULL};
+    crmd_server impatient;
+    crmd_fixture_start(&impatient, env);
+    slow_upload u;
+    slow_upload_start(&u, &impatient);
+    long long start = harness_now_ms();
+    int status = crmd_stop(&impatient, 10);
+    long long took = harness_now_ms() - start;
+    bool upload_was_running = !atomic_load(&u.done);
+    slow_upload_finish(&u);
+    ck_assert_int_eq(status, 0);
+    ck_assert_msg(upload_was_running && took < 1000,
+                  "with a 0 s shutdown timeout crmd took %lld ms to exit", took);
+    ck_assert_msg(u.response.status != 201, "the abandoned request was answered 201");
+    http_response_free(&u.response);
+    crmd_fixture_stop(&impatient);
+}
+END_TEST
+
+/* ---- access log ------------------------------------------------------------------ */
+
+/* Sends call with X-Request-Id id and returns its parsed access-log line. */
+static json_t *logged_line_for(http_call call, const char *id, long expected_status)
+{
+    char header[96];
+    snprintf(header, sizeof header, "X-Request-Id: %s", id);
+    const char *headers[] = {header, NULL};
+    call.headers = headers;
+    http_response r = http_send(&srv, &call);
+    ck_assert_msg(r.status == expected_status, "HTTP %ld: %.300s", r.status, r.body);
+    http_response_free(&r);
+    json_t *line = crmd_wait_access_log(&srv, id, LOG_WAIT_MS, NULL);
+    ck_assert_msg(line != NULL, "no access-log line with request_id %s in %s", id, srv.log_path);
+    return line;
+}
+
+static bool log_contains(const char *text)
+{
+    char *log = crmd_read_log(&srv);
+    bool found = strstr(log, text) != NULL;
+    free(log);
+    return found;
+}
+
+START_TEST(access_log_line_has_request_id_method_route_status_duration_and_key_prefix)
+{
+    api_key key;
+    ck_assert(api_key_create("admin", &key));
+    char path[64];
+    snprintf(path, sizeof path, "/v1/api-keys/%lld", key.id);
+    http_call call = {.path = path, .api_key = key.secret};
+    json_t *line = logged_line_for(call, "access-log-fields-1", 200);
+
+    ck_assert_str_eq(json_string_value(json_object_get(line, "request_id")), "access-log-fields-1");
+    ck_assert_str_eq(json_string_value(json_object_get(line, "method")), "GET");
+    ck_assert_str_eq(json_string_value(json_object_get(line, "route")), "/v1/api-keys/{id}");
+    ck_assert(json_is_integer(json_object_get(line, "status")));
+    ck_assert_int_eq(json_integer_value(json_object_get(line, "status")), 200);
+    json_t *duration = json_object_get(line, "duration_ms");
+    ck_assert(json_is_number(duration));
+    ck_assert(json_number_value(duration) >= 0);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "key_prefix")), key.prefix);
+    json_decref(line);
+}
+END_TEST
+
+START_TEST(access_log_writes_exactly_one_line_per_request)
+{
+    http_call call = {.path = "/healthz"};
+    json_decref(logged_line_for(call, "access-log-once-1", 200));
+    harness_sleep_ms(100);
+    char *log = crmd_read_log(&srv);
+    int count = 0;
+    for (const char *p = log; (p = strstr(p, "\"request_id\":\"access-log-once-1\"")) != NULL; p++)
+        count++;
+    free(log);
+    ck_assert_int_eq(count, 1);
+}
+END_TEST
+
+START_TEST(access_log_leaves_out_the_request_body)
+{
+    http_call call = {.path = "/v1/api-keys",
+                      .api_key = harness_admin_key.secret,
+                      .body = "{\"name\":\"body-marker-7f3a91\",\"scopes\":[\"admin\"]}"};
+    json_decref(logged_line_for(call, "access-log-body-1", 201));
+    ck_assert_msg(!log_contains("body-marker-7f3a91"), "the request body reached the log");
+}
+END_TEST
+
+START_TEST(access_log_names_the_route_pattern_and_leaves_out_the_concrete_id)
+{
+    http_call call = {.path = "/v1/api-keys/path-marker-5e2b07",
+                      .api_key = harness_admin_key.secret};
+    json_t *line = logged_line_for(call, "access-log-path-1", 404);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "route")), "/v1/api-keys/{id}");
+    json_decref(line);
+    ck_assert_msg(!log_contains("path-marker-5e2b07"), "the concrete path reached the log");
+}
+END_TEST
+
+START_TEST(access_log_leaves_out_an_unmatched_path_and_has_no_route_for_it)
+{
+    http_call call = {.path = "/v1/customers/by-email/jane.doe%40example.com"};
+    json_t *line = logged_line_for(call, "access-log-unmatched-1", 404);
+    ck_assert(json_is_null(json_object_get(line, "route")));
+    ck_assert(json_is_null(json_object_get(line, "key_prefix")));
+    json_decref(line);
+    ck_assert_msg(!log_contains("jane.doe"), "personal data from the path reached the log");
+}
+END_TEST
+
+START_TEST(access_log_never_contains_the_key_secret)
+{
+    api_key key;
+    ck_assert(api_key_create("customers:read", &key));
+    http_call call = {.path = "/v1/api-keys", .api_key = key.secret};
+    json_t *line = logged_line_for(call, "access-log-secret-1", 403);
+    ck_assert_str_eq(json_string_value(json_object_get(line, "key_prefix")), key.prefix);
+    json_decref(line);
+    ck_assert_msg(!log_contains(key.secret + 15), "the key's secret reached the log");
+}
+END_TEST
+
+Suite *http_suite(void)
+{
+    Suite *s = suite_create("http");
+
+    TCase *keep = tcase_create("keep-alive");
+    tcase_set_timeout(keep, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(keep, setup, teardown);
+    tcase_add_test(keep, keep_alive_serves_20_healthz_requests_on_one_connection);
+    tcase_add_test(keep, keep_alive_holds_across_404_answers);
+    tcase_add_test(keep, keep_alive_holds_across_posts_with_a_body);
+    tcase_add_test(keep, keep_alive_holds_across_422_answers_to_posts);
+    suite_add_tcase(s, keep);
+
+    TCase *shutdown = tcase_create("shutdown");
+    tcase_set_timeout(shutdown, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(shutdown, setup, teardown);
+    tcase_add_test(shutdown, sigterm_lets_an_in_flight_request_finish_with_its_complete_response);
+    tcase_add_test(shutdown, sigterm_with_a_request_in_flight_exits_0_and_then_refuses_connections);
+    tcase_add_test(shutdown,
+                   sigterm_stops_accepting_connections_while_requests_are_still_in_flight);
+    tcase_add_test(shutdown, sigterm_still_answers_kept_alive_connections_with_connection_close);
+    tcase_add_test(shutdown, sigterm_abandons_requests_that_outlast_the_shutdown_timeout);
+    suite_add_tcase(s, shutdown);
+
+    TCase *log = tcase_create("access-log");
+    tcase_set_timeout(log, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(log, setup, teardown);
+    tcase_add_test(log, access_log_line_has_request_id_method_route_status_duration_and_key_prefix);
+    tcase_add_test(log, access_log_writes_exactly_one_line_per_request);
+    tcase_add_test(log, access_log_leaves_out_the_request_body);
+    tcase_add_test(log, access_log_names_the_route_pattern_and_leaves_out_the_concrete_id);
+    tcase_add_test(log, access_log_leaves_out_an_unmatched_path_and_has_no_route_for_it);
+    tcase_add_test(log, access_log_never_contains_the_key_secret);
+    suite_add_tcase(s, log);
+    return s;
+}
