@@ -40,18 +40,32 @@ static struct {
     int in_use;
     int waiting;
     unsigned long connect_failures;
-    long long down_until_ms;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 static atomic_int next_stmt_slot = 1;
 
+/* Until when connects are not tried after a failure. Shared by the pool and
+ * the event loop, so that whichever reaches the database first ends the
+ * fail-fast window for both. */
+static atomic_llong down_until_ms;
+
 static long long now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool crm_db_in_backoff(void)
+{
+    return now_ms() < atomic_load(&down_until_ms);
+}
+
+void crm_db_note_connect(bool ok, int backoff_ms)
+{
+    atomic_store(&down_until_ms, ok ? 0 : now_ms() + backoff_ms);
 }
 
 bool crm_db_init(const crm_db_config *cfg, crm_error *err)
@@ -72,7 +86,7 @@ bool crm_db_init(const crm_db_config *cfg, crm_error *err)
     pthread_condattr_destroy(&attr);
     pool.in_use = pool.waiting = 0;
     pool.connect_failures = 0;
-    pool.down_until_ms = 0;
+    atomic_store(&down_until_ms, 0);
     return true;
 }
 
@@ -188,7 +202,7 @@ crm_conn *crm_db_acquire(crm_error *err)
             continue;
         }
         if (c != NULL) {
-            if (now_ms() < pool.down_until_ms) {
+            if (crm_db_in_backoff()) {
                 pthread_mutex_unlock(&pool.mu);
                 crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
                 return NULL;
@@ -204,14 +218,14 @@ crm_conn *crm_db_acquire(crm_error *err)
             if (pg != NULL) {
                 slot_reset(c);
                 c->pg = pg;
-                pool.down_until_ms = 0;
+                atomic_store(&down_until_ms, 0);
                 pthread_mutex_unlock(&pool.mu);
                 return c;
             }
             c->in_use = false;
             pool.in_use--;
             pool.connect_failures++;
-            pool.down_until_ms = now_ms() + pool.cfg.retry_backoff_ms;
+            crm_db_note_connect(false, pool.cfg.retry_backoff_ms);
             pthread_cond_broadcast(&pool.cv);
             pthread_mutex_unlock(&pool.mu);
             if (err != NULL)

@@ -123,6 +123,13 @@ void crm_db_mark_broken(crm_conn *c);
 /* Opens a connection outside the pool (migrations, CLI). PQfinish() it. */
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
 
+/* True inside the fail-fast window that follows a failed connect. */
+bool crm_db_in_backoff(void);
+
+/* Records a connect attempt: a success ends the window, a failure starts one
+ * of backoff_ms. Used by the pool and by the event loop alike. */
+void crm_db_note_connect(bool ok, int backoff_ms);
+
 /* Maps a failed result on conn to a crm_error, logging the server's message. */
 bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err);
 

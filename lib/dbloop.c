@@ -67,15 +67,7 @@ static struct {
     int queued;
     int busy, open;
     bool stopping;
-    long long down_until_ms;
 } L = {.mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .evfd = -1};
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void stats_add(int *counter, int delta)
 {
@@ -145,15 +137,14 @@ static void watch(loop_conn *c, int op)
 
 static bool conn_open(loop_conn *c)
 {
-    if (now_ms() < L.down_until_ms)
+    if (crm_db_in_backoff())
         return false;
     crm_error err = CRM_ERROR_INIT;
     PGconn *pg = crm_db_connect_direct(&L.cfg, &err);
     crm_error_clear(&err);
-    if (pg == NULL) {
-        L.down_until_ms = now_ms() + L.cfg.retry_backoff_ms;
+    crm_db_note_connect(pg != NULL, L.cfg.retry_backoff_ms);
+    if (pg == NULL)
         return false;
-    }
     if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
         crm_log(CRM_LOG_ERROR, "cannot enter pipeline mode: %.200s", PQerrorMessage(pg));
         PQfinish(pg);
@@ -370,7 +361,7 @@ static loop_conn *pick_connection(void)
     }
     if (best != NULL && (best->inflight == 0 || unopened == NULL))
         return best;
-    if (unopened != NULL && now_ms() >= L.down_until_ms)
+    if (unopened != NULL && !crm_db_in_backoff())
         return unopened;
     return best;
 }
@@ -460,7 +451,6 @@ bool crm_dbloop_start(const crm_db_config *cfg, int connections, crm_error *err)
     L.stopping = false;
     L.head = L.tail = NULL;
     L.queued = L.busy = L.open = 0;
-    L.down_until_ms = 0;
     if (pthread_create(&L.thread, NULL, loop_main, NULL) != 0)
         return crm_error_set(err, CRM_E_INTERNAL, "cannot start the database loop thread");
     L.running = true;
