@@ -360,6 +360,19 @@ PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *cons
     return res;
 }
 
+PGresult *crm_db_exec_sql(crm_conn *c, const char *sql, int nparams, const char *const *values,
+                          crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    PGresult *res = PQexecParams(c->pg, sql, nparams, NULL, values, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        fail_result(c, res, "ad-hoc statement", err);
+        return NULL;
+    }
+    return res;
+}
+
 PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm_error *err)
 {
     for (int attempt = 0;; attempt++) {

@@ -99,6 +99,14 @@ void crm_db_release(crm_conn *c);
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err);
 
+/* Runs SQL text that is assembled only from constant fragments of the
+ * caller's (for example a list query whose WHERE clause depends on which
+ * filters are present) with every value passed as a $n parameter. Planned
+ * for the actual values each time. Same result and error rules as
+ * crm_db_exec. Never put a value from a request into sql. */
+PGresult *crm_db_exec_sql(crm_conn *c, const char *sql, int nparams, const char *const *values,
+                          crm_error *err);
+
 /* Acquires, runs one statement, releases. A read-only statement whose
  * connection turns out to be dead is retried once on a fresh connection. */
 PGresult *crm_db_run(crm_stmt *stmt, int nparams, const char *const *values, crm_error *err);
