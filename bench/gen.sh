@@ -17,8 +17,8 @@
 source "$(dirname "$0")/../scripts/lib.sh"
 
 # Entities in the order they are generated, and how many rows of each.
-GEN_ORDER=(keys)
-declare -A GEN_COUNT=([keys]=10000)
+GEN_ORDER=(keys customers)
+declare -A GEN_COUNT=([keys]=10000 [customers]=0)
 
 usage() {
     local e
@@ -68,6 +68,70 @@ gen_report_keys() {
     gen_psql -F ' ' -c "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0)
                         FROM api_keys WHERE name LIKE 'bench-key-%'" |
         { read -r n lo hi; printf 'keys: %s rows, ids %s..%s\n' "$n" "$lo" "$hi"; }
+}
+
+# gen_customers N: N customers with names, contact data, an address, a
+# lifecycle stage, tags and attributes; each with one external id from a
+# sales app ('salesforce', '003' + 12 digits) and two consent decisions.
+# Values cycle through small lists so that filters and searches hit realistic
+# fractions of the table. Runs in batches of 100,000 to keep memory flat.
+gen_customers() {
+    local n=$1 done=0 batch
+    while [ "$done" -lt "$n" ]; do
+        batch=$((n - done < 100000 ? n - done : 100000))
+        gen_psql -v n="$batch" <<'SQL'
+WITH new AS (
+    INSERT INTO customers (kind, first_name, last_name, display_name, company, email,
+                           email_normalized, phone, phone_normalized, country, region, city,
+                           postal_code, street, birth_date, preferred_language, lifecycle_stage,
+                           tags, attributes, created_at, updated_at)
+    SELECT CASE WHEN g % 10 = 0 THEN 'company' ELSE 'person' END,
+           fn, ln, fn || ' ' || ln,
+           CASE WHEN g % 10 = 0 THEN ln || ' ' || (ARRAY['S.p.A.', 'GmbH', 'Ltd', 'SARL'])[1 + g % 4] END,
+           lower(fn) || '.' || lower(ln) || '.' || h || '@example.com',
+           lower(fn) || '.' || lower(ln) || '.' || h || '@example.com',
+           '+39 3' || lpad((h % 1000000000)::text, 9, '0'),
+           '+393' || lpad((h % 1000000000)::text, 9, '0'),
+           (ARRAY['IT', 'DE', 'FR', 'ES', 'GB', 'NL', 'US', 'CH', 'AT', 'BE'])[1 + h % 10],
+           NULL,
+           (ARRAY['Milano', 'Roma', 'Berlin', 'Paris', 'Madrid', 'London', 'Amsterdam',
+                  'Zurich', 'Wien', 'Bruxelles', 'Torino', 'Lyon'])[1 + (h / 10) % 12],
+           lpad(((h / 7) % 99999)::text, 5, '0'),
+           'Via ' || ln || ' ' || (1 + h % 200),
+           date '1950-01-01' + (h % 20000)::int,
+           (ARRAY['it', 'de', 'fr', 'es', 'en', 'nl'])[1 + h % 6],
+           (ARRAY['subscriber', 'lead', 'prospect', 'customer', 'loyal', 'at_risk', 'churned'])[1 + (h / 3) % 7],
+           ARRAY[(ARRAY['vip', 'newsletter', 'b2b', 'app', 'store'])[1 + h % 5],
+                 (ARRAY['b2c', 'events', 'loyalty', 'beta'])[1 + (h / 5) % 4]],
+           jsonb_build_object('tier', (ARRAY['bronze', 'silver', 'gold'])[1 + h % 3],
+                              'score', h % 100, 'source_campaign', 'c' || (h % 50)),
+           ts, ts
+    FROM (SELECT g, abs(hashint4(g + (SELECT coalesce(max(id), 0) FROM customers)::int)) AS h,
+                 (ARRAY['Giulia', 'Luca', 'Anna', 'Marco', 'Sofia', 'Jonas', 'Emma', 'Lucas',
+                        'Chloe', 'Pablo', 'Lucia', 'Oliver', 'Amelia', 'Daan', 'Noah', 'Mia'])[1 + g % 16] AS fn,
+                 (ARRAY['Rossi', 'Bianchi', 'Müller', 'Schmidt', 'Martin', 'Bernard', 'García',
+                        'López', 'Smith', 'Jones', 'de Jong', 'Jansen', 'Meier', 'Huber', 'Peeters',
+                        'Ferrari', 'Esposito', 'Weber', 'Dubois', 'Moreau'])[1 + (g / 16) % 20] AS ln,
+                 now() - make_interval(secs => (g % 94608000)) AS ts
+          FROM generate_series(1, :n) g) s
+    RETURNING id
+), ext AS (
+    INSERT INTO customer_external_ids (source, external_id, customer_id)
+    SELECT 'salesforce', '003' || lpad(id::text, 12, '0'), id FROM new
+)
+INSERT INTO customer_consents (customer_id, channel, purpose, status, source, captured_at)
+SELECT id, c.channel, 'marketing', CASE WHEN (id + c.k) % 3 = 0 THEN 'revoked' ELSE 'granted' END,
+       'bench', now() - make_interval(days => (id % 700)::int)
+FROM new, (VALUES ('email', 1), ('sms', 2)) AS c (channel, k);
+SQL
+        done=$((done + batch))
+    done
+    gen_psql -c "ANALYZE customers; ANALYZE customer_external_ids; ANALYZE customer_consents"
+}
+
+gen_report_customers() {
+    gen_psql -F ' ' -c "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM customers" |
+        { read -r n lo hi; printf 'customers: %s rows, ids %s..%s\n' "$n" "$lo" "$hi"; }
 }
 
 parse_args() {
