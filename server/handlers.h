@@ -19,6 +19,10 @@ void handle_apikey_list(http_request *req);
 void handle_apikey_get(http_request *req);
 void handle_apikey_revoke(http_request *req);
 
+/* handlers_consents.c */
+void handle_consents_record(http_request *req);
+void handle_consents_get(http_request *req);
+
 /* params.c */
 
 /* Reads ?limit= (default def, 1..max). On a bad value fills err (422). */

@@ -702,6 +702,9 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     }
     if (!req->resp_static)
         free(req->resp_body);
+    /* A client that went away while its query ran: the result was never used. */
+    PQclear(req->db_res);
+    crm_error_clear(&req->db_err);
     free(req->body);
     json_decref(req->json);
     crm_arena_free(&req->arena);

@@ -22,6 +22,10 @@ static const http_route routes[] = {
     {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false},
     {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false},
     {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false},
+    /* consents */
+    {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
+     true},
+    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
