@@ -17,5 +17,6 @@ Suite *router_suite(void);
 Suite *db_suite(void);
 Suite *migrate_suite(void);
 Suite *auth_suite(void);
+Suite *consents_suite(void);
 
 #endif
