@@ -19,6 +19,16 @@ void handle_apikey_list(http_request *req);
 void handle_apikey_get(http_request *req);
 void handle_apikey_revoke(http_request *req);
 
+/* handlers_customers.c */
+void handle_customer_create(http_request *req);
+void handle_customer_list(http_request *req);
+void handle_customer_get(http_request *req);
+void handle_customer_patch(http_request *req);
+void handle_customer_delete(http_request *req);
+void handle_customer_audit(http_request *req);
+void handle_customer_get_by_external_id(http_request *req);
+void handle_customer_upsert_by_external_id(http_request *req);
+
 /* handlers_consents.c */
 void handle_consents_record(http_request *req);
 void handle_consents_get(http_request *req);

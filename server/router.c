@@ -22,6 +22,17 @@ static const http_route routes[] = {
     {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false},
     {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false},
     {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false},
+    /* customers */
+    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true},
+    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true},
+    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false},
+    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
+     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
+     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true},
     /* consents */
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
      true},

@@ -190,6 +190,7 @@ Suite *errors_suite(void);
 Suite *apikeys_suite(void);
 Suite *http_suite(void);
 Suite *outage_suite(void);
+Suite *customers_suite(void);
 Suite *consents_suite(void);
 
 #endif

@@ -46,6 +46,7 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, errors_suite());
         srunner_add_suite(sr, apikeys_suite());
         srunner_add_suite(sr, http_suite());
+        srunner_add_suite(sr, customers_suite());
         srunner_add_suite(sr, consents_suite());
     }
     srunner_run_all(sr, CK_NORMAL);

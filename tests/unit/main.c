@@ -38,6 +38,7 @@ int main(void)
     srunner_add_suite(sr, db_suite());
     srunner_add_suite(sr, migrate_suite());
     srunner_add_suite(sr, auth_suite());
+    srunner_add_suite(sr, customers_suite());
     srunner_add_suite(sr, consents_suite());
 
     srunner_run_all(sr, CK_ENV);

@@ -17,6 +17,7 @@ Suite *router_suite(void);
 Suite *db_suite(void);
 Suite *migrate_suite(void);
 Suite *auth_suite(void);
+Suite *customers_suite(void);
 Suite *consents_suite(void);
 
 #endif

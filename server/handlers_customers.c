@@ -1,0 +1,274 @@
+/*
+ * handlers_customers.c — /v1/customers (scopes customers:read and
+ * customers:write): parse the request, call lib/customers.h, render.
+ */
+#include "customers.h"
+#include "handlers.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Answers err and releases it. */
+static void reply_error(http_request *req, crm_error *err)
+{
+    http_reply_error(req, err);
+    crm_error_clear(err);
+}
+
+static void add_etag(http_request *req, long long version)
+{
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", version);
+    http_add_header(req, "ETag", etag);
+}
+
+/* Answers a customer representation (taken) with its ETag. */
+static void reply_customer(http_request *req, int status, json_t *rep)
+{
+    add_etag(req, json_integer_value(json_object_get(rep, "version")));
+    http_reply_json(req, status, rep);
+}
+
+static crm_write_ctx write_ctx(http_request *req)
+{
+    const crm_principal *p = http_principal(req);
+    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
+    return ctx;
+}
+
+/* Reads ?expand= (a comma-separated list; only "external_ids" is known). */
+static bool parse_expand(http_request *req, bool *external_ids, crm_error *err)
+{
+    *external_ids = false;
+    const char *s = http_query(req, "expand");
+    if (s == NULL)
+        return true;
+    for (const char *p = s;;) {
+        size_t n = strcspn(p, ",");
+        if (n == 12 && strncmp(p, "external_ids", 12) == 0) {
+            *external_ids = true;
+        } else {
+            crm_error_add_field(err, "expand", "the known expansions are: external_ids");
+            return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'expand'");
+        }
+        if (p[n] == '\0')
+            return true;
+        p += n + 1;
+    }
+}
+
+/* ---- POST /v1/customers --------------------------------------------------- */
+
+void handle_customer_create(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_write_ctx ctx = write_ctx(req);
+    ctx.idempotency_key = http_header(req, "Idempotency-Key");
+    json_t *body = http_json_body(req, &err);
+    crm_customer_created created;
+    if (body == NULL || !crm_customer_create(body, &ctx, &created, &err)) {
+        reply_error(req, &err);
+        return;
+    }
+    http_add_header(req, "Location", created.location);
+    add_etag(req, created.version);
+    if (created.replayed)
+        http_add_header(req, "Idempotent-Replayed", "true");
+    http_reply_bytes(req, 201, "application/json", created.body, strlen(created.body), false);
+    crm_customer_created_free(&created);
+}
+
+/* ---- GET /v1/customers/{id} and /v1/customers/by-external-id/... ---------- */
+
+static void get_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    crm_error derr = CRM_ERROR_INIT;
+    bool ext = false;
+    parse_expand(req, &ext, &derr); /* validated before the query */
+    crm_error_clear(&derr);
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    long long merged_into = 0;
+    json_t *rep = crm_customer_get_decode(res, ext, &merged_into, &derr);
+    if (merged_into != 0) {
+        /* Rare: the id was merged into another customer; answer the survivor. */
+        rep = crm_customer_get(merged_into, ext, &derr);
+        if (rep != NULL) {
+            char location[48];
+            snprintf(location, sizeof location, "/v1/customers/%lld",
+                     (long long)json_integer_value(json_object_get(rep, "id")));
+            http_add_header(req, "Content-Location", location);
+        }
+    }
+    if (rep == NULL) {
+        reply_error(req, &derr);
+        return;
+    }
+    reply_customer(req, 200, rep);
+}
+
+void handle_customer_get(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long id;
+    bool ext;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    if (!parse_expand(req, &ext, &err)) {
+        reply_error(req, &err);
+        return;
+    }
+    crm_query q;
+    crm_customer_get_query(&q, id, ext);
+    http_defer_query(req, &q, get_done);
+}
+
+void handle_customer_get_by_external_id(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    bool ext;
+    const char *source = http_param(req, "source"), *external_id = http_param(req, "external_id");
+    if (!parse_expand(req, &ext, &err) || !crm_external_id_valid(source, external_id, &err)) {
+        reply_error(req, &err);
+        return;
+    }
+    crm_query q;
+    crm_customer_get_by_external_id_query(&q, source, external_id, ext);
+    http_defer_query(req, &q, get_done);
+}
+
+/* ---- writes ----------------------------------------------------------------- */
+
+void handle_customer_patch(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long id;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    crm_write_ctx ctx = write_ctx(req);
+    json_t *patch = http_json_body(req, &err);
+    json_t *rep = patch ? crm_customer_patch(id, patch, http_header(req, "If-Match"), &ctx, &err)
+                        : NULL;
+    if (rep == NULL) {
+        reply_error(req, &err);
+        return;
+    }
+    reply_customer(req, 200, rep);
+}
+
+void handle_customer_delete(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long id;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    crm_write_ctx ctx = write_ctx(req);
+    if (!crm_customer_delete(id, http_header(req, "If-Match"), &ctx, &err)) {
+        reply_error(req, &err);
+        return;
+    }
+    http_reply_empty(req, 204);
+}
+
+void handle_customer_upsert_by_external_id(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_write_ctx ctx = write_ctx(req);
+    bool created = false;
+    json_t *body = http_json_body(req, &err);
+    json_t *rep = body ? crm_customer_upsert_by_external_id(
+                             http_param(req, "source"), http_param(req, "external_id"), body,
+                             http_header(req, "If-Match"), &ctx, &created, &err)
+                       : NULL;
+    if (rep == NULL) {
+        reply_error(req, &err);
+        return;
+    }
+    char location[48];
+    snprintf(location, sizeof location, "/v1/customers/%lld",
+             (long long)json_integer_value(json_object_get(rep, "id")));
+    http_add_header(req, created ? "Location" : "Content-Location", location);
+    reply_customer(req, created ? 201 : 200, rep);
+}
+
+/* ---- GET /v1/customers -------------------------------------------------------- */
+
+void handle_customer_list(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_customer_filter f = {
+        .email = http_query(req, "email"),
+        .phone = http_query(req, "phone"),
+        .country = http_query(req, "country"),
+        .city = http_query(req, "city"),
+        .lifecycle_stage = http_query(req, "lifecycle_stage"),
+        .tag = http_query(req, "tag"),
+        .created_after = http_query(req, "created_after"),
+        .created_before = http_query(req, "created_before"),
+        .updated_after = http_query(req, "updated_after"),
+        .updated_before = http_query(req, "updated_before"),
+        .q = http_query(req, "q"),
+        .sort = http_query(req, "sort"),
+        .after = http_query(req, "after"),
+    };
+    json_t *page = NULL;
+    if (http_query_limit(req, 50, 200, &f.limit, &err))
+        page = crm_customer_list(&f, &err);
+    if (page == NULL) {
+        reply_error(req, &err);
+        return;
+    }
+    http_reply_json(req, 200, page);
+}
+
+/* ---- GET /v1/customers/{id}/audit ------------------------------------------- */
+
+static void audit_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    crm_error derr = CRM_ERROR_INIT;
+    long long id = 0, next = 0;
+    int limit = 50;
+    http_param_id(req, "id", &id);
+    http_query_limit(req, 50, 200, &limit, &derr); /* validated before the query */
+    crm_error_clear(&derr);
+    json_t *entries = crm_customer_audit_decode(res, id, limit, &next, &derr);
+    if (entries == NULL) {
+        reply_error(req, &derr);
+        return;
+    }
+    http_reply_json(req, 200,
+                    json_pack("{s:o, s:o}", "data", entries, "next_cursor",
+                              next ? http_cursor_from_id(next) : json_null()));
+}
+
+void handle_customer_audit(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long id, after;
+    int limit;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    if (!http_query_limit(req, 50, 200, &limit, &err) || !http_query_after_id(req, &after, &err)) {
+        reply_error(req, &err);
+        return;
+    }
+    crm_query q;
+    crm_customer_audit_query(&q, id, after, limit);
+    http_defer_query(req, &q, audit_done);
+}
