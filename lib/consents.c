@@ -534,3 +534,82 @@ json_t *crm_consents_record(long long customer_id, json_t *body, long long api_k
     free(text);
     return out;
 }
+
+/* Claims key for the request (customer_id, canonical body) on conn; see
+ * crm_idempotency_claim. */
+static bool claim_key(crm_conn *conn, long long customer_id, json_t *body, long long api_key_id,
+                      const char *key, crm_idem_response *stored, bool *replay, crm_error *err)
+{
+    char *canonical = json_dumps(body, JSON_COMPACT | JSON_SORT_KEYS);
+    if (canonical == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    char path[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", customer_id);
+    unsigned char hash[CRM_IDEMPOTENCY_HASH_BYTES];
+    crm_idempotency_hash("POST", path, canonical, strlen(canonical), hash);
+    free(canonical);
+    return crm_idempotency_claim(conn, api_key_id, key, hash, stored, replay, err);
+}
+
+/* Records and renders into out inside the transaction on conn. */
+static bool record_rendered(crm_conn *conn, long long customer_id, const char *decisions,
+                            long long api_key_id, crm_idem_response *out, crm_error *err)
+{
+    json_t *doc = record_locked(conn, customer_id, decisions, api_key_id, err);
+    if (doc == NULL)
+        return false;
+    out->status = 201;
+    out->customer_id = json_integer_value(json_object_get(doc, "customer_id"));
+    out->body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(doc);
+    if (out->body == NULL ||
+        asprintf(&out->location, "/v1/customers/%lld/consents", out->customer_id) < 0) {
+        out->location = NULL;
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    return true;
+}
+
+static bool record_keyed_in_tx(crm_conn *conn, long long customer_id, json_t *body,
+                               const char *decisions, long long api_key_id, const char *key,
+                               crm_idem_response *out, bool *replayed, crm_error *err)
+{
+    if (key != NULL) {
+        if (!claim_key(conn, customer_id, body, api_key_id, key, out, replayed, err))
+            return false;
+        if (*replayed)
+            return true;
+    }
+    if (!record_rendered(conn, customer_id, decisions, api_key_id, out, err))
+        return false;
+    return key == NULL || crm_idempotency_store(conn, api_key_id, key, out, err);
+}
+
+bool crm_consents_record_keyed(long long customer_id, json_t *body, long long api_key_id,
+                               const char *idempotency_key, crm_idem_response *out,
+                               bool *replayed, crm_error *err)
+{
+    memset(out, 0, sizeof *out);
+    *replayed = false;
+    json_t *decisions = crm_consents_validate(body, wall_clock_ms(), err);
+    if (decisions == NULL)
+        return false;
+    char *text = json_dumps(decisions, JSON_COMPACT);
+    json_decref(decisions);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    bool ok = false;
+    crm_conn *conn = crm_db_acquire(err);
+    if (conn != NULL && crm_db_begin(conn, err)) {
+        ok = record_keyed_in_tx(conn, customer_id, body, text, api_key_id, idempotency_key, out,
+                                replayed, err) &&
+             crm_db_commit(conn, err);
+        if (!ok)
+            crm_db_rollback(conn);
+    }
+    crm_db_release(conn);
+    free(text);
+    if (!ok)
+        crm_idem_response_free(out);
+    return ok;
+}

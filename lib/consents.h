@@ -21,6 +21,7 @@
 
 #include "db.h"
 #include "error.h"
+#include "idempotency.h"
 
 #define CRM_CONSENTS_MAX_BATCH 100
 #define CRM_CONSENT_SOURCE_MAX 100                /* characters (code points) */
@@ -56,6 +57,20 @@ json_t *crm_consents_validate(json_t *body, long long now_ms, crm_error *err);
  * CRM_E_NOT_FOUND, CRM_E_UNAVAILABLE, CRM_E_INTERNAL. */
 json_t *crm_consents_record(long long customer_id, json_t *body, long long api_key_id,
                             crm_error *err);
+
+/* crm_consents_record for an HTTP POST that may carry an Idempotency-Key
+ * (idempotency_key NULL: none). The response is rendered here so that a
+ * replay answers the same bytes: out gets status 201, the Location
+ * "/v1/customers/<id>/consents" of the customer the decisions went to and
+ * the JSON body (free with crm_idem_response_free). The request the key
+ * stands for is the path's customer id and the body as canonical JSON
+ * (member order and whitespace do not matter). *replayed tells that out is
+ * the stored first response. Besides crm_consents_record's errors: the key
+ * used with another request is CRM_E_CONFLICT, a malformed key
+ * CRM_E_INVALID. */
+bool crm_consents_record_keyed(long long customer_id, json_t *body, long long api_key_id,
+                               const char *idempotency_key, crm_idem_response *out,
+                               bool *replayed, crm_error *err);
 
 /* The read of GET /v1/customers/{id}/consents as one statement, split for the
  * event loop: history entries with id < before_id (0: from the newest), at

@@ -384,7 +384,7 @@ static bool create_in_tx(crm_conn *c, json_t *body, const crm_customer_values *v
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     }
     if (idem != NULL) {
-        crm_idem_response resp = {201, out->location, out->body};
+        crm_idem_response resp = {201, out->location, out->body, id};
         if (!crm_idempotency_store(c, ctx->api_key_id, idem, &resp, err))
             return false;
     }

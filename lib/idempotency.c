@@ -21,8 +21,8 @@ static crm_stmt read_key = CRM_STMT(
     "idempotency_read", "SELECT request_hash = $3::bytea, status, location, body "
                         "FROM idempotency_keys WHERE api_key_id = $1 AND key = $2");
 static crm_stmt store_key = CRM_STMT(
-    "idempotency_store", "UPDATE idempotency_keys SET status = $3, location = $4, body = $5 "
-                         "WHERE api_key_id = $1 AND key = $2");
+    "idempotency_store", "UPDATE idempotency_keys SET status = $3, location = $4, body = $5, "
+                         "customer_id = $6 WHERE api_key_id = $1 AND key = $2");
 static crm_stmt purge_keys = CRM_STMT(
     "idempotency_purge",
     "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");
@@ -111,11 +111,13 @@ bool crm_idempotency_claim(crm_conn *c, long long api_key_id, const char *key,
 bool crm_idempotency_store(crm_conn *c, long long api_key_id, const char *key,
                            const crm_idem_response *response, crm_error *err)
 {
-    char idbuf[24], status[16];
+    char idbuf[24], status[16], customer[24];
     snprintf(idbuf, sizeof idbuf, "%lld", api_key_id);
     snprintf(status, sizeof status, "%d", response->status);
-    const char *params[] = {idbuf, key, status, response->location, response->body};
-    PGresult *res = crm_db_exec(c, &store_key, 5, params, err);
+    snprintf(customer, sizeof customer, "%lld", response->customer_id);
+    const char *params[] = {idbuf, key, status, response->location, response->body,
+                            response->customer_id > 0 ? customer : NULL};
+    PGresult *res = crm_db_exec(c, &store_key, 6, params, err);
     if (res == NULL)
         return false;
     PQclear(res);

@@ -33,6 +33,8 @@ typedef struct crm_idem_response {
     int status;
     char *location; /* NULL when the response had none */
     char *body;
+    long long customer_id; /* the customer the response is about (erasure
+                            * removes it with the customer); 0: none */
 } crm_idem_response;
 
 void crm_idem_response_free(crm_idem_response *r);

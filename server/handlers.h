@@ -29,9 +29,17 @@ void handle_customer_audit(http_request *req);
 void handle_customer_get_by_external_id(http_request *req);
 void handle_customer_upsert_by_external_id(http_request *req);
 
+/* handlers_customer_privacy.c */
+void handle_customer_export(http_request *req);
+void handle_customer_erase(http_request *req);
+
 /* handlers_consents.c */
 void handle_consents_record(http_request *req);
 void handle_consents_get(http_request *req);
+
+/* handlers_customer_merge.c */
+void handle_customer_duplicates(http_request *req);
+void handle_customer_merge(http_request *req);
 
 /* params.c */
 

@@ -1,6 +1,7 @@
 /*
  * handlers_consents.c — a customer's consent decisions:
- * POST /v1/customers/{id}/consents (customers:write) records decisions,
+ * POST /v1/customers/{id}/consents (customers:write) records decisions
+ * (with Idempotency-Key, like POST /v1/customers),
  * GET  /v1/customers/{id}/consents (customers:read) shows the current state
  * and a page of the history.
  */
@@ -8,6 +9,7 @@
 #include "handlers.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #define HISTORY_LIMIT_DEFAULT 50
 #define HISTORY_LIMIT_MAX 200
@@ -16,25 +18,30 @@ void handle_consents_record(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
     long long id;
-    json_t *out = NULL;
+    crm_idem_response out;
+    bool replayed = false, ok = false;
     if (!http_param_id(req, "id", &id)) {
         crm_error_set(&err, CRM_E_NOT_FOUND, "no customer with this id");
     } else {
         json_t *body = http_json_body(req, &err);
         const crm_principal *who = http_principal(req);
         if (body != NULL)
-            out = crm_consents_record(id, body, who ? who->key_id : 0, &err);
+            ok = crm_consents_record_keyed(id, body, who ? who->key_id : 0,
+                                           http_header(req, "Idempotency-Key"), &out, &replayed,
+                                           &err);
     }
-    if (out == NULL) {
+    if (!ok) {
         http_reply_error(req, &err);
         crm_error_clear(&err);
         return;
     }
-    char location[64];
-    snprintf(location, sizeof location, "/v1/customers/%lld/consents",
-             (long long)json_integer_value(json_object_get(out, "customer_id")));
-    http_add_header(req, "Location", location);
-    http_reply_json(req, 201, out);
+    if (out.location != NULL)
+        http_add_header(req, "Location", out.location);
+    if (replayed)
+        http_add_header(req, "Idempotent-Replayed", "true");
+    const char *body = out.body ? out.body : "";
+    http_reply_bytes(req, out.status, "application/json", body, strlen(body), false);
+    crm_idem_response_free(&out);
 }
 
 static void get_done(http_request *req, const PGresult *res, const crm_error *err)

@@ -2,6 +2,7 @@
  * handlers_customers.c — /v1/customers (scopes customers:read and
  * customers:write): parse the request, call lib/customers.h, render.
  */
+#include "customer_privacy.h"
 #include "customers.h"
 #include "handlers.h"
 #include "json.h"
@@ -38,10 +39,13 @@ static crm_write_ctx write_ctx(http_request *req)
     return ctx;
 }
 
-/* Reads ?expand= (a comma-separated list; only "external_ids" is known). */
-static bool parse_expand(http_request *req, bool *external_ids, crm_error *err)
+/* Reads ?expand=, a comma-separated list of "external_ids" and, where
+ * consents is not NULL, "consents". */
+static bool parse_expand(http_request *req, bool *external_ids, bool *consents, crm_error *err)
 {
     *external_ids = false;
+    if (consents != NULL)
+        *consents = false;
     const char *s = http_query(req, "expand");
     if (s == NULL)
         return true;
@@ -49,8 +53,12 @@ static bool parse_expand(http_request *req, bool *external_ids, crm_error *err)
         size_t n = strcspn(p, ",");
         if (n == 12 && strncmp(p, "external_ids", 12) == 0) {
             *external_ids = true;
+        } else if (consents != NULL && n == 8 && strncmp(p, "consents", 8) == 0) {
+            *consents = true;
         } else {
-            crm_error_add_field(err, "expand", "the known expansions are: external_ids");
+            crm_error_add_field(err, "expand",
+                                consents ? "the known expansions are: external_ids, consents"
+                                         : "the known expansions are: external_ids");
             return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'expand'");
         }
         if (p[n] == '\0')
@@ -86,7 +94,7 @@ static void get_done(http_request *req, const PGresult *res, const crm_error *er
 {
     crm_error derr = CRM_ERROR_INIT;
     bool ext = false;
-    parse_expand(req, &ext, &derr); /* validated before the query */
+    parse_expand(req, &ext, NULL, &derr); /* validated before the query */
     crm_error_clear(&derr);
     if (res == NULL) {
         http_reply_error(req, err);
@@ -115,13 +123,29 @@ void handle_customer_get(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
     long long id;
-    bool ext;
+    bool ext, consents;
     if (!http_param_id(req, "id", &id)) {
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    if (!parse_expand(req, &ext, &err)) {
+    if (!parse_expand(req, &ext, &consents, &err)) {
         reply_error(req, &err);
+        return;
+    }
+    if (consents) {
+        /* Two reads in one snapshot: on the blocking pool, off the fast path. */
+        json_t *rep = crm_customer_get_expanded(id, ext, true, &err);
+        if (rep == NULL) {
+            reply_error(req, &err);
+            return;
+        }
+        long long got = json_integer_value(json_object_get(rep, "id"));
+        if (got != id) {
+            char location[48];
+            snprintf(location, sizeof location, "/v1/customers/%lld", got);
+            http_add_header(req, "Content-Location", location);
+        }
+        reply_customer(req, 200, rep);
         return;
     }
     crm_query q;
@@ -134,7 +158,7 @@ void handle_customer_get_by_external_id(http_request *req)
     crm_error err = CRM_ERROR_INIT;
     bool ext;
     const char *source = http_param(req, "source"), *external_id = http_param(req, "external_id");
-    if (!parse_expand(req, &ext, &err) || !crm_external_id_valid(source, external_id, &err)) {
+    if (!parse_expand(req, &ext, NULL, &err) || !crm_external_id_valid(source, external_id, &err)) {
         reply_error(req, &err);
         return;
     }

@@ -29,6 +29,8 @@ static const http_route routes[] = {
     {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true},
     {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false},
     {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false},
+    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
      handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false},
     {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
@@ -37,6 +39,10 @@ static const http_route routes[] = {
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
      true},
     {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false},
+    /* duplicates and merge */
+    {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
+     false},
+    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -192,5 +192,7 @@ Suite *http_suite(void);
 Suite *outage_suite(void);
 Suite *customers_suite(void);
 Suite *consents_suite(void);
+Suite *customer_merge_suite(void);
+Suite *customer_privacy_suite(void);
 
 #endif

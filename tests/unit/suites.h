@@ -19,5 +19,7 @@ Suite *migrate_suite(void);
 Suite *auth_suite(void);
 Suite *customers_suite(void);
 Suite *consents_suite(void);
+Suite *customer_merge_suite(void);
+Suite *customer_privacy_suite(void);
 
 #endif

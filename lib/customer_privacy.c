@@ -1,0 +1,495 @@
+/*
+ * customer_privacy.c — right of access (export), right to erasure, and the
+ * customer read with its current consents. See customer_privacy.h for what
+ * each one promises; the SQL of all three lives here.
+ */
+#include "customer_privacy.h"
+#include "consents.h"
+#include "customers_internal.h"
+#include "json.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* A merge chain longer than this is treated as broken data (as customers.c). */
+#define MAX_MERGE_HOPS 16
+
+#define MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
+
+/* Reads in one consistent snapshot; the first statement of a transaction. */
+static crm_stmt read_snapshot = CRM_STMT_RO(
+    "privacy_read_snapshot", "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+
+/* The customer $1 names at the end of its merge chain, with its status. */
+static crm_stmt resolve_customer = CRM_STMT_RO(
+    "privacy_resolve",
+    "WITH RECURSIVE walk(id, status, merged_into, hops) AS ("
+    "SELECT id, status, merged_into, 0 FROM customers WHERE id = $1 "
+    "UNION ALL SELECT c.id, c.status, c.merged_into, w.hops + 1 FROM walk w "
+    "JOIN customers c ON c.id = w.merged_into WHERE w.status = 'merged' AND w.hops < 16) "
+    "SELECT id, status FROM walk ORDER BY hops DESC LIMIT 1");
+
+/* The customers that make up the person $1: itself and every customer
+ * merged into it, directly or through others (UNION stops on a cycle). */
+#define PERSON_TREE                                                                                \
+    "WITH RECURSIVE tree(id) AS (SELECT $1::bigint UNION SELECT c.id FROM customers c "            \
+    "JOIN tree t ON c.merged_into = t.id WHERE c.status = 'merged') "
+
+/* Their rows, $1's first; the last column is the external ids. */
+static crm_stmt export_customers = CRM_STMT_RO(
+    "privacy_export_customers", PERSON_TREE
+    "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
+    " FROM customers c WHERE c.id IN (SELECT id FROM tree) ORDER BY c.id = $1 DESC, c.id");
+
+static crm_stmt export_consents = CRM_STMT_RO(
+    "privacy_export_consents",
+    "SELECT id, customer_id, channel, purpose, status, source, " MS("captured_at") ", " MS(
+        "recorded_at") " FROM customer_consents WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
+
+static crm_stmt export_audit =
+    CRM_STMT_RO("privacy_export_audit",
+                "SELECT id, customer_id, " MS(
+                    "at") ", api_key_id, action, changes::text "
+                          "FROM customer_audit WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
+
+/* ---- erasure statements ------------------------------------------------------ */
+
+static crm_stmt erase_lock = CRM_STMT(
+    "privacy_erase_lock", "SELECT id, status, merged_into, version, " MS("created_at") ", " MS(
+                              "updated_at") " FROM customers WHERE id = $1 FOR UPDATE");
+
+/* Locks the person's rows; returns their ids as one bigint[] text. */
+static crm_stmt erase_lock_tree = CRM_STMT(
+    "privacy_erase_lock_tree",
+    "SELECT array_agg(id ORDER BY id)::text FROM (" PERSON_TREE
+    "SELECT c.id FROM customers c WHERE c.id IN (SELECT id FROM tree) ORDER BY c.id FOR UPDATE) l");
+
+/* Every column that can describe the person; kind, status, merged_into,
+ * version and the timestamps are not personal and stay (the tombstone). */
+static crm_stmt erase_customers = CRM_STMT(
+    "privacy_erase_customers",
+    "UPDATE customers c SET first_name = NULL, last_name = NULL, display_name = NULL, "
+    "company = NULL, email = NULL, email_normalized = NULL, phone = NULL, "
+    "phone_normalized = NULL, country = NULL, region = NULL, city = NULL, postal_code = NULL, "
+    "street = NULL, latitude = NULL, longitude = NULL, birth_date = NULL, "
+    "preferred_language = NULL, lifecycle_stage = NULL, tags = '{}', attributes = '{}', "
+    "status = 'erased', version = c.version + 1, updated_at = now() "
+    "WHERE c.id = ANY($1::bigint[]) "
+    "RETURNING c.id, c.version, " MS("c.created_at") ", " MS("c.updated_at"));
+
+static crm_stmt erase_external_ids =
+    CRM_STMT("privacy_erase_external_ids",
+             "DELETE FROM customer_external_ids WHERE customer_id = ANY($1::bigint[])");
+
+/* The decision stays an anonymous fact; its free-text source could name
+ * the person (an agent's note, a form with their address) and goes. */
+static crm_stmt erase_consents = CRM_STMT(
+    "privacy_erase_consents",
+    "UPDATE customer_consents SET source = '" CRM_CONSENT_SOURCE_REDACTED "' "
+    "WHERE customer_id = ANY($1::bigint[]) AND source <> '" CRM_CONSENT_SOURCE_REDACTED "'");
+
+static crm_stmt erase_audit = CRM_STMT(
+    "privacy_erase_audit", "UPDATE customer_audit SET changes = '" CRM_CUSTOMER_REDACTED_CHANGES
+                           "' WHERE customer_id = ANY($1::bigint[])");
+
+/* Responses stored for Idempotency-Key that are about these customers: named
+ * by customer_id (0006), or, for responses stored without it, by a Location
+ * under /v1/customers/<id>. */
+static crm_stmt erase_idempotency = CRM_STMT(
+    "privacy_erase_idempotency",
+    "DELETE FROM idempotency_keys WHERE customer_id = ANY($1::bigint[]) OR "
+    "substring(location FROM '^/v1/customers/([0-9]{1,18})(?:/|$)')::bigint = ANY($1::bigint[])");
+
+static crm_stmt erase_audit_insert =
+    CRM_STMT("privacy_erase_audit_insert",
+             "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
+             "VALUES ($1, $2, 'erase', $3::jsonb)");
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static long long wall_clock_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static json_t *int_or_null(const PGresult *res, int r, int c)
+{
+    return PQgetisnull(res, r, c) ? json_null() : json_integer(atoll(PQgetvalue(res, r, c)));
+}
+
+/* Runs stmt with one parameter on c. */
+static PGresult *exec1(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
+{
+    const char *params[] = {param};
+    return crm_db_exec(c, stmt, 1, params, err);
+}
+
+static bool exec1_ok(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
+{
+    PGresult *res = exec1(c, stmt, param, err);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* Acquires a connection inside a read-only repeatable-read transaction;
+ * NULL with err set. The caller ends it with end_read. */
+static crm_conn *begin_read(crm_error *err)
+{
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return NULL;
+    PGresult *res = NULL;
+    if (crm_db_begin(c, err) && (res = crm_db_exec(c, &read_snapshot, 0, NULL, err)) != NULL) {
+        PQclear(res);
+        return c;
+    }
+    crm_db_rollback(c);
+    crm_db_release(c);
+    return NULL;
+}
+
+static void end_read(crm_conn *c)
+{
+    crm_db_rollback(c); /* nothing was written */
+    crm_db_release(c);
+}
+
+/* ---- GET /v1/customers/{id}?expand=consents ----------------------------------- */
+
+/* The live customer id names, following merges, on c. */
+static json_t *get_on(crm_conn *c, long long id, bool external_ids, crm_error *err)
+{
+    for (int hop = 0; hop <= MAX_MERGE_HOPS; hop++) {
+        crm_query q;
+        crm_customer_get_query(&q, id, external_ids);
+        PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
+        if (res == NULL)
+            return NULL;
+        long long next = 0;
+        json_t *rep = crm_customer_get_decode(res, external_ids, &next, err);
+        PQclear(res);
+        if (next == 0)
+            return rep;
+        id = next;
+    }
+    crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+    return NULL;
+}
+
+json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents, crm_error *err)
+{
+    crm_conn *c = begin_read(err);
+    if (c == NULL)
+        return NULL;
+    json_t *rep = get_on(c, id, external_ids, err);
+    if (rep != NULL && consents) {
+        json_t *current =
+            crm_consents_current(c, json_integer_value(json_object_get(rep, "id")), err);
+        if (current == NULL) {
+            json_decref(rep);
+            rep = NULL;
+        } else {
+            json_object_set_new(rep, "consents", current);
+        }
+    }
+    end_read(c);
+    return rep;
+}
+
+/* ---- export ---------------------------------------------------------------------- */
+
+/* The representation of an exported customer row: the usual one with its
+ * external ids, plus status and merged_into. */
+static json_t *exported_customer(const PGresult *res, int r)
+{
+    json_t *rep = crm_customer_from_row(res, r, true);
+    json_object_set_new(rep, "status", json_string(PQgetvalue(res, r, CRM_COL_STATUS)));
+    json_object_set_new(rep, "merged_into", int_or_null(res, r, CRM_COL_MERGED_INTO));
+    return rep;
+}
+
+static json_t *consent_history(const PGresult *res)
+{
+    json_t *arr = json_array();
+    for (int r = 0; r < PQntuples(res); r++)
+        json_array_append_new(
+            arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "channel",
+                           PQgetvalue(res, r, 2), "purpose", PQgetvalue(res, r, 3), "status",
+                           PQgetvalue(res, r, 4), "source", PQgetvalue(res, r, 5), "captured_at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 6))), "recorded_at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 7)))));
+    return arr;
+}
+
+static json_t *audit_entries(const PGresult *res)
+{
+    json_t *arr = json_array();
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_t *changes = crm_json_load_stored(PQgetvalue(res, r, 5));
+        json_array_append_new(
+            arr, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 2))), "api_key_id",
+                           int_or_null(res, r, 3), "action", PQgetvalue(res, r, 4), "changes",
+                           changes ? changes : json_object()));
+    }
+    return arr;
+}
+
+/* Resolves id to the person's customer on c: its id, or 0 with err set when
+ * there is none that holds data (unknown, erased, a broken merge chain). */
+static long long resolve_for_export(crm_conn *c, long long id, crm_error *err)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    PGresult *res = exec1(c, &resolve_customer, idbuf, err);
+    if (res == NULL)
+        return 0;
+    long long target = 0;
+    if (PQntuples(res) == 1) {
+        const char *status = PQgetvalue(res, 0, 1);
+        if (strcmp(status, "active") == 0 || strcmp(status, "deleted") == 0)
+            target = atoll(PQgetvalue(res, 0, 0));
+    }
+    PQclear(res);
+    if (target == 0)
+        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+    return target;
+}
+
+/* Builds the export of the person target on c. */
+static json_t *export_on(crm_conn *c, long long target, crm_error *err)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", target);
+    PGresult *res = exec1(c, &export_customers, idbuf, err);
+    if (res == NULL)
+        return NULL;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+        return NULL;
+    }
+    json_t *doc = json_pack("{s:i, s:o}", "format_version", CRM_CUSTOMER_EXPORT_FORMAT_VERSION,
+                            "exported_at", crm_json_timestamp(wall_clock_ms()));
+    json_object_set_new(doc, "customer", exported_customer(res, 0));
+    json_t *merged = json_array();
+    /* The ids as a bigint[] literal: digits and commas only. */
+    size_t cap = 2 + (size_t)PQntuples(res) * 21, len = 0;
+    char *ids = malloc(cap);
+    if (ids == NULL) {
+        PQclear(res);
+        json_decref(merged);
+        json_decref(doc);
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    len += (size_t)snprintf(ids, cap, "{%s", PQgetvalue(res, 0, CRM_COL_ID));
+    for (int r = 1; r < PQntuples(res); r++) {
+        json_array_append_new(merged, exported_customer(res, r));
+        len += (size_t)snprintf(ids + len, cap - len, ",%s", PQgetvalue(res, r, CRM_COL_ID));
+    }
+    snprintf(ids + len, cap - len, "}");
+    PQclear(res);
+    json_object_set_new(doc, "merged_customers", merged);
+
+    json_t *current = crm_consents_current(c, target, err);
+    PGresult *history = current ? exec1(c, &export_consents, ids, err) : NULL;
+    PGresult *audit = history ? exec1(c, &export_audit, ids, err) : NULL;
+    free(ids);
+    if (audit == NULL) {
+        json_decref(current);
+        PQclear(history);
+        json_decref(doc);
+        return NULL;
+    }
+    json_object_set_new(
+        doc, "consents",
+        json_pack("{s:o, s:o}", "current", current, "history", consent_history(history)));
+    json_object_set_new(doc, "audit", audit_entries(audit));
+    PQclear(history);
+    PQclear(audit);
+    return doc;
+}
+
+json_t *crm_customer_export(long long id, crm_error *err)
+{
+    crm_conn *c = begin_read(err);
+    if (c == NULL)
+        return NULL;
+    long long target = resolve_for_export(c, id, err);
+    json_t *doc = target != 0 ? export_on(c, target, err) : NULL;
+    end_read(c);
+    return doc;
+}
+
+/* ---- erasure ---------------------------------------------------------------------- */
+
+bool crm_customer_erase_body_valid(json_t *body, crm_error *err)
+{
+    if (!json_is_object(body))
+        return crm_error_set(err, CRM_E_INVALID, "the body must be {\"confirm\": true}");
+    const char *key;
+    json_t *value;
+    json_object_foreach(body, key, value)
+    {
+        if (strcmp(key, "confirm") != 0) {
+            char field[CRM_JSON_POINTER_MAX];
+            crm_json_pointer_append(field, sizeof field, "", key);
+            crm_error_add_field(err, field, "unknown field");
+        }
+    }
+    if (!json_is_true(json_object_get(body, "confirm")))
+        crm_error_add_field(err, "/confirm",
+                            "required, true: erasure removes the personal data for good");
+    if (err->errors != NULL)
+        return crm_error_set(err, CRM_E_INVALID, "the erasure is not confirmed");
+    return true;
+}
+
+static json_t *tombstone(long long id, long long version, long long created_ms,
+                         long long updated_ms)
+{
+    return json_pack("{s:I, s:s, s:I, s:o, s:o}", "id", (json_int_t)id, "status", "erased",
+                     "version", (json_int_t)version, "created_at", crm_json_timestamp(created_ms),
+                     "updated_at", crm_json_timestamp(updated_ms));
+}
+
+/* Scrubs the person whose rows are ids (a bigint[] literal) on c; returns
+ * the tombstone of target. */
+static json_t *scrub(crm_conn *c, long long target, const char *ids, crm_error *err)
+{
+    PGresult *res = exec1(c, &erase_customers, ids, err);
+    if (res == NULL)
+        return NULL;
+    json_t *stone = NULL;
+    for (int r = 0; r < PQntuples(res); r++)
+        if (atoll(PQgetvalue(res, r, 0)) == target)
+            stone = tombstone(target, atoll(PQgetvalue(res, r, 1)), atoll(PQgetvalue(res, r, 2)),
+                              atoll(PQgetvalue(res, r, 3)));
+    PQclear(res);
+    if (stone == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "the customer to erase was not updated");
+        return NULL;
+    }
+    if (!exec1_ok(c, &erase_external_ids, ids, err) || !exec1_ok(c, &erase_consents, ids, err) ||
+        !exec1_ok(c, &erase_audit, ids, err) || !exec1_ok(c, &erase_idempotency, ids, err)) {
+        json_decref(stone);
+        return NULL;
+    }
+    return stone;
+}
+
+/* Records the erasure: the former status and the customer ids erased. */
+static bool audit_erase(crm_conn *c, long long target, const char *from, const char *ids,
+                        const crm_write_ctx *ctx, crm_error *err)
+{
+    /* ids is "{1,2}": the same numbers as a JSON array. */
+    size_t n = strlen(ids);
+    char *array = strdup(ids);
+    if (array == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    array[0] = '[';
+    array[n - 1] = ']';
+    json_t *list = crm_json_load_stored(array);
+    free(array);
+    json_t *changes = json_pack("{s:{s:s, s:s}, s:o}", "status", "from", from, "to", "erased",
+                                "customer_ids", list ? list : json_array());
+    char *text = json_dumps(changes, JSON_COMPACT);
+    json_decref(changes);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    char idbuf[24], keybuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", target);
+    snprintf(keybuf, sizeof keybuf, "%lld", ctx ? ctx->api_key_id : 0);
+    const char *params[] = {idbuf, ctx && ctx->api_key_id > 0 ? keybuf : NULL, text};
+    PGresult *res = crm_db_exec(c, &erase_audit_insert, 3, params, err);
+    free(text);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* The erasure inside a transaction on c; see crm_customer_erase. */
+static json_t *erase_in_tx(crm_conn *c, long long id, const crm_write_ctx *ctx, bool *already,
+                           crm_error *err)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    PGresult *res = exec1(c, &erase_lock, idbuf, err);
+    if (res == NULL)
+        return NULL;
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+        return NULL;
+    }
+    char status[16];
+    snprintf(status, sizeof status, "%s", PQgetvalue(res, 0, 1));
+    if (strcmp(status, "erased") == 0) {
+        *already = true;
+        json_t *stone = tombstone(id, atoll(PQgetvalue(res, 0, 3)), atoll(PQgetvalue(res, 0, 4)),
+                                  atoll(PQgetvalue(res, 0, 5)));
+        PQclear(res);
+        return stone;
+    }
+    if (strcmp(status, "merged") == 0) {
+        long long survivor = PQgetisnull(res, 0, 2) ? 0 : atoll(PQgetvalue(res, 0, 2));
+        PQclear(res);
+        if (err->errors == NULL)
+            err->errors = json_array();
+        json_array_append_new(err->errors, json_pack("{s:s, s:s, s:I}", "field", "id", "message",
+                                                     "merged into another customer: erase that one",
+                                                     "customer_id", (json_int_t)survivor));
+        crm_error_set(err, CRM_E_CONFLICT,
+                      "customer %lld was merged into customer %lld; erasing customer %lld erases "
+                      "both",
+                      id, survivor, survivor);
+        return NULL;
+    }
+    PQclear(res);
+
+    res = exec1(c, &erase_lock_tree, idbuf, err);
+    if (res == NULL)
+        return NULL;
+    char *ids =
+        PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : NULL;
+    PQclear(res);
+    if (ids == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "could not list the customers to erase");
+        return NULL;
+    }
+    json_t *stone = scrub(c, id, ids, err);
+    if (stone != NULL && !audit_erase(c, id, status, ids, ctx, err)) {
+        json_decref(stone);
+        stone = NULL;
+    }
+    free(ids);
+    return stone;
+}
+
+json_t *crm_customer_erase(long long id, const crm_write_ctx *ctx, bool *already, crm_error *err)
+{
+    *already = false;
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return NULL;
+    json_t *stone = NULL;
+    if (crm_db_begin(c, err)) {
+        stone = erase_in_tx(c, id, ctx, already, err);
+        if (stone != NULL && !crm_db_commit(c, err)) {
+            json_decref(stone);
+            stone = NULL;
+        }
+    }
+    if (stone == NULL)
+        crm_db_rollback(c);
+    crm_db_release(c);
+    return stone;
+}

@@ -1,0 +1,466 @@
+/*
+ * test_customer_privacy.c — the person's rights over real HTTP:
+ * POST /v1/customers/{id}/erase leaves no personal data in any table of the
+ * database (every row of every table is searched for the values used), is
+ * audited and idempotent, and the id then answers 404 everywhere;
+ * GET /v1/customers/{id}/export holds everything; ?expand=consents; and
+ * Idempotency-Key on POST /v1/customers/{id}/consents.
+ */
+#include "harness.h"
+
+#include <libpq-fe.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static crmd_server srv;
+static api_key writer, reader;
+
+static void setup(void)
+{
+    crmd_fixture_start(&srv, NULL);
+    if (writer.id == 0)
+        ck_assert(api_key_create("customers:read,customers:write", &writer));
+    if (reader.id == 0)
+        ck_assert(api_key_create("customers:read", &reader));
+}
+
+static void teardown(void)
+{
+    crmd_fixture_stop(&srv);
+}
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static void unique(char *buf, size_t size, const char *what)
+{
+    static unsigned serial;
+    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
+}
+
+static http_response send_json(const char *method, const char *path, const char *key,
+                               const char *body, const char *const *headers)
+{
+    http_call call = {
+        .method = method, .path = path, .api_key = key, .body = body, .headers = headers};
+    return http_send(&srv, &call);
+}
+
+static json_t *expect_json(http_response *r, long status)
+{
+    ck_assert_msg(r->status == status, "answered %ld, not %ld: %.400s", r->status, status, r->body);
+    json_t *doc = http_response_json(r);
+    ck_assert_ptr_nonnull(doc);
+    return doc;
+}
+
+static void expect_problem(http_response *r, long status, const char *field)
+{
+    json_t *p = assert_problem(r, status);
+    if (field != NULL)
+        ck_assert_msg(problem_names_field(p, field), "no error for %s in %.400s", field, r->body);
+    json_decref(p);
+    http_response_free(r);
+}
+
+static json_t *create(const char *body, const char *const *headers)
+{
+    http_response r = send_json("POST", "/v1/customers", writer.secret, body, headers);
+    json_t *doc = expect_json(&r, 201);
+    http_response_free(&r);
+    return doc;
+}
+
+static long long id_of(json_t *rep)
+{
+    return json_integer_value(json_object_get(rep, "id"));
+}
+
+static void post_ok(const char *path, const char *body, long status)
+{
+    http_response r = send_json("POST", path, writer.secret, body, NULL);
+    ck_assert_msg(r.status == status, "%s answered %ld: %.400s", path, r.status, r.body);
+    http_response_free(&r);
+}
+
+static PGconn *db_connect(void)
+{
+    PGconn *c = PQconnectdb(harness_env("CRMD_TEST_DATABASE_URL"));
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+/* Counts, in every table of the public schema, the rows whose text holds
+ * needle; "table:n" of each hit in where. The table names come from the
+ * catalog (quoted with %I), the needle is quoted with %L. */
+static long scan_database(const char *needle, char *where, size_t size)
+{
+    static const char *const sql =
+        "SELECT t.tablename, h.n FROM pg_tables t, LATERAL (SELECT (xpath('/row/n/text()', "
+        "query_to_xml(format('SELECT count(*) AS n FROM %I.%I x WHERE x::text ILIKE %L', "
+        "t.schemaname, t.tablename, '%' || $1 || '%'), false, true, '')))[1]::text::bigint AS n) h "
+        "WHERE t.schemaname = 'public'";
+    PGconn *c = db_connect();
+    const char *params[] = {needle};
+    PGresult *res = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "scan: %s", PQerrorMessage(c));
+    ck_assert_int_gt(PQntuples(res), 3);
+    long total = 0;
+    size_t used = 0;
+    where[0] = '\0';
+    for (int r = 0; r < PQntuples(res); r++) {
+        long n = atol(PQgetvalue(res, r, 1));
+        total += n;
+        if (n > 0 && used < size)
+            used +=
+                (size_t)snprintf(where + used, size - used, "%s:%ld ", PQgetvalue(res, r, 0), n);
+    }
+    PQclear(res);
+    PQfinish(c);
+    return total;
+}
+
+static long count_for(const char *sql, long long id)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    const char *params[] = {idbuf};
+    PGconn *c = db_connect();
+    PGresult *res = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
+    long n = atol(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQfinish(c);
+    return n;
+}
+
+/* ---- erasure ----------------------------------------------------------------------- */
+
+START_TEST(erase_leaves_no_personal_data_anywhere_in_the_database)
+{
+    char last[64], local[64], attr[64], ext[64], source[64], idem[80], digits[16];
+    char body[2048], path[96];
+    unique(last, sizeof last, "Qwlast");
+    unique(local, sizeof local, "qwmail");
+    unique(attr, sizeof attr, "qwattr");
+    unique(ext, sizeof ext, "qwext");
+    unique(source, sizeof source, "qwsrc");
+    unique(idem, sizeof idem, "Idempotency-Key: k");
+    snprintf(digits, sizeof digits, "%08u", randombytes_uniform(100000000));
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Grace\", \"last_name\": \"%s\", \"email\": \"%s@Example.com\", "
+             "\"phone\": \"+44 20 %s\", \"address\": {\"country\": \"GB\", \"city\": \"London\", "
+             "\"postal_code\": \"SW1A 1AA\", \"street\": \"%s Road 1\"}, \"location\": "
+             "{\"latitude\": 51.5, \"longitude\": -0.12}, \"tags\": [\"%s\"], \"attributes\": "
+             "{\"loyalty\": {\"card\": \"%s\"}}, \"external_ids\": [{\"source\": \"pos\", "
+             "\"id\": \"%s\"}]}",
+             last, local, digits, last, attr, attr, ext);
+    const char *headers[] = {idem, NULL};
+    json_t *c = create(body, headers);
+    long long id = id_of(c);
+    snprintf(path, sizeof path, "/v1/customers/%lld", id);
+    snprintf(body, sizeof body, "{\"last_name\": \"%s-2\", \"display_name\": \"%s\"}", last, last);
+    http_response r = send_json("PATCH", path, writer.secret, body, NULL);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", id);
+    snprintf(body, sizeof body,
+             "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"granted\", "
+             "\"source\": \"%s\"}",
+             source);
+    post_ok(path, body, 201);
+
+    const char *needles[] = {last, local, attr, ext, source, digits};
+    char where[1024];
+    for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++)
+        ck_assert_msg(scan_database(needles[i], where, sizeof where) > 0,
+                      "the scan does not see %s before the erasure", needles[i]);
+
+    snprintf(path, sizeof path, "/v1/customers/%lld/erase", id);
+    r = send_json("POST", path, writer.secret, "{\"confirm\": true}", NULL);
+    json_t *stone = expect_json(&r, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(stone, "status")), "erased");
+    ck_assert_int_eq(json_integer_value(json_object_get(stone, "version")), 3);
+    ck_assert_str_eq(http_response_header(&r, "ETag"), "\"3\"");
+    http_response_free(&r);
+
+    for (size_t i = 0; i < sizeof needles / sizeof needles[0]; i++) {
+        long hits = scan_database(needles[i], where, sizeof where);
+        ck_assert_msg(hits == 0, "%s is still in the database after erasure: %s", needles[i],
+                      where);
+    }
+    ck_assert_int_eq(count_for("SELECT count(*) FROM customers WHERE id = $1 AND status = "
+                               "'erased' AND latitude IS NULL AND postal_code IS NULL",
+                               id),
+                     1);
+    ck_assert_int_eq(count_for("SELECT count(*) FROM customer_consents WHERE customer_id = $1", id),
+                     1);
+    json_decref(stone);
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(erase_needs_write_scope_and_confirmation_and_a_known_id)
+{
+    json_t *c = create("{\"first_name\": \"Careful\"}", NULL);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/erase", id_of(c));
+    http_response r = send_json("POST", path, reader.secret, "{\"confirm\": true}", NULL);
+    expect_problem(&r, 403, NULL);
+    r = send_json("POST", path, NULL, "{\"confirm\": true}", NULL);
+    expect_problem(&r, 401, NULL);
+    r = send_json("POST", path, writer.secret, "{}", NULL);
+    expect_problem(&r, 422, "/confirm");
+    r = send_json("POST", path, writer.secret, "{\"confirm\": true, \"reason\": \"x\"}", NULL);
+    expect_problem(&r, 422, "/reason");
+    r = send_json("POST", path, writer.secret, "{\"confirm\": ", NULL);
+    expect_problem(&r, 400, NULL);
+    ck_assert_int_eq(count_for("SELECT count(*) FROM customers WHERE id = $1 AND status = "
+                               "'active' AND first_name = 'Careful'",
+                               id_of(c)),
+                     1);
+    r = send_json("POST", "/v1/customers/9000000000000/erase", writer.secret, "{\"confirm\": true}",
+                  NULL);
+    expect_problem(&r, 404, NULL);
+    r = send_json("POST", "/v1/customers/abc/erase", writer.secret, "{\"confirm\": true}", NULL);
+    expect_problem(&r, 404, NULL);
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(an_erased_id_answers_404_and_erasing_again_answers_the_tombstone)
+{
+    json_t *c = create("{\"first_name\": \"Tomb\", \"email\": \"tomb@example.com\"}", NULL);
+    long long id = id_of(c);
+    char path[96], sub[128];
+    snprintf(path, sizeof path, "/v1/customers/%lld", id);
+    snprintf(sub, sizeof sub, "%s/erase", path);
+    http_response r = send_json("POST", sub, writer.secret, "{\"confirm\": true}", NULL);
+    json_t *first = expect_json(&r, 200);
+    http_response_free(&r);
+    r = send_json("POST", sub, writer.secret, "{\"confirm\": true}", NULL);
+    json_t *second = expect_json(&r, 200);
+    http_response_free(&r);
+    ck_assert(json_equal(first, second));
+
+    r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 404, NULL);
+    snprintf(sub, sizeof sub, "%s?expand=consents", path);
+    r = http_get(&srv, sub, reader.secret);
+    expect_problem(&r, 404, NULL);
+    r = send_json("PATCH", path, writer.secret, "{\"first_name\": \"Again\"}", NULL);
+    expect_problem(&r, 404, NULL);
+    r = http_delete(&srv, path, writer.secret);
+    expect_problem(&r, 404, NULL);
+    snprintf(sub, sizeof sub, "%s/consents", path);
+    r = send_json("POST", sub, writer.secret,
+                  "{\"channel\": \"sms\", \"purpose\": \"service\", \"status\": \"granted\", "
+                  "\"source\": \"app\"}",
+                  NULL);
+    expect_problem(&r, 404, NULL);
+    r = http_get(&srv, sub, reader.secret);
+    expect_problem(&r, 404, NULL);
+    snprintf(sub, sizeof sub, "%s/export", path);
+    r = http_get(&srv, sub, reader.secret);
+    expect_problem(&r, 404, NULL);
+
+    /* The audit trail stays, redacted, ending with the erasure. */
+    snprintf(sub, sizeof sub, "%s/audit", path);
+    r = http_get(&srv, sub, reader.secret);
+    json_t *page = expect_json(&r, 200);
+    http_response_free(&r);
+    json_t *data = json_object_get(page, "data");
+    ck_assert_int_eq(json_array_size(data), 2);
+    json_t *newest = json_array_get(data, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(newest, "action")), "erase");
+    ck_assert_int_eq(json_integer_value(json_object_get(newest, "api_key_id")), writer.id);
+    json_t *create_entry = json_array_get(data, 1);
+    ck_assert(json_is_true(json_object_get(json_object_get(create_entry, "changes"), "redacted")));
+    char *dump = json_dumps(page, 0);
+    ck_assert_ptr_nonnull(dump);
+    ck_assert_ptr_null(strstr(dump, "tomb@"));
+    free(dump);
+    json_decref(page);
+    json_decref(first);
+    json_decref(second);
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(erasing_a_merged_id_is_a_conflict_naming_the_survivor)
+{
+    json_t *survivor = create("{\"first_name\": \"Survivor\"}", NULL);
+    json_t *merged = create("{\"first_name\": \"Merged\"}", NULL);
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%lld", id_of(merged));
+    snprintf(b, sizeof b, "%lld", id_of(survivor));
+    PGconn *c = db_connect();
+    const char *params[] = {a, b};
+    PQclear(PQexecParams(c,
+                         "UPDATE customers SET status = 'merged', merged_into = $2 WHERE id = $1",
+                         2, NULL, params, NULL, NULL, 0));
+    PQfinish(c);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/erase", id_of(merged));
+    http_response r = send_json("POST", path, writer.secret, "{\"confirm\": true}", NULL);
+    json_t *p = assert_problem(&r, 409);
+    json_t *e = json_array_get(json_object_get(p, "errors"), 0);
+    ck_assert_int_eq(json_integer_value(json_object_get(e, "customer_id")), id_of(survivor));
+    json_decref(p);
+    http_response_free(&r);
+    json_decref(survivor);
+    json_decref(merged);
+}
+END_TEST
+
+/* ---- export ------------------------------------------------------------------------- */
+
+START_TEST(export_is_everything_held_as_one_attachment)
+{
+    char ext[64], body[1024], path[96];
+    unique(ext, sizeof ext, "exp");
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Exported\", \"email\": \"exported@example.com\", "
+             "\"external_ids\": [{\"source\": \"app\", \"id\": \"%s\"}, {\"source\": \"web\", "
+             "\"id\": \"%s\"}]}",
+             ext, ext);
+    json_t *c = create(body, NULL);
+    long long id = id_of(c);
+    snprintf(path, sizeof path, "/v1/customers/%lld", id);
+    http_response r =
+        send_json("PATCH", path, writer.secret, "{\"address\": {\"city\": \"Pisa\"}}", NULL);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", id);
+    post_ok(path,
+            "{\"consents\": [{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": "
+            "\"granted\", \"source\": \"web\"}, {\"channel\": \"sms\", \"purpose\": \"service\", "
+            "\"status\": \"granted\", \"source\": \"web\"}]}",
+            201);
+    post_ok(path,
+            "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"revoked\", "
+            "\"source\": \"mail\"}",
+            201);
+
+    snprintf(path, sizeof path, "/v1/customers/%lld/export", id);
+    r = http_get(&srv, path, reader.secret);
+    json_t *doc = expect_json(&r, 200);
+    const char *disposition = http_response_header(&r, "Content-Disposition");
+    ck_assert_ptr_nonnull(disposition);
+    ck_assert_ptr_nonnull(strstr(disposition, "attachment"));
+    http_response_free(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "format_version")), 1);
+    json_t *cust = json_object_get(doc, "customer");
+    ck_assert_int_eq(id_of(cust), id);
+    ck_assert_str_eq(json_string_value(json_object_get(cust, "email")), "exported@example.com");
+    ck_assert_int_eq(json_array_size(json_object_get(cust, "external_ids")), 2);
+    json_t *consents = json_object_get(doc, "consents");
+    ck_assert_int_eq(json_array_size(json_object_get(consents, "history")), 3);
+    ck_assert_int_eq(json_array_size(json_object_get(consents, "current")), 2);
+    json_t *audit = json_object_get(doc, "audit");
+    ck_assert_int_eq(json_array_size(audit), 4);
+    const char *actions[] = {"create", "update", "consent", "consent"};
+    for (size_t i = 0; i < 4; i++)
+        ck_assert_str_eq(json_string_value(json_object_get(json_array_get(audit, i), "action")),
+                         actions[i]);
+    json_decref(doc);
+
+    r = http_get(&srv, "/v1/customers/9000000000000/export", reader.secret);
+    expect_problem(&r, 404, NULL);
+    r = http_get(&srv, path, NULL);
+    expect_problem(&r, 401, NULL);
+    json_decref(c);
+}
+END_TEST
+
+/* ---- expand=consents and Idempotency-Key on consents --------------------------------- */
+
+START_TEST(expand_consents_returns_the_current_consents)
+{
+    char ext[64], body[256], path[128];
+    unique(ext, sizeof ext, "expand");
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Expanded\", \"external_ids\": [{\"source\": \"exp\", "
+             "\"id\": \"%s\"}]}",
+             ext);
+    json_t *c = create(body, NULL);
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", id_of(c));
+    post_ok(path,
+            "{\"channel\": \"web\", \"purpose\": \"analytics\", \"status\": \"granted\", "
+            "\"source\": \"banner\"}",
+            201);
+    snprintf(path, sizeof path, "/v1/customers/%lld?expand=consents", id_of(c));
+    http_response r = http_get(&srv, path, reader.secret);
+    json_t *rep = expect_json(&r, 200);
+    ck_assert_ptr_nonnull(http_response_header(&r, "ETag"));
+    http_response_free(&r);
+    json_t *cur = json_object_get(rep, "consents");
+    ck_assert_int_eq(json_array_size(cur), 1);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(cur, 0), "purpose")),
+                     "analytics");
+    ck_assert_ptr_null(json_object_get(rep, "external_ids"));
+    json_decref(rep);
+
+    snprintf(path, sizeof path, "/v1/customers/%lld?expand=external_ids,consents", id_of(c));
+    r = http_get(&srv, path, reader.secret);
+    rep = expect_json(&r, 200);
+    http_response_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(rep, "consents")), 1);
+    ck_assert_int_eq(json_array_size(json_object_get(rep, "external_ids")), 1);
+    json_decref(rep);
+
+    snprintf(path, sizeof path, "/v1/customers/%lld?expand=consents,history", id_of(c));
+    r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 422, "expand");
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(consents_post_replays_with_the_same_idempotency_key)
+{
+    json_t *c = create("{\"first_name\": \"Replayed\"}", NULL);
+    char path[96], key[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", id_of(c));
+    unique(key, sizeof key, "Idempotency-Key: c");
+    const char *headers[] = {key, NULL};
+    const char *body = "{\"channel\": \"phone\", \"purpose\": \"service\", \"status\": "
+                       "\"granted\", \"source\": \"call\"}";
+    http_response a = send_json("POST", path, writer.secret, body, headers);
+    ck_assert_int_eq(a.status, 201);
+    ck_assert_ptr_null(http_response_header(&a, "Idempotent-Replayed"));
+    http_response b = send_json("POST", path, writer.secret, body, headers);
+    ck_assert_int_eq(b.status, 201);
+    ck_assert_str_eq(http_response_header(&b, "Idempotent-Replayed"), "true");
+    ck_assert_str_eq(a.body, b.body);
+    ck_assert_str_eq(http_response_header(&a, "Location"), http_response_header(&b, "Location"));
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM customer_consents WHERE customer_id = $1", id_of(c)), 1);
+    http_response_free(&a);
+    http_response_free(&b);
+    http_response r = send_json("POST", path, writer.secret,
+                                "{\"channel\": \"phone\", \"purpose\": \"service\", \"status\": "
+                                "\"revoked\", \"source\": \"call\"}",
+                                headers);
+    expect_problem(&r, 409, "Idempotency-Key");
+    json_decref(c);
+}
+END_TEST
+
+Suite *customer_privacy_suite(void)
+{
+    Suite *s = suite_create("customer_privacy");
+    TCase *tc = tcase_create("customer_privacy");
+    tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S * 2);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, erase_leaves_no_personal_data_anywhere_in_the_database);
+    tcase_add_test(tc, erase_needs_write_scope_and_confirmation_and_a_known_id);
+    tcase_add_test(tc, an_erased_id_answers_404_and_erasing_again_answers_the_tombstone);
+    tcase_add_test(tc, erasing_a_merged_id_is_a_conflict_naming_the_survivor);
+    tcase_add_test(tc, export_is_everything_held_as_one_attachment);
+    tcase_add_test(tc, expand_consents_returns_the_current_consents);
+    tcase_add_test(tc, consents_post_replays_with_the_same_idempotency_key);
+    suite_add_tcase(s, tc);
+    return s;
+}
