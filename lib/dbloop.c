@@ -1,8 +1,8 @@
 /*
  * dbloop.c — one thread, a few pipelined connections, one epoll.
  *
- * Jobs arrive on a mutex-protected FIFO and an eventfd wakes the loop. Each
- * round the loop hands every queued job to the least-loaded connection
+ * A loop belongs to one HTTP I/O thread, which watches crm_dbloop_fd() in
+ * its own epoll: nothing here locks. Each round the loop hands every queued job to the least-loaded connection
  * (opening one while all open ones are busy), queues it in libpq's pipeline
  * mode (with a PREPARE ahead of a statement's first use on that connection),
  * then ends the round with one sync point and one flush per connection: a
@@ -20,12 +20,11 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +44,7 @@ typedef struct job {
 #define PIPELINE_DEPTH 32
 
 typedef struct loop_conn {
+    struct crm_dbloop *loop;
     PGconn *pg;
     int fd;            /* registered in epoll, or -1 */
     job *head, *tail;  /* sent and unanswered, in order */
@@ -54,27 +54,18 @@ typedef struct loop_conn {
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
 
-static struct {
+struct crm_dbloop {
     crm_db_config cfg;
     char *url;
     loop_conn *conns;
     int nconns;
-    int epfd, evfd;
-    pthread_t thread;
-    bool running;
-    pthread_mutex_t mu; /* guards queue, stopping and the stats below */
-    job *head, *tail;
-    int queued;
-    int busy, open;
-    bool stopping;
-} L = {.mu = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .evfd = -1};
+    int epfd;
+    job *head, *tail; /* waiting for a connection */
+    int queued, busy;
+};
 
-static void stats_add(int *counter, int delta)
-{
-    pthread_mutex_lock(&L.mu);
-    *counter += delta;
-    pthread_mutex_unlock(&L.mu);
-}
+/* Process-wide figures for /metrics, summed over every loop. */
+static atomic_int stat_open, stat_busy, stat_queued;
 
 static void finish(job *j, PGresult *res, const crm_error *err)
 {
@@ -92,19 +83,21 @@ static void fail_job(job *j, crm_errcode code, const char *detail)
     finish(j, NULL, &err);
 }
 
-static void push_front(job *j);
+static void push_front(crm_dbloop *L, job *j);
 
 /* Closes c. Its unanswered jobs fail, except read-only ones not yet retried,
  * which go back to the front of the queue for a fresh connection. */
 static void conn_close(loop_conn *c)
 {
+    crm_dbloop *L = c->loop;
     if (c->fd >= 0)
-        epoll_ctl(L.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        epoll_ctl(L->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     if (c->pg != NULL) {
         PQfinish(c->pg);
-        stats_add(&L.open, -1);
+        atomic_fetch_sub(&stat_open, 1);
     }
-    stats_add(&L.busy, -c->inflight);
+    L->busy -= c->inflight;
+    atomic_fetch_sub(&stat_busy, c->inflight);
     job *j = c->head;
     while (j != NULL) {
         job *next = j->next;
@@ -115,7 +108,7 @@ static void conn_close(loop_conn *c)
         if (j->done == NULL)
             free(j);
         else if (j->stmt->read_only && j->attempts++ == 0)
-            push_front(j);
+            push_front(L, j);
         else
             fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
         j = next;
@@ -131,18 +124,20 @@ static void conn_close(loop_conn *c)
 
 static void watch(loop_conn *c, int op)
 {
+    crm_dbloop *L = c->loop;
     struct epoll_event ev = {.events = EPOLLIN | (c->want_write ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(L.epfd, op, c->fd, &ev);
+    epoll_ctl(L->epfd, op, c->fd, &ev);
 }
 
 static bool conn_open(loop_conn *c)
 {
+    crm_dbloop *L = c->loop;
     if (crm_db_in_backoff())
         return false;
     crm_error err = CRM_ERROR_INIT;
-    PGconn *pg = crm_db_connect_direct(&L.cfg, &err);
+    PGconn *pg = crm_db_connect_direct(&L->cfg, &err);
     crm_error_clear(&err);
-    crm_db_note_connect(pg != NULL, L.cfg.retry_backoff_ms);
+    crm_db_note_connect(pg != NULL, L->cfg.retry_backoff_ms);
     if (pg == NULL)
         return false;
     if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
@@ -154,7 +149,7 @@ static bool conn_open(loop_conn *c)
     c->fd = PQsocket(pg);
     c->want_write = false;
     watch(c, EPOLL_CTL_ADD);
-    stats_add(&L.open, 1);
+    atomic_fetch_add(&stat_open, 1);
     return true;
 }
 
@@ -179,12 +174,13 @@ static void append(loop_conn *c, job *j)
  * Returns false when the connection failed; c is then closed. */
 static bool send_job(loop_conn *c, job *j)
 {
+    crm_dbloop *L = c->loop;
     int slot = crm_db_stmt_slot(j->stmt);
     if (!c->prepared[slot]) {
         job *prep = calloc(1, sizeof *prep);
         if (prep == NULL || !PQsendPrepare(c->pg, j->stmt->name, j->stmt->sql, 0, NULL)) {
             free(prep);
-            push_front(j);
+            push_front(L, j);
             conn_close(c);
             return false;
         }
@@ -194,14 +190,15 @@ static bool send_job(loop_conn *c, job *j)
     }
     if (!PQsendQueryPrepared(c->pg, j->stmt->name, j->nparams, j->values, NULL, NULL, 0)) {
         crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
-        push_front(j);
+        push_front(L, j);
         conn_close(c);
         return false;
     }
     append(c, j);
     c->inflight++;
     c->batch++;
-    stats_add(&L.busy, 1);
+    L->busy++;
+    atomic_fetch_add(&stat_busy, 1);
     return true;
 }
 
@@ -243,6 +240,7 @@ static void on_writable(loop_conn *c)
 /* Completes the job at the head of c's pipeline with what it received. */
 static void complete_head(loop_conn *c)
 {
+    crm_dbloop *L = c->loop;
     job *j = c->head;
     c->head = j->next;
     if (c->head == NULL)
@@ -261,7 +259,8 @@ static void complete_head(loop_conn *c)
         return;
     }
     c->inflight--;
-    stats_add(&L.busy, -1);
+    L->busy--;
+    atomic_fetch_sub(&stat_busy, 1);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
         finish(j, res, NULL);
         return;
@@ -317,38 +316,36 @@ static void on_readable(loop_conn *c)
         conn_close(c);
 }
 
-static job *pop_job(void)
+static job *pop_job(crm_dbloop *L)
 {
-    pthread_mutex_lock(&L.mu);
-    job *j = L.head;
+    job *j = L->head;
     if (j != NULL) {
-        L.head = j->next;
-        if (L.head == NULL)
-            L.tail = NULL;
-        L.queued--;
+        L->head = j->next;
+        if (L->head == NULL)
+            L->tail = NULL;
+        L->queued--;
+        atomic_fetch_sub(&stat_queued, 1);
     }
-    pthread_mutex_unlock(&L.mu);
     return j;
 }
 
-static void push_front(job *j)
+static void push_front(crm_dbloop *L, job *j)
 {
-    pthread_mutex_lock(&L.mu);
-    j->next = L.head;
-    L.head = j;
-    if (L.tail == NULL)
-        L.tail = j;
-    L.queued++;
-    pthread_mutex_unlock(&L.mu);
+    j->next = L->head;
+    L->head = j;
+    if (L->tail == NULL)
+        L->tail = j;
+    L->queued++;
+    atomic_fetch_add(&stat_queued, 1);
 }
 
 /* The connection for the next job: the open one with the fewest statements
  * in flight, or a new one while every open one is busy and room is left. */
-static loop_conn *pick_connection(void)
+static loop_conn *pick_connection(crm_dbloop *L)
 {
     loop_conn *best = NULL, *unopened = NULL;
-    for (int i = 0; i < L.nconns; i++) {
-        loop_conn *c = &L.conns[i];
+    for (int i = 0; i < L->nconns; i++) {
+        loop_conn *c = &L->conns[i];
         if (c->pg == NULL) {
             if (unopened == NULL)
                 unopened = c;
@@ -368,21 +365,18 @@ static loop_conn *pick_connection(void)
 
 /* Sends every queued job that a connection can take, then flushes each
  * connection once: a burst of requests becomes one write per connection. */
-static void dispatch_queued(void)
+static void dispatch_queued(crm_dbloop *L)
 {
-    for (;;) {
-        loop_conn *c = pick_connection();
+    while (L->head != NULL) {
+        loop_conn *c = pick_connection(L);
         if (c == NULL) {
             /* Nothing can take work. While the database is down, fail fast. */
             bool any_open = false;
-            for (int i = 0; i < L.nconns; i++)
-                any_open |= L.conns[i].pg != NULL;
+            for (int i = 0; i < L->nconns; i++)
+                any_open |= L->conns[i].pg != NULL;
             if (any_open)
                 break;
-            job *j = pop_job();
-            if (j == NULL)
-                break;
-            fail_job(j, CRM_E_UNAVAILABLE, "database unavailable");
+            fail_job(pop_job(L), CRM_E_UNAVAILABLE, "database unavailable");
             continue;
         }
         if (c->pg != NULL && c->head == NULL && !idle_alive(c)) {
@@ -391,144 +385,104 @@ static void dispatch_queued(void)
         }
         if (c->pg == NULL && !conn_open(c))
             continue; /* now inside the fail-fast window: handled above */
-        job *j = pop_job();
-        if (j == NULL)
-            break;
-        send_job(c, j);
+        send_job(c, pop_job(L));
     }
-    for (int i = 0; i < L.nconns; i++)
-        flush_batch(&L.conns[i]);
+    for (int i = 0; i < L->nconns; i++)
+        flush_batch(&L->conns[i]);
 }
 
-static void *loop_main(void *unused)
+void crm_dbloop_run(crm_dbloop *L)
 {
-    (void)unused;
     struct epoll_event events[64];
-    for (;;) {
-        int n = epoll_wait(L.epfd, events, 64, -1);
-        if (n < 0 && errno != EINTR) {
-            crm_log(CRM_LOG_ERROR, "database loop: epoll_wait failed: %s", strerror(errno));
-            break;
-        }
+    int n;
+    do {
+        n = epoll_wait(L->epfd, events, 64, 0);
         for (int i = 0; i < n; i++) {
             loop_conn *c = events[i].data.ptr;
-            if (c == NULL) {
-                uint64_t v;
-                ssize_t rc = read(L.evfd, &v, sizeof v);
-                (void)rc;
-                continue;
-            }
             if (c->pg != NULL && (events[i].events & EPOLLOUT))
                 on_writable(c);
             if (c->pg != NULL && (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 on_readable(c);
         }
-        dispatch_queued();
-        pthread_mutex_lock(&L.mu);
-        bool done = L.stopping && L.head == NULL && L.busy == 0;
-        pthread_mutex_unlock(&L.mu);
-        if (done)
-            break;
+    } while (n == 64);
+    if (L->head != NULL)
+        dispatch_queued(L);
+}
+
+crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error *err)
+{
+    crm_dbloop *L = calloc(1, sizeof *L);
+    if (L == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
     }
-    return NULL;
+    L->cfg = *cfg;
+    L->url = strdup(cfg->url ? cfg->url : "");
+    L->cfg.url = L->url;
+    L->nconns = connections;
+    L->conns = calloc((size_t)connections, sizeof *L->conns);
+    L->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (L->url == NULL || L->conns == NULL || L->epfd < 0) {
+        crm_error_set(err, CRM_E_INTERNAL, "cannot create a database loop");
+        crm_dbloop_free(L);
+        return NULL;
+    }
+    for (int i = 0; i < connections; i++) {
+        L->conns[i].fd = -1;
+        L->conns[i].loop = L;
+    }
+    return L;
 }
 
-bool crm_dbloop_start(const crm_db_config *cfg, int connections, crm_error *err)
+void crm_dbloop_free(crm_dbloop *L)
 {
-    L.cfg = *cfg;
-    L.url = strdup(cfg->url ? cfg->url : "");
-    L.cfg.url = L.url;
-    L.nconns = connections;
-    L.conns = calloc((size_t)connections, sizeof *L.conns);
-    L.epfd = epoll_create1(EPOLL_CLOEXEC);
-    L.evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (L.url == NULL || L.conns == NULL || L.epfd < 0 || L.evfd < 0)
-        return crm_error_set(err, CRM_E_INTERNAL, "cannot create the database loop");
-    for (int i = 0; i < connections; i++)
-        L.conns[i].fd = -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(L.epfd, EPOLL_CTL_ADD, L.evfd, &ev);
-    L.stopping = false;
-    L.head = L.tail = NULL;
-    L.queued = L.busy = L.open = 0;
-    if (pthread_create(&L.thread, NULL, loop_main, NULL) != 0)
-        return crm_error_set(err, CRM_E_INTERNAL, "cannot start the database loop thread");
-    L.running = true;
-    return true;
-}
-
-static void wake(void)
-{
-    uint64_t one = 1;
-    ssize_t rc = write(L.evfd, &one, sizeof one);
-    (void)rc;
-}
-
-void crm_dbloop_stop(void)
-{
-    if (!L.running)
+    if (L == NULL)
         return;
-    pthread_mutex_lock(&L.mu);
-    L.stopping = true;
-    job *pending = L.head;
-    L.head = L.tail = NULL;
-    L.queued = 0;
-    pthread_mutex_unlock(&L.mu);
-    while (pending != NULL) {
-        job *next = pending->next;
-        fail_job(pending, CRM_E_UNAVAILABLE, "the server is shutting down");
-        pending = next;
-    }
-    wake();
-    pthread_join(L.thread, NULL);
-    for (int i = 0; i < L.nconns; i++)
-        conn_close(&L.conns[i]);
-    close(L.epfd);
-    close(L.evfd);
-    free(L.conns);
-    free(L.url);
-    L.conns = NULL;
-    L.url = NULL;
-    L.epfd = L.evfd = -1;
-    L.running = false;
+    job *j;
+    while ((j = pop_job(L)) != NULL)
+        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+    for (int i = 0; L->conns != NULL && i < L->nconns; i++)
+        conn_close(&L->conns[i]);
+    /* conn_close requeues read-only jobs for a retry: fail those too. */
+    while ((j = pop_job(L)) != NULL)
+        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+    if (L->epfd >= 0)
+        close(L->epfd);
+    free(L->conns);
+    free(L->url);
+    free(L);
 }
 
-bool crm_dbloop_submit(crm_stmt *stmt, int nparams, const char *const *values,
+int crm_dbloop_fd(const crm_dbloop *L)
+{
+    return L->epfd;
+}
+
+bool crm_dbloop_idle(const crm_dbloop *L)
+{
+    return L->head == NULL && L->busy == 0;
+}
+
+bool crm_dbloop_submit(crm_dbloop *L, crm_stmt *stmt, int nparams, const char *const *values,
                        crm_dbloop_done done, void *arg, crm_error *err)
 {
-    if (!L.running)
-        return crm_error_set(err, CRM_E_UNAVAILABLE, "the database loop is not running");
     job *j = malloc(sizeof *j);
     if (j == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     *j = (job){.stmt = stmt, .nparams = nparams, .values = values, .done = done, .arg = arg};
-    pthread_mutex_lock(&L.mu);
-    if (L.stopping) {
-        pthread_mutex_unlock(&L.mu);
-        free(j);
-        return crm_error_set(err, CRM_E_UNAVAILABLE, "the server is shutting down");
-    }
-    bool was_empty = L.head == NULL;
-    if (L.tail != NULL)
-        L.tail->next = j;
+    if (L->tail != NULL)
+        L->tail->next = j;
     else
-        L.head = j;
-    L.tail = j;
-    L.queued++;
-    pthread_mutex_unlock(&L.mu);
-    /* One wake-up per burst: the loop drains the whole queue when it runs. */
-    if (was_empty)
-        wake();
+        L->head = j;
+    L->tail = j;
+    L->queued++;
+    atomic_fetch_add(&stat_queued, 1);
     return true;
 }
 
 crm_dbloop_stats crm_dbloop_get_stats(void)
 {
-    crm_dbloop_stats s;
-    pthread_mutex_lock(&L.mu);
-    s.connections = L.open;
-    s.busy = L.busy;
-    s.queued = L.queued;
-    pthread_mutex_unlock(&L.mu);
+    crm_dbloop_stats s = {atomic_load(&stat_open), atomic_load(&stat_busy),
+                          atomic_load(&stat_queued)};
     return s;
 }

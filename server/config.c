@@ -27,8 +27,10 @@ static const env_var vars[] = {
     {"CRMD_DATABASE_URL", VAR_STRING, "", 0, 0, OFF(database_url),
      "PostgreSQL connection URI or key=value string; empty uses libpq's PG* variables"},
     {"CRMD_LISTEN", VAR_LISTEN, "127.0.0.1:8080", 0, 0, 0, "address:port to serve HTTP on"},
+    {"CRMD_IO_THREADS", VAR_INT, "0", 0, 256, OFF(io_threads),
+     "threads that serve HTTP and run single-statement reads; 0 means one per CPU core"},
     {"CRMD_THREADS", VAR_INT, "0", 0, 1024, OFF(threads),
-     "HTTP worker threads; 0 means one per CPU core plus the pool size"},
+     "worker threads for handlers that may block (writes); 0 means the pool size"},
     {"CRMD_MAX_CONNECTIONS", VAR_INT, "4096", 1, 1000000, OFF(max_connections),
      "concurrent client connections at most"},
     {"CRMD_CONNECTION_TIMEOUT_S", VAR_INT, "60", 1, 86400, OFF(connection_timeout_s),
@@ -41,8 +43,8 @@ static const env_var vars[] = {
      "largest total of request header names and values; larger gets 431"},
     {"CRMD_POOL_SIZE", VAR_INT, "16", 1, 1000, OFF(pool_size),
      "PostgreSQL connections at most"},
-    {"CRMD_ASYNC_POOL_SIZE", VAR_INT, "4", 1, 1000, OFF(async_pool_size),
-     "pipelined PostgreSQL connections of the event loop for single-statement reads"},
+    {"CRMD_ASYNC_POOL_SIZE", VAR_INT, "1", 1, 1000, OFF(async_pool_size),
+     "pipelined PostgreSQL connections of each I/O thread, for single-statement reads"},
     {"CRMD_POOL_TIMEOUT_MS", VAR_INT, "2000", 0, 600000, OFF(pool_timeout_ms),
      "how long a request waits for a free database connection before 503"},
     {"CRMD_DB_CONNECT_TIMEOUT_S", VAR_INT, "2", 1, 600, OFF(db_connect_timeout_s),
@@ -146,9 +148,10 @@ bool crmd_config_load(crmd_config *cfg, char *errbuf, size_t errsize)
             break;
         }
     }
-    if (cfg->threads == 0) {
-        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-        cfg->threads = (int)(cpus > 0 ? cpus : 1) + cfg->pool_size;
-    }
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cfg->io_threads == 0)
+        cfg->io_threads = (int)(cpus > 0 ? cpus : 1);
+    if (cfg->threads == 0)
+        cfg->threads = cfg->pool_size;
     return true;
 }

@@ -16,6 +16,7 @@ typedef struct crmd_config {
     char listen_host[64];
     int listen_port;
     int threads;
+    int io_threads;
     int max_connections;
     int connection_timeout_s;
     size_t max_body_bytes;

@@ -132,6 +132,11 @@ void handle_customer_get(http_request *req)
         reply_error(req, &err);
         return;
     }
+    if (consents && http_on_io_thread()) {
+        /* Two reads in one snapshot need the blocking pool: not on this thread. */
+        http_continue_on_worker(req);
+        return;
+    }
     if (consents) {
         /* Two reads in one snapshot: on the blocking pool, off the fast path. */
         json_t *rep = crm_customer_get_expanded(id, ext, true, &err);

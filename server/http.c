@@ -24,27 +24,54 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
 #define MAX_EXTRA_HEADERS 8
 
-struct http_server {
+/* One I/O thread: its own libmicrohttpd daemon (sharing the port through
+ * SO_REUSEPORT), its own pipelined database loop, one epoll over both. */
+typedef struct io_thread {
+    http_server *srv;
     struct MHD_Daemon *daemon;
+    crm_dbloop *loop;
+    int epfd;
+    int wakefd; /* written once, to make the thread exit */
+    int kickfd; /* written by workers after resuming one of this thread's requests */
+    bool resumed; /* this thread resumed a request libmicrohttpd has not seen yet */
+    pthread_t thread;
+} io_thread;
+
+struct http_server {
     const crmd_config *cfg;
+    io_thread *io;
+    int nio;
+    /* Worker threads run the handlers that may block (writes, transactions). */
+    pthread_t *workers;
+    int nworkers;
+    pthread_mutex_t work_mu;
+    pthread_cond_t work_cv;
+    http_request *work_head, *work_tail;
+    bool work_stop;
     atomic_int in_flight;
     atomic_bool stopping;
     int port;
 };
 
-/* The running server, for /metrics and the stopping flag. One per process. */
+/* The running server, for /metrics. One per process. */
 static http_server *current_server;
+
+/* The I/O thread this code runs on, or NULL on a worker thread. */
+static _Thread_local io_thread *current_io;
 
 struct http_request {
     struct MHD_Connection *conn;
@@ -68,6 +95,9 @@ struct http_request {
     /* a statement running on the database loop (http_defer_query) */
     http_query_done deferred;
     bool suspended;
+    bool worker_done;          /* a worker ran the handler */
+    struct io_thread *io;      /* the I/O thread that owns the connection */
+    struct http_request *next; /* in the worker queue */
     PGresult *db_res;
     crm_error db_err;
 
@@ -136,10 +166,11 @@ crm_arena *http_arena(http_request *req)
 
 /* ---- deferred queries ---------------------------------------------------- */
 
-/* On the database loop thread: keep the outcome and wake the connection. */
+/* On the I/O thread, from crm_dbloop_run: keep the outcome, wake the request. */
 static void deferred_query_done(void *arg, PGresult *res, const crm_error *err)
 {
     http_request *req = arg;
+    req->io->resumed = true;
     req->db_res = res;
     if (err != NULL) {
         req->db_err.code = err->code;
@@ -150,6 +181,15 @@ static void deferred_query_done(void *arg, PGresult *res, const crm_error *err)
 
 void http_defer_query(http_request *req, const crm_query *q, http_query_done done)
 {
+    crm_error err = CRM_ERROR_INIT;
+    if (current_io == NULL) {
+        /* On a worker thread blocking is allowed: run it here, answer now. */
+        PGresult *res = crm_db_run_query(q, &err);
+        done(req, res, res ? NULL : &err);
+        PQclear(res);
+        crm_error_clear(&err);
+        return;
+    }
     const char **values = crm_arena_alloc(&req->arena, sizeof *values * (size_t)(q->nparams + 1));
     for (int i = 0; i < q->nparams; i++)
         values[i] = q->values[i] ? crm_arena_strndup(&req->arena, q->values[i],
@@ -158,9 +198,10 @@ void http_defer_query(http_request *req, const crm_query *q, http_query_done don
     req->deferred = done;
     req->suspended = true;
     MHD_suspend_connection(req->conn);
-    crm_error err = CRM_ERROR_INIT;
-    if (!crm_dbloop_submit(q->stmt, q->nparams, values, deferred_query_done, req, &err)) {
+    if (!crm_dbloop_submit(current_io->loop, q->stmt, q->nparams, values, deferred_query_done,
+                           req, &err)) {
         req->db_err = err;
+        current_io->resumed = true;
         MHD_resume_connection(req->conn);
     }
 }
@@ -572,17 +613,89 @@ static enum MHD_Result queue_answer(http_request *req)
     return rc;
 }
 
-static void run_handler(http_request *req)
+static void check_answered(http_request *req)
 {
-    if (req->deferred != NULL)
-        finish_deferred(req);
-    else
-        req->match.route->handler(req);
     if (!req->answered && !req->suspended) {
         crm_log(CRM_LOG_ERROR, "handler for %s %s gave no answer", req->match.route->method,
                 req->match.route->pattern);
         http_reply_problem(req, 500, "internal error");
     }
+}
+
+/* A worker takes requests whose handler may block, runs it, and hands the
+ * request back to its I/O thread. */
+static void *worker_main(void *arg)
+{
+    http_server *srv = arg;
+    for (;;) {
+        pthread_mutex_lock(&srv->work_mu);
+        while (srv->work_head == NULL && !srv->work_stop)
+            pthread_cond_wait(&srv->work_cv, &srv->work_mu);
+        http_request *req = srv->work_head;
+        if (req == NULL) {
+            pthread_mutex_unlock(&srv->work_mu);
+            return NULL;
+        }
+        srv->work_head = req->next;
+        if (srv->work_head == NULL)
+            srv->work_tail = NULL;
+        pthread_mutex_unlock(&srv->work_mu);
+
+        req->match.route->handler(req);
+        check_answered(req);
+        req->worker_done = true;
+        req->suspended = false;
+        /* The owner may finish and free req as soon as it is resumed. */
+        int kickfd = req->io->kickfd;
+        MHD_resume_connection(req->conn);
+        /* libmicrohttpd's own signal does not reach an external epoll
+         * reliably; wake the I/O thread ourselves. */
+        uint64_t one = 1;
+        ssize_t rc = write(kickfd, &one, sizeof one);
+        (void)rc;
+    }
+}
+
+static void hand_to_worker(http_request *req)
+{
+    http_server *srv = req->srv;
+    req->suspended = true;
+    MHD_suspend_connection(req->conn);
+    req->next = NULL;
+    pthread_mutex_lock(&srv->work_mu);
+    if (srv->work_tail != NULL)
+        srv->work_tail->next = req;
+    else
+        srv->work_head = req;
+    srv->work_tail = req;
+    pthread_cond_signal(&srv->work_cv);
+    pthread_mutex_unlock(&srv->work_mu);
+}
+
+bool http_on_io_thread(void)
+{
+    return current_io != NULL;
+}
+
+void http_continue_on_worker(http_request *req)
+{
+    if (current_io != NULL)
+        hand_to_worker(req);
+}
+
+/* The request is complete: answer it here, or start its handler where it may
+ * run (inline when it never blocks, else on a worker). */
+static void run_handler(http_request *req)
+{
+    if (req->deferred != NULL)
+        finish_deferred(req);
+    else if (req->worker_done)
+        return;
+    else if (req->match.route->nonblocking)
+        req->match.route->handler(req);
+    else
+        hand_to_worker(req);
+    check_answered(req);
 }
 
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
@@ -603,6 +716,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         req->srv = srv;
         req->method = method;
         req->path = url;
+        req->io = current_io;
         req->match.index = -1;
         crm_arena_init(&req->arena);
         *con_cls = req;
@@ -640,10 +754,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         return MHD_YES;
     }
 
-    if (!req->answered)
+    if (!req->answered || req->deferred != NULL)
         run_handler(req);
     if (req->suspended)
-        return MHD_YES; /* resumed, and called again, when the query is done */
+        return MHD_YES; /* resumed, and called again, when the work is done */
     return queue_answer(req);
 }
 
@@ -737,14 +851,113 @@ void http_server_stats(int *connections, int *in_flight)
     http_server *srv = current_server;
     if (srv == NULL)
         return;
-    const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    if (info != NULL)
-        *connections = (int)info->num_connections;
+    for (int i = 0; i < srv->nio; i++) {
+        const union MHD_DaemonInfo *info =
+            MHD_get_daemon_info(srv->io[i].daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+        if (info != NULL)
+            *connections += (int)info->num_connections;
+    }
     *in_flight = atomic_load(&srv->in_flight);
 }
 
-http_server *http_server_start(const crmd_config *cfg, crm_error *err)
+/* The I/O loop: wait for HTTP or database news, then let each side work.
+ * Database results first (they resume requests), then libmicrohttpd (which
+ * answers resumed requests and runs new ones, queueing their statements),
+ * then the database loop again to send the new statements in one write. */
+static void *io_main(void *arg)
+{
+    io_thread *io = arg;
+    current_io = io;
+    struct epoll_event events[8];
+    for (;;) {
+        MHD_UNSIGNED_LONG_LONG mhd_timeout;
+        int timeout = 1000;
+        if (io->resumed) /* resumed after libmicrohttpd last ran: run it again now */
+            timeout = 0;
+        else if (MHD_get_timeout(io->daemon, &mhd_timeout) == MHD_YES && mhd_timeout < 1000)
+            timeout = (int)mhd_timeout;
+        int n = epoll_wait(io->epfd, events, 8, timeout);
+        bool exit_now = false;
+        for (int i = 0; i < n; i++) {
+            if (events[i].data.fd == io->wakefd)
+                exit_now = true;
+            if (events[i].data.fd == io->kickfd) {
+                uint64_t count;
+                ssize_t rc = read(io->kickfd, &count, sizeof count);
+                (void)rc;
+            }
+        }
+        if (exit_now)
+            break;
+        crm_dbloop_run(io->loop);
+        io->resumed = false;
+        MHD_run(io->daemon);
+        crm_dbloop_run(io->loop);
+    }
+    current_io = NULL;
+    return NULL;
+}
+
+static struct MHD_Daemon *start_daemon(http_server *srv, const struct sockaddr_in *addr,
+                                       unsigned connection_limit)
+{
+    const crmd_config *cfg = srv->cfg;
+    /* Room for the request line and headers we accept plus a read buffer;
+     * libmicrohttpd answers 431/414 itself only beyond our own limits. */
+    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 8 * 1024;
+    unsigned flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    return MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)addr, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+        1u, MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
+        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+}
+
+static bool io_thread_init(io_thread *io, http_server *srv, const struct sockaddr_in *addr,
+                           const crm_db_config *dbcfg, crm_error *err)
+{
+    const crmd_config *cfg = srv->cfg;
+    io->srv = srv;
+    io->epfd = io->wakefd = io->kickfd = -1;
+    unsigned limit = (unsigned)(cfg->max_connections / srv->nio);
+    io->daemon = start_daemon(srv, addr, limit > 0 ? limit : 1);
+    if (io->daemon == NULL)
+        return crm_error_set(err, CRM_E_UNAVAILABLE, "cannot listen on %s:%d", cfg->listen_host,
+                             ntohs(addr->sin_port));
+    io->loop = crm_dbloop_new(dbcfg, cfg->async_pool_size, err);
+    if (io->loop == NULL)
+        return false;
+    io->epfd = epoll_create1(EPOLL_CLOEXEC);
+    io->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    io->kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(io->daemon, MHD_DAEMON_INFO_EPOLL_FD);
+    if (io->epfd < 0 || io->wakefd < 0 || io->kickfd < 0 || info == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "cannot create an I/O thread's epoll");
+    int fds[] = {info->epoll_fd, crm_dbloop_fd(io->loop), io->wakefd, io->kickfd};
+    for (int i = 0; i < 4; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+        if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fds[i], &ev) != 0)
+            return crm_error_set(err, CRM_E_INTERNAL, "cannot watch an I/O thread's events");
+    }
+    return true;
+}
+
+static void io_thread_release(io_thread *io)
+{
+    if (io->daemon != NULL)
+        MHD_stop_daemon(io->daemon);
+    crm_dbloop_free(io->loop);
+    if (io->epfd >= 0)
+        close(io->epfd);
+    if (io->wakefd >= 0)
+        close(io->wakefd);
+    if (io->kickfd >= 0)
+        close(io->kickfd);
+}
+
+http_server *http_server_start(const crmd_config *cfg, const crm_db_config *dbcfg, crm_error *err)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->listen_port)};
     if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
@@ -758,30 +971,39 @@ http_server *http_server_start(const crmd_config *cfg, crm_error *err)
         return NULL;
     }
     srv->cfg = cfg;
+    srv->nio = cfg->io_threads;
+    srv->nworkers = cfg->threads;
+    srv->io = calloc((size_t)srv->nio, sizeof *srv->io);
+    srv->workers = calloc((size_t)srv->nworkers, sizeof *srv->workers);
+    pthread_mutex_init(&srv->work_mu, NULL);
+    pthread_cond_init(&srv->work_cv, NULL);
     router_init();
     metrics_init();
 
-    /* Room for the request line and headers we accept plus a read buffer;
-     * libmicrohttpd answers 431/414 itself only beyond our own limits. */
-    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 8 * 1024;
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
-    srv->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)cfg->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, request_completed,
-        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
-    if (srv->daemon == NULL) {
-        crm_error_set(err, CRM_E_UNAVAILABLE, "cannot listen on %s:%d", cfg->listen_host,
-                      cfg->listen_port);
-        free(srv);
+    bool ok = srv->io != NULL && srv->workers != NULL;
+    for (int i = 0; ok && i < srv->nio; i++) {
+        ok = io_thread_init(&srv->io[i], srv, &addr, dbcfg, err);
+        if (ok && i == 0) { /* the others bind the port the first one got */
+            const union MHD_DaemonInfo *info =
+                MHD_get_daemon_info(srv->io[0].daemon, MHD_DAEMON_INFO_BIND_PORT);
+            srv->port = info ? info->port : cfg->listen_port;
+            addr.sin_port = htons((uint16_t)srv->port);
+        }
+    }
+    int started_io = 0, started_workers = 0;
+    for (; ok && started_io < srv->nio; started_io++)
+        ok = pthread_create(&srv->io[started_io].thread, NULL, io_main, &srv->io[started_io]) == 0;
+    for (; ok && started_workers < srv->nworkers; started_workers++)
+        ok = pthread_create(&srv->workers[started_workers], NULL, worker_main, srv) == 0;
+    if (!ok) {
+        if (err->code == CRM_OK)
+            crm_error_set(err, CRM_E_INTERNAL, "cannot start the HTTP threads");
+        srv->nio = started_io;
+        srv->nworkers = started_workers;
+        current_server = srv;
+        http_server_stop(srv);
         return NULL;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = info ? info->port : cfg->listen_port;
     current_server = srv;
     return srv;
 }
@@ -796,9 +1018,13 @@ void http_server_stop(http_server *srv)
     if (srv == NULL)
         return;
     atomic_store(&srv->stopping, true);
-    MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd);
+    for (int i = 0; i < srv->nio; i++) {
+        if (srv->io[i].daemon == NULL)
+            continue;
+        MHD_socket listen_fd = MHD_quiesce_daemon(srv->io[i].daemon);
+        if (listen_fd != MHD_INVALID_SOCKET)
+            close(listen_fd);
+    }
     /* Let requests already started finish; new requests on kept-alive
      * connections are still answered, with Connection: close. */
     long waited_ms = 0, limit_ms = (long)srv->cfg->shutdown_timeout_s * 1000;
@@ -810,7 +1036,24 @@ void http_server_stop(http_server *srv)
     if (atomic_load(&srv->in_flight) > 0)
         crm_log(CRM_LOG_WARN, "shutdown timeout: %d requests still in flight",
                 atomic_load(&srv->in_flight));
-    MHD_stop_daemon(srv->daemon);
+    for (int i = 0; i < srv->nio; i++) {
+        uint64_t one = 1;
+        ssize_t rc = write(srv->io[i].wakefd, &one, sizeof one);
+        (void)rc;
+        pthread_join(srv->io[i].thread, NULL);
+    }
+    pthread_mutex_lock(&srv->work_mu);
+    srv->work_stop = true;
+    pthread_cond_broadcast(&srv->work_cv);
+    pthread_mutex_unlock(&srv->work_mu);
+    for (int i = 0; i < srv->nworkers; i++)
+        pthread_join(srv->workers[i], NULL);
+    for (int i = 0; srv->io != NULL && i < srv->cfg->io_threads; i++)
+        io_thread_release(&srv->io[i]);
+    pthread_mutex_destroy(&srv->work_mu);
+    pthread_cond_destroy(&srv->work_cv);
     current_server = NULL;
+    free(srv->io);
+    free(srv->workers);
     free(srv);
 }

@@ -20,8 +20,12 @@
 
 typedef struct http_server http_server;
 
-/* Starts serving with cfg (which must outlive the server). */
-http_server *http_server_start(const crmd_config *cfg, crm_error *err);
+/* Starts serving with cfg (which must outlive the server): CRMD_IO_THREADS
+ * I/O threads, each with its own listening socket on the shared port and its
+ * own pipelined database loop (dbcfg, CRMD_ASYNC_POOL_SIZE connections), and
+ * CRMD_THREADS workers for handlers that may block. */
+http_server *http_server_start(const crmd_config *cfg, const crm_db_config *dbcfg,
+                               crm_error *err);
 
 /* Stops accepting, lets in-flight requests finish (up to the configured
  * shutdown timeout), then closes every connection and frees the server. */
@@ -62,6 +66,13 @@ typedef void (*http_query_done)(http_request *req, const PGresult *res, const cr
  * request's thread serves other connections meanwhile. The parameters are
  * copied. The handler must return right after this call without answering. */
 void http_defer_query(http_request *req, const crm_query *q, http_query_done done);
+
+/* True on an I/O thread, where a handler must not block. A handler of a
+ * nonblocking route that finds it needs blocking work (several statements, a
+ * transaction) calls http_continue_on_worker() and returns: a worker thread
+ * then calls the same handler again from the start. */
+bool http_on_io_thread(void);
+void http_continue_on_worker(http_request *req);
 
 /* Adds a response header (name and value are copied). */
 void http_add_header(http_request *req, const char *name, const char *value);

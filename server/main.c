@@ -9,7 +9,6 @@
  */
 #include "config.h"
 #include "db.h"
-#include "dbloop.h"
 #include "embedded.h"
 #include "http.h"
 #include "log.h"
@@ -189,32 +188,26 @@ static int cmd_serve(const crmd_config *cfg)
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
         return 1;
     }
-    if (!crm_dbloop_start(&d, cfg->async_pool_size, &err)) {
-        crm_log(CRM_LOG_ERROR, "%s", err.detail);
-        crm_db_shutdown();
-        return 1;
-    }
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
-    http_server *srv = http_server_start(cfg, &err);
+    http_server *srv = http_server_start(cfg, &d, &err);
     if (srv == NULL) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
-        crm_dbloop_stop();
         crm_db_shutdown();
         return 1;
     }
     if (!crm_log_start_writer())
         crm_log(CRM_LOG_WARN, "log writer thread not started; writing lines directly");
     crm_log(CRM_LOG_INFO,
-            "crmd %s listening on http://%s:%d (%d threads, pool of %d, event loop with %d)",
-            CRMD_VERSION, cfg->listen_host, http_server_port(srv), cfg->threads, cfg->pool_size,
-            cfg->async_pool_size);
+            "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "
+            "each, %d workers, pool of %d)",
+            CRMD_VERSION, cfg->listen_host, http_server_port(srv), cfg->io_threads,
+            cfg->async_pool_size, cfg->threads, cfg->pool_size);
 
     int sig = 0;
     sigwait(&stop, &sig);
     crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_server_stop(srv);
-    crm_dbloop_stop();
     crm_db_shutdown();
     crm_log(CRM_LOG_INFO, "stopped");
     crm_log_stop_writer();

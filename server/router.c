@@ -13,36 +13,36 @@
 
 static const http_route routes[] = {
     /* operations */
-    {"GET", "/healthz", handle_healthz, 0, false},
-    {"GET", "/readyz", handle_readyz, 0, false},
-    {"GET", "/metrics", handle_metrics, 0, false},
-    {"GET", "/openapi.yaml", handle_openapi, 0, false},
+    {"GET", "/healthz", handle_healthz, 0, false, true},
+    {"GET", "/readyz", handle_readyz, 0, false, true},
+    {"GET", "/metrics", handle_metrics, 0, false, true},
+    {"GET", "/openapi.yaml", handle_openapi, 0, false, true},
     /* api keys */
-    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true},
-    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false},
-    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false},
-    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false},
+    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false},
+    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true},
+    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true},
+    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false},
     /* customers */
-    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true},
-    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false},
-    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false},
-    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true},
-    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false},
-    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false},
-    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false},
-    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true},
+    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, false},
+    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true},
+    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false},
+    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false, false},
+    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false},
+     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false},
     {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true},
+     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
     /* consents */
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
-     true},
-    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false},
+     true, false},
+    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false},
     /* duplicates and merge */
     {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
-     false},
-    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true},
+     false, false},
+    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -22,6 +22,8 @@ typedef struct http_route {
     http_handler handler;
     unsigned scope;      /* required scope bit; 0 means no key needed */
     bool json_body;      /* the request carries a JSON body */
+    bool nonblocking;    /* never blocks: runs on the I/O thread (at most one
+                            http_defer_query); otherwise a worker runs it */
 } http_route;
 
 #define HTTP_MAX_PARAMS 4
