@@ -2,9 +2,27 @@
 --
 --   BENCH requests=N seconds=S rps=R p50_ms=X p99_ms=Y non2xx=N socket_errors=N
 --
--- wrk counts latency in microseconds. non2xx counts answers that were not
--- 2xx or 3xx: a run with any of them measured something other than the route.
--- Every wrk script of the runner loads this file, or is this file.
+-- wrk counts latency in microseconds. non2xx is wrk's count of answers with
+-- a status of 400 or more: a run with any of them measured something other
+-- than the route. Every wrk script of the runner loads this file, or is this
+-- file.
+--
+-- With BENCH_CHECK=1 in the environment (the runner's check before it
+-- measures), response() also prints each answer's status, and its body when
+-- it is not a 2xx, as "CHECK status=N body=...", and stops the thread after
+-- the first answer. Measurements leave it undefined: wrk parses bodies only
+-- for scripts that define response().
+
+if os.getenv("BENCH_CHECK") == "1" then
+   function response(status, headers, body)
+      local shown = ""
+      if status < 200 or status > 299 then
+         shown = (body or ""):gsub("%s+", " ")
+      end
+      io.write(string.format("CHECK status=%d body=%s\n", status, shown))
+      wrk.thread:stop()
+   end
+end
 
 function done(summary, latency, requests)
    local seconds = summary.duration / 1e6

@@ -1,0 +1,6 @@
+-- GET /v1/customers/{id}: the statement customer_get in lib/customers.c
+-- (CRM_CUSTOMER_COLUMNS of lib/customers_internal.h expanded), on a random id
+-- among the generated customers. The compiler joins the literals into this
+-- one string, which is how the runner finds it in the binary.
+\set id random(:customer_first, :customer_last)
+SELECT c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, c.street, c.latitude, c.longitude, to_char(c.birth_date, 'YYYY-MM-DD'), c.preferred_language, c.lifecycle_stage, array_to_json(c.tags)::text, c.attributes::text, (extract(epoch FROM c.created_at) * 1000)::bigint, (extract(epoch FROM c.updated_at) * 1000)::bigint FROM customers c WHERE c.id = :id;
