@@ -321,18 +321,6 @@ static bool check_parties(const PGresult *res, const merge_request *m, crm_error
 
 /* ---- merge: the survivor's values ---------------------------------------------------------- */
 
-/* The members of a representation that a merge fills: a deep copy of rep
- * without those it does not. */
-static json_t *writable_part(json_t *rep)
-{
-    json_t *w = json_deep_copy(rep);
-    static const char *const drop[] = {"id", "version", "created_at", "updated_at",
-                                       "external_ids"};
-    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
-        json_object_del(w, drop[i]);
-    return w;
-}
-
 /* Null, an empty array, or an object whose members are all null. */
 static bool empty_value(json_t *v)
 {
@@ -405,12 +393,12 @@ static bool update_values(crm_conn *c, const PGresult *res, const merge_request 
                           json_t *changes, crm_error *err)
 {
     json_t *rep = crm_customer_from_row(res, row_of(res, m->survivor), false);
-    json_t *before = writable_part(rep);
+    json_t *before = crm_customer_writable_part(rep);
     json_decref(rep);
     json_t *after = json_deep_copy(before);
     for (size_t i = 0; i < m->n; i++) {
         json_t *donor_rep = crm_customer_from_row(res, row_of(res, m->ids[i]), false);
-        json_t *donor = writable_part(donor_rep);
+        json_t *donor = crm_customer_writable_part(donor_rep);
         fill_gaps(after, donor);
         json_decref(donor);
         json_decref(donor_rep);

@@ -14,7 +14,6 @@
 #include <time.h>
 
 /* A merge chain longer than this is treated as broken data (as customers.c). */
-#define MAX_MERGE_HOPS 16
 
 #define MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
 
@@ -160,32 +159,12 @@ static void end_read(crm_conn *c)
 
 /* ---- GET /v1/customers/{id}?expand=consents ----------------------------------- */
 
-/* The live customer id names, following merges, on c. */
-static json_t *get_on(crm_conn *c, long long id, bool external_ids, crm_error *err)
-{
-    for (int hop = 0; hop <= MAX_MERGE_HOPS; hop++) {
-        crm_query q;
-        crm_customer_get_query(&q, id, external_ids);
-        PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
-        if (res == NULL)
-            return NULL;
-        long long next = 0;
-        json_t *rep = crm_customer_get_decode(res, external_ids, &next, err);
-        PQclear(res);
-        if (next == 0)
-            return rep;
-        id = next;
-    }
-    crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
-    return NULL;
-}
-
 json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents, crm_error *err)
 {
     crm_conn *c = begin_read(err);
     if (c == NULL)
         return NULL;
-    json_t *rep = get_on(c, id, external_ids, err);
+    json_t *rep = crm_customer_get_on(c, id, external_ids, err);
     if (rep != NULL && consents) {
         json_t *current =
             crm_consents_current(c, json_integer_value(json_object_get(rep, "id")), err);

@@ -144,7 +144,7 @@ json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids)
 }
 
 /* The members a client may write: a deep copy of rep without the others. */
-static json_t *writable_part(json_t *rep)
+json_t *crm_customer_writable_part(json_t *rep)
 {
     json_t *w = json_deep_copy(rep);
     static const char *const drop[] = {"id", "version", "created_at", "updated_at",
@@ -302,7 +302,7 @@ static json_t *insert_in_tx(crm_conn *c, const crm_customer_values *vals, const 
     json_t *rep = crm_customer_from_row(res, 0, false);
     PQclear(res);
     long long id = json_integer_value(json_object_get(rep, "id"));
-    json_t *w = writable_part(rep);
+    json_t *w = crm_customer_writable_part(rep);
     json_t *changes = changes_between(NULL, w);
     json_decref(w);
     if (extra_changes != NULL)
@@ -499,7 +499,7 @@ static json_t *patch_in_tx(crm_conn *c, long long id, json_t *patch, bool clean,
         json_decref(old);
         return NULL;
     }
-    json_t *old_w = writable_part(old);
+    json_t *old_w = crm_customer_writable_part(old);
     json_t *merged = merge_patch(json_deep_copy(old_w), patch);
     crm_customer_values vals;
     json_t *rep = NULL;
@@ -520,7 +520,7 @@ static json_t *patch_in_tx(crm_conn *c, long long id, json_t *patch, bool clean,
             rep = json_incref(old); /* nothing changed */
         } else if (res != NULL) {
             rep = crm_customer_from_row(res, 0, false);
-            json_t *new_w = writable_part(rep);
+            json_t *new_w = crm_customer_writable_part(rep);
             json_t *changes = changes_between(old_w, new_w);
             json_decref(new_w);
             if (!audit(c, json_integer_value(json_object_get(rep, "id")), ctx, "update", changes,
@@ -722,12 +722,12 @@ json_t *crm_customer_get_decode(const PGresult *res, bool external_ids, long lon
     return NULL;
 }
 
-json_t *crm_customer_get(long long id, bool external_ids, crm_error *err)
+json_t *crm_customer_get_on(crm_conn *c, long long id, bool external_ids, crm_error *err)
 {
     for (int hop = 0; hop <= MAX_MERGE_HOPS; hop++) {
         crm_query q;
         crm_customer_get_query(&q, id, external_ids);
-        PGresult *res = crm_db_run_query(&q, err);
+        PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
         if (res == NULL)
             return NULL;
         long long next = 0;
@@ -739,6 +739,16 @@ json_t *crm_customer_get(long long id, bool external_ids, crm_error *err)
     }
     crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
     return NULL;
+}
+
+json_t *crm_customer_get(long long id, bool external_ids, crm_error *err)
+{
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return NULL;
+    json_t *rep = crm_customer_get_on(c, id, external_ids, err);
+    crm_db_release(c);
+    return rep;
 }
 
 /* ---- audit ------------------------------------------------------------------------------ */

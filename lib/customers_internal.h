@@ -57,4 +57,11 @@ json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids);
  * int64 become reals). NULL when it does not parse. */
 json_t *crm_json_load_stored(const char *text);
 
+/* The members a client may write: a deep copy of rep without id, version,
+ * timestamps and external_ids. The caller owns the result. */
+json_t *crm_customer_writable_part(json_t *rep);
+
+/* The live customer that id names, following merges, read on c. */
+json_t *crm_customer_get_on(crm_conn *c, long long id, bool external_ids, crm_error *err);
+
 #endif
