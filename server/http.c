@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -957,12 +958,32 @@ static void io_thread_release(io_thread *io)
         close(io->kickfd);
 }
 
+/* The I/O threads share the port through SO_REUSEPORT, which would also let
+ * them share it, silently, with another process of the same user (a second
+ * crmd started by mistake). A plain bind first tells whether the port is free. */
+static bool port_is_free(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return true; /* let the real bind report the problem */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    bool free_port = bind(fd, (const struct sockaddr *)addr, sizeof *addr) == 0;
+    close(fd);
+    return free_port;
+}
+
 http_server *http_server_start(const crmd_config *cfg, const crm_db_config *dbcfg, crm_error *err)
 {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)cfg->listen_port)};
     if (inet_pton(AF_INET, cfg->listen_host, &addr.sin_addr) != 1) {
         crm_error_set(err, CRM_E_INVALID, "CRMD_LISTEN host must be an IPv4 address, got '%s'",
                       cfg->listen_host);
+        return NULL;
+    }
+    if (cfg->listen_port != 0 && !port_is_free(&addr)) {
+        crm_error_set(err, CRM_E_UNAVAILABLE, "cannot listen on %s:%d: the address is in use",
+                      cfg->listen_host, cfg->listen_port);
         return NULL;
     }
     http_server *srv = calloc(1, sizeof *srv);

@@ -6,6 +6,8 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -354,6 +356,46 @@ START_TEST(access_log_never_contains_the_key_secret)
 }
 END_TEST
 
+/* ---- the port ----------------------------------------------------------------- */
+
+/* Runs `crmd serve` with env and returns its exit status, or -1 when it is
+ * still running after timeout_s (it is then killed). */
+static int run_crmd_until_exit(const char *const *env, int timeout_s)
+{
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        execle(harness_env("CRMD_BIN"), "crmd", "serve", (char *)NULL, (char *const *)env);
+        _exit(127);
+    }
+    long long deadline = harness_now_ms() + (long long)timeout_s * 1000;
+    int wstatus;
+    while (harness_now_ms() < deadline) {
+        if (waitpid(pid, &wstatus, WNOHANG) == pid)
+            return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : 128 + WTERMSIG(wstatus);
+        harness_sleep_ms(50);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &wstatus, 0);
+    return -1;
+}
+
+START_TEST(a_second_crmd_on_a_port_in_use_refuses_to_start)
+{
+    /* The I/O threads share their port through SO_REUSEPORT; a second crmd
+     * must not silently take half of the first one's connections. */
+    char listen_var[64], db_var[1024];
+    snprintf(listen_var, sizeof listen_var, "CRMD_LISTEN=127.0.0.1:%d", srv.port);
+    snprintf(db_var, sizeof db_var, "CRMD_DATABASE_URL=%s", harness_env("CRMD_TEST_DATABASE_URL"));
+    const char *env[] = {listen_var, db_var, "CRMD_ACCESS_LOG=0", "CRMD_LOG_LEVEL=error", NULL};
+    int status = run_crmd_until_exit(env, 30);
+    ck_assert_msg(status > 0, "the second crmd exited with %d (expected a failure)", status);
+    http_response r = http_get(&srv, "/healthz", NULL);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -388,5 +430,11 @@ Suite *http_suite(void)
     tcase_add_test(log, access_log_leaves_out_an_unmatched_path_and_has_no_route_for_it);
     tcase_add_test(log, access_log_never_contains_the_key_secret);
     suite_add_tcase(s, log);
+
+    TCase *port = tcase_create("port");
+    tcase_set_timeout(port, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(port, setup, teardown);
+    tcase_add_test(port, a_second_crmd_on_a_port_in_use_refuses_to_start);
+    suite_add_tcase(s, port);
     return s;
 }
