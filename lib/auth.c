@@ -196,20 +196,29 @@ static bool key_well_formed(const char *key)
     return true;
 }
 
-bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_error *err)
+/* Checks the header; with may_read false a key missing from the cache is
+ * not read from the database and the answer is CRM_AUTH_UNKNOWN. */
+static crm_auth_result authenticate(const char *authorization, bool may_read, crm_principal *out,
+                                    crm_error *err)
 {
     pthread_once(&cache_once, cache_init);
-    if (authorization == NULL)
-        return crm_error_set(err, CRM_E_UNAUTHORIZED, "an API key is required: send "
-                                                      "'Authorization: Bearer <key>'");
-    if (strncasecmp(authorization, "Bearer ", 7) != 0)
-        return crm_error_set(err, CRM_E_UNAUTHORIZED, "the Authorization header must use the "
-                                                      "Bearer scheme");
+    if (authorization == NULL) {
+        crm_error_set(err, CRM_E_UNAUTHORIZED, "an API key is required: send "
+                                               "'Authorization: Bearer <key>'");
+        return CRM_AUTH_REFUSED;
+    }
+    if (strncasecmp(authorization, "Bearer ", 7) != 0) {
+        crm_error_set(err, CRM_E_UNAUTHORIZED, "the Authorization header must use the "
+                                               "Bearer scheme");
+        return CRM_AUTH_REFUSED;
+    }
     const char *key = authorization + 7;
     while (*key == ' ')
         key++;
-    if (!key_well_formed(key))
-        return crm_error_set(err, CRM_E_UNAUTHORIZED, "the API key is not valid");
+    if (!key_well_formed(key)) {
+        crm_error_set(err, CRM_E_UNAUTHORIZED, "the API key is not valid");
+        return CRM_AUTH_REFUSED;
+    }
 
     char prefix[CRM_KEY_PREFIX_LEN + 1];
     memcpy(prefix, key, CRM_KEY_PREFIX_LEN);
@@ -217,20 +226,35 @@ bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_er
 
     cache_entry e;
     if (!cache_lookup(prefix, &e)) {
+        if (!may_read)
+            return CRM_AUTH_UNKNOWN;
         if (!load_key(prefix, &e, err))
-            return false;
+            return CRM_AUTH_REFUSED;
         cache_store(&e);
     }
     unsigned char hash[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(hash, (const unsigned char *)key, CRM_KEY_LEN);
     /* Compare even when the key is unknown, so timing says nothing. */
     bool match = sodium_memcmp(hash, e.hash, sizeof hash) == 0;
-    if (!e.exists || !match)
-        return crm_error_set(err, CRM_E_UNAUTHORIZED, "the API key is not valid");
+    if (!e.exists || !match) {
+        crm_error_set(err, CRM_E_UNAUTHORIZED, "the API key is not valid");
+        return CRM_AUTH_REFUSED;
+    }
     out->key_id = e.key_id;
     memcpy(out->prefix, prefix, sizeof out->prefix);
     out->scopes = e.scopes;
-    return true;
+    return CRM_AUTH_OK;
+}
+
+bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_error *err)
+{
+    return authenticate(authorization, true, out, err) == CRM_AUTH_OK;
+}
+
+crm_auth_result crm_auth_authenticate_cached(const char *authorization, crm_principal *out,
+                                             crm_error *err)
+{
+    return authenticate(authorization, false, out, err);
 }
 
 /* ---- key administration ----------------------------------------------- */

@@ -64,6 +64,14 @@ void crm_auth_cache_clear(void);
  * database is down. */
 bool crm_auth_authenticate(const char *authorization, crm_principal *out, crm_error *err);
 
+typedef enum { CRM_AUTH_OK, CRM_AUTH_REFUSED, CRM_AUTH_UNKNOWN } crm_auth_result;
+
+/* The same check without ever reading the database: CRM_AUTH_UNKNOWN when the
+ * key is well formed but not in the cache (a thread that must not block then
+ * hands the request to one that may, which calls crm_auth_authenticate). */
+crm_auth_result crm_auth_authenticate_cached(const char *authorization, crm_principal *out,
+                                             crm_error *err);
+
 /* Validates {"name", "scopes"} and creates a key. Returns the key's
  * representation with an extra "secret" member (shown only this once); the
  * caller owns it. Fails with CRM_E_INVALID naming the bad fields. */

@@ -97,6 +97,7 @@ struct http_request {
     http_query_done deferred;
     bool suspended;
     bool worker_done;          /* a worker ran the handler */
+    bool auth_pending;         /* the key was not cached: a worker checks it */
     struct io_thread *io;      /* the I/O thread that owns the connection */
     struct http_request *next; /* in the worker queue */
     PGresult *db_res;
@@ -480,6 +481,19 @@ static bool content_type_is_json(const char *ct)
            strncasecmp(ct + n - 5, "+json", 5) == 0;
 }
 
+/* The key is known: refuses (403) a key without the route's scope. */
+static bool authorize(http_request *req)
+{
+    req->has_principal = true;
+    unsigned scope = req->match.route->scope;
+    if (crm_principal_allows(&req->principal, scope))
+        return true;
+    char detail[128];
+    snprintf(detail, sizeof detail, "this operation needs the '%s' scope", crm_scope_name(scope));
+    http_reply_problem(req, 403, detail);
+    return false;
+}
+
 /* Everything we can decide from the request line and headers alone. Leaves
  * req->answered set when the request is refused. */
 static void admit_request(http_request *req)
@@ -521,21 +535,24 @@ static void admit_request(http_request *req)
 
     const http_route *route = req->match.route;
     if (route->scope != 0) {
+        /* On an I/O thread only the cache is asked; a key it does not hold
+         * is checked on a worker once the request is complete. */
         crm_error err = CRM_ERROR_INIT;
-        if (!crm_auth_authenticate(http_header(req, MHD_HTTP_HEADER_AUTHORIZATION),
-                                   &req->principal, &err)) {
+        const char *authorization = http_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
+        crm_auth_result auth =
+            current_io != NULL
+                ? crm_auth_authenticate_cached(authorization, &req->principal, &err)
+                : (crm_auth_authenticate(authorization, &req->principal, &err) ? CRM_AUTH_OK
+                                                                                  : CRM_AUTH_REFUSED);
+        if (auth == CRM_AUTH_REFUSED) {
             http_reply_error(req, &err);
             crm_error_clear(&err);
             return;
         }
-        req->has_principal = true;
-        if (!crm_principal_allows(&req->principal, route->scope)) {
-            char detail[128];
-            snprintf(detail, sizeof detail, "this operation needs the '%s' scope",
-                     crm_scope_name(route->scope));
-            http_reply_problem(req, 403, detail);
+        if (auth == CRM_AUTH_UNKNOWN)
+            req->auth_pending = true;
+        else if (!authorize(req))
             return;
-        }
     }
 
     /* A query value with an encoded NUL cannot be used by any handler; refuse
@@ -642,7 +659,19 @@ static void *worker_main(void *arg)
             srv->work_tail = NULL;
         pthread_mutex_unlock(&srv->work_mu);
 
-        req->match.route->handler(req);
+        bool allowed = true;
+        if (req->auth_pending) {
+            req->auth_pending = false;
+            crm_error err = CRM_ERROR_INIT;
+            allowed = crm_auth_authenticate(http_header(req, MHD_HTTP_HEADER_AUTHORIZATION),
+                                            &req->principal, &err) &&
+                      authorize(req);
+            if (err.code != CRM_OK)
+                http_reply_error(req, &err);
+            crm_error_clear(&err);
+        }
+        if (allowed)
+            req->match.route->handler(req);
         check_answered(req);
         req->worker_done = true;
         req->suspended = false;
@@ -692,7 +721,7 @@ static void run_handler(http_request *req)
         finish_deferred(req);
     else if (req->worker_done)
         return;
-    else if (req->match.route->nonblocking)
+    else if (req->match.route->nonblocking && !req->auth_pending)
         req->match.route->handler(req);
     else
         hand_to_worker(req);

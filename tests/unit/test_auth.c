@@ -404,6 +404,28 @@ START_TEST(test_bearer_secret_authenticates_with_its_scopes)
 }
 END_TEST
 
+START_TEST(test_cached_check_never_reads_the_database)
+{
+    /* What an I/O thread may ask: a key the cache has not seen yet is
+     * "unknown" (a worker will read it), then accepted once it is cached. */
+    json_t *key = create_key("customers:read");
+    char header[128];
+    snprintf(header, sizeof header, "Bearer %s", key_secret(key));
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    crm_auth_cache_clear();
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_UNKNOWN);
+    ck_assert_int_eq(err.code, CRM_OK);
+    ck_assert(crm_auth_authenticate(header, &p, &err));
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_OK);
+    ck_assert_int_eq(p.key_id, key_id(key));
+    ck_assert_int_eq(crm_auth_authenticate_cached("Bearer nonsense", &p, &err), CRM_AUTH_REFUSED);
+    ck_assert_int_eq(err.code, CRM_E_UNAUTHORIZED);
+    crm_error_clear(&err);
+    json_decref(key);
+}
+END_TEST
+
 START_TEST(test_authentication_works_again_from_cache)
 {
     json_t *key = create_key("admin");
@@ -856,6 +878,7 @@ Suite *auth_suite(void)
     tc = tcase_create("authenticate");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_bearer_secret_authenticates_with_its_scopes);
+    tcase_add_test(tc, test_cached_check_never_reads_the_database);
     tcase_add_test(tc, test_authentication_works_again_from_cache);
     tcase_add_test(tc, test_scheme_name_is_case_insensitive);
     tcase_add_test(tc, test_missing_header_is_unauthorized);
