@@ -102,6 +102,13 @@ static void get_done(http_request *req, const PGresult *res, const crm_error *er
     }
     long long merged_into = 0;
     json_t *rep = crm_customer_get_decode(res, ext, &merged_into, &derr);
+    if (merged_into != 0 && http_on_io_thread()) {
+        /* Rare: following the merge takes more reads; a worker starts over. */
+        json_decref(rep);
+        crm_error_clear(&derr);
+        http_continue_on_worker(req);
+        return;
+    }
     if (merged_into != 0) {
         /* Rare: the id was merged into another customer; answer the survivor. */
         rep = crm_customer_get(merged_into, ext, &derr);
