@@ -4,6 +4,7 @@
  * state and the history. See consents.h for the rules.
  */
 #include "consents.h"
+#include "customers_internal.h"
 #include "json.h"
 
 #include <limits.h>
@@ -277,22 +278,12 @@ json_t *crm_consents_validate(json_t *body, long long now_ms, crm_error *err)
 #define CAPTURED_MS " (extract(epoch FROM captured_at) * 1000)::bigint "
 #define RECORDED_MS " (extract(epoch FROM recorded_at) * 1000)::bigint "
 
-/* target: the active customer that $1 names, following merged_into from a
- * merged customer (a bounded walk, so a cycle cannot loop). */
-#define RESOLVE_CUSTOMER                                                                           \
-    "WITH RECURSIVE chain (id, status, merged_into, depth) AS ("                                   \
-    "  SELECT id, status, merged_into, 0 FROM customers WHERE id = $1"                             \
-    "  UNION ALL"                                                                                  \
-    "  SELECT c.id, c.status, c.merged_into, chain.depth + 1"                                      \
-    "  FROM chain JOIN customers c ON c.id = chain.merged_into"                                    \
-    "  WHERE chain.status = 'merged' AND chain.depth < 16), "                                      \
-    "target AS (SELECT id FROM chain WHERE status = 'active' LIMIT 1) "
 
 /* Resolves and share-locks the customer, so that a concurrent merge, delete
  * or erase waits for the decisions (or they see its outcome and get 404). */
 static crm_stmt lock_customer =
     CRM_STMT("consents_lock_customer",
-             RESOLVE_CUSTOMER "SELECT c.id FROM customers c "
+             CRM_SQL_RESOLVE_CUSTOMER " " "SELECT c.id FROM customers c "
                               "WHERE c.id = (SELECT id FROM target) AND c.status = 'active' "
                               "FOR SHARE OF c");
 
@@ -328,7 +319,7 @@ static crm_stmt select_current = CRM_STMT_RO(
  * none), part 1 the current state, part 2 a page of history. Columns: part,
  * id, channel, purpose, status, source, captured_ms, recorded_ms, sort_key. */
 static crm_stmt select_consents =
-    CRM_STMT_RO("consents_get", RESOLVE_CUSTOMER
+    CRM_STMT_RO("consents_get", CRM_SQL_RESOLVE_CUSTOMER " "
                 "SELECT 0 AS part, id, NULL::text AS channel, NULL::text AS purpose,"
                 "  NULL::text AS status, NULL::text AS source,"
                 "  NULL::bigint AS captured_ms, NULL::bigint AS recorded_ms, 0::bigint AS sort_key"
@@ -348,7 +339,7 @@ static crm_stmt select_consents =
 
 static crm_stmt select_allows =
     CRM_STMT_RO("consents_allows",
-                RESOLVE_CUSTOMER "SELECT status FROM customer_consents"
+                CRM_SQL_RESOLVE_CUSTOMER " " "SELECT status FROM customer_consents"
                                  " WHERE customer_id = (SELECT id FROM target) AND channel = $2"
                                  " AND purpose = $3 ORDER BY captured_at DESC, id DESC LIMIT 1");
 

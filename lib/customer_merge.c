@@ -21,16 +21,6 @@
     t ".display_name, ''))"
 #define POSTAL_KEY(t) "upper(replace(" t ".postal_code, ' ', ''))"
 
-/* target: the active customer that $1 names, following merged_into (a
- * bounded walk, so a cycle cannot loop). */
-#define RESOLVE_TARGET                                                                            \
-    "WITH RECURSIVE chain (id, status, merged_into, depth) AS ("                                  \
-    "  SELECT id, status, merged_into, 0 FROM customers WHERE id = $1"                            \
-    "  UNION ALL"                                                                                 \
-    "  SELECT c.id, c.status, c.merged_into, chain.depth + 1"                                     \
-    "  FROM chain JOIN customers c ON c.id = chain.merged_into"                                   \
-    "  WHERE chain.status = 'merged' AND chain.depth < 16), "                                     \
-    "target AS (SELECT id FROM chain WHERE status = 'active' LIMIT 1), "
 
 /* Row 0 is the resolved customer itself (grp 0; no row: none), then its
  * duplicates (grp 1) strongest first. Each match kind is found through an
@@ -39,7 +29,7 @@
  * columns, reasons (JSON array text), grp, strength, name similarity. */
 static crm_stmt select_duplicates = CRM_STMT_RO(
     "customer_duplicates",
-    RESOLVE_TARGET
+    CRM_SQL_RESOLVE_CUSTOMER ", "
     "me AS (SELECT c.id, c.email_normalized AS email, c.phone_normalized AS phone, "
     NAME_KEY("c") " AS name, " POSTAL_KEY("c") " AS postal FROM customers c "
     "  WHERE c.id = (SELECT id FROM target)), "
@@ -105,13 +95,6 @@ json_t *crm_customer_duplicates(long long id, crm_error *err)
 
 /* ---- merge: statements -------------------------------------------------------------- */
 
-#define VALUE_PARAMS                                                                              \
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::float8, $16::float8, "      \
-    "$17::date, $18, $19, ARRAY(SELECT jsonb_array_elements_text($20::jsonb)), $21::jsonb"
-#define VALUE_COLUMNS                                                                             \
-    "kind, first_name, last_name, display_name, company, email, email_normalized, phone, "        \
-    "phone_normalized, country, region, city, postal_code, street, latitude, longitude, "         \
-    "birth_date, preferred_language, lifecycle_stage, tags, attributes"
 
 /* Every party of a merge ($1: all their ids), locked in id order: the
  * LockRows step runs above the sort, so two merges of overlapping sets take
@@ -123,7 +106,8 @@ static crm_stmt lock_parties =
 /* The survivor's new values; a merge always counts as a change. */
 static crm_stmt update_survivor = CRM_STMT(
     "customer_merge_update_survivor",
-    "UPDATE customers c SET (" VALUE_COLUMNS ") = (" VALUE_PARAMS "), version = c.version + 1, "
+    "UPDATE customers c SET (" CRM_CUSTOMER_VALUE_COLUMNS ") = (" CRM_CUSTOMER_VALUE_PARAMS
+    "), version = c.version + 1, "
     "updated_at = now() WHERE c.id = $22");
 
 /* $1 survivor, $2 merged ids, $3 api key id: each merged customer becomes an

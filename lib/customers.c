@@ -37,13 +37,6 @@ static crm_stmt get_by_external_id_ext = CRM_STMT_RO(
 static crm_stmt lock_customer = CRM_STMT(
     "customer_lock", "SELECT " CRM_CUSTOMER_COLUMNS " FROM customers c WHERE c.id = $1 FOR UPDATE");
 
-#define VALUE_PARAMS                                                                              \
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::float8, $16::float8, "      \
-    "$17::date, $18, $19, ARRAY(SELECT jsonb_array_elements_text($20::jsonb)), $21::jsonb"
-#define VALUE_COLUMNS                                                                             \
-    "kind, first_name, last_name, display_name, company, email, email_normalized, phone, "        \
-    "phone_normalized, country, region, city, postal_code, street, latitude, longitude, "         \
-    "birth_date, preferred_language, lifecycle_stage, tags, attributes"
 
 #define VALUE_COLUMNS_C                                                                           \
     "c.kind, c.first_name, c.last_name, c.display_name, c.company, c.email, c.email_normalized, " \
@@ -52,14 +45,17 @@ static crm_stmt lock_customer = CRM_STMT(
     "c.attributes"
 
 static crm_stmt insert_customer =
-    CRM_STMT("customer_insert", "INSERT INTO customers AS c (" VALUE_COLUMNS ") VALUES (" VALUE_PARAMS
+    CRM_STMT("customer_insert", "INSERT INTO customers AS c (" CRM_CUSTOMER_VALUE_COLUMNS
+                                ") VALUES (" CRM_CUSTOMER_VALUE_PARAMS
                                 ") RETURNING " CRM_CUSTOMER_COLUMNS);
 /* Writes only when something differs, so a patch that changes nothing
  * keeps the version (and returns no row). */
 static crm_stmt update_customer = CRM_STMT(
     "customer_update",
-    "UPDATE customers c SET (" VALUE_COLUMNS ") = (" VALUE_PARAMS "), version = c.version + 1, "
-    "updated_at = now() WHERE c.id = $22 AND (" VALUE_COLUMNS_C ") IS DISTINCT FROM (" VALUE_PARAMS
+    "UPDATE customers c SET (" CRM_CUSTOMER_VALUE_COLUMNS ") = (" CRM_CUSTOMER_VALUE_PARAMS
+    "), version = c.version + 1, "
+    "updated_at = now() WHERE c.id = $22 AND (" VALUE_COLUMNS_C ") IS DISTINCT FROM ("
+    CRM_CUSTOMER_VALUE_PARAMS
     ") RETURNING " CRM_CUSTOMER_COLUMNS);
 static crm_stmt delete_customer =
     CRM_STMT("customer_delete", "UPDATE customers c SET status = 'deleted', version = c.version + 1, "

@@ -1,7 +1,8 @@
 /*
- * customers_internal.h — what customers.c and customer_list.c share: the
- * column list every customer statement returns and the representation
- * built from it. Not for use outside lib/.
+ * customers_internal.h — what the customer files of lib/ (customers.c,
+ * customer_list.c, customer_merge.c, customer_privacy.c, consents.c) share:
+ * the column lists of customer statements, the SQL that follows merges, and
+ * the representation built from a row. Not for use outside lib/.
  */
 #ifndef CRM_CUSTOMERS_INTERNAL_H
 #define CRM_CUSTOMERS_INTERNAL_H
@@ -18,6 +19,27 @@
     "c.preferred_language, c.lifecycle_stage, array_to_json(c.tags)::text, c.attributes::text, "  \
     "(extract(epoch FROM c.created_at) * 1000)::bigint, "                                          \
     "(extract(epoch FROM c.updated_at) * 1000)::bigint"
+
+/* The columns a write sets, in the order of the $1..$21 parameters. */
+#define CRM_CUSTOMER_VALUE_COLUMNS                                                                \
+    "kind, first_name, last_name, display_name, company, email, email_normalized, phone, "        \
+    "phone_normalized, country, region, city, postal_code, street, latitude, longitude, "         \
+    "birth_date, preferred_language, lifecycle_stage, tags, attributes"
+#define CRM_CUSTOMER_VALUE_PARAMS                                                                 \
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15::float8, $16::float8, "      \
+    "$17::date, $18, $19, ARRAY(SELECT jsonb_array_elements_text($20::jsonb)), $21::jsonb"
+
+/* CTEs naming `target`: the active customer that $1 names, following
+ * merged_into from merged customers (a bounded walk, so a cycle cannot loop).
+ * Follow with ", <more CTEs>" or " SELECT ...". */
+#define CRM_SQL_RESOLVE_CUSTOMER                                                                  \
+    "WITH RECURSIVE chain (id, status, merged_into, depth) AS ("                                  \
+    "  SELECT id, status, merged_into, 0 FROM customers WHERE id = $1"                            \
+    "  UNION ALL"                                                                                 \
+    "  SELECT c.id, c.status, c.merged_into, chain.depth + 1"                                     \
+    "  FROM chain JOIN customers c ON c.id = chain.merged_into"                                   \
+    "  WHERE chain.status = 'merged' AND chain.depth < 16), "                                     \
+    "target AS (SELECT id FROM chain WHERE status = 'active' LIMIT 1)"
 
 /* An extra column: the customer's external ids as a JSON array text. */
 #define CRM_CUSTOMER_EXTERNAL_IDS                                                                 \
