@@ -5,6 +5,7 @@
  */
 #include "consents.h"
 #include "customers_internal.h"
+#include "jbuf.h"
 #include "json.h"
 
 #include <limits.h>
@@ -551,7 +552,7 @@ static bool record_rendered(crm_conn *conn, long long customer_id, const char *d
         return false;
     out->status = 201;
     out->customer_id = json_integer_value(json_object_get(doc, "customer_id"));
-    out->body = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    out->body = crm_json_text(doc, NULL);
     json_decref(doc);
     if (out->body == NULL ||
         asprintf(&out->location, "/v1/customers/%lld/consents", out->customer_id) < 0) {

@@ -12,6 +12,7 @@
  */
 #include "customers.h"
 #include "customers_internal.h"
+#include "jbuf.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -21,17 +22,19 @@
 #define MAX_FILTER_PARAMS 16
 #define Q_MIN_CHARS 3
 #define Q_MAX_CHARS 200
+#define Q_MAX_WORDS 8
+#define PREFIX_TERMS_MAX 16 /* words one q word may begin before a page walks instead */
 
 typedef struct sort_order {
     const char *name;
-    const char *key;        /* the ORDER BY expression (an index's) */
-    const char *key_out;    /* the key as the cursor stores it */
-    const char *key_in;     /* $n (the cursor's key) as a value comparable to key */
+    const char *key;     /* the ORDER BY expression (an index's) */
+    const char *key_out; /* the key as the cursor stores it */
+    const char *key_in;  /* $n (the cursor's key) as a value comparable to key */
     bool descending;
     bool text_key;
 } sort_order;
 
-#define EPOCH_US(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+#define EPOCH_US(col) "(date_part('epoch', " col ") * 1000000)::bigint"
 #define FROM_US "('epoch'::timestamptz + $%d::bigint * interval '1 microsecond')"
 #define NAME_KEY "lower(coalesce(c.display_name, c.last_name, c.first_name, c.company, ''))"
 
@@ -71,44 +74,53 @@ static void where(list_sql *s, const char *condition, const char *value)
     s->params[s->nparams++] = value;
 }
 
-/* Escapes LIKE's special characters (backslash is the default escape). */
-static char *like_escape(const char *q)
+/* The separators of q's words: ASCII white space and punctuation, the set
+ * crm_search_words() of migration 0008 splits stored text at. */
+static bool is_separator(unsigned char c)
 {
-    char *out = malloc(strlen(q) * 2 + 1);
-    if (out == NULL)
-        return NULL;
-    size_t n = 0;
-    for (const char *p = q; *p; p++) {
-        if (*p == '\\' || *p == '%' || *p == '_')
-            out[n++] = '\\';
-        out[n++] = *p;
-    }
-    out[n] = '\0';
-    return out;
+    return c == ' ' || (c >= '\t' && c <= '\r') || (c >= '!' && c <= '/') ||
+           (c >= ':' && c <= '@') || (c >= '[' && c <= '`') || (c >= '{' && c <= '~');
 }
 
-/* Encodes a cursor for the last row shown. Returns a JSON string. */
-static json_t *make_cursor(int sort, const PGresult *res, int r)
+/* Splits q into words allocated in arena; the count, or -1 past max. */
+static int split_words(const char *q, crm_arena *arena, char **words, int max)
+{
+    int n = 0;
+    for (const char *p = q; *p != '\0';) {
+        while (*p != '\0' && is_separator((unsigned char)*p))
+            p++;
+        const char *start = p;
+        while (*p != '\0' && !is_separator((unsigned char)*p))
+            p++;
+        if (p > start) {
+            if (n == max)
+                return -1;
+            words[n++] = crm_arena_strndup(arena, start, (size_t)(p - start));
+        }
+    }
+    return n;
+}
+
+/* Writes the cursor that continues after row r, as a string. */
+static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r)
 {
     const sort_order *o = &sorts[sort];
     json_t *key = o->text_key ? json_string(PQgetvalue(res, r, CRM_COL_EXTRA))
                               : json_integer(atoll(PQgetvalue(res, r, CRM_COL_EXTRA)));
     json_t *arr = json_pack("[s, o, I]", o->name, key ? key : json_null(),
                             (json_int_t)atoll(PQgetvalue(res, r, CRM_COL_ID)));
-    char *text = json_dumps(arr, JSON_COMPACT);
+    size_t len = 0;
+    char *text = crm_json_text(arr, &len);
     json_decref(arr);
-    if (text == NULL)
-        return json_null();
-    size_t len = strlen(text);
-    char *out = malloc(len * 4 / 3 + 4);
-    json_t *cursor = json_null();
+    char *out = text ? malloc(len * 4 / 3 + 4) : NULL;
     if (out != NULL) {
         crm_base64url_encode((const unsigned char *)text, len, out, len * 4 / 3 + 4);
-        cursor = json_string(out);
+        crm_jbuf_cstring(b, out);
+    } else {
+        b->failed = true;
     }
     free(out);
     free(text);
-    return cursor;
 }
 
 /* Decodes after for sort order sort into key (a string the caller frees)
@@ -146,7 +158,9 @@ static bool read_cursor(const char *after, int sort, char **key, char *id, size_
 typedef struct filter_values {
     char email[1024];
     char phone[20];
-    char *q_pattern;
+    char *words[Q_MAX_WORDS]; /* q's words */
+    int nwords;
+    int driver; /* the longest word: it picks the candidates */
     char *cursor_key;
     char cursor_id[24];
     int sort;
@@ -165,7 +179,8 @@ static void check_text(const char *value, const char *name, size_t max, crm_erro
 }
 
 /* Checks every parameter, reporting each bad one; fills fv. */
-static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_error *err)
+static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_arena *arena,
+                         crm_error *err)
 {
     size_t before = json_array_size(err->errors);
     if (f->email != NULL) {
@@ -193,10 +208,18 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_er
                                 "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
     if (f->q != NULL) {
         size_t chars = crm_utf8_chars(f->q, strlen(f->q));
-        if (chars < Q_MIN_CHARS || chars > Q_MAX_CHARS)
+        if (chars < Q_MIN_CHARS || chars > Q_MAX_CHARS) {
             crm_error_add_field(err, "q", "must be 3 to 200 characters");
-        else
-            fv->q_pattern = like_escape(f->q);
+        } else {
+            fv->nwords = split_words(f->q, arena, fv->words, Q_MAX_WORDS);
+            if (fv->nwords == 0)
+                crm_error_add_field(err, "q", "must hold a word (letters or digits)");
+            else if (fv->nwords < 0)
+                crm_error_add_field(err, "q", "must hold at most 8 words");
+        }
+        for (int i = 1; i < fv->nwords; i++)
+            if (strlen(fv->words[i]) > strlen(fv->words[fv->driver]))
+                fv->driver = i;
     }
     fv->sort = 0;
     if (f->sort != NULL) {
@@ -205,8 +228,9 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_er
             if (strcmp(f->sort, sorts[i].name) == 0)
                 fv->sort = i;
         if (fv->sort < 0)
-            crm_error_add_field(err, "sort", "must be one of created_at, -created_at, "
-                                             "updated_at, -updated_at, name");
+            crm_error_add_field(err, "sort",
+                                "must be one of created_at, -created_at, "
+                                "updated_at, -updated_at, name");
     }
     if (f->after != NULL && fv->sort >= 0 &&
         !read_cursor(f->after, fv->sort, &fv->cursor_key, fv->cursor_id, sizeof fv->cursor_id))
@@ -216,13 +240,112 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_er
     return true;
 }
 
-/* Builds the statement for f (checked) into s. */
-static void build_sql(const crm_customer_filter *f, filter_values *fv, list_sql *s)
+/* Appends text with %d placeholders filled from the given numbers. */
+static void append_numbered(list_sql *s, const char *fragment, int a, int b, int c)
+{
+    int n = snprintf(s->text + s->len, sizeof s->text - s->len, fragment, a, b, c);
+    if (n > 0)
+        s->len += (size_t)n;
+}
+
+/* Adds a parameter; returns its number. */
+static int add_param(list_sql *s, const char *value)
+{
+    s->params[s->nparams++] = value;
+    return s->nparams;
+}
+
+/* The words of the search index that q's driving word begins, found with
+ * one index probe per word (a loose index scan); PREFIX_TERMS_MAX + 1 rows
+ * at most, so that "too many" shows. */
+static crm_stmt find_prefix_terms = CRM_STMT_RO(
+    "customer_search_prefix_terms",
+    "WITH RECURSIVE t (term, n) AS ("
+    "  (SELECT term, 1 FROM customer_search_terms WHERE term >= lower($1) ORDER BY term LIMIT 1)"
+    "  UNION ALL"
+    "  SELECT s.term, t.n + 1 FROM t CROSS JOIN LATERAL (SELECT x.term FROM customer_search_terms x"
+    "    WHERE x.term > t.term ORDER BY x.term LIMIT 1) s"
+    "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1)))"
+    " SELECT term FROM t WHERE starts_with(term, lower($1))");
+
+/* Whether a q page starts from the words of the search index (created_at
+ * orders, which that index keeps) rather than walking the sort order. */
+static bool uses_terms(const filter_values *fv)
+{
+    return fv->nwords > 0 && !sorts[fv->sort].text_key &&
+           strcmp(sorts[fv->sort].key, "c.created_at") == 0;
+}
+
+/* FROM for a page that starts from the search index: the customers who hold
+ * any of the terms, merged in page order from one index range per term. */
+static void from_terms(const filter_values *fv, const PGresult *terms, crm_arena *arena,
+                       list_sql *s)
+{
+    const sort_order *o = &sorts[fv->sort];
+    int nterms = PQntuples(terms);
+    if (nterms == 0) {
+        append(s, " FROM customers c WHERE false", 0);
+        return;
+    }
+    int key = 0, id = 0;
+    if (fv->cursor_key != NULL) {
+        key = add_param(s, fv->cursor_key);
+        id = add_param(s, fv->cursor_id);
+    }
+    /* One range per term, merged in page order; a customer who holds two of
+     * the terms comes twice, next to each other, and DISTINCT ON drops the
+     * second. One term (the usual case) needs neither. */
+    const char *order = o->descending ? " ORDER BY x.created_at DESC, x.customer_id DESC"
+                                      : " ORDER BY x.created_at, x.customer_id";
+    if (nterms > 1)
+        append(s,
+               " FROM (SELECT DISTINCT ON (x.created_at, x.customer_id) x.created_at, "
+               "x.customer_id FROM (",
+               0);
+    else
+        append(s, " FROM (", 0);
+    for (int i = 0; i < nterms; i++) {
+        const char *term = PQgetvalue(terms, i, 0);
+        int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
+        if (i > 0)
+            append(s, " UNION ALL ", 0);
+        append_numbered(s,
+                        "(SELECT x.created_at, x.customer_id FROM customer_search_terms x "
+                        "WHERE x.term = $%d",
+                        p, 0, 0);
+        if (key != 0)
+            append_numbered(s,
+                            o->descending
+                                ? " AND (x.created_at, x.customer_id) < (" FROM_US ", $%d::bigint)"
+                                : " AND (x.created_at, x.customer_id) > (" FROM_US ", $%d::bigint)",
+                            key, id, 0);
+        if (nterms > 1)
+            append(s, order, 0);
+        append(s, ")", 0);
+    }
+    if (nterms > 1) {
+        append(s, ") x", 0);
+        append(s, order, 0);
+    }
+    /* Joined on the id alone: with created_at as well, PostgreSQL takes the two
+     * conditions for independent, expects almost no rows, and hashes every
+     * match rather than stream the first page. */
+    append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'", 0);
+}
+
+/* Builds the statement for f (checked) into s. With terms (the result of
+ * find_prefix_terms, PREFIX_TERMS_MAX rows at most) the page starts from the
+ * search index; without, it walks the sort order's index. */
+static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGresult *terms,
+                      crm_arena *arena, list_sql *s)
 {
     const sort_order *o = &sorts[fv->sort];
     append(s, "SELECT " CRM_CUSTOMER_COLUMNS ", ", 0);
     append(s, o->key_out, 0);
-    append(s, " FROM customers c WHERE c.status = 'active'", 0);
+    if (terms != NULL)
+        from_terms(fv, terms, arena, s);
+    else
+        append(s, " FROM customers c WHERE c.status = 'active'", 0);
     if (f->email != NULL)
         where(s, "c.email_normalized = $%d", fv->email);
     if (f->phone != NULL)
@@ -243,9 +366,22 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, list_sql 
         where(s, "c.updated_at > $%d::timestamptz", f->updated_after);
     if (f->updated_before != NULL)
         where(s, "c.updated_at < $%d::timestamptz", f->updated_before);
-    if (fv->q_pattern != NULL)
-        where(s, "c.search_text LIKE '%%' || lower($%d) || '%%'", fv->q_pattern);
-    if (fv->cursor_key != NULL) {
+    /* The other words (all of them on a walk): each begins a word of the
+     * customer's. Through h (the search index) when there, so that they are
+     * checked before the customer's row is read. */
+    for (int i = 0; i < fv->nwords; i++) {
+        if (terms == NULL)
+            where(s,
+                  "EXISTS (SELECT 1 FROM customer_search_terms w WHERE w.customer_id = c.id "
+                  "AND starts_with(w.term, lower($%d)))",
+                  fv->words[i]);
+        else if (i != fv->driver)
+            where(s,
+                  "EXISTS (SELECT 1 FROM customer_search_terms w "
+                  "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower($%d)))",
+                  fv->words[i]);
+    }
+    if (fv->cursor_key != NULL && terms == NULL) {
         append(s, " AND (", 0);
         append(s, o->key, 0);
         append(s, o->descending ? ", c.id) < (" : ", c.id) > (", 0);
@@ -255,41 +391,128 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, list_sql 
         s->params[s->nparams++] = fv->cursor_id;
     }
     append(s, " ORDER BY ", 0);
-    append(s, o->key, 0);
-    append(s, o->descending ? " DESC, c.id DESC" : ", c.id", 0);
+    if (terms != NULL && PQntuples(terms) > 0) { /* h's order, which is c's */
+        append(s,
+               o->descending ? "h.created_at DESC, h.customer_id DESC"
+                             : "h.created_at, h.customer_id",
+               0);
+    } else {
+        append(s, o->key, 0);
+        append(s, o->descending ? " DESC, c.id DESC" : ", c.id", 0);
+    }
     append(s, " LIMIT $%d::int", 1);
 }
 
-json_t *crm_customer_list(const crm_customer_filter *f, crm_error *err)
+/* The sort order f names (checked before). */
+static int sort_of(const crm_customer_filter *f)
 {
-    filter_values fv;
-    memset(&fv, 0, sizeof fv);
-    json_t *page = NULL;
-    if (!check_filter(f, &fv, err))
-        goto done;
-    int limit = f->limit < 1 ? 1 : f->limit;
-    char limit_text[16];
-    snprintf(limit_text, sizeof limit_text, "%d", limit + 1); /* one more: a next page? */
-    list_sql s = {.len = 0, .nparams = 0};
-    build_sql(f, &fv, &s);
-    s.params[s.nparams++] = limit_text;
+    for (int i = 0; f->sort != NULL && i < N_SORTS; i++)
+        if (strcmp(f->sort, sorts[i].name) == 0)
+            return i;
+    return 0;
+}
 
-    crm_conn *c = crm_db_acquire(err);
-    if (c == NULL)
-        goto done;
-    PGresult *res = crm_db_exec_sql(c, s.text, s.nparams, s.params, err);
-    crm_db_release(c);
-    if (res == NULL)
-        goto done;
-    int n = PQntuples(res);
-    json_t *data = json_array();
+crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *terms,
+                                      crm_arena *arena, crm_query *q, crm_error *err)
+{
+    filter_values *fv = crm_arena_alloc(arena, sizeof *fv);
+    if (fv == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return CRM_LIST_ERROR;
+    }
+    memset(fv, 0, sizeof *fv);
+    bool ok = check_filter(f, fv, arena, err);
+    char *cursor_key = fv->cursor_key; /* what the query points to lives in arena */
+    fv->cursor_key = cursor_key ? crm_arena_strndup(arena, cursor_key, strlen(cursor_key)) : NULL;
+    free(cursor_key);
+    if (!ok)
+        return CRM_LIST_ERROR;
+    if (uses_terms(fv) && terms == NULL) {
+        crm_query_init(q, &find_prefix_terms);
+        crm_query_add(q, fv->words[fv->driver]);
+        crm_query_add_int(q, PREFIX_TERMS_MAX);
+        return CRM_LIST_TERMS;
+    }
+    if (terms != NULL && (!uses_terms(fv) || PQntuples(terms) > PREFIX_TERMS_MAX))
+        terms = NULL; /* a word that begins too many: walk the sort order */
+    int limit = f->limit < 1 ? 1 : f->limit;
+    char *limit_text = crm_arena_alloc(arena, 16);
+    if (limit_text == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return CRM_LIST_ERROR;
+    }
+    snprintf(limit_text, 16, "%d", limit + 1); /* one more: is there a next page? */
+    list_sql s = {.len = 0, .nparams = 0};
+    build_sql(f, fv, terms, arena, &s);
+    s.params[s.nparams++] = limit_text;
+    /* Prepared, a statement keeps one plan per connection. Where the best
+     * plan depends on the values (a rare tag is best found through its GIN
+     * index, a common one by walking the order; a short time range through
+     * its own index), it goes unprepared and is planned for them each time. */
+    bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
+                    f->updated_after != NULL || f->updated_before != NULL ||
+                    (fv->nwords > 0 && terms == NULL);
+    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true);
+    if (st == NULL) {
+        st = crm_arena_alloc(arena, sizeof *st);
+        char *text = crm_arena_strndup(arena, s.text, s.len);
+        if (st == NULL || text == NULL) {
+            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+            return CRM_LIST_ERROR;
+        }
+        memset(st, 0, sizeof *st);
+        st->sql = text;
+        st->read_only = true;
+    }
+    crm_query_init(q, st);
+    for (int i = 0; i < s.nparams; i++)
+        crm_query_add(q, s.params[i]);
+    return CRM_LIST_PAGE;
+}
+
+char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f, size_t *len,
+                               crm_error *err)
+{
+    int n = PQntuples(res), limit = f->limit < 1 ? 1 : f->limit;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_object(&b);
+    crm_jbuf_key(&b, "data");
+    crm_jbuf_begin_array(&b);
     for (int r = 0; r < n && r < limit; r++)
-        json_array_append_new(data, crm_customer_from_row(res, r, false));
-    json_t *next = n > limit ? make_cursor(fv.sort, res, limit - 1) : json_null();
-    PQclear(res);
-    page = json_pack("{s:o, s:o}", "data", data, "next_cursor", next);
-done:
-    free(fv.q_pattern);
-    free(fv.cursor_key);
+        crm_customer_write(&b, res, r, false);
+    crm_jbuf_end_array(&b);
+    crm_jbuf_key(&b, "next_cursor");
+    if (n > limit)
+        write_cursor(&b, sort_of(f), res, limit - 1);
+    else
+        crm_jbuf_null(&b);
+    crm_jbuf_end_object(&b);
+    char *page = crm_jbuf_take(&b, len);
+    if (page == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    return page;
+}
+
+char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *err)
+{
+    crm_arena arena;
+    crm_arena_init(&arena);
+    crm_query q;
+    char *page = NULL;
+    PGresult *terms = NULL;
+    crm_list_step step = crm_customer_list_query(f, NULL, &arena, &q, err);
+    if (step == CRM_LIST_TERMS) {
+        terms = crm_db_run_query(&q, err);
+        step = terms ? crm_customer_list_query(f, terms, &arena, &q, err) : CRM_LIST_ERROR;
+    }
+    if (step == CRM_LIST_PAGE) {
+        PGresult *res = crm_db_run_query(&q, err);
+        if (res != NULL)
+            page = crm_customer_list_render(res, f, len, err);
+        PQclear(res);
+    }
+    PQclear(terms);
+    crm_arena_free(&arena);
     return page;
 }

@@ -6,6 +6,7 @@
  * pointer, so a client sees all of them at once.
  */
 #include "customers.h"
+#include "jbuf.h"
 #include "json.h"
 
 #include <ctype.h>
@@ -452,7 +453,7 @@ static void validate_tags(json_t *doc, crm_customer_values *out, crm_error *err)
         }
     }
     if (ok)
-        out->tags_json = json_dumps(tags, JSON_COMPACT);
+        out->tags_json = crm_json_text(tags, NULL);
 }
 
 static void validate_attributes(json_t *doc, crm_customer_values *out, crm_error *err)
@@ -466,7 +467,7 @@ static void validate_attributes(json_t *doc, crm_customer_values *out, crm_error
         crm_error_add_field(err, "/attributes", "must be an object");
         return;
     }
-    char *text = json_dumps(attrs, JSON_COMPACT);
+    char *text = crm_json_text(attrs, NULL);
     if (text == NULL || strlen(text) > CRM_CUSTOMER_ATTRIBUTES_MAX_BYTES) {
         crm_error_add_field(err, "/attributes", "must be at most 65536 bytes as compact JSON");
         free(text);

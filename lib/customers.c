@@ -8,6 +8,7 @@
 #include "customers.h"
 #include "customers_internal.h"
 #include "idempotency.h"
+#include "jbuf.h"
 #include "json.h"
 #include "log.h"
 
@@ -73,14 +74,6 @@ static crm_stmt find_external_id =
 
 /* ---- the representation ------------------------------------------------------ */
 
-static json_t *text_or_null(const PGresult *res, int r, int c)
-{
-    if (PQgetisnull(res, r, c))
-        return json_null();
-    json_t *s = json_stringn(PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
-    return s ? s : json_null();
-}
-
 json_t *crm_json_load_stored(const char *text)
 {
     json_t *v = json_loads(text, JSON_DECODE_ANY, NULL);
@@ -90,52 +83,91 @@ json_t *crm_json_load_stored(const char *text)
     return v;
 }
 
+static void write_text(crm_jbuf *b, const PGresult *res, int r, int c)
+{
+    if (PQgetisnull(res, r, c))
+        crm_jbuf_null(b);
+    else
+        crm_jbuf_string(b, PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
+}
+
+/* A column PostgreSQL printed as JSON (or as an integer): copied as it is. */
+static void write_json_column(crm_jbuf *b, const PGresult *res, int r, int c, const char *empty)
+{
+    if (PQgetisnull(res, r, c))
+        crm_jbuf_raw(b, empty, strlen(empty));
+    else
+        crm_jbuf_raw(b, PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
+}
+
+void crm_customer_write(crm_jbuf *b, const PGresult *res, int r, bool external_ids)
+{
+    static const char *const names[] = {"first_name", "last_name", "display_name",
+                                        "company",    "email",     "phone"};
+    static const char *const address[] = {"country", "region", "city", "postal_code", "street"};
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "id");
+    write_json_column(b, res, r, CRM_COL_ID, "null");
+    crm_jbuf_key(b, "version");
+    write_json_column(b, res, r, CRM_COL_VERSION, "null");
+    crm_jbuf_key(b, "kind");
+    write_text(b, res, r, CRM_COL_KIND);
+    for (int i = 0; i < 6; i++) {
+        crm_jbuf_key(b, names[i]);
+        write_text(b, res, r, CRM_COL_FIRST_NAME + i);
+    }
+    crm_jbuf_key(b, "address");
+    crm_jbuf_begin_object(b);
+    for (int i = 0; i < 5; i++) {
+        crm_jbuf_key(b, address[i]);
+        write_text(b, res, r, CRM_COL_COUNTRY + i);
+    }
+    crm_jbuf_end_object(b);
+    crm_jbuf_key(b, "location");
+    if (PQgetisnull(res, r, CRM_COL_LATITUDE) || PQgetisnull(res, r, CRM_COL_LONGITUDE)) {
+        crm_jbuf_null(b);
+    } else {
+        crm_jbuf_begin_object(b);
+        crm_jbuf_key(b, "latitude");
+        crm_jbuf_real(b, strtod(PQgetvalue(res, r, CRM_COL_LATITUDE), NULL));
+        crm_jbuf_key(b, "longitude");
+        crm_jbuf_real(b, strtod(PQgetvalue(res, r, CRM_COL_LONGITUDE), NULL));
+        crm_jbuf_end_object(b);
+    }
+    crm_jbuf_key(b, "birth_date");
+    write_text(b, res, r, CRM_COL_BIRTH_DATE);
+    crm_jbuf_key(b, "preferred_language");
+    write_text(b, res, r, CRM_COL_LANGUAGE);
+    crm_jbuf_key(b, "lifecycle_stage");
+    write_text(b, res, r, CRM_COL_LIFECYCLE_STAGE);
+    crm_jbuf_key(b, "tags");
+    write_json_column(b, res, r, CRM_COL_TAGS, "[]");
+    crm_jbuf_key(b, "attributes");
+    write_json_column(b, res, r, CRM_COL_ATTRIBUTES, "{}");
+    if (external_ids) {
+        crm_jbuf_key(b, "external_ids");
+        write_json_column(b, res, r, CRM_COL_EXTRA, "[]");
+    }
+    crm_jbuf_key(b, "created_at");
+    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, CRM_COL_CREATED_MS)));
+    crm_jbuf_key(b, "updated_at");
+    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, CRM_COL_UPDATED_MS)));
+    crm_jbuf_end_object(b);
+}
+
 json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids)
 {
-    json_t *doc = json_object();
-    json_object_set_new(doc, "id", json_integer(atoll(PQgetvalue(res, r, CRM_COL_ID))));
-    json_object_set_new(doc, "version", json_integer(atoll(PQgetvalue(res, r, CRM_COL_VERSION))));
-    json_object_set_new(doc, "kind", text_or_null(res, r, CRM_COL_KIND));
-    static const char *const names[] = {"first_name", "last_name", "display_name", "company",
-                                        "email", "phone"};
-    for (int i = 0; i < 6; i++)
-        json_object_set_new(doc, names[i], text_or_null(res, r, CRM_COL_FIRST_NAME + i));
-    json_object_set_new(
-        doc, "address",
-        json_pack("{s:o, s:o, s:o, s:o, s:o}", "country", text_or_null(res, r, CRM_COL_COUNTRY),
-                  "region", text_or_null(res, r, CRM_COL_REGION), "city",
-                  text_or_null(res, r, CRM_COL_CITY), "postal_code",
-                  text_or_null(res, r, CRM_COL_POSTAL_CODE), "street",
-                  text_or_null(res, r, CRM_COL_STREET)));
-    if (PQgetisnull(res, r, CRM_COL_LATITUDE) || PQgetisnull(res, r, CRM_COL_LONGITUDE))
-        json_object_set_new(doc, "location", json_null());
-    else
-        json_object_set_new(doc, "location",
-                            json_pack("{s:f, s:f}", "latitude",
-                                      strtod(PQgetvalue(res, r, CRM_COL_LATITUDE), NULL),
-                                      "longitude",
-                                      strtod(PQgetvalue(res, r, CRM_COL_LONGITUDE), NULL)));
-    json_object_set_new(doc, "birth_date", text_or_null(res, r, CRM_COL_BIRTH_DATE));
-    json_object_set_new(doc, "preferred_language", text_or_null(res, r, CRM_COL_LANGUAGE));
-    json_object_set_new(doc, "lifecycle_stage", text_or_null(res, r, CRM_COL_LIFECYCLE_STAGE));
-    json_t *tags = crm_json_load_stored(PQgetvalue(res, r, CRM_COL_TAGS));
-    json_object_set_new(doc, "tags", json_is_array(tags) ? tags : json_array());
-    if (tags != NULL && !json_is_array(tags))
-        json_decref(tags);
-    json_t *attrs = crm_json_load_stored(PQgetvalue(res, r, CRM_COL_ATTRIBUTES));
-    json_object_set_new(doc, "attributes", json_is_object(attrs) ? attrs : json_object());
-    if (attrs != NULL && !json_is_object(attrs))
-        json_decref(attrs);
-    if (external_ids) {
-        json_t *ids = crm_json_load_stored(PQgetvalue(res, r, CRM_COL_EXTRA));
-        json_object_set_new(doc, "external_ids", json_is_array(ids) ? ids : json_array());
-        if (ids != NULL && !json_is_array(ids))
-            json_decref(ids);
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_customer_write(&b, res, r, external_ids);
+    char *text = crm_jbuf_take(&b, NULL);
+    json_t *doc = text ? crm_json_load_stored(text) : NULL;
+    free(text);
+    if (doc != NULL) { /* exact even when a huge number made every integer a real */
+        json_object_set_new(doc, "id", json_integer(atoll(PQgetvalue(res, r, CRM_COL_ID))));
+        json_object_set_new(doc, "version",
+                            json_integer(atoll(PQgetvalue(res, r, CRM_COL_VERSION))));
     }
-    json_object_set_new(doc, "created_at",
-                        crm_json_timestamp(atoll(PQgetvalue(res, r, CRM_COL_CREATED_MS))));
-    json_object_set_new(doc, "updated_at",
-                        crm_json_timestamp(atoll(PQgetvalue(res, r, CRM_COL_UPDATED_MS))));
     return doc;
 }
 
@@ -373,7 +405,7 @@ static bool create_in_tx(crm_conn *c, json_t *body, const crm_customer_values *v
         }
     }
     out->version = (int)json_integer_value(json_object_get(rep, "version"));
-    out->body = json_dumps(rep, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    out->body = crm_json_text(rep, NULL);
     json_decref(rep);
     if (out->body == NULL || asprintf(&out->location, "/v1/customers/%lld", id) < 0) {
         out->location = NULL;
@@ -709,6 +741,31 @@ json_t *crm_customer_get_decode(const PGresult *res, bool external_ids, long lon
         const char *status = PQgetvalue(res, 0, CRM_COL_STATUS);
         if (strcmp(status, "active") == 0)
             return crm_customer_from_row(res, 0, external_ids);
+        if (strcmp(status, "merged") == 0 && !PQgetisnull(res, 0, CRM_COL_MERGED_INTO)) {
+            *merged_into = atoll(PQgetvalue(res, 0, CRM_COL_MERGED_INTO));
+            return NULL;
+        }
+    }
+    crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+    return NULL;
+}
+
+char *crm_customer_get_render(const PGresult *res, bool external_ids, long long *merged_into,
+                              long long *version, size_t *len, crm_error *err)
+{
+    *merged_into = 0;
+    if (PQntuples(res) == 1) {
+        const char *status = PQgetvalue(res, 0, CRM_COL_STATUS);
+        if (strcmp(status, "active") == 0) {
+            crm_jbuf b;
+            crm_jbuf_init(&b);
+            crm_customer_write(&b, res, 0, external_ids);
+            *version = atoll(PQgetvalue(res, 0, CRM_COL_VERSION));
+            char *text = crm_jbuf_take(&b, len);
+            if (text == NULL)
+                crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+            return text;
+        }
         if (strcmp(status, "merged") == 0 && !PQgetisnull(res, 0, CRM_COL_MERGED_INTO)) {
             *merged_into = atoll(PQgetvalue(res, 0, CRM_COL_MERGED_INTO));
             return NULL;

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "arena.h"
 #include "db.h"
 #include "error.h"
 
@@ -168,6 +169,11 @@ void crm_customer_get_query(crm_query *q, long long id, bool external_ids);
 json_t *crm_customer_get_decode(const PGresult *res, bool external_ids, long long *merged_into,
                                 crm_error *err);
 
+/* decode's twin for the hot path: the representation as JSON text (the
+ * caller frees it) of *len bytes, with its *version. */
+char *crm_customer_get_render(const PGresult *res, bool external_ids, long long *merged_into,
+                              long long *version, size_t *len, crm_error *err);
+
 /* Reads the customer that (source, external_id) names, for the event loop. */
 void crm_customer_get_by_external_id_query(crm_query *q, const char *source,
                                            const char *external_id, bool external_ids);
@@ -216,9 +222,23 @@ typedef struct crm_customer_filter {
     int limit;
 } crm_customer_filter;
 
-/* Lists live customers that match f, one page. Returns {"data": [...],
- * "next_cursor": string|null}; CRM_E_INVALID names a bad parameter. */
-json_t *crm_customer_list(const crm_customer_filter *f, crm_error *err);
+/* Lists live customers that match f, one page, as the JSON text (the caller
+ * frees it, *len bytes) of {"data": [...], "next_cursor": string|null};
+ * NULL with CRM_E_INVALID naming a bad parameter. */
+char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *err);
+
+/* The same split into steps for the event loop. crm_customer_list_query
+ * fills q (its values allocated in arena, which must outlive q) with:
+ *   CRM_LIST_TERMS  the search-index words that q's longest word begins: run
+ *                   it, then call again with its result as terms;
+ *   CRM_LIST_PAGE   the page's statement: run it, render its result;
+ *   CRM_LIST_ERROR  nothing; err says why (a bad parameter names itself). */
+typedef enum { CRM_LIST_ERROR, CRM_LIST_TERMS, CRM_LIST_PAGE } crm_list_step;
+
+crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *terms,
+                                      crm_arena *arena, crm_query *q, crm_error *err);
+char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f, size_t *len,
+                               crm_error *err);
 
 /* The audit trail of a customer, newest first: after_id 0 for the first
  * page. For the event loop, then decode; CRM_E_NOT_FOUND for no customer. */

@@ -7,6 +7,8 @@
 #ifndef CRM_CUSTOMERS_INTERNAL_H
 #define CRM_CUSTOMERS_INTERNAL_H
 
+#include "jbuf.h"
+
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
@@ -17,8 +19,8 @@
     "c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, "   \
     "c.street, c.latitude, c.longitude, to_char(c.birth_date, 'YYYY-MM-DD'), "                     \
     "c.preferred_language, c.lifecycle_stage, array_to_json(c.tags)::text, c.attributes::text, "  \
-    "(extract(epoch FROM c.created_at) * 1000)::bigint, "                                          \
-    "(extract(epoch FROM c.updated_at) * 1000)::bigint"
+    "(date_part('epoch', c.created_at) * 1000)::bigint, "                                        \
+    "(date_part('epoch', c.updated_at) * 1000)::bigint"
 
 /* The columns a write sets, in the order of the $1..$21 parameters. */
 #define CRM_CUSTOMER_VALUE_COLUMNS                                                                \
@@ -71,8 +73,13 @@ enum {
     CRM_COL_EXTRA, /* external ids, or a list's sort key */
 };
 
-/* The representation of row r; with external_ids, column CRM_COL_EXTRA
- * holds them. The caller owns the result. */
+/* Writes the representation of row r; with external_ids, column
+ * CRM_COL_EXTRA holds them. The one place that says what a customer looks
+ * like in JSON. */
+void crm_customer_write(crm_jbuf *b, const PGresult *res, int r, bool external_ids);
+
+/* The same representation as a Jansson value, for code that works on it.
+ * The caller owns the result (NULL when memory ran out). */
 json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids);
 
 /* Parses JSON text that PostgreSQL produced (numbers too large for an

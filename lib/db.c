@@ -113,14 +113,23 @@ static void log_notice(void *arg, const char *message)
 
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
 {
-    char timeout[16], options[64];
-    snprintf(timeout, sizeof timeout, "%d", cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
-    snprintf(options, sizeof options, "-c statement_timeout=%d", cfg->statement_timeout_ms);
+    char timeout[16], options[128];
+    snprintf(timeout, sizeof timeout, "%d",
+             cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
+    /* JIT compiling costs milliseconds that a request's statement never wins back. */
+    snprintf(options, sizeof options,
+             "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan",
+             cfg->statement_timeout_ms);
     /* Our defaults come before dbname so that values in the URL override them. */
     /* Keepalives bound how long a vanished database host can hold a request. */
-    const char *keys[] = {"connect_timeout", "options", "fallback_application_name",
-                          "keepalives_idle", "keepalives_interval", "keepalives_count",
-                          "dbname", NULL};
+    const char *keys[] = {"connect_timeout",
+                          "options",
+                          "fallback_application_name",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "dbname",
+                          NULL};
     const char *vals[] = {timeout, options, "crmd", "10", "3", "3", cfg->url, NULL};
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
     if (pg == NULL) {
@@ -259,9 +268,8 @@ void crm_db_release(crm_conn *c)
 {
     if (c == NULL)
         return;
-    if (c->pg != NULL &&
-        (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
-         PQtransactionStatus(c->pg) != PQTRANS_IDLE))
+    if (c->pg != NULL && (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
+                          PQtransactionStatus(c->pg) != PQTRANS_IDLE))
         slot_reset(c);
     pthread_mutex_lock(&pool.mu);
     c->in_use = false;
@@ -294,13 +302,12 @@ bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, cr
         return crm_error_set(err, CRM_E_INTERNAL, "internal error");
     }
     if (PQstatus(conn) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
-        strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
-        strcmp(state, "57P03") == 0 || strncmp(state, "53", 2) == 0) {
+        strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0 ||
+        strncmp(state, "53", 2) == 0) {
         crm_log(CRM_LOG_WARN, "database unavailable during %s: %.200s", what, msg);
         return crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
     }
-    if (strcmp(state, "23505") == 0 || strcmp(state, "40001") == 0 ||
-        strcmp(state, "40P01") == 0)
+    if (strcmp(state, "23505") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
         return crm_error_set(err, CRM_E_CONFLICT, "conflicting concurrent change");
     if (strcmp(state, "57014") == 0) {
         crm_log(CRM_LOG_WARN, "statement timeout during %s", what);
@@ -326,6 +333,59 @@ int crm_db_stmt_slot(crm_stmt *stmt)
     return expected; /* another thread won; the fresh number is simply unused */
 }
 
+/* Statements whose SQL is assembled at run time (a list with its filters),
+ * one per distinct text, kept for the life of the process: there are few
+ * shapes, and each connection prepares a shape once. */
+#define DYNAMIC_STMTS_MAX 256
+
+static struct {
+    pthread_mutex_t lock;
+    int count;
+    struct {
+        unsigned long long hash;
+        crm_stmt *stmt;
+    } entries[DYNAMIC_STMTS_MAX];
+} dynamic = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static unsigned long long fnv1a(const char *s)
+{
+    unsigned long long h = 14695981039346656037ULL;
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only)
+{
+    unsigned long long hash = fnv1a(sql);
+    crm_stmt *found = NULL;
+    pthread_mutex_lock(&dynamic.lock);
+    for (int i = 0; i < dynamic.count && found == NULL; i++)
+        if (dynamic.entries[i].hash == hash && strcmp(dynamic.entries[i].stmt->sql, sql) == 0 &&
+            dynamic.entries[i].stmt->read_only == read_only)
+            found = dynamic.entries[i].stmt;
+    if (found == NULL && dynamic.count < DYNAMIC_STMTS_MAX) {
+        crm_stmt *st = calloc(1, sizeof *st);
+        char *name = malloc(32), *text = strdup(sql);
+        if (st != NULL && name != NULL && text != NULL) {
+            snprintf(name, 32, "dynamic_%d", dynamic.count);
+            st->name = name;
+            st->sql = text;
+            st->read_only = read_only;
+            dynamic.entries[dynamic.count].hash = hash;
+            dynamic.entries[dynamic.count].stmt = st;
+            dynamic.count++;
+            found = st;
+        } else {
+            free(st);
+            free(name);
+            free(text);
+        }
+    }
+    pthread_mutex_unlock(&dynamic.lock);
+    return found;
+}
+
 static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error *err)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -340,6 +400,8 @@ static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error 
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err)
 {
+    if (stmt->name == NULL)
+        return crm_db_exec_sql(c, stmt->sql, nparams, values, err);
     int slot = crm_db_stmt_slot(stmt);
     c->sqlstate[0] = '\0';
     if (!c->prepared[slot]) {
@@ -398,7 +460,8 @@ void crm_query_init(crm_query *q, crm_stmt *stmt)
 void crm_query_add(crm_query *q, const char *value)
 {
     if (q->nparams == CRM_QUERY_MAX_PARAMS) {
-        crm_log(CRM_LOG_ERROR, "too many parameters for %s", q->stmt->name);
+        crm_log(CRM_LOG_ERROR, "too many parameters for %s",
+                q->stmt->name ? q->stmt->name : q->stmt->sql);
         abort();
     }
     q->values[q->nparams++] = value;
@@ -409,7 +472,8 @@ void crm_query_add_int(crm_query *q, long long value)
     char *dst = q->buf + q->buf_used;
     int n = snprintf(dst, sizeof q->buf - q->buf_used, "%lld", value);
     if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used) {
-        crm_log(CRM_LOG_ERROR, "query buffer full for %s", q->stmt->name);
+        crm_log(CRM_LOG_ERROR, "query buffer full for %s",
+                q->stmt->name ? q->stmt->name : q->stmt->sql);
         abort();
     }
     q->buf_used += (size_t)n + 1;

@@ -28,17 +28,37 @@
 typedef struct crm_stmt {
     const char *name;
     const char *sql;
-    bool read_only;   /* safe to run again on a fresh connection if the first one died */
-    atomic_int slot;  /* assigned on first use; 0 means not yet */
+    bool read_only;  /* safe to run again on a fresh connection if the first one died */
+    atomic_int slot; /* assigned on first use; 0 means not yet */
 } crm_stmt;
 
-#define CRM_STMT(n, s) {.name = (n), .sql = (s), .read_only = false}
-#define CRM_STMT_RO(n, s) {.name = (n), .sql = (s), .read_only = true}
+/* A crm_stmt whose name is NULL is not prepared: PostgreSQL plans it anew
+ * for its values at every run (see crm_db_stmt_for_sql). */
+#define CRM_STMT(n, s)                                                                             \
+    {                                                                                              \
+        .name = (n), .sql = (s), .read_only = false                                                \
+    }
+#define CRM_STMT_RO(n, s)                                                                          \
+    {                                                                                              \
+        .name = (n), .sql = (s), .read_only = true                                                 \
+    }
+
+/* The statement for SQL assembled at run time, created the first time its
+ * text is seen and kept (the pool owns it) so that every connection prepares
+ * it once. NULL when too many distinct texts were seen: then run the SQL
+ * unprepared (a crm_stmt without a name). Only for SQL built from constant
+ * fragments, never from values.
+ *
+ * Connections run with plan_cache_mode=force_generic_plan: a prepared
+ * statement is planned once per connection, not at every run (planning a
+ * join over customers cost a third of a search's time). A statement whose
+ * best plan depends on its values must therefore run unprepared. */
+crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only);
 
 /* A statement with its parameters, built by a lib/ function so that callers
  * can run it either on the blocking pool (crm_db_run_query) or on the event
  * loop (dbloop.h) without knowing its SQL. Short parameter values live in buf. */
-#define CRM_QUERY_MAX_PARAMS 8
+#define CRM_QUERY_MAX_PARAMS 16
 
 typedef struct crm_query {
     crm_stmt *stmt;
@@ -58,12 +78,12 @@ void crm_query_add(crm_query *q, const char *value);
 void crm_query_add_int(crm_query *q, long long value);
 
 typedef struct crm_db_config {
-    const char *url;         /* libpq URI or key=value string */
-    int pool_size;           /* connections at most */
-    int acquire_timeout_ms;  /* how long a request waits for a free connection */
-    int connect_timeout_s;   /* libpq connect_timeout unless the URL sets one */
+    const char *url;        /* libpq URI or key=value string */
+    int pool_size;          /* connections at most */
+    int acquire_timeout_ms; /* how long a request waits for a free connection */
+    int connect_timeout_s;  /* libpq connect_timeout unless the URL sets one */
     int statement_timeout_ms;
-    int retry_backoff_ms;    /* after a failed connect, fail fast for this long */
+    int retry_backoff_ms; /* after a failed connect, fail fast for this long */
 } crm_db_config;
 
 typedef struct crm_conn crm_conn;

@@ -2,13 +2,12 @@
  * dbloop.c — one thread, a few pipelined connections, one epoll.
  *
  * A loop belongs to one HTTP I/O thread, which watches crm_dbloop_fd() in
- * its own epoll: nothing here locks. Each round the loop hands every queued job to the least-loaded connection
- * (opening one while all open ones are busy), queues it in libpq's pipeline
- * mode (with a PREPARE ahead of a statement's first use on that connection),
- * then ends the round with one sync point and one flush per connection: a
- * burst of requests costs one write, and its answers arrive in one read.
- * When a socket turns readable the loop completes, in order, every job whose
- * results are in and calls its callback.
+ * its own epoll: nothing here locks. Each round the loop hands every queued job to the least-loaded
+ * connection (opening one while all open ones are busy), queues it in libpq's pipeline mode (with a
+ * PREPARE ahead of a statement's first use on that connection), then ends the round with one sync
+ * point and one flush per connection: a burst of requests costs one write, and its answers arrive
+ * in one read. When a socket turns readable the loop completes, in order, every job whose results
+ * are in and calls its callback.
  *
  * A connection that dies fails its unanswered jobs, except read-only ones not
  * yet retried, which go back to the queue for a fresh connection. After a
@@ -35,8 +34,8 @@ typedef struct job {
     crm_dbloop_done done; /* NULL: an internal PQsendPrepare */
     void *arg;
     int attempts;
-    bool started;      /* at least one result has arrived */
-    PGresult *result;  /* the first result */
+    bool started;     /* at least one result has arrived */
+    PGresult *result; /* the first result */
     struct job *next;
 } job;
 
@@ -46,11 +45,11 @@ typedef struct job {
 typedef struct loop_conn {
     struct crm_dbloop *loop;
     PGconn *pg;
-    int fd;            /* registered in epoll, or -1 */
-    job *head, *tail;  /* sent and unanswered, in order */
-    int inflight;      /* client jobs among them */
-    int batch;         /* jobs sent in the current dispatch round */
-    bool want_write;   /* output left to flush */
+    int fd;           /* registered in epoll, or -1 */
+    job *head, *tail; /* sent and unanswered, in order */
+    int inflight;     /* client jobs among them */
+    int batch;        /* jobs sent in the current dispatch round */
+    bool want_write;  /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
 
@@ -175,6 +174,15 @@ static void append(loop_conn *c, job *j)
 static bool send_job(loop_conn *c, job *j)
 {
     crm_dbloop *L = c->loop;
+    if (j->stmt->name == NULL) { /* unprepared: planned for its values */
+        if (!PQsendQueryParams(c->pg, j->stmt->sql, j->nparams, NULL, j->values, NULL, NULL, 0)) {
+            crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
+            push_front(L, j);
+            conn_close(c);
+            return false;
+        }
+        goto sent;
+    }
     int slot = crm_db_stmt_slot(j->stmt);
     if (!c->prepared[slot]) {
         job *prep = calloc(1, sizeof *prep);
@@ -194,6 +202,7 @@ static bool send_job(loop_conn *c, job *j)
         conn_close(c);
         return false;
     }
+sent:
     append(c, j);
     c->inflight++;
     c->batch++;
@@ -269,7 +278,7 @@ static void complete_head(loop_conn *c)
     if (st == PGRES_PIPELINE_ABORTED)
         crm_error_set(&err, CRM_E_INTERNAL, "an earlier statement in the pipeline failed");
     else
-        crm_db_result_error(c->pg, res, j->stmt->name, &err);
+        crm_db_result_error(c->pg, res, j->stmt->name ? j->stmt->name : "ad-hoc statement", &err);
     PQclear(res);
     finish(j, NULL, &err);
     crm_error_clear(&err);

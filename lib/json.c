@@ -2,6 +2,7 @@
  * json.c — parsing request bodies and checking their shape.
  */
 #include "json.h"
+#include "jbuf.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -60,16 +61,9 @@ long crm_base64url_decode(const char *in, unsigned char *out, size_t outsize)
 
 json_t *crm_json_timestamp(long long epoch_ms)
 {
-    long long secs = epoch_ms >= 0 ? epoch_ms / 1000 : -((-epoch_ms + 999) / 1000);
-    int ms = (int)(epoch_ms - secs * 1000);
-    time_t t = (time_t)secs;
-    struct tm tm;
-    char buf[48];
-    if (gmtime_r(&t, &tm) == NULL)
-        return json_null();
-    size_t n = strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof buf - n, ".%03dZ", ms);
-    return json_string(buf);
+    char text[48];
+    crm_format_timestamp(epoch_ms, text);
+    return json_string(text);
 }
 
 void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key)

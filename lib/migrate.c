@@ -81,7 +81,8 @@ static char *recorded_checksum(PGconn *conn, int version, bool *failed, crm_erro
 static bool apply_one(PGconn *conn, const struct crm_embedded_file *f, int version,
                       const char *sum, crm_error *err)
 {
-    if (!command_ok(conn, PQexec(conn, "BEGIN"), "BEGIN", err))
+    /* A migration may rewrite or index a large table: no statement timeout. */
+    if (!command_ok(conn, PQexec(conn, "BEGIN; SET LOCAL statement_timeout = 0"), "BEGIN", err))
         return false;
     /* A migration file holds several statements, which only the simple query
      * protocol accepts. Its text is ours, compiled into the binary: no value

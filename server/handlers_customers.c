@@ -100,15 +100,21 @@ static void get_done(http_request *req, const PGresult *res, const crm_error *er
         http_reply_error(req, err);
         return;
     }
-    long long merged_into = 0;
-    json_t *rep = crm_customer_get_decode(res, ext, &merged_into, &derr);
+    long long merged_into = 0, version = 0;
+    size_t len = 0;
+    char *text = crm_customer_get_render(res, ext, &merged_into, &version, &len, &derr);
+    if (text != NULL) {
+        add_etag(req, version);
+        http_reply_json_text(req, 200, text, len);
+        return;
+    }
     if (merged_into != 0 && http_on_io_thread()) {
         /* Rare: following the merge takes more reads; a worker starts over. */
-        json_decref(rep);
         crm_error_clear(&derr);
         http_continue_on_worker(req);
         return;
     }
+    json_t *rep = NULL;
     if (merged_into != 0) {
         /* Rare: the id was merged into another customer; answer the survivor. */
         rep = crm_customer_get(merged_into, ext, &derr);
@@ -191,8 +197,8 @@ void handle_customer_patch(http_request *req)
     }
     crm_write_ctx ctx = write_ctx(req);
     json_t *patch = http_json_body(req, &err);
-    json_t *rep = patch ? crm_customer_patch(id, patch, http_header(req, "If-Match"), &ctx, &err)
-                        : NULL;
+    json_t *rep =
+        patch ? crm_customer_patch(id, patch, http_header(req, "If-Match"), &ctx, &err) : NULL;
     if (rep == NULL) {
         reply_error(req, &err);
         return;
@@ -239,10 +245,10 @@ void handle_customer_upsert_by_external_id(http_request *req)
 
 /* ---- GET /v1/customers -------------------------------------------------------- */
 
-void handle_customer_list(http_request *req)
+/* The list's parameters, borrowed from the request. */
+static bool list_filter(http_request *req, crm_customer_filter *f, crm_error *err)
 {
-    crm_error err = CRM_ERROR_INIT;
-    crm_customer_filter f = {
+    *f = (crm_customer_filter){
         .email = http_query(req, "email"),
         .phone = http_query(req, "phone"),
         .country = http_query(req, "country"),
@@ -257,14 +263,59 @@ void handle_customer_list(http_request *req)
         .sort = http_query(req, "sort"),
         .after = http_query(req, "after"),
     };
-    json_t *page = NULL;
-    if (http_query_limit(req, 50, 200, &f.limit, &err))
-        page = crm_customer_list(&f, &err);
+    return http_query_limit(req, 50, 200, &f->limit, err);
+}
+
+static void list_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    crm_error derr = CRM_ERROR_INIT;
+    crm_customer_filter f;
+    list_filter(req, &f, &derr); /* checked before the query */
+    crm_error_clear(&derr);
+    size_t len = 0;
+    char *page = crm_customer_list_render(res, &f, &len, &derr);
     if (page == NULL) {
+        reply_error(req, &derr);
+        return;
+    }
+    http_reply_json_text(req, 200, page, len);
+}
+
+/* A q search's first step is done: the page's own query follows. */
+static void terms_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    crm_error derr = CRM_ERROR_INIT;
+    crm_customer_filter f;
+    crm_query q;
+    if (!list_filter(req, &f, &derr) ||
+        crm_customer_list_query(&f, res, http_arena(req), &q, &derr) != CRM_LIST_PAGE) {
+        reply_error(req, &derr);
+        return;
+    }
+    http_defer_query(req, &q, list_done);
+}
+
+void handle_customer_list(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_customer_filter f;
+    crm_query q;
+    crm_list_step step = CRM_LIST_ERROR;
+    if (list_filter(req, &f, &err))
+        step = crm_customer_list_query(&f, NULL, http_arena(req), &q, &err);
+    if (step == CRM_LIST_ERROR) {
         reply_error(req, &err);
         return;
     }
-    http_reply_json(req, 200, page);
+    http_defer_query(req, &q, step == CRM_LIST_TERMS ? terms_done : list_done);
 }
 
 /* ---- GET /v1/customers/{id}/audit ------------------------------------------- */

@@ -17,6 +17,7 @@
  */
 #include "http.h"
 #include "dbloop.h"
+#include "jbuf.h"
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
@@ -212,12 +213,16 @@ void http_defer_query(http_request *req, const crm_query *q, http_query_done don
 static void finish_deferred(http_request *req)
 {
     http_query_done done = req->deferred;
+    PGresult *res = req->db_res;
+    crm_error err = req->db_err;
+    /* Cleared first: done may defer the next query of a request. */
     req->deferred = NULL;
     req->suspended = false;
-    done(req, req->db_res, req->db_res ? NULL : &req->db_err);
-    PQclear(req->db_res);
     req->db_res = NULL;
-    crm_error_clear(&req->db_err);
+    memset(&req->db_err, 0, sizeof req->db_err);
+    done(req, res, res ? NULL : &err);
+    PQclear(res);
+    crm_error_clear(&err);
 }
 
 /* ---- replies ----------------------------------------------------------- */
@@ -265,14 +270,25 @@ void http_reply_bytes(http_request *req, int status, const char *content_type, c
 
 void http_reply_json(http_request *req, int status, json_t *doc)
 {
-    char *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    size_t len = 0;
+    char *text = crm_json_text(doc, &len);
     json_decref(doc);
     if (text == NULL) {
         crm_log(CRM_LOG_ERROR, "could not render a response for request %s", req->request_id);
         http_reply_problem(req, 500, "internal error");
         return;
     }
-    set_answer(req, status, "application/json", text, strlen(text), false);
+    set_answer(req, status, "application/json", text, len, false);
+}
+
+void http_reply_json_text(http_request *req, int status, char *text, size_t len)
+{
+    if (text == NULL) {
+        crm_log(CRM_LOG_ERROR, "could not render a response for request %s", req->request_id);
+        http_reply_problem(req, 500, "internal error");
+        return;
+    }
+    set_answer(req, status, "application/json", text, len, false);
 }
 
 void http_reply_empty(http_request *req, int status)
@@ -363,13 +379,14 @@ static void reply_problem_full(http_request *req, int status, const char *detail
     }
     if (status == 401)
         http_add_header(req, "WWW-Authenticate", "Bearer realm=\"crmd\"");
-    char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t len = 0;
+    char *text = crm_json_text(doc, &len);
     json_decref(doc);
     if (text == NULL) {
         http_reply_bytes(req, 500, "application/problem+json", "{\"status\":500}", 14, true);
         return;
     }
-    set_answer(req, status, "application/problem+json", text, strlen(text), false);
+    set_answer(req, status, "application/problem+json", text, len, false);
 }
 
 void http_reply_problem(http_request *req, int status, const char *detail)

@@ -80,6 +80,10 @@ void http_add_header(http_request *req, const char *name, const char *value);
 /* Answers with a JSON document; takes ownership of body. */
 void http_reply_json(http_request *req, int status, json_t *body);
 
+/* Answers with JSON text already written (a crm_jbuf's); takes ownership
+ * of text, which may be NULL when writing it failed (then: 500). */
+void http_reply_json_text(http_request *req, int status, char *text, size_t len);
+
 /* Answers with raw bytes. With is_static the data must outlive the response
  * (it is not copied); otherwise it is copied. */
 void http_reply_bytes(http_request *req, int status, const char *content_type, const char *data,

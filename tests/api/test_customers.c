@@ -394,6 +394,51 @@ START_TEST(list_filters_by_each_parameter)
 }
 END_TEST
 
+START_TEST(list_search_pages_follow_the_cursor)
+{
+    /* Five customers; "<tag>p" begins the words of all of them, and two of
+     * them hold two such words: every page of two comes from merged ranges. */
+    char tag[48], body[256], path[512];
+    unique(tag, sizeof tag, "pg");
+    long long made[5];
+    for (int i = 0; i < 5; i++) {
+        snprintf(body, sizeof body, "{\"first_name\": \"%sp%d\", \"company\": \"%sp%s\"}", tag,
+                 i, tag, i < 2 ? "x" : "y");
+        json_t *c = create(body);
+        made[i] = id_of(c);
+        json_decref(c);
+    }
+    const char *sorts[] = {"created_at", "-created_at"};
+    for (int s = 0; s < 2; s++) {
+        char *after = NULL;
+        int seen = 0, pages = 0;
+        do {
+            snprintf(path, sizeof path, "/v1/customers?q=%sp&limit=2&sort=%s%s%s", tag, sorts[s],
+                     after ? "&after=" : "", after ? after : "");
+            free(after);
+            after = NULL;
+            http_response r = http_get(&srv, path, reader.secret);
+            ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
+            json_t *page = http_response_json(&r), *c;
+            size_t k;
+            json_array_foreach(json_object_get(page, "data"), k, c) {
+                int want = s == 0 ? seen : 4 - seen; /* creation order, then its reverse */
+                ck_assert_msg(id_of(c) == made[want], "%s: item %d is %lld", path, seen, id_of(c));
+                seen++;
+            }
+            json_t *next = json_object_get(page, "next_cursor");
+            if (json_is_string(next))
+                after = strdup(json_string_value(next));
+            json_decref(page);
+            http_response_free(&r);
+            pages++;
+        } while (after != NULL && pages < 10);
+        ck_assert_int_eq(seen, 5);
+        ck_assert_int_eq(pages, 3);
+    }
+}
+END_TEST
+
 START_TEST(list_names_each_bad_parameter)
 {
     const char *cases[][2] = {
@@ -773,6 +818,7 @@ Suite *customers_suite(void)
     tcase_add_test(tc, two_concurrent_patches_with_the_same_etag_one_wins);
     tcase_add_test(tc, delete_hides_the_customer_but_keeps_the_row);
     tcase_add_test(tc, list_filters_by_each_parameter);
+    tcase_add_test(tc, list_search_pages_follow_the_cursor);
     tcase_add_test(tc, list_names_each_bad_parameter);
     tcase_add_test(tc, list_pages_are_stable_while_customers_are_inserted);
     tcase_add_test(tc, upsert_by_external_id_creates_then_updates);

@@ -466,6 +466,22 @@ START_TEST(an_invalid_patch_names_fields_and_changes_nothing)
 }
 END_TEST
 
+
+/* A list page parsed back from the text crm_customer_list writes. */
+static json_t *list_page(const crm_customer_filter *f, crm_error *err)
+{
+    size_t len = 0;
+    char *text = crm_customer_list(f, &len, err);
+    if (text == NULL)
+        return NULL;
+    ck_assert_uint_eq(strlen(text), len);
+    json_error_t jerr;
+    json_t *page = json_loadb(text, len, 0, &jerr);
+    ck_assert_msg(page != NULL, "the page is not JSON: %s", jerr.text);
+    free(text);
+    return page;
+}
+
 START_TEST(a_deleted_customer_is_not_found_nor_listed)
 {
     char email[64], tag[40];
@@ -484,7 +500,7 @@ START_TEST(a_deleted_customer_is_not_found_nor_listed)
     ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
     crm_error_clear(&err);
     crm_customer_filter f = {.email = email, .limit = 10};
-    json_t *page = crm_customer_list(&f, &err);
+    json_t *page = list_page(&f, &err);
     ck_assert_ptr_nonnull(page);
     ck_assert_uint_eq(json_array_size(json_object_get(page, "data")), 0);
     ck_assert_int_eq(audit_rows(id_of(rep)), 2);
@@ -533,7 +549,7 @@ START_TEST(list_filters_and_pages_with_cursors)
         for (;;) {
             f.after = after;
             crm_error err = CRM_ERROR_INIT;
-            json_t *page = crm_customer_list(&f, &err);
+            json_t *page = list_page(&f, &err);
             ck_assert_msg(page != NULL, "list: %s", err.detail);
             pages++;
             size_t i;
@@ -564,7 +580,7 @@ START_TEST(list_rejects_bad_parameters_by_name)
     crm_customer_filter f = {.q = "ab", .sort = "size", .country = "it",
                              .created_after = "yesterday", .limit = 10};
     crm_error err = CRM_ERROR_INIT;
-    ck_assert_ptr_null(crm_customer_list(&f, &err));
+    ck_assert_ptr_null(list_page(&f, &err));
     ck_assert_int_eq(err.code, CRM_E_INVALID);
     ck_assert(unit_has_field_error(&err, "q"));
     ck_assert(unit_has_field_error(&err, "sort"));
@@ -572,26 +588,134 @@ START_TEST(list_rejects_bad_parameters_by_name)
     ck_assert(unit_has_field_error(&err, "created_after"));
     crm_error_clear(&err);
     crm_customer_filter g = {.after = "bm90IGEgY3Vyc29y", .limit = 10};
-    ck_assert_ptr_null(crm_customer_list(&g, &err));
+    ck_assert_ptr_null(list_page(&g, &err));
     ck_assert(unit_has_field_error(&err, "after"));
     crm_error_clear(&err);
 }
 END_TEST
 
-START_TEST(list_searches_free_text_with_like_characters_escaped)
+/* The ids of every customer that q (with sort and page size limit) finds,
+ * following next_cursor to the end; asserts that no id comes twice. */
+static size_t search_all(const char *q, const char *sort, int limit, long long *ids, size_t max)
 {
-    char tag[40], body[256];
-    unique(tag, sizeof tag, "q");
-    snprintf(body, sizeof body, "{\"company\": \"Acme 100%% %s\", \"tags\": [\"%s\"]}", tag, tag);
-    json_decref(create(body));
-    snprintf(body, sizeof body, "{\"company\": \"Acme 1000 %s\", \"tags\": [\"%s\"]}", tag, tag);
-    json_decref(create(body));
-    crm_customer_filter f = {.q = "ACME 100%", .tag = tag, .limit = 10};
+    size_t n = 0;
+    char *after = NULL;
+    for (int pages = 0; pages < 100; pages++) {
+        crm_customer_filter f = {.q = q, .sort = sort, .after = after, .limit = limit};
+        crm_error err = CRM_ERROR_INIT;
+        json_t *page = list_page(&f, &err);
+        ck_assert_msg(page != NULL, "q=%s: %s", q, err.detail);
+        json_t *data = json_object_get(page, "data"), *c;
+        size_t k;
+        ck_assert_int_le(json_array_size(data), limit);
+        json_array_foreach(data, k, c) {
+            for (size_t m = 0; m < n; m++)
+                ck_assert_msg(ids[m] != id_of(c), "q=%s: id %lld twice", q, id_of(c));
+            ck_assert_uint_lt(n, max);
+            ids[n++] = id_of(c);
+        }
+        free(after);
+        json_t *next = json_object_get(page, "next_cursor");
+        after = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
+        json_decref(page);
+        if (after == NULL)
+            return n;
+    }
+    ck_abort_msg("q=%s: more than 100 pages", q);
+    return n;
+}
+
+START_TEST(list_search_matches_word_prefixes)
+{
+    char tag[40], body[512], q[96];
+    unique(tag, sizeof tag, "w");
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Mario\", \"last_name\": \"Rossi-%s\", \"company\": \"Acme 100%% "
+             "Ltd\", \"email\": \"m.rossi@%s.example\"}",
+             tag, tag);
+    json_t *c = create(body);
+    long long ids[8];
+    struct {
+        const char *words;
+        const char *sort;
+        size_t found;
+    } cases[] = {
+        {"%s", NULL, 1},            /* a whole word */
+        {"%s acm", NULL, 1},        /* and a prefix of another */
+        {"%s cme", NULL, 0},        /* not a prefix: no */
+        {"%s.example rOSSi", NULL, 1}, /* punctuation separates, case does not matter */
+        {"%s 100%%", NULL, 1},      /* LIKE's % is only a separator */
+        {"%s 1000", NULL, 0},
+        {"%s mario", "-created_at", 1},
+        {"%s mario", "name", 1},    /* other orders walk, with the same meaning */
+        {"%s luigi", "updated_at", 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(q, sizeof q, cases[i].words, tag);
+        size_t n = search_all(q, cases[i].sort, 10, ids, 8);
+        ck_assert_msg(n == cases[i].found, "q=%s sort=%s: %zu found", q,
+                      cases[i].sort ? cases[i].sort : "-", n);
+        if (n == 1)
+            ck_assert_int_eq(ids[0], id_of(c));
+    }
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(list_search_follows_changes_to_the_words)
+{
+    char tag[40], body[256], q[96];
+    unique(tag, sizeof tag, "chg");
+    snprintf(body, sizeof body, "{\"company\": \"Old%s\"}", tag);
+    json_t *c = create(body);
+    long long ids[4];
+    snprintf(q, sizeof q, "old%s", tag);
+    ck_assert_uint_eq(search_all(q, NULL, 10, ids, 4), 1);
     crm_error err = CRM_ERROR_INIT;
-    json_t *page = crm_customer_list(&f, &err);
-    ck_assert_ptr_nonnull(page);
-    ck_assert_uint_eq(json_array_size(json_object_get(page, "data")), 1);
-    json_decref(page);
+    snprintf(body, sizeof body, "{\"company\": \"New%s\"}", tag);
+    json_t *patch = parse(body);
+    json_t *after = crm_customer_patch(id_of(c), patch, NULL, &ctx, &err);
+    ck_assert_msg(after != NULL, "patch: %s", err.detail);
+    json_decref(patch);
+    json_decref(after);
+    ck_assert_uint_eq(search_all(q, NULL, 10, ids, 4), 0);
+    snprintf(q, sizeof q, "new%s", tag);
+    ck_assert_uint_eq(search_all(q, NULL, 10, ids, 4), 1);
+    ck_assert(crm_customer_delete(id_of(c), NULL, &ctx, &err));
+    ck_assert_uint_eq(search_all(q, NULL, 10, ids, 4), 0);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", id_of(c));
+    ck_assert_int_eq(count_sql("SELECT count(*) FROM customer_search_terms WHERE customer_id = $1", id), 0);
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(list_search_pages_through_many_words_with_one_prefix)
+{
+    /* 20 customers whose words <tag>a1 .. <tag>a20 all begin "<tag>a": more
+     * words than one range per word serves, so that search walks; "<tag>a1"
+     * begins 11 of them (a1, a10..a19), merged from 11 ranges. One customer
+     * holds two words of the prefix and must come once. */
+    char tag[40], body[256], q[96];
+    unique(tag, sizeof tag, "many");
+    for (int i = 1; i <= 20; i++) {
+        if (i == 20)
+            snprintf(body, sizeof body, "{\"first_name\": \"%sa20\", \"last_name\": \"%sa1x\"}",
+                     tag, tag);
+        else
+            snprintf(body, sizeof body, "{\"last_name\": \"%sa%d\"}", tag, i);
+        json_decref(create(body));
+    }
+    long long ids[32];
+    const char *sorts[] = {NULL, "-created_at", "name"};
+    for (size_t s = 0; s < 3; s++) {
+        snprintf(q, sizeof q, "%sa", tag);
+        ck_assert_uint_eq(search_all(q, sorts[s], 3, ids, 32), 20);
+        snprintf(q, sizeof q, "%sa1", tag);
+        ck_assert_uint_eq(search_all(q, sorts[s], 3, ids, 32), 12);
+        snprintf(q, sizeof q, "%sA1 %sa20", tag, tag);
+        ck_assert_uint_eq(search_all(q, sorts[s], 3, ids, 32), 1);
+    }
 }
 END_TEST
 
@@ -748,7 +872,9 @@ Suite *customers_suite(void)
     tcase_add_test(db, a_merged_customer_reads_as_its_survivor);
     tcase_add_test(db, list_filters_and_pages_with_cursors);
     tcase_add_test(db, list_rejects_bad_parameters_by_name);
-    tcase_add_test(db, list_searches_free_text_with_like_characters_escaped);
+    tcase_add_test(db, list_search_matches_word_prefixes);
+    tcase_add_test(db, list_search_follows_changes_to_the_words);
+    tcase_add_test(db, list_search_pages_through_many_words_with_one_prefix);
     tcase_add_test(db, upsert_creates_then_updates);
     tcase_add_test(db, an_external_id_held_by_another_customer_is_a_conflict_naming_it);
     tcase_add_test(db, an_idempotency_key_replays_the_first_response);

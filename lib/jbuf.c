@@ -1,0 +1,361 @@
+/*
+ * jbuf.c — JSON text written straight into a growing buffer.
+ */
+#include "jbuf.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void crm_jbuf_init(crm_jbuf *b)
+{
+    memset(b, 0, sizeof *b);
+}
+
+void crm_jbuf_free(crm_jbuf *b)
+{
+    free(b->data);
+    crm_jbuf_init(b);
+}
+
+char *crm_jbuf_take(crm_jbuf *b, size_t *len)
+{
+    char *text = NULL;
+    if (!b->failed && b->depth == 0 && b->data != NULL) {
+        text = b->data;
+        text[b->len] = '\0'; /* reserve() always leaves room for it */
+        if (len != NULL)
+            *len = b->len;
+        b->data = NULL;
+    }
+    crm_jbuf_free(b);
+    return text;
+}
+
+/* Room for n more bytes and a terminating NUL. */
+static bool reserve(crm_jbuf *b, size_t n)
+{
+    if (b->failed)
+        return false;
+    if (b->len + n + 1 <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *data = realloc(b->data, cap);
+    if (data == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->data = data;
+    b->cap = cap;
+    return true;
+}
+
+static void put(crm_jbuf *b, const char *s, size_t n)
+{
+    if (reserve(b, n)) {
+        memcpy(b->data + b->len, s, n);
+        b->len += n;
+    }
+}
+
+static void put_char(crm_jbuf *b, char c)
+{
+    if (reserve(b, 1))
+        b->data[b->len++] = c;
+}
+
+/* What every value does first: a comma when it follows a sibling. */
+static void before_value(crm_jbuf *b)
+{
+    if (b->after_key) {
+        b->after_key = false;
+        return;
+    }
+    if (b->depth > 0) {
+        if (b->has_member[b->depth - 1])
+            put_char(b, ',');
+        b->has_member[b->depth - 1] = true;
+    }
+}
+
+static void open_container(crm_jbuf *b, char c)
+{
+    before_value(b);
+    if (b->depth == CRM_JBUF_MAX_DEPTH) {
+        b->failed = true;
+        return;
+    }
+    put_char(b, c);
+    b->has_member[b->depth++] = false;
+}
+
+static void close_container(crm_jbuf *b, char c)
+{
+    if (b->depth == 0 || b->after_key) {
+        b->failed = true;
+        return;
+    }
+    b->depth--;
+    put_char(b, c);
+}
+
+void crm_jbuf_begin_object(crm_jbuf *b)
+{
+    open_container(b, '{');
+}
+void crm_jbuf_end_object(crm_jbuf *b)
+{
+    close_container(b, '}');
+}
+void crm_jbuf_begin_array(crm_jbuf *b)
+{
+    open_container(b, '[');
+}
+void crm_jbuf_end_array(crm_jbuf *b)
+{
+    close_container(b, ']');
+}
+
+static void put_escaped(crm_jbuf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    /* At most six bytes per input byte (\u00XX) and the quotes. */
+    if (!reserve(b, n * 6 + 2))
+        return;
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *out++ = (char)c;
+            continue;
+        }
+        *out++ = '\\';
+        switch (c) {
+        case '"':
+            *out++ = '"';
+            break;
+        case '\\':
+            *out++ = '\\';
+            break;
+        case '\b':
+            *out++ = 'b';
+            break;
+        case '\f':
+            *out++ = 'f';
+            break;
+        case '\n':
+            *out++ = 'n';
+            break;
+        case '\r':
+            *out++ = 'r';
+            break;
+        case '\t':
+            *out++ = 't';
+            break;
+        default:
+            *out++ = 'u';
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = hex[c >> 4];
+            *out++ = hex[c & 15];
+        }
+    }
+    *out++ = '"';
+    b->len = (size_t)(out - b->data);
+}
+
+void crm_jbuf_key(crm_jbuf *b, const char *key)
+{
+    before_value(b);
+    put_escaped(b, key, strlen(key));
+    put_char(b, ':');
+    b->after_key = true;
+}
+
+void crm_jbuf_string(crm_jbuf *b, const char *s, size_t len)
+{
+    before_value(b);
+    put_escaped(b, s, len);
+}
+
+void crm_jbuf_cstring(crm_jbuf *b, const char *s)
+{
+    if (s == NULL)
+        crm_jbuf_null(b);
+    else
+        crm_jbuf_string(b, s, strlen(s));
+}
+
+void crm_jbuf_int(crm_jbuf *b, long long v)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%lld", v);
+    before_value(b);
+    put(b, digits, (size_t)n);
+}
+
+void crm_jbuf_real(crm_jbuf *b, double v)
+{
+    before_value(b);
+    if (!isfinite(v)) { /* JSON has no such numbers */
+        put(b, "null", 4);
+        return;
+    }
+    /* The fewest significant digits (15 to 17) that read back the same. */
+    char digits[40];
+    int n = 0;
+    for (int precision = 15; precision <= 17; precision++) {
+        n = snprintf(digits, sizeof digits, "%.*g", precision, v);
+        if (strtod(digits, NULL) == v)
+            break;
+    }
+    put(b, digits, (size_t)n);
+    if (strpbrk(digits, ".eE") == NULL)
+        put(b, ".0", 2); /* still a real when read back */
+}
+
+void crm_jbuf_bool(crm_jbuf *b, bool v)
+{
+    before_value(b);
+    if (v)
+        put(b, "true", 4);
+    else
+        put(b, "false", 5);
+}
+
+void crm_jbuf_null(crm_jbuf *b)
+{
+    before_value(b);
+    put(b, "null", 4);
+}
+
+void crm_jbuf_raw(crm_jbuf *b, const char *json, size_t len)
+{
+    before_value(b);
+    put(b, json, len);
+}
+
+/* Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+ * civil_from_days). */
+static void civil_from_days(long long z, long long *y, int *m, int *d)
+{
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static char *two_digits(char *out, int v)
+{
+    out[0] = (char)('0' + v / 10);
+    out[1] = (char)('0' + v % 10);
+    return out + 2;
+}
+
+size_t crm_format_timestamp(long long epoch_ms, char *out)
+{
+    long long days = epoch_ms / 86400000, rest = epoch_ms % 86400000;
+    if (rest < 0) {
+        rest += 86400000;
+        days--;
+    }
+    long long year;
+    int month, day;
+    civil_from_days(days, &year, &month, &day);
+    int ms = (int)(rest % 1000), secs = (int)(rest / 1000);
+    char *p = out;
+    if (year >= 0 && year <= 9999) {
+        *p++ = (char)('0' + year / 1000);
+        *p++ = (char)('0' + year / 100 % 10);
+        *p++ = (char)('0' + year / 10 % 10);
+        *p++ = (char)('0' + year % 10);
+    } else {
+        p += snprintf(p, 24, "%lld", year);
+    }
+    *p++ = '-';
+    p = two_digits(p, month);
+    *p++ = '-';
+    p = two_digits(p, day);
+    *p++ = 'T';
+    p = two_digits(p, secs / 3600);
+    *p++ = ':';
+    p = two_digits(p, secs / 60 % 60);
+    *p++ = ':';
+    p = two_digits(p, secs % 60);
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    p = two_digits(p, ms % 100);
+    *p++ = 'Z';
+    *p = '\0';
+    return (size_t)(p - out);
+}
+
+void crm_jbuf_timestamp(crm_jbuf *b, long long epoch_ms)
+{
+    char text[48];
+    size_t n = crm_format_timestamp(epoch_ms, text);
+    crm_jbuf_string(b, text, n);
+}
+
+void crm_jbuf_json(crm_jbuf *b, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *member;
+        crm_jbuf_begin_object(b);
+        json_object_foreach((json_t *)v, key, member)
+        {
+            crm_jbuf_key(b, key);
+            crm_jbuf_json(b, member);
+        }
+        crm_jbuf_end_object(b);
+        break;
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *item;
+        crm_jbuf_begin_array(b);
+        json_array_foreach(v, i, item) crm_jbuf_json(b, item);
+        crm_jbuf_end_array(b);
+        break;
+    }
+    case JSON_STRING:
+        crm_jbuf_string(b, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        crm_jbuf_int(b, (long long)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        crm_jbuf_real(b, json_real_value(v));
+        break;
+    case JSON_TRUE:
+        crm_jbuf_bool(b, true);
+        break;
+    case JSON_FALSE:
+        crm_jbuf_bool(b, false);
+        break;
+    case JSON_NULL:
+        crm_jbuf_null(b);
+        break;
+    }
+}
+
+char *crm_json_text(const json_t *v, size_t *len)
+{
+    if (v == NULL)
+        return NULL;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_json(&b, v);
+    return crm_jbuf_take(&b, len);
+}

@@ -1,0 +1,82 @@
+/*
+ * jbuf.h — writes JSON text straight into a growing buffer.
+ *
+ * The hot responses (a customer, a page of fifty) are rows of text that
+ * PostgreSQL already produced; building a Jansson tree of them only to print
+ * it again cost more CPU than the query. A crm_jbuf prints values in order
+ * and places the commas itself:
+ *
+ *     crm_jbuf b;
+ *     crm_jbuf_init(&b);
+ *     crm_jbuf_begin_object(&b);
+ *     crm_jbuf_key(&b, "id");
+ *     crm_jbuf_int(&b, 42);
+ *     crm_jbuf_end_object(&b);
+ *     size_t len;
+ *     char *text = crm_jbuf_take(&b, &len);   (NULL when memory ran out)
+ *
+ * Strings are escaped as RFC 8259 requires (quote, backslash, control
+ * characters); other bytes, UTF-8 included, are copied as they are. Reals are
+ * printed with the fewest digits that read back to the same double.
+ */
+#ifndef CRM_JBUF_H
+#define CRM_JBUF_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define CRM_JBUF_MAX_DEPTH 64
+
+typedef struct crm_jbuf {
+    char *data;
+    size_t len, cap;
+    bool failed; /* memory ran out or nesting went too deep: take gives NULL */
+    int depth;
+    bool after_key; /* a key was written, its value comes next */
+    bool has_member[CRM_JBUF_MAX_DEPTH];
+} crm_jbuf;
+
+void crm_jbuf_init(crm_jbuf *b);
+
+/* Frees what b holds (not needed after crm_jbuf_take). */
+void crm_jbuf_free(crm_jbuf *b);
+
+/* The text, NUL-terminated, owned by the caller; NULL when writing failed.
+ * b is empty afterwards. len may be NULL. */
+char *crm_jbuf_take(crm_jbuf *b, size_t *len);
+
+void crm_jbuf_begin_object(crm_jbuf *b);
+void crm_jbuf_end_object(crm_jbuf *b);
+void crm_jbuf_begin_array(crm_jbuf *b);
+void crm_jbuf_end_array(crm_jbuf *b);
+
+/* A member name inside an object; its value is the next thing written. */
+void crm_jbuf_key(crm_jbuf *b, const char *key);
+
+void crm_jbuf_string(crm_jbuf *b, const char *s, size_t len);
+void crm_jbuf_cstring(crm_jbuf *b, const char *s); /* NULL writes null */
+void crm_jbuf_int(crm_jbuf *b, long long v);
+void crm_jbuf_real(crm_jbuf *b, double v);
+void crm_jbuf_bool(crm_jbuf *b, bool v);
+void crm_jbuf_null(crm_jbuf *b);
+
+/* An RFC 3339 UTC timestamp with milliseconds, as a string. */
+void crm_jbuf_timestamp(crm_jbuf *b, long long epoch_ms);
+
+/* A value that is already JSON text (PostgreSQL's json output, say). The
+ * caller vouches for it. */
+void crm_jbuf_raw(crm_jbuf *b, const char *json, size_t len);
+
+/* A Jansson value, printed in member order. */
+void crm_jbuf_json(crm_jbuf *b, const json_t *v);
+
+/* v as compact JSON text (the caller frees it), or NULL. Used for every JSON
+ * response, so numbers print the same way everywhere. */
+char *crm_json_text(const json_t *v, size_t *len);
+
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" and a NUL into out (at least 32 bytes);
+ * returns the length. */
+size_t crm_format_timestamp(long long epoch_ms, char *out);
+
+#endif
