@@ -17,8 +17,8 @@
 source "$(dirname "$0")/../scripts/lib.sh"
 
 # Entities in the order they are generated, and how many rows of each.
-GEN_ORDER=(keys customers)
-declare -A GEN_COUNT=([keys]=10000 [customers]=0)
+GEN_ORDER=(keys customers touchpoints)
+declare -A GEN_COUNT=([keys]=10000 [customers]=0 [touchpoints]=0)
 
 usage() {
     local e
@@ -138,6 +138,44 @@ SQL
 gen_report_customers() {
     gen_psql -F ' ' -c "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM customers" |
         { read -r n lo hi; printf 'customers: %s rows, ids %s..%s\n' "$n" "$lo" "$hi"; }
+}
+
+# gen_touchpoints N: N touchpoints spread evenly over the live customers
+# (customer k of the generated range gets touchpoints k, k + C, k + 2C, ...),
+# over the last two years, on every channel: a third purchases with an amount
+# and items, the rest visits, e-mail events and calls. Source 'bench-gen'
+# with event ids 'g' + N. Runs in batches of 1,000,000 rows.
+gen_touchpoints() {
+    local n=$1 done=0 batch
+    while [ "$done" -lt "$n" ]; do
+        batch=$((n - done < 1000000 ? n - done : 1000000))
+        gen_psql -v n="$batch" -v first="$done" <<'SQL'
+WITH span AS (SELECT min(id) AS lo, max(id) - min(id) + 1 AS count FROM customers)
+INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source, event_id,
+                         campaign_id, amount, currency, items, properties)
+SELECT span.lo + (g % span.count),
+       (ARRAY['web', 'mobile_app', 'email', 'store', 'call_centre', 'sales_visit', 'partner'])[1 + g % 7],
+       CASE WHEN g % 3 = 0 THEN 'purchase'
+            ELSE (ARRAY['visit', 'email_opened', 'email_clicked', 'call', 'page_view'])[1 + g % 5] END,
+       CASE WHEN g % 5 = 1 THEN 'outbound' ELSE 'inbound' END,
+       now() - make_interval(secs => (hashint4(g::int) & 2147483647) % 63072000),
+       'bench-gen', 'g' || g,
+       CASE WHEN g % 11 = 0 THEN 'c' || (g % 50) END,
+       CASE WHEN g % 3 = 0 THEN ((g % 20000) / 100.0)::numeric END,
+       CASE WHEN g % 3 = 0 THEN 'EUR' END,
+       CASE WHEN g % 3 = 0 THEN jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (g % 500),
+                                'quantity', 1 + g % 3, 'unit_price', (g % 20000) / 100.0)) END,
+       '{}'
+FROM span, generate_series(:first + 1, :first + :n) g;
+SQL
+        done=$((done + batch))
+    done
+    gen_psql -c "VACUUM (ANALYZE) touchpoints"
+}
+
+gen_report_touchpoints() {
+    gen_psql -F ' ' -c "SELECT count(*), coalesce(min(id), 0), coalesce(max(id), 0) FROM touchpoints" |
+        { read -r n lo hi; printf 'touchpoints: %s rows, ids %s..%s\n' "$n" "$lo" "$hi"; }
 }
 
 parse_args() {

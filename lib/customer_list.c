@@ -24,6 +24,7 @@
 #define Q_MAX_CHARS 200
 #define Q_MAX_WORDS 8
 #define PREFIX_TERMS_MAX 16 /* words one q word may begin before a page walks instead */
+#define PREFIX_TERMS_MAX_TEXT "16"
 
 typedef struct sort_order {
     const char *name;
@@ -102,13 +103,13 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
 }
 
 /* Writes the cursor that continues after row r, as a string. */
-static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r)
+static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int c0)
 {
     const sort_order *o = &sorts[sort];
-    json_t *key = o->text_key ? json_string(PQgetvalue(res, r, CRM_COL_EXTRA))
-                              : json_integer(atoll(PQgetvalue(res, r, CRM_COL_EXTRA)));
+    json_t *key = o->text_key ? json_string(PQgetvalue(res, r, c0 + CRM_COL_EXTRA))
+                              : json_integer(atoll(PQgetvalue(res, r, c0 + CRM_COL_EXTRA)));
     json_t *arr = json_pack("[s, o, I]", o->name, key ? key : json_null(),
-                            (json_int_t)atoll(PQgetvalue(res, r, CRM_COL_ID)));
+                            (json_int_t)atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
     size_t len = 0;
     char *text = crm_json_text(arr, &len);
     json_decref(arr);
@@ -255,19 +256,6 @@ static int add_param(list_sql *s, const char *value)
     return s->nparams;
 }
 
-/* The words of the search index that q's driving word begins, found with
- * one index probe per word (a loose index scan); PREFIX_TERMS_MAX + 1 rows
- * at most, so that "too many" shows. */
-static crm_stmt find_prefix_terms = CRM_STMT_RO(
-    "customer_search_prefix_terms",
-    "WITH RECURSIVE t (term, n) AS ("
-    "  (SELECT term, 1 FROM customer_search_terms WHERE term >= lower($1) ORDER BY term LIMIT 1)"
-    "  UNION ALL"
-    "  SELECT s.term, t.n + 1 FROM t CROSS JOIN LATERAL (SELECT x.term FROM customer_search_terms x"
-    "    WHERE x.term > t.term ORDER BY x.term LIMIT 1) s"
-    "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1)))"
-    " SELECT term FROM t WHERE starts_with(term, lower($1))");
-
 /* Whether a q page starts from the words of the search index (created_at
  * orders, which that index keeps) rather than walking the sort order. */
 static bool uses_terms(const filter_values *fv)
@@ -276,13 +264,34 @@ static bool uses_terms(const filter_values *fv)
            strcmp(sorts[fv->sort].key, "c.created_at") == 0;
 }
 
+/* How a page finds its rows. */
+typedef enum {
+    PAGE_WALK,        /* along the sort order's index */
+    PAGE_FIRST_TERM,  /* look up the words q's driving word begins, and when
+                         there is one, read its range in the same statement */
+    PAGE_MERGE_TERMS, /* read and merge the ranges of the words found */
+} page_mode;
+
+/* The words of the search index that q's driving word ($1) begins, found
+ * with one index probe per word (a loose index scan), PREFIX_TERMS_MAX + 1
+ * at most so that "too many" shows, as the JSON array terms.list. */
+#define SQL_FIND_TERMS                                                                             \
+    "WITH RECURSIVE t (term, n) AS ("                                                              \
+    "  (SELECT term, 1 FROM customer_search_terms WHERE term >= lower($1) ORDER BY term LIMIT 1)"  \
+    "  UNION ALL"                                                                                  \
+    "  SELECT s.term, t.n + 1 FROM t CROSS JOIN LATERAL (SELECT x.term FROM"                       \
+    "    customer_search_terms x WHERE x.term > t.term ORDER BY x.term LIMIT 1) s"                 \
+    "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1))),"                                  \
+    " terms AS (SELECT json_agg(term) AS list FROM t WHERE starts_with(term, lower($1)))"
+
 /* FROM for a page that starts from the search index: the customers who hold
- * any of the terms, merged in page order from one index range per term. */
-static void from_terms(const filter_values *fv, const PGresult *terms, crm_arena *arena,
+ * any of the terms, merged in page order from one index range per term. In
+ * PAGE_FIRST_TERM the one term is terms.list's (and none when it has more). */
+static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, crm_arena *arena,
                        list_sql *s)
 {
     const sort_order *o = &sorts[fv->sort];
-    int nterms = PQntuples(terms);
+    size_t nterms = mode == PAGE_FIRST_TERM ? 1 : json_array_size(terms);
     if (nterms == 0) {
         append(s, " FROM customers c WHERE false", 0);
         return;
@@ -304,15 +313,17 @@ static void from_terms(const filter_values *fv, const PGresult *terms, crm_arena
                0);
     else
         append(s, " FROM (", 0);
-    for (int i = 0; i < nterms; i++) {
-        const char *term = PQgetvalue(terms, i, 0);
-        int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
+    for (size_t i = 0; i < nterms; i++) {
         if (i > 0)
             append(s, " UNION ALL ", 0);
-        append_numbered(s,
-                        "(SELECT x.created_at, x.customer_id FROM customer_search_terms x "
-                        "WHERE x.term = $%d",
-                        p, 0, 0);
+        append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ", 0);
+        if (mode == PAGE_FIRST_TERM) {
+            append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1", 0);
+        } else {
+            const char *term = json_string_value(json_array_get(terms, i));
+            int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
+            append_numbered(s, "x.term = $%d", p, 0, 0);
+        }
         if (key != 0)
             append_numbered(s,
                             o->descending
@@ -333,17 +344,25 @@ static void from_terms(const filter_values *fv, const PGresult *terms, crm_arena
     append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'", 0);
 }
 
-/* Builds the statement for f (checked) into s. With terms (the result of
- * find_prefix_terms, PREFIX_TERMS_MAX rows at most) the page starts from the
- * search index; without, it walks the sort order's index. */
-static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGresult *terms,
-                      crm_arena *arena, list_sql *s)
+/* Builds the statement for f (checked) into s. */
+static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode mode,
+                      json_t *terms, crm_arena *arena, list_sql *s)
 {
     const sort_order *o = &sorts[fv->sort];
+    bool by_terms = mode != PAGE_WALK;
+    if (mode == PAGE_FIRST_TERM) {
+        append(s,
+               SQL_FIND_TERMS " SELECT terms.list::text AS search_terms, p.* FROM terms"
+                              " LEFT JOIN LATERAL (",
+               0);
+        add_param(s, fv->words[fv->driver]);
+        add_param(s, PREFIX_TERMS_MAX_TEXT);
+    }
     append(s, "SELECT " CRM_CUSTOMER_COLUMNS ", ", 0);
     append(s, o->key_out, 0);
-    if (terms != NULL)
-        from_terms(fv, terms, arena, s);
+    append(s, " AS sort_key", 0);
+    if (by_terms)
+        from_terms(fv, mode, terms, arena, s);
     else
         append(s, " FROM customers c WHERE c.status = 'active'", 0);
     if (f->email != NULL)
@@ -370,7 +389,7 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGr
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */
     for (int i = 0; i < fv->nwords; i++) {
-        if (terms == NULL)
+        if (!by_terms)
             where(s,
                   "EXISTS (SELECT 1 FROM customer_search_terms w WHERE w.customer_id = c.id "
                   "AND starts_with(w.term, lower($%d)))",
@@ -381,7 +400,7 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGr
                   "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower($%d)))",
                   fv->words[i]);
     }
-    if (fv->cursor_key != NULL && terms == NULL) {
+    if (fv->cursor_key != NULL && !by_terms) {
         append(s, " AND (", 0);
         append(s, o->key, 0);
         append(s, o->descending ? ", c.id) < (" : ", c.id) > (", 0);
@@ -391,7 +410,8 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGr
         s->params[s->nparams++] = fv->cursor_id;
     }
     append(s, " ORDER BY ", 0);
-    if (terms != NULL && PQntuples(terms) > 0) { /* h's order, which is c's */
+    if (by_terms && (mode == PAGE_FIRST_TERM || json_array_size(terms) > 0)) {
+        /* h's order, which is c's */
         append(s,
                o->descending ? "h.created_at DESC, h.customer_id DESC"
                              : "h.created_at, h.customer_id",
@@ -401,6 +421,11 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, const PGr
         append(s, o->descending ? " DESC, c.id DESC" : ", c.id", 0);
     }
     append(s, " LIMIT $%d::int", 1);
+    if (mode == PAGE_FIRST_TERM)
+        append(s,
+               o->descending ? ") p ON true ORDER BY p.sort_key DESC, p.id DESC"
+                             : ") p ON true ORDER BY p.sort_key, p.id",
+               0);
 }
 
 /* The sort order f names (checked before). */
@@ -412,7 +437,22 @@ static int sort_of(const crm_customer_filter *f)
     return 0;
 }
 
-crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *terms,
+/* The words a first search step found (its column search_terms), or NULL
+ * when res is not such a step's result. */
+static json_t *found_terms(const PGresult *res)
+{
+    if (res == NULL || PQfnumber(res, "search_terms") != 0 || PQntuples(res) < 1)
+        return NULL;
+    json_t *list =
+        PQgetisnull(res, 0, 0) ? json_array() : json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    if (!json_is_array(list)) {
+        json_decref(list);
+        return json_array();
+    }
+    return list;
+}
+
+crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *first,
                                       crm_arena *arena, crm_query *q, crm_error *err)
 {
     filter_values *fv = crm_arena_alloc(arena, sizeof *fv);
@@ -427,23 +467,28 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     free(cursor_key);
     if (!ok)
         return CRM_LIST_ERROR;
-    if (uses_terms(fv) && terms == NULL) {
-        crm_query_init(q, &find_prefix_terms);
-        crm_query_add(q, fv->words[fv->driver]);
-        crm_query_add_int(q, PREFIX_TERMS_MAX);
-        return CRM_LIST_TERMS;
+    page_mode mode = uses_terms(fv) ? PAGE_FIRST_TERM : PAGE_WALK;
+    json_t *terms = NULL;
+    if (first != NULL) {
+        terms = found_terms(first);
+        if (terms == NULL || json_array_size(terms) <= 1) {
+            json_decref(terms);
+            return CRM_LIST_READY; /* the first step's rows are the page */
+        }
+        /* More words than ranges to merge: walk the sort order instead. */
+        mode = json_array_size(terms) > PREFIX_TERMS_MAX ? PAGE_WALK : PAGE_MERGE_TERMS;
     }
-    if (terms != NULL && (!uses_terms(fv) || PQntuples(terms) > PREFIX_TERMS_MAX))
-        terms = NULL; /* a word that begins too many: walk the sort order */
     int limit = f->limit < 1 ? 1 : f->limit;
     char *limit_text = crm_arena_alloc(arena, 16);
     if (limit_text == NULL) {
+        json_decref(terms);
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return CRM_LIST_ERROR;
     }
     snprintf(limit_text, 16, "%d", limit + 1); /* one more: is there a next page? */
     list_sql s = {.len = 0, .nparams = 0};
-    build_sql(f, fv, terms, arena, &s);
+    build_sql(f, fv, mode, terms, arena, &s);
+    json_decref(terms);
     s.params[s.nparams++] = limit_text;
     /* Prepared, a statement keeps one plan per connection. Where the best
      * plan depends on the values (a rare tag is best found through its GIN
@@ -451,7 +496,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
      * its own index), it goes unprepared and is planned for them each time. */
     bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
                     f->updated_after != NULL || f->updated_before != NULL ||
-                    (fv->nwords > 0 && terms == NULL);
+                    (fv->nwords > 0 && mode == PAGE_WALK);
     crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true);
     if (st == NULL) {
         st = crm_arena_alloc(arena, sizeof *st);
@@ -467,24 +512,29 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     crm_query_init(q, st);
     for (int i = 0; i < s.nparams; i++)
         crm_query_add(q, s.params[i]);
-    return CRM_LIST_PAGE;
+    return mode == PAGE_FIRST_TERM ? CRM_LIST_TERMS : CRM_LIST_PAGE;
 }
 
 char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f, size_t *len,
                                crm_error *err)
 {
+    /* A first search step's rows start after its search_terms column, and
+     * one row of NULLs stands for none. */
+    int c0 = PQfnumber(res, "search_terms") == 0 ? 1 : 0;
     int n = PQntuples(res), limit = f->limit < 1 ? 1 : f->limit;
+    if (c0 == 1 && n > 0 && PQgetisnull(res, 0, c0 + CRM_COL_ID))
+        n = 0;
     crm_jbuf b;
     crm_jbuf_init(&b);
     crm_jbuf_begin_object(&b);
     crm_jbuf_key(&b, "data");
     crm_jbuf_begin_array(&b);
     for (int r = 0; r < n && r < limit; r++)
-        crm_customer_write(&b, res, r, false);
+        crm_customer_write_at(&b, res, r, c0, false);
     crm_jbuf_end_array(&b);
     crm_jbuf_key(&b, "next_cursor");
     if (n > limit)
-        write_cursor(&b, sort_of(f), res, limit - 1);
+        write_cursor(&b, sort_of(f), res, limit - 1, c0);
     else
         crm_jbuf_null(&b);
     crm_jbuf_end_object(&b);
@@ -500,11 +550,13 @@ char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *er
     crm_arena_init(&arena);
     crm_query q;
     char *page = NULL;
-    PGresult *terms = NULL;
+    PGresult *first = NULL;
     crm_list_step step = crm_customer_list_query(f, NULL, &arena, &q, err);
     if (step == CRM_LIST_TERMS) {
-        terms = crm_db_run_query(&q, err);
-        step = terms ? crm_customer_list_query(f, terms, &arena, &q, err) : CRM_LIST_ERROR;
+        first = crm_db_run_query(&q, err);
+        step = first ? crm_customer_list_query(f, first, &arena, &q, err) : CRM_LIST_ERROR;
+        if (step == CRM_LIST_READY)
+            page = crm_customer_list_render(first, f, len, err);
     }
     if (step == CRM_LIST_PAGE) {
         PGresult *res = crm_db_run_query(&q, err);
@@ -512,7 +564,7 @@ char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *er
             page = crm_customer_list_render(res, f, len, err);
         PQclear(res);
     }
-    PQclear(terms);
+    PQclear(first);
     crm_arena_free(&arena);
     return page;
 }

@@ -6,6 +6,7 @@
 #include "customer_merge.h"
 #include "consents.h"
 #include "customers_internal.h"
+#include "touchpoints.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -450,6 +451,9 @@ static bool move_attached_records(crm_conn *c, const merge_request *m, json_t *c
     if (res == NULL)
         return false;
     PQclear(res);
+
+    if (!crm_touchpoints_move(c, m->survivor_text, m->merged_array, err))
+        return false;
 
     json_t *moved = exec_json_rows(c, &move_external_ids, 2, move_params, err);
     if (moved == NULL)

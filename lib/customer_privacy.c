@@ -6,6 +6,7 @@
 #include "customer_privacy.h"
 #include "consents.h"
 #include "customers_internal.h"
+#include "touchpoints.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -282,10 +283,12 @@ static json_t *export_on(crm_conn *c, long long target, crm_error *err)
     json_t *current = crm_consents_current(c, target, err);
     PGresult *history = current ? exec1(c, &export_consents, ids, err) : NULL;
     PGresult *audit = history ? exec1(c, &export_audit, ids, err) : NULL;
+    json_t *touchpoints = audit ? crm_touchpoints_export(c, ids, err) : NULL;
     free(ids);
-    if (audit == NULL) {
+    if (touchpoints == NULL) {
         json_decref(current);
         PQclear(history);
+        PQclear(audit);
         json_decref(doc);
         return NULL;
     }
@@ -293,6 +296,7 @@ static json_t *export_on(crm_conn *c, long long target, crm_error *err)
         doc, "consents",
         json_pack("{s:o, s:o}", "current", current, "history", consent_history(history)));
     json_object_set_new(doc, "audit", audit_entries(audit));
+    json_object_set_new(doc, "touchpoints", touchpoints);
     PQclear(history);
     PQclear(audit);
     return doc;
@@ -359,7 +363,8 @@ static json_t *scrub(crm_conn *c, long long target, const char *ids, crm_error *
         return NULL;
     }
     if (!exec1_ok(c, &erase_external_ids, ids, err) || !exec1_ok(c, &erase_consents, ids, err) ||
-        !exec1_ok(c, &erase_audit, ids, err) || !exec1_ok(c, &erase_idempotency, ids, err)) {
+        !exec1_ok(c, &erase_audit, ids, err) || !exec1_ok(c, &erase_idempotency, ids, err) ||
+        !crm_touchpoints_erase(c, ids, err)) {
         json_decref(stone);
         return NULL;
     }

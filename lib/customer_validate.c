@@ -214,6 +214,42 @@ bool crm_rfc3339_valid(const char *s)
            all_digits(p + 4, 2) && p[6] == '\0' && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59;
 }
 
+/* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+ * days_from_civil). */
+static long long days_from_civil(int y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+bool crm_rfc3339_epoch_ms(const char *s, long long *ms)
+{
+    if (!crm_rfc3339_valid(s))
+        return false;
+    int y, mo, d;
+    parse_date(s, &y, &mo, &d);
+    const char *t = s + 11;
+    int sec = num(t + 6, 2);
+    long long v = (days_from_civil(y, mo, d) * 86400 + num(t, 2) * 3600 + num(t + 3, 2) * 60 +
+                   (sec == 60 ? 59 : sec)) * 1000;
+    const char *p = t + 8;
+    if (*p == '.') {
+        int scale = 100;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            v += (*p - '0') * scale;
+    }
+    if (*p == '+' || *p == '-') {
+        long long offset = (num(p + 1, 2) * 60 + num(p + 4, 2)) * 60000LL;
+        v += *p == '+' ? -offset : offset;
+    }
+    *ms = v;
+    return true;
+}
+
 bool crm_language_tag_valid(const char *s)
 {
     /* language (2-3 letters, or 5-8) then subtags of 1-8 letters or digits. */

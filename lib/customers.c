@@ -26,44 +26,42 @@ static crm_stmt get_customer =
 static crm_stmt get_customer_ext =
     CRM_STMT_RO("customer_get_ext", "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
                                     " FROM customers c WHERE c.id = $1");
-static crm_stmt get_by_external_id = CRM_STMT_RO(
-    "customer_get_by_external_id",
-    "SELECT " CRM_CUSTOMER_COLUMNS " FROM customer_external_ids e JOIN customers c "
-    "ON c.id = e.customer_id WHERE e.source = $1 AND e.external_id = $2");
-static crm_stmt get_by_external_id_ext = CRM_STMT_RO(
-    "customer_get_by_external_id_ext",
-    "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
-    " FROM customer_external_ids e JOIN customers c "
-    "ON c.id = e.customer_id WHERE e.source = $1 AND e.external_id = $2");
+static crm_stmt get_by_external_id =
+    CRM_STMT_RO("customer_get_by_external_id",
+                "SELECT " CRM_CUSTOMER_COLUMNS " FROM customer_external_ids e JOIN customers c "
+                "ON c.id = e.customer_id WHERE e.source = $1 AND e.external_id = $2");
+static crm_stmt get_by_external_id_ext =
+    CRM_STMT_RO("customer_get_by_external_id_ext",
+                "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
+                " FROM customer_external_ids e JOIN customers c "
+                "ON c.id = e.customer_id WHERE e.source = $1 AND e.external_id = $2");
 static crm_stmt lock_customer = CRM_STMT(
     "customer_lock", "SELECT " CRM_CUSTOMER_COLUMNS " FROM customers c WHERE c.id = $1 FOR UPDATE");
 
-
-#define VALUE_COLUMNS_C                                                                           \
-    "c.kind, c.first_name, c.last_name, c.display_name, c.company, c.email, c.email_normalized, " \
-    "c.phone, c.phone_normalized, c.country, c.region, c.city, c.postal_code, c.street, "         \
-    "c.latitude, c.longitude, c.birth_date, c.preferred_language, c.lifecycle_stage, c.tags, "    \
+#define VALUE_COLUMNS_C                                                                            \
+    "c.kind, c.first_name, c.last_name, c.display_name, c.company, c.email, c.email_normalized, "  \
+    "c.phone, c.phone_normalized, c.country, c.region, c.city, c.postal_code, c.street, "          \
+    "c.latitude, c.longitude, c.birth_date, c.preferred_language, c.lifecycle_stage, c.tags, "     \
     "c.attributes"
 
-static crm_stmt insert_customer =
-    CRM_STMT("customer_insert", "INSERT INTO customers AS c (" CRM_CUSTOMER_VALUE_COLUMNS
-                                ") VALUES (" CRM_CUSTOMER_VALUE_PARAMS
-                                ") RETURNING " CRM_CUSTOMER_COLUMNS);
+static crm_stmt insert_customer = CRM_STMT(
+    "customer_insert", "INSERT INTO customers AS c (" CRM_CUSTOMER_VALUE_COLUMNS
+                       ") VALUES (" CRM_CUSTOMER_VALUE_PARAMS ") RETURNING " CRM_CUSTOMER_COLUMNS);
 /* Writes only when something differs, so a patch that changes nothing
  * keeps the version (and returns no row). */
-static crm_stmt update_customer = CRM_STMT(
-    "customer_update",
-    "UPDATE customers c SET (" CRM_CUSTOMER_VALUE_COLUMNS ") = (" CRM_CUSTOMER_VALUE_PARAMS
-    "), version = c.version + 1, "
-    "updated_at = now() WHERE c.id = $22 AND (" VALUE_COLUMNS_C ") IS DISTINCT FROM ("
-    CRM_CUSTOMER_VALUE_PARAMS
-    ") RETURNING " CRM_CUSTOMER_COLUMNS);
-static crm_stmt delete_customer =
-    CRM_STMT("customer_delete", "UPDATE customers c SET status = 'deleted', version = c.version + 1, "
-                                "updated_at = now() WHERE c.id = $1");
-static crm_stmt insert_audit = CRM_STMT(
-    "customer_audit_insert", "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
-                             "VALUES ($1, $2, $3, $4::jsonb)");
+static crm_stmt update_customer =
+    CRM_STMT("customer_update",
+             "UPDATE customers c SET (" CRM_CUSTOMER_VALUE_COLUMNS ") = (" CRM_CUSTOMER_VALUE_PARAMS
+             "), version = c.version + 1, "
+             "updated_at = now() WHERE c.id = $22 AND (" VALUE_COLUMNS_C
+             ") IS DISTINCT FROM (" CRM_CUSTOMER_VALUE_PARAMS ") RETURNING " CRM_CUSTOMER_COLUMNS);
+static crm_stmt delete_customer = CRM_STMT(
+    "customer_delete", "UPDATE customers c SET status = 'deleted', version = c.version + 1, "
+                       "updated_at = now() WHERE c.id = $1");
+static crm_stmt insert_audit =
+    CRM_STMT("customer_audit_insert",
+             "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
+             "VALUES ($1, $2, $3, $4::jsonb)");
 static crm_stmt insert_external_id = CRM_STMT(
     "customer_external_id_insert",
     "INSERT INTO customer_external_ids (source, external_id, customer_id) VALUES ($1, $2, $3) "
@@ -100,59 +98,105 @@ static void write_json_column(crm_jbuf *b, const PGresult *res, int r, int c, co
         crm_jbuf_raw(b, PQgetvalue(res, r, c), (size_t)PQgetlength(res, r, c));
 }
 
-void crm_customer_write(crm_jbuf *b, const PGresult *res, int r, bool external_ids)
+/* A text[] column as PostgreSQL prints it ({a,"b c","d\\"e"}), as a JSON
+ * array of strings. An element is quoted when it holds a space, a comma, a
+ * brace, a quote or a backslash (escaped with a backslash inside), or is
+ * empty or NULL; an unquoted NULL is SQL NULL. */
+static void write_text_array(crm_jbuf *b, const PGresult *res, int r, int c)
+{
+    crm_jbuf_begin_array(b);
+    const char *p = PQgetisnull(res, r, c) ? "{}" : PQgetvalue(res, r, c);
+    size_t cap = strlen(p) + 1;
+    char *element = malloc(cap);
+    if (element == NULL || *p++ != '{') {
+        free(element);
+        crm_jbuf_end_array(b);
+        return;
+    }
+    while (*p != '\0' && *p != '}') {
+        size_t n = 0;
+        bool quoted = *p == '"';
+        if (quoted) {
+            for (p++; *p != '\0' && *p != '"'; p++) {
+                if (*p == '\\' && p[1] != '\0')
+                    p++;
+                element[n++] = *p;
+            }
+            if (*p == '"')
+                p++;
+        } else {
+            while (*p != '\0' && *p != ',' && *p != '}')
+                element[n++] = *p++;
+        }
+        if (!quoted && n == 4 && memcmp(element, "NULL", 4) == 0)
+            crm_jbuf_null(b);
+        else
+            crm_jbuf_string(b, element, n);
+        if (*p == ',')
+            p++;
+    }
+    free(element);
+    crm_jbuf_end_array(b);
+}
+
+void crm_customer_write_at(crm_jbuf *b, const PGresult *res, int r, int c0, bool external_ids)
 {
     static const char *const names[] = {"first_name", "last_name", "display_name",
                                         "company",    "email",     "phone"};
     static const char *const address[] = {"country", "region", "city", "postal_code", "street"};
     crm_jbuf_begin_object(b);
     crm_jbuf_key(b, "id");
-    write_json_column(b, res, r, CRM_COL_ID, "null");
+    write_json_column(b, res, r, c0 + CRM_COL_ID, "null");
     crm_jbuf_key(b, "version");
-    write_json_column(b, res, r, CRM_COL_VERSION, "null");
+    write_json_column(b, res, r, c0 + CRM_COL_VERSION, "null");
     crm_jbuf_key(b, "kind");
-    write_text(b, res, r, CRM_COL_KIND);
+    write_text(b, res, r, c0 + CRM_COL_KIND);
     for (int i = 0; i < 6; i++) {
         crm_jbuf_key(b, names[i]);
-        write_text(b, res, r, CRM_COL_FIRST_NAME + i);
+        write_text(b, res, r, c0 + CRM_COL_FIRST_NAME + i);
     }
     crm_jbuf_key(b, "address");
     crm_jbuf_begin_object(b);
     for (int i = 0; i < 5; i++) {
         crm_jbuf_key(b, address[i]);
-        write_text(b, res, r, CRM_COL_COUNTRY + i);
+        write_text(b, res, r, c0 + CRM_COL_COUNTRY + i);
     }
     crm_jbuf_end_object(b);
     crm_jbuf_key(b, "location");
-    if (PQgetisnull(res, r, CRM_COL_LATITUDE) || PQgetisnull(res, r, CRM_COL_LONGITUDE)) {
+    if (PQgetisnull(res, r, c0 + CRM_COL_LATITUDE) || PQgetisnull(res, r, c0 + CRM_COL_LONGITUDE)) {
         crm_jbuf_null(b);
     } else {
         crm_jbuf_begin_object(b);
         crm_jbuf_key(b, "latitude");
-        crm_jbuf_real(b, strtod(PQgetvalue(res, r, CRM_COL_LATITUDE), NULL));
+        crm_jbuf_real(b, strtod(PQgetvalue(res, r, c0 + CRM_COL_LATITUDE), NULL));
         crm_jbuf_key(b, "longitude");
-        crm_jbuf_real(b, strtod(PQgetvalue(res, r, CRM_COL_LONGITUDE), NULL));
+        crm_jbuf_real(b, strtod(PQgetvalue(res, r, c0 + CRM_COL_LONGITUDE), NULL));
         crm_jbuf_end_object(b);
     }
     crm_jbuf_key(b, "birth_date");
-    write_text(b, res, r, CRM_COL_BIRTH_DATE);
+    write_text(b, res, r, c0 + CRM_COL_BIRTH_DATE);
     crm_jbuf_key(b, "preferred_language");
-    write_text(b, res, r, CRM_COL_LANGUAGE);
+    write_text(b, res, r, c0 + CRM_COL_LANGUAGE);
     crm_jbuf_key(b, "lifecycle_stage");
-    write_text(b, res, r, CRM_COL_LIFECYCLE_STAGE);
+    write_text(b, res, r, c0 + CRM_COL_LIFECYCLE_STAGE);
     crm_jbuf_key(b, "tags");
-    write_json_column(b, res, r, CRM_COL_TAGS, "[]");
+    write_text_array(b, res, r, c0 + CRM_COL_TAGS);
     crm_jbuf_key(b, "attributes");
-    write_json_column(b, res, r, CRM_COL_ATTRIBUTES, "{}");
+    write_json_column(b, res, r, c0 + CRM_COL_ATTRIBUTES, "{}");
     if (external_ids) {
         crm_jbuf_key(b, "external_ids");
-        write_json_column(b, res, r, CRM_COL_EXTRA, "[]");
+        write_json_column(b, res, r, c0 + CRM_COL_EXTRA, "[]");
     }
     crm_jbuf_key(b, "created_at");
-    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, CRM_COL_CREATED_MS)));
+    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, c0 + CRM_COL_CREATED_MS)));
     crm_jbuf_key(b, "updated_at");
-    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, CRM_COL_UPDATED_MS)));
+    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, c0 + CRM_COL_UPDATED_MS)));
     crm_jbuf_end_object(b);
+}
+
+void crm_customer_write(crm_jbuf *b, const PGresult *res, int r, bool external_ids)
+{
+    crm_customer_write_at(b, res, r, 0, external_ids);
 }
 
 json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids)
@@ -175,8 +219,7 @@ json_t *crm_customer_from_row(const PGresult *res, int r, bool external_ids)
 json_t *crm_customer_writable_part(json_t *rep)
 {
     json_t *w = json_deep_copy(rep);
-    static const char *const drop[] = {"id", "version", "created_at", "updated_at",
-                                       "external_ids"};
+    static const char *const drop[] = {"id", "version", "created_at", "updated_at", "external_ids"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++)
         json_object_del(w, drop[i]);
     return w;
@@ -204,7 +247,8 @@ static json_t *changes_between(json_t *before, json_t *after)
     json_t *changes = json_object();
     const char *key;
     json_t *to;
-    json_object_foreach(after, key, to) {
+    json_object_foreach(after, key, to)
+    {
         json_t *from = before ? json_object_get(before, key) : NULL;
         if (before == NULL ? empty_value(to) : json_equal(from, to))
             continue;
@@ -394,12 +438,12 @@ static bool create_in_tx(crm_conn *c, json_t *body, const crm_customer_values *v
     long long id = json_integer_value(json_object_get(rep, "id"));
     size_t i;
     json_t *item;
-    json_array_foreach(ids, i, item) {
+    json_array_foreach(ids, i, item)
+    {
         char field[48];
         snprintf(field, sizeof field, "/external_ids/%zu", i);
         if (!attach_external_id(c, id, json_string_value(json_object_get(item, "source")),
-                                json_string_value(json_object_get(item, "id")), field, NULL,
-                                err)) {
+                                json_string_value(json_object_get(item, "id")), field, NULL, err)) {
             json_decref(rep);
             return false;
         }
@@ -490,7 +534,8 @@ static json_t *merge_patch(json_t *target, json_t *patch)
     }
     const char *key;
     json_t *value;
-    json_object_foreach(patch, key, value) {
+    json_object_foreach(patch, key, value)
+    {
         if (json_is_null(value)) {
             json_object_del(target, key);
             continue;
@@ -507,8 +552,9 @@ static json_t *merge_patch(json_t *target, json_t *patch)
 static bool check_patch(json_t *patch, bool *clean, crm_error *err)
 {
     if (!json_is_object(patch))
-        return crm_error_set(err, CRM_E_INVALID, "a merge patch of a customer must be a JSON "
-                                                 "object");
+        return crm_error_set(err, CRM_E_INVALID,
+                             "a merge patch of a customer must be a JSON "
+                             "object");
     *clean = crm_json_check_no_nul(patch, "", err);
     return true;
 }
@@ -614,8 +660,8 @@ bool crm_customer_delete(long long id, const char *if_match, const crm_write_ctx
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return false;
-    bool ok = crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) &&
-              crm_db_commit(c, err);
+    bool ok =
+        crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) && crm_db_commit(c, err);
     if (!ok)
         crm_db_rollback(c);
     crm_db_release(c);
@@ -679,8 +725,8 @@ static json_t *upsert_in_tx(crm_conn *c, const char *source, const char *externa
     crm_customer_values_free(&vals);
     if (rep == NULL)
         return NULL;
-    if (!attach_external_id(c, json_integer_value(json_object_get(rep, "id")), source,
-                            external_id, "external_id", retry, err)) {
+    if (!attach_external_id(c, json_integer_value(json_object_get(rep, "id")), source, external_id,
+                            "external_id", retry, err)) {
         json_decref(rep);
         return NULL;
     }
@@ -689,8 +735,7 @@ static json_t *upsert_in_tx(crm_conn *c, const char *source, const char *externa
 
 json_t *crm_customer_upsert_by_external_id(const char *source, const char *external_id,
                                            json_t *body, const char *if_match,
-                                           const crm_write_ctx *ctx, bool *created,
-                                           crm_error *err)
+                                           const crm_write_ctx *ctx, bool *created, crm_error *err)
 {
     if (!crm_external_id_valid(source, external_id, err))
         return NULL;
@@ -838,13 +883,12 @@ json_t *crm_customer_audit_decode(const PGresult *res, long long id, int limit,
             break; /* the customer has no (more) audit rows */
         json_t *changes = crm_json_load_stored(PQgetvalue(res, r, 4));
         json_array_append_new(
-            arr, json_pack("{s:I, s:o, s:o, s:s, s:o}", "id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 1))), "api_key_id",
-                           PQgetisnull(res, r, 2) ? json_null()
-                                                  : json_integer(atoll(PQgetvalue(res, r, 2))),
-                           "action", PQgetvalue(res, r, 3), "changes",
-                           changes ? changes : json_object()));
+            arr,
+            json_pack(
+                "{s:I, s:o, s:o, s:s, s:o}", "id", (json_int_t)atoll(PQgetvalue(res, r, 0)), "at",
+                crm_json_timestamp(atoll(PQgetvalue(res, r, 1))), "api_key_id",
+                PQgetisnull(res, r, 2) ? json_null() : json_integer(atoll(PQgetvalue(res, r, 2))),
+                "action", PQgetvalue(res, r, 3), "changes", changes ? changes : json_object()));
     }
     if (n > limit && !PQgetisnull(res, limit, 0))
         *next_after = atoll(PQgetvalue(res, limit - 1, 0));

@@ -119,6 +119,10 @@ bool crm_language_tag_valid(const char *s);
  * "2026-11-23T11:15:00.5+01:00"). */
 bool crm_rfc3339_valid(const char *s);
 
+/* An RFC 3339 date-time as epoch milliseconds (digits past milliseconds are
+ * dropped, a leap second counts as :59). False when not valid. */
+bool crm_rfc3339_epoch_ms(const char *s, long long *ms);
+
 /* True for one of the lifecycle stages. */
 bool crm_lifecycle_stage_valid(const char *s);
 
@@ -228,14 +232,17 @@ typedef struct crm_customer_filter {
 char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *err);
 
 /* The same split into steps for the event loop. crm_customer_list_query
- * fills q (its values allocated in arena, which must outlive q) with:
- *   CRM_LIST_TERMS  the search-index words that q's longest word begins: run
- *                   it, then call again with its result as terms;
- *   CRM_LIST_PAGE   the page's statement: run it, render its result;
+ * (first NULL) fills q (its values allocated in arena, which must outlive q)
+ * and answers:
+ *   CRM_LIST_PAGE   q is the page's statement: run it, render its result;
+ *   CRM_LIST_TERMS  q is a search's first step (the search-index words that
+ *                   q's longest word begins, and the page when there is just
+ *                   one): run it, then call again with its result as first;
+ *   CRM_LIST_READY  (second call) first's rows are the page: render them;
  *   CRM_LIST_ERROR  nothing; err says why (a bad parameter names itself). */
-typedef enum { CRM_LIST_ERROR, CRM_LIST_TERMS, CRM_LIST_PAGE } crm_list_step;
+typedef enum { CRM_LIST_ERROR, CRM_LIST_TERMS, CRM_LIST_PAGE, CRM_LIST_READY } crm_list_step;
 
-crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *terms,
+crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *first,
                                       crm_arena *arena, crm_query *q, crm_error *err);
 char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f, size_t *len,
                                crm_error *err);

@@ -13,12 +13,14 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
-/* Timestamps travel as epoch milliseconds and are formatted in C. */
+/* Timestamps travel as epoch milliseconds and are formatted in C; the birth
+ * date as PostgreSQL prints a date (connections use DateStyle ISO), the
+ * tags as an array literal ({a,"b c"}): the cheapest forms to produce. */
 #define CRM_CUSTOMER_COLUMNS                                                                      \
     "c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, "               \
     "c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, "   \
-    "c.street, c.latitude, c.longitude, to_char(c.birth_date, 'YYYY-MM-DD'), "                     \
-    "c.preferred_language, c.lifecycle_stage, array_to_json(c.tags)::text, c.attributes::text, "  \
+    "c.street, c.latitude, c.longitude, c.birth_date, "                     \
+    "c.preferred_language, c.lifecycle_stage, c.tags, c.attributes::text, "  \
     "(date_part('epoch', c.created_at) * 1000)::bigint, "                                        \
     "(date_part('epoch', c.updated_at) * 1000)::bigint"
 
@@ -77,6 +79,9 @@ enum {
  * CRM_COL_EXTRA holds them. The one place that says what a customer looks
  * like in JSON. */
 void crm_customer_write(crm_jbuf *b, const PGresult *res, int r, bool external_ids);
+
+/* The same for a row whose customer columns start at column c0. */
+void crm_customer_write_at(crm_jbuf *b, const PGresult *res, int r, int c0, bool external_ids);
 
 /* The same representation as a Jansson value, for code that works on it.
  * The caller owns the result (NULL when memory ran out). */

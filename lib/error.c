@@ -51,6 +51,7 @@ const char *crm_errcode_name(crm_errcode code)
     case CRM_E_TOO_LARGE: return "payload-too-large";
     case CRM_E_UNSUPPORTED: return "unsupported-media-type";
     case CRM_E_PRECONDITION: return "precondition-failed";
+    case CRM_E_GONE: return "gone";
     case CRM_E_UNAVAILABLE: return "service-unavailable";
     case CRM_E_INTERNAL: return "internal-error";
     }

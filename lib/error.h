@@ -23,6 +23,7 @@ typedef enum crm_errcode {
     CRM_E_TOO_LARGE,     /* input over a configured limit */
     CRM_E_UNSUPPORTED,   /* media type we do not speak */
     CRM_E_PRECONDITION,  /* If-Match did not match */
+    CRM_E_GONE,          /* it was there once and no longer is (an expired sync cursor) */
     CRM_E_UNAVAILABLE,   /* the database cannot be reached right now */
     CRM_E_INTERNAL,      /* our fault; details go to the log, not the client */
 } crm_errcode;

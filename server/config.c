@@ -53,6 +53,9 @@ static const env_var vars[] = {
      "after a failed connect, requests fail fast with 503 for this long"},
     {"CRMD_STATEMENT_TIMEOUT_MS", VAR_INT, "30000", 0, 86400000, OFF(statement_timeout_ms),
      "PostgreSQL statement_timeout for crmd's sessions (0: none)"},
+    {"CRMD_TOUCHPOINT_FUTURE_TOLERANCE_S", VAR_INT, "300", 0, 86400,
+     OFF(touchpoint_future_tolerance_s),
+     "how far into the future a touchpoint's occurred_at may lie (clocks drift)"},
     {"CRMD_KEY_CACHE_TTL_MS", VAR_INT, "5000", 0, 600000, OFF(key_cache_ttl_ms),
      "how long a checked API key is trusted without reading the database again"},
     {"CRMD_SHUTDOWN_TIMEOUT_S", VAR_INT, "10", 0, 3600, OFF(shutdown_timeout_s),
@@ -63,6 +66,8 @@ static const env_var vars[] = {
      "1 to write one JSON line per request to stderr, 0 to stay quiet"},
     {"CRMD_LOG_LEVEL", VAR_LOGLEVEL, "info", 0, 0, OFF(log_level),
      "debug, info, warn or error"},
+    {"CRMD_SYNC_RETENTION_DAYS", VAR_INT, "90", 1, 36500, OFF(sync_retention_days),
+     "how long the sync feeds keep deletions; an older cursor gets 410 (full resync)"},
 };
 
 void crmd_config_print_help(FILE *out)

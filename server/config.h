@@ -33,6 +33,8 @@ typedef struct crmd_config {
     int retry_after_s;
     bool access_log;
     int log_level;
+    int sync_retention_days;
+    int touchpoint_future_tolerance_s;
 } crmd_config;
 
 /* Fills cfg from the environment. On a bad value writes a message to errbuf

@@ -41,6 +41,16 @@ void handle_consents_get(http_request *req);
 void handle_customer_duplicates(http_request *req);
 void handle_customer_merge(http_request *req);
 
+/* handlers_touchpoints.c */
+void handle_touchpoint_record(http_request *req);
+void handle_touchpoint_batch(http_request *req);
+void handle_touchpoint_get(http_request *req);
+void handle_customer_timeline(http_request *req);
+
+/* handlers_sync.c */
+void handle_sync_customers(http_request *req);
+void handle_sync_touchpoints(http_request *req);
+
 /* params.c */
 
 /* Reads ?limit= (default def, 1..max). On a bad value fills err (422). */

@@ -285,7 +285,7 @@ static void list_done(http_request *req, const PGresult *res, const crm_error *e
     http_reply_json_text(req, 200, page, len);
 }
 
-/* A q search's first step is done: the page's own query follows. */
+/* A q search's first step is done: it held the page, or says which follows. */
 static void terms_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     if (res == NULL) {
@@ -295,12 +295,15 @@ static void terms_done(http_request *req, const PGresult *res, const crm_error *
     crm_error derr = CRM_ERROR_INIT;
     crm_customer_filter f;
     crm_query q;
-    if (!list_filter(req, &f, &derr) ||
-        crm_customer_list_query(&f, res, http_arena(req), &q, &derr) != CRM_LIST_PAGE) {
+    crm_list_step step = CRM_LIST_ERROR;
+    if (list_filter(req, &f, &derr))
+        step = crm_customer_list_query(&f, res, http_arena(req), &q, &derr);
+    if (step == CRM_LIST_READY)
+        list_done(req, res, NULL); /* the first step held the whole page */
+    else if (step == CRM_LIST_PAGE)
+        http_defer_query(req, &q, list_done);
+    else
         reply_error(req, &derr);
-        return;
-    }
-    http_defer_query(req, &q, list_done);
 }
 
 void handle_customer_list(http_request *req)

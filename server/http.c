@@ -309,6 +309,7 @@ int http_status_for(crm_errcode code)
     case CRM_E_TOO_LARGE: return 413;
     case CRM_E_UNSUPPORTED: return 415;
     case CRM_E_PRECONDITION: return 412;
+    case CRM_E_GONE: return 410;
     case CRM_E_UNAVAILABLE: return 503;
     case CRM_E_INTERNAL: return 500;
     }
@@ -324,6 +325,7 @@ static const char *status_title(int status)
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 409: return "Conflict";
+    case 410: return "Gone";
     case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
@@ -346,6 +348,7 @@ static const char *status_type(int status)
     case 404: return "not-found";
     case 405: return "method-not-allowed";
     case 409: return "conflict";
+    case 410: return "gone";
     case 412: return "precondition-failed";
     case 413: return "payload-too-large";
     case 414: return "uri-too-long";

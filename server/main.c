@@ -14,6 +14,8 @@
 #include "log.h"
 #include "migrate.h"
 #include "router.h"
+#include "sync.h"
+#include "touchpoints.h"
 
 #include <signal.h>
 #include <sodium.h>
@@ -189,6 +191,8 @@ static int cmd_serve(const crmd_config *cfg)
         return 1;
     }
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
+    crm_sync_set_retention_days(cfg->sync_retention_days);
+    crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
     http_server *srv = http_server_start(cfg, &d, &err);
     if (srv == NULL) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);

@@ -39,10 +39,20 @@ static const http_route routes[] = {
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
      true, false},
     {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false},
+    /* touchpoints */
+    {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false},
+    {"POST", "/v1/touchpoints/batch", handle_touchpoint_batch, CRM_SCOPE_TOUCHPOINTS_WRITE, true,
+     false},
+    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true},
+    {"GET", "/v1/customers/{id}/touchpoints", handle_customer_timeline, CRM_SCOPE_TOUCHPOINTS_READ,
+     false, true},
     /* duplicates and merge */
     {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
      false, false},
     {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+    /* sync feeds */
+    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true},
+    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

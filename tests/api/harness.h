@@ -194,5 +194,7 @@ Suite *customers_suite(void);
 Suite *consents_suite(void);
 Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);
+Suite *sync_suite(void);
+Suite *touchpoints_suite(void);
 
 #endif

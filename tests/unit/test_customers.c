@@ -625,6 +625,26 @@ static size_t search_all(const char *q, const char *sort, int limit, long long *
     return n;
 }
 
+START_TEST(tags_that_need_quoting_round_trip)
+{
+    /* Tags travel from PostgreSQL as an array literal: every character that
+     * literal quotes or escapes must come back as it was. */
+    const char *text = "{\"tags\": [\"a,b\", \"\\\"q\\\"\", \"back\\\\slash\", \"{}\", \"two words\", "
+                       "\"NULL\", \"null\", \"ünï ✓\", \" lead\", \"tab\\there\"]}";
+    json_t *made = create(text);
+    json_t *doc = parse(text), *want = json_object_get(doc, "tags");
+    crm_error err = CRM_ERROR_INIT;
+    json_t *got = crm_customer_get(id_of(made), false, &err);
+    ck_assert_msg(got != NULL, "get: %s", err.detail);
+    ck_assert_msg(json_equal(json_object_get(got, "tags"), want), "tags: %s",
+                  json_dumps(json_object_get(got, "tags"), 0));
+    ck_assert(json_equal(json_object_get(made, "tags"), want));
+    json_decref(doc);
+    json_decref(got);
+    json_decref(made);
+}
+END_TEST
+
 START_TEST(list_search_matches_word_prefixes)
 {
     char tag[40], body[512], q[96];
@@ -872,6 +892,7 @@ Suite *customers_suite(void)
     tcase_add_test(db, a_merged_customer_reads_as_its_survivor);
     tcase_add_test(db, list_filters_and_pages_with_cursors);
     tcase_add_test(db, list_rejects_bad_parameters_by_name);
+    tcase_add_test(db, tags_that_need_quoting_round_trip);
     tcase_add_test(db, list_search_matches_word_prefixes);
     tcase_add_test(db, list_search_follows_changes_to_the_words);
     tcase_add_test(db, list_search_pages_through_many_words_with_one_prefix);

@@ -1,0 +1,265 @@
+/*
+ * sync.c — the change feeds (see sync.h): the statement of a page, the
+ * entries it becomes, and the cursor.
+ *
+ * Every row of customers and touchpoints carries the place of its latest
+ * change, (change_xid, change_seq). A page is the rows after the cursor's
+ * place in that order, bounded by the xmin of the statement's own snapshot:
+ * every transaction below it has ended, and every transaction still running
+ * (or yet to start) has an xid at or above it, so whatever those write lands
+ * after every place a page has returned. The bound holds rows back only
+ * while an older transaction runs; a session left idle inside a transaction
+ * that wrote something stalls the feeds until it ends.
+ *
+ * A cursor is base64url of the JSON array [feed, xid, seq, issued_at]: the
+ * feed it belongs to, the place of the last entry returned (the xid as a
+ * decimal string, as PostgreSQL prints xid8) and when it was issued (epoch
+ * milliseconds). The retention is measured from issued_at, and every page
+ * issues a new cursor, so a reader that keeps polling never holds an old one.
+ */
+#include "sync.h"
+#include "customers_internal.h"
+#include "jbuf.h"
+#include "json.h"
+#include "touchpoints.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MS_PER_DAY (24LL * 60 * 60 * 1000)
+#define CURSOR_MAX_CHARS 400 /* ours are about 80 */
+#define XID_MAX_DIGITS 19    /* xid8 stays below 2^63: epoch << 32 | xid */
+
+static atomic_int retention_days = CRM_SYNC_RETENTION_DAYS_DEFAULT;
+
+void crm_sync_set_retention_days(int days)
+{
+    atomic_store(&retention_days, days < 1 ? 1 : days);
+}
+
+int crm_sync_retention_days(void)
+{
+    return atomic_load(&retention_days);
+}
+
+static const char *const feed_names[] = {"customers", "touchpoints"};
+
+/* ---- the statements ------------------------------------------------------------ */
+
+/* The place of a row, after its representation's columns. */
+#define PLACE_COLUMNS(t) t ".change_xid::text, " t ".change_seq"
+
+/* Rows after the place ($1, $2), written by transactions that have all
+ * ended, in change order, $3 at most: a range of the table's
+ * (change_xid, change_seq) index, read from its start. */
+#define PAGE_OF(t)                                                                                 \
+    " WHERE (" t ".change_xid, " t ".change_seq) > ($1::xid8, $2::bigint)"                         \
+    " AND " t ".change_xid < pg_snapshot_xmin(pg_current_snapshot())"                              \
+    " ORDER BY " t ".change_xid, " t ".change_seq LIMIT $3::int"
+
+static crm_stmt customers_page =
+    CRM_STMT_RO("sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS
+                                       ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
+
+/* The touchpoints' select list is touchpoints.c's, so this statement is put
+ * together once, at its first use. */
+static char touchpoints_page_sql[2048];
+static crm_stmt touchpoints_page = CRM_STMT_RO("sync_touchpoints_page", touchpoints_page_sql);
+static int touchpoint_ncolumns;
+static pthread_once_t touchpoints_page_once = PTHREAD_ONCE_INIT;
+
+static void build_touchpoints_page(void)
+{
+    const char *columns = crm_touchpoint_columns(&touchpoint_ncolumns);
+    snprintf(touchpoints_page_sql, sizeof touchpoints_page_sql,
+             "SELECT %s, " PLACE_COLUMNS("t") " FROM touchpoints t" PAGE_OF("t"), columns);
+}
+
+static crm_stmt *page_statement(crm_sync_feed feed)
+{
+    if (feed == CRM_SYNC_CUSTOMERS)
+        return &customers_page;
+    pthread_once(&touchpoints_page_once, build_touchpoints_page);
+    return &touchpoints_page;
+}
+
+/* The column of a page's rows where their place (xid, then seq) begins. */
+static int place_column(crm_sync_feed feed)
+{
+    if (feed == CRM_SYNC_CUSTOMERS)
+        return CRM_COL_EXTRA;
+    pthread_once(&touchpoints_page_once, build_touchpoints_page);
+    return touchpoint_ncolumns;
+}
+
+/* ---- the cursor ------------------------------------------------------------------ */
+
+typedef struct sync_place {
+    long long xid; /* the transaction's xid8 */
+    long long seq;
+} sync_place;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Parses an xid8 as PostgreSQL prints it: decimal digits only. */
+static bool parse_xid(const char *s, long long *out)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > XID_MAX_DIGITS || strspn(s, "0123456789") != n)
+        return false;
+    errno = 0;
+    *out = strtoll(s, NULL, 10);
+    return errno == 0;
+}
+
+/* Writes the cursor of feed at place p, issued now, as a JSON string. */
+static void write_cursor(crm_jbuf *b, crm_sync_feed feed, sync_place p)
+{
+    char raw[128], cursor[200];
+    int n = snprintf(raw, sizeof raw, "[\"%s\",\"%lld\",%lld,%lld]", feed_names[feed], p.xid, p.seq,
+                     now_ms());
+    crm_base64url_encode((const unsigned char *)raw, (size_t)n, cursor, sizeof cursor);
+    crm_jbuf_cstring(b, cursor);
+}
+
+/* Reads a cursor of feed into *p and *issued_ms; false when text is not one
+ * (malformed, or another feed's). */
+static bool read_cursor(crm_sync_feed feed, const char *text, sync_place *p, long long *issued_ms)
+{
+    size_t len = strlen(text);
+    if (len == 0 || len > CURSOR_MAX_CHARS)
+        return false;
+    unsigned char raw[CURSOR_MAX_CHARS];
+    long n = crm_base64url_decode(text, raw, sizeof raw);
+    json_t *doc = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
+    json_t *jfeed = json_array_get(doc, 0), *jxid = json_array_get(doc, 1),
+           *jseq = json_array_get(doc, 2), *jissued = json_array_get(doc, 3);
+    bool ok = json_array_size(doc) == 4 && json_is_string(jfeed) &&
+              strcmp(json_string_value(jfeed), feed_names[feed]) == 0 && json_is_string(jxid) &&
+              parse_xid(json_string_value(jxid), &p->xid) && json_is_integer(jseq) &&
+              json_integer_value(jseq) >= 0 && json_is_integer(jissued) &&
+              json_integer_value(jissued) > 0;
+    if (ok) {
+        p->seq = json_integer_value(jseq);
+        *issued_ms = json_integer_value(jissued);
+    }
+    json_decref(doc);
+    return ok;
+}
+
+/* ---- the page ------------------------------------------------------------------- */
+
+bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err)
+{
+    sync_place from = {0, 0}; /* before every change */
+    long long issued_ms = 0;
+    if (r->cursor != NULL && !read_cursor(r->feed, r->cursor, &from, &issued_ms)) {
+        crm_error_add_field(err, "cursor",
+                            "not a cursor of this feed: pass the next_cursor of its latest page, "
+                            "or none to start from the beginning");
+        return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'cursor'");
+    }
+    int days = crm_sync_retention_days();
+    if (r->cursor != NULL && issued_ms < now_ms() - days * MS_PER_DAY)
+        return crm_error_set(err, CRM_E_GONE,
+                             "this cursor was issued more than %d days ago, and deletions are kept "
+                             "in the feed only that long: a full resync is needed (read the feed "
+                             "again from the beginning, without a cursor)",
+                             days);
+    crm_query_init(q, page_statement(r->feed));
+    crm_query_add_int(q, from.xid);
+    crm_query_add_int(q, from.seq);
+    crm_query_add_int(q, r->limit < 1 ? 1 : r->limit);
+    return true;
+}
+
+/* A customer's entry: in full while it is live; otherwise a tombstone with
+ * its id alone (a deleted customer's row still holds personal data, which
+ * must not travel; an erased one's holds none). */
+static void write_customer_change(crm_jbuf *b, const PGresult *res, int r)
+{
+    const char *status = PQgetvalue(res, r, CRM_COL_STATUS);
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "change");
+    if (strcmp(status, "active") == 0) {
+        crm_jbuf_cstring(b, "upsert");
+        crm_jbuf_key(b, "customer");
+        crm_customer_write(b, res, r, false);
+    } else {
+        crm_jbuf_cstring(b, status); /* deleted, erased or merged */
+        crm_jbuf_key(b, "id");
+        crm_jbuf_int(b, atoll(PQgetvalue(res, r, CRM_COL_ID)));
+        if (strcmp(status, "merged") == 0 && !PQgetisnull(res, r, CRM_COL_MERGED_INTO)) {
+            crm_jbuf_key(b, "merged_into");
+            crm_jbuf_int(b, atoll(PQgetvalue(res, r, CRM_COL_MERGED_INTO)));
+        }
+    }
+    crm_jbuf_end_object(b);
+}
+
+/* A touchpoint's entry: always in full (an erased customer's touchpoints
+ * come again, without their free text and properties). */
+static void write_touchpoint_change(crm_jbuf *b, const PGresult *res, int r)
+{
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "change");
+    crm_jbuf_cstring(b, "upsert");
+    crm_jbuf_key(b, "touchpoint");
+    crm_touchpoint_write(b, res, r, 0);
+    crm_jbuf_end_object(b);
+}
+
+char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *len, crm_error *err)
+{
+    sync_place last = {0, 0};
+    long long issued_ms;
+    if (r->cursor != NULL)
+        read_cursor(r->feed, r->cursor, &last, &issued_ms); /* accepted by crm_sync_query */
+    int n = PQntuples(res), place = place_column(r->feed);
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_object(&b);
+    crm_jbuf_key(&b, "data");
+    crm_jbuf_begin_array(&b);
+    for (int i = 0; i < n; i++) {
+        if (r->feed == CRM_SYNC_CUSTOMERS)
+            write_customer_change(&b, res, i);
+        else
+            write_touchpoint_change(&b, res, i);
+    }
+    crm_jbuf_end_array(&b);
+    if (n > 0) {
+        last.xid = atoll(PQgetvalue(res, n - 1, place));
+        last.seq = atoll(PQgetvalue(res, n - 1, place + 1));
+    }
+    crm_jbuf_key(&b, "next_cursor");
+    write_cursor(&b, r->feed, last);
+    crm_jbuf_end_object(&b);
+    char *page = crm_jbuf_take(&b, len);
+    if (page == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    return page;
+}
+
+char *crm_sync_page(const crm_sync_request *r, size_t *len, crm_error *err)
+{
+    crm_query q;
+    if (!crm_sync_query(r, &q, err))
+        return NULL;
+    PGresult *res = crm_db_run_query(&q, err);
+    if (res == NULL)
+        return NULL;
+    char *page = crm_sync_render(res, r, len, err);
+    PQclear(res);
+    return page;
+}

@@ -1,0 +1,59 @@
+/*
+ * sync.h — the change feeds of customers and touchpoints, for apps that keep
+ * their own copy (GET /v1/sync/customers, GET /v1/sync/touchpoints).
+ *
+ * A feed lists every row whose latest change lies after the cursor, in the
+ * order of the changes, one entry per row: a live customer or a touchpoint
+ * in full, a customer that was deleted, erased or merged as a tombstone.
+ * Each page gives the cursor of the next one; a page with no entries means
+ * the reader has caught up.
+ *
+ * A page never passes over a change: it holds only rows written by
+ * transactions older than every transaction still running (the xmin of the
+ * reader's snapshot), so a transaction that took its place in the order
+ * early but commits late is still ahead of every cursor handed out. See
+ * migrations/0009_touchpoints_and_changes.sql.
+ */
+#ifndef CRM_SYNC_H
+#define CRM_SYNC_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "db.h"
+#include "error.h"
+
+#define CRM_SYNC_LIMIT_DEFAULT 100
+#define CRM_SYNC_LIMIT_MAX 1000
+#define CRM_SYNC_RETENTION_DAYS_DEFAULT 90
+
+typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS } crm_sync_feed;
+
+/* How long a cursor stays good, in days (tombstones are kept at least this
+ * long): an older one is CRM_E_GONE, and its reader must resync in full. */
+void crm_sync_set_retention_days(int days);
+int crm_sync_retention_days(void);
+
+/* One page of a feed. cursor is borrowed. */
+typedef struct crm_sync_request {
+    crm_sync_feed feed;
+    const char *cursor; /* a next_cursor this feed gave; NULL starts from the beginning */
+    int limit;          /* entries at most, 1..CRM_SYNC_LIMIT_MAX */
+} crm_sync_request;
+
+/* The page's single statement, for the event loop or the pool. A cursor
+ * that is not one of this feed's is CRM_E_INVALID naming "cursor"; one
+ * issued longer ago than the retention is CRM_E_GONE. */
+bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err);
+
+/* The page as JSON text (the caller frees it): {"data": [...],
+ * "next_cursor": "..."}. next_cursor is always there: after the last entry,
+ * or on an empty page the request's own position, issued anew. r must be
+ * the request crm_sync_query accepted. */
+char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *len, crm_error *err);
+
+/* Both on a pooled connection (workers, tests). */
+char *crm_sync_page(const crm_sync_request *r, size_t *len, crm_error *err);
+
+#endif

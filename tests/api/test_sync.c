@@ -1,0 +1,363 @@
+/*
+ * test_sync.c — GET /v1/sync/customers and GET /v1/sync/touchpoints over
+ * real HTTP: the sync:read scope, reading a feed from no cursor to an empty
+ * page, a change made afterwards arriving on the next poll (customers
+ * created, changed and deleted, touchpoints recorded), 410 for a cursor
+ * older than the retention (CRMD_SYNC_RETENTION_DAYS) and 422 for a cursor
+ * or limit the feed cannot use.
+ */
+#include "harness.h"
+#include "json.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DAY_MS (24LL * 60 * 60 * 1000)
+
+static crmd_server srv;
+static api_key syncer, writer, reader;
+
+static void setup(void)
+{
+    crmd_fixture_start(&srv, NULL);
+    if (syncer.id == 0)
+        ck_assert(api_key_create("sync:read", &syncer));
+    if (writer.id == 0)
+        ck_assert(api_key_create("customers:read,customers:write,touchpoints:write", &writer));
+    if (reader.id == 0)
+        ck_assert(api_key_create("customers:read,touchpoints:read", &reader));
+}
+
+static void teardown(void)
+{
+    crmd_fixture_stop(&srv);
+}
+
+/* ---- helpers ------------------------------------------------------------------- */
+
+static void unique(char *buf, size_t size, const char *what)
+{
+    static unsigned serial;
+    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
+}
+
+static json_t *expect_json(http_response *r, long status)
+{
+    ck_assert_msg(r->status == status, "answered %ld, not %ld: %.400s", r->status, status, r->body);
+    json_t *doc = http_response_json(r);
+    ck_assert_ptr_nonnull(doc);
+    return doc;
+}
+
+static void expect_problem(http_response *r, long status, const char *field)
+{
+    json_t *p = assert_problem(r, status);
+    if (field != NULL)
+        ck_assert_msg(problem_names_field(p, field), "no error for %s in %.400s", field, r->body);
+    json_decref(p);
+    http_response_free(r);
+}
+
+/* GET of a feed page; cursor and extra query (without '&') may be NULL. */
+static http_response get_page(const crmd_server *s, const char *feed, const char *cursor,
+                              const char *query, const char *key)
+{
+    char path[1024];
+    int n = snprintf(path, sizeof path, "/v1/sync/%s?", feed);
+    if (cursor != NULL)
+        n += snprintf(path + n, sizeof path - (size_t)n, "cursor=%s&", cursor);
+    if (query != NULL)
+        snprintf(path + n, sizeof path - (size_t)n, "%s", query);
+    return http_get(s, path, key);
+}
+
+/* One page, checked to have the documented shape. */
+static json_t *page(const char *feed, const char *cursor, int limit)
+{
+    char query[32];
+    snprintf(query, sizeof query, "limit=%d", limit);
+    http_response r = get_page(&srv, feed, cursor, query, syncer.secret);
+    json_t *doc = expect_json(&r, 200);
+    const char *type = http_response_header(&r, "Content-Type");
+    ck_assert_ptr_nonnull(type);
+    ck_assert_ptr_nonnull(strstr(type, "application/json"));
+    http_response_free(&r);
+    ck_assert(json_is_array(json_object_get(doc, "data")));
+    ck_assert(json_is_string(json_object_get(doc, "next_cursor")));
+    ck_assert_uint_eq(json_object_size(doc), 2);
+    return doc;
+}
+
+/* Reads a feed from cursor (NULL: the beginning) to an empty page, adding
+ * every entry to entries when not NULL; returns the last next_cursor (the
+ * caller frees it). */
+static char *drain(const char *feed, const char *cursor, json_t *entries)
+{
+    char *at = cursor ? strdup(cursor) : NULL;
+    for (int pages = 0;; pages++) {
+        ck_assert_msg(pages < 10000, "the feed never ends");
+        json_t *doc = page(feed, at, 1000);
+        json_t *data = json_object_get(doc, "data");
+        size_t n = json_array_size(data);
+        free(at);
+        at = strdup(json_string_value(json_object_get(doc, "next_cursor")));
+        if (entries != NULL)
+            json_array_extend(entries, data);
+        json_decref(doc);
+        if (n == 0)
+            return at;
+    }
+}
+
+/* The id an entry is about. */
+static long long entry_id(json_t *entry)
+{
+    json_t *inner = json_object_get(entry, "customer");
+    if (inner == NULL)
+        inner = json_object_get(entry, "touchpoint");
+    return json_integer_value(json_object_get(inner ? inner : entry, "id"));
+}
+
+/* Polls the feed from cursor (NULL: the beginning) until the entry about id
+ * comes, and returns it (the caller decrefs it) with the cursor after its
+ * page in *next (the caller frees it). Polling waits on empty pages: the
+ * test database's cluster may be shared with other runs, whose running
+ * transactions hold pages back for a moment. */
+static json_t *poll_for(const char *feed, const char *cursor, long long id, char **next)
+{
+    char *at = cursor ? strdup(cursor) : NULL;
+    long long deadline = harness_now_ms() + 10000;
+    for (;;) {
+        json_t *doc = page(feed, at, 1000);
+        json_t *data = json_object_get(doc, "data"), *found = NULL;
+        for (size_t i = 0; i < json_array_size(data) && found == NULL; i++)
+            if (entry_id(json_array_get(data, i)) == id)
+                found = json_incref(json_array_get(data, i));
+        free(at);
+        at = strdup(json_string_value(json_object_get(doc, "next_cursor")));
+        bool empty = json_array_size(data) == 0;
+        json_decref(doc);
+        if (found != NULL) {
+            *next = at;
+            return found;
+        }
+        ck_assert_msg(harness_now_ms() < deadline, "no change of %lld in the %s feed", id, feed);
+        if (empty)
+            harness_sleep_ms(50);
+    }
+}
+
+static long long create_customer(void)
+{
+    char email[96], body[160];
+    unique(email, sizeof email, "sync");
+    snprintf(body, sizeof body, "{\"first_name\": \"Sync\", \"email\": \"%s@example.org\"}", email);
+    http_response r = http_post_json(&srv, "/v1/customers", writer.secret, body);
+    json_t *doc = expect_json(&r, 201);
+    long long id = json_integer_value(json_object_get(doc, "id"));
+    json_decref(doc);
+    http_response_free(&r);
+    return id;
+}
+
+/* The cursor with its issued_at moved back by age_ms (a client that kept it
+ * that long). The caller frees it. */
+static char *aged_cursor(const char *cursor, long long age_ms)
+{
+    unsigned char raw[512];
+    long n = crm_base64url_decode(cursor, raw, sizeof raw);
+    ck_assert_int_gt(n, 0);
+    json_t *doc = json_loadb((const char *)raw, (size_t)n, 0, NULL);
+    ck_assert_uint_eq(json_array_size(doc), 4);
+    json_int_t issued = json_integer_value(json_array_get(doc, 3));
+    json_array_set_new(doc, 3, json_integer(issued - age_ms));
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    size_t len = strlen(text), size = len * 4 / 3 + 4;
+    char *out = malloc(size);
+    ck_assert_ptr_nonnull(out);
+    crm_base64url_encode((const unsigned char *)text, len, out, size);
+    free(text);
+    return out;
+}
+
+/* ---- scope ----------------------------------------------------------------------- */
+
+START_TEST(the_feeds_need_the_sync_read_scope)
+{
+    const char *feeds[] = {"customers", "touchpoints"};
+    for (int i = 0; i < 2; i++) {
+        http_response r = get_page(&srv, feeds[i], NULL, NULL, NULL);
+        expect_problem(&r, 401, NULL);
+        r = get_page(&srv, feeds[i], NULL, NULL, reader.secret);
+        json_t *p = assert_problem(&r, 403);
+        ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(p, "detail")), "sync:read"));
+        json_decref(p);
+        http_response_free(&r);
+        r = get_page(&srv, feeds[i], NULL, "limit=1", harness_admin_key.secret);
+        json_decref(expect_json(&r, 200));
+        http_response_free(&r);
+    }
+}
+END_TEST
+
+/* ---- reading and polling ---------------------------------------------------------- */
+
+START_TEST(the_customer_feed_drains_to_an_empty_page_then_brings_new_changes)
+{
+    /* From the beginning, the feed has what was there before. */
+    long long before = create_customer();
+    char *at = NULL;
+    json_decref(poll_for("customers", NULL, before, &at));
+    char *end = drain("customers", at, NULL);
+    free(at);
+
+    /* Caught up: polling again gives an empty page. */
+    json_t *empty = page("customers", end, 100);
+    ck_assert_uint_eq(json_array_size(json_object_get(empty, "data")), 0);
+    json_decref(empty);
+
+    /* A customer made now comes on the next poll, as GET shows it. */
+    long long id = create_customer();
+    char *after_create = NULL;
+    json_t *entry = poll_for("customers", end, id, &after_create);
+    ck_assert_str_eq(json_string_value(json_object_get(entry, "change")), "upsert");
+    char path[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld", id);
+    http_response r = http_get(&srv, path, writer.secret);
+    json_t *read = expect_json(&r, 200);
+    http_response_free(&r);
+    ck_assert_msg(json_equal(json_object_get(entry, "customer"), read),
+                  "the feed's customer is not GET's");
+    json_decref(read);
+    json_decref(entry);
+
+    /* Deleted: a tombstone on the next poll. */
+    r = http_delete(&srv, path, writer.secret);
+    ck_assert_int_eq(r.status, 204);
+    http_response_free(&r);
+    char *after_delete = NULL;
+    json_t *gone = poll_for("customers", after_create, id, &after_delete);
+    char want[96];
+    snprintf(want, sizeof want, "{\"change\": \"deleted\", \"id\": %lld}", id);
+    json_t *expected = json_loads(want, 0, NULL);
+    ck_assert_msg(json_equal(gone, expected), "not a tombstone");
+    json_decref(expected);
+    json_decref(gone);
+    free(after_delete);
+    free(after_create);
+    free(end);
+}
+END_TEST
+
+START_TEST(the_touchpoint_feed_brings_a_recorded_touchpoint_on_the_next_poll)
+{
+    long long customer = create_customer();
+    char *end = drain("touchpoints", NULL, NULL);
+    char event[64], body[320];
+    unique(event, sizeof event, "ev");
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\", "
+             "\"direction\": \"inbound\", \"occurred_at\": \"2026-01-02T03:04:05Z\", "
+             "\"source\": \"sync-test\", \"event_id\": \"%s\"}",
+             customer, event);
+    http_response r = http_post_json(&srv, "/v1/touchpoints", writer.secret, body);
+    json_t *made = expect_json(&r, 201);
+    http_response_free(&r);
+
+    char *next = NULL;
+    json_t *entry =
+        poll_for("touchpoints", end, json_integer_value(json_object_get(made, "id")), &next);
+    ck_assert_str_eq(json_string_value(json_object_get(entry, "change")), "upsert");
+    ck_assert_msg(json_equal(json_object_get(entry, "touchpoint"), made),
+                  "the feed's touchpoint is not the recorded one");
+    json_decref(entry);
+    json_decref(made);
+    free(next);
+    free(end);
+}
+END_TEST
+
+/* ---- cursors that cannot be used ----------------------------------------------------- */
+
+START_TEST(a_cursor_older_than_the_retention_is_410)
+{
+    char *end = drain("customers", NULL, NULL);
+    char *old = aged_cursor(end, 91 * DAY_MS);
+    http_response r = get_page(&srv, "customers", old, NULL, syncer.secret);
+    json_t *p = assert_problem(&r, 410);
+    ck_assert_str_eq(json_string_value(json_object_get(p, "type")),
+                     "https://crmd.dev/problems/gone");
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(p, "detail")), "full resync"));
+    json_decref(p);
+    http_response_free(&r);
+
+    char *recent = aged_cursor(end, 89 * DAY_MS);
+    json_decref(page("customers", recent, 10));
+    free(recent);
+    free(old);
+    free(end);
+}
+END_TEST
+
+START_TEST(the_retention_comes_from_crmd_sync_retention_days)
+{
+    crmd_server short_lived;
+    const char *env[] = {"CRMD_SYNC_RETENTION_DAYS=1", NULL};
+    crmd_fixture_start(&short_lived, env);
+    char *end = drain("touchpoints", NULL, NULL);
+    char *two_days = aged_cursor(end, 2 * DAY_MS);
+    http_response r = get_page(&short_lived, "touchpoints", two_days, NULL, syncer.secret);
+    expect_problem(&r, 410, NULL);
+    r = get_page(&srv, "touchpoints", two_days, NULL, syncer.secret); /* the default: 90 */
+    json_decref(expect_json(&r, 200));
+    http_response_free(&r);
+    crmd_fixture_stop(&short_lived);
+    free(two_days);
+    free(end);
+}
+END_TEST
+
+START_TEST(a_cursor_or_limit_the_feed_cannot_use_is_422)
+{
+    char *customers = drain("customers", NULL, NULL);
+    http_response r = get_page(&srv, "touchpoints", customers, NULL, syncer.secret);
+    expect_problem(&r, 422, "cursor");
+    const char *bad[] = {"x", "W10", "eyJhIjoxfQ", "%20"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = get_page(&srv, "customers", bad[i], NULL, syncer.secret);
+        expect_problem(&r, 422, "cursor");
+    }
+    r = get_page(&srv, "customers", NULL, "cursor=", syncer.secret);
+    expect_problem(&r, 422, "cursor");
+    const char *limits[] = {"limit=0", "limit=1001", "limit=ten"};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        r = get_page(&srv, "touchpoints", NULL, limits[i], syncer.secret);
+        expect_problem(&r, 422, "limit");
+    }
+    r = get_page(&srv, "customers", NULL, "limit=1000", syncer.secret);
+    json_decref(expect_json(&r, 200));
+    http_response_free(&r);
+    free(customers);
+}
+END_TEST
+
+Suite *sync_suite(void)
+{
+    Suite *s = suite_create("sync");
+    TCase *tc = tcase_create("feeds");
+    tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, the_feeds_need_the_sync_read_scope);
+    tcase_add_test(tc, the_customer_feed_drains_to_an_empty_page_then_brings_new_changes);
+    tcase_add_test(tc, the_touchpoint_feed_brings_a_recorded_touchpoint_on_the_next_poll);
+    tcase_add_test(tc, a_cursor_older_than_the_retention_is_410);
+    tcase_add_test(tc, the_retention_comes_from_crmd_sync_retention_days);
+    tcase_add_test(tc, a_cursor_or_limit_the_feed_cannot_use_is_422);
+    suite_add_tcase(s, tc);
+    return s;
+}
