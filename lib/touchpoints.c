@@ -409,10 +409,20 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
 
 /* ---- the batch ------------------------------------------------------------------ */
 
+/* A reference that items ask to create a customer for, by its key. */
+typedef struct ref_slot {
+    char *key;
+    size_t item;
+} ref_slot;
+
 typedef struct batch {
     tp_item *items;
     size_t n;
     const crm_write_ctx *ctx;
+    tp_item **by_event; /* the valid items that come first with their event, sorted */
+    size_t n_by_event;
+    ref_slot *slots; /* while customers are made: sorted by key, then item */
+    size_t n_slots;
 } batch;
 
 static int compare_events(const void *a, const void *b)
@@ -428,22 +438,31 @@ static int compare_events(const void *a, const void *b)
 
 /* A later item with the (source, event_id) of an earlier valid one is a
  * duplicate of it: only the first is stored. */
-static void mark_duplicates_within(batch *B)
+static bool mark_duplicates_within(batch *B)
 {
-    tp_item **order = malloc(sizeof *order * (B->n ? B->n : 1));
+    free(B->by_event);
+    B->n_by_event = 0;
+    tp_item **order = B->by_event = malloc(sizeof *order * (B->n ? B->n : 1));
+    if (order == NULL)
+        return false;
     size_t m = 0;
     for (size_t i = 0; i < B->n; i++)
         if (B->items[i].status == CRM_TP_CREATED)
             order[m++] = &B->items[i];
     qsort(order, m, sizeof *order, compare_events);
-    for (size_t k = 1; k < m; k++) {
-        tp_item *prev = order[k - 1], *cur = order[k];
-        if (strcmp(prev->source, cur->source) == 0 && strcmp(prev->event_id, cur->event_id) == 0) {
+    size_t kept = 0;
+    for (size_t k = 0; k < m; k++) {
+        tp_item *cur = order[k], *prev = kept ? order[kept - 1] : NULL;
+        if (prev != NULL && strcmp(prev->source, cur->source) == 0 &&
+            strcmp(prev->event_id, cur->event_id) == 0) {
             cur->status = CRM_TP_DUPLICATE;
-            cur->first = prev->status == CRM_TP_DUPLICATE ? prev->first : (int)(prev - B->items);
+            cur->first = (int)(prev - B->items);
+        } else {
+            order[kept++] = cur; /* the first of its event, in event order */
         }
     }
-    free(order);
+    B->n_by_event = kept;
+    return true;
 }
 
 static void reject(tp_item *it, const char *field, const char *message)
@@ -610,26 +629,56 @@ static char *reference_key(const tp_item *it)
     return asprintf(&key, "e:%s", it->email_normalized) < 0 ? NULL : key;
 }
 
+static int compare_slots(const void *a, const void *b)
+{
+    const ref_slot *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c != 0 ? c : (x->item > y->item) - (x->item < y->item);
+}
+
+static void free_slots(batch *B)
+{
+    for (size_t i = 0; i < B->n_slots; i++)
+        free(B->slots[i].key);
+    free(B->slots);
+    B->slots = NULL;
+    B->n_slots = 0;
+}
+
+static bool wants_customer(const tp_item *it)
+{
+    return it->create_customer && (unresolved(it, REF_EXTERNAL) || unresolved(it, REF_EMAIL));
+}
+
+/* The references of items that want a customer made, sorted by key. */
+static bool collect_slots(batch *B)
+{
+    free_slots(B);
+    B->slots = calloc(B->n ? B->n : 1, sizeof *B->slots);
+    if (B->slots == NULL)
+        return false;
+    for (size_t i = 0; i < B->n; i++) {
+        if (!wants_customer(&B->items[i]))
+            continue;
+        char *key = reference_key(&B->items[i]);
+        if (key == NULL)
+            return false;
+        B->slots[B->n_slots++] = (ref_slot){.key = key, .item = i};
+    }
+    qsort(B->slots, B->n_slots, sizeof *B->slots, compare_slots);
+    return true;
+}
+
+/* A made customer: r is the first slot of its key; every slot of the key gets it. */
 static void apply_created(batch *B, const PGresult *res, int r)
 {
-    /* r is the index of the first item with the reference; the others with
-     * the same key follow it. */
     long first = atol(PQgetvalue(res, r, 0));
     long long id = atoll(PQgetvalue(res, r, 1));
-    if (first < 0 || (size_t)first >= B->n)
+    if (first < 0 || (size_t)first >= B->n_slots)
         return;
-    char *key = reference_key(&B->items[first]);
-    for (size_t i = (size_t)first; key != NULL && i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (!it->create_customer || it->customer_id != 0 || it->status != CRM_TP_CREATED ||
-            (it->ref != REF_EXTERNAL && it->ref != REF_EMAIL))
-            continue;
-        char *k = reference_key(it);
-        if (k != NULL && strcmp(k, key) == 0)
-            it->customer_id = id;
-        free(k);
-    }
-    free(key);
+    const char *key = B->slots[first].key;
+    for (size_t k = (size_t)first; k < B->n_slots && strcmp(B->slots[k].key, key) == 0; k++)
+        B->items[B->slots[k].item].customer_id = id;
 }
 
 /* Creates a customer for each distinct reference that items with
@@ -637,66 +686,48 @@ static void apply_created(batch *B, const PGresult *res, int r)
  * looking again (a concurrent batch may have just made it). */
 static bool create_missing(crm_conn *c, batch *B, crm_error *err)
 {
+    if (!collect_slots(B))
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    if (B->n_slots == 0)
+        return true;
     crm_jbuf keys, rows;
     crm_jbuf_init(&keys);
-    crm_jbuf_init(&rows);
     crm_jbuf_begin_array(&keys);
-    size_t count = 0;
-    for (size_t i = 0; i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (!it->create_customer || !(unresolved(it, REF_EXTERNAL) || unresolved(it, REF_EMAIL)))
+    for (size_t k = 0; k < B->n_slots; k++) {
+        if (k > 0 && strcmp(B->slots[k - 1].key, B->slots[k].key) == 0)
             continue;
-        char *key = reference_key(it);
         crm_jbuf_begin_object(&keys);
         crm_jbuf_key(&keys, "key");
-        crm_jbuf_cstring(&keys, key);
+        crm_jbuf_cstring(&keys, B->slots[k].key);
         crm_jbuf_end_object(&keys);
-        free(key);
-        count++;
     }
     crm_jbuf_end_array(&keys);
     char *keys_json = crm_jbuf_take(&keys, NULL);
-    bool ok = true;
-    if (count > 0) {
-        ok = keys_json != NULL;
-        if (ok) {
-            const char *params[] = {keys_json};
-            PGresult *res = crm_db_exec(c, &lock_references, 1, params, err);
-            ok = res != NULL;
-            PQclear(res);
-        }
-        ok = ok && resolve(c, B, REF_EXTERNAL, err) && resolve(c, B, REF_EMAIL, err);
+    if (keys_json == NULL) {
+        free_slots(B);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     }
+    const char *params[] = {keys_json};
+    PGresult *res = crm_db_exec(c, &lock_references, 1, params, err);
+    bool ok = res != NULL;
+    PQclear(res);
     free(keys_json);
-    if (!ok || count == 0) {
-        crm_jbuf_free(&rows);
-        return ok;
+    if (!ok || !resolve(c, B, REF_EXTERNAL, err) || !resolve(c, B, REF_EMAIL, err)) {
+        free_slots(B);
+        return false;
     }
-    /* One row per distinct reference still missing: the first item that names it. */
+    /* One row per key still missing, named by its first slot. */
+    crm_jbuf_init(&rows);
     crm_jbuf_begin_array(&rows);
-    count = 0;
-    for (size_t i = 0; i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (!it->create_customer || !(unresolved(it, REF_EXTERNAL) || unresolved(it, REF_EMAIL)))
-            continue;
-        char *key = reference_key(it);
-        bool seen = false;
-        for (size_t j = 0; j < i && !seen; j++) {
-            tp_item *o = &B->items[j];
-            if (o->create_customer && o->ref == it->ref &&
-                (unresolved(o, REF_EXTERNAL) || unresolved(o, REF_EMAIL))) {
-                char *k = reference_key(o);
-                seen = k != NULL && key != NULL && strcmp(k, key) == 0;
-                free(k);
-            }
-        }
-        free(key);
-        if (seen)
+    size_t count = 0;
+    for (size_t k = 0; k < B->n_slots; k++) {
+        tp_item *it = &B->items[B->slots[k].item];
+        if ((k > 0 && strcmp(B->slots[k - 1].key, B->slots[k].key) == 0) || it->customer_id != 0)
             continue;
         count++;
         crm_jbuf_begin_object(&rows);
         crm_jbuf_key(&rows, "r");
-        crm_jbuf_int(&rows, (long long)i);
+        crm_jbuf_int(&rows, (long long)k);
         crm_jbuf_key(&rows, "source");
         crm_jbuf_cstring(&rows, it->ref == REF_EXTERNAL ? it->ref_source : NULL);
         crm_jbuf_key(&rows, "external_id");
@@ -713,9 +744,10 @@ static bool create_missing(crm_conn *c, batch *B, crm_error *err)
     snprintf(key_id, sizeof key_id, "%lld", B->ctx ? B->ctx->api_key_id : 0);
     ok = rows_json != NULL &&
          (count == 0 || run_rows(c, &create_customers, rows_json, key_id, B, apply_created, err));
-    free(rows_json);
     if (rows_json == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    free(rows_json);
+    free_slots(B);
     return ok;
 }
 
@@ -777,11 +809,19 @@ static char *rows_to_insert(batch *B, size_t *count)
 /* The item (valid, first of its event) for (source, event_id). */
 static tp_item *item_for_event(batch *B, const char *source, const char *event_id)
 {
-    for (size_t i = 0; i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (it->status == CRM_TP_CREATED && it->id == 0 && strcmp(it->source, source) == 0 &&
-            strcmp(it->event_id, event_id) == 0)
-            return it;
+    size_t lo = 0, hi = B->n_by_event;
+    while (lo < hi) { /* binary search of the items in event order */
+        size_t mid = lo + (hi - lo) / 2;
+        tp_item *it = B->by_event[mid];
+        int c = strcmp(it->source, source);
+        if (c == 0)
+            c = strcmp(it->event_id, event_id);
+        if (c == 0)
+            return it->status == CRM_TP_CREATED && it->id == 0 ? it : NULL;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return NULL;
 }
@@ -910,7 +950,8 @@ static bool record(batch *B, crm_error *err)
             memset(it, 0, sizeof *it);
             check_item(doc, it, now);
         }
-        mark_duplicates_within(B);
+        if (!mark_duplicates_within(B))
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         crm_conn *c = crm_db_acquire(err);
         if (c == NULL)
             return false;
@@ -930,6 +971,8 @@ static void free_batch(batch *B)
     for (size_t i = 0; i < B->n; i++)
         crm_error_clear(&B->items[i].errors);
     free(B->items);
+    free(B->by_event);
+    free_slots(B);
 }
 
 json_t *crm_touchpoint_record_batch(json_t *items, const crm_write_ctx *ctx, crm_error *err)
@@ -956,7 +999,10 @@ json_t *crm_touchpoint_record(json_t *body, const crm_write_ctx *ctx, bool *crea
     memset(&item, 0, sizeof item);
     batch B = {.items = &item, .n = 1, .ctx = ctx};
     item.doc = body;
-    if (!record(&B, err)) {
+    bool ok = record(&B, err);
+    free(B.by_event);
+    free_slots(&B);
+    if (!ok) {
         crm_error_clear(&item.errors);
         return NULL;
     }

@@ -314,6 +314,53 @@ START_TEST(erasure_removes_the_free_text_and_export_lists_touchpoints)
 }
 END_TEST
 
+START_TEST(a_merge_moves_the_touchpoints_to_the_survivor)
+{
+    char source[48];
+    unique(source, sizeof source, "merge");
+    long long survivor = customer(NULL), merged = customer(NULL);
+    json_t *items = json_array();
+    json_array_append_new(items, purchase(survivor, source, "m-0"));
+    json_array_append_new(items, purchase(merged, source, "m-1"));
+    json_array_append_new(items, purchase(merged, source, "m-2"));
+    crm_error err = CRM_ERROR_INIT;
+    json_t *report = crm_touchpoint_record_batch(items, &ctx, &err);
+    ck_assert_msg(report != NULL, "batch: %s", err.detail);
+    char body[64];
+    snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", merged);
+    json_t *mb = json_loads(body, 0, NULL);
+    bool dry = false;
+    json_t *m = crm_customer_merge(survivor, mb, &ctx, &dry, &err);
+    ck_assert_msg(m != NULL, "merge: %s", err.detail);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", survivor);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM touchpoints WHERE customer_id = $1", id), 3);
+    snprintf(id, sizeof id, "%lld", merged);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM touchpoints WHERE customer_id = $1", id), 0);
+    /* The merged id's timeline is the survivor's. */
+    crm_timeline_filter f = {.customer_id = merged, .limit = 10};
+    crm_arena arena;
+    crm_arena_init(&arena);
+    crm_query q;
+    ck_assert(crm_timeline_query(&f, &arena, &q, &err));
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_msg(res != NULL, "timeline: %s", err.detail);
+    size_t len;
+    char *text = crm_timeline_render(res, &f, &len, &err);
+    ck_assert_ptr_nonnull(text);
+    json_t *page = json_loads(text, 0, NULL);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "data")), 3);
+    json_decref(page);
+    free(text);
+    PQclear(res);
+    crm_arena_free(&arena);
+    json_decref(m);
+    json_decref(mb);
+    json_decref(report);
+    json_decref(items);
+}
+END_TEST
+
 Suite *touchpoints_suite(void)
 {
     Suite *s = suite_create("touchpoints");
@@ -324,6 +371,7 @@ Suite *touchpoints_suite(void)
     tcase_add_test(tc, references_resolve_through_merges_emails_and_external_ids);
     tcase_add_test(tc, items_breaking_a_rule_are_rejected_with_their_fields);
     tcase_add_test(tc, erasure_removes_the_free_text_and_export_lists_touchpoints);
+    tcase_add_test(tc, a_merge_moves_the_touchpoints_to_the_survivor);
     suite_add_tcase(s, tc);
     return s;
 }
