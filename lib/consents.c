@@ -4,6 +4,7 @@
  * state and the history. See consents.h for the rules.
  */
 #include "consents.h"
+#include "customers.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
@@ -39,94 +40,12 @@ bool crm_consent_purpose_known(const char *purpose)
 
 /* ---- timestamps ------------------------------------------------------- */
 
-/* Reads exactly n decimal digits at *p; -1 when they are not there. */
-static int digits(const char **p, int n)
-{
-    int v = 0;
-    for (int i = 0; i < n; i++, (*p)++) {
-        if (**p < '0' || **p > '9')
-            return -1;
-        v = v * 10 + (**p - '0');
-    }
-    return v;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
- * days_from_civil). */
-static long long days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    return m == 2 && leap ? 29 : days[m - 1];
-}
-
 bool crm_consent_parse_time(const char *s, long long *epoch_ms)
 {
-    const char *p = s;
-    int y = digits(&p, 4);
-    if (y < 1970 || *p++ != '-')
-        return false;
-    int mo = digits(&p, 2);
-    if (mo < 1 || mo > 12 || *p++ != '-')
-        return false;
-    int d = digits(&p, 2);
-    if (d < 1 || d > days_in_month(y, mo) || (*p != 'T' && *p != 't'))
-        return false;
-    p++;
-    int h = digits(&p, 2);
-    if (h < 0 || h > 23 || *p++ != ':')
-        return false;
-    int mi = digits(&p, 2);
-    if (mi < 0 || mi > 59 || *p++ != ':')
-        return false;
-    int sec = digits(&p, 2); /* a leap second (60) is not accepted */
-    if (sec < 0 || sec > 59)
-        return false;
-    int ms = 0;
-    if (*p == '.') {
-        p++;
-        int n = 0;
-        for (; *p >= '0' && *p <= '9'; p++, n++)
-            if (n < 3)
-                ms = ms * 10 + (*p - '0');
-        if (n == 0)
-            return false;
-        for (; n < 3; n++)
-            ms *= 10;
-    }
-    int offset_min = 0;
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        int sign = *p++ == '-' ? -1 : 1;
-        int oh = digits(&p, 2);
-        if (oh < 0 || oh > 23 || *p++ != ':')
-            return false;
-        int om = digits(&p, 2);
-        if (om < 0 || om > 59)
-            return false;
-        offset_min = sign * (oh * 60 + om);
-    } else {
-        return false;
-    }
-    if (*p != '\0')
-        return false;
-    long long secs =
-        days_from_civil(y, mo, d) * 86400LL + h * 3600 + mi * 60 + sec - offset_min * 60LL;
-    if (secs < 0)
-        return false;
-    *epoch_ms = secs * 1000 + ms;
-    return true;
+    /* Consent captured before 1970 is a typing mistake, not history; a leap
+     * second is refused rather than moved (when a decision was made must be
+     * exact). The seconds are at s[17..18] of any valid date-time. */
+    return crm_rfc3339_epoch_ms(s, epoch_ms) && *epoch_ms >= 0 && strncmp(s + 17, "60", 2) != 0;
 }
 
 /* ---- validation ------------------------------------------------------- */

@@ -36,8 +36,8 @@ bool crm_consent_purpose_known(const char *purpose);
 
 /* Parses an RFC 3339 date-time ("2026-11-23T10:15:00Z", with optional
  * fraction and a Z or ±hh:mm offset) into epoch milliseconds (a fraction
- * beyond milliseconds is truncated). Only years 1970 to 9999 are accepted.
- * False when s is not such a timestamp. */
+ * beyond milliseconds is truncated) with crm_rfc3339_epoch_ms. Only times
+ * from 1970 on are accepted. False when s is not such a timestamp. */
 bool crm_consent_parse_time(const char *s, long long *epoch_ms);
 
 /* Checks a POST body: one decision {"channel","purpose","status","source",

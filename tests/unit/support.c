@@ -2,6 +2,8 @@
  * support.c — helpers shared by the unit suites (see support.h).
  */
 #include "support.h"
+#include "db.h"
+#include "migrate.h"
 
 #include <check.h>
 #include <jansson.h>
@@ -117,4 +119,30 @@ void unit_sleep_ms(int ms)
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
     while (nanosleep(&ts, &ts) != 0)
         ;
+}
+
+PGconn *unit_db_start(int pool_size)
+{
+    crm_db_config cfg = {
+        .url = unit_env("CRMD_TEST_DATABASE_URL"),
+        .pool_size = pool_size,
+        .acquire_timeout_ms = 5000,
+        .connect_timeout_s = 2,
+        .statement_timeout_ms = 10000,
+        .retry_backoff_ms = 500,
+    };
+    crm_error err = CRM_ERROR_INIT;
+    PGconn *conn = crm_db_connect_direct(&cfg, &err);
+    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
+    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
+    PQfinish(conn);
+    ck_assert_msg(ok, "migrate: %s", err.detail);
+    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
+    return unit_connect(cfg.url);
+}
+
+void unit_db_stop(PGconn *direct)
+{
+    PQfinish(direct);
+    crm_db_shutdown();
 }

@@ -32,6 +32,14 @@ PGresult *unit_sql(PGconn *conn, const char *sql, int nparams, const char *const
  * long (0 when NULL); fails the test when it fails or returns no row. */
 long unit_sql_long(PGconn *conn, const char *sql, int nparams, const char *const *params);
 
+/* Migrates CRMD_TEST_DATABASE_URL, starts lib/db.h's pool on it with
+ * pool_size connections, and returns a direct connection for setting up and
+ * checking state; fails the test when any of that fails. */
+PGconn *unit_db_start(int pool_size);
+
+/* Closes what unit_db_start opened. */
+void unit_db_stop(PGconn *direct);
+
 /* True when err->errors holds an entry whose "field" is exactly field. */
 bool unit_has_field_error(const crm_error *err, const char *field);
 

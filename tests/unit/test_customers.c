@@ -280,29 +280,13 @@ static PGconn *direct;
 
 static void setup_db(void)
 {
-    crm_db_config cfg = {
-        .url = unit_env("CRMD_TEST_DATABASE_URL"),
-        .pool_size = 3,
-        .acquire_timeout_ms = 2000,
-        .connect_timeout_s = 2,
-        .statement_timeout_ms = 10000,
-        .retry_backoff_ms = 500,
-    };
-    crm_error err = CRM_ERROR_INIT;
-    PGconn *conn = crm_db_connect_direct(&cfg, &err);
-    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
-    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
-    PQfinish(conn);
-    ck_assert_msg(ok, "migrate: %s", err.detail);
-    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
-    direct = unit_connect(cfg.url);
+    direct = unit_db_start(3);
 }
 
 static void teardown_db(void)
 {
-    PQfinish(direct);
+    unit_db_stop(direct);
     direct = NULL;
-    crm_db_shutdown();
 }
 
 /* A string no other test or run uses. */

@@ -41,31 +41,15 @@ static const crm_write_ctx ctx = {.api_key_id = 0, .idempotency_key = NULL};
 static void setup_db(void)
 {
     url = unit_env("CRMD_TEST_DATABASE_URL");
-    crm_db_config cfg = {
-        .url = url,
-        .pool_size = 3,
-        .acquire_timeout_ms = 2000,
-        .connect_timeout_s = 2,
-        .statement_timeout_ms = 10000,
-        .retry_backoff_ms = 500,
-    };
-    crm_error err = CRM_ERROR_INIT;
-    PGconn *conn = crm_db_connect_direct(&cfg, &err);
-    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
-    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
-    PQfinish(conn);
-    ck_assert_msg(ok, "migrate: %s", err.detail);
-    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
-    direct = unit_connect(url);
+    direct = unit_db_start(3);
     crm_sync_set_retention_days(CRM_SYNC_RETENTION_DAYS_DEFAULT);
 }
 
 static void teardown_db(void)
 {
     crm_sync_set_retention_days(CRM_SYNC_RETENTION_DAYS_DEFAULT);
-    PQfinish(direct);
+    unit_db_stop(direct);
     direct = NULL;
-    crm_db_shutdown();
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
