@@ -15,6 +15,9 @@ local base_init = init
 function init(args)
    base_init(args)
    run_tag = args[3] or tostring(os.time())
+   -- Added to wrk.headers, which hold the -H headers (the API key): a headers
+   -- table given to wrk.format would replace them.
+   wrk.headers["Content-Type"] = "application/json"
 end
 
 local BATCH = 1000
@@ -35,5 +38,5 @@ function request()
          math.floor(cents / 100), cents % 100)
    end
    local body = "[" .. table.concat(parts, ",") .. "]"
-   return wrk.format("POST", "/v1/touchpoints/batch", {["Content-Type"] = "application/json"}, body)
+   return wrk.format("POST", "/v1/touchpoints/batch", nil, body)
 end
