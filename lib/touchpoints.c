@@ -762,6 +762,7 @@ static crm_stmt insert_touchpoints = CRM_STMT(
     " FROM json_to_recordset($1::json) AS r (customer_id bigint, channel text, type text,"
     " direction text, occurred_at timestamptz, source text, event_id text, campaign_id text,"
     " amount numeric, currency text, items jsonb, feedback jsonb, properties jsonb)"
+    " WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = r.customer_id AND c.status = 'active')"
     " ORDER BY source, event_id"
     " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id");
 
@@ -770,14 +771,15 @@ static crm_stmt find_stored = CRM_STMT(
     "SELECT t.id, t.source, t.event_id FROM json_to_recordset($1::json) AS u (source text,"
     " event_id text) JOIN touchpoints t ON t.source = u.source AND t.event_id = u.event_id");
 
+/* A member the item has; json_to_recordset reads a missing one as NULL, so
+ * absent and null members are left out (less JSON to parse). */
 static void write_member(crm_jbuf *b, json_t *doc, const char *name)
 {
     json_t *v = json_object_get(doc, name);
+    if (v == NULL || json_is_null(v))
+        return;
     crm_jbuf_key(b, name);
-    if (v == NULL)
-        crm_jbuf_null(b);
-    else
-        crm_jbuf_json(b, v);
+    crm_jbuf_json(b, v);
 }
 
 /* The valid, first-of-their-event items as json_to_recordset rows. */
@@ -792,7 +794,7 @@ static char *rows_to_insert(batch *B, size_t *count)
     *count = 0;
     for (size_t i = 0; i < B->n; i++) {
         tp_item *it = &B->items[i];
-        if (it->status != CRM_TP_CREATED)
+        if (it->status != CRM_TP_CREATED || it->id != 0 || it->customer_id == 0)
             continue;
         (*count)++;
         crm_jbuf_begin_object(&b);
@@ -872,14 +874,11 @@ static char *events_not_inserted(batch *B)
 }
 
 /* The whole batch on c, in its transaction. */
-static bool store_batch(crm_conn *c, batch *B, crm_error *err)
+static void reject_unresolved(batch *B)
 {
-    if (!resolve(c, B, REF_ID, err) || !resolve(c, B, REF_EXTERNAL, err) ||
-        !resolve(c, B, REF_EMAIL, err) || !create_missing(c, B, err))
-        return false;
     for (size_t i = 0; i < B->n; i++) {
         tp_item *it = &B->items[i];
-        if (it->status == CRM_TP_CREATED && it->customer_id == 0)
+        if (it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id == 0)
             reject(it,
                    it->ref == REF_ID         ? "/customer_id"
                    : it->ref == REF_EXTERNAL ? "/customer_external_id"
@@ -888,6 +887,12 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
                        ? "no live customer with this reference"
                        : "no live customer with this reference (create_customer: true makes one)");
     }
+}
+
+/* Inserts the valid items not stored yet whose customer is known, then
+ * marks those whose event was stored before as duplicates. */
+static bool insert_pending(crm_conn *c, batch *B, crm_error *err)
+{
     size_t count;
     char *rows = rows_to_insert(B, &count);
     if (rows == NULL)
@@ -899,6 +904,37 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
         ok = run_rows(c, &find_stored, rest, NULL, B, apply_stored, err);
     free(rest);
     return ok;
+}
+
+/* A customer id is taken as it is first: the insert keeps only rows whose
+ * customer is live, which is almost always all of them, so a batch is
+ * usually one statement. The items left over (a merged customer's id, an
+ * unknown one) are resolved, following merges, and inserted by a second. */
+static bool store_batch(crm_conn *c, batch *B, crm_error *err)
+{
+    for (size_t i = 0; i < B->n; i++)
+        if (B->items[i].status == CRM_TP_CREATED && B->items[i].ref == REF_ID)
+            B->items[i].customer_id = B->items[i].ref_id;
+    if (!resolve(c, B, REF_EXTERNAL, err) || !resolve(c, B, REF_EMAIL, err) ||
+        !create_missing(c, B, err))
+        return false;
+    reject_unresolved(B);
+    if (!insert_pending(c, B, err))
+        return false;
+    bool leftover = false;
+    for (size_t i = 0; i < B->n; i++) {
+        tp_item *it = &B->items[i];
+        if (it->status == CRM_TP_CREATED && it->id == 0 && it->ref == REF_ID) {
+            it->customer_id = 0;
+            leftover = true;
+        }
+    }
+    if (!leftover)
+        return true;
+    if (!resolve(c, B, REF_ID, err))
+        return false;
+    reject_unresolved(B);
+    return insert_pending(c, B, err);
 }
 
 static json_t *batch_report(batch *B)
