@@ -3,6 +3,7 @@
  * that every authenticated request goes through.
  */
 #include "auth.h"
+#include "clock.h"
 #include "db.h"
 #include "json.h"
 #include "log.h"
@@ -82,13 +83,6 @@ static void cache_init(void)
         pthread_mutex_init(&cache_locks[i], NULL);
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static unsigned cache_slot(const char *prefix)
 {
     unsigned h = 2166136261u; /* FNV-1a */
@@ -119,7 +113,7 @@ static bool cache_lookup(const char *prefix, cache_entry *out)
     pthread_mutex_t *mu = &cache_locks[i % CACHE_LOCKS];
     bool hit = false;
     pthread_mutex_lock(mu);
-    if (strcmp(cache[i].prefix, prefix) == 0 && cache[i].expires_ms > now_ms()) {
+    if (strcmp(cache[i].prefix, prefix) == 0 && cache[i].expires_ms > crm_monotonic_ms()) {
         *out = cache[i];
         hit = true;
     }
@@ -133,7 +127,7 @@ static void cache_store(const cache_entry *e)
     pthread_mutex_t *mu = &cache_locks[i % CACHE_LOCKS];
     pthread_mutex_lock(mu);
     cache[i] = *e;
-    cache[i].expires_ms = now_ms() + cache_ttl_ms;
+    cache[i].expires_ms = crm_monotonic_ms() + cache_ttl_ms;
     pthread_mutex_unlock(mu);
 }
 

@@ -4,6 +4,7 @@
  * state and the history. See consents.h for the rules.
  */
 #include "consents.h"
+#include "clock.h"
 #include "customers.h"
 #include "customers_internal.h"
 #include "jbuf.h"
@@ -20,22 +21,14 @@ const char *const crm_consent_channels[] = {"email", "sms", "phone",  "mail",
 const char *const crm_consent_purposes[] = {"marketing", "service",     "profiling",
                                             "analytics", "third_party", NULL};
 
-static bool in_list(const char *const *list, const char *s)
-{
-    for (; *list != NULL; list++)
-        if (strcmp(*list, s) == 0)
-            return true;
-    return false;
-}
-
 bool crm_consent_channel_known(const char *channel)
 {
-    return channel != NULL && in_list(crm_consent_channels, channel);
+    return crm_one_of(channel, crm_consent_channels);
 }
 
 bool crm_consent_purpose_known(const char *purpose)
 {
-    return purpose != NULL && in_list(crm_consent_purposes, purpose);
+    return crm_one_of(purpose, crm_consent_purposes);
 }
 
 /* ---- timestamps ------------------------------------------------------- */
@@ -74,7 +67,7 @@ static const char *enum_member(json_t *d, const char *base, const char *key,
 {
     json_t *v = json_object_get(d, key);
     const char *s = json_string_value(v);
-    if (s != NULL && strlen(s) == json_string_length(v) && in_list(list, s))
+    if (s != NULL && strlen(s) == json_string_length(v) && crm_one_of(s, list))
         return s;
     field_error(err, base, key, message);
     return NULL;
@@ -97,7 +90,7 @@ static void validate_decision(json_t *d, const char *base, long long now_ms, jso
     json_t *value;
     json_object_foreach(d, key, value)
     {
-        if (!in_list(allowed, key))
+        if (!crm_one_of(key, allowed))
             field_error(err, base, key, "unknown field");
     }
     const char *channel = enum_member(d, base, "channel", crm_consent_channels,
@@ -372,13 +365,6 @@ bool crm_consents_allows(crm_conn *conn, long long customer_id, const char *chan
 
 /* ---- recording -------------------------------------------------------- */
 
-static long long wall_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Inside a transaction on conn: locks the customer, stores decisions (a JSON
  * array text) and builds the response. NULL with err set on failure. */
 static json_t *record_locked(crm_conn *conn, long long customer_id, const char *decisions,
@@ -421,7 +407,7 @@ static json_t *record_locked(crm_conn *conn, long long customer_id, const char *
 json_t *crm_consents_record(long long customer_id, json_t *body, long long api_key_id,
                             crm_error *err)
 {
-    json_t *decisions = crm_consents_validate(body, wall_clock_ms(), err);
+    json_t *decisions = crm_consents_validate(body, crm_wall_ms(), err);
     if (decisions == NULL)
         return NULL;
     char *text = json_dumps(decisions, JSON_COMPACT);
@@ -502,7 +488,7 @@ bool crm_consents_record_keyed(long long customer_id, json_t *body, long long ap
 {
     memset(out, 0, sizeof *out);
     *replayed = false;
-    json_t *decisions = crm_consents_validate(body, wall_clock_ms(), err);
+    json_t *decisions = crm_consents_validate(body, crm_wall_ms(), err);
     if (decisions == NULL)
         return false;
     char *text = json_dumps(decisions, JSON_COMPACT);

@@ -4,6 +4,7 @@
  * each one promises; the SQL of all three lives here.
  */
 #include "customer_privacy.h"
+#include "clock.h"
 #include "consents.h"
 #include "customers_internal.h"
 #include "touchpoints.h"
@@ -108,13 +109,6 @@ static crm_stmt erase_audit_insert =
              "VALUES ($1, $2, 'erase', $3::jsonb)");
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static long long wall_clock_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static json_t *int_or_null(const PGresult *res, int r, int c)
 {
@@ -258,7 +252,7 @@ static json_t *export_on(crm_conn *c, long long target, crm_error *err)
         return NULL;
     }
     json_t *doc = json_pack("{s:i, s:o}", "format_version", CRM_CUSTOMER_EXPORT_FORMAT_VERSION,
-                            "exported_at", crm_json_timestamp(wall_clock_ms()));
+                            "exported_at", crm_json_timestamp(crm_wall_ms()));
     json_object_set_new(doc, "customer", exported_customer(res, 0));
     json_t *merged = json_array();
     /* The ids as a bigint[] literal: digits and commas only. */

@@ -70,9 +70,9 @@ static const char *const lifecycle_stages[] = {"subscriber", "lead",    "prospec
                                                "loyal",      "at_risk", "churned",  NULL};
 static const char *const kinds[] = {"person", "company", NULL};
 
-static bool one_of(const char *s, const char *const *list)
+bool crm_one_of(const char *s, const char *const *list)
 {
-    for (; *list != NULL; list++)
+    for (; s != NULL && *list != NULL; list++)
         if (strcmp(s, *list) == 0)
             return true;
     return false;
@@ -80,7 +80,7 @@ static bool one_of(const char *s, const char *const *list)
 
 bool crm_lifecycle_stage_valid(const char *s)
 {
-    return s != NULL && one_of(s, lifecycle_stages);
+    return s != NULL && crm_one_of(s, lifecycle_stages);
 }
 
 static bool is_space(char c)
@@ -328,7 +328,7 @@ static void check_members(json_t *obj, const char *base, const char *const *allo
     json_t *value;
     char field[CRM_JSON_POINTER_MAX];
     json_object_foreach(obj, key, value) {
-        if (one_of(key, allowed))
+        if (crm_one_of(key, allowed))
             continue;
         crm_json_pointer_append(field, sizeof field, base, key);
         if (base[0] == '\0' && strcmp(key, "external_ids") == 0) {
@@ -336,7 +336,7 @@ static void check_members(json_t *obj, const char *base, const char *const *allo
                 continue;
             crm_error_add_field(err, field, "external ids are added when the customer is created "
                                             "or through /v1/customers/by-external-id");
-        } else if (base[0] == '\0' && one_of(key, read_only_fields)) {
+        } else if (base[0] == '\0' && crm_one_of(key, read_only_fields)) {
             crm_error_add_field(err, field, "read-only field");
         } else {
             crm_error_add_field(err, field, "unknown field");
@@ -368,7 +368,7 @@ static const char *string_field(json_t *obj, const char *name, const char *base,
 static void check_enum(const char *value, const char *field, const char *const *allowed,
                        crm_error *err)
 {
-    if (value == NULL || one_of(value, allowed))
+    if (value == NULL || crm_one_of(value, allowed))
         return;
     char msg[200] = "must be one of:";
     for (const char *const *a = allowed; *a != NULL; a++) {

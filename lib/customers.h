@@ -123,6 +123,9 @@ bool crm_rfc3339_valid(const char *s);
  * dropped, a leap second counts as :59). False when not valid. */
 bool crm_rfc3339_epoch_ms(const char *s, long long *ms);
 
+/* True when s (not NULL) is one of the NULL-terminated list. */
+bool crm_one_of(const char *s, const char *const *list);
+
 /* True for one of the lifecycle stages. */
 bool crm_lifecycle_stage_valid(const char *s);
 

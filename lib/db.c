@@ -14,6 +14,7 @@
  * either EOF or the server's termination notice, so we close and reconnect.
  */
 #include "db.h"
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -51,21 +52,14 @@ static atomic_int next_stmt_slot = 1;
  * fail-fast window for both. */
 static atomic_llong down_until_ms;
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool crm_db_in_backoff(void)
 {
-    return now_ms() < atomic_load(&down_until_ms);
+    return crm_monotonic_ms() < atomic_load(&down_until_ms);
 }
 
 void crm_db_note_connect(bool ok, int backoff_ms)
 {
-    atomic_store(&down_until_ms, ok ? 0 : now_ms() + backoff_ms);
+    atomic_store(&down_until_ms, ok ? 0 : crm_monotonic_ms() + backoff_ms);
 }
 
 bool crm_db_init(const crm_db_config *cfg, crm_error *err)
@@ -193,7 +187,7 @@ static crm_conn *pick_free_slot(void)
 
 crm_conn *crm_db_acquire(crm_error *err)
 {
-    long long deadline = now_ms() + pool.cfg.acquire_timeout_ms;
+    long long deadline = crm_monotonic_ms() + pool.cfg.acquire_timeout_ms;
 
     pthread_mutex_lock(&pool.mu);
     for (;;) {
@@ -245,7 +239,7 @@ crm_conn *crm_db_acquire(crm_error *err)
             return NULL;
         }
         /* Every slot is in use: wait for a release, up to the deadline. */
-        long long left = deadline - now_ms();
+        long long left = deadline - crm_monotonic_ms();
         if (left <= 0) {
             pthread_mutex_unlock(&pool.mu);
             crm_error_set(err, CRM_E_UNAVAILABLE, "all database connections are busy");

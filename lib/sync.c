@@ -18,6 +18,7 @@
  * issues a new cursor, so a reader that keeps polling never holds an old one.
  */
 #include "sync.h"
+#include "clock.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
@@ -104,13 +105,6 @@ typedef struct sync_place {
     long long seq;
 } sync_place;
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Parses an xid8 as PostgreSQL prints it: decimal digits only. */
 static bool parse_xid(const char *s, long long *out)
 {
@@ -127,7 +121,7 @@ static void write_cursor(crm_jbuf *b, crm_sync_feed feed, sync_place p)
 {
     char raw[128], cursor[200];
     int n = snprintf(raw, sizeof raw, "[\"%s\",\"%lld\",%lld,%lld]", feed_names[feed], p.xid, p.seq,
-                     now_ms());
+                     crm_wall_ms());
     crm_base64url_encode((const unsigned char *)raw, (size_t)n, cursor, sizeof cursor);
     crm_jbuf_cstring(b, cursor);
 }
@@ -170,7 +164,7 @@ bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'cursor'");
     }
     int days = crm_sync_retention_days();
-    if (r->cursor != NULL && issued_ms < now_ms() - days * MS_PER_DAY)
+    if (r->cursor != NULL && issued_ms < crm_wall_ms() - days * MS_PER_DAY)
         return crm_error_set(err, CRM_E_GONE,
                              "this cursor was issued more than %d days ago, and deletions are kept "
                              "in the feed only that long: a full resync is needed (read the feed "

@@ -13,6 +13,7 @@
  * the transaction never committed, and sending the batch again stores it.
  */
 #include "touchpoints.h"
+#include "clock.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
@@ -72,14 +73,6 @@ static atomic_int future_tolerance_s = 300;
 void crm_touchpoint_set_future_tolerance(int seconds)
 {
     atomic_store(&future_tolerance_s, seconds < 0 ? 0 : seconds);
-}
-
-static bool in_list(const char *const *list, const char *s)
-{
-    for (; s != NULL && *list != NULL; list++)
-        if (strcmp(*list, s) == 0)
-            return true;
-    return false;
 }
 
 /* ---- the representation ------------------------------------------------------ */
@@ -182,7 +175,7 @@ static void check_listed(json_t *doc, const char *name, const char *const *list,
 {
     if (!text_ok(doc, name, 100, true, it))
         return;
-    if (!in_list(list, json_string_value(json_object_get(doc, name)))) {
+    if (!crm_one_of(json_string_value(json_object_get(doc, name)), list)) {
         char field[64], msg[96];
         snprintf(field, sizeof field, "/%s", name);
         snprintf(msg, sizeof msg, "not a known %s (see the API documentation for the list)", name);
@@ -322,7 +315,7 @@ static void check_feedback(json_t *fb, const char *type, tp_item *it)
     } else if (scale != NULL) {
         crm_error_add_field(&it->errors, "/feedback/score", "a scale needs a score");
     }
-    if (kind != NULL && !in_list(feedback_kinds, json_string_value(kind)))
+    if (kind != NULL && !crm_one_of(json_string_value(kind), feedback_kinds))
         crm_error_add_field(&it->errors, "/feedback/kind",
                             "must be one of idea, complaint, praise, question");
     if (text != NULL && (!json_is_string(text) ||
@@ -385,7 +378,7 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     if (amount != NULL && !json_is_null(amount) && !number_ok(amount, -1e15, 1e15))
         crm_error_add_field(&it->errors, "/amount", "must be a number");
     if (currency != NULL && !json_is_null(currency) &&
-        !in_list(currencies, json_string_value(currency)))
+        !crm_one_of(json_string_value(currency), currencies))
         crm_error_add_field(&it->errors, "/currency", "must be an ISO 4217 code such as EUR");
     if ((amount != NULL && !json_is_null(amount)) != (currency != NULL && !json_is_null(currency)))
         crm_error_add_field(&it->errors, amount ? "/currency" : "/amount",
@@ -966,19 +959,12 @@ static json_t *batch_report(batch *B)
                      counts[CRM_TP_DUPLICATE], "rejected", counts[CRM_TP_REJECTED], "items", items);
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Checks and stores the items of B; a failure of the database (not of an
  * item) is err. Retried once when the transaction lost a race. */
 static bool record(batch *B, crm_error *err)
 {
     for (int attempt = 0;; attempt++) {
-        long long now = now_ms();
+        long long now = crm_wall_ms();
         for (size_t i = 0; i < B->n; i++) {
             tp_item *it = &B->items[i];
             json_t *doc = it->doc;
@@ -1185,9 +1171,9 @@ static char *arena_int(crm_arena *arena, long long v)
 bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_query *q,
                         crm_error *err)
 {
-    if (f->channel != NULL && !in_list(crm_touchpoint_channels, f->channel))
+    if (f->channel != NULL && !crm_one_of(f->channel, crm_touchpoint_channels))
         crm_error_add_field(err, "channel", "not a known channel");
-    if (f->type != NULL && !in_list(crm_touchpoint_types, f->type))
+    if (f->type != NULL && !crm_one_of(f->type, crm_touchpoint_types))
         crm_error_add_field(err, "type", "not a known touchpoint type");
     if (f->occurred_after != NULL && !crm_rfc3339_valid(f->occurred_after))
         crm_error_add_field(err, "occurred_after", "must be an RFC 3339 date-time");

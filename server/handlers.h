@@ -5,6 +5,7 @@
 #ifndef HTTP_HANDLERS_H
 #define HTTP_HANDLERS_H
 
+#include "customers.h"
 #include "http.h"
 
 /* handlers_ops.c */
@@ -52,6 +53,13 @@ void handle_sync_customers(http_request *req);
 void handle_sync_touchpoints(http_request *req);
 
 /* params.c */
+
+/* Answers err (problem+json) and releases it. */
+void handler_reply_error(http_request *req, crm_error *err);
+
+/* Who writes, for the audit trail: the request's API key (no
+ * Idempotency-Key; the handlers that honour one set it). */
+crm_write_ctx handler_write_ctx(http_request *req);
 
 /* Reads ?limit= (default def, 1..max). On a bad value fills err (422). */
 bool http_query_limit(http_request *req, int def, int max, int *out, crm_error *err);

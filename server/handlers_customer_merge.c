@@ -46,8 +46,7 @@ void handle_customer_merge(http_request *req)
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    const crm_principal *p = http_principal(req);
-    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
+    crm_write_ctx ctx = handler_write_ctx(req);
     bool dry_run = false;
     json_t *body = http_json_body(req, &err);
     json_t *rep = body ? crm_customer_merge(id, body, &ctx, &dry_run, &err) : NULL;

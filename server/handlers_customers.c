@@ -11,13 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Answers err and releases it. */
-static void reply_error(http_request *req, crm_error *err)
-{
-    http_reply_error(req, err);
-    crm_error_clear(err);
-}
-
 static void add_etag(http_request *req, long long version)
 {
     char etag[32];
@@ -30,13 +23,6 @@ static void reply_customer(http_request *req, int status, json_t *rep)
 {
     add_etag(req, json_integer_value(json_object_get(rep, "version")));
     http_reply_json(req, status, rep);
-}
-
-static crm_write_ctx write_ctx(http_request *req)
-{
-    const crm_principal *p = http_principal(req);
-    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
-    return ctx;
 }
 
 /* Reads ?expand=, a comma-separated list of "external_ids" and, where
@@ -72,12 +58,12 @@ static bool parse_expand(http_request *req, bool *external_ids, bool *consents, 
 void handle_customer_create(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     ctx.idempotency_key = http_header(req, "Idempotency-Key");
     json_t *body = http_json_body(req, &err);
     crm_customer_created created;
     if (body == NULL || !crm_customer_create(body, &ctx, &created, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     http_add_header(req, "Location", created.location);
@@ -126,7 +112,7 @@ static void get_done(http_request *req, const PGresult *res, const crm_error *er
         }
     }
     if (rep == NULL) {
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
         return;
     }
     reply_customer(req, 200, rep);
@@ -142,7 +128,7 @@ void handle_customer_get(http_request *req)
         return;
     }
     if (!parse_expand(req, &ext, &consents, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     if (consents && http_on_io_thread()) {
@@ -154,7 +140,7 @@ void handle_customer_get(http_request *req)
         /* Two reads in one snapshot: on the blocking pool, off the fast path. */
         json_t *rep = crm_customer_get_expanded(id, ext, true, &err);
         if (rep == NULL) {
-            reply_error(req, &err);
+            handler_reply_error(req, &err);
             return;
         }
         long long got = json_integer_value(json_object_get(rep, "id"));
@@ -177,7 +163,7 @@ void handle_customer_get_by_external_id(http_request *req)
     bool ext;
     const char *source = http_param(req, "source"), *external_id = http_param(req, "external_id");
     if (!parse_expand(req, &ext, NULL, &err) || !crm_external_id_valid(source, external_id, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     crm_query q;
@@ -195,12 +181,12 @@ void handle_customer_patch(http_request *req)
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     json_t *patch = http_json_body(req, &err);
     json_t *rep =
         patch ? crm_customer_patch(id, patch, http_header(req, "If-Match"), &ctx, &err) : NULL;
     if (rep == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     reply_customer(req, 200, rep);
@@ -214,9 +200,9 @@ void handle_customer_delete(http_request *req)
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     if (!crm_customer_delete(id, http_header(req, "If-Match"), &ctx, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     http_reply_empty(req, 204);
@@ -225,7 +211,7 @@ void handle_customer_delete(http_request *req)
 void handle_customer_upsert_by_external_id(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     bool created = false;
     json_t *body = http_json_body(req, &err);
     json_t *rep = body ? crm_customer_upsert_by_external_id(
@@ -233,7 +219,7 @@ void handle_customer_upsert_by_external_id(http_request *req)
                              http_header(req, "If-Match"), &ctx, &created, &err)
                        : NULL;
     if (rep == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     char location[48];
@@ -279,7 +265,7 @@ static void list_done(http_request *req, const PGresult *res, const crm_error *e
     size_t len = 0;
     char *page = crm_customer_list_render(res, &f, &len, &derr);
     if (page == NULL) {
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
         return;
     }
     http_reply_json_text(req, 200, page, len);
@@ -303,7 +289,7 @@ static void terms_done(http_request *req, const PGresult *res, const crm_error *
     else if (step == CRM_LIST_PAGE)
         http_defer_query(req, &q, list_done);
     else
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
 }
 
 void handle_customer_list(http_request *req)
@@ -315,7 +301,7 @@ void handle_customer_list(http_request *req)
     if (list_filter(req, &f, &err))
         step = crm_customer_list_query(&f, NULL, http_arena(req), &q, &err);
     if (step == CRM_LIST_ERROR) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     http_defer_query(req, &q, step == CRM_LIST_TERMS ? terms_done : list_done);
@@ -337,7 +323,7 @@ static void audit_done(http_request *req, const PGresult *res, const crm_error *
     crm_error_clear(&derr);
     json_t *entries = crm_customer_audit_decode(res, id, limit, &next, &derr);
     if (entries == NULL) {
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
         return;
     }
     http_reply_json(req, 200,
@@ -355,7 +341,7 @@ void handle_customer_audit(http_request *req)
         return;
     }
     if (!http_query_limit(req, 50, 200, &limit, &err) || !http_query_after_id(req, &after, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     crm_query q;

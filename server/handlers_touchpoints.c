@@ -9,19 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static void reply_error(http_request *req, crm_error *err)
-{
-    http_reply_error(req, err);
-    crm_error_clear(err);
-}
-
-static crm_write_ctx write_ctx(http_request *req)
-{
-    const crm_principal *p = http_principal(req);
-    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
-    return ctx;
-}
-
 /* POST /v1/touchpoints: 201 with the new touchpoint, or 200 with the one
  * already stored under the same (source, event_id). */
 void handle_touchpoint_record(http_request *req)
@@ -29,14 +16,14 @@ void handle_touchpoint_record(http_request *req)
     crm_error err = CRM_ERROR_INIT;
     json_t *body = http_json_body(req, &err); /* the request owns it */
     if (body == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     bool created = false;
     json_t *rep = crm_touchpoint_record(body, &ctx, &created, &err);
     if (rep == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     char location[48];
@@ -52,25 +39,25 @@ void handle_touchpoint_batch(http_request *req)
     crm_error err = CRM_ERROR_INIT;
     json_t *body = http_json_body(req, &err); /* the request owns it */
     if (body == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     if (!json_is_array(body)) {
         crm_error_add_field(&err, "", "must be an array of touchpoints");
         crm_error_set(&err, CRM_E_INVALID, "a batch is a JSON array of touchpoints");
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     if (json_array_size(body) > CRM_TOUCHPOINT_BATCH_MAX) {
         crm_error_set(&err, CRM_E_TOO_LARGE, "a batch holds at most %d touchpoints",
                       CRM_TOUCHPOINT_BATCH_MAX);
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
-    crm_write_ctx ctx = write_ctx(req);
+    crm_write_ctx ctx = handler_write_ctx(req);
     json_t *report = crm_touchpoint_record_batch(body, &ctx, &err);
     if (report == NULL) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     http_reply_json(req, 200, report);
@@ -86,7 +73,7 @@ static void get_done(http_request *req, const PGresult *res, const crm_error *er
     size_t len = 0;
     char *text = crm_touchpoint_get_render(res, &len, &derr);
     if (text == NULL) {
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
         return;
     }
     http_reply_json_text(req, 200, text, len);
@@ -132,7 +119,7 @@ static void timeline_done(http_request *req, const PGresult *res, const crm_erro
     size_t len = 0;
     char *text = crm_timeline_render(res, &f, &len, &derr);
     if (text == NULL) {
-        reply_error(req, &derr);
+        handler_reply_error(req, &derr);
         return;
     }
     http_reply_json_text(req, 200, text, len);
@@ -144,7 +131,7 @@ void handle_customer_timeline(http_request *req)
     crm_timeline_filter f;
     crm_query q;
     if (!timeline_filter(req, &f, &err) || !crm_timeline_query(&f, http_arena(req), &q, &err)) {
-        reply_error(req, &err);
+        handler_reply_error(req, &err);
         return;
     }
     http_defer_query(req, &q, timeline_done);

@@ -70,3 +70,16 @@ bool http_param_id(http_request *req, const char *name, long long *out)
 {
     return parse_positive(http_param(req, name), out);
 }
+
+void handler_reply_error(http_request *req, crm_error *err)
+{
+    http_reply_error(req, err);
+    crm_error_clear(err);
+}
+
+crm_write_ctx handler_write_ctx(http_request *req)
+{
+    const crm_principal *p = http_principal(req);
+    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
+    return ctx;
+}

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,4 +792,28 @@ bool problem_names_field(json_t *problem, const char *field)
             return true;
     }
     return false;
+}
+
+void harness_unique(char *buf, size_t size, const char *what)
+{
+    static unsigned serial;
+    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
+}
+
+PGconn *harness_db_connect(void)
+{
+    PGconn *c = PQconnectdb(harness_env("CRMD_TEST_DATABASE_URL"));
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+    return c;
+}
+
+long long harness_sql_number(PGconn *db, const char *sql, const char *param)
+{
+    const char *params[] = {param};
+    PGresult *res = PQexecParams(db, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1, "%s: %s", sql,
+                  PQresultErrorMessage(res));
+    long long v = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return v;
 }

@@ -20,6 +20,7 @@
 #define API_HARNESS_H
 
 #include <check.h>
+#include <libpq-fe.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -183,6 +184,18 @@ int harness_run_env_command(const char *var);
 
 /* The value of a required environment variable; exits the run when unset. */
 const char *harness_env(const char *name);
+
+/* A string no other test or run uses: what, the pid, a serial and random
+ * bits. */
+void harness_unique(char *buf, size_t size, const char *what);
+
+/* A connection to CRMD_TEST_DATABASE_URL for setting up and checking
+ * state; fails the test when it cannot connect. PQfinish() it. */
+PGconn *harness_db_connect(void);
+
+/* Runs sql with one text parameter (or none when param is NULL) and returns
+ * the first column of its one row as a number; fails the test otherwise. */
+long long harness_sql_number(PGconn *db, const char *sql, const char *param);
 
 /* Suites (one file each). */
 Suite *ops_suite(void);

@@ -21,8 +21,7 @@ static PGconn *db;
 static void setup(void)
 {
     crmd_fixture_start(&srv, NULL);
-    db = PQconnectdb(harness_env("CRMD_TEST_DATABASE_URL"));
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "connect: %s", PQerrorMessage(db));
+    db = harness_db_connect();
 }
 
 static void teardown(void)
@@ -31,30 +30,18 @@ static void teardown(void)
     crmd_fixture_stop(&srv);
 }
 
-/* Runs sql with one text parameter and returns the first column of the
- * first row as a number; fails the test when that is not possible. */
-static long long sql_number(const char *sql, const char *param)
-{
-    const char *params[] = {param};
-    PGresult *res = PQexecParams(db, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1, "%s: %s", sql,
-                  PQresultErrorMessage(res));
-    long long v = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
-}
-
 static long long customer_with_status(const char *status)
 {
-    return sql_number("INSERT INTO customers (first_name, status) VALUES ('api', $1) RETURNING id",
-                      status);
+    return harness_sql_number(
+        db, "INSERT INTO customers (first_name, status) VALUES ('api', $1) RETURNING id", status);
 }
 
 static long long consent_rows(long long id)
 {
     char buf[24];
     snprintf(buf, sizeof buf, "%lld", id);
-    return sql_number("SELECT count(*) FROM customer_consents WHERE customer_id = $1", buf);
+    return harness_sql_number(db, "SELECT count(*) FROM customer_consents WHERE customer_id = $1",
+                              buf);
 }
 
 static void consents_path(char *out, size_t size, long long id)
@@ -124,7 +111,7 @@ START_TEST(post_a_batch_stores_every_decision_and_one_audit_row)
              "SELECT count(*) FROM customer_audit WHERE customer_id = $1 AND action = 'consent' "
              "AND api_key_id = %lld AND jsonb_array_length(changes->'consents') = 2",
              harness_admin_key.id);
-    ck_assert_int_eq(sql_number(sql, buf), 1);
+    ck_assert_int_eq(harness_sql_number(db, sql, buf), 1);
 }
 END_TEST
 
@@ -147,8 +134,9 @@ START_TEST(invalid_decisions_get_422_naming_the_fields_and_store_nothing)
     ck_assert_int_eq(consent_rows(id), 0);
     char buf[24];
     snprintf(buf, sizeof buf, "%lld", id);
-    ck_assert_int_eq(sql_number("SELECT count(*) FROM customer_audit WHERE customer_id = $1", buf),
-                     0);
+    ck_assert_int_eq(
+        harness_sql_number(db, "SELECT count(*) FROM customer_audit WHERE customer_id = $1", buf),
+        0);
 }
 END_TEST
 

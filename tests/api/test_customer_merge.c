@@ -35,12 +35,6 @@ static void teardown(void)
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static http_response send_json(const char *method, const char *path, const char *key,
                                const char *body)
 {
@@ -141,7 +135,7 @@ static json_t *email_marketing(json_t *consents)
 START_TEST(duplicates_list_each_match_with_its_reasons)
 {
     char tag[64], body[512], path[64];
-    unique(tag, sizeof tag, "apidup");
+    harness_unique(tag, sizeof tag, "apidup");
     char phone[24], postal[24];
     snprintf(phone, sizeof phone, "+44%010u", randombytes_uniform(1000000000));
     snprintf(postal, sizeof postal, "Z%08x%05u", randombytes_random(), randombytes_uniform(99999));
@@ -185,7 +179,7 @@ END_TEST
 START_TEST(a_merge_answers_the_survivor_and_loses_nothing)
 {
     char s[64], body[512];
-    unique(s, sizeof s, "apimerge");
+    harness_unique(s, sizeof s, "apimerge");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Keep\", \"tags\": [\"a\"], \"attributes\": {\"k\": 1}, "
              "\"external_ids\": [{\"source\": \"%s\", \"id\": \"1\"}]}",
@@ -264,7 +258,7 @@ END_TEST
 START_TEST(a_dry_run_answers_the_result_and_changes_nothing)
 {
     char s[64], body[256];
-    unique(s, sizeof s, "apidry");
+    harness_unique(s, sizeof s, "apidry");
     snprintf(body, sizeof body,
              "{\"first_name\": \"D\", \"external_ids\": [{\"source\": \"%s\", \"id\": \"1\"}]}",
              s);
@@ -423,7 +417,7 @@ START_TEST(two_overlapping_merges_at_once_one_wins_and_nothing_is_lost)
 {
     for (int round = 0; round < 5; round++) {
         char s[64], body[256];
-        unique(s, sizeof s, "apirace");
+        harness_unique(s, sizeof s, "apirace");
         long long id[5];
         for (int i = 0; i < 5; i++) {
             snprintf(body, sizeof body,

@@ -34,12 +34,6 @@ static void teardown(void)
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static http_response send_json(const char *method, const char *path, const char *key,
                                const char *body, const char *const *headers)
 {
@@ -85,13 +79,6 @@ static void post_ok(const char *path, const char *body, long status)
     http_response_free(&r);
 }
 
-static PGconn *db_connect(void)
-{
-    PGconn *c = PQconnectdb(harness_env("CRMD_TEST_DATABASE_URL"));
-    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
-    return c;
-}
-
 /* Counts, in every table of the public schema, the rows whose text holds
  * needle; "table:n" of each hit in where. The table names come from the
  * catalog (quoted with %I), the needle is quoted with %L. */
@@ -102,7 +89,7 @@ static long scan_database(const char *needle, char *where, size_t size)
         "query_to_xml(format('SELECT count(*) AS n FROM %I.%I x WHERE x::text ILIKE %L', "
         "t.schemaname, t.tablename, '%' || $1 || '%'), false, true, '')))[1]::text::bigint AS n) h "
         "WHERE t.schemaname = 'public'";
-    PGconn *c = db_connect();
+    PGconn *c = harness_db_connect();
     const char *params[] = {needle};
     PGresult *res = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "scan: %s", PQerrorMessage(c));
@@ -127,7 +114,7 @@ static long count_for(const char *sql, long long id)
     char idbuf[24];
     snprintf(idbuf, sizeof idbuf, "%lld", id);
     const char *params[] = {idbuf};
-    PGconn *c = db_connect();
+    PGconn *c = harness_db_connect();
     PGresult *res = PQexecParams(c, sql, 1, NULL, params, NULL, NULL, 0);
     ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s: %s", sql, PQerrorMessage(c));
     long n = atol(PQgetvalue(res, 0, 0));
@@ -142,12 +129,12 @@ START_TEST(erase_leaves_no_personal_data_anywhere_in_the_database)
 {
     char last[64], local[64], attr[64], ext[64], source[64], idem[80], digits[16];
     char body[2048], path[96];
-    unique(last, sizeof last, "Qwlast");
-    unique(local, sizeof local, "qwmail");
-    unique(attr, sizeof attr, "qwattr");
-    unique(ext, sizeof ext, "qwext");
-    unique(source, sizeof source, "qwsrc");
-    unique(idem, sizeof idem, "Idempotency-Key: k");
+    harness_unique(last, sizeof last, "Qwlast");
+    harness_unique(local, sizeof local, "qwmail");
+    harness_unique(attr, sizeof attr, "qwattr");
+    harness_unique(ext, sizeof ext, "qwext");
+    harness_unique(source, sizeof source, "qwsrc");
+    harness_unique(idem, sizeof idem, "Idempotency-Key: k");
     snprintf(digits, sizeof digits, "%08u", randombytes_uniform(100000000));
     snprintf(body, sizeof body,
              "{\"first_name\": \"Grace\", \"last_name\": \"%s\", \"email\": \"%s@Example.com\", "
@@ -296,7 +283,7 @@ START_TEST(erasing_a_merged_id_is_a_conflict_naming_the_survivor)
     char a[24], b[24];
     snprintf(a, sizeof a, "%lld", id_of(merged));
     snprintf(b, sizeof b, "%lld", id_of(survivor));
-    PGconn *c = db_connect();
+    PGconn *c = harness_db_connect();
     const char *params[] = {a, b};
     PQclear(PQexecParams(c,
                          "UPDATE customers SET status = 'merged', merged_into = $2 WHERE id = $1",
@@ -320,7 +307,7 @@ END_TEST
 START_TEST(export_is_everything_held_as_one_attachment)
 {
     char ext[64], body[1024], path[96];
-    unique(ext, sizeof ext, "exp");
+    harness_unique(ext, sizeof ext, "exp");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Exported\", \"email\": \"exported@example.com\", "
              "\"external_ids\": [{\"source\": \"app\", \"id\": \"%s\"}, {\"source\": \"web\", "
@@ -380,7 +367,7 @@ END_TEST
 START_TEST(expand_consents_returns_the_current_consents)
 {
     char ext[64], body[256], path[128];
-    unique(ext, sizeof ext, "expand");
+    harness_unique(ext, sizeof ext, "expand");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Expanded\", \"external_ids\": [{\"source\": \"exp\", "
              "\"id\": \"%s\"}]}",
@@ -423,7 +410,7 @@ START_TEST(consents_post_replays_with_the_same_idempotency_key)
     json_t *c = create("{\"first_name\": \"Replayed\"}", NULL);
     char path[96], key[96];
     snprintf(path, sizeof path, "/v1/customers/%lld/consents", id_of(c));
-    unique(key, sizeof key, "Idempotency-Key: c");
+    harness_unique(key, sizeof key, "Idempotency-Key: c");
     const char *headers[] = {key, NULL};
     const char *body = "{\"channel\": \"phone\", \"purpose\": \"service\", \"status\": "
                        "\"granted\", \"source\": \"call\"}";

@@ -38,13 +38,6 @@ static void teardown(void)
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-/* A string no other test or run uses. */
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static http_response send_json(const char *method, const char *path, const char *key,
                                const char *body, const char *const *headers)
 {
@@ -188,7 +181,7 @@ END_TEST
 START_TEST(expand_external_ids_lists_them)
 {
     char ext[48], body[160], path[96];
-    unique(ext, sizeof ext, "x");
+    harness_unique(ext, sizeof ext, "x");
     snprintf(body, sizeof body, "{\"external_ids\": [{\"source\": \"sf\", \"id\": \"%s\"}]}", ext);
     json_t *c = create(body);
     ck_assert_ptr_null(json_object_get(c, "external_ids"));
@@ -321,7 +314,7 @@ END_TEST
 START_TEST(delete_hides_the_customer_but_keeps_the_row)
 {
     char email[80], body[128], path[64], list[160], sql[128];
-    unique(email, sizeof email, "gone");
+    harness_unique(email, sizeof email, "gone");
     strcat(email, "@example.com");
     snprintf(body, sizeof body, "{\"email\": \"%s\"}", email);
     json_t *c = create(body);
@@ -358,7 +351,7 @@ END_TEST
 START_TEST(list_filters_by_each_parameter)
 {
     char tag[48], body[512], path[256];
-    unique(tag, sizeof tag, "f");
+    harness_unique(tag, sizeof tag, "f");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Zed\", \"last_name\": \"%sfinder\", \"email\": \"Z.%s@Example.com\", "
              "\"phone\": \"+1 (555) 010-0000\", \"address\": {\"country\": \"IT\", \"city\": "
@@ -399,7 +392,7 @@ START_TEST(list_search_pages_follow_the_cursor)
     /* Five customers; "<tag>p" begins the words of all of them, and two of
      * them hold two such words: every page of two comes from merged ranges. */
     char tag[48], body[256], path[512];
-    unique(tag, sizeof tag, "pg");
+    harness_unique(tag, sizeof tag, "pg");
     long long made[5];
     for (int i = 0; i < 5; i++) {
         snprintf(body, sizeof body, "{\"first_name\": \"%sp%d\", \"company\": \"%sp%s\"}", tag,
@@ -500,7 +493,7 @@ static void walk_while_inserting(const char *tag, const char *sort, long long *i
 START_TEST(list_pages_are_stable_while_customers_are_inserted)
 {
     char tag[48], body[128];
-    unique(tag, sizeof tag, "p");
+    harness_unique(tag, sizeof tag, "p");
     long long ids[7];
     for (int i = 0; i < 7; i++) {
         snprintf(body, sizeof body, "{\"display_name\": \"N%d\", \"tags\": [\"%s\"]}", i, tag);
@@ -524,7 +517,7 @@ END_TEST
 START_TEST(upsert_by_external_id_creates_then_updates)
 {
     char ext[48], path[160];
-    unique(ext, sizeof ext, "a/b "); /* a slash and a space, percent-encoded below */
+    harness_unique(ext, sizeof ext, "a/b "); /* a slash and a space, percent-encoded below */
     char *enc = curl_easy_escape(NULL, ext, 0);
     snprintf(path, sizeof path, "/v1/customers/by-external-id/salesforce/%s", enc);
     curl_free(enc);
@@ -572,7 +565,7 @@ END_TEST
 START_TEST(an_external_id_of_a_deleted_customer_is_a_conflict_naming_it)
 {
     char ext[48], path[160];
-    unique(ext, sizeof ext, "d");
+    harness_unique(ext, sizeof ext, "d");
     snprintf(path, sizeof path, "/v1/customers/by-external-id/crm/%s", ext);
     http_response r = send_json("PUT", path, writer.secret, "{}", NULL);
     ck_assert_int_eq(r.status, 201);
@@ -627,7 +620,7 @@ START_TEST(two_concurrent_upserts_of_a_new_external_id_create_once)
 {
     for (int round = 0; round < 5; round++) {
         char ext[48], path[160], sql[256];
-        unique(ext, sizeof ext, "race");
+        harness_unique(ext, sizeof ext, "race");
         snprintf(path, sizeof path, "/v1/customers/by-external-id/crm/%s", ext);
         pthread_barrier_t barrier;
         pthread_barrier_init(&barrier, NULL, 2);
@@ -702,7 +695,7 @@ END_TEST
 START_TEST(an_idempotency_key_replays_the_first_response_byte_for_byte)
 {
     char key[64], header[96];
-    unique(key, sizeof key, "k");
+    harness_unique(key, sizeof key, "k");
     snprintf(header, sizeof header, "Idempotency-Key: %s", key);
     const char *headers[] = {header, NULL};
     long before = count_rows("SELECT count(*) FROM customers");

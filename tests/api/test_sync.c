@@ -39,12 +39,6 @@ static void teardown(void)
 
 /* ---- helpers ------------------------------------------------------------------- */
 
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static json_t *expect_json(http_response *r, long status)
 {
     ck_assert_msg(r->status == status, "answered %ld, not %ld: %.400s", r->status, status, r->body);
@@ -154,7 +148,7 @@ static json_t *poll_for(const char *feed, const char *cursor, long long id, char
 static long long create_customer(void)
 {
     char email[96], body[160];
-    unique(email, sizeof email, "sync");
+    harness_unique(email, sizeof email, "sync");
     snprintf(body, sizeof body, "{\"first_name\": \"Sync\", \"email\": \"%s@example.org\"}", email);
     http_response r = http_post_json(&srv, "/v1/customers", writer.secret, body);
     json_t *doc = expect_json(&r, 201);
@@ -259,7 +253,7 @@ START_TEST(the_touchpoint_feed_brings_a_recorded_touchpoint_on_the_next_poll)
     long long customer = create_customer();
     char *end = drain("touchpoints", NULL, NULL);
     char event[64], body[320];
-    unique(event, sizeof event, "ev");
+    harness_unique(event, sizeof event, "ev");
     snprintf(body, sizeof body,
              "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\", "
              "\"direction\": \"inbound\", \"occurred_at\": \"2026-01-02T03:04:05Z\", "

@@ -24,8 +24,7 @@ static PGconn *db;
 static void setup(void)
 {
     crmd_fixture_start(&srv, NULL);
-    db = PQconnectdb(harness_env("CRMD_TEST_DATABASE_URL"));
-    ck_assert_msg(PQstatus(db) == CONNECTION_OK, "connect: %s", PQerrorMessage(db));
+    db = harness_db_connect();
 }
 
 static void teardown(void)
@@ -34,31 +33,15 @@ static void teardown(void)
     crmd_fixture_stop(&srv);
 }
 
-static long long sql_number(const char *sql, const char *param)
-{
-    const char *params[] = {param};
-    PGresult *res = PQexecParams(db, sql, param ? 1 : 0, NULL, params, NULL, NULL, 0);
-    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1, "%s: %s", sql,
-                  PQresultErrorMessage(res));
-    long long v = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return v;
-}
-
 static long long new_customer(void)
 {
-    return sql_number("INSERT INTO customers (first_name) VALUES ('tp') RETURNING id", NULL);
-}
-
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
+    return harness_sql_number(db, "INSERT INTO customers (first_name) VALUES ('tp') RETURNING id",
+                              NULL);
 }
 
 static long long events_of(const char *source)
 {
-    return sql_number("SELECT count(*) FROM touchpoints WHERE source = $1", source);
+    return harness_sql_number(db, "SELECT count(*) FROM touchpoints WHERE source = $1", source);
 }
 
 static long long id_of(json_t *doc)
@@ -84,7 +67,7 @@ static void body_for(char *out, size_t size, long long customer, const char *sou
 START_TEST(one_touchpoint_is_created_then_acknowledged_as_duplicate)
 {
     char source[48], body[1024];
-    unique(source, sizeof source, "pos");
+    harness_unique(source, sizeof source, "pos");
     long long customer = new_customer();
     body_for(body, sizeof body, customer, source, "e-1", "2026-11-20T10:00:00Z");
     http_response r = http_post_json(&srv, "/v1/touchpoints", harness_admin_key.secret, body);
@@ -125,7 +108,7 @@ END_TEST
 START_TEST(an_invalid_touchpoint_gets_422_naming_each_field_and_stores_nothing)
 {
     char source[48], body[1024];
-    unique(source, sizeof source, "bad");
+    harness_unique(source, sizeof source, "bad");
     snprintf(body, sizeof body,
              "{\"channel\": \"fax\", \"type\": \"purchase\", \"direction\": \"sideways\", "
              "\"occurred_at\": \"2999-01-01T00:00:00Z\", \"source\": \"%s\", \"event_id\": \"x\", "
@@ -161,8 +144,8 @@ END_TEST
 START_TEST(a_batch_is_answered_item_by_item_and_stores_the_valid_ones)
 {
     char source[48], ext[48], email[96], item[1024];
-    unique(source, sizeof source, "batch");
-    unique(ext, sizeof ext, "ext");
+    harness_unique(source, sizeof source, "batch");
+    harness_unique(ext, sizeof ext, "ext");
     snprintf(email, sizeof email, "%s@Example.COM", ext);
     long long customer = new_customer();
     size_t cap = 16384, len = 0;
@@ -231,9 +214,10 @@ START_TEST(a_batch_is_answered_item_by_item_and_stores_the_valid_ones)
     http_response c = http_get(&srv, path, harness_admin_key.secret);
     ck_assert_msg(c.status == 200, "%s: %ld", path, c.status);
     http_response_free(&c);
-    ck_assert_int_eq(sql_number("SELECT count(DISTINCT customer_id) FROM touchpoints WHERE "
-                                "source = $1 AND event_id IN ('b-4', 'b-5')",
-                                source),
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(DISTINCT customer_id) FROM touchpoints WHERE "
+                                        "source = $1 AND event_id IN ('b-4', 'b-5')",
+                                        source),
                      1);
     json_decref(report);
     http_response_free(&r);
@@ -266,7 +250,7 @@ END_TEST
 START_TEST(the_timeline_is_newest_first_filtered_and_paged)
 {
     char source[48], body[1024], path[256];
-    unique(source, sizeof source, "tl");
+    harness_unique(source, sizeof source, "tl");
     long long customer = new_customer();
     /* Out of order, as a sales app syncs a week at once. */
     const char *days[] = {"2026-11-03", "2026-11-01", "2026-11-05", "2026-11-02", "2026-11-04"};
@@ -372,7 +356,7 @@ static void *post_batch(void *arg)
 START_TEST(a_batch_sent_again_after_crmd_was_killed_midway_is_stored_once)
 {
     char source[48];
-    unique(source, sizeof source, "kill");
+    harness_unique(source, sizeof source, "kill");
     long long customer = new_customer();
     size_t n = 5000, cap = n * 400, len = 0;
     char *body = malloc(cap), item[1024];
@@ -391,9 +375,10 @@ START_TEST(a_batch_sent_again_after_crmd_was_killed_midway_is_stored_once)
     /* Kill crmd while the batch's transaction is open in PostgreSQL. */
     bool seen = false;
     for (int i = 0; i < 5000 && !seen; i++) {
-        seen = sql_number("SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' AND "
-                          "backend_xid IS NOT NULL AND query LIKE '%touchpoint%'",
-                          NULL) > 0;
+        seen = harness_sql_number(db,
+                                  "SELECT count(*) FROM pg_stat_activity WHERE state <> 'idle' AND "
+                                  "backend_xid IS NOT NULL AND query LIKE '%touchpoint%'",
+                                  NULL) > 0;
         if (!seen)
             harness_sleep_ms(1);
     }
@@ -403,9 +388,11 @@ START_TEST(a_batch_sent_again_after_crmd_was_killed_midway_is_stored_once)
     ck_assert_int_ne(job.status, 200); /* the client saw the connection drop */
     /* Whatever the killed crmd's connections held is rolled back. */
     for (int i = 0; i < 2000; i++) {
-        if (sql_number("SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
-                       "AND query LIKE '%touchpoint%'",
-                       NULL) == 0)
+        if (harness_sql_number(
+                db,
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+                "AND query LIKE '%touchpoint%'",
+                NULL) == 0)
             break;
         harness_sleep_ms(5);
     }
@@ -416,7 +403,8 @@ START_TEST(a_batch_sent_again_after_crmd_was_killed_midway_is_stored_once)
     ck_assert_int_eq(job.status, 200);
     ck_assert_int_eq(events_of(source), (long long)n);
     ck_assert_int_eq(
-        sql_number("SELECT count(DISTINCT event_id) FROM touchpoints WHERE source = $1", source),
+        harness_sql_number(db, "SELECT count(DISTINCT event_id) FROM touchpoints WHERE source = $1",
+                           source),
         (long long)n);
     free(body);
 }

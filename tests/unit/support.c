@@ -7,10 +7,12 @@
 
 #include <check.h>
 #include <jansson.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *unit_env(const char *name)
 {
@@ -145,4 +147,10 @@ void unit_db_stop(PGconn *direct)
 {
     PQfinish(direct);
     crm_db_shutdown();
+}
+
+void unit_unique(char *buf, size_t size, const char *what)
+{
+    static unsigned serial;
+    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
 }

@@ -43,6 +43,10 @@ void unit_db_stop(PGconn *direct);
 /* True when err->errors holds an entry whose "field" is exactly field. */
 bool unit_has_field_error(const crm_error *err, const char *field);
 
+/* A string no other test or run uses: what, the pid, a serial and random
+ * bits. */
+void unit_unique(char *buf, size_t size, const char *what);
+
 /* Monotonic milliseconds, and a sleep in milliseconds. */
 long long unit_now_ms(void);
 void unit_sleep_ms(int ms);

@@ -48,12 +48,6 @@ static json_t *parse(const char *text)
 }
 
 /* A string no other test or run uses (letters and digits). */
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 /* A phone number no other test uses: "+39" and 11 random digits. */
 static void unique_phone(char *buf, size_t size)
 {
@@ -175,7 +169,7 @@ static json_t *current_email_marketing(json_t *rep)
 START_TEST(duplicates_name_each_reason_strongest_first)
 {
     char email[96], phone[24], other_phone[24], postal[24], other_postal[24], tag[64], text[1024];
-    unique(tag, sizeof tag, "dup");
+    unit_unique(tag, sizeof tag, "dup");
     snprintf(email, sizeof email, "%s@example.com", tag);
     unique_phone(phone, sizeof phone);
     unique_phone(other_phone, sizeof other_phone);
@@ -281,7 +275,7 @@ END_TEST
 START_TEST(a_merge_moves_and_fills_everything_and_loses_nothing)
 {
     char s[64], e[96], text[1024];
-    unique(s, sizeof s, "src");
+    unit_unique(s, sizeof s, "src");
     snprintf(e, sizeof e, "%s@example.com", s);
     snprintf(text, sizeof text,
              "{\"first_name\": \"Ann\", \"tags\": [\"a\"], \"attributes\": {\"x\": 1}, "
@@ -440,7 +434,7 @@ END_TEST
 START_TEST(a_dry_run_answers_the_merge_and_changes_nothing)
 {
     char s[64], text[512];
-    unique(s, sizeof s, "dry");
+    unit_unique(s, sizeof s, "dry");
     snprintf(text, sizeof text,
              "{\"first_name\": \"Dry\", \"external_ids\": [{\"source\": \"%s\", \"id\": \"1\"}]}",
              s);
@@ -644,7 +638,7 @@ START_TEST(overlapping_merges_at_once_neither_deadlock_nor_lose_data)
 {
     for (int round = 0; round < 8; round++) {
         char s[64], text[256];
-        unique(s, sizeof s, "race");
+        unit_unique(s, sizeof s, "race");
         long long id[5];
         for (int i = 0; i < 5; i++) {
             snprintf(text, sizeof text,

@@ -44,12 +44,6 @@ static json_t *parse(const char *text)
 }
 
 /* A string no other test or run uses (letters and digits). */
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static json_t *create_keyed(const char *text, const char *key)
 {
     crm_error err = CRM_ERROR_INIT;
@@ -151,12 +145,12 @@ static long scan_database(const char *needle, char *out, size_t size)
 START_TEST(erasure_leaves_no_personal_data_in_any_table)
 {
     char last[64], local[64], attr[64], ext[64], source[64], key[64], digits[16], body[2048];
-    unique(last, sizeof last, "Zyxlast");
-    unique(local, sizeof local, "zyxmail");
-    unique(attr, sizeof attr, "zyxattr");
-    unique(ext, sizeof ext, "zyxext");
-    unique(source, sizeof source, "zyxsrc");
-    unique(key, sizeof key, "idem");
+    unit_unique(last, sizeof last, "Zyxlast");
+    unit_unique(local, sizeof local, "zyxmail");
+    unit_unique(attr, sizeof attr, "zyxattr");
+    unit_unique(ext, sizeof ext, "zyxext");
+    unit_unique(source, sizeof source, "zyxsrc");
+    unit_unique(key, sizeof key, "idem");
     snprintf(digits, sizeof digits, "%08u", randombytes_uniform(100000000));
     snprintf(body, sizeof body,
              "{\"first_name\": \"Ada\", \"last_name\": \"%s\", \"email\": \"%s@example.com\", "
@@ -175,7 +169,7 @@ START_TEST(erasure_leaves_no_personal_data_in_any_table)
              "\"source\": \"%s\"}",
              source);
     char key2[64];
-    unique(key2, sizeof key2, "idem");
+    unit_unique(key2, sizeof key2, "idem");
     free(record(id, body, key2, NULL));
 
     const char *needles[] = {last, local, attr, ext, source, digits};
@@ -304,7 +298,7 @@ START_TEST(a_merged_id_is_refused_and_the_survivor_erases_both)
 {
     json_t *survivor = create("{\"first_name\": \"Keeper\", \"email\": \"keeper@example.com\"}");
     char merged_mail[64], body[256];
-    unique(merged_mail, sizeof merged_mail, "merged");
+    unit_unique(merged_mail, sizeof merged_mail, "merged");
     snprintf(body, sizeof body, "{\"first_name\": \"Folded\", \"email\": \"%s@example.com\"}",
              merged_mail);
     json_t *merged = create(body);
@@ -388,7 +382,7 @@ static json_t *find_by(json_t *arr, const char *key, const char *value)
 START_TEST(export_holds_everything_about_the_person)
 {
     char ext[64], body[1024];
-    unique(ext, sizeof ext, "exp");
+    unit_unique(ext, sizeof ext, "exp");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Export\", \"email\": \"export@example.com\", \"external_ids\": "
              "[{\"source\": \"crm\", \"id\": \"%s\"}, {\"source\": \"shop\", \"id\": \"%s\"}]}",
@@ -463,7 +457,7 @@ END_TEST
 START_TEST(get_expanded_with_consents_has_the_current_state)
 {
     char ext[64], body[256];
-    unique(ext, sizeof ext, "expand");
+    unit_unique(ext, sizeof ext, "expand");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Expand\", \"external_ids\": [{\"source\": \"x\", \"id\": "
              "\"%s\"}]}",
@@ -496,7 +490,7 @@ START_TEST(recorded_consents_replay_with_the_same_idempotency_key)
     json_t *c = create("{\"first_name\": \"Replay\"}");
     long long id = id_of(c);
     char key[64];
-    unique(key, sizeof key, "ckey");
+    unit_unique(key, sizeof key, "ckey");
     const char *body = "{\"channel\": \"email\", \"purpose\": \"service\", \"status\": "
                        "\"granted\", \"source\": \"app\"}";
     bool replayed = true;

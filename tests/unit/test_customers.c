@@ -289,13 +289,6 @@ static void teardown_db(void)
     direct = NULL;
 }
 
-/* A string no other test or run uses. */
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static const crm_write_ctx ctx = {.api_key_id = 0, .idempotency_key = NULL};
 
 /* Creates a customer from text; returns its representation (caller decrefs). */
@@ -469,7 +462,7 @@ static json_t *list_page(const crm_customer_filter *f, crm_error *err)
 START_TEST(a_deleted_customer_is_not_found_nor_listed)
 {
     char email[64], tag[40];
-    unique(tag, sizeof tag, "del");
+    unit_unique(tag, sizeof tag, "del");
     snprintf(email, sizeof email, "%s@example.com", tag);
     char body[256];
     snprintf(body, sizeof body, "{\"email\": \"%s\"}", email);
@@ -515,7 +508,7 @@ END_TEST
 START_TEST(list_filters_and_pages_with_cursors)
 {
     char tag[40], body[256];
-    unique(tag, sizeof tag, "lst");
+    unit_unique(tag, sizeof tag, "lst");
     long long ids[5];
     for (int i = 0; i < 5; i++) {
         snprintf(body, sizeof body, "{\"display_name\": \"Name %d\", \"tags\": [\"%s\"]}", 4 - i,
@@ -632,7 +625,7 @@ END_TEST
 START_TEST(list_search_matches_word_prefixes)
 {
     char tag[40], body[512], q[96];
-    unique(tag, sizeof tag, "w");
+    unit_unique(tag, sizeof tag, "w");
     snprintf(body, sizeof body,
              "{\"first_name\": \"Mario\", \"last_name\": \"Rossi-%s\", \"company\": \"Acme 100%% "
              "Ltd\", \"email\": \"m.rossi@%s.example\"}",
@@ -669,7 +662,7 @@ END_TEST
 START_TEST(list_search_follows_changes_to_the_words)
 {
     char tag[40], body[256], q[96];
-    unique(tag, sizeof tag, "chg");
+    unit_unique(tag, sizeof tag, "chg");
     snprintf(body, sizeof body, "{\"company\": \"Old%s\"}", tag);
     json_t *c = create(body);
     long long ids[4];
@@ -701,7 +694,7 @@ START_TEST(list_search_pages_through_many_words_with_one_prefix)
      * begins 11 of them (a1, a10..a19), merged from 11 ranges. One customer
      * holds two words of the prefix and must come once. */
     char tag[40], body[256], q[96];
-    unique(tag, sizeof tag, "many");
+    unit_unique(tag, sizeof tag, "many");
     for (int i = 1; i <= 20; i++) {
         if (i == 20)
             snprintf(body, sizeof body, "{\"first_name\": \"%sa20\", \"last_name\": \"%sa1x\"}",
@@ -726,7 +719,7 @@ END_TEST
 START_TEST(upsert_creates_then_updates)
 {
     char ext[40];
-    unique(ext, sizeof ext, "ext");
+    unit_unique(ext, sizeof ext, "ext");
     crm_error err = CRM_ERROR_INIT;
     bool created = false;
     json_t *body = parse("{\"first_name\": \"Ada\"}");
@@ -755,7 +748,7 @@ END_TEST
 START_TEST(an_external_id_held_by_another_customer_is_a_conflict_naming_it)
 {
     char ext[40], body[256];
-    unique(ext, sizeof ext, "dup");
+    unit_unique(ext, sizeof ext, "dup");
     snprintf(body, sizeof body, "{\"external_ids\": [{\"source\": \"s\", \"id\": \"%s\"}]}", ext);
     json_t *first = create(body);
     crm_error err = CRM_ERROR_INIT;
@@ -777,7 +770,7 @@ END_TEST
 START_TEST(an_idempotency_key_replays_the_first_response)
 {
     char key[40];
-    unique(key, sizeof key, "idem");
+    unit_unique(key, sizeof key, "idem");
     crm_write_ctx ictx = {.api_key_id = 42, .idempotency_key = key};
     json_t *body = parse("{\"first_name\": \"Once\"}");
     crm_error err = CRM_ERROR_INIT;

@@ -63,18 +63,12 @@ static json_t *parse(const char *text)
 }
 
 /* A string no other test or run uses (letters and digits). */
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 /* Creates a customer with a unique e-mail (whose local part goes to
  * marker when not NULL); returns its id. */
 static long long create_customer(const char *first_name, char *marker, size_t size)
 {
     char local[64], body[256];
-    unique(local, sizeof local, "sync");
+    unit_unique(local, sizeof local, "sync");
     snprintf(body, sizeof body, "{\"first_name\": \"%s\", \"email\": \"%s@example.org\"}",
              first_name, local);
     if (marker != NULL)
@@ -110,7 +104,7 @@ static long long insert_touchpoint(long long customer_id)
 {
     char cid[24], event[64];
     snprintf(cid, sizeof cid, "%lld", customer_id);
-    unique(event, sizeof event, "ev");
+    unit_unique(event, sizeof event, "ev");
     const char *params[] = {cid, event};
     return unit_sql_long(direct,
                          "INSERT INTO touchpoints (customer_id, channel, type, direction, "

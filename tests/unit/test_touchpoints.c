@@ -36,12 +36,6 @@ static void teardown_db(void)
     direct = NULL;
 }
 
-static void unique(char *buf, size_t size, const char *what)
-{
-    static unsigned serial;
-    snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
-}
-
 static long long customer(const char *email)
 {
     const char *params[] = {email};
@@ -94,7 +88,7 @@ START_TEST(two_racing_batches_with_shared_events_store_each_once)
      * 150 events in both. Each event is created by exactly one batch and a
      * duplicate in the other; none is stored twice, and neither deadlocks. */
     char source[48];
-    unique(source, sizeof source, "race");
+    unit_unique(source, sizeof source, "race");
     long long id = customer(NULL);
     race_arg a = {.items = json_array(), .report = NULL},
              b = {.items = json_array(), .report = NULL};
@@ -141,8 +135,8 @@ END_TEST
 START_TEST(references_resolve_through_merges_emails_and_external_ids)
 {
     char source[48], email[96], ext[48];
-    unique(source, sizeof source, "ref");
-    unique(ext, sizeof ext, "x");
+    unit_unique(source, sizeof source, "ref");
+    unit_unique(ext, sizeof ext, "x");
     snprintf(email, sizeof email, "%s@example.com", ext);
     long long survivor = customer(email), merged = customer(NULL);
     char body[128];
@@ -156,7 +150,7 @@ START_TEST(references_resolve_through_merges_emails_and_external_ids)
     json_decref(mb);
     /* Two live customers share this e-mail: it names neither. */
     char shared[96];
-    unique(shared, sizeof shared, "s");
+    unit_unique(shared, sizeof shared, "s");
     strcat(shared, "@example.com");
     customer(shared);
     customer(shared);
@@ -205,7 +199,7 @@ END_TEST
 START_TEST(items_breaking_a_rule_are_rejected_with_their_fields)
 {
     char source[48];
-    unique(source, sizeof source, "rule");
+    unit_unique(source, sizeof source, "rule");
     long long id = customer(NULL);
     crm_touchpoint_set_future_tolerance(60);
     struct {
@@ -261,7 +255,7 @@ END_TEST
 START_TEST(erasure_removes_the_free_text_and_export_lists_touchpoints)
 {
     char source[48];
-    unique(source, sizeof source, "erase");
+    unit_unique(source, sizeof source, "erase");
     long long id = customer(NULL);
     json_t *fb = purchase(id, source, "fb-1");
     json_object_set_new(fb, "type", json_string("feedback"));
@@ -301,7 +295,7 @@ END_TEST
 START_TEST(a_merge_moves_the_touchpoints_to_the_survivor)
 {
     char source[48];
-    unique(source, sizeof source, "merge");
+    unit_unique(source, sizeof source, "merge");
     long long survivor = customer(NULL), merged = customer(NULL);
     json_t *items = json_array();
     json_array_append_new(items, purchase(survivor, source, "m-0"));

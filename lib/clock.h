@@ -1,0 +1,30 @@
+/*
+ * clock.h — the two clocks crmd reads, in milliseconds: the wall clock (for
+ * what is stored or compared with stored times) and the monotonic one (for
+ * durations and timeouts, which must not jump when the wall clock is set).
+ */
+#ifndef CRM_CLOCK_H
+#define CRM_CLOCK_H
+
+#include <time.h>
+
+static inline long long crm_clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds since the epoch. */
+static inline long long crm_wall_ms(void)
+{
+    return crm_clock_ms(CLOCK_REALTIME);
+}
+
+/* Milliseconds of a clock that only moves forward. */
+static inline long long crm_monotonic_ms(void)
+{
+    return crm_clock_ms(CLOCK_MONOTONIC);
+}
+
+#endif
