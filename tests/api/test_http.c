@@ -15,7 +15,12 @@
 #include <strings.h>
 
 #define KEEP_ALIVE_REQUESTS 20
-#define SLOW_CHUNK_BYTES 10
+/* The slow upload takes about 3 s (42 bytes, 4 at a time, 300 ms apart): long
+ * enough to outlast the up to 1 s a test waits for crmd to stop listening
+ * after SIGTERM on a loaded machine. At 10 bytes a chunk (1.2 s) the upload
+ * sometimes ended first, crmd exited, and the kept-alive test found no
+ * server. */
+#define SLOW_CHUNK_BYTES 4
 #define SLOW_CHUNK_PAUSE_MS 300
 #define LOG_WAIT_MS 2000
 
