@@ -119,6 +119,13 @@ void crm_jbuf_end_array(crm_jbuf *b)
     close_container(b, ']');
 }
 
+/* A JSON string holds every byte as it is but the control characters, the
+ * quote and the backslash. */
+static inline bool plain_byte(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
 static void put_escaped(crm_jbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -127,12 +134,19 @@ static void put_escaped(crm_jbuf *b, const char *s, size_t n)
         return;
     char *out = b->data + b->len;
     *out++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *out++ = (char)c;
-            continue;
-        }
+    size_t i = 0;
+    while (i < n) {
+        /* Copy the run of bytes that need no escape in one go: most text is
+         * all of one run. */
+        size_t run = i;
+        while (run < n && plain_byte((unsigned char)s[run]))
+            run++;
+        memcpy(out, s + i, run - i);
+        out += run - i;
+        if (run == n)
+            break;
+        unsigned char c = (unsigned char)s[run];
+        i = run + 1;
         *out++ = '\\';
         switch (c) {
         case '"':
@@ -193,9 +207,16 @@ void crm_jbuf_cstring(crm_jbuf *b, const char *s)
 void crm_jbuf_int(crm_jbuf *b, long long v)
 {
     char digits[24];
-    int n = snprintf(digits, sizeof digits, "%lld", v);
+    char *p = digits + sizeof digits;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
     before_value(b);
-    put(b, digits, (size_t)n);
+    put(b, p, (size_t)(digits + sizeof digits - p));
 }
 
 void crm_jbuf_real(crm_jbuf *b, double v)
