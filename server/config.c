@@ -68,6 +68,8 @@ static const env_var vars[] = {
      "debug, info, warn or error"},
     {"CRMD_SYNC_RETENTION_DAYS", VAR_INT, "90", 1, 36500, OFF(sync_retention_days),
      "how long the sync feeds keep deletions; an older cursor gets 410 (full resync)"},
+    {"CRMD_HOUSEKEEPING_S", VAR_INT, "300", 1, 86400, OFF(housekeeping_s),
+     "how often expired Idempotency-Key responses (older than 24 hours) are deleted"},
 };
 
 void crmd_config_print_help(FILE *out)

@@ -34,6 +34,7 @@ typedef struct crmd_config {
     bool access_log;
     int log_level;
     int sync_retention_days;
+    int housekeeping_s;
     int touchpoint_future_tolerance_s;
 } crmd_config;
 

@@ -11,12 +11,14 @@
 #include "db.h"
 #include "embedded.h"
 #include "http.h"
+#include "idempotency.h"
 #include "log.h"
 #include "migrate.h"
 #include "router.h"
 #include "sync.h"
 #include "touchpoints.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -172,6 +174,33 @@ static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
     return 0;
 }
 
+/* Periodic upkeep of what the database keeps only for a while. Every crmd
+ * does it (they are stateless and equal); the deletes are idempotent. */
+static void housekeeping(void)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long purged = crm_idempotency_purge(&err);
+    if (purged < 0)
+        crm_log(CRM_LOG_WARN, "housekeeping: %s", err.detail);
+    else if (purged > 0)
+        crm_log(CRM_LOG_INFO, "housekeeping: deleted %ld expired idempotency responses", purged);
+    crm_error_clear(&err);
+}
+
+/* The main thread's life while crmd serves: housekeeping every interval_s
+ * seconds until a stop signal arrives; returns the signal. */
+static int wait_for_stop(const sigset_t *stop, int interval_s)
+{
+    for (;;) {
+        struct timespec wait = {.tv_sec = interval_s};
+        int sig = sigtimedwait(stop, NULL, &wait);
+        if (sig > 0)
+            return sig;
+        if (errno == EAGAIN)
+            housekeeping();
+    }
+}
+
 static int cmd_serve(const crmd_config *cfg)
 {
     /* Block the stop signals in every thread; main waits for them below. */
@@ -207,8 +236,7 @@ static int cmd_serve(const crmd_config *cfg)
             CRMD_VERSION, cfg->listen_host, http_server_port(srv), cfg->io_threads,
             cfg->async_pool_size, cfg->threads, cfg->pool_size);
 
-    int sig = 0;
-    sigwait(&stop, &sig);
+    int sig = wait_for_stop(&stop, cfg->housekeeping_s);
     crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_server_stop(srv);

@@ -722,6 +722,43 @@ START_TEST(an_idempotency_key_replays_the_first_response_byte_for_byte)
 }
 END_TEST
 
+/* Responses older than 24 hours are deleted by crmd's housekeeping, every
+ * CRMD_HOUSEKEEPING_S seconds; younger ones stay. */
+START_TEST(housekeeping_deletes_idempotency_responses_older_than_24_hours)
+{
+    crmd_server keeper;
+    const char *env[] = {"CRMD_HOUSEKEEPING_S=1", NULL};
+    crmd_fixture_start(&keeper, env);
+    char old_key[64], new_key[64], header[96], sql[256];
+    harness_unique(old_key, sizeof old_key, "old");
+    harness_unique(new_key, sizeof new_key, "new");
+    const char *keys[] = {old_key, new_key};
+    for (int i = 0; i < 2; i++) {
+        snprintf(header, sizeof header, "Idempotency-Key: %s", keys[i]);
+        const char *headers[] = {header, NULL};
+        http_response r = send_json("POST", "/v1/customers", writer.secret,
+                                    "{\"first_name\": \"Kept\"}", headers);
+        ck_assert_int_eq(r.status, 201);
+        http_response_free(&r);
+    }
+    snprintf(sql, sizeof sql,
+             "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' WHERE key = '%s'",
+             old_key);
+    exec_sql(sql);
+    long left = 1;
+    for (int waited = 0; waited < 5000 && left != 0; waited += 100) {
+        harness_sleep_ms(100);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM idempotency_keys WHERE key = '%s'",
+                 old_key);
+        left = count_rows(sql);
+    }
+    ck_assert_int_eq(left, 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM idempotency_keys WHERE key = '%s'", new_key);
+    ck_assert_int_eq(count_rows(sql), 1);
+    crmd_fixture_stop(&keeper);
+}
+END_TEST
+
 /* ---- naughty strings ------------------------------------------------------------------- */
 
 /* Creates a customer with s in field (a top-level name, or "street") and
@@ -819,6 +856,7 @@ Suite *customers_suite(void)
     tcase_add_test(tc, two_concurrent_upserts_of_a_new_external_id_create_once);
     tcase_add_test(tc, the_audit_trail_records_every_write_newest_first);
     tcase_add_test(tc, an_idempotency_key_replays_the_first_response_byte_for_byte);
+    tcase_add_test(tc, housekeeping_deletes_idempotency_responses_older_than_24_hours);
     tcase_add_test(tc, naughty_strings_round_trip_byte_for_byte);
     suite_add_tcase(s, tc);
     return s;

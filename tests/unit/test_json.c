@@ -3,11 +3,13 @@
  * timestamps (lib/json.h).
  */
 #include <check.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "jbuf.h"
 #include "json.h"
 #include "suites.h"
 #include "support.h"
@@ -325,6 +327,54 @@ START_TEST(test_timestamp_before_epoch_rounds_down)
 }
 END_TEST
 
+/* ---- the JSON writer (lib/jbuf.h) ---- */
+
+/* Strings come back from a JSON parser exactly as written: plain runs,
+ * every escape JSON names, other control bytes as \u00XX, and UTF-8. */
+START_TEST(test_jbuf_strings_read_back_byte_for_byte)
+{
+    static const char *const samples[] = {
+        "", "plain", "quote \" inside", "back\\slash", "\b\f\n\r\t", "\x01\x1f end",
+        "\x7f del stays", "caf\xc3\xa9 \xf0\x9f\x98\x80", "\"", "a\\\"b\n\x02" "c"};
+    size_t n = sizeof samples / sizeof samples[0];
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_array(&b);
+    for (size_t i = 0; i < n; i++)
+        crm_jbuf_string(&b, samples[i], strlen(samples[i]));
+    crm_jbuf_end_array(&b);
+    size_t len;
+    char *text = crm_jbuf_take(&b, &len);
+    ck_assert_ptr_nonnull(text);
+    ck_assert(strstr(text, "\\u0001") != NULL);
+    ck_assert(strstr(text, "\\n") != NULL);
+    json_error_t jerr;
+    json_t *back = json_loadb(text, len, 0, &jerr);
+    ck_assert_msg(back != NULL, "%s: %s", text, jerr.text);
+    ck_assert_uint_eq(json_array_size(back), n);
+    for (size_t i = 0; i < n; i++)
+        ck_assert_str_eq(json_string_value(json_array_get(back, i)), samples[i]);
+    json_decref(back);
+    free(text);
+}
+END_TEST
+
+START_TEST(test_jbuf_integers_at_the_limits)
+{
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_array(&b);
+    long long values[] = {0, 7, -1, 10, -10, 1234567890123LL, LLONG_MAX, LLONG_MIN};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++)
+        crm_jbuf_int(&b, values[i]);
+    crm_jbuf_end_array(&b);
+    char *text = crm_jbuf_take(&b, NULL);
+    ck_assert_str_eq(text, "[0,7,-1,10,-10,1234567890123,9223372036854775807,"
+                           "-9223372036854775808]");
+    free(text);
+}
+END_TEST
+
 Suite *json_suite(void)
 {
     Suite *s = suite_create("json");
@@ -349,6 +399,11 @@ Suite *json_suite(void)
     tcase_add_test(tc, test_only_fields_reports_every_unknown_key);
     tcase_add_test(tc, test_only_fields_matches_keys_exactly);
     tcase_add_test(tc, test_only_fields_escapes_key_as_json_pointer);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("writer");
+    tcase_add_test(tc, test_jbuf_strings_read_back_byte_for_byte);
+    tcase_add_test(tc, test_jbuf_integers_at_the_limits);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("base64url");
