@@ -401,6 +401,88 @@ START_TEST(a_second_crmd_on_a_port_in_use_refuses_to_start)
 }
 END_TEST
 
+/* ---- several I/O threads ---------------------------------------------------- */
+
+/* The default is one I/O thread per two cores, so on a small machine the
+ * hand-over between I/O threads and workers would go unexercised: here
+ * crmd runs three I/O threads, and clients on kept-alive connections mix
+ * writes (run on workers, answered back on the connection's I/O thread)
+ * with reads (run on the I/O thread itself). */
+#define IO_CLIENTS 6
+#define IO_ROUNDS 25
+
+static crmd_server io_srv;
+
+typedef struct io_client {
+    int n;
+    int failures;
+    char failure[256];
+} io_client;
+
+static void *io_client_run(void *arg)
+{
+    io_client *c = arg;
+    CURL *curl = curl_easy_init();
+    for (int i = 0; i < IO_ROUNDS && c->failures == 0; i++) {
+        char body[96], path[64];
+        snprintf(body, sizeof body, "{\"first_name\": \"Io%d\", \"last_name\": \"Round%d\"}", c->n,
+                 i);
+        http_call create = {.method = "POST",
+                            .path = "/v1/customers",
+                            .api_key = harness_admin_key.secret,
+                            .body = body,
+                            .curl = curl};
+        http_response r = http_send(&io_srv, &create);
+        json_t *made = r.status == 201 ? http_response_json(&r) : NULL;
+        long long id = json_integer_value(json_object_get(made, "id"));
+        if (id <= 0) {
+            c->failures++;
+            snprintf(c->failure, sizeof c->failure, "create answered %ld", r.status);
+        }
+        json_decref(made);
+        http_response_free(&r);
+        if (c->failures != 0)
+            break;
+        snprintf(path, sizeof path, "/v1/customers/%lld", id);
+        http_call read = {.path = path, .api_key = harness_admin_key.secret, .curl = curl};
+        r = http_send(&io_srv, &read);
+        json_t *got = r.status == 200 ? http_response_json(&r) : NULL;
+        const char *name = json_string_value(json_object_get(got, "last_name"));
+        char want[32];
+        snprintf(want, sizeof want, "Round%d", i);
+        if (json_integer_value(json_object_get(got, "id")) != id || name == NULL ||
+            strcmp(name, want) != 0) {
+            c->failures++;
+            snprintf(c->failure, sizeof c->failure, "read of %lld answered %ld", id, r.status);
+        }
+        json_decref(got);
+        http_response_free(&r);
+    }
+    curl_easy_cleanup(curl);
+    return NULL;
+}
+
+START_TEST(three_io_threads_serve_kept_alive_clients_mixing_writes_and_reads)
+{
+    const char *env[] = {"CRMD_IO_THREADS=3", NULL};
+    crmd_fixture_start(&io_srv, env);
+    pthread_t threads[IO_CLIENTS];
+    io_client clients[IO_CLIENTS];
+    for (int i = 0; i < IO_CLIENTS; i++) {
+        clients[i] = (io_client){.n = i};
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, io_client_run, &clients[i]), 0);
+    }
+    for (int i = 0; i < IO_CLIENTS; i++)
+        pthread_join(threads[i], NULL);
+    for (int i = 0; i < IO_CLIENTS; i++)
+        ck_assert_msg(clients[i].failures == 0, "client %d: %s", i, clients[i].failure);
+    char *log = crmd_read_log(&io_srv);
+    ck_assert_ptr_nonnull(strstr(log, "(3 I/O threads"));
+    free(log);
+    crmd_fixture_stop(&io_srv);
+}
+END_TEST
+
 Suite *http_suite(void)
 {
     Suite *s = suite_create("http");
@@ -441,5 +523,10 @@ Suite *http_suite(void)
     tcase_add_checked_fixture(port, setup, teardown);
     tcase_add_test(port, a_second_crmd_on_a_port_in_use_refuses_to_start);
     suite_add_tcase(s, port);
+
+    TCase *io = tcase_create("io-threads");
+    tcase_set_timeout(io, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_test(io, three_io_threads_serve_kept_alive_clients_mixing_writes_and_reads);
+    suite_add_tcase(s, io);
     return s;
 }
