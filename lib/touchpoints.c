@@ -555,6 +555,18 @@ static void apply_email(batch *B, const PGresult *res, int r)
         B->items[i].customer_id = atoll(PQgetvalue(res, r, 1));
 }
 
+/* The array b holds, for json_to_recordset; NULL when it has no rows (or
+ * memory ran out: then nothing is asked of the database either). */
+static char *take_rows(crm_jbuf *b, size_t count)
+{
+    char *text = crm_jbuf_take(b, NULL);
+    if (count == 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 /* The references of kind still unresolved, as a JSON array for
  * json_to_recordset; NULL when there are none. */
 static char *references_json(batch *B, ref_kind kind)
@@ -586,12 +598,7 @@ static char *references_json(batch *B, ref_kind kind)
         crm_jbuf_end_object(&b);
     }
     crm_jbuf_end_array(&b);
-    char *text = crm_jbuf_take(&b, NULL);
-    if (count == 0) {
-        free(text);
-        return NULL;
-    }
-    return text ? text : strdup("[]");
+    return take_rows(&b, count);
 }
 
 static bool resolve(crm_conn *c, batch *B, ref_kind kind, crm_error *err)
@@ -858,12 +865,7 @@ static char *events_not_inserted(batch *B)
         crm_jbuf_end_object(&b);
     }
     crm_jbuf_end_array(&b);
-    char *text = crm_jbuf_take(&b, NULL);
-    if (count == 0) {
-        free(text);
-        return NULL;
-    }
-    return text;
+    return take_rows(&b, count);
 }
 
 /* The whole batch on c, in its transaction. */
