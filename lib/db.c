@@ -489,14 +489,52 @@ static bool command_done(crm_conn *c, PGresult *res, const char *what, crm_error
     return true;
 }
 
+bool crm_db_command(crm_conn *c, const char *sql, crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    return command_done(c, PQexec(c->pg, sql), sql, err);
+}
+
 bool crm_db_begin(crm_conn *c, crm_error *err)
 {
-    return command_done(c, PQexec(c->pg, "BEGIN"), "BEGIN", err);
+    return crm_db_command(c, "BEGIN", err);
 }
 
 bool crm_db_commit(crm_conn *c, crm_error *err)
 {
-    return command_done(c, PQexec(c->pg, "COMMIT"), "COMMIT", err);
+    return crm_db_command(c, "COMMIT", err);
+}
+
+bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    PGresult *res = PQexec(c->pg, sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN)
+        return fail_result(c, res, "COPY", err);
+    PQclear(res);
+    /* In pieces: one call with the whole batch would make libpq copy it
+     * into its output buffer first. */
+    const size_t piece = 256 * 1024;
+    for (size_t at = 0; at < len; at += piece) {
+        size_t n = len - at < piece ? len - at : piece;
+        if (PQputCopyData(c->pg, data + at, (int)n) != 1) {
+            c->broken = true;
+            return fail_result(c, NULL, "COPY", err);
+        }
+    }
+    if (PQputCopyEnd(c->pg, NULL) != 1) {
+        c->broken = true;
+        return fail_result(c, NULL, "COPY", err);
+    }
+    res = PQgetResult(c->pg);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        fail_result(c, res, "COPY", err);
+    else
+        PQclear(res);
+    while ((res = PQgetResult(c->pg)) != NULL) /* the end of the command */
+        PQclear(res);
+    return ok;
 }
 
 void crm_db_rollback(crm_conn *c)

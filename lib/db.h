@@ -139,6 +139,16 @@ bool crm_db_begin(crm_conn *c, crm_error *err);
 bool crm_db_commit(crm_conn *c, crm_error *err);
 void crm_db_rollback(crm_conn *c);
 
+/* Runs a constant SQL command without parameters ("SAVEPOINT s", "ROLLBACK
+ * TO SAVEPOINT s"). Same error rules as crm_db_exec. */
+bool crm_db_command(crm_conn *c, const char *sql, crm_error *err);
+
+/* Runs sql, a constant "COPY ... FROM STDIN", sending it the len bytes of
+ * data (rows in the format the COPY names). Same error rules as
+ * crm_db_exec: a unique or foreign-key violation leaves its SQLSTATE in
+ * crm_db_sqlstate(). */
+bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err);
+
 /* The SQLSTATE of the last failed statement on c ("" when none). */
 const char *crm_db_sqlstate(const crm_conn *c);
 

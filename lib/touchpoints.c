@@ -5,15 +5,20 @@
  * A batch is one transaction of a fixed number of statements, whatever its
  * size: the customer references are resolved three at a time (ids,
  * external ids, e-mails: one statement each), the customers that items may
- * create are made by one statement, and the touchpoints are inserted by one
- * INSERT ... SELECT FROM json_to_recordset ... ON CONFLICT DO NOTHING. Items
- * are inserted in (source, event_id) order, so two batches that share events
- * wait for each other instead of deadlocking; the unique key makes the
- * second one's copy a duplicate. A crmd that dies mid-batch leaves nothing:
- * the transaction never committed, and sending the batch again stores it.
+ * create are made by one statement, the ids that name a customer no longer
+ * active are found by one, and the touchpoints go in by one COPY, as fast
+ * as PostgreSQL takes rows. Rows are copied in (source, event_id) order, so
+ * two batches that share events wait for each other instead of
+ * deadlocking. When an event was stored before (a batch sent again) or a
+ * customer id names nobody, the COPY fails; it is undone to a savepoint and
+ * the rows go in by INSERT ... SELECT FROM json_to_recordset ... ON
+ * CONFLICT DO NOTHING, which skips them. A crmd that dies mid-batch leaves
+ * nothing: the transaction never committed, and sending the batch again
+ * stores it.
  */
 #include "touchpoints.h"
 #include "clock.h"
+#include "copytext.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
@@ -148,6 +153,7 @@ typedef struct tp_item {
     const char *source, *event_id;
     int first;    /* for an in-batch duplicate: the index of the first */
     long long id; /* the touchpoint stored, or the one already there */
+    long long copy_id; /* the id copy_pending took for it */
 } tp_item;
 
 static bool text_ok(json_t *doc, const char *name, size_t max, bool required, tp_item *it)
@@ -762,7 +768,8 @@ static crm_stmt insert_touchpoints = CRM_STMT(
     " FROM json_to_recordset($1::json) AS r (customer_id bigint, channel text, type text,"
     " direction text, occurred_at timestamptz, source text, event_id text, campaign_id text,"
     " amount numeric, currency text, items jsonb, feedback jsonb, properties jsonb)"
-    " WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = r.customer_id AND c.status = 'active')"
+    " WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = r.customer_id AND c.status = 'active'"
+    "  FOR KEY SHARE)"
     " ORDER BY source, event_id"
     " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, source, event_id");
 
@@ -901,19 +908,15 @@ static bool insert_pending(crm_conn *c, batch *B, crm_error *err)
     return ok;
 }
 
-/* A customer id is taken as it is first: the insert keeps only rows whose
- * customer is live, which is almost always all of them, so a batch is
- * usually one statement. The items left over (a merged customer's id, an
- * unknown one) are resolved, following merges, and inserted by a second. */
-static bool store_batch(crm_conn *c, batch *B, crm_error *err)
+/* The way insert_pending stores: INSERT ... ON CONFLICT DO NOTHING, which
+ * skips events stored before and customers not active, then a second round
+ * for the items whose customer id named a merged or unknown customer. The
+ * INSERT locks each customer it finds active (KEY SHARE) until this
+ * transaction ends; a merge or erase holding the customer FOR UPDATE makes
+ * it wait and look again, so it never stores a touchpoint on a customer
+ * that has just been merged away. */
+static bool insert_with_conflicts(crm_conn *c, batch *B, crm_error *err)
 {
-    for (size_t i = 0; i < B->n; i++)
-        if (B->items[i].status == CRM_TP_CREATED && B->items[i].ref == REF_ID)
-            B->items[i].customer_id = B->items[i].ref_id;
-    if (!resolve(c, B, REF_EXTERNAL, err) || !resolve(c, B, REF_EMAIL, err) ||
-        !create_missing(c, B, err))
-        return false;
-    reject_unresolved(B);
     if (!insert_pending(c, B, err))
         return false;
     bool leftover = false;
@@ -930,6 +933,233 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
         return false;
     reject_unresolved(B);
     return insert_pending(c, B, err);
+}
+
+/* The items copy_pending stores: valid, first of their event, customer known. */
+static bool pending(const tp_item *it)
+{
+    return it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id != 0;
+}
+
+/* Which of the customer ids ($1) name a customer that is not active; the
+ * partial index of migration 0010 answers without reading the customers. */
+static crm_stmt find_inactive =
+    CRM_STMT("touchpoint_find_inactive",
+             "SELECT id FROM customers WHERE id = ANY($1::bigint[]) AND status <> 'active'");
+
+static crm_stmt take_ids =
+    CRM_STMT("touchpoint_take_ids",
+             "SELECT nextval(s) FROM pg_get_serial_sequence('touchpoints', 'id') AS s,"
+             " generate_series(1, $1::int)");
+
+#define COPY_TOUCHPOINTS                                                                           \
+    "COPY touchpoints (id, customer_id, channel, type, direction, occurred_at, source, event_id,"  \
+    " campaign_id, amount, currency, items, feedback, properties) FROM STDIN"
+
+static int compare_ids(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* Forgets the customer of every pending item whose customer is not active
+ * (deleted, erased, or merged: resolve() then follows the merge), and
+ * counts them in *forgotten. */
+static bool forget_inactive(crm_conn *c, batch *B, size_t *forgotten, crm_error *err)
+{
+    *forgotten = 0;
+    crm_jbuf ids;
+    crm_jbuf_init(&ids);
+    crm_jbuf_begin_array(&ids);
+    size_t count = 0;
+    for (size_t i = 0; i < B->n; i++)
+        if (pending(&B->items[i])) {
+            crm_jbuf_int(&ids, B->items[i].customer_id);
+            count++;
+        }
+    crm_jbuf_end_array(&ids);
+    char *text = take_rows(&ids, count);
+    if (text == NULL)
+        return count == 0 || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    text[0] = '{'; /* the JSON array as a PostgreSQL array: [1,2] is {1,2} */
+    text[strlen(text) - 1] = '}';
+    const char *params[] = {text};
+    PGresult *res = crm_db_exec(c, &find_inactive, 1, params, err);
+    free(text);
+    if (res == NULL)
+        return false;
+    int rows = PQntuples(res);
+    long long *inactive = malloc(sizeof *inactive * (size_t)(rows ? rows : 1));
+    if (inactive == NULL) {
+        PQclear(res);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    for (int r = 0; r < rows; r++)
+        inactive[r] = atoll(PQgetvalue(res, r, 0));
+    PQclear(res);
+    qsort(inactive, (size_t)rows, sizeof *inactive, compare_ids);
+    for (size_t i = 0; i < B->n && rows > 0; i++) {
+        tp_item *it = &B->items[i];
+        if (pending(it) && bsearch(&it->customer_id, inactive, (size_t)rows, sizeof *inactive,
+                                   compare_ids) != NULL) {
+            it->customer_id = 0;
+            (*forgotten)++;
+        }
+    }
+    free(inactive);
+    return true;
+}
+
+/* A member of the item as a COPY column: a string as it is, a number or
+ * an object as JSON text, absent or null as NULL (or dflt when given). */
+static void copy_member(crm_copybuf *rows, crm_jbuf *scratch, json_t *doc, const char *name,
+                        const char *dflt)
+{
+    json_t *v = json_object_get(doc, name);
+    if (v == NULL || json_is_null(v)) {
+        crm_copy_cstring(rows, dflt);
+    } else if (json_is_string(v)) {
+        crm_copy_text(rows, json_string_value(v), json_string_length(v));
+    } else {
+        crm_jbuf_json(scratch, v);
+        size_t len;
+        char *text = crm_jbuf_take(scratch, &len);
+        if (text == NULL)
+            rows->failed = true;
+        else
+            crm_copy_text(rows, text, len);
+        free(text);
+        crm_jbuf_init(scratch);
+    }
+}
+
+/* The pending items as COPY_TOUCHPOINTS rows, in event order (so that two
+ * batches sharing events wait for each other instead of deadlocking). */
+static char *copy_rows(batch *B, size_t *len)
+{
+    crm_copybuf rows;
+    crm_copy_init(&rows);
+    crm_jbuf scratch;
+    crm_jbuf_init(&scratch);
+    for (size_t k = 0; k < B->n_by_event; k++) {
+        tp_item *it = B->by_event[k];
+        if (!pending(it))
+            continue;
+        json_t *doc = it->doc;
+        crm_copy_int(&rows, it->copy_id);
+        crm_copy_int(&rows, it->customer_id);
+        static const char *const members[] = {"channel",  "type",     "direction",   "occurred_at",
+                                              "source",   "event_id", "campaign_id", "amount",
+                                              "currency", "items",    "feedback"};
+        for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
+            copy_member(&rows, &scratch, doc, members[m], NULL);
+        copy_member(&rows, &scratch, doc, "properties", "{}");
+        crm_copy_end_row(&rows);
+    }
+    crm_jbuf_free(&scratch);
+    return crm_copy_take(&rows, len);
+}
+
+/* Takes an id for each pending item, in item order. */
+static bool take_pending_ids(crm_conn *c, batch *B, size_t count, crm_error *err)
+{
+    crm_query q;
+    crm_query_init(&q, &take_ids);
+    crm_query_add_int(&q, (long long)count);
+    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
+    if (res == NULL)
+        return false;
+    bool ok = (size_t)PQntuples(res) == count;
+    for (size_t i = 0, r = 0; ok && i < B->n; i++)
+        if (pending(&B->items[i]))
+            B->items[i].copy_id = atoll(PQgetvalue(res, (int)r++, 0));
+    PQclear(res);
+    return ok || crm_error_set(err, CRM_E_INTERNAL, "the database gave too few touchpoint ids");
+}
+
+typedef enum { COPY_FAILED, COPY_DONE, COPY_REFUSED, COPY_RACED } copy_outcome;
+
+/* Stores the pending items with one COPY, behind a savepoint. The COPY's
+ * foreign-key check locks each customer (KEY SHARE) until this transaction
+ * ends, and merging or erasing a customer locks it FOR UPDATE first: so a
+ * merge or erase that the check before missed has committed by now, and
+ * the look after the COPY sees it (COPY_RACED: undone, the caller resolves
+ * those customers again). An event stored meanwhile or a customer id that
+ * names nobody fails the COPY (COPY_REFUSED: undone). */
+static copy_outcome copy_pending(crm_conn *c, batch *B, crm_error *err)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < B->n; i++)
+        count += pending(&B->items[i]);
+    if (count == 0)
+        return COPY_DONE;
+    if (!take_pending_ids(c, B, count, err))
+        return COPY_FAILED;
+    size_t len;
+    char *rows = copy_rows(B, &len);
+    if (rows == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return COPY_FAILED;
+    }
+    bool ok = crm_db_command(c, "SAVEPOINT touchpoint_copy", err) &&
+              crm_db_copy_in(c, COPY_TOUCHPOINTS, rows, len, err);
+    free(rows);
+    if (!ok) {
+        const char *state = crm_db_sqlstate(c);
+        if (strcmp(state, "23505") != 0 && strcmp(state, "23503") != 0)
+            return COPY_FAILED;
+        crm_error_clear(err);
+        return crm_db_command(c, "ROLLBACK TO SAVEPOINT touchpoint_copy", err) ? COPY_REFUSED
+                                                                               : COPY_FAILED;
+    }
+    size_t forgotten;
+    if (!forget_inactive(c, B, &forgotten, err))
+        return COPY_FAILED;
+    if (forgotten > 0)
+        return crm_db_command(c, "ROLLBACK TO SAVEPOINT touchpoint_copy", err) ? COPY_RACED
+                                                                               : COPY_FAILED;
+    for (size_t i = 0; i < B->n; i++)
+        if (pending(&B->items[i]))
+            B->items[i].id = B->items[i].copy_id;
+    return COPY_DONE;
+}
+
+/* Resolves the references, makes the customers items ask for, and stores
+ * the items: a few by insert_with_conflicts; many by COPY, unless an event
+ * was stored before or a customer id names nobody, and then by
+ * insert_with_conflicts too. */
+static bool store_batch(crm_conn *c, batch *B, crm_error *err)
+{
+    for (size_t i = 0; i < B->n; i++)
+        if (B->items[i].status == CRM_TP_CREATED && B->items[i].ref == REF_ID)
+            B->items[i].customer_id = B->items[i].ref_id;
+    if (!resolve(c, B, REF_EXTERNAL, err) || !resolve(c, B, REF_EMAIL, err) ||
+        !create_missing(c, B, err))
+        return false;
+    reject_unresolved(B);
+    size_t count = 0;
+    for (size_t i = 0; i < B->n; i++)
+        count += pending(&B->items[i]);
+    if (count < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
+        return insert_with_conflicts(c, B, err);
+    for (int round = 0; round < 3; round++) {
+        size_t forgotten; /* resolved again below (each resolve asks only when it has some) */
+        if (!forget_inactive(c, B, &forgotten, err) || !resolve(c, B, REF_ID, err) ||
+            !resolve(c, B, REF_EXTERNAL, err) || !resolve(c, B, REF_EMAIL, err))
+            return false;
+        reject_unresolved(B);
+        switch (copy_pending(c, B, err)) {
+        case COPY_DONE:
+            return true;
+        case COPY_FAILED:
+            return false;
+        case COPY_REFUSED:
+            return insert_with_conflicts(c, B, err);
+        case COPY_RACED:
+            break;
+        }
+    }
+    return crm_error_set(err, CRM_E_CONFLICT, "the batch's customers kept changing; send it again");
 }
 
 static json_t *batch_report(batch *B)

@@ -20,6 +20,10 @@
 #define CRM_TOUCHPOINT_ITEMS_MAX 200 /* purchased items per touchpoint */
 #define CRM_TOUCHPOINT_PROPERTIES_MAX_BYTES 16384
 #define CRM_TOUCHPOINT_TEXT_MAX 5000 /* feedback text, in characters */
+/* A batch with this many touchpoints to store goes in by COPY; a smaller one
+ * by one INSERT, which needs four fewer round trips. At about 20 µs saved a
+ * row by COPY, the two cost the same near a dozen rows. */
+#define CRM_TOUCHPOINT_COPY_FROM_ITEMS 16
 
 /* The documented lists (NULL-terminated). */
 extern const char *const crm_touchpoint_channels[];

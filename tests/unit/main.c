@@ -33,6 +33,7 @@ int main(void)
 
     SRunner *sr = srunner_create(error_suite());
     srunner_add_suite(sr, json_suite());
+    srunner_add_suite(sr, copytext_suite());
     srunner_add_suite(sr, arena_suite());
     srunner_add_suite(sr, router_suite());
     srunner_add_suite(sr, db_suite());

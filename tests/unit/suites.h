@@ -12,6 +12,7 @@
 
 Suite *error_suite(void);
 Suite *json_suite(void);
+Suite *copytext_suite(void);
 Suite *arena_suite(void);
 Suite *router_suite(void);
 Suite *db_suite(void);

@@ -339,6 +339,191 @@ START_TEST(a_merge_moves_the_touchpoints_to_the_survivor)
 }
 END_TEST
 
+/* ---- how a batch is stored --------------------------------------------------------- */
+
+static long long id_of(json_t *report, size_t i)
+{
+    return json_integer_value(
+        json_object_get(json_array_get(json_object_get(report, "items"), i), "id"));
+}
+
+/* n more purchases of customer id, events prefix-0 .. prefix-(n-1): with
+ * CRM_TOUCHPOINT_COPY_FROM_ITEMS of them, a batch goes in by COPY. */
+static void pad(json_t *items, long long id, const char *source, const char *prefix, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char e[32];
+        snprintf(e, sizeof e, "%s-%d", prefix, i);
+        json_array_append_new(items, purchase(id, source, e));
+    }
+}
+
+START_TEST(a_batch_with_events_stored_before_stores_only_the_new_ones)
+{
+    /* The second batch repeats two events of the first among new ones, and
+     * names a deleted customer and a customer id nobody has. A batch of a
+     * few goes in by INSERT ... ON CONFLICT (_i = 0); a batch of many by
+     * COPY (_i = 1), which these make fail and fall back to the INSERT: the
+     * answers are the same. */
+    int extra = _i == 0 ? 0 : CRM_TOUCHPOINT_COPY_FROM_ITEMS;
+    char source[48];
+    unit_unique(source, sizeof source, "again");
+    long long live = customer(NULL), gone = customer(NULL);
+    char gone_id[24];
+    snprintf(gone_id, sizeof gone_id, "%lld", gone);
+    const char *gp[] = {gone_id};
+    PQclear(unit_sql(direct, "UPDATE customers SET status = 'deleted' WHERE id = $1", 1, gp));
+    json_t *first = json_array();
+    json_array_append_new(first, purchase(live, source, "e-1"));
+    json_array_append_new(first, purchase(live, source, "e-2"));
+    pad(first, live, source, "f1", extra);
+    crm_error err = CRM_ERROR_INIT;
+    json_t *r1 = crm_touchpoint_record_batch(first, &ctx, &err);
+    ck_assert_msg(r1 != NULL, "first batch: %s", err.detail);
+    ck_assert_str_eq(status_of(r1, 0), "created");
+    ck_assert_str_eq(status_of(r1, 1), "created");
+    ck_assert(id_of(r1, 0) > 0 && id_of(r1, 1) > 0 && id_of(r1, 0) != id_of(r1, 1));
+
+    json_t *second = json_array();
+    json_array_append_new(second, purchase(live, source, "e-0"));
+    json_array_append_new(second, purchase(live, source, "e-2"));      /* stored before */
+    json_array_append_new(second, purchase(gone, source, "e-3"));      /* deleted customer */
+    json_array_append_new(second, purchase(live, source, "e-1"));      /* stored before */
+    json_array_append_new(second, purchase(987654321, source, "e-4")); /* nobody */
+    json_array_append_new(second, purchase(live, source, "e-5"));
+    pad(second, live, source, "f2", extra);
+    json_t *r2 = crm_touchpoint_record_batch(second, &ctx, &err);
+    ck_assert_msg(r2 != NULL, "second batch: %s", err.detail);
+    ck_assert_str_eq(status_of(r2, 0), "created");
+    ck_assert_str_eq(status_of(r2, 1), "duplicate");
+    ck_assert_int_eq(id_of(r2, 1), id_of(r1, 1));
+    ck_assert_str_eq(status_of(r2, 2), "rejected");
+    ck_assert_str_eq(status_of(r2, 3), "duplicate");
+    ck_assert_int_eq(id_of(r2, 3), id_of(r1, 0));
+    ck_assert_str_eq(status_of(r2, 4), "rejected");
+    ck_assert_str_eq(status_of(r2, 5), "created");
+    ck_assert_int_eq(count_of("SELECT count(*) FROM touchpoints WHERE source = $1", source),
+                     4 + 2 * extra);
+    ck_assert_int_eq(json_integer_value(json_object_get(r2, "created")), 2 + extra);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM touchpoints WHERE customer_id = $1", gone_id),
+                     0);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", id_of(r2, 5));
+    ck_assert_int_eq(
+        count_of("SELECT count(*) FROM touchpoints WHERE id = $1 AND event_id = 'e-5'", id), 1);
+    json_decref(r1);
+    json_decref(r2);
+    json_decref(first);
+    json_decref(second);
+}
+END_TEST
+
+START_TEST(text_with_tabs_newlines_and_backslashes_is_stored_byte_for_byte)
+{
+    /* By INSERT (_i = 0) and by COPY (_i = 1), whose text format gives
+     * these bytes a meaning. */
+    char source[48];
+    unit_unique(source, sizeof source, "bytes\t\\N");
+    static const char event_id[] = "a\tb\\c\nd\re\\N \\. \xe2\x80\xae\xf0\x9f\x98\x80";
+    long long id = customer(NULL);
+    json_t *item = purchase(id, source, event_id);
+    json_object_set_new(item, "campaign_id", json_string("spring\\summer\t2027"));
+    json_object_set_new(item, "properties", json_pack("{s:s}", "note", "line 1\nline\t\"2\"\\"));
+    json_t *items = json_array();
+    json_array_append_new(items, item);
+    pad(items, id, source, "pad", _i == 0 ? 0 : CRM_TOUCHPOINT_COPY_FROM_ITEMS); /* by COPY */
+    crm_error err = CRM_ERROR_INIT;
+    json_t *report = crm_touchpoint_record_batch(items, &ctx, &err);
+    ck_assert_msg(report != NULL, "batch: %s", err.detail);
+    ck_assert_str_eq(status_of(report, 0), "created");
+    char tp[24];
+    snprintf(tp, sizeof tp, "%lld", id_of(report, 0));
+    const char *params[] = {tp};
+    PGresult *res = unit_sql(direct,
+                             "SELECT source, event_id, campaign_id, properties ->> 'note' FROM "
+                             "touchpoints WHERE id = $1",
+                             1, params);
+    ck_assert_int_eq(PQntuples(res), 1);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), source);
+    ck_assert_str_eq(PQgetvalue(res, 0, 1), event_id);
+    ck_assert_str_eq(PQgetvalue(res, 0, 2), "spring\\summer\t2027");
+    ck_assert_str_eq(PQgetvalue(res, 0, 3), "line 1\nline\t\"2\"\\");
+    PQclear(res);
+    json_decref(report);
+    json_decref(items);
+}
+END_TEST
+
+typedef struct {
+    json_t *items;
+    json_t *report;
+} merge_race;
+
+static void *record_merge_race(void *p)
+{
+    merge_race *m = p;
+    crm_error err = CRM_ERROR_INIT;
+    m->report = crm_touchpoint_record_batch(m->items, &ctx, &err);
+    crm_error_clear(&err);
+    return NULL;
+}
+
+START_TEST(a_merge_that_commits_while_a_batch_waits_sends_its_touchpoints_to_the_survivor)
+{
+    /* A merge has locked the customer (FOR UPDATE) when the batch looks at
+     * it: still active. The batch's COPY (_i = 1: a batch of many) or
+     * INSERT (_i = 0: of a few) then waits for the lock; the merge commits;
+     * the batch must see that and store the touchpoint on the survivor, not
+     * on the merged customer (where no timeline shows it). */
+    char source[48];
+    unit_unique(source, sizeof source, "mrace");
+    long long survivor = customer(NULL), victim = customer(NULL);
+    char victim_id[24], survivor_id[24];
+    snprintf(victim_id, sizeof victim_id, "%lld", victim);
+    snprintf(survivor_id, sizeof survivor_id, "%lld", survivor);
+    PGconn *merger = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+    PQclear(unit_sql(merger, "BEGIN", 0, NULL));
+    const char *vp[] = {victim_id};
+    PQclear(unit_sql(merger, "SELECT id FROM customers WHERE id = $1 FOR UPDATE", 1, vp));
+
+    merge_race m = {.items = json_array(), .report = NULL};
+    json_array_append_new(m.items, purchase(victim, source, "r-0"));
+    int n = _i == 0 ? 2 : CRM_TOUCHPOINT_COPY_FROM_ITEMS + 1;
+    for (int i = 1; i < n; i++) {
+        char e[16];
+        snprintf(e, sizeof e, "r-%d", i);
+        json_array_append_new(m.items, purchase(survivor, source, e));
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, record_merge_race, &m);
+    /* Until the batch waits for the merge's lock. */
+    long waiting = 0;
+    for (int i = 0; i < 1000 && waiting == 0; i++) {
+        unit_sleep_ms(10);
+        waiting = count_of("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database() AND (query LIKE 'COPY touchpoints%' "
+                           "OR query LIKE 'INSERT INTO touchpoints%')",
+                           NULL);
+    }
+    ck_assert_msg(waiting > 0, "the batch never waited for the merge's lock");
+    const char *mp[] = {victim_id, survivor_id};
+    PQclear(unit_sql(
+        merger, "UPDATE customers SET status = 'merged', merged_into = $2 WHERE id = $1", 2, mp));
+    PQclear(unit_sql(merger, "COMMIT", 0, NULL));
+    pthread_join(t, NULL);
+    PQfinish(merger);
+
+    ck_assert_ptr_nonnull(m.report);
+    ck_assert_int_eq(json_integer_value(json_object_get(m.report, "created")), n);
+    ck_assert_int_eq(count_of("SELECT count(*) FROM touchpoints WHERE customer_id = $1", victim_id),
+                     0);
+    ck_assert_int_eq(
+        count_of("SELECT count(*) FROM touchpoints WHERE customer_id = $1", survivor_id), n);
+    json_decref(m.items);
+    json_decref(m.report);
+}
+END_TEST
+
 Suite *touchpoints_suite(void)
 {
     Suite *s = suite_create("touchpoints");
@@ -350,6 +535,10 @@ Suite *touchpoints_suite(void)
     tcase_add_test(tc, items_breaking_a_rule_are_rejected_with_their_fields);
     tcase_add_test(tc, erasure_removes_the_free_text_and_export_lists_touchpoints);
     tcase_add_test(tc, a_merge_moves_the_touchpoints_to_the_survivor);
+    tcase_add_loop_test(tc, a_batch_with_events_stored_before_stores_only_the_new_ones, 0, 2);
+    tcase_add_loop_test(tc, text_with_tabs_newlines_and_backslashes_is_stored_byte_for_byte, 0, 2);
+    tcase_add_loop_test(
+        tc, a_merge_that_commits_while_a_batch_waits_sends_its_touchpoints_to_the_survivor, 0, 2);
     suite_add_tcase(s, tc);
     return s;
 }
