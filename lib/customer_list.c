@@ -267,6 +267,8 @@ static bool uses_terms(const filter_values *fv)
 /* How a page finds its rows. */
 typedef enum {
     PAGE_WALK,        /* along the sort order's index */
+    PAGE_EXACT_TERM,  /* read the range of q's driving word itself, unless
+                         a longer word begins with it (then no rows) */
     PAGE_FIRST_TERM,  /* look up the words q's driving word begins, and when
                          there is one, read its range in the same statement */
     PAGE_MERGE_TERMS, /* read and merge the ranges of the words found */
@@ -284,14 +286,22 @@ typedef enum {
     "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1))),"                                  \
     " terms AS (SELECT json_agg(term) AS list FROM t WHERE starts_with(term, lower($1)))"
 
+/* q's driving word ($%d) is the only word of the search index it begins:
+ * the first word after it in the index does not begin with it. One index
+ * probe, made once per statement. */
+#define SQL_NO_LONGER_TERM                                                                         \
+    " AND NOT EXISTS (SELECT 1 FROM (SELECT z.term FROM customer_search_terms z"                   \
+    " WHERE z.term > lower($%d) ORDER BY z.term LIMIT 1) z WHERE starts_with(z.term, lower($%d)))"
+
 /* FROM for a page that starts from the search index: the customers who hold
  * any of the terms, merged in page order from one index range per term. In
- * PAGE_FIRST_TERM the one term is terms.list's (and none when it has more). */
+ * PAGE_FIRST_TERM the one term is terms.list's (and none when it has more);
+ * in PAGE_EXACT_TERM, the driving word. */
 static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, crm_arena *arena,
                        list_sql *s)
 {
     const sort_order *o = &sorts[fv->sort];
-    size_t nterms = mode == PAGE_FIRST_TERM ? 1 : json_array_size(terms);
+    size_t nterms = mode == PAGE_FIRST_TERM || mode == PAGE_EXACT_TERM ? 1 : json_array_size(terms);
     if (nterms == 0) {
         append(s, " FROM customers c WHERE false", 0);
         return;
@@ -319,6 +329,10 @@ static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, c
         append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ", 0);
         if (mode == PAGE_FIRST_TERM) {
             append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1", 0);
+        } else if (mode == PAGE_EXACT_TERM) {
+            int p = add_param(s, fv->words[fv->driver]);
+            append_numbered(s, "x.term = lower($%d)", p, 0, 0);
+            append_numbered(s, SQL_NO_LONGER_TERM, p, p, 0);
         } else {
             const char *term = json_string_value(json_array_get(terms, i));
             int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
@@ -358,7 +372,11 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         add_param(s, fv->words[fv->driver]);
         add_param(s, PREFIX_TERMS_MAX_TEXT);
     }
-    append(s, "SELECT " CRM_CUSTOMER_COLUMNS ", ", 0);
+    if (mode == PAGE_EXACT_TERM)
+        append(s, "SELECT true AS exact_term, ", 0);
+    else
+        append(s, "SELECT ", 0);
+    append(s, CRM_CUSTOMER_COLUMNS ", ", 0);
     append(s, o->key_out, 0);
     append(s, " AS sort_key", 0);
     if (by_terms)
@@ -410,7 +428,7 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         s->params[s->nparams++] = fv->cursor_id;
     }
     append(s, " ORDER BY ", 0);
-    if (by_terms && (mode == PAGE_FIRST_TERM || json_array_size(terms) > 0)) {
+    if (by_terms && (mode != PAGE_MERGE_TERMS || json_array_size(terms) > 0)) {
         /* h's order, which is c's */
         append(s,
                o->descending ? "h.created_at DESC, h.customer_id DESC"
@@ -467,9 +485,15 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     free(cursor_key);
     if (!ok)
         return CRM_LIST_ERROR;
-    page_mode mode = uses_terms(fv) ? PAGE_FIRST_TERM : PAGE_WALK;
+    page_mode mode = uses_terms(fv) ? PAGE_EXACT_TERM : PAGE_WALK;
     json_t *terms = NULL;
-    if (first != NULL) {
+    if (first != NULL && PQfnumber(first, "exact_term") == 0) {
+        /* Rows: the driving word is a word of the index and begins no
+         * other, so its range is the page. None: look the words up. */
+        if (PQntuples(first) > 0)
+            return CRM_LIST_READY;
+        mode = PAGE_FIRST_TERM;
+    } else if (first != NULL) {
         terms = found_terms(first);
         if (terms == NULL || json_array_size(terms) <= 1) {
             json_decref(terms);
@@ -512,15 +536,15 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     crm_query_init(q, st);
     for (int i = 0; i < s.nparams; i++)
         crm_query_add(q, s.params[i]);
-    return mode == PAGE_FIRST_TERM ? CRM_LIST_TERMS : CRM_LIST_PAGE;
+    return mode == PAGE_EXACT_TERM || mode == PAGE_FIRST_TERM ? CRM_LIST_TERMS : CRM_LIST_PAGE;
 }
 
 char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f, size_t *len,
                                crm_error *err)
 {
-    /* A first search step's rows start after its search_terms column, and
-     * one row of NULLs stands for none. */
-    int c0 = PQfnumber(res, "search_terms") == 0 ? 1 : 0;
+    /* A search step's rows start after its search_terms or exact_term
+     * column, and in the first, one row of NULLs stands for none. */
+    int c0 = PQfnumber(res, "search_terms") == 0 || PQfnumber(res, "exact_term") == 0 ? 1 : 0;
     int n = PQntuples(res), limit = f->limit < 1 ? 1 : f->limit;
     if (c0 == 1 && n > 0 && PQgetisnull(res, 0, c0 + CRM_COL_ID))
         n = 0;
@@ -552,7 +576,8 @@ char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *er
     char *page = NULL;
     PGresult *first = NULL;
     crm_list_step step = crm_customer_list_query(f, NULL, &arena, &q, err);
-    if (step == CRM_LIST_TERMS) {
+    while (step == CRM_LIST_TERMS) {
+        PQclear(first);
         first = crm_db_run_query(&q, err);
         step = first ? crm_customer_list_query(f, first, &arena, &q, err) : CRM_LIST_ERROR;
         if (step == CRM_LIST_READY)

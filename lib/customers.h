@@ -238,10 +238,12 @@ char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *er
  * (first NULL) fills q (its values allocated in arena, which must outlive q)
  * and answers:
  *   CRM_LIST_PAGE   q is the page's statement: run it, render its result;
- *   CRM_LIST_TERMS  q is a search's first step (the search-index words that
- *                   q's longest word begins, and the page when there is just
- *                   one): run it, then call again with its result as first;
- *   CRM_LIST_READY  (second call) first's rows are the page: render them;
+ *   CRM_LIST_TERMS  q is a step of a search (the page when q's longest word
+ *                   is a word of the search index that begins no other; the
+ *                   words it begins, and the page when there is just one):
+ *                   run it, then call again with its result as first, which
+ *                   may answer CRM_LIST_TERMS once more;
+ *   CRM_LIST_READY  (a later call) first's rows are the page: render them;
  *   CRM_LIST_ERROR  nothing; err says why (a bad parameter names itself). */
 typedef enum { CRM_LIST_ERROR, CRM_LIST_TERMS, CRM_LIST_PAGE, CRM_LIST_READY } crm_list_step;
 

@@ -271,7 +271,7 @@ static void list_done(http_request *req, const PGresult *res, const crm_error *e
     http_reply_json_text(req, 200, page, len);
 }
 
-/* A q search's first step is done: it held the page, or says which follows. */
+/* A step of a q search is done: it held the page, or says which follows. */
 static void terms_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     if (res == NULL) {
@@ -285,7 +285,9 @@ static void terms_done(http_request *req, const PGresult *res, const crm_error *
     if (list_filter(req, &f, &derr))
         step = crm_customer_list_query(&f, res, http_arena(req), &q, &derr);
     if (step == CRM_LIST_READY)
-        list_done(req, res, NULL); /* the first step held the whole page */
+        list_done(req, res, NULL); /* the step held the whole page */
+    else if (step == CRM_LIST_TERMS)
+        http_defer_query(req, &q, terms_done);
     else if (step == CRM_LIST_PAGE)
         http_defer_query(req, &q, list_done);
     else

@@ -716,6 +716,36 @@ START_TEST(list_search_pages_through_many_words_with_one_prefix)
 }
 END_TEST
 
+START_TEST(list_search_by_a_whole_word_reads_its_range_until_a_longer_word_appears)
+{
+    /* A word of the index that begins no other word is read from its own
+     * range; once a longer word begins with it, its customers come too. */
+    char tag[40], body[256], q[96];
+    unit_unique(tag, sizeof tag, "solo");
+    for (int i = 0; i < 5; i++) {
+        snprintf(body, sizeof body, "{\"last_name\": \"%sw\"}", tag);
+        json_decref(create(body));
+    }
+    long long ids[16];
+    snprintf(q, sizeof q, "%sw", tag);
+    const char *sorts[] = {NULL, "-created_at"};
+    for (size_t s = 0; s < 2; s++)
+        ck_assert_uint_eq(search_all(q, sorts[s], 2, ids, 16), 5);
+    snprintf(body, sizeof body, "{\"company\": \"%swx\"}", tag);
+    json_t *longer = create(body);
+    for (size_t s = 0; s < 2; s++) {
+        ck_assert_uint_eq(search_all(q, sorts[s], 2, ids, 16), 6);
+        bool seen = false;
+        for (int i = 0; i < 6; i++)
+            seen = seen || ids[i] == id_of(longer);
+        ck_assert(seen);
+    }
+    snprintf(q, sizeof q, "%swx", tag);
+    ck_assert_uint_eq(search_all(q, NULL, 2, ids, 16), 1);
+    json_decref(longer);
+}
+END_TEST
+
 START_TEST(upsert_creates_then_updates)
 {
     char ext[40];
@@ -873,6 +903,7 @@ Suite *customers_suite(void)
     tcase_add_test(db, list_search_matches_word_prefixes);
     tcase_add_test(db, list_search_follows_changes_to_the_words);
     tcase_add_test(db, list_search_pages_through_many_words_with_one_prefix);
+    tcase_add_test(db, list_search_by_a_whole_word_reads_its_range_until_a_longer_word_appears);
     tcase_add_test(db, upsert_creates_then_updates);
     tcase_add_test(db, an_external_id_held_by_another_customer_is_a_conflict_naming_it);
     tcase_add_test(db, an_idempotency_key_replays_the_first_response);
