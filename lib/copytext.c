@@ -4,7 +4,6 @@
 #include "copytext.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 void crm_copy_init(crm_copybuf *b)
@@ -14,50 +13,20 @@ void crm_copy_init(crm_copybuf *b)
 
 void crm_copy_free(crm_copybuf *b)
 {
-    free(b->data);
+    crm_bytebuf_free(&b->out);
     crm_copy_init(b);
 }
 
 char *crm_copy_take(crm_copybuf *b, size_t *len)
 {
-    char *text = NULL;
-    if (!b->failed && b->data != NULL) {
-        text = b->data;
-        text[b->len] = '\0'; /* reserve() always leaves room for it */
-        if (len != NULL)
-            *len = b->len;
-        b->data = NULL;
-    }
-    crm_copy_free(b);
+    char *text = crm_bytebuf_take(&b->out, len);
+    crm_copy_init(b);
     return text;
-}
-
-/* Room for n more bytes and a terminating NUL. */
-static bool reserve(crm_copybuf *b, size_t n)
-{
-    if (b->failed)
-        return false;
-    if (b->len + n + 1 <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + n + 1)
-        cap *= 2;
-    char *data = realloc(b->data, cap);
-    if (data == NULL) {
-        b->failed = true;
-        return false;
-    }
-    b->data = data;
-    b->cap = cap;
-    return true;
 }
 
 static void put(crm_copybuf *b, const char *s, size_t n)
 {
-    if (reserve(b, n)) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-    }
+    crm_bytebuf_put(&b->out, s, n);
 }
 
 /* The separator before a column that is not the row's first. */

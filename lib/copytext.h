@@ -18,14 +18,14 @@
 #ifndef CRM_COPYTEXT_H
 #define CRM_COPYTEXT_H
 
+#include "bytebuf.h"
+
 #include <stdbool.h>
 #include <stddef.h>
 
 typedef struct crm_copybuf {
-    char *data;
-    size_t len, cap;
-    bool failed; /* memory ran out: take gives NULL */
-    bool in_row; /* a column of the current row was written */
+    crm_bytebuf out; /* failed: memory ran out */
+    bool in_row;     /* a column of the current row was written */
 } crm_copybuf;
 
 void crm_copy_init(crm_copybuf *b);

@@ -118,7 +118,7 @@ static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int 
         crm_base64url_encode((const unsigned char *)text, len, out, len * 4 / 3 + 4);
         crm_jbuf_cstring(b, out);
     } else {
-        b->failed = true;
+        b->out.failed = true;
     }
     free(out);
     free(text);

@@ -15,56 +15,32 @@ void crm_jbuf_init(crm_jbuf *b)
 
 void crm_jbuf_free(crm_jbuf *b)
 {
-    free(b->data);
+    crm_bytebuf_free(&b->out);
     crm_jbuf_init(b);
 }
 
 char *crm_jbuf_take(crm_jbuf *b, size_t *len)
 {
-    char *text = NULL;
-    if (!b->failed && b->depth == 0 && b->data != NULL) {
-        text = b->data;
-        text[b->len] = '\0'; /* reserve() always leaves room for it */
-        if (len != NULL)
-            *len = b->len;
-        b->data = NULL;
-    }
-    crm_jbuf_free(b);
+    if (b->depth != 0) /* an object or array left open */
+        b->out.failed = true;
+    char *text = crm_bytebuf_take(&b->out, len);
+    crm_jbuf_init(b);
     return text;
 }
 
-/* Room for n more bytes and a terminating NUL. */
 static bool reserve(crm_jbuf *b, size_t n)
 {
-    if (b->failed)
-        return false;
-    if (b->len + n + 1 <= b->cap)
-        return true;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < b->len + n + 1)
-        cap *= 2;
-    char *data = realloc(b->data, cap);
-    if (data == NULL) {
-        b->failed = true;
-        return false;
-    }
-    b->data = data;
-    b->cap = cap;
-    return true;
+    return crm_bytebuf_reserve(&b->out, n);
 }
 
 static void put(crm_jbuf *b, const char *s, size_t n)
 {
-    if (reserve(b, n)) {
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-    }
+    crm_bytebuf_put(&b->out, s, n);
 }
 
 static void put_char(crm_jbuf *b, char c)
 {
-    if (reserve(b, 1))
-        b->data[b->len++] = c;
+    crm_bytebuf_put_char(&b->out, c);
 }
 
 /* What every value does first: a comma when it follows a sibling. */
@@ -85,7 +61,7 @@ static void open_container(crm_jbuf *b, char c)
 {
     before_value(b);
     if (b->depth == CRM_JBUF_MAX_DEPTH) {
-        b->failed = true;
+        b->out.failed = true;
         return;
     }
     put_char(b, c);
@@ -95,7 +71,7 @@ static void open_container(crm_jbuf *b, char c)
 static void close_container(crm_jbuf *b, char c)
 {
     if (b->depth == 0 || b->after_key) {
-        b->failed = true;
+        b->out.failed = true;
         return;
     }
     b->depth--;
@@ -132,7 +108,7 @@ static void put_escaped(crm_jbuf *b, const char *s, size_t n)
     /* At most six bytes per input byte (\u00XX) and the quotes. */
     if (!reserve(b, n * 6 + 2))
         return;
-    char *out = b->data + b->len;
+    char *out = b->out.data + b->out.len;
     *out++ = '"';
     size_t i = 0;
     while (i < n) {
@@ -179,7 +155,7 @@ static void put_escaped(crm_jbuf *b, const char *s, size_t n)
         }
     }
     *out++ = '"';
-    b->len = (size_t)(out - b->data);
+    b->out.len = (size_t)(out - b->out.data);
 }
 
 void crm_jbuf_key(crm_jbuf *b, const char *key)

@@ -23,15 +23,14 @@
 #define CRM_JBUF_H
 
 #include <jansson.h>
+#include "bytebuf.h"
 #include <stdbool.h>
 #include <stddef.h>
 
 #define CRM_JBUF_MAX_DEPTH 64
 
 typedef struct crm_jbuf {
-    char *data;
-    size_t len, cap;
-    bool failed; /* memory ran out or nesting went too deep: take gives NULL */
+    crm_bytebuf out; /* failed: memory ran out or nesting went too deep */
     int depth;
     bool after_key; /* a key was written, its value comes next */
     bool has_member[CRM_JBUF_MAX_DEPTH];

@@ -1025,7 +1025,7 @@ static void copy_member(crm_copybuf *rows, crm_jbuf *scratch, json_t *doc, const
         size_t len;
         char *text = crm_jbuf_take(scratch, &len);
         if (text == NULL)
-            rows->failed = true;
+            rows->out.failed = true;
         else
             crm_copy_text(rows, text, len);
         free(text);

@@ -113,8 +113,8 @@ START_TEST(nothing_written_takes_nothing)
     ck_assert_ptr_null(crm_copy_take(&b, NULL));
     crm_copy_cstring(&b, "dropped");
     crm_copy_free(&b);
-    ck_assert_ptr_null(b.data);
-    ck_assert_uint_eq(b.len, 0);
+    ck_assert_ptr_null(b.out.data);
+    ck_assert_uint_eq(b.out.len, 0);
 }
 END_TEST
 
