@@ -454,20 +454,6 @@ START_TEST(text_with_tabs_newlines_and_backslashes_is_stored_byte_for_byte)
 }
 END_TEST
 
-typedef struct {
-    json_t *items;
-    json_t *report;
-} merge_race;
-
-static void *record_merge_race(void *p)
-{
-    merge_race *m = p;
-    crm_error err = CRM_ERROR_INIT;
-    m->report = crm_touchpoint_record_batch(m->items, &ctx, &err);
-    crm_error_clear(&err);
-    return NULL;
-}
-
 START_TEST(a_merge_that_commits_while_a_batch_waits_sends_its_touchpoints_to_the_survivor)
 {
     /* A merge has locked the customer (FOR UPDATE) when the batch looks at
@@ -486,7 +472,7 @@ START_TEST(a_merge_that_commits_while_a_batch_waits_sends_its_touchpoints_to_the
     const char *vp[] = {victim_id};
     PQclear(unit_sql(merger, "SELECT id FROM customers WHERE id = $1 FOR UPDATE", 1, vp));
 
-    merge_race m = {.items = json_array(), .report = NULL};
+    race_arg m = {.items = json_array(), .report = NULL};
     json_array_append_new(m.items, purchase(victim, source, "r-0"));
     int n = _i == 0 ? 2 : CRM_TOUCHPOINT_COPY_FROM_ITEMS + 1;
     for (int i = 1; i < n; i++) {
@@ -495,7 +481,7 @@ START_TEST(a_merge_that_commits_while_a_batch_waits_sends_its_touchpoints_to_the
         json_array_append_new(m.items, purchase(survivor, source, e));
     }
     pthread_t t;
-    pthread_create(&t, NULL, record_merge_race, &m);
+    pthread_create(&t, NULL, record_batch, &m);
     /* Until the batch waits for the merge's lock. */
     long waiting = 0;
     for (int i = 0; i < 1000 && waiting == 0; i++) {
