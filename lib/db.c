@@ -492,7 +492,7 @@ static bool command_done(crm_conn *c, PGresult *res, const char *what, crm_error
 bool crm_db_command(crm_conn *c, const char *sql, crm_error *err)
 {
     c->sqlstate[0] = '\0';
-    return command_done(c, PQexec(c->pg, sql), sql, err);
+    return command_done(c, PQexecParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0), sql, err);
 }
 
 bool crm_db_begin(crm_conn *c, crm_error *err)
@@ -508,7 +508,7 @@ bool crm_db_commit(crm_conn *c, crm_error *err)
 bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err)
 {
     c->sqlstate[0] = '\0';
-    PGresult *res = PQexec(c->pg, sql);
+    PGresult *res = PQexecParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COPY_IN)
         return fail_result(c, res, "COPY", err);
     PQclear(res);

@@ -941,6 +941,14 @@ static bool pending(const tp_item *it)
     return it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id != 0;
 }
 
+static size_t count_pending(const batch *B)
+{
+    size_t count = 0;
+    for (size_t i = 0; i < B->n; i++)
+        count += pending(&B->items[i]);
+    return count;
+}
+
 /* Which of the customer ids ($1) name a customer that is not active; the
  * partial index of migration 0010 answers without reading the customers. */
 static crm_stmt find_inactive =
@@ -1088,9 +1096,7 @@ typedef enum { COPY_FAILED, COPY_DONE, COPY_REFUSED, COPY_RACED } copy_outcome;
  * names nobody fails the COPY (COPY_REFUSED: undone). */
 static copy_outcome copy_pending(crm_conn *c, batch *B, crm_error *err)
 {
-    size_t count = 0;
-    for (size_t i = 0; i < B->n; i++)
-        count += pending(&B->items[i]);
+    size_t count = count_pending(B);
     if (count == 0)
         return COPY_DONE;
     if (!take_pending_ids(c, B, count, err))
@@ -1137,10 +1143,7 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
         !create_missing(c, B, err))
         return false;
     reject_unresolved(B);
-    size_t count = 0;
-    for (size_t i = 0; i < B->n; i++)
-        count += pending(&B->items[i]);
-    if (count < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
+    if (count_pending(B) < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
         return insert_with_conflicts(c, B, err);
     for (int round = 0; round < 3; round++) {
         size_t forgotten; /* resolved again below (each resolve asks only when it has some) */
