@@ -264,7 +264,7 @@ static crm_stmt insert_key = CRM_STMT(
                      "VALUES ($1, $2, $3::bytea, $4::text[]) RETURNING " KEY_COLUMNS);
 static crm_stmt select_key =
     CRM_STMT_RO("apikey_select", "SELECT " KEY_COLUMNS " FROM api_keys WHERE id = $1");
-static crm_stmt list_keys = CRM_STMT_RO(
+static crm_stmt list_keys = CRM_STMT_PAGE(
     "apikey_list", "SELECT " KEY_COLUMNS " FROM api_keys WHERE id > $1 ORDER BY id LIMIT $2");
 static crm_stmt revoke_key =
     CRM_STMT("apikey_revoke", "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) "

@@ -521,7 +521,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
                     f->updated_after != NULL || f->updated_before != NULL ||
                     (fv->nwords > 0 && mode == PAGE_WALK);
-    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true);
+    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true, true);
     if (st == NULL) {
         st = crm_arena_alloc(arena, sizeof *st);
         char *text = crm_arena_strndup(arena, s.text, s.len);
@@ -532,6 +532,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         memset(st, 0, sizeof *st);
         st->sql = text;
         st->read_only = true;
+        st->page = true;
     }
     crm_query_init(q, st);
     for (int i = 0; i < s.nparams; i++)

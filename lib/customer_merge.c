@@ -28,34 +28,51 @@
  * index: e-mail and phone through those of 0002, names only among the
  * customers at the same postal code (index of 0005). Columns: the customer
  * columns, reasons (JSON array text), grp, strength, name similarity. */
-static crm_stmt select_duplicates = CRM_STMT_RO(
-    "customer_duplicates",
-    CRM_SQL_RESOLVE_CUSTOMER ", "
-    "me AS (SELECT c.id, c.email_normalized AS email, c.phone_normalized AS phone, "
-    NAME_KEY("c") " AS name, " POSTAL_KEY("c") " AS postal FROM customers c "
-    "  WHERE c.id = (SELECT id FROM target)), "
-    "cand AS ("
-    "  SELECT o.id, 1 AS kind, 4 AS weight, NULL::real AS sim FROM me JOIN customers o"
-    "    ON o.email_normalized = me.email WHERE o.id <> me.id AND o.status = 'active'"
-    "  UNION ALL"
-    "  SELECT o.id, 2, 2, NULL::real FROM me JOIN customers o"
-    "    ON o.phone_normalized = me.phone WHERE o.id <> me.id AND o.status = 'active'"
-    "  UNION ALL"
-    "  SELECT o.id, 3, 1, similarity(" NAME_KEY("o") ", me.name) FROM me JOIN customers o"
-    "    ON " POSTAL_KEY("o") " = me.postal AND o.postal_code IS NOT NULL"
-    "    WHERE o.id <> me.id AND o.status = 'active' AND me.name <> ''"
-    "    AND similarity(" NAME_KEY("o") ", me.name) >= " CRM_DUPLICATE_NAME_SIMILARITY "), "
-    "found AS ("
-    "  SELECT id, json_agg(CASE kind WHEN 1 THEN 'email' WHEN 2 THEN 'phone'"
-    "    ELSE 'name_and_postal_code' END ORDER BY kind)::text AS reasons,"
-    "    sum(weight) AS strength, max(sim) AS sim"
-    "  FROM cand GROUP BY id ORDER BY strength DESC, sim DESC NULLS LAST, id LIMIT $2) "
-    "SELECT " CRM_CUSTOMER_COLUMNS ", NULL::text, 0 AS grp, 0::bigint AS strength, NULL::real AS sim"
-    " FROM customers c WHERE c.id = (SELECT id FROM me) "
-    "UNION ALL "
-    "SELECT " CRM_CUSTOMER_COLUMNS ", f.reasons, 1, f.strength, f.sim"
-    " FROM found f JOIN customers c ON c.id = f.id "
-    "ORDER BY 27, 28 DESC, 29 DESC NULLS LAST, 1");
+static crm_stmt
+    select_duplicates =
+        CRM_STMT_PAGE(
+            "customer_duplicates", CRM_SQL_RESOLVE_CUSTOMER
+            ", "
+            "me AS (SELECT c.id, c.email_normalized AS email, c.phone_normalized AS "
+            "phone, " NAME_KEY("c") " AS name, " POSTAL_KEY(
+                "c") " AS postal FROM customers c "
+                     "  WHERE c.id = (SELECT id FROM target)), "
+                     "cand AS ("
+                     "  SELECT o.id, 1 AS kind, 4 AS weight, NULL::real AS sim FROM me JOIN "
+                     "customers o"
+                     "    ON o.email_normalized = me.email WHERE o.id <> me.id AND o.status = "
+                     "'active'"
+                     "  UNION ALL"
+                     "  SELECT o.id, 2, 2, NULL::real FROM me JOIN customers o"
+                     "    ON o.phone_normalized = me.phone WHERE o.id <> me.id AND o.status = "
+                     "'active'"
+                     "  UNION ALL"
+                     "  SELECT o.id, 3, 1, similarity(" NAME_KEY(
+                         "o") ", me.name) FROM me JOIN customers o"
+                              "    ON " POSTAL_KEY(
+                                  "o") " = me.postal AND o.postal_code IS NOT NULL"
+                                       "    WHERE o.id <> me.id AND o.status = 'active' AND "
+                                       "me.name <> ''"
+                                       "    AND similarity(" NAME_KEY(
+                                           "o") ", me.name) >= " CRM_DUPLICATE_NAME_SIMILARITY "), "
+                                                "found AS ("
+                                                "  SELECT id, json_agg(CASE kind WHEN 1 THEN "
+                                                "'email' WHEN 2 THEN 'phone'"
+                                                "    ELSE 'name_and_postal_code' END ORDER BY "
+                                                "kind)::text AS reasons,"
+                                                "    sum(weight) AS strength, max(sim) AS sim"
+                                                "  FROM cand GROUP BY id ORDER BY strength DESC, "
+                                                "sim DESC NULLS LAST, id LIMIT $2) "
+                                                "SELECT " CRM_CUSTOMER_COLUMNS
+                                                ", NULL::text, 0 AS grp, 0::bigint AS strength, "
+                                                "NULL::real AS sim"
+                                                " FROM customers c WHERE c.id = (SELECT id FROM "
+                                                "me) "
+                                                "UNION ALL "
+                                                "SELECT " CRM_CUSTOMER_COLUMNS
+                                                ", f.reasons, 1, f.strength, f.sim"
+                                                " FROM found f JOIN customers c ON c.id = f.id "
+                                                "ORDER BY 27, 28 DESC, 29 DESC NULLS LAST, 1");
 
 void crm_customer_duplicates_query(crm_query *q, long long id)
 {

@@ -851,7 +851,7 @@ json_t *crm_customer_get(long long id, bool external_ids, crm_error *err)
 
 /* ---- audit ------------------------------------------------------------------------------ */
 
-static crm_stmt list_audit = CRM_STMT_RO(
+static crm_stmt list_audit = CRM_STMT_PAGE(
     "customer_audit_list",
     "SELECT a.id, (extract(epoch FROM a.at) * 1000)::bigint, a.api_key_id, a.action, "
     "a.changes::text FROM customers c LEFT JOIN LATERAL (SELECT * FROM customer_audit x "

@@ -350,14 +350,15 @@ static unsigned long long fnv1a(const char *s)
     return h;
 }
 
-crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only)
+crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page)
 {
     unsigned long long hash = fnv1a(sql);
     crm_stmt *found = NULL;
     pthread_mutex_lock(&dynamic.lock);
     for (int i = 0; i < dynamic.count && found == NULL; i++)
         if (dynamic.entries[i].hash == hash && strcmp(dynamic.entries[i].stmt->sql, sql) == 0 &&
-            dynamic.entries[i].stmt->read_only == read_only)
+            dynamic.entries[i].stmt->read_only == read_only &&
+            dynamic.entries[i].stmt->page == page)
             found = dynamic.entries[i].stmt;
     if (found == NULL && dynamic.count < DYNAMIC_STMTS_MAX) {
         crm_stmt *st = calloc(1, sizeof *st);
@@ -367,6 +368,7 @@ crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only)
             st->name = name;
             st->sql = text;
             st->read_only = read_only;
+            st->page = page;
             dynamic.entries[dynamic.count].hash = hash;
             dynamic.entries[dynamic.count].stmt = st;
             dynamic.count++;

@@ -29,6 +29,7 @@ typedef struct crm_stmt {
     const char *name;
     const char *sql;
     bool read_only;  /* safe to run again on a fresh connection if the first one died */
+    bool page;       /* reads a page of rows: heavy work for a backend (see dbloop.c) */
     atomic_int slot; /* assigned on first use; 0 means not yet */
 } crm_stmt;
 
@@ -42,18 +43,23 @@ typedef struct crm_stmt {
     {                                                                                              \
         .name = (n), .sql = (s), .read_only = true                                                 \
     }
+/* A read-only statement that reads a page of rows (a list, a feed). */
+#define CRM_STMT_PAGE(n, s)                                                                        \
+    {                                                                                              \
+        .name = (n), .sql = (s), .read_only = true, .page = true                                   \
+    }
 
 /* The statement for SQL assembled at run time, created the first time its
  * text is seen and kept (the pool owns it) so that every connection prepares
  * it once. NULL when too many distinct texts were seen: then run the SQL
  * unprepared (a crm_stmt without a name). Only for SQL built from constant
- * fragments, never from values.
+ * fragments, never from values. page: it reads a page of rows (crm_stmt).
  *
  * Connections run with plan_cache_mode=force_generic_plan: a prepared
  * statement is planned once per connection, not at every run (planning a
  * join over customers cost a third of a search's time). A statement whose
  * best plan depends on its values must therefore run unprepared. */
-crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only);
+crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page);
 
 /* A statement with its parameters, built by a lib/ function so that callers
  * can run it either on the blocking pool (crm_db_run_query) or on the event

@@ -64,13 +64,13 @@ static const char *const feed_names[] = {"customers", "touchpoints"};
     " ORDER BY " t ".change_xid, " t ".change_seq LIMIT $3::int"
 
 static crm_stmt customers_page =
-    CRM_STMT_RO("sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS
-                                       ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
+    CRM_STMT_PAGE("sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS
+                                         ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
 
 /* The touchpoints' select list is touchpoints.c's, so this statement is put
  * together once, at its first use. */
 static char touchpoints_page_sql[2048];
-static crm_stmt touchpoints_page = CRM_STMT_RO("sync_touchpoints_page", touchpoints_page_sql);
+static crm_stmt touchpoints_page = CRM_STMT_PAGE("sync_touchpoints_page", touchpoints_page_sql);
 static int touchpoint_ncolumns;
 static pthread_once_t touchpoints_page_once = PTHREAD_ONCE_INIT;
 

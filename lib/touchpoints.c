@@ -1362,17 +1362,17 @@ bool crm_touchpoints_move(crm_conn *c, const char *survivor, const char *ids, cr
 /* Column 0 is the live customer (NULL: none); a customer without touchpoints
  * is one row of NULLs after it. */
 static crm_stmt timeline =
-    CRM_STMT_RO("touchpoint_timeline", CRM_SQL_RESOLVE_CUSTOMER
-                " SELECT (SELECT id FROM target), " TP_COLUMNS
-                ", (date_part('epoch', t.occurred_at) * 1000000)::bigint"
-                " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM touchpoints t"
-                "  WHERE t.customer_id = (SELECT id FROM target)"
-                "  AND ($2::text IS NULL OR t.channel = $2) AND ($3::text IS NULL OR t.type = $3)"
-                "  AND ($4::timestamptz IS NULL OR t.occurred_at >= $4)"
-                "  AND ($5::timestamptz IS NULL OR t.occurred_at < $5)"
-                "  AND ($6::bigint IS NULL OR (t.occurred_at, t.id) <"
-                "   ('epoch'::timestamptz + $6 * interval '1 microsecond', $7::bigint))"
-                "  ORDER BY t.occurred_at DESC, t.id DESC LIMIT $8) t ON true");
+    CRM_STMT_PAGE("touchpoint_timeline", CRM_SQL_RESOLVE_CUSTOMER
+                  " SELECT (SELECT id FROM target), " TP_COLUMNS
+                  ", (date_part('epoch', t.occurred_at) * 1000000)::bigint"
+                  " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM touchpoints t"
+                  "  WHERE t.customer_id = (SELECT id FROM target)"
+                  "  AND ($2::text IS NULL OR t.channel = $2) AND ($3::text IS NULL OR t.type = $3)"
+                  "  AND ($4::timestamptz IS NULL OR t.occurred_at >= $4)"
+                  "  AND ($5::timestamptz IS NULL OR t.occurred_at < $5)"
+                  "  AND ($6::bigint IS NULL OR (t.occurred_at, t.id) <"
+                  "   ('epoch'::timestamptz + $6 * interval '1 microsecond', $7::bigint))"
+                  "  ORDER BY t.occurred_at DESC, t.id DESC LIMIT $8) t ON true");
 
 #define TIMELINE_KEY (1 + TP_NCOLUMNS)
 

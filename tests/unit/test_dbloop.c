@@ -1,0 +1,215 @@
+/*
+ * test_dbloop.c — the pipelined database loop (lib/dbloop.h) against a real
+ * PostgreSQL: which connection a statement goes to. Cheap statements share
+ * one pipeline; statements that read a page go at most two to a connection,
+ * spread over the pool, and wait in the loop's queue beyond that; a cheap
+ * statement never waits behind a page while the pool has room.
+ */
+#include <check.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "dbloop.h"
+#include "suites.h"
+#include "support.h"
+
+/* A page that takes a while, and a point read; both echo $1 and name the
+ * backend that ran them. */
+static crm_stmt slow_page =
+    CRM_STMT_PAGE("unit_dbloop_slow_page", "SELECT $1::int, pg_backend_pid() FROM pg_sleep(0.3)");
+static crm_stmt point_read = CRM_STMT_RO("unit_dbloop_point", "SELECT $1::int, pg_backend_pid()");
+
+#define MAX_JOBS 32
+
+/* What one statement's callback saw. */
+typedef struct outcome {
+    bool done;
+    int value; /* echoed $1, -1 on error */
+    long pid;
+    int order; /* 1 for the first completion */
+    char param[12];
+    const char *values[1]; /* what the loop reads until the callback */
+} outcome;
+
+static int completions;
+
+static void on_done(void *arg, PGresult *res, const crm_error *err)
+{
+    outcome *o = arg;
+    (void)err;
+    o->done = true;
+    o->order = ++completions;
+    o->value = res != NULL ? atoi(PQgetvalue(res, 0, 0)) : -1;
+    o->pid = res != NULL ? atol(PQgetvalue(res, 0, 1)) : 0;
+    PQclear(res);
+}
+
+static crm_dbloop *new_loop(int connections)
+{
+    crm_db_config cfg = {
+        .url = unit_env("CRMD_TEST_DATABASE_URL"),
+        .pool_size = 1,
+        .acquire_timeout_ms = 2000,
+        .connect_timeout_s = 2,
+        .statement_timeout_ms = 5000,
+        .retry_backoff_ms = 1000,
+    };
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
+    crm_dbloop *loop = crm_dbloop_new(&cfg, connections, &err);
+    ck_assert_msg(loop != NULL, "crm_dbloop_new: %s", err.detail);
+    completions = 0;
+    return loop;
+}
+
+static void free_loop(crm_dbloop *loop)
+{
+    crm_dbloop_free(loop);
+    crm_db_shutdown();
+}
+
+static void submit(crm_dbloop *loop, crm_stmt *stmt, outcome *o, int value)
+{
+    memset(o, 0, sizeof *o);
+    snprintf(o->param, sizeof o->param, "%d", value);
+    o->values[0] = o->param;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_dbloop_submit(loop, stmt, 1, o->values, on_done, o, &err));
+}
+
+/* Runs the loop until it is idle (or 10 s pass, which fails the test). */
+static void run_until_idle(crm_dbloop *loop)
+{
+    long long deadline = unit_now_ms() + 10000;
+    crm_dbloop_run(loop);
+    while (!crm_dbloop_idle(loop)) {
+        ck_assert_msg(unit_now_ms() < deadline, "the loop did not finish in 10 s");
+        struct pollfd p = {.fd = crm_dbloop_fd(loop), .events = POLLIN};
+        poll(&p, 1, 100);
+        crm_dbloop_run(loop);
+    }
+}
+
+/* Distinct backends among o[0..n). */
+static int distinct_backends(const outcome *o, int n)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        bool seen = false;
+        for (int k = 0; k < i && !seen; k++)
+            seen = o[k].pid == o[i].pid;
+        count += !seen;
+    }
+    return count;
+}
+
+START_TEST(test_cheap_statements_share_one_connection)
+{
+    crm_dbloop *loop = new_loop(3);
+    outcome o[20];
+    crm_dbloop_stats before = crm_dbloop_get_stats();
+    for (int i = 0; i < 20; i++)
+        submit(loop, &point_read, &o[i], 100 + i);
+    crm_dbloop_run(loop);
+    crm_dbloop_stats sent = crm_dbloop_get_stats();
+    ck_assert_int_eq(sent.connections - before.connections, 1);
+    ck_assert_int_eq(sent.busy - before.busy, 20);
+    run_until_idle(loop);
+    for (int i = 0; i < 20; i++) {
+        ck_assert(o[i].done);
+        ck_assert_int_eq(o[i].value, 100 + i);
+        ck_assert_int_eq(o[i].order, i + 1); /* one pipeline answers in order */
+    }
+    ck_assert_int_eq(distinct_backends(o, 20), 1);
+    free_loop(loop);
+}
+END_TEST
+
+START_TEST(test_pages_go_two_to_a_connection_and_the_rest_wait_in_the_queue)
+{
+    crm_dbloop *loop = new_loop(3);
+    outcome o[8];
+    crm_dbloop_stats before = crm_dbloop_get_stats();
+    for (int i = 0; i < 8; i++)
+        submit(loop, &slow_page, &o[i], i);
+    crm_dbloop_run(loop);
+    crm_dbloop_stats sent = crm_dbloop_get_stats();
+    ck_assert_int_eq(sent.connections - before.connections, 3);
+    ck_assert_int_eq(sent.busy - before.busy, 6);
+    ck_assert_int_eq(sent.queued - before.queued, 2);
+    run_until_idle(loop);
+    for (int i = 0; i < 8; i++) {
+        ck_assert(o[i].done);
+        ck_assert_int_eq(o[i].value, i);
+    }
+    ck_assert_int_eq(distinct_backends(o, 8), 3);
+    /* The two that waited went out only when a page had come back. */
+    ck_assert_int_gt(o[6].order, 1);
+    ck_assert_int_gt(o[7].order, 1);
+    free_loop(loop);
+}
+END_TEST
+
+START_TEST(test_a_cheap_statement_does_not_wait_behind_pages)
+{
+    crm_dbloop *loop = new_loop(3);
+    outcome pages[2], point;
+    submit(loop, &slow_page, &pages[0], 1);
+    submit(loop, &slow_page, &pages[1], 2);
+    submit(loop, &point_read, &point, 3);
+    long long t0 = unit_now_ms();
+    crm_dbloop_run(loop);
+    while (!point.done) {
+        ck_assert_msg(unit_now_ms() - t0 < 10000, "the point read did not finish");
+        struct pollfd p = {.fd = crm_dbloop_fd(loop), .events = POLLIN};
+        poll(&p, 1, 100);
+        crm_dbloop_run(loop);
+    }
+    ck_assert_int_eq(point.order, 1);
+    ck_assert_int_eq(point.value, 3);
+    ck_assert(!pages[0].done && !pages[1].done);
+    run_until_idle(loop);
+    ck_assert_int_eq(pages[0].value, 1);
+    ck_assert_int_eq(pages[1].value, 2);
+    /* Three backends: one per page, and one for the point read. */
+    outcome all[3] = {pages[0], pages[1], point};
+    ck_assert_int_eq(distinct_backends(all, 3), 3);
+    free_loop(loop);
+}
+END_TEST
+
+START_TEST(test_with_one_connection_pages_queue_and_all_complete_in_order)
+{
+    crm_dbloop *loop = new_loop(1);
+    outcome o[5];
+    crm_dbloop_stats before = crm_dbloop_get_stats();
+    for (int i = 0; i < 5; i++)
+        submit(loop, &slow_page, &o[i], 10 + i);
+    crm_dbloop_run(loop);
+    crm_dbloop_stats sent = crm_dbloop_get_stats();
+    ck_assert_int_eq(sent.busy - before.busy, 2);
+    ck_assert_int_eq(sent.queued - before.queued, 3);
+    run_until_idle(loop);
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(o[i].value, 10 + i);
+        ck_assert_int_eq(o[i].order, i + 1);
+    }
+    free_loop(loop);
+}
+END_TEST
+
+Suite *dbloop_suite(void)
+{
+    Suite *s = suite_create("dbloop");
+    TCase *tc = tcase_create("dispatch");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_cheap_statements_share_one_connection);
+    tcase_add_test(tc, test_pages_go_two_to_a_connection_and_the_rest_wait_in_the_queue);
+    tcase_add_test(tc, test_a_cheap_statement_does_not_wait_behind_pages);
+    tcase_add_test(tc, test_with_one_connection_pages_queue_and_all_complete_in_order);
+    suite_add_tcase(s, tc);
+    return s;
+}
