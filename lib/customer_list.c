@@ -29,22 +29,22 @@
 typedef struct sort_order {
     const char *name;
     const char *key;     /* the ORDER BY expression (an index's) */
-    const char *key_out; /* the key as the cursor stores it */
+    const char *key_out; /* a text key as the cursor stores it, an extra column */
+    int key_col;         /* or the timestamp column whose µs the cursor stores */
     const char *key_in;  /* $n (the cursor's key) as a value comparable to key */
     bool descending;
     bool text_key;
 } sort_order;
 
-#define EPOCH_US(col) "(date_part('epoch', " col ") * 1000000)::bigint"
 #define FROM_US "('epoch'::timestamptz + $%d::bigint * interval '1 microsecond')"
 #define NAME_KEY "lower(coalesce(c.display_name, c.last_name, c.first_name, c.company, ''))"
 
 static const sort_order sorts[] = {
-    {"created_at", "c.created_at", EPOCH_US("c.created_at"), FROM_US, false, false},
-    {"-created_at", "c.created_at", EPOCH_US("c.created_at"), FROM_US, true, false},
-    {"updated_at", "c.updated_at", EPOCH_US("c.updated_at"), FROM_US, false, false},
-    {"-updated_at", "c.updated_at", EPOCH_US("c.updated_at"), FROM_US, true, false},
-    {"name", NAME_KEY, NAME_KEY, "$%d::text", false, true},
+    {"created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, false, false},
+    {"-created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, true, false},
+    {"updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, false, false},
+    {"-updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, true, false},
+    {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, "$%d::text", false, true},
 };
 #define N_SORTS ((int)(sizeof sorts / sizeof sorts[0]))
 
@@ -106,8 +106,12 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
 static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int c0)
 {
     const sort_order *o = &sorts[sort];
-    json_t *key = o->text_key ? json_string(PQgetvalue(res, r, c0 + CRM_COL_EXTRA))
-                              : json_integer(atoll(PQgetvalue(res, r, c0 + CRM_COL_EXTRA)));
+    json_t *key = NULL;
+    long long us;
+    if (o->text_key)
+        key = json_string(PQgetvalue(res, r, c0 + o->key_col));
+    else if (crm_parse_pg_timestamp(PQgetvalue(res, r, c0 + o->key_col), &us))
+        key = json_integer(us);
     json_t *arr = json_pack("[s, o, I]", o->name, key ? key : json_null(),
                             (json_int_t)atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
     size_t len = 0;
@@ -376,9 +380,12 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         append(s, "SELECT true AS exact_term, ", 0);
     else
         append(s, "SELECT ", 0);
-    append(s, CRM_CUSTOMER_COLUMNS ", ", 0);
-    append(s, o->key_out, 0);
-    append(s, " AS sort_key", 0);
+    append(s, CRM_CUSTOMER_COLUMNS, 0);
+    if (o->key_out != NULL) {
+        append(s, ", ", 0);
+        append(s, o->key_out, 0);
+        append(s, " AS sort_key", 0);
+    }
     if (by_terms)
         from_terms(fv, mode, terms, arena, s);
     else
@@ -441,8 +448,8 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
     append(s, " LIMIT $%d::int", 1);
     if (mode == PAGE_FIRST_TERM)
         append(s,
-               o->descending ? ") p ON true ORDER BY p.sort_key DESC, p.id DESC"
-                             : ") p ON true ORDER BY p.sort_key, p.id",
+               o->descending ? ") p ON true ORDER BY p.created_at DESC, p.id DESC"
+                             : ") p ON true ORDER BY p.created_at, p.id",
                0);
 }
 

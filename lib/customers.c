@@ -188,9 +188,9 @@ void crm_customer_write_at(crm_jbuf *b, const PGresult *res, int r, int c0, bool
         write_json_column(b, res, r, c0 + CRM_COL_EXTRA, "[]");
     }
     crm_jbuf_key(b, "created_at");
-    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, c0 + CRM_COL_CREATED_MS)));
+    crm_jbuf_pg_timestamp(b, PQgetvalue(res, r, c0 + CRM_COL_CREATED_AT));
     crm_jbuf_key(b, "updated_at");
-    crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, c0 + CRM_COL_UPDATED_MS)));
+    crm_jbuf_pg_timestamp(b, PQgetvalue(res, r, c0 + CRM_COL_UPDATED_AT));
     crm_jbuf_end_object(b);
 }
 

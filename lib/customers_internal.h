@@ -13,16 +13,16 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
-/* Timestamps travel as epoch milliseconds and are formatted in C; the birth
- * date as PostgreSQL prints a date (connections use DateStyle ISO), the
- * tags as an array literal ({a,"b c"}): the cheapest forms to produce. */
-#define CRM_CUSTOMER_COLUMNS                                                                      \
-    "c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, "               \
-    "c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, "   \
-    "c.street, c.latitude, c.longitude, c.birth_date, "                     \
-    "c.preferred_language, c.lifecycle_stage, c.tags, c.attributes::text, "  \
-    "(date_part('epoch', c.created_at) * 1000)::bigint, "                                        \
-    "(date_part('epoch', c.updated_at) * 1000)::bigint"
+/* Timestamps, the birth date and the tags travel as PostgreSQL prints them
+ * (connections use DateStyle ISO and TimeZone UTC; the tags as an array
+ * literal, {a,"b c"}), the cheapest forms to produce, and are rewritten in
+ * C. */
+#define CRM_CUSTOMER_COLUMNS                                                                       \
+    "c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, "                \
+    "c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, "    \
+    "c.street, c.latitude, c.longitude, c.birth_date, "                                            \
+    "c.preferred_language, c.lifecycle_stage, c.tags, c.attributes::text, "                        \
+    "c.created_at, c.updated_at"
 
 /* The columns a write sets, in the order of the $1..$21 parameters. */
 #define CRM_CUSTOMER_VALUE_COLUMNS                                                                \
@@ -70,8 +70,8 @@ enum {
     CRM_COL_LIFECYCLE_STAGE,
     CRM_COL_TAGS,
     CRM_COL_ATTRIBUTES,
-    CRM_COL_CREATED_MS,
-    CRM_COL_UPDATED_MS,
+    CRM_COL_CREATED_AT,
+    CRM_COL_UPDATED_AT,
     CRM_COL_EXTRA, /* external ids, or a list's sort key */
 };
 

@@ -113,7 +113,7 @@ PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
     /* JIT compiling costs milliseconds that a request's statement never wins back. */
     snprintf(options, sizeof options,
              "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan "
-             "-c DateStyle=ISO,YMD",
+             "-c DateStyle=ISO,YMD -c TimeZone=UTC",
              cfg->statement_timeout_ms);
     /* Our defaults come before dbname so that values in the URL override them. */
     /* Keepalives bound how long a vanished database host can hold a request. */

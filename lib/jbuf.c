@@ -251,6 +251,86 @@ static void civil_from_days(long long z, long long *y, int *m, int *d)
     *y = yoe + era * 400 + (*m <= 2);
 }
 
+/* A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's
+ * days_from_civil). */
+static long long days_from_civil(long long y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* Reads exactly n digits at *p (advancing it) into *v. */
+static bool digits(const char **p, int n, int *v)
+{
+    int x = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9')
+            return false;
+        x = x * 10 + (**p - '0');
+    }
+    *v = x;
+    return true;
+}
+
+bool crm_parse_pg_timestamp(const char *text, long long *epoch_us)
+{
+    const char *p = text;
+    long long year = 0;
+    int ndigits = 0;
+    for (; *p >= '0' && *p <= '9' && ndigits < 9; p++, ndigits++)
+        year = year * 10 + (*p - '0');
+    int month, day, hour, minute, second;
+    if (ndigits < 4 || *p++ != '-' || !digits(&p, 2, &month) || *p++ != '-' ||
+        !digits(&p, 2, &day) || *p++ != ' ' || !digits(&p, 2, &hour) || *p++ != ':' ||
+        !digits(&p, 2, &minute) || *p++ != ':' || !digits(&p, 2, &second))
+        return false;
+    if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
+        return false;
+    long long us = 0;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        for (; *p >= '0' && *p <= '9'; p++, n++)
+            if (n < 6)
+                us = us * 10 + (*p - '0');
+        if (n == 0)
+            return false;
+        for (; n < 6; n++)
+            us *= 10;
+    }
+    /* The offset: +HH, +HH:MM or +HH:MM:SS (or -). */
+    if (*p != '+' && *p != '-')
+        return false;
+    int sign = *p++ == '-' ? -1 : 1, oh, om = 0, os = 0;
+    if (!digits(&p, 2, &oh))
+        return false;
+    if (*p == ':' && (p++, !digits(&p, 2, &om)))
+        return false;
+    if (*p == ':' && (p++, !digits(&p, 2, &os)))
+        return false;
+    if (*p != '\0')
+        return false;
+    long long secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+                     second - sign * (oh * 3600 + om * 60 + os);
+    *epoch_us = secs * 1000000 + us;
+    return true;
+}
+
+void crm_jbuf_pg_timestamp(crm_jbuf *b, const char *text)
+{
+    long long us;
+    if (!crm_parse_pg_timestamp(text, &us)) {
+        crm_jbuf_null(b);
+        return;
+    }
+    long long ms = us / 1000 - (us % 1000 < 0);
+    crm_jbuf_timestamp(b, ms);
+}
+
 static char *two_digits(char *out, int v)
 {
     out[0] = (char)('0' + v / 10);

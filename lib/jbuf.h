@@ -78,4 +78,15 @@ char *crm_json_text(const json_t *v, size_t *len);
  * returns the length. */
 size_t crm_format_timestamp(long long epoch_ms, char *out);
 
+/* Reads a timestamptz as PostgreSQL prints it with DateStyle ISO
+ * ("2026-11-24 14:48:34.123456+00", any UTC offset, a year of four or more
+ * digits) into microseconds since the epoch. False for anything else
+ * (infinity, BC dates). Printing the column is cheaper for PostgreSQL than
+ * any expression that turns it into a number. */
+bool crm_parse_pg_timestamp(const char *text, long long *epoch_us);
+
+/* The same, written as crm_jbuf_timestamp does (milliseconds, rounded
+ * down); null when text does not parse. */
+void crm_jbuf_pg_timestamp(crm_jbuf *b, const char *text);
+
 #endif

@@ -5,4 +5,4 @@
 -- bench-sql: runtime
 -- bench-define: country=IT lifecycle_stage=customer
 \set limit 51
-SELECT c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, c.street, c.latitude, c.longitude, c.birth_date, c.preferred_language, c.lifecycle_stage, c.tags, c.attributes::text, (date_part('epoch', c.created_at) * 1000)::bigint, (date_part('epoch', c.updated_at) * 1000)::bigint, (date_part('epoch', c.created_at) * 1000000)::bigint AS sort_key FROM customers c WHERE c.status = 'active' AND c.country = :country AND c.lifecycle_stage = :lifecycle_stage ORDER BY c.created_at, c.id LIMIT :limit::int;
+SELECT c.id, c.version, c.kind, c.status, c.merged_into, c.first_name, c.last_name, c.display_name, c.company, c.email, c.phone, c.country, c.region, c.city, c.postal_code, c.street, c.latitude, c.longitude, c.birth_date, c.preferred_language, c.lifecycle_stage, c.tags, c.attributes::text, c.created_at, c.updated_at FROM customers c WHERE c.status = 'active' AND c.country = :country AND c.lifecycle_stage = :lifecycle_stage ORDER BY c.created_at, c.id LIMIT :limit::int;

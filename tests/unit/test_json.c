@@ -1,6 +1,6 @@
 /*
  * test_json.c — request body parsing, field whitelists, base64url and
- * timestamps (lib/json.h).
+ * timestamps (lib/json.h, lib/jbuf.h).
  */
 #include <check.h>
 #include <limits.h>
@@ -327,6 +327,89 @@ START_TEST(test_timestamp_before_epoch_rounds_down)
 }
 END_TEST
 
+/* ---- crm_parse_pg_timestamp ------------------------------------------ */
+
+/* What PostgreSQL prints for timestamps in several zones (whole-hour,
+ * half-hour, negative, and a local mean time offset in seconds), read back,
+ * equals PostgreSQL's own exact count of microseconds since the epoch. */
+START_TEST(test_pg_timestamp_reads_what_postgresql_prints_in_any_zone)
+{
+    static const char *const zones[] = {"UTC", "Asia/Kolkata", "America/St_Johns",
+                                        "Europe/Amsterdam", "Pacific/Kiritimati"};
+    static const char *const times[] = {"2026-11-24 14:48:34.123456+00", "1970-01-01 00:00:00+00",
+                                        "1969-12-31 23:59:59.999999+00", "2000-02-29 12:00:00.5+00",
+                                        "1900-06-01 08:00:00.000001+00", "9999-12-31 23:59:59+00",
+                                        "2024-03-31 01:30:00+00"};
+    PGconn *c = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+    for (size_t z = 0; z < sizeof zones / sizeof zones[0]; z++) {
+        const char *zp[] = {zones[z]};
+        PQclear(unit_sql(c, "SELECT set_config('TimeZone', $1, false)", 1, zp));
+        PQclear(unit_sql(c, "SET DateStyle = ISO, YMD", 0, NULL));
+        for (size_t t = 0; t < sizeof times / sizeof times[0]; t++) {
+            const char *tp[] = {times[t]};
+            PGresult *res = unit_sql(c,
+                                     "SELECT $1::timestamptz::text, "
+                                     "(extract(epoch FROM $1::timestamptz) * 1000000)::bigint",
+                                     1, tp);
+            long long us = 0;
+            ck_assert_msg(crm_parse_pg_timestamp(PQgetvalue(res, 0, 0), &us),
+                          "'%s' (%s) did not parse", PQgetvalue(res, 0, 0), zones[z]);
+            ck_assert_msg(us == atoll(PQgetvalue(res, 0, 1)), "'%s' (%s): %lld, want %s",
+                          PQgetvalue(res, 0, 0), zones[z], us, PQgetvalue(res, 0, 1));
+            PQclear(res);
+        }
+    }
+    PQfinish(c);
+}
+END_TEST
+
+START_TEST(test_pg_timestamp_rejects_what_is_not_one)
+{
+    static const char *const bad[] = {"",
+                                      "infinity",
+                                      "-infinity",
+                                      "0044-03-15 12:00:00+00 BC",
+                                      "2026-11-24T14:48:34+00",
+                                      "2026-11-24 14:48:34",
+                                      "2026-11-24 14:48:34.+00",
+                                      "2026-13-24 14:48:34+00",
+                                      "26-11-24 14:48:34+00",
+                                      "2026-11-24 14:48:34+0",
+                                      "2026-11-24 14:48:34+00 ",
+                                      "2026-11-24 14:48:34+00:3"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        long long us = 42;
+        ck_assert_msg(!crm_parse_pg_timestamp(bad[i], &us), "'%s' parsed", bad[i]);
+        ck_assert_int_eq(us, 42);
+    }
+}
+END_TEST
+
+/* Written with milliseconds, rounded down (before the epoch too); null when
+ * the text is not a timestamp. */
+START_TEST(test_jbuf_pg_timestamp_writes_milliseconds_rounded_down)
+{
+    static const struct {
+        const char *in, *want;
+    } cases[] = {
+        {"2026-11-24 14:48:34.123999+00", "\"2026-11-24T14:48:34.123Z\""},
+        {"2026-11-24 16:48:34+02", "\"2026-11-24T14:48:34.000Z\""},
+        {"1969-12-31 23:59:59.9995+00", "\"1969-12-31T23:59:59.999Z\""},
+        {"infinity", "null"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        crm_jbuf b;
+        crm_jbuf_init(&b);
+        crm_jbuf_pg_timestamp(&b, cases[i].in);
+        size_t len = 0;
+        char *text = crm_jbuf_take(&b, &len);
+        ck_assert_ptr_nonnull(text);
+        ck_assert_str_eq(text, cases[i].want);
+        free(text);
+    }
+}
+END_TEST
+
 /* ---- the JSON writer (lib/jbuf.h) ---- */
 
 /* Strings come back from a JSON parser exactly as written: plain runs,
@@ -423,6 +506,9 @@ Suite *json_suite(void)
     tcase_add_test(tc, test_timestamp_formats_epoch);
     tcase_add_test(tc, test_timestamp_keeps_milliseconds);
     tcase_add_test(tc, test_timestamp_before_epoch_rounds_down);
+    tcase_add_test(tc, test_pg_timestamp_reads_what_postgresql_prints_in_any_zone);
+    tcase_add_test(tc, test_pg_timestamp_rejects_what_is_not_one);
+    tcase_add_test(tc, test_jbuf_pg_timestamp_writes_milliseconds_rounded_down);
     suite_add_tcase(s, tc);
     return s;
 }
