@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db.h"
@@ -380,6 +381,133 @@ START_TEST(test_migration_lock_is_released_after_success)
 }
 END_TEST
 
+/* ---- ordering, lock timeouts, files outside a transaction ----------- */
+
+/* Someone "fills" 0002 after 0003 has landed: it would run after 0003, against
+ * a schema its author never saw. Refused, and nothing else is applied. */
+START_TEST(test_pending_file_below_latest_applied_is_refused)
+{
+    static const struct crm_embedded_file first[] = {
+        FILE_OF("0001_first.sql", "CREATE TABLE unit_first (x int);"),
+        FILE_OF("0003_third.sql", "CREATE TABLE unit_third (x int);"),
+    };
+    apply_ok(first, COUNT(first));
+    static const struct crm_embedded_file later[] = {
+        FILE_OF("0001_first.sql", "CREATE TABLE unit_first (x int);"),
+        FILE_OF("0002_gap.sql", "CREATE TABLE unit_gap (x int);"),
+        FILE_OF("0003_third.sql", "CREATE TABLE unit_third (x int);"),
+        FILE_OF("0004_fourth.sql", "CREATE TABLE unit_fourth (x int);"),
+    };
+    int applied = -1;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_migrate_apply(conn, later, COUNT(later), &applied, &err));
+    ck_assert_int_eq(err.code, CRM_E_CONFLICT);
+    ck_assert_msg(strstr(err.detail, "0002_gap.sql") != NULL, "%s", err.detail);
+    ck_assert_int_eq(applied, 0);
+    ck_assert(!table_exists("unit_gap"));
+    ck_assert(!table_exists("unit_fourth"));
+    ck_assert_int_eq(recorded_count(), 2);
+}
+END_TEST
+
+static const crm_migrate_opts quick = {100, 3, 20};
+
+static const struct crm_embedded_file alter_first[] = {
+    FILE_OF("0001_first.sql", "CREATE TABLE unit_first (x int);"),
+    FILE_OF("0002_alter.sql", "ALTER TABLE unit_first ADD COLUMN y int;"),
+};
+
+/* A migration behind a long transaction gives up its lock request after the
+ * lock timeout (rather than queueing every later query on the table behind
+ * it), retries, and in the end fails cleanly with nothing half-applied. */
+START_TEST(test_migration_behind_a_held_lock_times_out_and_changes_nothing)
+{
+    apply_ok(alter_first, 1);
+    PQclear(unit_sql(probe, "BEGIN", 0, NULL));
+    PQclear(unit_sql(probe, "LOCK TABLE unit_first IN ACCESS SHARE MODE", 0, NULL));
+    int applied = -1;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_migrate_apply_with(conn, alter_first, 2, &quick, &applied, &err));
+    ck_assert_int_eq(applied, 0);
+    ck_assert_int_eq(PQtransactionStatus(conn), PQTRANS_IDLE);
+    PQclear(unit_sql(probe, "COMMIT", 0, NULL));
+    ck_assert_int_eq(recorded_count(), 1);
+    ck_assert_int_eq(unit_sql_long(probe,
+                                   "SELECT count(*) FROM information_schema.columns "
+                                   "WHERE table_name = 'unit_first' AND column_name = 'y'",
+                                   0, NULL),
+                     0);
+    ck_assert_int_eq(advisory_locks_held(), 0);
+}
+END_TEST
+
+static void *commit_after_a_while(void *arg)
+{
+    PGconn *holder = arg;
+    struct timespec ts = {0, 150 * 1000000L};
+    nanosleep(&ts, NULL);
+    PQclear(unit_sql(holder, "COMMIT", 0, NULL));
+    return NULL;
+}
+
+/* The lock is released between attempts: a later attempt succeeds. */
+START_TEST(test_migration_retries_until_the_lock_is_free)
+{
+    apply_ok(alter_first, 1);
+    PQclear(unit_sql(probe, "BEGIN", 0, NULL));
+    PQclear(unit_sql(probe, "LOCK TABLE unit_first IN ACCESS SHARE MODE", 0, NULL));
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, commit_after_a_while, probe), 0);
+    static const crm_migrate_opts patient = {50, 20, 20};
+    int applied = -1;
+    crm_error err = CRM_ERROR_INIT;
+    bool ok = crm_migrate_apply_with(conn, alter_first, 2, &patient, &applied, &err);
+    pthread_join(t, NULL);
+    ck_assert_msg(ok, "%s", err.detail);
+    ck_assert_int_eq(applied, 1);
+    ck_assert_int_eq(recorded_count(), 2);
+}
+END_TEST
+
+/* CREATE INDEX CONCURRENTLY cannot run in a transaction block: a file marked
+ * "-- crmd:no-transaction" runs outside one, and is recorded. */
+START_TEST(test_file_marked_no_transaction_runs_outside_a_transaction)
+{
+    static const struct crm_embedded_file files[] = {
+        FILE_OF("0001_first.sql", "CREATE TABLE unit_first (x int);"),
+        FILE_OF("0002_index.sql", "-- crmd:no-transaction\n"
+                                  "CREATE INDEX CONCURRENTLY IF NOT EXISTS unit_first_x "
+                                  "ON unit_first (x);\n"),
+    };
+    ck_assert_int_eq(apply_ok(files, COUNT(files)), 2);
+    ck_assert_int_eq(recorded_count(), 2);
+    ck_assert_int_eq(unit_sql_long(probe,
+                                   "SELECT count(*) FROM pg_indexes WHERE indexname = 'unit_first_x'",
+                                   0, NULL),
+                     1);
+    /* The session's timeouts are back to what they were. */
+    PGresult *res = unit_sql(conn, "SHOW lock_timeout", 0, NULL);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+}
+END_TEST
+
+/* Without the mark the same statement is refused by PostgreSQL, and nothing is
+ * recorded: the mark is what makes the difference. */
+START_TEST(test_concurrent_index_without_the_mark_fails)
+{
+    static const struct crm_embedded_file files[] = {
+        FILE_OF("0001_first.sql", "CREATE TABLE unit_first (x int);"),
+        FILE_OF("0002_index.sql", "CREATE INDEX CONCURRENTLY unit_first_x ON unit_first (x);\n"),
+    };
+    int applied = -1;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_migrate_apply(conn, files, COUNT(files), &applied, &err));
+    ck_assert_int_eq(applied, 1);
+    ck_assert_int_eq(recorded_count(), 1);
+}
+END_TEST
+
 /* ---- concurrency ---------------------------------------------------- */
 
 static const struct crm_embedded_file slow_files[] = {
@@ -494,6 +622,17 @@ Suite *migrate_suite(void)
     tcase_add_test(tc, test_failing_migration_keeps_earlier_ones);
     tcase_add_test(tc, test_failing_migration_leaves_connection_idle_and_unlocked);
     tcase_add_test(tc, test_migration_lock_is_released_after_success);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("online");
+    tcase_add_unchecked_fixture(tc, remember_run_pid, drop_leftover_databases);
+    tcase_add_checked_fixture(tc, create_database, drop_database);
+    tcase_set_timeout(tc, 20);
+    tcase_add_test(tc, test_pending_file_below_latest_applied_is_refused);
+    tcase_add_test(tc, test_migration_behind_a_held_lock_times_out_and_changes_nothing);
+    tcase_add_test(tc, test_migration_retries_until_the_lock_is_free);
+    tcase_add_test(tc, test_file_marked_no_transaction_runs_outside_a_transaction);
+    tcase_add_test(tc, test_concurrent_index_without_the_mark_fails);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("concurrent");
