@@ -23,9 +23,21 @@ static crm_stmt read_key = CRM_STMT(
 static crm_stmt store_key = CRM_STMT(
     "idempotency_store", "UPDATE idempotency_keys SET status = $3, location = $4, body = $5, "
                          "customer_id = $6 WHERE api_key_id = $1 AND key = $2");
+/* One batch of the purge: the oldest expired rows, skipping any that a
+ * request (or another crmd's housekeeping) holds. */
 static crm_stmt purge_keys = CRM_STMT(
     "idempotency_purge",
-    "DELETE FROM idempotency_keys WHERE created_at < now() - interval '24 hours'");
+    "DELETE FROM idempotency_keys i USING ("
+    " SELECT api_key_id, key FROM idempotency_keys"
+    " WHERE created_at < now() - interval '24 hours'"
+    " ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED) d "
+    "WHERE i.api_key_id = d.api_key_id AND i.key = d.key");
+
+/* Rows a purge batch deletes, and batches a purge runs at most: a backlog is
+ * worked off over several housekeeping rounds, each statement short, so that
+ * the main thread that runs housekeeping answers SIGTERM promptly. */
+#define PURGE_BATCH_ROWS 1000
+#define PURGE_MAX_BATCHES 100
 
 void crm_idem_response_free(crm_idem_response *r)
 {
@@ -126,10 +138,19 @@ bool crm_idempotency_store(crm_conn *c, long long api_key_id, const char *key,
 
 long crm_idempotency_purge(crm_error *err)
 {
-    PGresult *res = crm_db_run(&purge_keys, 0, NULL, err);
-    if (res == NULL)
-        return -1;
-    long n = atol(PQcmdTuples(res));
-    PQclear(res);
-    return n;
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", PURGE_BATCH_ROWS);
+    const char *params[] = {limit};
+    long total = 0;
+    for (int batch = 0; batch < PURGE_MAX_BATCHES; batch++) {
+        PGresult *res = crm_db_run(&purge_keys, 1, params, err);
+        if (res == NULL)
+            return total > 0 ? total : -1;
+        long n = atol(PQcmdTuples(res));
+        PQclear(res);
+        total += n;
+        if (n < PURGE_BATCH_ROWS)
+            break;
+    }
+    return total;
 }

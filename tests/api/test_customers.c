@@ -755,6 +755,16 @@ START_TEST(housekeeping_deletes_idempotency_responses_older_than_24_hours)
     ck_assert_int_eq(left, 0);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM idempotency_keys WHERE key = '%s'", new_key);
     ck_assert_int_eq(count_rows(sql), 1);
+    /* A backlog larger than one purge batch (1,000 rows) goes too. */
+    exec_sql("INSERT INTO idempotency_keys (api_key_id, key, request_hash, created_at) "
+             "SELECT (SELECT min(id) FROM api_keys), 'hk-backlog-' || g, '\\x00'::bytea, "
+             "now() - interval '25 hours' FROM generate_series(1, 2500) g");
+    left = 1;
+    for (int waited = 0; waited < 8000 && left != 0; waited += 100) {
+        harness_sleep_ms(100);
+        left = count_rows("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'hk-backlog-%'");
+    }
+    ck_assert_int_eq(left, 0);
     crmd_fixture_stop(&keeper);
 }
 END_TEST
