@@ -68,7 +68,9 @@ bool crm_principal_allows(const crm_principal *p, unsigned required)
  *     prefixes can push a real key out of the cache;
  *   - prefixes that name no active key (negative entries) in a table of
  *     their own, where a newcomer replaces the oldest entry of its set.
- * Entries live cache_ttl_ms. */
+ * Entries live cache_ttl_ms. A generation counter, raised by every clear,
+ * keeps a lookup that began before a clear (a revoke) from storing the row
+ * it read: see cache_store. */
 #define CACHE_SETS 1024
 #define CACHE_WAYS 4
 #define CACHE_LOCKS 64
@@ -94,6 +96,8 @@ static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
 static atomic_int cache_ttl_ms = 5000;
 static atomic_ulong cache_generation;
 static atomic_ulong database_lookups;
+static void (*fill_hook)(void *arg);
+static void *fill_hook_arg;
 
 static void cache_init(void)
 {
@@ -133,6 +137,9 @@ static void table_clear(cache_table *t)
 void crm_auth_cache_clear(void)
 {
     pthread_once(&cache_once, cache_init);
+    /* Raised before the tables are emptied: a store that takes a set's lock
+     * after the clear has passed that set sees the new generation. */
+    atomic_fetch_add(&cache_generation, 1);
     table_clear(&known_keys);
     table_clear(&unknown_keys);
 }
@@ -178,7 +185,9 @@ static cache_entry *choose_way(cache_entry *set, const char *prefix, long long n
     return victim;
 }
 
-/* Stores e, positive or negative, in its own table. */
+/* Stores e (positive or negative in its own table) unless the cache was
+ * cleared since generation, when its load began: the row may predate a
+ * revoke that cleared the cache, and must not outlive it. */
 static void cache_store(const cache_entry *e, unsigned long generation)
 {
     cache_table *t = e->exists ? &known_keys : &unknown_keys;
@@ -186,10 +195,11 @@ static void cache_store(const cache_entry *e, unsigned long generation)
     pthread_mutex_t *mu = &t->locks[s % CACHE_LOCKS];
     long long now = crm_monotonic_ms();
     pthread_mutex_lock(mu);
-    (void)generation;
-    cache_entry *way = choose_way(t->sets[s], e->prefix, now);
-    *way = *e;
-    way->expires_ms = now + cache_ttl_ms;
+    if (atomic_load(&cache_generation) == generation) {
+        cache_entry *way = choose_way(t->sets[s], e->prefix, now);
+        *way = *e;
+        way->expires_ms = now + cache_ttl_ms;
+    }
     pthread_mutex_unlock(mu);
 }
 
@@ -216,6 +226,12 @@ bool crm_auth_cache_holds(const char *prefix)
 unsigned long crm_auth_database_lookups(void)
 {
     return atomic_load(&database_lookups);
+}
+
+void crm_auth_set_fill_hook(void (*hook)(void *arg), void *arg)
+{
+    fill_hook = hook;
+    fill_hook_arg = arg;
 }
 
 static crm_stmt find_active_key = CRM_STMT_RO(
@@ -327,6 +343,8 @@ static crm_auth_result authenticate(const char *authorization, bool may_read, cr
         unsigned long generation = atomic_load(&cache_generation); /* before the read */
         if (!load_key(prefix, &e, err))
             return CRM_AUTH_REFUSED;
+        if (fill_hook != NULL)
+            fill_hook(fill_hook_arg);
         cache_store(&e, generation);
     }
     unsigned char hash[crypto_hash_sha256_BYTES];

@@ -99,6 +99,11 @@ void crm_auth_fill_done(const crm_auth_fill *fill, const PGresult *res);
 bool crm_auth_cache_holds(const char *prefix);
 unsigned long crm_auth_database_lookups(void);
 
+/* For tests only: hook(arg) runs in crm_auth_authenticate between reading a
+ * key from the database and caching it (NULL: nothing runs). Set it while no
+ * other thread authenticates. */
+void crm_auth_set_fill_hook(void (*hook)(void *arg), void *arg);
+
 /* Validates {"name", "scopes"} and creates a key. Returns the key's
  * representation with an extra "secret" member (shown only this once); the
  * caller owns it. Fails with CRM_E_INVALID naming the bad fields. */

@@ -51,6 +51,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    crm_auth_set_fill_hook(NULL, NULL);
     crm_db_shutdown();
     crm_auth_set_cache_ttl(DEFAULT_TTL_MS);
     crm_auth_cache_clear();
@@ -837,6 +838,58 @@ START_TEST(test_revoked_key_is_rejected_at_once)
 }
 END_TEST
 
+
+/* The interleaving of review S5, in one thread: the fill hook runs while
+ * this lookup holds the row it read (not revoked) and has not cached it
+ * yet; it revokes the key, which clears the cache. */
+static void revoke_during_fill(void *arg)
+{
+    crm_auth_set_fill_hook(NULL, NULL); /* once */
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_apikey_revoke(*(long long *)arg, &err), "revoke: %s", err.detail);
+}
+
+START_TEST(test_revoke_during_a_cache_fill_is_not_undone)
+{
+    json_t *key = create_key("admin");
+    long long id = key_id(key);
+    crm_auth_cache_clear();
+    crm_auth_set_fill_hook(revoke_during_fill, &id);
+    /* This request read the key before the revoke committed: it may pass. */
+    ck_assert(authenticate_key(key_secret(key)));
+    crm_auth_set_fill_hook(NULL, NULL);
+    /* But what it read must not be cached past the revoke. */
+    ck_assert_msg(!crm_auth_cache_holds(json_string_value(json_object_get(key, "prefix"))),
+                  "the stale row was cached after the revoke");
+    ck_assert_msg(!authenticate_key(key_secret(key)), "a revoked key came back");
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_fill_query_built_before_a_clear_is_not_cached)
+{
+    json_t *key = create_key("admin");
+    char header[128];
+    snprintf(header, sizeof header, "Bearer %s", key_secret(key));
+    crm_auth_fill fill;
+    crm_query q;
+    crm_error err = CRM_ERROR_INIT;
+    crm_auth_cache_clear();
+    ck_assert(crm_auth_fill_query(header, &q, &fill));
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_ptr_nonnull(res);
+    ck_assert(crm_apikey_revoke(key_id(key), &err)); /* clears the cache */
+    crm_auth_fill_done(&fill, res);
+    PQclear(res);
+    crm_principal p;
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_UNKNOWN);
+    ck_assert(!crm_auth_authenticate(header, &p, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAUTHORIZED);
+    crm_error_clear(&err);
+    json_decref(key);
+}
+END_TEST
+
 START_TEST(test_key_revoked_elsewhere_works_until_cache_expires)
 {
     crm_auth_set_cache_ttl(200);
@@ -1073,6 +1126,8 @@ Suite *auth_suite(void)
     tc = tcase_create("revoke");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_revoked_key_is_rejected_at_once);
+    tcase_add_test(tc, test_revoke_during_a_cache_fill_is_not_undone);
+    tcase_add_test(tc, test_fill_query_built_before_a_clear_is_not_cached);
     tcase_add_test(tc, test_key_revoked_elsewhere_works_until_cache_expires);
     tcase_add_test(tc, test_revoked_key_shows_revocation_time);
     tcase_add_test(tc, test_revoking_twice_keeps_first_revocation_time);
