@@ -33,6 +33,7 @@ static const struct {
     {"campaigns:write", CRM_SCOPE_CAMPAIGNS_WRITE},
     {"metrics:read", CRM_SCOPE_METRICS_READ},
     {"sync:read", CRM_SCOPE_SYNC_READ},
+    {"customers:export", CRM_SCOPE_CUSTOMERS_EXPORT},
 };
 #define N_SCOPES (sizeof scope_table / sizeof scope_table[0])
 

@@ -37,6 +37,10 @@ enum {
     CRM_SCOPE_CAMPAIGNS_WRITE = 1u << 10,
     CRM_SCOPE_METRICS_READ = 1u << 11,
     CRM_SCOPE_SYNC_READ = 1u << 12,
+    /* The right of access: GET /v1/customers/{id}/export hands over all
+     * that is held about a person (touchpoints, consents, audit included),
+     * more than customers:read shows. */
+    CRM_SCOPE_CUSTOMERS_EXPORT = 1u << 13,
 };
 
 #define CRM_KEY_PREFIX_LEN 14 /* "crm_" + 10 hex */
