@@ -1,8 +1,11 @@
 /*
  * test_scopes.c — what a key's scopes let it do and learn, over real HTTP:
- * a touchpoints:write partner key can neither make customers nor probe
- * which e-mail addresses and ids are customers (review S4).
+ * the scope matrix (every route of the route table against no key and a
+ * key of each single scope), and a touchpoints:write partner key that can
+ * neither make customers nor probe which e-mail addresses and ids are
+ * customers (review S4).
  */
+#include "auth.h"
 #include "harness.h"
 
 #include <check.h>
@@ -303,6 +306,148 @@ START_TEST(a_partner_batch_names_no_customer_and_tells_no_reason_apart)
 }
 END_TEST
 
+
+/* ---- the scope matrix ------------------------------------------------------------ */
+
+enum { MAX_ROUTES = 128, MAX_KEYS = 32 };
+
+typedef struct route_row {
+    char method[16];
+    char pattern[160];
+    char scope[48]; /* "-": no key needed */
+} route_row;
+
+/* The route table as crmd prints it (`crmd routes`: router_table(), one
+ * "METHOD PATTERN SCOPE" line a route), so a new route is in the matrix
+ * without anyone adding it here. */
+static size_t read_route_table(route_row *rows, size_t max)
+{
+    char command[600];
+    snprintf(command, sizeof command, "'%s' routes", harness_env("CRMD_BIN"));
+    FILE *f = popen(command, "r");
+    ck_assert_ptr_nonnull(f);
+    size_t n = 0;
+    char line[256];
+    while (fgets(line, sizeof line, f) != NULL) {
+        ck_assert_uint_lt(n, max);
+        route_row *r = &rows[n];
+        ck_assert_msg(sscanf(line, "%15s %159s %47s", r->method, r->pattern, r->scope) == 3,
+                      "unexpected line from crmd routes: %s", line);
+        n++;
+    }
+    ck_assert_int_eq(pclose(f), 0);
+    return n;
+}
+
+/* The pattern with harmless values: ids that name nothing, so no request
+ * of the matrix changes anything. */
+static void concrete_path(const char *pattern, char *out, size_t size)
+{
+    size_t o = 0;
+    for (const char *p = pattern; *p && o + 1 < size;) {
+        if (*p != '{') {
+            out[o++] = *p++;
+            continue;
+        }
+        const char *end = strchr(p, '}');
+        ck_assert_ptr_nonnull(end);
+        const char *value = strncmp(p, "{source}", 8) == 0        ? "matrix"
+                            : strncmp(p, "{external_id}", 13) == 0 ? "nobody-matrix"
+                                                                   : "9000000000000";
+        o += (size_t)snprintf(out + o, size - o, "%s", value);
+        p = end + 1;
+    }
+    out[o < size ? o : size - 1] = '\0';
+}
+
+typedef struct matrix_key {
+    unsigned scopes; /* 0: no key at all */
+    char name[48];
+    api_key key;
+} matrix_key;
+
+/* No key, then one key per scope crmd knows (admin included). */
+static size_t make_matrix_keys(matrix_key *keys, size_t max)
+{
+    size_t n = 0;
+    keys[n++] = (matrix_key){.scopes = 0, .name = "(no key)"};
+    for (unsigned bit = 1; bit != 0 && n < max; bit <<= 1) {
+        const char *name = crm_scope_name(bit);
+        if (name == NULL)
+            continue;
+        matrix_key *k = &keys[n++];
+        k->scopes = bit;
+        snprintf(k->name, sizeof k->name, "%s", name);
+        ck_assert_msg(api_key_create(name, &k->key), "could not make a %s key", name);
+    }
+    return n;
+}
+
+/* 401 without a key, 403 for a key without every scope needed (admin has
+ * them all), 0 when the key may pass. */
+static long expected_refusal(unsigned key_scopes, unsigned needs)
+{
+    if (key_scopes == 0)
+        return 401;
+    if ((key_scopes & CRM_SCOPE_ADMIN) != 0 || (key_scopes & needs) == needs)
+        return 0;
+    return 403;
+}
+
+START_TEST(every_route_answers_every_single_scope_key_by_its_scope)
+{
+    static route_row routes[MAX_ROUTES];
+    static matrix_key keys[MAX_KEYS];
+    size_t nroutes = read_route_table(routes, MAX_ROUTES);
+    ck_assert_uint_gt(nroutes, 20);
+    size_t nkeys = make_matrix_keys(keys, MAX_KEYS);
+    CURL *curl = curl_easy_init();
+    ck_assert_ptr_nonnull(curl);
+    int checked = 0;
+    for (size_t i = 0; i < nroutes; i++) {
+        const route_row *route = &routes[i];
+        bool public = strcmp(route->scope, "-") == 0;
+        unsigned needs = public ? 0 : crm_scope_from_name(route->scope);
+        ck_assert_msg(public || needs != 0, "%s %s: scope '%s' unknown", route->method,
+                      route->pattern, route->scope);
+        char path[256];
+        concrete_path(route->pattern, path, sizeof path);
+        bool has_body = strcmp(route->method, "GET") != 0 && strcmp(route->method, "DELETE") != 0;
+        for (size_t k = 0; k < nkeys; k++) {
+            const matrix_key *key = &keys[k];
+            http_call call = {.method = route->method,
+                              .path = path,
+                              .api_key = key->scopes ? key->key.secret : NULL,
+                              /* a member no route knows: refused, nothing written */
+                              .body = has_body ? "{\"matrix_probe\": true}" : NULL,
+                              .curl = curl};
+            http_response r = http_send(&srv, &call);
+            long want_refusal = public ? 0 : expected_refusal(key->scopes, needs);
+            if (want_refusal != 0) {
+                ck_assert_msg(r.status == want_refusal, "%s %s with %s: %ld, not %ld: %.300s",
+                              route->method, path, key->name, r.status, want_refusal, r.body);
+                json_t *p = assert_problem(&r, want_refusal);
+                if (want_refusal == 403) /* names the scope that is missing */
+                    ck_assert_msg(strstr(json_string_value(json_object_get(p, "detail")),
+                                         route->scope) != NULL,
+                                  "%s %s: 403 without the scope: %.300s", route->method, path,
+                                  r.body);
+                json_decref(p);
+            } else {
+                bool passed = r.status != 401 && r.status != 403;
+                ck_assert_msg(passed && r.status > 0 && r.status < 500,
+                              "%s %s with %s: %ld: %.300s", route->method, path, key->name,
+                              r.status, r.body);
+            }
+            http_response_free(&r);
+            checked++;
+        }
+    }
+    curl_easy_cleanup(curl);
+    ck_assert_int_eq(checked, (int)(nroutes * nkeys));
+}
+END_TEST
+
 Suite *scopes_suite(void)
 {
     Suite *s = suite_create("scopes");
@@ -315,6 +460,12 @@ Suite *scopes_suite(void)
     tcase_add_test(tc, reference_errors_are_one_undifferentiated_rejection);
     tcase_add_test(tc, a_partner_gets_a_receipt_that_names_no_customer);
     tcase_add_test(tc, a_partner_batch_names_no_customer_and_tells_no_reason_apart);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("matrix");
+    tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S * 4);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, every_route_answers_every_single_scope_key_by_its_scope);
     suite_add_tcase(s, tc);
     return s;
 }

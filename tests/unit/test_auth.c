@@ -611,7 +611,6 @@ START_TEST(test_concurrent_authentications_all_succeed)
 }
 END_TEST
 
-
 /* ---- the cache under made-up keys (review S3) ------------------------- */
 
 /* A well-formed key that names no key: "crm_" + 10 random hex + "_" + 43. */
@@ -837,7 +836,6 @@ START_TEST(test_revoked_key_is_rejected_at_once)
     json_decref(key);
 }
 END_TEST
-
 
 /* The interleaving of review S5, in one thread: the fill hook runs while
  * this lookup holds the row it read (not revoked) and has not cached it
