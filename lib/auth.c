@@ -428,6 +428,33 @@ static json_t *key_from_row(const PGresult *res, int r)
                                             : crm_json_timestamp(atoll(PQgetvalue(res, r, 5))));
 }
 
+/* The text[] literal of the scopes in bits ("{admin,customers:read}"), in
+ * memory the caller frees; NULL when memory runs out. Scope names come from
+ * our table, so the literal needs no quoting. */
+static char *scopes_literal_of(unsigned bits)
+{
+    size_t cap = 3; /* braces and NUL */
+    for (size_t i = 0; i < N_SCOPES; i++)
+        cap += strlen(scope_table[i].name) + 1;
+    char *lit = malloc(cap);
+    if (lit == NULL)
+        return NULL;
+    size_t len = 0;
+    lit[len++] = '{';
+    for (size_t i = 0; i < N_SCOPES; i++) {
+        if (!(bits & scope_table[i].bit))
+            continue;
+        if (len > 1)
+            lit[len++] = ',';
+        size_t n = strlen(scope_table[i].name);
+        memcpy(lit + len, scope_table[i].name, n);
+        len += n;
+    }
+    lit[len++] = '}';
+    lit[len] = '\0';
+    return lit;
+}
+
 /* Checks the create body; on success *name and *scopes_literal (a text[]
  * literal the caller frees) are set. */
 static bool validate_new_key(json_t *body, const char **name, char **scopes_literal,
@@ -467,18 +494,10 @@ static bool validate_new_key(json_t *body, const char **name, char **scopes_lite
     if (err->errors != NULL)
         return crm_error_set(err, CRM_E_INVALID, "the API key is not valid");
 
-    /* Scope names come from our table, so the literal needs no quoting. */
-    char lit[512] = "{";
-    for (size_t i = 0; i < N_SCOPES; i++) {
-        if (!(seen & scope_table[i].bit))
-            continue;
-        if (lit[1] != '\0')
-            strcat(lit, ",");
-        strcat(lit, scope_table[i].name);
-    }
-    strcat(lit, "}");
     *name = json_string_value(jname);
-    *scopes_literal = strdup(lit);
+    *scopes_literal = scopes_literal_of(seen);
+    if (*scopes_literal == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return true;
 }
 

@@ -327,6 +327,29 @@ START_TEST(test_created_key_describes_itself)
 }
 END_TEST
 
+START_TEST(test_create_with_every_scope_keeps_them_all)
+{
+    /* The longest scopes literal there is: every name, in one key. */
+    char name[64];
+    unique_name(name, sizeof name);
+    json_t *scopes = json_array();
+    unsigned all = 0;
+    for (unsigned bit = 1; bit != 0; bit <<= 1)
+        if (crm_scope_name(bit) != NULL) {
+            json_array_append_new(scopes, json_string(crm_scope_name(bit)));
+            all |= bit;
+        }
+    size_t count = json_array_size(scopes);
+    json_t *key = create_from(json_pack("{s:s, s:o}", "name", name, "scopes", scopes));
+    ck_assert_uint_eq(json_array_size(json_object_get(key, "scopes")), count);
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(authenticate_secret(key_secret(key), &p, &err));
+    ck_assert_uint_eq(p.scopes, all);
+    json_decref(key);
+}
+END_TEST
+
 START_TEST(test_two_keys_differ)
 {
     json_t *a = create_key("admin");
@@ -1077,6 +1100,7 @@ Suite *auth_suite(void)
     tcase_add_test(tc, test_created_prefix_is_start_of_secret);
     tcase_add_test(tc, test_created_key_describes_itself);
     tcase_add_test(tc, test_two_keys_differ);
+    tcase_add_test(tc, test_create_with_every_scope_keeps_them_all);
     tcase_add_test(tc, test_stored_hash_is_sha256_of_secret_not_secret);
     tcase_add_test(tc, test_create_fails_unavailable_without_database);
     tcase_add_test(tc, test_any_active_is_true_with_a_live_key);
