@@ -9,6 +9,7 @@
 #include "log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +33,7 @@ static const struct {
     {"campaigns:write", CRM_SCOPE_CAMPAIGNS_WRITE},
     {"metrics:read", CRM_SCOPE_METRICS_READ},
     {"sync:read", CRM_SCOPE_SYNC_READ},
+    {"customers:export", CRM_SCOPE_CUSTOMERS_EXPORT},
 };
 #define N_SCOPES (sizeof scope_table / sizeof scope_table[0])
 
@@ -58,37 +60,63 @@ bool crm_principal_allows(const crm_principal *p, unsigned required)
 
 /* ---- the key cache ---------------------------------------------------- */
 
-/* Direct-mapped: a prefix hashes to one entry, a newcomer replaces the old
- * one. Bounded memory whatever prefixes clients send. */
-#define CACHE_SLOTS 4096
+/* Two bounded tables, both set-associative over a keyed hash of the prefix
+ * (SipHash-2-4 under a key drawn at start: prefixes are public, so with an
+ * unkeyed hash a client could choose prefixes that share a set with someone
+ * else's key):
+ *   - keys that exist (positive entries, CACHE_WAYS to a set): only another
+ *     existing key can take a way from one, so no stream of made-up
+ *     prefixes can push a real key out of the cache;
+ *   - prefixes that name no active key (negative entries) in a table of
+ *     their own, where a newcomer replaces the oldest entry of its set.
+ * Entries live cache_ttl_ms. A generation counter, raised by every clear,
+ * keeps a lookup that began before a clear (a revoke) from storing the row
+ * it read: see cache_store. */
+#define CACHE_SETS 1024
+#define CACHE_WAYS 4
 #define CACHE_LOCKS 64
 
 typedef struct cache_entry {
-    char prefix[CRM_KEY_PREFIX_LEN + 1];
-    bool exists; /* false: a cached "no such active key" */
+    char prefix[CRM_KEY_PREFIX_LEN + 1]; /* "" for a free way */
+    bool exists;                         /* false: a cached "no such active key" */
     long long key_id;
     unsigned scopes;
     unsigned char hash[crypto_hash_sha256_BYTES];
     long long expires_ms;
 } cache_entry;
 
-static cache_entry cache[CACHE_SLOTS];
-static pthread_mutex_t cache_locks[CACHE_LOCKS];
+typedef struct cache_table {
+    cache_entry sets[CACHE_SETS][CACHE_WAYS];
+    pthread_mutex_t locks[CACHE_LOCKS]; /* set s is guarded by locks[s % CACHE_LOCKS] */
+} cache_table;
+
+static cache_table known_keys;   /* positive entries */
+static cache_table unknown_keys; /* negative entries */
+static unsigned char cache_hash_key[crypto_shorthash_KEYBYTES];
 static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-static int cache_ttl_ms = 5000;
+static atomic_int cache_ttl_ms = 5000;
+static atomic_ulong cache_generation;
+static atomic_ulong database_lookups;
+static void (*fill_hook)(void *arg);
+static void *fill_hook_arg;
 
 static void cache_init(void)
 {
-    for (int i = 0; i < CACHE_LOCKS; i++)
-        pthread_mutex_init(&cache_locks[i], NULL);
+    if (sodium_init() < 0) /* idempotent; the server has called it already */
+        abort();
+    crypto_shorthash_keygen(cache_hash_key);
+    for (int i = 0; i < CACHE_LOCKS; i++) {
+        pthread_mutex_init(&known_keys.locks[i], NULL);
+        pthread_mutex_init(&unknown_keys.locks[i], NULL);
+    }
 }
 
-static unsigned cache_slot(const char *prefix)
+static unsigned cache_set(const char *prefix)
 {
-    unsigned h = 2166136261u; /* FNV-1a */
-    for (const char *p = prefix; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % CACHE_SLOTS;
+    unsigned char h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, (const unsigned char *)prefix, CRM_KEY_PREFIX_LEN, cache_hash_key);
+    unsigned v = (unsigned)h[0] | (unsigned)h[1] << 8 | (unsigned)h[2] << 16;
+    return v % CACHE_SETS;
 }
 
 void crm_auth_set_cache_ttl(int ttl_ms)
@@ -96,39 +124,115 @@ void crm_auth_set_cache_ttl(int ttl_ms)
     cache_ttl_ms = ttl_ms;
 }
 
-void crm_auth_cache_clear(void)
+static void table_clear(cache_table *t)
 {
-    pthread_once(&cache_once, cache_init);
-    for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-        pthread_mutex_t *mu = &cache_locks[i % CACHE_LOCKS];
+    for (unsigned s = 0; s < CACHE_SETS; s++) {
+        pthread_mutex_t *mu = &t->locks[s % CACHE_LOCKS];
         pthread_mutex_lock(mu);
-        cache[i].prefix[0] = '\0';
+        for (int w = 0; w < CACHE_WAYS; w++)
+            t->sets[s][w].prefix[0] = '\0';
         pthread_mutex_unlock(mu);
     }
 }
 
-static bool cache_lookup(const char *prefix, cache_entry *out)
+void crm_auth_cache_clear(void)
 {
-    unsigned i = cache_slot(prefix);
-    pthread_mutex_t *mu = &cache_locks[i % CACHE_LOCKS];
+    pthread_once(&cache_once, cache_init);
+    /* Raised before the tables are emptied: a store that takes a set's lock
+     * after the clear has passed that set sees the new generation. */
+    atomic_fetch_add(&cache_generation, 1);
+    table_clear(&known_keys);
+    table_clear(&unknown_keys);
+}
+
+/* Copies prefix's live entry of table t into *out. */
+static bool table_lookup(cache_table *t, const char *prefix, cache_entry *out)
+{
+    unsigned s = cache_set(prefix);
+    pthread_mutex_t *mu = &t->locks[s % CACHE_LOCKS];
     bool hit = false;
+    long long now = crm_monotonic_ms();
     pthread_mutex_lock(mu);
-    if (strcmp(cache[i].prefix, prefix) == 0 && cache[i].expires_ms > crm_monotonic_ms()) {
-        *out = cache[i];
-        hit = true;
+    for (int w = 0; w < CACHE_WAYS && !hit; w++) {
+        const cache_entry *e = &t->sets[s][w];
+        if (strcmp(e->prefix, prefix) == 0 && e->expires_ms > now) {
+            *out = *e;
+            hit = true;
+        }
     }
     pthread_mutex_unlock(mu);
     return hit;
 }
 
-static void cache_store(const cache_entry *e)
+static bool cache_lookup(const char *prefix, cache_entry *out)
 {
-    unsigned i = cache_slot(e->prefix);
-    pthread_mutex_t *mu = &cache_locks[i % CACHE_LOCKS];
+    return table_lookup(&known_keys, prefix, out) || table_lookup(&unknown_keys, prefix, out);
+}
+
+/* The way of set for prefix: its own entry, else a free or expired way,
+ * else the one that expires first. */
+static cache_entry *choose_way(cache_entry *set, const char *prefix, long long now)
+{
+    cache_entry *victim = &set[0];
+    for (int w = 0; w < CACHE_WAYS; w++)
+        if (strcmp(set[w].prefix, prefix) == 0)
+            return &set[w];
+    for (int w = 0; w < CACHE_WAYS; w++) {
+        if (set[w].prefix[0] == '\0' || set[w].expires_ms <= now)
+            return &set[w];
+        if (set[w].expires_ms < victim->expires_ms)
+            victim = &set[w];
+    }
+    return victim;
+}
+
+/* Stores e (positive or negative in its own table) unless the cache was
+ * cleared since generation, when its load began: the row may predate a
+ * revoke that cleared the cache, and must not outlive it. */
+static void cache_store(const cache_entry *e, unsigned long generation)
+{
+    cache_table *t = e->exists ? &known_keys : &unknown_keys;
+    unsigned s = cache_set(e->prefix);
+    pthread_mutex_t *mu = &t->locks[s % CACHE_LOCKS];
+    long long now = crm_monotonic_ms();
     pthread_mutex_lock(mu);
-    cache[i] = *e;
-    cache[i].expires_ms = crm_monotonic_ms() + cache_ttl_ms;
+    if (atomic_load(&cache_generation) == generation) {
+        cache_entry *way = choose_way(t->sets[s], e->prefix, now);
+        *way = *e;
+        way->expires_ms = now + cache_ttl_ms;
+    }
     pthread_mutex_unlock(mu);
+}
+
+/* Drops prefix's negative entry (a key was just made with it). */
+static void forget_unknown(const char *prefix)
+{
+    pthread_once(&cache_once, cache_init);
+    unsigned s = cache_set(prefix);
+    pthread_mutex_t *mu = &unknown_keys.locks[s % CACHE_LOCKS];
+    pthread_mutex_lock(mu);
+    for (int w = 0; w < CACHE_WAYS; w++)
+        if (strcmp(unknown_keys.sets[s][w].prefix, prefix) == 0)
+            unknown_keys.sets[s][w].prefix[0] = '\0';
+    pthread_mutex_unlock(mu);
+}
+
+bool crm_auth_cache_holds(const char *prefix)
+{
+    pthread_once(&cache_once, cache_init);
+    cache_entry e;
+    return strlen(prefix) == CRM_KEY_PREFIX_LEN && table_lookup(&known_keys, prefix, &e);
+}
+
+unsigned long crm_auth_database_lookups(void)
+{
+    return atomic_load(&database_lookups);
+}
+
+void crm_auth_set_fill_hook(void (*hook)(void *arg), void *arg)
+{
+    fill_hook = hook;
+    fill_hook_arg = arg;
 }
 
 static crm_stmt find_active_key = CRM_STMT_RO(
@@ -155,26 +259,32 @@ static unsigned scopes_from_pg_array(const char *text)
     return bits;
 }
 
+/* The cache entry for prefix from a find_active_key result. */
+static void entry_from_result(const char *prefix, const PGresult *res, cache_entry *e)
+{
+    memset(e, 0, sizeof *e);
+    memcpy(e->prefix, prefix, CRM_KEY_PREFIX_LEN + 1);
+    if (PQntuples(res) != 1)
+        return;
+    size_t len = 0;
+    unsigned char *hash = PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 2), &len);
+    if (hash != NULL && len == sizeof e->hash) {
+        e->exists = true;
+        e->key_id = atoll(PQgetvalue(res, 0, 0));
+        e->scopes = scopes_from_pg_array(PQgetvalue(res, 0, 1));
+        memcpy(e->hash, hash, sizeof e->hash);
+    }
+    PQfreemem(hash);
+}
+
 static bool load_key(const char *prefix, cache_entry *e, crm_error *err)
 {
     const char *params[] = {prefix};
+    atomic_fetch_add(&database_lookups, 1);
     PGresult *res = crm_db_run(&find_active_key, 1, params, err);
     if (res == NULL)
         return false;
-    memset(e, 0, sizeof *e);
-    memcpy(e->prefix, prefix, CRM_KEY_PREFIX_LEN + 1);
-    if (PQntuples(res) == 1) {
-        size_t len = 0;
-        unsigned char *hash =
-            PQunescapeBytea((const unsigned char *)PQgetvalue(res, 0, 2), &len);
-        if (hash != NULL && len == sizeof e->hash) {
-            e->exists = true;
-            e->key_id = atoll(PQgetvalue(res, 0, 0));
-            e->scopes = scopes_from_pg_array(PQgetvalue(res, 0, 1));
-            memcpy(e->hash, hash, sizeof e->hash);
-        }
-        PQfreemem(hash);
-    }
+    entry_from_result(prefix, res, e);
     PQclear(res);
     return true;
 }
@@ -190,29 +300,38 @@ static bool key_well_formed(const char *key)
     return true;
 }
 
-/* Checks the header; with may_read false a key missing from the cache is
- * not read from the database and the answer is CRM_AUTH_UNKNOWN. */
-static crm_auth_result authenticate(const char *authorization, bool may_read, crm_principal *out,
-                                    crm_error *err)
+/* The key an "Authorization" value carries, or NULL with err set. */
+static const char *key_from_header(const char *authorization, crm_error *err)
 {
-    pthread_once(&cache_once, cache_init);
     if (authorization == NULL) {
         crm_error_set(err, CRM_E_UNAUTHORIZED, "an API key is required: send "
                                                "'Authorization: Bearer <key>'");
-        return CRM_AUTH_REFUSED;
+        return NULL;
     }
     if (strncasecmp(authorization, "Bearer ", 7) != 0) {
         crm_error_set(err, CRM_E_UNAUTHORIZED, "the Authorization header must use the "
                                                "Bearer scheme");
-        return CRM_AUTH_REFUSED;
+        return NULL;
     }
     const char *key = authorization + 7;
     while (*key == ' ')
         key++;
     if (!key_well_formed(key)) {
         crm_error_set(err, CRM_E_UNAUTHORIZED, "the API key is not valid");
-        return CRM_AUTH_REFUSED;
+        return NULL;
     }
+    return key;
+}
+
+/* Checks the header; with may_read false a key missing from the cache is
+ * not read from the database and the answer is CRM_AUTH_UNKNOWN. */
+static crm_auth_result authenticate(const char *authorization, bool may_read, crm_principal *out,
+                                    crm_error *err)
+{
+    pthread_once(&cache_once, cache_init);
+    const char *key = key_from_header(authorization, err);
+    if (key == NULL)
+        return CRM_AUTH_REFUSED;
 
     char prefix[CRM_KEY_PREFIX_LEN + 1];
     memcpy(prefix, key, CRM_KEY_PREFIX_LEN);
@@ -222,9 +341,12 @@ static crm_auth_result authenticate(const char *authorization, bool may_read, cr
     if (!cache_lookup(prefix, &e)) {
         if (!may_read)
             return CRM_AUTH_UNKNOWN;
+        unsigned long generation = atomic_load(&cache_generation); /* before the read */
         if (!load_key(prefix, &e, err))
             return CRM_AUTH_REFUSED;
-        cache_store(&e);
+        if (fill_hook != NULL)
+            fill_hook(fill_hook_arg);
+        cache_store(&e, generation);
     }
     unsigned char hash[crypto_hash_sha256_BYTES];
     crypto_hash_sha256(hash, (const unsigned char *)key, CRM_KEY_LEN);
@@ -249,6 +371,30 @@ crm_auth_result crm_auth_authenticate_cached(const char *authorization, crm_prin
                                              crm_error *err)
 {
     return authenticate(authorization, false, out, err);
+}
+
+bool crm_auth_fill_query(const char *authorization, crm_query *q, crm_auth_fill *fill)
+{
+    pthread_once(&cache_once, cache_init);
+    crm_error err = CRM_ERROR_INIT;
+    const char *key = key_from_header(authorization, &err);
+    crm_error_clear(&err);
+    if (key == NULL)
+        return false;
+    memcpy(fill->prefix, key, CRM_KEY_PREFIX_LEN);
+    fill->prefix[CRM_KEY_PREFIX_LEN] = '\0';
+    fill->generation = atomic_load(&cache_generation); /* before the query runs */
+    atomic_fetch_add(&database_lookups, 1);
+    crm_query_init(q, &find_active_key);
+    crm_query_add(q, fill->prefix);
+    return true;
+}
+
+void crm_auth_fill_done(const crm_auth_fill *fill, const PGresult *res)
+{
+    cache_entry e;
+    entry_from_result(fill->prefix, res, &e);
+    cache_store(&e, fill->generation);
 }
 
 /* ---- key administration ----------------------------------------------- */
@@ -280,6 +426,33 @@ static json_t *key_from_row(const PGresult *res, int r)
                      "created_at", crm_json_timestamp(atoll(PQgetvalue(res, r, 4))), "revoked_at",
                      PQgetisnull(res, r, 5) ? json_null()
                                             : crm_json_timestamp(atoll(PQgetvalue(res, r, 5))));
+}
+
+/* The text[] literal of the scopes in bits ("{admin,customers:read}"), in
+ * memory the caller frees; NULL when memory runs out. Scope names come from
+ * our table, so the literal needs no quoting. */
+static char *scopes_literal_of(unsigned bits)
+{
+    size_t cap = 3; /* braces and NUL */
+    for (size_t i = 0; i < N_SCOPES; i++)
+        cap += strlen(scope_table[i].name) + 1;
+    char *lit = malloc(cap);
+    if (lit == NULL)
+        return NULL;
+    size_t len = 0;
+    lit[len++] = '{';
+    for (size_t i = 0; i < N_SCOPES; i++) {
+        if (!(bits & scope_table[i].bit))
+            continue;
+        if (len > 1)
+            lit[len++] = ',';
+        size_t n = strlen(scope_table[i].name);
+        memcpy(lit + len, scope_table[i].name, n);
+        len += n;
+    }
+    lit[len++] = '}';
+    lit[len] = '\0';
+    return lit;
 }
 
 /* Checks the create body; on success *name and *scopes_literal (a text[]
@@ -321,18 +494,10 @@ static bool validate_new_key(json_t *body, const char **name, char **scopes_lite
     if (err->errors != NULL)
         return crm_error_set(err, CRM_E_INVALID, "the API key is not valid");
 
-    /* Scope names come from our table, so the literal needs no quoting. */
-    char lit[512] = "{";
-    for (size_t i = 0; i < N_SCOPES; i++) {
-        if (!(seen & scope_table[i].bit))
-            continue;
-        if (lit[1] != '\0')
-            strcat(lit, ",");
-        strcat(lit, scope_table[i].name);
-    }
-    strcat(lit, "}");
     *name = json_string_value(jname);
-    *scopes_literal = strdup(lit);
+    *scopes_literal = scopes_literal_of(seen);
+    if (*scopes_literal == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return true;
 }
 
@@ -367,6 +532,7 @@ json_t *crm_apikey_create(json_t *body, crm_error *err)
     free(scopes);
     json_t *out = NULL;
     if (res != NULL) {
+        forget_unknown(prefix); /* in case a client asked for it before it existed */
         out = key_from_row(res, 0);
         json_object_set_new(out, "secret", json_string(key));
         PQclear(res);

@@ -5,8 +5,13 @@
  * a public random identifier, shown in lists and logs; the second part is the
  * 256-bit secret. Only SHA-256(key) is stored. Authenticating a request looks
  * the prefix up in an in-process cache (entries live cache_ttl_ms, so a key
- * revoked by any crmd process stops working within that time everywhere) and
- * compares hashes in constant time.
+ * revoked by any crmd process stops working within that time everywhere; the
+ * process that revokes forgets at once) and compares hashes in constant time.
+ *
+ * The cache keeps existing keys and unknown prefixes apart, each in a
+ * bounded set-associative table over a keyed hash: requests with made-up
+ * keys cannot push a real key out, and a made-up key asked again is refused
+ * from the cache without reading the database.
  */
 #ifndef CRM_AUTH_H
 #define CRM_AUTH_H
@@ -32,6 +37,10 @@ enum {
     CRM_SCOPE_CAMPAIGNS_WRITE = 1u << 10,
     CRM_SCOPE_METRICS_READ = 1u << 11,
     CRM_SCOPE_SYNC_READ = 1u << 12,
+    /* The right of access: GET /v1/customers/{id}/export hands over all
+     * that is held about a person (touchpoints, consents, audit included),
+     * more than customers:read shows. */
+    CRM_SCOPE_CUSTOMERS_EXPORT = 1u << 13,
 };
 
 #define CRM_KEY_PREFIX_LEN 14 /* "crm_" + 10 hex */
@@ -71,6 +80,33 @@ typedef enum { CRM_AUTH_OK, CRM_AUTH_REFUSED, CRM_AUTH_UNKNOWN } crm_auth_result
  * hands the request to one that may, which calls crm_auth_authenticate). */
 crm_auth_result crm_auth_authenticate_cached(const char *authorization, crm_principal *out,
                                              crm_error *err);
+
+/* The asynchronous form of a lookup, for a thread that must not block (an
+ * I/O thread with its dbloop), after crm_auth_authenticate_cached answered
+ * CRM_AUTH_UNKNOWN: crm_auth_fill_query builds the query that reads the key
+ * the header names (q keeps pointing into *fill, which must outlive it); run
+ * it anywhere, hand its result to crm_auth_fill_done, then ask
+ * crm_auth_authenticate_cached again. It answers OK or REFUSED, or UNKNOWN
+ * once more when the cache was cleared meanwhile (a revoke: the row read
+ * may be stale and is not kept), and then a worker must decide.
+ * crm_auth_fill_query is false when the header carries no well-formed key. */
+typedef struct crm_auth_fill {
+    char prefix[CRM_KEY_PREFIX_LEN + 1];
+    unsigned long generation; /* of the cache when the query was built */
+} crm_auth_fill;
+bool crm_auth_fill_query(const char *authorization, crm_query *q, crm_auth_fill *fill);
+void crm_auth_fill_done(const crm_auth_fill *fill, const PGresult *res);
+
+/* For tests and metrics: whether a live entry for the existing key prefix
+ * is cached, and how many times this process has read a key from the
+ * database. */
+bool crm_auth_cache_holds(const char *prefix);
+unsigned long crm_auth_database_lookups(void);
+
+/* For tests only: hook(arg) runs in crm_auth_authenticate between reading a
+ * key from the database and caching it (NULL: nothing runs). Set it while no
+ * other thread authenticates. */
+void crm_auth_set_fill_hook(void (*hook)(void *arg), void *arg);
 
 /* Validates {"name", "scopes"} and creates a key. Returns the key's
  * representation with an extra "secret" member (shown only this once); the

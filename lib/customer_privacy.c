@@ -103,6 +103,11 @@ static crm_stmt erase_idempotency = CRM_STMT(
     "DELETE FROM idempotency_keys WHERE customer_id = ANY($1::bigint[]) OR "
     "substring(location FROM '^/v1/customers/([0-9]{1,18})(?:/|$)')::bigint = ANY($1::bigint[])");
 
+static crm_stmt export_audit_insert =
+    CRM_STMT("privacy_export_audit_insert",
+             "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
+             "VALUES ($1, $2, 'export', $3::jsonb)");
+
 static crm_stmt erase_audit_insert =
     CRM_STMT("privacy_erase_audit_insert",
              "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
@@ -304,6 +309,49 @@ json_t *crm_customer_export(long long id, crm_error *err)
     long long target = resolve_for_export(c, id, err);
     json_t *doc = target != 0 ? export_on(c, target, err) : NULL;
     end_read(c);
+    return doc;
+}
+
+/* The ids of the customers doc holds: its customer's, then those merged in. */
+static json_t *exported_ids(json_t *doc)
+{
+    json_t *ids = json_array();
+    json_array_append(ids, json_object_get(json_object_get(doc, "customer"), "id"));
+    size_t i;
+    json_t *m;
+    json_array_foreach(json_object_get(doc, "merged_customers"), i, m)
+        json_array_append(ids, json_object_get(m, "id"));
+    return ids;
+}
+
+/* Writes the audit entry of the export doc (outside its read-only
+ * snapshot: an insert there could fail on a concurrent change of the
+ * customer, and the entry must not depend on that). */
+static bool audit_export(json_t *doc, const crm_write_ctx *ctx, crm_error *err)
+{
+    json_t *changes = json_pack("{s:o}", "customer_ids", exported_ids(doc));
+    char *text = changes ? json_dumps(changes, JSON_COMPACT) : NULL;
+    json_decref(changes);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    char idbuf[24], keybuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld",
+             (long long)json_integer_value(json_object_get(json_object_get(doc, "customer"), "id")));
+    snprintf(keybuf, sizeof keybuf, "%lld", ctx ? ctx->api_key_id : 0);
+    const char *params[] = {idbuf, ctx && ctx->api_key_id > 0 ? keybuf : NULL, text};
+    PGresult *res = crm_db_run(&export_audit_insert, 3, params, err);
+    free(text);
+    PQclear(res);
+    return res != NULL;
+}
+
+json_t *crm_customer_export_audited(long long id, const crm_write_ctx *ctx, crm_error *err)
+{
+    json_t *doc = crm_customer_export(id, err);
+    if (doc != NULL && !audit_export(doc, ctx, err)) {
+        json_decref(doc);
+        return NULL;
+    }
     return doc;
 }
 

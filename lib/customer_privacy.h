@@ -45,6 +45,12 @@ json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents
  * erased customer, or the database's error. */
 json_t *crm_customer_export(long long id, crm_error *err);
 
+/* crm_customer_export for a request: the export, and then its entry in the
+ * audit trail of the person's customer (action "export", the caller's key,
+ * changes {"customer_ids": [every customer exported]}). No audit entry, no
+ * export: NULL with the database's error when it cannot be written. */
+json_t *crm_customer_export_audited(long long id, const crm_write_ctx *ctx, crm_error *err);
+
 /* Checks the body of an erase request: exactly {"confirm": true}. False with
  * CRM_E_INVALID naming the field otherwise. */
 bool crm_customer_erase_body_valid(json_t *body, crm_error *err);

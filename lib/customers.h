@@ -154,6 +154,12 @@ void crm_customer_created_free(crm_customer_created *c);
 typedef struct crm_write_ctx {
     long long api_key_id;        /* recorded in the audit trail; 0 for none */
     const char *idempotency_key; /* create only; NULL when the request sent none */
+    /* The key's scopes (auth.h bits), for what a write may do or show beyond
+     * its route's own scope (a touchpoint that creates a customer, answers
+     * about customers). Only when has_scopes: internal callers and tests
+     * leave it false and may do everything. */
+    bool has_scopes;
+    unsigned scopes;
 } crm_write_ctx;
 
 /* Validates body and creates a customer (with its external_ids when given)

@@ -17,6 +17,7 @@
  * stores it.
  */
 #include "touchpoints.h"
+#include "auth.h"
 #include "clock.h"
 #include "copytext.h"
 #include "customers_internal.h"
@@ -471,6 +472,42 @@ static void reject(tp_item *it, const char *field, const char *message)
     crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint breaks the rules named below");
 }
 
+/* ---- what the caller's key may do with customers (review S4) ---- */
+
+/* Whether the batch's caller holds scope (internal callers hold all). */
+static bool caller_may(const batch *B, unsigned scope)
+{
+    const crm_write_ctx *ctx = B->ctx;
+    return ctx == NULL || !ctx->has_scopes || (ctx->scopes & CRM_SCOPE_ADMIN) != 0 ||
+           (ctx->scopes & scope) == scope;
+}
+
+/* What a caller that cannot read customers is told when a reference does
+ * not name exactly one live customer, whatever the reason: nothing that
+ * tells an unknown reference from one several customers share. */
+#define REFERENCE_REFUSED "does not name exactly one live customer"
+
+static void refuse(tp_item *it, const char *field, const char *message)
+{
+    reject(it, field, message);
+    crm_error_set(&it->errors, CRM_E_FORBIDDEN, "the key's scopes do not allow this touchpoint");
+}
+
+/* Refuses, before anything is looked up, what the caller's scopes do not
+ * allow: making a customer needs customers:write; without customers:read an
+ * e-mail address names a customer only with create_customer (so that the
+ * answer is the same whether or not the address was known: e-mail
+ * addresses are personal data, an oracle over them is a leak). */
+static void check_scopes(const batch *B, tp_item *it)
+{
+    if (it->create_customer && !caller_may(B, CRM_SCOPE_CUSTOMERS_WRITE))
+        refuse(it, "/create_customer", "creating customers needs the 'customers:write' scope");
+    if (it->ref == REF_EMAIL && !it->create_customer && !caller_may(B, CRM_SCOPE_CUSTOMERS_READ))
+        refuse(it, "/customer_email",
+               "without the 'customers:read' scope a customer is named by e-mail only with "
+               "create_customer: true (and 'customers:write')");
+}
+
 static bool unresolved(const tp_item *it, ref_kind kind)
 {
     return it->status == CRM_TP_CREATED && it->ref == kind && it->customer_id == 0;
@@ -556,7 +593,9 @@ static void apply_email(batch *B, const PGresult *res, int r)
         return;
     if (atol(PQgetvalue(res, r, 2)) > 1)
         reject(&B->items[i], "/customer_email",
-               "several customers have this e-mail: name the customer by id or external id");
+               caller_may(B, CRM_SCOPE_CUSTOMERS_READ)
+                   ? "several customers have this e-mail: name the customer by id or external id"
+                   : REFERENCE_REFUSED);
     else
         B->items[i].customer_id = atoll(PQgetvalue(res, r, 1));
 }
@@ -878,6 +917,7 @@ static char *events_not_inserted(batch *B)
 /* The whole batch on c, in its transaction. */
 static void reject_unresolved(batch *B)
 {
+    bool reader = caller_may(B, CRM_SCOPE_CUSTOMERS_READ);
     for (size_t i = 0; i < B->n; i++) {
         tp_item *it = &B->items[i];
         if (it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id == 0)
@@ -885,7 +925,8 @@ static void reject_unresolved(batch *B)
                    it->ref == REF_ID         ? "/customer_id"
                    : it->ref == REF_EXTERNAL ? "/customer_external_id"
                                              : "/customer_email",
-                   it->create_customer || it->ref == REF_ID
+                   !reader ? REFERENCE_REFUSED
+                   : it->create_customer || it->ref == REF_ID
                        ? "no live customer with this reference"
                        : "no live customer with this reference (create_customer: true makes one)");
     }
@@ -1206,6 +1247,7 @@ static bool record(batch *B, crm_error *err)
             crm_error_clear(&it->errors);
             memset(it, 0, sizeof *it);
             check_item(doc, it, now);
+            check_scopes(B, it);
         }
         if (!mark_duplicates_within(B))
             return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
@@ -1269,6 +1311,13 @@ json_t *crm_touchpoint_record(json_t *body, const crm_write_ctx *ctx, bool *crea
     }
     crm_error_clear(&item.errors);
     *created = item.status == CRM_TP_CREATED;
+    /* A key that may not read both customers and touchpoints gets a
+     * receipt: the stored touchpoint names its customer (an oracle over
+     * e-mail addresses and external ids), and a duplicate is whoever sent
+     * that event first. */
+    if (!caller_may(&B, CRM_SCOPE_CUSTOMERS_READ | CRM_SCOPE_TOUCHPOINTS_READ))
+        return json_pack("{s:I, s:s}", "id", (json_int_t)item.id, "status",
+                         *created ? "created" : "duplicate");
     crm_query q;
     crm_touchpoint_get_query(&q, item.id);
     PGresult *res = crm_db_run_query(&q, err);

@@ -1,7 +1,8 @@
 /*
  * handlers_customer_privacy.c — the person's rights over their record:
- * GET  /v1/customers/{id}/export (customers:read) everything held about
- *      them, as one JSON document (right of access);
+ * GET  /v1/customers/{id}/export (customers:export) everything held about
+ *      them, as one JSON document (right of access), recorded in their
+ *      audit trail;
  * POST /v1/customers/{id}/erase  (customers:write, body {"confirm": true})
  *      their personal data removed for good (right to erasure).
  * Parse, call lib/customer_privacy.h, render.
@@ -19,7 +20,8 @@ void handle_customer_export(http_request *req)
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    json_t *doc = crm_customer_export(id, &err);
+    crm_write_ctx ctx = handler_write_ctx(req);
+    json_t *doc = crm_customer_export_audited(id, &ctx, &err);
     if (doc == NULL) {
         http_reply_error(req, &err);
         crm_error_clear(&err);

@@ -80,6 +80,9 @@ void handler_reply_error(http_request *req, crm_error *err)
 crm_write_ctx handler_write_ctx(http_request *req)
 {
     const crm_principal *p = http_principal(req);
-    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0, .idempotency_key = NULL};
+    crm_write_ctx ctx = {.api_key_id = p ? p->key_id : 0,
+                         .idempotency_key = NULL,
+                         .has_scopes = p != NULL,
+                         .scopes = p ? p->scopes : 0};
     return ctx;
 }

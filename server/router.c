@@ -29,7 +29,7 @@ static const http_route routes[] = {
     {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
     {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false},
     {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false},
-    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false, false},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_EXPORT, false, false},
     {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
      handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false},

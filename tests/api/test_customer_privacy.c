@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 static crmd_server srv;
-static api_key writer, reader;
+static api_key writer, reader, exporter;
 
 static void setup(void)
 {
@@ -25,6 +25,8 @@ static void setup(void)
         ck_assert(api_key_create("customers:read,customers:write", &writer));
     if (reader.id == 0)
         ck_assert(api_key_create("customers:read", &reader));
+    if (exporter.id == 0)
+        ck_assert(api_key_create("customers:export", &exporter));
 }
 
 static void teardown(void)
@@ -250,7 +252,7 @@ START_TEST(an_erased_id_answers_404_and_erasing_again_answers_the_tombstone)
     r = http_get(&srv, sub, reader.secret);
     expect_problem(&r, 404, NULL);
     snprintf(sub, sizeof sub, "%s/export", path);
-    r = http_get(&srv, sub, reader.secret);
+    r = http_get(&srv, sub, exporter.secret);
     expect_problem(&r, 404, NULL);
 
     /* The audit trail stays, redacted, ending with the erasure. */
@@ -332,7 +334,7 @@ START_TEST(export_is_everything_held_as_one_attachment)
             201);
 
     snprintf(path, sizeof path, "/v1/customers/%lld/export", id);
-    r = http_get(&srv, path, reader.secret);
+    r = http_get(&srv, path, exporter.secret);
     json_t *doc = expect_json(&r, 200);
     const char *disposition = http_response_header(&r, "Content-Disposition");
     ck_assert_ptr_nonnull(disposition);
@@ -354,10 +356,57 @@ START_TEST(export_is_everything_held_as_one_attachment)
                          actions[i]);
     json_decref(doc);
 
-    r = http_get(&srv, "/v1/customers/9000000000000/export", reader.secret);
+    r = http_get(&srv, "/v1/customers/9000000000000/export", exporter.secret);
     expect_problem(&r, 404, NULL);
     r = http_get(&srv, path, NULL);
     expect_problem(&r, 401, NULL);
+    json_decref(c);
+}
+END_TEST
+
+/* The export hands over touchpoints too (review S4): customers:read, even
+ * with touchpoints:read, is not enough; customers:export is, and every
+ * export leaves an entry in the customer's audit trail naming the key. */
+START_TEST(export_needs_its_own_scope_and_is_audited)
+{
+    api_key both;
+    ck_assert(api_key_create("customers:read,touchpoints:read", &both));
+    json_t *c = create("{\"first_name\": \"Audited\"}", NULL);
+    char path[96], audit_path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/export", id_of(c));
+    snprintf(audit_path, sizeof audit_path, "/v1/customers/%lld/audit", id_of(c));
+
+    http_response r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 403, NULL);
+    r = http_get(&srv, path, both.secret);
+    expect_problem(&r, 403, NULL);
+    r = http_get(&srv, path, writer.secret);
+    expect_problem(&r, 403, NULL);
+    r = http_get(&srv, audit_path, reader.secret); /* the refusals left no entry */
+    json_t *page = expect_json(&r, 200);
+    http_response_free(&r);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "data")), 1);
+    json_decref(page);
+
+    r = http_get(&srv, path, exporter.secret);
+    json_decref(expect_json(&r, 200));
+    http_response_free(&r);
+    r = http_get(&srv, audit_path, reader.secret);
+    page = expect_json(&r, 200);
+    http_response_free(&r);
+    json_t *data = json_object_get(page, "data");
+    ck_assert_int_eq(json_array_size(data), 2);
+    json_t *newest = json_array_get(data, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(newest, "action")), "export");
+    ck_assert_int_eq(json_integer_value(json_object_get(newest, "api_key_id")), exporter.id);
+    json_t *ids = json_object_get(json_object_get(newest, "changes"), "customer_ids");
+    ck_assert_int_eq(json_array_size(ids), 1);
+    ck_assert_int_eq(json_integer_value(json_array_get(ids, 0)), id_of(c));
+    json_decref(page);
+
+    /* An unknown customer is exported by nobody and audited nowhere. */
+    r = http_get(&srv, "/v1/customers/9000000000001/export", exporter.secret);
+    expect_problem(&r, 404, NULL);
     json_decref(c);
 }
 END_TEST
@@ -446,6 +495,7 @@ Suite *customer_privacy_suite(void)
     tcase_add_test(tc, an_erased_id_answers_404_and_erasing_again_answers_the_tombstone);
     tcase_add_test(tc, erasing_a_merged_id_is_a_conflict_naming_the_survivor);
     tcase_add_test(tc, export_is_everything_held_as_one_attachment);
+    tcase_add_test(tc, export_needs_its_own_scope_and_is_audited);
     tcase_add_test(tc, expand_consents_returns_the_current_consents);
     tcase_add_test(tc, consents_post_replays_with_the_same_idempotency_key);
     suite_add_tcase(s, tc);

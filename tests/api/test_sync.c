@@ -27,7 +27,8 @@ static void setup(void)
     if (syncer.id == 0)
         ck_assert(api_key_create("sync:read", &syncer));
     if (writer.id == 0)
-        ck_assert(api_key_create("customers:read,customers:write,touchpoints:write", &writer));
+        ck_assert(api_key_create(
+            "customers:read,customers:write,touchpoints:read,touchpoints:write", &writer));
     if (reader.id == 0)
         ck_assert(api_key_create("customers:read,touchpoints:read", &reader));
 }

@@ -51,6 +51,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+    crm_auth_set_fill_hook(NULL, NULL);
     crm_db_shutdown();
     crm_auth_set_cache_ttl(DEFAULT_TTL_MS);
     crm_auth_cache_clear();
@@ -322,6 +323,29 @@ START_TEST(test_created_key_describes_itself)
     ck_assert_uint_eq(strlen(created), 24); /* 2026-01-02T03:04:05.678Z */
     ck_assert_int_eq(created[10], 'T');
     ck_assert_int_eq(created[23], 'Z');
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_create_with_every_scope_keeps_them_all)
+{
+    /* The longest scopes literal there is: every name, in one key. */
+    char name[64];
+    unique_name(name, sizeof name);
+    json_t *scopes = json_array();
+    unsigned all = 0;
+    for (unsigned bit = 1; bit != 0; bit <<= 1)
+        if (crm_scope_name(bit) != NULL) {
+            json_array_append_new(scopes, json_string(crm_scope_name(bit)));
+            all |= bit;
+        }
+    size_t count = json_array_size(scopes);
+    json_t *key = create_from(json_pack("{s:s, s:o}", "name", name, "scopes", scopes));
+    ck_assert_uint_eq(json_array_size(json_object_get(key, "scopes")), count);
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(authenticate_secret(key_secret(key), &p, &err));
+    ck_assert_uint_eq(p.scopes, all);
     json_decref(key);
 }
 END_TEST
@@ -610,6 +634,161 @@ START_TEST(test_concurrent_authentications_all_succeed)
 }
 END_TEST
 
+/* ---- the cache under made-up keys (review S3) ------------------------- */
+
+/* A well-formed key that names no key: "crm_" + 10 random hex + "_" + 43. */
+static void made_up_key(char *key, const char *prefix)
+{
+    unsigned char r[5];
+    randombytes_buf(r, sizeof r);
+    if (prefix != NULL)
+        memcpy(key, prefix, CRM_KEY_PREFIX_LEN);
+    else
+        snprintf(key, CRM_KEY_PREFIX_LEN + 1, "crm_%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+                 r[4]);
+    key[CRM_KEY_PREFIX_LEN] = '_';
+    memset(key + CRM_KEY_PREFIX_LEN + 1, 'A', CRM_KEY_LEN - CRM_KEY_PREFIX_LEN - 1);
+    key[CRM_KEY_LEN] = '\0';
+}
+
+/* The slot the old cache chose: FNV-1a of the prefix, modulo 4096 slots. */
+static unsigned fnv1a_slot(const char *prefix)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = prefix; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % 4096;
+}
+
+/* A made-up key whose prefix the old, unkeyed hash put in victim's slot:
+ * what an attacker who knows the victim's (public) prefix would send. */
+static void colliding_key(char *key, const char *victim_prefix)
+{
+    char prefix[CRM_KEY_PREFIX_LEN + 1];
+    do {
+        made_up_key(key, NULL);
+        memcpy(prefix, key, CRM_KEY_PREFIX_LEN);
+        prefix[CRM_KEY_PREFIX_LEN] = '\0';
+    } while (fnv1a_slot(prefix) != fnv1a_slot(victim_prefix) ||
+             strcmp(prefix, victim_prefix) == 0);
+}
+
+static bool authenticate_key(const char *key)
+{
+    char header[128];
+    snprintf(header, sizeof header, "Bearer %s", key);
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    bool ok = crm_auth_authenticate(header, &p, &err);
+    crm_error_clear(&err);
+    return ok;
+}
+
+START_TEST(test_made_up_keys_do_not_evict_a_cached_key)
+{
+    json_t *key = create_key("customers:read");
+    const char *prefix = json_string_value(json_object_get(key, "prefix"));
+    ck_assert(authenticate_key(key_secret(key)));
+    ck_assert(crm_auth_cache_holds(prefix));
+
+    char made[CRM_KEY_LEN + 1];
+    for (int i = 0; i < 16; i++) { /* aimed at the victim's slot in the old cache */
+        colliding_key(made, prefix);
+        ck_assert(!authenticate_key(made));
+    }
+    for (int i = 0; i < 1200; i++) { /* and a spray of random ones */
+        made_up_key(made, NULL);
+        ck_assert(!authenticate_key(made));
+    }
+    ck_assert_msg(crm_auth_cache_holds(prefix), "a made-up key evicted a valid one");
+    unsigned long before = crm_auth_database_lookups();
+    ck_assert(authenticate_key(key_secret(key)));
+    ck_assert_uint_eq(crm_auth_database_lookups(), before); /* served from the cache */
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_made_up_key_asked_again_is_refused_from_the_cache)
+{
+    char made[CRM_KEY_LEN + 1], header[128];
+    made_up_key(made, NULL);
+    snprintf(header, sizeof header, "Bearer %s", made);
+    unsigned long before = crm_auth_database_lookups();
+    ck_assert(!authenticate_key(made));
+    ck_assert_uint_eq(crm_auth_database_lookups(), before + 1);
+    for (int i = 0; i < 5; i++)
+        ck_assert(!authenticate_key(made));
+    ck_assert_uint_eq(crm_auth_database_lookups(), before + 1);
+
+    /* An I/O thread is told "refused", not "unknown: ask a worker". */
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_REFUSED);
+    ck_assert_int_eq(err.code, CRM_E_UNAUTHORIZED);
+    crm_error_clear(&err);
+}
+END_TEST
+
+START_TEST(test_wrong_secret_of_a_real_prefix_reads_the_database_once)
+{
+    json_t *key = create_key("customers:read");
+    char wrong[CRM_KEY_LEN + 1];
+    made_up_key(wrong, json_string_value(json_object_get(key, "prefix")));
+    unsigned long before = crm_auth_database_lookups();
+    for (int i = 0; i < 5; i++)
+        ck_assert(!authenticate_key(wrong));
+    ck_assert_uint_eq(crm_auth_database_lookups(), before + 1);
+    ck_assert(authenticate_key(key_secret(key)));
+    ck_assert_uint_eq(crm_auth_database_lookups(), before + 1);
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_fill_query_caches_what_the_query_read)
+{
+    json_t *key = create_key("touchpoints:write");
+    char header[128];
+    snprintf(header, sizeof header, "Bearer %s", key_secret(key));
+    crm_principal p;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_UNKNOWN);
+
+    crm_auth_fill fill;
+    crm_query q;
+    ck_assert(crm_auth_fill_query(header, &q, &fill));
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    crm_auth_fill_done(&fill, res);
+    PQclear(res);
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_OK);
+    ck_assert_int_eq(p.key_id, key_id(key));
+    ck_assert_uint_eq(p.scopes, CRM_SCOPE_TOUCHPOINTS_WRITE);
+
+    ck_assert(!crm_auth_fill_query("Bearer crm_nonsense", &q, &fill));
+    ck_assert(!crm_auth_fill_query(NULL, &q, &fill));
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_fill_query_of_a_made_up_key_caches_the_refusal)
+{
+    char made[CRM_KEY_LEN + 1], header[128];
+    made_up_key(made, NULL);
+    snprintf(header, sizeof header, "Bearer %s", made);
+    crm_auth_fill fill;
+    crm_query q;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_auth_fill_query(header, &q, &fill));
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_ptr_nonnull(res);
+    crm_auth_fill_done(&fill, res);
+    PQclear(res);
+    crm_principal p;
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_REFUSED);
+    crm_error_clear(&err);
+}
+END_TEST
+
 /* ---- scopes --------------------------------------------------------- */
 
 START_TEST(test_admin_allows_every_scope)
@@ -618,7 +797,7 @@ START_TEST(test_admin_allows_every_scope)
     crm_principal p;
     crm_error err = CRM_ERROR_INIT;
     ck_assert(authenticate_secret(key_secret(key), &p, &err));
-    for (unsigned bit = CRM_SCOPE_ADMIN; bit <= CRM_SCOPE_SYNC_READ; bit <<= 1)
+    for (unsigned bit = CRM_SCOPE_ADMIN; bit <= CRM_SCOPE_CUSTOMERS_EXPORT; bit <<= 1)
         ck_assert_msg(crm_principal_allows(&p, bit), "admin refused %s", crm_scope_name(bit));
     json_decref(key);
 }
@@ -648,7 +827,7 @@ END_TEST
 
 START_TEST(test_scope_names_round_trip)
 {
-    for (unsigned bit = CRM_SCOPE_ADMIN; bit <= CRM_SCOPE_SYNC_READ; bit <<= 1) {
+    for (unsigned bit = CRM_SCOPE_ADMIN; bit <= CRM_SCOPE_CUSTOMERS_EXPORT; bit <<= 1) {
         const char *name = crm_scope_name(bit);
         ck_assert_msg(name != NULL, "bit %u has no name", bit);
         ck_assert_uint_eq(crm_scope_from_name(name), bit);
@@ -677,6 +856,57 @@ START_TEST(test_revoked_key_is_rejected_at_once)
     ck_assert(crm_apikey_revoke(key_id(key), &err));
     ck_assert(!authenticate_secret(key_secret(key), &p, &err));
     ck_assert_int_eq(err.code, CRM_E_UNAUTHORIZED);
+    json_decref(key);
+}
+END_TEST
+
+/* The interleaving of review S5, in one thread: the fill hook runs while
+ * this lookup holds the row it read (not revoked) and has not cached it
+ * yet; it revokes the key, which clears the cache. */
+static void revoke_during_fill(void *arg)
+{
+    crm_auth_set_fill_hook(NULL, NULL); /* once */
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_apikey_revoke(*(long long *)arg, &err), "revoke: %s", err.detail);
+}
+
+START_TEST(test_revoke_during_a_cache_fill_is_not_undone)
+{
+    json_t *key = create_key("admin");
+    long long id = key_id(key);
+    crm_auth_cache_clear();
+    crm_auth_set_fill_hook(revoke_during_fill, &id);
+    /* This request read the key before the revoke committed: it may pass. */
+    ck_assert(authenticate_key(key_secret(key)));
+    crm_auth_set_fill_hook(NULL, NULL);
+    /* But what it read must not be cached past the revoke. */
+    ck_assert_msg(!crm_auth_cache_holds(json_string_value(json_object_get(key, "prefix"))),
+                  "the stale row was cached after the revoke");
+    ck_assert_msg(!authenticate_key(key_secret(key)), "a revoked key came back");
+    json_decref(key);
+}
+END_TEST
+
+START_TEST(test_fill_query_built_before_a_clear_is_not_cached)
+{
+    json_t *key = create_key("admin");
+    char header[128];
+    snprintf(header, sizeof header, "Bearer %s", key_secret(key));
+    crm_auth_fill fill;
+    crm_query q;
+    crm_error err = CRM_ERROR_INIT;
+    crm_auth_cache_clear();
+    ck_assert(crm_auth_fill_query(header, &q, &fill));
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_ptr_nonnull(res);
+    ck_assert(crm_apikey_revoke(key_id(key), &err)); /* clears the cache */
+    crm_auth_fill_done(&fill, res);
+    PQclear(res);
+    crm_principal p;
+    ck_assert_int_eq(crm_auth_authenticate_cached(header, &p, &err), CRM_AUTH_UNKNOWN);
+    ck_assert(!crm_auth_authenticate(header, &p, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAUTHORIZED);
+    crm_error_clear(&err);
     json_decref(key);
 }
 END_TEST
@@ -870,6 +1100,7 @@ Suite *auth_suite(void)
     tcase_add_test(tc, test_created_prefix_is_start_of_secret);
     tcase_add_test(tc, test_created_key_describes_itself);
     tcase_add_test(tc, test_two_keys_differ);
+    tcase_add_test(tc, test_create_with_every_scope_keeps_them_all);
     tcase_add_test(tc, test_stored_hash_is_sha256_of_secret_not_secret);
     tcase_add_test(tc, test_create_fails_unavailable_without_database);
     tcase_add_test(tc, test_any_active_is_true_with_a_live_key);
@@ -895,6 +1126,16 @@ Suite *auth_suite(void)
     tcase_add_test(tc, test_concurrent_authentications_all_succeed);
     suite_add_tcase(s, tc);
 
+    tc = tcase_create("cache");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_made_up_keys_do_not_evict_a_cached_key);
+    tcase_add_test(tc, test_made_up_key_asked_again_is_refused_from_the_cache);
+    tcase_add_test(tc, test_wrong_secret_of_a_real_prefix_reads_the_database_once);
+    tcase_add_test(tc, test_fill_query_caches_what_the_query_read);
+    tcase_add_test(tc, test_fill_query_of_a_made_up_key_caches_the_refusal);
+    suite_add_tcase(s, tc);
+
     tc = tcase_create("scopes");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_admin_allows_every_scope);
@@ -907,6 +1148,8 @@ Suite *auth_suite(void)
     tc = tcase_create("revoke");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_revoked_key_is_rejected_at_once);
+    tcase_add_test(tc, test_revoke_during_a_cache_fill_is_not_undone);
+    tcase_add_test(tc, test_fill_query_built_before_a_clear_is_not_cached);
     tcase_add_test(tc, test_key_revoked_elsewhere_works_until_cache_expires);
     tcase_add_test(tc, test_revoked_key_shows_revocation_time);
     tcase_add_test(tc, test_revoking_twice_keeps_first_revocation_time);
