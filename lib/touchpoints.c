@@ -151,6 +151,7 @@ typedef struct tp_item {
     bool create_customer;
     long long customer_id; /* resolved */
     const char *source, *event_id;
+    char occurred_at[CRM_RFC3339_UTC_SIZE]; /* in UTC: what goes to SQL */
     int first;    /* for an in-batch duplicate: the index of the first */
     long long id; /* the touchpoint stored, or the one already there */
     long long copy_id; /* the id copy_pending took for it */
@@ -368,10 +369,14 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     check_listed(doc, "type", crm_touchpoint_types, it);
     check_listed(doc, "direction", directions, it);
     if (text_ok(doc, "occurred_at", 64, true, it)) {
+        const char *when = json_string_value(json_object_get(doc, "occurred_at"));
         long long at;
-        if (!crm_rfc3339_epoch_ms(json_string_value(json_object_get(doc, "occurred_at")), &at))
+        if (!crm_rfc3339_epoch_ms(when, &at))
             crm_error_add_field(&it->errors, "/occurred_at",
                                 "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
+        else if (!crm_rfc3339_to_utc(when, it->occurred_at, sizeof it->occurred_at))
+            crm_error_add_field(&it->errors, "/occurred_at",
+                                "must lie in the years 0001 to 9999 once moved to UTC");
         else if (at > now_ms + atomic_load(&future_tolerance_s) * 1000LL)
             crm_error_add_field(&it->errors, "/occurred_at", "lies too far in the future");
     }
@@ -792,9 +797,9 @@ static void write_member(crm_jbuf *b, json_t *doc, const char *name)
 /* The valid, first-of-their-event items as json_to_recordset rows. */
 static char *rows_to_insert(batch *B, size_t *count)
 {
-    static const char *const members[] = {"channel",  "type",     "direction",   "occurred_at",
-                                          "source",   "event_id", "campaign_id", "amount",
-                                          "currency", "items",    "feedback",    "properties"};
+    static const char *const members[] = {"channel",  "type",     "direction", "source",
+                                          "event_id", "campaign_id", "amount", "currency",
+                                          "items",    "feedback",    "properties"};
     crm_jbuf b;
     crm_jbuf_init(&b);
     crm_jbuf_begin_array(&b);
@@ -809,6 +814,8 @@ static char *rows_to_insert(batch *B, size_t *count)
         crm_jbuf_int(&b, it->customer_id);
         for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
             write_member(&b, it->doc, members[m]);
+        crm_jbuf_key(&b, "occurred_at"); /* in UTC, which PostgreSQL always reads */
+        crm_jbuf_cstring(&b, it->occurred_at);
         crm_jbuf_end_object(&b);
     }
     crm_jbuf_end_array(&b);
@@ -1056,11 +1063,14 @@ static char *copy_rows(batch *B, size_t *len)
         json_t *doc = it->doc;
         crm_copy_int(&rows, it->copy_id);
         crm_copy_int(&rows, it->customer_id);
-        static const char *const members[] = {"channel",  "type",     "direction",   "occurred_at",
-                                              "source",   "event_id", "campaign_id", "amount",
-                                              "currency", "items",    "feedback"};
+        static const char *const members[] = {"channel", "type", "direction"};
         for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
             copy_member(&rows, &scratch, doc, members[m], NULL);
+        crm_copy_cstring(&rows, it->occurred_at); /* in UTC, which PostgreSQL always reads */
+        static const char *const more[] = {"source", "event_id", "campaign_id", "amount",
+                                           "currency", "items", "feedback"};
+        for (size_t m = 0; m < sizeof more / sizeof more[0]; m++)
+            copy_member(&rows, &scratch, doc, more[m], NULL);
         copy_member(&rows, &scratch, doc, "properties", "{}");
         crm_copy_end_row(&rows);
     }
@@ -1403,6 +1413,22 @@ static char *arena_int(crm_arena *arena, long long v)
     return crm_arena_strndup(arena, text, strlen(text));
 }
 
+/* A date-time query parameter as UTC text in the arena (NULL when absent),
+ * or a field error naming it. */
+static char *utc_param(const char *value, const char *name, crm_arena *arena, crm_error *err)
+{
+    char utc[CRM_RFC3339_UTC_SIZE];
+    if (value == NULL)
+        return NULL;
+    if (!crm_rfc3339_valid(value))
+        crm_error_add_field(err, name, "must be an RFC 3339 date-time");
+    else if (!crm_rfc3339_to_utc(value, utc, sizeof utc))
+        crm_error_add_field(err, name, "must lie in the years 0001 to 9999 once moved to UTC");
+    else
+        return crm_arena_strndup(arena, utc, strlen(utc));
+    return NULL;
+}
+
 bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_query *q,
                         crm_error *err)
 {
@@ -1410,21 +1436,22 @@ bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_quer
         crm_error_add_field(err, "channel", "not a known channel");
     if (f->type != NULL && !crm_one_of(f->type, crm_touchpoint_types))
         crm_error_add_field(err, "type", "not a known touchpoint type");
-    if (f->occurred_after != NULL && !crm_rfc3339_valid(f->occurred_after))
-        crm_error_add_field(err, "occurred_after", "must be an RFC 3339 date-time");
-    if (f->occurred_before != NULL && !crm_rfc3339_valid(f->occurred_before))
-        crm_error_add_field(err, "occurred_before", "must be an RFC 3339 date-time");
+    char *after = utc_param(f->occurred_after, "occurred_after", arena, err);
+    char *before = utc_param(f->occurred_before, "occurred_before", arena, err);
     long long key = 0, id = 0;
     if (f->after != NULL && !read_timeline_cursor(f->after, &key, &id))
         crm_error_add_field(err, "after", "not a cursor of this timeline");
     if (json_array_size(err->errors) > 0)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
+    if ((f->occurred_after != NULL && after == NULL) ||
+        (f->occurred_before != NULL && before == NULL))
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     crm_query_init(q, &timeline);
     crm_query_add(q, arena_int(arena, f->customer_id));
     crm_query_add(q, f->channel);
     crm_query_add(q, f->type);
-    crm_query_add(q, f->occurred_after);
-    crm_query_add(q, f->occurred_before);
+    crm_query_add(q, after); /* in UTC: PostgreSQL refuses offsets past +-15:59 */
+    crm_query_add(q, before);
     crm_query_add(q, f->after ? arena_int(arena, key) : NULL);
     crm_query_add(q, f->after ? arena_int(arena, id) : NULL);
     crm_query_add(q, arena_int(arena, (f->limit < 1 ? 1 : f->limit) + 1));

@@ -1,0 +1,169 @@
+/*
+ * test_hostile_values.c — values a client may send that PostgreSQL or the
+ * JSON writer could not take, over real HTTP: time-zone offsets past
+ * +-15:59 in the list and timeline filters (200 with the right rows, never
+ * a 500), JSON bodies that are a bare null, number or string (422), JSON
+ * nested past the documented depth in attributes and properties (422, never
+ * a 500), and old ids that stay readable after many successive merges.
+ */
+#include "harness.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static crmd_server srv;
+static PGconn *db;
+static api_key writer, reader;
+
+static void setup(void)
+{
+    crmd_fixture_start(&srv, NULL);
+    db = harness_db_connect();
+    if (writer.id == 0)
+        ck_assert(api_key_create("customers:read,customers:write,touchpoints:read,"
+                                 "touchpoints:write",
+                                 &writer));
+    if (reader.id == 0)
+        ck_assert(api_key_create("customers:read,touchpoints:read", &reader));
+}
+
+static void teardown(void)
+{
+    PQfinish(db);
+    crmd_fixture_stop(&srv);
+}
+
+static http_response send_json(const char *method, const char *path, const char *body)
+{
+    http_call call = {.method = method, .path = path, .api_key = writer.secret, .body = body};
+    return http_send(&srv, &call);
+}
+
+static long long create_customer(const char *body)
+{
+    http_response r = send_json("POST", "/v1/customers", body);
+    ck_assert_msg(r.status == 201, "create answered %ld: %.400s", r.status, r.body);
+    json_t *doc = http_response_json(&r);
+    long long id = json_integer_value(json_object_get(doc, "id"));
+    json_decref(doc);
+    http_response_free(&r);
+    return id;
+}
+
+/* The ids of a page's data, in order, as "1,2,3". */
+static void page_ids(const http_response *r, char *out, size_t size)
+{
+    json_t *page = http_response_json(r);
+    json_t *item;
+    size_t i, n = 0;
+    out[0] = '\0';
+    json_array_foreach(json_object_get(page, "data"), i, item)
+        n += (size_t)snprintf(out + n, n < size ? size - n : 0, "%s%lld", i ? "," : "",
+                              (long long)json_integer_value(json_object_get(item, "id")));
+    json_decref(page);
+}
+
+/* ---- time-zone offsets past +-15:59 ---------------------------------------------------- */
+
+START_TEST(list_filters_with_an_offset_of_minus_18_00_answer_the_right_rows)
+{
+    char tag[48], body[160], path[320], ids[64], want[64];
+    harness_unique(tag, sizeof tag, "tz");
+    snprintf(body, sizeof body, "{\"first_name\": \"Tz\", \"tags\": [\"%s\"]}", tag);
+    long long a = create_customer(body);
+    long long b = create_customer(body);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", a);
+    /* a was created a day ago, b now: created_after two hours ago, written
+     * as the local time of -18:00, finds b only. */
+    harness_sql_number(db,
+                       "UPDATE customers SET created_at = now() - interval '1 day' WHERE id = $1"
+                       " RETURNING 1",
+                       id);
+    char local[40];
+    PGresult *res = PQexec(db, "SELECT to_char((now() - interval '2 hours') AT TIME ZONE 'UTC'"
+                               " - interval '18 hours', 'YYYY-MM-DD\"T\"HH24:MI:SS')");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    snprintf(local, sizeof local, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    snprintf(path, sizeof path, "/v1/customers?tag=%s&created_after=%s-18:00", tag, local);
+    http_response r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
+    page_ids(&r, ids, sizeof ids);
+    snprintf(want, sizeof want, "%lld", b);
+    ck_assert_str_eq(ids, want);
+    http_response_free(&r);
+
+    snprintf(path, sizeof path,
+             "/v1/customers?tag=%s&created_before=2999-12-31T00:00:00-18:00&sort=created_at", tag);
+    r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
+    page_ids(&r, ids, sizeof ids);
+    snprintf(want, sizeof want, "%lld,%lld", a, b);
+    ck_assert_str_eq(ids, want);
+    http_response_free(&r);
+
+    snprintf(path, sizeof path, "/v1/customers?tag=%s&updated_after=0001-01-01T00:00:00%%2B23:59",
+             tag);
+    r = http_get(&srv, path, reader.secret);
+    json_t *p = assert_problem(&r, 422);
+    ck_assert(problem_names_field(p, "updated_after"));
+    json_decref(p);
+    http_response_free(&r);
+}
+END_TEST
+
+START_TEST(timeline_filters_and_touchpoints_take_offsets_of_23_59)
+{
+    long long c = create_customer("{\"first_name\": \"Tl\"}");
+    char source[48], body[512], path[256], ids[64];
+    harness_unique(source, sizeof source, "tz");
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"2026-06-01T23:30:00-18:00\","
+             " \"source\": \"%s\", \"event_id\": \"late\"}",
+             c, source);
+    http_response r = send_json("POST", "/v1/touchpoints", body);
+    ck_assert_msg(r.status == 201, "touchpoint: %ld %s", r.status, r.body);
+    json_t *doc = http_response_json(&r);
+    long long tp = json_integer_value(json_object_get(doc, "id"));
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "occurred_at")),
+                     "2026-06-02T17:30:00.000Z");
+    json_decref(doc);
+    http_response_free(&r);
+
+    snprintf(path, sizeof path,
+             "/v1/customers/%lld/touchpoints?occurred_after=2026-06-03T17:29:00%%2B23:59"
+             "&occurred_before=2026-06-02T00:00:00-23:59",
+             c);
+    r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
+    page_ids(&r, ids, sizeof ids);
+    char want[24];
+    snprintf(want, sizeof want, "%lld", tp);
+    ck_assert_str_eq(ids, want);
+    http_response_free(&r);
+
+    snprintf(path, sizeof path,
+             "/v1/customers/%lld/touchpoints?occurred_after=2026-06-03T17:31:00%%2B23:59", c);
+    r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
+    page_ids(&r, ids, sizeof ids);
+    ck_assert_str_eq(ids, "");
+    http_response_free(&r);
+}
+END_TEST
+
+Suite *hostile_values_suite(void)
+{
+    Suite *s = suite_create("hostile_values");
+    TCase *tc = tcase_create("values");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_test(tc, list_filters_with_an_offset_of_minus_18_00_answer_the_right_rows);
+    tcase_add_test(tc, timeline_filters_and_touchpoints_take_offsets_of_23_59);
+    suite_add_tcase(s, tc);
+    return s;
+}
