@@ -24,6 +24,21 @@ bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *er
  * truncating long keys. */
 void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key);
 
+/* The length of the valid UTF-8 sequence (1 to 4 bytes) at s[0..len), or 0
+ * when it is not one: overlong forms, surrogates, code points past
+ * U+10FFFF and sequences cut short are not, as Jansson judges them. */
+size_t crm_utf8_sequence(const char *s, size_t len);
+
+/* The length of the longest prefix of s[0..len) that does not end inside a
+ * multi-byte sequence: where a text cut at len should be cut instead. */
+size_t crm_utf8_boundary(const char *s, size_t len);
+
+/* Copies s[0..len) into out as valid UTF-8, each byte that does not start a
+ * valid sequence replaced by U+FFFD; stops before a sequence that would not
+ * fit, and always NUL-terminates (outsize > 0). Returns the bytes written.
+ * An out of 3 * len + 1 bytes holds any input whole. */
+size_t crm_utf8_sanitize(const char *s, size_t len, char *out, size_t outsize);
+
 /* An RFC 3339 UTC timestamp with milliseconds ("2026-11-23T10:15:00.000Z")
  * for epoch milliseconds, as a new JSON string. */
 json_t *crm_json_timestamp(long long epoch_ms);

@@ -1195,7 +1195,8 @@ static json_t *batch_report(batch *B)
         static const char *const names[] = {"created", "duplicate", "rejected"};
         json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t)i, "status", names[it->status]);
         if (it->status == CRM_TP_REJECTED)
-            json_object_set(o, "errors", it->errors.errors ? it->errors.errors : json_array());
+            json_object_set_new(o, "errors",
+                                it->errors.errors ? json_incref(it->errors.errors) : json_array());
         else
             json_object_set_new(o, "id", json_integer(it->id));
         json_array_append_new(items, o);

@@ -26,5 +26,6 @@ Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *timestamps_suite(void);
+Suite *utf8_suite(void);
 
 #endif
