@@ -13,8 +13,11 @@ json_t *crm_json_parse(const char *buf, size_t len, crm_error *err)
 {
     json_error_t jerr;
     /* JSON_REJECT_DUPLICATES: a body that says "a" twice is ambiguous, and
-     * different parsers would pick different values. */
-    json_t *root = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+     * different parsers would pick different values. JSON_DECODE_ANY: a bare
+     * null, number or string is well-formed JSON (RFC 8259); the operation
+     * then refuses it as the wrong shape (422), as the contract says. */
+    json_t *root = json_loadb(buf ? buf : "", len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         crm_error_set(err, CRM_E_MALFORMED, "malformed JSON at line %d, column %d: %s", jerr.line,
                       jerr.column, jerr.text);

@@ -9,8 +9,10 @@
 
 #include "error.h"
 
-/* Parses a request body. On failure sets CRM_E_MALFORMED with the line and
- * column of the problem and returns NULL. The caller owns the result. */
+/* Parses a request body: any JSON value, a bare null, number or string
+ * included (the caller checks the shape it needs). On failure sets
+ * CRM_E_MALFORMED with the line and column of the problem and returns NULL.
+ * The caller owns the result. */
 json_t *crm_json_parse(const char *buf, size_t len, crm_error *err);
 
 /* Checks that every key of obj is one of the NULL-terminated allowed names;

@@ -359,6 +359,7 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     it->status = CRM_TP_CREATED;
     if (!json_is_object(doc)) {
         crm_error_add_field(&it->errors, "", "must be an object");
+        crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint must be a JSON object");
         it->status = CRM_TP_REJECTED;
         return;
     }

@@ -156,6 +156,52 @@ START_TEST(timeline_filters_and_touchpoints_take_offsets_of_23_59)
 }
 END_TEST
 
+/* ---- bodies that are a bare null, number or string ------------------------------------ */
+
+START_TEST(a_body_that_is_a_bare_scalar_is_422_on_every_write)
+{
+    long long c = create_customer("{\"first_name\": \"Scalar\"}");
+    char patch[64], merge[64], erase[64], consents[64];
+    snprintf(patch, sizeof patch, "/v1/customers/%lld", c);
+    snprintf(merge, sizeof merge, "/v1/customers/%lld/merge", c);
+    snprintf(erase, sizeof erase, "/v1/customers/%lld/erase", c);
+    snprintf(consents, sizeof consents, "/v1/customers/%lld/consents", c);
+    const struct {
+        const char *method, *path;
+    } writes[] = {{"POST", "/v1/customers"},           {"PATCH", patch},
+                  {"POST", merge},                     {"POST", erase},
+                  {"POST", consents},                  {"POST", "/v1/touchpoints"},
+                  {"POST", "/v1/touchpoints/batch"},   {"PUT", "/v1/customers/by-external-id/s/x"}};
+    const char *bodies[] = {"null", "42", "\"x\"", "true"};
+    for (size_t w = 0; w < sizeof writes / sizeof writes[0]; w++)
+        for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
+            const char *headers[] = {"If-Match: *", NULL};
+            http_call call = {.method = writes[w].method, .path = writes[w].path,
+                              .api_key = writer.secret, .body = bodies[b],
+                              .headers = strcmp(writes[w].method, "PATCH") == 0 ? headers : NULL};
+            http_response r = http_send(&srv, &call);
+            ck_assert_msg(r.status == 422, "%s %s with %s: %ld %s", writes[w].method,
+                          writes[w].path, bodies[b], r.status, r.body);
+            json_decref(assert_problem(&r, 422));
+            http_response_free(&r);
+        }
+    for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
+        http_response r = http_post_json(&srv, "/v1/api-keys", harness_admin_key.secret,
+                                         bodies[b]);
+        json_decref(assert_problem(&r, 422));
+        http_response_free(&r);
+    }
+    /* Nothing was written: the customer is still there, unchanged. */
+    char id[24];
+    snprintf(id, sizeof id, "%lld", c);
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM customers WHERE id = $1 AND"
+                                        " status = 'active' AND version = 1",
+                                        id),
+                     1);
+}
+END_TEST
+
 Suite *hostile_values_suite(void)
 {
     Suite *s = suite_create("hostile_values");
@@ -164,6 +210,7 @@ Suite *hostile_values_suite(void)
     tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S);
     tcase_add_test(tc, list_filters_with_an_offset_of_minus_18_00_answer_the_right_rows);
     tcase_add_test(tc, timeline_filters_and_touchpoints_take_offsets_of_23_59);
+    tcase_add_test(tc, a_body_that_is_a_bare_scalar_is_422_on_every_write);
     suite_add_tcase(s, tc);
     return s;
 }
