@@ -570,6 +570,11 @@ static void validate_attributes(json_t *doc, crm_customer_values *out, crm_error
         crm_error_add_field(err, "/attributes", "must be an object");
         return;
     }
+    if (!crm_json_depth_within(attrs, CRM_JSON_STORED_DEPTH_MAX)) {
+        crm_error_add_field(err, "/attributes",
+                            "must nest at most 32 levels of objects and arrays");
+        return;
+    }
     char *text = crm_json_text(attrs, NULL);
     if (text == NULL || strlen(text) > CRM_CUSTOMER_ATTRIBUTES_MAX_BYTES) {
         crm_error_add_field(err, "/attributes", "must be at most 65536 bytes as compact JSON");

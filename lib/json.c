@@ -9,6 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(CRM_JBUF_MAX_DEPTH >= CRM_JSON_STORED_DEPTH_MAX + 16,
+               "a representation must be able to wrap the deepest stored JSON");
+
 json_t *crm_json_parse(const char *buf, size_t len, crm_error *err)
 {
     json_error_t jerr;
@@ -86,6 +89,26 @@ void crm_json_pointer_append(char *out, size_t size, const char *base, const cha
      * UTF-8 (a field error carrying it could not be written otherwise). */
     size_t start = strlen(base) + 1 < n ? strlen(base) + 1 : n;
     out[start + crm_utf8_boundary(out + start, n - start)] = '\0';
+}
+
+bool crm_json_depth_within(const json_t *v, int max)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return true;
+    if (max < 1)
+        return false;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!crm_json_depth_within(json_array_get(v, i), max - 1))
+                return false;
+        return true;
+    }
+    const char *key;
+    json_t *member;
+    json_object_foreach((json_t *)v, key, member)
+        if (!crm_json_depth_within(member, max - 1))
+            return false;
+    return true;
 }
 
 size_t crm_utf8_sequence(const char *s, size_t len)

@@ -26,6 +26,18 @@ bool crm_json_only_fields(json_t *obj, const char *const *allowed, crm_error *er
  * truncating long keys. */
 void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key);
 
+/* The deepest nesting of objects and arrays that stored free-form JSON (a
+ * customer's attributes, a touchpoint's properties) may have, counting the
+ * object itself as level 1. Representations put it a few levels deeper (the
+ * customer inside an export, a touchpoint inside a timeline page), and
+ * CRM_JBUF_MAX_DEPTH (jbuf.h) leaves ample room for that envelope: what is
+ * accepted can always be written back. */
+#define CRM_JSON_STORED_DEPTH_MAX 32
+
+/* True when v nests at most max levels of objects and arrays (a scalar is
+ * level 0, {} and [] level 1). Stops looking past max. */
+bool crm_json_depth_within(const json_t *v, int max);
+
 /* The length of the valid UTF-8 sequence (1 to 4 bytes) at s[0..len), or 0
  * when it is not one: overlong forms, surrogates, code points past
  * U+10FFFF and sequences cut short are not, as Jansson judges them. */

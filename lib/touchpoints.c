@@ -399,7 +399,11 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     check_items(json_object_get(doc, "items"), type ? type : "", it);
     check_feedback(json_object_get(doc, "feedback"), type ? type : "", it);
     json_t *props = json_object_get(doc, "properties");
-    if (props != NULL && !json_is_null(props)) {
+    if (props != NULL && !json_is_null(props) &&
+        !crm_json_depth_within(props, CRM_JSON_STORED_DEPTH_MAX)) {
+        crm_error_add_field(&it->errors, "/properties",
+                            "must nest at most 32 levels of objects and arrays");
+    } else if (props != NULL && !json_is_null(props)) {
         char *text = json_is_object(props) ? crm_json_text(props, NULL) : NULL;
         if (text == NULL || strlen(text) > CRM_TOUCHPOINT_PROPERTIES_MAX_BYTES)
             crm_error_add_field(&it->errors, "/properties",

@@ -202,6 +202,115 @@ START_TEST(a_body_that_is_a_bare_scalar_is_422_on_every_write)
 }
 END_TEST
 
+/* ---- JSON nested past the stored depth limit ------------------------------------------- */
+
+#define STORED_DEPTH_MAX 32 /* as openapi.yaml documents for attributes and properties */
+
+/* {"k":[{"k":[ ... 1 ... ]}]} with depth levels, the outermost an object,
+ * into out. */
+static void deep_json(char *out, size_t size, int depth)
+{
+    size_t n = 0;
+    for (int i = 0; i < depth; i++)
+        n += (size_t)snprintf(out + n, size - n, "%s", i % 2 ? "[" : "{\"k\":");
+    n += (size_t)snprintf(out + n, size - n, "1");
+    for (int i = depth - 1; i >= 0; i--)
+        n += (size_t)snprintf(out + n, size - n, "%s", i % 2 ? "]" : "}");
+    ck_assert_uint_lt(n, size);
+}
+
+static void expect_422_naming(http_response *r, const char *field)
+{
+    ck_assert_msg(r->status == 422, "answered %ld: %.300s", r->status, r->body);
+    json_t *p = assert_problem(r, 422);
+    ck_assert_msg(problem_names_field(p, field), "no error for %s in %.300s", field, r->body);
+    json_decref(p);
+    http_response_free(r);
+}
+
+START_TEST(json_nested_past_the_limit_is_422_and_never_a_500)
+{
+    char deep[512], body[1024], path[64], source[48];
+    long long c = create_customer("{\"first_name\": \"Deep\"}");
+    snprintf(path, sizeof path, "/v1/customers/%lld", c);
+    harness_unique(source, sizeof source, "deep");
+    const char *if_match[] = {"If-Match: *", NULL};
+    /* At the limit: stored, and read back whole, in the customer and in
+     * its export. */
+    deep_json(deep, sizeof deep, STORED_DEPTH_MAX);
+    snprintf(body, sizeof body, "{\"attributes\": %s}", deep);
+    http_call patch = {.method = "PATCH", .path = path, .api_key = writer.secret,
+                       .body = body, .headers = if_match};
+    http_response r = http_send(&srv, &patch);
+    ck_assert_msg(r.status == 200, "patch at the limit: %ld %.300s", r.status, r.body);
+    http_response_free(&r);
+    long long at_limit = create_customer(body);
+    char export_path[80];
+    snprintf(export_path, sizeof export_path, "/v1/customers/%lld/export", at_limit);
+    r = http_get(&srv, export_path, writer.secret);
+    ck_assert_msg(r.status == 200, "export: %ld %.300s", r.status, r.body);
+    http_response_free(&r);
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"2026-06-01T10:00:00Z\","
+             " \"source\": \"%s\", \"event_id\": \"at-limit\", \"properties\": %s}",
+             c, source, deep);
+    r = send_json("POST", "/v1/touchpoints", body);
+    ck_assert_msg(r.status == 201, "touchpoint at the limit: %ld %.300s", r.status, r.body);
+    http_response_free(&r);
+
+    /* One past the limit, and the 62 to 64 that used to commit and then
+     * answer 500: 422 naming the field, nothing stored. */
+    const int depths[] = {STORED_DEPTH_MAX + 1, 62, 63, 64};
+    for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
+        deep_json(deep, sizeof deep, depths[i]);
+        snprintf(body, sizeof body, "{\"first_name\": \"Deep\", \"attributes\": %s}", deep);
+        r = send_json("POST", "/v1/customers", body);
+        expect_422_naming(&r, "/attributes");
+        snprintf(body, sizeof body, "{\"attributes\": %s}", deep);
+        r = http_send(&srv, &patch);
+        expect_422_naming(&r, "/attributes");
+        snprintf(body, sizeof body,
+                 "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\","
+                 " \"direction\": \"inbound\", \"occurred_at\": \"2026-06-01T10:00:00Z\","
+                 " \"source\": \"%s\", \"event_id\": \"past-%d\", \"properties\": %s}",
+                 c, source, depths[i], deep);
+        r = send_json("POST", "/v1/touchpoints", body);
+        expect_422_naming(&r, "/properties");
+    }
+    char id[24];
+    snprintf(id, sizeof id, "%lld", c);
+    ck_assert_int_eq(harness_sql_number(db, "SELECT version FROM customers WHERE id = $1", id), 2);
+    ck_assert_int_eq(harness_sql_number(db, "SELECT count(*) FROM touchpoints WHERE source = $1",
+                                        source),
+                     1);
+}
+END_TEST
+
+START_TEST(attributes_stored_64_deep_before_the_limit_still_render)
+{
+    /* Rows written before the limit existed may nest up to 64 levels: the
+     * customer and its export must still be readable (the right of access). */
+    char deep[512], id[24], path[80];
+    long long c = create_customer("{\"first_name\": \"Old\"}");
+    snprintf(id, sizeof id, "%lld", c);
+    deep_json(deep, sizeof deep, 64);
+    const char *params[] = {id, deep};
+    PGresult *res = PQexecParams(db, "UPDATE customers SET attributes = $2::jsonb WHERE id = $1",
+                                 2, NULL, params, NULL, NULL, 0);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    snprintf(path, sizeof path, "/v1/customers/%lld", c);
+    http_response r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "get: %ld %.300s", r.status, r.body);
+    http_response_free(&r);
+    snprintf(path, sizeof path, "/v1/customers/%lld/export", c);
+    r = http_get(&srv, path, writer.secret);
+    ck_assert_msg(r.status == 200, "export: %ld %.300s", r.status, r.body);
+    http_response_free(&r);
+}
+END_TEST
+
 Suite *hostile_values_suite(void)
 {
     Suite *s = suite_create("hostile_values");
@@ -211,6 +320,8 @@ Suite *hostile_values_suite(void)
     tcase_add_test(tc, list_filters_with_an_offset_of_minus_18_00_answer_the_right_rows);
     tcase_add_test(tc, timeline_filters_and_touchpoints_take_offsets_of_23_59);
     tcase_add_test(tc, a_body_that_is_a_bare_scalar_is_422_on_every_write);
+    tcase_add_test(tc, json_nested_past_the_limit_is_422_and_never_a_500);
+    tcase_add_test(tc, attributes_stored_64_deep_before_the_limit_still_render);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -27,5 +27,6 @@ Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *timestamps_suite(void);
 Suite *utf8_suite(void);
+Suite *stored_json_suite(void);
 
 #endif
