@@ -139,6 +139,20 @@ static crm_stmt mark_merged = CRM_STMT(
     "  'status', jsonb_build_object('from', 'active', 'to', 'merged'),"
     "  'merged_into', jsonb_build_object('from', NULL, 'to', $1::bigint)) FROM m");
 
+/* $1 survivor, $2 merged ids, $3 api key id: every customer that was merged
+ * into one of the merged customers before (an older alias) now names the
+ * survivor itself, with an audit row. So every id is at most one hop from
+ * its survivor, however many merges follow one another (readers follow a
+ * bounded number of hops). */
+static crm_stmt compress_aliases = CRM_STMT(
+    "customer_merge_compress_aliases",
+    "WITH moved AS (UPDATE customers c SET merged_into = $1 FROM customers old"
+    "  WHERE old.id = c.id AND c.merged_into = ANY($2::bigint[])"
+    "  RETURNING c.id, old.merged_into AS was) "
+    "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
+    "SELECT id, $3, 'merge', jsonb_build_object("
+    "  'merged_into', jsonb_build_object('from', was, 'to', $1::bigint)) FROM moved");
+
 static crm_stmt insert_audit = CRM_STMT(
     "customer_merge_audit", "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
                             "VALUES ($1, $2, 'merge', $3::jsonb)");
@@ -519,6 +533,9 @@ static json_t *merge_in_tx(crm_conn *c, const merge_request *m, crm_error *err)
     if (ok) {
         const char *mark_params[] = {m->survivor_text, m->merged_array, m->key};
         PGresult *res = crm_db_exec(c, &mark_merged, 3, mark_params, err);
+        ok = res != NULL;
+        PQclear(res);
+        res = ok ? crm_db_exec(c, &compress_aliases, 3, mark_params, err) : NULL;
         ok = res != NULL;
         PQclear(res);
     }

@@ -4,7 +4,7 @@
  * +-15:59 in the list and timeline filters (200 with the right rows, never
  * a 500), JSON bodies that are a bare null, number or string (422), JSON
  * nested past the documented depth in attributes and properties (422, never
- * a 500), and old ids that stay readable after many successive merges.
+ * a 500), and old ids that stay readable after twenty successive merges.
  */
 #include "harness.h"
 
@@ -311,6 +311,35 @@ START_TEST(attributes_stored_64_deep_before_the_limit_still_render)
 }
 END_TEST
 
+/* ---- many successive merges ------------------------------------------------------------- */
+
+START_TEST(every_id_of_twenty_successive_merges_reads_as_the_last_survivor)
+{
+    enum { CHAIN = 20 };
+    long long ids[CHAIN + 1];
+    for (int i = 0; i <= CHAIN; i++)
+        ids[i] = create_customer("{\"first_name\": \"Link\"}");
+    for (int i = 0; i < CHAIN; i++) {
+        char path[64], body[64];
+        snprintf(path, sizeof path, "/v1/customers/%lld/merge", ids[i + 1]);
+        snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", ids[i]);
+        http_response r = send_json("POST", path, body);
+        ck_assert_msg(r.status == 200, "merge %d: %ld %.300s", i, r.status, r.body);
+        http_response_free(&r);
+    }
+    for (int k = 0; k <= CHAIN; k++) {
+        char path[64];
+        snprintf(path, sizeof path, "/v1/customers/%lld", ids[k]);
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "GET id %d: %ld %.300s", k, r.status, r.body);
+        json_t *doc = http_response_json(&r);
+        ck_assert_int_eq(json_integer_value(json_object_get(doc, "id")), ids[CHAIN]);
+        json_decref(doc);
+        http_response_free(&r);
+    }
+}
+END_TEST
+
 Suite *hostile_values_suite(void)
 {
     Suite *s = suite_create("hostile_values");
@@ -322,6 +351,7 @@ Suite *hostile_values_suite(void)
     tcase_add_test(tc, a_body_that_is_a_bare_scalar_is_422_on_every_write);
     tcase_add_test(tc, json_nested_past_the_limit_is_422_and_never_a_500);
     tcase_add_test(tc, attributes_stored_64_deep_before_the_limit_still_render);
+    tcase_add_test(tc, every_id_of_twenty_successive_merges_reads_as_the_last_survivor);
     suite_add_tcase(s, tc);
     return s;
 }

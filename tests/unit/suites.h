@@ -28,5 +28,6 @@ Suite *touchpoints_suite(void);
 Suite *timestamps_suite(void);
 Suite *utf8_suite(void);
 Suite *stored_json_suite(void);
+Suite *merge_chains_suite(void);
 
 #endif
