@@ -432,6 +432,10 @@ typedef struct batch {
     size_t n_by_event;
     ref_slot *slots; /* while customers are made: sorted by key, then item */
     size_t n_slots;
+    /* A bulk statement broke a database rule the validator does not know
+     * (drift): the attempt is given up and the next one is careful, storing
+     * by halves behind savepoints so that only the offending items fail. */
+    bool drift, careful;
 } batch;
 
 static int compare_events(const void *a, const void *b)
@@ -799,30 +803,41 @@ static void write_member(crm_jbuf *b, json_t *doc, const char *name)
     crm_jbuf_json(b, v);
 }
 
-/* The valid, first-of-their-event items as json_to_recordset rows. */
-static char *rows_to_insert(batch *B, size_t *count)
+/* One item as a json_to_recordset row of insert_touchpoints. */
+static void write_insert_row(crm_jbuf *b, const tp_item *it)
 {
     static const char *const members[] = {"channel",  "type",     "direction", "source",
                                           "event_id", "campaign_id", "amount", "currency",
                                           "items",    "feedback",    "properties"};
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "customer_id");
+    crm_jbuf_int(b, it->customer_id);
+    for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
+        write_member(b, it->doc, members[m]);
+    crm_jbuf_key(b, "occurred_at"); /* in UTC, which PostgreSQL always reads */
+    crm_jbuf_cstring(b, it->occurred_at);
+    crm_jbuf_end_object(b);
+}
+
+/* An item insert_pending stores: valid, first of its event, not stored yet,
+ * customer known. */
+static bool to_insert(const tp_item *it)
+{
+    return it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id != 0;
+}
+
+/* The items to insert as json_to_recordset rows. */
+static char *rows_to_insert(batch *B, size_t *count)
+{
     crm_jbuf b;
     crm_jbuf_init(&b);
     crm_jbuf_begin_array(&b);
     *count = 0;
-    for (size_t i = 0; i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (it->status != CRM_TP_CREATED || it->id != 0 || it->customer_id == 0)
-            continue;
-        (*count)++;
-        crm_jbuf_begin_object(&b);
-        crm_jbuf_key(&b, "customer_id");
-        crm_jbuf_int(&b, it->customer_id);
-        for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
-            write_member(&b, it->doc, members[m]);
-        crm_jbuf_key(&b, "occurred_at"); /* in UTC, which PostgreSQL always reads */
-        crm_jbuf_cstring(&b, it->occurred_at);
-        crm_jbuf_end_object(&b);
-    }
+    for (size_t i = 0; i < B->n; i++)
+        if (to_insert(&B->items[i])) {
+            (*count)++;
+            write_insert_row(&b, &B->items[i]);
+        }
     crm_jbuf_end_array(&b);
     return crm_jbuf_take(&b, NULL);
 }
@@ -903,16 +918,87 @@ static void reject_unresolved(batch *B)
     }
 }
 
+/* True for a SQLSTATE that says one row broke a rule of the database that
+ * the validator let through (a CHECK, NOT NULL, or a data error such as a
+ * value out of range): C and the schema have drifted apart. The item is at
+ * fault, not the batch. (23505 and 23503 are handled where they arise.) */
+static bool item_breaks_db_rule(const char *sqlstate)
+{
+    return strcmp(sqlstate, "23514") == 0 || strcmp(sqlstate, "23502") == 0 ||
+           strncmp(sqlstate, "22", 2) == 0;
+}
+
+/* Inserts items[0..n) behind a savepoint; when the database refuses them
+ * for a rule an item breaks, undoes that and tries each half, down to the
+ * single items, which are rejected (422 in their item result). A bisection:
+ * k offending items among n cost about 2k log n statements, and none when
+ * all are fine. */
+static bool insert_careful(crm_conn *c, batch *B, tp_item **items, size_t n, crm_error *err)
+{
+    if (n == 0)
+        return true;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_array(&b);
+    for (size_t i = 0; i < n; i++)
+        write_insert_row(&b, items[i]);
+    crm_jbuf_end_array(&b);
+    char *rows = crm_jbuf_take(&b, NULL);
+    if (rows == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    bool ok = crm_db_command(c, "SAVEPOINT touchpoint_part", err);
+    bool stored = ok && run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
+    free(rows);
+    if (stored)
+        return crm_db_command(c, "RELEASE SAVEPOINT touchpoint_part", err);
+    if (!ok || !item_breaks_db_rule(crm_db_sqlstate(c)))
+        return false;
+    crm_error_clear(err);
+    if (!crm_db_command(c, "ROLLBACK TO SAVEPOINT touchpoint_part", err) ||
+        !crm_db_command(c, "RELEASE SAVEPOINT touchpoint_part", err))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        items[i]->id = 0; /* apply_inserted saw none of them: undone */
+    if (n == 1) {
+        reject(items[0], "", "the database refused this touchpoint (a rule of its schema)");
+        return true;
+    }
+    return insert_careful(c, B, items, n / 2, err) &&
+           insert_careful(c, B, items + n / 2, n - n / 2, err);
+}
+
+/* insert_careful over every item to insert. */
+static bool insert_pending_careful(crm_conn *c, batch *B, crm_error *err)
+{
+    tp_item **list = malloc(sizeof *list * (B->n ? B->n : 1));
+    if (list == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < B->n; i++)
+        if (to_insert(&B->items[i]))
+            list[n++] = &B->items[i];
+    bool ok = insert_careful(c, B, list, n, err);
+    free(list);
+    return ok;
+}
+
 /* Inserts the valid items not stored yet whose customer is known, then
  * marks those whose event was stored before as duplicates. */
 static bool insert_pending(crm_conn *c, batch *B, crm_error *err)
 {
-    size_t count;
-    char *rows = rows_to_insert(B, &count);
-    if (rows == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    bool ok = count == 0 || run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
-    free(rows);
+    bool ok;
+    if (B->careful) {
+        ok = insert_pending_careful(c, B, err);
+    } else {
+        size_t count;
+        char *rows = rows_to_insert(B, &count);
+        if (rows == NULL)
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        ok = count == 0 || run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
+        free(rows);
+        if (!ok && item_breaks_db_rule(crm_db_sqlstate(c)))
+            B->drift = true;
+    }
     char *rest = ok ? events_not_inserted(B) : NULL;
     if (rest != NULL)
         ok = run_rows(c, &find_stored, rest, NULL, B, apply_stored, err);
@@ -1127,6 +1213,8 @@ static copy_outcome copy_pending(crm_conn *c, batch *B, crm_error *err)
     free(rows);
     if (!ok) {
         const char *state = crm_db_sqlstate(c);
+        if (item_breaks_db_rule(state))
+            B->drift = true; /* the caller starts over, carefully */
         if (strcmp(state, "23505") != 0 && strcmp(state, "23503") != 0)
             return COPY_FAILED;
         crm_error_clear(err);
@@ -1158,7 +1246,7 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
         !create_missing(c, B, err))
         return false;
     reject_unresolved(B);
-    if (count_pending(B) < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
+    if (B->careful || count_pending(B) < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
         return insert_with_conflicts(c, B, err);
     for (int round = 0; round < 3; round++) {
         size_t forgotten; /* resolved again below (each resolve asks only when it has some) */
@@ -1211,10 +1299,14 @@ static json_t *batch_report(batch *B)
 }
 
 /* Checks and stores the items of B; a failure of the database (not of an
- * item) is err. Retried once when the transaction lost a race. */
+ * item) is err. Retried once when the transaction lost a race, and once,
+ * carefully, when an item broke a rule of the database (drift). */
 static bool record(batch *B, crm_error *err)
 {
-    for (int attempt = 0;; attempt++) {
+    bool raced = false;
+    B->careful = false;
+    for (;;) {
+        B->drift = false;
         long long now = crm_wall_ms();
         for (size_t i = 0; i < B->n; i++) {
             tp_item *it = &B->items[i];
@@ -1231,10 +1323,13 @@ static bool record(batch *B, crm_error *err)
         bool ok = crm_db_begin(c, err) && store_batch(c, B, err) && crm_db_commit(c, err);
         if (!ok)
             crm_db_rollback(c);
-        bool retry = !ok && err->code == CRM_E_CONFLICT && attempt == 0;
+        bool retry_race = !ok && !B->drift && err->code == CRM_E_CONFLICT && !raced;
+        bool retry_careful = !ok && B->drift && !B->careful;
         crm_db_release(c);
-        if (ok || !retry)
+        if (ok || !(retry_race || retry_careful))
             return ok;
+        raced = raced || retry_race;
+        B->careful = B->careful || retry_careful;
         crm_error_clear(err); /* start over: the failed attempt left nothing */
     }
 }

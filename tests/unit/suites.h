@@ -29,5 +29,6 @@ Suite *timestamps_suite(void);
 Suite *utf8_suite(void);
 Suite *stored_json_suite(void);
 Suite *merge_chains_suite(void);
+Suite *touchpoint_drift_suite(void);
 
 #endif
