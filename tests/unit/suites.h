@@ -30,5 +30,6 @@ Suite *utf8_suite(void);
 Suite *stored_json_suite(void);
 Suite *merge_chains_suite(void);
 Suite *touchpoint_drift_suite(void);
+Suite *customer_tables_suite(void);
 
 #endif
