@@ -146,6 +146,10 @@ bool crm_one_of(const char *s, const char *const *list);
 /* True for one of the lifecycle stages. */
 bool crm_lifecycle_stage_valid(const char *s);
 
+/* The lifecycle stages and the kinds of customer (NULL-terminated). */
+extern const char *const *const crm_lifecycle_stages;
+extern const char *const *const crm_customer_kinds;
+
 /* The number of Unicode code points in the UTF-8 string s[0..len). */
 size_t crm_utf8_chars(const char *s, size_t len);
 

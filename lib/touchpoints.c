@@ -73,6 +73,10 @@ static const char *const currencies[] = {
     "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
     "VES", "VND", "VUV", "WST", "XAF", "XCD", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG", NULL};
 
+/* For the test that the allow-lists equal the schema's CHECK constraints. */
+const char *const *const crm_touchpoint_directions = directions;
+const char *const *const crm_touchpoint_currencies = currencies;
+
 static atomic_int future_tolerance_s = 300;
 
 void crm_touchpoint_set_future_tolerance(int seconds)

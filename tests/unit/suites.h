@@ -31,5 +31,6 @@ Suite *stored_json_suite(void);
 Suite *merge_chains_suite(void);
 Suite *touchpoint_drift_suite(void);
 Suite *customer_tables_suite(void);
+Suite *allow_lists_suite(void);
 
 #endif
