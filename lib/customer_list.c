@@ -169,6 +169,10 @@ typedef struct filter_values {
     char *cursor_key;
     char cursor_id[24];
     int sort;
+    /* created_after, created_before, updated_after, updated_before in UTC:
+     * the only form they take to SQL (PostgreSQL refuses offsets past
+     * +-15:59); "" when absent. */
+    char times[4][CRM_RFC3339_UTC_SIZE];
 } filter_values;
 
 static void check_text(const char *value, const char *name, size_t max, crm_error *err)
@@ -207,10 +211,16 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_ar
                            f->updated_before};
     const char *time_names[] = {"created_after", "created_before", "updated_after",
                                 "updated_before"};
-    for (int i = 0; i < 4; i++)
-        if (times[i] != NULL && !crm_rfc3339_valid(times[i]))
+    for (int i = 0; i < 4; i++) {
+        if (times[i] == NULL)
+            fv->times[i][0] = '\0';
+        else if (!crm_rfc3339_valid(times[i]))
             crm_error_add_field(err, time_names[i],
                                 "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
+        else if (!crm_rfc3339_to_utc(times[i], fv->times[i], sizeof fv->times[i]))
+            crm_error_add_field(err, time_names[i],
+                                "must lie in the years 0001 to 9999 once moved to UTC");
+    }
     if (f->q != NULL) {
         size_t chars = crm_utf8_chars(f->q, strlen(f->q));
         if (chars < Q_MIN_CHARS || chars > Q_MAX_CHARS) {
@@ -403,13 +413,13 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
     if (f->tag != NULL)
         where(s, "c.tags @> ARRAY[$%d::text]", f->tag);
     if (f->created_after != NULL)
-        where(s, "c.created_at > $%d::timestamptz", f->created_after);
+        where(s, "c.created_at > $%d::timestamptz", fv->times[0]);
     if (f->created_before != NULL)
-        where(s, "c.created_at < $%d::timestamptz", f->created_before);
+        where(s, "c.created_at < $%d::timestamptz", fv->times[1]);
     if (f->updated_after != NULL)
-        where(s, "c.updated_at > $%d::timestamptz", f->updated_after);
+        where(s, "c.updated_at > $%d::timestamptz", fv->times[2]);
     if (f->updated_before != NULL)
-        where(s, "c.updated_at < $%d::timestamptz", f->updated_before);
+        where(s, "c.updated_at < $%d::timestamptz", fv->times[3]);
     /* The other words (all of them on a walk): each begins a word of the
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */

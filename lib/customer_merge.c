@@ -4,6 +4,7 @@
  * transaction). The rules are in customer_merge.h.
  */
 #include "customer_merge.h"
+#include "customer_tables.h"
 #include "consents.h"
 #include "customers_internal.h"
 #include "touchpoints.h"
@@ -139,38 +140,23 @@ static crm_stmt mark_merged = CRM_STMT(
     "  'status', jsonb_build_object('from', 'active', 'to', 'merged'),"
     "  'merged_into', jsonb_build_object('from', NULL, 'to', $1::bigint)) FROM m");
 
+/* $1 survivor, $2 merged ids, $3 api key id: every customer that was merged
+ * into one of the merged customers before (an older alias) now names the
+ * survivor itself, with an audit row. So every id is at most one hop from
+ * its survivor, however many merges follow one another (readers follow a
+ * bounded number of hops). */
+static crm_stmt compress_aliases = CRM_STMT(
+    "customer_merge_compress_aliases",
+    "WITH moved AS (UPDATE customers c SET merged_into = $1 FROM customers old"
+    "  WHERE old.id = c.id AND c.merged_into = ANY($2::bigint[])"
+    "  RETURNING c.id, old.merged_into AS was) "
+    "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
+    "SELECT id, $3, 'merge', jsonb_build_object("
+    "  'merged_into', jsonb_build_object('from', was, 'to', $1::bigint)) FROM moved");
+
 static crm_stmt insert_audit = CRM_STMT(
     "customer_merge_audit", "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
                             "VALUES ($1, $2, 'merge', $3::jsonb)");
-
-/* $1 survivor, $2 every party's id, $3 api key id. Where the parties'
- * current decisions disagree, the survivor gets a 'revoked' one that is
- * newer than all of them. Runs before the history moves, so "current" is
- * still per party. */
-static crm_stmt revoke_disagreeing = CRM_STMT(
-    "customer_merge_revoke_consents",
-    "WITH cur AS ("
-    "  SELECT DISTINCT ON (customer_id, channel, purpose) customer_id, channel, purpose, status,"
-    "    captured_at FROM customer_consents WHERE customer_id = ANY($2::bigint[])"
-    "  ORDER BY customer_id, channel, purpose, captured_at DESC, id DESC), "
-    "disagree AS ("
-    "  SELECT channel, purpose, max(captured_at) AS latest FROM cur GROUP BY channel, purpose"
-    "  HAVING bool_or(status = 'revoked') AND bool_or(status = 'granted')) "
-    "INSERT INTO customer_consents"
-    "  (customer_id, channel, purpose, status, source, captured_at, api_key_id) "
-    "SELECT $1, channel, purpose, 'revoked', 'merge', greatest(now(), latest), $3"
-    "  FROM disagree ORDER BY channel, purpose "
-    "RETURNING json_build_object('id', id, 'channel', channel, 'purpose', purpose,"
-    "  'status', status)::text");
-
-static crm_stmt move_consents =
-    CRM_STMT("customer_merge_move_consents",
-             "UPDATE customer_consents SET customer_id = $1 WHERE customer_id = ANY($2::bigint[])");
-
-static crm_stmt move_external_ids = CRM_STMT(
-    "customer_merge_move_external_ids",
-    "UPDATE customer_external_ids SET customer_id = $1 WHERE customer_id = ANY($2::bigint[]) "
-    "RETURNING json_build_object('source', source, 'id', external_id)::text");
 
 static crm_stmt select_result = CRM_STMT(
     "customer_merge_result", "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
@@ -431,54 +417,17 @@ static bool update_values(crm_conn *c, const PGresult *res, const merge_request 
 
 /* Runs stmt and collects its one JSON text column into an array (owned by
  * the caller), or NULL with err set. */
-static json_t *exec_json_rows(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
-                              crm_error *err)
-{
-    PGresult *res = crm_db_exec(c, stmt, n, params, err);
-    if (res == NULL)
-        return NULL;
-    json_t *rows = json_array();
-    for (int r = 0; r < PQntuples(res); r++) {
-        json_t *v = crm_json_load_stored(PQgetvalue(res, r, 0));
-        if (v != NULL)
-            json_array_append_new(rows, v);
-    }
-    PQclear(res);
-    return rows;
-}
-
-/* Moves every record attached to the merged customers to the survivor, in
- * the merge's transaction, and lists what moved in changes. This is the one
- * place for that: a table that later attaches rows to a customer
- * (touchpoints, ...) gets its move here. */
+/* Moves or keeps every record attached to the merged customers, in the
+ * merge's transaction, table by table as the registry of customer-attached
+ * tables says (customer_tables.h), and lists what moved in changes. */
 static bool move_attached_records(crm_conn *c, const merge_request *m, json_t *changes,
                                   crm_error *err)
 {
-    const char *revoke_params[] = {m->survivor_text, m->all_array, m->key};
-    json_t *revoked = exec_json_rows(c, &revoke_disagreeing, 3, revoke_params, err);
-    if (revoked == NULL)
-        return false;
-    if (json_array_size(revoked) > 0)
-        json_object_set_new(changes, "consents", json_pack("{s:n, s:o}", "from", "to", revoked));
-    else
-        json_decref(revoked);
-
-    const char *move_params[] = {m->survivor_text, m->merged_array};
-    PGresult *res = crm_db_exec(c, &move_consents, 2, move_params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-
-    if (!crm_touchpoints_move(c, m->survivor_text, m->merged_array, err))
-        return false;
-
-    json_t *moved = exec_json_rows(c, &move_external_ids, 2, move_params, err);
-    if (moved == NULL)
-        return false;
-    if (json_array_size(moved) > 0)
-        json_object_set_new(changes, "external_ids", json_pack("{s:n, s:o}", "from", "to", moved));
-    else
-        json_decref(moved);
+    crm_merge_step step = {.c = c, .survivor = m->survivor_text, .merged = m->merged_array,
+                           .parties = m->all_array, .api_key = m->key, .changes = changes};
+    for (size_t i = 0; i < crm_customer_tables_count; i++)
+        if (crm_customer_tables[i].on_merge != NULL && !crm_customer_tables[i].on_merge(&step, err))
+            return false;
     return true;
 }
 
@@ -519,6 +468,9 @@ static json_t *merge_in_tx(crm_conn *c, const merge_request *m, crm_error *err)
     if (ok) {
         const char *mark_params[] = {m->survivor_text, m->merged_array, m->key};
         PGresult *res = crm_db_exec(c, &mark_merged, 3, mark_params, err);
+        ok = res != NULL;
+        PQclear(res);
+        res = ok ? crm_db_exec(c, &compress_aliases, 3, mark_params, err) : NULL;
         ok = res != NULL;
         PQclear(res);
     }

@@ -4,6 +4,7 @@
  * each one promises; the SQL of all three lives here.
  */
 #include "customer_privacy.h"
+#include "customer_tables.h"
 #include "clock.h"
 #include "consents.h"
 #include "customers_internal.h"
@@ -44,17 +45,6 @@ static crm_stmt export_customers = CRM_STMT_RO(
     "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
     " FROM customers c WHERE c.id IN (SELECT id FROM tree) ORDER BY c.id = $1 DESC, c.id");
 
-static crm_stmt export_consents = CRM_STMT_RO(
-    "privacy_export_consents",
-    "SELECT id, customer_id, channel, purpose, status, source, " MS("captured_at") ", " MS(
-        "recorded_at") " FROM customer_consents WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
-
-static crm_stmt export_audit =
-    CRM_STMT_RO("privacy_export_audit",
-                "SELECT id, customer_id, " MS(
-                    "at") ", api_key_id, action, changes::text "
-                          "FROM customer_audit WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
-
 /* ---- erasure statements ------------------------------------------------------ */
 
 static crm_stmt erase_lock = CRM_STMT(
@@ -80,29 +70,6 @@ static crm_stmt erase_customers = CRM_STMT(
     "WHERE c.id = ANY($1::bigint[]) "
     "RETURNING c.id, c.version, " MS("c.created_at") ", " MS("c.updated_at"));
 
-static crm_stmt erase_external_ids =
-    CRM_STMT("privacy_erase_external_ids",
-             "DELETE FROM customer_external_ids WHERE customer_id = ANY($1::bigint[])");
-
-/* The decision stays an anonymous fact; its free-text source could name
- * the person (an agent's note, a form with their address) and goes. */
-static crm_stmt erase_consents = CRM_STMT(
-    "privacy_erase_consents",
-    "UPDATE customer_consents SET source = '" CRM_CONSENT_SOURCE_REDACTED "' "
-    "WHERE customer_id = ANY($1::bigint[]) AND source <> '" CRM_CONSENT_SOURCE_REDACTED "'");
-
-static crm_stmt erase_audit = CRM_STMT(
-    "privacy_erase_audit", "UPDATE customer_audit SET changes = '" CRM_CUSTOMER_REDACTED_CHANGES
-                           "' WHERE customer_id = ANY($1::bigint[])");
-
-/* Responses stored for Idempotency-Key that are about these customers: named
- * by customer_id (0006), or, for responses stored without it, by a Location
- * under /v1/customers/<id>. */
-static crm_stmt erase_idempotency = CRM_STMT(
-    "privacy_erase_idempotency",
-    "DELETE FROM idempotency_keys WHERE customer_id = ANY($1::bigint[]) OR "
-    "substring(location FROM '^/v1/customers/([0-9]{1,18})(?:/|$)')::bigint = ANY($1::bigint[])");
-
 static crm_stmt export_audit_insert =
     CRM_STMT("privacy_export_audit_insert",
              "INSERT INTO customer_audit (customer_id, api_key_id, action, changes) "
@@ -125,13 +92,6 @@ static PGresult *exec1(crm_conn *c, crm_stmt *stmt, const char *param, crm_error
 {
     const char *params[] = {param};
     return crm_db_exec(c, stmt, 1, params, err);
-}
-
-static bool exec1_ok(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
-{
-    PGresult *res = exec1(c, stmt, param, err);
-    PQclear(res);
-    return res != NULL;
 }
 
 /* Acquires a connection inside a read-only repeatable-read transaction;
@@ -191,37 +151,6 @@ static json_t *exported_customer(const PGresult *res, int r)
     return rep;
 }
 
-static json_t *consent_history(const PGresult *res)
-{
-    json_t *arr = json_array();
-    for (int r = 0; r < PQntuples(res); r++)
-        json_array_append_new(
-            arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "channel",
-                           PQgetvalue(res, r, 2), "purpose", PQgetvalue(res, r, 3), "status",
-                           PQgetvalue(res, r, 4), "source", PQgetvalue(res, r, 5), "captured_at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 6))), "recorded_at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 7)))));
-    return arr;
-}
-
-static json_t *audit_entries(const PGresult *res)
-{
-    json_t *arr = json_array();
-    for (int r = 0; r < PQntuples(res); r++) {
-        json_t *changes = crm_json_load_stored(PQgetvalue(res, r, 5));
-        json_array_append_new(
-            arr, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 2))), "api_key_id",
-                           int_or_null(res, r, 3), "action", PQgetvalue(res, r, 4), "changes",
-                           changes ? changes : json_object()));
-    }
-    return arr;
-}
-
 /* Resolves id to the person's customer on c: its id, or 0 with err set when
  * there is none that holds data (unknown, erased, a broken merge chain). */
 static long long resolve_for_export(crm_conn *c, long long id, crm_error *err)
@@ -279,25 +208,17 @@ static json_t *export_on(crm_conn *c, long long target, crm_error *err)
     PQclear(res);
     json_object_set_new(doc, "merged_customers", merged);
 
-    json_t *current = crm_consents_current(c, target, err);
-    PGresult *history = current ? exec1(c, &export_consents, ids, err) : NULL;
-    PGresult *audit = history ? exec1(c, &export_audit, ids, err) : NULL;
-    json_t *touchpoints = audit ? crm_touchpoints_export(c, ids, err) : NULL;
+    /* Then each customer-attached table's part, as the registry says. */
+    crm_export_step step = {.c = c, .target = target, .ids = ids, .doc = doc};
+    bool ok = true;
+    for (size_t i = 0; ok && i < crm_customer_tables_count; i++)
+        if (crm_customer_tables[i].on_export != NULL)
+            ok = crm_customer_tables[i].on_export(&step, err);
     free(ids);
-    if (touchpoints == NULL) {
-        json_decref(current);
-        PQclear(history);
-        PQclear(audit);
+    if (!ok) {
         json_decref(doc);
         return NULL;
     }
-    json_object_set_new(
-        doc, "consents",
-        json_pack("{s:o, s:o}", "current", current, "history", consent_history(history)));
-    json_object_set_new(doc, "audit", audit_entries(audit));
-    json_object_set_new(doc, "touchpoints", touchpoints);
-    PQclear(history);
-    PQclear(audit);
     return doc;
 }
 
@@ -404,12 +325,12 @@ static json_t *scrub(crm_conn *c, long long target, const char *ids, crm_error *
         crm_error_set(err, CRM_E_INTERNAL, "the customer to erase was not updated");
         return NULL;
     }
-    if (!exec1_ok(c, &erase_external_ids, ids, err) || !exec1_ok(c, &erase_consents, ids, err) ||
-        !exec1_ok(c, &erase_audit, ids, err) || !exec1_ok(c, &erase_idempotency, ids, err) ||
-        !crm_touchpoints_erase(c, ids, err)) {
-        json_decref(stone);
-        return NULL;
-    }
+    /* Then each customer-attached table, as the registry says. */
+    for (size_t i = 0; i < crm_customer_tables_count; i++)
+        if (crm_customer_tables[i].on_erase != NULL && !crm_customer_tables[i].on_erase(c, ids, err)) {
+            json_decref(stone);
+            return NULL;
+        }
     return stone;
 }
 

@@ -70,6 +70,10 @@ static const char *const lifecycle_stages[] = {"subscriber", "lead",    "prospec
                                                "loyal",      "at_risk", "churned",  NULL};
 static const char *const kinds[] = {"person", "company", NULL};
 
+/* For the test that the allow-lists equal the schema's CHECK constraints. */
+const char *const *const crm_lifecycle_stages = lifecycle_stages;
+const char *const *const crm_customer_kinds = kinds;
+
 bool crm_one_of(const char *s, const char *const *list)
 {
     for (; s != NULL && *list != NULL; list++)
@@ -190,28 +194,56 @@ bool crm_birth_date_valid(const char *s)
     return have <= limit;
 }
 
-bool crm_rfc3339_valid(const char *s)
+/* The fields of an RFC 3339 date-time; the fraction's digits are kept as
+ * written (at most 9). */
+typedef struct rfc3339 {
+    int year, month, day, hour, minute, second;
+    const char *frac; /* the digits after '.', or NULL */
+    size_t frac_len;
+    int offset_min; /* east of UTC, -1439..1439 */
+} rfc3339;
+
+static bool parse_rfc3339(const char *s, rfc3339 *t)
 {
-    int y, mo, d;
     size_t len = strlen(s);
-    if (len < 20 || !parse_date(s, &y, &mo, &d) || (s[10] != 'T' && s[10] != 't'))
+    if (len < 20 || !parse_date(s, &t->year, &t->month, &t->day) ||
+        (s[10] != 'T' && s[10] != 't'))
         return false;
-    const char *t = s + 11;
-    if (!all_digits(t, 2) || t[2] != ':' || !all_digits(t + 3, 2) || t[5] != ':' ||
-        !all_digits(t + 6, 2) || num(t, 2) > 23 || num(t + 3, 2) > 59 || num(t + 6, 2) > 60)
+    const char *h = s + 11;
+    if (!all_digits(h, 2) || h[2] != ':' || !all_digits(h + 3, 2) || h[5] != ':' ||
+        !all_digits(h + 6, 2))
         return false;
-    const char *p = t + 8;
+    t->hour = num(h, 2);
+    t->minute = num(h + 3, 2);
+    t->second = num(h + 6, 2);
+    if (t->hour > 23 || t->minute > 59 || t->second > 60)
+        return false;
+    const char *p = h + 8;
+    t->frac = NULL;
+    t->frac_len = 0;
     if (*p == '.') {
         const char *f = ++p;
         while (*p >= '0' && *p <= '9')
             p++;
         if (p == f || p - f > 9)
             return false;
+        t->frac = f;
+        t->frac_len = (size_t)(p - f);
     }
+    t->offset_min = 0;
     if ((*p == 'Z' || *p == 'z') && p[1] == '\0')
         return true;
-    return (*p == '+' || *p == '-') && all_digits(p + 1, 2) && p[3] == ':' &&
-           all_digits(p + 4, 2) && p[6] == '\0' && num(p + 1, 2) <= 23 && num(p + 4, 2) <= 59;
+    if ((*p != '+' && *p != '-') || !all_digits(p + 1, 2) || p[3] != ':' ||
+        !all_digits(p + 4, 2) || p[6] != '\0' || num(p + 1, 2) > 23 || num(p + 4, 2) > 59)
+        return false;
+    t->offset_min = (num(p + 1, 2) * 60 + num(p + 4, 2)) * (*p == '-' ? -1 : 1);
+    return true;
+}
+
+bool crm_rfc3339_valid(const char *s)
+{
+    rfc3339 t;
+    return parse_rfc3339(s, &t);
 }
 
 /* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -226,26 +258,65 @@ static long long days_from_civil(int y, int m, int d)
     return era * 146097 + doe - 719468;
 }
 
+/* The inverse of days_from_civil (Hinnant's civil_from_days). */
+static void civil_from_days(long long z, int *y, int *m, int *d)
+{
+    z += 719468;
+    long long era = (z >= 0 ? z : z - 146096) / 146097;
+    long long doe = z - era * 146097;
+    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    long long mp = (5 * doy + 2) / 153;
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = (int)(yoe + era * 400 + (*m <= 2));
+}
+
+/* Whole seconds since the epoch, in UTC. A leap second (:60) is read as
+ * PostgreSQL reads it: the first second of the next minute. */
+static long long utc_seconds(const rfc3339 *t)
+{
+    return days_from_civil(t->year, t->month, t->day) * 86400 + t->hour * 3600LL +
+           t->minute * 60LL + t->second - t->offset_min * 60LL;
+}
+
+static long long floor_div(long long a, long long b)
+{
+    return a / b - (a % b != 0 && (a < 0) != (b < 0));
+}
+
+bool crm_rfc3339_to_utc(const char *in, char *out, size_t outlen)
+{
+    rfc3339 t;
+    if (outlen > 0)
+        out[0] = '\0';
+    if (!parse_rfc3339(in, &t))
+        return false;
+    long long secs = utc_seconds(&t), days = floor_div(secs, 86400), rest = secs - days * 86400;
+    int y, m, d;
+    civil_from_days(days, &y, &m, &d);
+    if (y < CRM_RFC3339_YEAR_MIN || y > CRM_RFC3339_YEAR_MAX)
+        return false;
+    int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d%s%.*sZ", y, m, d,
+                     (int)(rest / 3600), (int)(rest / 60 % 60), (int)(rest % 60),
+                     t.frac ? "." : "", (int)t.frac_len, t.frac ? t.frac : "");
+    if (n < 0 || (size_t)n >= outlen) {
+        if (outlen > 0)
+            out[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
 bool crm_rfc3339_epoch_ms(const char *s, long long *ms)
 {
-    if (!crm_rfc3339_valid(s))
+    rfc3339 t;
+    if (!parse_rfc3339(s, &t))
         return false;
-    int y, mo, d;
-    parse_date(s, &y, &mo, &d);
-    const char *t = s + 11;
-    int sec = num(t + 6, 2);
-    long long v = (days_from_civil(y, mo, d) * 86400 + num(t, 2) * 3600 + num(t + 3, 2) * 60 +
-                   (sec == 60 ? 59 : sec)) * 1000;
-    const char *p = t + 8;
-    if (*p == '.') {
-        int scale = 100;
-        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
-            v += (*p - '0') * scale;
-    }
-    if (*p == '+' || *p == '-') {
-        long long offset = (num(p + 1, 2) * 60 + num(p + 4, 2)) * 60000LL;
-        v += *p == '+' ? -offset : offset;
-    }
+    long long v = utc_seconds(&t) * 1000;
+    int scale = 100;
+    for (size_t i = 0; i < t.frac_len && scale > 0; i++, scale /= 10)
+        v += (t.frac[i] - '0') * scale;
     *ms = v;
     return true;
 }
@@ -501,6 +572,11 @@ static void validate_attributes(json_t *doc, crm_customer_values *out, crm_error
     }
     if (!json_is_object(attrs)) {
         crm_error_add_field(err, "/attributes", "must be an object");
+        return;
+    }
+    if (!crm_json_depth_within(attrs, CRM_JSON_STORED_DEPTH_MAX)) {
+        crm_error_add_field(err, "/attributes",
+                            "must nest at most 32 levels of objects and arrays");
         return;
     }
     char *text = crm_json_text(attrs, NULL);

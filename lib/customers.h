@@ -120,14 +120,35 @@ bool crm_language_tag_valid(const char *s);
 bool crm_rfc3339_valid(const char *s);
 
 /* An RFC 3339 date-time as epoch milliseconds (digits past milliseconds are
- * dropped, a leap second counts as :59). False when not valid. */
+ * dropped; a leap second, :60, is the first second of the next minute, as
+ * PostgreSQL reads it). False when not valid. */
 bool crm_rfc3339_epoch_ms(const char *s, long long *ms);
+
+/* The years a client's date-time may fall in once moved to UTC. */
+#define CRM_RFC3339_YEAR_MIN 1
+#define CRM_RFC3339_YEAR_MAX 9999
+/* Room for crm_rfc3339_to_utc's output: "YYYY-MM-DDTHH:MM:SS.fffffffffZ". */
+#define CRM_RFC3339_UTC_SIZE 32
+
+/* Writes the instant of the RFC 3339 date-time in as UTC,
+ * "YYYY-MM-DDTHH:MM:SS[.f]Z", keeping the fraction's digits as written (so
+ * PostgreSQL rounds them to microseconds exactly as it would the original)
+ * and reading a leap second as PostgreSQL does (the next minute's first
+ * second). This is the only form a client's date-time takes to SQL:
+ * PostgreSQL refuses offsets beyond +-15:59 (22009) that RFC 3339 allows.
+ * False, with out empty, when in is not valid, its UTC year lies outside
+ * CRM_RFC3339_YEAR_MIN..MAX, or outlen is too small. */
+bool crm_rfc3339_to_utc(const char *in, char *out, size_t outlen);
 
 /* True when s (not NULL) is one of the NULL-terminated list. */
 bool crm_one_of(const char *s, const char *const *list);
 
 /* True for one of the lifecycle stages. */
 bool crm_lifecycle_stage_valid(const char *s);
+
+/* The lifecycle stages and the kinds of customer (NULL-terminated). */
+extern const char *const *const crm_lifecycle_stages;
+extern const char *const *const crm_customer_kinds;
 
 /* The number of Unicode code points in the UTF-8 string s[0..len). */
 size_t crm_utf8_chars(const char *s, size_t len);

@@ -2,9 +2,12 @@
  * error.c — filling and clearing crm_error values.
  */
 #include "error.h"
+#include "json.h"
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 bool crm_error_set(crm_error *err, crm_errcode code, const char *fmt, ...)
 {
@@ -24,8 +27,17 @@ void crm_error_add_field(crm_error *err, const char *field, const char *message)
         return;
     if (err->errors == NULL)
         err->errors = json_array();
-    json_array_append_new(err->errors,
-                          json_pack("{s:s, s:s}", "field", field, "message", message));
+    /* A field named after client bytes (a query key, a JSON key) may not be
+     * UTF-8, and Jansson refuses such a string: the entry would be lost. */
+    size_t flen = strlen(field), mlen = strlen(message);
+    char *f = malloc(3 * flen + 1), *m = malloc(3 * mlen + 1);
+    if (f != NULL && m != NULL) {
+        crm_utf8_sanitize(field, flen, f, 3 * flen + 1);
+        crm_utf8_sanitize(message, mlen, m, 3 * mlen + 1);
+        json_array_append_new(err->errors, json_pack("{s:s, s:s}", "field", f, "message", m));
+    }
+    free(f);
+    free(m);
 }
 
 void crm_error_clear(crm_error *err)

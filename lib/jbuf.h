@@ -27,7 +27,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#define CRM_JBUF_MAX_DEPTH 64
+/* Four times CRM_JSON_STORED_DEPTH_MAX (json.h), the most that stored JSON
+ * may nest: any envelope a representation puts around it fits. */
+#define CRM_JBUF_MAX_DEPTH 128
 
 typedef struct crm_jbuf {
     crm_bytebuf out; /* failed: memory ran out or nesting went too deep */

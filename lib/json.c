@@ -9,12 +9,18 @@
 #include <string.h>
 #include <time.h>
 
+_Static_assert(CRM_JBUF_MAX_DEPTH >= CRM_JSON_STORED_DEPTH_MAX + 16,
+               "a representation must be able to wrap the deepest stored JSON");
+
 json_t *crm_json_parse(const char *buf, size_t len, crm_error *err)
 {
     json_error_t jerr;
     /* JSON_REJECT_DUPLICATES: a body that says "a" twice is ambiguous, and
-     * different parsers would pick different values. */
-    json_t *root = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+     * different parsers would pick different values. JSON_DECODE_ANY: a bare
+     * null, number or string is well-formed JSON (RFC 8259); the operation
+     * then refuses it as the wrong shape (422), as the contract says. */
+    json_t *root = json_loadb(buf ? buf : "", len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (root == NULL) {
         crm_error_set(err, CRM_E_MALFORMED, "malformed JSON at line %d, column %d: %s", jerr.line,
                       jerr.column, jerr.text);
@@ -77,5 +83,95 @@ void crm_json_pointer_append(char *out, size_t size, const char *base, const cha
             out[n++] = *k;
         }
     }
-    out[n < size ? n : size - 1] = '\0';
+    if (n >= size)
+        n = size - 1;
+    /* A long key is cut where a character ends, so that the pointer stays
+     * UTF-8 (a field error carrying it could not be written otherwise). */
+    size_t start = strlen(base) + 1 < n ? strlen(base) + 1 : n;
+    out[start + crm_utf8_boundary(out + start, n - start)] = '\0';
+}
+
+bool crm_json_depth_within(const json_t *v, int max)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return true;
+    if (max < 1)
+        return false;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!crm_json_depth_within(json_array_get(v, i), max - 1))
+                return false;
+        return true;
+    }
+    const char *key;
+    json_t *member;
+    json_object_foreach((json_t *)v, key, member)
+        if (!crm_json_depth_within(member, max - 1))
+            return false;
+    return true;
+}
+
+size_t crm_utf8_sequence(const char *s, size_t len)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (len == 0)
+        return 0;
+    if (u[0] < 0x80)
+        return 1;
+    size_t n;
+    unsigned cp;
+    if (u[0] >= 0xc2 && u[0] <= 0xdf)
+        n = 2, cp = u[0] & 0x1fu;
+    else if (u[0] >= 0xe0 && u[0] <= 0xef)
+        n = 3, cp = u[0] & 0x0fu;
+    else if (u[0] >= 0xf0 && u[0] <= 0xf4)
+        n = 4, cp = u[0] & 0x07u;
+    else
+        return 0;
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((u[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (u[i] & 0x3fu);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+size_t crm_utf8_boundary(const char *s, size_t len)
+{
+    /* Back over at most three continuation bytes to the lead byte; keep the
+     * last sequence only when it is complete. */
+    size_t i = len;
+    while (i > 0 && len - i < 3 && ((unsigned char)s[i - 1] & 0xc0) == 0x80)
+        i--;
+    if (i == 0)
+        return len;
+    unsigned char lead = (unsigned char)s[i - 1];
+    if (lead < 0xc0)
+        return len; /* ends in ASCII (or in bytes no cut can mend) */
+    size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+    return len - (i - 1) >= need ? len : i - 1;
+}
+
+size_t crm_utf8_sanitize(const char *s, size_t len, char *out, size_t outsize)
+{
+    static const char replacement[] = "\xef\xbf\xbd"; /* U+FFFD */
+    size_t n = 0;
+    for (size_t i = 0; i < len;) {
+        size_t k = crm_utf8_sequence(s + i, len - i);
+        const char *from = k > 0 ? s + i : replacement;
+        size_t take = k > 0 ? k : 3;
+        if (n + take + 1 > outsize)
+            break;
+        memcpy(out + n, from, take);
+        n += take;
+        i += k > 0 ? k : 1;
+    }
+    if (outsize > 0)
+        out[n] = '\0';
+    return n;
 }

@@ -3,6 +3,7 @@
  * lines from concurrent threads never interleave.
  */
 #include "log.h"
+#include "json.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -176,13 +177,21 @@ void crm_log(crm_log_level level, const char *fmt, ...)
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int want = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    size_t len = want < 0 ? 0 : strlen(msg);
+    if (want >= (int)sizeof msg) /* cut: not inside a character */
+        len = crm_utf8_boundary(msg, len);
+    /* libpq's messages and client bytes need not be UTF-8, and Jansson
+     * cannot write a string that is not: replace what is invalid, so that
+     * the line is never dropped (it may be the one explaining a 500). */
+    char clean[3 * sizeof msg + 1];
+    size_t clean_len = crm_utf8_sanitize(msg, len, clean, sizeof clean);
 
     char ts[40];
     crm_log_timestamp(ts, sizeof ts);
     json_t *obj = json_pack("{s:s, s:s, s:o}", "ts", ts, "level", level_names[level], "msg",
-                            json_stringn_nocheck(msg, strlen(msg)));
+                            json_stringn(clean, clean_len));
     char *line = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     if (line != NULL)
         crm_log_write_line(line, strlen(line));

@@ -74,6 +74,10 @@ static const char *const currencies[] = {
     "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
     "VES", "VND", "VUV", "WST", "XAF", "XCD", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG", NULL};
 
+/* For the test that the allow-lists equal the schema's CHECK constraints. */
+const char *const *const crm_touchpoint_directions = directions;
+const char *const *const crm_touchpoint_currencies = currencies;
+
 static atomic_int future_tolerance_s = 300;
 
 void crm_touchpoint_set_future_tolerance(int seconds)
@@ -152,6 +156,7 @@ typedef struct tp_item {
     bool create_customer;
     long long customer_id; /* resolved */
     const char *source, *event_id;
+    char occurred_at[CRM_RFC3339_UTC_SIZE]; /* in UTC: what goes to SQL */
     int first;    /* for an in-batch duplicate: the index of the first */
     long long id; /* the touchpoint stored, or the one already there */
     long long copy_id; /* the id copy_pending took for it */
@@ -359,6 +364,7 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     it->status = CRM_TP_CREATED;
     if (!json_is_object(doc)) {
         crm_error_add_field(&it->errors, "", "must be an object");
+        crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint must be a JSON object");
         it->status = CRM_TP_REJECTED;
         return;
     }
@@ -369,10 +375,14 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     check_listed(doc, "type", crm_touchpoint_types, it);
     check_listed(doc, "direction", directions, it);
     if (text_ok(doc, "occurred_at", 64, true, it)) {
+        const char *when = json_string_value(json_object_get(doc, "occurred_at"));
         long long at;
-        if (!crm_rfc3339_epoch_ms(json_string_value(json_object_get(doc, "occurred_at")), &at))
+        if (!crm_rfc3339_epoch_ms(when, &at))
             crm_error_add_field(&it->errors, "/occurred_at",
                                 "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
+        else if (!crm_rfc3339_to_utc(when, it->occurred_at, sizeof it->occurred_at))
+            crm_error_add_field(&it->errors, "/occurred_at",
+                                "must lie in the years 0001 to 9999 once moved to UTC");
         else if (at > now_ms + atomic_load(&future_tolerance_s) * 1000LL)
             crm_error_add_field(&it->errors, "/occurred_at", "lies too far in the future");
     }
@@ -394,7 +404,11 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     check_items(json_object_get(doc, "items"), type ? type : "", it);
     check_feedback(json_object_get(doc, "feedback"), type ? type : "", it);
     json_t *props = json_object_get(doc, "properties");
-    if (props != NULL && !json_is_null(props)) {
+    if (props != NULL && !json_is_null(props) &&
+        !crm_json_depth_within(props, CRM_JSON_STORED_DEPTH_MAX)) {
+        crm_error_add_field(&it->errors, "/properties",
+                            "must nest at most 32 levels of objects and arrays");
+    } else if (props != NULL && !json_is_null(props)) {
         char *text = json_is_object(props) ? crm_json_text(props, NULL) : NULL;
         if (text == NULL || strlen(text) > CRM_TOUCHPOINT_PROPERTIES_MAX_BYTES)
             crm_error_add_field(&it->errors, "/properties",
@@ -423,6 +437,10 @@ typedef struct batch {
     size_t n_by_event;
     ref_slot *slots; /* while customers are made: sorted by key, then item */
     size_t n_slots;
+    /* A bulk statement broke a database rule the validator does not know
+     * (drift): the attempt is given up and the next one is careful, storing
+     * by halves behind savepoints so that only the offending items fail. */
+    bool drift, careful;
 } batch;
 
 static int compare_events(const void *a, const void *b)
@@ -828,28 +846,41 @@ static void write_member(crm_jbuf *b, json_t *doc, const char *name)
     crm_jbuf_json(b, v);
 }
 
-/* The valid, first-of-their-event items as json_to_recordset rows. */
+/* One item as a json_to_recordset row of insert_touchpoints. */
+static void write_insert_row(crm_jbuf *b, const tp_item *it)
+{
+    static const char *const members[] = {"channel",  "type",     "direction", "source",
+                                          "event_id", "campaign_id", "amount", "currency",
+                                          "items",    "feedback",    "properties"};
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "customer_id");
+    crm_jbuf_int(b, it->customer_id);
+    for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
+        write_member(b, it->doc, members[m]);
+    crm_jbuf_key(b, "occurred_at"); /* in UTC, which PostgreSQL always reads */
+    crm_jbuf_cstring(b, it->occurred_at);
+    crm_jbuf_end_object(b);
+}
+
+/* An item insert_pending stores: valid, first of its event, not stored yet,
+ * customer known. */
+static bool to_insert(const tp_item *it)
+{
+    return it->status == CRM_TP_CREATED && it->id == 0 && it->customer_id != 0;
+}
+
+/* The items to insert as json_to_recordset rows. */
 static char *rows_to_insert(batch *B, size_t *count)
 {
-    static const char *const members[] = {"channel",  "type",     "direction",   "occurred_at",
-                                          "source",   "event_id", "campaign_id", "amount",
-                                          "currency", "items",    "feedback",    "properties"};
     crm_jbuf b;
     crm_jbuf_init(&b);
     crm_jbuf_begin_array(&b);
     *count = 0;
-    for (size_t i = 0; i < B->n; i++) {
-        tp_item *it = &B->items[i];
-        if (it->status != CRM_TP_CREATED || it->id != 0 || it->customer_id == 0)
-            continue;
-        (*count)++;
-        crm_jbuf_begin_object(&b);
-        crm_jbuf_key(&b, "customer_id");
-        crm_jbuf_int(&b, it->customer_id);
-        for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
-            write_member(&b, it->doc, members[m]);
-        crm_jbuf_end_object(&b);
-    }
+    for (size_t i = 0; i < B->n; i++)
+        if (to_insert(&B->items[i])) {
+            (*count)++;
+            write_insert_row(&b, &B->items[i]);
+        }
     crm_jbuf_end_array(&b);
     return crm_jbuf_take(&b, NULL);
 }
@@ -932,16 +963,87 @@ static void reject_unresolved(batch *B)
     }
 }
 
+/* True for a SQLSTATE that says one row broke a rule of the database that
+ * the validator let through (a CHECK, NOT NULL, or a data error such as a
+ * value out of range): C and the schema have drifted apart. The item is at
+ * fault, not the batch. (23505 and 23503 are handled where they arise.) */
+static bool item_breaks_db_rule(const char *sqlstate)
+{
+    return strcmp(sqlstate, "23514") == 0 || strcmp(sqlstate, "23502") == 0 ||
+           strncmp(sqlstate, "22", 2) == 0;
+}
+
+/* Inserts items[0..n) behind a savepoint; when the database refuses them
+ * for a rule an item breaks, undoes that and tries each half, down to the
+ * single items, which are rejected (422 in their item result). A bisection:
+ * k offending items among n cost about 2k log n statements, and none when
+ * all are fine. */
+static bool insert_careful(crm_conn *c, batch *B, tp_item **items, size_t n, crm_error *err)
+{
+    if (n == 0)
+        return true;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_array(&b);
+    for (size_t i = 0; i < n; i++)
+        write_insert_row(&b, items[i]);
+    crm_jbuf_end_array(&b);
+    char *rows = crm_jbuf_take(&b, NULL);
+    if (rows == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    bool ok = crm_db_command(c, "SAVEPOINT touchpoint_part", err);
+    bool stored = ok && run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
+    free(rows);
+    if (stored)
+        return crm_db_command(c, "RELEASE SAVEPOINT touchpoint_part", err);
+    if (!ok || !item_breaks_db_rule(crm_db_sqlstate(c)))
+        return false;
+    crm_error_clear(err);
+    if (!crm_db_command(c, "ROLLBACK TO SAVEPOINT touchpoint_part", err) ||
+        !crm_db_command(c, "RELEASE SAVEPOINT touchpoint_part", err))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        items[i]->id = 0; /* apply_inserted saw none of them: undone */
+    if (n == 1) {
+        reject(items[0], "", "the database refused this touchpoint (a rule of its schema)");
+        return true;
+    }
+    return insert_careful(c, B, items, n / 2, err) &&
+           insert_careful(c, B, items + n / 2, n - n / 2, err);
+}
+
+/* insert_careful over every item to insert. */
+static bool insert_pending_careful(crm_conn *c, batch *B, crm_error *err)
+{
+    tp_item **list = malloc(sizeof *list * (B->n ? B->n : 1));
+    if (list == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < B->n; i++)
+        if (to_insert(&B->items[i]))
+            list[n++] = &B->items[i];
+    bool ok = insert_careful(c, B, list, n, err);
+    free(list);
+    return ok;
+}
+
 /* Inserts the valid items not stored yet whose customer is known, then
  * marks those whose event was stored before as duplicates. */
 static bool insert_pending(crm_conn *c, batch *B, crm_error *err)
 {
-    size_t count;
-    char *rows = rows_to_insert(B, &count);
-    if (rows == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    bool ok = count == 0 || run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
-    free(rows);
+    bool ok;
+    if (B->careful) {
+        ok = insert_pending_careful(c, B, err);
+    } else {
+        size_t count;
+        char *rows = rows_to_insert(B, &count);
+        if (rows == NULL)
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        ok = count == 0 || run_rows(c, &insert_touchpoints, rows, NULL, B, apply_inserted, err);
+        free(rows);
+        if (!ok && item_breaks_db_rule(crm_db_sqlstate(c)))
+            B->drift = true;
+    }
     char *rest = ok ? events_not_inserted(B) : NULL;
     if (rest != NULL)
         ok = run_rows(c, &find_stored, rest, NULL, B, apply_stored, err);
@@ -1097,11 +1199,14 @@ static char *copy_rows(batch *B, size_t *len)
         json_t *doc = it->doc;
         crm_copy_int(&rows, it->copy_id);
         crm_copy_int(&rows, it->customer_id);
-        static const char *const members[] = {"channel",  "type",     "direction",   "occurred_at",
-                                              "source",   "event_id", "campaign_id", "amount",
-                                              "currency", "items",    "feedback"};
+        static const char *const members[] = {"channel", "type", "direction"};
         for (size_t m = 0; m < sizeof members / sizeof members[0]; m++)
             copy_member(&rows, &scratch, doc, members[m], NULL);
+        crm_copy_cstring(&rows, it->occurred_at); /* in UTC, which PostgreSQL always reads */
+        static const char *const more[] = {"source", "event_id", "campaign_id", "amount",
+                                           "currency", "items", "feedback"};
+        for (size_t m = 0; m < sizeof more / sizeof more[0]; m++)
+            copy_member(&rows, &scratch, doc, more[m], NULL);
         copy_member(&rows, &scratch, doc, "properties", "{}");
         crm_copy_end_row(&rows);
     }
@@ -1153,6 +1258,8 @@ static copy_outcome copy_pending(crm_conn *c, batch *B, crm_error *err)
     free(rows);
     if (!ok) {
         const char *state = crm_db_sqlstate(c);
+        if (item_breaks_db_rule(state))
+            B->drift = true; /* the caller starts over, carefully */
         if (strcmp(state, "23505") != 0 && strcmp(state, "23503") != 0)
             return COPY_FAILED;
         crm_error_clear(err);
@@ -1184,7 +1291,7 @@ static bool store_batch(crm_conn *c, batch *B, crm_error *err)
         !create_missing(c, B, err))
         return false;
     reject_unresolved(B);
-    if (count_pending(B) < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
+    if (B->careful || count_pending(B) < CRM_TOUCHPOINT_COPY_FROM_ITEMS)
         return insert_with_conflicts(c, B, err);
     for (int round = 0; round < 3; round++) {
         size_t forgotten; /* resolved again below (each resolve asks only when it has some) */
@@ -1226,7 +1333,8 @@ static json_t *batch_report(batch *B)
         static const char *const names[] = {"created", "duplicate", "rejected"};
         json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t)i, "status", names[it->status]);
         if (it->status == CRM_TP_REJECTED)
-            json_object_set(o, "errors", it->errors.errors ? it->errors.errors : json_array());
+            json_object_set_new(o, "errors",
+                                it->errors.errors ? json_incref(it->errors.errors) : json_array());
         else
             json_object_set_new(o, "id", json_integer(it->id));
         json_array_append_new(items, o);
@@ -1236,10 +1344,14 @@ static json_t *batch_report(batch *B)
 }
 
 /* Checks and stores the items of B; a failure of the database (not of an
- * item) is err. Retried once when the transaction lost a race. */
+ * item) is err. Retried once when the transaction lost a race, and once,
+ * carefully, when an item broke a rule of the database (drift). */
 static bool record(batch *B, crm_error *err)
 {
-    for (int attempt = 0;; attempt++) {
+    bool raced = false;
+    B->careful = false;
+    for (;;) {
+        B->drift = false;
         long long now = crm_wall_ms();
         for (size_t i = 0; i < B->n; i++) {
             tp_item *it = &B->items[i];
@@ -1257,10 +1369,13 @@ static bool record(batch *B, crm_error *err)
         bool ok = crm_db_begin(c, err) && store_batch(c, B, err) && crm_db_commit(c, err);
         if (!ok)
             crm_db_rollback(c);
-        bool retry = !ok && err->code == CRM_E_CONFLICT && attempt == 0;
+        bool retry_race = !ok && !B->drift && err->code == CRM_E_CONFLICT && !raced;
+        bool retry_careful = !ok && B->drift && !B->careful;
         crm_db_release(c);
-        if (ok || !retry)
+        if (ok || !(retry_race || retry_careful))
             return ok;
+        raced = raced || retry_race;
+        B->careful = B->careful || retry_careful;
         crm_error_clear(err); /* start over: the failed attempt left nothing */
     }
 }
@@ -1452,6 +1567,22 @@ static char *arena_int(crm_arena *arena, long long v)
     return crm_arena_strndup(arena, text, strlen(text));
 }
 
+/* A date-time query parameter as UTC text in the arena (NULL when absent),
+ * or a field error naming it. */
+static char *utc_param(const char *value, const char *name, crm_arena *arena, crm_error *err)
+{
+    char utc[CRM_RFC3339_UTC_SIZE];
+    if (value == NULL)
+        return NULL;
+    if (!crm_rfc3339_valid(value))
+        crm_error_add_field(err, name, "must be an RFC 3339 date-time");
+    else if (!crm_rfc3339_to_utc(value, utc, sizeof utc))
+        crm_error_add_field(err, name, "must lie in the years 0001 to 9999 once moved to UTC");
+    else
+        return crm_arena_strndup(arena, utc, strlen(utc));
+    return NULL;
+}
+
 bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_query *q,
                         crm_error *err)
 {
@@ -1459,21 +1590,22 @@ bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_quer
         crm_error_add_field(err, "channel", "not a known channel");
     if (f->type != NULL && !crm_one_of(f->type, crm_touchpoint_types))
         crm_error_add_field(err, "type", "not a known touchpoint type");
-    if (f->occurred_after != NULL && !crm_rfc3339_valid(f->occurred_after))
-        crm_error_add_field(err, "occurred_after", "must be an RFC 3339 date-time");
-    if (f->occurred_before != NULL && !crm_rfc3339_valid(f->occurred_before))
-        crm_error_add_field(err, "occurred_before", "must be an RFC 3339 date-time");
+    char *after = utc_param(f->occurred_after, "occurred_after", arena, err);
+    char *before = utc_param(f->occurred_before, "occurred_before", arena, err);
     long long key = 0, id = 0;
     if (f->after != NULL && !read_timeline_cursor(f->after, &key, &id))
         crm_error_add_field(err, "after", "not a cursor of this timeline");
     if (json_array_size(err->errors) > 0)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
+    if ((f->occurred_after != NULL && after == NULL) ||
+        (f->occurred_before != NULL && before == NULL))
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     crm_query_init(q, &timeline);
     crm_query_add(q, arena_int(arena, f->customer_id));
     crm_query_add(q, f->channel);
     crm_query_add(q, f->type);
-    crm_query_add(q, f->occurred_after);
-    crm_query_add(q, f->occurred_before);
+    crm_query_add(q, after); /* in UTC: PostgreSQL refuses offsets past +-15:59 */
+    crm_query_add(q, before);
     crm_query_add(q, f->after ? arena_int(arena, key) : NULL);
     crm_query_add(q, f->after ? arena_int(arena, id) : NULL);
     crm_query_add(q, arena_int(arena, (f->limit < 1 ? 1 : f->limit) + 1));

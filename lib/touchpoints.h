@@ -28,6 +28,10 @@
 /* The documented lists (NULL-terminated). */
 extern const char *const crm_touchpoint_channels[];
 extern const char *const crm_touchpoint_types[];
+/* The directions and the ISO 4217 currency codes an item may carry
+ * (NULL-terminated). */
+extern const char *const *const crm_touchpoint_directions;
+extern const char *const *const crm_touchpoint_currencies;
 
 /* How far into the future occurred_at may lie (clocks drift); seconds. */
 void crm_touchpoint_set_future_tolerance(int seconds);

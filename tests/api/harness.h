@@ -210,5 +210,6 @@ Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *scopes_suite(void);
+Suite *hostile_values_suite(void);
 
 #endif

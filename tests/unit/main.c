@@ -46,6 +46,13 @@ int main(void)
     srunner_add_suite(sr, customer_privacy_suite());
     srunner_add_suite(sr, sync_suite());
     srunner_add_suite(sr, touchpoints_suite());
+    srunner_add_suite(sr, timestamps_suite());
+    srunner_add_suite(sr, utf8_suite());
+    srunner_add_suite(sr, stored_json_suite());
+    srunner_add_suite(sr, merge_chains_suite());
+    srunner_add_suite(sr, touchpoint_drift_suite());
+    srunner_add_suite(sr, customer_tables_suite());
+    srunner_add_suite(sr, allow_lists_suite());
 
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);

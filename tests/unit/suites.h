@@ -25,5 +25,12 @@ Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
+Suite *timestamps_suite(void);
+Suite *utf8_suite(void);
+Suite *stored_json_suite(void);
+Suite *merge_chains_suite(void);
+Suite *touchpoint_drift_suite(void);
+Suite *customer_tables_suite(void);
+Suite *allow_lists_suite(void);
 
 #endif

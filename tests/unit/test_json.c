@@ -88,9 +88,19 @@ START_TEST(test_parse_trailing_garbage_is_malformed)
 }
 END_TEST
 
-START_TEST(test_parse_bare_scalar_is_malformed)
+START_TEST(test_parse_bare_scalar_is_well_formed)
 {
-    crm_error err = parse_fails("1");
+    /* RFC 8259 allows any value at the top; the operation that wanted an
+     * object refuses it with 422, not the parser with 400. */
+    const char *texts[] = {"null", "1", "-2.5e3", "\"x\"", "true"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        json_t *root = crm_json_parse(texts[i], strlen(texts[i]), &err);
+        ck_assert_msg(root != NULL, "%s: %s", texts[i], err.detail);
+        ck_assert(!json_is_object(root) && !json_is_array(root));
+        json_decref(root);
+    }
+    crm_error err = parse_fails("nul");
     ck_assert_int_eq(err.code, CRM_E_MALFORMED);
     crm_error_clear(&err);
 }
@@ -469,7 +479,7 @@ Suite *json_suite(void)
     tcase_add_test(tc, test_parse_rejects_duplicate_keys_in_nested_object);
     tcase_add_test(tc, test_parse_empty_body_is_malformed);
     tcase_add_test(tc, test_parse_trailing_garbage_is_malformed);
-    tcase_add_test(tc, test_parse_bare_scalar_is_malformed);
+    tcase_add_test(tc, test_parse_bare_scalar_is_well_formed);
     tcase_add_test(tc, test_parse_reads_only_len_bytes);
     tcase_add_test(tc, test_parse_keeps_escaped_nul_inside_string);
     tcase_add_test(tc, test_parse_rejects_invalid_utf8);

@@ -1,0 +1,285 @@
+/*
+ * customer_tables.c — the registry of customer-attached tables (see
+ * customer_tables.h) and the SQL of each one's merge, erase and export step.
+ */
+#include "customer_tables.h"
+#include "consents.h"
+#include "customer_privacy.h"
+#include "customers_internal.h"
+#include "json.h"
+#include "touchpoints.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
+
+/* Runs stmt and collects its first column, JSON text per row, as an array. */
+static json_t *exec_json_rows(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
+                              crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, stmt, n, params, err);
+    if (res == NULL)
+        return NULL;
+    json_t *rows = json_array();
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_t *v = crm_json_load_stored(PQgetvalue(res, r, 0));
+        if (v != NULL)
+            json_array_append_new(rows, v);
+    }
+    PQclear(res);
+    return rows;
+}
+
+static bool exec_ok(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
+                    crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, stmt, n, params, err);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* Records rows (an array) under name in changes when there are any. */
+static void note_moved(json_t *changes, const char *name, json_t *rows)
+{
+    if (json_array_size(rows) > 0)
+        json_object_set_new(changes, name, json_pack("{s:n, s:o}", "from", "to", rows));
+    else
+        json_decref(rows);
+}
+
+static json_t *int_or_null(const PGresult *res, int r, int c)
+{
+    return PQgetisnull(res, r, c) ? json_null() : json_integer(atoll(PQgetvalue(res, r, c)));
+}
+
+/* ---- customer_consents ------------------------------------------------------------ */
+
+/* $1 survivor, $2 every party's id, $3 api key id. Where the parties'
+ * current decisions disagree, the survivor gets a 'revoked' one that is
+ * newer than all of them. Runs before the history moves, so "current" is
+ * still per party. */
+static crm_stmt revoke_disagreeing = CRM_STMT(
+    "customer_merge_revoke_consents",
+    "WITH cur AS ("
+    "  SELECT DISTINCT ON (customer_id, channel, purpose) customer_id, channel, purpose, status,"
+    "    captured_at FROM customer_consents WHERE customer_id = ANY($2::bigint[])"
+    "  ORDER BY customer_id, channel, purpose, captured_at DESC, id DESC), "
+    "disagree AS ("
+    "  SELECT channel, purpose, max(captured_at) AS latest FROM cur GROUP BY channel, purpose"
+    "  HAVING bool_or(status = 'revoked') AND bool_or(status = 'granted')) "
+    "INSERT INTO customer_consents"
+    "  (customer_id, channel, purpose, status, source, captured_at, api_key_id) "
+    "SELECT $1, channel, purpose, 'revoked', 'merge', greatest(now(), latest), $3"
+    "  FROM disagree ORDER BY channel, purpose "
+    "RETURNING json_build_object('id', id, 'channel', channel, 'purpose', purpose,"
+    "  'status', status)::text");
+
+static crm_stmt move_consents =
+    CRM_STMT("customer_merge_move_consents",
+             "UPDATE customer_consents SET customer_id = $1 WHERE customer_id = ANY($2::bigint[])");
+
+/* The decision stays an anonymous fact; its free-text source could name
+ * the person (an agent's note, a form with their address) and goes. */
+static crm_stmt erase_consents = CRM_STMT(
+    "privacy_erase_consents",
+    "UPDATE customer_consents SET source = '" CRM_CONSENT_SOURCE_REDACTED "' "
+    "WHERE customer_id = ANY($1::bigint[]) AND source <> '" CRM_CONSENT_SOURCE_REDACTED "'");
+
+static crm_stmt export_consents = CRM_STMT_RO(
+    "privacy_export_consents",
+    "SELECT id, customer_id, channel, purpose, status, source, " MS("captured_at") ", " MS(
+        "recorded_at") " FROM customer_consents WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
+
+static bool merge_consents(const crm_merge_step *m, crm_error *err)
+{
+    const char *revoke_params[] = {m->survivor, m->parties, m->api_key};
+    json_t *revoked = exec_json_rows(m->c, &revoke_disagreeing, 3, revoke_params, err);
+    if (revoked == NULL)
+        return false;
+    note_moved(m->changes, "consents", revoked);
+    const char *move_params[] = {m->survivor, m->merged};
+    return exec_ok(m->c, &move_consents, 2, move_params, err);
+}
+
+static bool erase_consents_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_consents, 1, params, err);
+}
+
+static json_t *consent_history(const PGresult *res)
+{
+    json_t *arr = json_array();
+    for (int r = 0; r < PQntuples(res); r++)
+        json_array_append_new(
+            arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "channel",
+                           PQgetvalue(res, r, 2), "purpose", PQgetvalue(res, r, 3), "status",
+                           PQgetvalue(res, r, 4), "source", PQgetvalue(res, r, 5), "captured_at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 6))), "recorded_at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 7)))));
+    return arr;
+}
+
+static bool export_consents_step(const crm_export_step *x, crm_error *err)
+{
+    json_t *current = crm_consents_current(x->c, x->target, err);
+    if (current == NULL)
+        return false;
+    const char *params[] = {x->ids};
+    PGresult *history = crm_db_exec(x->c, &export_consents, 1, params, err);
+    if (history == NULL) {
+        json_decref(current);
+        return false;
+    }
+    json_object_set_new(
+        x->doc, "consents",
+        json_pack("{s:o, s:o}", "current", current, "history", consent_history(history)));
+    PQclear(history);
+    return true;
+}
+
+/* ---- customer_audit --------------------------------------------------------------- */
+
+static crm_stmt erase_audit = CRM_STMT(
+    "privacy_erase_audit", "UPDATE customer_audit SET changes = '" CRM_CUSTOMER_REDACTED_CHANGES
+                           "' WHERE customer_id = ANY($1::bigint[])");
+
+static crm_stmt export_audit =
+    CRM_STMT_RO("privacy_export_audit",
+                "SELECT id, customer_id, " MS(
+                    "at") ", api_key_id, action, changes::text "
+                          "FROM customer_audit WHERE customer_id = ANY($1::bigint[]) ORDER BY id");
+
+static bool erase_audit_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_audit, 1, params, err);
+}
+
+static bool export_audit_step(const crm_export_step *x, crm_error *err)
+{
+    const char *params[] = {x->ids};
+    PGresult *res = crm_db_exec(x->c, &export_audit, 1, params, err);
+    if (res == NULL)
+        return false;
+    json_t *arr = json_array();
+    for (int r = 0; r < PQntuples(res); r++) {
+        json_t *changes = crm_json_load_stored(PQgetvalue(res, r, 5));
+        json_array_append_new(
+            arr, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
+                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "at",
+                           crm_json_timestamp(atoll(PQgetvalue(res, r, 2))), "api_key_id",
+                           int_or_null(res, r, 3), "action", PQgetvalue(res, r, 4), "changes",
+                           changes ? changes : json_object()));
+    }
+    PQclear(res);
+    json_object_set_new(x->doc, "audit", arr);
+    return true;
+}
+
+/* ---- touchpoints ------------------------------------------------------------------ */
+
+static bool merge_touchpoints(const crm_merge_step *m, crm_error *err)
+{
+    return crm_touchpoints_move(m->c, m->survivor, m->merged, err);
+}
+
+static bool export_touchpoints_step(const crm_export_step *x, crm_error *err)
+{
+    json_t *touchpoints = crm_touchpoints_export(x->c, x->ids, err);
+    if (touchpoints == NULL)
+        return false;
+    json_object_set_new(x->doc, "touchpoints", touchpoints);
+    return true;
+}
+
+/* ---- customer_external_ids -------------------------------------------------------- */
+
+static crm_stmt move_external_ids = CRM_STMT(
+    "customer_merge_move_external_ids",
+    "UPDATE customer_external_ids SET customer_id = $1 WHERE customer_id = ANY($2::bigint[]) "
+    "RETURNING json_build_object('source', source, 'id', external_id)::text");
+
+static crm_stmt erase_external_ids =
+    CRM_STMT("privacy_erase_external_ids",
+             "DELETE FROM customer_external_ids WHERE customer_id = ANY($1::bigint[])");
+
+static bool merge_external_ids(const crm_merge_step *m, crm_error *err)
+{
+    const char *params[] = {m->survivor, m->merged};
+    json_t *moved = exec_json_rows(m->c, &move_external_ids, 2, params, err);
+    if (moved == NULL)
+        return false;
+    note_moved(m->changes, "external_ids", moved);
+    return true;
+}
+
+static bool erase_external_ids_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_external_ids, 1, params, err);
+}
+
+/* ---- idempotency_keys ------------------------------------------------------------- */
+
+/* Responses stored for Idempotency-Key that are about these customers: named
+ * by customer_id (0006), or, for responses stored without it, by a Location
+ * under /v1/customers/<id>. */
+static crm_stmt erase_idempotency = CRM_STMT(
+    "privacy_erase_idempotency",
+    "DELETE FROM idempotency_keys WHERE customer_id = ANY($1::bigint[]) OR "
+    "substring(location FROM '^/v1/customers/([0-9]{1,18})(?:/|$)')::bigint = ANY($1::bigint[])");
+
+static bool erase_idempotency_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_idempotency, 1, params, err);
+}
+
+/* ---- the registry ----------------------------------------------------------------- */
+
+const crm_customer_table crm_customer_tables[] = {
+    {"customer_consents", "customer_id",
+     "where the parties' current decisions disagree the survivor gets a newer revocation; "
+     "then every decision moves to the survivor",
+     "each decision stays as an anonymous fact; its free-text source is redacted",
+     "consents.current (the person's state) and consents.history (every decision)",
+     merge_consents, erase_consents_step, export_consents_step},
+    {"customer_audit", "customer_id",
+     "stays with the customer it describes; the merge is audited on the survivor and on each "
+     "merged customer",
+     "the changes of every row are redacted; the rows stay (who did what, when)",
+     "audit: every row of the person's customers", NULL, erase_audit_step, export_audit_step},
+    {"touchpoints", "customer_id", "move to the survivor",
+     "free text (feedback text, properties) removed; the anonymous rest stays",
+     "touchpoints: every touchpoint of the person's customers", merge_touchpoints,
+     crm_touchpoints_erase, export_touchpoints_step},
+    {"customer_external_ids", "customer_id", "move to the survivor (listed in its audit row)",
+     "deleted: an external id names the person",
+     "external_ids inside each exported customer (read with the customer rows)",
+     merge_external_ids, erase_external_ids_step, NULL},
+    {"idempotency_keys", "customer_id",
+     "stay: a stored response replays as it was first answered",
+     "deleted, with every stored response whose Location names the customer: they are "
+     "copies of its data",
+     "not exported: copies of responses whose data the other members already hold", NULL,
+     erase_idempotency_step, NULL},
+    {"customer_search_terms", "customer_id",
+     "stay: triggers on customers keep them in step with each customer's columns",
+     "removed by the triggers on customers when erasure sets the status to erased",
+     "not exported: derived from the customer's own columns", NULL, NULL, NULL},
+};
+
+const size_t crm_customer_tables_count = sizeof crm_customer_tables / sizeof crm_customer_tables[0];
+
+const crm_customer_table *crm_customer_table_find(const char *table)
+{
+    for (size_t i = 0; i < crm_customer_tables_count; i++)
+        if (strcmp(crm_customer_tables[i].name, table) == 0)
+            return &crm_customer_tables[i];
+    return NULL;
+}

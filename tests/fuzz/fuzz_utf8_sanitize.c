@@ -1,0 +1,71 @@
+/*
+ * fuzz_utf8_sanitize.c — crm_utf8_sanitize and crm_utf8_boundary, which
+ * make log lines and field errors out of bytes that need not be UTF-8.
+ *
+ * Properties: the output is valid UTF-8 that Jansson accepts as a string;
+ * valid input comes out unchanged; it never writes past outsize, and stops
+ * only where a character ends; a cut at crm_utf8_boundary of valid input is
+ * valid.
+ * (Self-contained: no shared header, so it builds whatever tests/fuzz holds.)
+ */
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: property does not hold: %s\n", __FILE__, __LINE__, #cond);     \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool all_valid(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        size_t k = crm_utf8_sequence(s + i, len - i);
+        if (k == 0)
+            return false;
+        i += k;
+    }
+    return true;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const char *in = (const char *)data;
+    size_t cap = 3 * size + 1;
+    char *out = malloc(cap);
+    if (out == NULL)
+        abort();
+    size_t n = crm_utf8_sanitize(in, size, out, cap);
+    CHECK(n < cap && out[n] == '\0');
+    CHECK(all_valid(out, n));
+    json_t *j = json_stringn(out, n);
+    CHECK(j != NULL);
+    json_decref(j);
+    bool valid = all_valid(in, size);
+    if (valid) {
+        CHECK(n == size && memcmp(in, out, size) == 0);
+        size_t cut = size / 2;
+        size_t b = crm_utf8_boundary(in, cut);
+        CHECK(b <= cut && all_valid(in, b));
+    }
+    /* A small buffer: a valid prefix that fits. */
+    size_t small = size % 7 + 1;
+    char *tiny = malloc(small);
+    if (tiny == NULL)
+        abort();
+    size_t t = crm_utf8_sanitize(in, size, tiny, small);
+    CHECK(t < small && tiny[t] == '\0' && all_valid(tiny, t));
+    free(tiny);
+    free(out);
+    return 0;
+}
