@@ -9,6 +9,24 @@
  * in one read. When a socket turns readable the loop completes, in order, every job whose results
  * are in and calls its callback.
  *
+ * Failure domains. The statements between two sync points run as one implicit transaction: when
+ * one fails, PostgreSQL skips every later one up to the sync (libpq answers them
+ * PGRES_PIPELINE_ABORTED) and rolls back the earlier ones. A sync point per statement would
+ * isolate them, but it is not free: libpq 15's PQpipelineSync flushes (a write per statement), and
+ * the server flushes its output at every Sync (a write per statement on its side, and more reads
+ * on ours), which is what makes a pipelined round cheap in the first place. So a round keeps one
+ * sync point, and failures are contained instead:
+ *  - a job answered PGRES_PIPELINE_ABORTED never ran: it goes back to the front of the queue once,
+ *    marked isolated, and is then sent between sync points of its own, where no other statement
+ *    can abort it (the extra writes are paid only after a failure);
+ *  - a job that writes is always isolated, so that a later failure cannot roll back a write that
+ *    was already answered as done;
+ *  - a PREPARE opens a segment (a sync point before it when the round has sent something on that
+ *    connection), so that it can fail only on its own account: statements sent in later rounds
+ *    count on it having succeeded.
+ * One failing statement therefore costs its own request an error, and the requests that shared
+ * its segment one more round trip, never an error.
+ *
  * Statements differ in cost by a factor of ten or more: a point read takes
  * some 40 µs of a backend, a page of 50 customers some 300 µs. Cheap ones
  * share one deep pipeline (one backend, one write and one read per burst:
@@ -45,7 +63,8 @@ typedef struct job {
     const char *const *values;
     crm_dbloop_done done; /* NULL: an internal PQsendPrepare */
     void *arg;
-    int attempts;
+    int attempts;     /* sent on a connection that died */
+    bool isolated;    /* sent between sync points of its own (see the top of the file) */
     bool heavy;       /* counted in its connection's heavy */
     bool started;     /* at least one result has arrived */
     PGresult *result; /* the first result */
@@ -70,7 +89,7 @@ typedef struct loop_conn {
     job *head, *tail; /* sent and unanswered, in order */
     int inflight;     /* client jobs among them */
     int heavy;        /* heavy jobs among them */
-    int batch;        /* jobs sent in the current dispatch round */
+    int batch;        /* statements sent since the last sync point */
     bool want_write;  /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
@@ -81,7 +100,8 @@ struct crm_dbloop {
     loop_conn *conns;
     int nconns;
     int epfd;
-    job *head, *tail; /* waiting for a connection */
+    job *head, *tail;             /* waiting for a connection */
+    job *retry_head, *retry_tail; /* aborted by another statement's failure: go first */
     int queued, busy;
 };
 
@@ -200,40 +220,59 @@ static void append(loop_conn *c, job *j)
     c->tail = j;
 }
 
-/* Queues j's statement (and its PREPARE the first time) on c's pipeline.
+/* Ends the current segment of c's pipeline with a sync point (which libpq
+ * 15 also flushes). Returns false when the connection failed; c is then
+ * closed. */
+static bool sync_segment(loop_conn *c)
+{
+    c->batch = 0;
+    if (PQpipelineSync(c->pg) != 1) {
+        crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
+        conn_close(c);
+        return false;
+    }
+    return true;
+}
+
+/* Puts j back at the front of the queue after a failed send and closes c. */
+static bool send_failed(loop_conn *c, job *j)
+{
+    crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
+    push_front(c->loop, j);
+    conn_close(c);
+    return false;
+}
+
+/* Queues j's statement (and its PREPARE the first time) on c's pipeline,
+ * with the sync points that contain failures (see the top of the file).
  * Returns false when the connection failed; c is then closed. */
 static bool send_job(loop_conn *c, job *j)
 {
     crm_dbloop *L = c->loop;
-    if (j->stmt->name == NULL) { /* unprepared: planned for its values */
-        if (!PQsendQueryParams(c->pg, j->stmt->sql, j->nparams, NULL, j->values, NULL, NULL, 0)) {
-            crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
-            push_front(L, j);
-            conn_close(c);
-            return false;
-        }
-        goto sent;
+    bool isolate = j->isolated || !j->stmt->read_only;
+    int slot = j->stmt->name != NULL ? crm_db_stmt_slot(j->stmt) : 0;
+    bool prepare = j->stmt->name != NULL && !c->prepared[slot];
+    if ((isolate || prepare) && c->batch > 0 && !sync_segment(c)) {
+        push_front(L, j);
+        return false;
     }
-    int slot = crm_db_stmt_slot(j->stmt);
-    if (!c->prepared[slot]) {
+    if (prepare) {
         job *prep = calloc(1, sizeof *prep);
         if (prep == NULL || !PQsendPrepare(c->pg, j->stmt->name, j->stmt->sql, 0, NULL)) {
             free(prep);
-            push_front(L, j);
-            conn_close(c);
-            return false;
+            return send_failed(c, j);
         }
         prep->stmt = j->stmt;
         append(c, prep);
         c->prepared[slot] = true;
+        c->batch++;
     }
-    if (!PQsendQueryPrepared(c->pg, j->stmt->name, j->nparams, j->values, NULL, NULL, 0)) {
-        crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
-        push_front(L, j);
-        conn_close(c);
-        return false;
-    }
-sent:
+    bool sent =
+        j->stmt->name == NULL /* unprepared: planned for its values */
+            ? PQsendQueryParams(c->pg, j->stmt->sql, j->nparams, NULL, j->values, NULL, NULL, 0)
+            : PQsendQueryPrepared(c->pg, j->stmt->name, j->nparams, j->values, NULL, NULL, 0);
+    if (!sent)
+        return send_failed(c, j);
     append(c, j);
     j->heavy = is_heavy(j);
     c->heavy += j->heavy;
@@ -241,19 +280,19 @@ sent:
     c->batch++;
     L->busy++;
     atomic_fetch_add(&stat_busy, 1);
+    if (isolate)
+        return sync_segment(c);
     return true;
 }
 
-/* Ends a dispatch round on c: one sync point and one flush for the batch. */
+/* Ends a dispatch round on c: one sync point and one flush for the batch
+ * (an isolated job's own sync point may already have flushed most of it). */
 static void flush_batch(loop_conn *c)
 {
-    if (c->pg == NULL || c->batch == 0)
+    if (c->pg == NULL)
         return;
-    c->batch = 0;
-    if (PQpipelineSync(c->pg) != 1) {
-        conn_close(c);
+    if (c->batch > 0 && !sync_segment(c))
         return;
-    }
     int rc = PQflush(c->pg);
     if (rc < 0) {
         conn_close(c);
@@ -277,6 +316,35 @@ static void on_writable(loop_conn *c)
         c->want_write = false;
         watch(c, EPOLL_CTL_MOD);
     }
+}
+
+/* Keeps j, which a failure of another statement aborted, for the front of
+ * the queue: it is sent again once, isolated. Order is kept. */
+static void push_retry(crm_dbloop *L, job *j)
+{
+    j->isolated = true;
+    j->heavy = false;
+    j->started = false;
+    j->next = NULL;
+    if (L->retry_tail != NULL)
+        L->retry_tail->next = j;
+    else
+        L->retry_head = j;
+    L->retry_tail = j;
+    L->queued++;
+    atomic_fetch_add(&stat_queued, 1);
+}
+
+/* Moves the jobs kept by push_retry to the front of the queue. */
+static void requeue_retries(crm_dbloop *L)
+{
+    if (L->retry_head == NULL)
+        return;
+    L->retry_tail->next = L->head;
+    if (L->tail == NULL)
+        L->tail = L->retry_tail;
+    L->head = L->retry_head;
+    L->retry_head = L->retry_tail = NULL;
 }
 
 /* Completes the job at the head of c's pipeline with what it received. */
@@ -308,9 +376,15 @@ static void complete_head(loop_conn *c)
         finish(j, res, NULL);
         return;
     }
+    if (st == PGRES_PIPELINE_ABORTED && !j->isolated) {
+        /* Another statement of its segment failed; this one never ran. */
+        PQclear(res);
+        push_retry(L, j);
+        return;
+    }
     crm_error err = CRM_ERROR_INIT;
-    if (st == PGRES_PIPELINE_ABORTED)
-        crm_error_set(&err, CRM_E_INTERNAL, "an earlier statement in the pipeline failed");
+    if (st == PGRES_PIPELINE_ABORTED) /* only when its own PREPARE failed (logged) */
+        crm_error_set(&err, CRM_E_INTERNAL, "the statement could not be prepared");
     else
         crm_db_result_error(c->pg, res, j->stmt->name ? j->stmt->name : "ad-hoc statement", &err);
     PQclear(res);
@@ -455,6 +529,7 @@ void crm_dbloop_run(crm_dbloop *L)
                 on_readable(c);
         }
     } while (n == 64);
+    requeue_retries(L);
     if (L->head != NULL)
         dispatch_queued(L);
 }
@@ -488,6 +563,7 @@ void crm_dbloop_free(crm_dbloop *L)
 {
     if (L == NULL)
         return;
+    requeue_retries(L);
     job *j;
     while ((j = pop_job(L)) != NULL)
         fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");

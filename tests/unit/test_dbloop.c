@@ -21,6 +21,14 @@
 static crm_stmt slow_page =
     CRM_STMT_PAGE("unit_dbloop_slow_page", "SELECT $1::int, pg_backend_pid() FROM pg_sleep(0.3)");
 static crm_stmt point_read = CRM_STMT_RO("unit_dbloop_point", "SELECT $1::int, pg_backend_pid()");
+/* A point read that fails for $1 = 0 (division by zero, 22012) and one that
+ * fails for any $1 (timestamp out of range, 22008), as a forged cursor did. */
+static crm_stmt divide_read =
+    CRM_STMT_RO("unit_dbloop_divide", "SELECT 100 / $1::int, pg_backend_pid()");
+static crm_stmt out_of_range_read =
+    CRM_STMT_RO("unit_dbloop_out_of_range",
+                "SELECT $1::int, pg_backend_pid(), "
+                "'epoch'::timestamptz + (-300000000000000000 * interval '1 microsecond')");
 
 #define MAX_JOBS 32
 
@@ -29,7 +37,8 @@ typedef struct outcome {
     bool done;
     int value; /* echoed $1, -1 on error */
     long pid;
-    int order; /* 1 for the first completion */
+    int order;        /* 1 for the first completion */
+    crm_errcode code; /* CRM_OK, or the error's code */
     char param[12];
     const char *values[1]; /* what the loop reads until the callback */
 } outcome;
@@ -39,7 +48,8 @@ static int completions;
 static void on_done(void *arg, PGresult *res, const crm_error *err)
 {
     outcome *o = arg;
-    (void)err;
+    ck_assert_msg(!o->done, "a callback ran twice");
+    o->code = err != NULL ? err->code : CRM_OK;
     o->done = true;
     o->order = ++completions;
     o->value = res != NULL ? atoi(PQgetvalue(res, 0, 0)) : -1;
@@ -201,6 +211,69 @@ START_TEST(test_with_one_connection_pages_queue_and_all_complete_in_order)
 }
 END_TEST
 
+/* A round of point reads with one that fails in the middle, all on one
+ * pipeline: the failure is the failing read's alone. */
+static void assert_one_failure_fails_only_itself(crm_stmt *failing)
+{
+    crm_dbloop *loop = new_loop(1);
+    enum { N = 12, BAD = 5 };
+    outcome o[N];
+    for (int i = 0; i < N; i++)
+        submit(loop, i == BAD ? failing : &point_read, &o[i], i == BAD ? 0 : 100 + i);
+    run_until_idle(loop);
+    for (int i = 0; i < N; i++) {
+        ck_assert(o[i].done);
+        if (i == BAD)
+            continue;
+        ck_assert_msg(o[i].code == CRM_OK && o[i].value == 100 + i,
+                      "read %d failed (code %d) beside a failing one", i, o[i].code);
+    }
+    ck_assert_int_eq(o[BAD].value, -1);
+    ck_assert_int_eq(o[BAD].code, CRM_E_INTERNAL);
+    ck_assert_int_eq(distinct_backends(o, BAD), 1);
+    free_loop(loop);
+}
+
+START_TEST(test_a_division_by_zero_fails_only_its_own_request)
+{
+    assert_one_failure_fails_only_itself(&divide_read);
+}
+END_TEST
+
+START_TEST(test_a_timestamp_out_of_range_fails_only_its_own_request)
+{
+    assert_one_failure_fails_only_itself(&out_of_range_read);
+}
+END_TEST
+
+/* Failing reads among good ones, in the first use of each statement (with
+ * its PREPARE) and in later rounds: every good read succeeds, and each
+ * failing one reports its own error, also when it was first aborted by
+ * another's failure and sent again. */
+START_TEST(test_several_failures_in_a_round_fail_only_themselves)
+{
+    crm_dbloop *loop = new_loop(1);
+    enum { N = 16 };
+    outcome o[N];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < N; i++) {
+            bool bad = i % 4 == 1;
+            submit(loop, bad ? &divide_read : &point_read, &o[i], bad ? 0 : 200 + i);
+        }
+        run_until_idle(loop);
+        for (int i = 0; i < N; i++) {
+            ck_assert(o[i].done);
+            if (i % 4 == 1)
+                ck_assert_int_eq(o[i].code, CRM_E_INTERNAL);
+            else
+                ck_assert_msg(o[i].code == CRM_OK && o[i].value == 200 + i,
+                              "round %d: read %d failed (code %d)", round, i, o[i].code);
+        }
+    }
+    free_loop(loop);
+}
+END_TEST
+
 Suite *dbloop_suite(void)
 {
     Suite *s = suite_create("dbloop");
@@ -211,5 +284,12 @@ Suite *dbloop_suite(void)
     tcase_add_test(tc, test_a_cheap_statement_does_not_wait_behind_pages);
     tcase_add_test(tc, test_with_one_connection_pages_queue_and_all_complete_in_order);
     suite_add_tcase(s, tc);
+
+    TCase *failures = tcase_create("failures");
+    tcase_set_timeout(failures, 30);
+    tcase_add_test(failures, test_a_division_by_zero_fails_only_its_own_request);
+    tcase_add_test(failures, test_a_timestamp_out_of_range_fails_only_its_own_request);
+    tcase_add_test(failures, test_several_failures_in_a_round_fail_only_themselves);
+    suite_add_tcase(s, failures);
     return s;
 }
