@@ -90,6 +90,7 @@ typedef struct loop_conn {
     int inflight;     /* client jobs among them */
     int heavy;        /* heavy jobs among them */
     int batch;        /* statements sent since the last sync point */
+    int syncs;        /* sync points sent whose PGRES_PIPELINE_SYNC has not arrived */
     bool want_write;  /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
@@ -166,6 +167,7 @@ static void conn_close(loop_conn *c)
     c->inflight = 0;
     c->heavy = 0;
     c->batch = 0;
+    c->syncs = 0;
     c->want_write = false;
     c->pg = NULL;
     c->fd = -1;
@@ -203,11 +205,21 @@ static bool conn_open(loop_conn *c)
     return true;
 }
 
-/* An idle connection with something to read is dead (see db.c). */
+static void on_readable(loop_conn *c);
+
+/* Before an idle connection is reused: reads whatever arrived since its last
+ * job (a late sync point, a notice, a notification, a parameter status:
+ * all normal) and tells whether it is still alive. Only EOF, an error or an
+ * unexpected result mean death, and on_readable has then closed it. */
 static bool idle_alive(loop_conn *c)
 {
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        return false;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    return PQstatus(c->pg) == CONNECTION_OK && poll(&p, 1, 0) == 0;
+    if (poll(&p, 1, 0) == 0)
+        return true;
+    on_readable(c);
+    return c->pg != NULL;
 }
 
 static void append(loop_conn *c, job *j)
@@ -231,6 +243,7 @@ static bool sync_segment(loop_conn *c)
         conn_close(c);
         return false;
     }
+    c->syncs++;
     return true;
 }
 
@@ -392,13 +405,21 @@ static void complete_head(loop_conn *c)
     crm_error_clear(&err);
 }
 
-/* Reads what arrived on c and completes every job whose results are in. */
+/* Drops asynchronous notifications: nothing here LISTENs on purpose. */
+static void drop_notifications(PGconn *pg)
+{
+    PGnotify *n;
+    while ((n = PQnotifies(pg)) != NULL)
+        PQfreemem(n);
+}
+
+/* Reads what arrived on c and completes every job whose results are in.
+ * Bytes on a connection without jobs are normal (the sync point of the last
+ * round read late, a notice, a parameter status, a notification): libpq
+ * takes them in. Only EOF, a read error or a result that no job and no
+ * sync point accounts for close the connection. */
 static void on_readable(loop_conn *c)
 {
-    if (c->head == NULL) { /* nothing asked, something arrived: the server went away */
-        conn_close(c);
-        return;
-    }
     if (!PQconsumeInput(c->pg)) {
         crm_log(CRM_LOG_WARN, "database connection lost: %.200s", PQerrorMessage(c->pg));
         conn_close(c);
@@ -413,11 +434,13 @@ static void on_readable(loop_conn *c)
             complete_head(c);
             continue;
         }
-        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+        bool sync = PQresultStatus(res) == PGRES_PIPELINE_SYNC;
+        if (sync && c->syncs > 0) {
+            c->syncs--;
             PQclear(res);
             continue;
         }
-        if (c->head == NULL) { /* a result nobody asked for: protocol out of step */
+        if (sync || c->head == NULL) { /* nothing asked for it: protocol out of step */
             PQclear(res);
             crm_log(CRM_LOG_ERROR, "database loop received an unexpected result");
             conn_close(c);
@@ -429,6 +452,7 @@ static void on_readable(loop_conn *c)
         else
             PQclear(res);
     }
+    drop_notifications(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK)
         conn_close(c);
 }
@@ -504,7 +528,8 @@ static void dispatch_queued(crm_dbloop *L)
             continue;
         }
         if (c->pg != NULL && c->head == NULL && !idle_alive(c)) {
-            conn_close(c);
+            if (c->pg != NULL)
+                conn_close(c);
             continue;
         }
         if (c->pg == NULL && !conn_open(c))

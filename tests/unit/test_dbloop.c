@@ -52,8 +52,9 @@ static void on_done(void *arg, PGresult *res, const crm_error *err)
     o->code = err != NULL ? err->code : CRM_OK;
     o->done = true;
     o->order = ++completions;
-    o->value = res != NULL ? atoi(PQgetvalue(res, 0, 0)) : -1;
-    o->pid = res != NULL ? atol(PQgetvalue(res, 0, 1)) : 0;
+    bool row = res != NULL && PQntuples(res) > 0 && PQnfields(res) >= 2;
+    o->value = row ? atoi(PQgetvalue(res, 0, 0)) : -1;
+    o->pid = row ? atol(PQgetvalue(res, 0, 1)) : 0;
     PQclear(res);
 }
 
@@ -81,13 +82,21 @@ static void free_loop(crm_dbloop *loop)
     crm_db_shutdown();
 }
 
-static void submit(crm_dbloop *loop, crm_stmt *stmt, outcome *o, int value)
+/* Submits stmt with nparams parameters, the first of them value. */
+static void submit_n(crm_dbloop *loop, crm_stmt *stmt, outcome *o, int value, int nparams,
+                     const char *const *values)
 {
     memset(o, 0, sizeof *o);
     snprintf(o->param, sizeof o->param, "%d", value);
     o->values[0] = o->param;
     crm_error err = CRM_ERROR_INIT;
-    ck_assert(crm_dbloop_submit(loop, stmt, 1, o->values, on_done, o, &err));
+    ck_assert(
+        crm_dbloop_submit(loop, stmt, nparams, values ? values : o->values, on_done, o, &err));
+}
+
+static void submit(crm_dbloop *loop, crm_stmt *stmt, outcome *o, int value)
+{
+    submit_n(loop, stmt, o, value, 1, NULL);
 }
 
 /* Runs the loop until it is idle (or 10 s pass, which fails the test). */
@@ -274,6 +283,37 @@ START_TEST(test_several_failures_in_a_round_fail_only_themselves)
 }
 END_TEST
 
+/* Bytes that arrive on a connection between jobs (here a notification on a
+ * channel it listens to) are read, not taken for a dead connection: the
+ * next statement runs on the same backend. */
+START_TEST(test_a_notification_on_an_idle_connection_does_not_reconnect_it)
+{
+    static crm_stmt listen = {.name = NULL, .sql = "LISTEN unit_dbloop_idle", .read_only = true};
+    crm_dbloop *loop = new_loop(1);
+    outcome listened, before, after;
+    submit_n(loop, &listen, &listened, 0, 0, NULL);
+    submit(loop, &point_read, &before, 1);
+    run_until_idle(loop);
+    ck_assert_int_eq(listened.code, CRM_OK);
+    ck_assert_int_eq(before.value, 1);
+
+    PGconn *other = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+    PQclear(unit_sql(other, "SELECT pg_notify('unit_dbloop_idle', 'x')", 0, NULL));
+    PQfinish(other);
+    struct pollfd p = {.fd = crm_dbloop_fd(loop), .events = POLLIN};
+    ck_assert_msg(poll(&p, 1, 5000) == 1, "the notification did not arrive");
+    crm_dbloop_run(loop);
+    crm_dbloop_stats idle = crm_dbloop_get_stats();
+
+    submit(loop, &point_read, &after, 2);
+    run_until_idle(loop);
+    ck_assert_int_eq(after.value, 2);
+    ck_assert_int_eq(crm_dbloop_get_stats().connections, idle.connections);
+    ck_assert_int_eq(after.pid, before.pid);
+    free_loop(loop);
+}
+END_TEST
+
 Suite *dbloop_suite(void)
 {
     Suite *s = suite_create("dbloop");
@@ -290,6 +330,7 @@ Suite *dbloop_suite(void)
     tcase_add_test(failures, test_a_division_by_zero_fails_only_its_own_request);
     tcase_add_test(failures, test_a_timestamp_out_of_range_fails_only_its_own_request);
     tcase_add_test(failures, test_several_failures_in_a_round_fail_only_themselves);
+    tcase_add_test(failures, test_a_notification_on_an_idle_connection_does_not_reconnect_it);
     suite_add_tcase(s, failures);
     return s;
 }
