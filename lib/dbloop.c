@@ -63,11 +63,12 @@ typedef struct job {
     const char *const *values;
     crm_dbloop_done done; /* NULL: an internal PQsendPrepare */
     void *arg;
-    int attempts;     /* sent on a connection that died */
-    bool isolated;    /* sent between sync points of its own (see the top of the file) */
-    bool heavy;       /* counted in its connection's heavy */
-    bool started;     /* at least one result has arrived */
-    PGresult *result; /* the first result */
+    int attempts;      /* sent on a connection that died */
+    int send_failures; /* libpq refused to queue it (see send_failed) */
+    bool isolated;     /* sent between sync points of its own (see the top of the file) */
+    bool heavy;        /* counted in its connection's heavy */
+    bool started;      /* at least one result has arrived */
+    PGresult *result;  /* the first result */
     struct job *next;
 } job;
 
@@ -247,12 +248,22 @@ static bool sync_segment(loop_conn *c)
     return true;
 }
 
-/* Puts j back at the front of the queue after a failed send and closes c. */
+/* Sends of one job that libpq may refuse before the job fails. */
+#define SEND_ATTEMPTS 2
+
+/* After libpq refused to queue j on c: closes c (what it holds in its
+ * output buffer is unknown) and puts j back at the front of the queue for a
+ * fresh connection, or fails it once SEND_ATTEMPTS sends failed, so that a
+ * job libpq always refuses (too many parameters, no memory) cannot keep the
+ * loop reconnecting forever. */
 static bool send_failed(loop_conn *c, job *j)
 {
     crm_log(CRM_LOG_WARN, "database send failed: %.200s", PQerrorMessage(c->pg));
-    push_front(c->loop, j);
     conn_close(c);
+    if (++j->send_failures >= SEND_ATTEMPTS)
+        fail_job(j, CRM_E_UNAVAILABLE, "the statement could not be sent to the database");
+    else
+        push_front(c->loop, j);
     return false;
 }
 

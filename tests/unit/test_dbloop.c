@@ -314,6 +314,28 @@ START_TEST(test_a_notification_on_an_idle_connection_does_not_reconnect_it)
 }
 END_TEST
 
+/* A statement that libpq refuses to send (more parameters than the protocol
+ * allows) fails with CRM_E_UNAVAILABLE after a bounded number of attempts,
+ * instead of being retried forever; a read queued behind it still runs. */
+START_TEST(test_a_statement_that_cannot_be_sent_fails_after_bounded_attempts)
+{
+    enum { TOO_MANY = 70000 };
+    const char **values = calloc(TOO_MANY, sizeof *values);
+    ck_assert_ptr_nonnull(values);
+    crm_dbloop *loop = new_loop(1);
+    outcome poison, good;
+    submit_n(loop, &point_read, &poison, 0, TOO_MANY, values);
+    submit(loop, &point_read, &good, 7);
+    run_until_idle(loop);
+    ck_assert(poison.done);
+    ck_assert_int_eq(poison.code, CRM_E_UNAVAILABLE);
+    ck_assert_int_eq(good.code, CRM_OK);
+    ck_assert_int_eq(good.value, 7);
+    free_loop(loop);
+    free(values);
+}
+END_TEST
+
 Suite *dbloop_suite(void)
 {
     Suite *s = suite_create("dbloop");
@@ -331,6 +353,7 @@ Suite *dbloop_suite(void)
     tcase_add_test(failures, test_a_timestamp_out_of_range_fails_only_its_own_request);
     tcase_add_test(failures, test_several_failures_in_a_round_fail_only_themselves);
     tcase_add_test(failures, test_a_notification_on_an_idle_connection_does_not_reconnect_it);
+    tcase_add_test(failures, test_a_statement_that_cannot_be_sent_fails_after_bounded_attempts);
     suite_add_tcase(s, failures);
     return s;
 }
