@@ -105,42 +105,89 @@ static void log_notice(void *arg, const char *message)
     crm_log(CRM_LOG_DEBUG, "database notice: %.*s", (int)strcspn(message, "\n"), message);
 }
 
-PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
-{
+/* The connection parameters every crmd connection uses; keys and vals get
+ * CONNECT_PARAMS entries (NULL-terminated) that point into bufs. */
+#define CONNECT_PARAMS 8
+
+typedef struct connect_bufs {
     char timeout[16], options[128];
-    snprintf(timeout, sizeof timeout, "%d",
+} connect_bufs;
+
+static void connect_params(const crm_db_config *cfg, connect_bufs *b, const char **keys,
+                           const char **vals)
+{
+    snprintf(b->timeout, sizeof b->timeout, "%d",
              cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
     /* JIT compiling costs milliseconds that a request's statement never wins back. */
-    snprintf(options, sizeof options,
+    snprintf(b->options, sizeof b->options,
              "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan "
              "-c DateStyle=ISO,YMD -c TimeZone=UTC",
              cfg->statement_timeout_ms);
     /* Our defaults come before dbname so that values in the URL override them. */
     /* Keepalives bound how long a vanished database host can hold a request. */
-    const char *keys[] = {"connect_timeout",
-                          "options",
-                          "fallback_application_name",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {timeout, options, "crmd", "10", "3", "3", cfg->url, NULL};
+    static const char *const names[CONNECT_PARAMS] = {"connect_timeout",
+                                                      "options",
+                                                      "fallback_application_name",
+                                                      "keepalives_idle",
+                                                      "keepalives_interval",
+                                                      "keepalives_count",
+                                                      "dbname",
+                                                      NULL};
+    const char *values[CONNECT_PARAMS] = {b->timeout, b->options, "crmd",   "10",
+                                          "3",        "3",        cfg->url, NULL};
+    memcpy(keys, names, sizeof names);
+    memcpy(vals, values, sizeof values);
+}
+
+void crm_db_log_connect_failure(PGconn *pg)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", pg != NULL ? PQerrorMessage(pg) : "out of memory");
+    msg[strcspn(msg, "\n")] = '\0';
+    crm_log(CRM_LOG_WARN, "database connect failed: %s", msg);
+}
+
+PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
+{
+    connect_bufs bufs;
+    const char *keys[CONNECT_PARAMS], *vals[CONNECT_PARAMS];
+    connect_params(cfg, &bufs, keys, vals);
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (pg == NULL) {
-        crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
-        return NULL;
-    }
-    if (PQstatus(pg) != CONNECTION_OK) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
-        msg[strcspn(msg, "\n")] = '\0';
-        crm_log(CRM_LOG_WARN, "database connect failed: %s", msg);
+    if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
+        crm_db_log_connect_failure(pg);
         PQfinish(pg);
         crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
         return NULL;
     }
     PQsetNoticeProcessor(pg, log_notice, NULL);
+    return pg;
+}
+
+/* The connect_timeout in effect for pg (the URL's, else ours), in seconds. */
+static int effective_connect_timeout_s(PGconn *pg, const crm_db_config *cfg)
+{
+    int seconds = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2;
+    PQconninfoOption *opts = PQconninfo(pg);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL && atoi(o->val) > 0)
+            seconds = atoi(o->val);
+    PQconninfoFree(opts);
+    return seconds;
+}
+
+PGconn *crm_db_connect_start(const crm_db_config *cfg, int *timeout_s)
+{
+    connect_bufs bufs;
+    const char *keys[CONNECT_PARAMS], *vals[CONNECT_PARAMS];
+    connect_params(cfg, &bufs, keys, vals);
+    PGconn *pg = PQconnectStartParams(keys, vals, 1);
+    if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
+        crm_db_log_connect_failure(pg);
+        PQfinish(pg);
+        return NULL;
+    }
+    PQsetNoticeProcessor(pg, log_notice, NULL);
+    *timeout_s = effective_connect_timeout_s(pg, cfg);
     return pg;
 }
 

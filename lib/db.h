@@ -167,6 +167,17 @@ void crm_db_mark_broken(crm_conn *c);
 /* Opens a connection outside the pool (migrations, CLI). PQfinish() it. */
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
 
+/* Starts a connection with the same settings as crm_db_connect_direct
+ * without waiting for it (PQconnectStartParams): the caller drives it with
+ * PQconnectPoll on PQsocket and must enforce *timeout_s itself (libpq does
+ * not in this mode; it gets the URL's connect_timeout, else the config's).
+ * NULL (logged) when it fails at once. A host name still costs a blocking
+ * DNS lookup inside libpq; hostaddr or an IP address avoids it. */
+PGconn *crm_db_connect_start(const crm_db_config *cfg, int *timeout_s);
+
+/* Logs why pg failed to connect (the first line of libpq's message). */
+void crm_db_log_connect_failure(PGconn *pg);
+
 /* True inside the fail-fast window that follows a failed connect. */
 bool crm_db_in_backoff(void);
 

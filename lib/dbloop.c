@@ -40,11 +40,23 @@
  * page of rows (crm_stmt.page) and those planned for their values.
  *
  * A connection that dies fails its unanswered jobs, except read-only ones not
- * yet retried, which go back to the queue for a fresh connection. After a
- * failed connect the loop answers CRM_E_UNAVAILABLE at once for
- * retry_backoff_ms, like the blocking pool.
+ * yet retried, which go back to the queue for a fresh connection.
+ *
+ * Connecting never blocks the thread (a database host that accepts TCP and
+ * never answers must not freeze the HTTP connections the thread serves):
+ * PQconnectStartParams, then PQconnectPoll whenever the socket is ready as
+ * libpq asked, in the same epoll as the pipelines. libpq does not enforce
+ * connect_timeout in this mode, so a timerfd in that epoll does. Jobs
+ * assigned to a connection that is connecting wait for it and go out in one
+ * write when it is up. After a failed or timed-out connect the database is
+ * "down": for retry_backoff_ms (shared with the blocking pool) jobs fail
+ * with CRM_E_UNAVAILABLE at once; after that the next job starts one probe
+ * connect but fails at once too, and jobs wait for connects again only once
+ * a probe succeeded. Session settings travel in the startup packet (db.c),
+ * so nothing but PREPAREs, pipelined like any statement, follows a connect.
  */
 #include "dbloop.h"
+#include "clock.h"
 #include "log.h"
 
 #include <errno.h>
@@ -54,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,13 +99,16 @@ typedef struct job {
 typedef struct loop_conn {
     struct crm_dbloop *loop;
     PGconn *pg;
-    int fd;           /* registered in epoll, or -1 */
-    job *head, *tail; /* sent and unanswered, in order */
-    int inflight;     /* client jobs among them */
-    int heavy;        /* heavy jobs among them */
-    int batch;        /* statements sent since the last sync point */
-    int syncs;        /* sync points sent whose PGRES_PIPELINE_SYNC has not arrived */
-    bool want_write;  /* output left to flush */
+    int fd;                     /* registered in epoll, or -1 */
+    bool connecting;            /* PQconnectPoll has not finished */
+    long long deadline_ms;      /* while connecting: when the connect has failed */
+    job *wait_head, *wait_tail; /* while connecting: assigned, sent once connected */
+    job *head, *tail;           /* sent and unanswered, in order */
+    int inflight;               /* client jobs among them */
+    int heavy;                  /* heavy jobs among them */
+    int batch;                  /* statements sent since the last sync point */
+    int syncs;                  /* sync points sent whose PGRES_PIPELINE_SYNC has not arrived */
+    bool want_write;            /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
 } loop_conn;
 
@@ -102,6 +118,9 @@ struct crm_dbloop {
     loop_conn *conns;
     int nconns;
     int epfd;
+    int timerfd;                  /* in epfd: fires at the earliest connect deadline */
+    int connecting;               /* connections in PQconnectPoll */
+    bool down;                    /* the last connect failed; cleared by one that succeeds */
     job *head, *tail;             /* waiting for a connection */
     job *retry_head, *retry_tail; /* aborted by another statement's failure: go first */
     int queued, busy;
@@ -134,12 +153,38 @@ static void fail_job(job *j, crm_errcode code, const char *detail)
 }
 
 static void push_front(crm_dbloop *L, job *j);
+static void prepend(crm_dbloop *L, job *list);
+static void arm_timer(crm_dbloop *L);
+
+/* Detaches the jobs waiting for c's connect, undoing their accounting, and
+ * returns them in order. */
+static job *take_waiting(loop_conn *c)
+{
+    crm_dbloop *L = c->loop;
+    job *list = c->wait_head;
+    for (job *j = list; j != NULL; j = j->next) {
+        c->inflight--;
+        c->heavy -= j->heavy;
+        j->heavy = false;
+        L->busy--;
+        atomic_fetch_sub(&stat_busy, 1);
+    }
+    c->wait_head = c->wait_tail = NULL;
+    return list;
+}
 
 /* Closes c. Its unanswered jobs fail, except read-only ones not yet retried,
- * which go back to the front of the queue for a fresh connection. */
+ * which go back to the front of the queue for a fresh connection; jobs that
+ * waited for its connect never ran and go back too. */
 static void conn_close(loop_conn *c)
 {
     crm_dbloop *L = c->loop;
+    prepend(L, take_waiting(c));
+    if (c->connecting) {
+        c->connecting = false;
+        L->connecting--;
+        arm_timer(L);
+    }
     if (c->fd >= 0)
         epoll_ctl(L->epfd, EPOLL_CTL_DEL, c->fd, NULL);
     if (c->pg != NULL) {
@@ -175,35 +220,168 @@ static void conn_close(loop_conn *c)
     memset(c->prepared, 0, sizeof c->prepared);
 }
 
-static void watch(loop_conn *c, int op)
+/* Watches c's socket for events, following libpq when it changed the socket
+ * (a connect tries each address of the host in turn). */
+static void watch_events(loop_conn *c, uint32_t events)
 {
     crm_dbloop *L = c->loop;
-    struct epoll_event ev = {.events = EPOLLIN | (c->want_write ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(L->epfd, op, c->fd, &ev);
+    int fd = PQsocket(c->pg);
+    struct epoll_event ev = {.events = events, .data.ptr = c};
+    if (fd != c->fd) {
+        if (c->fd >= 0) /* libpq closed it: nothing of ours holds that number now */
+            epoll_ctl(L->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        c->fd = fd;
+        if (fd >= 0 && epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev) != 0 && errno == EEXIST)
+            epoll_ctl(L->epfd, EPOLL_CTL_MOD, fd, &ev);
+        return;
+    }
+    if (fd >= 0 && epoll_ctl(L->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 && errno == ENOENT)
+        epoll_ctl(L->epfd, EPOLL_CTL_ADD, fd, &ev); /* a new socket under the old number */
 }
 
+static void watch(loop_conn *c)
+{
+    watch_events(c, EPOLLIN | (c->want_write ? EPOLLOUT : 0));
+}
+
+/* Sets the timer to the earliest connect deadline, or stops it. */
+static void arm_timer(crm_dbloop *L)
+{
+    long long earliest = 0;
+    for (int i = 0; i < L->nconns; i++)
+        if (L->conns[i].connecting && (earliest == 0 || L->conns[i].deadline_ms < earliest))
+            earliest = L->conns[i].deadline_ms;
+    struct itimerspec at = {{0, 0}, {0, 0}};
+    if (earliest > 0) {
+        at.it_value.tv_sec = earliest / 1000;
+        at.it_value.tv_nsec = (earliest % 1000) * 1000000;
+    }
+    timerfd_settime(L->timerfd, TFD_TIMER_ABSTIME, &at, NULL);
+}
+
+/* Whether a connect may start now: not inside the fail-fast window, and
+ * while the database is down, one probe at a time. */
+static bool can_open(const crm_dbloop *L)
+{
+    return !crm_db_in_backoff() && !(L->down && L->connecting > 0);
+}
+
+/* Starts connecting c without waiting (see crm_db_connect_start); the
+ * loop's epoll and timer drive it from there. False when it failed at once
+ * (the fail-fast window then begins). */
 static bool conn_open(loop_conn *c)
 {
     crm_dbloop *L = c->loop;
-    if (crm_db_in_backoff())
+    if (!can_open(L))
         return false;
-    crm_error err = CRM_ERROR_INIT;
-    PGconn *pg = crm_db_connect_direct(&L->cfg, &err);
-    crm_error_clear(&err);
-    crm_db_note_connect(pg != NULL, L->cfg.retry_backoff_ms);
-    if (pg == NULL)
-        return false;
-    if (PQsetnonblocking(pg, 1) != 0 || PQenterPipelineMode(pg) != 1) {
-        crm_log(CRM_LOG_ERROR, "cannot enter pipeline mode: %.200s", PQerrorMessage(pg));
-        PQfinish(pg);
+    int timeout_s = 0;
+    PGconn *pg = crm_db_connect_start(&L->cfg, &timeout_s);
+    if (pg == NULL) {
+        crm_db_note_connect(false, L->cfg.retry_backoff_ms);
+        L->down = true;
         return false;
     }
     c->pg = pg;
-    c->fd = PQsocket(pg);
-    c->want_write = false;
-    watch(c, EPOLL_CTL_ADD);
+    c->fd = -1;
+    c->connecting = true;
+    c->deadline_ms = crm_monotonic_ms() + timeout_s * 1000LL;
+    L->connecting++;
     atomic_fetch_add(&stat_open, 1);
+    watch_events(c, EPOLLOUT); /* libpq's first step is writing */
+    arm_timer(L);
     return true;
+}
+
+/* c's connect failed or timed out: the fail-fast window begins, and the
+ * jobs that waited for it go back to the queue (where, with no connection
+ * to take them, they fail with CRM_E_UNAVAILABLE). */
+static void connect_failed(loop_conn *c)
+{
+    crm_dbloop *L = c->loop;
+    crm_db_note_connect(false, L->cfg.retry_backoff_ms);
+    L->down = true;
+    conn_close(c);
+}
+
+static bool send_job(loop_conn *c, job *j);
+static void flush_batch(loop_conn *c);
+
+/* c is connected: pipeline mode, then the jobs that waited, in one write. */
+static void connect_done(loop_conn *c)
+{
+    crm_dbloop *L = c->loop;
+    if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
+        crm_log(CRM_LOG_ERROR, "cannot enter pipeline mode: %.200s", PQerrorMessage(c->pg));
+        connect_failed(c);
+        return;
+    }
+    c->connecting = false;
+    L->connecting--;
+    arm_timer(L);
+    crm_db_note_connect(true, 0);
+    L->down = false;
+    c->want_write = false;
+    watch(c);
+    job *j = take_waiting(c);
+    while (j != NULL && c->pg != NULL) {
+        job *next = j->next;
+        send_job(c, j);
+        j = next;
+    }
+    prepend(L, j); /* the connection failed meanwhile: these never went out */
+    flush_batch(c);
+}
+
+/* One step of c's connect, when its socket is ready as libpq asked. */
+static void connect_step(loop_conn *c)
+{
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_OK:
+        connect_done(c);
+        return;
+    case PGRES_POLLING_READING:
+        watch_events(c, EPOLLIN);
+        return;
+    case PGRES_POLLING_WRITING:
+        watch_events(c, EPOLLOUT);
+        return;
+    default:
+        crm_db_log_connect_failure(c->pg);
+        connect_failed(c);
+        return;
+    }
+}
+
+/* Fails the connects that passed their deadline: libpq does not enforce
+ * connect_timeout in nonblocking mode, and a host that accepts TCP and never
+ * answers would otherwise hold them (and the jobs waiting) forever. */
+static void expire_connects(crm_dbloop *L)
+{
+    long long now = crm_monotonic_ms();
+    for (int i = 0; i < L->nconns; i++) {
+        loop_conn *c = &L->conns[i];
+        if (c->connecting && now >= c->deadline_ms) {
+            crm_log(CRM_LOG_WARN, "database connect failed: timed out");
+            connect_failed(c);
+        }
+    }
+}
+
+/* Assigns j to c while c connects; it is sent once connected. */
+static void wait_for_connect(loop_conn *c, job *j)
+{
+    crm_dbloop *L = c->loop;
+    j->next = NULL;
+    if (c->wait_tail != NULL)
+        c->wait_tail->next = j;
+    else
+        c->wait_head = j;
+    c->wait_tail = j;
+    j->heavy = is_heavy(j);
+    c->heavy += j->heavy;
+    c->inflight++;
+    L->busy++;
+    atomic_fetch_add(&stat_busy, 1);
 }
 
 static void on_readable(loop_conn *c);
@@ -313,7 +491,7 @@ static bool send_job(loop_conn *c, job *j)
  * (an isolated job's own sync point may already have flushed most of it). */
 static void flush_batch(loop_conn *c)
 {
-    if (c->pg == NULL)
+    if (c->pg == NULL || c->connecting)
         return;
     if (c->batch > 0 && !sync_segment(c))
         return;
@@ -325,7 +503,7 @@ static void flush_batch(loop_conn *c)
     bool want = rc == 1;
     if (want != c->want_write) {
         c->want_write = want;
-        watch(c, EPOLL_CTL_MOD);
+        watch(c);
     }
 }
 
@@ -338,7 +516,7 @@ static void on_writable(loop_conn *c)
     }
     if (rc == 0) {
         c->want_write = false;
-        watch(c, EPOLL_CTL_MOD);
+        watch(c);
     }
 }
 
@@ -491,6 +669,30 @@ static void push_front(crm_dbloop *L, job *j)
     atomic_fetch_add(&stat_queued, 1);
 }
 
+/* Puts a list of jobs, in its order, at the front of the queue. */
+static void prepend(crm_dbloop *L, job *list)
+{
+    if (list == NULL)
+        return;
+    job *last = list;
+    int n = 1;
+    for (; last->next != NULL; last = last->next)
+        n++;
+    last->next = L->head;
+    L->head = list;
+    if (L->tail == NULL)
+        L->tail = last;
+    L->queued += n;
+    atomic_fetch_add(&stat_queued, n);
+}
+
+/* Whether c can take jobs: connected, or connecting while the database is
+ * not known to be down (jobs wait for a first connect, not for a probe). */
+static bool usable(const crm_dbloop *L, const loop_conn *c)
+{
+    return c->pg != NULL && (!c->connecting || !L->down);
+}
+
 /* The connection for j, NULL when nothing can take it now. A cheap job goes
  * to the first open connection without heavy work in flight (cheap ones
  * pack onto one pipeline). A heavy job goes to the open connection with the
@@ -507,6 +709,8 @@ static loop_conn *pick_connection(crm_dbloop *L, const job *j)
                 unopened = c;
             continue;
         }
+        if (!usable(L, c))
+            continue;
         if (c->inflight >= PIPELINE_DEPTH || (heavy && c->heavy >= HEAVY_PER_CONN))
             continue;
         if (!heavy && c->heavy == 0)
@@ -517,7 +721,7 @@ static loop_conn *pick_connection(crm_dbloop *L, const job *j)
     }
     if (best != NULL && (best->heavy == 0 || unopened == NULL))
         return best;
-    if (unopened != NULL && !crm_db_in_backoff())
+    if (unopened != NULL && can_open(L))
         return unopened;
     return best;
 }
@@ -530,21 +734,29 @@ static void dispatch_queued(crm_dbloop *L)
         loop_conn *c = pick_connection(L, L->head);
         if (c == NULL) {
             /* Nothing can take work. While the database is down, fail fast. */
-            bool any_open = false;
+            bool any_usable = false;
             for (int i = 0; i < L->nconns; i++)
-                any_open |= L->conns[i].pg != NULL;
-            if (any_open)
+                any_usable |= usable(L, &L->conns[i]);
+            if (any_usable)
                 break;
             fail_job(pop_job(L), CRM_E_UNAVAILABLE, "database unavailable");
             continue;
         }
-        if (c->pg != NULL && c->head == NULL && !idle_alive(c)) {
+        if (c->pg == NULL) {
+            /* Failed at once, or a probe while the database is down: either
+             * way the next pick sees that nothing can take the job. */
+            conn_open(c);
+            continue;
+        }
+        if (c->connecting) {
+            wait_for_connect(c, pop_job(L));
+            continue;
+        }
+        if (c->head == NULL && !idle_alive(c)) {
             if (c->pg != NULL)
                 conn_close(c);
             continue;
         }
-        if (c->pg == NULL && !conn_open(c))
-            continue; /* now inside the fail-fast window: handled above */
         send_job(c, pop_job(L));
     }
     for (int i = 0; i < L->nconns; i++)
@@ -559,12 +771,24 @@ void crm_dbloop_run(crm_dbloop *L)
         n = epoll_wait(L->epfd, events, 64, 0);
         for (int i = 0; i < n; i++) {
             loop_conn *c = events[i].data.ptr;
+            if (c == NULL) { /* the timer: a connect deadline */
+                uint64_t expirations;
+                ssize_t rc = read(L->timerfd, &expirations, sizeof expirations);
+                (void)rc;
+                continue;
+            }
+            if (c->pg != NULL && c->connecting) {
+                connect_step(c);
+                continue;
+            }
             if (c->pg != NULL && (events[i].events & EPOLLOUT))
                 on_writable(c);
             if (c->pg != NULL && (events[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
                 on_readable(c);
         }
     } while (n == 64);
+    if (L->connecting > 0)
+        expire_connects(L);
     requeue_retries(L);
     if (L->head != NULL)
         dispatch_queued(L);
@@ -583,7 +807,10 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
     L->nconns = connections;
     L->conns = calloc((size_t)connections, sizeof *L->conns);
     L->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (L->url == NULL || L->conns == NULL || L->epfd < 0) {
+    L->timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct epoll_event timer = {.events = EPOLLIN, .data.ptr = NULL};
+    if (L->url == NULL || L->conns == NULL || L->epfd < 0 || L->timerfd < 0 ||
+        epoll_ctl(L->epfd, EPOLL_CTL_ADD, L->timerfd, &timer) != 0) {
         crm_error_set(err, CRM_E_INTERNAL, "cannot create a database loop");
         crm_dbloop_free(L);
         return NULL;
@@ -610,6 +837,8 @@ void crm_dbloop_free(crm_dbloop *L)
         fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
     if (L->epfd >= 0)
         close(L->epfd);
+    if (L->timerfd >= 0)
+        close(L->timerfd);
     free(L->conns);
     free(L->url);
     free(L);

@@ -20,7 +20,9 @@ typedef void (*crm_dbloop_done)(void *arg, PGresult *res, const crm_error *err);
 
 /* One loop: a few pipelined connections used by one thread only (nothing
  * here locks). The owner watches crm_dbloop_fd() for readability in its own
- * event loop and calls crm_dbloop_run() when it fires and after queueing. */
+ * event loop and calls crm_dbloop_run() when it fires and after queueing.
+ * Nothing here blocks, connecting included: the fd also turns readable when
+ * a connect makes progress or reaches its deadline. */
 typedef struct crm_dbloop crm_dbloop;
 
 /* A loop of at most `connections` connections with cfg's settings. */

@@ -5,8 +5,12 @@
  * spread over the pool, and wait in the loop's queue beyond that; a cheap
  * statement never waits behind a page while the pool has room.
  */
+#include <arpa/inet.h>
 #include <check.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +62,14 @@ static void on_done(void *arg, PGresult *res, const crm_error *err)
     PQclear(res);
 }
 
-static crm_dbloop *new_loop(int connections)
+/* A loop of `connections` connections to url. */
+static crm_dbloop *new_loop_at(const char *url, int connections, int connect_timeout_s)
 {
     crm_db_config cfg = {
-        .url = unit_env("CRMD_TEST_DATABASE_URL"),
+        .url = url,
         .pool_size = 1,
         .acquire_timeout_ms = 2000,
-        .connect_timeout_s = 2,
+        .connect_timeout_s = connect_timeout_s,
         .statement_timeout_ms = 5000,
         .retry_backoff_ms = 1000,
     };
@@ -74,6 +79,11 @@ static crm_dbloop *new_loop(int connections)
     ck_assert_msg(loop != NULL, "crm_dbloop_new: %s", err.detail);
     completions = 0;
     return loop;
+}
+
+static crm_dbloop *new_loop(int connections)
+{
+    return new_loop_at(unit_env("CRMD_TEST_DATABASE_URL"), connections, 2);
 }
 
 static void free_loop(crm_dbloop *loop)
@@ -336,6 +346,60 @@ START_TEST(test_a_statement_that_cannot_be_sent_fails_after_bounded_attempts)
 }
 END_TEST
 
+/* A TCP listener on 127.0.0.1 that never accepts: the kernel completes
+ * the handshake, and nothing ever answers (a database host behind a black
+ * hole). Returns the socket; its port in *port. */
+static int silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof addr;
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    ck_assert_int_eq(listen(fd, 16), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+/* Connecting to a host that never answers does not hold the thread that
+ * runs the loop: crm_dbloop_run returns at once, the job fails with
+ * CRM_E_UNAVAILABLE when the connect timeout (enforced by the loop, not
+ * libpq) passes, and during the fail-fast window that follows a new job
+ * fails in the same run. The bound of one second per run is a liveness
+ * bound: the connect timeout is three. */
+START_TEST(test_a_connect_to_a_host_that_never_answers_does_not_block_and_times_out)
+{
+    int port;
+    int listener = silent_listener(&port);
+    char url[128];
+    snprintf(url, sizeof url, "host=127.0.0.1 port=%d dbname=nobody user=nobody sslmode=disable",
+             port);
+    crm_dbloop *loop = new_loop_at(url, 1, 3);
+    outcome first, second;
+    submit(loop, &point_read, &first, 1);
+    long long start = unit_now_ms();
+    while (!first.done) {
+        long long before = unit_now_ms();
+        crm_dbloop_run(loop);
+        ck_assert_msg(unit_now_ms() - before < 1000, "crm_dbloop_run blocked for %lld ms",
+                      unit_now_ms() - before);
+        ck_assert_msg(unit_now_ms() - start < 10000, "the connect never timed out");
+        struct pollfd p = {.fd = crm_dbloop_fd(loop), .events = POLLIN};
+        poll(&p, 1, 100);
+    }
+    ck_assert_int_eq(first.code, CRM_E_UNAVAILABLE);
+
+    submit(loop, &point_read, &second, 2);
+    crm_dbloop_run(loop);
+    ck_assert(second.done);
+    ck_assert_int_eq(second.code, CRM_E_UNAVAILABLE);
+    ck_assert(crm_dbloop_idle(loop));
+    free_loop(loop);
+    close(listener);
+}
+END_TEST
+
 Suite *dbloop_suite(void)
 {
     Suite *s = suite_create("dbloop");
@@ -355,5 +419,11 @@ Suite *dbloop_suite(void)
     tcase_add_test(failures, test_a_notification_on_an_idle_connection_does_not_reconnect_it);
     tcase_add_test(failures, test_a_statement_that_cannot_be_sent_fails_after_bounded_attempts);
     suite_add_tcase(s, failures);
+
+    TCase *connect = tcase_create("connect");
+    tcase_set_timeout(connect, 30);
+    tcase_add_test(connect,
+                   test_a_connect_to_a_host_that_never_answers_does_not_block_and_times_out);
+    suite_add_tcase(s, connect);
     return s;
 }
