@@ -61,6 +61,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -121,6 +122,7 @@ struct crm_dbloop {
     int timerfd;                  /* in epfd: fires at the earliest connect deadline */
     int connecting;               /* connections in PQconnectPoll */
     bool down;                    /* the last connect failed; cleared by one that succeeds */
+    bool aborted;                 /* crm_dbloop_abort_all ran: no more work */
     job *head, *tail;             /* waiting for a connection */
     job *retry_head, *retry_tail; /* aborted by another statement's failure: go first */
     int queued, busy;
@@ -765,6 +767,8 @@ static void dispatch_queued(crm_dbloop *L)
 
 void crm_dbloop_run(crm_dbloop *L)
 {
+    if (L->aborted)
+        return;
     struct epoll_event events[64];
     int n;
     do {
@@ -822,10 +826,10 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
     return L;
 }
 
-void crm_dbloop_free(crm_dbloop *L)
+/* Fails every job, queued or in flight, with CRM_E_UNAVAILABLE and closes
+ * every connection. */
+static void fail_everything(crm_dbloop *L)
 {
-    if (L == NULL)
-        return;
     requeue_retries(L);
     job *j;
     while ((j = pop_job(L)) != NULL)
@@ -835,6 +839,79 @@ void crm_dbloop_free(crm_dbloop *L)
     /* conn_close requeues read-only jobs for a retry: fail those too. */
     while ((j = pop_job(L)) != NULL)
         fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+}
+
+typedef struct cancel_batch {
+    int n;
+    PGcancel *cancels[];
+} cancel_batch;
+
+/* On a thread of its own: PQcancel opens a connection and waits for it,
+ * and a database host that stopped answering must not hold the I/O thread
+ * at shutdown. The process may exit before it is done: then PostgreSQL's
+ * statement_timeout ends the statements. */
+static void *send_cancels(void *arg)
+{
+    cancel_batch *b = arg;
+    for (int i = 0; i < b->n; i++) {
+        char why[256];
+        if (!PQcancel(b->cancels[i], why, sizeof why))
+            crm_log(CRM_LOG_WARN, "cannot cancel a statement: %.200s", why);
+        PQfreeCancel(b->cancels[i]);
+    }
+    free(b);
+    return NULL;
+}
+
+/* Asks PostgreSQL to cancel what runs on every connection with jobs in
+ * flight, without waiting for the answers. */
+static void cancel_in_flight(crm_dbloop *L)
+{
+    cancel_batch *b = calloc(1, sizeof *b + sizeof b->cancels[0] * (size_t)L->nconns);
+    if (b == NULL)
+        return;
+    for (int i = 0; i < L->nconns; i++) {
+        loop_conn *c = &L->conns[i];
+        if (c->pg != NULL && !c->connecting && c->head != NULL) {
+            PGcancel *k = PQgetCancel(c->pg);
+            if (k != NULL)
+                b->cancels[b->n++] = k;
+        }
+    }
+    if (b->n == 0) {
+        free(b);
+        return;
+    }
+    pthread_attr_t attr;
+    pthread_t thread;
+    bool started = false;
+    if (pthread_attr_init(&attr) == 0) {
+        started = pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0 &&
+                  pthread_create(&thread, &attr, send_cancels, b) == 0;
+        pthread_attr_destroy(&attr);
+    }
+    if (started)
+        return;
+    crm_log(CRM_LOG_WARN, "cannot start the thread that cancels statements");
+    for (int i = 0; i < b->n; i++)
+        PQfreeCancel(b->cancels[i]);
+    free(b);
+}
+
+void crm_dbloop_abort_all(crm_dbloop *L)
+{
+    if (L == NULL || L->aborted)
+        return;
+    L->aborted = true;
+    cancel_in_flight(L);
+    fail_everything(L);
+}
+
+void crm_dbloop_free(crm_dbloop *L)
+{
+    if (L == NULL)
+        return;
+    fail_everything(L);
     if (L->epfd >= 0)
         close(L->epfd);
     if (L->timerfd >= 0)
@@ -857,6 +934,8 @@ bool crm_dbloop_idle(const crm_dbloop *L)
 bool crm_dbloop_submit(crm_dbloop *L, crm_stmt *stmt, int nparams, const char *const *values,
                        crm_dbloop_done done, void *arg, crm_error *err)
 {
+    if (L->aborted)
+        return crm_error_set(err, CRM_E_UNAVAILABLE, "the server is shutting down");
     job *j = malloc(sizeof *j);
     if (j == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");

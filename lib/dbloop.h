@@ -32,6 +32,15 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
  * callbacks run) and closes the connections. */
 void crm_dbloop_free(crm_dbloop *loop);
 
+/* For the shutdown deadline, on the loop's thread: asks PostgreSQL to
+ * cancel the statements in flight (PQcancel, sent from a short-lived thread
+ * of its own so that an unreachable host cannot hold this one), fails every
+ * queued and in-flight job with CRM_E_UNAVAILABLE, calling each callback
+ * exactly once, here, and closes the connections. Afterwards the loop takes
+ * no work (crm_dbloop_submit fails with CRM_E_UNAVAILABLE, crm_dbloop_run
+ * does nothing) and crm_dbloop_free calls no callback. */
+void crm_dbloop_abort_all(crm_dbloop *loop);
+
 /* An epoll descriptor that turns readable when a connection has news. */
 int crm_dbloop_fd(const crm_dbloop *loop);
 

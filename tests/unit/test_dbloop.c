@@ -63,14 +63,15 @@ static void on_done(void *arg, PGresult *res, const crm_error *err)
 }
 
 /* A loop of `connections` connections to url. */
-static crm_dbloop *new_loop_at(const char *url, int connections, int connect_timeout_s)
+static crm_dbloop *new_loop_with(const char *url, int connections, int connect_timeout_s,
+                                 int statement_timeout_ms)
 {
     crm_db_config cfg = {
         .url = url,
         .pool_size = 1,
         .acquire_timeout_ms = 2000,
         .connect_timeout_s = connect_timeout_s,
-        .statement_timeout_ms = 5000,
+        .statement_timeout_ms = statement_timeout_ms,
         .retry_backoff_ms = 1000,
     };
     crm_error err = CRM_ERROR_INIT;
@@ -79,6 +80,11 @@ static crm_dbloop *new_loop_at(const char *url, int connections, int connect_tim
     ck_assert_msg(loop != NULL, "crm_dbloop_new: %s", err.detail);
     completions = 0;
     return loop;
+}
+
+static crm_dbloop *new_loop_at(const char *url, int connections, int connect_timeout_s)
+{
+    return new_loop_with(url, connections, connect_timeout_s, 5000);
 }
 
 static crm_dbloop *new_loop(int connections)
@@ -400,6 +406,73 @@ START_TEST(test_a_connect_to_a_host_that_never_answers_does_not_block_and_times_
 }
 END_TEST
 
+/* Backends of the test database waiting for a lock on unit_dbloop_locked. */
+static long lock_waiters(PGconn *conn)
+{
+    return unit_sql_long(conn,
+                         "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                         "WHERE c.relname = 'unit_dbloop_locked' AND NOT l.granted",
+                         0, NULL);
+}
+
+/* The shutdown deadline with a statement held behind a lock: abort_all
+ * fails the job in flight, the one behind it in the pipeline and the one
+ * still queued, each callback once (on_done fails the test on a second
+ * call), and PostgreSQL stops waiting for the lock while it is still held
+ * (the cancel arrived: a closed client alone does not end a lock wait).
+ * Afterwards the loop takes no work and its free calls nothing. */
+START_TEST(test_abort_all_cancels_and_fails_every_job_once)
+{
+    static crm_stmt count_locked =
+        CRM_STMT_RO("unit_dbloop_count_locked", "SELECT $1::int, count(*) FROM unit_dbloop_locked");
+    PGconn *holder = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+    PQclear(unit_sql(holder, "CREATE TABLE IF NOT EXISTS unit_dbloop_locked (x int)", 0, NULL));
+    PQclear(unit_sql(holder, "BEGIN", 0, NULL));
+    PQclear(unit_sql(holder, "LOCK TABLE unit_dbloop_locked IN ACCESS EXCLUSIVE MODE", 0, NULL));
+    PGconn *watcher = unit_connect(unit_env("CRMD_TEST_DATABASE_URL"));
+
+    /* A statement timeout far beyond the test's wait: only the cancel ends it. */
+    crm_dbloop *loop = new_loop_with(unit_env("CRMD_TEST_DATABASE_URL"), 1, 2, 120000);
+    outcome locked, behind, queued;
+    submit(loop, &count_locked, &locked, 1);
+    submit(loop, &point_read, &behind, 2);
+    long long start = unit_now_ms();
+    while (lock_waiters(watcher) == 0) {
+        ck_assert_msg(unit_now_ms() - start < 10000, "the statement never reached the lock");
+        struct pollfd p = {.fd = crm_dbloop_fd(loop), .events = POLLIN};
+        poll(&p, 1, 20);
+        crm_dbloop_run(loop);
+    }
+    submit(loop, &point_read, &queued, 3);
+
+    crm_dbloop_abort_all(loop);
+    outcome *all[] = {&locked, &behind, &queued};
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(all[i]->done, "job %d was not answered", i);
+        ck_assert_int_eq(all[i]->code, CRM_E_UNAVAILABLE);
+    }
+    ck_assert(crm_dbloop_idle(loop));
+    start = unit_now_ms();
+    while (lock_waiters(watcher) > 0) {
+        ck_assert_msg(unit_now_ms() - start < 10000, "the statement was not cancelled");
+        unit_sleep_ms(20);
+    }
+
+    crm_dbloop_run(loop);
+    outcome late;
+    memset(&late, 0, sizeof late);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(!crm_dbloop_submit(loop, &point_read, 1, late.values, on_done, &late, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+    crm_error_clear(&err);
+    free_loop(loop);
+    ck_assert(!late.done);
+    PQclear(unit_sql(holder, "ROLLBACK", 0, NULL));
+    PQfinish(holder);
+    PQfinish(watcher);
+}
+END_TEST
+
 Suite *dbloop_suite(void)
 {
     Suite *s = suite_create("dbloop");
@@ -425,5 +498,10 @@ Suite *dbloop_suite(void)
     tcase_add_test(connect,
                    test_a_connect_to_a_host_that_never_answers_does_not_block_and_times_out);
     suite_add_tcase(s, connect);
+
+    TCase *shutdown = tcase_create("shutdown");
+    tcase_set_timeout(shutdown, 30);
+    tcase_add_test(shutdown, test_abort_all_cancels_and_fails_every_job_once);
+    suite_add_tcase(s, shutdown);
     return s;
 }
