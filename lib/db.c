@@ -41,6 +41,9 @@ static struct {
     int in_use;
     int waiting;
     unsigned long connect_failures;
+    /* Slots holding a connection. Atomic: the thread that holds a slot
+     * closes or opens its connection outside mu. */
+    atomic_int connected;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -80,6 +83,7 @@ bool crm_db_init(const crm_db_config *cfg, crm_error *err)
     pthread_condattr_destroy(&attr);
     pool.in_use = pool.waiting = 0;
     pool.connect_failures = 0;
+    atomic_store(&pool.connected, 0);
     atomic_store(&down_until_ms, 0);
     return true;
 }
@@ -91,6 +95,7 @@ void crm_db_shutdown(void)
     for (int i = 0; i < pool.size; i++)
         if (pool.slots[i].pg != NULL)
             PQfinish(pool.slots[i].pg);
+    atomic_store(&pool.connected, 0);
     free(pool.slots);
     free(pool.url);
     pool.slots = NULL;
@@ -208,8 +213,10 @@ static bool idle_connection_alive(PGconn *pg)
 
 static void slot_reset(crm_conn *c)
 {
-    if (c->pg != NULL)
+    if (c->pg != NULL) {
         PQfinish(c->pg);
+        atomic_fetch_sub(&pool.connected, 1);
+    }
     c->pg = NULL;
     c->broken = false;
     memset(c->prepared, 0, sizeof c->prepared);
@@ -269,6 +276,7 @@ crm_conn *crm_db_acquire(crm_error *err)
             if (pg != NULL) {
                 slot_reset(c);
                 c->pg = pg;
+                atomic_fetch_add(&pool.connected, 1);
                 atomic_store(&down_until_ms, 0);
                 pthread_mutex_unlock(&pool.mu);
                 return c;
@@ -649,9 +657,7 @@ crm_db_stats crm_db_get_stats(void)
     s.in_use = pool.in_use;
     s.waiting = pool.waiting;
     s.connect_failures = pool.connect_failures;
-    for (int i = 0; i < pool.size; i++)
-        if (pool.slots[i].pg != NULL)
-            s.connected++;
     pthread_mutex_unlock(&pool.mu);
+    s.connected = atomic_load(&pool.connected);
     return s;
 }

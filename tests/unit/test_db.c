@@ -9,6 +9,7 @@
 #include <check.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -755,6 +756,44 @@ START_TEST(test_database_errors_are_logged_without_the_values_of_the_row)
 }
 END_TEST
 
+static atomic_bool stats_stop;
+
+static void *read_stats_until_stopped(void *arg)
+{
+    long *reads = arg;
+    while (!atomic_load(&stats_stop)) {
+        crm_db_stats st = crm_db_get_stats();
+        *reads += st.connected >= 0;
+    }
+    return NULL;
+}
+
+/* The connected count is right while connections are dropped and opened
+ * outside the pool's lock, and reading it races with nothing (the TSan
+ * build checks the second half). */
+START_TEST(test_stats_count_connections_while_they_are_replaced)
+{
+    PGconn *direct = unit_db_start(1);
+    long reads = 0;
+    atomic_store(&stats_stop, false);
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_stats_until_stopped, &reads), 0);
+    for (int i = 0; i < 20; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        crm_conn *c = crm_db_acquire(&err);
+        ck_assert_msg(c != NULL, "acquire: %s", err.detail);
+        ck_assert_int_eq(crm_db_get_stats().connected, 1);
+        crm_db_mark_broken(c);
+        crm_db_release(c); /* closes it, outside the lock */
+        ck_assert_int_eq(crm_db_get_stats().connected, 0);
+    }
+    atomic_store(&stats_stop, true);
+    pthread_join(reader, NULL);
+    ck_assert_int_gt(reads, 0);
+    unit_db_stop(direct);
+}
+END_TEST
+
 Suite *db_suite(void)
 {
     Suite *s = suite_create("db");
@@ -814,6 +853,7 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_connection_killed_while_held_fails_unavailable);
     tcase_add_test(tc, test_release_inside_transaction_discards_connection);
     tcase_add_test(tc, test_connection_marked_broken_is_replaced);
+    tcase_add_test(tc, test_stats_count_connections_while_they_are_replaced);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("unreachable");
