@@ -57,7 +57,7 @@ void crm_dbloop_run(crm_dbloop *loop);
 bool crm_dbloop_idle(const crm_dbloop *loop);
 
 typedef struct crm_dbloop_stats {
-    int connections; /* open */
+    int connections; /* open or opening */
     int busy;        /* statements in flight */
     int queued;      /* waiting for a connection */
 } crm_dbloop_stats;
