@@ -41,6 +41,9 @@ static struct {
     int in_use;
     int waiting;
     unsigned long connect_failures;
+    /* Slots holding a connection. Atomic: the thread that holds a slot
+     * closes or opens its connection outside mu. */
+    atomic_int connected;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -80,6 +83,7 @@ bool crm_db_init(const crm_db_config *cfg, crm_error *err)
     pthread_condattr_destroy(&attr);
     pool.in_use = pool.waiting = 0;
     pool.connect_failures = 0;
+    atomic_store(&pool.connected, 0);
     atomic_store(&down_until_ms, 0);
     return true;
 }
@@ -91,6 +95,7 @@ void crm_db_shutdown(void)
     for (int i = 0; i < pool.size; i++)
         if (pool.slots[i].pg != NULL)
             PQfinish(pool.slots[i].pg);
+    atomic_store(&pool.connected, 0);
     free(pool.slots);
     free(pool.url);
     pool.slots = NULL;
@@ -105,42 +110,89 @@ static void log_notice(void *arg, const char *message)
     crm_log(CRM_LOG_DEBUG, "database notice: %.*s", (int)strcspn(message, "\n"), message);
 }
 
-PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
-{
+/* The connection parameters every crmd connection uses; keys and vals get
+ * CONNECT_PARAMS entries (NULL-terminated) that point into bufs. */
+#define CONNECT_PARAMS 8
+
+typedef struct connect_bufs {
     char timeout[16], options[128];
-    snprintf(timeout, sizeof timeout, "%d",
+} connect_bufs;
+
+static void connect_params(const crm_db_config *cfg, connect_bufs *b, const char **keys,
+                           const char **vals)
+{
+    snprintf(b->timeout, sizeof b->timeout, "%d",
              cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
     /* JIT compiling costs milliseconds that a request's statement never wins back. */
-    snprintf(options, sizeof options,
+    snprintf(b->options, sizeof b->options,
              "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan "
              "-c DateStyle=ISO,YMD -c TimeZone=UTC",
              cfg->statement_timeout_ms);
     /* Our defaults come before dbname so that values in the URL override them. */
     /* Keepalives bound how long a vanished database host can hold a request. */
-    const char *keys[] = {"connect_timeout",
-                          "options",
-                          "fallback_application_name",
-                          "keepalives_idle",
-                          "keepalives_interval",
-                          "keepalives_count",
-                          "dbname",
-                          NULL};
-    const char *vals[] = {timeout, options, "crmd", "10", "3", "3", cfg->url, NULL};
+    static const char *const names[CONNECT_PARAMS] = {"connect_timeout",
+                                                      "options",
+                                                      "fallback_application_name",
+                                                      "keepalives_idle",
+                                                      "keepalives_interval",
+                                                      "keepalives_count",
+                                                      "dbname",
+                                                      NULL};
+    const char *values[CONNECT_PARAMS] = {b->timeout, b->options, "crmd",   "10",
+                                          "3",        "3",        cfg->url, NULL};
+    memcpy(keys, names, sizeof names);
+    memcpy(vals, values, sizeof values);
+}
+
+void crm_db_log_connect_failure(PGconn *pg)
+{
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s", pg != NULL ? PQerrorMessage(pg) : "out of memory");
+    msg[strcspn(msg, "\n")] = '\0';
+    crm_log(CRM_LOG_WARN, "database connect failed: %s", msg);
+}
+
+PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err)
+{
+    connect_bufs bufs;
+    const char *keys[CONNECT_PARAMS], *vals[CONNECT_PARAMS];
+    connect_params(cfg, &bufs, keys, vals);
     PGconn *pg = PQconnectdbParams(keys, vals, 1);
-    if (pg == NULL) {
-        crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
-        return NULL;
-    }
-    if (PQstatus(pg) != CONNECTION_OK) {
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", PQerrorMessage(pg));
-        msg[strcspn(msg, "\n")] = '\0';
-        crm_log(CRM_LOG_WARN, "database connect failed: %s", msg);
+    if (pg == NULL || PQstatus(pg) != CONNECTION_OK) {
+        crm_db_log_connect_failure(pg);
         PQfinish(pg);
         crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
         return NULL;
     }
     PQsetNoticeProcessor(pg, log_notice, NULL);
+    return pg;
+}
+
+/* The connect_timeout in effect for pg (the URL's, else ours), in seconds. */
+static int effective_connect_timeout_s(PGconn *pg, const crm_db_config *cfg)
+{
+    int seconds = cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2;
+    PQconninfoOption *opts = PQconninfo(pg);
+    for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL && atoi(o->val) > 0)
+            seconds = atoi(o->val);
+    PQconninfoFree(opts);
+    return seconds;
+}
+
+PGconn *crm_db_connect_start(const crm_db_config *cfg, int *timeout_s)
+{
+    connect_bufs bufs;
+    const char *keys[CONNECT_PARAMS], *vals[CONNECT_PARAMS];
+    connect_params(cfg, &bufs, keys, vals);
+    PGconn *pg = PQconnectStartParams(keys, vals, 1);
+    if (pg == NULL || PQstatus(pg) == CONNECTION_BAD) {
+        crm_db_log_connect_failure(pg);
+        PQfinish(pg);
+        return NULL;
+    }
+    PQsetNoticeProcessor(pg, log_notice, NULL);
+    *timeout_s = effective_connect_timeout_s(pg, cfg);
     return pg;
 }
 
@@ -161,8 +213,10 @@ static bool idle_connection_alive(PGconn *pg)
 
 static void slot_reset(crm_conn *c)
 {
-    if (c->pg != NULL)
+    if (c->pg != NULL) {
         PQfinish(c->pg);
+        atomic_fetch_sub(&pool.connected, 1);
+    }
     c->pg = NULL;
     c->broken = false;
     memset(c->prepared, 0, sizeof c->prepared);
@@ -222,6 +276,7 @@ crm_conn *crm_db_acquire(crm_error *err)
             if (pg != NULL) {
                 slot_reset(c);
                 c->pg = pg;
+                atomic_fetch_add(&pool.connected, 1);
                 atomic_store(&down_until_ms, 0);
                 pthread_mutex_unlock(&pool.mu);
                 return c;
@@ -288,28 +343,66 @@ const char *crm_db_sqlstate(const crm_conn *c)
     return c->sqlstate;
 }
 
-bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err)
+/* A field of a failed result, or "-". */
+static const char *diag(const PGresult *res, int field)
+{
+    const char *v = PQresultErrorField(res, field);
+    return v != NULL && v[0] != '\0' ? v : "-";
+}
+
+/* Logs a failed statement. A result from the server is logged by its
+ * fields, never by its text: the DETAIL ("Failing row contains (...)",
+ * "Key (email)=(...)") and even the primary message can quote the values of
+ * a row, personal data that must not reach the log. The SQLSTATE, the
+ * schema object (constraint, table, column) and the server routine that
+ * raised the error say what went wrong without them. Without a result,
+ * libpq's own message (a lost connection: no row data) is logged. */
+static void log_failure(crm_log_level level, PGconn *conn, const PGresult *res, const char *what)
+{
+    const char *state = res != NULL ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    if (state != NULL) {
+        crm_log(level,
+                "database error %s during %s (constraint %s, table %s, column %s, routine %s)",
+                state, what, diag(res, PG_DIAG_CONSTRAINT_NAME), diag(res, PG_DIAG_TABLE_NAME),
+                diag(res, PG_DIAG_COLUMN_NAME), diag(res, PG_DIAG_SOURCE_FUNCTION));
+        return;
+    }
+    const char *msg = res != NULL ? PQresultErrorMessage(res) : PQerrorMessage(conn);
+    crm_log(level, "database error during %s: %.*s", what, (int)strcspn(msg, "\n"), msg);
+}
+
+/* crm_db_result_error, logging expected_state (a SQLSTATE the caller
+ * handles as an ordinary outcome, or NULL) at debug level only. */
+static bool result_error(PGconn *conn, const PGresult *res, const char *what,
+                         const char *expected_state, crm_error *err)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(conn);
     if (PQstatus(conn) == CONNECTION_OK && state == NULL) {
-        crm_log(CRM_LOG_ERROR, "database error during %s: %.300s", what, msg);
+        log_failure(CRM_LOG_ERROR, conn, res, what);
         return crm_error_set(err, CRM_E_INTERNAL, "internal error");
     }
     if (PQstatus(conn) != CONNECTION_OK || state == NULL || strncmp(state, "08", 2) == 0 ||
         strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 || strcmp(state, "57P03") == 0 ||
         strncmp(state, "53", 2) == 0) {
-        crm_log(CRM_LOG_WARN, "database unavailable during %s: %.200s", what, msg);
+        log_failure(CRM_LOG_WARN, conn, res, what);
         return crm_error_set(err, CRM_E_UNAVAILABLE, "database unavailable");
     }
-    if (strcmp(state, "23505") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+    if (strcmp(state, "23505") == 0 || strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
+        log_failure(CRM_LOG_DEBUG, conn, res, what);
         return crm_error_set(err, CRM_E_CONFLICT, "conflicting concurrent change");
+    }
     if (strcmp(state, "57014") == 0) {
         crm_log(CRM_LOG_WARN, "statement timeout during %s", what);
         return crm_error_set(err, CRM_E_UNAVAILABLE, "database statement timed out");
     }
-    crm_log(CRM_LOG_ERROR, "database error %s during %s: %.300s", state, what, msg);
+    bool expected = expected_state != NULL && strcmp(state, expected_state) == 0;
+    log_failure(expected ? CRM_LOG_DEBUG : CRM_LOG_ERROR, conn, res, what);
     return crm_error_set(err, CRM_E_INTERNAL, "internal error");
+}
+
+bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err)
+{
+    return result_error(conn, res, what, NULL, err);
 }
 
 int crm_db_stmt_slot(crm_stmt *stmt)
@@ -383,15 +476,22 @@ crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page)
     return found;
 }
 
-static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error *err)
+/* Records and maps a failed result on c (see result_error) and frees it. */
+static bool fail_result_expecting(crm_conn *c, PGresult *res, const char *what,
+                                  const char *expected_state, crm_error *err)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
-    crm_db_result_error(c->pg, res, what, err);
+    result_error(c->pg, res, what, expected_state, err);
     if (PQstatus(c->pg) != CONNECTION_OK)
         c->broken = true;
     PQclear(res);
     return false;
+}
+
+static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error *err)
+{
+    return fail_result_expecting(c, res, what, NULL, err);
 }
 
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
@@ -530,8 +630,8 @@ bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, 
     }
     res = PQgetResult(c->pg);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok)
-        fail_result(c, res, "COPY", err);
+    if (!ok) /* an unknown customer id refuses a COPY: callers fall back (touchpoints.c) */
+        fail_result_expecting(c, res, "COPY", "23503", err);
     else
         PQclear(res);
     while ((res = PQgetResult(c->pg)) != NULL) /* the end of the command */
@@ -557,9 +657,7 @@ crm_db_stats crm_db_get_stats(void)
     s.in_use = pool.in_use;
     s.waiting = pool.waiting;
     s.connect_failures = pool.connect_failures;
-    for (int i = 0; i < pool.size; i++)
-        if (pool.slots[i].pg != NULL)
-            s.connected++;
     pthread_mutex_unlock(&pool.mu);
+    s.connected = atomic_load(&pool.connected);
     return s;
 }

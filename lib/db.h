@@ -120,8 +120,8 @@ void crm_db_release(crm_conn *c);
 /* Runs a prepared statement with text parameters (NULL entries are SQL NULL).
  * Returns a result the caller frees with PQclear(), or NULL with err set:
  * CRM_E_UNAVAILABLE for a lost connection, CRM_E_CONFLICT for a unique or
- * serialization failure, CRM_E_INTERNAL otherwise (the server log gets the
- * database's message). crm_db_sqlstate() tells the exact code. */
+ * serialization failure, CRM_E_INTERNAL otherwise (logged as
+ * crm_db_result_error says). crm_db_sqlstate() tells the exact code. */
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err);
 
@@ -167,6 +167,17 @@ void crm_db_mark_broken(crm_conn *c);
 /* Opens a connection outside the pool (migrations, CLI). PQfinish() it. */
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
 
+/* Starts a connection with the same settings as crm_db_connect_direct
+ * without waiting for it (PQconnectStartParams): the caller drives it with
+ * PQconnectPoll on PQsocket and must enforce *timeout_s itself (libpq does
+ * not in this mode; it gets the URL's connect_timeout, else the config's).
+ * NULL (logged) when it fails at once. A host name still costs a blocking
+ * DNS lookup inside libpq; hostaddr or an IP address avoids it. */
+PGconn *crm_db_connect_start(const crm_db_config *cfg, int *timeout_s);
+
+/* Logs why pg failed to connect (the first line of libpq's message). */
+void crm_db_log_connect_failure(PGconn *pg);
+
 /* True inside the fail-fast window that follows a failed connect. */
 bool crm_db_in_backoff(void);
 
@@ -174,7 +185,10 @@ bool crm_db_in_backoff(void);
  * of backoff_ms. Used by the pool and by the event loop alike. */
 void crm_db_note_connect(bool ok, int backoff_ms);
 
-/* Maps a failed result on conn to a crm_error, logging the server's message. */
+/* Maps a failed result on conn to a crm_error and logs it by its SQLSTATE,
+ * constraint, table, column and what (the statement's name), never by the
+ * server's message text, which can quote personal data. Conflicts (23505,
+ * 40001, 40P01) are logged at debug level only. */
 bool crm_db_result_error(PGconn *conn, const PGresult *res, const char *what, crm_error *err);
 
 crm_db_stats crm_db_get_stats(void);

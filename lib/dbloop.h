@@ -20,7 +20,9 @@ typedef void (*crm_dbloop_done)(void *arg, PGresult *res, const crm_error *err);
 
 /* One loop: a few pipelined connections used by one thread only (nothing
  * here locks). The owner watches crm_dbloop_fd() for readability in its own
- * event loop and calls crm_dbloop_run() when it fires and after queueing. */
+ * event loop and calls crm_dbloop_run() when it fires and after queueing.
+ * Nothing here blocks, connecting included: the fd also turns readable when
+ * a connect makes progress or reaches its deadline. */
 typedef struct crm_dbloop crm_dbloop;
 
 /* A loop of at most `connections` connections with cfg's settings. */
@@ -29,6 +31,15 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
 /* Fails what is still queued or in flight with CRM_E_UNAVAILABLE (their
  * callbacks run) and closes the connections. */
 void crm_dbloop_free(crm_dbloop *loop);
+
+/* For the shutdown deadline, on the loop's thread: asks PostgreSQL to
+ * cancel the statements in flight (PQcancel, sent from a short-lived thread
+ * of its own so that an unreachable host cannot hold this one), fails every
+ * queued and in-flight job with CRM_E_UNAVAILABLE, calling each callback
+ * exactly once, here, and closes the connections. Afterwards the loop takes
+ * no work (crm_dbloop_submit fails with CRM_E_UNAVAILABLE, crm_dbloop_run
+ * does nothing) and crm_dbloop_free calls no callback. */
+void crm_dbloop_abort_all(crm_dbloop *loop);
 
 /* An epoll descriptor that turns readable when a connection has news. */
 int crm_dbloop_fd(const crm_dbloop *loop);
@@ -46,7 +57,7 @@ void crm_dbloop_run(crm_dbloop *loop);
 bool crm_dbloop_idle(const crm_dbloop *loop);
 
 typedef struct crm_dbloop_stats {
-    int connections; /* open */
+    int connections; /* open or opening */
     int busy;        /* statements in flight */
     int queued;      /* waiting for a connection */
 } crm_dbloop_stats;

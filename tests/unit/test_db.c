@@ -9,13 +9,17 @@
 #include <check.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
+#include "log.h"
 #include "suites.h"
 #include "support.h"
+
+#include <unistd.h>
 
 #define UNREACHABLE_URL "host=/nonexistent dbname=x"
 
@@ -675,6 +679,121 @@ START_TEST(test_connect_direct_applies_statement_timeout)
 }
 END_TEST
 
+/* Captures what crm_log writes to stderr (at info level and above) while
+ * it runs; stop_capture returns it (the caller frees it). */
+typedef struct log_capture {
+    int saved, fd;
+    char path[64];
+} log_capture;
+
+static void start_capture(log_capture *cap)
+{
+    snprintf(cap->path, sizeof cap->path, "/tmp/crmd-unit-log-XXXXXX");
+    cap->fd = mkstemp(cap->path);
+    ck_assert_int_ge(cap->fd, 0);
+    fflush(stderr);
+    cap->saved = dup(STDERR_FILENO);
+    ck_assert_int_ge(cap->saved, 0);
+    ck_assert_int_ge(dup2(cap->fd, STDERR_FILENO), 0);
+    crm_log_set_level(CRM_LOG_INFO);
+}
+
+static char *stop_capture(log_capture *cap)
+{
+    /* Back to what main.c set: nothing unless CRMD_TEST_LOG names a level. */
+    const char *name = getenv("CRMD_TEST_LOG");
+    int level = name != NULL ? crm_log_level_parse(name) : -1;
+    crm_log_set_level(level >= 0 ? (crm_log_level)level : (crm_log_level)(CRM_LOG_ERROR + 1));
+    fflush(stderr);
+    dup2(cap->saved, STDERR_FILENO);
+    close(cap->saved);
+    off_t size = lseek(cap->fd, 0, SEEK_END);
+    char *text = calloc(1, (size_t)size + 1);
+    ck_assert_ptr_nonnull(text);
+    ck_assert_int_eq(pread(cap->fd, text, (size_t)size, 0), size);
+    close(cap->fd);
+    unlink(cap->path);
+    return text;
+}
+
+/* A constraint violation is logged by its SQLSTATE, constraint and table,
+ * never with the DETAIL that quotes the row ("Failing row contains (...)");
+ * a foreign key that refuses a COPY (which callers handle) is not logged
+ * at info level or above at all. */
+START_TEST(test_database_errors_are_logged_without_the_values_of_the_row)
+{
+    PGconn *direct = unit_db_start(1);
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *c = crm_db_acquire(&err);
+    ck_assert_ptr_nonnull(c);
+    const char *setup[] = {
+        "CREATE TEMP TABLE unit_s6 (v text CONSTRAINT unit_s6_short CHECK (length(v) < 3))",
+        "CREATE TEMP TABLE unit_s6_parent (k text PRIMARY KEY)",
+        "CREATE TEMP TABLE unit_s6_child (k text REFERENCES unit_s6_parent)"};
+    for (size_t i = 0; i < sizeof setup / sizeof setup[0]; i++)
+        PQclear(crm_db_exec_sql(c, setup[i], 0, NULL, &err));
+    const char *marker = "MARKER-s6-personal";
+    const char *values[] = {marker};
+
+    log_capture cap;
+    start_capture(&cap);
+    PGresult *res = crm_db_exec_sql(c, "INSERT INTO unit_s6 VALUES ($1)", 1, values, &err);
+    bool copied = crm_db_copy_in(c, "COPY unit_s6_child FROM STDIN", "MARKER-s6-copy\n", 15, &err);
+    char *log = stop_capture(&cap);
+
+    ck_assert_ptr_null(res);
+    ck_assert(!copied);
+    ck_assert_str_eq(crm_db_sqlstate(c), "23503");
+    ck_assert_msg(strstr(log, "MARKER") == NULL, "personal data in the log: %s", log);
+    ck_assert_msg(strstr(log, "23514") != NULL && strstr(log, "unit_s6_short") != NULL &&
+                      strstr(log, "unit_s6") != NULL,
+                  "the log does not say what failed: %s", log);
+    ck_assert_msg(strstr(log, "23503") == NULL, "an expected COPY refusal was logged: %s", log);
+    free(log);
+    crm_error_clear(&err);
+    crm_db_release(c);
+    unit_db_stop(direct);
+}
+END_TEST
+
+static atomic_bool stats_stop;
+
+static void *read_stats_until_stopped(void *arg)
+{
+    long *reads = arg;
+    while (!atomic_load(&stats_stop)) {
+        crm_db_stats st = crm_db_get_stats();
+        *reads += st.connected >= 0;
+    }
+    return NULL;
+}
+
+/* The connected count is right while connections are dropped and opened
+ * outside the pool's lock, and reading it races with nothing (the TSan
+ * build checks the second half). */
+START_TEST(test_stats_count_connections_while_they_are_replaced)
+{
+    PGconn *direct = unit_db_start(1);
+    long reads = 0;
+    atomic_store(&stats_stop, false);
+    pthread_t reader;
+    ck_assert_int_eq(pthread_create(&reader, NULL, read_stats_until_stopped, &reads), 0);
+    for (int i = 0; i < 20; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        crm_conn *c = crm_db_acquire(&err);
+        ck_assert_msg(c != NULL, "acquire: %s", err.detail);
+        ck_assert_int_eq(crm_db_get_stats().connected, 1);
+        crm_db_mark_broken(c);
+        crm_db_release(c); /* closes it, outside the lock */
+        ck_assert_int_eq(crm_db_get_stats().connected, 0);
+    }
+    atomic_store(&stats_stop, true);
+    pthread_join(reader, NULL);
+    ck_assert_int_gt(reads, 0);
+    unit_db_stop(direct);
+}
+END_TEST
+
 Suite *db_suite(void)
 {
     Suite *s = suite_create("db");
@@ -714,6 +833,7 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_internal_error_detail_hides_database_message);
     tcase_add_test(tc, test_undefined_table_maps_to_internal);
     tcase_add_test(tc, test_statement_timeout_maps_to_unavailable);
+    tcase_add_test(tc, test_database_errors_are_logged_without_the_values_of_the_row);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("exhaustion");
@@ -733,6 +853,7 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_connection_killed_while_held_fails_unavailable);
     tcase_add_test(tc, test_release_inside_transaction_discards_connection);
     tcase_add_test(tc, test_connection_marked_broken_is_replaced);
+    tcase_add_test(tc, test_stats_count_connections_while_they_are_replaced);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("unreachable");
