@@ -14,12 +14,12 @@
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/sqlbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILTER_PARAMS 16
 #define Q_MIN_CHARS 3
 #define Q_MAX_CHARS 200
 #define Q_MAX_WORDS 8
@@ -31,48 +31,43 @@ typedef struct sort_order {
     const char *key;     /* the ORDER BY expression (an index's) */
     const char *key_out; /* a text key as the cursor stores it, an extra column */
     int key_col;         /* or the timestamp column whose µs the cursor stores */
-    const char *key_in;  /* $n (the cursor's key) as a value comparable to key */
     bool descending;
-    bool text_key;
+    bool text_key; /* the cursor's key is text ($n::text), else µs (FROM_US) */
 } sort_order;
 
-#define FROM_US "('epoch'::timestamptz + $%d::bigint * interval '1 microsecond')"
 #define NAME_KEY "lower(coalesce(c.display_name, c.last_name, c.first_name, c.company, ''))"
 
 static const sort_order sorts[] = {
-    {"created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, false, false},
-    {"-created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, true, false},
-    {"updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, false, false},
-    {"-updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, true, false},
-    {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, "$%d::text", false, true},
+    {"created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, false, false},
+    {"-created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, true, false},
+    {"updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, false, false},
+    {"-updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, true, false},
+    {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, false, true},
 };
 #define N_SORTS ((int)(sizeof sorts / sizeof sorts[0]))
 
-/* The statement under construction: text and parameters. */
-typedef struct list_sql {
-    char text[4096];
-    size_t len;
-    const char *params[MAX_FILTER_PARAMS];
-    int nparams;
-} list_sql;
-
-/* Appends a constant fragment; each %d in it becomes the next placeholder
- * number (a fragment holds at most two). */
-static void append(list_sql *s, const char *fragment, int placeholders)
+/* Appends before, the placeholder of parameter n, then after. */
+static void put(crm_sqlbuf *s, const char *before, int n, const char *after)
 {
-    int a = s->nparams + 1, b = s->nparams + 2;
-    (void)placeholders;
-    int n = snprintf(s->text + s->len, sizeof s->text - s->len, fragment, a, b);
-    if (n > 0)
-        s->len += (size_t)n;
+    crm_sqlbuf_append(s, before);
+    crm_sqlbuf_placeholder(s, n);
+    crm_sqlbuf_append(s, after);
 }
 
-/* Appends " AND <condition>" with one value. */
-static void where(list_sql *s, const char *condition, const char *value)
+/* Appends the timestamp that parameter n (microseconds since the epoch)
+ * stands for. */
+static void from_us(crm_sqlbuf *s, int n)
 {
-    append(s, " AND ", 0);
-    append(s, condition, 1);
-    s->params[s->nparams++] = value;
+    put(s, "('epoch'::timestamptz + ", n, "::bigint * interval '1 microsecond')");
+}
+
+/* Appends " AND <before>$n<after>" for a new parameter holding value. */
+static void where(crm_sqlbuf *s, const char *before, const char *value, const char *after)
+{
+    crm_sqlbuf_append(s, " AND ");
+    crm_sqlbuf_append(s, before);
+    crm_sqlbuf_bind(s, value);
+    crm_sqlbuf_append(s, after);
 }
 
 /* The separators of q's words: ASCII white space and punctuation, the set
@@ -245,21 +240,6 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_ar
     return true;
 }
 
-/* Appends text with %d placeholders filled from the given numbers. */
-static void append_numbered(list_sql *s, const char *fragment, int a, int b, int c)
-{
-    int n = snprintf(s->text + s->len, sizeof s->text - s->len, fragment, a, b, c);
-    if (n > 0)
-        s->len += (size_t)n;
-}
-
-/* Adds a parameter; returns its number. */
-static int add_param(list_sql *s, const char *value)
-{
-    s->params[s->nparams++] = value;
-    return s->nparams;
-}
-
 /* Whether a q page starts from the words of the search index (created_at
  * orders, which that index keeps) rather than walking the sort order. */
 static bool uses_terms(const filter_values *fv)
@@ -290,30 +270,34 @@ typedef enum {
     "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1))),"                                  \
     " terms AS (SELECT json_agg(term) AS list FROM t WHERE starts_with(term, lower($1)))"
 
-/* q's driving word ($%d) is the only word of the search index it begins:
- * the first word after it in the index does not begin with it. One index
- * probe, made once per statement. */
-#define SQL_NO_LONGER_TERM                                                                         \
-    " AND NOT EXISTS (SELECT 1 FROM (SELECT z.term FROM customer_search_terms z"                   \
-    " WHERE z.term > lower($%d) ORDER BY z.term LIMIT 1) z WHERE starts_with(z.term, lower($%d)))"
+/* q's driving word (parameter n) is the only word of the search index it
+ * begins: the first word after it in the index does not begin with it. One
+ * index probe, made once per statement. */
+static void no_longer_term(crm_sqlbuf *s, int n)
+{
+    put(s, " AND NOT EXISTS (SELECT 1 FROM (SELECT z.term FROM customer_search_terms z"
+           " WHERE z.term > lower(", n, ") ORDER BY z.term LIMIT 1) z WHERE starts_with(z.term, lower(");
+    crm_sqlbuf_placeholder(s, n);
+    crm_sqlbuf_append(s, ")))");
+}
 
 /* FROM for a page that starts from the search index: the customers who hold
  * any of the terms, merged in page order from one index range per term. In
  * PAGE_FIRST_TERM the one term is terms.list's (and none when it has more);
  * in PAGE_EXACT_TERM, the driving word. */
 static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, crm_arena *arena,
-                       list_sql *s)
+                       crm_sqlbuf *s)
 {
     const sort_order *o = &sorts[fv->sort];
     size_t nterms = mode == PAGE_FIRST_TERM || mode == PAGE_EXACT_TERM ? 1 : json_array_size(terms);
     if (nterms == 0) {
-        append(s, " FROM customers c WHERE false", 0);
+        crm_sqlbuf_append(s, " FROM customers c WHERE false");
         return;
     }
     int key = 0, id = 0;
     if (fv->cursor_key != NULL) {
-        key = add_param(s, fv->cursor_key);
-        id = add_param(s, fv->cursor_id);
+        key = crm_sqlbuf_param(s, fv->cursor_key);
+        id = crm_sqlbuf_param(s, fv->cursor_id);
     }
     /* One range per term, merged in page order; a customer who holds two of
      * the terms comes twice, next to each other, and DISTINCT ON drops the
@@ -321,95 +305,95 @@ static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, c
     const char *order = o->descending ? " ORDER BY x.created_at DESC, x.customer_id DESC"
                                       : " ORDER BY x.created_at, x.customer_id";
     if (nterms > 1)
-        append(s,
-               " FROM (SELECT DISTINCT ON (x.created_at, x.customer_id) x.created_at, "
-               "x.customer_id FROM (",
-               0);
+        crm_sqlbuf_append(s, " FROM (SELECT DISTINCT ON (x.created_at, x.customer_id) "
+                             "x.created_at, x.customer_id FROM (");
     else
-        append(s, " FROM (", 0);
+        crm_sqlbuf_append(s, " FROM (");
     for (size_t i = 0; i < nterms; i++) {
         if (i > 0)
-            append(s, " UNION ALL ", 0);
-        append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ", 0);
+            crm_sqlbuf_append(s, " UNION ALL ");
+        crm_sqlbuf_append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ");
         if (mode == PAGE_FIRST_TERM) {
-            append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1", 0);
+            crm_sqlbuf_append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1");
         } else if (mode == PAGE_EXACT_TERM) {
-            int p = add_param(s, fv->words[fv->driver]);
-            append_numbered(s, "x.term = lower($%d)", p, 0, 0);
-            append_numbered(s, SQL_NO_LONGER_TERM, p, p, 0);
+            int p = crm_sqlbuf_param(s, fv->words[fv->driver]);
+            put(s, "x.term = lower(", p, ")");
+            no_longer_term(s, p);
         } else {
             const char *term = json_string_value(json_array_get(terms, i));
-            int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
-            append_numbered(s, "x.term = $%d", p, 0, 0);
+            crm_sqlbuf_append(s, "x.term = ");
+            crm_sqlbuf_bind(s, term ? crm_arena_strndup(arena, term, strlen(term)) : NULL);
         }
-        if (key != 0)
-            append_numbered(s,
-                            o->descending
-                                ? " AND (x.created_at, x.customer_id) < (" FROM_US ", $%d::bigint)"
-                                : " AND (x.created_at, x.customer_id) > (" FROM_US ", $%d::bigint)",
-                            key, id, 0);
+        if (key != 0) {
+            crm_sqlbuf_append(s, o->descending ? " AND (x.created_at, x.customer_id) < ("
+                                               : " AND (x.created_at, x.customer_id) > (");
+            from_us(s, key);
+            put(s, ", ", id, "::bigint)");
+        }
         if (nterms > 1)
-            append(s, order, 0);
-        append(s, ")", 0);
+            crm_sqlbuf_append(s, order);
+        crm_sqlbuf_append(s, ")");
     }
     if (nterms > 1) {
-        append(s, ") x", 0);
-        append(s, order, 0);
+        crm_sqlbuf_append(s, ") x");
+        crm_sqlbuf_append(s, order);
     }
     /* Joined on the id alone: with created_at as well, PostgreSQL takes the two
      * conditions for independent, expects almost no rows, and hashes every
      * match rather than stream the first page. */
-    append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'", 0);
+    crm_sqlbuf_append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'");
 }
 
-/* Builds the statement for f (checked) into s. */
+/* Builds the statement for f (checked) into s, all but its LIMIT value. */
 static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode mode,
-                      json_t *terms, crm_arena *arena, list_sql *s)
+                      json_t *terms, crm_arena *arena, const char *limit, crm_sqlbuf *s)
 {
     const sort_order *o = &sorts[fv->sort];
     bool by_terms = mode != PAGE_WALK;
     if (mode == PAGE_FIRST_TERM) {
-        append(s,
-               SQL_FIND_TERMS " SELECT terms.list::text AS search_terms, p.* FROM terms"
-                              " LEFT JOIN LATERAL (",
-               0);
-        add_param(s, fv->words[fv->driver]);
-        add_param(s, PREFIX_TERMS_MAX_TEXT);
+        int word = crm_sqlbuf_param(s, fv->words[fv->driver]);
+        int max = crm_sqlbuf_param(s, PREFIX_TERMS_MAX_TEXT);
+        /* SQL_FIND_TERMS names them $1 and $2 */
+        if (word == 1 && max == 2)
+            crm_sqlbuf_append(s, SQL_FIND_TERMS " SELECT terms.list::text AS search_terms, p.* "
+                                 "FROM terms LEFT JOIN LATERAL (");
+        else
+            s->failed = true;
     }
     if (mode == PAGE_EXACT_TERM)
-        append(s, "SELECT true AS exact_term, ", 0);
+        crm_sqlbuf_append(s, "SELECT true AS exact_term, ");
     else
-        append(s, "SELECT ", 0);
-    append(s, CRM_CUSTOMER_COLUMNS, 0);
+        crm_sqlbuf_append(s, "SELECT ");
+    crm_sqlbuf_append(s, CRM_CUSTOMER_COLUMNS);
     if (o->key_out != NULL) {
-        append(s, ", ", 0);
-        append(s, o->key_out, 0);
-        append(s, " AS sort_key", 0);
+        crm_sqlbuf_append(s, ", ");
+        crm_sqlbuf_append(s, o->key_out);
+        crm_sqlbuf_append(s, " AS sort_key");
     }
     if (by_terms)
         from_terms(fv, mode, terms, arena, s);
     else
-        append(s, " FROM customers c WHERE c.status = 'active'", 0);
+        crm_sqlbuf_append(s, " FROM customers c WHERE c.status = 'active'");
     if (f->email != NULL)
-        where(s, "c.email_normalized = $%d", fv->email);
+        where(s, "c.email_normalized = ", fv->email, "");
     if (f->phone != NULL)
-        where(s, "c.phone_normalized = $%d", fv->phone);
+        where(s, "c.phone_normalized = ", fv->phone, "");
     if (f->country != NULL)
-        where(s, "c.country = $%d", f->country);
+        where(s, "c.country = ", f->country, "");
     if (f->city != NULL)
-        where(s, "c.city = $%d", f->city);
+        where(s, "c.city = ", f->city, "");
     if (f->lifecycle_stage != NULL)
-        where(s, "c.lifecycle_stage = $%d", f->lifecycle_stage);
+        where(s, "c.lifecycle_stage = ", f->lifecycle_stage, "");
     if (f->tag != NULL)
-        where(s, "c.tags @> ARRAY[$%d::text]", f->tag);
+        where(s, "c.tags @> ARRAY[", f->tag, "::text]");
     if (f->created_after != NULL)
-        where(s, "c.created_at > $%d::timestamptz", f->created_after);
+        where(s, "c.created_at > ", f->created_after, "::timestamptz");
     if (f->created_before != NULL)
-        where(s, "c.created_at < $%d::timestamptz", f->created_before);
+        where(s, "c.created_at < ", f->created_before, "::timestamptz");
     if (f->updated_after != NULL)
-        where(s, "c.updated_at > $%d::timestamptz", f->updated_after);
+        where(s, "c.updated_at > ", f->updated_after, "::timestamptz");
     if (f->updated_before != NULL)
-        where(s, "c.updated_at < $%d::timestamptz", f->updated_before);
+        where(s, "c.updated_at < ", f->updated_before, "::timestamptz");
     /* The other words (all of them on a walk): each begins a word of the
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */
@@ -417,40 +401,42 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         if (!by_terms)
             where(s,
                   "EXISTS (SELECT 1 FROM customer_search_terms w WHERE w.customer_id = c.id "
-                  "AND starts_with(w.term, lower($%d)))",
-                  fv->words[i]);
+                  "AND starts_with(w.term, lower(",
+                  fv->words[i], ")))");
         else if (i != fv->driver)
             where(s,
                   "EXISTS (SELECT 1 FROM customer_search_terms w "
-                  "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower($%d)))",
-                  fv->words[i]);
+                  "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower(",
+                  fv->words[i], ")))");
     }
     if (fv->cursor_key != NULL && !by_terms) {
-        append(s, " AND (", 0);
-        append(s, o->key, 0);
-        append(s, o->descending ? ", c.id) < (" : ", c.id) > (", 0);
-        append(s, o->key_in, 1);
-        s->params[s->nparams++] = fv->cursor_key;
-        append(s, ", $%d::bigint)", 1);
-        s->params[s->nparams++] = fv->cursor_id;
+        crm_sqlbuf_append(s, " AND (");
+        crm_sqlbuf_append(s, o->key);
+        crm_sqlbuf_append(s, o->descending ? ", c.id) < (" : ", c.id) > (");
+        int key = crm_sqlbuf_param(s, fv->cursor_key);
+        if (o->text_key)
+            put(s, "", key, "::text");
+        else
+            from_us(s, key);
+        crm_sqlbuf_append(s, ", ");
+        crm_sqlbuf_bind(s, fv->cursor_id);
+        crm_sqlbuf_append(s, "::bigint)");
     }
-    append(s, " ORDER BY ", 0);
+    crm_sqlbuf_append(s, " ORDER BY ");
     if (by_terms && (mode != PAGE_MERGE_TERMS || json_array_size(terms) > 0)) {
         /* h's order, which is c's */
-        append(s,
-               o->descending ? "h.created_at DESC, h.customer_id DESC"
-                             : "h.created_at, h.customer_id",
-               0);
+        crm_sqlbuf_append(s, o->descending ? "h.created_at DESC, h.customer_id DESC"
+                                           : "h.created_at, h.customer_id");
     } else {
-        append(s, o->key, 0);
-        append(s, o->descending ? " DESC, c.id DESC" : ", c.id", 0);
+        crm_sqlbuf_append(s, o->key);
+        crm_sqlbuf_append(s, o->descending ? " DESC, c.id DESC" : ", c.id");
     }
-    append(s, " LIMIT $%d::int", 1);
+    crm_sqlbuf_append(s, " LIMIT ");
+    crm_sqlbuf_bind(s, limit);
+    crm_sqlbuf_append(s, "::int");
     if (mode == PAGE_FIRST_TERM)
-        append(s,
-               o->descending ? ") p ON true ORDER BY p.created_at DESC, p.id DESC"
-                             : ") p ON true ORDER BY p.created_at, p.id",
-               0);
+        crm_sqlbuf_append(s, o->descending ? ") p ON true ORDER BY p.created_at DESC, p.id DESC"
+                                           : ") p ON true ORDER BY p.created_at, p.id");
 }
 
 /* The sort order f names (checked before). */
@@ -475,6 +461,40 @@ static json_t *found_terms(const PGresult *res)
         return json_array();
     }
     return list;
+}
+
+/* Puts the statement built in s into q: prepared and kept when its shape
+ * is planned once, unprepared (a copy in arena) when its plan must fit its
+ * values. False with err set when the builder failed or q cannot hold it. */
+static bool query_from_sql(const crm_customer_filter *f, const filter_values *fv, page_mode mode,
+                           const crm_sqlbuf *s, crm_arena *arena, crm_query *q, crm_error *err)
+{
+    if (!crm_sqlbuf_ok(s) || s->nparams > CRM_QUERY_MAX_PARAMS)
+        return crm_error_set(err, CRM_E_INTERNAL, "the list's statement could not be built");
+    /* Prepared, a statement keeps one plan per connection. Where the best
+     * plan depends on the values (a rare tag is best found through its GIN
+     * index, a common one by walking the order; a short time range through
+     * its own index), it goes unprepared and is planned for them each time. */
+    bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
+                    f->updated_after != NULL || f->updated_before != NULL ||
+                    (fv->nwords > 0 && mode == PAGE_WALK);
+    const char *sql = crm_sqlbuf_text(s);
+    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(sql, true, true);
+    if (st == NULL) {
+        st = crm_arena_alloc(arena, sizeof *st);
+        char *text = crm_arena_strndup(arena, sql, s->len);
+        if (st == NULL || text == NULL)
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        memset(st, 0, sizeof *st);
+        st->sql = text;
+        st->read_only = true;
+        st->page = true;
+    }
+    crm_query_init(q, st);
+    for (int i = 0; i < s->nparams; i++)
+        if (!crm_query_add(q, s->params[i]))
+            return crm_error_set(err, CRM_E_INTERNAL, "the list's statement could not be built");
+    return true;
 }
 
 crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *first,
@@ -517,33 +537,14 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         return CRM_LIST_ERROR;
     }
     snprintf(limit_text, 16, "%d", limit + 1); /* one more: is there a next page? */
-    list_sql s = {.len = 0, .nparams = 0};
-    build_sql(f, fv, mode, terms, arena, &s);
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    build_sql(f, fv, mode, terms, arena, limit_text, &s);
     json_decref(terms);
-    s.params[s.nparams++] = limit_text;
-    /* Prepared, a statement keeps one plan per connection. Where the best
-     * plan depends on the values (a rare tag is best found through its GIN
-     * index, a common one by walking the order; a short time range through
-     * its own index), it goes unprepared and is planned for them each time. */
-    bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
-                    f->updated_after != NULL || f->updated_before != NULL ||
-                    (fv->nwords > 0 && mode == PAGE_WALK);
-    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true, true);
-    if (st == NULL) {
-        st = crm_arena_alloc(arena, sizeof *st);
-        char *text = crm_arena_strndup(arena, s.text, s.len);
-        if (st == NULL || text == NULL) {
-            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-            return CRM_LIST_ERROR;
-        }
-        memset(st, 0, sizeof *st);
-        st->sql = text;
-        st->read_only = true;
-        st->page = true;
-    }
-    crm_query_init(q, st);
-    for (int i = 0; i < s.nparams; i++)
-        crm_query_add(q, s.params[i]);
+    bool built = query_from_sql(f, fv, mode, &s, arena, q, err);
+    crm_sqlbuf_free(&s);
+    if (!built)
+        return CRM_LIST_ERROR;
     return mode == PAGE_EXACT_TERM || mode == PAGE_FIRST_TERM ? CRM_LIST_TERMS : CRM_LIST_PAGE;
 }
 

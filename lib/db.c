@@ -451,34 +451,45 @@ void crm_query_init(crm_query *q, crm_stmt *stmt)
 {
     q->stmt = stmt;
     q->nparams = 0;
+    q->failed = false;
     q->buf_used = 0;
 }
 
-void crm_query_add(crm_query *q, const char *value)
+/* Marks q unusable, once logged: a statement with a parameter missing must
+ * never run (its placeholders would bind the wrong values). */
+static bool query_overflow(crm_query *q, const char *what)
 {
-    if (q->nparams == CRM_QUERY_MAX_PARAMS) {
-        crm_log(CRM_LOG_ERROR, "too many parameters for %s",
-                q->stmt->name ? q->stmt->name : q->stmt->sql);
-        abort();
-    }
-    q->values[q->nparams++] = value;
+    if (!q->failed)
+        crm_log(CRM_LOG_ERROR, "%s for %s", what,
+                q->stmt && q->stmt->name ? q->stmt->name : "a run-time statement");
+    q->failed = true;
+    return false;
 }
 
-void crm_query_add_int(crm_query *q, long long value)
+bool crm_query_add(crm_query *q, const char *value)
+{
+    if (q->failed || q->nparams == CRM_QUERY_MAX_PARAMS)
+        return query_overflow(q, "too many parameters");
+    q->values[q->nparams++] = value;
+    return true;
+}
+
+bool crm_query_add_int(crm_query *q, long long value)
 {
     char *dst = q->buf + q->buf_used;
     int n = snprintf(dst, sizeof q->buf - q->buf_used, "%lld", value);
-    if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used) {
-        crm_log(CRM_LOG_ERROR, "query buffer full for %s",
-                q->stmt->name ? q->stmt->name : q->stmt->sql);
-        abort();
-    }
+    if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used)
+        return query_overflow(q, "query buffer full");
     q->buf_used += (size_t)n + 1;
-    crm_query_add(q, dst);
+    return crm_query_add(q, dst);
 }
 
 PGresult *crm_db_run_query(const crm_query *q, crm_error *err)
 {
+    if (q->failed) {
+        crm_error_set(err, CRM_E_INTERNAL, "a statement's parameters did not fit");
+        return NULL;
+    }
     return crm_db_run(q->stmt, q->nparams, q->values, err);
 }
 

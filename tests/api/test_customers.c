@@ -432,6 +432,65 @@ START_TEST(list_search_pages_follow_the_cursor)
 }
 END_TEST
 
+START_TEST(a_search_with_every_filter_answers_200)
+{
+    /* The issue's one-request crash: all ten filters and eight q words, no
+     * data needed; and the server is still there afterwards. */
+    const char *path =
+        "/v1/customers?sort=name&q=aaa%20bbb%20ccc%20ddd%20eee%20fff%20ggg%20hhh"
+        "&email=a@b.co&phone=%2B391234567&country=IT&city=x&lifecycle_stage=lead&tag=t"
+        "&created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z"
+        "&updated_after=2000-01-01T00:00:00Z&updated_before=2100-01-01T00:00:00Z";
+    for (int i = 0; i < 2; i++) {
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%ld %.300s", r.status, r.body);
+        http_response_free(&r);
+    }
+    http_response h = http_get(&srv, "/healthz", NULL);
+    ck_assert_int_eq(h.status, 200);
+    http_response_free(&h);
+}
+END_TEST
+
+START_TEST(a_search_over_sixteen_words_of_one_prefix_pages_to_the_end)
+{
+    /* 16 customers Zqxw1 .. Zqxw16, then q=zqxw&limit=1 and every next page:
+     * the second page was a 503 ("bind message supplies 0 parameters"), then
+     * a crash. Also q=0.0.0 and q=0,0,0 from the naughty strings. */
+    char tag[48], body[256], path[512];
+    harness_unique(tag, sizeof tag, "zq");
+    for (int i = 1; i <= 16; i++) {
+        snprintf(body, sizeof body, "{\"last_name\": \"%sZqxw%d\"}", tag, i);
+        json_decref(create(body));
+    }
+    char *after = NULL;
+    int seen = 0, pages = 0;
+    do {
+        snprintf(path, sizeof path, "/v1/customers?q=%szqxw&limit=1%s%s", tag,
+                 after ? "&after=" : "", after ? after : "");
+        free(after);
+        after = NULL;
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%s: %ld %.300s", path, r.status, r.body);
+        json_t *page = http_response_json(&r);
+        seen += (int)json_array_size(json_object_get(page, "data"));
+        json_t *next = json_object_get(page, "next_cursor");
+        if (json_is_string(next))
+            after = strdup(json_string_value(next));
+        json_decref(page);
+        http_response_free(&r);
+    } while (after != NULL && ++pages < 40);
+    ck_assert_int_eq(seen, 16);
+    const char *naughty[] = {"/v1/customers?q=0.0.0", "/v1/customers?q=0,0,0",
+                             "/v1/customers?q=0.0.0&limit=1&sort=-created_at"};
+    for (size_t i = 0; i < 3; i++) {
+        http_response r = http_get(&srv, naughty[i], reader.secret);
+        ck_assert_msg(r.status == 200, "%s: %ld %.300s", naughty[i], r.status, r.body);
+        http_response_free(&r);
+    }
+}
+END_TEST
+
 START_TEST(list_names_each_bad_parameter)
 {
     const char *cases[][2] = {
@@ -849,6 +908,8 @@ Suite *customers_suite(void)
     tcase_add_test(tc, delete_hides_the_customer_but_keeps_the_row);
     tcase_add_test(tc, list_filters_by_each_parameter);
     tcase_add_test(tc, list_search_pages_follow_the_cursor);
+    tcase_add_test(tc, a_search_with_every_filter_answers_200);
+    tcase_add_test(tc, a_search_over_sixteen_words_of_one_prefix_pages_to_the_end);
     tcase_add_test(tc, list_names_each_bad_parameter);
     tcase_add_test(tc, list_pages_are_stable_while_customers_are_inserted);
     tcase_add_test(tc, upsert_by_external_id_creates_then_updates);
