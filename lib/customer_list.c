@@ -4,16 +4,17 @@
  * present, so its text is assembled here, only from the constant fragments
  * below with $n placeholders; every value travels as a parameter.
  *
- * A cursor is base64url of the JSON array [sort, key, id]: the sort order it
- * belongs to, the sort key of the last row shown (microseconds since the
- * epoch for timestamps, the name key for "name") and that row's id. The next
- * page starts strictly after (key, id), so rows inserted meanwhile never
- * shift a page and any depth costs the same.
+ * A cursor (lib/list/cursor.h, signed) holds the sort order it belongs to,
+ * the sort key of the last row shown (microseconds since the epoch for
+ * timestamps, range-checked; the name key's text for "name") and that row's
+ * id. The next page starts strictly after (key, id), so rows inserted
+ * meanwhile never shift a page and any depth costs the same.
  */
 #include "customers.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/cursor.h"
 #include "list/sqlbuf.h"
 
 #include <stdio.h>
@@ -97,61 +98,46 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
     return n;
 }
 
-/* Writes the cursor that continues after row r, as a string. */
+/* Writes the cursor that continues after row r, as a string: the sort key
+ * of row r (µs of its timestamp, or the name key's text) and its id. */
 static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int c0)
 {
     const sort_order *o = &sorts[sort];
-    json_t *key = NULL;
-    long long us;
-    if (o->text_key)
-        key = json_string(PQgetvalue(res, r, c0 + o->key_col));
-    else if (crm_parse_pg_timestamp(PQgetvalue(res, r, c0 + o->key_col), &us))
-        key = json_integer(us);
-    json_t *arr = json_pack("[s, o, I]", o->name, key ? key : json_null(),
-                            (json_int_t)atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
-    size_t len = 0;
-    char *text = crm_json_text(arr, &len);
-    json_decref(arr);
-    char *out = text ? malloc(len * 4 / 3 + 4) : NULL;
-    if (out != NULL) {
-        crm_base64url_encode((const unsigned char *)text, len, out, len * 4 / 3 + 4);
-        crm_jbuf_cstring(b, out);
-    } else {
+    const char *key = PQgetvalue(res, r, c0 + o->key_col);
+    crm_cursor c;
+    crm_cursor_init(&c, CRM_CURSOR_CUSTOMERS, (unsigned)sort);
+    long long us = 0;
+    bool ok = o->text_key ? crm_cursor_set_text(&c, key, strlen(key))
+                          : crm_parse_pg_timestamp(key, &us) && crm_cursor_add_int(&c, us);
+    if (ok && crm_cursor_add_int(&c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID))))
+        crm_cursor_write(b, &c);
+    else
         b->out.failed = true;
-    }
-    free(out);
-    free(text);
 }
 
-/* Decodes after for sort order sort into key (a string the caller frees)
- * and id. False when it is not a cursor of this list and order. */
-static bool read_cursor(const char *after, int sort, char **key, char *id, size_t idsize)
+/* Decodes after for sort order sort into key and id (decimal text in
+ * arena), range-checked. False when it is not a cursor of this list and
+ * order, or its values could not have come from a row. */
+static bool read_cursor(const char *after, int sort, crm_arena *arena, char **key, char *id,
+                        size_t idsize)
 {
-    size_t len = strlen(after);
-    if (len == 0 || len > 4096)
+    const sort_order *o = &sorts[sort];
+    crm_cursor c;
+    if (!crm_cursor_decode(after, CRM_CURSOR_CUSTOMERS, (unsigned)sort, o->text_key ? 1 : 2,
+                           o->text_key, &c))
         return false;
-    unsigned char *raw = malloc(len);
-    long n = raw ? crm_base64url_decode(after, raw, len) : -1;
-    json_t *doc = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
-    free(raw);
-    json_t *jsort = json_array_get(doc, 0), *jkey = json_array_get(doc, 1),
-           *jid = json_array_get(doc, 2);
-    bool ok = json_array_size(doc) == 3 && json_is_string(jsort) &&
-              strcmp(json_string_value(jsort), sorts[sort].name) == 0 && json_is_integer(jid) &&
-              json_integer_value(jid) > 0 &&
-              (sorts[sort].text_key ? json_is_string(jkey) : json_is_integer(jkey));
-    if (ok && sorts[sort].text_key) {
-        *key = strndup(json_string_value(jkey), json_string_length(jkey));
-        ok = *key != NULL && strlen(*key) == json_string_length(jkey);
-    } else if (ok) {
-        ok = asprintf(key, "%lld", (long long)json_integer_value(jkey)) > 0;
-        if (!ok)
-            *key = NULL;
+    long long row_id = c.ints[c.nints - 1];
+    if (row_id <= 0 || (!o->text_key && !crm_cursor_us_valid(c.ints[0])))
+        return false;
+    if (o->text_key) {
+        *key = crm_arena_strndup(arena, c.text, c.text_len);
+    } else {
+        char text[24];
+        snprintf(text, sizeof text, "%lld", c.ints[0]);
+        *key = crm_arena_strndup(arena, text, strlen(text));
     }
-    if (ok)
-        snprintf(id, idsize, "%lld", (long long)json_integer_value(jid));
-    json_decref(doc);
-    return ok;
+    snprintf(id, idsize, "%lld", row_id);
+    return *key != NULL;
 }
 
 /* Normalized filter values that need their own storage. */
@@ -233,7 +219,8 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_ar
                                 "updated_at, -updated_at, name");
     }
     if (f->after != NULL && fv->sort >= 0 &&
-        !read_cursor(f->after, fv->sort, &fv->cursor_key, fv->cursor_id, sizeof fv->cursor_id))
+        !read_cursor(f->after, fv->sort, arena, &fv->cursor_key, fv->cursor_id,
+                     sizeof fv->cursor_id))
         crm_error_add_field(err, "after", "not a cursor this list returned with this sort order");
     if (json_array_size(err->errors) > before)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
@@ -506,11 +493,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         return CRM_LIST_ERROR;
     }
     memset(fv, 0, sizeof *fv);
-    bool ok = check_filter(f, fv, arena, err);
-    char *cursor_key = fv->cursor_key; /* what the query points to lives in arena */
-    fv->cursor_key = cursor_key ? crm_arena_strndup(arena, cursor_key, strlen(cursor_key)) : NULL;
-    free(cursor_key);
-    if (!ok)
+    if (!check_filter(f, fv, arena, err))
         return CRM_LIST_ERROR;
     page_mode mode = uses_terms(fv) ? PAGE_EXACT_TERM : PAGE_WALK;
     json_t *terms = NULL;

@@ -30,8 +30,10 @@
 
 typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS } crm_sync_feed;
 
-/* How long a cursor stays good, in days (tombstones are kept at least this
- * long): an older one is CRM_E_GONE, and its reader must resync in full. */
+/* How long a cursor stays good, in days, counted from the last time its
+ * reader caught up with the feed (a page that was not full); tombstones are
+ * kept at least this long plus a day. An older one is CRM_E_GONE, and its
+ * reader must resync in full. */
 void crm_sync_set_retention_days(int days);
 int crm_sync_retention_days(void);
 
@@ -43,8 +45,9 @@ typedef struct crm_sync_request {
 } crm_sync_request;
 
 /* The page's single statement, for the event loop or the pool. A cursor
- * that is not one of this feed's is CRM_E_INVALID naming "cursor"; one
- * issued longer ago than the retention is CRM_E_GONE. */
+ * that is not one of this feed's (or not crmd's: cursors are signed) is
+ * CRM_E_INVALID naming "cursor"; one whose reader last caught up longer ago
+ * than the retention is CRM_E_GONE. */
 bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err);
 
 /* The page as JSON text (the caller frees it): {"data": [...],

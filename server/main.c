@@ -12,6 +12,7 @@
 #include "embedded.h"
 #include "http.h"
 #include "idempotency.h"
+#include "list/cursor.h"
 #include "log.h"
 #include "migrate.h"
 #include "router.h"
@@ -217,6 +218,13 @@ static int cmd_serve(const crmd_config *cfg)
     crm_error err = CRM_ERROR_INIT;
     if (!crm_db_init(&d, &err)) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        return 1;
+    }
+    /* Before any request: the I/O threads must never block loading it. */
+    if (!crm_cursor_secret_load(&err)) {
+        crm_log(CRM_LOG_ERROR, "cursor secret: %s", err.detail);
+        crm_error_clear(&err);
+        crm_db_shutdown();
         return 1;
     }
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);

@@ -8,6 +8,8 @@
  * requests store nothing.
  */
 #include "harness.h"
+#include "json.h"
+#include "list/cursor.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -491,6 +493,74 @@ START_TEST(a_search_over_sixteen_words_of_one_prefix_pages_to_the_end)
 }
 END_TEST
 
+/* base64url of text; the caller frees it. */
+static char *b64(const char *text)
+{
+    size_t len = strlen(text), size = len * 4 / 3 + 4;
+    char *out = malloc(size);
+    ck_assert_ptr_nonnull(out);
+    crm_base64url_encode((const unsigned char *)text, len, out, size);
+    return out;
+}
+
+START_TEST(a_forged_cursor_is_refused_with_422_never_500)
+{
+    /* S2: ["created_at", -300000000000000000, 5] made PostgreSQL raise
+     * "timestamp out of range" (a 500, and other clients' requests in the
+     * same pipeline failed with it). Unsigned, it is refused at once; even
+     * signed with the deployment's own secret, its value is range-checked
+     * in C. Likewise the old "k"+id cursor of the id-paged lists. */
+    char path[512];
+    char *forged = b64("[\"created_at\", -300000000000000000, 5]");
+    snprintf(path, sizeof path, "/v1/customers?after=%s", forged);
+    http_response r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 422, "after");
+    free(forged);
+
+    static api_key timeline_reader;
+    if (timeline_reader.id == 0)
+        ck_assert(api_key_create("touchpoints:read", &timeline_reader));
+    json_t *c = create("{\"first_name\": \"Cursor\"}");
+    long long id = id_of(c);
+    json_decref(c);
+    harness_cursor_secret_load();
+    const long long keys[] = {-300000000000000000LL, 9000000000000000000LL, CRM_CURSOR_US_MIN - 1,
+                              CRM_CURSOR_US_MAX};
+    for (size_t i = 0; i < 4; i++) {
+        crm_cursor cur;
+        crm_cursor_init(&cur, CRM_CURSOR_CUSTOMERS, 0); /* created_at */
+        crm_cursor_add_int(&cur, keys[i]);
+        crm_cursor_add_int(&cur, 5);
+        crm_error err = CRM_ERROR_INIT;
+        char *text = crm_cursor_encode(&cur, &err);
+        ck_assert_ptr_nonnull(text);
+        snprintf(path, sizeof path, "/v1/customers?after=%s", text);
+        r = http_get(&srv, path, reader.secret);
+        expect_problem(&r, 422, "after");
+        free(text);
+        crm_cursor_init(&cur, CRM_CURSOR_TIMELINE, 0); /* [occurred_at µs, id] */
+        crm_cursor_add_int(&cur, keys[i]);
+        crm_cursor_add_int(&cur, 5);
+        text = crm_cursor_encode(&cur, &err);
+        ck_assert_ptr_nonnull(text);
+        snprintf(path, sizeof path, "/v1/customers/%lld/touchpoints?after=%s", id, text);
+        r = http_get(&srv, path, timeline_reader.secret);
+        expect_problem(&r, 422, "after");
+        free(text);
+    }
+    forged = b64("[-300000000000000000, 5]");
+    snprintf(path, sizeof path, "/v1/customers/%lld/touchpoints?after=%s", id, forged);
+    r = http_get(&srv, path, timeline_reader.secret);
+    expect_problem(&r, 422, "after");
+    free(forged);
+    char *old_k = b64("k5");
+    snprintf(path, sizeof path, "/v1/customers/%lld/audit?after=%s", id, old_k);
+    r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 422, "after");
+    free(old_k);
+}
+END_TEST
+
 START_TEST(list_names_each_bad_parameter)
 {
     const char *cases[][2] = {
@@ -910,6 +980,7 @@ Suite *customers_suite(void)
     tcase_add_test(tc, list_search_pages_follow_the_cursor);
     tcase_add_test(tc, a_search_with_every_filter_answers_200);
     tcase_add_test(tc, a_search_over_sixteen_words_of_one_prefix_pages_to_the_end);
+    tcase_add_test(tc, a_forged_cursor_is_refused_with_422_never_500);
     tcase_add_test(tc, list_names_each_bad_parameter);
     tcase_add_test(tc, list_pages_are_stable_while_customers_are_inserted);
     tcase_add_test(tc, upsert_by_external_id_creates_then_updates);

@@ -8,6 +8,8 @@
  */
 #include "harness.h"
 #include "json.h"
+#include "list/cursor.h"
+#include "sync.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -158,24 +160,34 @@ static long long create_customer(void)
     return id;
 }
 
-/* The cursor with its issued_at moved back by age_ms (a client that kept it
- * that long). The caller frees it. */
+/* The cursor with the time its reader last caught up moved back by age_ms
+ * (a client that kept it that long), signed as crmd signs. The caller
+ * frees it. */
 static char *aged_cursor(const char *cursor, long long age_ms)
 {
-    unsigned char raw[512];
-    long n = crm_base64url_decode(cursor, raw, sizeof raw);
-    ck_assert_int_gt(n, 0);
-    json_t *doc = json_loadb((const char *)raw, (size_t)n, 0, NULL);
-    ck_assert_uint_eq(json_array_size(doc), 4);
-    json_int_t issued = json_integer_value(json_array_get(doc, 3));
-    json_array_set_new(doc, 3, json_integer(issued - age_ms));
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    size_t len = strlen(text), size = len * 4 / 3 + 4;
-    char *out = malloc(size);
+    harness_cursor_secret_load();
+    crm_cursor c;
+    unsigned feed = CRM_SYNC_CUSTOMERS;
+    if (!crm_cursor_decode(cursor, CRM_CURSOR_SYNC, feed, 3, false, &c))
+        feed = CRM_SYNC_TOUCHPOINTS;
+    ck_assert(crm_cursor_decode(cursor, CRM_CURSOR_SYNC, feed, 3, false, &c));
+    c.ints[2] -= age_ms;
+    crm_error err = CRM_ERROR_INIT;
+    char *out = crm_cursor_encode(&c, &err);
+    ck_assert_msg(out != NULL, "%s", err.detail);
+    return out;
+}
+
+/* The cursor as the old, unsigned format spelled it, with issued_at now: a
+ * client forging its age. The caller frees it. */
+static char *forged_unsigned_cursor(const char *feed)
+{
+    char raw[128];
+    int n = snprintf(raw, sizeof raw, "[\"%s\",\"1\",1,%lld]", feed,
+                     (long long)time(NULL) * 1000);
+    char *out = malloc(256);
     ck_assert_ptr_nonnull(out);
-    crm_base64url_encode((const unsigned char *)text, len, out, size);
-    free(text);
+    crm_base64url_encode((const unsigned char *)raw, (size_t)n, out, 256);
     return out;
 }
 
@@ -328,6 +340,12 @@ START_TEST(a_cursor_or_limit_the_feed_cannot_use_is_422)
     }
     r = get_page(&srv, "customers", NULL, "cursor=", syncer.secret);
     expect_problem(&r, 422, "cursor");
+    /* The unsigned format of old, which let a client forge its cursor's age
+     * and dodge the 410: refused before anything reaches SQL. */
+    char *forged = forged_unsigned_cursor("customers");
+    r = get_page(&srv, "customers", forged, NULL, syncer.secret);
+    expect_problem(&r, 422, "cursor");
+    free(forged);
     const char *limits[] = {"limit=0", "limit=1001", "limit=ten"};
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         r = get_page(&srv, "touchpoints", NULL, limits[i], syncer.secret);
