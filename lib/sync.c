@@ -18,7 +18,7 @@
  * retention is measured from that moment: a reader that keeps polling keeps
  * catching up and never holds an old cursor, while one that has not caught
  * up for longer than the retention may hold a customer whose tombstone was
- * purged since, and gets 410.
+ * purged since (crm_sync_purge_tombstones), and gets 410.
  */
 #include "sync.h"
 #include "clock.h"
@@ -244,3 +244,38 @@ char *crm_sync_page(const crm_sync_request *r, size_t *len, crm_error *err)
     return page;
 }
 
+/* ---- purging old tombstones ----------------------------------------------------- */
+
+/* One batch: the oldest tombstones (customers deleted, erased or merged)
+ * changed more than the retention and a day ago, moved to the place (0, 0)
+ * that no page returns (migration 0011 lets only this move a row there).
+ * The extra day covers transactions that were still running when a reader
+ * caught up. SKIP LOCKED: processes purging at once take different rows,
+ * and a customer a request is writing waits for the next round. */
+static crm_stmt purge_tombstones = CRM_STMT(
+    "sync_purge_tombstones",
+    "WITH batch AS (SELECT id FROM customers WHERE status <> 'active' "
+    "AND change_xid <> '0'::xid8 AND updated_at < now() - ($1::int + 1) * interval '1 day' "
+    "ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
+    "UPDATE customers c SET change_xid = '0'::xid8, change_seq = 0 FROM batch "
+    "WHERE c.id = batch.id");
+
+long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err)
+{
+    char days[16], size[16];
+    snprintf(days, sizeof days, "%d", crm_sync_retention_days());
+    snprintf(size, sizeof size, "%d", batch < 1 ? 1 : batch);
+    const char *params[] = {days, size};
+    long total = 0;
+    for (int i = 0; i < max_batches; i++) {
+        PGresult *res = crm_db_run(&purge_tombstones, 2, params, err);
+        if (res == NULL)
+            return -1;
+        long n = atol(PQcmdTuples(res));
+        PQclear(res);
+        total += n;
+        if (n < batch)
+            break;
+    }
+    return total;
+}

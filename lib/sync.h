@@ -37,6 +37,13 @@ typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS } crm_sync_feed;
 void crm_sync_set_retention_days(int days);
 int crm_sync_retention_days(void);
 
+/* Purges the customer feed's tombstones older than the retention plus a
+ * day, at most max_batches batches of batch rows (each its own statement
+ * and transaction, so none holds locks for long): no page returns them
+ * again. Returns how many, or -1 with err set. Safe to run in several
+ * processes at once. */
+long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err);
+
 /* One page of a feed. cursor is borrowed. */
 typedef struct crm_sync_request {
     crm_sync_feed feed;

@@ -186,6 +186,15 @@ static void housekeeping(void)
     else if (purged > 0)
         crm_log(CRM_LOG_INFO, "housekeeping: deleted %ld expired idempotency responses", purged);
     crm_error_clear(&err);
+    /* Bounded: 20 batches of 500 a round, so a backlog never delays a stop
+     * signal for long; the next round goes on. */
+    long tombstones = crm_sync_purge_tombstones(500, 20, &err);
+    if (tombstones < 0)
+        crm_log(CRM_LOG_WARN, "housekeeping: %s", err.detail);
+    else if (tombstones > 0)
+        crm_log(CRM_LOG_INFO, "housekeeping: purged %ld sync tombstones past the retention",
+                tombstones);
+    crm_error_clear(&err);
 }
 
 /* The main thread's life while crmd serves: housekeeping every interval_s

@@ -358,6 +358,57 @@ START_TEST(a_cursor_or_limit_the_feed_cannot_use_is_422)
 }
 END_TEST
 
+START_TEST(housekeeping_purges_tombstones_past_the_retention)
+{
+    /* Two crmd processes housekeeping every second over the same database
+     * (SKIP LOCKED keeps them apart): a customer deleted 92 days ago leaves
+     * the feed, one deleted now stays in it. */
+    crmd_server keepers[2];
+    const char *env[] = {"CRMD_HOUSEKEEPING_S=1", NULL};
+    for (int i = 0; i < 2; i++)
+        crmd_fixture_start(&keepers[i], env);
+    long long old_id = create_customer(), new_id = create_customer();
+    char path[64], sql[256];
+    long long ids[] = {old_id, new_id};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "/v1/customers/%lld", ids[i]);
+        http_response r = http_delete(&srv, path, writer.secret);
+        ck_assert_msg(r.status == 204, "delete: %ld %s", r.status, r.body);
+        http_response_free(&r);
+    }
+    PGconn *db = harness_db_connect();
+    snprintf(sql, sizeof sql,
+             "UPDATE customers SET updated_at = now() - interval '92 days' WHERE id = %lld",
+             old_id);
+    PQclear(PQexec(db, sql));
+    snprintf(sql, sizeof sql, "SELECT change_xid::text::bigint FROM customers WHERE id = %lld",
+             old_id);
+    long long xid = 1;
+    for (int waited = 0; waited < 10000 && xid != 0; waited += 100) {
+        harness_sleep_ms(100);
+        xid = harness_sql_number(db, sql, NULL);
+    }
+    ck_assert_int_eq(xid, 0);
+    snprintf(sql, sizeof sql, "SELECT change_xid::text::bigint FROM customers WHERE id = %lld",
+             new_id);
+    ck_assert_int_ne(harness_sql_number(db, sql, NULL), 0);
+    PQfinish(db);
+    json_t *entries = json_array();
+    free(drain("customers", NULL, entries));
+    bool seen_old = false, seen_new = false;
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        long long id = json_integer_value(json_object_get(json_array_get(entries, i), "id"));
+        seen_old |= id == old_id;
+        seen_new |= id == new_id;
+    }
+    ck_assert(!seen_old);
+    ck_assert(seen_new);
+    json_decref(entries);
+    for (int i = 0; i < 2; i++)
+        crmd_fixture_stop(&keepers[i]);
+}
+END_TEST
+
 Suite *sync_suite(void)
 {
     Suite *s = suite_create("sync");
@@ -370,6 +421,7 @@ Suite *sync_suite(void)
     tcase_add_test(tc, a_cursor_older_than_the_retention_is_410);
     tcase_add_test(tc, the_retention_comes_from_crmd_sync_retention_days);
     tcase_add_test(tc, a_cursor_or_limit_the_feed_cannot_use_is_422);
+    tcase_add_test(tc, housekeeping_purges_tombstones_past_the_retention);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -734,6 +734,68 @@ START_TEST(the_retention_is_configurable)
 }
 END_TEST
 
+/* The place of customer id, as "xid/seq". */
+static long long change_xid_of(long long id)
+{
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", id);
+    const char *params[] = {cid};
+    return unit_sql_long(direct, "SELECT change_xid::text::bigint FROM customers WHERE id = $1", 1,
+                         params);
+}
+
+static void age_customer(long long id, int days)
+{
+    char cid[24], d[16];
+    snprintf(cid, sizeof cid, "%lld", id);
+    snprintf(d, sizeof d, "%d", days);
+    const char *params[] = {cid, d};
+    PQclear(unit_sql(direct,
+                     "UPDATE customers SET updated_at = now() - $2::int * interval '1 day' "
+                     "WHERE id = $1",
+                     2, params));
+}
+
+START_TEST(tombstones_past_the_retention_are_purged_from_the_feed)
+{
+    /* A deleted 92 days ago (past 90 + 1), B deleted now, C live but not
+     * changed for 92 days: only A's tombstone goes, in batches of one. */
+    long long a = create_customer("Purged", NULL, 0), b = create_customer("Kept", NULL, 0),
+              c = create_customer("Live", NULL, 0);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_customer_delete(a, NULL, &ctx, &err), "delete: %s", err.detail);
+    ck_assert_msg(crm_customer_delete(b, NULL, &ctx, &err), "delete: %s", err.detail);
+    age_customer(a, 92);
+    age_customer(c, 92);
+    long purged = crm_sync_purge_tombstones(1, 1000, &err);
+    ck_assert_msg(purged >= 1, "purge: %ld %s", purged, err.detail);
+    ck_assert_int_eq(change_xid_of(a), 0);
+    ck_assert_int_ne(change_xid_of(b), 0);
+    ck_assert_int_ne(change_xid_of(c), 0);
+    ck_assert_int_eq(crm_sync_purge_tombstones(100, 10, &err), 0); /* nothing left */
+
+    json_t *entries = json_array();
+    free(drain(CRM_SYNC_CUSTOMERS, NULL, 1000, entries));
+    json_t *of_a = entries_for(entries, a), *of_b = entries_for(entries, b),
+           *of_c = entries_for(entries, c);
+    ck_assert_uint_eq(json_array_size(of_a), 0);
+    ck_assert_uint_eq(json_array_size(of_b), 1);
+    ck_assert_uint_eq(json_array_size(of_c), 1);
+    json_decref(of_a);
+    json_decref(of_b);
+    json_decref(of_c);
+    json_decref(entries);
+
+    /* Any later change gives the row a place again. */
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", a);
+    const char *params[] = {cid};
+    PQclear(unit_sql(direct, "UPDATE customers SET version = version + 1 WHERE id = $1", 1,
+                     params));
+    ck_assert_int_ne(change_xid_of(a), 0);
+}
+END_TEST
+
 START_TEST(a_reader_that_caught_up_keeps_its_cursor_good_however_long_it_polls)
 {
     /* The retention counts from the last page that was not full: a reader
@@ -781,6 +843,7 @@ Suite *sync_suite(void)
     tcase_add_test(tc, a_malformed_cursor_is_invalid);
     tcase_add_test(tc, a_cursor_older_than_the_retention_is_gone);
     tcase_add_test(tc, the_retention_is_configurable);
+    tcase_add_test(tc, tombstones_past_the_retention_are_purged_from_the_feed);
     tcase_add_test(tc, a_reader_that_caught_up_keeps_its_cursor_good_however_long_it_polls);
     suite_add_tcase(s, tc);
     return s;
