@@ -757,6 +757,20 @@ static size_t search_filtered_all(crm_customer_filter f, long long *ids, size_t 
     return n;
 }
 
+START_TEST(audit_pages_are_index_bounded_under_generic_plans)
+{
+    /* C5: "$2 = 0 OR x.id < $2" was a filter under the generic plan: every
+     * page read the trail from the newest row down to the cursor. */
+    json_t *c = create("{\"first_name\": \"Audited\"}");
+    crm_query q;
+    crm_customer_audit_query(&q, id_of(c), 0, 10);
+    unit_assert_index_condition(direct, &q, "< $2");
+    crm_customer_audit_query(&q, id_of(c), 12345, 10);
+    unit_assert_index_condition(direct, &q, "< $2");
+    json_decref(c);
+}
+END_TEST
+
 START_TEST(list_search_pages_through_sixteen_words_of_one_prefix)
 {
     /* The issue's reproduction: 16 customers Zqxw1 .. Zqxw16, then q=zqxw
@@ -1061,6 +1075,7 @@ Suite *customers_suite(void)
     tcase_add_test(db, list_search_pages_through_many_words_with_one_prefix);
     tcase_add_test(db, list_search_by_a_whole_word_reads_its_range_until_a_longer_word_appears);
     tcase_add_test(db, list_search_pages_through_sixteen_words_of_one_prefix);
+    tcase_add_test(db, audit_pages_are_index_bounded_under_generic_plans);
     tcase_add_test(db, list_search_at_the_parameter_limits_answers_every_page);
     tcase_add_test(db, list_with_every_filter_eight_words_and_a_cursor_answers);
     tcase_add_test(db, list_search_for_naughty_strings_of_digits_answers);
