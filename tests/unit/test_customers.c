@@ -633,22 +633,22 @@ START_TEST(list_search_matches_word_prefixes)
     json_t *c = create(body);
     long long ids[8];
     struct {
-        const char *words;
+        const char *words; /* after the tag and a space ("" for the tag alone) */
         const char *sort;
         size_t found;
     } cases[] = {
-        {"%s", NULL, 1},            /* a whole word */
-        {"%s acm", NULL, 1},        /* and a prefix of another */
-        {"%s cme", NULL, 0},        /* not a prefix: no */
-        {"%s.example rOSSi", NULL, 1}, /* punctuation separates, case does not matter */
-        {"%s 100%%", NULL, 1},      /* LIKE's % is only a separator */
-        {"%s 1000", NULL, 0},
-        {"%s mario", "-created_at", 1},
-        {"%s mario", "name", 1},    /* other orders walk, with the same meaning */
-        {"%s luigi", "updated_at", 0},
+        {"", NULL, 1},                /* a whole word */
+        {" acm", NULL, 1},            /* and a prefix of another */
+        {" cme", NULL, 0},            /* not a prefix: no */
+        {".example rOSSi", NULL, 1},  /* punctuation separates, case does not matter */
+        {" 100%", NULL, 1},           /* LIKE's % is only a separator */
+        {" 1000", NULL, 0},
+        {" mario", "-created_at", 1},
+        {" mario", "name", 1},        /* other orders walk, with the same meaning */
+        {" luigi", "updated_at", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(q, sizeof q, cases[i].words, tag);
+        snprintf(q, sizeof q, "%s%s", tag, cases[i].words);
         size_t n = search_all(q, cases[i].sort, 10, ids, 8);
         ck_assert_msg(n == cases[i].found, "q=%s sort=%s: %zu found", q,
                       cases[i].sort ? cases[i].sort : "-", n);
