@@ -46,6 +46,7 @@ int main(void)
     srunner_add_suite(sr, customer_privacy_suite());
     srunner_add_suite(sr, sync_suite());
     srunner_add_suite(sr, touchpoints_suite());
+    srunner_add_suite(sr, list_suite());
 
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);

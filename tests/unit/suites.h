@@ -25,5 +25,6 @@ Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
+Suite *list_suite(void);
 
 #endif
