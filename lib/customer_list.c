@@ -15,6 +15,7 @@
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"
+#include "list/page.h"
 #include "list/sqlbuf.h"
 
 #include <stdio.h>
@@ -46,6 +47,34 @@ static const sort_order sorts[] = {
     {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, false, true},
 };
 #define N_SORTS ((int)(sizeof sorts / sizeof sorts[0]))
+
+/* The filters, as data: each present one adds " AND <before>$n<after>",
+ * in this order (which the statements' texts, and so their plans, keep). */
+enum {
+    F_EMAIL,
+    F_PHONE,
+    F_COUNTRY,
+    F_CITY,
+    F_STAGE,
+    F_TAG,
+    F_CREATED_AFTER,
+    F_CREATED_BEFORE,
+    F_UPDATED_AFTER,
+    F_UPDATED_BEFORE,
+    N_FILTERS
+};
+static const crm_list_filter filters[N_FILTERS] = {
+    [F_EMAIL] = {"email", "c.email_normalized = ", ""},
+    [F_PHONE] = {"phone", "c.phone_normalized = ", ""},
+    [F_COUNTRY] = {"country", "c.country = ", ""},
+    [F_CITY] = {"city", "c.city = ", ""},
+    [F_STAGE] = {"lifecycle_stage", "c.lifecycle_stage = ", ""},
+    [F_TAG] = {"tag", "c.tags @> ARRAY[", "::text]"},
+    [F_CREATED_AFTER] = {"created_after", "c.created_at > ", "::timestamptz"},
+    [F_CREATED_BEFORE] = {"created_before", "c.created_at < ", "::timestamptz"},
+    [F_UPDATED_AFTER] = {"updated_after", "c.updated_at > ", "::timestamptz"},
+    [F_UPDATED_BEFORE] = {"updated_before", "c.updated_at < ", "::timestamptz"},
+};
 
 /* Appends before, the placeholder of parameter n, then after. */
 static void put(crm_sqlbuf *s, const char *before, int n, const char *after)
@@ -98,21 +127,18 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
     return n;
 }
 
-/* Writes the cursor that continues after row r, as a string: the sort key
- * of row r (µs of its timestamp, or the name key's text) and its id. */
-static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int c0)
+/* The cursor that continues after row r: the sort key of row r (µs of its
+ * timestamp, or the name key's text) and its id. False when the row's key
+ * cannot be one (it always can for rows PostgreSQL returned). */
+static bool next_cursor(int sort, const PGresult *res, int r, int c0, crm_cursor *c)
 {
     const sort_order *o = &sorts[sort];
     const char *key = PQgetvalue(res, r, c0 + o->key_col);
-    crm_cursor c;
-    crm_cursor_init(&c, CRM_CURSOR_CUSTOMERS, (unsigned)sort);
+    crm_cursor_init(c, CRM_CURSOR_CUSTOMERS, (unsigned)sort);
     long long us = 0;
-    bool ok = o->text_key ? crm_cursor_set_text(&c, key, strlen(key))
-                          : crm_parse_pg_timestamp(key, &us) && crm_cursor_add_int(&c, us);
-    if (ok && crm_cursor_add_int(&c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID))))
-        crm_cursor_write(b, &c);
-    else
-        b->out.failed = true;
+    bool ok = o->text_key ? crm_cursor_set_text(c, key, strlen(key))
+                          : crm_parse_pg_timestamp(key, &us) && crm_cursor_add_int(c, us);
+    return ok && crm_cursor_add_int(c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
 }
 
 /* Decodes after for sort order sort into key and id (decimal text in
@@ -361,26 +387,11 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         from_terms(fv, mode, terms, arena, s);
     else
         crm_sqlbuf_append(s, " FROM customers c WHERE c.status = 'active'");
-    if (f->email != NULL)
-        where(s, "c.email_normalized = ", fv->email, "");
-    if (f->phone != NULL)
-        where(s, "c.phone_normalized = ", fv->phone, "");
-    if (f->country != NULL)
-        where(s, "c.country = ", f->country, "");
-    if (f->city != NULL)
-        where(s, "c.city = ", f->city, "");
-    if (f->lifecycle_stage != NULL)
-        where(s, "c.lifecycle_stage = ", f->lifecycle_stage, "");
-    if (f->tag != NULL)
-        where(s, "c.tags @> ARRAY[", f->tag, "::text]");
-    if (f->created_after != NULL)
-        where(s, "c.created_at > ", f->created_after, "::timestamptz");
-    if (f->created_before != NULL)
-        where(s, "c.created_at < ", f->created_before, "::timestamptz");
-    if (f->updated_after != NULL)
-        where(s, "c.updated_at > ", f->updated_after, "::timestamptz");
-    if (f->updated_before != NULL)
-        where(s, "c.updated_at < ", f->updated_before, "::timestamptz");
+    const char *values[N_FILTERS] = {
+        f->email ? fv->email : NULL, f->phone ? fv->phone : NULL, f->country, f->city,
+        f->lifecycle_stage,          f->tag,                      f->created_after,
+        f->created_before,           f->updated_after,            f->updated_before};
+    crm_list_add_filters(s, filters, N_FILTERS, values);
     /* The other words (all of them on a walk): each begins a word of the
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */
@@ -519,7 +530,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return CRM_LIST_ERROR;
     }
-    snprintf(limit_text, 16, "%d", limit + 1); /* one more: is there a next page? */
+    snprintf(limit_text, 16, "%d", crm_page_fetch(limit)); /* one more: is there a next page? */
     crm_sqlbuf s;
     crm_sqlbuf_init(&s);
     build_sql(f, fv, mode, terms, arena, limit_text, &s);
@@ -542,18 +553,14 @@ char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f
         n = 0;
     crm_jbuf b;
     crm_jbuf_init(&b);
-    crm_jbuf_begin_object(&b);
-    crm_jbuf_key(&b, "data");
-    crm_jbuf_begin_array(&b);
-    for (int r = 0; r < n && r < limit; r++)
+    crm_page_begin(&b);
+    for (int r = 0; r < crm_page_shown(n, limit); r++)
         crm_customer_write_at(&b, res, r, c0, false);
-    crm_jbuf_end_array(&b);
-    crm_jbuf_key(&b, "next_cursor");
-    if (n > limit)
-        write_cursor(&b, sort_of(f), res, limit - 1, c0);
-    else
-        crm_jbuf_null(&b);
-    crm_jbuf_end_object(&b);
+    crm_cursor next;
+    bool more = crm_page_has_next(n, limit);
+    if (more && !next_cursor(sort_of(f), res, limit - 1, c0, &next))
+        b.out.failed = true;
+    crm_page_end(&b, more ? &next : NULL);
     char *page = crm_jbuf_take(&b, len);
     if (page == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");

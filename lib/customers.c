@@ -10,6 +10,7 @@
 #include "idempotency.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/page.h"
 #include "log.h"
 
 #include <limits.h>
@@ -868,7 +869,7 @@ void crm_customer_audit_query(crm_query *q, long long id, long long after_id, in
     crm_query_init(q, &list_audit);
     crm_query_add_int(q, id);
     crm_query_add_int(q, after_id > 0 ? after_id : LLONG_MAX);
-    crm_query_add_int(q, (limit < 1 ? 1 : limit) + 1); /* one more: is there a next page? */
+    crm_query_add_int(q, crm_page_fetch(limit)); /* one more: is there a next page? */
 }
 
 json_t *crm_customer_audit_decode(const PGresult *res, long long id, int limit,

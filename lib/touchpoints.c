@@ -23,6 +23,7 @@
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"
+#include "list/page.h"
 #include "log.h"
 
 #include <math.h>
@@ -1432,7 +1433,7 @@ bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_quer
     crm_query_add(q, f->occurred_before ? f->occurred_before : "infinity");
     crm_query_add(q, key);
     crm_query_add(q, id);
-    crm_query_add(q, arena_int(arena, (f->limit < 1 ? 1 : f->limit) + 1));
+    crm_query_add(q, arena_int(arena, crm_page_fetch(f->limit)));
     return true;
 }
 
@@ -1446,26 +1447,18 @@ char *crm_timeline_render(const PGresult *res, const crm_timeline_filter *f, siz
     int n = PQgetisnull(res, 0, 1) ? 0 : PQntuples(res), limit = f->limit < 1 ? 1 : f->limit;
     crm_jbuf b;
     crm_jbuf_init(&b);
-    crm_jbuf_begin_object(&b);
-    crm_jbuf_key(&b, "data");
-    crm_jbuf_begin_array(&b);
-    for (int r = 0; r < n && r < limit; r++)
+    crm_page_begin(&b);
+    for (int r = 0; r < crm_page_shown(n, limit); r++)
         write_touchpoint(&b, res, r, 1);
-    crm_jbuf_end_array(&b);
-    crm_jbuf_key(&b, "next_cursor");
-    if (n > limit) {
-        crm_cursor c;
-        crm_cursor_init(&c, CRM_CURSOR_TIMELINE, 0);
-        long long us;
-        if (crm_parse_pg_timestamp(PQgetvalue(res, limit - 1, TIMELINE_KEY), &us) &&
-            crm_cursor_add_int(&c, us) && crm_cursor_add_int(&c, atoll(PQgetvalue(res, limit - 1, 1))))
-            crm_cursor_write(&b, &c);
-        else
-            b.out.failed = true;
-    } else {
-        crm_jbuf_null(&b);
-    }
-    crm_jbuf_end_object(&b);
+    bool more = crm_page_has_next(n, limit);
+    crm_cursor next; /* after the last row shown: its occurred_at (exact µs) and id */
+    crm_cursor_init(&next, CRM_CURSOR_TIMELINE, 0);
+    long long us;
+    if (more && !(crm_parse_pg_timestamp(PQgetvalue(res, limit - 1, TIMELINE_KEY), &us) &&
+                  crm_cursor_add_int(&next, us) &&
+                  crm_cursor_add_int(&next, atoll(PQgetvalue(res, limit - 1, 1)))))
+        b.out.failed = true;
+    crm_page_end(&b, more ? &next : NULL);
     char *text = crm_jbuf_take(&b, len);
     if (text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");

@@ -10,6 +10,7 @@
 
 #include "json.h"
 #include "list/cursor.h"
+#include "list/page.h"
 #include "list/sqlbuf.h"
 #include "suites.h"
 
@@ -244,6 +245,60 @@ START_TEST(timestamp_keys_are_range_checked_and_formatted_exactly)
 }
 END_TEST
 
+/* ---- pages ---------------------------------------------------------------- */
+
+START_TEST(declared_filters_add_a_condition_for_each_value_present)
+{
+    static const crm_list_filter defs[] = {
+        {"a", "x.a = ", ""}, {"b", "x.b @> ARRAY[", "::text]"}, {"c", "x.c > ", "::timestamptz"}};
+    const char *values[] = {"1", NULL, "2026-01-01T00:00:00Z"};
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    crm_sqlbuf_append(&s, "WHERE true");
+    crm_list_add_filters(&s, defs, 3, values);
+    ck_assert_str_eq(crm_sqlbuf_text(&s), "WHERE true AND x.a = $1 AND x.c > $2::timestamptz");
+    ck_assert_int_eq(s.nparams, 2);
+    ck_assert_str_eq(s.params[1], "2026-01-01T00:00:00Z");
+    crm_sqlbuf_free(&s);
+}
+END_TEST
+
+START_TEST(a_page_fetches_one_more_row_than_it_shows)
+{
+    ck_assert_int_eq(crm_page_fetch(10), 11);
+    ck_assert_int_eq(crm_page_fetch(0), 2); /* a limit is at least 1 */
+    ck_assert_int_eq(crm_page_shown(11, 10), 10);
+    ck_assert(crm_page_has_next(11, 10));
+    ck_assert_int_eq(crm_page_shown(10, 10), 10);
+    ck_assert(!crm_page_has_next(10, 10));
+    ck_assert_int_eq(crm_page_shown(0, 10), 0);
+    set_key(7);
+    crm_cursor next;
+    crm_cursor_init(&next, CRM_CURSOR_BY_ID, 0);
+    crm_cursor_add_int(&next, 9);
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_page_begin(&b);
+    crm_jbuf_int(&b, 1);
+    crm_page_end(&b, &next);
+    char *text = crm_jbuf_take(&b, NULL);
+    json_t *doc = json_loads(text, 0, NULL);
+    ck_assert_int_eq(json_array_size(json_object_get(doc, "data")), 1);
+    crm_cursor back;
+    ck_assert(crm_cursor_decode(json_string_value(json_object_get(doc, "next_cursor")),
+                                CRM_CURSOR_BY_ID, 0, 1, false, &back));
+    ck_assert_int_eq(back.ints[0], 9);
+    json_decref(doc);
+    free(text);
+    crm_jbuf_init(&b);
+    crm_page_begin(&b);
+    crm_page_end(&b, NULL);
+    text = crm_jbuf_take(&b, NULL);
+    ck_assert_str_eq(text, "{\"data\":[],\"next_cursor\":null}");
+    free(text);
+}
+END_TEST
+
 Suite *list_suite(void)
 {
     Suite *s = suite_create("list");
@@ -259,5 +314,9 @@ Suite *list_suite(void)
     tcase_add_test(c, cursor_fields_are_bounded);
     tcase_add_test(c, timestamp_keys_are_range_checked_and_formatted_exactly);
     suite_add_tcase(s, c);
+    TCase *p = tcase_create("page");
+    tcase_add_test(p, declared_filters_add_a_condition_for_each_value_present);
+    tcase_add_test(p, a_page_fetches_one_more_row_than_it_shows);
+    suite_add_tcase(s, p);
     return s;
 }
