@@ -854,6 +854,45 @@ START_TEST(list_with_every_filter_eight_words_and_a_cursor_answers)
 }
 END_TEST
 
+START_TEST(list_search_with_every_part_at_its_maximum_pages_to_the_end)
+{
+    /* The most parameters one statement takes: 16 merged ranges, a cursor,
+     * all ten filters, seven more q words and the limit (36), and text far
+     * past 4096 bytes. Every customer matches every filter. */
+    char tag[40], body[768], email[96], q[160];
+    unit_unique(tag, sizeof tag, "max");
+    snprintf(email, sizeof email, "%s@example.com", tag);
+    for (int i = 1; i <= 16; i++) {
+        snprintf(body, sizeof body,
+                 "{\"first_name\": \"aa bb cc dd ee ff gg\", \"last_name\": \"%sw%d\", "
+                 "\"email\": \"%s\", \"phone\": \"+391234567\", "
+                 "\"address\": {\"country\": \"IT\", \"city\": \"x\"}, "
+                 "\"lifecycle_stage\": \"lead\", \"tags\": [\"t\"]}",
+                 tag, i, email);
+        json_decref(create(body));
+    }
+    snprintf(q, sizeof q, "%sw aa bb cc dd ee ff gg", tag);
+    crm_customer_filter f = {.q = q,
+                             .email = email,
+                             .phone = "+391234567",
+                             .country = "IT",
+                             .city = "x",
+                             .lifecycle_stage = "lead",
+                             .tag = "t",
+                             .created_after = "2000-01-01T00:00:00Z",
+                             .created_before = "2100-01-01T00:00:00Z",
+                             .updated_after = "2000-01-01T00:00:00Z",
+                             .updated_before = "2100-01-01T00:00:00Z",
+                             .limit = 1};
+    long long ids[32];
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+    f.sort = "-created_at";
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+    f.sort = "name"; /* a walk with all of it */
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+}
+END_TEST
+
 START_TEST(list_search_for_naughty_strings_of_digits_answers)
 {
     /* From the Big List of Naughty Strings: q=0.0.0 and q=0,0,0 (three
@@ -1078,6 +1117,7 @@ Suite *customers_suite(void)
     tcase_add_test(db, audit_pages_are_index_bounded_under_generic_plans);
     tcase_add_test(db, list_search_at_the_parameter_limits_answers_every_page);
     tcase_add_test(db, list_with_every_filter_eight_words_and_a_cursor_answers);
+    tcase_add_test(db, list_search_with_every_part_at_its_maximum_pages_to_the_end);
     tcase_add_test(db, list_search_for_naughty_strings_of_digits_answers);
     tcase_add_test(db, upsert_creates_then_updates);
     tcase_add_test(db, an_external_id_held_by_another_customer_is_a_conflict_naming_it);
