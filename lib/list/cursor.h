@@ -31,7 +31,7 @@
 #define CRM_CURSOR_MAX_INTS 4
 #define CRM_CURSOR_MAX_TEXT 1024                             /* bytes of a text key */
 #define CRM_CURSOR_SECRET_BYTES 32                           /* crypto_auth_KEYBYTES */
-#define CRM_CURSOR_MAX_CHARS (4 + 8 * CRM_CURSOR_MAX_INTS + 2 + CRM_CURSOR_MAX_TEXT + 32) * 4 / 3 + 4
+#define CRM_CURSOR_MAX_CHARS ((4 + 8 * CRM_CURSOR_MAX_INTS + 2 + CRM_CURSOR_MAX_TEXT + 32) * 4 / 3 + 4)
 
 /* Which list a cursor belongs to: a cursor of one is refused by the others. */
 typedef enum crm_cursor_kind {
