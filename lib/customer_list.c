@@ -4,22 +4,24 @@
  * present, so its text is assembled here, only from the constant fragments
  * below with $n placeholders; every value travels as a parameter.
  *
- * A cursor is base64url of the JSON array [sort, key, id]: the sort order it
- * belongs to, the sort key of the last row shown (microseconds since the
- * epoch for timestamps, the name key for "name") and that row's id. The next
- * page starts strictly after (key, id), so rows inserted meanwhile never
- * shift a page and any depth costs the same.
+ * A cursor (lib/list/cursor.h, signed) holds the sort order it belongs to,
+ * the sort key of the last row shown (microseconds since the epoch for
+ * timestamps, range-checked; the name key's text for "name") and that row's
+ * id. The next page starts strictly after (key, id), so rows inserted
+ * meanwhile never shift a page and any depth costs the same.
  */
 #include "customers.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/cursor.h"
+#include "list/page.h"
+#include "list/sqlbuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_FILTER_PARAMS 16
 #define Q_MIN_CHARS 3
 #define Q_MAX_CHARS 200
 #define Q_MAX_WORDS 8
@@ -31,48 +33,71 @@ typedef struct sort_order {
     const char *key;     /* the ORDER BY expression (an index's) */
     const char *key_out; /* a text key as the cursor stores it, an extra column */
     int key_col;         /* or the timestamp column whose µs the cursor stores */
-    const char *key_in;  /* $n (the cursor's key) as a value comparable to key */
     bool descending;
-    bool text_key;
+    bool text_key; /* the cursor's key is text ($n::text), else µs (FROM_US) */
 } sort_order;
 
-#define FROM_US "('epoch'::timestamptz + $%d::bigint * interval '1 microsecond')"
 #define NAME_KEY "lower(coalesce(c.display_name, c.last_name, c.first_name, c.company, ''))"
 
 static const sort_order sorts[] = {
-    {"created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, false, false},
-    {"-created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, FROM_US, true, false},
-    {"updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, false, false},
-    {"-updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, FROM_US, true, false},
-    {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, "$%d::text", false, true},
+    {"created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, false, false},
+    {"-created_at", "c.created_at", NULL, CRM_COL_CREATED_AT, true, false},
+    {"updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, false, false},
+    {"-updated_at", "c.updated_at", NULL, CRM_COL_UPDATED_AT, true, false},
+    {"name", NAME_KEY, NAME_KEY, CRM_COL_EXTRA, false, true},
 };
 #define N_SORTS ((int)(sizeof sorts / sizeof sorts[0]))
 
-/* The statement under construction: text and parameters. */
-typedef struct list_sql {
-    char text[4096];
-    size_t len;
-    const char *params[MAX_FILTER_PARAMS];
-    int nparams;
-} list_sql;
+/* The filters, as data: each present one adds " AND <before>$n<after>",
+ * in this order (which the statements' texts, and so their plans, keep). */
+enum {
+    F_EMAIL,
+    F_PHONE,
+    F_COUNTRY,
+    F_CITY,
+    F_STAGE,
+    F_TAG,
+    F_CREATED_AFTER,
+    F_CREATED_BEFORE,
+    F_UPDATED_AFTER,
+    F_UPDATED_BEFORE,
+    N_FILTERS
+};
+static const crm_list_filter filters[N_FILTERS] = {
+    [F_EMAIL] = {"email", "c.email_normalized = ", ""},
+    [F_PHONE] = {"phone", "c.phone_normalized = ", ""},
+    [F_COUNTRY] = {"country", "c.country = ", ""},
+    [F_CITY] = {"city", "c.city = ", ""},
+    [F_STAGE] = {"lifecycle_stage", "c.lifecycle_stage = ", ""},
+    [F_TAG] = {"tag", "c.tags @> ARRAY[", "::text]"},
+    [F_CREATED_AFTER] = {"created_after", "c.created_at > ", "::timestamptz"},
+    [F_CREATED_BEFORE] = {"created_before", "c.created_at < ", "::timestamptz"},
+    [F_UPDATED_AFTER] = {"updated_after", "c.updated_at > ", "::timestamptz"},
+    [F_UPDATED_BEFORE] = {"updated_before", "c.updated_at < ", "::timestamptz"},
+};
 
-/* Appends a constant fragment; each %d in it becomes the next placeholder
- * number (a fragment holds at most two). */
-static void append(list_sql *s, const char *fragment, int placeholders)
+/* Appends before, the placeholder of parameter n, then after. */
+static void put(crm_sqlbuf *s, const char *before, int n, const char *after)
 {
-    int a = s->nparams + 1, b = s->nparams + 2;
-    (void)placeholders;
-    int n = snprintf(s->text + s->len, sizeof s->text - s->len, fragment, a, b);
-    if (n > 0)
-        s->len += (size_t)n;
+    crm_sqlbuf_append(s, before);
+    crm_sqlbuf_placeholder(s, n);
+    crm_sqlbuf_append(s, after);
 }
 
-/* Appends " AND <condition>" with one value. */
-static void where(list_sql *s, const char *condition, const char *value)
+/* Appends the timestamp that parameter n (microseconds since the epoch)
+ * stands for. */
+static void from_us(crm_sqlbuf *s, int n)
 {
-    append(s, " AND ", 0);
-    append(s, condition, 1);
-    s->params[s->nparams++] = value;
+    put(s, "('epoch'::timestamptz + ", n, "::bigint * interval '1 microsecond')");
+}
+
+/* Appends " AND <before>$n<after>" for a new parameter holding value. */
+static void where(crm_sqlbuf *s, const char *before, const char *value, const char *after)
+{
+    crm_sqlbuf_append(s, " AND ");
+    crm_sqlbuf_append(s, before);
+    crm_sqlbuf_bind(s, value);
+    crm_sqlbuf_append(s, after);
 }
 
 /* The separators of q's words: ASCII white space and punctuation, the set
@@ -102,61 +127,43 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
     return n;
 }
 
-/* Writes the cursor that continues after row r, as a string. */
-static void write_cursor(crm_jbuf *b, int sort, const PGresult *res, int r, int c0)
+/* The cursor that continues after row r: the sort key of row r (µs of its
+ * timestamp, or the name key's text) and its id. False when the row's key
+ * cannot be one (it always can for rows PostgreSQL returned). */
+static bool next_cursor(int sort, const PGresult *res, int r, int c0, crm_cursor *c)
 {
     const sort_order *o = &sorts[sort];
-    json_t *key = NULL;
-    long long us;
-    if (o->text_key)
-        key = json_string(PQgetvalue(res, r, c0 + o->key_col));
-    else if (crm_parse_pg_timestamp(PQgetvalue(res, r, c0 + o->key_col), &us))
-        key = json_integer(us);
-    json_t *arr = json_pack("[s, o, I]", o->name, key ? key : json_null(),
-                            (json_int_t)atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
-    size_t len = 0;
-    char *text = crm_json_text(arr, &len);
-    json_decref(arr);
-    char *out = text ? malloc(len * 4 / 3 + 4) : NULL;
-    if (out != NULL) {
-        crm_base64url_encode((const unsigned char *)text, len, out, len * 4 / 3 + 4);
-        crm_jbuf_cstring(b, out);
-    } else {
-        b->out.failed = true;
-    }
-    free(out);
-    free(text);
+    const char *key = PQgetvalue(res, r, c0 + o->key_col);
+    crm_cursor_init(c, CRM_CURSOR_CUSTOMERS, (unsigned)sort);
+    long long us = 0;
+    bool ok = o->text_key ? crm_cursor_set_text(c, key, strlen(key))
+                          : crm_parse_pg_timestamp(key, &us) && crm_cursor_add_int(c, us);
+    return ok && crm_cursor_add_int(c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
 }
 
-/* Decodes after for sort order sort into key (a string the caller frees)
- * and id. False when it is not a cursor of this list and order. */
-static bool read_cursor(const char *after, int sort, char **key, char *id, size_t idsize)
+/* Decodes after for sort order sort into key and id (decimal text in
+ * arena), range-checked. False when it is not a cursor of this list and
+ * order, or its values could not have come from a row. */
+static bool read_cursor(const char *after, int sort, crm_arena *arena, char **key, char *id,
+                        size_t idsize)
 {
-    size_t len = strlen(after);
-    if (len == 0 || len > 4096)
+    const sort_order *o = &sorts[sort];
+    crm_cursor c;
+    if (!crm_cursor_decode(after, CRM_CURSOR_CUSTOMERS, (unsigned)sort, o->text_key ? 1 : 2,
+                           o->text_key, &c))
         return false;
-    unsigned char *raw = malloc(len);
-    long n = raw ? crm_base64url_decode(after, raw, len) : -1;
-    json_t *doc = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
-    free(raw);
-    json_t *jsort = json_array_get(doc, 0), *jkey = json_array_get(doc, 1),
-           *jid = json_array_get(doc, 2);
-    bool ok = json_array_size(doc) == 3 && json_is_string(jsort) &&
-              strcmp(json_string_value(jsort), sorts[sort].name) == 0 && json_is_integer(jid) &&
-              json_integer_value(jid) > 0 &&
-              (sorts[sort].text_key ? json_is_string(jkey) : json_is_integer(jkey));
-    if (ok && sorts[sort].text_key) {
-        *key = strndup(json_string_value(jkey), json_string_length(jkey));
-        ok = *key != NULL && strlen(*key) == json_string_length(jkey);
-    } else if (ok) {
-        ok = asprintf(key, "%lld", (long long)json_integer_value(jkey)) > 0;
-        if (!ok)
-            *key = NULL;
+    long long row_id = c.ints[c.nints - 1];
+    if (row_id <= 0 || (!o->text_key && !crm_cursor_us_valid(c.ints[0])))
+        return false;
+    if (o->text_key) {
+        *key = crm_arena_strndup(arena, c.text, c.text_len);
+    } else {
+        char text[24];
+        snprintf(text, sizeof text, "%lld", c.ints[0]);
+        *key = crm_arena_strndup(arena, text, strlen(text));
     }
-    if (ok)
-        snprintf(id, idsize, "%lld", (long long)json_integer_value(jid));
-    json_decref(doc);
-    return ok;
+    snprintf(id, idsize, "%lld", row_id);
+    return *key != NULL;
 }
 
 /* Normalized filter values that need their own storage. */
@@ -248,26 +255,12 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_ar
                                 "updated_at, -updated_at, name");
     }
     if (f->after != NULL && fv->sort >= 0 &&
-        !read_cursor(f->after, fv->sort, &fv->cursor_key, fv->cursor_id, sizeof fv->cursor_id))
+        !read_cursor(f->after, fv->sort, arena, &fv->cursor_key, fv->cursor_id,
+                     sizeof fv->cursor_id))
         crm_error_add_field(err, "after", "not a cursor this list returned with this sort order");
     if (json_array_size(err->errors) > before)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
     return true;
-}
-
-/* Appends text with %d placeholders filled from the given numbers. */
-static void append_numbered(list_sql *s, const char *fragment, int a, int b, int c)
-{
-    int n = snprintf(s->text + s->len, sizeof s->text - s->len, fragment, a, b, c);
-    if (n > 0)
-        s->len += (size_t)n;
-}
-
-/* Adds a parameter; returns its number. */
-static int add_param(list_sql *s, const char *value)
-{
-    s->params[s->nparams++] = value;
-    return s->nparams;
 }
 
 /* Whether a q page starts from the words of the search index (created_at
@@ -300,30 +293,34 @@ typedef enum {
     "  WHERE t.n <= $2::int AND starts_with(t.term, lower($1))),"                                  \
     " terms AS (SELECT json_agg(term) AS list FROM t WHERE starts_with(term, lower($1)))"
 
-/* q's driving word ($%d) is the only word of the search index it begins:
- * the first word after it in the index does not begin with it. One index
- * probe, made once per statement. */
-#define SQL_NO_LONGER_TERM                                                                         \
-    " AND NOT EXISTS (SELECT 1 FROM (SELECT z.term FROM customer_search_terms z"                   \
-    " WHERE z.term > lower($%d) ORDER BY z.term LIMIT 1) z WHERE starts_with(z.term, lower($%d)))"
+/* q's driving word (parameter n) is the only word of the search index it
+ * begins: the first word after it in the index does not begin with it. One
+ * index probe, made once per statement. */
+static void no_longer_term(crm_sqlbuf *s, int n)
+{
+    put(s, " AND NOT EXISTS (SELECT 1 FROM (SELECT z.term FROM customer_search_terms z"
+           " WHERE z.term > lower(", n, ") ORDER BY z.term LIMIT 1) z WHERE starts_with(z.term, lower(");
+    crm_sqlbuf_placeholder(s, n);
+    crm_sqlbuf_append(s, ")))");
+}
 
 /* FROM for a page that starts from the search index: the customers who hold
  * any of the terms, merged in page order from one index range per term. In
  * PAGE_FIRST_TERM the one term is terms.list's (and none when it has more);
  * in PAGE_EXACT_TERM, the driving word. */
 static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, crm_arena *arena,
-                       list_sql *s)
+                       crm_sqlbuf *s)
 {
     const sort_order *o = &sorts[fv->sort];
     size_t nterms = mode == PAGE_FIRST_TERM || mode == PAGE_EXACT_TERM ? 1 : json_array_size(terms);
     if (nterms == 0) {
-        append(s, " FROM customers c WHERE false", 0);
+        crm_sqlbuf_append(s, " FROM customers c WHERE false");
         return;
     }
     int key = 0, id = 0;
     if (fv->cursor_key != NULL) {
-        key = add_param(s, fv->cursor_key);
-        id = add_param(s, fv->cursor_id);
+        key = crm_sqlbuf_param(s, fv->cursor_key);
+        id = crm_sqlbuf_param(s, fv->cursor_id);
     }
     /* One range per term, merged in page order; a customer who holds two of
      * the terms comes twice, next to each other, and DISTINCT ON drops the
@@ -331,95 +328,89 @@ static void from_terms(const filter_values *fv, page_mode mode, json_t *terms, c
     const char *order = o->descending ? " ORDER BY x.created_at DESC, x.customer_id DESC"
                                       : " ORDER BY x.created_at, x.customer_id";
     if (nterms > 1)
-        append(s,
-               " FROM (SELECT DISTINCT ON (x.created_at, x.customer_id) x.created_at, "
-               "x.customer_id FROM (",
-               0);
+        crm_sqlbuf_append(s, " FROM (SELECT DISTINCT ON (x.created_at, x.customer_id) "
+                             "x.created_at, x.customer_id FROM (");
     else
-        append(s, " FROM (", 0);
+        crm_sqlbuf_append(s, " FROM (");
     for (size_t i = 0; i < nterms; i++) {
         if (i > 0)
-            append(s, " UNION ALL ", 0);
-        append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ", 0);
+            crm_sqlbuf_append(s, " UNION ALL ");
+        crm_sqlbuf_append(s, "(SELECT x.created_at, x.customer_id FROM customer_search_terms x WHERE ");
         if (mode == PAGE_FIRST_TERM) {
-            append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1", 0);
+            crm_sqlbuf_append(s, "x.term = (terms.list ->> 0) AND json_array_length(terms.list) = 1");
         } else if (mode == PAGE_EXACT_TERM) {
-            int p = add_param(s, fv->words[fv->driver]);
-            append_numbered(s, "x.term = lower($%d)", p, 0, 0);
-            append_numbered(s, SQL_NO_LONGER_TERM, p, p, 0);
+            int p = crm_sqlbuf_param(s, fv->words[fv->driver]);
+            put(s, "x.term = lower(", p, ")");
+            no_longer_term(s, p);
         } else {
             const char *term = json_string_value(json_array_get(terms, i));
-            int p = add_param(s, crm_arena_strndup(arena, term, strlen(term)));
-            append_numbered(s, "x.term = $%d", p, 0, 0);
+            crm_sqlbuf_append(s, "x.term = ");
+            crm_sqlbuf_bind(s, term ? crm_arena_strndup(arena, term, strlen(term)) : NULL);
         }
-        if (key != 0)
-            append_numbered(s,
-                            o->descending
-                                ? " AND (x.created_at, x.customer_id) < (" FROM_US ", $%d::bigint)"
-                                : " AND (x.created_at, x.customer_id) > (" FROM_US ", $%d::bigint)",
-                            key, id, 0);
+        if (key != 0) {
+            crm_sqlbuf_append(s, o->descending ? " AND (x.created_at, x.customer_id) < ("
+                                               : " AND (x.created_at, x.customer_id) > (");
+            from_us(s, key);
+            put(s, ", ", id, "::bigint)");
+        }
         if (nterms > 1)
-            append(s, order, 0);
-        append(s, ")", 0);
+            crm_sqlbuf_append(s, order);
+        crm_sqlbuf_append(s, ")");
     }
     if (nterms > 1) {
-        append(s, ") x", 0);
-        append(s, order, 0);
+        crm_sqlbuf_append(s, ") x");
+        crm_sqlbuf_append(s, order);
     }
     /* Joined on the id alone: with created_at as well, PostgreSQL takes the two
      * conditions for independent, expects almost no rows, and hashes every
      * match rather than stream the first page. */
-    append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'", 0);
+    crm_sqlbuf_append(s, ") h JOIN customers c ON c.id = h.customer_id WHERE c.status = 'active'");
 }
 
-/* Builds the statement for f (checked) into s. */
+/* Builds the statement for f (checked) into s, all but its LIMIT value. */
 static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode mode,
-                      json_t *terms, crm_arena *arena, list_sql *s)
+                      json_t *terms, crm_arena *arena, const char *limit, crm_sqlbuf *s)
 {
     const sort_order *o = &sorts[fv->sort];
     bool by_terms = mode != PAGE_WALK;
     if (mode == PAGE_FIRST_TERM) {
-        append(s,
-               SQL_FIND_TERMS " SELECT terms.list::text AS search_terms, p.* FROM terms"
-                              " LEFT JOIN LATERAL (",
-               0);
-        add_param(s, fv->words[fv->driver]);
-        add_param(s, PREFIX_TERMS_MAX_TEXT);
+        int word = crm_sqlbuf_param(s, fv->words[fv->driver]);
+        int max = crm_sqlbuf_param(s, PREFIX_TERMS_MAX_TEXT);
+        /* SQL_FIND_TERMS names them $1 and $2 */
+        if (word == 1 && max == 2)
+            crm_sqlbuf_append(s, SQL_FIND_TERMS " SELECT terms.list::text AS search_terms, p.* "
+                                 "FROM terms LEFT JOIN LATERAL (");
+        else
+            s->failed = true;
     }
     if (mode == PAGE_EXACT_TERM)
-        append(s, "SELECT true AS exact_term, ", 0);
+        crm_sqlbuf_append(s, "SELECT true AS exact_term, ");
     else
-        append(s, "SELECT ", 0);
-    append(s, CRM_CUSTOMER_COLUMNS, 0);
+        crm_sqlbuf_append(s, "SELECT ");
+    crm_sqlbuf_append(s, CRM_CUSTOMER_COLUMNS);
     if (o->key_out != NULL) {
-        append(s, ", ", 0);
-        append(s, o->key_out, 0);
-        append(s, " AS sort_key", 0);
+        crm_sqlbuf_append(s, ", ");
+        crm_sqlbuf_append(s, o->key_out);
+        crm_sqlbuf_append(s, " AS sort_key");
     }
     if (by_terms)
         from_terms(fv, mode, terms, arena, s);
     else
-        append(s, " FROM customers c WHERE c.status = 'active'", 0);
-    if (f->email != NULL)
-        where(s, "c.email_normalized = $%d", fv->email);
-    if (f->phone != NULL)
-        where(s, "c.phone_normalized = $%d", fv->phone);
-    if (f->country != NULL)
-        where(s, "c.country = $%d", f->country);
-    if (f->city != NULL)
-        where(s, "c.city = $%d", f->city);
-    if (f->lifecycle_stage != NULL)
-        where(s, "c.lifecycle_stage = $%d", f->lifecycle_stage);
-    if (f->tag != NULL)
-        where(s, "c.tags @> ARRAY[$%d::text]", f->tag);
-    if (f->created_after != NULL)
-        where(s, "c.created_at > $%d::timestamptz", fv->times[0]);
-    if (f->created_before != NULL)
-        where(s, "c.created_at < $%d::timestamptz", fv->times[1]);
-    if (f->updated_after != NULL)
-        where(s, "c.updated_at > $%d::timestamptz", fv->times[2]);
-    if (f->updated_before != NULL)
-        where(s, "c.updated_at < $%d::timestamptz", fv->times[3]);
+        crm_sqlbuf_append(s, " FROM customers c WHERE c.status = 'active'");
+    const char *values[N_FILTERS] = {
+        f->email ? fv->email : NULL,
+        f->phone ? fv->phone : NULL,
+        f->country,
+        f->city,
+        f->lifecycle_stage,
+        f->tag,
+        /* the date-times in UTC: PostgreSQL refuses offsets past +-15:59 */
+        f->created_after ? fv->times[0] : NULL,
+        f->created_before ? fv->times[1] : NULL,
+        f->updated_after ? fv->times[2] : NULL,
+        f->updated_before ? fv->times[3] : NULL,
+    };
+    crm_list_add_filters(s, filters, N_FILTERS, values);
     /* The other words (all of them on a walk): each begins a word of the
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */
@@ -427,40 +418,42 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         if (!by_terms)
             where(s,
                   "EXISTS (SELECT 1 FROM customer_search_terms w WHERE w.customer_id = c.id "
-                  "AND starts_with(w.term, lower($%d)))",
-                  fv->words[i]);
+                  "AND starts_with(w.term, lower(",
+                  fv->words[i], ")))");
         else if (i != fv->driver)
             where(s,
                   "EXISTS (SELECT 1 FROM customer_search_terms w "
-                  "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower($%d)))",
-                  fv->words[i]);
+                  "WHERE w.customer_id = h.customer_id AND starts_with(w.term, lower(",
+                  fv->words[i], ")))");
     }
     if (fv->cursor_key != NULL && !by_terms) {
-        append(s, " AND (", 0);
-        append(s, o->key, 0);
-        append(s, o->descending ? ", c.id) < (" : ", c.id) > (", 0);
-        append(s, o->key_in, 1);
-        s->params[s->nparams++] = fv->cursor_key;
-        append(s, ", $%d::bigint)", 1);
-        s->params[s->nparams++] = fv->cursor_id;
+        crm_sqlbuf_append(s, " AND (");
+        crm_sqlbuf_append(s, o->key);
+        crm_sqlbuf_append(s, o->descending ? ", c.id) < (" : ", c.id) > (");
+        int key = crm_sqlbuf_param(s, fv->cursor_key);
+        if (o->text_key)
+            put(s, "", key, "::text");
+        else
+            from_us(s, key);
+        crm_sqlbuf_append(s, ", ");
+        crm_sqlbuf_bind(s, fv->cursor_id);
+        crm_sqlbuf_append(s, "::bigint)");
     }
-    append(s, " ORDER BY ", 0);
+    crm_sqlbuf_append(s, " ORDER BY ");
     if (by_terms && (mode != PAGE_MERGE_TERMS || json_array_size(terms) > 0)) {
         /* h's order, which is c's */
-        append(s,
-               o->descending ? "h.created_at DESC, h.customer_id DESC"
-                             : "h.created_at, h.customer_id",
-               0);
+        crm_sqlbuf_append(s, o->descending ? "h.created_at DESC, h.customer_id DESC"
+                                           : "h.created_at, h.customer_id");
     } else {
-        append(s, o->key, 0);
-        append(s, o->descending ? " DESC, c.id DESC" : ", c.id", 0);
+        crm_sqlbuf_append(s, o->key);
+        crm_sqlbuf_append(s, o->descending ? " DESC, c.id DESC" : ", c.id");
     }
-    append(s, " LIMIT $%d::int", 1);
+    crm_sqlbuf_append(s, " LIMIT ");
+    crm_sqlbuf_bind(s, limit);
+    crm_sqlbuf_append(s, "::int");
     if (mode == PAGE_FIRST_TERM)
-        append(s,
-               o->descending ? ") p ON true ORDER BY p.created_at DESC, p.id DESC"
-                             : ") p ON true ORDER BY p.created_at, p.id",
-               0);
+        crm_sqlbuf_append(s, o->descending ? ") p ON true ORDER BY p.created_at DESC, p.id DESC"
+                                           : ") p ON true ORDER BY p.created_at, p.id");
 }
 
 /* The sort order f names (checked before). */
@@ -487,6 +480,40 @@ static json_t *found_terms(const PGresult *res)
     return list;
 }
 
+/* Puts the statement built in s into q: prepared and kept when its shape
+ * is planned once, unprepared (a copy in arena) when its plan must fit its
+ * values. False with err set when the builder failed or q cannot hold it. */
+static bool query_from_sql(const crm_customer_filter *f, const filter_values *fv, page_mode mode,
+                           const crm_sqlbuf *s, crm_arena *arena, crm_query *q, crm_error *err)
+{
+    if (!crm_sqlbuf_ok(s) || s->nparams > CRM_QUERY_MAX_PARAMS)
+        return crm_error_set(err, CRM_E_INTERNAL, "the list's statement could not be built");
+    /* Prepared, a statement keeps one plan per connection. Where the best
+     * plan depends on the values (a rare tag is best found through its GIN
+     * index, a common one by walking the order; a short time range through
+     * its own index), it goes unprepared and is planned for them each time. */
+    bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
+                    f->updated_after != NULL || f->updated_before != NULL ||
+                    (fv->nwords > 0 && mode == PAGE_WALK);
+    const char *sql = crm_sqlbuf_text(s);
+    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(sql, true, true);
+    if (st == NULL) {
+        st = crm_arena_alloc(arena, sizeof *st);
+        char *text = crm_arena_strndup(arena, sql, s->len);
+        if (st == NULL || text == NULL)
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        memset(st, 0, sizeof *st);
+        st->sql = text;
+        st->read_only = true;
+        st->page = true;
+    }
+    crm_query_init(q, st);
+    for (int i = 0; i < s->nparams; i++)
+        if (!crm_query_add(q, s->params[i]))
+            return crm_error_set(err, CRM_E_INTERNAL, "the list's statement could not be built");
+    return true;
+}
+
 crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *first,
                                       crm_arena *arena, crm_query *q, crm_error *err)
 {
@@ -496,11 +523,7 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         return CRM_LIST_ERROR;
     }
     memset(fv, 0, sizeof *fv);
-    bool ok = check_filter(f, fv, arena, err);
-    char *cursor_key = fv->cursor_key; /* what the query points to lives in arena */
-    fv->cursor_key = cursor_key ? crm_arena_strndup(arena, cursor_key, strlen(cursor_key)) : NULL;
-    free(cursor_key);
-    if (!ok)
+    if (!check_filter(f, fv, arena, err))
         return CRM_LIST_ERROR;
     page_mode mode = uses_terms(fv) ? PAGE_EXACT_TERM : PAGE_WALK;
     json_t *terms = NULL;
@@ -526,34 +549,15 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return CRM_LIST_ERROR;
     }
-    snprintf(limit_text, 16, "%d", limit + 1); /* one more: is there a next page? */
-    list_sql s = {.len = 0, .nparams = 0};
-    build_sql(f, fv, mode, terms, arena, &s);
+    snprintf(limit_text, 16, "%d", crm_page_fetch(limit)); /* one more: is there a next page? */
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    build_sql(f, fv, mode, terms, arena, limit_text, &s);
     json_decref(terms);
-    s.params[s.nparams++] = limit_text;
-    /* Prepared, a statement keeps one plan per connection. Where the best
-     * plan depends on the values (a rare tag is best found through its GIN
-     * index, a common one by walking the order; a short time range through
-     * its own index), it goes unprepared and is planned for them each time. */
-    bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
-                    f->updated_after != NULL || f->updated_before != NULL ||
-                    (fv->nwords > 0 && mode == PAGE_WALK);
-    crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(s.text, true, true);
-    if (st == NULL) {
-        st = crm_arena_alloc(arena, sizeof *st);
-        char *text = crm_arena_strndup(arena, s.text, s.len);
-        if (st == NULL || text == NULL) {
-            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-            return CRM_LIST_ERROR;
-        }
-        memset(st, 0, sizeof *st);
-        st->sql = text;
-        st->read_only = true;
-        st->page = true;
-    }
-    crm_query_init(q, st);
-    for (int i = 0; i < s.nparams; i++)
-        crm_query_add(q, s.params[i]);
+    bool built = query_from_sql(f, fv, mode, &s, arena, q, err);
+    crm_sqlbuf_free(&s);
+    if (!built)
+        return CRM_LIST_ERROR;
     return mode == PAGE_EXACT_TERM || mode == PAGE_FIRST_TERM ? CRM_LIST_TERMS : CRM_LIST_PAGE;
 }
 
@@ -568,18 +572,14 @@ char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f
         n = 0;
     crm_jbuf b;
     crm_jbuf_init(&b);
-    crm_jbuf_begin_object(&b);
-    crm_jbuf_key(&b, "data");
-    crm_jbuf_begin_array(&b);
-    for (int r = 0; r < n && r < limit; r++)
+    crm_page_begin(&b);
+    for (int r = 0; r < crm_page_shown(n, limit); r++)
         crm_customer_write_at(&b, res, r, c0, false);
-    crm_jbuf_end_array(&b);
-    crm_jbuf_key(&b, "next_cursor");
-    if (n > limit)
-        write_cursor(&b, sort_of(f), res, limit - 1, c0);
-    else
-        crm_jbuf_null(&b);
-    crm_jbuf_end_object(&b);
+    crm_cursor next;
+    bool more = crm_page_has_next(n, limit);
+    if (more && !next_cursor(sort_of(f), res, limit - 1, c0, &next))
+        b.out.failed = true;
+    crm_page_end(&b, more ? &next : NULL);
     char *page = crm_jbuf_take(&b, len);
     if (page == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");

@@ -10,8 +10,10 @@
 #include "idempotency.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/page.h"
 #include "log.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -851,19 +853,23 @@ json_t *crm_customer_get(long long id, bool external_ids, crm_error *err)
 
 /* ---- audit ------------------------------------------------------------------------------ */
 
+/* The first page binds the largest id rather than testing for none: under
+ * a generic plan "$2 = 0 OR ..." is a filter, and every page would read the
+ * trail from its newest row down to the cursor; "x.id < $2" is an index
+ * condition, so any page costs the same. */
 static crm_stmt list_audit = CRM_STMT_PAGE(
     "customer_audit_list",
     "SELECT a.id, (extract(epoch FROM a.at) * 1000)::bigint, a.api_key_id, a.action, "
     "a.changes::text FROM customers c LEFT JOIN LATERAL (SELECT * FROM customer_audit x "
-    "WHERE x.customer_id = c.id AND ($2::bigint = 0 OR x.id < $2::bigint) "
+    "WHERE x.customer_id = c.id AND x.id < $2::bigint "
     "ORDER BY x.id DESC LIMIT $3) a ON true WHERE c.id = $1 ORDER BY a.id DESC");
 
 void crm_customer_audit_query(crm_query *q, long long id, long long after_id, int limit)
 {
     crm_query_init(q, &list_audit);
     crm_query_add_int(q, id);
-    crm_query_add_int(q, after_id);
-    crm_query_add_int(q, (limit < 1 ? 1 : limit) + 1); /* one more: is there a next page? */
+    crm_query_add_int(q, after_id > 0 ? after_id : LLONG_MAX);
+    crm_query_add_int(q, crm_page_fetch(limit)); /* one more: is there a next page? */
 }
 
 json_t *crm_customer_audit_decode(const PGresult *res, long long id, int limit,

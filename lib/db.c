@@ -17,6 +17,7 @@
 #include "clock.h"
 #include "log.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -115,7 +116,7 @@ static void log_notice(void *arg, const char *message)
 #define CONNECT_PARAMS 8
 
 typedef struct connect_bufs {
-    char timeout[16], options[128];
+    char timeout[16], options[256];
 } connect_bufs;
 
 static void connect_params(const crm_db_config *cfg, connect_bufs *b, const char **keys,
@@ -123,11 +124,17 @@ static void connect_params(const crm_db_config *cfg, connect_bufs *b, const char
 {
     snprintf(b->timeout, sizeof b->timeout, "%d",
              cfg->connect_timeout_s > 0 ? cfg->connect_timeout_s : 2);
-    /* JIT compiling costs milliseconds that a request's statement never wins back. */
-    snprintf(b->options, sizeof b->options,
-             "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan "
-             "-c DateStyle=ISO,YMD -c TimeZone=UTC",
-             cfg->statement_timeout_ms);
+    /* JIT compiling costs milliseconds that a request's statement never wins back.
+     * A session of ours idle inside a transaction is a bug (crmd never waits
+     * for a client inside one), and it would hold back both sync feeds and
+     * vacuum: PostgreSQL ends it after a minute. */
+    int n = snprintf(b->options, sizeof b->options,
+                     "-c statement_timeout=%d -c jit=off -c plan_cache_mode=force_generic_plan "
+                     "-c DateStyle=ISO,YMD -c TimeZone=UTC "
+                     "-c idle_in_transaction_session_timeout=60000",
+                     cfg->statement_timeout_ms);
+    assert(n > 0 && (size_t)n < sizeof b->options);
+    (void)n;
     /* Our defaults come before dbname so that values in the URL override them. */
     /* Keepalives bound how long a vanished database host can hold a request. */
     static const char *const names[CONNECT_PARAMS] = {"connect_timeout",
@@ -551,34 +558,45 @@ void crm_query_init(crm_query *q, crm_stmt *stmt)
 {
     q->stmt = stmt;
     q->nparams = 0;
+    q->failed = false;
     q->buf_used = 0;
 }
 
-void crm_query_add(crm_query *q, const char *value)
+/* Marks q unusable, once logged: a statement with a parameter missing must
+ * never run (its placeholders would bind the wrong values). */
+static bool query_overflow(crm_query *q, const char *what)
 {
-    if (q->nparams == CRM_QUERY_MAX_PARAMS) {
-        crm_log(CRM_LOG_ERROR, "too many parameters for %s",
-                q->stmt->name ? q->stmt->name : q->stmt->sql);
-        abort();
-    }
-    q->values[q->nparams++] = value;
+    if (!q->failed)
+        crm_log(CRM_LOG_ERROR, "%s for %s", what,
+                q->stmt && q->stmt->name ? q->stmt->name : "a run-time statement");
+    q->failed = true;
+    return false;
 }
 
-void crm_query_add_int(crm_query *q, long long value)
+bool crm_query_add(crm_query *q, const char *value)
+{
+    if (q->failed || q->nparams == CRM_QUERY_MAX_PARAMS)
+        return query_overflow(q, "too many parameters");
+    q->values[q->nparams++] = value;
+    return true;
+}
+
+bool crm_query_add_int(crm_query *q, long long value)
 {
     char *dst = q->buf + q->buf_used;
     int n = snprintf(dst, sizeof q->buf - q->buf_used, "%lld", value);
-    if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used) {
-        crm_log(CRM_LOG_ERROR, "query buffer full for %s",
-                q->stmt->name ? q->stmt->name : q->stmt->sql);
-        abort();
-    }
+    if (n < 0 || (size_t)n >= sizeof q->buf - q->buf_used)
+        return query_overflow(q, "query buffer full");
     q->buf_used += (size_t)n + 1;
-    crm_query_add(q, dst);
+    return crm_query_add(q, dst);
 }
 
 PGresult *crm_db_run_query(const crm_query *q, crm_error *err)
 {
+    if (q->failed) {
+        crm_error_set(err, CRM_E_INTERNAL, "a statement's parameters did not fit");
+        return NULL;
+    }
     return crm_db_run(q->stmt, q->nparams, q->values, err);
 }
 

@@ -64,11 +64,12 @@ crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page);
 /* A statement with its parameters, built by a lib/ function so that callers
  * can run it either on the blocking pool (crm_db_run_query) or on the event
  * loop (dbloop.h) without knowing its SQL. Short parameter values live in buf. */
-#define CRM_QUERY_MAX_PARAMS 16
+#define CRM_QUERY_MAX_PARAMS 64
 
 typedef struct crm_query {
     crm_stmt *stmt;
     int nparams;
+    bool failed; /* a parameter did not fit: running q fails (CRM_E_INTERNAL) */
     const char *values[CRM_QUERY_MAX_PARAMS];
     char buf[256];
     size_t buf_used;
@@ -77,11 +78,13 @@ typedef struct crm_query {
 /* Starts q for stmt with no parameters. */
 void crm_query_init(crm_query *q, crm_stmt *stmt);
 
-/* Appends a text parameter (NULL for SQL NULL). The string must outlive q. */
-void crm_query_add(crm_query *q, const char *value);
+/* Appends a text parameter (NULL for SQL NULL). The string must outlive q.
+ * False (and q failed, logged) past CRM_QUERY_MAX_PARAMS: never an abort. */
+bool crm_query_add(crm_query *q, const char *value);
 
-/* Appends an integer parameter, formatted into q's own buffer. */
-void crm_query_add_int(crm_query *q, long long value);
+/* Appends an integer parameter, formatted into q's own buffer; false (and q
+ * failed) when it does not fit. */
+bool crm_query_add_int(crm_query *q, long long value);
 
 typedef struct crm_db_config {
     const char *url;        /* libpq URI or key=value string */

@@ -11,20 +11,23 @@
  * while an older transaction runs; a session left idle inside a transaction
  * that wrote something stalls the feeds until it ends.
  *
- * A cursor is base64url of the JSON array [feed, xid, seq, issued_at]: the
- * feed it belongs to, the place of the last entry returned (the xid as a
- * decimal string, as PostgreSQL prints xid8) and when it was issued (epoch
- * milliseconds). The retention is measured from issued_at, and every page
- * issues a new cursor, so a reader that keeps polling never holds an old one.
+ * A cursor (lib/list/cursor.h, signed, so a reader cannot edit it) holds the
+ * feed it belongs to, the place of the last entry returned (xid, seq) and
+ * when its reader last caught up with the feed (epoch milliseconds): the
+ * first page's time, or that of the latest page that was not full. The
+ * retention is measured from that moment: a reader that keeps polling keeps
+ * catching up and never holds an old cursor, while one that has not caught
+ * up for longer than the retention may hold a customer whose tombstone was
+ * purged since (crm_sync_purge_tombstones), and gets 410.
  */
 #include "sync.h"
 #include "clock.h"
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/cursor.h"
 #include "touchpoints.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -33,8 +36,6 @@
 #include <time.h>
 
 #define MS_PER_DAY (24LL * 60 * 60 * 1000)
-#define CURSOR_MAX_CHARS 400 /* ours are about 80 */
-#define XID_MAX_DIGITS 19    /* xid8 stays below 2^63: epoch << 32 | xid */
 
 static atomic_int retention_days = CRM_SYNC_RETENTION_DAYS_DEFAULT;
 
@@ -47,8 +48,6 @@ int crm_sync_retention_days(void)
 {
     return atomic_load(&retention_days);
 }
-
-static const char *const feed_names[] = {"customers", "touchpoints"};
 
 /* ---- the statements ------------------------------------------------------------ */
 
@@ -63,9 +62,11 @@ static const char *const feed_names[] = {"customers", "touchpoints"};
     " AND " t ".change_xid < pg_snapshot_xmin(pg_current_snapshot())"                              \
     " ORDER BY " t ".change_xid, " t ".change_seq LIMIT $3::int"
 
-static crm_stmt customers_page =
-    CRM_STMT_PAGE("sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS
-                                         ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
+/* A customer comes with its external ids, so that an app learns where an id
+ * of its own went after a merge ("point what referred to N at M"). */
+static crm_stmt customers_page = CRM_STMT_PAGE(
+    "sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
+                           ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
 
 /* The touchpoints' select list is touchpoints.c's, so this statement is put
  * together once, at its first use. */
@@ -93,7 +94,7 @@ static crm_stmt *page_statement(crm_sync_feed feed)
 static int place_column(crm_sync_feed feed)
 {
     if (feed == CRM_SYNC_CUSTOMERS)
-        return CRM_COL_EXTRA;
+        return CRM_COL_EXTRA + 1; /* after the external ids */
     pthread_once(&touchpoints_page_once, build_touchpoints_page);
     return touchpoint_ncolumns;
 }
@@ -105,50 +106,31 @@ typedef struct sync_place {
     long long seq;
 } sync_place;
 
-/* Parses an xid8 as PostgreSQL prints it: decimal digits only. */
-static bool parse_xid(const char *s, long long *out)
+/* Writes the cursor of feed at place p for a reader last caught up at
+ * caught_up_ms, as a JSON string. */
+static void write_cursor(crm_jbuf *b, crm_sync_feed feed, sync_place p, long long caught_up_ms)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > XID_MAX_DIGITS || strspn(s, "0123456789") != n)
-        return false;
-    errno = 0;
-    *out = strtoll(s, NULL, 10);
-    return errno == 0;
+    crm_cursor c;
+    crm_cursor_init(&c, CRM_CURSOR_SYNC, (unsigned)feed);
+    crm_cursor_add_int(&c, p.xid);
+    crm_cursor_add_int(&c, p.seq);
+    crm_cursor_add_int(&c, caught_up_ms);
+    crm_cursor_write(b, &c);
 }
 
-/* Writes the cursor of feed at place p, issued now, as a JSON string. */
-static void write_cursor(crm_jbuf *b, crm_sync_feed feed, sync_place p)
+/* Reads a cursor of feed into *p and *caught_up_ms; false when text is not
+ * one (forged, malformed, another feed's, or values no page gives). */
+static bool read_cursor(crm_sync_feed feed, const char *text, sync_place *p,
+                        long long *caught_up_ms)
 {
-    char raw[128], cursor[200];
-    int n = snprintf(raw, sizeof raw, "[\"%s\",\"%lld\",%lld,%lld]", feed_names[feed], p.xid, p.seq,
-                     crm_wall_ms());
-    crm_base64url_encode((const unsigned char *)raw, (size_t)n, cursor, sizeof cursor);
-    crm_jbuf_cstring(b, cursor);
-}
-
-/* Reads a cursor of feed into *p and *issued_ms; false when text is not one
- * (malformed, or another feed's). */
-static bool read_cursor(crm_sync_feed feed, const char *text, sync_place *p, long long *issued_ms)
-{
-    size_t len = strlen(text);
-    if (len == 0 || len > CURSOR_MAX_CHARS)
+    crm_cursor c;
+    if (!crm_cursor_decode(text, CRM_CURSOR_SYNC, (unsigned)feed, 3, false, &c) ||
+        c.ints[0] < 0 || c.ints[1] < 0 || c.ints[2] <= 0)
         return false;
-    unsigned char raw[CURSOR_MAX_CHARS];
-    long n = crm_base64url_decode(text, raw, sizeof raw);
-    json_t *doc = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
-    json_t *jfeed = json_array_get(doc, 0), *jxid = json_array_get(doc, 1),
-           *jseq = json_array_get(doc, 2), *jissued = json_array_get(doc, 3);
-    bool ok = json_array_size(doc) == 4 && json_is_string(jfeed) &&
-              strcmp(json_string_value(jfeed), feed_names[feed]) == 0 && json_is_string(jxid) &&
-              parse_xid(json_string_value(jxid), &p->xid) && json_is_integer(jseq) &&
-              json_integer_value(jseq) >= 0 && json_is_integer(jissued) &&
-              json_integer_value(jissued) > 0;
-    if (ok) {
-        p->seq = json_integer_value(jseq);
-        *issued_ms = json_integer_value(jissued);
-    }
-    json_decref(doc);
-    return ok;
+    p->xid = c.ints[0];
+    p->seq = c.ints[1];
+    *caught_up_ms = c.ints[2];
+    return true;
 }
 
 /* ---- the page ------------------------------------------------------------------- */
@@ -156,19 +138,20 @@ static bool read_cursor(crm_sync_feed feed, const char *text, sync_place *p, lon
 bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err)
 {
     sync_place from = {0, 0}; /* before every change */
-    long long issued_ms = 0;
-    if (r->cursor != NULL && !read_cursor(r->feed, r->cursor, &from, &issued_ms)) {
+    long long caught_up_ms = 0;
+    if (r->cursor != NULL && !read_cursor(r->feed, r->cursor, &from, &caught_up_ms)) {
         crm_error_add_field(err, "cursor",
                             "not a cursor of this feed: pass the next_cursor of its latest page, "
                             "or none to start from the beginning");
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'cursor'");
     }
     int days = crm_sync_retention_days();
-    if (r->cursor != NULL && issued_ms < crm_wall_ms() - days * MS_PER_DAY)
+    if (r->cursor != NULL && caught_up_ms < crm_wall_ms() - days * MS_PER_DAY)
         return crm_error_set(err, CRM_E_GONE,
-                             "this cursor was issued more than %d days ago, and deletions are kept "
-                             "in the feed only that long: a full resync is needed (read the feed "
-                             "again from the beginning, without a cursor)",
+                             "this cursor's reader last caught up with the feed more than %d days "
+                             "ago, and deletions are kept in the feed only that long: a full "
+                             "resync is needed (read the feed again from the beginning, without "
+                             "a cursor)",
                              days);
     crm_query_init(q, page_statement(r->feed));
     crm_query_add_int(q, from.xid);
@@ -188,7 +171,7 @@ static void write_customer_change(crm_jbuf *b, const PGresult *res, int r)
     if (strcmp(status, "active") == 0) {
         crm_jbuf_cstring(b, "upsert");
         crm_jbuf_key(b, "customer");
-        crm_customer_write(b, res, r, false);
+        crm_customer_write(b, res, r, true);
     } else {
         crm_jbuf_cstring(b, status); /* deleted, erased or merged */
         crm_jbuf_key(b, "id");
@@ -216,10 +199,15 @@ static void write_touchpoint_change(crm_jbuf *b, const PGresult *res, int r)
 char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *len, crm_error *err)
 {
     sync_place last = {0, 0};
-    long long issued_ms;
+    long long caught_up_ms = 0;
     if (r->cursor != NULL)
-        read_cursor(r->feed, r->cursor, &last, &issued_ms); /* accepted by crm_sync_query */
+        read_cursor(r->feed, r->cursor, &last, &caught_up_ms); /* accepted by crm_sync_query */
     int n = PQntuples(res), place = place_column(r->feed);
+    /* A reader without a cursor holds nothing yet; one whose page is not
+     * full has caught up: either way, it holds no row whose tombstone came
+     * before now. A full page carries the reader's last catch-up along. */
+    if (r->cursor == NULL || n < (r->limit < 1 ? 1 : r->limit))
+        caught_up_ms = crm_wall_ms();
     crm_jbuf b;
     crm_jbuf_init(&b);
     crm_jbuf_begin_object(&b);
@@ -237,7 +225,7 @@ char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *le
         last.seq = atoll(PQgetvalue(res, n - 1, place + 1));
     }
     crm_jbuf_key(&b, "next_cursor");
-    write_cursor(&b, r->feed, last);
+    write_cursor(&b, r->feed, last, caught_up_ms);
     crm_jbuf_end_object(&b);
     char *page = crm_jbuf_take(&b, len);
     if (page == NULL)
@@ -256,4 +244,40 @@ char *crm_sync_page(const crm_sync_request *r, size_t *len, crm_error *err)
     char *page = crm_sync_render(res, r, len, err);
     PQclear(res);
     return page;
+}
+
+/* ---- purging old tombstones ----------------------------------------------------- */
+
+/* One batch: the oldest tombstones (customers deleted, erased or merged)
+ * changed more than the retention and a day ago, moved to the place (0, 0)
+ * that no page returns (migration 0011 lets only this move a row there).
+ * The extra day covers transactions that were still running when a reader
+ * caught up. SKIP LOCKED: processes purging at once take different rows,
+ * and a customer a request is writing waits for the next round. */
+static crm_stmt purge_tombstones = CRM_STMT(
+    "sync_purge_tombstones",
+    "WITH batch AS (SELECT id FROM customers WHERE status <> 'active' "
+    "AND change_xid <> '0'::xid8 AND updated_at < now() - ($1::int + 1) * interval '1 day' "
+    "ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
+    "UPDATE customers c SET change_xid = '0'::xid8, change_seq = 0 FROM batch "
+    "WHERE c.id = batch.id");
+
+long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err)
+{
+    char days[16], size[16];
+    snprintf(days, sizeof days, "%d", crm_sync_retention_days());
+    snprintf(size, sizeof size, "%d", batch < 1 ? 1 : batch);
+    const char *params[] = {days, size};
+    long total = 0;
+    for (int i = 0; i < max_batches; i++) {
+        PGresult *res = crm_db_run(&purge_tombstones, 2, params, err);
+        if (res == NULL)
+            return -1;
+        long n = atol(PQcmdTuples(res));
+        PQclear(res);
+        total += n;
+        if (n < batch)
+            break;
+    }
+    return total;
 }

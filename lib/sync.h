@@ -30,10 +30,19 @@
 
 typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS } crm_sync_feed;
 
-/* How long a cursor stays good, in days (tombstones are kept at least this
- * long): an older one is CRM_E_GONE, and its reader must resync in full. */
+/* How long a cursor stays good, in days, counted from the last time its
+ * reader caught up with the feed (a page that was not full); tombstones are
+ * kept at least this long plus a day. An older one is CRM_E_GONE, and its
+ * reader must resync in full. */
 void crm_sync_set_retention_days(int days);
 int crm_sync_retention_days(void);
+
+/* Purges the customer feed's tombstones older than the retention plus a
+ * day, at most max_batches batches of batch rows (each its own statement
+ * and transaction, so none holds locks for long): no page returns them
+ * again. Returns how many, or -1 with err set. Safe to run in several
+ * processes at once. */
+long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err);
 
 /* One page of a feed. cursor is borrowed. */
 typedef struct crm_sync_request {
@@ -43,8 +52,9 @@ typedef struct crm_sync_request {
 } crm_sync_request;
 
 /* The page's single statement, for the event loop or the pool. A cursor
- * that is not one of this feed's is CRM_E_INVALID naming "cursor"; one
- * issued longer ago than the retention is CRM_E_GONE. */
+ * that is not one of this feed's (or not crmd's: cursors are signed) is
+ * CRM_E_INVALID naming "cursor"; one whose reader last caught up longer ago
+ * than the retention is CRM_E_GONE. */
 bool crm_sync_query(const crm_sync_request *r, crm_query *q, crm_error *err);
 
 /* The page as JSON text (the caller frees it): {"data": [...],

@@ -23,6 +23,8 @@
 #include "customers_internal.h"
 #include "jbuf.h"
 #include "json.h"
+#include "list/cursor.h"
+#include "list/page.h"
 #include "log.h"
 
 #include <math.h>
@@ -1524,41 +1526,27 @@ bool crm_touchpoints_move(crm_conn *c, const char *survivor, const char *ids, cr
 /* ---- the timeline ------------------------------------------------------------------ */
 
 /* Column 0 is the live customer (NULL: none); a customer without touchpoints
- * is one row of NULLs after it. */
+ * is one row of NULLs after it. The last column is occurred_at as
+ * PostgreSQL prints it (UTC sessions), exact to the microsecond, for the
+ * cursor.
+ *
+ * Every bound is always bound, with sentinels when the request has none
+ * ('-infinity', 'infinity', the largest id): under the generic plans the
+ * connections use, "$n IS NULL OR ..." would be a filter, and every page
+ * would read the timeline from its newest row down to the cursor. Bound,
+ * the range and the row comparison are index conditions, so any page
+ * costs the same. */
 static crm_stmt timeline =
     CRM_STMT_PAGE("touchpoint_timeline", CRM_SQL_RESOLVE_CUSTOMER
-                  " SELECT (SELECT id FROM target), " TP_COLUMNS
-                  ", (date_part('epoch', t.occurred_at) * 1000000)::bigint"
+                  " SELECT (SELECT id FROM target), " TP_COLUMNS ", t.occurred_at"
                   " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT * FROM touchpoints t"
                   "  WHERE t.customer_id = (SELECT id FROM target)"
                   "  AND ($2::text IS NULL OR t.channel = $2) AND ($3::text IS NULL OR t.type = $3)"
-                  "  AND ($4::timestamptz IS NULL OR t.occurred_at >= $4)"
-                  "  AND ($5::timestamptz IS NULL OR t.occurred_at < $5)"
-                  "  AND ($6::bigint IS NULL OR (t.occurred_at, t.id) <"
-                  "   ('epoch'::timestamptz + $6 * interval '1 microsecond', $7::bigint))"
+                  "  AND t.occurred_at >= $4::timestamptz AND t.occurred_at < $5::timestamptz"
+                  "  AND (t.occurred_at, t.id) < ($6::timestamptz, $7::bigint)"
                   "  ORDER BY t.occurred_at DESC, t.id DESC LIMIT $8) t ON true");
 
 #define TIMELINE_KEY (1 + TP_NCOLUMNS)
-
-/* Decodes a timeline cursor: base64url of [occurred_at_us, id]. */
-static bool read_timeline_cursor(const char *after, long long *key, long long *id)
-{
-    size_t len = strlen(after);
-    if (len == 0 || len > 200)
-        return false;
-    unsigned char raw[200];
-    long n = crm_base64url_decode(after, raw, sizeof raw);
-    json_t *doc = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
-    json_t *k = json_array_get(doc, 0), *i = json_array_get(doc, 1);
-    bool ok = json_array_size(doc) == 2 && json_is_integer(k) && json_is_integer(i) &&
-              json_integer_value(i) > 0;
-    if (ok) {
-        *key = json_integer_value(k);
-        *id = json_integer_value(i);
-    }
-    json_decref(doc);
-    return ok;
-}
 
 static char *arena_int(crm_arena *arena, long long v)
 {
@@ -1583,6 +1571,24 @@ static char *utc_param(const char *value, const char *name, crm_arena *arena, cr
     return NULL;
 }
 
+/* Decodes a timeline cursor (signed: {occurred_at µs, id}) into the
+ * parameters that start the next page: the instant as PostgreSQL reads it
+ * exactly, and the id, both in arena. False when it is not one of ours or
+ * its values could not come from a row. */
+static bool read_timeline_cursor(const char *after, crm_arena *arena, const char **key,
+                                 const char **id)
+{
+    crm_cursor c;
+    if (!crm_cursor_decode(after, CRM_CURSOR_TIMELINE, 0, 2, false, &c) ||
+        !crm_cursor_us_valid(c.ints[0]) || c.ints[1] <= 0)
+        return false;
+    char text[48];
+    crm_cursor_format_us(c.ints[0], text);
+    *key = crm_arena_strndup(arena, text, strlen(text));
+    *id = arena_int(arena, c.ints[1]);
+    return *key != NULL && *id != NULL;
+}
+
 bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_query *q,
                         crm_error *err)
 {
@@ -1592,8 +1598,8 @@ bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_quer
         crm_error_add_field(err, "type", "not a known touchpoint type");
     char *after = utc_param(f->occurred_after, "occurred_after", arena, err);
     char *before = utc_param(f->occurred_before, "occurred_before", arena, err);
-    long long key = 0, id = 0;
-    if (f->after != NULL && !read_timeline_cursor(f->after, &key, &id))
+    const char *key = "infinity", *id = "9223372036854775807"; /* before every row */
+    if (f->after != NULL && !read_timeline_cursor(f->after, arena, &key, &id))
         crm_error_add_field(err, "after", "not a cursor of this timeline");
     if (json_array_size(err->errors) > 0)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
@@ -1604,11 +1610,12 @@ bool crm_timeline_query(const crm_timeline_filter *f, crm_arena *arena, crm_quer
     crm_query_add(q, arena_int(arena, f->customer_id));
     crm_query_add(q, f->channel);
     crm_query_add(q, f->type);
-    crm_query_add(q, after); /* in UTC: PostgreSQL refuses offsets past +-15:59 */
-    crm_query_add(q, before);
-    crm_query_add(q, f->after ? arena_int(arena, key) : NULL);
-    crm_query_add(q, f->after ? arena_int(arena, id) : NULL);
-    crm_query_add(q, arena_int(arena, (f->limit < 1 ? 1 : f->limit) + 1));
+    /* in UTC: PostgreSQL refuses offsets past +-15:59 */
+    crm_query_add(q, after ? after : "-infinity");
+    crm_query_add(q, before ? before : "infinity");
+    crm_query_add(q, key);
+    crm_query_add(q, id);
+    crm_query_add(q, arena_int(arena, crm_page_fetch(f->limit)));
     return true;
 }
 
@@ -1622,23 +1629,18 @@ char *crm_timeline_render(const PGresult *res, const crm_timeline_filter *f, siz
     int n = PQgetisnull(res, 0, 1) ? 0 : PQntuples(res), limit = f->limit < 1 ? 1 : f->limit;
     crm_jbuf b;
     crm_jbuf_init(&b);
-    crm_jbuf_begin_object(&b);
-    crm_jbuf_key(&b, "data");
-    crm_jbuf_begin_array(&b);
-    for (int r = 0; r < n && r < limit; r++)
+    crm_page_begin(&b);
+    for (int r = 0; r < crm_page_shown(n, limit); r++)
         write_touchpoint(&b, res, r, 1);
-    crm_jbuf_end_array(&b);
-    crm_jbuf_key(&b, "next_cursor");
-    if (n > limit) {
-        char raw[64], cursor[100];
-        int m = snprintf(raw, sizeof raw, "[%s,%s]", PQgetvalue(res, limit - 1, TIMELINE_KEY),
-                         PQgetvalue(res, limit - 1, 1));
-        crm_base64url_encode((const unsigned char *)raw, (size_t)m, cursor, sizeof cursor);
-        crm_jbuf_cstring(&b, cursor);
-    } else {
-        crm_jbuf_null(&b);
-    }
-    crm_jbuf_end_object(&b);
+    bool more = crm_page_has_next(n, limit);
+    crm_cursor next; /* after the last row shown: its occurred_at (exact µs) and id */
+    crm_cursor_init(&next, CRM_CURSOR_TIMELINE, 0);
+    long long us;
+    if (more && !(crm_parse_pg_timestamp(PQgetvalue(res, limit - 1, TIMELINE_KEY), &us) &&
+                  crm_cursor_add_int(&next, us) &&
+                  crm_cursor_add_int(&next, atoll(PQgetvalue(res, limit - 1, 1)))))
+        b.out.failed = true;
+    crm_page_end(&b, more ? &next : NULL);
     char *text = crm_jbuf_take(&b, len);
     if (text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");

@@ -252,18 +252,17 @@ static bool list_filter(http_request *req, crm_customer_filter *f, crm_error *er
     return http_query_limit(req, 50, 200, &f->limit, err);
 }
 
+/* The handler's parsed filter (http_context), for the deferred steps. */
 static void list_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     if (res == NULL) {
         http_reply_error(req, err);
         return;
     }
+    const crm_customer_filter *f = http_context(req);
     crm_error derr = CRM_ERROR_INIT;
-    crm_customer_filter f;
-    list_filter(req, &f, &derr); /* checked before the query */
-    crm_error_clear(&derr);
     size_t len = 0;
-    char *page = crm_customer_list_render(res, &f, &len, &derr);
+    char *page = crm_customer_list_render(res, f, &len, &derr);
     if (page == NULL) {
         handler_reply_error(req, &derr);
         return;
@@ -279,11 +278,8 @@ static void terms_done(http_request *req, const PGresult *res, const crm_error *
         return;
     }
     crm_error derr = CRM_ERROR_INIT;
-    crm_customer_filter f;
     crm_query q;
-    crm_list_step step = CRM_LIST_ERROR;
-    if (list_filter(req, &f, &derr))
-        step = crm_customer_list_query(&f, res, http_arena(req), &q, &derr);
+    crm_list_step step = crm_customer_list_query(http_context(req), res, http_arena(req), &q, &derr);
     if (step == CRM_LIST_READY)
         list_done(req, res, NULL); /* the step held the whole page */
     else if (step == CRM_LIST_TERMS)
@@ -297,11 +293,14 @@ static void terms_done(http_request *req, const PGresult *res, const crm_error *
 void handle_customer_list(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    crm_customer_filter f;
+    crm_customer_filter *f = crm_arena_alloc(http_arena(req), sizeof *f);
     crm_query q;
     crm_list_step step = CRM_LIST_ERROR;
-    if (list_filter(req, &f, &err))
-        step = crm_customer_list_query(&f, NULL, http_arena(req), &q, &err);
+    if (f == NULL)
+        crm_error_set(&err, CRM_E_INTERNAL, "out of memory");
+    else if (list_filter(req, f, &err))
+        step = crm_customer_list_query(f, NULL, http_arena(req), &q, &err);
+    http_set_context(req, f); /* parsed once: the deferred steps read it */
     if (step == CRM_LIST_ERROR) {
         handler_reply_error(req, &err);
         return;
@@ -311,19 +310,22 @@ void handle_customer_list(http_request *req)
 
 /* ---- GET /v1/customers/{id}/audit ------------------------------------------- */
 
+/* What the handler parsed, for audit_done (http_context). */
+typedef struct audit_request {
+    long long id;
+    int limit;
+} audit_request;
+
 static void audit_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     if (res == NULL) {
         http_reply_error(req, err);
         return;
     }
+    const audit_request *a = http_context(req);
     crm_error derr = CRM_ERROR_INIT;
-    long long id = 0, next = 0;
-    int limit = 50;
-    http_param_id(req, "id", &id);
-    http_query_limit(req, 50, 200, &limit, &derr); /* validated before the query */
-    crm_error_clear(&derr);
-    json_t *entries = crm_customer_audit_decode(res, id, limit, &next, &derr);
+    long long next = 0;
+    json_t *entries = crm_customer_audit_decode(res, a->id, a->limit, &next, &derr);
     if (entries == NULL) {
         handler_reply_error(req, &derr);
         return;
@@ -346,6 +348,14 @@ void handle_customer_audit(http_request *req)
         handler_reply_error(req, &err);
         return;
     }
+    audit_request *a = crm_arena_alloc(http_arena(req), sizeof *a);
+    if (a == NULL) {
+        crm_error_set(&err, CRM_E_INTERNAL, "out of memory");
+        handler_reply_error(req, &err);
+        return;
+    }
+    *a = (audit_request){.id = id, .limit = limit};
+    http_set_context(req, a);
     crm_query q;
     crm_customer_audit_query(&q, id, after, limit);
     http_defer_query(req, &q, audit_done);

@@ -87,6 +87,7 @@ struct http_request {
     crm_principal principal;
     bool has_principal;
     crm_arena arena;
+    void *handler_ctx; /* http_set_context: the handler's parsed request */
 
     /* body */
     char *body;
@@ -165,6 +166,16 @@ const crm_principal *http_principal(const http_request *req)
 crm_arena *http_arena(http_request *req)
 {
     return &req->arena;
+}
+
+void http_set_context(http_request *req, void *ctx)
+{
+    req->handler_ctx = ctx;
+}
+
+void *http_context(const http_request *req)
+{
+    return req->handler_ctx;
 }
 
 /* ---- deferred queries ---------------------------------------------------- */
@@ -885,7 +896,9 @@ static size_t keep_escaped(void *cls, struct MHD_Connection *c, char *s)
     return strlen(s);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+/* fmt is libmicrohttpd's own format string (the attribute tells clang's
+ * -Wformat-nonliteral so). */
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];

@@ -58,6 +58,12 @@ const crm_principal *http_principal(const http_request *req);
 /* The request's scratch arena. */
 crm_arena *http_arena(http_request *req);
 
+/* What a handler parsed from the request (in its arena, typically), kept
+ * for the callbacks of its deferred queries so that they render without
+ * parsing the request again. NULL until set. */
+void http_set_context(http_request *req, void *ctx);
+void *http_context(const http_request *req);
+
 /* Called on an HTTP thread when a deferred query is done, with its result
  * (freed after done returns) or with res NULL and err set. It must answer. */
 typedef void (*http_query_done)(http_request *req, const PGresult *res, const crm_error *err);

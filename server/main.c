@@ -12,6 +12,7 @@
 #include "embedded.h"
 #include "http.h"
 #include "idempotency.h"
+#include "list/cursor.h"
 #include "log.h"
 #include "migrate.h"
 #include "router.h"
@@ -191,6 +192,15 @@ static void housekeeping(void)
     else if (purged > 0)
         crm_log(CRM_LOG_INFO, "housekeeping: deleted %ld expired idempotency responses", purged);
     crm_error_clear(&err);
+    /* Bounded: 20 batches of 500 a round, so a backlog never delays a stop
+     * signal for long; the next round goes on. */
+    long tombstones = crm_sync_purge_tombstones(500, 20, &err);
+    if (tombstones < 0)
+        crm_log(CRM_LOG_WARN, "housekeeping: %s", err.detail);
+    else if (tombstones > 0)
+        crm_log(CRM_LOG_INFO, "housekeeping: purged %ld sync tombstones past the retention",
+                tombstones);
+    crm_error_clear(&err);
 }
 
 /* The main thread's life while crmd serves: housekeeping every interval_s
@@ -223,6 +233,13 @@ static int cmd_serve(const crmd_config *cfg)
     crm_error err = CRM_ERROR_INIT;
     if (!crm_db_init(&d, &err)) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        return 1;
+    }
+    /* Before any request: the I/O threads must never block loading it. */
+    if (!crm_cursor_secret_load(&err)) {
+        crm_log(CRM_LOG_ERROR, "cursor secret: %s", err.detail);
+        crm_error_clear(&err);
+        crm_db_shutdown();
         return 1;
     }
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);

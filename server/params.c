@@ -3,6 +3,7 @@
  */
 #include "handlers.h"
 #include "json.h"
+#include "list/cursor.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -40,13 +41,19 @@ bool http_query_limit(http_request *req, int def, int max, int *out, crm_error *
     return true;
 }
 
-/* Cursors are base64url("k" + decimal id): opaque to clients, cheap here. */
+/* Lists paged by id alone (API keys, audit trails, consent histories) use
+ * a signed cursor holding the last id shown (lib/list/cursor.h). */
 json_t *http_cursor_from_id(long long id)
 {
-    char text[32], out[64];
-    int n = snprintf(text, sizeof text, "k%lld", id);
-    crm_base64url_encode((const unsigned char *)text, (size_t)n, out, sizeof out);
-    return json_string(out);
+    crm_cursor c;
+    crm_cursor_init(&c, CRM_CURSOR_BY_ID, 0);
+    crm_cursor_add_int(&c, id);
+    crm_error err = CRM_ERROR_INIT;
+    char *text = crm_cursor_encode(&c, &err);
+    crm_error_clear(&err);
+    json_t *out = text ? json_string(text) : NULL; /* NULL: the caller answers 500 */
+    free(text);
+    return out;
 }
 
 bool http_query_after_id(http_request *req, long long *out, crm_error *err)
@@ -55,12 +62,10 @@ bool http_query_after_id(http_request *req, long long *out, crm_error *err)
     *out = 0;
     if (s == NULL)
         return true;
-    unsigned char raw[32];
-    long n = strlen(s) < 40 ? crm_base64url_decode(s, raw, sizeof raw - 1) : -1;
-    if (n > 1 && raw[0] == 'k') {
-        raw[n] = '\0';
-        if (parse_positive((const char *)raw + 1, out))
-            return true;
+    crm_cursor c;
+    if (crm_cursor_decode(s, CRM_CURSOR_BY_ID, 0, 1, false, &c) && c.ints[0] > 0) {
+        *out = c.ints[0];
+        return true;
     }
     crm_error_add_field(err, "after", "not a cursor this list returned");
     return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'after'");

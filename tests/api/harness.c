@@ -3,6 +3,7 @@
  * shared by the API suites. See harness.h for the contract of each part.
  */
 #include "harness.h"
+#include "list/cursor.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -816,4 +817,20 @@ long long harness_sql_number(PGconn *db, const char *sql, const char *param)
     long long v = atoll(PQgetvalue(res, 0, 0));
     PQclear(res);
     return v;
+}
+
+void harness_cursor_secret_load(void)
+{
+    PGconn *db = harness_db_connect();
+    PGresult *res = PQexec(db, "SELECT encode(secret, 'hex') FROM cursor_secret WHERE id = 1");
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1,
+                  "no cursor secret: %s", PQresultErrorMessage(res));
+    unsigned char key[CRM_CURSOR_SECRET_BYTES];
+    size_t len = 0;
+    ck_assert(sodium_hex2bin(key, sizeof key, PQgetvalue(res, 0, 0),
+                             (size_t)PQgetlength(res, 0, 0), NULL, &len, NULL) == 0 &&
+              len == sizeof key);
+    crm_cursor_secret_set(key);
+    PQclear(res);
+    PQfinish(db);
 }

@@ -197,6 +197,12 @@ PGconn *harness_db_connect(void);
  * the first column of its one row as a number; fails the test otherwise. */
 long long harness_sql_number(PGconn *db, const char *sql, const char *param);
 
+/* Makes this process sign and verify cursors as the crmd of this test run
+ * does: loads the secret that crmd stored in the database (the fixture's
+ * crmd must have started once). Lets tests forge *signed* cursors to check
+ * the server's own range checks and retention. */
+void harness_cursor_secret_load(void);
+
 /* Suites (one file each). */
 Suite *ops_suite(void);
 Suite *errors_suite(void);

@@ -86,10 +86,11 @@ static http_response post_merge(long long survivor, const char *body, const char
     return send_json("POST", path, key, body);
 }
 
-static json_t *get_path(const char *fmt, long long id)
+/* GETs /v1/customers/{id}<tail> and expects 200. */
+static json_t *get_path(long long id, const char *tail)
 {
     char path[128];
-    snprintf(path, sizeof path, fmt, id);
+    snprintf(path, sizeof path, "/v1/customers/%lld%s", id, tail);
     return expect_json("GET", path, NULL, 200);
 }
 
@@ -152,7 +153,7 @@ START_TEST(duplicates_list_each_match_with_its_reasons)
              postal);
     long long name = create(body);
 
-    json_t *doc = get_path("/v1/customers/%lld/duplicates", me);
+    json_t *doc = get_path(me, "/duplicates");
     ck_assert_int_eq(json_integer_value(json_object_get(doc, "customer_id")), me);
     json_t *data = json_object_get(doc, "data");
     ck_assert_int_eq(json_array_size(data), 2);
@@ -216,17 +217,17 @@ START_TEST(a_merge_answers_the_survivor_and_loses_nothing)
     json_decref(rep);
 
     /* The consent history has all three decisions, on the survivor. */
-    json_t *consents = get_path("/v1/customers/%lld/consents", b);
+    json_t *consents = get_path(b, "/consents");
     ck_assert_int_eq(json_integer_value(json_object_get(consents, "customer_id")), a);
     ck_assert_int_eq(json_array_size(json_object_get(consents, "history")), 3);
     json_decref(consents);
     /* The merged id reads as the survivor; both audit trails say 'merge'. */
-    json_t *alias = get_path("/v1/customers/%lld", b);
+    json_t *alias = get_path(b, "");
     ck_assert_int_eq(id_of(alias), a);
     json_decref(alias);
     long long both[] = {a, b};
     for (int i = 0; i < 2; i++) {
-        json_t *audit = get_path("/v1/customers/%lld/audit", both[i]);
+        json_t *audit = get_path(both[i], "/audit");
         json_t *last = json_array_get(json_object_get(audit, "data"), 0);
         ck_assert_str_eq(json_string_value(json_object_get(last, "action")), "merge");
         json_decref(audit);
@@ -245,7 +246,7 @@ START_TEST(a_merged_customers_later_grant_does_not_override_a_revocation)
     http_response r = post_merge(a, body, writer.secret);
     ck_assert_int_eq(r.status, 200);
     http_response_free(&r);
-    json_t *consents = get_path("/v1/customers/%lld/consents", a);
+    json_t *consents = get_path(a, "/consents");
     json_t *cur = email_marketing(json_object_get(consents, "current"));
     ck_assert_ptr_nonnull(cur);
     ck_assert_str_eq(json_string_value(json_object_get(cur, "status")), "revoked");
@@ -271,8 +272,8 @@ START_TEST(a_dry_run_answers_the_result_and_changes_nothing)
     char parties[64];
     snprintf(parties, sizeof parties, "{%lld,%lld}", a, b);
     char *before = snapshot(parties);
-    json_t *rep_a = get_path("/v1/customers/%lld?expand=external_ids", a);
-    json_t *rep_b = get_path("/v1/customers/%lld?expand=external_ids", b);
+    json_t *rep_a = get_path(a, "?expand=external_ids");
+    json_t *rep_b = get_path(b, "?expand=external_ids");
 
     snprintf(body, sizeof body, "{\"merge_ids\": [%lld], \"dry_run\": true}", b);
     http_response r = post_merge(a, body, writer.secret);
@@ -290,8 +291,8 @@ START_TEST(a_dry_run_answers_the_result_and_changes_nothing)
 
     char *after = snapshot(parties);
     ck_assert_str_eq(before, after);
-    json_t *again_a = get_path("/v1/customers/%lld?expand=external_ids", a);
-    json_t *again_b = get_path("/v1/customers/%lld?expand=external_ids", b);
+    json_t *again_a = get_path(a, "?expand=external_ids");
+    json_t *again_b = get_path(b, "?expand=external_ids");
     ck_assert(json_equal(rep_a, again_a));
     ck_assert(json_equal(rep_b, again_b));
     free(before);
@@ -386,10 +387,10 @@ START_TEST(a_merged_id_answers_for_its_survivor_through_chains)
     ck_assert_int_eq(id_of(patched), c);
     json_decref(patched);
     consent(a, "granted", "2026-01-01T00:00:00Z");
-    json_t *consents = get_path("/v1/customers/%lld/consents", c);
+    json_t *consents = get_path(c, "/consents");
     ck_assert_int_eq(json_array_size(json_object_get(consents, "history")), 1);
     json_decref(consents);
-    json_t *got = get_path("/v1/customers/%lld", a);
+    json_t *got = get_path(a, "");
     ck_assert_int_eq(id_of(got), c);
     ck_assert_str_eq(json_string_value(json_object_get(got, "lifecycle_stage")), "customer");
     json_decref(got);

@@ -8,6 +8,8 @@
  * requests store nothing.
  */
 #include "harness.h"
+#include "json.h"
+#include "list/cursor.h"
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -360,13 +362,19 @@ START_TEST(list_filters_by_each_parameter)
     json_t *c = create(body);
     snprintf(body, sizeof body, "{\"tags\": [\"%s\"], \"address\": {\"country\": \"FR\"}}", tag);
     json_decref(create(body));
-    const char *filters[] = {"email=z.%s%%40example.com", "phone=%%2B15550100000&tag=%s",
-                             "country=IT&tag=%s",         "city=Roma&tag=%s",
-                             "lifecycle_stage=loyal&tag=%s", "q=%sFINDER",
-                             "tag=%s&created_after=2000-01-01T00:00:00Z&created_before=2999-01-01T00:00:00Z&updated_after=2000-01-01T00:00:00%%2B02:00&country=IT"};
+    /* Each query is before + tag + after (no format strings as data). */
+    const char *filters[][2] = {
+        {"email=z.", "%40example.com"},
+        {"phone=%2B15550100000&tag=", ""},
+        {"country=IT&tag=", ""},
+        {"city=Roma&tag=", ""},
+        {"lifecycle_stage=loyal&tag=", ""},
+        {"q=", "FINDER"},
+        {"tag=", "&created_after=2000-01-01T00:00:00Z&created_before=2999-01-01T00:00:00Z"
+                 "&updated_after=2000-01-01T00:00:00%2B02:00&country=IT"}};
     for (size_t i = 0; i < sizeof filters / sizeof filters[0]; i++) {
         char query[200];
-        snprintf(query, sizeof query, filters[i], tag);
+        snprintf(query, sizeof query, "%s%s%s", filters[i][0], tag, filters[i][1]);
         snprintf(path, sizeof path, "/v1/customers?%s", query);
         http_response r = http_get(&srv, path, reader.secret);
         ck_assert_msg(r.status == 200, "%s: %ld %s", path, r.status, r.body);
@@ -429,6 +437,133 @@ START_TEST(list_search_pages_follow_the_cursor)
         ck_assert_int_eq(seen, 5);
         ck_assert_int_eq(pages, 3);
     }
+}
+END_TEST
+
+START_TEST(a_search_with_every_filter_answers_200)
+{
+    /* The issue's one-request crash: all ten filters and eight q words, no
+     * data needed; and the server is still there afterwards. */
+    const char *path =
+        "/v1/customers?sort=name&q=aaa%20bbb%20ccc%20ddd%20eee%20fff%20ggg%20hhh"
+        "&email=a@b.co&phone=%2B391234567&country=IT&city=x&lifecycle_stage=lead&tag=t"
+        "&created_after=2000-01-01T00:00:00Z&created_before=2100-01-01T00:00:00Z"
+        "&updated_after=2000-01-01T00:00:00Z&updated_before=2100-01-01T00:00:00Z";
+    for (int i = 0; i < 2; i++) {
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%ld %.300s", r.status, r.body);
+        http_response_free(&r);
+    }
+    http_response h = http_get(&srv, "/healthz", NULL);
+    ck_assert_int_eq(h.status, 200);
+    http_response_free(&h);
+}
+END_TEST
+
+START_TEST(a_search_over_sixteen_words_of_one_prefix_pages_to_the_end)
+{
+    /* 16 customers Zqxw1 .. Zqxw16, then q=zqxw&limit=1 and every next page:
+     * the second page was a 503 ("bind message supplies 0 parameters"), then
+     * a crash. Also q=0.0.0 and q=0,0,0 from the naughty strings. */
+    char tag[48], body[256], path[512];
+    harness_unique(tag, sizeof tag, "zq");
+    for (int i = 1; i <= 16; i++) {
+        snprintf(body, sizeof body, "{\"last_name\": \"%sZqxw%d\"}", tag, i);
+        json_decref(create(body));
+    }
+    char *after = NULL;
+    int seen = 0, pages = 0;
+    do {
+        snprintf(path, sizeof path, "/v1/customers?q=%szqxw&limit=1%s%s", tag,
+                 after ? "&after=" : "", after ? after : "");
+        free(after);
+        after = NULL;
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%s: %ld %.300s", path, r.status, r.body);
+        json_t *page = http_response_json(&r);
+        seen += (int)json_array_size(json_object_get(page, "data"));
+        json_t *next = json_object_get(page, "next_cursor");
+        if (json_is_string(next))
+            after = strdup(json_string_value(next));
+        json_decref(page);
+        http_response_free(&r);
+    } while (after != NULL && ++pages < 40);
+    ck_assert_int_eq(seen, 16);
+    const char *naughty[] = {"/v1/customers?q=0.0.0", "/v1/customers?q=0,0,0",
+                             "/v1/customers?q=0.0.0&limit=1&sort=-created_at"};
+    for (size_t i = 0; i < 3; i++) {
+        http_response r = http_get(&srv, naughty[i], reader.secret);
+        ck_assert_msg(r.status == 200, "%s: %ld %.300s", naughty[i], r.status, r.body);
+        http_response_free(&r);
+    }
+}
+END_TEST
+
+/* base64url of text; the caller frees it. */
+static char *b64(const char *text)
+{
+    size_t len = strlen(text), size = len * 4 / 3 + 4;
+    char *out = malloc(size);
+    ck_assert_ptr_nonnull(out);
+    crm_base64url_encode((const unsigned char *)text, len, out, size);
+    return out;
+}
+
+START_TEST(a_forged_cursor_is_refused_with_422_never_500)
+{
+    /* S2: ["created_at", -300000000000000000, 5] made PostgreSQL raise
+     * "timestamp out of range" (a 500, and other clients' requests in the
+     * same pipeline failed with it). Unsigned, it is refused at once; even
+     * signed with the deployment's own secret, its value is range-checked
+     * in C. Likewise the old "k"+id cursor of the id-paged lists. */
+    char path[512];
+    char *forged = b64("[\"created_at\", -300000000000000000, 5]");
+    snprintf(path, sizeof path, "/v1/customers?after=%s", forged);
+    http_response r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 422, "after");
+    free(forged);
+
+    static api_key timeline_reader;
+    if (timeline_reader.id == 0)
+        ck_assert(api_key_create("touchpoints:read", &timeline_reader));
+    json_t *c = create("{\"first_name\": \"Cursor\"}");
+    long long id = id_of(c);
+    json_decref(c);
+    harness_cursor_secret_load();
+    const long long keys[] = {-300000000000000000LL, 9000000000000000000LL, CRM_CURSOR_US_MIN - 1,
+                              CRM_CURSOR_US_MAX};
+    for (size_t i = 0; i < 4; i++) {
+        crm_cursor cur;
+        crm_cursor_init(&cur, CRM_CURSOR_CUSTOMERS, 0); /* created_at */
+        crm_cursor_add_int(&cur, keys[i]);
+        crm_cursor_add_int(&cur, 5);
+        crm_error err = CRM_ERROR_INIT;
+        char *text = crm_cursor_encode(&cur, &err);
+        ck_assert_ptr_nonnull(text);
+        snprintf(path, sizeof path, "/v1/customers?after=%s", text);
+        r = http_get(&srv, path, reader.secret);
+        expect_problem(&r, 422, "after");
+        free(text);
+        crm_cursor_init(&cur, CRM_CURSOR_TIMELINE, 0); /* [occurred_at µs, id] */
+        crm_cursor_add_int(&cur, keys[i]);
+        crm_cursor_add_int(&cur, 5);
+        text = crm_cursor_encode(&cur, &err);
+        ck_assert_ptr_nonnull(text);
+        snprintf(path, sizeof path, "/v1/customers/%lld/touchpoints?after=%s", id, text);
+        r = http_get(&srv, path, timeline_reader.secret);
+        expect_problem(&r, 422, "after");
+        free(text);
+    }
+    forged = b64("[-300000000000000000, 5]");
+    snprintf(path, sizeof path, "/v1/customers/%lld/touchpoints?after=%s", id, forged);
+    r = http_get(&srv, path, timeline_reader.secret);
+    expect_problem(&r, 422, "after");
+    free(forged);
+    char *old_k = b64("k5");
+    snprintf(path, sizeof path, "/v1/customers/%lld/audit?after=%s", id, old_k);
+    r = http_get(&srv, path, reader.secret);
+    expect_problem(&r, 422, "after");
+    free(old_k);
 }
 END_TEST
 
@@ -859,6 +994,9 @@ Suite *customers_suite(void)
     tcase_add_test(tc, delete_hides_the_customer_but_keeps_the_row);
     tcase_add_test(tc, list_filters_by_each_parameter);
     tcase_add_test(tc, list_search_pages_follow_the_cursor);
+    tcase_add_test(tc, a_search_with_every_filter_answers_200);
+    tcase_add_test(tc, a_search_over_sixteen_words_of_one_prefix_pages_to_the_end);
+    tcase_add_test(tc, a_forged_cursor_is_refused_with_422_never_500);
     tcase_add_test(tc, list_names_each_bad_parameter);
     tcase_add_test(tc, list_pages_are_stable_while_customers_are_inserted);
     tcase_add_test(tc, upsert_by_external_id_creates_then_updates);

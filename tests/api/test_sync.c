@@ -8,6 +8,8 @@
  */
 #include "harness.h"
 #include "json.h"
+#include "list/cursor.h"
+#include "sync.h"
 
 #include <sodium.h>
 #include <stdio.h>
@@ -159,24 +161,34 @@ static long long create_customer(void)
     return id;
 }
 
-/* The cursor with its issued_at moved back by age_ms (a client that kept it
- * that long). The caller frees it. */
+/* The cursor with the time its reader last caught up moved back by age_ms
+ * (a client that kept it that long), signed as crmd signs. The caller
+ * frees it. */
 static char *aged_cursor(const char *cursor, long long age_ms)
 {
-    unsigned char raw[512];
-    long n = crm_base64url_decode(cursor, raw, sizeof raw);
-    ck_assert_int_gt(n, 0);
-    json_t *doc = json_loadb((const char *)raw, (size_t)n, 0, NULL);
-    ck_assert_uint_eq(json_array_size(doc), 4);
-    json_int_t issued = json_integer_value(json_array_get(doc, 3));
-    json_array_set_new(doc, 3, json_integer(issued - age_ms));
-    char *text = json_dumps(doc, JSON_COMPACT);
-    json_decref(doc);
-    size_t len = strlen(text), size = len * 4 / 3 + 4;
-    char *out = malloc(size);
+    harness_cursor_secret_load();
+    crm_cursor c;
+    unsigned feed = CRM_SYNC_CUSTOMERS;
+    if (!crm_cursor_decode(cursor, CRM_CURSOR_SYNC, feed, 3, false, &c))
+        feed = CRM_SYNC_TOUCHPOINTS;
+    ck_assert(crm_cursor_decode(cursor, CRM_CURSOR_SYNC, feed, 3, false, &c));
+    c.ints[2] -= age_ms;
+    crm_error err = CRM_ERROR_INIT;
+    char *out = crm_cursor_encode(&c, &err);
+    ck_assert_msg(out != NULL, "%s", err.detail);
+    return out;
+}
+
+/* The cursor as the old, unsigned format spelled it, with issued_at now: a
+ * client forging its age. The caller frees it. */
+static char *forged_unsigned_cursor(const char *feed)
+{
+    char raw[128];
+    int n = snprintf(raw, sizeof raw, "[\"%s\",\"1\",1,%lld]", feed,
+                     (long long)time(NULL) * 1000);
+    char *out = malloc(256);
     ck_assert_ptr_nonnull(out);
-    crm_base64url_encode((const unsigned char *)text, len, out, size);
-    free(text);
+    crm_base64url_encode((const unsigned char *)raw, (size_t)n, out, 256);
     return out;
 }
 
@@ -329,6 +341,12 @@ START_TEST(a_cursor_or_limit_the_feed_cannot_use_is_422)
     }
     r = get_page(&srv, "customers", NULL, "cursor=", syncer.secret);
     expect_problem(&r, 422, "cursor");
+    /* The unsigned format of old, which let a client forge its cursor's age
+     * and dodge the 410: refused before anything reaches SQL. */
+    char *forged = forged_unsigned_cursor("customers");
+    r = get_page(&srv, "customers", forged, NULL, syncer.secret);
+    expect_problem(&r, 422, "cursor");
+    free(forged);
     const char *limits[] = {"limit=0", "limit=1001", "limit=ten"};
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         r = get_page(&srv, "touchpoints", NULL, limits[i], syncer.secret);
@@ -338,6 +356,57 @@ START_TEST(a_cursor_or_limit_the_feed_cannot_use_is_422)
     json_decref(expect_json(&r, 200));
     http_response_free(&r);
     free(customers);
+}
+END_TEST
+
+START_TEST(housekeeping_purges_tombstones_past_the_retention)
+{
+    /* Two crmd processes housekeeping every second over the same database
+     * (SKIP LOCKED keeps them apart): a customer deleted 92 days ago leaves
+     * the feed, one deleted now stays in it. */
+    crmd_server keepers[2];
+    const char *env[] = {"CRMD_HOUSEKEEPING_S=1", NULL};
+    for (int i = 0; i < 2; i++)
+        crmd_fixture_start(&keepers[i], env);
+    long long old_id = create_customer(), new_id = create_customer();
+    char path[64], sql[256];
+    long long ids[] = {old_id, new_id};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "/v1/customers/%lld", ids[i]);
+        http_response r = http_delete(&srv, path, writer.secret);
+        ck_assert_msg(r.status == 204, "delete: %ld %s", r.status, r.body);
+        http_response_free(&r);
+    }
+    PGconn *db = harness_db_connect();
+    snprintf(sql, sizeof sql,
+             "UPDATE customers SET updated_at = now() - interval '92 days' WHERE id = %lld",
+             old_id);
+    PQclear(PQexec(db, sql));
+    snprintf(sql, sizeof sql, "SELECT change_xid::text::bigint FROM customers WHERE id = %lld",
+             old_id);
+    long long xid = 1;
+    for (int waited = 0; waited < 10000 && xid != 0; waited += 100) {
+        harness_sleep_ms(100);
+        xid = harness_sql_number(db, sql, NULL);
+    }
+    ck_assert_int_eq(xid, 0);
+    snprintf(sql, sizeof sql, "SELECT change_xid::text::bigint FROM customers WHERE id = %lld",
+             new_id);
+    ck_assert_int_ne(harness_sql_number(db, sql, NULL), 0);
+    PQfinish(db);
+    json_t *entries = json_array();
+    free(drain("customers", NULL, entries));
+    bool seen_old = false, seen_new = false;
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        long long id = json_integer_value(json_object_get(json_array_get(entries, i), "id"));
+        seen_old |= id == old_id;
+        seen_new |= id == new_id;
+    }
+    ck_assert(!seen_old);
+    ck_assert(seen_new);
+    json_decref(entries);
+    for (int i = 0; i < 2; i++)
+        crmd_fixture_stop(&keepers[i]);
 }
 END_TEST
 
@@ -353,6 +422,7 @@ Suite *sync_suite(void)
     tcase_add_test(tc, a_cursor_older_than_the_retention_is_410);
     tcase_add_test(tc, the_retention_comes_from_crmd_sync_retention_days);
     tcase_add_test(tc, a_cursor_or_limit_the_feed_cannot_use_is_422);
+    tcase_add_test(tc, housekeeping_purges_tombstones_past_the_retention);
     suite_add_tcase(s, tc);
     return s;
 }

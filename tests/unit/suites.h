@@ -32,5 +32,6 @@ Suite *merge_chains_suite(void);
 Suite *touchpoint_drift_suite(void);
 Suite *customer_tables_suite(void);
 Suite *allow_lists_suite(void);
+Suite *list_suite(void);
 
 #endif

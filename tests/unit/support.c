@@ -154,3 +154,47 @@ void unit_unique(char *buf, size_t size, const char *what)
     static unsigned serial;
     snprintf(buf, size, "%s%ld%u%08x", what, (long)getpid(), serial++, randombytes_random());
 }
+
+void unit_assert_index_condition(PGconn *conn, const crm_query *q, const char *needle)
+{
+    PQclear(unit_sql(conn, "SET plan_cache_mode = force_generic_plan", 0, NULL));
+    PQclear(unit_sql(conn, "SET enable_seqscan = off", 0, NULL));
+    PQclear(unit_sql(conn, "SET enable_bitmapscan = off", 0, NULL));
+    PGresult *res = PQprepare(conn, "unit_explained", q->stmt->sql, 0, NULL);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "prepare: %s", PQerrorMessage(conn));
+    PQclear(res);
+    /* EXPLAIN EXECUTE with the values as literals: the generic plan shows. */
+    char sql[4096];
+    size_t n = (size_t)snprintf(sql, sizeof sql, "EXPLAIN EXECUTE unit_explained(");
+    for (int i = 0; i < q->nparams; i++) {
+        char *lit = q->values[i] ? PQescapeLiteral(conn, q->values[i], strlen(q->values[i])) : NULL;
+        n += (size_t)snprintf(sql + n, sizeof sql - n, "%s%s", i ? ", " : "", lit ? lit : "NULL");
+        PQfreemem(lit);
+        ck_assert_uint_lt(n, sizeof sql - 2);
+    }
+    snprintf(sql + n, sizeof sql - n, ")");
+    res = unit_sql(conn, sql, 0, NULL);
+    bool in_index_cond = false;
+    char plan[8192] = "";
+    size_t used = 0;
+    for (int r = 0; r < PQntuples(res); r++) {
+        const char *line = PQgetvalue(res, r, 0);
+        size_t len = strlen(line);
+        if (used + len + 2 < sizeof plan) {
+            memcpy(plan + used, line, len);
+            used += len;
+            plan[used++] = '\n';
+            plan[used] = '\0';
+        }
+        if (strstr(line, needle) == NULL)
+            continue;
+        ck_assert_msg(strstr(line, "Filter:") == NULL, "a filter, not an index bound: %s", line);
+        in_index_cond |= strstr(line, "Index Cond:") != NULL;
+    }
+    PQclear(res);
+    ck_assert_msg(in_index_cond, "no Index Cond holds %s in the plan:\n%s", needle, plan);
+    PQclear(unit_sql(conn, "DEALLOCATE unit_explained", 0, NULL));
+    PQclear(unit_sql(conn, "RESET enable_bitmapscan", 0, NULL));
+    PQclear(unit_sql(conn, "RESET enable_seqscan", 0, NULL));
+    PQclear(unit_sql(conn, "RESET plan_cache_mode", 0, NULL));
+}

@@ -11,6 +11,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "error.h"
 
 /* The value of a required environment variable; fails the test when unset. */
@@ -39,6 +40,13 @@ PGconn *unit_db_start(int pool_size);
 
 /* Closes what unit_db_start opened. */
 void unit_db_stop(PGconn *direct);
+
+/* Asserts that q's statement, planned as crmd's connections plan it (one
+ * generic plan, plan_cache_mode=force_generic_plan) with sequential and
+ * bitmap scans priced out, has an index scan whose Index Cond holds
+ * needle, and that no Filter holds it: the condition bounds the index
+ * range instead of being tested row by row. */
+void unit_assert_index_condition(PGconn *conn, const crm_query *q, const char *needle);
 
 /* True when err->errors holds an entry whose "field" is exactly field. */
 bool unit_has_field_error(const crm_error *err, const char *field);

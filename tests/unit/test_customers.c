@@ -633,22 +633,22 @@ START_TEST(list_search_matches_word_prefixes)
     json_t *c = create(body);
     long long ids[8];
     struct {
-        const char *words;
+        const char *words; /* after the tag and a space ("" for the tag alone) */
         const char *sort;
         size_t found;
     } cases[] = {
-        {"%s", NULL, 1},            /* a whole word */
-        {"%s acm", NULL, 1},        /* and a prefix of another */
-        {"%s cme", NULL, 0},        /* not a prefix: no */
-        {"%s.example rOSSi", NULL, 1}, /* punctuation separates, case does not matter */
-        {"%s 100%%", NULL, 1},      /* LIKE's % is only a separator */
-        {"%s 1000", NULL, 0},
-        {"%s mario", "-created_at", 1},
-        {"%s mario", "name", 1},    /* other orders walk, with the same meaning */
-        {"%s luigi", "updated_at", 0},
+        {"", NULL, 1},                /* a whole word */
+        {" acm", NULL, 1},            /* and a prefix of another */
+        {" cme", NULL, 0},            /* not a prefix: no */
+        {".example rOSSi", NULL, 1},  /* punctuation separates, case does not matter */
+        {" 100%", NULL, 1},           /* LIKE's % is only a separator */
+        {" 1000", NULL, 0},
+        {" mario", "-created_at", 1},
+        {" mario", "name", 1},        /* other orders walk, with the same meaning */
+        {" luigi", "updated_at", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        snprintf(q, sizeof q, cases[i].words, tag);
+        snprintf(q, sizeof q, "%s%s", tag, cases[i].words);
         size_t n = search_all(q, cases[i].sort, 10, ids, 8);
         ck_assert_msg(n == cases[i].found, "q=%s sort=%s: %zu found", q,
                       cases[i].sort ? cases[i].sort : "-", n);
@@ -712,6 +712,215 @@ START_TEST(list_search_pages_through_many_words_with_one_prefix)
         ck_assert_uint_eq(search_all(q, sorts[s], 3, ids, 32), 12);
         snprintf(q, sizeof q, "%sA1 %sa20", tag, tag);
         ck_assert_uint_eq(search_all(q, sorts[s], 3, ids, 32), 1);
+    }
+}
+END_TEST
+
+/* Creates n customers whose last names are prefix1 .. prefix<n>, with the
+ * fields the five filters of the T1 cases match. */
+static void create_numbered(const char *prefix, int n)
+{
+    char body[512];
+    for (int i = 1; i <= n; i++) {
+        snprintf(body, sizeof body,
+                 "{\"last_name\": \"%s%d\", \"address\": {\"country\": \"IT\", \"city\": \"x\"}, "
+                 "\"lifecycle_stage\": \"lead\", \"tags\": [\"t\"]}",
+                 prefix, i);
+        json_decref(create(body));
+    }
+}
+
+/* Pages through a filtered search with limit 1; the number of customers. */
+static size_t search_filtered_all(crm_customer_filter f, long long *ids, size_t max)
+{
+    size_t n = 0;
+    char *after = NULL;
+    for (int pages = 0; pages < 100; pages++) {
+        f.after = after;
+        crm_error err = CRM_ERROR_INIT;
+        json_t *page = list_page(&f, &err);
+        ck_assert_msg(page != NULL, "q=%s: %s", f.q, err.detail);
+        json_t *data = json_object_get(page, "data"), *c;
+        size_t k;
+        json_array_foreach(data, k, c) {
+            ck_assert_uint_lt(n, max);
+            ids[n++] = id_of(c);
+        }
+        free(after);
+        json_t *next = json_object_get(page, "next_cursor");
+        after = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
+        json_decref(page);
+        if (after == NULL)
+            return n;
+    }
+    ck_abort_msg("q=%s: more than 100 pages", f.q);
+    return n;
+}
+
+START_TEST(audit_pages_are_index_bounded_under_generic_plans)
+{
+    /* C5: "$2 = 0 OR x.id < $2" was a filter under the generic plan: every
+     * page read the trail from the newest row down to the cursor. */
+    json_t *c = create("{\"first_name\": \"Audited\"}");
+    crm_query q;
+    crm_customer_audit_query(&q, id_of(c), 0, 10);
+    unit_assert_index_condition(direct, &q, "< $2");
+    crm_customer_audit_query(&q, id_of(c), 12345, 10);
+    unit_assert_index_condition(direct, &q, "< $2");
+    json_decref(c);
+}
+END_TEST
+
+START_TEST(list_search_pages_through_sixteen_words_of_one_prefix)
+{
+    /* The issue's reproduction: 16 customers Zqxw1 .. Zqxw16, then q=zqxw
+     * with limit 1 and the next page. The second page merged 16 ranges with
+     * a cursor: 19 parameters in a builder of 16 (a 503, then a crash). */
+    char tag[40], prefix[64], q[64];
+    unit_unique(tag, sizeof tag, "zqxw");
+    snprintf(prefix, sizeof prefix, "%sZqxw", tag);
+    create_numbered(prefix, 16);
+    snprintf(q, sizeof q, "%szqxw", tag);
+    long long ids[32];
+    ck_assert_uint_eq(search_all(q, NULL, 1, ids, 32), 16);
+    ck_assert_uint_eq(search_all(q, "-created_at", 1, ids, 32), 16);
+}
+END_TEST
+
+START_TEST(list_search_at_the_parameter_limits_answers_every_page)
+{
+    /* Review T1: a driving word that begins 13, 14, 15 and 16 words of the
+     * index, paged with limit 1 (every page after the first has a cursor),
+     * with no filter and with five. */
+    const int counts[] = {13, 14, 15, 16};
+    for (size_t c = 0; c < 4; c++) {
+        char tag[40], q[64];
+        unit_unique(tag, sizeof tag, "tone");
+        create_numbered(tag, counts[c]);
+        snprintf(q, sizeof q, "%s", tag);
+        long long ids[32];
+        crm_customer_filter plain = {.q = q, .limit = 1};
+        ck_assert_uint_eq(search_filtered_all(plain, ids, 32), (size_t)counts[c]);
+        crm_customer_filter five = {.q = q, .limit = 1, .country = "IT", .city = "x",
+                                    .lifecycle_stage = "lead", .tag = "t",
+                                    .created_after = "2000-01-01T00:00:00Z"};
+        ck_assert_uint_eq(search_filtered_all(five, ids, 32), (size_t)counts[c]);
+        five.sort = "-created_at";
+        ck_assert_uint_eq(search_filtered_all(five, ids, 32), (size_t)counts[c]);
+    }
+}
+END_TEST
+
+START_TEST(list_with_every_filter_eight_words_and_a_cursor_answers)
+{
+    /* All ten filters and eight q words, sorted by name, first without and
+     * then with a cursor of that order: past 16 parameters and, with the
+     * cursor, the 4096 bytes of the old builder. No data needs to match. */
+    char tag[40];
+    unit_unique(tag, sizeof tag, "walk");
+    create_numbered(tag, 2);
+    const char *sorts[] = {"name", "created_at", "-updated_at"};
+    for (size_t i = 0; i < 3; i++) {
+        crm_customer_filter one = {.sort = sorts[i], .limit = 1};
+        crm_error err = CRM_ERROR_INIT;
+        json_t *first = list_page(&one, &err);
+        ck_assert_msg(first != NULL, "%s", err.detail);
+        const char *cursor = json_string_value(json_object_get(first, "next_cursor"));
+        ck_assert_ptr_nonnull(cursor);
+        crm_customer_filter all = {.sort = sorts[i],
+                                   .q = "aaa bbb ccc ddd eee fff ggg hhh",
+                                   .email = "a@b.co",
+                                   .phone = "+391234567",
+                                   .country = "IT",
+                                   .city = "x",
+                                   .lifecycle_stage = "lead",
+                                   .tag = "t",
+                                   .created_after = "2000-01-01T00:00:00Z",
+                                   .created_before = "2100-01-01T00:00:00Z",
+                                   .updated_after = "2000-01-01T00:00:00Z",
+                                   .updated_before = "2100-01-01T00:00:00Z",
+                                   .limit = 200};
+        for (int with_cursor = 0; with_cursor < 2; with_cursor++) {
+            all.after = with_cursor ? cursor : NULL;
+            json_t *page = list_page(&all, &err);
+            ck_assert_msg(page != NULL, "sort %s, cursor %d: %s", sorts[i], with_cursor,
+                          err.detail);
+            ck_assert_uint_eq(json_array_size(json_object_get(page, "data")), 0);
+            ck_assert(json_is_null(json_object_get(page, "next_cursor")));
+            json_decref(page);
+        }
+        json_decref(first);
+    }
+}
+END_TEST
+
+START_TEST(list_search_with_every_part_at_its_maximum_pages_to_the_end)
+{
+    /* The most parameters one statement takes: 16 merged ranges, a cursor,
+     * all ten filters, seven more q words and the limit (36), and text far
+     * past 4096 bytes. Every customer matches every filter. */
+    char tag[40], body[768], email[96], q[160];
+    unit_unique(tag, sizeof tag, "max");
+    snprintf(email, sizeof email, "%s@example.com", tag);
+    for (int i = 1; i <= 16; i++) {
+        snprintf(body, sizeof body,
+                 "{\"first_name\": \"aa bb cc dd ee ff gg\", \"last_name\": \"%sw%d\", "
+                 "\"email\": \"%s\", \"phone\": \"+391234567\", "
+                 "\"address\": {\"country\": \"IT\", \"city\": \"x\"}, "
+                 "\"lifecycle_stage\": \"lead\", \"tags\": [\"t\"]}",
+                 tag, i, email);
+        json_decref(create(body));
+    }
+    snprintf(q, sizeof q, "%sw aa bb cc dd ee ff gg", tag);
+    crm_customer_filter f = {.q = q,
+                             .email = email,
+                             .phone = "+391234567",
+                             .country = "IT",
+                             .city = "x",
+                             .lifecycle_stage = "lead",
+                             .tag = "t",
+                             .created_after = "2000-01-01T00:00:00Z",
+                             .created_before = "2100-01-01T00:00:00Z",
+                             .updated_after = "2000-01-01T00:00:00Z",
+                             .updated_before = "2100-01-01T00:00:00Z",
+                             .limit = 1};
+    long long ids[32];
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+    f.sort = "-created_at";
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+    f.sort = "name"; /* a walk with all of it */
+    ck_assert_uint_eq(search_filtered_all(f, ids, 32), 16);
+}
+END_TEST
+
+START_TEST(list_search_for_naughty_strings_of_digits_answers)
+{
+    /* From the Big List of Naughty Strings: q=0.0.0 and q=0,0,0 (three
+     * words "0", each beginning every word of the index that starts with a
+     * digit) crashed crmd. Customers with such words make them many. */
+    char tag[40];
+    unit_unique(tag, sizeof tag, "");
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "0%s", tag);
+    create_numbered(prefix, 17);
+    const char *qs[] = {"0.0.0", "0,0,0", "0 0 0 0 0 0 0 0"};
+    for (size_t i = 0; i < 3; i++) {
+        for (int limit = 1; limit <= 50; limit += 49) {
+            crm_customer_filter f = {.q = qs[i], .limit = limit};
+            crm_error err = CRM_ERROR_INIT;
+            json_t *page = list_page(&f, &err);
+            ck_assert_msg(page != NULL, "q=%s: %s", qs[i], err.detail);
+            ck_assert_uint_ge(json_array_size(json_object_get(page, "data")),
+                              (size_t)(limit == 1 ? 1 : 17));
+            const char *next = json_string_value(json_object_get(page, "next_cursor"));
+            if (next != NULL) { /* and the page after */
+                f.after = next;
+                json_t *second = list_page(&f, &err);
+                ck_assert_msg(second != NULL, "q=%s, page 2: %s", qs[i], err.detail);
+                json_decref(second);
+            }
+            json_decref(page);
+        }
     }
 }
 END_TEST
@@ -904,6 +1113,12 @@ Suite *customers_suite(void)
     tcase_add_test(db, list_search_follows_changes_to_the_words);
     tcase_add_test(db, list_search_pages_through_many_words_with_one_prefix);
     tcase_add_test(db, list_search_by_a_whole_word_reads_its_range_until_a_longer_word_appears);
+    tcase_add_test(db, list_search_pages_through_sixteen_words_of_one_prefix);
+    tcase_add_test(db, audit_pages_are_index_bounded_under_generic_plans);
+    tcase_add_test(db, list_search_at_the_parameter_limits_answers_every_page);
+    tcase_add_test(db, list_with_every_filter_eight_words_and_a_cursor_answers);
+    tcase_add_test(db, list_search_with_every_part_at_its_maximum_pages_to_the_end);
+    tcase_add_test(db, list_search_for_naughty_strings_of_digits_answers);
     tcase_add_test(db, upsert_creates_then_updates);
     tcase_add_test(db, an_external_id_held_by_another_customer_is_a_conflict_naming_it);
     tcase_add_test(db, an_idempotency_key_replays_the_first_response);

@@ -675,6 +675,11 @@ START_TEST(test_connect_direct_applies_statement_timeout)
     PGresult *res = unit_sql(pg, "SHOW statement_timeout", 0, NULL);
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "1234ms");
     PQclear(res);
+    /* A session of ours left idle in a transaction would hold back the sync
+     * feeds (and vacuum) of the whole cluster: PostgreSQL ends it. */
+    res = unit_sql(pg, "SHOW idle_in_transaction_session_timeout", 0, NULL);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "1min");
+    PQclear(res);
     PQfinish(pg);
 }
 END_TEST

@@ -26,6 +26,7 @@
 #include "customers.h"
 #include "db.h"
 #include "json.h"
+#include "list/cursor.h"
 #include "migrate.h"
 #include "suites.h"
 #include "support.h"
@@ -171,20 +172,22 @@ typedef struct cursor_parts {
     long long xid, seq, issued_ms;
 } cursor_parts;
 
-/* Opens a cursor (opaque to clients, not to its tests). */
+/* Opens a cursor (opaque to clients, not to its tests: they share the
+ * signing secret with lib/). */
 static cursor_parts decode_cursor(const char *cursor)
 {
-    unsigned char raw[512];
-    long n = crm_base64url_decode(cursor, raw, sizeof raw);
-    ck_assert_int_gt(n, 0);
-    json_t *doc = json_loadb((const char *)raw, (size_t)n, 0, NULL);
-    ck_assert_msg(json_array_size(doc) == 4, "cursor %.*s", (int)n, raw);
+    crm_cursor c;
     cursor_parts p;
-    snprintf(p.feed, sizeof p.feed, "%s", json_string_value(json_array_get(doc, 0)));
-    p.xid = atoll(json_string_value(json_array_get(doc, 1)));
-    p.seq = json_integer_value(json_array_get(doc, 2));
-    p.issued_ms = json_integer_value(json_array_get(doc, 3));
-    json_decref(doc);
+    if (crm_cursor_decode(cursor, CRM_CURSOR_SYNC, CRM_SYNC_CUSTOMERS, 3, false, &c)) {
+        snprintf(p.feed, sizeof p.feed, "customers");
+    } else {
+        ck_assert_msg(crm_cursor_decode(cursor, CRM_CURSOR_SYNC, CRM_SYNC_TOUCHPOINTS, 3, false, &c),
+                      "not a sync cursor: %s", cursor);
+        snprintf(p.feed, sizeof p.feed, "touchpoints");
+    }
+    p.xid = c.ints[0];
+    p.seq = c.ints[1];
+    p.issued_ms = c.ints[2]; /* when the reader last caught up */
     return p;
 }
 
@@ -254,11 +257,20 @@ static char *encode_cursor(const char *raw)
     return out;
 }
 
+/* A signed cursor of feed at (xid, seq) whose reader last caught up at
+ * issued_ms, as crmd would make it; the caller frees it. */
 static char *make_cursor(const char *feed, long long xid, long long seq, long long issued_ms)
 {
-    char raw[160];
-    snprintf(raw, sizeof raw, "[\"%s\",\"%lld\",%lld,%lld]", feed, xid, seq, issued_ms);
-    return encode_cursor(raw);
+    crm_cursor c;
+    crm_cursor_init(&c, CRM_CURSOR_SYNC,
+                    strcmp(feed, "customers") == 0 ? CRM_SYNC_CUSTOMERS : CRM_SYNC_TOUCHPOINTS);
+    crm_cursor_add_int(&c, xid);
+    crm_cursor_add_int(&c, seq);
+    crm_cursor_add_int(&c, issued_ms);
+    crm_error err = CRM_ERROR_INIT;
+    char *text = crm_cursor_encode(&c, &err);
+    ck_assert_msg(text != NULL, "encode: %s", err.detail);
+    return text;
 }
 
 static long long wall_ms(void)
@@ -394,8 +406,8 @@ START_TEST(a_first_page_without_cursor_starts_from_the_beginning)
     ck_assert_uint_eq(json_array_size(mine), 1);
     long long smallest = entry_id(json_array_get(entries, 0));
     long long first = unit_sql_long(direct,
-                                    "SELECT id FROM customers ORDER BY change_xid, change_seq "
-                                    "LIMIT 1",
+                                    "SELECT id FROM customers WHERE (change_xid, change_seq) > "
+                                    "('0'::xid8, 0) ORDER BY change_xid, change_seq LIMIT 1",
                                     0, NULL);
     ck_assert_int_eq(smallest, first);
     json_decref(mine);
@@ -415,9 +427,10 @@ START_TEST(an_upsert_is_the_representation_a_read_returns)
     ck_assert_str_eq(json_string_value(json_object_get(entry, "change")), "upsert");
     ck_assert_uint_eq(json_object_size(entry), 2);
     crm_error err = CRM_ERROR_INIT;
-    json_t *read = crm_customer_get(id, false, &err);
+    json_t *read = crm_customer_get(id, true, &err);
     ck_assert_msg(read != NULL, "get: %s", err.detail);
     ck_assert_msg(json_equal(json_object_get(entry, "customer"), read), "feed and read differ");
+    ck_assert_ptr_nonnull(json_object_get(read, "external_ids"));
     ck_assert_int_eq(json_integer_value(json_object_get(read, "version")), 2);
     json_decref(read);
     json_decref(entries);
@@ -543,6 +556,55 @@ START_TEST(tombstones_of_deleted_erased_and_merged_customers_have_their_shapes)
 }
 END_TEST
 
+/* An app that knew a customer by its own id learns, after a merge, that the
+ * id now belongs to the survivor: the survivor's upsert lists its external
+ * ids, the merged one's included. */
+START_TEST(after_a_merge_the_survivors_upsert_carries_the_merged_external_ids)
+{
+    char local[64], body[256];
+    unit_unique(local, sizeof local, "ext");
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Known\", \"external_ids\": [{\"source\": \"app\", \"id\": \"%s\"}]}",
+             local);
+    crm_error err = CRM_ERROR_INIT;
+    crm_customer_created out;
+    json_t *doc = parse(body);
+    ck_assert_msg(crm_customer_create(doc, &ctx, &out, &err), "create: %s", err.detail);
+    json_decref(doc);
+    json_t *rep = parse(out.body);
+    crm_customer_created_free(&out);
+    long long merged = json_integer_value(json_object_get(rep, "id"));
+    json_decref(rep);
+    long long survivor = create_customer("Survivor", NULL, 0);
+    char *start = drain(CRM_SYNC_CUSTOMERS, NULL, 1000, NULL);
+
+    snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", merged);
+    json_t *mb = parse(body);
+    bool dry = true;
+    json_t *m = crm_customer_merge(survivor, mb, &ctx, &dry, &err);
+    ck_assert_msg(m != NULL, "merge: %s", err.detail);
+    json_decref(m);
+    json_decref(mb);
+
+    json_t *data = json_array();
+    free(drain(CRM_SYNC_CUSTOMERS, start, 1000, data));
+    json_t *s = entries_for(data, survivor);
+    ck_assert_uint_eq(json_array_size(s), 1);
+    json_t *ids = json_object_get(json_object_get(json_array_get(s, 0), "customer"), "external_ids");
+    ck_assert_msg(json_is_array(ids), "no external_ids in the upsert");
+    bool found = false;
+    for (size_t i = 0; i < json_array_size(ids); i++) {
+        json_t *x = json_array_get(ids, i);
+        found |= strcmp(json_string_value(json_object_get(x, "source")), "app") == 0 &&
+                 strcmp(json_string_value(json_object_get(x, "id")), local) == 0;
+    }
+    ck_assert_msg(found, "the merged customer's external id is not on the survivor");
+    json_decref(s);
+    json_decref(data);
+    free(start);
+}
+END_TEST
+
 /* ---- touchpoints ------------------------------------------------------------------ */
 
 START_TEST(the_touchpoint_feed_lists_touchpoints_in_full)
@@ -656,8 +718,31 @@ START_TEST(a_malformed_cursor_is_invalid)
     crm_error err = page_error(CRM_SYNC_CUSTOMERS, long_cursor);
     ck_assert_int_eq(err.code, CRM_E_INVALID);
     crm_error_clear(&err);
+    /* The old, unsigned format with a fresh issued_at, which could dodge
+     * the 410, is refused; signed cursors with values no page gives too. */
+    char *unsigned_fine = encode_cursor(fine);
+    err = page_error(CRM_SYNC_CUSTOMERS, unsigned_fine);
+    ck_assert_int_eq(err.code, CRM_E_INVALID);
+    ck_assert(unit_has_field_error(&err, "cursor"));
+    crm_error_clear(&err);
+    free(unsigned_fine);
+    long long bad[][3] = {{-1, 1, now}, {5, -1, now}, {5, 1, 0}, {5, 1, -now}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *signed_bad = make_cursor("customers", bad[i][0], bad[i][1], bad[i][2]);
+        err = page_error(CRM_SYNC_CUSTOMERS, signed_bad);
+        ck_assert_msg(err.code == CRM_E_INVALID, "case %zu gave %d", i, err.code);
+        crm_error_clear(&err);
+        free(signed_bad);
+    }
+    /* A tampered signature: one character of a good cursor changed. */
+    char *good = make_cursor("customers", 5, 1, now);
+    good[strlen(good) / 2] = good[strlen(good) / 2] == 'A' ? 'B' : 'A';
+    err = page_error(CRM_SYNC_CUSTOMERS, good);
+    ck_assert_int_eq(err.code, CRM_E_INVALID);
+    crm_error_clear(&err);
+    free(good);
     /* The well-formed one, for contrast, is accepted. */
-    char *ok = encode_cursor(fine);
+    char *ok = make_cursor("customers", 5, 1, now);
     json_decref(page(CRM_SYNC_CUSTOMERS, ok, 1));
     free(ok);
 }
@@ -699,6 +784,94 @@ START_TEST(the_retention_is_configurable)
 }
 END_TEST
 
+/* The place of customer id, as "xid/seq". */
+static long long change_xid_of(long long id)
+{
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", id);
+    const char *params[] = {cid};
+    return unit_sql_long(direct, "SELECT change_xid::text::bigint FROM customers WHERE id = $1", 1,
+                         params);
+}
+
+static void age_customer(long long id, int days)
+{
+    char cid[24], d[16];
+    snprintf(cid, sizeof cid, "%lld", id);
+    snprintf(d, sizeof d, "%d", days);
+    const char *params[] = {cid, d};
+    PQclear(unit_sql(direct,
+                     "UPDATE customers SET updated_at = now() - $2::int * interval '1 day' "
+                     "WHERE id = $1",
+                     2, params));
+}
+
+START_TEST(tombstones_past_the_retention_are_purged_from_the_feed)
+{
+    /* A deleted 92 days ago (past 90 + 1), B deleted now, C live but not
+     * changed for 92 days: only A's tombstone goes, in batches of one. */
+    long long a = create_customer("Purged", NULL, 0), b = create_customer("Kept", NULL, 0),
+              c = create_customer("Live", NULL, 0);
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_customer_delete(a, NULL, &ctx, &err), "delete: %s", err.detail);
+    ck_assert_msg(crm_customer_delete(b, NULL, &ctx, &err), "delete: %s", err.detail);
+    age_customer(a, 92);
+    age_customer(c, 92);
+    long purged = crm_sync_purge_tombstones(1, 1000, &err);
+    ck_assert_msg(purged >= 1, "purge: %ld %s", purged, err.detail);
+    ck_assert_int_eq(change_xid_of(a), 0);
+    ck_assert_int_ne(change_xid_of(b), 0);
+    ck_assert_int_ne(change_xid_of(c), 0);
+    ck_assert_int_eq(crm_sync_purge_tombstones(100, 10, &err), 0); /* nothing left */
+
+    json_t *entries = json_array();
+    free(drain(CRM_SYNC_CUSTOMERS, NULL, 1000, entries));
+    json_t *of_a = entries_for(entries, a), *of_b = entries_for(entries, b),
+           *of_c = entries_for(entries, c);
+    ck_assert_uint_eq(json_array_size(of_a), 0);
+    ck_assert_uint_eq(json_array_size(of_b), 1);
+    ck_assert_uint_eq(json_array_size(of_c), 1);
+    json_decref(of_a);
+    json_decref(of_b);
+    json_decref(of_c);
+    json_decref(entries);
+
+    /* Any later change gives the row a place again. */
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", a);
+    const char *params[] = {cid};
+    PQclear(unit_sql(direct, "UPDATE customers SET version = version + 1 WHERE id = $1", 1,
+                     params));
+    ck_assert_int_ne(change_xid_of(a), 0);
+}
+END_TEST
+
+START_TEST(a_reader_that_caught_up_keeps_its_cursor_good_however_long_it_polls)
+{
+    /* The retention counts from the last page that was not full: a reader
+     * paging through a backlog carries its catch-up time along, one that
+     * caught up gets a fresh one. */
+    create_customer("One", NULL, 0);
+    create_customer("Two", NULL, 0);
+    long long old = wall_ms() - 10 * DAY_MS;
+    char *start = make_cursor("customers", 0, 0, old);
+    json_t *doc = page(CRM_SYNC_CUSTOMERS, start, 1); /* full: not caught up */
+    cursor_parts p = decode_cursor(json_string_value(json_object_get(doc, "next_cursor")));
+    ck_assert_int_eq(p.issued_ms, old);
+    json_decref(doc);
+    char *end = drain(CRM_SYNC_CUSTOMERS, NULL, 1000, NULL);
+    long long before = wall_ms();
+    char *aged = make_cursor("customers", decode_cursor(end).xid, decode_cursor(end).seq, old);
+    doc = page(CRM_SYNC_CUSTOMERS, aged, 1000); /* not full: caught up */
+    ck_assert_int_ge(decode_cursor(json_string_value(json_object_get(doc, "next_cursor"))).issued_ms,
+                     before);
+    json_decref(doc);
+    free(aged);
+    free(end);
+    free(start);
+}
+END_TEST
+
 Suite *sync_suite(void)
 {
     Suite *s = suite_create("sync");
@@ -710,6 +883,7 @@ Suite *sync_suite(void)
     tcase_add_test(tc, pages_follow_the_cursor_to_the_end_without_duplicates_or_gaps);
     tcase_add_test(tc, a_first_page_without_cursor_starts_from_the_beginning);
     tcase_add_test(tc, an_upsert_is_the_representation_a_read_returns);
+    tcase_add_test(tc, after_a_merge_the_survivors_upsert_carries_the_merged_external_ids);
     tcase_add_test(tc, a_change_moves_a_customer_to_the_end_of_the_feed);
     tcase_add_test(tc, an_empty_page_gives_the_same_place_freshly_issued);
     tcase_add_test(tc, limit_bounds_a_page);
@@ -720,6 +894,8 @@ Suite *sync_suite(void)
     tcase_add_test(tc, a_malformed_cursor_is_invalid);
     tcase_add_test(tc, a_cursor_older_than_the_retention_is_gone);
     tcase_add_test(tc, the_retention_is_configurable);
+    tcase_add_test(tc, tombstones_past_the_retention_are_purged_from_the_feed);
+    tcase_add_test(tc, a_reader_that_caught_up_keeps_its_cursor_good_however_long_it_polls);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -20,6 +20,7 @@
 #include "migrate.h"
 #include "suites.h"
 #include "support.h"
+#include "list/cursor.h"
 #include "touchpoints.h"
 
 static PGconn *direct;
@@ -81,6 +82,94 @@ static void *record_batch(void *p)
     crm_error_clear(&err);
     return NULL;
 }
+
+START_TEST(timeline_pages_are_index_bounded_under_generic_plans)
+{
+    /* C5: with "$6 IS NULL OR (occurred_at, id) < ...", a generic plan
+     * filtered the row comparison, reading the timeline from the top down
+     * to the cursor on every page. Both the first page (sentinels) and a
+     * page with a cursor must bound the index range with it. */
+    char email[64];
+    unit_unique(email, sizeof email, "tl");
+    strcat(email, "@example.com");
+    long long id = customer(email);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    crm_timeline_filter f = {.customer_id = id, .limit = 10};
+    crm_query q;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_timeline_query(&f, &arena, &q, &err));
+    unit_assert_index_condition(direct, &q, "ROW(");
+    crm_cursor c;
+    crm_cursor_init(&c, CRM_CURSOR_TIMELINE, 0);
+    crm_cursor_add_int(&c, 1764547200000000LL); /* 2025-12-01 */
+    crm_cursor_add_int(&c, 42);
+    char *after = crm_cursor_encode(&c, &err);
+    ck_assert_ptr_nonnull(after);
+    f.after = after;
+    f.channel = "web";
+    f.occurred_after = "2020-01-01T00:00:00Z";
+    ck_assert_msg(crm_timeline_query(&f, &arena, &q, &err), "%s", err.detail);
+    ck_assert_str_eq(q.values[5], "2025-12-01 00:00:00.000000+00"); /* exact, as text */
+    ck_assert_str_eq(q.values[6], "42");
+    unit_assert_index_condition(direct, &q, "ROW(");
+    free(after);
+    crm_arena_free(&arena);
+}
+END_TEST
+
+START_TEST(timeline_cursors_are_exact_to_the_microsecond_far_from_now)
+{
+    /* C12: the key went through float8 date_part; in year 0001 or 9999 that
+     * is not exact, and pages skipped or repeated rows. Touchpoints a
+     * microsecond apart page one at a time, each exactly once. */
+    char email[64];
+    unit_unique(email, sizeof email, "far");
+    strcat(email, "@example.com");
+    long long id = customer(email);
+    char cid[24];
+    snprintf(cid, sizeof cid, "%lld", id);
+    const char *instants[] = {"0001-01-01 00:00:00.000001+00", "0001-01-01 00:00:00.000002+00",
+                              "9999-12-31 23:59:59.999998+00", "9999-12-31 23:59:59.999999+00"};
+    for (int i = 0; i < 4; i++) {
+        char event[64];
+        unit_unique(event, sizeof event, "far");
+        const char *params[] = {cid, instants[i], event};
+        PQclear(unit_sql(direct,
+                         "INSERT INTO touchpoints (customer_id, channel, type, direction, "
+                         "occurred_at, source, event_id) VALUES ($1, 'web', 'visit', 'inbound', "
+                         "$2, 'far-test', $3)",
+                         3, params));
+    }
+    crm_timeline_filter f = {.customer_id = id, .limit = 1};
+    char *after = NULL;
+    int seen = 0;
+    do {
+        crm_arena arena;
+        crm_arena_init(&arena);
+        crm_query q;
+        crm_error err = CRM_ERROR_INIT;
+        f.after = after;
+        ck_assert_msg(crm_timeline_query(&f, &arena, &q, &err), "%s", err.detail);
+        PGresult *res = crm_db_run_query(&q, &err);
+        ck_assert_msg(res != NULL, "%s", err.detail);
+        size_t len;
+        char *text = crm_timeline_render(res, &f, &len, &err);
+        PQclear(res);
+        crm_arena_free(&arena);
+        ck_assert_ptr_nonnull(text);
+        json_t *page = json_loads(text, 0, NULL);
+        free(text);
+        seen += (int)json_array_size(json_object_get(page, "data"));
+        free(after);
+        json_t *next = json_object_get(page, "next_cursor");
+        after = json_is_string(next) ? strdup(json_string_value(next)) : NULL;
+        json_decref(page);
+    } while (after != NULL && seen < 10);
+    ck_assert_int_eq(seen, 4);
+    free(after);
+}
+END_TEST
 
 START_TEST(two_racing_batches_with_shared_events_store_each_once)
 {
@@ -516,6 +605,8 @@ Suite *touchpoints_suite(void)
     TCase *tc = tcase_create("store");
     tcase_add_unchecked_fixture(tc, setup_db, teardown_db);
     tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, timeline_pages_are_index_bounded_under_generic_plans);
+    tcase_add_test(tc, timeline_cursors_are_exact_to_the_microsecond_far_from_now);
     tcase_add_test(tc, two_racing_batches_with_shared_events_store_each_once);
     tcase_add_test(tc, references_resolve_through_merges_emails_and_external_ids);
     tcase_add_test(tc, items_breaking_a_rule_are_rejected_with_their_fields);
