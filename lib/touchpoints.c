@@ -358,6 +358,7 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     it->status = CRM_TP_CREATED;
     if (!json_is_object(doc)) {
         crm_error_add_field(&it->errors, "", "must be an object");
+        crm_error_set(&it->errors, CRM_E_INVALID, "a touchpoint is a JSON object");
         it->status = CRM_TP_REJECTED;
         return;
     }
@@ -404,6 +405,20 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
         it->status = CRM_TP_REJECTED;
         crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint breaks the rules named below");
     }
+}
+
+bool crm_touchpoint_check(json_t *doc, crm_error *err)
+{
+    tp_item it;
+    memset(&it, 0, sizeof it);
+    check_item(doc, &it, crm_wall_ms());
+    if (it.status == CRM_TP_REJECTED) {
+        crm_error_clear(err);
+        *err = it.errors; /* the item's reasons become the caller's */
+        return false;
+    }
+    crm_error_clear(&it.errors);
+    return true;
 }
 
 /* ---- the batch ------------------------------------------------------------------ */
