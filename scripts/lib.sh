@@ -58,6 +58,17 @@ as_pg_user() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u crmd -- "$@"; else "$@"; fi
 }
 
+# as_service_user CMD...: runs CMD as crmd when we are root (crmd itself
+# never needs root), as we are otherwise. setpriv execs CMD in place, so its
+# pid is CMD's own and signals sent to it reach crmd directly.
+as_service_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        setpriv --reuid=crmd --regid="$(id -g crmd)" --clear-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+
 ensure_pg_os_user() {
     [ "$(id -u)" -eq 0 ] || return 0
     id crmd >/dev/null 2>&1 ||

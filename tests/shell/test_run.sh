@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# tests/shell/test_run.sh CRMD_BINARY — scripts/run as a user drives it,
+# on a throwaway var directory and a free port:
+#   1. `scripts/run 2>&1 | tee log` serves, with crmd running as the user
+#      crmd when started as root (as PostgreSQL does);
+#   3. Ctrl-C (SIGINT to the whole foreground group, tee included) stops
+#      crmd and the embedded PostgreSQL: the cleanup survives the broken pipe.
+# Prints one line per check; exits non-zero when any fails.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
+tmp=$(mktemp -d /tmp/crmd-run-test.XXXXXX)
+chmod 755 "$tmp"
+export CRMD_VAR=$tmp CRMD_BIN=$BIN CRMD_LISTEN=127.0.0.1:0
+unset CRMD_DATABASE_URL
+failed=0
+ok() { echo "ok: $*"; }
+fail() { echo "FAIL: $*"; failed=1; }
+
+pg_running() {
+    (source "$ROOT/scripts/lib.sh" && pg_paths pg &&
+        as_pg_user "$(pg_bindir)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1)
+}
+cleanup() {
+    [ -n "${sid:-}" ] && kill -KILL -- "-$sid" 2>/dev/null
+    (source "$ROOT/scripts/lib.sh" && pg_down pg) >/dev/null 2>&1
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# 1. Start as a terminal would: in a session of its own whose group gets the
+# Ctrl-C, with SIGINT and SIGPIPE at their defaults (a background job of a
+# script inherits SIGINT ignored, which would hide the bug).
+env --default-signal=INT,TERM,PIPE setsid bash -c '"$0"/scripts/run 2>&1 | tee "$1"/log >/dev/null' "$ROOT" "$tmp" </dev/null &
+sid=$!
+port=
+for _ in $(seq 1 600); do
+    port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$tmp/log" 2>/dev/null | head -n 1)
+    [ -n "$port" ] && break
+    sleep 0.1
+done
+if [ -z "$port" ]; then
+    fail "scripts/run did not start serving within 60 s"; tail -n 20 "$tmp/log"; exit 1
+fi
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")
+[ "$code" = 200 ] && ok "scripts/run serves (/readyz $code)" || fail "/readyz answered $code"
+
+want_user=$([ "$(id -u)" -eq 0 ] && echo crmd || id -un)
+user=$(ps -o user=,args= -s "$sid" | awk -v bin="$BIN" '$2 == bin && $3 == "serve" {print $1}')
+[ "$user" = "$want_user" ] && ok "crmd serves as $user" || fail "crmd serves as '$user', not $want_user"
+
+# 3. Ctrl-C: SIGINT to the whole group, tee included.
+kill -INT -- "-$sid"
+for _ in $(seq 1 600); do
+    [ -z "$(ps -o pid= -s "$sid")" ] && break
+    sleep 0.1
+done
+if [ -n "$(ps -o pid= -s "$sid")" ]; then
+    fail "scripts/run still running 60 s after Ctrl-C"
+elif pg_running; then
+    fail "Ctrl-C under | tee left PostgreSQL running"
+else
+    ok "Ctrl-C under | tee stops crmd and PostgreSQL"
+fi
+sid=
+
+exit "$failed"
