@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# tests/shell/test_run.sh CRMD_BINARY — scripts/run as a user drives it,
-# on a throwaway var directory and a free port:
+# tests/shell/test_run.sh CRMD_BINARY — scripts/run and scripts/crmd as a
+# user drives them, on a throwaway var directory and a free port:
 #   1. `scripts/run 2>&1 | tee log` serves, with crmd running as the user
 #      crmd when started as root (as PostgreSQL does);
+#   2. scripts/crmd creates a working admin key while scripts/run runs;
 #   3. Ctrl-C (SIGINT to the whole foreground group, tee included) stops
-#      crmd and the embedded PostgreSQL: the cleanup survives the broken pipe.
+#      crmd and the embedded PostgreSQL: the cleanup survives the broken pipe;
+#   4. scripts/crmd creates a key when nothing runs, and stops the cluster
+#      it started for that.
 # Prints one line per check; exits non-zero when any fails.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -49,6 +52,13 @@ want_user=$([ "$(id -u)" -eq 0 ] && echo crmd || id -un)
 user=$(ps -o user=,args= -s "$sid" | awk -v bin="$BIN" '$2 == bin && $3 == "serve" {print $1}')
 [ "$user" = "$want_user" ] && ok "crmd serves as $user" || fail "crmd serves as '$user', not $want_user"
 
+# 2. A new admin key while scripts/run runs.
+secret=$("$ROOT/scripts/crmd" keys create --name test-while-running --scopes admin 2>/dev/null | head -n 1)
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $secret" \
+    "http://127.0.0.1:$port/v1/api-keys")
+[ -n "$secret" ] && [ "$code" = 200 ] && ok "scripts/crmd keys create works while scripts/run runs" ||
+    fail "key made while running: GET /v1/api-keys answered $code"
+
 # 3. Ctrl-C: SIGINT to the whole group, tee included.
 kill -INT -- "-$sid"
 for _ in $(seq 1 600); do
@@ -63,5 +73,11 @@ else
     ok "Ctrl-C under | tee stops crmd and PostgreSQL"
 fi
 sid=
+
+# 4. A key when nothing runs: the cluster is started for it and stopped again.
+secret=$("$ROOT/scripts/crmd" keys create --name test-stopped --scopes admin 2>/dev/null | head -n 1)
+[ -n "$secret" ] && ok "scripts/crmd keys create works when nothing runs" ||
+    fail "scripts/crmd keys create printed no secret when nothing runs"
+pg_running && fail "scripts/crmd left the cluster running" || ok "scripts/crmd stopped the cluster it started"
 
 exit "$failed"
