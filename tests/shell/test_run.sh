@@ -7,7 +7,9 @@
 #   3. Ctrl-C (SIGINT to the whole foreground group, tee included) stops
 #      crmd and the embedded PostgreSQL: the cleanup survives the broken pipe;
 #   4. scripts/crmd creates a key when nothing runs, and stops the cluster
-#      it started for that.
+#      it started for that;
+#   5. SIGTERM to scripts/run alone (a service manager's stop) stops crmd,
+#      then PostgreSQL.
 # Prints one line per check; exits non-zero when any fails.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -17,6 +19,7 @@ chmod 755 "$tmp"
 export CRMD_VAR=$tmp CRMD_BIN=$BIN CRMD_LISTEN=127.0.0.1:0
 unset CRMD_DATABASE_URL
 failed=0
+sessions=()
 ok() { echo "ok: $*"; }
 fail() { echo "FAIL: $*"; failed=1; }
 
@@ -25,7 +28,8 @@ pg_running() {
         as_pg_user "$(pg_bindir)/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1)
 }
 cleanup() {
-    [ -n "${sid:-}" ] && kill -KILL -- "-$sid" 2>/dev/null
+    # Whatever is left of a session this test started (only after a failure).
+    for s in "${sessions[@]}"; do pkill -KILL -s "$s" 2>/dev/null; done
     (source "$ROOT/scripts/lib.sh" && pg_down pg) >/dev/null 2>&1
     rm -rf "$tmp"
 }
@@ -36,6 +40,7 @@ trap cleanup EXIT
 # script inherits SIGINT ignored, which would hide the bug).
 env --default-signal=INT,TERM,PIPE setsid bash -c '"$0"/scripts/run 2>&1 | tee "$1"/log >/dev/null' "$ROOT" "$tmp" </dev/null &
 sid=$!
+sessions+=("$sid")
 port=
 for _ in $(seq 1 600); do
     port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$tmp/log" 2>/dev/null | head -n 1)
@@ -72,12 +77,32 @@ elif pg_running; then
 else
     ok "Ctrl-C under | tee stops crmd and PostgreSQL"
 fi
-sid=
 
 # 4. A key when nothing runs: the cluster is started for it and stopped again.
 secret=$("$ROOT/scripts/crmd" keys create --name test-stopped --scopes admin 2>/dev/null | head -n 1)
 [ -n "$secret" ] && ok "scripts/crmd keys create works when nothing runs" ||
     fail "scripts/crmd keys create printed no secret when nothing runs"
 pg_running && fail "scripts/crmd left the cluster running" || ok "scripts/crmd stopped the cluster it started"
+
+# 5. SIGTERM to the script alone, as a service manager sends it.
+env --default-signal=INT,TERM,PIPE setsid "$ROOT/scripts/run" >"$tmp/log2" 2>&1 </dev/null &
+sid=$!
+sessions+=("$sid")
+for _ in $(seq 1 600); do
+    grep -q 'listening on' "$tmp/log2" 2>/dev/null && break
+    sleep 0.1
+done
+kill -TERM "$sid"
+for _ in $(seq 1 600); do
+    [ -z "$(ps -o pid= -s "$sid")" ] && break
+    sleep 0.1
+done
+if [ -n "$(ps -o pid= -s "$sid")" ]; then
+    fail "SIGTERM to scripts/run left $(ps -o args= -s "$sid" | head -n 1) running"
+elif pg_running; then
+    fail "SIGTERM to scripts/run left PostgreSQL running"
+else
+    ok "SIGTERM to scripts/run stops crmd and PostgreSQL"
+fi
 
 exit "$failed"
