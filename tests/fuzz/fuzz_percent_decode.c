@@ -32,7 +32,8 @@ static size_t reference_decode(const uint8_t *src, size_t len, bool plus_is_spac
 {
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
-        if (src[i] == '%' && len - i >= 3 && hexdigit(src[i + 1]) >= 0 && hexdigit(src[i + 2]) >= 0) {
+        if (src[i] == '%' && len - i >= 3 && hexdigit(src[i + 1]) >= 0 &&
+            hexdigit(src[i + 2]) >= 0) {
             out[o++] = (char)(hexdigit(src[i + 1]) * 16 + hexdigit(src[i + 2]));
             i += 2;
         } else {

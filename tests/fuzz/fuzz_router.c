@@ -15,8 +15,8 @@
 
 #include <stdbool.h>
 
-static const char *const methods[] = {"GET",     "HEAD", "POST", "PUT", "PATCH", "DELETE",
-                                      "OPTIONS", "TRACE", "get", "",    "CONNECT"};
+static const char *const methods[] = {"GET",     "HEAD",  "POST", "PUT", "PATCH",  "DELETE",
+                                      "OPTIONS", "TRACE", "get",  "",    "CONNECT"};
 
 static int count_segments(const char *path)
 {

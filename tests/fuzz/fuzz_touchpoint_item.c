@@ -37,9 +37,10 @@ static bool names_field(const crm_error *err, const char *pointer)
 {
     size_t i;
     json_t *e;
-    json_array_foreach(err->errors, i, e)
+    json_array_foreach(err->errors, i, e) {
         if (strcmp(json_string_value(json_object_get(e, "field")), pointer) == 0)
             return true;
+    }
     return false;
 }
 
