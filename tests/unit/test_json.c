@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "customers.h"
 #include "jbuf.h"
 #include "json.h"
 #include "suites.h"
@@ -229,6 +230,28 @@ START_TEST(test_only_fields_reports_a_long_key_cut_at_a_character)
     ck_assert(!ok);
     ck_assert_int_eq(nerrors, 1);
     ck_assert_msg(named, "the field is the pointer cut after the last whole character");
+}
+END_TEST
+
+/* The same through the customer validator, which names members itself: on
+ * the old code such a body passed, unknown member and all (201). */
+START_TEST(test_customer_with_a_long_unknown_member_is_refused)
+{
+    char key[300];
+    memset(key, 'a', 251);
+    strcpy(key + 251, "\xc3\xa8\xc3\xa8\xc3\xa8");
+    json_t *doc = json_pack("{s:s, s:i}", "first_name", "Ada", key, 1);
+    ck_assert_ptr_nonnull(doc);
+    crm_customer_values vals;
+    crm_error err = CRM_ERROR_INIT;
+    bool valid = crm_customer_validate(doc, 0, &vals, &err);
+    if (valid)
+        crm_customer_values_free(&vals);
+    size_t nerrors = json_array_size(err.errors);
+    crm_error_clear(&err);
+    json_decref(doc);
+    ck_assert_msg(!valid, "a body with an unknown member passed validation");
+    ck_assert_int_eq(nerrors, 1);
 }
 END_TEST
 
@@ -527,6 +550,7 @@ Suite *json_suite(void)
     tcase_add_test(tc, test_only_fields_escapes_key_as_json_pointer);
     tcase_add_test(tc, test_only_fields_reports_a_long_key_cut_at_a_character);
     tcase_add_test(tc, test_json_pointer_cuts_whole_escapes_and_characters);
+    tcase_add_test(tc, test_customer_with_a_long_unknown_member_is_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("writer");
