@@ -4,6 +4,7 @@
  */
 #include "auth.h"
 #include "clock.h"
+#include "customers.h"
 #include "db.h"
 #include "json.h"
 #include "log.h"
@@ -455,6 +456,17 @@ static char *scopes_literal_of(unsigned bits)
     return lit;
 }
 
+/* A key's name: 1 to CRM_API_KEY_NAME_MAX characters (code points, as the
+ * contract's maxLength and the table's char_length check count them), no
+ * NUL. */
+static bool name_acceptable(json_t *jname)
+{
+    const char *name = json_string_value(jname);
+    size_t bytes = json_string_length(jname);
+    size_t chars = crm_utf8_chars(name, bytes);
+    return strlen(name) == bytes && chars >= 1 && chars <= CRM_API_KEY_NAME_MAX;
+}
+
 /* Checks the create body; on success *name and *scopes_literal (a text[]
  * literal the caller frees) are set. */
 static bool validate_new_key(json_t *body, const char **name, char **scopes_literal,
@@ -470,9 +482,8 @@ static bool validate_new_key(json_t *body, const char **name, char **scopes_lite
     json_t *jscopes = json_object_get(body, "scopes");
     if (!json_is_string(jname))
         crm_error_add_field(err, "/name", "required, a string");
-    else if (json_string_length(jname) == 0 || json_string_length(jname) > 200 ||
-             strlen(json_string_value(jname)) != json_string_length(jname))
-        crm_error_add_field(err, "/name", "must be 1 to 200 bytes, without NUL characters");
+    else if (!name_acceptable(jname))
+        crm_error_add_field(err, "/name", "must be 1 to 200 characters, without NUL characters");
 
     unsigned seen = 0;
     if (!json_is_array(jscopes) || json_array_size(jscopes) == 0) {

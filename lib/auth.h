@@ -45,6 +45,7 @@ enum {
 
 #define CRM_KEY_PREFIX_LEN 14 /* "crm_" + 10 hex */
 #define CRM_KEY_LEN 58        /* prefix + "_" + 43 base64url */
+#define CRM_API_KEY_NAME_MAX 200 /* characters (code points) in a key's name */
 
 typedef struct crm_principal {
     long long key_id;

@@ -316,8 +316,11 @@ bool crm_parse_pg_timestamp(const char *text, long long *epoch_us)
         return false;
     long long secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
                      second - sign * (oh * 3600 + om * 60 + os);
-    *epoch_us = secs * 1000000 + us;
-    return true;
+    /* PostgreSQL prints years up to 294276, but microseconds since 1970 in
+     * a long long end in 294247 (and text may hold nine digits of year). */
+    long long whole;
+    return !__builtin_mul_overflow(secs, 1000000LL, &whole) &&
+           !__builtin_add_overflow(whole, us, epoch_us);
 }
 
 void crm_jbuf_pg_timestamp(crm_jbuf *b, const char *text)

@@ -72,23 +72,54 @@ json_t *crm_json_timestamp(long long epoch_ms)
     return json_string(text);
 }
 
+/* The length of the character at s: a whole UTF-8 sequence (as far as its
+ * continuation bytes go), or one byte. */
+static size_t char_length(const char *s)
+{
+    unsigned char c = (unsigned char)s[0];
+    size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+    for (size_t i = 1; i < len; i++)
+        if (((unsigned char)s[i] & 0xC0) != 0x80)
+            return i;
+    return len;
+}
+
+/* Appends len bytes at out + *n when they fit with the final NUL. */
+static bool put_bytes(char *out, size_t size, size_t *n, const char *s, size_t len)
+{
+    if (*n + len >= size)
+        return false;
+    memcpy(out + *n, s, len);
+    *n += len;
+    return true;
+}
+
+/* Truncates at a character, never inside a UTF-8 sequence or an escape: a
+ * field name cut in the middle of a character is not UTF-8, and Jansson
+ * refuses to put it into the error body (the error would be lost). */
 void crm_json_pointer_append(char *out, size_t size, const char *base, const char *key)
 {
-    size_t n = (size_t)snprintf(out, size, "%s/", base);
-    for (const char *k = key; *k != '\0' && n + 3 < size; k++) {
-        if (*k == '~' || *k == '/') { /* RFC 6901: ~ is ~0, / is ~1 */
-            out[n++] = '~';
-            out[n++] = *k == '~' ? '0' : '1';
+    if (size == 0)
+        return;
+    size_t n = 0;
+    bool room = true;
+    for (const char *b = base; *b != '\0' && room;) {
+        size_t len = char_length(b);
+        room = put_bytes(out, size, &n, b, len);
+        b += len;
+    }
+    room = room && put_bytes(out, size, &n, "/", 1);
+    for (const char *k = key; *k != '\0' && room;) { /* RFC 6901: ~ is ~0, / is ~1 */
+        if (*k == '~' || *k == '/') {
+            room = put_bytes(out, size, &n, *k == '~' ? "~0" : "~1", 2);
+            k++;
         } else {
-            out[n++] = *k;
+            size_t len = char_length(k);
+            room = put_bytes(out, size, &n, k, len);
+            k += len;
         }
     }
-    if (n >= size)
-        n = size - 1;
-    /* A long key is cut where a character ends, so that the pointer stays
-     * UTF-8 (a field error carrying it could not be written otherwise). */
-    size_t start = strlen(base) + 1 < n ? strlen(base) + 1 : n;
-    out[start + crm_utf8_boundary(out + start, n - start)] = '\0';
+    out[n] = '\0';
 }
 
 bool crm_json_depth_within(const json_t *v, int max)

@@ -423,6 +423,20 @@ static void check_item(json_t *doc, tp_item *it, long long now_ms)
     }
 }
 
+bool crm_touchpoint_check(json_t *doc, crm_error *err)
+{
+    tp_item it;
+    memset(&it, 0, sizeof it);
+    check_item(doc, &it, crm_wall_ms());
+    if (it.status == CRM_TP_REJECTED) {
+        crm_error_clear(err);
+        *err = it.errors; /* the item's reasons become the caller's */
+        return false;
+    }
+    crm_error_clear(&it.errors);
+    return true;
+}
+
 /* ---- the batch ------------------------------------------------------------------ */
 
 /* A reference that items ask to create a customer for, by its key. */

@@ -48,6 +48,13 @@ typedef enum { CRM_TP_CREATED, CRM_TP_DUPLICATE, CRM_TP_REJECTED } crm_tp_status
  * items must be an array of at most CRM_TOUCHPOINT_BATCH_MAX. */
 json_t *crm_touchpoint_record_batch(json_t *items, const crm_write_ctx *ctx, crm_error *err);
 
+/* Checks one touchpoint (a single body or one item of a batch) against the
+ * rules, without the database (customer references are not resolved):
+ * false with CRM_E_INVALID and the field errors in err when it breaks one.
+ * The item validation of crm_touchpoint_record(_batch), for the fuzz target
+ * tests/fuzz/fuzz_touchpoint_item.c. */
+bool crm_touchpoint_check(json_t *doc, crm_error *err);
+
 /* Records one touchpoint: its representation, *created false when it was a
  * duplicate (then the stored one). A rejected body is CRM_E_INVALID with
  * the field errors. */

@@ -58,6 +58,24 @@ as_pg_user() {
     if [ "$(id -u)" -eq 0 ]; then runuser -u crmd -- "$@"; else "$@"; fi
 }
 
+# service_user_prefix: sets AS_SERVICE_USER to the command prefix that runs
+# a command as crmd when we are root (crmd itself never needs root), empty
+# otherwise. setpriv execs the command in place: `"${AS_SERVICE_USER[@]}"
+# crmd serve &` gives crmd's own pid in $!, so signals sent to it reach crmd
+# (a shell function run with & would be a subshell in between).
+service_user_prefix() {
+    AS_SERVICE_USER=()
+    if [ "$(id -u)" -eq 0 ]; then
+        AS_SERVICE_USER=(setpriv --reuid=crmd --regid="$(id -g crmd)" --clear-groups --)
+    fi
+}
+
+# as_service_user CMD...: runs CMD in the foreground as service_user_prefix says.
+as_service_user() {
+    service_user_prefix
+    "${AS_SERVICE_USER[@]}" "$@"
+}
+
 ensure_pg_os_user() {
     [ "$(id -u)" -eq 0 ] || return 0
     id crmd >/dev/null 2>&1 ||

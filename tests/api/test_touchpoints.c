@@ -139,6 +139,23 @@ START_TEST(an_invalid_touchpoint_gets_422_naming_each_field_and_stores_nothing)
 }
 END_TEST
 
+/* Found by tests/fuzz/fuzz_touchpoint_item: an item that is not an object
+ * was rejected without an error code, so a single touchpoint sent as an
+ * array was answered 200 with a problem body. */
+START_TEST(a_touchpoint_that_is_not_an_object_gets_422)
+{
+    static const char *const bodies[] = {"[]", "[{\"channel\": \"web\"}]"};
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        http_response r =
+            http_post_json(&srv, "/v1/touchpoints", harness_admin_key.secret, bodies[i]);
+        json_t *problem = assert_problem(&r, 422);
+        ck_assert_msg(problem_names_field(problem, ""), "%s: %s", bodies[i], r.body);
+        json_decref(problem);
+        http_response_free(&r);
+    }
+}
+END_TEST
+
 /* ---- batches ---------------------------------------------------------------- */
 
 START_TEST(a_batch_is_answered_item_by_item_and_stores_the_valid_ones)
@@ -418,6 +435,7 @@ Suite *touchpoints_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, one_touchpoint_is_created_then_acknowledged_as_duplicate);
     tcase_add_test(tc, an_invalid_touchpoint_gets_422_naming_each_field_and_stores_nothing);
+    tcase_add_test(tc, a_touchpoint_that_is_not_an_object_gets_422);
     tcase_add_test(tc, a_batch_is_answered_item_by_item_and_stores_the_valid_ones);
     tcase_add_test(tc, a_batch_that_is_not_an_array_or_too_long_is_refused);
     tcase_add_test(tc, the_timeline_is_newest_first_filtered_and_paged);

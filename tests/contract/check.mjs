@@ -20,10 +20,16 @@
  *   - each operation's x-required-scope is the route's scope, operations with
  *     a scope require bearerAuth and public ones say `security: []`;
  *   - each operation documents the errors the server's request pipeline
- *     (server/http.c) can give it, with the headers that go with them.
+ *     (server/http.c) can give it, with the headers that go with them;
+ *   - the schemas accept what the server serves and refuse what it refuses
+ *     where the two drifted apart before (partial touchpoint batches, any
+ *     X-Request-Id, key names counted in characters);
+ *   - every header a handlers_*.c file sends is declared on a response of
+ *     an operation that file serves.
  */
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import process from "node:process";
 
 import { Validator } from "@seriousme/openapi-schema-validator";
@@ -216,7 +222,7 @@ function* bodyOwners(doc, ops) {
 function checkSchemasAndExamples(doc, ops) {
     const ajv = schemaCompiler(doc);
     if (ajv === null)
-        return;
+        return null;
     for (const [name, schema] of Object.entries(doc.components?.schemas ?? {})) {
         const validate = compileChecked(ajv, { $ref: `#/components/schemas/${name}` }, `schema ${name}`);
         if (validate === null)
@@ -235,6 +241,113 @@ function checkSchemasAndExamples(doc, ops) {
         if (validate !== null)
             for (const [n, ex] of examples)
                 checkExample(validate, ex, `${label} ${n}`);
+    }
+    return ajv;
+}
+
+/* ---- what the server accepts, as the schemas say it ----------------------- */
+
+/* Checks that a schema accepts (want true) or refuses (want false) each
+ * value: the contract must neither refuse what crmd serves (a strict
+ * validator in front of crmd would then refuse it too) nor allow what crmd
+ * refuses. */
+function checkValues(ajv, schema, what, values, want) {
+    if (!schema)
+        return check(`${what} is defined`, false);
+    let validate;
+    try {
+        validate = ajv.compile(absoluteRefs(schema));
+    } catch (e) {
+        return check(`${what} compiles`, false, e.message);
+    }
+    for (const v of values) {
+        const shown = JSON.stringify(v).slice(0, 60);
+        check(`${what} ${want ? "accepts" : "refuses"} ${shown}`, validate(v) === want,
+              want && validate.errors ? validate.errors.map((e) => `${e.instancePath || "/"} ${e.message}`).join("; ") : "");
+    }
+}
+
+function checkAcceptance(doc, ops, ajv) {
+    /* A batch is answered item by item (lib/touchpoints.c): items that break
+     * the rules are rejected in the report, so the request takes any item. */
+    const batch = ops.get("POST /v1/touchpoints/batch")?.op;
+    const batchSchema = resolve(doc, batch?.requestBody)?.content?.["application/json"]?.schema;
+    checkValues(ajv, batchSchema, "POST /v1/touchpoints/batch request schema",
+                [[{}], [17, null, "x"], [{ channel: "fax", colour: "red" }]], true);
+    checkValues(ajv, batchSchema, "POST /v1/touchpoints/batch request schema", [{}, "x"], false);
+
+    /* X-Request-Id (server/http.c): any value is served; a sane one is kept. */
+    const params = [];
+    for (const [key, { op }] of ops)
+        for (const p of op.parameters ?? []) {
+            const param = resolve(doc, p);
+            if (param?.in === "header" && param.name?.toLowerCase() === "x-request-id")
+                params.push([key, param]);
+        }
+    check("operations document the X-Request-Id request header", params.length > 0);
+    const anyIds = ["a b", "{2a1e}", "x".repeat(200), "é", ""];
+    for (const [key, param] of params.slice(0, 1))
+        checkValues(ajv, param.schema, `${key}: the X-Request-Id parameter`, anyIds, true);
+    const unrestricted = params.filter(([, p]) => JSON.stringify(p.schema) === JSON.stringify(params[0][1].schema));
+    check("every operation's X-Request-Id parameter has the same schema", unrestricted.length === params.length);
+    const header = resolve(doc, doc.components?.headers?.["X-Request-Id"])?.schema;
+    checkValues(ajv, header, "the X-Request-Id response header",
+                ["a", "A-z_0.9:", "f".repeat(32), "x".repeat(63)], true);
+    checkValues(ajv, header, "the X-Request-Id response header", ["", "x".repeat(64), "a b", "é"], false);
+
+    /* Key names (lib/auth.c): 1 to 200 characters, however many bytes. */
+    const name = doc.components?.schemas?.ApiKeyCreate?.properties?.name;
+    checkValues(ajv, name, "ApiKeyCreate.name", ["n", "è".repeat(200), "n".repeat(200)], true);
+    checkValues(ajv, name, "ApiKeyCreate.name", ["", "è".repeat(201), "n".repeat(201)], false);
+}
+
+/* ---- headers the handlers send ------------------------------------------- */
+
+/* handler function -> "METHOD /pattern", from the route table in router.c
+ * (positional rows {"GET", "/path", handle_x, ...} or designated ones). */
+function routeHandlers(serverDir) {
+    const text = readFileSync(join(serverDir, "router.c"), "utf8");
+    const byHandler = new Map();
+    const rows = [
+        /\{\s*"([A-Z]+)",\s*"(\/[^"]*)",\s*(handle_\w+)/g,
+        /\.method\s*=\s*"([A-Z]+)",\s*\.pattern\s*=\s*"(\/[^"]*)",\s*\.handler\s*=\s*(handle_\w+)/g,
+    ];
+    for (const re of rows)
+        for (const m of text.matchAll(re))
+            byHandler.set(m[3], [...(byHandler.get(m[3]) ?? []), `${m[1]} ${m[2]}`]);
+    return byHandler;
+}
+
+/* Every header a handlers_*.c file can add (string literals in the name
+ * argument of http_add_header) must be declared on a response of an
+ * operation that file serves: a client cannot rely on what the contract
+ * does not say (Content-Location was sent but not declared). */
+function checkSentHeaders(doc, ops, specPath) {
+    const serverDir = join(dirname(specPath), "server");
+    let files;
+    try {
+        files = readdirSync(serverDir).filter((f) => /^handlers.*\.c$/.test(f));
+    } catch (e) {
+        check("server/ handlers can be read", false, e.message);
+        return;
+    }
+    const byHandler = routeHandlers(serverDir);
+    if (!check("the route table in server/router.c can be read", byHandler.size > 0, "no rows recognised"))
+        return;
+    for (const file of files) {
+        const text = readFileSync(join(serverDir, file), "utf8");
+        const served = [...text.matchAll(/^void (handle_\w+)\s*\(/gm)]
+            .flatMap((m) => byHandler.get(m[1]) ?? []);
+        const sent = new Set();
+        for (const m of text.matchAll(/http_add_header\(\s*\w+\s*,([^;]*?),[^,;]*\);/g))
+            for (const lit of m[1].matchAll(/"([A-Za-z][A-Za-z-]*)"/g))
+                sent.add(lit[1]);
+        for (const name of sent) {
+            const declaredOn = served.filter((key) => Object.values(ops.get(key)?.op.responses ?? {})
+                .some((r) => headerNames(doc, r).includes(name.toLowerCase())));
+            check(`${name} (sent by server/${file}) is declared on a response of an operation it serves`,
+                  declaredOn.length > 0, `serves ${served.join(", ") || "nothing known"}`);
+        }
     }
 }
 
@@ -371,8 +484,10 @@ async function main() {
         finish();
     const valid = await validateOpenApi(doc);
     const ops = contractOperations(doc);
-    if (valid)
-        checkSchemasAndExamples(doc, ops);
+    const ajv = valid ? checkSchemasAndExamples(doc, ops) : null;
+    if (ajv !== null)
+        checkAcceptance(doc, ops, ajv);
+    checkSentHeaders(doc, ops, specPath);
 
     const routes = serverRoutes(binary);
     if (routes === null)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "customers.h"
 #include "jbuf.h"
 #include "json.h"
 #include "suites.h"
@@ -217,6 +218,67 @@ START_TEST(test_only_fields_escapes_key_as_json_pointer)
 }
 END_TEST
 
+/* Found by tests/fuzz/fuzz_customer_body: a member name cut inside a UTF-8
+ * character made a field name Jansson refuses, and its error was lost (a
+ * customer body with such an unknown member passed validation). */
+START_TEST(test_only_fields_reports_a_long_key_cut_at_a_character)
+{
+    char key[300];
+    memset(key, 'a', 251);
+    strcpy(key + 251, "\xc3\xa8\xc3\xa8\xc3\xa8"); /* "èèè" where the pointer is cut */
+    crm_error err = CRM_ERROR_INIT;
+    json_t *obj = json_pack("{s:i}", key, 1);
+    ck_assert_ptr_nonnull(obj);
+    bool ok = crm_json_only_fields(obj, allowed, &err);
+    size_t nerrors = json_array_size(err.errors);
+    const char *field = json_string_value(json_object_get(json_array_get(err.errors, 0), "field"));
+    char want[CRM_JSON_POINTER_MAX];
+    snprintf(want, sizeof want, "/%.253s", key); /* the a's and one whole è */
+    bool named = field != NULL && strcmp(field, want) == 0;
+    crm_error_clear(&err);
+    json_decref(obj);
+    ck_assert(!ok);
+    ck_assert_int_eq(nerrors, 1);
+    ck_assert_msg(named, "the field is the pointer cut after the last whole character");
+}
+END_TEST
+
+/* The same through the customer validator, which names members itself: on
+ * the old code such a body passed, unknown member and all (201). */
+START_TEST(test_customer_with_a_long_unknown_member_is_refused)
+{
+    char key[300];
+    memset(key, 'a', 251);
+    strcpy(key + 251, "\xc3\xa8\xc3\xa8\xc3\xa8");
+    json_t *doc = json_pack("{s:s, s:i}", "first_name", "Ada", key, 1);
+    ck_assert_ptr_nonnull(doc);
+    crm_customer_values vals;
+    crm_error err = CRM_ERROR_INIT;
+    bool valid = crm_customer_validate(doc, 0, &vals, &err);
+    if (valid)
+        crm_customer_values_free(&vals);
+    size_t nerrors = json_array_size(err.errors);
+    crm_error_clear(&err);
+    json_decref(doc);
+    ck_assert_msg(!valid, "a body with an unknown member passed validation");
+    ck_assert_int_eq(nerrors, 1);
+}
+END_TEST
+
+START_TEST(test_json_pointer_cuts_whole_escapes_and_characters)
+{
+    char out[8];
+    crm_json_pointer_append(out, sizeof out, "/a", "bc~d");
+    ck_assert_str_eq(out, "/a/bc~0"); /* 7 bytes: fits */
+    crm_json_pointer_append(out, sizeof out, "/a", "bcd~e");
+    ck_assert_str_eq(out, "/a/bcd"); /* "~0" would not fit whole */
+    crm_json_pointer_append(out, sizeof out, "/a", "bc\xe2\x82\xac");
+    ck_assert_str_eq(out, "/a/bc"); /* nor the three bytes of the euro sign */
+    crm_json_pointer_append(out, sizeof out, "", "x/y");
+    ck_assert_str_eq(out, "/x~1y");
+}
+END_TEST
+
 /* ---- base64url ------------------------------------------------------ */
 
 START_TEST(test_base64url_uses_url_safe_alphabet_without_padding)
@@ -386,7 +448,11 @@ START_TEST(test_pg_timestamp_rejects_what_is_not_one)
                                       "26-11-24 14:48:34+00",
                                       "2026-11-24 14:48:34+0",
                                       "2026-11-24 14:48:34+00 ",
-                                      "2026-11-24 14:48:34+00:3"};
+                                      "2026-11-24 14:48:34+00:3",
+                                      /* past a long long of microseconds (found by
+                                         tests/fuzz/fuzz_pg_timestamp: UB before) */
+                                      "294276-12-31 23:59:59.999999+00",
+                                      "999999999-12-31 23:59:59+00"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         long long us = 42;
         ck_assert_msg(!crm_parse_pg_timestamp(bad[i], &us), "'%s' parsed", bad[i]);
@@ -492,6 +558,9 @@ Suite *json_suite(void)
     tcase_add_test(tc, test_only_fields_reports_every_unknown_key);
     tcase_add_test(tc, test_only_fields_matches_keys_exactly);
     tcase_add_test(tc, test_only_fields_escapes_key_as_json_pointer);
+    tcase_add_test(tc, test_only_fields_reports_a_long_key_cut_at_a_character);
+    tcase_add_test(tc, test_json_pointer_cuts_whole_escapes_and_characters);
+    tcase_add_test(tc, test_customer_with_a_long_unknown_member_is_refused);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("writer");
