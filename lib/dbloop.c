@@ -484,18 +484,38 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
     return L;
 }
 
+/* Asks the server to stop what c's backend runs (a statement waiting on a
+ * lock would otherwise go on after its connection is closed). */
+static void cancel_running(loop_conn *c)
+{
+    if (c->pg == NULL || c->inflight == 0)
+        return;
+    PGcancel *cancel = PQgetCancel(c->pg);
+    char errbuf[256];
+    if (cancel != NULL && !PQcancel(cancel, errbuf, sizeof errbuf))
+        crm_log(CRM_LOG_WARN, "cannot cancel a statement: %.200s", errbuf);
+    PQfreeCancel(cancel);
+}
+
+void crm_dbloop_abort_all(crm_dbloop *L)
+{
+    job *j;
+    while ((j = pop_job(L)) != NULL)
+        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+    for (int i = 0; L->conns != NULL && i < L->nconns; i++) {
+        cancel_running(&L->conns[i]);
+        conn_close(&L->conns[i]);
+    }
+    /* conn_close requeues read-only jobs for a retry: fail those too. */
+    while ((j = pop_job(L)) != NULL)
+        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+}
+
 void crm_dbloop_free(crm_dbloop *L)
 {
     if (L == NULL)
         return;
-    job *j;
-    while ((j = pop_job(L)) != NULL)
-        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
-    for (int i = 0; L->conns != NULL && i < L->nconns; i++)
-        conn_close(&L->conns[i]);
-    /* conn_close requeues read-only jobs for a retry: fail those too. */
-    while ((j = pop_job(L)) != NULL)
-        fail_job(j, CRM_E_UNAVAILABLE, "the server is shutting down");
+    crm_dbloop_abort_all(L);
     if (L->epfd >= 0)
         close(L->epfd);
     free(L->conns);

@@ -30,6 +30,12 @@ crm_dbloop *crm_dbloop_new(const crm_db_config *cfg, int connections, crm_error 
  * callbacks run) and closes the connections. */
 void crm_dbloop_free(crm_dbloop *loop);
 
+/* For a shutdown deadline: cancels the statements in flight, fails every
+ * job with CRM_E_UNAVAILABLE (each callback runs exactly once, here) and
+ * closes the connections. Afterwards crm_dbloop_free calls no callback for
+ * those jobs. */
+void crm_dbloop_abort_all(crm_dbloop *loop);
+
 /* An epoll descriptor that turns readable when a connection has news. */
 int crm_dbloop_fd(const crm_dbloop *loop);
 

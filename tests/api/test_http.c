@@ -256,6 +256,77 @@ START_TEST(sigterm_abandons_requests_that_outlast_the_shutdown_timeout)
 }
 END_TEST
 
+/* A read deferred to the database loop when SIGTERM's deadline passes: a
+ * statement waits behind a lock the test holds. crmd must fail it (503, or
+ * close the connection), resume the connection and exit 0, not abort in
+ * libmicrohttpd with a suspended connection. */
+typedef struct held_read {
+    const crmd_server *server;
+    char path[64];
+    pthread_t thread;
+    http_response response;
+} held_read;
+
+static void *held_read_run(void *arg)
+{
+    held_read *h = arg;
+    http_call call = {.path = h->path, .api_key = harness_admin_key.secret, .timeout_ms = 20000};
+    h->response = http_send(h->server, &call);
+    return NULL;
+}
+
+static void sigterm_fails_a_deferred_read_held_by_a_lock(const char *timeout_var)
+{
+    const char *env[] = {timeout_var, NULL};
+    crmd_server impatient;
+    crmd_fixture_start(&impatient, env);
+    /* A write first: it caches the key, so the read runs on the I/O thread
+     * and defers its statement to the database loop. */
+    http_response made =
+        http_post_json(&impatient, "/v1/customers", harness_admin_key.secret,
+                       "{\"first_name\": \"Held\", \"last_name\": \"Behind a lock\"}");
+    ck_assert_msg(made.status == 201, "HTTP %ld: %.300s", made.status, made.body);
+    json_t *customer = http_response_json(&made);
+    long long id = json_integer_value(json_object_get(customer, "id"));
+    json_decref(customer);
+    http_response_free(&made);
+
+    PGconn *db = harness_db_connect();
+    PQclear(PQexec(db, "BEGIN"));
+    PGresult *lock = PQexec(db, "LOCK TABLE customers IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(lock), PGRES_COMMAND_OK);
+    PQclear(lock);
+
+    held_read h = {.server = &impatient};
+    snprintf(h.path, sizeof h.path, "/v1/customers/%lld", id);
+    ck_assert_int_eq(pthread_create(&h.thread, NULL, held_read_run, &h), 0);
+    harness_sleep_ms(500); /* the read is waiting on the lock */
+    int status = crmd_stop(&impatient, 20);
+    pthread_join(h.thread, NULL);
+    PQclear(PQexec(db, "ROLLBACK"));
+    PQfinish(db);
+
+    ck_assert_msg(status == 0, "crmd exited with %d after SIGTERM (134 is an abort)", status);
+    ck_assert_msg(h.response.status == 503 || h.response.curl_code != CURLE_OK,
+                  "the held read was answered %ld: %.300s", h.response.status, h.response.body);
+    if (h.response.status == 503)
+        json_decref(assert_problem(&h.response, 503));
+    http_response_free(&h.response);
+    crmd_fixture_stop(&impatient);
+}
+
+START_TEST(sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout)
+{
+    sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=0");
+}
+END_TEST
+
+START_TEST(sigterm_fails_a_deferred_read_that_outlasts_a_1_s_shutdown_timeout)
+{
+    sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=1");
+}
+END_TEST
+
 /* ---- access log ------------------------------------------------------------------ */
 
 /* Sends call with X-Request-Id id and returns its parsed access-log line. */
@@ -505,6 +576,8 @@ Suite *http_suite(void)
                    sigterm_stops_accepting_connections_while_requests_are_still_in_flight);
     tcase_add_test(shutdown, sigterm_still_answers_kept_alive_connections_with_connection_close);
     tcase_add_test(shutdown, sigterm_abandons_requests_that_outlast_the_shutdown_timeout);
+    tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout);
+    tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_1_s_shutdown_timeout);
     suite_add_tcase(s, shutdown);
 
     TCase *log = tcase_create("access-log");
