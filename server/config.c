@@ -35,6 +35,13 @@ static const env_var vars[] = {
      "concurrent client connections at most"},
     {"CRMD_CONNECTION_TIMEOUT_S", VAR_INT, "60", 1, 86400, OFF(connection_timeout_s),
      "idle keep-alive connections are closed after this many seconds"},
+    {"CRMD_HEADER_TIMEOUT_S", VAR_INT, "10", 1, 3600, OFF(header_timeout_s),
+     "a request's headers must arrive within this many seconds (after the idle timeout on a "
+     "kept-alive connection); slower clients are disconnected"},
+    {"CRMD_BODY_TIMEOUT_S", VAR_INT, "60", 1, 86400, OFF(body_timeout_s),
+     "a request's body must arrive within this many seconds of its headers"},
+    {"CRMD_MAX_CONNECTIONS_PER_IP", VAR_INT, "256", 0, 1000000, OFF(max_connections_per_ip),
+     "concurrent connections from one client address at most; 0: no cap (behind a proxy)"},
     {"CRMD_MAX_BODY_BYTES", VAR_SIZE, "8388608", 1024, 1LL << 32, OFF(max_body_bytes),
      "largest request body accepted; larger gets 413"},
     {"CRMD_MAX_URL_BYTES", VAR_SIZE, "8192", 256, 1 << 20, OFF(max_url_bytes),

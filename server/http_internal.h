@@ -27,6 +27,7 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <time.h>
 
 #define MAX_EXTRA_HEADERS 8
@@ -42,6 +43,28 @@ typedef enum req_state {
     REQ_QUEUED,         /* libmicrohttpd has the answer */
 } req_state;
 
+/* What a connection is waiting for, for its deadlines. */
+typedef enum conn_phase {
+    CONN_WAIT_HEADERS, /* accepted, or kept alive after an answer */
+    CONN_READING_BODY, /* headers in, body arriving */
+    CONN_BUSY,         /* the request is complete: handler, database, answer */
+} conn_phase;
+
+/* One client connection of an I/O thread, from libmicrohttpd's
+ * connection notifications: deadlines for headers and body, and whether the
+ * client closed its side (libmicrohttpd's edge-triggered epoll misses a FIN
+ * that arrives with the last data, and would hold the request until its
+ * idle timeout). Touched only by its I/O thread. */
+typedef struct conn_watch {
+    struct io_thread *io;
+    int fd;
+    conn_phase phase;
+    long long deadline_ms; /* monotonic; the phase's end, unless CONN_BUSY */
+    bool cut;              /* shut down by us; libmicrohttpd closes it next */
+    bool peer_closed;      /* on io->hup, checked after the next MHD_run */
+    struct conn_watch *prev, *next, *hup_next;
+} conn_watch;
+
 /* One I/O thread: its own libmicrohttpd daemon (sharing the port through
  * SO_REUSEPORT), its own pipelined database loop, one epoll over both. */
 typedef struct io_thread {
@@ -56,6 +79,9 @@ typedef struct io_thread {
     bool aborted;    /* its database loop's jobs were failed for the shutdown */
     int requests;    /* requests of its connections, started and not completed */
     int suspended;   /* of those, suspended (deferred, on a worker) */
+    conn_watch *watches; /* its connections */
+    conn_watch *hup;     /* of those, the ones whose client closed its side */
+    long long next_sweep_ms;
     pthread_t thread;
 } io_thread;
 
@@ -81,7 +107,7 @@ struct http_request {
     struct MHD_Connection *conn;
     http_server *srv;
     struct io_thread *io; /* the I/O thread that owns the connection */
-    struct conn_watch *watch; /* the connection's deadlines */
+    conn_watch *watch;    /* the connection's deadlines; NULL if none */
     _Atomic req_state state;
     const char *method;
     const char *path;
@@ -190,5 +216,19 @@ void *io_main(void *arg);
 
 /* Wakes the I/O thread io (from any thread). */
 void io_kick(io_thread *io);
+
+/* ---- connection deadlines (http_conn.c) ---- */
+
+long long monotonic_ms(void);
+
+/* Enters phase on the request's connection (I/O thread). */
+void conn_set_phase(http_request *req, conn_phase phase);
+
+/* An event on a watched connection's socket (before MHD_run). */
+void conn_on_event(conn_watch *w, uint32_t events);
+
+/* After MHD_run: cuts connections whose client left mid-request, and once a
+ * second those past their deadline. */
+void conn_sweep(io_thread *io);
 
 #endif

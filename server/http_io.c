@@ -114,6 +114,7 @@ static void hand_to_worker(http_request *req, req_state next)
 {
     io_thread *io = req->io;
     req_set_state(req, next);
+    conn_set_phase(req, CONN_BUSY);
     suspend(req);
     io->handed_off = true;
     workers_enqueue(req);
@@ -219,6 +220,7 @@ static enum MHD_Result queue_answer(http_request *req)
     enum MHD_Result rc = MHD_queue_response(req->conn, (unsigned)req->status, resp);
     MHD_destroy_response(resp);
     req_set_state(req, REQ_QUEUED);
+    conn_set_phase(req, CONN_BUSY);
     return rc;
 }
 
@@ -247,6 +249,7 @@ static enum MHD_Result run_request(http_request *req)
     io_thread *io = req->io;
     io->handed_off = false;
     req_set_state(req, REQ_RUNNING_IO);
+    conn_set_phase(req, CONN_BUSY);
     route->handler(req);
     return after_inline_handler(req, io);
 }
@@ -267,6 +270,10 @@ static enum MHD_Result start_request(http_server *srv, struct MHD_Connection *co
     req->io = http_current_io;
     req->match.index = -1;
     atomic_init(&req->state, REQ_ADMITTING);
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    req->watch = info != NULL ? info->socket_context : NULL;
+    conn_set_phase(req, CONN_READING_BODY);
     crm_arena_init(&req->arena);
     *con_cls = req;
     req->io->requests++;
@@ -373,6 +380,7 @@ void http_request_completed(void *cls, struct MHD_Connection *conn, void **con_c
     json_decref(req->json);
     crm_arena_free(&req->arena);
     req->io->requests--;
+    conn_set_phase(req, CONN_WAIT_HEADERS);
     free(req);
     atomic_fetch_sub(&srv->in_flight, 1);
 }
@@ -417,15 +425,18 @@ void *io_main(void *arg)
 {
     io_thread *io = arg;
     http_current_io = io;
-    struct epoll_event events[8];
+    struct epoll_event events[64];
     long drain_ms = 0;
     for (;;) {
-        int n = epoll_wait(io->epfd, events, 8, wait_ms(io));
+        int n = epoll_wait(io->epfd, events, 64, wait_ms(io));
         for (int i = 0; i < n; i++) {
-            if (events[i].data.fd == io->wakefd || events[i].data.fd == io->kickfd) {
+            void *tag = events[i].data.ptr;
+            if (tag == &io->wakefd || tag == &io->kickfd) {
                 uint64_t count;
-                ssize_t rc = read(events[i].data.fd, &count, sizeof count);
+                ssize_t rc = read(*(int *)tag, &count, sizeof count);
                 (void)rc;
+            } else if (tag != NULL) {
+                conn_on_event(tag, events[i].events);
             }
         }
         if (atomic_load(&io->srv->abandon))
@@ -433,6 +444,7 @@ void *io_main(void *arg)
         crm_dbloop_run(io->loop);
         io->resumed = false;
         MHD_run(io->daemon);
+        conn_sweep(io);
         crm_dbloop_run(io->loop);
         if (io->aborted && io->suspended == 0) {
             if (io->requests == 0 || drain_ms >= 200)

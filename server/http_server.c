@@ -54,6 +54,15 @@ void http_server_stats(int *connections, int *in_flight)
     *in_flight = atomic_load(&srv->in_flight);
 }
 
+/* Each I/O thread counts its own connections (the kernel spreads them over
+ * the threads' sockets): each allows its share of the per-address cap,
+ * rounded up. 0: no cap. */
+static unsigned per_ip_limit(const http_server *srv)
+{
+    int cap = srv->cfg->max_connections_per_ip;
+    return cap == 0 ? 0u : (unsigned)((cap + srv->nio - 1) / srv->nio);
+}
+
 static struct MHD_Daemon *start_daemon(http_server *srv, const struct sockaddr_in *addr,
                                        unsigned connection_limit)
 {
@@ -68,7 +77,9 @@ static struct MHD_Daemon *start_daemon(http_server *srv, const struct sockaddr_i
         1u, MHD_OPTION_CONNECTION_LIMIT, connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)cfg->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, memory_limit,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_NOTIFY_COMPLETED, http_request_completed,
-        srv, MHD_OPTION_UNESCAPE_CALLBACK, keep_escaped, NULL, MHD_OPTION_END);
+        srv, MHD_OPTION_NOTIFY_CONNECTION, http_connection_notify, srv,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip_limit(srv), MHD_OPTION_UNESCAPE_CALLBACK,
+        keep_escaped, NULL, MHD_OPTION_END);
 }
 
 static bool io_thread_init(io_thread *io, http_server *srv, const struct sockaddr_in *addr,
@@ -91,9 +102,12 @@ static bool io_thread_init(io_thread *io, http_server *srv, const struct sockadd
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(io->daemon, MHD_DAEMON_INFO_EPOLL_FD);
     if (io->epfd < 0 || io->wakefd < 0 || io->kickfd < 0 || info == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "cannot create an I/O thread's epoll");
+    /* data.ptr tells the sources apart: NULL for the two that only wake the
+     * loop, the eventfds by address, a client connection by its watch. */
     int fds[] = {info->epoll_fd, crm_dbloop_fd(io->loop), io->wakefd, io->kickfd};
+    void *tags[] = {NULL, NULL, &io->wakefd, &io->kickfd};
     for (int i = 0; i < 4; i++) {
-        struct epoll_event ev = {.events = EPOLLIN, .data.fd = fds[i]};
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = tags[i]};
         if (epoll_ctl(io->epfd, EPOLL_CTL_ADD, fds[i], &ev) != 0)
             return crm_error_set(err, CRM_E_INTERNAL, "cannot watch an I/O thread's events");
     }
