@@ -43,7 +43,10 @@ static const env_var vars[] = {
     {"CRMD_MAX_CONNECTIONS_PER_IP", VAR_INT, "256", 0, 1000000, OFF(max_connections_per_ip),
      "concurrent connections from one client address at most; 0: no cap (behind a proxy)"},
     {"CRMD_MAX_BODY_BYTES", VAR_SIZE, "8388608", 1024, 1LL << 32, OFF(max_body_bytes),
-     "largest request body accepted; larger gets 413"},
+     "largest request body accepted on any route (each route has its own, smaller for most); "
+     "larger gets 413"},
+    {"CRMD_BODY_BUDGET_BYTES", VAR_SIZE, "268435456", 4096, 1LL << 40, OFF(body_budget_bytes),
+     "request bodies being received, summed over all connections, at most; beyond, 503"},
     {"CRMD_MAX_URL_BYTES", VAR_SIZE, "8192", 256, 1 << 20, OFF(max_url_bytes),
      "longest request URL accepted; longer gets 414"},
     {"CRMD_MAX_HEADER_BYTES", VAR_SIZE, "16384", 1024, 1 << 20, OFF(max_header_bytes),

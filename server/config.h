@@ -23,6 +23,7 @@ typedef struct crmd_config {
     int body_timeout_s;
     int max_connections_per_ip;
     size_t max_body_bytes;
+    size_t body_budget_bytes;
     size_t max_url_bytes;
     size_t max_header_bytes;
     int pool_size;

@@ -10,6 +10,7 @@
 #include "http_internal.h"
 #include "log.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,16 +164,34 @@ static bool admit_query(http_request *req)
     return false;
 }
 
+/* The route's body limit within the server's. */
+static size_t body_limit(const http_request *req)
+{
+    size_t route_max = req->match.route->max_body;
+    size_t server_max = req->srv->cfg->max_body_bytes;
+    return route_max < server_max ? route_max : server_max;
+}
+
+static void refuse_too_large(http_request *req)
+{
+    char detail[128];
+    if (req->body_limit == 0)
+        snprintf(detail, sizeof detail, "this operation takes no request body");
+    else
+        snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
+                 req->body_limit);
+    http_reply_problem(req, 413, detail);
+}
+
 /* What the headers say of the body: its size and type (413, 415). */
 static bool admit_body_announcement(http_request *req)
 {
-    const crmd_config *cfg = req->srv->cfg;
+    req->body_limit = body_limit(req);
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl != NULL && strtoull(cl, NULL, 10) > cfg->max_body_bytes) {
-        char detail[128];
-        snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
-                 cfg->max_body_bytes);
-        http_reply_problem(req, 413, detail);
+    bool too_large = cl != NULL ? strtoull(cl, NULL, 10) > req->body_limit
+                                : req->body_limit == 0 && req_body_announced(req);
+    if (too_large) {
+        refuse_too_large(req);
         return false;
     }
     if (req->match.route->json_body && req_body_announced(req) &&
@@ -183,14 +202,46 @@ static bool admit_body_announcement(http_request *req)
     return true;
 }
 
+/* Takes n bytes from the process-wide budget for bodies in flight
+ * (CRMD_BODY_BUDGET_BYTES): many slow uploads cannot add up to more. */
+static bool reserve_body_bytes(http_request *req, size_t n)
+{
+    http_server *srv = req->srv;
+    size_t before = atomic_fetch_add(&srv->body_bytes, n);
+    if (before + n > srv->cfg->body_budget_bytes) {
+        atomic_fetch_sub(&srv->body_bytes, n);
+        return false;
+    }
+    req->body_reserved += n;
+    return true;
+}
+
+void admit_release_body(http_request *req)
+{
+    if (req->body_reserved > 0)
+        atomic_fetch_sub(&req->srv->body_bytes, req->body_reserved);
+    req->body_reserved = 0;
+}
+
+static void refuse_busy(http_request *req)
+{
+    http_reply_problem(req, 503, "the server is receiving too many request bodies; retry later");
+}
+
+bool admit_body_budget(http_request *req)
+{
+    const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    size_t announced = cl != NULL ? (size_t)strtoull(cl, NULL, 10) : 0;
+    if (announced == 0 || reserve_body_bytes(req, announced))
+        return true;
+    refuse_busy(req);
+    return false;
+}
+
 /* Everything decided from the request line and headers alone, in order;
  * the first check that refuses answers and ends admission. */
 void admit_request(http_request *req)
 {
-    if (atomic_load(&req->srv->abandon)) {
-        http_reply_problem(req, 503, "the server is shutting down");
-        return;
-    }
     if (!admit_sizes(req) || !admit_route(req) || !admit_key(req) || !admit_query(req) ||
         !admit_body_announcement(req))
         return;
@@ -198,9 +249,7 @@ void admit_request(http_request *req)
 
 static bool append_body(http_request *req, const char *data, size_t len)
 {
-    size_t max = req->srv->cfg->max_body_bytes;
-    if (req->body_len + len > max)
-        return false;
+    size_t max = req->body_limit;
     if (req->body_len + len > req->body_cap) {
         size_t cap = req->body_cap ? req->body_cap : 4096;
         while (cap < req->body_len + len)
@@ -220,21 +269,23 @@ static bool append_body(http_request *req, const char *data, size_t len)
 
 bool admit_body_bytes(http_request *req, const char *data, size_t len)
 {
-    if (append_body(req, data, len))
+    bool fits = req->body_len + len <= req->body_limit;
+    /* A chunked body (or one longer than announced) takes its budget as it
+     * comes. */
+    bool budgeted = !fits || req->body_len + len <= req->body_reserved ||
+                    reserve_body_bytes(req, req->body_len + len - req->body_reserved);
+    if (fits && budgeted && append_body(req, data, len))
         return true;
-    char detail[128];
-    snprintf(detail, sizeof detail, "the request body is larger than %zu bytes",
-             req->srv->cfg->max_body_bytes);
-    http_reply_problem(req, 413, detail);
+    if (!fits)
+        refuse_too_large(req);
+    else if (!budgeted)
+        refuse_busy(req);
+    else
+        http_reply_problem(req, 500, "out of memory");
     free(req->body);
     req->body = NULL;
     req->body_cap = 0;
     return false;
-}
-
-void admit_release_body(http_request *req)
-{
-    (void)req;
 }
 
 /* On a worker: the key the cache did not hold, from the database. */

@@ -119,6 +119,8 @@ struct http_request {
     bool has_principal;
     bool key_unchecked; /* the key was not cached: a worker checks it */
     bool parked;        /* suspended by its I/O thread, not yet called back */
+    bool headers_recall; /* suspended in the headers call: libmicrohttpd
+                            repeats that call (no data) after the resume */
     crm_arena arena;
 
     /* body */
@@ -185,6 +187,10 @@ bool admit_unchecked_key(http_request *req);
 /* Appends body bytes within the route's limit and the server's budget;
  * false with req answered (413/503) when they do not fit. */
 bool admit_body_bytes(http_request *req, const char *data, size_t len);
+
+/* Takes the announced body's size from the server's budget for bodies in
+ * flight; false with req answered 503 when it is spent. */
+bool admit_body_budget(http_request *req);
 
 /* Gives the request's share of the body budget back. */
 void admit_release_body(http_request *req);

@@ -237,12 +237,12 @@ static enum MHD_Result after_inline_handler(http_request *req, io_thread *io)
     return queue_answer(req);
 }
 
-/* The request is complete: run its handler here when it never blocks and
- * its key is known, else on a worker. */
+/* The request is complete: run its handler here when it never blocks, else
+ * on a worker. */
 static enum MHD_Result run_request(http_request *req)
 {
     const http_route *route = req->match.route;
-    if (!route->nonblocking || req->key_unchecked) {
+    if (!route->nonblocking) {
         hand_to_worker(req, REQ_ON_WORKER);
         return MHD_YES;
     }
@@ -255,6 +255,18 @@ static enum MHD_Result run_request(http_request *req)
 }
 
 /* ---- libmicrohttpd's callbacks ------------------------------------------------ */
+
+/* A request refused at headers time. With a body on its way the answer
+ * goes now and the body is never read (libmicrohttpd closes the connection
+ * after it); without one it waits for the request's last call, which
+ * keeps the connection alive. */
+static enum MHD_Result refuse_early(http_request *req)
+{
+    if (!req_body_announced(req))
+        return MHD_YES;
+    req->close_after = true;
+    return queue_answer(req);
+}
 
 static enum MHD_Result start_request(http_server *srv, struct MHD_Connection *conn,
                                      const char *url, const char *method, void **con_cls)
@@ -280,9 +292,16 @@ static enum MHD_Result start_request(http_server *srv, struct MHD_Connection *co
     atomic_fetch_add(&srv->in_flight, 1);
     req_assign_id(req);
     admit_request(req);
+    if (req_get_state(req) == REQ_ADMITTING && req->key_unchecked) {
+        /* The key is checked before any body byte is read. */
+        req->headers_recall = true;
+        hand_to_worker(req, REQ_AUTHENTICATING);
+        return MHD_YES;
+    }
+    if (req_get_state(req) == REQ_ADMITTING && admit_body_budget(req))
+        req_set_state(req, REQ_READING_BODY);
     if (req_get_state(req) == REQ_ANSWERED)
-        return req_body_announced(req) ? queue_answer(req) : MHD_YES;
-    req_set_state(req, REQ_READING_BODY);
+        return refuse_early(req);
     return MHD_YES;
 }
 
@@ -317,6 +336,16 @@ enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn, cons
         req->parked = false;
         req->io->suspended--;
     }
+    if (req->headers_recall) {
+        /* Back from the key check: the body's deadline starts now. The
+         * repeated headers call is not the end of the body. */
+        req->headers_recall = false;
+        if (req_get_state(req) == REQ_READING_BODY) {
+            conn_set_phase(req, CONN_READING_BODY);
+            if (*upload_data_size == 0)
+                return MHD_YES;
+        }
+    }
 
     switch (req_get_state(req)) {
     case REQ_READING_BODY:
@@ -324,10 +353,11 @@ enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn, cons
             return take_body(req, upload_data, upload_data_size);
         return run_request(req);
     case REQ_ANSWERED:
-        /* Refused before any body byte was taken (a key the worker did not
-         * know): answer now, and the body is never read. */
+        /* Refused in mid-body: the rest is read and dropped. */
         if (*upload_data_size > 0 && (req->discarded > 0 || req->body_len > 0))
             return take_body(req, upload_data, upload_data_size);
+        /* Refused before any body byte was taken (a key a worker did not
+         * know): answer now; the body is never read. */
         if (*upload_data_size > 0)
             req->close_after = true;
         return queue_answer(req);

@@ -43,17 +43,17 @@ static http_request *next_request(http_server *srv)
     return req;
 }
 
-/* Does what the request came for: a key check (then back to reading the
- * body), or the handler. */
+/* Does what the request came for: a key check at headers time (then back
+ * to its I/O thread to read the body, which an unknown key never gets to
+ * send), or the handler. */
 static void serve(http_request *req)
 {
     if (req_get_state(req) == REQ_AUTHENTICATING) {
-        if (admit_unchecked_key(req))
+        if (admit_unchecked_key(req) && admit_body_budget(req))
             req_set_state(req, REQ_READING_BODY);
         return;
     }
-    if (!req->key_unchecked || admit_unchecked_key(req))
-        req->match.route->handler(req);
+    req->match.route->handler(req);
     req_check_answered(req);
 }
 

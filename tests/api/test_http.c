@@ -543,6 +543,97 @@ START_TEST(idle_connections_from_one_address_do_not_lock_out_another)
 }
 END_TEST
 
+/* ---- bodies: per-route limits, the key first, the budget ------------------------ */
+
+/* Sends a request's head (no body bytes) and returns what the server
+ * answers before it closes the connection, within 3 s; "" when nothing. */
+static void answer_to_head(const crmd_server *server, const char *head, char *answer,
+                           size_t size)
+{
+    int fd = raw_connect_from(server, "127.0.0.1");
+    raw_send(fd, head);
+    long long took = read_until_closed(fd, answer, size, 3000);
+    close(fd);
+    ck_assert_msg(took >= 0, "no answer (or the connection still open) 3 s after the head; "
+                             "got %.200s", answer);
+}
+
+START_TEST(a_body_on_healthz_is_refused_with_413)
+{
+    http_call call = {.method = "GET", .path = "/healthz", .body = "{}"};
+    http_response r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 413));
+    http_response_free(&r);
+}
+END_TEST
+
+START_TEST(a_too_large_customer_gets_413_before_its_body_is_sent)
+{
+    /* 1 MiB is within the server's 8 MiB but not a customer's limit. */
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/customers HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n",
+             harness_admin_key.secret);
+    answer_to_head(&srv, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 413", 12) == 0, "answered %.200s", answer);
+    ck_assert_ptr_nonnull(strstr(answer, "application/problem+json"));
+}
+END_TEST
+
+START_TEST(an_unknown_key_with_a_large_body_gets_401_without_the_body_being_read)
+{
+    /* Well-formed, unknown: the cache cannot tell, a worker asks the
+     * database before a single body byte is read. */
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/touchpoints/batch HTTP/1.1\r\nHost: crmd\r\n"
+             "Authorization: Bearer crm_0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ\r\n"
+             "Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n");
+    answer_to_head(&srv, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 401", 12) == 0, "answered %.200s", answer);
+    ck_assert_msg(strcasestr(answer, "\r\nConnection: close\r\n") != NULL,
+                  "no Connection: close in %.300s", answer);
+}
+END_TEST
+
+START_TEST(bodies_in_flight_beyond_the_budget_get_503)
+{
+    static const char *const env[] = {"CRMD_BODY_BUDGET_BYTES=100000", NULL};
+    crmd_server tight;
+    crmd_fixture_start(&tight, env);
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/touchpoints/batch HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 80000\r\n\r\n",
+             harness_admin_key.secret);
+    /* The first upload holds 80,000 of the 100,000 bytes while it lasts. */
+    int first = raw_connect_from(&tight, "127.0.0.1");
+    raw_send(first, head);
+    raw_send(first, "{\"items\": [");
+    harness_sleep_ms(300);
+
+    answer_to_head(&tight, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 503", 12) == 0, "answered %.200s", answer);
+    ck_assert_ptr_nonnull(strcasestr(answer, "\r\nRetry-After: "));
+
+    close(first); /* its share comes back */
+    long long deadline = harness_now_ms() + 3000;
+    long status = 0;
+    while (harness_now_ms() < deadline) {
+        http_response r = http_post_json(&tight, "/v1/touchpoints/batch",
+                                         harness_admin_key.secret, "{\"items\": []}");
+        status = r.status;
+        http_response_free(&r);
+        if (status != 503)
+            break;
+        harness_sleep_ms(50);
+    }
+    ck_assert_msg(status != 503 && status != 0, "after the upload ended: HTTP %ld", status);
+    crmd_fixture_stop(&tight);
+}
+END_TEST
+
 /* ---- access log ------------------------------------------------------------------ */
 
 /* Sends call with X-Request-Id id and returns its parsed access-log line. */
@@ -805,6 +896,15 @@ Suite *http_suite(void)
     tcase_add_test(hostile, a_trickled_body_is_cut_off_at_the_body_deadline);
     tcase_add_test(hostile, idle_connections_from_one_address_do_not_lock_out_another);
     suite_add_tcase(s, hostile);
+
+    TCase *bodies = tcase_create("bodies");
+    tcase_set_timeout(bodies, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(bodies, setup, teardown);
+    tcase_add_test(bodies, a_body_on_healthz_is_refused_with_413);
+    tcase_add_test(bodies, a_too_large_customer_gets_413_before_its_body_is_sent);
+    tcase_add_test(bodies, an_unknown_key_with_a_large_body_gets_401_without_the_body_being_read);
+    tcase_add_test(bodies, bodies_in_flight_beyond_the_budget_get_503);
+    suite_add_tcase(s, bodies);
 
     TCase *log = tcase_create("access-log");
     tcase_set_timeout(log, HARNESS_TCASE_TIMEOUT_S);
