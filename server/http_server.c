@@ -165,12 +165,15 @@ http_server *http_server_start(const crmd_config *cfg, const crm_db_config *dbcf
     srv->nworkers = cfg->threads;
     srv->io = calloc((size_t)srv->nio, sizeof *srv->io);
     srv->workers = calloc((size_t)srv->nworkers, sizeof *srv->workers);
+    /* No descriptors yet: a failed start must not close fd 0 for a thread
+     * whose init never ran. */
+    for (int i = 0; srv->io != NULL && i < srv->nio; i++)
+        srv->io[i].epfd = srv->io[i].wakefd = srv->io[i].kickfd = -1;
     pthread_mutex_init(&srv->work_mu, NULL);
     pthread_cond_init(&srv->work_cv, NULL);
     router_init();
-    metrics_init();
 
-    bool ok = srv->io != NULL && srv->workers != NULL;
+    bool ok = srv->io != NULL && srv->workers != NULL && metrics_init();
     for (int i = 0; ok && i < srv->nio; i++) {
         ok = io_thread_init(&srv->io[i], srv, &addr, dbcfg, err);
         if (ok && i == 0) { /* the others bind the port the first one got */

@@ -137,6 +137,12 @@ static int cmd_keys(const crmd_config *cfg, int argc, char **argv)
 
     json_t *list = json_array();
     char *copy = strdup(scopes), *save = NULL;
+    if (copy == NULL || list == NULL) {
+        fprintf(stderr, "crmd keys create: out of memory\n");
+        free(copy);
+        json_decref(list);
+        return 1;
+    }
     for (char *s = strtok_r(copy, ",", &save); s; s = strtok_r(NULL, ",", &save))
         json_array_append_new(list, json_string(s));
     free(copy);
