@@ -67,9 +67,17 @@ static struct MHD_Daemon *start_daemon(http_server *srv, const struct sockaddr_i
                                        unsigned connection_limit)
 {
     const crmd_config *cfg = srv->cfg;
-    /* Room for the request line and headers we accept plus a read buffer;
-     * libmicrohttpd answers 431/414 itself only beyond our own limits. */
-    size_t memory_limit = cfg->max_header_bytes + cfg->max_url_bytes + 8 * 1024;
+    /* libmicrohttpd keeps a connection's request line, headers and parsed
+     * arguments in one pool; when they do not fit it answers with its own
+     * HTML page, or (arguments) closes the connection without an answer.
+     * So the pool holds twice what we accept (our own 414/431, as
+     * problem+json, then answer up to there) plus an entry (some 64
+     * bytes) for every argument the URL can carry (one per '&') and every
+     * header (four bytes at least). It is mapped, not touched: a
+     * connection uses only the pages its request needs. */
+    size_t accepted = cfg->max_header_bytes + cfg->max_url_bytes;
+    size_t entries = cfg->max_url_bytes + cfg->max_header_bytes / 4;
+    size_t memory_limit = 2 * accepted + 8 * 1024 + entries * 64;
     unsigned flags = MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     return MHD_start_daemon(
         flags, 0, NULL, NULL, http_access_handler, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
@@ -183,21 +191,25 @@ http_server *http_server_start(const crmd_config *cfg, const crm_db_config *dbcf
             addr.sin_port = htons((uint16_t)srv->port);
         }
     }
+    /* Published before the threads start, which read it (/metrics). */
+    current_server = srv;
     int started_io = 0, started_workers = 0;
-    for (; ok && started_io < srv->nio; started_io++)
+    while (ok && started_io < srv->nio) {
         ok = pthread_create(&srv->io[started_io].thread, NULL, io_main, &srv->io[started_io]) == 0;
-    for (; ok && started_workers < srv->nworkers; started_workers++)
+        started_io += ok;
+    }
+    while (ok && started_workers < srv->nworkers) {
         ok = pthread_create(&srv->workers[started_workers], NULL, worker_main, srv) == 0;
+        started_workers += ok;
+    }
     if (!ok) {
         if (err->code == CRM_OK)
             crm_error_set(err, CRM_E_INTERNAL, "cannot start the HTTP threads");
         srv->nio = started_io;
         srv->nworkers = started_workers;
-        current_server = srv;
         http_server_stop(srv);
         return NULL;
     }
-    current_server = srv;
     return srv;
 }
 

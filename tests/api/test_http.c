@@ -634,6 +634,58 @@ START_TEST(bodies_in_flight_beyond_the_budget_get_503)
 }
 END_TEST
 
+/* ---- libmicrohttpd's own limits answer problem+json ---------------------------- */
+
+START_TEST(five_hundred_query_parameters_get_a_problem_answer)
+{
+    /* 3.4 KB of URL, within the 8 KiB limit: libmicrohttpd ran out of its
+     * per-connection pool parsing them and closed without an answer. */
+    char *path = malloc(8192);
+    ck_assert_ptr_nonnull(path);
+    size_t len = (size_t)snprintf(path, 8192, "/v1/customers?");
+    for (int i = 0; i < 500; i++)
+        len += (size_t)snprintf(path + len, 8192 - len, "%sa%d=1", i ? "&" : "", i);
+    http_response r = http_get(&srv, path, harness_admin_key.secret);
+    ck_assert_msg(r.curl_code == CURLE_OK, "no answer: %s", r.curl_error);
+    json_decref(assert_problem(&r, 414));
+    http_response_free(&r);
+    free(path);
+}
+END_TEST
+
+START_TEST(eight_thousand_empty_query_parameters_get_a_problem_answer)
+{
+    char *path = malloc(8100);
+    ck_assert_ptr_nonnull(path);
+    strcpy(path, "/healthz?");
+    memset(path + 9, '&', 8000);
+    path[8009] = '\0';
+    http_response r = http_get(&srv, path, NULL);
+    ck_assert_msg(r.curl_code == CURLE_OK, "no answer: %s", r.curl_error);
+    json_decref(assert_problem(&r, 414));
+    http_response_free(&r);
+    free(path);
+}
+END_TEST
+
+START_TEST(a_header_of_twice_the_limit_gets_problem_json_431)
+{
+    /* 40,000 bytes: over CRMD_MAX_HEADER_BYTES (16 KiB) and, before, over
+     * libmicrohttpd's pool, which answered with its own HTML page. */
+    char *header = malloc(40016);
+    ck_assert_ptr_nonnull(header);
+    strcpy(header, "X-Big: ");
+    memset(header + 7, 'a', 40000);
+    header[40007] = '\0';
+    const char *headers[] = {header, NULL};
+    http_call call = {.path = "/healthz", .headers = headers};
+    http_response r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 431));
+    http_response_free(&r);
+    free(header);
+}
+END_TEST
+
 /* ---- access log ------------------------------------------------------------------ */
 
 /* Sends call with X-Request-Id id and returns its parsed access-log line. */
@@ -905,6 +957,14 @@ Suite *http_suite(void)
     tcase_add_test(bodies, an_unknown_key_with_a_large_body_gets_401_without_the_body_being_read);
     tcase_add_test(bodies, bodies_in_flight_beyond_the_budget_get_503);
     suite_add_tcase(s, bodies);
+
+    TCase *limits = tcase_create("mhd-limits");
+    tcase_set_timeout(limits, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, five_hundred_query_parameters_get_a_problem_answer);
+    tcase_add_test(limits, eight_thousand_empty_query_parameters_get_a_problem_answer);
+    tcase_add_test(limits, a_header_of_twice_the_limit_gets_problem_json_431);
+    suite_add_tcase(s, limits);
 
     TCase *log = tcase_create("access-log");
     tcase_set_timeout(log, HARNESS_TCASE_TIMEOUT_S);
