@@ -84,19 +84,14 @@ static bool authorize(http_request *req)
     return false;
 }
 
-/* No operation takes more than a few dozen query parameters; hundreds are
- * an attack on whatever scans them. */
-#define MAX_QUERY_PARAMS 256
-
 /* The request line and headers within the configured sizes (414, 431). */
 static bool admit_sizes(http_request *req)
 {
     const crmd_config *cfg = req->srv->cfg;
-    int params = MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, NULL, NULL);
-    if (params > MAX_QUERY_PARAMS) {
+    if (req->too_many_params) {
         char detail[128];
-        snprintf(detail, sizeof detail, "the request has %d query parameters; at most %d are "
-                                        "accepted", params, MAX_QUERY_PARAMS);
+        snprintf(detail, sizeof detail, "the request has more than %d query parameters",
+                 HTTP_MAX_QUERY_PARAMS);
         http_reply_problem(req, 414, detail);
         return false;
     }

@@ -121,6 +121,7 @@ struct http_request {
     bool parked;        /* suspended by its I/O thread, not yet called back */
     bool headers_recall; /* suspended in the headers call: libmicrohttpd
                             repeats that call (no data) after the resume */
+    bool too_many_params; /* its query string was cut short (http_uri_seen) */
     crm_arena arena;
 
     /* body */
@@ -219,6 +220,13 @@ void http_request_completed(void *cls, struct MHD_Connection *conn, void **con_c
 void http_connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe);
 void *io_main(void *arg);
+
+/* libmicrohttpd's URI callback, before it parses the query string. */
+void *http_uri_seen(void *cls, const char *uri, struct MHD_Connection *conn);
+
+/* No operation takes more than a few dozen query parameters; hundreds are
+ * an attack on whatever scans them (and on libmicrohttpd's pool). */
+#define HTTP_MAX_QUERY_PARAMS 256
 
 /* Wakes the I/O thread io (from any thread). */
 void io_kick(io_thread *io);

@@ -256,6 +256,32 @@ static enum MHD_Result run_request(http_request *req)
 
 /* ---- libmicrohttpd's callbacks ------------------------------------------------ */
 
+/* What http_uri_seen returns for a request whose query string it cut. */
+static char too_many_params_mark;
+
+/* libmicrohttpd stores every query argument in the connection's pool (sized
+ * for the fast path, see start_daemon) before the first access_handler
+ * call; a few hundred of them exhaust it and it closes the connection
+ * without an answer. Here, before it parses them, a query string with too
+ * many is cut short at its '?' (the line is libmicrohttpd's writable read
+ * buffer; it has already found the '?', or finds it again, and parses
+ * nothing after it) and the request is marked for a 414. */
+void *http_uri_seen(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)conn;
+    char *query = strchr(uri, '?');
+    if (query == NULL)
+        return NULL;
+    int params = 1;
+    for (const char *p = query; (p = strchr(p + 1, '&')) != NULL;)
+        if (++params > HTTP_MAX_QUERY_PARAMS) {
+            query[1] = '\0';
+            return &too_many_params_mark;
+        }
+    return NULL;
+}
+
 /* A request refused at headers time. With a body on its way the answer
  * goes now and the body is never read (libmicrohttpd closes the connection
  * after it); without one it waits for the request's last call, which
@@ -281,6 +307,7 @@ static enum MHD_Result start_request(http_server *srv, struct MHD_Connection *co
     req->path = url;
     req->io = http_current_io;
     req->match.index = -1;
+    req->too_many_params = *con_cls == &too_many_params_mark;
     atomic_init(&req->state, REQ_ADMITTING);
     const union MHD_ConnectionInfo *info =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -330,7 +357,7 @@ enum MHD_Result http_access_handler(void *cls, struct MHD_Connection *conn, cons
 {
     (void)version;
     http_request *req = *con_cls;
-    if (req == NULL)
+    if (req == NULL || *con_cls == &too_many_params_mark)
         return start_request(cls, conn, url, method, con_cls);
     if (req->parked) { /* back from a worker or the database loop */
         req->parked = false;
@@ -388,9 +415,13 @@ void http_request_completed(void *cls, struct MHD_Connection *conn, void **con_c
     (void)toe;
     http_server *srv = cls;
     http_request *req = *con_cls;
-    if (req == NULL)
-        return;
     *con_cls = NULL;
+    if (req == NULL || (void *)req == &too_many_params_mark)
+        return; /* no request was started */
+    /* Resumed but never called back (the client had gone): no longer
+     * suspended either. */
+    if (req->parked)
+        req->io->suspended--;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     double seconds = (double)(now.tv_sec - req->started.tv_sec) +
