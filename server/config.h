@@ -19,7 +19,11 @@ typedef struct crmd_config {
     int io_threads;
     int max_connections;
     int connection_timeout_s;
+    int header_timeout_s;
+    int body_timeout_s;
+    int max_connections_per_ip;
     size_t max_body_bytes;
+    size_t body_budget_bytes;
     size_t max_url_bytes;
     size_t max_header_bytes;
     int pool_size;

@@ -28,10 +28,14 @@ typedef struct route_series {
 static route_series *series; /* n_routes + 1: the last is "no route matched" */
 static size_t n_routes;
 
-void metrics_init(void)
+bool metrics_init(void)
 {
-    router_table(&n_routes);
-    series = calloc(n_routes + 1, sizeof *series);
+    size_t n;
+    router_table(&n);
+    series = calloc(n + 1, sizeof *series);
+    /* Without the table there are no per-route series to render. */
+    n_routes = series != NULL ? n : 0;
+    return series != NULL;
 }
 
 static size_t status_slot(int status)
@@ -77,7 +81,7 @@ char *metrics_render(size_t *len, int open_connections, int in_flight)
 
     fputs("# HELP crmd_http_requests_total HTTP requests answered, by route pattern and status.\n"
           "# TYPE crmd_http_requests_total counter\n", out);
-    for (size_t i = 0; i <= n_routes; i++) {
+    for (size_t i = 0; series != NULL && i <= n_routes; i++) {
         route_labels(i, table, labels, sizeof labels);
         for (size_t st = 0; st < N_STATUS; st++) {
             unsigned long n = atomic_load_explicit(&series[i].by_status[st], memory_order_relaxed);
@@ -93,7 +97,7 @@ char *metrics_render(size_t *len, int open_connections, int in_flight)
 
     fputs("# HELP crmd_http_request_duration_seconds Time from request start to response "
           "queued.\n# TYPE crmd_http_request_duration_seconds histogram\n", out);
-    for (size_t i = 0; i <= n_routes; i++) {
+    for (size_t i = 0; series != NULL && i <= n_routes; i++) {
         unsigned long total = atomic_load_explicit(&series[i].count, memory_order_relaxed);
         if (total == 0)
             continue;

@@ -12,8 +12,11 @@
 
 #include "router.h"
 
-/* Sizes the tables for the route table. Call once before serving. */
-void metrics_init(void);
+#include <stdbool.h>
+
+/* Sizes the tables for the route table. Call once before serving; false
+ * when out of memory. */
+bool metrics_init(void);
 
 /* Records one finished request. route_index is -1 when no route matched. */
 void metrics_record(int route_index, int status, double seconds);

@@ -11,48 +11,60 @@
 
 #include <string.h>
 
+/* Body limits (max_body, the last column; 0: none): small documents,
+ * one customer or touchpoint (attributes alone may take 64 KiB compact), and
+ * the batch. CRMD_MAX_BODY_BYTES caps them all. */
+#define SMALL_BODY (64u * 1024)
+#define RECORD_BODY (256u * 1024)
+#define BATCH_BODY (8u * 1024 * 1024)
+
 static const http_route routes[] = {
     /* operations */
-    {"GET", "/healthz", handle_healthz, 0, false, true},
-    {"GET", "/readyz", handle_readyz, 0, false, true},
-    {"GET", "/metrics", handle_metrics, 0, false, true},
-    {"GET", "/openapi.yaml", handle_openapi, 0, false, true},
+    {"GET", "/healthz", handle_healthz, 0, false, true, 0},
+    {"GET", "/readyz", handle_readyz, 0, false, true, 0},
+    {"GET", "/metrics", handle_metrics, 0, false, true, 0},
+    {"GET", "/openapi.yaml", handle_openapi, 0, false, true, 0},
     /* api keys */
-    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false},
-    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true},
-    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true},
-    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false},
+    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false, SMALL_BODY},
+    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true, 0},
+    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true, 0},
+    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false, 0},
     /* customers */
-    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
-    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true},
-    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true},
-    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
-    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false},
-    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false},
-    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_EXPORT, false, false},
-    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
+     RECORD_BODY},
+    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true, 0},
+    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true, 0},
+    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
+     RECORD_BODY},
+    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false, 0},
+    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_EXPORT, false, false, 0},
+    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
+     SMALL_BODY},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false},
+     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
     {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false, RECORD_BODY},
     /* consents */
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
-     true, false},
-    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false},
+     true, false, SMALL_BODY},
+    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
     /* touchpoints */
-    {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false},
+    {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false,
+     RECORD_BODY},
     {"POST", "/v1/touchpoints/batch", handle_touchpoint_batch, CRM_SCOPE_TOUCHPOINTS_WRITE, true,
-     false},
-    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true},
+     false, BATCH_BODY},
+    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true, 0},
     {"GET", "/v1/customers/{id}/touchpoints", handle_customer_timeline, CRM_SCOPE_TOUCHPOINTS_READ,
-     false, true},
+     false, true, 0},
     /* duplicates and merge */
     {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
-     false, false},
-    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+     false, false, 0},
+    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
+     SMALL_BODY},
     /* sync feeds */
-    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true},
-    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true},
+    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true, 0},
+    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -24,6 +24,8 @@ typedef struct http_route {
     bool json_body;      /* the request carries a JSON body */
     bool nonblocking;    /* never blocks: runs on the I/O thread (at most one
                             http_defer_query); otherwise a worker runs it */
+    size_t max_body;     /* largest body accepted (within CRMD_MAX_BODY_BYTES);
+                            0, the default: no body at all */
 } http_route;
 
 #define HTTP_MAX_PARAMS 4

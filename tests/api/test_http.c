@@ -4,8 +4,13 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <stdatomic.h>
@@ -253,6 +258,427 @@ START_TEST(sigterm_abandons_requests_that_outlast_the_shutdown_timeout)
     ck_assert_msg(u.response.status != 201, "the abandoned request was answered 201");
     http_response_free(&u.response);
     crmd_fixture_stop(&impatient);
+}
+END_TEST
+
+/* A read deferred to the database loop when SIGTERM's deadline passes: a
+ * statement waits behind a lock the test holds. crmd must fail it (503, or
+ * close the connection), resume the connection and exit 0, not abort in
+ * libmicrohttpd with a suspended connection. */
+typedef struct held_read {
+    const crmd_server *server;
+    char path[64];
+    long timeout_ms;
+    pthread_t thread;
+    http_response response;
+} held_read;
+
+static void *held_read_run(void *arg)
+{
+    held_read *h = arg;
+    http_call call = {.path = h->path, .api_key = harness_admin_key.secret,
+                      .timeout_ms = h->timeout_ms};
+    h->response = http_send(h->server, &call);
+    return NULL;
+}
+
+/* client_timeout_ms: how long the client waits; shorter than the hold, it
+ * has gone (closed its connection) before the SIGTERM. */
+static void sigterm_fails_a_deferred_read_held_by_a_lock(const char *timeout_var,
+                                                          long client_timeout_ms)
+{
+    const char *env[] = {timeout_var, NULL};
+    crmd_server impatient;
+    crmd_fixture_start(&impatient, env);
+    /* A write first: it caches the key, so the read runs on the I/O thread
+     * and defers its statement to the database loop. */
+    http_response made =
+        http_post_json(&impatient, "/v1/customers", harness_admin_key.secret,
+                       "{\"first_name\": \"Held\", \"last_name\": \"Behind a lock\"}");
+    ck_assert_msg(made.status == 201, "HTTP %ld: %.300s", made.status, made.body);
+    json_t *customer = http_response_json(&made);
+    long long id = json_integer_value(json_object_get(customer, "id"));
+    json_decref(customer);
+    http_response_free(&made);
+
+    PGconn *db = harness_db_connect();
+    PQclear(PQexec(db, "BEGIN"));
+    PGresult *lock = PQexec(db, "LOCK TABLE customers IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(lock), PGRES_COMMAND_OK);
+    PQclear(lock);
+
+    held_read h = {.server = &impatient, .timeout_ms = client_timeout_ms};
+    snprintf(h.path, sizeof h.path, "/v1/customers/%lld", id);
+    ck_assert_int_eq(pthread_create(&h.thread, NULL, held_read_run, &h), 0);
+    harness_sleep_ms(500); /* the read is waiting on the lock */
+    int status = crmd_stop(&impatient, 20);
+    pthread_join(h.thread, NULL);
+    PQclear(PQexec(db, "ROLLBACK"));
+    PQfinish(db);
+
+    ck_assert_msg(status == 0, "crmd exited with %d after SIGTERM (134 is an abort, -1 a hang)",
+                  status);
+    ck_assert_msg(h.response.status == 503 || h.response.curl_code != CURLE_OK,
+                  "the held read was answered %ld: %.300s", h.response.status, h.response.body);
+    if (h.response.status == 503)
+        json_decref(assert_problem(&h.response, 503));
+    http_response_free(&h.response);
+    crmd_fixture_stop(&impatient);
+}
+
+START_TEST(sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout)
+{
+    sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=0", 20000);
+}
+END_TEST
+
+START_TEST(sigterm_after_the_client_of_a_deferred_read_has_gone_exits_0)
+{
+    /* The client gave up while its statement waited: the request still
+     * answers (to nobody) and crmd still exits 0. */
+    sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=0", 250);
+}
+END_TEST
+
+START_TEST(sigterm_fails_a_deferred_read_that_outlasts_a_1_s_shutdown_timeout)
+{
+    sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=1", 20000);
+}
+END_TEST
+
+/* ---- hostile clients: departures, deadlines, per-address cap ------------------ */
+
+/* A TCP connection to server from the loopback address from (any address of
+ * 127.0.0.0/8 is local on Linux, so tests can play several clients). */
+static int raw_connect_from(const crmd_server *server, const char *from)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(fd, 0);
+    struct sockaddr_in local = {.sin_family = AF_INET};
+    ck_assert_int_eq(inet_pton(AF_INET, from, &local.sin_addr), 1);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&local, sizeof local), 0);
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)server->port)};
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    ck_assert_msg(connect(fd, (struct sockaddr *)&to, sizeof to) == 0, "connect: %s",
+                  strerror(errno));
+    return fd;
+}
+
+static void raw_send(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    ck_assert_int_eq(send(fd, text, len, MSG_NOSIGNAL), (ssize_t)len);
+}
+
+/* Sends text and the FIN in one segment (MSG_MORE holds the bytes back
+ * until the shutdown), as a client that writes its last bytes and closes. */
+static void raw_send_and_close(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    ck_assert_int_eq(send(fd, text, len, MSG_NOSIGNAL | MSG_MORE), (ssize_t)len);
+    ck_assert_int_eq(shutdown(fd, SHUT_WR), 0);
+}
+
+/* Reads (and keeps, up to size - 1 bytes) until the server closes fd.
+ * Returns the milliseconds that took, or -1 when still open at timeout_ms. */
+static long long read_until_closed(int fd, char *buf, size_t size, int timeout_ms)
+{
+    long long start = harness_now_ms(), deadline = start + timeout_ms;
+    size_t len = 0;
+    for (;;) {
+        long long left = deadline - harness_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return -1;
+        char scratch[512];
+        char *into = len + 1 < size ? buf + len : scratch;
+        size_t room = len + 1 < size ? size - 1 - len : sizeof scratch;
+        ssize_t n = recv(fd, into, room, 0);
+        if (n <= 0)
+            break;
+        if (into != scratch)
+            len += (size_t)n;
+    }
+    if (size > 0)
+        buf[len] = '\0';
+    return harness_now_ms() - start;
+}
+
+/* crmd_http_requests_in_flight from /metrics, this request included. */
+static long requests_in_flight(const crmd_server *server)
+{
+    http_response r = http_get(server, "/metrics", NULL);
+    ck_assert_int_eq(r.status, 200);
+    const char *line = strstr(r.body, "\ncrmd_http_requests_in_flight ");
+    ck_assert_ptr_nonnull(line);
+    long n = strtol(line + strlen("\ncrmd_http_requests_in_flight "), NULL, 10);
+    http_response_free(&r);
+    return n;
+}
+
+START_TEST(a_client_that_closes_mid_body_is_dropped_at_once)
+{
+    /* The last body bytes and the FIN arrive together: libmicrohttpd, edge
+     * triggered, read the bytes but never the end of the stream, and held
+     * the request (in flight) until its 60 s idle timeout. */
+    char request[512];
+    snprintf(request, sizeof request,
+             "POST /v1/customers HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"first_name\":",
+             harness_admin_key.secret);
+    int fd = raw_connect_from(&srv, "127.0.0.1");
+    raw_send_and_close(fd, request);
+    char answer[256];
+    long long took = read_until_closed(fd, answer, sizeof answer, 3000);
+    close(fd);
+    ck_assert_msg(took >= 0, "the connection was still open 3 s after the client's FIN");
+    long long deadline = harness_now_ms() + 3000;
+    long n;
+    while ((n = requests_in_flight(&srv)) > 1 && harness_now_ms() < deadline)
+        harness_sleep_ms(20);
+    ck_assert_msg(n == 1, "%ld requests in flight (only /metrics itself expected)", n);
+}
+END_TEST
+
+START_TEST(a_client_that_closes_with_half_its_headers_is_dropped_at_once)
+{
+    int fd = raw_connect_from(&srv, "127.0.0.1");
+    raw_send_and_close(fd, "GET /healthz HTTP/1.1\r\nHost: crmd\r\nX-Half: ");
+    char answer[64];
+    long long took = read_until_closed(fd, answer, sizeof answer, 3000);
+    close(fd);
+    ck_assert_msg(took >= 0, "the connection was still open 3 s after the client's FIN");
+}
+END_TEST
+
+/* Sends text one byte every 100 ms until the server closes the connection
+ * (returns the seconds it took) or limit_ms passes (returns -1). */
+static double trickle_until_cut(int fd, const char *text, int limit_ms)
+{
+    long long start = harness_now_ms();
+    for (size_t i = 0; harness_now_ms() - start < limit_ms; i++) {
+        char byte = text[i % strlen(text)];
+        if (send(fd, &byte, 1, MSG_NOSIGNAL) != 1)
+            return (double)(harness_now_ms() - start) / 1000.0;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 100) == 1) {
+            char buf[512];
+            if (recv(fd, buf, sizeof buf, 0) <= 0)
+                return (double)(harness_now_ms() - start) / 1000.0;
+        }
+    }
+    return -1;
+}
+
+START_TEST(slowloris_headers_are_cut_off_at_the_header_deadline)
+{
+    static const char *const env[] = {"CRMD_HEADER_TIMEOUT_S=1", NULL};
+    crmd_server strict;
+    crmd_fixture_start(&strict, env);
+    int fd = raw_connect_from(&strict, "127.0.0.1");
+    raw_send(fd, "GET /healthz HTTP/1.1\r\nHost: crmd\r\n");
+    double took = trickle_until_cut(fd, "X-Slow: a\r\n", 6000);
+    close(fd);
+    ck_assert_msg(took >= 0, "a header byte every 100 ms held the connection for 6 s");
+    ck_assert_msg(took >= 0.5, "cut after %.2f s, before the 1 s deadline", took);
+    http_response r = http_get(&strict, "/healthz", NULL);
+    ck_assert_int_eq(r.status, 200);
+    http_response_free(&r);
+    crmd_fixture_stop(&strict);
+}
+END_TEST
+
+START_TEST(a_trickled_body_is_cut_off_at_the_body_deadline)
+{
+    static const char *const env[] = {"CRMD_BODY_TIMEOUT_S=1", NULL};
+    crmd_server strict;
+    crmd_fixture_start(&strict, env);
+    char request[512];
+    snprintf(request, sizeof request,
+             "POST /v1/api-keys HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 4000\r\n\r\n",
+             harness_admin_key.secret);
+    int fd = raw_connect_from(&strict, "127.0.0.1");
+    raw_send(fd, request);
+    double took = trickle_until_cut(fd, " ", 6000);
+    close(fd);
+    ck_assert_msg(took >= 0, "a body byte every 100 ms held the connection for 6 s");
+    crmd_fixture_stop(&strict);
+}
+END_TEST
+
+START_TEST(idle_connections_from_one_address_do_not_lock_out_another)
+{
+    /* Four connections per address (one I/O thread, so no share rounding),
+     * far below the global maximum. The flood comes from 127.0.0.3, which
+     * no other connection of the test uses. */
+    static const char *const env[] = {"CRMD_IO_THREADS=1", "CRMD_MAX_CONNECTIONS_PER_IP=4",
+                                      "CRMD_MAX_CONNECTIONS=64", "CRMD_HEADER_TIMEOUT_S=2",
+                                      NULL};
+    crmd_server capped;
+    crmd_fixture_start(&capped, env);
+    int idle[4];
+    for (int i = 0; i < 4; i++)
+        idle[i] = raw_connect_from(&capped, "127.0.0.3");
+    harness_sleep_ms(200); /* accepted */
+
+    static const char healthz[] = "GET /healthz HTTP/1.1\r\nHost: crmd\r\nConnection: close\r\n\r\n";
+    char answer[1024];
+    int extra = raw_connect_from(&capped, "127.0.0.3");
+    send(extra, healthz, strlen(healthz), MSG_NOSIGNAL);
+    long long took = read_until_closed(extra, answer, sizeof answer, 3000);
+    close(extra);
+    ck_assert_msg(took >= 0 && answer[0] == '\0',
+                  "a fifth connection from the same address was served: %.100s", answer);
+
+    int other = raw_connect_from(&capped, "127.0.0.2");
+    raw_send(other, healthz);
+    took = read_until_closed(other, answer, sizeof answer, 3000);
+    close(other);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 200", 12) == 0,
+                  "another address was not served while the first held its cap: %.100s", answer);
+
+    /* The idle ones send no headers: they are closed at the header deadline,
+     * and the address is served again. */
+    for (int i = 0; i < 4; i++) {
+        took = read_until_closed(idle[i], answer, sizeof answer, 5000);
+        ck_assert_msg(took >= 0, "idle connection %d still open 5 s after the 2 s deadline", i);
+        close(idle[i]);
+    }
+    harness_sleep_ms(100);
+    int again = raw_connect_from(&capped, "127.0.0.3");
+    raw_send(again, healthz);
+    read_until_closed(again, answer, sizeof answer, 3000);
+    close(again);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 200", 12) == 0,
+                  "the address was not served after its idle connections were closed: %.100s",
+                  answer);
+    crmd_fixture_stop(&capped);
+}
+END_TEST
+
+/* ---- bodies: per-route limits, the key first, the budget ------------------------ */
+
+/* Sends a request's head (no body bytes) and returns what the server
+ * answers before it closes the connection, within 3 s; "" when nothing. */
+static void answer_to_head(const crmd_server *server, const char *head, char *answer,
+                           size_t size)
+{
+    int fd = raw_connect_from(server, "127.0.0.1");
+    raw_send(fd, head);
+    long long took = read_until_closed(fd, answer, size, 3000);
+    close(fd);
+    ck_assert_msg(took >= 0, "no answer (or the connection still open) 3 s after the head; "
+                             "got %.200s", answer);
+}
+
+START_TEST(a_body_on_healthz_is_refused_with_413)
+{
+    http_call call = {.method = "GET", .path = "/healthz", .body = "{}"};
+    http_response r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 413));
+    http_response_free(&r);
+}
+END_TEST
+
+START_TEST(a_too_large_customer_gets_413_before_its_body_is_sent)
+{
+    /* 1 MiB is within the server's 8 MiB but not a customer's limit. */
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/customers HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 1048576\r\n\r\n",
+             harness_admin_key.secret);
+    answer_to_head(&srv, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 413", 12) == 0, "answered %.200s", answer);
+    ck_assert_ptr_nonnull(strstr(answer, "application/problem+json"));
+}
+END_TEST
+
+START_TEST(an_unknown_key_with_a_large_body_gets_401_without_the_body_being_read)
+{
+    /* Well-formed, unknown: the cache cannot tell, a worker asks the
+     * database before a single body byte is read. */
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/touchpoints/batch HTTP/1.1\r\nHost: crmd\r\n"
+             "Authorization: Bearer crm_0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ\r\n"
+             "Content-Type: application/json\r\nContent-Length: 4000000\r\n\r\n");
+    answer_to_head(&srv, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 401", 12) == 0, "answered %.200s", answer);
+    ck_assert_msg(strcasestr(answer, "\r\nConnection: close\r\n") != NULL,
+                  "no Connection: close in %.300s", answer);
+}
+END_TEST
+
+START_TEST(bodies_in_flight_beyond_the_budget_get_503)
+{
+    static const char *const env[] = {"CRMD_BODY_BUDGET_BYTES=100000", NULL};
+    crmd_server tight;
+    crmd_fixture_start(&tight, env);
+    char head[512], answer[2048];
+    snprintf(head, sizeof head,
+             "POST /v1/touchpoints/batch HTTP/1.1\r\nHost: crmd\r\nAuthorization: Bearer %s\r\n"
+             "Content-Type: application/json\r\nContent-Length: 80000\r\n\r\n",
+             harness_admin_key.secret);
+    /* The first upload holds 80,000 of the 100,000 bytes while it lasts. */
+    int first = raw_connect_from(&tight, "127.0.0.1");
+    raw_send(first, head);
+    raw_send(first, "{\"items\": [");
+    harness_sleep_ms(300);
+
+    answer_to_head(&tight, head, answer, sizeof answer);
+    ck_assert_msg(strncmp(answer, "HTTP/1.1 503", 12) == 0, "answered %.200s", answer);
+    ck_assert_ptr_nonnull(strcasestr(answer, "\r\nRetry-After: "));
+
+    close(first); /* its share comes back */
+    long long deadline = harness_now_ms() + 3000;
+    long status = 0;
+    while (harness_now_ms() < deadline) {
+        http_response r = http_post_json(&tight, "/v1/touchpoints/batch",
+                                         harness_admin_key.secret, "{\"items\": []}");
+        status = r.status;
+        http_response_free(&r);
+        if (status != 503)
+            break;
+        harness_sleep_ms(50);
+    }
+    ck_assert_msg(status != 503 && status != 0, "after the upload ended: HTTP %ld", status);
+    crmd_fixture_stop(&tight);
+}
+END_TEST
+
+/* ---- libmicrohttpd's own limits answer problem+json ---------------------------- */
+
+START_TEST(five_hundred_query_parameters_get_a_problem_answer)
+{
+    /* 3.4 KB of URL, within the 8 KiB limit: libmicrohttpd ran out of its
+     * per-connection pool parsing them and closed without an answer. */
+    char *path = malloc(8192);
+    ck_assert_ptr_nonnull(path);
+    size_t len = (size_t)snprintf(path, 8192, "/v1/customers?");
+    for (int i = 0; i < 500; i++)
+        len += (size_t)snprintf(path + len, 8192 - len, "%sa%d=1", i ? "&" : "", i);
+    http_response r = http_get(&srv, path, harness_admin_key.secret);
+    ck_assert_msg(r.curl_code == CURLE_OK, "no answer: %s", r.curl_error);
+    json_decref(assert_problem(&r, 414));
+    http_response_free(&r);
+    free(path);
+}
+END_TEST
+
+START_TEST(eight_thousand_empty_query_parameters_get_a_problem_answer)
+{
+    char *path = malloc(8100);
+    ck_assert_ptr_nonnull(path);
+    strcpy(path, "/healthz?");
+    memset(path + 9, '&', 8000);
+    path[8009] = '\0';
+    http_response r = http_get(&srv, path, NULL);
+    ck_assert_msg(r.curl_code == CURLE_OK, "no answer: %s", r.curl_error);
+    json_decref(assert_problem(&r, 414));
+    http_response_free(&r);
+    free(path);
 }
 END_TEST
 
@@ -505,7 +931,36 @@ Suite *http_suite(void)
                    sigterm_stops_accepting_connections_while_requests_are_still_in_flight);
     tcase_add_test(shutdown, sigterm_still_answers_kept_alive_connections_with_connection_close);
     tcase_add_test(shutdown, sigterm_abandons_requests_that_outlast_the_shutdown_timeout);
+    tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout);
+    tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_1_s_shutdown_timeout);
+    tcase_add_test(shutdown, sigterm_after_the_client_of_a_deferred_read_has_gone_exits_0);
     suite_add_tcase(s, shutdown);
+
+    TCase *hostile = tcase_create("hostile-clients");
+    tcase_set_timeout(hostile, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(hostile, setup, teardown);
+    tcase_add_test(hostile, a_client_that_closes_mid_body_is_dropped_at_once);
+    tcase_add_test(hostile, a_client_that_closes_with_half_its_headers_is_dropped_at_once);
+    tcase_add_test(hostile, slowloris_headers_are_cut_off_at_the_header_deadline);
+    tcase_add_test(hostile, a_trickled_body_is_cut_off_at_the_body_deadline);
+    tcase_add_test(hostile, idle_connections_from_one_address_do_not_lock_out_another);
+    suite_add_tcase(s, hostile);
+
+    TCase *bodies = tcase_create("bodies");
+    tcase_set_timeout(bodies, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(bodies, setup, teardown);
+    tcase_add_test(bodies, a_body_on_healthz_is_refused_with_413);
+    tcase_add_test(bodies, a_too_large_customer_gets_413_before_its_body_is_sent);
+    tcase_add_test(bodies, an_unknown_key_with_a_large_body_gets_401_without_the_body_being_read);
+    tcase_add_test(bodies, bodies_in_flight_beyond_the_budget_get_503);
+    suite_add_tcase(s, bodies);
+
+    TCase *limits = tcase_create("mhd-limits");
+    tcase_set_timeout(limits, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(limits, setup, teardown);
+    tcase_add_test(limits, five_hundred_query_parameters_get_a_problem_answer);
+    tcase_add_test(limits, eight_thousand_empty_query_parameters_get_a_problem_answer);
+    suite_add_tcase(s, limits);
 
     TCase *log = tcase_create("access-log");
     tcase_set_timeout(log, HARNESS_TCASE_TIMEOUT_S);

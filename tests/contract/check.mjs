@@ -20,7 +20,7 @@
  *   - each operation's x-required-scope is the route's scope, operations with
  *     a scope require bearerAuth and public ones say `security: []`;
  *   - each operation documents the errors the server's request pipeline
- *     (server/http.c) can give it, with the headers that go with them;
+ *     (server/http_admit.c) can give it, with the headers that go with them;
  *   - the schemas accept what the server serves and refuse what it refuses
  *     where the two drifted apart before (partial touchpoint batches, any
  *     X-Request-Id, key names counted in characters);
@@ -432,8 +432,10 @@ function expectedErrors(key, op, path, routeScope) {
     ];
     if (routeScope !== "-")
         expected.push(["401", "WWW-Authenticate"], ["403", null]);
+    /* 413 everywhere: an operation that takes no body refuses any. */
+    expected.push(["413", null]);
     if (op.requestBody)
-        expected.push(["400", null], ["413", null], ["415", null], ["422", null]);
+        expected.push(["400", null], ["415", null], ["422", null]);
     if (path.includes("{"))
         expected.push(["404", null]);
     if (!NO_DATABASE.has(key))
