@@ -21,6 +21,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "query_check.h" /* HOOK(router) */
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -463,23 +464,6 @@ static enum MHD_Result sum_argument(void *cls, enum MHD_ValueKind kind, const ch
     return MHD_YES;
 }
 
-typedef struct {
-    http_request *req;
-    const char *bad; /* first argument whose value hides a NUL byte */
-} nul_scan;
-
-static enum MHD_Result find_nul_argument(void *cls, enum MHD_ValueKind kind, const char *key,
-                                         const char *value)
-{
-    (void)kind;
-    nul_scan *scan = cls;
-    if (value != NULL && router_percent_decode(&scan->req->arena, value, strlen(value), true) == NULL) {
-        scan->bad = key;
-        return MHD_NO;
-    }
-    return MHD_YES;
-}
-
 static bool body_announced(http_request *req)
 {
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -544,6 +528,9 @@ static void admit_request(http_request *req)
     case ROUTE_BAD_PATH:
         http_reply_problem(req, 400, "the path contains an encoded NUL byte");
         return;
+    case ROUTE_BAD_PARAM: /* HOOK(router): 422 naming it (server/query_check.c) */
+        http_refuse_path_param(req, &req->match);
+        return;
     case ROUTE_BAD_METHOD: {
         char detail[200];
         snprintf(detail, sizeof detail, "this resource supports %s", req->match.allow);
@@ -575,18 +562,9 @@ static void admit_request(http_request *req)
             return;
     }
 
-    /* A query value with an encoded NUL cannot be used by any handler; refuse
-     * it here rather than let it look like an absent parameter. */
-    nul_scan scan = {req, NULL};
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, find_nul_argument, &scan);
-    if (scan.bad != NULL) {
-        crm_error err = CRM_ERROR_INIT;
-        crm_error_add_field(&err, scan.bad, "contains an encoded NUL byte");
-        crm_error_set(&err, CRM_E_INVALID, "invalid query parameter");
-        http_reply_error(req, &err);
-        crm_error_clear(&err);
+    /* HOOK(router): query keys and values, for every route (server/query_check.c). */
+    if (!http_query_acceptable(req, req->conn, route))
         return;
-    }
 
     const char *cl = http_header(req, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl != NULL && strtoull(cl, NULL, 10) > cfg->max_body_bytes) {

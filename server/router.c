@@ -106,28 +106,88 @@ static int hexval(char c)
     return -1;
 }
 
-char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space)
+/* The length of the UTF-8 sequence at s[0..len), or 0 when none starts there.
+ * The ranges are RFC 3629's table: each lead byte admits only the second
+ * bytes that avoid overlong forms (E0, F0), surrogates (ED) and code points
+ * beyond U+10FFFF (F4). */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
 {
-    char *out = crm_arena_alloc(arena, len + 1);
-    if (out == NULL)
-        return NULL;
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    }
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+bool router_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (len > 0) {
+        size_t n = utf8_sequence(p, len);
+        if (n == 0)
+            return false;
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space,
+                            char **out)
+{
+    *out = NULL;
+    char *buf = crm_arena_alloc(arena, len + 1);
+    if (buf == NULL)
+        return DECODE_NO_MEMORY;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
         if (src[i] == '%' && i + 2 < len && (hi = hexval(src[i + 1])) >= 0 && (lo = hexval(src[i + 2])) >= 0) {
             char c = (char)(hi * 16 + lo);
             if (c == '\0')
-                return NULL;
-            out[o++] = c;
+                return DECODE_NUL;
+            buf[o++] = c;
             i += 2;
         } else if (plus_is_space && src[i] == '+') {
-            out[o++] = ' ';
+            buf[o++] = ' ';
         } else {
-            out[o++] = src[i];
+            buf[o++] = src[i];
         }
     }
-    out[o] = '\0';
-    return out;
+    buf[o] = '\0';
+    if (!router_utf8_valid(buf, o))
+        return DECODE_NOT_UTF8;
+    *out = buf;
+    return DECODE_OK;
+}
+
+char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space)
+{
+    char *out;
+    return router_decode(arena, src, len, plus_is_space, &out) == DECODE_OK ? out : NULL;
 }
 
 /* Splits raw_path into segments (pointers into raw_path). */
@@ -203,9 +263,16 @@ route_status router_match(const char *method, const char *raw_path, crm_arena *a
             http_path_param *p = &m->params[m->nparams++];
             p->name = c->seg[s].text;
             p->name_len = c->seg[s].len;
-            p->value = router_percent_decode(arena, seg[s], len[s], false);
-            if (p->value == NULL)
+            char *value;
+            decode_status ds = router_decode(arena, seg[s], len[s], false, &value);
+            if (ds == DECODE_NOT_UTF8) {
+                m->bad_param = p->name;
+                m->bad_param_len = p->name_len;
+                return ROUTE_BAD_PARAM;
+            }
+            if (ds != DECODE_OK)
                 return ROUTE_BAD_PATH;
+            p->value = value;
         }
     }
     if (m->route != NULL)

@@ -209,5 +209,6 @@ Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
+Suite *query_suite(void);
 
 #endif
