@@ -5,7 +5,7 @@
  *   crmd migrate                      apply pending migrations and exit
  *   crmd keys create --name N --scopes a,b
  *                                     create an API key; the secret is line 1
- *   crmd routes                       print the route table (for the contract test)
+ *   crmd routes [--query]             print the route table (for the contract test)
  */
 #include "config.h"
 #include "db.h"
@@ -39,7 +39,8 @@ static void usage(FILE *out)
             "  crmd keys create --name NAME --scopes SCOPE[,SCOPE...] [--if-none]\n"
             "                        create an API key; its secret is the first output line\n"
             "                        (--if-none: only when no active key exists yet)\n"
-            "  crmd routes           print the route table\n"
+            "  crmd routes [--query] print the route table (with --query: the query\n"
+            "                        parameters each route accepts)\n"
             "  crmd --help | --version\n\n"
             "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
             "  touchpoints:write, segments:read, segments:write, rules:read, rules:write,\n"
@@ -96,13 +97,23 @@ static bool run_migrations(const crmd_config *cfg, int wait_s)
     return true;
 }
 
-static int cmd_routes(void)
+/* With --query: "METHOD PATTERN name,name" (or "-"), the query parameters
+ * each route declares, which the contract test compares with openapi.yaml. */
+static int cmd_routes(bool query)
 {
     size_t n;
     const http_route *routes = router_table(&n);
-    for (size_t i = 0; i < n; i++)
-        printf("%s %s %s\n", routes[i].method, routes[i].pattern,
-               routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+    for (size_t i = 0; i < n; i++) {
+        printf("%s %s ", routes[i].method, routes[i].pattern);
+        if (!query) {
+            printf("%s\n", routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+            continue;
+        }
+        const char *const *q = routes[i].query;
+        for (int k = 0; q != NULL && q[k] != NULL; k++)
+            printf("%s%s", k > 0 ? "," : "", q[k]);
+        printf("%s\n", q == NULL || q[0] == NULL ? "-" : "");
+    }
     return 0;
 }
 
@@ -262,7 +273,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (strcmp(cmd, "routes") == 0)
-        return cmd_routes();
+        return cmd_routes(argc > 2 && strcmp(argv[2], "--query") == 0);
 
     crmd_config cfg;
     char errbuf[256];

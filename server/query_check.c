@@ -2,11 +2,14 @@
  * query_check.c — the one place where a request's query string is checked
  * before any handler runs.
  *
- * Handlers read parameters with http_query() and take what they get; they
- * cannot tell a value PostgreSQL would refuse (a NUL byte, bytes that are not
- * UTF-8) from an ordinary one. So every key and value is decoded here once,
- * for every route, and a request whose query cannot be used is answered 422
- * naming the parameter at fault. The name in `errors[].field` is the route's
+ * Handlers read parameters with http_query() and take what they get: they
+ * cannot tell a misspelt parameter (`?emial=x`, which would silently widen a
+ * list to everyone) from an absent one, a repeated one from a single one,
+ * or a value PostgreSQL would refuse (a NUL byte, bytes that are not UTF-8)
+ * from an ordinary one. So every key and value is decoded here once, for
+ * every route, against the parameters its row of the route table declares,
+ * and a request whose query cannot be used is answered 422 naming the
+ * parameter at fault. The name in `errors[].field` is the route's
  * own identifier whenever we have one, never the client's bytes (review S9).
  */
 #include "query_check.h"
@@ -32,6 +35,43 @@ void query_checker_init(query_checker *qc, const http_route *route, crm_arena *a
     *qc = (query_checker){.route = route, .arena = arena, .err = err};
 }
 
+/* The longest unknown key we repeat back as a field name; longer ones are
+ * reported without their bytes. */
+#define MAX_ECHOED_KEY 64
+
+/* True when an unknown key may be named in errors[]: it is already UTF-8
+ * (checked by the decoder), short, and holds no control characters. */
+static bool echoable(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > MAX_ECHOED_KEY)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)key[i] < 0x20 || key[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* "this operation accepts: a, b" or "this operation takes no query
+ * parameters", made once per request. */
+static const char *accepted_message(query_checker *qc)
+{
+    if (qc->accepted[0] != '\0')
+        return qc->accepted;
+    const char *const *q = qc->route != NULL ? qc->route->query : NULL;
+    if (q == NULL || q[0] == NULL) {
+        snprintf(qc->accepted, sizeof qc->accepted,
+                 "unknown: this operation takes no query parameters");
+        return qc->accepted;
+    }
+    size_t len = (size_t)snprintf(qc->accepted, sizeof qc->accepted,
+                                  "unknown: this operation accepts ");
+    for (int i = 0; q[i] != NULL && len < sizeof qc->accepted; i++)
+        len += (size_t)snprintf(qc->accepted + len, sizeof qc->accepted - len, "%s%s",
+                                i > 0 ? ", " : "", q[i]);
+    return qc->accepted;
+}
+
 void query_checker_add(query_checker *qc, const char *raw_key, const char *raw_value)
 {
     char *key;
@@ -41,6 +81,24 @@ void query_checker_add(query_checker *qc, const char *raw_key, const char *raw_v
         qc->unnamed = true;
         return;
     }
+    int index = qc->route != NULL ? router_query_index(qc->route, key, strlen(key)) : -1;
+    if (index < 0) {
+        if (echoable(key))
+            report(qc, key, accepted_message(qc));
+        else
+            qc->unnamed = true;
+        return;
+    }
+    /* From here on the parameter is named by the route table's string. */
+    const char *name = qc->route->query[index];
+    if (strcmp(raw_key, name) != 0) {
+        /* Handlers look keys up as sent; an encoded spelling of a known
+         * name (`%65mail`) would be silently missed, so it is refused. */
+        report(qc, name, "write the parameter's name without percent-encoding");
+        return;
+    }
+    if (index < ROUTE_MAX_QUERY && ++qc->seen[index] == 2)
+        report(qc, name, "given more than once; this parameter takes one value");
     if (raw_value == NULL)
         return;
     char *value;
@@ -48,13 +106,13 @@ void query_checker_add(query_checker *qc, const char *raw_key, const char *raw_v
     case DECODE_OK:
         break;
     case DECODE_NUL:
-        report(qc, key, "contains an encoded NUL byte");
+        report(qc, name, "contains an encoded NUL byte");
         break;
     case DECODE_NOT_UTF8:
-        report(qc, key, "is not valid UTF-8 once percent-decoded");
+        report(qc, name, "is not valid UTF-8 once percent-decoded");
         break;
     case DECODE_NO_MEMORY:
-        report(qc, key, "could not be decoded");
+        report(qc, name, "could not be decoded");
         break;
     }
 }
@@ -65,7 +123,9 @@ bool query_checker_finish(query_checker *qc)
         return true;
     if (qc->reported == 0)
         return crm_error_set(qc->err, CRM_E_INVALID,
-                             "a query parameter's name is not valid UTF-8 once percent-decoded");
+                             "a query parameter's name is unknown, or not valid UTF-8 once "
+                             "percent-decoded; %s",
+                             accepted_message(qc) + strlen("unknown: "));
     return crm_error_set(qc->err, CRM_E_INVALID, "invalid query parameter");
 }
 

@@ -1,6 +1,7 @@
 /*
  * query_check.h — every route's query string checked in one place, before
- * its handler runs: each key and value decodes to strict UTF-8 without NUL.
+ * its handler runs: each key is one the route declares (router.c), given
+ * once, and each key and value decodes to strict UTF-8 without NUL.
  *
  * The core (query_checker_*) sees raw key/value pairs, so it can be tested
  * without a connection; http_query_acceptable() feeds it a request's query
@@ -23,7 +24,10 @@ typedef struct query_checker {
     crm_arena *arena; /* decoded keys and values live here */
     crm_error *err;   /* collects errors[] entries */
     int reported;     /* entries added (some may have been left out) */
-    bool unnamed;     /* a key that cannot be named (not UTF-8, NUL) was seen */
+    bool unnamed;     /* a key that cannot be named (not UTF-8, NUL, control
+                         characters, too long) was seen */
+    unsigned char seen[ROUTE_MAX_QUERY]; /* times each declared key came */
+    char accepted[384]; /* "this operation accepts: ...", made when needed */
 } query_checker;
 
 void query_checker_init(query_checker *qc, const http_route *route, crm_arena *arena,

@@ -11,48 +11,66 @@
 
 #include <string.h>
 
+/* The query parameters of each kind of read, as the handlers take them
+ * (http_query) and openapi.yaml lists them; the contract test compares the
+ * two. None is repeatable: a second value is refused, not ignored. */
+static const char *const Q_PAGE[] = {"limit", "after", NULL};
+static const char *const Q_EXPAND[] = {"expand", NULL};
+static const char *const Q_CUSTOMER_LIST[] = {
+    "email",         "phone",          "country",       "city",           "lifecycle_stage",
+    "tag",           "created_after",  "created_before", "updated_after", "updated_before",
+    "q",             "sort",           "limit",          "after",         NULL};
+static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
+                                         "occurred_before", "limit", "after", NULL};
+static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
+
 static const http_route routes[] = {
     /* operations */
-    {"GET", "/healthz", handle_healthz, 0, false, true},
-    {"GET", "/readyz", handle_readyz, 0, false, true},
-    {"GET", "/metrics", handle_metrics, 0, false, true},
-    {"GET", "/openapi.yaml", handle_openapi, 0, false, true},
+    {"GET", "/healthz", handle_healthz, 0, false, true, NULL},
+    {"GET", "/readyz", handle_readyz, 0, false, true, NULL},
+    {"GET", "/metrics", handle_metrics, 0, false, true, NULL},
+    {"GET", "/openapi.yaml", handle_openapi, 0, false, true, NULL},
     /* api keys */
-    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false},
-    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true},
-    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true},
-    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false},
+    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false, NULL},
+    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true, Q_PAGE},
+    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true, NULL},
+    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false, NULL},
     /* customers */
-    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
-    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true},
-    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true},
-    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
-    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false},
-    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false},
-    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false, false},
-    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+    {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false, NULL},
+    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true,
+     Q_CUSTOMER_LIST},
+    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true,
+     Q_EXPAND},
+    {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false, NULL},
+    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false, NULL},
+    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false,
+     Q_PAGE},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_READ, false, false, NULL},
+    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false, NULL},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false},
+     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false, Q_EXPAND},
     {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false, NULL},
     /* consents */
     {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
-     true, false},
-    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false},
+     true, false, NULL},
+    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false,
+     Q_PAGE},
     /* touchpoints */
-    {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false},
+    {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false, NULL},
     {"POST", "/v1/touchpoints/batch", handle_touchpoint_batch, CRM_SCOPE_TOUCHPOINTS_WRITE, true,
-     false},
-    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true},
+     false, NULL},
+    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true, NULL},
     {"GET", "/v1/customers/{id}/touchpoints", handle_customer_timeline, CRM_SCOPE_TOUCHPOINTS_READ,
-     false, true},
+     false, true, Q_TIMELINE},
     /* duplicates and merge */
     {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
-     false, false},
-    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false},
+     false, false, NULL},
+    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false, NULL},
     /* sync feeds */
-    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true},
-    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true},
+    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true, Q_SYNC},
+    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true,
+     Q_SYNC},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
@@ -93,6 +111,14 @@ void router_init(void)
             p += len;
         }
     }
+}
+
+int router_query_index(const http_route *route, const char *name, size_t len)
+{
+    for (int i = 0; route->query != NULL && route->query[i] != NULL; i++)
+        if (strlen(route->query[i]) == len && memcmp(route->query[i], name, len) == 0)
+            return i;
+    return -1;
 }
 
 static int hexval(char c)

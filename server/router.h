@@ -24,7 +24,16 @@ typedef struct http_route {
     bool json_body;      /* the request carries a JSON body */
     bool nonblocking;    /* never blocks: runs on the I/O thread (at most one
                             http_defer_query); otherwise a worker runs it */
+    const char *const *query; /* the query parameters it accepts, NULL-terminated
+                                 (NULL: none); any other gets 422 before the
+                                 handler runs (server/query_check.c) */
 } http_route;
+
+/* No route declares more query parameters than this. */
+#define ROUTE_MAX_QUERY 32
+
+/* The position of name[0..len) in route's query list, or -1. */
+int router_query_index(const http_route *route, const char *name, size_t len);
 
 #define HTTP_MAX_PARAMS 4
 

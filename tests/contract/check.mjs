@@ -20,7 +20,9 @@
  *   - each operation's x-required-scope is the route's scope, operations with
  *     a scope require bearerAuth and public ones say `security: []`;
  *   - each operation documents the errors the server's request pipeline
- *     (server/http.c) can give it, with the headers that go with them.
+ *     (server/http.c) can give it, with the headers that go with them;
+ *   - each operation's query parameters are exactly the ones its route
+ *     declares (`crmd routes --query`), since any other gets 422.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
@@ -270,6 +272,43 @@ function checkSameOperations(routes, ops) {
         check(`operation ${key} is in the route table`, routes.has(key), "crmd routes does not list it");
 }
 
+/* Runs `crmd routes --query`; "METHOD PATTERN" -> sorted parameter names, or null. */
+function serverQueryParameters(binary) {
+    let out;
+    try {
+        out = execFileSync(binary, ["routes", "--query"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    } catch (e) {
+        check(`${binary} routes --query runs`, false, (e.stderr || e.message || "").toString().trim());
+        return null;
+    }
+    const params = new Map();
+    for (const line of out.split("\n").filter((l) => l.trim() !== "")) {
+        const m = /^([A-Z]+) (\/\S*) (\S+)$/.exec(line);
+        if (m)
+            params.set(`${m[1]} ${m[2]}`, m[3] === "-" ? [] : m[3].split(",").sort());
+    }
+    return params;
+}
+
+/* The names of the query parameters an operation documents (path-level ones
+ * included), sorted. */
+function contractQueryParameters(doc, path, op) {
+    const item = resolve(doc, doc.paths[path]) ?? {};
+    return [...(item.parameters ?? []), ...(op.parameters ?? [])]
+        .map((p) => resolve(doc, p))
+        .filter((p) => p?.in === "query")
+        .map((p) => p.name)
+        .sort();
+}
+
+function checkQueryParameters(doc, key, path, op, declared) {
+    const documented = contractQueryParameters(doc, path, op);
+    const want = declared ?? [];
+    check(`${key}: documents exactly the query parameters its route accepts`,
+          JSON.stringify(documented) === JSON.stringify(want),
+          `route table: ${want.join(", ") || "none"}; contract: ${documented.join(", ") || "none"}`);
+}
+
 /* ---- per-operation rules -------------------------------------------------- */
 
 function checkOperationShape(ops) {
@@ -377,6 +416,7 @@ async function main() {
     const routes = serverRoutes(binary);
     if (routes === null)
         finish();
+    const queryParams = serverQueryParameters(binary);
     checkSameOperations(routes, ops);
     checkOperationShape(ops);
     checkSecurityScheme(doc);
@@ -387,6 +427,8 @@ async function main() {
         checkScopeAndSecurity(doc, key, op, scope);
         checkErrorResponses(doc, key, op, path, scope);
         checkResponseHeadersAndTypes(doc, key, op);
+        if (queryParams !== null)
+            checkQueryParameters(doc, key, path, op, queryParams.get(key));
     }
     finish();
 }
