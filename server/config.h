@@ -36,6 +36,7 @@ typedef struct crmd_config {
     int sync_retention_days;
     int housekeeping_s;
     int touchpoint_future_tolerance_s;
+    const char *cors_origins;
 } crmd_config;
 
 /* Fills cfg from the environment. On a bad value writes a message to errbuf

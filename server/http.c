@@ -21,6 +21,7 @@
 #include "json.h"
 #include "log.h"
 #include "metrics.h"
+#include "cors.h"        /* HOOK(router) */
 #include "query_check.h" /* HOOK(router) */
 
 #include <arpa/inet.h>
@@ -39,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_EXTRA_HEADERS 8
+#define MAX_EXTRA_HEADERS 16 /* HOOK(router): CORS and RateLimit-* need room */
 
 /* One I/O thread: its own libmicrohttpd daemon (sharing the port through
  * SO_REUSEPORT), its own pipelined database loop, one epoll over both. */
@@ -505,6 +506,7 @@ static void admit_request(http_request *req)
     const http_server *srv = req->srv;
     const crmd_config *cfg = srv->cfg;
 
+    http_cors_annotate(req); /* HOOK(router): before any answer (server/cors.c) */
     size_t url_bytes = strlen(req->path);
     MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, sum_argument, &url_bytes);
     if (url_bytes > cfg->max_url_bytes) {
@@ -532,6 +534,8 @@ static void admit_request(http_request *req)
         http_refuse_path_param(req, &req->match);
         return;
     case ROUTE_BAD_METHOD: {
+        if (http_cors_preflight(req, req->method, req->match.allow)) /* HOOK(router) */
+            return;
         char detail[200];
         snprintf(detail, sizeof detail, "this resource supports %s", req->match.allow);
         http_add_header(req, "Allow", req->match.allow);

@@ -8,6 +8,7 @@
  *   crmd routes [--query]             print the route table (for the contract test)
  */
 #include "config.h"
+#include "cors.h"
 #include "db.h"
 #include "embedded.h"
 #include "http.h"
@@ -222,6 +223,11 @@ static int cmd_serve(const crmd_config *cfg)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char cors_error[256];
+    if (!cors_configure(cfg->cors_origins, cors_error, sizeof cors_error)) {
+        crm_log(CRM_LOG_ERROR, "%s", cors_error);
+        return 2;
+    }
     if (!run_migrations(cfg, STARTUP_DB_WAIT_S))
         return 1;
     crm_db_config d = db_config_from(cfg);

@@ -210,5 +210,6 @@ Suite *customer_privacy_suite(void);
 Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *query_suite(void);
+Suite *cors_suite(void);
 
 #endif

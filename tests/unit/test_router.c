@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "cors.h"
 #include "query_check.h"
 #include "router.h"
 #include "suites.h"
@@ -617,6 +618,61 @@ START_TEST(test_declared_query_lists_are_short_and_without_repeats)
 }
 END_TEST
 
+/* ---- the CORS allow-list ------------------------------------------------ */
+
+static bool cors_set(const char *list)
+{
+    char errbuf[256];
+    return cors_configure(list, errbuf, sizeof errbuf);
+}
+
+START_TEST(test_cors_empty_list_allows_no_origin)
+{
+    ck_assert(cors_set(""));
+    ck_assert(!cors_origin_allowed("https://app.example.com"));
+    ck_assert(cors_set(NULL));
+    ck_assert(!cors_origin_allowed("https://app.example.com"));
+}
+END_TEST
+
+START_TEST(test_cors_list_allows_exactly_its_origins)
+{
+    ck_assert(cors_set(" https://app.example.com , http://localhost:5173,https://[::1]:8443"));
+    ck_assert(cors_origin_allowed("https://app.example.com"));
+    ck_assert(cors_origin_allowed("HTTPS://APP.example.com"));
+    ck_assert(cors_origin_allowed("http://localhost:5173"));
+    ck_assert(cors_origin_allowed("https://[::1]:8443"));
+    ck_assert(!cors_origin_allowed("http://app.example.com"));       /* other scheme */
+    ck_assert(!cors_origin_allowed("https://app.example.com:444"));  /* other port */
+    ck_assert(!cors_origin_allowed("https://app.example.com.evil.net"));
+    ck_assert(!cors_origin_allowed("null"));
+    ck_assert(!cors_origin_allowed(NULL));
+    cors_set("");
+}
+END_TEST
+
+START_TEST(test_cors_star_allows_any_origin)
+{
+    ck_assert(cors_set("*"));
+    ck_assert(cors_origin_allowed("https://anything.example"));
+    cors_set("");
+}
+END_TEST
+
+START_TEST(test_cors_refuses_entries_that_are_not_origins)
+{
+    const char *bad[] = {"app.example.com",          "https://app.example.com/",
+                         "https://app.example.com/x", "ftp://app.example.com",
+                         "https://",                 "https://a:",
+                         "https://a:123456",         "*,https://app.example.com",
+                         "https://a b"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        ck_assert_msg(!cors_set(bad[i]), "%s", bad[i]);
+    ck_assert(!cors_origin_allowed("https://app.example.com"));
+    cors_set("");
+}
+END_TEST
+
 Suite *router_suite(void)
 {
     Suite *s = suite_create("router");
@@ -696,6 +752,14 @@ Suite *router_suite(void)
     tcase_add_test(tc, test_unknown_key_with_control_characters_or_too_long_is_not_echoed);
     tcase_add_test(tc, test_errors_reported_are_bounded);
     tcase_add_test(tc, test_declared_query_lists_are_short_and_without_repeats);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cors");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_cors_empty_list_allows_no_origin);
+    tcase_add_test(tc, test_cors_list_allows_exactly_its_origins);
+    tcase_add_test(tc, test_cors_star_allows_any_origin);
+    tcase_add_test(tc, test_cors_refuses_entries_that_are_not_origins);
     suite_add_tcase(s, tc);
     return s;
 }
