@@ -69,6 +69,10 @@ static const env_var vars[] = {
     {"CRMD_CORS_ORIGINS", VAR_STRING, "", 0, 0, OFF(cors_origins),
      "origins that may call the API from a browser, comma-separated, or * for any; empty: "
      "no CORS headers"},
+    {"CRMD_RATE_LIMIT_RPS", VAR_INT, "100", 0, 1000000, OFF(rate_limit_rps),
+     "requests a second each API key may make, per crmd process (0: no limit)"},
+    {"CRMD_RATE_LIMIT_BURST", VAR_INT, "200", 1, 1000000, OFF(rate_limit_burst),
+     "requests a key may make at once before the per-second rate applies"},
     {"CRMD_HOUSEKEEPING_S", VAR_INT, "300", 1, 86400, OFF(housekeeping_s),
      "how often expired Idempotency-Key responses (older than 24 hours) are deleted"},
 };

@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "cors.h"        /* HOOK(router) */
 #include "query_check.h" /* HOOK(router) */
+#include "throttle.h"    /* HOOK(router) */
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -490,6 +491,8 @@ static bool content_type_is_json(const char *ct)
 static bool authorize(http_request *req)
 {
     req->has_principal = true;
+    if (!http_throttle_admit(req, req->principal.key_id)) /* HOOK(router): 429 (server/throttle.c) */
+        return false;
     unsigned scope = req->match.route->scope;
     if (crm_principal_allows(&req->principal, scope))
         return true;

@@ -17,6 +17,7 @@
 #include "migrate.h"
 #include "router.h"
 #include "sync.h"
+#include "throttle.h"
 #include "touchpoints.h"
 
 #include <errno.h>
@@ -239,9 +240,15 @@ static int cmd_serve(const crmd_config *cfg)
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
     crm_sync_set_retention_days(cfg->sync_retention_days);
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
+    if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
+        crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
+        crm_db_shutdown();
+        return 1;
+    }
     http_server *srv = http_server_start(cfg, &d, &err);
     if (srv == NULL) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        http_throttle_shutdown();
         crm_db_shutdown();
         return 1;
     }
@@ -257,6 +264,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_server_stop(srv);
+    http_throttle_shutdown();
     crm_db_shutdown();
     crm_log(CRM_LOG_INFO, "stopped");
     crm_log_stop_writer();

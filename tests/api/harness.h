@@ -211,5 +211,6 @@ Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *query_suite(void);
 Suite *cors_suite(void);
+Suite *ratelimit_suite(void);
 
 #endif

@@ -356,8 +356,8 @@ function expectedErrors(key, op, path, routeScope) {
         ["414", null], /* URL over CRMD_MAX_URL_BYTES: checked before routing */
         ["431", null], /* headers over CRMD_MAX_HEADER_BYTES: likewise */
     ];
-    if (routeScope !== "-")
-        expected.push(["401", "WWW-Authenticate"], ["403", null]);
+    if (routeScope !== "-") /* 429: the per-key rate limit (server/throttle.c) */
+        expected.push(["401", "WWW-Authenticate"], ["403", null], ["429", "Retry-After"]);
     if (op.requestBody)
         expected.push(["400", null], ["413", null], ["415", null], ["422", null]);
     if (path.includes("{"))

@@ -36,6 +36,7 @@ int main(void)
     srunner_add_suite(sr, copytext_suite());
     srunner_add_suite(sr, arena_suite());
     srunner_add_suite(sr, router_suite());
+    srunner_add_suite(sr, ratelimit_suite());
     srunner_add_suite(sr, db_suite());
     srunner_add_suite(sr, dbloop_suite());
     srunner_add_suite(sr, migrate_suite());

@@ -15,6 +15,7 @@ Suite *json_suite(void);
 Suite *copytext_suite(void);
 Suite *arena_suite(void);
 Suite *router_suite(void);
+Suite *ratelimit_suite(void);
 Suite *db_suite(void);
 Suite *dbloop_suite(void);
 Suite *migrate_suite(void);
