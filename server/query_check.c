@@ -52,8 +52,11 @@ static bool echoable(const char *key)
     return true;
 }
 
-/* "this operation accepts: a, b" or "this operation takes no query
- * parameters", made once per request. */
+/* The message of an unknown key's errors[] entry: UNKNOWN_PREFIX, then
+ * "this operation accepts a, b" or "this operation takes no query
+ * parameters"; made once per request. */
+#define UNKNOWN_PREFIX "unknown: "
+
 static const char *accepted_message(query_checker *qc)
 {
     if (qc->accepted[0] != '\0')
@@ -61,11 +64,11 @@ static const char *accepted_message(query_checker *qc)
     const char *const *q = qc->route != NULL ? qc->route->query : NULL;
     if (q == NULL || q[0] == NULL) {
         snprintf(qc->accepted, sizeof qc->accepted,
-                 "unknown: this operation takes no query parameters");
+                 UNKNOWN_PREFIX "this operation takes no query parameters");
         return qc->accepted;
     }
     size_t len = (size_t)snprintf(qc->accepted, sizeof qc->accepted,
-                                  "unknown: this operation accepts ");
+                                  UNKNOWN_PREFIX "this operation accepts ");
     for (int i = 0; q[i] != NULL && len < sizeof qc->accepted; i++)
         len += (size_t)snprintf(qc->accepted + len, sizeof qc->accepted - len, "%s%s",
                                 i > 0 ? ", " : "", q[i]);
@@ -125,7 +128,7 @@ bool query_checker_finish(query_checker *qc)
         return crm_error_set(qc->err, CRM_E_INVALID,
                              "a query parameter's name is unknown, or not valid UTF-8 once "
                              "percent-decoded; %s",
-                             accepted_message(qc) + strlen("unknown: "));
+                             accepted_message(qc) + strlen(UNKNOWN_PREFIX));
     return crm_error_set(qc->err, CRM_E_INVALID, "invalid query parameter");
 }
 
