@@ -285,6 +285,53 @@ bool crm_etag_matches(const char *if_match, int version)
     }
 }
 
+/* True when s holds one entity tag (RFC 9110 8.8.3: [W/] DQUOTE *etagc
+ * DQUOTE) at its start; *end is set past it. */
+static bool entity_tag(const char *s, const char **end)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (p[0] == 'W' && p[1] == '/')
+        p += 2;
+    if (*p++ != '"')
+        return false;
+    while (*p == 0x21 || (*p >= 0x23 && *p != 0x7f))
+        p++;
+    if (*p++ != '"')
+        return false;
+    *end = (const char *)p;
+    return true;
+}
+
+bool crm_if_match_valid(const char *if_match, crm_error *err)
+{
+    if (if_match == NULL)
+        return true;
+    const char *p = if_match + strspn(if_match, " \t");
+    size_t n = strlen(p);
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (n == 1 && p[0] == '*')
+        return true;
+    int tags = 0;
+    for (;;) {
+        p += strspn(p, " \t,");
+        if (*p == '\0')
+            break;
+        if (!entity_tag(p, &p))
+            break;
+        tags++;
+        p += strspn(p, " \t");
+        if (*p != ',' && *p != '\0')
+            break;
+    }
+    if (*p == '\0' && tags > 0)
+        return true;
+    /* The value is not repeated: it is the client's bytes (review S9). */
+    return crm_error_set(err, CRM_E_MALFORMED,
+                         "If-Match must be * or entity tags, which are quoted: send the ETag "
+                         "header's value as it came, e.g. If-Match: \"3\"");
+}
+
 /* ---- writes --------------------------------------------------------------------- */
 
 void crm_customer_created_free(crm_customer_created *c)
@@ -519,8 +566,7 @@ static bool check_version(const char *if_match, int version, crm_error *err)
     if (crm_etag_matches(if_match, version))
         return true;
     return crm_error_set(err, CRM_E_PRECONDITION,
-                         "the customer has changed: its ETag is now \"%d\" (If-Match: %.100s)",
-                         version, if_match);
+                         "the customer has changed: its ETag is now \"%d\"", version);
 }
 
 /* Applies RFC 7396 patch to target (consumed); returns the result. */
@@ -617,7 +663,7 @@ json_t *crm_customer_patch(long long id, json_t *patch, const char *if_match,
                            const crm_write_ctx *ctx, crm_error *err)
 {
     bool clean = false;
-    if (!check_patch(patch, &clean, err))
+    if (!crm_if_match_valid(if_match, err) || !check_patch(patch, &clean, err))
         return NULL;
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
@@ -659,6 +705,8 @@ static bool delete_in_tx(crm_conn *c, long long id, const char *if_match, const 
 bool crm_customer_delete(long long id, const char *if_match, const crm_write_ctx *ctx,
                          crm_error *err)
 {
+    if (!crm_if_match_valid(if_match, err))
+        return false;
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return false;
@@ -739,7 +787,7 @@ json_t *crm_customer_upsert_by_external_id(const char *source, const char *exter
                                            json_t *body, const char *if_match,
                                            const crm_write_ctx *ctx, bool *created, crm_error *err)
 {
-    if (!crm_external_id_valid(source, external_id, err))
+    if (!crm_external_id_valid(source, external_id, err) || !crm_if_match_valid(if_match, err))
         return NULL;
     for (int attempt = 0; attempt < UPSERT_ATTEMPTS; attempt++) {
         crm_conn *c = crm_db_acquire(err);

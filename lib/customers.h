@@ -159,6 +159,12 @@ size_t crm_utf8_chars(const char *s, size_t len);
  * "*", or a list holding the strong ETag "\"<version>\"". */
 bool crm_etag_matches(const char *if_match, int version);
 
+/* True when an If-Match value (NULL: none) is "*" or a list of entity tags,
+ * which are quoted ("3", W/"3"); otherwise false with CRM_E_MALFORMED and a
+ * detail that says so without repeating the value. An unquoted 3 would
+ * otherwise match nothing and read as "the customer has changed". */
+bool crm_if_match_valid(const char *if_match, crm_error *err);
+
 /* What a create returns: the rendered 201 body (so that an idempotent
  * replay sends the same bytes), its Location and version. Owned; free with
  * crm_customer_created_free. */

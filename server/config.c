@@ -76,6 +76,13 @@ static const env_var vars[] = {
     {"CRMD_LOG_LEVEL", VAR_LOGLEVEL, "info", 0, 0, OFF(log_level), "debug, info, warn or error"},
     {"CRMD_SYNC_RETENTION_DAYS", VAR_INT, "90", 1, 36500, OFF(sync_retention_days),
      "how long the sync feeds keep deletions; an older cursor gets 410 (full resync)"},
+    {"CRMD_CORS_ORIGINS", VAR_STRING, "", 0, 0, OFF(cors_origins),
+     "origins that may call the API from a browser, comma-separated, or * for any; empty: "
+     "no CORS headers"},
+    {"CRMD_RATE_LIMIT_RPS", VAR_INT, "100", 0, 1000000, OFF(rate_limit_rps),
+     "requests a second each API key may make, per crmd process (0: no limit)"},
+    {"CRMD_RATE_LIMIT_BURST", VAR_INT, "200", 1, 1000000, OFF(rate_limit_burst),
+     "requests a key may make at once before the per-second rate applies"},
     {"CRMD_HOUSEKEEPING_S", VAR_INT, "300", 1, 86400, OFF(housekeeping_s),
      "how often expired Idempotency-Key responses (older than 24 hours) are deleted"},
 };

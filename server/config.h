@@ -40,6 +40,9 @@ typedef struct crmd_config {
     int sync_retention_days;
     int housekeeping_s;
     int touchpoint_future_tolerance_s;
+    const char *cors_origins;
+    int rate_limit_rps;
+    int rate_limit_burst;
 } crmd_config;
 
 /* Fills cfg from the environment. On a bad value writes a message to errbuf

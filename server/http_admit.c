@@ -8,7 +8,10 @@
  * parameters) belong in admit_request as one call each.
  */
 #include "http_internal.h"
+#include "cors.h"
 #include "log.h"
+#include "query_check.h"
+#include "throttle.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,23 +33,6 @@ static enum MHD_Result sum_argument(void *cls, enum MHD_ValueKind kind, const ch
 {
     (void)kind;
     *(size_t *)cls += strlen(key) + (value ? strlen(value) + 1 : 0) + 1;
-    return MHD_YES;
-}
-
-typedef struct {
-    http_request *req;
-    const char *bad; /* first argument whose value hides a NUL byte */
-} nul_scan;
-
-static enum MHD_Result find_nul_argument(void *cls, enum MHD_ValueKind kind, const char *key,
-                                         const char *value)
-{
-    (void)kind;
-    nul_scan *scan = cls;
-    if (value != NULL && router_percent_decode(&scan->req->arena, value, strlen(value), true) == NULL) {
-        scan->bad = key;
-        return MHD_NO;
-    }
     return MHD_YES;
 }
 
@@ -75,6 +61,8 @@ static bool content_type_is_json(const char *ct)
 static bool authorize(http_request *req)
 {
     req->has_principal = true;
+    if (!http_throttle_admit(req, req->principal.key_id)) /* 429 (server/throttle.c) */
+        return false;
     unsigned scope = req->match.route->scope;
     if (crm_principal_allows(&req->principal, scope))
         return true;
@@ -123,7 +111,12 @@ static bool admit_route(http_request *req)
     case ROUTE_BAD_PATH:
         http_reply_problem(req, 400, "the path contains an encoded NUL byte");
         return false;
+    case ROUTE_BAD_PARAM: /* 422 naming it (server/query_check.c) */
+        http_refuse_path_param(req, &req->match);
+        return false;
     case ROUTE_BAD_METHOD: {
+        if (http_cors_preflight(req, req->method, req->match.allow))
+            return false;
         char detail[200];
         snprintf(detail, sizeof detail, "this resource supports %s", req->match.allow);
         http_add_header(req, "Allow", req->match.allow);
@@ -155,20 +148,11 @@ static bool admit_key(http_request *req)
     return authorize(req);
 }
 
-/* A query value with an encoded NUL cannot be used by any handler; refuse
- * it here rather than let it look like an absent parameter. */
+/* Query keys and values, for every route: known to the route, once each,
+ * strict UTF-8 (server/query_check.c). */
 static bool admit_query(http_request *req)
 {
-    nul_scan scan = {req, NULL};
-    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, find_nul_argument, &scan);
-    if (scan.bad == NULL)
-        return true;
-    crm_error err = CRM_ERROR_INIT;
-    crm_error_add_field(&err, scan.bad, "contains an encoded NUL byte");
-    crm_error_set(&err, CRM_E_INVALID, "invalid query parameter");
-    http_reply_error(req, &err);
-    crm_error_clear(&err);
-    return false;
+    return http_query_acceptable(req, req->conn, req->match.route);
 }
 
 /* The route's body limit within the server's. */
@@ -249,6 +233,7 @@ bool admit_body_budget(http_request *req)
  * the first check that refuses answers and ends admission. */
 void admit_request(http_request *req)
 {
+    http_cors_annotate(req); /* before any answer (server/cors.c) */
     if (!admit_sizes(req) || !admit_route(req) || !admit_key(req) || !admit_query(req) ||
         !admit_body_announcement(req))
         return;

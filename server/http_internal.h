@@ -30,7 +30,7 @@
 #include <stdint.h>
 #include <time.h>
 
-#define MAX_EXTRA_HEADERS 8
+#define MAX_EXTRA_HEADERS 16 /* CORS and RateLimit-* need room */
 
 typedef enum req_state {
     REQ_ADMITTING,      /* I/O thread: headers in; route, limits, key (cache only) */

@@ -5,9 +5,10 @@
  *   crmd migrate                      apply pending migrations and exit
  *   crmd keys create --name N --scopes a,b
  *                                     create an API key; the secret is line 1
- *   crmd routes                       print the route table (for the contract test)
+ *   crmd routes [--query]             print the route table (for the contract test)
  */
 #include "config.h"
+#include "cors.h"
 #include "db.h"
 #include "embedded.h"
 #include "http.h"
@@ -17,6 +18,7 @@
 #include "migrate.h"
 #include "router.h"
 #include "sync.h"
+#include "throttle.h"
 #include "touchpoints.h"
 
 #include <errno.h>
@@ -40,7 +42,8 @@ static void usage(FILE *out)
             "  crmd keys create --name NAME --scopes SCOPE[,SCOPE...] [--if-none]\n"
             "                        create an API key; its secret is the first output line\n"
             "                        (--if-none: only when no active key exists yet)\n"
-            "  crmd routes           print the route table\n"
+            "  crmd routes [--query] print the route table (with --query: the query\n"
+            "                        parameters each route accepts)\n"
             "  crmd --help | --version\n\n"
             "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
             "  touchpoints:write, segments:read, segments:write, rules:read, rules:write,\n"
@@ -97,13 +100,23 @@ static bool run_migrations(const crmd_config *cfg, int wait_s)
     return true;
 }
 
-static int cmd_routes(void)
+/* With --query: "METHOD PATTERN name,name" (or "-"), the query parameters
+ * each route declares, which the contract test compares with openapi.yaml. */
+static int cmd_routes(bool query)
 {
     size_t n;
     const http_route *routes = router_table(&n);
-    for (size_t i = 0; i < n; i++)
-        printf("%s %s %s\n", routes[i].method, routes[i].pattern,
-               routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+    for (size_t i = 0; i < n; i++) {
+        printf("%s %s ", routes[i].method, routes[i].pattern);
+        if (!query) {
+            printf("%s\n", routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+            continue;
+        }
+        const char *const *q = routes[i].query;
+        for (int k = 0; q != NULL && q[k] != NULL; k++)
+            printf("%s%s", k > 0 ? "," : "", q[k]);
+        printf("%s\n", q == NULL || q[0] == NULL ? "-" : "");
+    }
     return 0;
 }
 
@@ -227,6 +240,11 @@ static int cmd_serve(const crmd_config *cfg)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char cors_error[256];
+    if (!cors_configure(cfg->cors_origins, cors_error, sizeof cors_error)) {
+        crm_log(CRM_LOG_ERROR, "%s", cors_error);
+        return 2;
+    }
     if (!run_migrations(cfg, STARTUP_DB_WAIT_S))
         return 1;
     crm_db_config d = db_config_from(cfg);
@@ -245,9 +263,15 @@ static int cmd_serve(const crmd_config *cfg)
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
     crm_sync_set_retention_days(cfg->sync_retention_days);
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
+    if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
+        crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
+        crm_db_shutdown();
+        return 1;
+    }
     http_server *srv = http_server_start(cfg, &d, &err);
     if (srv == NULL) {
         crm_log(CRM_LOG_ERROR, "%s", err.detail);
+        http_throttle_shutdown();
         crm_db_shutdown();
         return 1;
     }
@@ -263,6 +287,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     http_server_stop(srv);
+    http_throttle_shutdown();
     crm_db_shutdown();
     crm_log(CRM_LOG_INFO, "stopped");
     crm_log_stop_writer();
@@ -285,7 +310,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (strcmp(cmd, "routes") == 0)
-        return cmd_routes();
+        return cmd_routes(argc > 2 && strcmp(argv[2], "--query") == 0);
 
     crmd_config cfg;
     char errbuf[256];

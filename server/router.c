@@ -11,60 +11,83 @@
 
 #include <string.h>
 
-/* Body limits (max_body, the last column; 0: none): small documents,
+/* Body limits (max_body, the seventh column; 0: none): small documents,
  * one customer or touchpoint (attributes alone may take 64 KiB compact), and
  * the batch. CRMD_MAX_BODY_BYTES caps them all. */
 #define SMALL_BODY (64u * 1024)
 #define RECORD_BODY (256u * 1024)
 #define BATCH_BODY (8u * 1024 * 1024)
 
+/* The query parameters of each kind of read, as the handlers take them
+ * (http_query) and openapi.yaml lists them; the contract test compares the
+ * two. None is repeatable: a second value is refused, not ignored. */
+static const char *const Q_PAGE[] = {"limit", "after", NULL};
+static const char *const Q_EXPAND[] = {"expand", NULL};
+static const char *const Q_CUSTOMER_LIST[] = {
+    "email",         "phone",          "country",       "city",           "lifecycle_stage",
+    "tag",           "created_after",  "created_before", "updated_after", "updated_before",
+    "q",             "sort",           "limit",          "after",         NULL};
+static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
+                                         "occurred_before", "limit", "after", NULL};
+static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
+
 static const http_route routes[] = {
     /* operations */
-    {"GET", "/healthz", handle_healthz, 0, false, true, 0},
-    {"GET", "/readyz", handle_readyz, 0, false, true, 0},
-    {"GET", "/metrics", handle_metrics, 0, false, true, 0},
-    {"GET", "/openapi.yaml", handle_openapi, 0, false, true, 0},
+    {"GET", "/healthz", handle_healthz, 0, false, true, 0, NULL},
+    {"GET", "/readyz", handle_readyz, 0, false, true, 0, NULL},
+    {"GET", "/metrics", handle_metrics, 0, false, true, 0, NULL},
+    {"GET", "/openapi.yaml", handle_openapi, 0, false, true, 0, NULL},
     /* api keys */
-    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false, SMALL_BODY},
-    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true, 0},
-    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true, 0},
-    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false, 0},
+    {"POST", "/v1/api-keys", handle_apikey_create, CRM_SCOPE_ADMIN, true, false, SMALL_BODY, NULL},
+    {"GET", "/v1/api-keys", handle_apikey_list, CRM_SCOPE_ADMIN, false, true, 0, Q_PAGE},
+    {"GET", "/v1/api-keys/{id}", handle_apikey_get, CRM_SCOPE_ADMIN, false, true, 0, NULL},
+    {"DELETE", "/v1/api-keys/{id}", handle_apikey_revoke, CRM_SCOPE_ADMIN, false, false, 0, NULL},
     /* customers */
     {"POST", "/v1/customers", handle_customer_create, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
-     RECORD_BODY},
-    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true, 0},
-    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true, 0},
+     RECORD_BODY, NULL},
+    {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true, 0,
+     Q_CUSTOMER_LIST},
+    {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true, 0,
+     Q_EXPAND},
     {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
-     RECORD_BODY},
-    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false, false, 0},
-    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
-    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_EXPORT, false, false, 0},
-    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
-     SMALL_BODY},
+     RECORD_BODY, NULL},
+    {"DELETE", "/v1/customers/{id}", handle_customer_delete, CRM_SCOPE_CUSTOMERS_WRITE, false,
+     false, 0, NULL},
+    {"GET", "/v1/customers/{id}/audit", handle_customer_audit, CRM_SCOPE_CUSTOMERS_READ, false,
+     false, 0, Q_PAGE},
+    {"GET", "/v1/customers/{id}/export", handle_customer_export, CRM_SCOPE_CUSTOMERS_EXPORT, false,
+     false, 0, NULL},
+    {"POST", "/v1/customers/{id}/erase", handle_customer_erase, CRM_SCOPE_CUSTOMERS_WRITE, true,
+     false, SMALL_BODY, NULL},
     {"GET", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
+     handle_customer_get_by_external_id, CRM_SCOPE_CUSTOMERS_READ, false, false, 0, Q_EXPAND},
     {"PUT", "/v1/customers/by-external-id/{source}/{external_id}",
-     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false, RECORD_BODY},
+     handle_customer_upsert_by_external_id, CRM_SCOPE_CUSTOMERS_WRITE, true, false, RECORD_BODY,
+     NULL},
     /* consents */
-    {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE,
-     true, false, SMALL_BODY},
-    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false, false, 0},
+    {"POST", "/v1/customers/{id}/consents", handle_consents_record, CRM_SCOPE_CUSTOMERS_WRITE, true,
+     false, SMALL_BODY, NULL},
+    {"GET", "/v1/customers/{id}/consents", handle_consents_get, CRM_SCOPE_CUSTOMERS_READ, false,
+     false, 0, Q_PAGE},
     /* touchpoints */
     {"POST", "/v1/touchpoints", handle_touchpoint_record, CRM_SCOPE_TOUCHPOINTS_WRITE, true, false,
-     RECORD_BODY},
+     RECORD_BODY, NULL},
     {"POST", "/v1/touchpoints/batch", handle_touchpoint_batch, CRM_SCOPE_TOUCHPOINTS_WRITE, true,
-     false, BATCH_BODY},
-    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true, 0},
+     false, BATCH_BODY, NULL},
+    {"GET", "/v1/touchpoints/{id}", handle_touchpoint_get, CRM_SCOPE_TOUCHPOINTS_READ, false, true,
+     0, NULL},
     {"GET", "/v1/customers/{id}/touchpoints", handle_customer_timeline, CRM_SCOPE_TOUCHPOINTS_READ,
-     false, true, 0},
+     false, true, 0, Q_TIMELINE},
     /* duplicates and merge */
     {"GET", "/v1/customers/{id}/duplicates", handle_customer_duplicates, CRM_SCOPE_CUSTOMERS_READ,
-     false, false, 0},
-    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true, false,
-     SMALL_BODY},
+     false, false, 0, NULL},
+    {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true,
+     false, SMALL_BODY, NULL},
     /* sync feeds */
-    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true, 0},
-    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0},
+    {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true, 0,
+     Q_SYNC},
+    {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0,
+     Q_SYNC},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
@@ -107,6 +130,14 @@ void router_init(void)
     }
 }
 
+int router_query_index(const http_route *route, const char *name, size_t len)
+{
+    for (int i = 0; route->query != NULL && route->query[i] != NULL; i++)
+        if (strlen(route->query[i]) == len && memcmp(route->query[i], name, len) == 0)
+            return i;
+    return -1;
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -118,28 +149,88 @@ static int hexval(char c)
     return -1;
 }
 
-char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space)
+/* The length of the UTF-8 sequence at s[0..len), or 0 when none starts there.
+ * The ranges are RFC 3629's table: each lead byte admits only the second
+ * bytes that avoid overlong forms (E0, F0), surrogates (ED) and code points
+ * beyond U+10FFFF (F4). */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
 {
-    char *out = crm_arena_alloc(arena, len + 1);
-    if (out == NULL)
-        return NULL;
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    }
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xBF)
+            return 0;
+    return n;
+}
+
+bool router_utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (len > 0) {
+        size_t n = utf8_sequence(p, len);
+        if (n == 0)
+            return false;
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space,
+                            char **out)
+{
+    *out = NULL;
+    char *buf = crm_arena_alloc(arena, len + 1);
+    if (buf == NULL)
+        return DECODE_NO_MEMORY;
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
         if (src[i] == '%' && i + 2 < len && (hi = hexval(src[i + 1])) >= 0 && (lo = hexval(src[i + 2])) >= 0) {
             char c = (char)(hi * 16 + lo);
             if (c == '\0')
-                return NULL;
-            out[o++] = c;
+                return DECODE_NUL;
+            buf[o++] = c;
             i += 2;
         } else if (plus_is_space && src[i] == '+') {
-            out[o++] = ' ';
+            buf[o++] = ' ';
         } else {
-            out[o++] = src[i];
+            buf[o++] = src[i];
         }
     }
-    out[o] = '\0';
-    return out;
+    buf[o] = '\0';
+    if (!router_utf8_valid(buf, o))
+        return DECODE_NOT_UTF8;
+    *out = buf;
+    return DECODE_OK;
+}
+
+char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space)
+{
+    char *out;
+    return router_decode(arena, src, len, plus_is_space, &out) == DECODE_OK ? out : NULL;
 }
 
 /* Splits raw_path into segments (pointers into raw_path). */
@@ -215,9 +306,16 @@ route_status router_match(const char *method, const char *raw_path, crm_arena *a
             http_path_param *p = &m->params[m->nparams++];
             p->name = c->seg[s].text;
             p->name_len = c->seg[s].len;
-            p->value = router_percent_decode(arena, seg[s], len[s], false);
-            if (p->value == NULL)
+            char *value;
+            decode_status ds = router_decode(arena, seg[s], len[s], false, &value);
+            if (ds == DECODE_NOT_UTF8) {
+                m->bad_param = p->name;
+                m->bad_param_len = p->name_len;
+                return ROUTE_BAD_PARAM;
+            }
+            if (ds != DECODE_OK)
                 return ROUTE_BAD_PATH;
+            p->value = value;
         }
     }
     if (m->route != NULL)

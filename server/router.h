@@ -26,7 +26,16 @@ typedef struct http_route {
                             http_defer_query); otherwise a worker runs it */
     size_t max_body;     /* largest body accepted (within CRMD_MAX_BODY_BYTES);
                             0, the default: no body at all */
+    const char *const *query; /* the query parameters it accepts, NULL-terminated
+                                 (NULL: none); any other gets 422 before the
+                                 handler runs (server/query_check.c) */
 } http_route;
+
+/* No route declares more query parameters than this. */
+#define ROUTE_MAX_QUERY 32
+
+/* The position of name[0..len) in route's query list, or -1. */
+int router_query_index(const http_route *route, const char *name, size_t len);
 
 #define HTTP_MAX_PARAMS 4
 
@@ -41,6 +50,8 @@ typedef enum {
     ROUTE_NOT_FOUND,     /* no pattern matches the path */
     ROUTE_BAD_METHOD,    /* a pattern matches, but not with this method */
     ROUTE_BAD_PATH,      /* the path cannot be decoded (e.g. %00) */
+    ROUTE_BAD_PARAM,     /* a path parameter decodes to bytes that are not
+                            UTF-8: m->bad_param names it (422) */
 } route_status;
 
 typedef struct route_match {
@@ -49,6 +60,9 @@ typedef struct route_match {
     http_path_param params[HTTP_MAX_PARAMS];
     int nparams;
     char allow[128];      /* for ROUTE_BAD_METHOD: "GET, HEAD, POST" */
+    const char *bad_param; /* for ROUTE_BAD_PARAM: the parameter's name in the
+                              pattern (ours, never the client's bytes) */
+    size_t bad_param_len;
 } route_match;
 
 /* Prepares the table (splits patterns once). Call before serving. */
@@ -61,8 +75,26 @@ route_status router_match(const char *method, const char *raw_path, crm_arena *a
 
 const http_route *router_table(size_t *count);
 
-/* Percent-decodes src[0..len) into a NUL-terminated arena string; fails on a
- * decoded NUL byte. With plus_is_space, '+' becomes ' ' (query strings). */
+/* How decoding a path segment or a query key or value went. */
+typedef enum {
+    DECODE_OK,
+    DECODE_NUL,       /* it decodes to a NUL byte (%00) */
+    DECODE_NOT_UTF8,  /* it decodes to bytes that are not strict UTF-8 */
+    DECODE_NO_MEMORY,
+} decode_status;
+
+/* Percent-decodes src[0..len) into a NUL-terminated arena string (*out, NULL
+ * unless DECODE_OK). The result must be strict UTF-8 (router_utf8_valid):
+ * PostgreSQL refuses anything else, so no value that reaches a handler may
+ * hold it. With plus_is_space, '+' becomes ' ' (query strings). */
+decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space,
+                            char **out);
+
+/* router_decode's result, or NULL when it is not DECODE_OK. */
 char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space);
+
+/* True when s[0..len) is UTF-8 as RFC 3629 defines it: shortest forms only,
+ * no surrogates (U+D800..U+DFFF), nothing above U+10FFFF. */
+bool router_utf8_valid(const char *s, size_t len);
 
 #endif

@@ -217,5 +217,8 @@ Suite *sync_suite(void);
 Suite *touchpoints_suite(void);
 Suite *scopes_suite(void);
 Suite *hostile_values_suite(void);
+Suite *query_suite(void);
+Suite *cors_suite(void);
+Suite *ratelimit_suite(void);
 
 #endif

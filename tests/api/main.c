@@ -54,6 +54,9 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, touchpoints_suite());
         srunner_add_suite(sr, scopes_suite());
         srunner_add_suite(sr, hostile_values_suite());
+        srunner_add_suite(sr, query_suite());
+        srunner_add_suite(sr, cors_suite());
+        srunner_add_suite(sr, ratelimit_suite());
     }
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

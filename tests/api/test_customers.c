@@ -266,6 +266,63 @@ START_TEST(patch_is_a_merge_patch_under_if_match)
 }
 END_TEST
 
+START_TEST(unquoted_if_match_answers_400_saying_entity_tags_are_quoted)
+{
+    /* `If-Match: 1` used to get 412 "the customer has changed" although
+     * the customer was at version 1. */
+    json_t *c = create("{\"first_name\": \"Ada\"}");
+    char path[64], ext_path[128], ext[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld", id_of(c));
+    const char *unquoted[] = {"If-Match: 1", NULL};
+    http_call call = {.method = "PATCH", .path = path, .api_key = writer.secret,
+                      .body = "{\"first_name\": \"Grace\"}", .headers = unquoted};
+    http_response r = http_send(&srv, &call);
+    ck_assert_msg(r.status == 400, "HTTP %ld: %.300s", r.status, r.body);
+    json_t *problem = assert_problem(&r, 400);
+    const char *detail = json_string_value(json_object_get(problem, "detail"));
+    ck_assert_ptr_nonnull(strstr(detail, "quoted"));
+    ck_assert_ptr_nonnull(strstr(detail, "\"3\""));
+    json_decref(problem);
+    http_response_free(&r);
+
+    /* The raw value is never repeated back. */
+    const char *odd[] = {"If-Match: zq9-not-a-tag", NULL};
+    call.headers = odd;
+    r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 400));
+    ck_assert_ptr_null(strstr(r.body, "zq9"));
+    http_response_free(&r);
+
+    call.method = "DELETE";
+    call.body = NULL;
+    call.headers = unquoted;
+    r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 400));
+    http_response_free(&r);
+
+    harness_unique(ext, sizeof ext, "ifm");
+    snprintf(ext_path, sizeof ext_path, "/v1/customers/by-external-id/crm/%s", ext);
+    call = (http_call){.method = "PUT", .path = ext_path, .api_key = writer.secret,
+                       .body = "{\"first_name\": \"Grace\"}", .headers = unquoted};
+    r = http_send(&srv, &call);
+    json_decref(assert_problem(&r, 400));
+    http_response_free(&r);
+
+    /* Nothing changed: still version 1, still there; the quoted tag works. */
+    r = http_get(&srv, path, reader.secret);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(http_response_header(&r, "ETag"), "\"1\"");
+    http_response_free(&r);
+    const char *quoted[] = {"If-Match: \"1\"", NULL};
+    call = (http_call){.method = "PATCH", .path = path, .api_key = writer.secret,
+                       .body = "{\"first_name\": \"Grace\"}", .headers = quoted};
+    r = http_send(&srv, &call);
+    ck_assert_msg(r.status == 200, "HTTP %ld: %.300s", r.status, r.body);
+    http_response_free(&r);
+    json_decref(c);
+}
+END_TEST
+
 typedef struct racer {
     const char *path, *body;
     pthread_barrier_t *barrier;
@@ -990,6 +1047,7 @@ Suite *customers_suite(void)
     tcase_add_test(tc, expand_external_ids_lists_them);
     tcase_add_test(tc, a_merged_customer_answers_with_its_survivor);
     tcase_add_test(tc, patch_is_a_merge_patch_under_if_match);
+    tcase_add_test(tc, unquoted_if_match_answers_400_saying_entity_tags_are_quoted);
     tcase_add_test(tc, two_concurrent_patches_with_the_same_etag_one_wins);
     tcase_add_test(tc, delete_hides_the_customer_but_keeps_the_row);
     tcase_add_test(tc, list_filters_by_each_parameter);

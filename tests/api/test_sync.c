@@ -228,13 +228,14 @@ START_TEST(the_customer_feed_drains_to_an_empty_page_then_brings_new_changes)
     ck_assert_uint_eq(json_array_size(json_object_get(empty, "data")), 0);
     json_decref(empty);
 
-    /* A customer made now comes on the next poll, as GET shows it. */
+    /* A customer made now comes on the next poll, as GET shows it with its
+     * external ids (which the feed always carries). */
     long long id = create_customer();
     char *after_create = NULL;
     json_t *entry = poll_for("customers", end, id, &after_create);
     ck_assert_str_eq(json_string_value(json_object_get(entry, "change")), "upsert");
-    char path[64];
-    snprintf(path, sizeof path, "/v1/customers/%lld", id);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld?expand=external_ids", id);
     http_response r = http_get(&srv, path, writer.secret);
     json_t *read = expect_json(&r, 200);
     http_response_free(&r);

@@ -25,7 +25,9 @@
  *     where the two drifted apart before (partial touchpoint batches, any
  *     X-Request-Id, key names counted in characters);
  *   - every header a handlers_*.c file sends is declared on a response of
- *     an operation that file serves.
+ *     an operation that file serves;
+ *   - each operation's query parameters are exactly the ones its route
+ *     declares (`crmd routes --query`), since any other gets 422.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
@@ -383,6 +385,43 @@ function checkSameOperations(routes, ops) {
         check(`operation ${key} is in the route table`, routes.has(key), "crmd routes does not list it");
 }
 
+/* Runs `crmd routes --query`; "METHOD PATTERN" -> sorted parameter names, or null. */
+function serverQueryParameters(binary) {
+    let out;
+    try {
+        out = execFileSync(binary, ["routes", "--query"], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+    } catch (e) {
+        check(`${binary} routes --query runs`, false, (e.stderr || e.message || "").toString().trim());
+        return null;
+    }
+    const params = new Map();
+    for (const line of out.split("\n").filter((l) => l.trim() !== "")) {
+        const m = /^([A-Z]+) (\/\S*) (\S+)$/.exec(line);
+        if (m)
+            params.set(`${m[1]} ${m[2]}`, m[3] === "-" ? [] : m[3].split(",").sort());
+    }
+    return params;
+}
+
+/* The names of the query parameters an operation documents (path-level ones
+ * included), sorted. */
+function contractQueryParameters(doc, path, op) {
+    const item = resolve(doc, doc.paths[path]) ?? {};
+    return [...(item.parameters ?? []), ...(op.parameters ?? [])]
+        .map((p) => resolve(doc, p))
+        .filter((p) => p?.in === "query")
+        .map((p) => p.name)
+        .sort();
+}
+
+function checkQueryParameters(doc, key, path, op, declared) {
+    const documented = contractQueryParameters(doc, path, op);
+    const want = declared ?? [];
+    check(`${key}: documents exactly the query parameters its route accepts`,
+          JSON.stringify(documented) === JSON.stringify(want),
+          `route table: ${want.join(", ") || "none"}; contract: ${documented.join(", ") || "none"}`);
+}
+
 /* ---- per-operation rules -------------------------------------------------- */
 
 function checkOperationShape(ops) {
@@ -430,8 +469,8 @@ function expectedErrors(key, op, path, routeScope) {
         ["414", null], /* URL over CRMD_MAX_URL_BYTES: checked before routing */
         ["431", null], /* headers over CRMD_MAX_HEADER_BYTES: likewise */
     ];
-    if (routeScope !== "-")
-        expected.push(["401", "WWW-Authenticate"], ["403", null]);
+    if (routeScope !== "-") /* 429: the per-key rate limit (server/throttle.c) */
+        expected.push(["401", "WWW-Authenticate"], ["403", null], ["429", "Retry-After"]);
     /* 413 everywhere: an operation that takes no body refuses any. */
     expected.push(["413", null]);
     if (op.requestBody)
@@ -494,6 +533,7 @@ async function main() {
     const routes = serverRoutes(binary);
     if (routes === null)
         finish();
+    const queryParams = serverQueryParameters(binary);
     checkSameOperations(routes, ops);
     checkOperationShape(ops);
     checkSecurityScheme(doc);
@@ -504,6 +544,8 @@ async function main() {
         checkScopeAndSecurity(doc, key, op, scope);
         checkErrorResponses(doc, key, op, path, scope);
         checkResponseHeadersAndTypes(doc, key, op);
+        if (queryParams !== null)
+            checkQueryParameters(doc, key, path, op, queryParams.get(key));
     }
     finish();
 }

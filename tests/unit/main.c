@@ -37,6 +37,7 @@ int main(void)
     srunner_add_suite(sr, arena_suite());
     srunner_add_suite(sr, router_suite());
     srunner_add_suite(sr, http_edge_suite());
+    srunner_add_suite(sr, ratelimit_suite());
     srunner_add_suite(sr, db_suite());
     srunner_add_suite(sr, dbloop_suite());
     srunner_add_suite(sr, migrate_suite());

@@ -16,6 +16,7 @@ Suite *copytext_suite(void);
 Suite *arena_suite(void);
 Suite *router_suite(void);
 Suite *http_edge_suite(void);
+Suite *ratelimit_suite(void);
 Suite *db_suite(void);
 Suite *dbloop_suite(void);
 Suite *migrate_suite(void);

@@ -274,6 +274,27 @@ START_TEST(if_match_compares_strong_etags)
 }
 END_TEST
 
+START_TEST(if_match_must_be_star_or_quoted_entity_tags)
+{
+    const char *good[] = {NULL, "*", " * ", "\"3\"", "W/\"3\"", "\"1\", \"3\"", "\"1\",\"3\" ",
+                          ", \"3\"", "\"\""};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        ck_assert_msg(crm_if_match_valid(good[i], &err), "%s", good[i] ? good[i] : "NULL");
+    }
+    const char *bad[] = {"3", "", " ", "\"3", "3\"", "\"3\" 4", "\"3\", 4", "*, \"3\"",
+                         "w/\"3\"", "\"a b\"", "\"secret-zq9\"x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        ck_assert_msg(!crm_if_match_valid(bad[i], &err), "%s", bad[i]);
+        ck_assert_int_eq(err.code, CRM_E_MALFORMED);
+        ck_assert_ptr_nonnull(strstr(err.detail, "quoted"));
+        ck_assert_ptr_null(strstr(err.detail, "zq9"));
+        crm_error_clear(&err);
+    }
+}
+END_TEST
+
 /* ---- against PostgreSQL ----------------------------------------------------------- */
 
 static PGconn *direct;
@@ -1093,6 +1114,7 @@ Suite *customers_suite(void)
     tcase_add_test(v, attributes_are_an_object_of_at_most_64_kib);
     tcase_add_test(v, several_problems_are_reported_together);
     tcase_add_test(v, if_match_compares_strong_etags);
+    tcase_add_test(v, if_match_must_be_star_or_quoted_entity_tags);
     suite_add_tcase(s, v);
 
     TCase *db = tcase_create("store");
