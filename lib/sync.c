@@ -22,7 +22,7 @@
  */
 #include "sync.h"
 #include "clock.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"

@@ -20,7 +20,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "copytext.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"

@@ -6,7 +6,7 @@
 #include "customer_merge.h"
 #include "customer_tables.h"
 #include "consents.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "touchpoints.h"
 #include "json.h"
 

@@ -7,7 +7,7 @@
 #include "customer_tables.h"
 #include "clock.h"
 #include "consents.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "touchpoints.h"
 #include "json.h"
 

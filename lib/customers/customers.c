@@ -6,7 +6,7 @@
  * customer_list.c.
  */
 #include "customers.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "idempotency.h"
 #include "jbuf.h"
 #include "json.h"

@@ -5,7 +5,7 @@
 #include "customer_tables.h"
 #include "consents.h"
 #include "customer_privacy.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "json.h"
 #include "touchpoints.h"
 

@@ -11,7 +11,7 @@
  * meanwhile never shift a page and any depth costs the same.
  */
 #include "customers.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"
