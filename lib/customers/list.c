@@ -1,5 +1,5 @@
 /*
- * customer_list.c — GET /v1/customers: filters, sort orders and keyset
+ * customers/list.c — GET /v1/customers: filters, sort orders and keyset
  * cursors. The statement's WHERE clause depends on which filters are
  * present, so its text is assembled here, only from the constant fragments
  * below with $n placeholders; every value travels as a parameter.

@@ -1,5 +1,5 @@
 /*
- * customer_merge.c — likely duplicates of a customer (one indexed
+ * customers/merge.c — likely duplicates of a customer (one indexed
  * statement) and the merge of duplicates into a survivor (one
  * transaction). The rules are in customer_merge.h.
  */

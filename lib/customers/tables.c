@@ -1,5 +1,5 @@
 /*
- * customer_tables.c — the registry of customer-attached tables (see
+ * customers/tables.c — the registry of customer-attached tables (see
  * customer_tables.h) and the SQL of each one's merge, erase and export step.
  */
 #include "customer_tables.h"
