@@ -6,7 +6,7 @@
 #include "consents.h"
 #include "clock.h"
 #include "customers.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 

@@ -2,7 +2,7 @@
  * customer_tables.h — the one registry of the tables that hold a customer
  * id, and what merge, erasure and export do with each one's rows.
  *
- * Merging (customer_merge.c), erasing and exporting (customer_privacy.c)
+ * Merging (customers/merge.c), erasing and exporting (customers/privacy.c)
  * walk this list instead of each keeping its own: a table that attaches rows
  * to a customer (segment memberships, campaign contacts, ...) is added here
  * once, with a decision for each of the three, and a unit test

@@ -19,7 +19,7 @@
 #include "db.h"
 #include "error.h"
 
-/* ---- validation (customer_validate.c) ---------------------------------- */
+/* ---- validation (customers/validate.c) --------------------------------- */
 
 /* The columns a customer body writes, in the order of the SQL parameters of
  * the insert and update statements. */
@@ -153,7 +153,7 @@ extern const char *const *const crm_customer_kinds;
 /* The number of Unicode code points in the UTF-8 string s[0..len). */
 size_t crm_utf8_chars(const char *s, size_t len);
 
-/* ---- the record (customers.c) ------------------------------------------ */
+/* ---- the record (customers/customers.c) -------------------------------- */
 
 /* The version an If-Match header value accepts: true when header is NULL,
  * "*", or a list holding the strong ETag "\"<version>\"". */

@@ -648,7 +648,7 @@ bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, 
     }
     res = PQgetResult(c->pg);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) /* an unknown customer id refuses a COPY: callers fall back (touchpoints.c) */
+    if (!ok) /* an unknown customer id refuses a COPY: callers fall back (touchpoints/store.c) */
         fail_result_expecting(c, res, "COPY", "23503", err);
     else
         PQclear(res);

@@ -22,7 +22,7 @@
  */
 #include "sync.h"
 #include "clock.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"
@@ -68,7 +68,7 @@ static crm_stmt customers_page = CRM_STMT_PAGE(
     "sync_customers_page", "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
                            ", " PLACE_COLUMNS("c") " FROM customers c" PAGE_OF("c"));
 
-/* The touchpoints' select list is touchpoints.c's, so this statement is put
+/* The touchpoints' select list is touchpoints/represent.c's, so this statement is put
  * together once, at its first use. */
 static char touchpoints_page_sql[2048];
 static crm_stmt touchpoints_page = CRM_STMT_PAGE("sync_touchpoints_page", touchpoints_page_sql);

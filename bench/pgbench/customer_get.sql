@@ -1,5 +1,5 @@
--- GET /v1/customers/{id}: the statement customer_get in lib/customers.c
--- (CRM_CUSTOMER_COLUMNS of lib/customers_internal.h expanded), on a random id
+-- GET /v1/customers/{id}: the statement customer_get in lib/customers/customers.c
+-- (CRM_CUSTOMER_COLUMNS of lib/customers/internal.h expanded), on a random id
 -- among the generated customers. The compiler joins the literals into this
 -- one string, which is how the runner finds it in the binary.
 \set id random(:customer_first, :customer_last)

@@ -1,5 +1,5 @@
 -- GET /v1/customers?country=IT&lifecycle_stage=customer&limit=50: the
--- statement lib/customer_list.c assembles at run time for these two filters
+-- statement lib/customers/list.c assembles at run time for these two filters
 -- and the default sort (created_at), first page: limit + 1 rows. crmd
 -- prepares it once per connection (one statement per filter shape).
 -- bench-sql: runtime

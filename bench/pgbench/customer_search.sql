@@ -1,4 +1,4 @@
--- GET /v1/customers?q=ferrari&limit=50: the statement lib/customer_list.c
+-- GET /v1/customers?q=ferrari&limit=50: the statement lib/customers/list.c
 -- assembles at run time for a search in the default sort (created_at):
 -- "ferrari" is a word of the search index that begins no other word, so
 -- the page is read from its own index range, limit + 1 rows, with one more

@@ -270,7 +270,7 @@ function checkValues(ajv, schema, what, values, want) {
 }
 
 function checkAcceptance(doc, ops, ajv) {
-    /* A batch is answered item by item (lib/touchpoints.c): items that break
+    /* A batch is answered item by item (lib/touchpoints/batch.c): items that break
      * the rules are rejected in the report, so the request takes any item. */
     const batch = ops.get("POST /v1/touchpoints/batch")?.op;
     const batchSchema = resolve(doc, batch?.requestBody)?.content?.["application/json"]?.schema;

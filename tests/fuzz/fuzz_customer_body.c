@@ -2,7 +2,7 @@
  * fuzz_customer_body.c — a customer body as a client sends it (create,
  * upsert, the result of a PATCH): the bytes parsed as crmd parses them
  * (crm_json_parse), then the checks of validate_document in
- * lib/customers.c (crm_json_check_no_nul, crm_customer_validate), with and
+ * lib/customers/customers.c (crm_json_check_no_nul, crm_customer_validate), with and
  * without external_ids.
  *
  * Properties: unparsable bytes are CRM_E_MALFORMED; a document is valid

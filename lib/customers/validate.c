@@ -1,5 +1,5 @@
 /*
- * customer_validate.c — every rule a customer document must follow, in one
+ * customers/validate.c — every rule a customer document must follow, in one
  * place: which fields exist, their types and lengths (in characters), and
  * the formats of e-mail, phone, country, dates, language tags and
  * coordinates. Each problem becomes one field error named by its JSON

@@ -1,5 +1,5 @@
 /*
- * customer_list.c — GET /v1/customers: filters, sort orders and keyset
+ * customers/list.c — GET /v1/customers: filters, sort orders and keyset
  * cursors. The statement's WHERE clause depends on which filters are
  * present, so its text is assembled here, only from the constant fragments
  * below with $n placeholders; every value travels as a parameter.
@@ -11,7 +11,7 @@
  * meanwhile never shift a page and any depth costs the same.
  */
 #include "customers.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "jbuf.h"
 #include "json.h"
 #include "list/cursor.h"

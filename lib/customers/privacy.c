@@ -1,5 +1,5 @@
 /*
- * customer_privacy.c — right of access (export), right to erasure, and the
+ * customers/privacy.c — right of access (export), right to erasure, and the
  * customer read with its current consents. See customer_privacy.h for what
  * each one promises; the SQL of all three lives here.
  */
@@ -7,7 +7,7 @@
 #include "customer_tables.h"
 #include "clock.h"
 #include "consents.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "touchpoints.h"
 #include "json.h"
 
@@ -16,7 +16,7 @@
 #include <string.h>
 #include <time.h>
 
-/* A merge chain longer than this is treated as broken data (as customers.c). */
+/* A merge chain longer than this is treated as broken data (as customers/customers.c). */
 
 #define MS(col) "(extract(epoch FROM " col ") * 1000)::bigint"
 

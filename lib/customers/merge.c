@@ -1,12 +1,12 @@
 /*
- * customer_merge.c — likely duplicates of a customer (one indexed
+ * customers/merge.c — likely duplicates of a customer (one indexed
  * statement) and the merge of duplicates into a survivor (one
  * transaction). The rules are in customer_merge.h.
  */
 #include "customer_merge.h"
 #include "customer_tables.h"
 #include "consents.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "touchpoints.h"
 #include "json.h"
 

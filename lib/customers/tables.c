@@ -1,11 +1,11 @@
 /*
- * customer_tables.c — the registry of customer-attached tables (see
+ * customers/tables.c — the registry of customer-attached tables (see
  * customer_tables.h) and the SQL of each one's merge, erase and export step.
  */
 #include "customer_tables.h"
 #include "consents.h"
 #include "customer_privacy.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "json.h"
 #include "touchpoints.h"
 

@@ -1,8 +1,8 @@
 /*
- * customers_internal.h — what the customer files of lib/ (customers.c,
- * customer_list.c, customer_merge.c, customer_privacy.c, consents.c) share:
- * the column lists of customer statements, the SQL that follows merges, and
- * the representation built from a row. Not for use outside lib/.
+ * customers/internal.h — what the customer files of lib/ (lib/customers/,
+ * consents.c, sync.c, touchpoints/) share: the column lists of customer
+ * statements, the SQL that follows merges, and the representation built
+ * from a row. Not for use outside lib/.
  */
 #ifndef CRM_CUSTOMERS_INTERNAL_H
 #define CRM_CUSTOMERS_INTERNAL_H

@@ -1,12 +1,12 @@
 /*
- * customers.c — the customer record in PostgreSQL: the statements, the
+ * customers/customers.c — the customer record in PostgreSQL: the statements, the
  * representation built from their columns, and the transactions of every
  * write (create, merge-patch update, delete, upsert by external id), each
- * with its audit row. Validation lives in customer_validate.c, lists in
- * customer_list.c.
+ * with its audit row. Validation lives in customers/validate.c, lists in
+ * customers/list.c.
  */
 #include "customers.h"
-#include "customers_internal.h"
+#include "customers/internal.h"
 #include "idempotency.h"
 #include "jbuf.h"
 #include "json.h"

@@ -1,0 +1,193 @@
+/*
+ * touchpoints/batch.c — recording touchpoints, one or a batch: each item
+ * checked, duplicates within the batch found, the whole stored in one
+ * transaction (store.c) and retried when it lost a race or met a rule of
+ * the database the checks do not know; then the answer, item by item.
+ */
+#include "touchpoints.h"
+#include "auth.h"
+#include "clock.h"
+#include "customers/internal.h"
+#include "touchpoints/internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the batch ------------------------------------------------------------------ */
+
+static int compare_events(const void *a, const void *b)
+{
+    const tp_item *x = *(tp_item *const *)a, *y = *(tp_item *const *)b;
+    int c = strcmp(x->source, y->source);
+    if (c == 0)
+        c = strcmp(x->event_id, y->event_id);
+    if (c == 0)
+        c = (x > y) - (x < y); /* the earlier item first */
+    return c;
+}
+
+/* A later item with the (source, event_id) of an earlier valid one is a
+ * duplicate of it: only the first is stored. */
+static bool mark_duplicates_within(batch *B)
+{
+    free(B->by_event);
+    B->n_by_event = 0;
+    tp_item **order = B->by_event = malloc(sizeof *order * (B->n ? B->n : 1));
+    if (order == NULL)
+        return false;
+    size_t m = 0;
+    for (size_t i = 0; i < B->n; i++)
+        if (B->items[i].status == CRM_TP_CREATED)
+            order[m++] = &B->items[i];
+    qsort(order, m, sizeof *order, compare_events);
+    size_t kept = 0;
+    for (size_t k = 0; k < m; k++) {
+        tp_item *cur = order[k], *prev = kept ? order[kept - 1] : NULL;
+        if (prev != NULL && strcmp(prev->source, cur->source) == 0 &&
+            strcmp(prev->event_id, cur->event_id) == 0) {
+            cur->status = CRM_TP_DUPLICATE;
+            cur->first = (int)(prev - B->items);
+        } else {
+            order[kept++] = cur; /* the first of its event, in event order */
+        }
+    }
+    B->n_by_event = kept;
+    return true;
+}
+
+void tp_reject(tp_item *it, const char *field, const char *message)
+{
+    it->status = CRM_TP_REJECTED;
+    crm_error_add_field(&it->errors, field, message);
+    crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint breaks the rules named below");
+}
+
+static json_t *batch_report(batch *B)
+{
+    json_t *items = json_array();
+    int counts[3] = {0, 0, 0};
+    for (size_t i = 0; i < B->n; i++) {
+        tp_item *it = &B->items[i];
+        if (it->status == CRM_TP_DUPLICATE && it->first >= 0) {
+            tp_item *first = &B->items[it->first];
+            it->id = first->id;
+            if (first->status == CRM_TP_REJECTED) { /* its first copy's fate */
+                it->status = CRM_TP_REJECTED;
+                crm_error_clear(&it->errors);
+                it->errors.code = first->errors.code;
+                it->errors.errors = json_incref(first->errors.errors);
+            }
+        }
+        counts[it->status]++;
+        static const char *const names[] = {"created", "duplicate", "rejected"};
+        json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t)i, "status", names[it->status]);
+        if (it->status == CRM_TP_REJECTED)
+            json_object_set_new(o, "errors",
+                                it->errors.errors ? json_incref(it->errors.errors) : json_array());
+        else
+            json_object_set_new(o, "id", json_integer(it->id));
+        json_array_append_new(items, o);
+    }
+    return json_pack("{s:i, s:i, s:i, s:o}", "created", counts[CRM_TP_CREATED], "duplicates",
+                     counts[CRM_TP_DUPLICATE], "rejected", counts[CRM_TP_REJECTED], "items", items);
+}
+
+/* Checks and stores the items of B; a failure of the database (not of an
+ * item) is err. Retried once when the transaction lost a race, and once,
+ * carefully, when an item broke a rule of the database (drift). */
+static bool record(batch *B, crm_error *err)
+{
+    bool raced = false;
+    B->careful = false;
+    for (;;) {
+        B->drift = false;
+        long long now = crm_wall_ms();
+        for (size_t i = 0; i < B->n; i++) {
+            tp_item *it = &B->items[i];
+            json_t *doc = it->doc;
+            crm_error_clear(&it->errors);
+            memset(it, 0, sizeof *it);
+            tp_check_item(doc, it, now);
+            tp_check_scopes(B, it);
+        }
+        if (!mark_duplicates_within(B))
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        crm_conn *c = crm_db_acquire(err);
+        if (c == NULL)
+            return false;
+        bool ok = crm_db_begin(c, err) && tp_store_batch(c, B, err) && crm_db_commit(c, err);
+        if (!ok)
+            crm_db_rollback(c);
+        bool retry_race = !ok && !B->drift && err->code == CRM_E_CONFLICT && !raced;
+        bool retry_careful = !ok && B->drift && !B->careful;
+        crm_db_release(c);
+        if (ok || !(retry_race || retry_careful))
+            return ok;
+        raced = raced || retry_race;
+        B->careful = B->careful || retry_careful;
+        crm_error_clear(err); /* start over: the failed attempt left nothing */
+    }
+}
+
+static void free_batch(batch *B)
+{
+    for (size_t i = 0; i < B->n; i++)
+        crm_error_clear(&B->items[i].errors);
+    free(B->items);
+    free(B->by_event);
+    tp_free_slots(B);
+}
+
+json_t *crm_touchpoint_record_batch(json_t *items, const crm_write_ctx *ctx, crm_error *err)
+{
+    batch B = {.n = json_array_size(items), .ctx = ctx};
+    B.items = calloc(B.n ? B.n : 1, sizeof *B.items);
+    if (B.items == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    for (size_t i = 0; i < B.n; i++)
+        B.items[i].doc = json_array_get(items, i);
+    json_t *report = record(&B, err) ? batch_report(&B) : NULL;
+    free_batch(&B);
+    return report;
+}
+
+json_t *crm_touchpoint_record(json_t *body, const crm_write_ctx *ctx, bool *created, crm_error *err)
+{
+    tp_item item;
+    memset(&item, 0, sizeof item);
+    batch B = {.items = &item, .n = 1, .ctx = ctx};
+    item.doc = body;
+    bool ok = record(&B, err);
+    free(B.by_event);
+    tp_free_slots(&B);
+    if (!ok) {
+        crm_error_clear(&item.errors);
+        return NULL;
+    }
+    if (item.status == CRM_TP_REJECTED) {
+        *err = item.errors; /* the item's reasons are the request's */
+        return NULL;
+    }
+    crm_error_clear(&item.errors);
+    *created = item.status == CRM_TP_CREATED;
+    /* A key that may not read both customers and touchpoints gets a
+     * receipt: the stored touchpoint names its customer (an oracle over
+     * e-mail addresses and external ids), and a duplicate is whoever sent
+     * that event first. */
+    if (!tp_caller_may(&B, CRM_SCOPE_CUSTOMERS_READ | CRM_SCOPE_TOUCHPOINTS_READ))
+        return json_pack("{s:I, s:s}", "id", (json_int_t)item.id, "status",
+                         *created ? "created" : "duplicate");
+    crm_query q;
+    crm_touchpoint_get_query(&q, item.id);
+    PGresult *res = crm_db_run_query(&q, err);
+    if (res == NULL)
+        return NULL;
+    size_t len;
+    char *text = crm_touchpoint_get_render(res, &len, err);
+    PQclear(res);
+    json_t *rep = text ? crm_json_load_stored(text) : NULL;
+    free(text);
+    return rep;
+}
