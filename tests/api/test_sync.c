@@ -245,6 +245,7 @@ START_TEST(the_customer_feed_drains_to_an_empty_page_then_brings_new_changes)
     json_decref(entry);
 
     /* Deleted: a tombstone on the next poll. */
+    snprintf(path, sizeof path, "/v1/customers/%lld", id);
     r = http_delete(&srv, path, writer.secret);
     ck_assert_int_eq(r.status, 204);
     http_response_free(&r);

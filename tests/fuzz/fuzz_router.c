@@ -77,6 +77,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(m.route == NULL && m.allow[0] != '\0');
         FUZZ_CHECK(strlen(m.allow) < sizeof m.allow);
         break;
+    case ROUTE_BAD_PARAM:
+        /* A parameter that is not UTF-8 is named by the pattern, never by
+         * the client's bytes. */
+        FUZZ_CHECK(m.bad_param != NULL && m.bad_param_len > 0);
+        break;
     case ROUTE_NOT_FOUND:
     case ROUTE_BAD_PATH:
         break;
