@@ -20,6 +20,7 @@ const char *const crm_consent_channels[] = {"email", "sms", "phone",  "mail",
                                             "push",  "web", "in_app", NULL};
 const char *const crm_consent_purposes[] = {"marketing", "service",     "profiling",
                                             "analytics", "third_party", NULL};
+const char *const crm_consent_statuses[] = {"granted", "revoked", NULL};
 
 bool crm_consent_channel_known(const char *channel)
 {
@@ -80,7 +81,6 @@ static void validate_decision(json_t *d, const char *base, long long now_ms, jso
 {
     static const char *const allowed[] = {"channel", "purpose",     "status",
                                           "source",  "captured_at", NULL};
-    static const char *const statuses[] = {"granted", "revoked", NULL};
     if (!json_is_object(d)) {
         crm_error_add_field(err, base[0] ? base : "/", "must be an object");
         return;
@@ -101,8 +101,8 @@ static void validate_decision(json_t *d, const char *base, long long now_ms, jso
                                       "required, one of marketing, service, profiling, "
                                       "analytics, third_party",
                                       err);
-    const char *status =
-        enum_member(d, base, "status", statuses, "required, 'granted' or 'revoked'", err);
+    const char *status = enum_member(d, base, "status", crm_consent_statuses,
+                                     "required, 'granted' or 'revoked'", err);
 
     json_t *jsource = json_object_get(d, "source");
     const char *source = json_string_value(jsource);

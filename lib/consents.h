@@ -27,9 +27,10 @@
 #define CRM_CONSENT_SOURCE_MAX 100                /* characters (code points) */
 #define CRM_CONSENT_MAX_FUTURE_MS (5 * 60 * 1000) /* captured_at tolerance for clock skew */
 
-/* The fixed lists of channels and purposes, NULL-terminated. */
+/* The fixed lists of channels, purposes and statuses, NULL-terminated. */
 extern const char *const crm_consent_channels[];
 extern const char *const crm_consent_purposes[];
+extern const char *const crm_consent_statuses[];
 
 bool crm_consent_channel_known(const char *channel);
 bool crm_consent_purpose_known(const char *purpose);

@@ -111,6 +111,7 @@ START_TEST(every_allow_list_equals_its_check_constraint)
         {"customers", "lifecycle_stage", crm_lifecycle_stages, true},
         {"customer_consents", "channel", crm_consent_channels, true},
         {"customer_consents", "purpose", crm_consent_purposes, true},
+        {"customer_consents", "status", crm_consent_statuses, true},
         {"touchpoints", "channel", crm_touchpoint_channels, true},
         {"touchpoints", "type", crm_touchpoint_types, true},
         {"touchpoints", "direction", crm_touchpoint_directions, true},
