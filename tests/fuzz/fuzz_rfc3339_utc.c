@@ -7,8 +7,9 @@
  * ends in 'Z', has a year of 0001 to 9999, and is the same instant
  * (crm_rfc3339_epoch_ms agrees); a buffer one byte too small is refused
  * with an empty string, never a cut one.
- * (Self-contained: no shared header, so it builds whatever tests/fuzz holds.)
  */
+#include "fuzz.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,15 +18,7 @@
 
 #include "customers.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: property does not hold: %s\n", __FILE__, __LINE__, #cond);     \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define CHECK FUZZ_CHECK
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,8 +6,9 @@
  * valid input comes out unchanged; it never writes past outsize, and stops
  * only where a character ends; a cut at crm_utf8_boundary of valid input is
  * valid.
- * (Self-contained: no shared header, so it builds whatever tests/fuzz holds.)
  */
+#include "fuzz.h"
+
 #include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -17,15 +18,7 @@
 
 #include "json.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: property does not hold: %s\n", __FILE__, __LINE__, #cond);     \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#define CHECK FUZZ_CHECK
 
 static bool all_valid(const char *s, size_t len)
 {
