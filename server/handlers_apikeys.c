@@ -29,11 +29,9 @@ static void list_done(http_request *req, const PGresult *res, const crm_error *e
         http_reply_error(req, err);
         return;
     }
-    int limit = 0;
-    crm_error ignored = CRM_ERROR_INIT;
-    http_query_limit(req, 50, 200, &limit, &ignored); /* validated before the query */
+    const int *limit = http_context(req); /* parsed by the handler */
     long long next = 0;
-    json_t *keys = crm_apikey_list_decode(res, limit, &next);
+    json_t *keys = crm_apikey_list_decode(res, *limit, &next);
     json_t *page = json_pack("{s:o, s:o}", "data", keys, "next_cursor",
                              next ? http_cursor_from_id(next) : json_null());
     http_reply_json(req, 200, page);
@@ -42,15 +40,20 @@ static void list_done(http_request *req, const PGresult *res, const crm_error *e
 void handle_apikey_list(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    int limit;
+    int *limit = crm_arena_alloc(http_arena(req), sizeof *limit);
     long long after;
-    if (!http_query_limit(req, 50, 200, &limit, &err) || !http_query_after_id(req, &after, &err)) {
+    if (limit == NULL) {
+        http_reply_problem(req, 500, "out of memory");
+        return;
+    }
+    if (!http_query_limit(req, 50, 200, limit, &err) || !http_query_after_id(req, &after, &err)) {
         http_reply_error(req, &err);
         crm_error_clear(&err);
         return;
     }
     crm_query q;
-    crm_apikey_list_query(&q, after, limit);
+    crm_apikey_list_query(&q, after, *limit);
+    http_set_context(req, limit); /* parsed once: list_done renders with it */
     http_defer_query(req, &q, list_done);
 }
 

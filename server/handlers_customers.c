@@ -76,12 +76,24 @@ void handle_customer_create(http_request *req)
 
 /* ---- GET /v1/customers/{id} and /v1/customers/by-external-id/... ---------- */
 
+/* Whether the read asked for external ids: parsed by the handler, kept for
+ * get_done (http_context) in the request's arena. */
+static bool remember_expand(http_request *req, bool ext)
+{
+    bool *kept = crm_arena_alloc(http_arena(req), sizeof *kept);
+    if (kept == NULL) {
+        http_reply_problem(req, 500, "out of memory");
+        return false;
+    }
+    *kept = ext;
+    http_set_context(req, kept);
+    return true;
+}
+
 static void get_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     crm_error derr = CRM_ERROR_INIT;
-    bool ext = false;
-    parse_expand(req, &ext, NULL, &derr); /* validated before the query */
-    crm_error_clear(&derr);
+    bool ext = *(const bool *)http_context(req);
     if (res == NULL) {
         http_reply_error(req, err);
         return;
@@ -152,6 +164,8 @@ void handle_customer_get(http_request *req)
         reply_customer(req, 200, rep);
         return;
     }
+    if (!remember_expand(req, ext))
+        return;
     crm_query q;
     crm_customer_get_query(&q, id, ext);
     http_defer_query(req, &q, get_done);
@@ -166,6 +180,8 @@ void handle_customer_get_by_external_id(http_request *req)
         handler_reply_error(req, &err);
         return;
     }
+    if (!remember_expand(req, ext))
+        return;
     crm_query q;
     crm_customer_get_by_external_id_query(&q, source, external_id, ext);
     http_defer_query(req, &q, get_done);

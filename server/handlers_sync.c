@@ -14,18 +14,16 @@ static bool sync_request(http_request *req, crm_sync_feed feed, crm_sync_request
     return http_query_limit(req, CRM_SYNC_LIMIT_DEFAULT, CRM_SYNC_LIMIT_MAX, &r->limit, err);
 }
 
-static void page_done(http_request *req, crm_sync_feed feed, const PGresult *res,
-                      const crm_error *err)
+static void page_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     if (res == NULL) {
         http_reply_error(req, err);
         return;
     }
     crm_error derr = CRM_ERROR_INIT;
-    crm_sync_request r;
-    sync_request(req, feed, &r, &derr); /* checked before the query */
+    const crm_sync_request *r = http_context(req); /* parsed by the handler */
     size_t len = 0;
-    char *page = crm_sync_render(res, &r, &len, &derr);
+    char *page = crm_sync_render(res, r, &len, &derr);
     if (page == NULL)
         http_reply_error(req, &derr);
     else
@@ -33,35 +31,30 @@ static void page_done(http_request *req, crm_sync_feed feed, const PGresult *res
     crm_error_clear(&derr);
 }
 
-static void customers_done(http_request *req, const PGresult *res, const crm_error *err)
-{
-    page_done(req, CRM_SYNC_CUSTOMERS, res, err);
-}
-
-static void touchpoints_done(http_request *req, const PGresult *res, const crm_error *err)
-{
-    page_done(req, CRM_SYNC_TOUCHPOINTS, res, err);
-}
-
-static void handle_feed(http_request *req, crm_sync_feed feed, http_query_done done)
+static void handle_feed(http_request *req, crm_sync_feed feed)
 {
     crm_error err = CRM_ERROR_INIT;
-    crm_sync_request r;
+    crm_sync_request *r = crm_arena_alloc(http_arena(req), sizeof *r);
     crm_query q;
-    if (!sync_request(req, feed, &r, &err) || !crm_sync_query(&r, &q, &err)) {
+    if (r == NULL) {
+        http_reply_problem(req, 500, "out of memory");
+        return;
+    }
+    if (!sync_request(req, feed, r, &err) || !crm_sync_query(r, &q, &err)) {
         http_reply_error(req, &err);
         crm_error_clear(&err);
         return;
     }
-    http_defer_query(req, &q, done);
+    http_set_context(req, r); /* parsed once: page_done renders with it */
+    http_defer_query(req, &q, page_done);
 }
 
 void handle_sync_customers(http_request *req)
 {
-    handle_feed(req, CRM_SYNC_CUSTOMERS, customers_done);
+    handle_feed(req, CRM_SYNC_CUSTOMERS);
 }
 
 void handle_sync_touchpoints(http_request *req)
 {
-    handle_feed(req, CRM_SYNC_TOUCHPOINTS, touchpoints_done);
+    handle_feed(req, CRM_SYNC_TOUCHPOINTS);
 }

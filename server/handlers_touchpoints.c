@@ -113,11 +113,9 @@ static void timeline_done(http_request *req, const PGresult *res, const crm_erro
         return;
     }
     crm_error derr = CRM_ERROR_INIT;
-    crm_timeline_filter f;
-    timeline_filter(req, &f, &derr); /* checked before the query */
-    crm_error_clear(&derr);
+    const crm_timeline_filter *f = http_context(req); /* parsed by the handler */
     size_t len = 0;
-    char *text = crm_timeline_render(res, &f, &len, &derr);
+    char *text = crm_timeline_render(res, f, &len, &derr);
     if (text == NULL) {
         handler_reply_error(req, &derr);
         return;
@@ -128,11 +126,16 @@ static void timeline_done(http_request *req, const PGresult *res, const crm_erro
 void handle_customer_timeline(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    crm_timeline_filter f;
+    crm_timeline_filter *f = crm_arena_alloc(http_arena(req), sizeof *f);
     crm_query q;
-    if (!timeline_filter(req, &f, &err) || !crm_timeline_query(&f, http_arena(req), &q, &err)) {
+    if (f == NULL) {
+        http_reply_problem(req, 500, "out of memory");
+        return;
+    }
+    if (!timeline_filter(req, f, &err) || !crm_timeline_query(f, http_arena(req), &q, &err)) {
         handler_reply_error(req, &err);
         return;
     }
+    http_set_context(req, f); /* parsed once: timeline_done renders with it */
     http_defer_query(req, &q, timeline_done);
 }
