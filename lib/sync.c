@@ -99,6 +99,29 @@ static int place_column(crm_sync_feed feed)
     return touchpoint_ncolumns;
 }
 
+static crm_stmt lag = CRM_STMT_RO(
+    "sync_lag",
+    "SELECT coalesce(extract(epoch FROM now() - least("
+    "(SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL), "
+    "(SELECT min(prepared) FROM pg_prepared_xacts))), 0)::float8");
+
+void crm_sync_lag_query(crm_query *q)
+{
+    crm_query_init(q, &lag);
+}
+
+bool crm_sync_lag_decode(const PGresult *res, double *seconds)
+{
+    if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0))
+        return false;
+    char *end;
+    double v = strtod(PQgetvalue(res, 0, 0), &end);
+    if (*end != '\0')
+        return false;
+    *seconds = v < 0 ? 0 : v; /* a clock step can make now() - start negative */
+    return true;
+}
+
 /* ---- the cursor ------------------------------------------------------------------ */
 
 typedef struct sync_place {

@@ -44,6 +44,14 @@ int crm_sync_retention_days(void);
  * processes at once. */
 long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err);
 
+/* How far the feeds are held back: the age in seconds of the oldest
+ * transaction of the whole cluster that holds a transaction id, running or
+ * prepared (0 when there is none). Every page stops before such a
+ * transaction until it ends. Seeing other roles' sessions needs superuser or
+ * pg_read_all_stats; without it they count as absent. */
+void crm_sync_lag_query(crm_query *q);
+bool crm_sync_lag_decode(const PGresult *res, double *seconds);
+
 /* One page of a feed. cursor is borrowed. */
 typedef struct crm_sync_request {
     crm_sync_feed feed;

@@ -6,8 +6,11 @@
 #include "handlers.h"
 #include "metrics.h"
 #include "migrate.h"
+#include "sync.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 void handle_healthz(http_request *req)
 {
@@ -36,8 +39,16 @@ void handle_readyz(http_request *req)
     http_defer_query(req, &q, readyz_done);
 }
 
-void handle_metrics(http_request *req)
+#define SYNC_LAG_HELP                                                                              \
+    "# HELP crmd_sync_lag_seconds Age of the oldest transaction in the cluster that holds a "     \
+    "transaction id (running or prepared): the sync feeds stop before it until it ends.\n"      \
+    "# TYPE crmd_sync_lag_seconds gauge\n"
+
+/* The process's own figures, then the sync lag when the database answered
+ * (without it, /metrics still serves everything else). */
+static void metrics_done(http_request *req, const PGresult *res, const crm_error *err)
 {
+    (void)err;
     int connections, in_flight;
     http_server_stats(&connections, &in_flight);
     size_t len = 0;
@@ -46,8 +57,28 @@ void handle_metrics(http_request *req)
         http_reply_problem(req, 500, "could not render metrics");
         return;
     }
+    double lag;
+    char line[64];
+    int n = res != NULL && crm_sync_lag_decode(res, &lag)
+                ? snprintf(line, sizeof line, "crmd_sync_lag_seconds %.3f\n", lag)
+                : 0;
+    size_t extra = n > 0 && (size_t)n < sizeof line ? sizeof SYNC_LAG_HELP - 1 + (size_t)n : 0;
+    char *all = extra > 0 ? realloc(text, len + extra + 1) : NULL;
+    if (all != NULL) {
+        memcpy(all + len, SYNC_LAG_HELP, sizeof SYNC_LAG_HELP - 1);
+        memcpy(all + len + sizeof SYNC_LAG_HELP - 1, line, (size_t)n + 1);
+        text = all;
+        len += extra;
+    }
     http_reply_bytes(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, false);
     free(text);
+}
+
+void handle_metrics(http_request *req)
+{
+    crm_query q;
+    crm_sync_lag_query(&q);
+    http_defer_query(req, &q, metrics_done);
 }
 
 void handle_openapi(http_request *req)

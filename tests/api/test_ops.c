@@ -237,6 +237,40 @@ START_TEST(head_healthz_answers_200_without_a_body)
 }
 END_TEST
 
+/* The gauge's value in a /metrics text, or -1 when it is absent. */
+static double sync_lag(void)
+{
+    http_response r = http_get(&srv, "/metrics", NULL);
+    ck_assert_int_eq(r.status, 200);
+    const char *line = strstr(r.body, "\ncrmd_sync_lag_seconds ");
+    double v = line != NULL ? strtod(line + strlen("\ncrmd_sync_lag_seconds "), NULL) : -1;
+    http_response_free(&r);
+    return v;
+}
+
+/* A transaction that holds a transaction id holds both sync feeds back
+ * (review C7): /metrics shows how long the oldest one has, so an operator
+ * sees a stall before a sync app does. */
+START_TEST(metrics_show_how_long_a_transaction_holds_the_sync_feeds_back)
+{
+    ck_assert_msg(sync_lag() >= 0, "no crmd_sync_lag_seconds in /metrics");
+    PGconn *holder = harness_db_connect();
+    PQclear(PQexec(holder, "BEGIN"));
+    PGresult *res = PQexec(holder, "SELECT pg_current_xact_id()"); /* takes an xid */
+    ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+    PQclear(res);
+    harness_sleep_ms(1500);
+    double held = sync_lag();
+    ck_assert_msg(held >= 1.4, "crmd_sync_lag_seconds %.3f while a transaction was 1.5 s old",
+                  held);
+    PQclear(PQexec(holder, "COMMIT"));
+    PQfinish(holder);
+    double after = sync_lag();
+    ck_assert_msg(after >= 0 && after < held, "crmd_sync_lag_seconds %.3f after the commit, %.3f "
+                  "before", after, held);
+}
+END_TEST
+
 Suite *ops_suite(void)
 {
     Suite *s = suite_create("ops");
@@ -249,6 +283,7 @@ Suite *ops_suite(void)
     tcase_add_test(tc, metrics_count_a_healthz_request_under_its_route_and_status);
     tcase_add_test(tc, metrics_expose_a_latency_histogram_per_route);
     tcase_add_test(tc, metrics_report_the_configured_database_pool_size);
+    tcase_add_test(tc, metrics_show_how_long_a_transaction_holds_the_sync_feeds_back);
     tcase_add_test(tc, openapi_contract_is_served_as_application_yaml);
     tcase_add_test(tc, request_id_sent_by_the_client_is_echoed);
     tcase_add_test(tc, request_id_of_63_characters_is_echoed);
