@@ -2,6 +2,7 @@
  * jbuf.c — JSON text written straight into a growing buffer.
  */
 #include "jbuf.h"
+#include "civil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -236,33 +237,6 @@ void crm_jbuf_raw(crm_jbuf *b, const char *json, size_t len)
     put(b, json, len);
 }
 
-/* Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
- * civil_from_days). */
-static void civil_from_days(long long z, long long *y, int *m, int *d)
-{
-    z += 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-/* A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's
- * days_from_civil). */
-static long long days_from_civil(long long y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 /* Reads exactly n digits at *p (advancing it) into *v. */
 static bool digits(const char **p, int n, int *v)
 {
@@ -314,7 +288,7 @@ bool crm_parse_pg_timestamp(const char *text, long long *epoch_us)
         return false;
     if (*p != '\0')
         return false;
-    long long secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
+    long long secs = crm_days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 +
                      second - sign * (oh * 3600 + om * 60 + os);
     /* PostgreSQL prints years up to 294276, but microseconds since 1970 in
      * a long long end in 294247 (and text may hold nine digits of year). */
@@ -350,7 +324,7 @@ size_t crm_format_timestamp(long long epoch_ms, char *out)
     }
     long long year;
     int month, day;
-    civil_from_days(days, &year, &month, &day);
+    crm_civil_from_days(days, &year, &month, &day);
     int ms = (int)(rest % 1000), secs = (int)(rest / 1000);
     char *p = out;
     if (year >= 0 && year <= 9999) {

@@ -172,6 +172,14 @@ size_t crm_utf8_sequence(const char *s, size_t len)
     return n;
 }
 
+bool crm_utf8_valid(const char *s, size_t len)
+{
+    for (size_t i = 0, n; i < len; i += n)
+        if ((n = crm_utf8_sequence(s + i, len - i)) == 0)
+            return false;
+    return true;
+}
+
 size_t crm_utf8_boundary(const char *s, size_t len)
 {
     /* Back over at most three continuation bytes to the lead byte; keep the

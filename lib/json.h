@@ -43,6 +43,9 @@ bool crm_json_depth_within(const json_t *v, int max);
  * U+10FFFF and sequences cut short are not, as Jansson judges them. */
 size_t crm_utf8_sequence(const char *s, size_t len);
 
+/* True when s[0..len) is made of such sequences only (RFC 3629's UTF-8). */
+bool crm_utf8_valid(const char *s, size_t len);
+
 /* The length of the longest prefix of s[0..len) that does not end inside a
  * multi-byte sequence: where a text cut at len should be cut instead. */
 size_t crm_utf8_boundary(const char *s, size_t len);

@@ -139,8 +139,9 @@ fail:
 }
 
 /* Runs a file marked NO_TRANSACTION_MARK: one statement (PostgreSQL runs a
- * string of several in one implicit transaction, which CONCURRENTLY refuses),
- * with no statement or lock timeout (CREATE INDEX CONCURRENTLY waits for
+ * string of several in one implicit transaction, which CONCURRENTLY refuses;
+ * the extended protocol of PQexecParams takes exactly one, so a file of
+ * several fails here rather than half-way), with no statement or lock timeout (CREATE INDEX CONCURRENTLY waits for
  * older transactions but blocks nobody), then records it. The file must be
  * safe to run again after a failure between the two (IF NOT EXISTS). */
 static bool apply_outside_transaction(PGconn *conn, const struct crm_embedded_file *f, int version,
@@ -148,7 +149,8 @@ static bool apply_outside_transaction(PGconn *conn, const struct crm_embedded_fi
 {
     bool ok = set_setting(conn, "statement_timeout", 0, false, err) &&
               set_setting(conn, "lock_timeout", 0, false, err) &&
-              command_ok(conn, PQexec(conn, f->data), f->name, err) &&
+              command_ok(conn, PQexecParams(conn, f->data, 0, NULL, NULL, NULL, NULL, 0), f->name,
+                         err) &&
               record_migration(conn, f, version, sum, err);
     PQclear(PQexec(conn, "RESET statement_timeout"));
     PQclear(PQexec(conn, "RESET lock_timeout"));

@@ -8,6 +8,7 @@
 #include "router.h"
 #include "auth.h"
 #include "handlers.h"
+#include "json.h"
 
 #include <string.h>
 
@@ -149,55 +150,6 @@ static int hexval(char c)
     return -1;
 }
 
-/* The length of the UTF-8 sequence at s[0..len), or 0 when none starts there.
- * The ranges are RFC 3629's table: each lead byte admits only the second
- * bytes that avoid overlong forms (E0, F0), surrogates (ED) and code points
- * beyond U+10FFFF (F4). */
-static size_t utf8_sequence(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
-    }
-    if (len < n || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++)
-        if (s[i] < 0x80 || s[i] > 0xBF)
-            return 0;
-    return n;
-}
-
-bool router_utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    while (len > 0) {
-        size_t n = utf8_sequence(p, len);
-        if (n == 0)
-            return false;
-        p += n;
-        len -= n;
-    }
-    return true;
-}
-
 decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space,
                             char **out)
 {
@@ -221,7 +173,7 @@ decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool 
         }
     }
     buf[o] = '\0';
-    if (!router_utf8_valid(buf, o))
+    if (!crm_utf8_valid(buf, o))
         return DECODE_NOT_UTF8;
     *out = buf;
     return DECODE_OK;

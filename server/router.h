@@ -84,7 +84,7 @@ typedef enum {
 } decode_status;
 
 /* Percent-decodes src[0..len) into a NUL-terminated arena string (*out, NULL
- * unless DECODE_OK). The result must be strict UTF-8 (router_utf8_valid):
+ * unless DECODE_OK). The result must be strict UTF-8 (crm_utf8_valid):
  * PostgreSQL refuses anything else, so no value that reaches a handler may
  * hold it. With plus_is_space, '+' becomes ' ' (query strings). */
 decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space,
@@ -92,9 +92,5 @@ decode_status router_decode(crm_arena *arena, const char *src, size_t len, bool 
 
 /* router_decode's result, or NULL when it is not DECODE_OK. */
 char *router_percent_decode(crm_arena *arena, const char *src, size_t len, bool plus_is_space);
-
-/* True when s[0..len) is UTF-8 as RFC 3629 defines it: shortest forms only,
- * no surrogates (U+D800..U+DFFF), nothing above U+10FFFF. */
-bool router_utf8_valid(const char *s, size_t len);
 
 #endif

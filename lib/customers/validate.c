@@ -6,6 +6,7 @@
  * pointer, so a client sees all of them at once.
  */
 #include "customers.h"
+#include "civil.h"
 #include "jbuf.h"
 #include "json.h"
 
@@ -246,37 +247,11 @@ bool crm_rfc3339_valid(const char *s)
     return parse_rfc3339(s, &t);
 }
 
-/* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
- * days_from_civil). */
-static long long days_from_civil(int y, int m, int d)
-{
-    y -= m <= 2;
-    long long era = (y >= 0 ? y : y - 399) / 400;
-    long long yoe = y - era * 400;
-    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-/* The inverse of days_from_civil (Hinnant's civil_from_days). */
-static void civil_from_days(long long z, int *y, int *m, int *d)
-{
-    z += 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 /* Whole seconds since the epoch, in UTC. A leap second (:60) is read as
  * PostgreSQL reads it: the first second of the next minute. */
 static long long utc_seconds(const rfc3339 *t)
 {
-    return days_from_civil(t->year, t->month, t->day) * 86400 + t->hour * 3600LL +
+    return crm_days_from_civil(t->year, t->month, t->day) * 86400 + t->hour * 3600LL +
            t->minute * 60LL + t->second - t->offset_min * 60LL;
 }
 
@@ -293,11 +268,12 @@ bool crm_rfc3339_to_utc(const char *in, char *out, size_t outlen)
     if (!parse_rfc3339(in, &t))
         return false;
     long long secs = utc_seconds(&t), days = floor_div(secs, 86400), rest = secs - days * 86400;
-    int y, m, d;
-    civil_from_days(days, &y, &m, &d);
+    long long y;
+    int m, d;
+    crm_civil_from_days(days, &y, &m, &d);
     if (y < CRM_RFC3339_YEAR_MIN || y > CRM_RFC3339_YEAR_MAX)
         return false;
-    int n = snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d%s%.*sZ", y, m, d,
+    int n = snprintf(out, outlen, "%04lld-%02d-%02dT%02d:%02d:%02d%s%.*sZ", y, m, d,
                      (int)(rest / 3600), (int)(rest / 60 % 60), (int)(rest % 60),
                      t.frac ? "." : "", (int)t.frac_len, t.frac ? t.frac : "");
     if (n < 0 || (size_t)n >= outlen) {

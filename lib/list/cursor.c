@@ -2,6 +2,7 @@
  * cursor.c — the signed cursor codec (see cursor.h).
  */
 #include "list/cursor.h"
+#include "civil.h"
 #include "db.h"
 #include "json.h"
 #include "log.h"
@@ -252,20 +253,6 @@ bool crm_cursor_us_valid(long long us)
     return us >= CRM_CURSOR_US_MIN && us < CRM_CURSOR_US_MAX;
 }
 
-/* The civil date of a day count since 1970-01-01 (proleptic Gregorian). */
-static void civil_from_days(long long z, long long *y, int *m, int *d)
-{
-    z += 719468;
-    long long era = (z >= 0 ? z : z - 146096) / 146097;
-    long long doe = z - era * 146097;
-    long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    long long mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
 size_t crm_cursor_format_us(long long us, char *out)
 {
     const long long day_us = 86400000000LL;
@@ -276,7 +263,7 @@ size_t crm_cursor_format_us(long long us, char *out)
     }
     long long year;
     int month, day;
-    civil_from_days(days, &year, &month, &day);
+    crm_civil_from_days(days, &year, &month, &day);
     long long secs = rest / 1000000;
     int frac = (int)(rest % 1000000);
     int n = snprintf(out, 40, "%04lld-%02d-%02d %02lld:%02lld:%02lld.%06d+00", year, month, day,

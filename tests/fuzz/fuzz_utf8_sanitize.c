@@ -20,17 +20,6 @@
 
 #define CHECK FUZZ_CHECK
 
-static bool all_valid(const char *s, size_t len)
-{
-    for (size_t i = 0; i < len;) {
-        size_t k = crm_utf8_sequence(s + i, len - i);
-        if (k == 0)
-            return false;
-        i += k;
-    }
-    return true;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *in = (const char *)data;
@@ -40,16 +29,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     size_t n = crm_utf8_sanitize(in, size, out, cap);
     CHECK(n < cap && out[n] == '\0');
-    CHECK(all_valid(out, n));
+    CHECK(crm_utf8_valid(out, n));
     json_t *j = json_stringn(out, n);
     CHECK(j != NULL);
     json_decref(j);
-    bool valid = all_valid(in, size);
+    bool valid = crm_utf8_valid(in, size);
     if (valid) {
         CHECK(n == size && memcmp(in, out, size) == 0);
         size_t cut = size / 2;
         size_t b = crm_utf8_boundary(in, cut);
-        CHECK(b <= cut && all_valid(in, b));
+        CHECK(b <= cut && crm_utf8_valid(in, b));
     }
     /* A small buffer: a valid prefix that fits. */
     size_t small = size % 7 + 1;
@@ -57,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (tiny == NULL)
         abort();
     size_t t = crm_utf8_sanitize(in, size, tiny, small);
-    CHECK(t < small && tiny[t] == '\0' && all_valid(tiny, t));
+    CHECK(t < small && tiny[t] == '\0' && crm_utf8_valid(tiny, t));
     free(tiny);
     free(out);
     return 0;
