@@ -139,8 +139,22 @@ static void *slow_upload_run(void *arg)
     return NULL;
 }
 
-/* Starts the upload to server and returns once its first chunk is on the
- * wire, so that crmd has the request in flight. */
+/* crmd_http_requests_in_flight from /metrics, this request included. */
+static long requests_in_flight(const crmd_server *server)
+{
+    http_response r = http_get(server, "/metrics", NULL);
+    ck_assert_int_eq(r.status, 200);
+    const char *line = strstr(r.body, "\ncrmd_http_requests_in_flight ");
+    ck_assert_ptr_nonnull(line);
+    long n = strtol(line + strlen("\ncrmd_http_requests_in_flight "), NULL, 10);
+    http_response_free(&r);
+    return n;
+}
+
+/* Starts the upload to server and returns once crmd counts it in flight.
+ * That its first chunk left curl is not enough: on a slow machine (TSan) the
+ * connection could still wait in the listen backlog when the test sent
+ * SIGTERM, and closing the listener resets those (CI, stop 17). */
 static void slow_upload_start(slow_upload *u, const crmd_server *server)
 {
     memset(u, 0, sizeof *u);
@@ -150,7 +164,10 @@ static void slow_upload_start(slow_upload *u, const crmd_server *server)
     while (atomic_load(&u->chunks_sent) == 0 && harness_now_ms() < deadline)
         harness_sleep_ms(5);
     ck_assert_msg(atomic_load(&u->chunks_sent) > 0, "the upload did not start");
-    harness_sleep_ms(50);
+    long in_flight;
+    while ((in_flight = requests_in_flight(server)) < 2 && harness_now_ms() < deadline)
+        harness_sleep_ms(5);
+    ck_assert_msg(in_flight >= 2, "crmd never counted the upload in flight");
     ck_assert_msg(!atomic_load(&u->done), "the upload ended early: HTTP %ld %s", u->response.status,
                   u->response.curl_error);
 }
@@ -402,18 +419,6 @@ static long long read_until_closed(int fd, char *buf, size_t size, int timeout_m
     if (size > 0)
         buf[len] = '\0';
     return harness_now_ms() - start;
-}
-
-/* crmd_http_requests_in_flight from /metrics, this request included. */
-static long requests_in_flight(const crmd_server *server)
-{
-    http_response r = http_get(server, "/metrics", NULL);
-    ck_assert_int_eq(r.status, 200);
-    const char *line = strstr(r.body, "\ncrmd_http_requests_in_flight ");
-    ck_assert_ptr_nonnull(line);
-    long n = strtol(line + strlen("\ncrmd_http_requests_in_flight "), NULL, 10);
-    http_response_free(&r);
-    return n;
 }
 
 START_TEST(a_client_that_closes_mid_body_is_dropped_at_once)
