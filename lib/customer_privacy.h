@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "customers.h"
 #include "error.h"
@@ -45,11 +46,16 @@ json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents
  * erased customer, or the database's error. */
 json_t *crm_customer_export(long long id, crm_error *err);
 
-/* crm_customer_export for a request: the export, and then its entry in the
- * audit trail of the person's customer (action "export", the caller's key,
- * changes {"customer_ids": [every customer exported]}). No audit entry, no
- * export: NULL with the database's error when it cannot be written. */
-json_t *crm_customer_export_audited(long long id, const crm_write_ctx *ctx, crm_error *err);
+/* The export of crm_customer_export for a request, written to out as JSON
+ * text and then recorded in the audit trail of the person's customer
+ * (action "export", the caller's key, changes {"customer_ids": [every
+ * customer exported]}); *customer_id gets that customer's id. The rows are
+ * read one at a time, so memory stays small whatever the person's history;
+ * out (a temporary file) takes the size. No audit entry, no export: false
+ * with the database's error when it cannot be written, and what out holds
+ * is then not to be sent. */
+bool crm_customer_export_write(long long id, const crm_write_ctx *ctx, FILE *out,
+                               long long *customer_id, crm_error *err);
 
 /* Checks the body of an erase request: exactly {"confirm": true}. False with
  * CRM_E_INVALID naming the field otherwise. */

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "db.h"
 #include "error.h"
@@ -37,7 +38,8 @@ typedef struct crm_export_step {
     crm_conn *c;
     long long target; /* the person's customer (the survivor of the others) */
     const char *ids;  /* target and every customer merged into it */
-    json_t *doc;      /* the export document: the step sets its member(s) */
+    FILE *out;        /* the export document: the step writes its member(s),
+                         each as ,"name":value (members come before) */
 } crm_export_step;
 
 typedef struct crm_customer_table {

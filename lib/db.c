@@ -501,22 +501,28 @@ static bool fail_result(crm_conn *c, PGresult *res, const char *what, crm_error 
     return fail_result_expecting(c, res, what, NULL, err);
 }
 
+/* Prepares stmt on c unless it already is; false with err set. */
+static bool ensure_prepared(crm_conn *c, crm_stmt *stmt, crm_error *err)
+{
+    int slot = crm_db_stmt_slot(stmt);
+    if (c->prepared[slot])
+        return true;
+    PGresult *res = PQprepare(c->pg, stmt->name, stmt->sql, 0, NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return fail_result(c, res, stmt->name, err);
+    PQclear(res);
+    c->prepared[slot] = true;
+    return true;
+}
+
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err)
 {
     if (stmt->name == NULL)
         return crm_db_exec_sql(c, stmt->sql, nparams, values, err);
-    int slot = crm_db_stmt_slot(stmt);
     c->sqlstate[0] = '\0';
-    if (!c->prepared[slot]) {
-        PGresult *res = PQprepare(c->pg, stmt->name, stmt->sql, 0, NULL);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            fail_result(c, res, stmt->name, err);
-            return NULL;
-        }
-        PQclear(res);
-        c->prepared[slot] = true;
-    }
+    if (!ensure_prepared(c, stmt, err))
+        return NULL;
     PGresult *res = PQexecPrepared(c->pg, stmt->name, nparams, values, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -524,6 +530,39 @@ PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *cons
         return NULL;
     }
     return res;
+}
+
+bool crm_db_each_row(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
+                     crm_db_row_fn fn, void *ctx, crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    if (!ensure_prepared(c, stmt, err))
+        return false;
+    if (!PQsendQueryPrepared(c->pg, stmt->name, nparams, values, NULL, NULL, 0))
+        return fail_result(c, NULL, stmt->name, err);
+    /* Every result is read, to the end, even after fn or the statement
+     * failed: the connection is then ready for the next statement. */
+    bool ok = true, fn_ok = true;
+    if (!PQsetSingleRowMode(c->pg)) /* cannot happen right after the send */
+        fn_ok = crm_error_set(err, CRM_E_INTERNAL, "internal error");
+    PGresult *res;
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (fn_ok && ok)
+                fn_ok = fn(res, ctx, err);
+            PQclear(res);
+        } else if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+            PQclear(res);
+        } else if (ok) {
+            ok = fail_result(c, res, stmt->name, err);
+        } else {
+            PQclear(res);
+        }
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK)
+        c->broken = true;
+    return ok && fn_ok;
 }
 
 PGresult *crm_db_exec_sql(crm_conn *c, const char *sql, int nparams, const char *const *values,

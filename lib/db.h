@@ -128,6 +128,17 @@ void crm_db_release(crm_conn *c);
 PGresult *crm_db_exec(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
                       crm_error *err);
 
+/* Called with each row of crm_db_each_row, a one-row result that the caller
+ * frees; false (with err set) skips the rows still to come. */
+typedef bool (*crm_db_row_fn)(const PGresult *row, void *ctx, crm_error *err);
+
+/* Runs stmt as crm_db_exec does but hands its rows to fn one at a time, as
+ * they arrive (libpq's single-row mode): a result of any size takes the
+ * memory of one row. False with err set when the statement or fn failed;
+ * rows already handed to fn stay handed. */
+bool crm_db_each_row(crm_conn *c, crm_stmt *stmt, int nparams, const char *const *values,
+                     crm_db_row_fn fn, void *ctx, crm_error *err);
+
 /* Runs SQL text that is assembled only from constant fragments of the
  * caller's (for example a list query whose WHERE clause depends on which
  * filters are present) with every value passed as a $n parameter. Planned

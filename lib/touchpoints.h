@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 
 #include "arena.h"
@@ -92,7 +93,9 @@ void crm_touchpoint_write(crm_jbuf *b, const PGresult *res, int r, int c0);
 
 /* What the customer files need, inside their transactions on c; ids is a
  * PostgreSQL bigint array literal ("{1,2}"). */
-json_t *crm_touchpoints_export(crm_conn *c, const char *ids, crm_error *err);
+/* The export writes the person's touchpoints to out as one JSON array,
+ * oldest first, a row at a time. */
+bool crm_touchpoints_export_write(crm_conn *c, const char *ids, FILE *out, crm_error *err);
 bool crm_touchpoints_erase(crm_conn *c, const char *ids, crm_error *err);
 bool crm_touchpoints_move(crm_conn *c, const char *survivor, const char *ids, crm_error *err);
 

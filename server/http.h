@@ -96,6 +96,9 @@ void http_reply_bytes(http_request *req, int status, const char *content_type, c
                       size_t len, bool is_static);
 
 /* Answers with no body (204, ...). */
+/* Answers with the first len bytes of the file fd (a temporary file, its
+ * offset at 0), sent from the file; takes the descriptor. */
+void http_reply_fd(http_request *req, int status, const char *content_type, int fd, size_t len);
 void http_reply_empty(http_request *req, int status);
 
 /* Answers with problem+json built from err (status from its code). */

@@ -145,6 +145,8 @@ struct http_request {
     char *resp_body; /* malloc'd, or static when resp_static */
     size_t resp_len;
     bool resp_static;
+    bool resp_is_file; /* the body is resp_len bytes of resp_fd (owned) */
+    int resp_fd;
     bool close_after; /* send Connection: close */
     struct {
         const char *name, *value; /* arena copies */

@@ -201,7 +201,11 @@ static void finish_deferred(http_request *req)
 static enum MHD_Result queue_answer(http_request *req)
 {
     struct MHD_Response *resp;
-    if (req->resp_body == NULL)
+    if (req->resp_is_file) {
+        resp = MHD_create_response_from_fd64(req->resp_len, req->resp_fd);
+        if (resp != NULL)
+            req->resp_is_file = false; /* the response owns the descriptor now */
+    } else if (req->resp_body == NULL)
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     else
         resp = MHD_create_response_from_buffer(req->resp_len, req->resp_body,
@@ -433,6 +437,8 @@ void http_request_completed(void *cls, struct MHD_Connection *conn, void **con_c
     }
     if (!req->resp_static)
         free(req->resp_body);
+    if (req->resp_is_file)
+        close(req->resp_fd);
     /* A client that went away while its query ran: the result was never used. */
     PQclear(req->db_res);
     crm_error_clear(&req->db_err);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- accessors for handlers -------------------------------------------- */
 
@@ -134,6 +135,18 @@ void http_reply_bytes(http_request *req, int status, const char *content_type, c
         memcpy(body, data, len);
     }
     set_answer(req, status, content_type, body, len, is_static);
+}
+
+void http_reply_fd(http_request *req, int status, const char *content_type, int fd, size_t len)
+{
+    if (req_answered(req)) {
+        close(fd);
+        crm_log(CRM_LOG_ERROR, "second reply for request %s ignored", req->request_id);
+        return;
+    }
+    req->resp_is_file = true;
+    req->resp_fd = fd;
+    set_answer(req, status, content_type, NULL, len, true);
 }
 
 void http_reply_json(http_request *req, int status, json_t *doc)

@@ -9,6 +9,7 @@
 #include "consents.h"
 #include "customers/internal.h"
 #include "touchpoints.h"
+#include "jbuf.h"
 #include "json.h"
 
 #include <stdio.h>
@@ -172,92 +173,122 @@ static long long resolve_for_export(crm_conn *c, long long id, crm_error *err)
     return target;
 }
 
-/* Builds the export of the person target on c. */
-static json_t *export_on(crm_conn *c, long long target, crm_error *err)
+/* Writes v to out as the JSON of responses (compact; jbuf's printing). */
+static void write_json(FILE *out, const json_t *v)
+{
+    size_t len = 0;
+    char *text = crm_json_text(v, &len);
+    if (text == NULL || fwrite(text, 1, len, out) != len)
+        fputs("\x01", out); /* never valid JSON: the reader's check fails */
+    free(text);
+}
+
+/* Writes the export of the person target on c to out, from its opening
+ * brace to its closing one; *ids gets the exported customers' ids as a
+ * bigint[] literal (caller frees) for the audit entry. */
+static bool export_on(crm_conn *c, long long target, FILE *out, char **ids_out, crm_error *err)
 {
     char idbuf[24];
     snprintf(idbuf, sizeof idbuf, "%lld", target);
     PGresult *res = exec1(c, &export_customers, idbuf, err);
     if (res == NULL)
-        return NULL;
+        return false;
     if (PQntuples(res) == 0) {
         PQclear(res);
-        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
-        return NULL;
+        return crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
     }
-    json_t *doc = json_pack("{s:i, s:o}", "format_version", CRM_CUSTOMER_EXPORT_FORMAT_VERSION,
-                            "exported_at", crm_json_timestamp(crm_wall_ms()));
-    json_object_set_new(doc, "customer", exported_customer(res, 0));
-    json_t *merged = json_array();
     /* The ids as a bigint[] literal: digits and commas only. */
     size_t cap = 2 + (size_t)PQntuples(res) * 21, len = 0;
     char *ids = malloc(cap);
     if (ids == NULL) {
         PQclear(res);
-        json_decref(merged);
-        json_decref(doc);
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     }
+    char stamp[48];
+    crm_format_timestamp(crm_wall_ms(), stamp);
+    fprintf(out, "{\"format_version\":%d,\"exported_at\":\"%s\",\"customer\":",
+            CRM_CUSTOMER_EXPORT_FORMAT_VERSION, stamp);
+    json_t *rep = exported_customer(res, 0);
+    write_json(out, rep);
+    json_decref(rep);
+    fputs(",\"merged_customers\":[", out);
     len += (size_t)snprintf(ids, cap, "{%s", PQgetvalue(res, 0, CRM_COL_ID));
     for (int r = 1; r < PQntuples(res); r++) {
-        json_array_append_new(merged, exported_customer(res, r));
+        if (r > 1)
+            fputc(',', out);
+        rep = exported_customer(res, r);
+        write_json(out, rep);
+        json_decref(rep);
         len += (size_t)snprintf(ids + len, cap - len, ",%s", PQgetvalue(res, r, CRM_COL_ID));
     }
     snprintf(ids + len, cap - len, "}");
     PQclear(res);
-    json_object_set_new(doc, "merged_customers", merged);
+    fputc(']', out);
 
     /* Then each customer-attached table's part, as the registry says. */
-    crm_export_step step = {.c = c, .target = target, .ids = ids, .doc = doc};
+    crm_export_step step = {.c = c, .target = target, .ids = ids, .out = out};
     bool ok = true;
     for (size_t i = 0; ok && i < crm_customer_tables_count; i++)
         if (crm_customer_tables[i].on_export != NULL)
             ok = crm_customer_tables[i].on_export(&step, err);
-    free(ids);
+    fputc('}', out);
+    if (ok && (fflush(out) != 0 || ferror(out)))
+        ok = crm_error_set(err, CRM_E_INTERNAL, "the export could not be written");
     if (!ok) {
-        json_decref(doc);
-        return NULL;
+        free(ids);
+        return false;
     }
-    return doc;
+    *ids_out = ids;
+    return true;
+}
+
+/* crm_customer_export_write, with the exported ids for the audit entry. */
+static bool export_write(long long id, FILE *out, char **ids, crm_error *err)
+{
+    crm_conn *c = begin_read(err);
+    if (c == NULL)
+        return false;
+    long long target = resolve_for_export(c, id, err);
+    bool ok = target != 0 && export_on(c, target, out, ids, err);
+    end_read(c);
+    return ok;
 }
 
 json_t *crm_customer_export(long long id, crm_error *err)
 {
-    crm_conn *c = begin_read(err);
-    if (c == NULL)
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (out == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return NULL;
-    long long target = resolve_for_export(c, id, err);
-    json_t *doc = target != 0 ? export_on(c, target, err) : NULL;
-    end_read(c);
+    }
+    char *ids = NULL;
+    bool ok = export_write(id, out, &ids, err);
+    fclose(out);
+    free(ids);
+    json_t *doc = ok ? crm_json_load_stored(text) : NULL;
+    if (ok && doc == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "the export is not valid JSON");
+    free(text);
     return doc;
 }
 
-/* The ids of the customers doc holds: its customer's, then those merged in. */
-static json_t *exported_ids(json_t *doc)
+/* Writes the audit entry of the export of ids to target (outside its
+ * read-only snapshot: an insert there could fail on a concurrent change of
+ * the customer, and the entry must not depend on that). */
+static bool audit_export(long long target, const char *ids, const crm_write_ctx *ctx,
+                         crm_error *err)
 {
-    json_t *ids = json_array();
-    json_array_append(ids, json_object_get(json_object_get(doc, "customer"), "id"));
-    size_t i;
-    json_t *m;
-    json_array_foreach(json_object_get(doc, "merged_customers"), i, m)
-        json_array_append(ids, json_object_get(m, "id"));
-    return ids;
-}
-
-/* Writes the audit entry of the export doc (outside its read-only
- * snapshot: an insert there could fail on a concurrent change of the
- * customer, and the entry must not depend on that). */
-static bool audit_export(json_t *doc, const crm_write_ctx *ctx, crm_error *err)
-{
-    json_t *changes = json_pack("{s:o}", "customer_ids", exported_ids(doc));
-    char *text = changes ? json_dumps(changes, JSON_COMPACT) : NULL;
-    json_decref(changes);
+    /* {"customer_ids":[...]} from the literal {...}: digits and commas. */
+    size_t n = strlen(ids);
+    char *text = malloc(n + sizeof "{\"customer_ids\":}");
     if (text == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    snprintf(text, n + sizeof "{\"customer_ids\":}", "{\"customer_ids\":[%.*s]}", (int)(n - 2),
+             ids + 1);
     char idbuf[24], keybuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld",
-             (long long)json_integer_value(json_object_get(json_object_get(doc, "customer"), "id")));
+    snprintf(idbuf, sizeof idbuf, "%lld", target);
     snprintf(keybuf, sizeof keybuf, "%lld", ctx ? ctx->api_key_id : 0);
     const char *params[] = {idbuf, ctx && ctx->api_key_id > 0 ? keybuf : NULL, text};
     PGresult *res = crm_db_run(&export_audit_insert, 3, params, err);
@@ -266,14 +297,16 @@ static bool audit_export(json_t *doc, const crm_write_ctx *ctx, crm_error *err)
     return res != NULL;
 }
 
-json_t *crm_customer_export_audited(long long id, const crm_write_ctx *ctx, crm_error *err)
+bool crm_customer_export_write(long long id, const crm_write_ctx *ctx, FILE *out,
+                               long long *customer_id, crm_error *err)
 {
-    json_t *doc = crm_customer_export(id, err);
-    if (doc != NULL && !audit_export(doc, ctx, err)) {
-        json_decref(doc);
-        return NULL;
-    }
-    return doc;
+    char *ids = NULL;
+    if (!export_write(id, out, &ids, err))
+        return false;
+    *customer_id = atoll(ids + 1);
+    bool ok = audit_export(*customer_id, ids, ctx, err);
+    free(ids);
+    return ok;
 }
 
 /* ---- erasure ---------------------------------------------------------------------- */

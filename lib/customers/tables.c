@@ -6,6 +6,7 @@
 #include "consents.h"
 #include "customer_privacy.h"
 #include "customers/internal.h"
+#include "jbuf.h"
 #include "json.h"
 #include "touchpoints.h"
 
@@ -108,19 +109,36 @@ static bool erase_consents_step(crm_conn *c, const char *ids, crm_error *err)
     return exec_ok(c, &erase_consents, 1, params, err);
 }
 
-static json_t *consent_history(const PGresult *res)
+/* Where rows are written: out, with a comma before every one but the first. */
+typedef struct row_sink {
+    FILE *out;
+    bool any;
+} row_sink;
+
+static void sink_json(row_sink *sink, json_t *v)
 {
-    json_t *arr = json_array();
-    for (int r = 0; r < PQntuples(res); r++)
-        json_array_append_new(
-            arr, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "channel",
-                           PQgetvalue(res, r, 2), "purpose", PQgetvalue(res, r, 3), "status",
-                           PQgetvalue(res, r, 4), "source", PQgetvalue(res, r, 5), "captured_at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 6))), "recorded_at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 7)))));
-    return arr;
+    size_t len = 0;
+    char *text = crm_json_text(v, &len);
+    json_decref(v);
+    if (sink->any)
+        fputc(',', sink->out);
+    sink->any = true;
+    if (text == NULL || fwrite(text, 1, len, sink->out) != len)
+        fputs("\x01", sink->out); /* never valid JSON: the export's check fails */
+    free(text);
+}
+
+static bool consent_row(const PGresult *res, void *ctx, crm_error *err)
+{
+    (void)err;
+    sink_json(ctx, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
+                             (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
+                             (json_int_t)atoll(PQgetvalue(res, 0, 1)), "channel",
+                             PQgetvalue(res, 0, 2), "purpose", PQgetvalue(res, 0, 3), "status",
+                             PQgetvalue(res, 0, 4), "source", PQgetvalue(res, 0, 5), "captured_at",
+                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 6))), "recorded_at",
+                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 7)))));
+    return true;
 }
 
 static bool export_consents_step(const crm_export_step *x, crm_error *err)
@@ -128,17 +146,15 @@ static bool export_consents_step(const crm_export_step *x, crm_error *err)
     json_t *current = crm_consents_current(x->c, x->target, err);
     if (current == NULL)
         return false;
+    fputs(",\"consents\":{\"current\":", x->out);
+    row_sink whole = {x->out, false};
+    sink_json(&whole, current);
+    fputs(",\"history\":[", x->out);
+    row_sink sink = {x->out, false};
     const char *params[] = {x->ids};
-    PGresult *history = crm_db_exec(x->c, &export_consents, 1, params, err);
-    if (history == NULL) {
-        json_decref(current);
-        return false;
-    }
-    json_object_set_new(
-        x->doc, "consents",
-        json_pack("{s:o, s:o}", "current", current, "history", consent_history(history)));
-    PQclear(history);
-    return true;
+    bool ok = crm_db_each_row(x->c, &export_consents, 1, params, consent_row, &sink, err);
+    fputs("]}", x->out);
+    return ok;
 }
 
 /* ---- customer_audit --------------------------------------------------------------- */
@@ -159,26 +175,27 @@ static bool erase_audit_step(crm_conn *c, const char *ids, crm_error *err)
     return exec_ok(c, &erase_audit, 1, params, err);
 }
 
+static bool audit_row(const PGresult *res, void *ctx, crm_error *err)
+{
+    (void)err;
+    json_t *changes = crm_json_load_stored(PQgetvalue(res, 0, 5));
+    sink_json(ctx, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
+                             (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
+                             (json_int_t)atoll(PQgetvalue(res, 0, 1)), "at",
+                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 2))), "api_key_id",
+                             int_or_null(res, 0, 3), "action", PQgetvalue(res, 0, 4), "changes",
+                             changes ? changes : json_object()));
+    return true;
+}
+
 static bool export_audit_step(const crm_export_step *x, crm_error *err)
 {
+    fputs(",\"audit\":[", x->out);
+    row_sink sink = {x->out, false};
     const char *params[] = {x->ids};
-    PGresult *res = crm_db_exec(x->c, &export_audit, 1, params, err);
-    if (res == NULL)
-        return false;
-    json_t *arr = json_array();
-    for (int r = 0; r < PQntuples(res); r++) {
-        json_t *changes = crm_json_load_stored(PQgetvalue(res, r, 5));
-        json_array_append_new(
-            arr, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 0)), "customer_id",
-                           (json_int_t)atoll(PQgetvalue(res, r, 1)), "at",
-                           crm_json_timestamp(atoll(PQgetvalue(res, r, 2))), "api_key_id",
-                           int_or_null(res, r, 3), "action", PQgetvalue(res, r, 4), "changes",
-                           changes ? changes : json_object()));
-    }
-    PQclear(res);
-    json_object_set_new(x->doc, "audit", arr);
-    return true;
+    bool ok = crm_db_each_row(x->c, &export_audit, 1, params, audit_row, &sink, err);
+    fputc(']', x->out);
+    return ok;
 }
 
 /* ---- touchpoints ------------------------------------------------------------------ */
@@ -190,11 +207,8 @@ static bool merge_touchpoints(const crm_merge_step *m, crm_error *err)
 
 static bool export_touchpoints_step(const crm_export_step *x, crm_error *err)
 {
-    json_t *touchpoints = crm_touchpoints_export(x->c, x->ids, err);
-    if (touchpoints == NULL)
-        return false;
-    json_object_set_new(x->doc, "touchpoints", touchpoints);
-    return true;
+    fputs(",\"touchpoints\":", x->out);
+    return crm_touchpoints_export_write(x->c, x->ids, x->out, err);
 }
 
 /* ---- customer_external_ids -------------------------------------------------------- */

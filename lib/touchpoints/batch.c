@@ -55,11 +55,37 @@ static bool mark_duplicates_within(batch *B)
     return true;
 }
 
+void tp_field_error(tp_item *it, const char *field, const char *message)
+{
+    crm_error e = {.errors = it->field_errors}; /* the shared way to add one */
+    crm_error_add_field(&e, field, message);
+    it->field_errors = e.errors;
+}
+
 void tp_reject(tp_item *it, const char *field, const char *message)
 {
     it->status = CRM_TP_REJECTED;
-    crm_error_add_field(&it->errors, field, message);
-    crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint breaks the rules named below");
+    tp_field_error(it, field, message);
+    it->code = CRM_E_INVALID;
+}
+
+void tp_item_error(const tp_item *it, crm_error *err)
+{
+    crm_error_clear(err);
+    if (it->code == CRM_E_FORBIDDEN)
+        crm_error_set(err, CRM_E_FORBIDDEN, "the key's scopes do not allow this touchpoint");
+    else
+        crm_error_set(err, CRM_E_INVALID, "the touchpoint breaks the rules named below");
+    err->errors = json_incref(it->field_errors);
+}
+
+void tp_item_reset(tp_item *it)
+{
+    json_t *doc = it->doc;
+    json_decref(it->field_errors);
+    free(it->email_normalized);
+    memset(it, 0, sizeof *it);
+    it->doc = doc;
 }
 
 static json_t *batch_report(batch *B)
@@ -73,9 +99,9 @@ static json_t *batch_report(batch *B)
             it->id = first->id;
             if (first->status == CRM_TP_REJECTED) { /* its first copy's fate */
                 it->status = CRM_TP_REJECTED;
-                crm_error_clear(&it->errors);
-                it->errors.code = first->errors.code;
-                it->errors.errors = json_incref(first->errors.errors);
+                json_decref(it->field_errors);
+                it->code = first->code;
+                it->field_errors = json_incref(first->field_errors);
             }
         }
         counts[it->status]++;
@@ -83,7 +109,7 @@ static json_t *batch_report(batch *B)
         json_t *o = json_pack("{s:I, s:s}", "index", (json_int_t)i, "status", names[it->status]);
         if (it->status == CRM_TP_REJECTED)
             json_object_set_new(o, "errors",
-                                it->errors.errors ? json_incref(it->errors.errors) : json_array());
+                                it->field_errors ? json_incref(it->field_errors) : json_array());
         else
             json_object_set_new(o, "id", json_integer(it->id));
         json_array_append_new(items, o);
@@ -105,8 +131,7 @@ static bool record(batch *B, crm_error *err)
         for (size_t i = 0; i < B->n; i++) {
             tp_item *it = &B->items[i];
             json_t *doc = it->doc;
-            crm_error_clear(&it->errors);
-            memset(it, 0, sizeof *it);
+            tp_item_reset(it);
             tp_check_item(doc, it, now);
             tp_check_scopes(B, it);
         }
@@ -132,7 +157,7 @@ static bool record(batch *B, crm_error *err)
 static void free_batch(batch *B)
 {
     for (size_t i = 0; i < B->n; i++)
-        crm_error_clear(&B->items[i].errors);
+        tp_item_reset(&B->items[i]);
     free(B->items);
     free(B->by_event);
     tp_free_slots(B);
@@ -163,24 +188,26 @@ json_t *crm_touchpoint_record(json_t *body, const crm_write_ctx *ctx, bool *crea
     free(B.by_event);
     tp_free_slots(&B);
     if (!ok) {
-        crm_error_clear(&item.errors);
+        tp_item_reset(&item);
         return NULL;
     }
-    if (item.status == CRM_TP_REJECTED) {
-        *err = item.errors; /* the item's reasons are the request's */
-        return NULL;
-    }
-    crm_error_clear(&item.errors);
+    bool rejected = item.status == CRM_TP_REJECTED;
+    if (rejected)
+        tp_item_error(&item, err); /* the item's reasons are the request's */
     *created = item.status == CRM_TP_CREATED;
+    long long stored = item.id;
+    tp_item_reset(&item);
+    if (rejected)
+        return NULL;
     /* A key that may not read both customers and touchpoints gets a
      * receipt: the stored touchpoint names its customer (an oracle over
      * e-mail addresses and external ids), and a duplicate is whoever sent
      * that event first. */
     if (!tp_caller_may(&B, CRM_SCOPE_CUSTOMERS_READ | CRM_SCOPE_TOUCHPOINTS_READ))
-        return json_pack("{s:I, s:s}", "id", (json_int_t)item.id, "status",
+        return json_pack("{s:I, s:s}", "id", (json_int_t)stored, "status",
                          *created ? "created" : "duplicate");
     crm_query q;
-    crm_touchpoint_get_query(&q, item.id);
+    crm_touchpoint_get_query(&q, stored);
     PGresult *res = crm_db_run_query(&q, err);
     if (res == NULL)
         return NULL;

@@ -29,11 +29,15 @@ typedef enum { REF_NONE, REF_ID, REF_EXTERNAL, REF_EMAIL } ref_kind;
 typedef struct tp_item {
     json_t *doc; /* borrowed from the request */
     crm_tp_status status;
-    crm_error errors; /* why it was rejected (field errors) */
+    /* Why it was rejected: CRM_E_INVALID or CRM_E_FORBIDDEN, and the
+     * [{"field", "message"}] (owned; NULL while there are none). Kept this
+     * small, with no inline detail text, because a batch holds 10,000. */
+    crm_errcode code;
+    json_t *field_errors;
     ref_kind ref;
     long long ref_id;
     const char *ref_source, *ref_external_id, *ref_email;
-    char email_normalized[CRM_CUSTOMER_EMAIL_MAX * 4 + 8];
+    char *email_normalized; /* of an e-mail reference; owned */
     bool create_customer;
     long long customer_id; /* resolved */
     const char *source, *event_id;
@@ -73,6 +77,16 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms);
 
 /* batch.c: marks it rejected for field, with message. */
 void tp_reject(tp_item *it, const char *field, const char *message);
+
+/* Adds a field error to it (which the end of tp_check_item, or tp_reject,
+ * turns into a rejection). */
+void tp_field_error(tp_item *it, const char *field, const char *message);
+
+/* it's rejection as the error of a request, in err (emptied first). */
+void tp_item_error(const tp_item *it, crm_error *err);
+
+/* Frees what it owns and zeroes it, keeping its document. */
+void tp_item_reset(tp_item *it);
 
 /* resolve.c: the caller's rights, and finding or making the customers. */
 bool tp_caller_may(const batch *B, unsigned scope);

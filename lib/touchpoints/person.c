@@ -26,25 +26,38 @@ static crm_stmt move_touchpoints =
     CRM_STMT("touchpoint_move",
              "UPDATE touchpoints SET customer_id = $1 WHERE customer_id = ANY($2::bigint[])");
 
-json_t *crm_touchpoints_export(crm_conn *c, const char *ids, crm_error *err)
-{
-    const char *params[] = {ids};
-    PGresult *res = crm_db_exec(c, &export_touchpoints, 1, params, err);
-    if (res == NULL)
-        return NULL;
+typedef struct tp_export {
+    FILE *out;
     crm_jbuf b;
-    crm_jbuf_init(&b);
-    crm_jbuf_begin_array(&b);
-    for (int r = 0; r < PQntuples(res); r++)
-        crm_touchpoint_write(&b, res, r, 0);
-    crm_jbuf_end_array(&b);
-    PQclear(res);
-    char *text = crm_jbuf_take(&b, NULL);
-    json_t *list = text ? crm_json_load_stored(text) : NULL;
+    bool any;
+} tp_export;
+
+static bool export_row(const PGresult *res, void *ctx, crm_error *err)
+{
+    tp_export *x = ctx;
+    crm_touchpoint_write(&x->b, res, 0, 0);
+    size_t len = 0;
+    char *text = crm_jbuf_take(&x->b, &len);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    if (x->any)
+        fputc(',', x->out);
+    x->any = true;
+    fwrite(text, 1, len, x->out);
     free(text);
-    if (list == NULL)
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    return list;
+    return true;
+}
+
+bool crm_touchpoints_export_write(crm_conn *c, const char *ids, FILE *out, crm_error *err)
+{
+    tp_export x = {.out = out};
+    crm_jbuf_init(&x.b);
+    fputc('[', out);
+    const char *params[] = {ids};
+    bool ok = crm_db_each_row(c, &export_touchpoints, 1, params, export_row, &x, err);
+    fputc(']', out);
+    crm_jbuf_free(&x.b);
+    return ok;
 }
 
 bool crm_touchpoints_erase(crm_conn *c, const char *ids, crm_error *err)

@@ -24,7 +24,7 @@ bool tp_caller_may(const batch *B, unsigned scope)
 static void refuse(tp_item *it, const char *field, const char *message)
 {
     tp_reject(it, field, message);
-    crm_error_set(&it->errors, CRM_E_FORBIDDEN, "the key's scopes do not allow this touchpoint");
+    it->code = CRM_E_FORBIDDEN;
 }
 
 /* Refuses, before anything is looked up, what the caller's scopes do not

@@ -76,7 +76,7 @@ static bool text_ok(json_t *doc, const char *name, size_t max, bool required, tp
     snprintf(field, sizeof field, "/%s", name);
     if (v == NULL || json_is_null(v)) {
         if (required)
-            crm_error_add_field(&it->errors, field, "is required");
+            tp_field_error(it, field, "is required");
         return !required;
     }
     size_t chars =
@@ -84,7 +84,7 @@ static bool text_ok(json_t *doc, const char *name, size_t max, bool required, tp
     if (!json_is_string(v) || chars == 0 || chars > max) {
         char msg[64];
         snprintf(msg, sizeof msg, "must be a string of 1 to %zu characters", max);
-        crm_error_add_field(&it->errors, field, msg);
+        tp_field_error(it, field, msg);
         return false;
     }
     return true;
@@ -98,7 +98,7 @@ static void check_listed(json_t *doc, const char *name, const char *const *list,
         char field[64], msg[96];
         snprintf(field, sizeof field, "/%s", name);
         snprintf(msg, sizeof msg, "not a known %s (see the API documentation for the list)", name);
-        crm_error_add_field(&it->errors, field, msg);
+        tp_field_error(it, field, msg);
     }
 }
 
@@ -110,20 +110,20 @@ static void check_reference(json_t *doc, tp_item *it)
            *create = json_object_get(doc, "create_customer");
     int named = (id != NULL) + (ext != NULL) + (email != NULL);
     if (named != 1) {
-        crm_error_add_field(&it->errors, "/customer_id",
+        tp_field_error(it, "/customer_id",
                             "name the customer by exactly one of customer_id, customer_external_id "
                             "and customer_email");
         return;
     }
     if (create != NULL && !json_is_boolean(create))
-        crm_error_add_field(&it->errors, "/create_customer", "must be true or false");
+        tp_field_error(it, "/create_customer", "must be true or false");
     it->create_customer = json_is_true(create);
     if (id != NULL) {
         it->ref = REF_ID;
         if (!json_is_integer(id) || json_integer_value(id) < 1)
-            crm_error_add_field(&it->errors, "/customer_id", "must be a customer id");
+            tp_field_error(it, "/customer_id", "must be a customer id");
         if (it->create_customer)
-            crm_error_add_field(&it->errors, "/create_customer",
+            tp_field_error(it, "/create_customer",
                                 "only with customer_external_id or customer_email");
         it->ref_id = json_integer_value(id);
     } else if (ext != NULL) {
@@ -133,8 +133,7 @@ static void check_reference(json_t *doc, tp_item *it)
         if (!json_is_object(ext) || json_object_size(ext) != 2 || !json_is_string(s) ||
             !json_is_string(x) ||
             !crm_external_id_valid(json_string_value(s), json_string_value(x), &e))
-            crm_error_add_field(
-                &it->errors, "/customer_external_id",
+            tp_field_error(it, "/customer_external_id",
                 "must be {\"source\": ..., \"id\": ...}: a source of 1 to 100 and an "
                 "id of 1 to 500 characters");
         crm_error_clear(&e);
@@ -144,10 +143,14 @@ static void check_reference(json_t *doc, tp_item *it)
         it->ref = REF_EMAIL;
         if (!json_is_string(email) || json_string_length(email) > CRM_CUSTOMER_EMAIL_MAX * 4 ||
             !crm_email_valid(json_string_value(email))) {
-            crm_error_add_field(&it->errors, "/customer_email", "must be an e-mail address");
+            tp_field_error(it, "/customer_email", "must be an e-mail address");
         } else {
             it->ref_email = json_string_value(email);
-            crm_email_normalize(it->ref_email, it->email_normalized, sizeof it->email_normalized);
+            char normalized[CRM_CUSTOMER_EMAIL_MAX * 4 + 8];
+            crm_email_normalize(it->ref_email, normalized, sizeof normalized);
+            it->email_normalized = strdup(normalized);
+            if (it->email_normalized == NULL)
+                tp_field_error(it, "/customer_email", "could not be read: out of memory");
         }
     }
 }
@@ -165,11 +168,11 @@ static void check_items(json_t *items, const char *type, tp_item *it)
     if (items == NULL || json_is_null(items))
         return;
     if (strcmp(type, "purchase") != 0 && strcmp(type, "refund") != 0) {
-        crm_error_add_field(&it->errors, "/items", "only a purchase or a refund has items");
+        tp_field_error(it, "/items", "only a purchase or a refund has items");
         return;
     }
     if (!json_is_array(items) || json_array_size(items) > CRM_TOUCHPOINT_ITEMS_MAX) {
-        crm_error_add_field(&it->errors, "/items", "must be an array of at most 200 items");
+        tp_field_error(it, "/items", "must be an array of at most 200 items");
         return;
     }
     size_t i;
@@ -194,7 +197,7 @@ static void check_items(json_t *items, const char *type, tp_item *it)
                   (price == NULL || number_ok(price, 0, 1e12));
         crm_error_clear(&e);
         if (!ok)
-            crm_error_add_field(&it->errors, field,
+            tp_field_error(it, field,
                                 "must be {\"sku\", \"name\"?, \"quantity\" (1 or more), "
                                 "\"unit_price\"? (0 or more)} and nothing else");
     }
@@ -205,18 +208,18 @@ static void check_feedback(json_t *fb, const char *type, tp_item *it)
     bool is_feedback = strcmp(type, "feedback") == 0;
     if (fb == NULL || json_is_null(fb)) {
         if (is_feedback)
-            crm_error_add_field(&it->errors, "/feedback", "a feedback touchpoint needs it");
+            tp_field_error(it, "/feedback", "a feedback touchpoint needs it");
         return;
     }
     if (!is_feedback) {
-        crm_error_add_field(&it->errors, "/feedback", "only a feedback touchpoint has it");
+        tp_field_error(it, "/feedback", "only a feedback touchpoint has it");
         return;
     }
     static const char *const allowed[] = {"score", "scale", "kind", "text", NULL};
     crm_error e = CRM_ERROR_INIT;
     if (!json_is_object(fb) || !crm_json_only_fields(fb, allowed, &e)) {
         crm_error_clear(&e);
-        crm_error_add_field(&it->errors, "/feedback",
+        tp_field_error(it, "/feedback",
                             "must be an object of score, scale, kind and text");
         return;
     }
@@ -225,25 +228,25 @@ static void check_feedback(json_t *fb, const char *type, tp_item *it)
     if (score != NULL) {
         const char *sc = json_string_value(scale);
         if (sc == NULL || (strcmp(sc, "nps") != 0 && strcmp(sc, "csat") != 0))
-            crm_error_add_field(&it->errors, "/feedback/scale", "must be nps or csat with a score");
+            tp_field_error(it, "/feedback/scale", "must be nps or csat with a score");
         else if (!json_is_integer(score) ||
                  json_integer_value(score) < (strcmp(sc, "nps") == 0 ? 0 : 1) ||
                  json_integer_value(score) > (strcmp(sc, "nps") == 0 ? 10 : 5))
-            crm_error_add_field(&it->errors, "/feedback/score",
+            tp_field_error(it, "/feedback/score",
                                 "must be a whole number: 0 to 10 for nps, 1 to 5 for csat");
     } else if (scale != NULL) {
-        crm_error_add_field(&it->errors, "/feedback/score", "a scale needs a score");
+        tp_field_error(it, "/feedback/score", "a scale needs a score");
     }
     if (kind != NULL && !crm_one_of(json_string_value(kind), feedback_kinds))
-        crm_error_add_field(&it->errors, "/feedback/kind",
+        tp_field_error(it, "/feedback/kind",
                             "must be one of idea, complaint, praise, question");
     if (text != NULL && (!json_is_string(text) ||
                          crm_utf8_chars(json_string_value(text), json_string_length(text)) >
                              CRM_TOUCHPOINT_TEXT_MAX))
-        crm_error_add_field(&it->errors, "/feedback/text",
+        tp_field_error(it, "/feedback/text",
                             "must be a string of at most 5000 characters");
     if (score == NULL && text == NULL)
-        crm_error_add_field(&it->errors, "/feedback", "needs a score or a text");
+        tp_field_error(it, "/feedback", "needs a score or a text");
 }
 
 /* Checks one item; afterwards it->status is CRM_TP_REJECTED with reasons, or
@@ -270,13 +273,13 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
     it->doc = doc;
     it->status = CRM_TP_CREATED;
     if (!json_is_object(doc)) {
-        crm_error_add_field(&it->errors, "", "must be an object");
-        crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint must be a JSON object");
-        it->status = CRM_TP_REJECTED;
+        tp_reject(it, "", "must be an object");
         return;
     }
-    crm_json_only_fields(doc, allowed, &it->errors);
-    crm_json_check_no_nul(doc, "", &it->errors);
+    crm_error shape = {.errors = it->field_errors};
+    crm_json_only_fields(doc, allowed, &shape);
+    crm_json_check_no_nul(doc, "", &shape);
+    it->field_errors = shape.errors;
     check_reference(doc, it);
     check_listed(doc, "channel", crm_touchpoint_channels, it);
     check_listed(doc, "type", crm_touchpoint_types, it);
@@ -285,13 +288,13 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
         const char *when = json_string_value(json_object_get(doc, "occurred_at"));
         long long at;
         if (!crm_rfc3339_epoch_ms(when, &at))
-            crm_error_add_field(&it->errors, "/occurred_at",
+            tp_field_error(it, "/occurred_at",
                                 "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
         else if (!crm_rfc3339_to_utc(when, it->occurred_at, sizeof it->occurred_at))
-            crm_error_add_field(&it->errors, "/occurred_at",
+            tp_field_error(it, "/occurred_at",
                                 "must lie in the years 0001 to 9999 once moved to UTC");
         else if (at > now_ms + atomic_load(&future_tolerance_s) * 1000LL)
-            crm_error_add_field(&it->errors, "/occurred_at", "lies too far in the future");
+            tp_field_error(it, "/occurred_at", "lies too far in the future");
     }
     if (text_ok(doc, "source", 100, true, it))
         it->source = json_string_value(json_object_get(doc, "source"));
@@ -300,12 +303,12 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
     text_ok(doc, "campaign_id", 100, false, it);
     json_t *amount = json_object_get(doc, "amount"), *currency = json_object_get(doc, "currency");
     if (amount != NULL && !json_is_null(amount) && !number_ok(amount, -1e15, 1e15))
-        crm_error_add_field(&it->errors, "/amount", "must be a number");
+        tp_field_error(it, "/amount", "must be a number");
     if (currency != NULL && !json_is_null(currency) &&
         !crm_one_of(json_string_value(currency), currencies))
-        crm_error_add_field(&it->errors, "/currency", "must be an ISO 4217 code such as EUR");
+        tp_field_error(it, "/currency", "must be an ISO 4217 code such as EUR");
     if ((amount != NULL && !json_is_null(amount)) != (currency != NULL && !json_is_null(currency)))
-        crm_error_add_field(&it->errors, amount ? "/currency" : "/amount",
+        tp_field_error(it, amount ? "/currency" : "/amount",
                             "an amount needs a currency, and a currency an amount");
     const char *type = json_string_value(json_object_get(doc, "type"));
     check_items(json_object_get(doc, "items"), type ? type : "", it);
@@ -313,18 +316,18 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
     json_t *props = json_object_get(doc, "properties");
     if (props != NULL && !json_is_null(props) &&
         !crm_json_depth_within(props, CRM_JSON_STORED_DEPTH_MAX)) {
-        crm_error_add_field(&it->errors, "/properties",
+        tp_field_error(it, "/properties",
                             "must nest at most 32 levels of objects and arrays");
     } else if (props != NULL && !json_is_null(props)) {
         char *text = json_is_object(props) ? crm_json_text(props, NULL) : NULL;
         if (text == NULL || strlen(text) > CRM_TOUCHPOINT_PROPERTIES_MAX_BYTES)
-            crm_error_add_field(&it->errors, "/properties",
+            tp_field_error(it, "/properties",
                                 "must be an object of at most 16384 bytes as compact JSON");
         free(text);
     }
-    if (json_array_size(it->errors.errors) > 0) {
+    if (json_array_size(it->field_errors) > 0) {
         it->status = CRM_TP_REJECTED;
-        crm_error_set(&it->errors, CRM_E_INVALID, "the touchpoint breaks the rules named below");
+        it->code = CRM_E_INVALID;
     }
 }
 
@@ -333,11 +336,9 @@ bool crm_touchpoint_check(json_t *doc, crm_error *err)
     tp_item it;
     memset(&it, 0, sizeof it);
     tp_check_item(doc, &it, crm_wall_ms());
-    if (it.status == CRM_TP_REJECTED) {
-        crm_error_clear(err);
-        *err = it.errors; /* the item's reasons become the caller's */
-        return false;
-    }
-    crm_error_clear(&it.errors);
-    return true;
+    bool ok = it.status != CRM_TP_REJECTED;
+    if (!ok)
+        tp_item_error(&it, err); /* the item's reasons become the caller's */
+    tp_item_reset(&it);
+    return ok;
 }

@@ -127,14 +127,14 @@ static bool env_has_name(const char *const *list, const char *entry)
     return false;
 }
 
-/* Builds the child's environment: ours without CRMD_*, then defaults
- * (unless extra names them), then extra. Every string is borrowed: the
+/* Builds the child's environment: ours without CRMD_* (and without what
+ * extra names), then defaults (unless extra names them), then extra. Every string is borrowed: the
  * caller keeps them alive until the exec. */
 static void build_env(char **out, const char *const *defaults, const char *const *extra)
 {
     size_t n = 0;
     for (char **e = environ; *e != NULL && n < MAX_ENV - 32; e++)
-        if (strncmp(*e, "CRMD_", 5) != 0)
+        if (strncmp(*e, "CRMD_", 5) != 0 && !env_has_name(extra, *e))
             out[n++] = *e;
     for (const char *const *d = defaults; *d != NULL; d++)
         if (!env_has_name(extra, *d))
@@ -463,10 +463,16 @@ static size_t collect_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     http_response *r = userdata;
     size_t n = size * nmemb;
-    char *grown = realloc(r->body, r->body_len + n + 1);
-    if (grown == NULL)
-        return 0;
-    r->body = grown;
+    if (r->body_len + n + 1 > r->body_cap) { /* doubling: long bodies stay linear */
+        size_t cap = r->body_cap ? r->body_cap : 4096;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        char *grown = realloc(r->body, cap);
+        if (grown == NULL)
+            return 0;
+        r->body = grown;
+        r->body_cap = cap;
+    }
     memcpy(r->body + r->body_len, ptr, n);
     r->body_len += n;
     r->body[r->body_len] = '\0';

@@ -87,6 +87,7 @@ typedef struct http_response {
     long status;
     char *body; /* NUL-terminated (the NUL is not counted in body_len) */
     size_t body_len;
+    size_t body_cap; /* allocated for body */
     size_t nheaders;
     char **header_names, **header_values;
     long num_connects; /* new connections this transfer needed */

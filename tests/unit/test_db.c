@@ -34,6 +34,10 @@ static crm_stmt select_missing_table =
 static crm_stmt select_sleep = CRM_STMT_RO("unit_db_select_sleep", "SELECT pg_sleep(2)");
 static crm_stmt select_division_by_zero =
     CRM_STMT_RO("unit_db_division_by_zero", "SELECT 1 / $1::int");
+/* Rows 1 to $1, then, when $2 is 0, a division by zero on row $1 + 1. */
+static crm_stmt select_rows_then_fail = CRM_STMT_RO(
+    "unit_db_rows_then_fail",
+    "SELECT n, CASE WHEN n > $1::int THEN 1 / $2::int END FROM generate_series(1, $1::int + 1) n");
 
 static void teardown(void)
 {
@@ -223,6 +227,78 @@ START_TEST(test_failed_statement_leaves_connection_usable)
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
     PQclear(res);
     ck_assert_str_eq(crm_db_sqlstate(c), "");
+    crm_db_release(c);
+}
+END_TEST
+
+/* ---- crm_db_each_row ------------------------------------------------- */
+
+typedef struct row_tally {
+    int rows, stop_after;
+    long sum;
+} row_tally;
+
+static bool tally_row(const PGresult *row, void *ctx, crm_error *err)
+{
+    row_tally *t = ctx;
+    ck_assert_int_eq(PQntuples(row), 1); /* one row at a time */
+    t->rows++;
+    t->sum += atol(PQgetvalue(row, 0, 0));
+    if (t->stop_after > 0 && t->rows == t->stop_after)
+        return crm_error_set(err, CRM_E_INTERNAL, "enough");
+    return true;
+}
+
+START_TEST(test_each_row_hands_every_row_one_at_a_time)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"1000", "1"};
+    row_tally t = {0};
+    ck_assert_msg(crm_db_each_row(c, &select_rows_then_fail, 2, params, tally_row, &t, &err), "%s",
+                  err.detail);
+    ck_assert_int_eq(t.rows, 1001);
+    ck_assert_int_eq(t.sum, 1001L * 1002 / 2);
+    crm_db_release(c);
+}
+END_TEST
+
+/* A statement that fails after some rows: the rows before stay handed, the
+ * error is the statement's, and the connection serves the next statement. */
+START_TEST(test_each_row_reports_a_failure_mid_stream_and_leaves_the_connection_usable)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    long pid = backend_pid(c);
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"50", "0"};
+    row_tally t = {0};
+    ck_assert(!crm_db_each_row(c, &select_rows_then_fail, 2, params, tally_row, &t, &err));
+    ck_assert_int_eq(err.code, CRM_E_INTERNAL);
+    ck_assert_str_eq(crm_db_sqlstate(c), "22012");
+    ck_assert_int_le(t.rows, 50);
+    crm_error_clear(&err);
+    ck_assert_int_eq(backend_pid(c), pid);
+    crm_db_release(c);
+}
+END_TEST
+
+/* A callback that says stop: no more rows reach it, the rest are read and
+ * dropped, and the connection serves the next statement. */
+START_TEST(test_each_row_stops_calling_back_after_a_refusal)
+{
+    start_test_pool(1);
+    crm_conn *c = acquire();
+    long pid = backend_pid(c);
+    crm_error err = CRM_ERROR_INIT;
+    const char *params[] = {"500", "1"};
+    row_tally t = {.stop_after = 7};
+    ck_assert(!crm_db_each_row(c, &select_rows_then_fail, 2, params, tally_row, &t, &err));
+    ck_assert_str_eq(err.detail, "enough");
+    ck_assert_int_eq(t.rows, 7);
+    crm_error_clear(&err);
+    ck_assert_int_eq(backend_pid(c), pid);
     crm_db_release(c);
 }
 END_TEST
@@ -818,6 +894,9 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_statement_stays_prepared_across_acquires);
     tcase_add_test(tc, test_run_acquires_executes_and_releases);
     tcase_add_test(tc, test_failed_statement_leaves_connection_usable);
+    tcase_add_test(tc, test_each_row_hands_every_row_one_at_a_time);
+    tcase_add_test(tc, test_each_row_reports_a_failure_mid_stream_and_leaves_the_connection_usable);
+    tcase_add_test(tc, test_each_row_stops_calling_back_after_a_refusal);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("query");
