@@ -475,6 +475,51 @@ static double trickle_until_cut(int fd, const char *text, int limit_ms)
     return -1;
 }
 
+/* What the HTTP library refuses before crmd sees a request (openapi.yaml,
+ * "Limits"): the right status, the connection closed at once (not held to
+ * a deadline), and crmd still serving. The statuses are the contract; the
+ * library's bodies are text/html. */
+START_TEST(requests_the_http_parser_refuses_get_their_status_and_are_closed)
+{
+    char *big_header = malloc(48 * 1024), *long_line = malloc(48 * 1024);
+    ck_assert(big_header != NULL && long_line != NULL);
+    snprintf(big_header, 48 * 1024, "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: %0*d\r\n\r\n",
+             40000, 0);
+    snprintf(long_line, 48 * 1024, "GET /healthz?q=%0*d HTTP/1.1\r\nHost: x\r\n\r\n", 40000, 0);
+    const struct {
+        const char *request;
+        const char *status_line; /* NULL: no answer at all */
+    } cases[] = {
+        {big_header, "HTTP/1.1 431 "},
+        {long_line, "HTTP/1.1 414 "},
+        {"GET /healthz HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", "HTTP/1.1 400 "},
+        {"GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n", "HTTP/1.1 505 "},
+        {"GARBAGE\r\n\r\n", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len;
+        long long start = harness_now_ms();
+        char *answer = http_raw_exchange(&srv, cases[i].request, &len, 5000);
+        long long took = harness_now_ms() - start;
+        ck_assert_ptr_nonnull(answer);
+        if (cases[i].status_line == NULL)
+            ck_assert_msg(len == 0, "case %zu answered: %.200s", i, answer);
+        else
+            ck_assert_msg(strncmp(answer, cases[i].status_line, strlen(cases[i].status_line)) == 0,
+                          "case %zu answered: %.200s", i, answer);
+        ck_assert_msg(len == 0 || strcasestr(answer, "\r\nConnection: close\r\n") != NULL,
+                      "case %zu kept the connection: %.300s", i, answer);
+        ck_assert_msg(took < 2000, "case %zu: the connection stayed open %lld ms", i, took);
+        free(answer);
+        http_response ok = http_get(&srv, "/healthz", NULL);
+        ck_assert_int_eq(ok.status, 200);
+        http_response_free(&ok);
+    }
+    free(big_header);
+    free(long_line);
+}
+END_TEST
+
 START_TEST(slowloris_headers_are_cut_off_at_the_header_deadline)
 {
     static const char *const env[] = {"CRMD_HEADER_TIMEOUT_S=1", NULL};
@@ -947,6 +992,7 @@ Suite *http_suite(void)
     tcase_add_test(hostile, a_client_that_closes_mid_body_is_dropped_at_once);
     tcase_add_test(hostile, a_client_that_closes_with_half_its_headers_is_dropped_at_once);
     tcase_add_test(hostile, slowloris_headers_are_cut_off_at_the_header_deadline);
+    tcase_add_test(hostile, requests_the_http_parser_refuses_get_their_status_and_are_closed);
     tcase_add_test(hostile, a_trickled_body_is_cut_off_at_the_body_deadline);
     tcase_add_test(hostile, idle_connections_from_one_address_do_not_lock_out_another);
     suite_add_tcase(s, hostile);
