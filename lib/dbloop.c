@@ -111,6 +111,7 @@ typedef struct loop_conn {
     int syncs;                  /* sync points sent whose PGRES_PIPELINE_SYNC has not arrived */
     bool want_write;            /* output left to flush */
     bool prepared[CRM_DB_MAX_STMTS];
+    crm_errcode prepare_failed; /* how the last failed PREPARE failed, for its job */
 } loop_conn;
 
 struct crm_dbloop {
@@ -566,6 +567,7 @@ static void complete_head(loop_conn *c)
         if (st != PGRES_COMMAND_OK) {
             crm_error err = CRM_ERROR_INIT;
             crm_db_result_error(c->pg, res, j->stmt->name, &err);
+            c->prepare_failed = err.code;
             crm_error_clear(&err);
             c->prepared[crm_db_stmt_slot(j->stmt)] = false;
         }
@@ -587,9 +589,14 @@ static void complete_head(loop_conn *c)
         return;
     }
     crm_error err = CRM_ERROR_INIT;
-    if (st == PGRES_PIPELINE_ABORTED) /* only when its own PREPARE failed (logged) */
-        crm_error_set(&err, CRM_E_INTERNAL, "the statement could not be prepared");
-    else
+    if (st == PGRES_PIPELINE_ABORTED) { /* only when its own PREPARE failed (logged) */
+        /* As that failed: a timeout or a lost database is a 503, not a 500. */
+        if (c->prepare_failed == CRM_E_UNAVAILABLE)
+            crm_error_set(&err, CRM_E_UNAVAILABLE, "database unavailable");
+        else
+            crm_error_set(&err, CRM_E_INTERNAL, "the statement could not be prepared");
+        c->prepare_failed = CRM_OK;
+    } else
         crm_db_result_error(c->pg, res, j->stmt->name ? j->stmt->name : "ad-hoc statement", &err);
     PQclear(res);
     finish(j, NULL, &err);

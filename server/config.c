@@ -62,6 +62,9 @@ static const env_var vars[] = {
      "after a failed connect, requests fail fast with 503 for this long"},
     {"CRMD_STATEMENT_TIMEOUT_MS", VAR_INT, "30000", 0, 86400000, OFF(statement_timeout_ms),
      "PostgreSQL statement_timeout for crmd's sessions (0: none)"},
+    {"CRMD_READ_TIMEOUT_MS", VAR_INT, "5000", 0, 86400000, OFF(read_timeout_ms),
+     "statement_timeout of the event loops' sessions, which run the read routes "
+     "(pages, searches, timelines): a heavy page ends there, 503 (0: none)"},
     {"CRMD_TOUCHPOINT_FUTURE_TOLERANCE_S", VAR_INT, "300", 0, 86400,
      OFF(touchpoint_future_tolerance_s),
      "how far into the future a touchpoint's occurred_at may lie (clocks drift)"},

@@ -32,6 +32,7 @@ typedef struct crmd_config {
     int db_connect_timeout_s;
     int db_retry_backoff_ms;
     int statement_timeout_ms;
+    int read_timeout_ms; /* the event loops' sessions */
     int key_cache_ttl_ms;
     int shutdown_timeout_s;
     int retry_after_s;

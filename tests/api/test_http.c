@@ -343,6 +343,49 @@ static void sigterm_fails_a_deferred_read_held_by_a_lock(const char *timeout_var
     crmd_fixture_stop(&impatient);
 }
 
+/* Review C10: the read routes run on the event loops' sessions, whose
+ * statement timeout is CRMD_READ_TIMEOUT_MS (5 s by default), not the 30 s
+ * of the pool: a page held up (here by a lock) answers 503 once it is
+ * spent, and the loop's connection serves the next read. */
+START_TEST(a_read_that_outlasts_the_read_timeout_answers_503_and_the_next_read_is_served)
+{
+    const char *env[] = {"CRMD_READ_TIMEOUT_MS=300", NULL};
+    crmd_server quick;
+    crmd_fixture_start(&quick, env);
+    http_response made = http_post_json(&quick, "/v1/customers", harness_admin_key.secret,
+                                        "{\"first_name\": \"Timed\", \"last_name\": \"Out\"}");
+    ck_assert_msg(made.status == 201, "HTTP %ld: %.300s", made.status, made.body);
+    json_t *customer = http_response_json(&made);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld",
+             (long long)json_integer_value(json_object_get(customer, "id")));
+    json_decref(customer);
+    http_response_free(&made);
+
+    PGconn *db = harness_db_connect();
+    PQclear(PQexec(db, "BEGIN"));
+    PGresult *lock = PQexec(db, "LOCK TABLE customers IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(lock), PGRES_COMMAND_OK);
+    PQclear(lock);
+    long long start = harness_now_ms();
+    http_response held = http_get(&quick, path, harness_admin_key.secret);
+    long long took = harness_now_ms() - start;
+    PQclear(PQexec(db, "ROLLBACK"));
+    PQfinish(db);
+
+    ck_assert_msg(held.status == 503, "the held read was answered %ld: %.300s", held.status,
+                  held.body);
+    json_decref(assert_problem(&held, 503));
+    ck_assert_msg(took >= 250 && took < 3000, "the held read took %lld ms", took);
+    http_response_free(&held);
+    http_response next = http_get(&quick, path, harness_admin_key.secret);
+    ck_assert_msg(next.status == 200, "the next read was answered %ld: %.300s", next.status,
+                  next.body);
+    http_response_free(&next);
+    crmd_fixture_stop(&quick);
+}
+END_TEST
+
 START_TEST(sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout)
 {
     sigterm_fails_a_deferred_read_held_by_a_lock("CRMD_SHUTDOWN_TIMEOUT_S=0", 20000);
@@ -982,6 +1025,7 @@ Suite *http_suite(void)
     tcase_add_test(shutdown, sigterm_still_answers_kept_alive_connections_with_connection_close);
     tcase_add_test(shutdown, sigterm_abandons_requests_that_outlast_the_shutdown_timeout);
     tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_0_s_shutdown_timeout);
+    tcase_add_test(shutdown, a_read_that_outlasts_the_read_timeout_answers_503_and_the_next_read_is_served);
     tcase_add_test(shutdown, sigterm_fails_a_deferred_read_that_outlasts_a_1_s_shutdown_timeout);
     tcase_add_test(shutdown, sigterm_after_the_client_of_a_deferred_read_has_gone_exits_0);
     suite_add_tcase(s, shutdown);
