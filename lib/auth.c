@@ -35,6 +35,7 @@ static const struct {
     {"metrics:read", CRM_SCOPE_METRICS_READ},
     {"sync:read", CRM_SCOPE_SYNC_READ},
     {"customers:export", CRM_SCOPE_CUSTOMERS_EXPORT},
+    {"metrics:write", CRM_SCOPE_METRICS_WRITE},
 };
 #define N_SCOPES (sizeof scope_table / sizeof scope_table[0])
 

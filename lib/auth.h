@@ -41,7 +41,12 @@ enum {
      * that is held about a person (touchpoints, consents, audit included),
      * more than customers:read shows. */
     CRM_SCOPE_CUSTOMERS_EXPORT = 1u << 13,
+    /* Starting a recompute of every customer's metrics: work for minutes. */
+    CRM_SCOPE_METRICS_WRITE = 1u << 14,
 };
+
+/* The highest scope bit (tests walk them all). */
+#define CRM_SCOPE_LAST CRM_SCOPE_METRICS_WRITE
 
 #define CRM_KEY_PREFIX_LEN 14 /* "crm_" + 10 hex */
 #define CRM_KEY_LEN 58        /* prefix + "_" + 43 base64url */

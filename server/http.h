@@ -52,6 +52,9 @@ const char *http_header(http_request *req, const char *name);
  * does not parse. The request owns the result. */
 json_t *http_json_body(http_request *req, crm_error *err);
 
+/* The number of body bytes the request sent (0: none). */
+size_t http_body_len(const http_request *req);
+
 /* The authenticated caller (routes with a scope only). */
 const crm_principal *http_principal(const http_request *req);
 

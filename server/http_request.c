@@ -57,6 +57,11 @@ json_t *http_json_body(http_request *req, crm_error *err)
     return req->json;
 }
 
+size_t http_body_len(const http_request *req)
+{
+    return req->body_len;
+}
+
 const crm_principal *http_principal(const http_request *req)
 {
     return req->has_principal ? &req->principal : NULL;

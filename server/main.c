@@ -47,7 +47,8 @@ static void usage(FILE *out)
             "  crmd --help | --version\n\n"
             "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
             "  touchpoints:write, segments:read, segments:write, rules:read, rules:write,\n"
-            "  campaigns:read, campaigns:write, metrics:read, sync:read\n\n",
+            "  campaigns:read, campaigns:write, metrics:read, metrics:write, sync:read,\n"
+            "  customers:export\n\n",
             CRMD_VERSION);
     crmd_config_print_help(out);
 }

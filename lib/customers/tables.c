@@ -254,6 +254,58 @@ static bool erase_idempotency_step(crm_conn *c, const char *ids, crm_error *err)
     return exec_ok(c, &erase_idempotency, 1, params, err);
 }
 
+/* ---- customer_metrics, metrics_staging ------------------------------------------- */
+
+/* Derived from the touchpoints: a merged customer's row goes (its history is
+ * the survivor's now, and the next recompute counts it there); an erased
+ * customer's goes (the models' fits and the base's aggregates keep only
+ * anonymous figures). */
+static crm_stmt drop_merged_metrics = CRM_STMT(
+    "customer_merge_drop_metrics",
+    "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
+
+static crm_stmt erase_metrics = CRM_STMT(
+    "privacy_erase_metrics", "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
+
+static crm_stmt erase_staged_metrics = CRM_STMT(
+    "privacy_erase_staged_metrics",
+    "DELETE FROM metrics_staging WHERE customer_id = ANY($1::bigint[])");
+
+static crm_stmt export_metrics = CRM_STMT_RO(
+    "privacy_export_metrics",
+    "SELECT coalesce(json_agg(row_to_json(m) ORDER BY m.customer_id), '[]')::text"
+    " FROM customer_metrics m WHERE m.customer_id = ANY($1::bigint[])");
+
+static bool merge_metrics(const crm_merge_step *m, crm_error *err)
+{
+    const char *params[] = {m->merged};
+    return exec_ok(m->c, &drop_merged_metrics, 1, params, err);
+}
+
+static bool erase_metrics_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_metrics, 1, params, err);
+}
+
+static bool erase_staged_metrics_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_staged_metrics, 1, params, err);
+}
+
+static bool export_metrics_step(const crm_export_step *x, crm_error *err)
+{
+    const char *params[] = {x->ids};
+    PGresult *res = crm_db_exec(x->c, &export_metrics, 1, params, err);
+    if (res == NULL)
+        return false;
+    fputs(",\"metrics\":", x->out);
+    fputs(PQgetvalue(res, 0, 0), x->out);
+    PQclear(res);
+    return true;
+}
+
 /* ---- the registry ----------------------------------------------------------------- */
 
 const crm_customer_table crm_customer_tables[] = {
@@ -282,6 +334,17 @@ const crm_customer_table crm_customer_tables[] = {
      "copies of its data",
      "not exported: copies of responses whose data the other members already hold", NULL,
      erase_idempotency_step, NULL},
+    {"customer_metrics", "customer_id",
+     "the merged customers' rows are deleted; the next recompute counts their history for "
+     "the survivor",
+     "deleted: the fits and the base's aggregates keep only anonymous figures",
+     "metrics: the stored rows of the person's customers", merge_metrics, erase_metrics_step,
+     export_metrics_step},
+    {"metrics_staging", "customer_id",
+     "stay: a recompute's working rows, rebuilt by the next one (publication reads the "
+     "customers' status)",
+     "deleted", "not exported: working rows of a recompute", NULL, erase_staged_metrics_step,
+     NULL},
     {"customer_search_terms", "customer_id",
      "stay: triggers on customers keep them in step with each customer's columns",
      "removed by the triggers on customers when erasure sets the status to erased",

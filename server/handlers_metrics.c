@@ -1,0 +1,98 @@
+/*
+ * handlers_metrics.c — the metrics (lib/metrics.h):
+ * GET  /v1/customers/{id}/metrics  (metrics:read)  one customer's metrics;
+ * GET  /v1/metrics/model           (metrics:read)  the fitted models;
+ * POST /v1/metrics/recompute       (metrics:write) queue a full recompute,
+ *      202 with the job (GET /v1/jobs/{id} follows it), 409 naming the job
+ *      when one is already queued or running.
+ */
+#include "customers.h"
+#include "handlers.h"
+#include "json.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void handle_customer_metrics(http_request *req)
+{
+    long long id;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    crm_error err = CRM_ERROR_INIT;
+    json_t *doc = crm_metrics_customer(id, &err);
+    if (doc == NULL) {
+        http_reply_error(req, &err);
+        crm_error_clear(&err);
+        return;
+    }
+    http_reply_json(req, 200, doc);
+}
+
+void handle_metrics_model(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *doc = crm_metrics_model(&err);
+    if (doc == NULL) {
+        http_reply_error(req, &err);
+        crm_error_clear(&err);
+        return;
+    }
+    http_reply_json(req, 200, doc);
+}
+
+/* The body is optional: {} or {"as_of": RFC 3339}. */
+static bool recompute_as_of(http_request *req, long long *as_ms, crm_error *err)
+{
+    *as_ms = 0;
+    if (http_body_len(req) == 0)
+        return true;
+    json_t *body = http_json_body(req, err);
+    if (body == NULL)
+        return false;
+    static const char *const allowed[] = {"as_of", NULL};
+    if (!json_is_object(body))
+        return crm_error_set(err, CRM_E_INVALID, "the body must be a JSON object");
+    if (!crm_json_only_fields(body, allowed, err))
+        return false;
+    json_t *as_of = json_object_get(body, "as_of");
+    if (as_of == NULL || json_is_null(as_of))
+        return true;
+    if (!json_is_string(as_of) || !crm_rfc3339_epoch_ms(json_string_value(as_of), as_ms) ||
+        *as_ms <= 0) {
+        crm_error_add_field(err, "/as_of", "must be an RFC 3339 date-time after 1970");
+        return crm_error_set(err, CRM_E_INVALID, "the recompute's parameters are invalid");
+    }
+    return true;
+}
+
+void handle_metrics_recompute(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long as_ms, running = 0;
+    json_t *job = NULL;
+    if (recompute_as_of(req, &as_ms, &err)) {
+        const crm_principal *p = http_principal(req);
+        job = crm_metrics_recompute_submit(as_ms, p ? p->key_id : 0, &running, &err);
+    }
+    if (job == NULL) {
+        if (err.code == CRM_E_CONFLICT && running > 0) {
+            char location[48];
+            snprintf(location, sizeof location, "/v1/jobs/%lld", running);
+            http_add_header(req, "Location", location);
+            crm_error_set(&err, CRM_E_CONFLICT,
+                          "a recompute is already queued or running: job %lld (%s)", running,
+                          location);
+        }
+        http_reply_error(req, &err);
+        crm_error_clear(&err);
+        return;
+    }
+    char location[48];
+    snprintf(location, sizeof location, "/v1/jobs/%lld",
+             (long long)json_integer_value(json_object_get(job, "id")));
+    http_add_header(req, "Location", location);
+    http_reply_json(req, 202, job);
+}
