@@ -4,6 +4,7 @@
 #include "config.h"
 #include "log.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -88,6 +89,18 @@ static const env_var vars[] = {
      "requests a key may make at once before the per-second rate applies"},
     {"CRMD_HOUSEKEEPING_S", VAR_INT, "300", 1, 86400, OFF(housekeeping_s),
      "how often expired Idempotency-Key responses (older than 24 hours) are deleted"},
+    {"CRMD_REPORTING_CURRENCY", VAR_STRING, "EUR", 0, 0, OFF(reporting_currency),
+     "the currency of every metric's amounts (ISO 4217); others are converted by the rate table"},
+    {"CRMD_METRICS_WINDOW_DAYS", VAR_INT, "365", 1, 36500, OFF(metrics_window_days),
+     "the RFM window: frequency and monetary count the purchases of these last days"},
+    {"CRMD_METRICS_HORIZON_DAYS", VAR_INT, "365", 1, 3650, OFF(metrics_horizon_days),
+     "how far ahead predicted purchases and value look"},
+    {"CRMD_METRICS_DISCOUNT_PERCENT", VAR_INT, "10", 0, 100, OFF(metrics_discount_percent),
+     "the annual discount rate of predicted value"},
+    {"CRMD_METRICS_TIER_TOP_PERMILLE", VAR_INT, "10", 1, 1000, OFF(metrics_tier_top_permille),
+     "value tier top: this share of customers by predicted value, in thousandths"},
+    {"CRMD_METRICS_TIER_HIGH_PERMILLE", VAR_INT, "200", 1, 1000, OFF(metrics_tier_high_permille),
+     "value tier high: the rest of this share (top included), in thousandths"},
 };
 
 void crmd_config_print_help(FILE *out)
@@ -178,6 +191,17 @@ bool crmd_config_load(crmd_config *cfg, char *errbuf, size_t errsize)
      * usually, to PostgreSQL. On two cores one I/O thread served a point
      * read 40% faster than two, which spent their time waking each other's
      * peers (see README, "Threading"). */
+    if (strlen(cfg->reporting_currency) != 3 || !isupper((unsigned char)cfg->reporting_currency[0]) ||
+        !isupper((unsigned char)cfg->reporting_currency[1]) ||
+        !isupper((unsigned char)cfg->reporting_currency[2])) {
+        snprintf(errbuf, errsize, "CRMD_REPORTING_CURRENCY must be an ISO 4217 code such as EUR");
+        return false;
+    }
+    if (cfg->metrics_tier_high_permille < cfg->metrics_tier_top_permille) {
+        snprintf(errbuf, errsize,
+                 "CRMD_METRICS_TIER_HIGH_PERMILLE must be at least CRMD_METRICS_TIER_TOP_PERMILLE");
+        return false;
+    }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (cfg->io_threads == 0)
         cfg->io_threads = cpus >= 2 ? (int)(cpus / 2) : 1;

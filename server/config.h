@@ -40,6 +40,12 @@ typedef struct crmd_config {
     int log_level;
     int sync_retention_days;
     int housekeeping_s;
+    const char *reporting_currency;
+    int metrics_window_days;
+    int metrics_horizon_days;
+    int metrics_discount_percent;
+    int metrics_tier_top_permille;
+    int metrics_tier_high_permille;
     int touchpoint_future_tolerance_s;
     const char *cors_origins;
     int rate_limit_rps;

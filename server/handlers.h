@@ -52,6 +52,11 @@ void handle_customer_timeline(http_request *req);
 void handle_sync_customers(http_request *req);
 void handle_sync_touchpoints(http_request *req);
 
+/* handlers_metrics.c */
+void handle_customer_metrics(http_request *req);
+void handle_metrics_model(http_request *req);
+void handle_metrics_recompute(http_request *req);
+
 /* params.c */
 
 /* Answers err (problem+json) and releases it. */

@@ -89,6 +89,13 @@ static const http_route routes[] = {
      Q_SYNC},
     {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0,
      Q_SYNC},
+    /* metrics */
+    {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
+     false, 0, NULL},
+    {"GET", "/v1/metrics/model", handle_metrics_model, CRM_SCOPE_METRICS_READ, false, false, 0,
+     NULL},
+    {"POST", "/v1/metrics/recompute", handle_metrics_recompute, CRM_SCOPE_METRICS_WRITE, true,
+     false, SMALL_BODY, NULL},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
