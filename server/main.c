@@ -7,6 +7,7 @@
  *                                     create an API key; the secret is line 1
  *   crmd routes [--query]             print the route table (for the contract test)
  */
+#include "metrics.h"
 #include "config.h"
 #include "cors.h"
 #include "db.h"
@@ -51,6 +52,18 @@ static void usage(FILE *out)
             "  customers:export\n\n",
             CRMD_VERSION);
     crmd_config_print_help(out);
+}
+
+static void configure_metrics(const crmd_config *cfg)
+{
+    crm_metrics_config m = crm_metrics_defaults();
+    m.window_days = cfg->metrics_window_days;
+    m.horizon_days = cfg->metrics_horizon_days;
+    m.annual_discount = cfg->metrics_discount_percent / 100.0;
+    m.tier_top = cfg->metrics_tier_top_permille / 1000.0;
+    m.tier_high = cfg->metrics_tier_high_permille / 1000.0;
+    snprintf(m.currency, sizeof m.currency, "%s", cfg->reporting_currency);
+    crm_metrics_configure(&m);
 }
 
 static crm_db_config db_config_from(const crmd_config *cfg)
@@ -264,6 +277,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_auth_set_cache_ttl(cfg->key_cache_ttl_ms);
     crm_sync_set_retention_days(cfg->sync_retention_days);
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
+    configure_metrics(cfg);
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();
