@@ -7,7 +7,6 @@
  *                                     create an API key; the secret is line 1
  *   crmd routes [--query]             print the route table (for the contract test)
  */
-#include "metrics.h"
 #include "config.h"
 #include "cors.h"
 #include "db.h"
@@ -16,6 +15,7 @@
 #include "idempotency.h"
 #include "list/cursor.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrate.h"
 #include "router.h"
 #include "sync.h"
