@@ -81,8 +81,11 @@ static crm_stmt stage_count = CRM_STMT_RO("metrics_stage_count", "SELECT count(*
 
 /* ---- rfm --------------------------------------------------------------------- */
 
-/* Over the customers who ever purchased. The groups read R and F as the
- * usual RFM grid does (documented in openapi.yaml, RfmGroup). */
+/* Over the n customers who ever purchased: ceil(5 k / n) in integers, k
+ * the customers whose value is at most this one's (count(*) over the
+ * ordered window counts peers, so ties share a score; cume_dist = k / n
+ * would be the same but for rounding). The groups read R and F as the
+ * usual RFM grid does (openapi.yaml, CustomerMetrics). */
 static crm_stmt stage_rfm = CRM_STMT(
     "metrics_stage_rfm",
     "UPDATE metrics_staging s SET r_score = q.r, f_score = q.f, m_score = q.m,"
@@ -95,10 +98,10 @@ static crm_stmt stage_rfm = CRM_STMT(
     "  WHEN q.f >= 3 THEN 'at_risk'"
     "  ELSE 'hibernating' END "
     "FROM (SELECT customer_id,"
-    "  ceil(5 * cume_dist() OVER (ORDER BY recency_days DESC))::smallint AS r,"
-    "  ceil(5 * cume_dist() OVER (ORDER BY frequency))::smallint AS f,"
-    "  ceil(5 * cume_dist() OVER (ORDER BY monetary))::smallint AS m"
-    "  FROM metrics_staging WHERE purchases > 0) q "
+    "  ((5 * count(*) OVER (ORDER BY recency_days DESC) + n - 1) / n)::smallint AS r,"
+    "  ((5 * count(*) OVER (ORDER BY frequency) + n - 1) / n)::smallint AS f,"
+    "  ((5 * count(*) OVER (ORDER BY monetary) + n - 1) / n)::smallint AS m"
+    "  FROM (SELECT *, count(*) OVER () AS n FROM metrics_staging WHERE purchases > 0) b) q "
     "WHERE s.customer_id = q.customer_id");
 
 /* ---- fit --------------------------------------------------------------------- */
@@ -135,10 +138,10 @@ static crm_stmt stage_scores = CRM_STMT(
 
 static crm_stmt stage_tiers = CRM_STMT(
     "metrics_stage_tiers",
-    "UPDATE metrics_staging s SET value_tier = CASE WHEN q.share <= $1::float8 THEN 'top'"
-    " WHEN q.share <= $2::float8 THEN 'high' ELSE 'standard' END "
-    "FROM (SELECT customer_id, cume_dist() OVER (ORDER BY predicted_value DESC) AS share"
-    "  FROM metrics_staging WHERE predicted_value IS NOT NULL) q "
+    "UPDATE metrics_staging s SET value_tier = CASE WHEN q.k <= $1::numeric * q.n THEN 'top'"
+    " WHEN q.k <= $2::numeric * q.n THEN 'high' ELSE 'standard' END "
+    "FROM (SELECT customer_id, count(*) OVER (ORDER BY predicted_value DESC) AS k,"
+    "  count(*) OVER () AS n FROM metrics_staging WHERE predicted_value IS NOT NULL) q "
     "WHERE s.customer_id = q.customer_id");
 
 /* ---- publish ----------------------------------------------------------------- */
@@ -332,9 +335,9 @@ static bool phase_score(recompute *R, crm_error *err)
     snprintf(q, sizeof q, "%.17g", gg.q);
     snprintf(g, sizeof g, "%.17g", gg.gamma);
     const char *spend_params[] = {have_gg ? p : NULL, have_gg ? q : NULL, have_gg ? g : NULL};
-    char top[32], high[32];
-    snprintf(top, sizeof top, "%.17g", R->cfg.tier_top);
-    snprintf(high, sizeof high, "%.17g", R->cfg.tier_high);
+    char top[32], high[32]; /* thousandths, exactly as configured */
+    snprintf(top, sizeof top, "%.3f", R->cfg.tier_top);
+    snprintf(high, sizeof high, "%.3f", R->cfg.tier_high);
     const char *tier_params[] = {top, high};
     bool ok = exec_ok(R->c, &scores_table, 0, NULL, err) &&
               crm_db_copy_in(R->c, "COPY metrics_scores FROM STDIN", text, len, err) &&
