@@ -1,0 +1,384 @@
+/*
+ * test_metrics.c — the full recompute (lib/metrics/) on a database of its
+ * own, so that the whole base is the fixture below and every quintile can be
+ * worked out by hand.
+ *
+ * The fixture, observed as of 2026-01-01T00:00:00Z with a 365-day window
+ * (from 2025-01-01T00:00:00Z), EUR the reporting currency, USD at 0.5:
+ *   A  purchases 2025-01-10 100, 2025-06-01 50 and 30 (one day),
+ *      2025-12-01 120 EUR; a refund of -20 EUR on 2025-12-05
+ *   B  one purchase 2025-03-01 of 40 USD (20 EUR)
+ *   C  a purchase 2024-06-01 of 200 EUR (before the window); one of
+ *      10 GBP (no rate: left out, counted) on 2025-09-01
+ *   D  only a page view
+ *   E  only a purchase after as_of (2026-02-01): none for this as_of
+ *   F  purchases 2025-11-01 and 2025-11-15 of 500 EUR each
+ *   G  one purchase 2025-07-01 of 20 EUR
+ * Worked out (days between UTC midnights):
+ *        purchases historic AOV recency freq monetary  x  t_x   T  m
+ *   A        4       280    75     31     4     280    2  325 356 100
+ *   B        1        20    20    306     1      20    0    0 306  -
+ *   C        1       200   200    579     0       0    0    0 579  -
+ *   F        2      1000   500     61     2    1000    1   14  61 500
+ *   G        1        20    20    184     1      20    0    0 184  -
+ * RFM over the 5 who purchased, score = ceil(5 k / 5) = k, k the number of
+ * customers whose value is at most this one's (recency reversed):
+ *   R: C 579 -> 1, B 306 -> 2, G 184 -> 3, F 61 -> 4, A 31 -> 5
+ *   F: C 0 -> 1, B and G 1 -> 3 (tied: k = 3), F 2 -> 4, A 4 -> 5
+ *   M: C 0 -> 1, B and G 20 -> 3, A 280 -> 4, F 1000 -> 5
+ * cells A 554, B 233, C 111, F 445, G 333; groups A and F champions,
+ * B at_risk, C hibernating, G needs_attention.
+ */
+#include "btyd.h"
+#include "db.h"
+#include "embedded.h"
+#include "jobs.h"
+#include "metrics.h"
+#include "migrate.h"
+#include "support.h"
+#include "suites.h"
+
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define AS_OF "2026-01-01T00:00:00Z"
+#define AS_OF_MS 1767225600000LL
+
+static char dbname[64];
+static char *conninfo;
+static PGconn *db;
+
+static void fresh_database(void)
+{
+    unsigned char r[4];
+    randombytes_buf(r, sizeof r);
+    snprintf(dbname, sizeof dbname, "unit_metrics_%ld_%02x%02x%02x%02x", (long)getpid(), r[0],
+             r[1], r[2], r[3]);
+    PGconn *admin = unit_connect(unit_env("CRMD_TEST_ADMIN_URL"));
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    PQclear(unit_sql(admin, sql, 0, NULL));
+    PQfinish(admin);
+    conninfo = unit_conninfo_with_dbname(unit_env("CRMD_TEST_ADMIN_URL"), dbname);
+    crm_db_config cfg = {.url = conninfo,
+                         .pool_size = 2,
+                         .acquire_timeout_ms = 5000,
+                         .connect_timeout_s = 2,
+                         .statement_timeout_ms = 60000,
+                         .retry_backoff_ms = 500};
+    crm_error err = CRM_ERROR_INIT;
+    PGconn *conn = crm_db_connect_direct(&cfg, &err);
+    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
+    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
+    PQfinish(conn);
+    ck_assert_msg(ok, "migrate: %s", err.detail);
+    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
+    db = unit_connect(conninfo);
+    crm_jobs_register(&crm_metrics_recompute_kind);
+    crm_metrics_config m = crm_metrics_defaults();
+    crm_metrics_configure(&m);
+}
+
+static void drop_database(void)
+{
+    crm_db_shutdown();
+    if (db != NULL)
+        PQfinish(db);
+    db = NULL;
+    free(conninfo);
+    conninfo = NULL;
+    PGconn *admin = unit_connect(unit_env("CRMD_TEST_ADMIN_URL"));
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    PQclear(unit_sql(admin, sql, 0, NULL));
+    PQfinish(admin);
+}
+
+/* A customer named name; its id. */
+static long long customer(const char *name)
+{
+    const char *params[] = {name};
+    return unit_sql_long(db, "INSERT INTO customers (first_name) VALUES ($1) RETURNING id", 1,
+                         params);
+}
+
+/* A touchpoint of customer id: type at when (RFC 3339), amount in
+ * currency (NULL: none). */
+static void touchpoint(long long id, const char *type, const char *when, const char *amount,
+                       const char *currency)
+{
+    static int serial;
+    char idtext[24], event[32];
+    snprintf(idtext, sizeof idtext, "%lld", id);
+    snprintf(event, sizeof event, "e%d", ++serial);
+    const char *params[] = {idtext, type, when, event, amount, currency};
+    PQclear(unit_sql(db,
+                     "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at,"
+                     " source, event_id, amount, currency) VALUES ($1, 'web', $2, 'inbound', $3,"
+                     " 'unit', $4, $5, $6)",
+                     6, params));
+}
+
+typedef struct fixture {
+    long long a, b, c, d, e, f, g;
+} fixture;
+
+static fixture make_fixture(void)
+{
+    fixture x = {customer("A"), customer("B"), customer("C"), customer("D"),
+                 customer("E"), customer("F"), customer("G")};
+    PQclear(unit_sql(db, "INSERT INTO currency_rates (currency, rate) VALUES ('USD', 0.5)", 0,
+                     NULL));
+    touchpoint(x.a, "purchase", "2025-01-10T00:00:00Z", "100", "EUR");
+    touchpoint(x.a, "purchase", "2025-06-01T09:00:00Z", "50", "EUR");
+    touchpoint(x.a, "purchase", "2025-06-01T17:00:00Z", "30", "EUR");
+    touchpoint(x.a, "purchase", "2025-12-01T00:00:00Z", "120", "EUR");
+    touchpoint(x.a, "refund", "2025-12-05T00:00:00Z", "-20", "EUR");
+    touchpoint(x.b, "purchase", "2025-03-01T00:00:00Z", "40", "USD");
+    touchpoint(x.c, "purchase", "2024-06-01T00:00:00Z", "200", "EUR");
+    touchpoint(x.c, "purchase", "2025-09-01T00:00:00Z", "10", "GBP");
+    touchpoint(x.d, "page_view", "2025-05-01T00:00:00Z", NULL, NULL);
+    touchpoint(x.e, "purchase", "2026-02-01T00:00:00Z", "70", "EUR");
+    touchpoint(x.f, "purchase", "2025-11-01T00:00:00Z", "500", "EUR");
+    touchpoint(x.f, "purchase", "2025-11-15T00:00:00Z", "500", "EUR");
+    touchpoint(x.g, "purchase", "2025-07-01T00:00:00Z", "20", "EUR");
+    return x;
+}
+
+/* Queues a recompute as of as_ms and runs it here; returns the job. */
+static json_t *recompute(long long as_ms)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long running = 0;
+    json_t *job = crm_metrics_recompute_submit(as_ms, 0, &running, &err);
+    ck_assert_msg(job != NULL, "submit: %s", err.detail);
+    long long id = json_integer_value(json_object_get(job, "id"));
+    json_decref(job);
+    crm_jobs_config cfg = {.db = {.url = conninfo, .pool_size = 1, .connect_timeout_s = 2},
+                           .lease_s = 30,
+                           .worker = "unit"};
+    long long ran = 0;
+    ck_assert_msg(crm_jobs_run_one(&cfg, &ran, &err), "run: %s", err.detail);
+    ck_assert_int_eq(ran, id);
+    unsigned scope = 0;
+    job = crm_job_get(id, &scope, &err);
+    ck_assert_msg(job != NULL, "get: %s", err.detail);
+    ck_assert_msg(strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0,
+                  "the recompute ended %s: %s",
+                  json_string_value(json_object_get(job, "state")),
+                  json_dumps(json_object_get(job, "error"), 0));
+    return job;
+}
+
+/* The customer's metrics document. */
+static json_t *metrics_of(long long id)
+{
+    crm_error err = CRM_ERROR_INIT;
+    json_t *m = crm_metrics_customer(id, &err);
+    ck_assert_msg(m != NULL, "metrics of %lld: %s", id, err.detail);
+    return m;
+}
+
+static double num(const json_t *doc, const char *group, const char *key)
+{
+    const json_t *v = json_object_get(group ? json_object_get(doc, group) : doc, key);
+    ck_assert_msg(json_is_number(v), "%s.%s is not a number", group ? group : "", key);
+    return json_number_value(v);
+}
+
+static bool is_null(const json_t *doc, const char *group, const char *key)
+{
+    return json_is_null(json_object_get(json_object_get(doc, group), key));
+}
+
+static const char *str(const json_t *doc, const char *group, const char *key)
+{
+    const char *s = json_string_value(json_object_get(json_object_get(doc, group), key));
+    ck_assert_msg(s != NULL, "%s.%s is not a string", group, key);
+    return s;
+}
+
+typedef struct expected {
+    int purchases, unrated;
+    double historic, aov, recency;
+    int frequency;
+    double monetary;
+    int x, t_x, age;
+    double m; /* NAN: none */
+    const char *cell, *group;
+} expected;
+
+static void check_customer(long long id, const expected *e)
+{
+    json_t *m = metrics_of(id);
+    ck_assert_str_eq(json_string_value(json_object_get(m, "as_of")), "2026-01-01T00:00:00.000Z");
+    ck_assert_int_eq((int)num(m, "value", "purchases"), e->purchases);
+    ck_assert_int_eq((int)num(m, "value", "unrated"), e->unrated);
+    ck_assert_double_eq_tol(num(m, "value", "historic"), e->historic, 1e-9);
+    ck_assert_double_eq_tol(num(m, "value", "average_order"), e->aov, 1e-9);
+    ck_assert_double_eq_tol(num(m, "rfm", "recency_days"), e->recency, 1e-9);
+    ck_assert_int_eq((int)num(m, "rfm", "frequency"), e->frequency);
+    ck_assert_double_eq_tol(num(m, "rfm", "monetary"), e->monetary, 1e-9);
+    ck_assert_int_eq((int)num(m, "summary", "x"), e->x);
+    ck_assert_int_eq((int)num(m, "summary", "t_x"), e->t_x);
+    ck_assert_int_eq((int)num(m, "summary", "T"), e->age);
+    if (isnan(e->m))
+        ck_assert(is_null(m, "summary", "repeat_mean_value"));
+    else
+        ck_assert_double_eq_tol(num(m, "summary", "repeat_mean_value"), e->m, 1e-9);
+    ck_assert_str_eq(str(m, "rfm", "cell"), e->cell);
+    ck_assert_str_eq(str(m, "rfm", "group"), e->group);
+    json_decref(m);
+}
+
+START_TEST(a_recompute_gives_the_figures_worked_out_by_hand)
+{
+    fixture x = make_fixture();
+    json_decref(recompute(AS_OF_MS));
+    check_customer(x.a, &(expected){4, 0, 280, 75, 31, 4, 280, 2, 325, 356, 100, "554",
+                                    "champions"});
+    check_customer(x.b, &(expected){1, 0, 20, 20, 306, 1, 20, 0, 0, 306, NAN, "233", "at_risk"});
+    check_customer(x.c, &(expected){1, 1, 200, 200, 579, 0, 0, 0, 0, 579, NAN, "111",
+                                    "hibernating"});
+    check_customer(x.f, &(expected){2, 0, 1000, 500, 61, 2, 1000, 1, 14, 61, 500, "445",
+                                    "champions"});
+    check_customer(x.g, &(expected){1, 0, 20, 20, 184, 1, 20, 0, 0, 184, NAN, "333",
+                                    "needs_attention"});
+    /* No purchase up to as_of: counted, no scores, no summary. */
+    long long none[] = {x.d, x.e};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *m = metrics_of(none[i]);
+        ck_assert_int_eq((int)num(m, "value", "purchases"), 0);
+        ck_assert_double_eq_tol(num(m, "value", "historic"), 0, 0);
+        ck_assert(is_null(m, "rfm", "cell"));
+        ck_assert(is_null(m, "summary", "x"));
+        ck_assert(is_null(m, "risk", "p_alive"));
+        json_decref(m);
+    }
+}
+END_TEST
+
+/* Whatever the models fitted on five customers, the stored predictions are
+ * the model functions of btyd.h at the parameters in force (the SQL's
+ * Gamma-Gamma spend is crm_gg_expected_spend's formula). */
+START_TEST(the_stored_predictions_are_the_models_at_the_parameters_in_force)
+{
+    fixture x = make_fixture();
+    json_decref(recompute(AS_OF_MS));
+    crm_error err = CRM_ERROR_INIT;
+    json_t *model = crm_metrics_model(&err);
+    ck_assert_ptr_nonnull(model);
+    json_t *bg_fit = json_object_get(json_object_get(model, "bg_nbd"), "latest");
+    json_t *gg_fit = json_object_get(json_object_get(model, "gamma_gamma"), "latest");
+    ck_assert_msg(json_is_object(bg_fit) && json_is_object(gg_fit), "no fits recorded");
+    ck_assert_int_eq(json_integer_value(json_object_get(bg_fit, "customers")), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(bg_fit, "rows")), 5);
+    ck_assert_int_eq(json_integer_value(json_object_get(gg_fit, "customers")), 2);
+    json_t *bg_in = json_object_get(json_object_get(model, "bg_nbd"), "in_force");
+    json_t *gg_in = json_object_get(json_object_get(model, "gamma_gamma"), "in_force");
+    json_t *a = metrics_of(x.a);
+    if (!json_is_object(bg_in)) {
+        /* Not converged on five customers: no predictions, as documented. */
+        ck_assert(is_null(a, "risk", "p_alive"));
+    } else {
+        json_t *p = json_object_get(bg_in, "params");
+        crm_bgnbd bg = {num(p, NULL, "r"), num(p, NULL, "alpha"), num(p, NULL, "a"),
+                        num(p, NULL, "b")};
+        ck_assert_double_eq_tol(num(a, "risk", "p_alive"), crm_bgnbd_p_alive(&bg, 2, 325, 356),
+                                1e-12);
+        ck_assert_double_eq_tol(num(a, "risk", "churn_risk"),
+                                1 - crm_bgnbd_p_alive(&bg, 2, 325, 356), 1e-12);
+        ck_assert_double_eq_tol(num(a, "value", "predicted_purchases"),
+                                crm_bgnbd_expected_purchases(&bg, 365, 2, 325, 356), 1e-9);
+        if (json_is_object(gg_in)) {
+            json_t *q = json_object_get(gg_in, "params");
+            crm_gg gg = {num(q, NULL, "p"), num(q, NULL, "q"), num(q, NULL, "gamma")};
+            double want = crm_btyd_clv(&bg, &gg, 2, 325, 356, 100, 365, 0.10);
+            ck_assert_msg(fabs(num(a, "value", "predicted_value") - want) <= 1e-9 * fabs(want),
+                          "predicted value %.17g, the models say %.17g",
+                          num(a, "value", "predicted_value"), want);
+        }
+    }
+    json_decref(a);
+    json_decref(model);
+}
+END_TEST
+
+/* Backtesting: as of 2025-07-01 only what happened by then counts. */
+START_TEST(an_earlier_as_of_ignores_what_happened_after_it)
+{
+    fixture x = make_fixture();
+    json_decref(recompute(1751328000000LL)); /* 2025-07-01T00:00:00Z */
+    json_t *a = metrics_of(x.a);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "as_of")), "2025-07-01T00:00:00.000Z");
+    ck_assert_int_eq((int)num(a, "value", "purchases"), 3);
+    ck_assert_double_eq_tol(num(a, "value", "historic"), 180, 1e-9);
+    ck_assert_int_eq((int)num(a, "summary", "x"), 1);
+    ck_assert_int_eq((int)num(a, "summary", "t_x"), 142); /* 2025-01-10 to 2025-06-01 */
+    ck_assert_int_eq((int)num(a, "summary", "T"), 172);   /* 2025-01-10 to 2025-07-01 */
+    json_decref(a);
+    json_t *f = metrics_of(x.f);
+    ck_assert_int_eq((int)num(f, "value", "purchases"), 0);
+    json_decref(f);
+}
+END_TEST
+
+START_TEST(a_second_recompute_while_one_is_queued_is_a_conflict_naming_it)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long long running = 0;
+    json_t *first = crm_metrics_recompute_submit(AS_OF_MS, 0, &running, &err);
+    ck_assert_msg(first != NULL, "%s", err.detail);
+    ck_assert_ptr_null(crm_metrics_recompute_submit(0, 0, &running, &err));
+    ck_assert_int_eq(err.code, CRM_E_CONFLICT);
+    ck_assert_int_eq(running, json_integer_value(json_object_get(first, "id")));
+    crm_error_clear(&err);
+    ck_assert_ptr_null(crm_metrics_recompute_submit(unit_now_ms() + 3600000, 0, &running, &err));
+    ck_assert_int_eq(err.code, CRM_E_INVALID);
+    crm_error_clear(&err);
+    json_decref(first);
+}
+END_TEST
+
+/* A merged customer's id reads the survivor's metrics; an erased one is
+ * gone from customer_metrics. */
+START_TEST(metrics_follow_merges_and_go_with_erasure)
+{
+    fixture x = make_fixture();
+    json_decref(recompute(AS_OF_MS));
+    char a[24], g[24];
+    snprintf(a, sizeof a, "%lld", x.a);
+    snprintf(g, sizeof g, "%lld", x.g);
+    const char *params[] = {g, a};
+    PQclear(unit_sql(db, "UPDATE customers SET status = 'merged', merged_into = $2 WHERE id = $1",
+                     2, params));
+    json_t *m = metrics_of(x.g);
+    ck_assert_int_eq(json_integer_value(json_object_get(m, "customer_id")), x.a);
+    json_decref(m);
+    const char *erase[] = {a};
+    PQclear(unit_sql(db, "UPDATE customers SET status = 'erased' WHERE id = $1", 1, erase));
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_metrics_customer(x.a, &err));
+    ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
+    crm_error_clear(&err);
+}
+END_TEST
+
+Suite *metrics_suite(void)
+{
+    Suite *s = suite_create("metrics");
+    TCase *tc = tcase_create("recompute");
+    tcase_add_checked_fixture(tc, fresh_database, drop_database);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, a_recompute_gives_the_figures_worked_out_by_hand);
+    tcase_add_test(tc, the_stored_predictions_are_the_models_at_the_parameters_in_force);
+    tcase_add_test(tc, an_earlier_as_of_ignores_what_happened_after_it);
+    tcase_add_test(tc, a_second_recompute_while_one_is_queued_is_a_conflict_naming_it);
+    tcase_add_test(tc, metrics_follow_merges_and_go_with_erasure);
+    suite_add_tcase(s, tc);
+    return s;
+}
