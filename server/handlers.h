@@ -52,6 +52,10 @@ void handle_customer_timeline(http_request *req);
 void handle_sync_customers(http_request *req);
 void handle_sync_touchpoints(http_request *req);
 
+/* handlers_jobs.c */
+void handle_job_get(http_request *req);
+void handle_job_cancel(http_request *req);
+
 /* params.c */
 
 /* Answers err (problem+json) and releases it. */

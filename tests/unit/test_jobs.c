@@ -18,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "auth.h"
 #include "db.h"
 #include "jobs.h"
+#include "jobs_runner.h"
 #include "suites.h"
 #include "support.h"
 
@@ -175,6 +177,21 @@ static bool run_linger(crm_job_ctx *job, crm_error *err)
     return true;
 }
 
+/* Reports every 10 ms (checkpoint {"i": n}) until told to stop, for at
+ * most 10 s. */
+static bool run_patient(crm_job_ctx *job, crm_error *err)
+{
+    for (int i = 1; i <= 1000; i++) {
+        json_t *at = json_pack("{s:i}", "i", i);
+        bool go_on = crm_job_progress(job, "waiting", i, 0, at);
+        json_decref(at);
+        if (!go_on)
+            return crm_error_set(err, CRM_E_CONFLICT, "stopped");
+        unit_sleep_ms(10);
+    }
+    return true;
+}
+
 static const crm_job_kind kind_add = {"unit_job_add", run_add, CRM_SCOPE_METRICS_READ};
 static const crm_job_kind kind_fail = {"unit_job_fail", run_fail, CRM_SCOPE_SEGMENTS_READ};
 static const crm_job_kind kind_unavailable = {"unit_job_unavailable", run_unavailable,
@@ -184,6 +201,7 @@ static const crm_job_kind kind_cancel_self = {"unit_job_cancel_self", run_cancel
 static const crm_job_kind kind_crashy = {"unit_job_crashy", run_crashy, CRM_SCOPE_METRICS_READ};
 static const crm_job_kind kind_tally = {"unit_job_tally", run_tally, CRM_SCOPE_METRICS_READ};
 static const crm_job_kind kind_linger = {"unit_job_linger", run_linger, CRM_SCOPE_METRICS_READ};
+static const crm_job_kind kind_patient = {"unit_job_patient", run_patient, CRM_SCOPE_METRICS_READ};
 
 /* ---- fixture and helpers --------------------------------------------------------- */
 
@@ -191,7 +209,7 @@ static void setup(void)
 {
     direct = unit_db_start(4);
     const crm_job_kind *kinds[] = {&kind_add,   &kind_fail,  &kind_unavailable, &kind_cancel_self,
-                                   &kind_crashy, &kind_tally, &kind_linger};
+                                   &kind_crashy, &kind_tally, &kind_linger, &kind_patient};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         crm_jobs_register(kinds[i]);
     PQclear(unit_sql(direct, "DELETE FROM jobs WHERE kind LIKE 'unit\\_%'", 0, NULL));
@@ -846,6 +864,87 @@ START_TEST(a_job_stopped_with_its_process_goes_back_to_the_queue_with_its_checkp
 }
 END_TEST
 
+/* ---- the runner (server/jobs_runner.c) ---------------------------------------------------- */
+
+/* Waits up to timeout_ms for the job to reach state; false if it does not. */
+static bool wait_for_state(long long id, const char *state, int timeout_ms)
+{
+    for (int waited = 0; waited <= timeout_ms; waited += 20) {
+        json_t *job = get(id);
+        bool there = strcmp(member_string(job, "state"), state) == 0;
+        json_decref(job);
+        if (there)
+            return true;
+        unit_sleep_ms(20);
+    }
+    return false;
+}
+
+START_TEST(the_runner_runs_a_job_this_process_queues_without_waiting_for_its_poll)
+{
+    crm_jobs_config cfg = worker("unit-runner", 30);
+    crm_error err = CRM_ERROR_INIT;
+    jobs_runner *runner = jobs_runner_start(&cfg, 2, 60000, &err); /* a poll a minute */
+    ck_assert_msg(runner != NULL, "%s", err.detail);
+    unit_sleep_ms(100); /* both workers have looked once and sleep */
+    long long id = submit("unit_job_add", "{\"a\": 20, \"b\": 22}", NULL);
+    ck_assert_msg(wait_for_state(id, "succeeded", 5000), "the job did not run");
+    jobs_runner_stop(runner);
+    json_t *job = get(id);
+    ck_assert_int_eq(member_int(json_object_get(job, "result"), "sum"), 42);
+    json_decref(job);
+    assert_column(id, "claimed_by", "unit-runner");
+}
+END_TEST
+
+START_TEST(stopping_the_runner_puts_its_running_job_back_in_the_queue)
+{
+    crm_jobs_config cfg = worker("unit-runner", 30);
+    crm_error err = CRM_ERROR_INIT;
+    jobs_runner *runner = jobs_runner_start(&cfg, 1, 50, &err);
+    ck_assert_msg(runner != NULL, "%s", err.detail);
+    long long id = submit("unit_job_patient", NULL, NULL);
+    ck_assert(wait_for_state(id, "running", 5000));
+    unit_sleep_ms(100); /* a few reports */
+    long long started = unit_now_ms();
+    jobs_runner_stop(runner);
+    ck_assert_int_lt(unit_now_ms() - started, 2000);
+    json_t *job = get(id);
+    ck_assert_str_eq(member_string(job, "state"), "queued");
+    ck_assert_int_eq(member_int(job, "attempts"), 0);
+    json_decref(job);
+    char *at = column(id, "checkpoint->>'i'");
+    ck_assert_int_ge(atoi(at), 2);
+    free(at);
+    assert_column(id, "claimed_by IS NULL AND lease_until IS NULL", "t");
+}
+END_TEST
+
+START_TEST(a_runner_with_nothing_to_do_stops_at_once)
+{
+    crm_jobs_config cfg = worker("unit-runner", 30);
+    crm_error err = CRM_ERROR_INIT;
+    jobs_runner *runner = jobs_runner_start(&cfg, 3, 60000, &err);
+    ck_assert_msg(runner != NULL, "%s", err.detail);
+    unit_sleep_ms(50);
+    long long started = unit_now_ms();
+    jobs_runner_stop(runner);
+    ck_assert_int_lt(unit_now_ms() - started, 1000);
+    jobs_runner_stop(NULL);
+}
+END_TEST
+
+START_TEST(a_worker_name_is_the_host_and_the_pid)
+{
+    char name[128], want[32];
+    jobs_runner_worker_name(name, sizeof name);
+    snprintf(want, sizeof want, ":%ld", (long)getpid());
+    size_t n = strlen(name), w = strlen(want);
+    ck_assert_uint_gt(n, w);
+    ck_assert_str_eq(name + n - w, want);
+}
+END_TEST
+
 Suite *jobs_suite(void)
 {
     Suite *s = suite_create("jobs");
@@ -891,6 +990,15 @@ Suite *jobs_suite(void)
     tcase_add_test(tc, a_takeover_by_a_thread_of_the_same_process_stops_the_first_run_too);
     tcase_add_test(tc, a_job_another_claimer_holds_is_skipped_not_waited_for);
     tcase_add_test(tc, two_workers_never_run_the_same_job);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("runner");
+    tcase_set_timeout(tc, 60);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, the_runner_runs_a_job_this_process_queues_without_waiting_for_its_poll);
+    tcase_add_test(tc, stopping_the_runner_puts_its_running_job_back_in_the_queue);
+    tcase_add_test(tc, a_runner_with_nothing_to_do_stops_at_once);
+    tcase_add_test(tc, a_worker_name_is_the_host_and_the_pid);
     suite_add_tcase(s, tc);
     return s;
 }
