@@ -221,5 +221,6 @@ Suite *hostile_values_suite(void);
 Suite *query_suite(void);
 Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
+Suite *jobs_suite(void);
 
 #endif
