@@ -26,9 +26,9 @@ struct jobs_runner {
     int poll_ms;
     atomic_bool stop;
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* on the monotonic clock */
+    pthread_cond_t cv;        /* on the monotonic clock */
     unsigned long generation; /* bumped by each wake-up; under mu */
-    int nthreads;            /* started */
+    int nthreads;             /* started */
     pthread_t *threads;
 };
 
@@ -120,8 +120,7 @@ static void runner_free(jobs_runner *r)
     free(r);
 }
 
-jobs_runner *jobs_runner_start(const crm_jobs_config *cfg, int workers, int poll_ms,
-                               crm_error *err)
+jobs_runner *jobs_runner_start(const crm_jobs_config *cfg, int workers, int poll_ms, crm_error *err)
 {
     jobs_runner *r = calloc(1, sizeof *r);
     if (r == NULL) {

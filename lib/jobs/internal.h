@@ -16,12 +16,12 @@
 /* The columns of a job's representation, in the order job_from_row reads
  * them. Timestamps travel as epoch milliseconds and are formatted in C. */
 #define JOB_COLUMNS                                                                                \
-    "id, kind, state, phase, done, total, params::text, result::text, error::text, attempts, "    \
+    "id, kind, state, phase, done, total, params::text, result::text, error::text, attempts, "     \
     "(extract(epoch FROM created_at) * 1000)::bigint, "                                            \
     "(extract(epoch FROM started_at) * 1000)::bigint, "                                            \
     "(extract(epoch FROM finished_at) * 1000)::bigint"
 
-/* A job's representation from row r of a JOB_COLUMNS result (represent.c);
+/* A job's representation from row r of a JOB_COLUMNS result (jobs.c);
  * the caller owns it. NULL when out of memory. */
 json_t *job_from_row(const PGresult *res, int r);
 

@@ -10,23 +10,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-static crm_stmt insert_job = CRM_STMT(
-    "jobs_insert", "INSERT INTO jobs (kind, params, exclusive, api_key_id) "
-                   "VALUES ($1, $2::jsonb, $3, $4::bigint) RETURNING " JOB_COLUMNS);
-static crm_stmt find_exclusive = CRM_STMT_RO(
-    "jobs_find_exclusive",
-    "SELECT id FROM jobs WHERE exclusive = $1 AND state IN ('queued', 'running')");
+static crm_stmt insert_job =
+    CRM_STMT("jobs_insert", "INSERT INTO jobs (kind, params, exclusive, api_key_id) "
+                            "VALUES ($1, $2::jsonb, $3, $4::bigint) RETURNING " JOB_COLUMNS);
+static crm_stmt find_exclusive =
+    CRM_STMT_RO("jobs_find_exclusive",
+                "SELECT id FROM jobs WHERE exclusive = $1 AND state IN ('queued', 'running')");
 static crm_stmt select_job =
     CRM_STMT_RO("jobs_select", "SELECT " JOB_COLUMNS " FROM jobs WHERE id = $1::bigint");
 /* A queued job ends here and now; a running one is asked to stop, which
  * its executor learns at its next crm_job_progress (run.c). The SET
  * expressions read the row as it was. */
-static crm_stmt cancel_job = CRM_STMT(
-    "jobs_cancel",
-    "UPDATE jobs SET cancel_requested = true, updated_at = now(), "
-    "state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, "
-    "finished_at = CASE WHEN state = 'queued' THEN now() END "
-    "WHERE id = $1::bigint AND state IN ('queued', 'running') RETURNING " JOB_COLUMNS);
+static crm_stmt cancel_job =
+    CRM_STMT("jobs_cancel",
+             "UPDATE jobs SET cancel_requested = true, updated_at = now(), "
+             "state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END, "
+             "finished_at = CASE WHEN state = 'queued' THEN now() END "
+             "WHERE id = $1::bigint AND state IN ('queued', 'running') RETURNING " JOB_COLUMNS);
 
 /* Tries to queue a job this many times when the exclusive name's holder
  * ended between the refused insert and the look-up of its id. */
@@ -69,8 +69,7 @@ json_t *job_from_row(const PGresult *res, int r)
                      progress_of(res, r), "params", json_column(res, r, 6), "result",
                      json_column(res, r, 7), "error", json_column(res, r, 8), "attempts",
                      atoi(PQgetvalue(res, r, 9)), "created_at", time_column(res, r, 10),
-                     "started_at", time_column(res, r, 11), "finished_at",
-                     time_column(res, r, 12));
+                     "started_at", time_column(res, r, 11), "finished_at", time_column(res, r, 12));
 }
 
 /* The representation of the one row of res, which it frees; NULL with err

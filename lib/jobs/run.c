@@ -36,30 +36,30 @@ static crm_stmt settle_expired = CRM_STMT(
     "AND (cancel_requested OR attempts >= $1::int) FOR UPDATE SKIP LOCKED)");
 /* The oldest queued job, or running one whose lease ran out, of the kinds
  * this process knows ($1, a text[]). */
-static crm_stmt claim_job = CRM_STMT(
-    "jobs_claim",
-    "UPDATE jobs SET state = 'running', claimed_by = $2, attempts = attempts + 1, "
-    "lease_until = now() + make_interval(secs => $3::int), "
-    "started_at = coalesce(started_at, now()), updated_at = now() "
-    "WHERE id = (SELECT id FROM jobs WHERE kind = ANY ($1::text[]) "
-    "AND state IN ('queued', 'running') AND (state = 'queued' OR (lease_until < now() "
-    "AND attempts < $4::int AND NOT cancel_requested)) "
-    "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
-    "RETURNING id, kind, params::text, checkpoint::text, attempts");
+static crm_stmt claim_job =
+    CRM_STMT("jobs_claim",
+             "UPDATE jobs SET state = 'running', claimed_by = $2, attempts = attempts + 1, "
+             "lease_until = now() + make_interval(secs => $3::int), "
+             "started_at = coalesce(started_at, now()), updated_at = now() "
+             "WHERE id = (SELECT id FROM jobs WHERE kind = ANY ($1::text[]) "
+             "AND state IN ('queued', 'running') AND (state = 'queued' OR (lease_until < now() "
+             "AND attempts < $4::int AND NOT cancel_requested)) "
+             "ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) "
+             "RETURNING id, kind, params::text, checkpoint::text, attempts");
 
 /* The claim's token: $1 id, $2 claimed_by, $3 attempts. */
 #define OWNED "id = $1::bigint AND claimed_by = $2 AND attempts = $3::int AND state = 'running'"
 
-static crm_stmt record_progress = CRM_STMT(
-    "jobs_progress",
-    "UPDATE jobs SET phase = coalesce($4, phase), done = $5::bigint, total = $6::bigint, "
-    "checkpoint = coalesce($7::jsonb, checkpoint), "
-    "lease_until = now() + make_interval(secs => $8::int), updated_at = now() "
-    "WHERE " OWNED " AND NOT cancel_requested RETURNING 1");
-static crm_stmt end_succeeded = CRM_STMT(
-    "jobs_end_succeeded", "UPDATE jobs SET state = 'succeeded', result = $4::jsonb, "
-                          "lease_until = NULL, finished_at = now(), updated_at = now() "
-                          "WHERE " OWNED " RETURNING state");
+static crm_stmt record_progress =
+    CRM_STMT("jobs_progress",
+             "UPDATE jobs SET phase = coalesce($4, phase), done = $5::bigint, total = $6::bigint, "
+             "checkpoint = coalesce($7::jsonb, checkpoint), "
+             "lease_until = now() + make_interval(secs => $8::int), updated_at = now() "
+             "WHERE " OWNED " AND NOT cancel_requested RETURNING 1");
+static crm_stmt end_succeeded =
+    CRM_STMT("jobs_end_succeeded", "UPDATE jobs SET state = 'succeeded', result = $4::jsonb, "
+                                   "lease_until = NULL, finished_at = now(), updated_at = now() "
+                                   "WHERE " OWNED " RETURNING state");
 static crm_stmt end_failed = CRM_STMT(
     "jobs_end_failed",
     "UPDATE jobs SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'failed' END, "
@@ -83,9 +83,9 @@ struct crm_job_ctx {
     long long id;
     int attempts; /* this claim's, the token with cfg->worker */
     char id_text[24], attempts_text[16];
-    json_t *params;     /* owned */
-    json_t *checkpoint; /* owned; NULL on a fresh start */
-    json_t *result;     /* owned; set by the executor */
+    json_t *params;         /* owned */
+    json_t *checkpoint;     /* owned; NULL on a fresh start */
+    json_t *result;         /* owned; set by the executor */
     long long lease_end_ms; /* monotonic: until when the lease is surely ours */
 };
 
@@ -143,8 +143,8 @@ bool crm_job_progress(crm_job_ctx *job, const char *phase, long long done, long 
                       const json_t *checkpoint)
 {
     char *saved = NULL;
-    if (checkpoint != NULL && (saved = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY)) ==
-                                  NULL) {
+    if (checkpoint != NULL &&
+        (saved = json_dumps(checkpoint, JSON_COMPACT | JSON_ENCODE_ANY)) == NULL) {
         crm_log(CRM_LOG_ERROR, "job %lld: out of memory writing its checkpoint", job->id);
         return false;
     }
@@ -152,8 +152,9 @@ bool crm_job_progress(crm_job_ctx *job, const char *phase, long long done, long 
     snprintf(done_text, sizeof done_text, "%lld", done > 0 ? done : 0);
     snprintf(total_text, sizeof total_text, "%lld", total > 0 ? total : 0);
     snprintf(lease, sizeof lease, "%d", job->cfg->lease_s);
-    const char *values[] = {job->id_text, worker_of(job->cfg), job->attempts_text, phase,
-                            done_text,    total_text,          saved,               lease};
+    const char *values[] = {
+        job->id_text, worker_of(job->cfg), job->attempts_text, phase, done_text, total_text, saved,
+        lease};
     long long sent_ms = crm_monotonic_ms();
     crm_error err = CRM_ERROR_INIT;
     PGresult *res = crm_db_run(&record_progress, 8, values, &err);
@@ -187,15 +188,16 @@ static bool settle(crm_error *err)
     long n = atol(PQcmdTuples(res));
     PQclear(res);
     if (n > 0)
-        crm_log(CRM_LOG_WARN, "jobs: %ld running jobs past their lease ended (cancelled, or tried "
-                              "%d times)", n, CRM_JOB_MAX_ATTEMPTS);
+        crm_log(CRM_LOG_WARN,
+                "jobs: %ld running jobs past their lease ended (cancelled, or tried "
+                "%d times)",
+                n, CRM_JOB_MAX_ATTEMPTS);
     return true;
 }
 
 /* Claims a job into *job (cfg, ids, kind, params, checkpoint); false with
  * err when the database failed, false without when there was none. */
-static bool claim(const crm_jobs_config *cfg, const char *kinds, crm_job_ctx *job,
-                  crm_error *err)
+static bool claim(const crm_jobs_config *cfg, const char *kinds, crm_job_ctx *job, crm_error *err)
 {
     char lease[16], max[16];
     snprintf(lease, sizeof lease, "%d", cfg->lease_s);

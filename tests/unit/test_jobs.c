@@ -31,9 +31,9 @@ static PGconn *direct;
 
 /* ---- what the executors saw ----------------------------------------------------- */
 
-static int progress_after_cancel = -1;    /* unit_job_cancel_self: 1 true, 0 false */
-static char state_cancel_answered[16];    /* unit_job_cancel_self: crm_job_cancel's state */
-static atomic_int tally_runs[64];         /* unit_job_tally: runs per job, by id - tally_base */
+static int progress_after_cancel = -1; /* unit_job_cancel_self: 1 true, 0 false */
+static char state_cancel_answered[16]; /* unit_job_cancel_self: crm_job_cancel's state */
+static atomic_int tally_runs[64];      /* unit_job_tally: runs per job, by id - tally_base */
 static atomic_llong tally_base;
 static struct {
     atomic_int ready, go, first_progress, second_progress;
@@ -41,8 +41,8 @@ static struct {
 
 /* ---- the kinds ------------------------------------------------------------------ */
 
-static crm_stmt add_on_job_conn =
-    CRM_STMT_RO("unit_jobs_add", "SELECT $1::bigint + $2::bigint, current_setting('statement_timeout')");
+static crm_stmt add_on_job_conn = CRM_STMT_RO(
+    "unit_jobs_add", "SELECT $1::bigint + $2::bigint, current_setting('statement_timeout')");
 
 static long long param_int(const crm_job_ctx *job, const char *name)
 {
@@ -208,8 +208,8 @@ static const crm_job_kind kind_patient = {"unit_job_patient", run_patient, CRM_S
 static void setup(void)
 {
     direct = unit_db_start(4);
-    const crm_job_kind *kinds[] = {&kind_add,   &kind_fail,  &kind_unavailable, &kind_cancel_self,
-                                   &kind_crashy, &kind_tally, &kind_linger, &kind_patient};
+    const crm_job_kind *kinds[] = {&kind_add,    &kind_fail,  &kind_unavailable, &kind_cancel_self,
+                                   &kind_crashy, &kind_tally, &kind_linger,      &kind_patient};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         crm_jobs_register(kinds[i]);
     PQclear(unit_sql(direct, "DELETE FROM jobs WHERE kind LIKE 'unit\\_%'", 0, NULL));
@@ -337,7 +337,8 @@ static void expire_lease(long long id)
     char idtext[24];
     snprintf(idtext, sizeof idtext, "%lld", id);
     const char *values[] = {idtext};
-    PQclear(unit_sql(direct, "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1::bigint",
+    PQclear(unit_sql(direct,
+                     "UPDATE jobs SET lease_until = now() - interval '1 s' WHERE id = $1::bigint",
                      1, values));
 }
 
@@ -387,9 +388,8 @@ START_TEST(an_unknown_kind_or_params_that_are_no_object_are_refused)
     ck_assert_int_eq(err.code, CRM_E_INVALID);
     json_decref(list);
     crm_error_clear(&err);
-    ck_assert_int_eq(unit_sql_long(direct, "SELECT count(*) FROM jobs WHERE kind LIKE 'unit\\_%'",
-                                   0, NULL),
-                     0);
+    ck_assert_int_eq(
+        unit_sql_long(direct, "SELECT count(*) FROM jobs WHERE kind LIKE 'unit\\_%'", 0, NULL), 0);
 }
 END_TEST
 
@@ -974,7 +974,8 @@ Suite *jobs_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_job_that_succeeds_stores_its_result_and_progress);
     tcase_add_test(tc, an_executors_failure_is_stored_as_the_jobs_error);
-    tcase_add_test(tc, a_job_that_found_the_database_unavailable_is_retried_until_its_attempts_run_out);
+    tcase_add_test(tc,
+                   a_job_that_found_the_database_unavailable_is_retried_until_its_attempts_run_out);
     tcase_add_test(tc, a_job_of_a_kind_this_process_does_not_know_is_left_queued);
     tcase_add_test(tc, jobs_are_claimed_oldest_first);
     tcase_add_test(tc, a_job_stopped_with_its_process_goes_back_to_the_queue_with_its_checkpoint);
