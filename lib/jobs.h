@@ -26,8 +26,9 @@
  *         crm_job_set_result(job, result);
  *         return true;
  *     }
- *     crm_jobs_register(&(crm_job_kind){"metrics_recompute", recompute,
- *                                       CRM_SCOPE_METRICS_READ});
+ *     static const crm_job_kind recompute_kind = {"metrics_recompute", recompute,
+ *                                                 CRM_SCOPE_METRICS_READ};
+ *     crm_jobs_register(&recompute_kind);            (at start; it must outlive the process)
  */
 #ifndef CRM_JOBS_H
 #define CRM_JOBS_H
@@ -90,7 +91,8 @@ void crm_job_set_result(crm_job_ctx *job, json_t *result);
 
 /* ---- submitting and reading ------------------------------------------- */
 
-/* Queues a job of kind with params (borrowed) for api_key_id (0: none).
+/* Queues a job of kind (registered here, else CRM_E_INVALID) with params
+ * (borrowed; an object, NULL for {}) for api_key_id (0: none).
  * exclusive (may be NULL) names work of which only one job may be queued or
  * running at a time: when one is, fails with CRM_E_CONFLICT and *running
  * gets its id. Returns the job's representation (see crm_job_get), or NULL
@@ -100,8 +102,10 @@ json_t *crm_job_submit(const char *kind, const json_t *params, const char *exclu
 
 /* A job's representation: {"id", "kind", "state", "phase", "progress":
  * {"done", "total"}, "params", "result", "error", "attempts", "created_at",
- * "started_at", "finished_at"}; NULL with CRM_E_NOT_FOUND. *kind_scope gets
- * the read scope of its kind (0 when the kind is not registered here). */
+ * "started_at", "finished_at"} (null for a phase, result, error or time not
+ * there yet, and for a total of 0; times RFC 3339 UTC with milliseconds);
+ * the caller owns it. NULL with CRM_E_NOT_FOUND. *kind_scope gets the read
+ * scope of its kind (0 when the kind is not registered here). */
 json_t *crm_job_get(long long id, unsigned *kind_scope, crm_error *err);
 
 /* Asks a queued or running job to stop (it ends "cancelled"); CRM_E_CONFLICT
