@@ -30,6 +30,7 @@ struct crm_conn {
     PGconn *pg;
     bool in_use;
     bool broken;
+    bool private_conn; /* from crm_db_open_private: not a slot of the pool */
     bool prepared[CRM_DB_MAX_STMTS];
     char sqlstate[6];
 };
@@ -325,6 +326,10 @@ void crm_db_release(crm_conn *c)
 {
     if (c == NULL)
         return;
+    if (c->private_conn) { /* not the pool's: closing it is all release can do */
+        crm_db_close_private(c);
+        return;
+    }
     if (c->pg != NULL && (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
                           PQtransactionStatus(c->pg) != PQTRANS_IDLE))
         slot_reset(c);
@@ -333,6 +338,31 @@ void crm_db_release(crm_conn *c)
     pool.in_use--;
     pthread_cond_signal(&pool.cv);
     pthread_mutex_unlock(&pool.mu);
+}
+
+crm_conn *crm_db_open_private(const crm_db_config *cfg, crm_error *err)
+{
+    crm_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory opening a connection");
+        return NULL;
+    }
+    c->pg = crm_db_connect_direct(cfg, err);
+    if (c->pg == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->private_conn = true;
+    c->in_use = true;
+    return c;
+}
+
+void crm_db_close_private(crm_conn *c)
+{
+    if (c == NULL)
+        return;
+    PQfinish(c->pg);
+    free(c);
 }
 
 void crm_db_mark_broken(crm_conn *c)

@@ -178,6 +178,20 @@ PGconn *crm_db_pgconn(crm_conn *c);
 /* Marks c as unusable so release closes it (after a protocol-level failure). */
 void crm_db_mark_broken(crm_conn *c);
 
+/* Opens a crm_conn of its own, outside the pool, with the session settings
+ * of the pool's connections and cfg's statement_timeout_ms (0: none); only
+ * url, connect_timeout_s and statement_timeout_ms of cfg are read. For work
+ * that holds a connection for long (a job, lib/jobs.h) without taking one
+ * from the requests: crm_db_exec, crm_db_each_row, crm_db_begin ... work on
+ * it as on a pooled one. Nothing reconnects it: a broken one stays broken.
+ * NULL with CRM_E_UNAVAILABLE when the database cannot be reached. The
+ * caller closes it with crm_db_close_private (crm_db_release closes it too). */
+crm_conn *crm_db_open_private(const crm_db_config *cfg, crm_error *err);
+
+/* Closes a connection from crm_db_open_private (a transaction left open is
+ * rolled back by the server). NULL is ignored. */
+void crm_db_close_private(crm_conn *c);
+
 /* Opens a connection outside the pool (migrations, CLI). PQfinish() it. */
 PGconn *crm_db_connect_direct(const crm_db_config *cfg, crm_error *err);
 

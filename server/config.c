@@ -101,6 +101,17 @@ static const env_var vars[] = {
      "value tier top: this share of customers by predicted value, in thousandths"},
     {"CRMD_METRICS_TIER_HIGH_PERMILLE", VAR_INT, "200", 1, 1000, OFF(metrics_tier_high_permille),
      "value tier high: the rest of this share (top included), in thousandths"},
+    {"CRMD_JOB_WORKERS", VAR_INT, "1", 0, 64, OFF(job_workers),
+     "threads that run jobs (long work: recomputes, builds), one job each at a time; 0: this "
+     "process runs none (others do)"},
+    {"CRMD_JOB_LEASE_S", VAR_INT, "30", 5, 3600, OFF(job_lease_s),
+     "a running job's lease, renewed as it reports progress; a job of a process that died is "
+     "taken over this long after its last report"},
+    {"CRMD_JOB_POLL_MS", VAR_INT, "1000", 10, 600000, OFF(job_poll_ms),
+     "how often an idle job worker looks for queued jobs (a job queued by this process wakes it "
+     "at once)"},
+    {"CRMD_JOB_STATEMENT_TIMEOUT_MS", VAR_INT, "0", 0, 86400000, OFF(job_statement_timeout_ms),
+     "statement_timeout of the jobs' own connections (0: none)"},
 };
 
 void crmd_config_print_help(FILE *out)

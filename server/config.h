@@ -50,6 +50,10 @@ typedef struct crmd_config {
     const char *cors_origins;
     int rate_limit_rps;
     int rate_limit_burst;
+    int job_workers; /* threads that run jobs; 0: none in this process */
+    int job_lease_s;
+    int job_poll_ms;
+    int job_statement_timeout_ms; /* the jobs' own connections */
 } crmd_config;
 
 /* Fills cfg from the environment. On a bad value writes a message to errbuf

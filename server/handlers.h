@@ -57,6 +57,10 @@ void handle_customer_metrics(http_request *req);
 void handle_metrics_model(http_request *req);
 void handle_metrics_recompute(http_request *req);
 
+/* handlers_jobs.c */
+void handle_job_get(http_request *req);
+void handle_job_cancel(http_request *req);
+
 /* params.c */
 
 /* Answers err (problem+json) and releases it. */

@@ -13,6 +13,8 @@
 #include "embedded.h"
 #include "http.h"
 #include "idempotency.h"
+#include "jobs.h"
+#include "jobs_runner.h"
 #include "list/cursor.h"
 #include "log.h"
 #include "metrics.h"
@@ -79,6 +81,33 @@ static crm_db_config db_config_from(const crmd_config *cfg)
     return d;
 }
 
+/* The job workers of this process (CRMD_JOB_WORKERS; none when 0): the
+ * jobs' own connections get CRMD_JOB_STATEMENT_TIMEOUT_MS. NULL when there
+ * are none or they could not start (logged). */
+static jobs_runner *start_job_runner(const crmd_config *cfg)
+{
+    if (cfg->job_workers == 0) {
+        crm_log(CRM_LOG_INFO, "jobs: CRMD_JOB_WORKERS=0, this process runs none");
+        return NULL;
+    }
+    char worker[128];
+    jobs_runner_worker_name(worker, sizeof worker);
+    crm_jobs_config jobs = {
+        .db = db_config_from(cfg),
+        .lease_s = cfg->job_lease_s,
+        .worker = worker,
+    };
+    jobs.db.statement_timeout_ms = cfg->job_statement_timeout_ms;
+    crm_error err = CRM_ERROR_INIT;
+    jobs_runner *runner = jobs_runner_start(&jobs, cfg->job_workers, cfg->job_poll_ms, &err);
+    if (runner == NULL)
+        crm_log(CRM_LOG_ERROR, "jobs: %s", err.detail);
+    else
+        crm_log(CRM_LOG_INFO, "jobs: %d workers as %s", cfg->job_workers, worker);
+    crm_error_clear(&err);
+    return runner;
+}
+
 /* Applies migrations on a dedicated connection. With wait_s > 0 an
  * unreachable database is retried every second for that long. */
 static bool run_migrations(const crmd_config *cfg, int wait_s)
@@ -123,7 +152,7 @@ static int cmd_routes(bool query)
     for (size_t i = 0; i < n; i++) {
         printf("%s %s ", routes[i].method, routes[i].pattern);
         if (!query) {
-            printf("%s\n", routes[i].scope ? crm_scope_name(routes[i].scope) : "-");
+            printf("%s\n", router_scope_name(routes[i].scope));
             continue;
         }
         const char *const *q = routes[i].query;
@@ -278,6 +307,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_sync_set_retention_days(cfg->sync_retention_days);
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
     configure_metrics(cfg);
+    crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();
@@ -292,6 +322,14 @@ static int cmd_serve(const crmd_config *cfg)
     }
     if (!crm_log_start_writer())
         crm_log(CRM_LOG_WARN, "log writer thread not started; writing lines directly");
+    jobs_runner *runner = start_job_runner(cfg);
+    if (cfg->job_workers > 0 && runner == NULL) {
+        http_server_stop(srv);
+        http_throttle_shutdown();
+        crm_db_shutdown();
+        crm_log_stop_writer();
+        return 1;
+    }
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "
             "each, %d workers, pool of %d)",
@@ -301,6 +339,9 @@ static int cmd_serve(const crmd_config *cfg)
     int sig = wait_for_stop(&stop, cfg->housekeeping_s);
     crm_log(CRM_LOG_INFO, "received %s; finishing in-flight requests",
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    /* First: a running job saves its checkpoint at its next progress and
+     * goes back to the queue, its progress and ending still on the pool. */
+    jobs_runner_stop(runner);
     http_server_stop(srv);
     http_throttle_shutdown();
     crm_db_shutdown();

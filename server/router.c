@@ -84,6 +84,10 @@ static const http_route routes[] = {
      false, false, 0, NULL},
     {"POST", "/v1/customers/{id}/merge", handle_customer_merge, CRM_SCOPE_CUSTOMERS_WRITE, true,
      false, SMALL_BODY, NULL},
+    /* jobs: a job is read and cancelled with the read scope of its kind
+     * (handlers_jobs.c) */
+    {"GET", "/v1/jobs/{id}", handle_job_get, ROUTE_ANY_KEY, false, false, 0, NULL},
+    {"POST", "/v1/jobs/{id}/cancel", handle_job_cancel, ROUTE_ANY_KEY, false, false, 0, NULL},
     /* sync feeds */
     {"GET", "/v1/sync/customers", handle_sync_customers, CRM_SCOPE_SYNC_READ, false, true, 0,
      Q_SYNC},
@@ -112,6 +116,16 @@ typedef struct compiled_route {
 } compiled_route;
 
 static compiled_route compiled[N_ROUTES];
+
+const char *router_scope_name(unsigned scope)
+{
+    if (scope == 0)
+        return "-";
+    if (scope == ROUTE_ANY_KEY)
+        return "any-key";
+    const char *name = crm_scope_name(scope);
+    return name != NULL ? name : "?";
+}
 
 const http_route *router_table(size_t *count)
 {

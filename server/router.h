@@ -20,7 +20,8 @@ typedef struct http_route {
     const char *method;
     const char *pattern; /* "/v1/api-keys/{id}": {name} matches one segment */
     http_handler handler;
-    unsigned scope;      /* required scope bit; 0 means no key needed */
+    unsigned scope;      /* required scope bit; 0 means no key needed;
+                            ROUTE_ANY_KEY: a valid key, the handler decides */
     bool json_body;      /* the request carries a JSON body */
     bool nonblocking;    /* never blocks: runs on the I/O thread (at most one
                             http_defer_query); otherwise a worker runs it */
@@ -30,6 +31,16 @@ typedef struct http_route {
                                  (NULL: none); any other gets 422 before the
                                  handler runs (server/query_check.c) */
 } http_route;
+
+/* The scope of a route that any valid key may call, whose handler decides
+ * from what it finds whether the key may see it (a job: by the read scope
+ * of its kind, 404 otherwise). No key can hold it: it is no scope of
+ * auth.h, whose bits stay far below. */
+#define ROUTE_ANY_KEY (1u << 31)
+
+/* The scope column as `crmd routes` prints it and openapi.yaml's
+ * x-required-scope names it: "-" (no key), "any-key", or the scope. */
+const char *router_scope_name(unsigned scope);
 
 /* No route declares more query parameters than this. */
 #define ROUTE_MAX_QUERY 32

@@ -222,5 +222,6 @@ Suite *query_suite(void);
 Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
 Suite *metrics_suite(void);
+Suite *jobs_suite(void);
 
 #endif

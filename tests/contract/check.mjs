@@ -17,8 +17,9 @@
  *     matches its schema (the OpenAPI schema does not look inside Schema
  *     Objects, so a typo there would otherwise pass);
  *   - the route table and the contract list the same (method, path) pairs;
- *   - each operation's x-required-scope is the route's scope, operations with
- *     a scope require bearerAuth and public ones say `security: []`;
+ *   - each operation's x-required-scope is the route's scope ("any-key" for
+ *     a route any valid key may call), operations with a scope require
+ *     bearerAuth and public ones say `security: []`;
  *   - each operation documents the errors the server's request pipeline
  *     (server/http_admit.c) can give it, with the headers that go with them;
  *   - the schemas accept what the server serves and refuse what it refuses
@@ -470,7 +471,11 @@ function expectedErrors(key, op, path, routeScope) {
         ["431", null], /* headers over CRMD_MAX_HEADER_BYTES: likewise */
     ];
     if (routeScope !== "-") /* 429: the per-key rate limit (server/throttle.c) */
-        expected.push(["401", "WWW-Authenticate"], ["403", null], ["429", "Retry-After"]);
+        expected.push(["401", "WWW-Authenticate"], ["429", "Retry-After"]);
+    /* 403: a key without the route's scope. A route for any key
+     * (ROUTE_ANY_KEY, server/router.h) has none to lack. */
+    if (routeScope !== "-" && routeScope !== "any-key")
+        expected.push(["403", null]);
     /* 413 everywhere: an operation that takes no body refuses any. */
     expected.push(["413", null]);
     if (op.requestBody)

@@ -760,6 +760,80 @@ START_TEST(test_connect_direct_applies_statement_timeout)
 }
 END_TEST
 
+static crm_stmt select_statement_timeout = CRM_STMT_RO(
+    "unit_db_statement_timeout", "SELECT current_setting('statement_timeout')");
+
+/* The statement_timeout of c's session. */
+static void assert_statement_timeout(crm_conn *c, const char *want)
+{
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_exec(c, &select_statement_timeout, 0, NULL, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), want);
+    PQclear(res);
+}
+
+START_TEST(test_private_connection_has_its_own_timeout_and_no_slot_of_the_pool)
+{
+    start_pool(unit_env("CRMD_TEST_DATABASE_URL"), 1, 200, 1000);
+    crm_db_config cfg = {.url = unit_env("CRMD_TEST_DATABASE_URL"), .statement_timeout_ms = 1234};
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *mine = crm_db_open_private(&cfg, &err);
+    ck_assert_msg(mine != NULL, "%s", err.detail);
+    assert_statement_timeout(mine, "1234ms");
+    crm_db_stats s = crm_db_get_stats();
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_int_eq(s.connected, 0);
+
+    /* The pool's one connection is free for others meanwhile. */
+    crm_conn *pooled = acquire();
+    assert_statement_timeout(pooled, "5s");
+    ck_assert(backend_pid(pooled) != backend_pid(mine));
+    crm_db_release(pooled);
+    crm_db_close_private(mine);
+    s = crm_db_get_stats();
+    ck_assert_int_eq(s.in_use, 0);
+    ck_assert_int_eq(s.connected, 1);
+}
+END_TEST
+
+START_TEST(test_private_connection_runs_transactions_and_row_streams)
+{
+    crm_db_config cfg = {.url = unit_env("CRMD_TEST_DATABASE_URL"), .statement_timeout_ms = 0};
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *c = crm_db_open_private(&cfg, &err); /* no pool at all */
+    ck_assert_msg(c != NULL, "%s", err.detail);
+    assert_statement_timeout(c, "0");
+    ck_assert(crm_db_begin(c, &err));
+    ck_assert(crm_db_command(c, "CREATE TEMPORARY TABLE unit_db_private (n int)", &err));
+    ck_assert(crm_db_commit(c, &err));
+    ck_assert(crm_db_begin(c, &err));
+    ck_assert(crm_db_command(c, "INSERT INTO unit_db_private VALUES (1)", &err));
+    crm_db_rollback(c);
+    PGresult *res = crm_db_exec_sql(c, "SELECT count(*) FROM unit_db_private", 0, NULL, &err);
+    ck_assert_ptr_nonnull(res);
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+    PQclear(res);
+    const char *params[] = {"10", "1"};
+    row_tally t = {0};
+    ck_assert_msg(crm_db_each_row(c, &select_rows_then_fail, 2, params, tally_row, &t, &err), "%s",
+                  err.detail);
+    ck_assert_int_eq(t.rows, 11);
+    ck_assert_int_eq(t.sum, 11L * 12 / 2);
+    crm_db_close_private(c);
+    crm_db_close_private(NULL);
+}
+END_TEST
+
+START_TEST(test_private_connection_to_unreachable_database_fails_unavailable)
+{
+    crm_db_config cfg = {.url = UNREACHABLE_URL, .connect_timeout_s = 1};
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_ptr_null(crm_db_open_private(&cfg, &err));
+    ck_assert_int_eq(err.code, CRM_E_UNAVAILABLE);
+}
+END_TEST
+
 /* Captures what crm_log writes to stderr (at info level and above) while
  * it runs; stop_capture returns it (the caller frees it). */
 typedef struct log_capture {
@@ -884,6 +958,9 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_init_does_not_connect);
     tcase_add_test(tc, test_init_copies_the_url);
     tcase_add_test(tc, test_connect_direct_applies_statement_timeout);
+    tcase_add_test(tc, test_private_connection_has_its_own_timeout_and_no_slot_of_the_pool);
+    tcase_add_test(tc, test_private_connection_runs_transactions_and_row_streams);
+    tcase_add_test(tc, test_private_connection_to_unreachable_database_fails_unavailable);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("statements");
