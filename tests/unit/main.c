@@ -56,6 +56,7 @@ int main(void)
     srunner_add_suite(sr, customer_tables_suite());
     srunner_add_suite(sr, allow_lists_suite());
     srunner_add_suite(sr, list_suite());
+    srunner_add_suite(sr, btyd_suite());
 
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);

@@ -35,5 +35,6 @@ Suite *touchpoint_drift_suite(void);
 Suite *customer_tables_suite(void);
 Suite *allow_lists_suite(void);
 Suite *list_suite(void);
+Suite *btyd_suite(void);
 
 #endif
