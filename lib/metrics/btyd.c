@@ -99,8 +99,7 @@ static bool bgnbd_valid(const crm_bgnbd *m)
 
 static bool gg_valid(const crm_gg *m)
 {
-    return m != NULL && positive_finite(m->p) && positive_finite(m->q) &&
-           positive_finite(m->gamma);
+    return m != NULL && positive_finite(m->p) && positive_finite(m->q) && positive_finite(m->gamma);
 }
 
 /* x repeat purchases, the last at t_x, observed until T: 0 <= t_x <= T,
@@ -129,14 +128,14 @@ static double bgnbd_count_terms(const crm_bgnbd *m, double x, double lnbeta_ab, 
 
 /* The rest: ln(A3 + [x > 0] A4), A3 = (alpha+T)^-(r+x) the customer still
  * being alive at T, A4 = a/(b+x-1) (alpha+t_x)^-(r+x) having dropped out
- * right after the last purchase. */
-static double bgnbd_time_terms(const crm_bgnbd *m, double x, double t_x, double T)
+ * right after the last purchase. ln_a is ln a. */
+static double bgnbd_time_terms(const crm_bgnbd *m, double x, double t_x, double T, double ln_a)
 {
     double rx = m->r + x;
     double ln_a3 = -rx * log(m->alpha + T);
     if (x == 0)
         return ln_a3;
-    double ln_a4 = log(m->a) - log(m->b + x - 1) - rx * log(m->alpha + t_x);
+    double ln_a4 = ln_a - log(m->b + x - 1) - rx * log(m->alpha + t_x);
     return log_add_exp(ln_a3, ln_a4);
 }
 
@@ -146,7 +145,7 @@ double crm_bgnbd_loglik(const crm_bgnbd *m, double x, double t_x, double T)
         return NAN;
     gsl_quiet();
     return bgnbd_count_terms(m, x, gsl_sf_lnbeta(m->a, m->b), log(m->alpha)) +
-           bgnbd_time_terms(m, x, t_x, T);
+           bgnbd_time_terms(m, x, t_x, T, log(m->a));
 }
 
 /* ln(A4 / A3) for x > 0: the log-odds of having dropped out after the last
@@ -213,9 +212,9 @@ static bool expected_if_alive_closed(const crm_bgnbd *m, double u, double x, dou
 }
 
 typedef struct {
-    double rx, u;                  /* r + x; t / (alpha + T) */
-    double p_power, q_power;       /* the powers of p and 1 - p left to the integrand */
-    double ln_beta;                /* ln B(a, b + x) */
+    double rx, u;            /* r + x; t / (alpha + T) */
+    double p_power, q_power; /* the powers of p and 1 - p left to the integrand */
+    double ln_beta;          /* ln B(a, b + x) */
 } alive_integrand;
 
 /* power * ln(base), 0 for power 0 even where ln(base) is -inf. */
@@ -234,7 +233,8 @@ static double alive_integrand_at(double p, void *arg)
 {
     const alive_integrand *g = arg;
     double purchases = p == 0 ? g->rx * g->u : -expm1(-g->rx * log1p(p * g->u)) / p;
-    double ln_density = power_log(g->p_power, log(p)) + power_log(g->q_power, log1p(-p)) - g->ln_beta;
+    double ln_density =
+        power_log(g->p_power, log(p)) + power_log(g->q_power, log1p(-p)) - g->ln_beta;
     return purchases * exp(ln_density);
 }
 
@@ -255,12 +255,12 @@ static double expected_if_alive_integral(const crm_bgnbd *m, double u, double x)
                              gsl_sf_lnbeta(m->a, m->b + x)};
         gsl_function f = {alive_integrand_at, &g};
         double integral, abserr;
-        int status = gsl_integration_qaws(&f, 0, 1, weight, 0, INTEGRAL_REL_ERR, INTEGRAL_LIMIT,
-                                          ws, &integral, &abserr);
+        int status = gsl_integration_qaws(&f, 0, 1, weight, 0, INTEGRAL_REL_ERR, INTEGRAL_LIMIT, ws,
+                                          &integral, &abserr);
         /* Asking for 1e-12 can end in "roundoff prevents the tolerance"
          * with a result still far better than any use needs. */
-        bool accurate = status == GSL_SUCCESS ||
-                        (status == GSL_EROUND && abserr <= 1e-9 * fabs(integral));
+        bool accurate =
+            status == GSL_SUCCESS || (status == GSL_EROUND && abserr <= 1e-9 * fabs(integral));
         if (accurate && integral > 0)
             value = integral;
     }
@@ -284,8 +284,7 @@ static double expected_if_alive(const crm_bgnbd *m, double t, double x, double T
     return expected_if_alive_integral(m, u, x);
 }
 
-double crm_bgnbd_expected_purchases(const crm_bgnbd *m, double t, double x, double t_x,
-                                    double T)
+double crm_bgnbd_expected_purchases(const crm_bgnbd *m, double t, double x, double t_x, double T)
 {
     if (!bgnbd_valid(m) || !history_valid(x, t_x, T) || !isfinite(t) || t < 0)
         return NAN;
@@ -387,8 +386,8 @@ static bool simplex_run(gsl_multimin_function *fn, gsl_vector *theta, double ste
         ++*iterations;
         if (gsl_multimin_fminimizer_iterate(s) != GSL_SUCCESS)
             break;
-        converged = gsl_multimin_test_size(gsl_multimin_fminimizer_size(s),
-                                           FIT_SIZE_TOLERANCE) == GSL_SUCCESS;
+        converged = gsl_multimin_test_size(gsl_multimin_fminimizer_size(s), FIT_SIZE_TOLERANCE) ==
+                    GSL_SUCCESS;
     }
     gsl_vector_memcpy(theta, gsl_multimin_fminimizer_x(s));
     *f = gsl_multimin_fminimizer_minimum(s);
@@ -412,8 +411,8 @@ static bool minimize(gsl_multimin_function *fn, gsl_vector *theta, int *iteratio
         return false;
     for (int restart = 0; restart < FIT_MAX_RESTARTS; restart++) {
         double before = f;
-        if (!simplex_run(fn, theta, FIT_RESTART_STEP, FIT_MAX_ITERATIONS - *iterations,
-                         iterations, &f))
+        if (!simplex_run(fn, theta, FIT_RESTART_STEP, FIT_MAX_ITERATIONS - *iterations, iterations,
+                         &f))
             return false;
         if (before - f <= FIT_CONFIRM_DELTA)
             return f < FIT_PENALTY;
@@ -475,13 +474,14 @@ static double bgnbd_objective(const gsl_vector *theta, void *arg)
     crm_bgnbd m = bgnbd_from_theta(theta);
     if (!bgnbd_valid(&m))
         return FIT_PENALTY;
-    double lnbeta_ab = gsl_sf_lnbeta(m.a, m.b), ln_alpha = log(m.alpha), sum = 0;
+    double lnbeta_ab = gsl_sf_lnbeta(m.a, m.b), ln_alpha = log(m.alpha), ln_a = log(m.a);
+    double sum = 0;
     for (size_t i = 0; i < d->n_counts; i++)
         sum += d->counts[i].w * bgnbd_count_terms(&m, d->counts[i].x, lnbeta_ab, ln_alpha);
     for (size_t i = 0; i < d->n; i++) {
         const crm_bgnbd_row *row = &d->rows[i];
         if (row->w > 0)
-            sum += row->w * bgnbd_time_terms(&m, row->x, row->t_x, row->T);
+            sum += row->w * bgnbd_time_terms(&m, row->x, row->t_x, row->T, ln_a);
     }
     double f = -sum / d->total_w;
     return isfinite(f) ? f : FIT_PENALTY;
@@ -635,8 +635,8 @@ bool crm_gg_fit(const crm_gg_row *rows, size_t n, const crm_gg *start, crm_gg *o
     bool rows_valid = true;
     for (size_t i = 0; rows_valid && i < n; i++) {
         const crm_gg_row *row = &rows[i];
-        rows_valid = is_count(row->x) && row->x >= 1 && positive_finite(row->m) &&
-                     weight_valid(row->w);
+        rows_valid =
+            is_count(row->x) && row->x >= 1 && positive_finite(row->m) && weight_valid(row->w);
         d.total_w += row->w;
         sum_wm += row->w * row->m;
         d.counts[i] = (count_weight){row->x, row->w};

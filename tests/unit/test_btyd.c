@@ -47,9 +47,9 @@ static const crm_bgnbd REFERENCE_MODELS[] = {
 
 static const double REFERENCE_HISTORIES[][3] = {
     /* x, t_x, T */
-    {0, 0, 0},       {0, 0, 30},         {0, 0, 365},     {0, 0, 3000},
-    {1, 20, 400},    {2, 213.01, 272.02}, {5, 300, 365},   {12, 700, 730},
-    {50, 2900, 3000}, {50, 200, 3000},   {12, 20, 25},    {1, 1, 1},
+    {0, 0, 0},        {0, 0, 30},          {0, 0, 365},   {0, 0, 3000},
+    {1, 20, 400},     {2, 213.01, 272.02}, {5, 300, 365}, {12, 700, 730},
+    {50, 2900, 3000}, {50, 200, 3000},     {12, 20, 25},  {1, 1, 1},
 };
 static const double REFERENCE_HORIZONS[] = {1, 30, 365, 1825};
 
@@ -77,9 +77,9 @@ static const double REFERENCE_SPENDS[][2] = {
 static const struct {
     double x, t_x, T, m, horizon, discount;
 } REFERENCE_CLV[] = {
-    {0, 0, 0, 0, 365, 0.1},       {2, 213.01, 272.02, 22.35, 1000, 0.1},
+    {0, 0, 0, 0, 365, 0.1},         {2, 213.01, 272.02, 22.35, 1000, 0.1},
     {12, 700, 730, 40, 1825, 0.25}, {1, 20, 400, 10, 1825, 0},
-    {5, 300, 365, 100, 29, 0.1},  {50, 2900, 3000, 3.5, 3650, 0.05},
+    {5, 300, 365, 100, 29, 0.1},    {50, 2900, 3000, 3.5, 3650, 0.05},
 };
 
 typedef enum { KIND_BGNBD, KIND_GG, KIND_CLV } case_kind;
@@ -120,9 +120,9 @@ static void add_bgnbd_case(reference_cases *all, int model, double x, double t_x
 {
     const crm_bgnbd *m = &REFERENCE_MODELS[model];
     reference_case *c = next_case(all, KIND_BGNBD, model);
-    c->request = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model", "bgnbd",
-                           "r", m->r, "alpha", m->alpha, "a", m->a, "b", m->b, "x", x, "t_x",
-                           t_x, "T", T, "t", t);
+    c->request =
+        json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "model", "bgnbd", "r", m->r,
+                  "alpha", m->alpha, "a", m->a, "b", m->b, "x", x, "t_x", t_x, "T", T, "t", t);
     record(c, "loglik", crm_bgnbd_loglik(m, x, t_x, T));
     record(c, "p_alive", crm_bgnbd_p_alive(m, x, t_x, T));
     record(c, "expected", crm_bgnbd_expected_purchases(m, t, x, t_x, T));
@@ -132,23 +132,23 @@ static void add_bgnbd_case(reference_cases *all, int model, double x, double t_x
 static void add_gg_case(reference_cases *all, const crm_gg *m, double x, double mv)
 {
     reference_case *c = next_case(all, KIND_GG, -1);
-    c->request = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f}", "model", "gg", "p", m->p, "q",
-                           m->q, "gamma", m->gamma, "x", x, "m", mv);
+    c->request = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f}", "model", "gg", "p", m->p, "q", m->q,
+                           "gamma", m->gamma, "x", x, "m", mv);
     record(c, "expected_spend", crm_gg_expected_spend(m, x, mv));
     if (x > 0)
         record(c, "loglik", crm_gg_loglik(m, x, mv));
 }
 
-static void add_clv_case(reference_cases *all, int model, const crm_gg *gg, double x,
-                         double t_x, double T, double mv, double horizon, double discount)
+static void add_clv_case(reference_cases *all, int model, const crm_gg *gg, double x, double t_x,
+                         double T, double mv, double horizon, double discount)
 {
     const crm_bgnbd *bg = &REFERENCE_MODELS[model];
     reference_case *c = next_case(all, KIND_CLV, model);
     c->request = json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
                            "s:f}",
-                           "model", "clv", "r", bg->r, "alpha", bg->alpha, "a", bg->a, "b",
-                           bg->b, "p", gg->p, "q", gg->q, "gamma", gg->gamma, "x", x, "t_x",
-                           t_x, "T", T, "m", mv, "horizon", horizon, "discount", discount);
+                           "model", "clv", "r", bg->r, "alpha", bg->alpha, "a", bg->a, "b", bg->b,
+                           "p", gg->p, "q", gg->q, "gamma", gg->gamma, "x", x, "t_x", t_x, "T", T,
+                           "m", mv, "horizon", horizon, "discount", discount);
     record(c, "clv", crm_btyd_clv(bg, gg, x, t_x, T, mv, horizon, discount));
 }
 
@@ -199,8 +199,9 @@ static json_t *run_reference(const reference_cases *all)
 
     const char *python = getenv("CRMD_TEST_PYTHON");
     char command[4096];
-    int len = snprintf(command, sizeof command, "'%s' '%s/tests/reference/btyd_reference.py' < '%s'",
-                       python != NULL ? python : "/usr/bin/python3", CRMD_SOURCE_DIR, input);
+    int len =
+        snprintf(command, sizeof command, "'%s' '%s/tests/reference/btyd_reference.py' < '%s'",
+                 python != NULL ? python : "/usr/bin/python3", CRMD_SOURCE_DIR, input);
     ck_assert(len > 0 && (size_t)len < sizeof command);
     FILE *pipe = popen(command, "r");
     ck_assert_ptr_nonnull(pipe);
@@ -254,8 +255,8 @@ START_TEST(test_agrees_with_scipy_reference)
             double deviation = fabs(got - want) / reference_scale(c->names[k], want);
             ck_assert_msg(deviation <= reference_tolerance(c),
                           "case %d (%s): %s is %.17g, SciPy says %.17g (relative %.3g)", i,
-                          json_string_value(json_object_get(c->request, "model")), c->names[k],
-                          got, want, deviation);
+                          json_string_value(json_object_get(c->request, "model")), c->names[k], got,
+                          want, deviation);
             if (c->model != MODEL_A_NEAR_ONE)
                 worst = fmax(worst, deviation);
         }
@@ -340,7 +341,10 @@ START_TEST(test_invalid_inputs_give_nan)
 {
     const crm_bgnbd ok = {0.25, 15, 0.8, 2.5};
     const crm_bgnbd bad_models[] = {
-        {NAN, 15, 0.8, 2.5}, {0.25, -1, 0.8, 2.5}, {0.25, 15, 0, 2.5}, {0.25, 15, 0.8, INFINITY},
+        {NAN, 15, 0.8, 2.5},
+        {0.25, -1, 0.8, 2.5},
+        {0.25, 15, 0, 2.5},
+        {0.25, 15, 0.8, INFINITY},
     };
     for (size_t i = 0; i < sizeof bad_models / sizeof bad_models[0]; i++) {
         ck_assert(isnan(crm_bgnbd_loglik(&bad_models[i], 1, 1, 2)));
@@ -368,8 +372,8 @@ START_TEST(test_invalid_inputs_give_nan)
     ck_assert(isnan(crm_bgnbd_expected_unconditional(&ok, -1)));
 
     const crm_gg gg = {6, 4, 15};
-    ck_assert(isnan(crm_gg_loglik(&gg, 0, 10)));  /* no purchase to explain */
-    ck_assert(isnan(crm_gg_loglik(&gg, 2, 0)));   /* spend outside the model's support */
+    ck_assert(isnan(crm_gg_loglik(&gg, 0, 10))); /* no purchase to explain */
+    ck_assert(isnan(crm_gg_loglik(&gg, 2, 0)));  /* spend outside the model's support */
     ck_assert(isnan(crm_gg_loglik(&gg, 2, -5)));
     ck_assert(isnan(crm_gg_loglik(&gg, 2.5, 10)));
     ck_assert(isnan(crm_gg_loglik(&(crm_gg){6, 0, 15}, 2, 10)));
@@ -442,16 +446,16 @@ START_TEST(test_fit_refuses_invalid_rows)
     crm_gg gg;
     crm_fit_report report;
     const crm_bgnbd_row bad[][2] = {
-        {{2, 10, 20, 1}, {1, 30, 20, 1}},  /* t_x > T */
-        {{2, 10, 20, 1}, {1, 5, 20, -1}},  /* negative weight */
+        {{2, 10, 20, 1}, {1, 30, 20, 1}}, /* t_x > T */
+        {{2, 10, 20, 1}, {1, 5, 20, -1}}, /* negative weight */
         {{2, 10, 20, 1}, {1, 5, NAN, 1}},
         {{2, 10, 20, 1}, {1, 5, 20, INFINITY}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         ck_assert_msg(!crm_bgnbd_fit(bad[i], 2, NULL, &bg, &report), "rows %zu", i);
     const crm_gg_row gg_bad[][2] = {
-        {{2, 10, 1}, {0, 10, 1}},  /* x == 0 */
-        {{2, 10, 1}, {2, 0, 1}},   /* spend 0 */
+        {{2, 10, 1}, {0, 10, 1}}, /* x == 0 */
+        {{2, 10, 1}, {2, 0, 1}},  /* spend 0 */
         {{2, 10, 1}, {2, 10, NAN}},
     };
     for (size_t i = 0; i < sizeof gg_bad / sizeof gg_bad[0]; i++)
@@ -530,8 +534,8 @@ static void simulate_gg(gsl_rng *rng, const crm_gg *m, size_t n, crm_gg_row *row
 
 static void assert_close(const char *what, double got, double want, double tolerance)
 {
-    ck_assert_msg(rel_diff(got, want) <= tolerance, "%s: %.6g, want %.6g within %.0f %%", what,
-                  got, want, tolerance * 100);
+    ck_assert_msg(rel_diff(got, want) <= tolerance, "%s: %.6g, want %.6g within %.0f %%", what, got,
+                  want, tolerance * 100);
 }
 
 START_TEST(test_bgnbd_fit_recovers_simulated_parameters)
@@ -643,7 +647,8 @@ START_TEST(test_weighted_rows_fit_as_the_customers_they_stand_for)
     for (size_t i = 0; i < CUSTOMERS; i++) {
         gg_each[i].m = fmax(1, round(gg_each[i].m));
         size_t k = 0;
-        while (k < n_gg && !(gg_collapsed[k].x == gg_each[i].x && gg_collapsed[k].m == gg_each[i].m))
+        while (k < n_gg &&
+               !(gg_collapsed[k].x == gg_each[i].x && gg_collapsed[k].m == gg_each[i].m))
             k++;
         if (k == n_gg)
             gg_collapsed[n_gg++] = (crm_gg_row){gg_each[i].x, gg_each[i].m, 0};
@@ -727,8 +732,8 @@ START_TEST(test_cdnow_bgnbd_fit_matches_publication)
     const double want[] = {0.0078, 0.0532, 0.1506, 1.0405, 1.0437, 1.8576};
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         double got = crm_bgnbd_expected_unconditional(&fit, t[i]);
-        ck_assert_msg(fabs(got - want[i]) <= 0.00005 + 3e-4 * want[i],
-                      "E[X(%g)] = %.6f, want %.4f", t[i], got, want[i]);
+        ck_assert_msg(fabs(got - want[i]) <= 0.00005 + 3e-4 * want[i], "E[X(%g)] = %.6f, want %.4f",
+                      t[i], got, want[i]);
     }
     /* FHL 2005: customer 1 (x = 2, t_x = 30.43, T = 38.86) is expected to
      * buy 1.226 times in the next 39 weeks. */
@@ -756,8 +761,8 @@ START_TEST(test_cdnow_gamma_gamma_fit_matches_publication)
     assert_close("q", fit.q, 3.74, 0.01);
     assert_close("gamma", fit.gamma, 15.44, 0.01);
     if (getenv("CRMD_TEST_BTYD_VERBOSE") != NULL)
-        fprintf(stderr, "btyd: CDNOW Gamma-Gamma p %.4f q %.4f gamma %.4f LL %.3f (%d it)\n",
-                fit.p, fit.q, fit.gamma, report.loglik, report.iterations);
+        fprintf(stderr, "btyd: CDNOW Gamma-Gamma p %.4f q %.4f gamma %.4f LL %.3f (%d it)\n", fit.p,
+                fit.q, fit.gamma, report.loglik, report.iterations);
 
     /* The conditional expected spends of the first ten customers, from the
      * note's spreadsheet, in cents. The data set's zbar is rounded to the
