@@ -561,6 +561,10 @@ START_TEST(test_bgnbd_fit_recovers_simulated_parameters)
     ck_assert(report.converged);
     ck_assert(report.iterations > 0 && report.iterations < 2000);
     ck_assert(report.customers == CUSTOMERS);
+    if (getenv("CRMD_TEST_BTYD_VERBOSE") != NULL)
+        fprintf(stderr,
+                "btyd: simulated BG/NBD (%zu rows) r %.4f alpha %.4f a %.4f b %.4f (%d it)\n", n,
+                fit.r, fit.alpha, fit.a, fit.b, report.iterations);
     assert_close("r", fit.r, truth.r, 0.05);
     assert_close("alpha", fit.alpha, truth.alpha, 0.08);
     assert_close("a", fit.a, truth.a, 0.15);
@@ -596,6 +600,9 @@ START_TEST(test_gg_fit_recovers_simulated_parameters)
     crm_fit_report report;
     ck_assert(crm_gg_fit(rows, CUSTOMERS, NULL, &fit, &report));
     ck_assert(report.converged);
+    if (getenv("CRMD_TEST_BTYD_VERBOSE") != NULL)
+        fprintf(stderr, "btyd: simulated Gamma-Gamma p %.4f q %.4f gamma %.4f (%d it)\n", fit.p,
+                fit.q, fit.gamma, report.iterations);
     assert_close("p", fit.p, truth.p, 0.15);
     assert_close("q", fit.q, truth.q, 0.04);
     assert_close("gamma", fit.gamma, truth.gamma, 0.18);
@@ -632,6 +639,9 @@ START_TEST(test_weighted_rows_fit_as_the_customers_they_stand_for)
     ck_assert(report_collapsed.customers == CUSTOMERS);
     ck_assert_msg(rel_diff(report_collapsed.loglik, report_each.loglik) < 1e-6, "%.10g vs %.10g",
                   report_collapsed.loglik, report_each.loglik);
+    if (getenv("CRMD_TEST_BTYD_VERBOSE") != NULL)
+        fprintf(stderr, "btyd: %d customers in %zu rows: LL %.15g vs %.15g\n", CUSTOMERS, n,
+                report_collapsed.loglik, report_each.loglik);
     assert_close("r", fit_collapsed.r, fit_each.r, 1e-3);
     assert_close("alpha", fit_collapsed.alpha, fit_each.alpha, 1e-3);
     assert_close("a", fit_collapsed.a, fit_each.a, 1e-3);
