@@ -32,7 +32,8 @@ install_packages() {
 CRMD_TEST_PG_SETTINGS=(fsync=off synchronous_commit=off full_page_writes=off)
 
 CRMD_BUILD_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libpq-dev
-    libjansson-dev libsodium-dev check libcurl4-openssl-dev postgresql acl ca-certificates)
+    libjansson-dev libsodium-dev libgsl-dev check libcurl4-openssl-dev postgresql acl
+    ca-certificates)
 
 # build DIR CMAKE_ARGS...: configures (once) and builds into DIR.
 build() {

@@ -37,5 +37,6 @@ Suite *allow_lists_suite(void);
 Suite *list_suite(void);
 Suite *metrics_suite(void);
 Suite *jobs_suite(void);
+Suite *btyd_suite(void);
 
 #endif
