@@ -100,12 +100,20 @@ bool crm_gg_fit(const crm_gg_row *rows, size_t n, const crm_gg *start, crm_gg *o
  * finite and > 0. */
 double crm_gg_expected_spend(const crm_gg *m, double x, double mv);
 
+/* The expected purchases of each 30-day period of the horizon (the last
+ * one ends at the horizon), each divided by (1 + annual_discount)^(end /
+ * 365), summed: what crm_btyd_clv multiplies by the expected spend. The
+ * same NAN cases as crm_btyd_clv without the spend's. */
+double crm_bgnbd_discounted_purchases(const crm_bgnbd *bg, double x, double t_x, double T,
+                                      double horizon_days, double annual_discount);
+
 /* Customer value over horizon days (bg fitted in days): the expected
  * purchases of each 30-day period (differences of
  * crm_bgnbd_expected_purchases; the last period ends at the horizon, so it
  * is shorter when horizon_days is not a multiple of 30) times
  * crm_gg_expected_spend(gg, x, mv), each period divided by
- * (1 + annual_discount)^(end / 365), end its last day: 0.1 is 10 % a year.
+ * (1 + annual_discount)^(end / 365), end its last day: 0.1 is 10 % a year;
+ * that is, crm_gg_expected_spend times crm_bgnbd_discounted_purchases.
  * 0 for a horizon of 0. NAN for an invalid customer or model, a horizon
  * outside [0, 36525] days, an annual_discount not finite or <= -1, or an
  * expected spend that is NAN. */

@@ -9,7 +9,7 @@
 #include "customers.h"
 #include "handlers.h"
 #include "json.h"
-#include "metrics.h"
+#include "customer_metrics.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -9,6 +9,7 @@
  */
 #include "config.h"
 #include "cors.h"
+#include "customer_metrics.h"
 #include "db.h"
 #include "embedded.h"
 #include "http.h"
@@ -17,7 +18,6 @@
 #include "jobs_runner.h"
 #include "list/cursor.h"
 #include "log.h"
-#include "metrics.h"
 #include "migrate.h"
 #include "router.h"
 #include "sync.h"

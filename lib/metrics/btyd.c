@@ -342,26 +342,34 @@ double crm_gg_expected_spend(const crm_gg *m, double x, double mv)
 
 /* ---- customer value -------------------------------------------------------- */
 
-double crm_btyd_clv(const crm_bgnbd *bg, const crm_gg *gg, double x, double t_x, double T,
-                    double mv, double horizon_days, double annual_discount)
+double crm_bgnbd_discounted_purchases(const crm_bgnbd *bg, double x, double t_x, double T,
+                                      double horizon_days, double annual_discount)
 {
     if (!bgnbd_valid(bg) || !history_valid(x, t_x, T) || !isfinite(horizon_days) ||
         horizon_days < 0 || horizon_days > CLV_MAX_HORIZON_DAYS || !isfinite(annual_discount) ||
         annual_discount <= -1)
         return NAN;
-    double spend = crm_gg_expected_spend(gg, x, mv);
-    if (isnan(spend))
-        return NAN;
-    double value = 0, expected_before = 0;
+    double sum = 0, expected_before = 0;
     for (int k = 1; CLV_PERIOD_DAYS * (k - 1) < horizon_days; k++) {
         double end = fmin(CLV_PERIOD_DAYS * k, horizon_days);
         double expected = crm_bgnbd_expected_purchases(bg, end, x, t_x, T);
         if (isnan(expected))
             return NAN;
-        value += (expected - expected_before) * spend / pow(1 + annual_discount, end / 365.0);
+        sum += (expected - expected_before) / pow(1 + annual_discount, end / 365.0);
         expected_before = expected;
     }
-    return value;
+    return sum;
+}
+
+double crm_btyd_clv(const crm_bgnbd *bg, const crm_gg *gg, double x, double t_x, double T,
+                    double mv, double horizon_days, double annual_discount)
+{
+    double spend = crm_gg_expected_spend(gg, x, mv);
+    double purchases =
+        crm_bgnbd_discounted_purchases(bg, x, t_x, T, horizon_days, annual_discount);
+    if (isnan(spend) || isnan(purchases))
+        return NAN;
+    return spend * purchases;
 }
 
 /* ---- fitting ------------------------------------------------------------------ */

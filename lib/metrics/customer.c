@@ -2,10 +2,11 @@
  * metrics/customer.c — one customer's metrics (GET /v1/customers/{id}/metrics)
  * and the submission of a full recompute (POST /v1/metrics/recompute).
  */
-#include "metrics.h"
+#include "customer_metrics.h"
 #include "metrics/internal.h"
 #include "clock.h"
 #include "jbuf.h"
+#include "customers/internal.h"
 #include "json.h"
 
 #include <stdio.h>

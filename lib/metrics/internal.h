@@ -10,7 +10,7 @@
 #include "btyd.h"
 #include "db.h"
 #include "error.h"
-#include "metrics.h"
+#include "customer_metrics.h"
 
 /* This process's configuration (crm_metrics_configure), by value. */
 crm_metrics_config metrics_config(void);

@@ -3,8 +3,9 @@
  * at each recompute, the converged one in force, shown at
  * GET /v1/metrics/model.
  */
-#include "metrics.h"
+#include "customer_metrics.h"
 #include "metrics/internal.h"
+#include "customers/internal.h"
 #include "json.h"
 
 #include <math.h>

@@ -6,7 +6,7 @@
  * phase, or from the start when metrics_staging (unlogged) lost its rows in
  * a crash of the database.
  */
-#include "metrics.h"
+#include "customer_metrics.h"
 #include "metrics/internal.h"
 #include "auth.h"
 #include "btyd.h"

@@ -1,7 +1,7 @@
 /*
- * metrics.h — what each customer is worth, how they buy and how likely they
- * are to stay (the "assess" and "track" halves of the CRM loop), computed
- * from the touchpoints that crmd holds.
+ * customer_metrics.h — what each customer is worth, how they buy and how
+ * likely they are to stay (the "assess" and "track" halves of the CRM
+ * loop), computed from the touchpoints that crmd holds.
  *
  * A full recompute is a job (jobs.h, kind "metrics_recompute") that runs in
  * phases, each its own transaction, with a checkpoint after each so that a
@@ -28,8 +28,8 @@
  * purchases and refunds in a currency without a rate are left out and
  * counted (unrated). Net value subtracts refunds whatever their sign.
  */
-#ifndef CRM_METRICS_H
-#define CRM_METRICS_H
+#ifndef CRM_CUSTOMER_METRICS_H
+#define CRM_CUSTOMER_METRICS_H
 
 #include <jansson.h>
 #include <stdbool.h>
