@@ -33,12 +33,15 @@
 #include "clock.h"
 #include "db.h"
 #include "embedded.h"
+#include "jbuf.h"
 #include "jobs.h"
 #include "customer_metrics.h"
 #include "migrate.h"
 #include "support.h"
 #include "suites.h"
 
+#include <gsl/gsl_randist.h>
+#include <gsl/gsl_rng.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -369,6 +372,196 @@ START_TEST(metrics_follow_merges_and_go_with_erasure)
 }
 END_TEST
 
+/* ---- end to end on a simulated base -------------------------------------------- */
+
+/* One simulated customer: the UTC days (since the epoch) of their purchase
+ * days and the amount in cents of each day, and the summary worked out
+ * here, independently of the SQL. */
+typedef struct sim_customer {
+    long long id;
+    int ndays;
+    long days[64];
+    long cents[64];
+    double x, t_x, T, m; /* m: NAN without repeat days */
+} sim_customer;
+
+#define SIM_CUSTOMERS 3000
+#define AS_OF_DAY (AS_OF_MS / 86400000LL)
+
+/* BG/NBD (per day) and Gamma-Gamma: first purchases spread over the two
+ * years before as_of, purchases at rate lambda until a dropout after a
+ * purchase; several on one day make one purchase day. */
+static void simulate(gsl_rng *rng, sim_customer *c)
+{
+    const crm_bgnbd bg = {0.25, 15, 0.8, 2.5};
+    const crm_gg gg = {6, 4, 15};
+    double lambda = gsl_ran_gamma(rng, bg.r, 1 / bg.alpha);
+    double dropout = gsl_ran_beta(rng, bg.a, bg.b);
+    double nu = gsl_ran_gamma(rng, gg.q, 1 / gg.gamma);
+    double t = (double)AS_OF_DAY - 730 * gsl_rng_uniform(rng); /* in days */
+    c->ndays = 0;
+    for (;;) {
+        long day = (long)floor(t);
+        long cents = (long)llround(100 * gsl_ran_gamma(rng, gg.p, 1 / nu));
+        if (cents < 1)
+            cents = 1;
+        if (c->ndays > 0 && c->days[c->ndays - 1] == day)
+            c->cents[c->ndays - 1] += cents;
+        else if (c->ndays < 64) {
+            c->days[c->ndays] = day;
+            c->cents[c->ndays++] = cents;
+        }
+        if (gsl_rng_uniform(rng) < dropout)
+            break;
+        t += gsl_ran_exponential(rng, 1 / lambda);
+        if (t >= (double)AS_OF_DAY)
+            break;
+    }
+    c->x = c->ndays - 1;
+    c->t_x = (double)(c->days[c->ndays - 1] - c->days[0]);
+    c->T = (double)(AS_OF_DAY - c->days[0]);
+    long repeat = 0;
+    for (int i = 1; i < c->ndays; i++)
+        repeat += c->cents[i];
+    c->m = c->ndays > 1 ? repeat / 100.0 / c->x : NAN;
+}
+
+/* The simulated base into the database: customers, then one COPY of their
+ * purchases at noon UTC of each purchase day. */
+static sim_customer *insert_simulated_base(void)
+{
+    sim_customer *base = calloc(SIM_CUSTOMERS, sizeof *base);
+    ck_assert_ptr_nonnull(base);
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 20261203);
+    PGresult *ids = unit_sql(db,
+                             "INSERT INTO customers (first_name) SELECT 'sim' || n"
+                             " FROM generate_series(1, 3000) n RETURNING id",
+                             0, NULL);
+    ck_assert_int_eq(PQntuples(ids), SIM_CUSTOMERS);
+    size_t cap = 1 << 20, len = 0;
+    char *copy = malloc(cap);
+    ck_assert_ptr_nonnull(copy);
+    for (int i = 0; i < SIM_CUSTOMERS; i++) {
+        sim_customer *c = &base[i];
+        c->id = atoll(PQgetvalue(ids, i, 0));
+        simulate(rng, c);
+        for (int d = 0; d < c->ndays; d++) {
+            if (cap - len < 256) {
+                copy = realloc(copy, cap *= 2);
+                ck_assert_ptr_nonnull(copy);
+            }
+            char noon[48];
+            crm_format_timestamp(c->days[d] * 86400000LL + 43200000LL, noon);
+            len += (size_t)snprintf(copy + len, cap - len,
+                                    "%lld\tstore\tpurchase\tinbound\t%s\tsim\ts%d-%d\t%ld.%02ld\tEUR\n",
+                                    c->id, noon, i, d, c->cents[d] / 100, c->cents[d] % 100);
+        }
+    }
+    PQclear(ids);
+    gsl_rng_free(rng);
+    PGresult *res = PQexec(db, "COPY touchpoints (customer_id, channel, type, direction, "
+                               "occurred_at, source, event_id, amount, currency) FROM STDIN");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COPY_IN);
+    PQclear(res);
+    ck_assert_int_eq(PQputCopyData(db, copy, (int)len), 1);
+    ck_assert_int_eq(PQputCopyEnd(db, NULL), 1);
+    res = PQgetResult(db);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(db));
+    PQclear(res);
+    while ((res = PQgetResult(db)) != NULL)
+        PQclear(res);
+    free(copy);
+    return base;
+}
+
+static crm_bgnbd bgnbd_from(const json_t *params)
+{
+    return (crm_bgnbd){num(params, NULL, "r"), num(params, NULL, "alpha"), num(params, NULL, "a"),
+                       num(params, NULL, "b")};
+}
+
+static bool close_rel(double got, double want, double rel)
+{
+    return fabs(got - want) <= rel * fabs(want);
+}
+
+/* The SQL's summaries feed the same fits as the summaries worked out from
+ * the simulation, and the stored predictions are the models' functions. */
+START_TEST(on_a_simulated_base_the_fits_and_predictions_match_the_models)
+{
+    sim_customer *base = insert_simulated_base();
+    json_decref(recompute(AS_OF_MS));
+
+    crm_bgnbd_row *rows = calloc(SIM_CUSTOMERS, sizeof *rows);
+    crm_gg_row *spend = calloc(SIM_CUSTOMERS, sizeof *spend);
+    size_t nspend = 0;
+    for (int i = 0; i < SIM_CUSTOMERS; i++) {
+        rows[i] = (crm_bgnbd_row){base[i].x, base[i].t_x, base[i].T, 1};
+        if (base[i].x > 0)
+            spend[nspend++] = (crm_gg_row){base[i].x, base[i].m, 1};
+    }
+    crm_bgnbd bg_here;
+    crm_gg gg_here;
+    crm_fit_report rep;
+    ck_assert(crm_bgnbd_fit(rows, SIM_CUSTOMERS, NULL, &bg_here, &rep));
+    ck_assert(crm_gg_fit(spend, nspend, NULL, &gg_here, &rep));
+    free(rows);
+    free(spend);
+
+    crm_error err = CRM_ERROR_INIT;
+    json_t *model = crm_metrics_model(&err);
+    ck_assert_ptr_nonnull(model);
+    json_t *bg_fit = json_object_get(json_object_get(model, "bg_nbd"), "in_force");
+    json_t *gg_fit = json_object_get(json_object_get(model, "gamma_gamma"), "in_force");
+    ck_assert_msg(json_is_object(bg_fit) && json_is_object(gg_fit), "a fit did not converge");
+    ck_assert_int_eq(json_integer_value(json_object_get(bg_fit, "customers")), SIM_CUSTOMERS);
+    ck_assert_int_eq(json_integer_value(json_object_get(gg_fit, "customers")), (int)nspend);
+    crm_bgnbd bg = bgnbd_from(json_object_get(bg_fit, "params"));
+    json_t *q = json_object_get(gg_fit, "params");
+    crm_gg gg = {num(q, NULL, "p"), num(q, NULL, "q"), num(q, NULL, "gamma")};
+    /* Equal to the optimizer's tolerance (relative 1e-6 in each parameter,
+     * amplified by the conditioning): the SQL's rows are weighted and in
+     * another order than the 3,000 here. */
+    ck_assert_msg(close_rel(bg.r, bg_here.r, 1e-4) && close_rel(bg.alpha, bg_here.alpha, 1e-4) &&
+                      close_rel(bg.a, bg_here.a, 1e-4) && close_rel(bg.b, bg_here.b, 1e-4),
+                  "BG/NBD from SQL (%g %g %g %g), from the simulation (%g %g %g %g)", bg.r,
+                  bg.alpha, bg.a, bg.b, bg_here.r, bg_here.alpha, bg_here.a, bg_here.b);
+    ck_assert_msg(close_rel(gg.p, gg_here.p, 1e-4) && close_rel(gg.q, gg_here.q, 1e-4) &&
+                      close_rel(gg.gamma, gg_here.gamma, 1e-4),
+                  "Gamma-Gamma from SQL (%g %g %g), from the simulation (%g %g %g)", gg.p, gg.q,
+                  gg.gamma, gg_here.p, gg_here.q, gg_here.gamma);
+    json_decref(model);
+
+    for (int i = 0; i < SIM_CUSTOMERS; i += 97) {
+        const sim_customer *c = &base[i];
+        json_t *m = metrics_of(c->id);
+        ck_assert_int_eq((int)num(m, "summary", "x"), (int)c->x);
+        ck_assert_int_eq((int)num(m, "summary", "t_x"), (int)c->t_x);
+        ck_assert_int_eq((int)num(m, "summary", "T"), (int)c->T);
+        double p_alive = crm_bgnbd_p_alive(&bg, c->x, c->t_x, c->T);
+        ck_assert_msg(close_rel(num(m, "risk", "p_alive"), p_alive, 1e-12), "p_alive %.17g %.17g",
+                      num(m, "risk", "p_alive"), p_alive);
+        double want = crm_bgnbd_expected_purchases(&bg, 365, c->x, c->t_x, c->T);
+        ck_assert(close_rel(num(m, "value", "predicted_purchases"), want, 1e-12));
+        want = crm_btyd_clv(&bg, &gg, c->x, c->t_x, c->T, c->x > 0 ? c->m : 0, 365, 0.10);
+        ck_assert_msg(close_rel(num(m, "value", "predicted_value"), want, 1e-9),
+                      "predicted value %.17g, the models say %.17g",
+                      num(m, "value", "predicted_value"), want);
+        json_decref(m);
+    }
+    /* Tiers: the top 1 % and 20 % of 3,000 by predicted value. */
+    ck_assert_int_eq(unit_sql_long(db, "SELECT count(*) FROM customer_metrics WHERE value_tier = 'top'",
+                                   0, NULL),
+                     30);
+    ck_assert_int_eq(unit_sql_long(db, "SELECT count(*) FROM customer_metrics WHERE value_tier "
+                                       "IN ('top', 'high')",
+                                   0, NULL),
+                     600);
+    free(base);
+}
+END_TEST
+
 Suite *metrics_suite(void)
 {
     Suite *s = suite_create("metrics");
@@ -380,6 +573,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, an_earlier_as_of_ignores_what_happened_after_it);
     tcase_add_test(tc, a_second_recompute_while_one_is_queued_is_a_conflict_naming_it);
     tcase_add_test(tc, metrics_follow_merges_and_go_with_erasure);
+    tcase_add_test(tc, on_a_simulated_base_the_fits_and_predictions_match_the_models);
     suite_add_tcase(s, tc);
     return s;
 }
