@@ -103,6 +103,15 @@ START_TEST(a_recompute_is_a_job_that_ends_with_the_customers_metrics)
     json_decref(queued);
     http_response_free(&r);
 
+    /* The kind's read scope (metrics:read) reads the job; another key
+     * gets the 404 of a job that does not exist. */
+    http_response seen = http_get(&srv, where, reader.secret);
+    ck_assert_msg(seen.status == 200, "%ld %.300s", seen.status, seen.body);
+    http_response_free(&seen);
+    seen = http_get(&srv, where, customers_rw.secret);
+    json_decref(assert_problem(&seen, 404));
+    http_response_free(&seen);
+
     json_t *job = wait_for_job(&srv, where);
     ck_assert_msg(strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0,
                   "the job ended %s", json_string_value(json_object_get(job, "state")));
