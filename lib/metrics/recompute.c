@@ -395,23 +395,33 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     int from = resume_phase(&R, err);
     if (from < 0)
         return false;
+    json_t *seconds = json_object(); /* each phase this run ran, for the result */
     for (int phase = from; phase <= PHASES; phase++) {
-        if (!crm_job_progress(job, phase_names[phase], phase - 1, PHASES, NULL))
+        if (!crm_job_progress(job, phase_names[phase], phase - 1, PHASES, NULL)) {
+            json_decref(seconds);
             return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+        }
+        long long started = crm_monotonic_ms();
         bool ok = crm_db_begin(R.c, err) && phases[phase](&R, err) && crm_db_commit(R.c, err);
         if (!ok) {
             crm_db_rollback(R.c);
+            json_decref(seconds);
             return false;
         }
+        double took = (double)(crm_monotonic_ms() - started) / 1000.0;
+        json_object_set_new(seconds, phase_names[phase], json_real(took));
+        crm_log(CRM_LOG_INFO, "metrics: recompute %s took %.3f s", phase_names[phase], took);
         json_t *at = json_pack("{s:i, s:s, s:I}", "phase", phase, "as_of", R.as_of, "staged",
                                (json_int_t)R.staged);
         bool going = crm_job_progress(job, phase_names[phase], phase, PHASES, at);
         json_decref(at);
-        if (!going)
+        if (!going) {
+            json_decref(seconds);
             return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+        }
     }
-    crm_job_set_result(job, json_pack("{s:s, s:I}", "as_of", R.as_of, "customers",
-                                      (json_int_t)R.staged));
+    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers",
+                                      (json_int_t)R.staged, "phase_seconds", seconds));
     return true;
 }
 
