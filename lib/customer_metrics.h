@@ -3,26 +3,30 @@
  * likely they are to stay (the "assess" and "track" halves of the CRM
  * loop), computed from the touchpoints that crmd holds.
  *
- * A full recompute is a job (jobs.h, kind "metrics_recompute") that runs in
- * phases, each its own transaction, with a checkpoint after each so that a
- * job taken over from a dead process resumes where it stopped:
+ * A full recompute is a job (jobs.h, kind "metrics_recompute") in phases:
  *
- *   aggregate  one statement over the purchases and refunds up to as_of,
- *              into metrics_staging: counts, values, first and last
- *              purchase, the RFM inputs and the models' summary (x, t_x, T
- *              in days: repeat purchase days, the last one's day, the
- *              customer's age, counted from the first purchase day);
- *   rfm        each of R, F, M scored 1-5 by quintile over the customers
- *              who ever purchased: score = ceil(5 * cume_dist), so equal
- *              values always share a score; recency inverted;
- *   fit        BG/NBD over the summaries collapsed into (x, t_x, T, count)
- *              and Gamma-Gamma over (x, mean repeat value, count) of the
- *              repeat customers (btyd.h); each fit is kept in
- *              metrics_models, and one that does not converge leaves the
- *              previous one in force;
- *   score      P(alive), expected purchases and discounted value over the
- *              horizon from the models in force; value tiers;
- *   publish    metrics_staging replaces customer_metrics in one statement.
+ *   load     the purchases and refunds of the live customers up to as_of,
+ *            streamed by COPY in customer and time order, each customer
+ *            summarised as they go by (metrics/summary.c): counts, values,
+ *            first and last purchase, the RFM inputs and the models'
+ *            summary (x, t_x, T in days: repeat purchase days, the last
+ *            one's day, the customer's age, counted from the first
+ *            purchase day, on UTC days);
+ *   rfm      each of R, F, M scored 1-5 over the customers who ever
+ *            purchased: ceil(5 k / n), k the customers whose value is at
+ *            most this one's, so equal values share a score; recency
+ *            reversed;
+ *   fit      BG/NBD over the summaries collapsed into (x, t_x, T, count)
+ *            and Gamma-Gamma over the repeat customers' (x, mean repeat
+ *            value) (btyd.h); each fit is kept in metrics_models, and one
+ *            that does not converge (or runs off to implausible values)
+ *            leaves the previous one in force;
+ *   score    P(alive), expected purchases and discounted value over the
+ *            horizon from the models in force; value tiers;
+ *   stage    the result into metrics_staging by COPY (the checkpoint: a job
+ *            taken over after this only publishes);
+ *   publish  metrics_staging replaces customer_metrics in one statement,
+ *            every live customer included.
  *
  * Amounts are converted to the reporting currency with currency_rates;
  * purchases and refunds in a currency without a rate are left out and

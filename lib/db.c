@@ -726,6 +726,77 @@ bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, 
     return ok;
 }
 
+bool crm_db_copy_begin(crm_conn *c, const char *sql, crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    PGresult *res = PQexecParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COPY_IN)
+        return fail_result(c, res, "COPY", err);
+    PQclear(res);
+    return true;
+}
+
+bool crm_db_copy_put(crm_conn *c, const char *data, size_t len, crm_error *err)
+{
+    const size_t piece = 256 * 1024;
+    for (size_t at = 0; at < len; at += piece) {
+        size_t n = len - at < piece ? len - at : piece;
+        if (PQputCopyData(c->pg, data + at, (int)n) != 1) {
+            c->broken = true;
+            return fail_result(c, NULL, "COPY", err);
+        }
+    }
+    return true;
+}
+
+bool crm_db_copy_end(crm_conn *c, const char *abort_reason, crm_error *err)
+{
+    if (PQputCopyEnd(c->pg, abort_reason) != 1) {
+        c->broken = true;
+        return fail_result(c, NULL, "COPY", err);
+    }
+    PGresult *res = PQgetResult(c->pg);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    if (!ok)
+        fail_result(c, res, "COPY", err);
+    else
+        PQclear(res);
+    while ((res = PQgetResult(c->pg)) != NULL)
+        PQclear(res);
+    return ok && abort_reason == NULL;
+}
+
+bool crm_db_copy_out(crm_conn *c, const char *sql, crm_db_line_fn fn, void *ctx, crm_error *err)
+{
+    c->sqlstate[0] = '\0';
+    PGresult *res = PQexecParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COPY_OUT)
+        return fail_result(c, res, "COPY", err);
+    PQclear(res);
+    /* Every line is read, to the end, even after fn failed: the connection
+     * is then ready for the next statement. */
+    bool fn_ok = true;
+    char *line;
+    int n;
+    while ((n = PQgetCopyData(c->pg, &line, 0)) > 0) {
+        if (fn_ok)
+            fn_ok = fn(line, (size_t)n, ctx, err);
+        PQfreemem(line);
+    }
+    if (n == -2) {
+        c->broken = true;
+        return fail_result(c, NULL, "COPY", err);
+    }
+    bool ok = true;
+    while ((res = PQgetResult(c->pg)) != NULL) {
+        if (ok && PQresultStatus(res) != PGRES_COMMAND_OK)
+            ok = fail_result(c, res, "COPY", err);
+        else
+            PQclear(res);
+    }
+    return ok && fn_ok;
+}
+
 void crm_db_rollback(crm_conn *c)
 {
     if (c->pg != NULL && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {

@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "error.h"
 
@@ -168,6 +169,22 @@ bool crm_db_command(crm_conn *c, const char *sql, crm_error *err);
  * crm_db_exec: a unique or foreign-key violation leaves its SQLSTATE in
  * crm_db_sqlstate(). */
 bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err);
+
+/* A COPY ... FROM STDIN in pieces, for data too large to hold at once:
+ * begin, put as often as needed, end (abort_reason non-NULL: abandon it,
+ * nothing is stored, and end returns false). */
+bool crm_db_copy_begin(crm_conn *c, const char *sql, crm_error *err);
+bool crm_db_copy_put(crm_conn *c, const char *data, size_t len, crm_error *err);
+bool crm_db_copy_end(crm_conn *c, const char *abort_reason, crm_error *err);
+
+/* Called with each line of a COPY ... TO STDOUT (its newline included);
+ * false (err set) skips the lines still to come. */
+typedef bool (*crm_db_line_fn)(const char *line, size_t len, void *ctx, crm_error *err);
+
+/* Runs sql, a constant "COPY (...) TO STDOUT", handing fn its lines as they
+ * arrive. A COPY takes no parameters: values reach it through settings of
+ * the transaction (set_config(name, $1, true), current_setting(name)). */
+bool crm_db_copy_out(crm_conn *c, const char *sql, crm_db_line_fn fn, void *ctx, crm_error *err);
 
 /* The SQLSTATE of the last failed statement on c ("" when none). */
 const char *crm_db_sqlstate(const crm_conn *c);

@@ -12,6 +12,45 @@
 #include "error.h"
 #include "customer_metrics.h"
 
+/* A purchase or refund, as the recompute reads it. */
+typedef struct metrics_event {
+    long long at_ms;
+    bool refund;    /* else a purchase */
+    bool rated;     /* its amount converts to the reporting currency (or has none) */
+    bool has_value; /* it has an amount */
+    double value;   /* in the reporting currency */
+} metrics_event;
+
+/* One customer's figures (customer_metrics' columns); the scores are set by
+ * the recompute after every customer is summarised. */
+typedef struct metrics_customer {
+    long long id;
+    int purchases, refunds, unrated;
+    long long first_ms, last_ms; /* of the purchases; when purchases > 0 */
+    double historic, aov, monetary, recency_days, m;
+    bool has_aov, has_m;
+    int frequency, x, t_x, t_age; /* x, t_x, t_age: when purchases > 0 */
+    short r, f, mscore;           /* 1..5; 0 without purchases */
+    bool scored;                  /* the predictions below are set */
+    double p_alive, predicted_purchases, predicted_value;
+    char tier; /* 't'op, 'h'igh, 's'tandard, 0: none */
+} metrics_customer;
+
+/* Summarises one customer's events, given in time order. */
+typedef struct metrics_acc {
+    metrics_customer c;
+    long long as_of_ms, window_start_ms;
+    long long first_day, last_day;
+    int days, valued;
+    double gross, refunded, window_net, first_day_gross;
+    bool first_day_valued;
+} metrics_acc;
+
+void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms, int window_days);
+void metrics_acc_add(metrics_acc *a, const metrics_event *e);
+/* Finishes a->c. */
+void metrics_acc_end(metrics_acc *a);
+
 /* This process's configuration (crm_metrics_configure), by value. */
 crm_metrics_config metrics_config(void);
 

@@ -1,10 +1,18 @@
 /*
  * metrics/recompute.c — the full recompute of every customer's metrics, a
- * job in five phases (see metrics.h). Each phase is one transaction on the
- * job's own connection and ends with a checkpoint {"phase": n, "as_of",
- * "staged"}: a job taken over after its process died resumes at the next
- * phase, or from the start when metrics_staging (unlogged) lost its rows in
- * a crash of the database.
+ * job (see customer_metrics.h for what each phase computes).
+ *
+ * One pass over the data: the purchases and refunds of the live customers
+ * up to as_of stream out of PostgreSQL by COPY, ordered by customer and
+ * time, and each customer is summarised as they go by (metrics/summary.c).
+ * The scores, the fits and the predictions are then computed here, over
+ * the array of customers, and the result streams back by COPY into
+ * metrics_staging, which replaces customer_metrics in one statement. The
+ * customers' array takes about 150 bytes a customer.
+ *
+ * Checkpoint: once metrics_staging holds the result (committed), the job's
+ * checkpoint says so, and a job taken over after its process died only
+ * publishes; before that, it starts over (the fits it stored stay recorded).
  */
 #include "customer_metrics.h"
 #include "metrics/internal.h"
@@ -17,134 +25,461 @@
 #include "json.h"
 #include "log.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-enum { PHASE_AGGREGATE = 1, PHASE_RFM, PHASE_FIT, PHASE_SCORE, PHASE_PUBLISH, PHASES = PHASE_PUBLISH };
+enum { PHASE_LOAD, PHASE_RFM, PHASE_FIT, PHASE_SCORE, PHASE_STAGE, PHASE_PUBLISH, PHASES };
 
-static const char *const phase_names[] = {"", "aggregate", "rfm", "fit", "score", "publish"};
+static const char *const phase_names[PHASES] = {"load", "rfm", "fit", "score", "stage", "publish"};
 
-/* ---- aggregate --------------------------------------------------------------- */
+/* ---- load ----------------------------------------------------------------------- */
 
-/* $1 as_of, $2 the reporting currency, $3 the RFM window in days. Per
- * (customer, UTC day) first, then per customer: a purchase day counts once
- * for the models (x = purchase days - 1), as in the papers' discrete time. */
+/* COPY takes no parameters: as_of and the currency come in as settings of
+ * the transaction. */
+static crm_stmt set_params = CRM_STMT(
+    "metrics_set_params", "SELECT set_config('crmd.metrics_as_of', $1, true),"
+                          " set_config('crmd.metrics_currency', $2, true)");
+
+#define LOAD_SQL                                                                                   \
+    "COPY (SELECT t.customer_id, (extract(epoch FROM t.occurred_at) * 1000)::bigint,"             \
+    " t.type = 'refund', t.amount IS NULL OR t.currency = current_setting('crmd.metrics_currency')" \
+    " OR r.rate IS NOT NULL, CASE WHEN t.currency = current_setting('crmd.metrics_currency')"       \
+    " THEN t.amount ELSE t.amount * r.rate END"                                                    \
+    " FROM touchpoints t LEFT JOIN currency_rates r ON r.currency = t.currency"                    \
+    " JOIN customers c ON c.id = t.customer_id AND c.status = 'active'"                             \
+    " WHERE t.type IN ('purchase', 'refund')"                                                      \
+    " AND t.occurred_at <= current_setting('crmd.metrics_as_of')::timestamptz"                     \
+    " ORDER BY t.customer_id, t.occurred_at, t.id) TO STDOUT"
+
+typedef struct recompute {
+    crm_job_ctx *job;
+    crm_conn *c;
+    crm_metrics_config cfg;
+    char as_of[40];
+    long long as_of_ms;
+    metrics_customer *customers;
+    size_t n, cap;
+    metrics_acc acc; /* the customer being read */
+    bool reading;
+    crm_bgnbd bg;
+    crm_gg gg;
+    bool have_bg, have_gg;
+    json_t *seconds; /* each phase's, for the result */
+} recompute;
+
+static bool push_customer(recompute *R, crm_error *err)
+{
+    if (R->n == R->cap) {
+        size_t cap = R->cap ? R->cap * 2 : 4096;
+        metrics_customer *grown = realloc(R->customers, cap * sizeof *grown);
+        if (grown == NULL)
+            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        R->customers = grown;
+        R->cap = cap;
+    }
+    metrics_acc_end(&R->acc);
+    R->customers[R->n++] = R->acc.c;
+    return true;
+}
+
+/* One line of LOAD_SQL: id, ms, refund, rated, value (\N: none). */
+static bool load_line(const char *line, size_t len, void *ctx, crm_error *err)
+{
+    recompute *R = ctx;
+    char buf[160];
+    if (len >= sizeof buf)
+        return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is too long");
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    char *fields[5], *p = buf;
+    for (int i = 0; i < 5; i++) {
+        fields[i] = p;
+        p = strchr(p, i < 4 ? '\t' : '\n');
+        if (p == NULL && i < 4)
+            return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is malformed");
+        if (p != NULL)
+            *p++ = '\0';
+    }
+    long long id = strtoll(fields[0], NULL, 10);
+    metrics_event e = {.at_ms = strtoll(fields[1], NULL, 10),
+                       .refund = fields[2][0] == 't',
+                       .rated = fields[3][0] == 't',
+                       .has_value = strcmp(fields[4], "\\N") != 0};
+    if (e.has_value)
+        e.value = strtod(fields[4], NULL);
+    if (!R->reading || R->acc.c.id != id) {
+        if (R->reading && !push_customer(R, err))
+            return false;
+        metrics_acc_begin(&R->acc, id, R->as_of_ms, R->cfg.window_days);
+        R->reading = true;
+    }
+    metrics_acc_add(&R->acc, &e);
+    return true;
+}
+
+static bool phase_load(recompute *R, crm_error *err)
+{
+    const char *params[] = {R->as_of, R->cfg.currency};
+    PGresult *res = crm_db_exec(R->c, &set_params, 2, params, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    if (!crm_db_copy_out(R->c, LOAD_SQL, load_line, R, err))
+        return false;
+    return !R->reading || push_customer(R, err);
+}
+
+/* ---- rfm ------------------------------------------------------------------------ */
+
+/* The customers who ever purchased, sorted by one value. */
+typedef double (*rfm_value)(const metrics_customer *c);
+
+static double recency_reversed(const metrics_customer *c)
+{
+    return -c->recency_days; /* the most recent ranks highest */
+}
+
+static double frequency_of(const metrics_customer *c)
+{
+    return c->frequency;
+}
+
+static double monetary_of(const metrics_customer *c)
+{
+    return c->monetary;
+}
+
+typedef struct ranked {
+    double v;
+    metrics_customer *c;
+} ranked;
+
+static int by_value(const void *a, const void *b)
+{
+    double x = ((const ranked *)a)->v, y = ((const ranked *)b)->v;
+    return (x > y) - (x < y);
+}
+
+/* Each customer's score for value: ceil(5 k / n), k the customers whose
+ * value is at most theirs (ties share it), in integers. */
+static void score_by(ranked *r, size_t n, rfm_value value, size_t which)
+{
+    for (size_t i = 0; i < n; i++)
+        r[i].v = value(r[i].c);
+    qsort(r, n, sizeof *r, by_value);
+    for (size_t i = 0; i < n;) {
+        size_t end = i + 1; /* past the last peer */
+        while (end < n && r[end].v == r[i].v)
+            end++;
+        short score = (short)((5 * end + n - 1) / n);
+        for (; i < end; i++) {
+            if (which == 0)
+                r[i].c->r = score;
+            else if (which == 1)
+                r[i].c->f = score;
+            else
+                r[i].c->mscore = score;
+        }
+    }
+}
+
+static bool phase_rfm(recompute *R, crm_error *err)
+{
+    ranked *r = malloc((R->n ? R->n : 1) * sizeof *r);
+    if (r == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < R->n; i++)
+        if (R->customers[i].purchases > 0)
+            r[n++].c = &R->customers[i];
+    static const rfm_value values[] = {recency_reversed, frequency_of, monetary_of};
+    for (size_t which = 0; which < 3 && n > 0; which++)
+        score_by(r, n, values[which], which);
+    free(r);
+    return true;
+}
+
+/* The group of an R and F score (openapi.yaml, CustomerMetrics). */
+static const char *rfm_group(short r, short f)
+{
+    if (r >= 4 && f >= 4)
+        return "champions";
+    if (r == 3 && f >= 4)
+        return "loyal";
+    if (r >= 4 && f >= 2)
+        return "potential_loyalists";
+    if (r >= 4)
+        return "recent";
+    if (r == 3)
+        return "needs_attention";
+    if (f >= 3)
+        return "at_risk";
+    return "hibernating";
+}
+
+/* ---- fit ------------------------------------------------------------------------ */
+
+/* The purchasers in order of (x, t_x, t_age): equal summaries side by side. */
+static int by_summary(const void *a, const void *b)
+{
+    const metrics_customer *x = *(metrics_customer *const *)a, *y = *(metrics_customer *const *)b;
+    if (x->x != y->x)
+        return (x->x > y->x) - (x->x < y->x);
+    if (x->t_x != y->t_x)
+        return (x->t_x > y->t_x) - (x->t_x < y->t_x);
+    return (x->t_age > y->t_age) - (x->t_age < y->t_age);
+}
+
+static bool same_summary(const metrics_customer *a, const metrics_customer *b)
+{
+    return a->x == b->x && a->t_x == b->t_x && a->t_age == b->t_age;
+}
+
+/* The purchasers sorted by summary; *n their number. */
+static metrics_customer **purchasers_by_summary(recompute *R, size_t *n, crm_error *err)
+{
+    metrics_customer **p = malloc((R->n ? R->n : 1) * sizeof *p);
+    if (p == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    *n = 0;
+    for (size_t i = 0; i < R->n; i++)
+        if (R->customers[i].purchases > 0)
+            p[(*n)++] = &R->customers[i];
+    qsort(p, *n, sizeof *p, by_summary);
+    return p;
+}
+
+/* Parameters a business could use: finite and within [1e-6, 1e7]. A fit
+ * that runs off to a boundary (data that BG/NBD does not describe: no
+ * dropout, every customer alike) converges numerically but means nothing,
+ * and is recorded as not converged. */
+static bool plausible(const double *v, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!isfinite(v[i]) || v[i] < 1e-6 || v[i] > 1e7)
+            return false;
+    return true;
+}
+
+static bool phase_fit(recompute *R, crm_error *err)
+{
+    size_t n;
+    metrics_customer **p = purchasers_by_summary(R, &n, err);
+    if (p == NULL)
+        return false;
+    crm_bgnbd_row *rows = malloc((n ? n : 1) * sizeof *rows);
+    crm_gg_row *spend = malloc((n ? n : 1) * sizeof *spend);
+    if (rows == NULL || spend == NULL) {
+        free(p);
+        free(rows);
+        free(spend);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    size_t nrows = 0, nspend = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (nrows > 0 && same_summary(p[i], p[i - 1]))
+            rows[nrows - 1].w += 1;
+        else
+            rows[nrows++] = (crm_bgnbd_row){p[i]->x, p[i]->t_x, p[i]->t_age, 1};
+        if (p[i]->x > 0 && p[i]->has_m && p[i]->m > 0)
+            spend[nspend++] = (crm_gg_row){p[i]->x, p[i]->m, 1};
+    }
+    free(p);
+    crm_fit_report bg_report = {0}, gg_report = {0};
+    crm_bgnbd bg = {NAN, NAN, NAN, NAN};
+    crm_gg gg = {NAN, NAN, NAN};
+    bool bg_ok = crm_bgnbd_fit(rows, nrows, NULL, &bg, &bg_report) &&
+                 plausible((const double[]){bg.r, bg.alpha, bg.a, bg.b}, 4);
+    bool gg_ok = crm_gg_fit(spend, nspend, NULL, &gg, &gg_report) &&
+                 plausible((const double[]){gg.p, gg.q, gg.gamma}, 3) && gg.q > 1;
+    free(rows);
+    free(spend);
+    return crm_db_begin(R->c, err) &&
+           metrics_model_store(R->c, "bg_nbd", metrics_bgnbd_json(&bg), &bg_report, nrows, bg_ok,
+                               R->as_of, crm_job_id(R->job), err) &&
+           metrics_model_store(R->c, "gamma_gamma", metrics_gg_json(&gg), &gg_report, nspend,
+                               gg_ok, R->as_of, crm_job_id(R->job), err) &&
+           metrics_models_in_force(R->c, &R->bg, &R->have_bg, &R->gg, &R->have_gg, err) &&
+           crm_db_commit(R->c, err);
+}
+
+/* ---- score ---------------------------------------------------------------------- */
+
+static int by_predicted_value_desc(const void *a, const void *b)
+{
+    double x = (*(metrics_customer *const *)a)->predicted_value;
+    double y = (*(metrics_customer *const *)b)->predicted_value;
+    return (x < y) - (x > y);
+}
+
+/* Tiers over the customers with a predicted value: k, the customers whose
+ * value is at least theirs (ties share it), within the top share. */
+static bool assign_tiers(recompute *R, crm_error *err)
+{
+    metrics_customer **p = malloc((R->n ? R->n : 1) * sizeof *p);
+    if (p == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    size_t n = 0;
+    for (size_t i = 0; i < R->n; i++)
+        if (R->customers[i].scored)
+            p[n++] = &R->customers[i];
+    qsort(p, n, sizeof *p, by_predicted_value_desc);
+    /* Thousandths, as configured: k * 1000 <= permille * n, in integers. */
+    long long top = llround(R->cfg.tier_top * 1000), high = llround(R->cfg.tier_high * 1000);
+    for (size_t i = 0; i < n;) {
+        size_t end = i + 1;
+        while (end < n && p[end]->predicted_value == p[i]->predicted_value)
+            end++;
+        long long k = (long long)end * 1000;
+        char tier = k <= top * (long long)n ? 't' : k <= high * (long long)n ? 'h' : 's';
+        for (; i < end; i++)
+            p[i]->tier = tier;
+    }
+    free(p);
+    return true;
+}
+
+static bool phase_score(recompute *R, crm_error *err)
+{
+    if (!R->have_bg) {
+        crm_log(CRM_LOG_WARN, "metrics: no BG/NBD fit in force, predictions left empty");
+        return true;
+    }
+    size_t n;
+    metrics_customer **p = purchasers_by_summary(R, &n, err);
+    if (p == NULL)
+        return false;
+    double horizon = R->cfg.horizon_days, p_alive = NAN, purchases = NAN, discounted = NAN;
+    for (size_t i = 0; i < n; i++) {
+        metrics_customer *c = p[i];
+        if (i == 0 || !same_summary(c, p[i - 1])) { /* once per summary */
+            p_alive = crm_bgnbd_p_alive(&R->bg, c->x, c->t_x, c->t_age);
+            purchases = crm_bgnbd_expected_purchases(&R->bg, horizon, c->x, c->t_x, c->t_age);
+            discounted = crm_bgnbd_discounted_purchases(&R->bg, c->x, c->t_x, c->t_age, horizon,
+                                                        R->cfg.annual_discount);
+        }
+        /* Without a repeat spend, the population mean (x = 0). */
+        bool own = c->has_m && c->m > 0;
+        double spend = R->have_gg ? crm_gg_expected_spend(&R->gg, own ? c->x : 0, own ? c->m : 0)
+                                  : NAN;
+        if (!isfinite(p_alive) || !isfinite(purchases))
+            continue;
+        c->scored = true;
+        c->p_alive = p_alive;
+        c->predicted_purchases = purchases;
+        c->predicted_value = isfinite(spend) && isfinite(discounted) ? spend * discounted : NAN;
+    }
+    free(p);
+    for (size_t i = 0; i < R->n; i++) /* a value needs both models */
+        if (R->customers[i].scored && !isfinite(R->customers[i].predicted_value))
+            R->customers[i].scored = false;
+    return assign_tiers(R, err);
+}
+
+/* ---- stage ---------------------------------------------------------------------- */
+
 static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_staging");
 
-static crm_stmt stage_aggregate = CRM_STMT(
-    "metrics_stage_aggregate",
-    "INSERT INTO metrics_staging (customer_id, as_of, computed_at, purchases, refunds, unrated,"
-    " first_purchase_at, last_purchase_at, historic_value, average_order_value, recency_days,"
-    " frequency, monetary, x, t_x, t_age, repeat_mean_value) "
-    "SELECT c.id, $1::timestamptz, now(), coalesce(a.purchases, 0), coalesce(a.refunds, 0),"
-    " coalesce(a.unrated, 0), a.first_at, a.last_at, coalesce(a.net, 0), a.aov,"
-    " extract(epoch FROM $1::timestamptz - a.last_at)::float8 / 86400,"
-    " coalesce(a.window_purchases, 0), coalesce(a.window_net, 0), a.x, a.t_x, a.t_age, a.m "
-    "FROM customers c LEFT JOIN ("
-    "  SELECT d.customer_id, sum(d.purchases)::int AS purchases, sum(d.refunds)::int AS refunds,"
-    "   sum(d.unrated)::int AS unrated, min(d.first_at) AS first_at, max(d.last_at) AS last_at,"
-    "   coalesce(sum(d.gross), 0) - coalesce(sum(d.refunded), 0) AS net,"
-    "   sum(d.gross) / nullif(sum(d.valued), 0) AS aov,"
-    "   sum(d.purchases) FILTER (WHERE d.day > $1::timestamptz - make_interval(days => $3))::int"
-    "    AS window_purchases,"
-    "   coalesce(sum(d.gross) FILTER (WHERE d.day > $1::timestamptz - make_interval(days => $3)),"
-    "    0) - coalesce(sum(d.refunded) FILTER (WHERE d.day > $1::timestamptz -"
-    "    make_interval(days => $3)), 0) AS window_net,"
-    "   (count(*) FILTER (WHERE d.purchases > 0) - 1)::int AS x,"
-    "   (max(d.day) FILTER (WHERE d.purchases > 0)::date -"
-    "    min(d.day) FILTER (WHERE d.purchases > 0)::date) AS t_x,"
-    "   ($1::timestamptz::date - min(d.day) FILTER (WHERE d.purchases > 0)::date) AS t_age,"
-    "   (sum(d.gross) FILTER (WHERE d.purchases > 0) -"
-    "    (array_agg(d.gross ORDER BY d.day) FILTER (WHERE d.purchases > 0))[1]) /"
-    "    nullif(count(*) FILTER (WHERE d.purchases > 0) - 1, 0) AS m"
-    "  FROM (SELECT t.customer_id, date_trunc('day', t.occurred_at) AS day,"
-    "     count(*) FILTER (WHERE t.type = 'purchase' AND v.rated) AS purchases,"
-    "     count(*) FILTER (WHERE t.type = 'purchase' AND v.rated AND t.amount IS NOT NULL)"
-    "      AS valued,"
-    "     count(*) FILTER (WHERE t.type = 'refund' AND v.rated) AS refunds,"
-    "     count(*) FILTER (WHERE NOT v.rated) AS unrated,"
-    "     min(t.occurred_at) FILTER (WHERE t.type = 'purchase' AND v.rated) AS first_at,"
-    "     max(t.occurred_at) FILTER (WHERE t.type = 'purchase' AND v.rated) AS last_at,"
-    "     sum(v.value) FILTER (WHERE t.type = 'purchase' AND v.rated) AS gross,"
-    "     sum(abs(v.value)) FILTER (WHERE t.type = 'refund' AND v.rated) AS refunded"
-    "    FROM touchpoints t LEFT JOIN currency_rates r ON r.currency = t.currency"
-    "    CROSS JOIN LATERAL (SELECT t.amount IS NULL OR t.currency = $2 OR r.rate IS NOT NULL"
-    "      AS rated, CASE WHEN t.currency = $2 THEN t.amount ELSE t.amount * r.rate END AS value) v"
-    "    WHERE t.type IN ('purchase', 'refund') AND t.occurred_at <= $1::timestamptz"
-    "    GROUP BY 1, 2) d"
-    "  GROUP BY d.customer_id) a ON a.customer_id = c.id "
-    "WHERE c.status = 'active'");
+#define STAGE_SQL                                                                                  \
+    "COPY metrics_staging (customer_id, as_of, computed_at, purchases, refunds, unrated,"          \
+    " first_purchase_at, last_purchase_at, historic_value, average_order_value, recency_days,"     \
+    " frequency, monetary, r_score, f_score, m_score, rfm_cell, rfm_group, x, t_x, t_age,"         \
+    " repeat_mean_value, p_alive, predicted_purchases, predicted_value, value_tier) FROM STDIN"
 
-static crm_stmt stage_count = CRM_STMT_RO("metrics_stage_count", "SELECT count(*) FROM metrics_staging");
+static void put_number(crm_bytebuf *b, bool present, double v)
+{
+    char text[40];
+    int n = present && isfinite(v) ? snprintf(text, sizeof text, "%.17g\t", v)
+                                   : snprintf(text, sizeof text, "\\N\t");
+    crm_bytebuf_put(b, text, (size_t)n);
+}
 
-/* ---- rfm --------------------------------------------------------------------- */
+/* Amounts: to 4 decimals, as numeric. */
+static void put_amount(crm_bytebuf *b, bool present, double v)
+{
+    char text[48];
+    int n = present && isfinite(v) ? snprintf(text, sizeof text, "%.4f\t", v)
+                                   : snprintf(text, sizeof text, "\\N\t");
+    crm_bytebuf_put(b, text, (size_t)n);
+}
 
-/* Over the n customers who ever purchased: ceil(5 k / n) in integers, k
- * the customers whose value is at most this one's (count(*) over the
- * ordered window counts peers, so ties share a score; cume_dist = k / n
- * would be the same but for rounding). The groups read R and F as the
- * usual RFM grid does (openapi.yaml, CustomerMetrics). */
-static crm_stmt stage_rfm = CRM_STMT(
-    "metrics_stage_rfm",
-    "UPDATE metrics_staging s SET r_score = q.r, f_score = q.f, m_score = q.m,"
-    " rfm_cell = q.r::text || q.f::text || q.m::text,"
-    " rfm_group = CASE WHEN q.r >= 4 AND q.f >= 4 THEN 'champions'"
-    "  WHEN q.r = 3 AND q.f >= 4 THEN 'loyal'"
-    "  WHEN q.r >= 4 AND q.f >= 2 THEN 'potential_loyalists'"
-    "  WHEN q.r >= 4 THEN 'recent'"
-    "  WHEN q.r = 3 THEN 'needs_attention'"
-    "  WHEN q.f >= 3 THEN 'at_risk'"
-    "  ELSE 'hibernating' END "
-    "FROM (SELECT customer_id,"
-    "  ((5 * count(*) OVER (ORDER BY recency_days DESC) + n - 1) / n)::smallint AS r,"
-    "  ((5 * count(*) OVER (ORDER BY frequency) + n - 1) / n)::smallint AS f,"
-    "  ((5 * count(*) OVER (ORDER BY monetary) + n - 1) / n)::smallint AS m"
-    "  FROM (SELECT *, count(*) OVER () AS n FROM metrics_staging WHERE purchases > 0) b) q "
-    "WHERE s.customer_id = q.customer_id");
+static void put_time(crm_bytebuf *b, bool present, long long ms)
+{
+    char text[48];
+    if (present) {
+        size_t n = crm_format_timestamp(ms, text);
+        text[n++] = '\t';
+        crm_bytebuf_put(b, text, n);
+    } else {
+        crm_bytebuf_put(b, "\\N\t", 3);
+    }
+}
 
-/* ---- fit --------------------------------------------------------------------- */
+static void put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
+                    const char *now)
+{
+    char text[192];
+    bool bought = c->purchases > 0;
+    int n = snprintf(text, sizeof text, "%lld\t%s\t%s\t%d\t%d\t%d\t", c->id, as_of, now,
+                     c->purchases, c->refunds, c->unrated);
+    crm_bytebuf_put(b, text, (size_t)n);
+    put_time(b, bought, c->first_ms);
+    put_time(b, bought, c->last_ms);
+    put_amount(b, true, c->historic);
+    put_amount(b, c->has_aov, c->aov);
+    put_number(b, bought, c->recency_days);
+    n = snprintf(text, sizeof text, "%d\t", c->frequency);
+    crm_bytebuf_put(b, text, (size_t)n);
+    put_amount(b, true, c->monetary);
+    if (bought)
+        n = snprintf(text, sizeof text, "%d\t%d\t%d\t%d%d%d\t%s\t%d\t%d\t%d\t", c->r, c->f,
+                     c->mscore, c->r, c->f, c->mscore, rfm_group(c->r, c->f), c->x, c->t_x,
+                     c->t_age);
+    else
+        n = snprintf(text, sizeof text, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t");
+    crm_bytebuf_put(b, text, (size_t)n);
+    put_amount(b, c->has_m, c->m);
+    put_number(b, c->scored, c->p_alive);
+    put_number(b, c->scored, c->predicted_purchases);
+    put_number(b, c->scored, c->predicted_value);
+    const char *tier = c->tier == 't' ? "top" : c->tier == 'h' ? "high" : "standard";
+    n = c->scored && c->tier ? snprintf(text, sizeof text, "%s\n", tier)
+                             : snprintf(text, sizeof text, "\\N\n");
+    crm_bytebuf_put(b, text, (size_t)n);
+}
 
-static crm_stmt summaries = CRM_STMT_RO(
-    "metrics_summaries",
-    "SELECT x, t_x, t_age, count(*) FROM metrics_staging WHERE x IS NOT NULL GROUP BY 1, 2, 3");
+static bool phase_stage(recompute *R, crm_error *err)
+{
+    PGresult *res = crm_db_exec(R->c, &stage_clear, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    if (!crm_db_copy_begin(R->c, STAGE_SQL, err))
+        return false;
+    char now[48];
+    crm_format_timestamp(crm_wall_ms(), now);
+    crm_bytebuf b;
+    crm_bytebuf_init(&b);
+    bool ok = true;
+    for (size_t i = 0; ok && i < R->n; i++) {
+        put_row(&b, &R->customers[i], R->as_of, now);
+        if (b.failed)
+            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        else if (b.len >= 1 << 20 || i + 1 == R->n) {
+            ok = crm_db_copy_put(R->c, b.data, b.len, err);
+            b.len = 0;
+        }
+    }
+    crm_bytebuf_free(&b);
+    return crm_db_copy_end(R->c, ok ? NULL : "the recompute failed", err) && ok;
+}
 
-static crm_stmt spend_summaries = CRM_STMT_RO(
-    "metrics_spend_summaries",
-    "SELECT x, repeat_mean_value::float8, count(*) FROM metrics_staging"
-    " WHERE x > 0 AND repeat_mean_value > 0 GROUP BY 1, 2");
-
-/* ---- score ------------------------------------------------------------------- */
-
-static crm_stmt scores_table = CRM_STMT(
-    "metrics_scores_table",
-    "CREATE TEMP TABLE IF NOT EXISTS metrics_scores (x int, t_x int, t_age int,"
-    " p_alive float8, purchases float8, discounted float8) ON COMMIT DELETE ROWS");
-
-/* $1..$3: Gamma-Gamma p, q, gamma; NULL when no fit is in force. The
- * expected spend is crm_gg_expected_spend's formula (test_metrics.c holds
- * the two equal): p (gamma + x m) / (p x + q - 1), the population mean
- * p gamma / (q - 1) without repeat values. */
-static crm_stmt stage_scores = CRM_STMT(
-    "metrics_stage_scores",
-    "UPDATE metrics_staging s SET p_alive = k.p_alive, predicted_purchases = k.purchases,"
-    " predicted_value = k.discounted * CASE"
-    "  WHEN s.x > 0 AND s.repeat_mean_value IS NOT NULL THEN"
-    "   $1::float8 * ($3::float8 + s.x * s.repeat_mean_value::float8) /"
-    "   ($1::float8 * s.x + $2::float8 - 1)"
-    "  ELSE $1::float8 * $3::float8 / ($2::float8 - 1) END "
-    "FROM metrics_scores k WHERE s.x = k.x AND s.t_x = k.t_x AND s.t_age = k.t_age");
-
-static crm_stmt stage_tiers = CRM_STMT(
-    "metrics_stage_tiers",
-    "UPDATE metrics_staging s SET value_tier = CASE WHEN q.k <= $1::numeric * q.n THEN 'top'"
-    " WHEN q.k <= $2::numeric * q.n THEN 'high' ELSE 'standard' END "
-    "FROM (SELECT customer_id, count(*) OVER (ORDER BY predicted_value DESC) AS k,"
-    "  count(*) OVER () AS n FROM metrics_staging WHERE predicted_value IS NOT NULL) q "
-    "WHERE s.customer_id = q.customer_id");
-
-/* ---- publish ----------------------------------------------------------------- */
+/* ---- publish -------------------------------------------------------------------- */
 
 #define METRIC_COLUMNS                                                                             \
     "as_of, computed_at, purchases, refunds, unrated, first_purchase_at, last_purchase_at,"        \
@@ -161,267 +496,104 @@ static crm_stmt stage_tiers = CRM_STMT(
     " EXCLUDED.t_age, EXCLUDED.repeat_mean_value, EXCLUDED.p_alive,"                              \
     " EXCLUDED.predicted_purchases, EXCLUDED.predicted_value, EXCLUDED.value_tier"
 
-/* Customers merged, erased or deleted while the job ran are left out: the
- * join reads their status at publication. */
+/* Every live customer: the staged figures, or none bought ($1 as_of) for
+ * those without purchases or refunds. Customers merged, erased or deleted
+ * while the job ran are left out: the join reads their status now. */
 static crm_stmt publish_upsert = CRM_STMT(
     "metrics_publish_upsert",
     "INSERT INTO customer_metrics (customer_id, " METRIC_COLUMNS ") "
-    "SELECT s.customer_id, " METRIC_COLUMNS " FROM metrics_staging s"
-    " JOIN customers c ON c.id = s.customer_id AND c.status = 'active' "
+    "SELECT c.id, coalesce(s.as_of, $1::timestamptz), coalesce(s.computed_at, now()),"
+    " coalesce(s.purchases, 0), coalesce(s.refunds, 0), coalesce(s.unrated, 0),"
+    " s.first_purchase_at, s.last_purchase_at, coalesce(s.historic_value, 0),"
+    " s.average_order_value, s.recency_days, coalesce(s.frequency, 0), coalesce(s.monetary, 0),"
+    " s.r_score, s.f_score, s.m_score, s.rfm_cell, s.rfm_group, s.x, s.t_x, s.t_age,"
+    " s.repeat_mean_value, s.p_alive, s.predicted_purchases, s.predicted_value, s.value_tier "
+    "FROM customers c LEFT JOIN metrics_staging s ON s.customer_id = c.id "
+    "WHERE c.status = 'active' "
     "ON CONFLICT (customer_id) DO UPDATE SET (" METRIC_COLUMNS ") = ROW(" EXCLUDED_COLUMNS ")");
 
 static crm_stmt publish_prune = CRM_STMT(
     "metrics_publish_prune",
-    "DELETE FROM customer_metrics m WHERE NOT EXISTS (SELECT 1 FROM metrics_staging s"
-    " JOIN customers c ON c.id = s.customer_id AND c.status = 'active'"
-    " WHERE s.customer_id = m.customer_id)");
+    "DELETE FROM customer_metrics m USING customers c WHERE c.id = m.customer_id"
+    " AND c.status <> 'active'");
 
-/* ---- the job ----------------------------------------------------------------- */
-
-typedef struct recompute {
-    crm_job_ctx *job;
-    crm_conn *c;
-    crm_metrics_config cfg;
-    char as_of[40];  /* RFC 3339, as the job's parameter or when it started */
-    long long staged; /* rows in metrics_staging after the aggregate */
-} recompute;
-
-static bool exec_ok(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
-                    crm_error *err)
+static bool phase_publish(recompute *R, crm_error *err)
 {
-    PGresult *res = crm_db_exec(c, stmt, n, params, err);
+    const char *params[] = {R->as_of};
+    PGresult *res = crm_db_exec(R->c, &publish_upsert, 1, params, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    res = crm_db_exec(R->c, &publish_prune, 0, NULL, err);
     PQclear(res);
     return res != NULL;
 }
 
-static long long count_staged(crm_conn *c, crm_error *err)
+/* ---- the job -------------------------------------------------------------------- */
+
+static bool report(recompute *R, int phase, int done, const json_t *checkpoint)
 {
-    PGresult *res = crm_db_exec(c, &stage_count, 0, NULL, err);
-    if (res == NULL)
-        return -1;
-    long long n = atoll(PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return n;
+    return crm_job_progress(R->job, phase_names[phase], done, PHASES, checkpoint);
 }
 
-static bool phase_aggregate(recompute *R, crm_error *err)
+/* Runs one phase, inside a transaction when it writes; records its time. */
+static bool run_phase(recompute *R, int phase, crm_error *err)
 {
-    char window[16];
-    snprintf(window, sizeof window, "%d", R->cfg.window_days);
-    const char *params[] = {R->as_of, R->cfg.currency, window};
-    if (!exec_ok(R->c, &stage_clear, 0, NULL, err) ||
-        !exec_ok(R->c, &stage_aggregate, 3, params, err))
+    static bool (*const run[PHASES])(recompute *, crm_error *) = {
+        phase_load, phase_rfm, phase_fit, phase_score, phase_stage, phase_publish};
+    if (!report(R, phase, phase, NULL))
+        return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+    long long started = crm_monotonic_ms();
+    bool in_transaction = phase == PHASE_LOAD || phase == PHASE_STAGE || phase == PHASE_PUBLISH;
+    bool ok = (!in_transaction || crm_db_begin(R->c, err)) && run[phase](R, err) &&
+              (!in_transaction || crm_db_commit(R->c, err));
+    if (!ok) {
+        crm_db_rollback(R->c);
         return false;
-    R->staged = count_staged(R->c, err);
-    return R->staged >= 0;
-}
-
-static bool phase_rfm(recompute *R, crm_error *err)
-{
-    return exec_ok(R->c, &stage_rfm, 0, NULL, err);
-}
-
-/* Reads the summaries collapsed by stmt into rows of ncols doubles (the
- * last column is the weight). *n gets their number; NULL with err. */
-static double *read_rows(crm_conn *c, crm_stmt *stmt, int ncols, size_t *n, crm_error *err)
-{
-    PGresult *res = crm_db_exec(c, stmt, 0, NULL, err);
-    if (res == NULL)
-        return NULL;
-    *n = (size_t)PQntuples(res);
-    double *rows = malloc((*n ? *n : 1) * (size_t)ncols * sizeof *rows);
-    if (rows == NULL) {
-        PQclear(res);
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
     }
-    for (size_t i = 0; i < *n; i++)
-        for (int k = 0; k < ncols; k++)
-            rows[i * (size_t)ncols + (size_t)k] = atof(PQgetvalue(res, (int)i, k));
-    PQclear(res);
-    return rows;
-}
-
-static bool phase_fit(recompute *R, crm_error *err)
-{
-    size_t n = 0;
-    double *flat = read_rows(R->c, &summaries, 4, &n, err);
-    if (flat == NULL)
-        return false;
-    crm_bgnbd_row *rows = malloc((n ? n : 1) * sizeof *rows);
-    if (rows == NULL) {
-        free(flat);
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-        rows[i] = (crm_bgnbd_row){flat[4 * i], flat[4 * i + 1], flat[4 * i + 2], flat[4 * i + 3]};
-    free(flat);
-    crm_bgnbd bg;
-    crm_fit_report bg_report;
-    bool bg_ok = crm_bgnbd_fit(rows, n, NULL, &bg, &bg_report);
-    free(rows);
-    size_t bg_rows = n;
-
-    flat = read_rows(R->c, &spend_summaries, 3, &n, err);
-    if (flat == NULL)
-        return false;
-    crm_gg_row *spend = malloc((n ? n : 1) * sizeof *spend);
-    if (spend == NULL) {
-        free(flat);
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++)
-        spend[i] = (crm_gg_row){flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]};
-    free(flat);
-    size_t spend_rows = n;
-    crm_gg gg;
-    crm_fit_report gg_report;
-    bool gg_ok = crm_gg_fit(spend, spend_rows, NULL, &gg, &gg_report);
-    free(spend);
-
-    return metrics_model_store(R->c, "bg_nbd", metrics_bgnbd_json(&bg), &bg_report, bg_rows,
-                               bg_ok, R->as_of, crm_job_id(R->job), err) &&
-           metrics_model_store(R->c, "gamma_gamma", metrics_gg_json(&gg), &gg_report,
-                               spend_rows, gg_ok, R->as_of, crm_job_id(R->job), err);
-}
-
-/* Appends one COPY text row of metrics_scores. */
-static void put_score_row(crm_bytebuf *b, const double *key, double p_alive, double purchases,
-                          double discounted)
-{
-    char line[192];
-    int len = snprintf(line, sizeof line, "%.0f\t%.0f\t%.0f\t%.17g\t%.17g\t%.17g\n", key[0],
-                       key[1], key[2], p_alive, purchases, discounted);
-    if (len > 0 && (size_t)len < sizeof line)
-        crm_bytebuf_put(b, line, (size_t)len);
-    else
-        b->failed = true;
-}
-
-static bool phase_score(recompute *R, crm_error *err)
-{
-    crm_bgnbd bg;
-    crm_gg gg;
-    bool have_bg = false, have_gg = false;
-    if (!metrics_models_in_force(R->c, &bg, &have_bg, &gg, &have_gg, err))
-        return false;
-    if (!have_bg) {
-        crm_log(CRM_LOG_WARN, "metrics: no BG/NBD fit in force, predictions left empty");
-        return true;
-    }
-    size_t n = 0;
-    double *flat = read_rows(R->c, &summaries, 4, &n, err);
-    if (flat == NULL)
-        return false;
-    crm_bytebuf copy;
-    crm_bytebuf_init(&copy);
-    double horizon = R->cfg.horizon_days;
-    for (size_t i = 0; i < n; i++) {
-        const double *k = &flat[4 * i];
-        double p_alive = crm_bgnbd_p_alive(&bg, k[0], k[1], k[2]);
-        double purchases = crm_bgnbd_expected_purchases(&bg, horizon, k[0], k[1], k[2]);
-        double discounted = crm_bgnbd_discounted_purchases(&bg, k[0], k[1], k[2], horizon,
-                                                           R->cfg.annual_discount);
-        if (isfinite(p_alive) && isfinite(purchases) && isfinite(discounted))
-            put_score_row(&copy, k, p_alive, purchases, discounted);
-    }
-    free(flat);
-    size_t len = 0;
-    char *text = crm_bytebuf_take(&copy, &len);
-    if (text == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    char p[32], q[32], g[32];
-    snprintf(p, sizeof p, "%.17g", gg.p);
-    snprintf(q, sizeof q, "%.17g", gg.q);
-    snprintf(g, sizeof g, "%.17g", gg.gamma);
-    const char *spend_params[] = {have_gg ? p : NULL, have_gg ? q : NULL, have_gg ? g : NULL};
-    char top[32], high[32]; /* thousandths, exactly as configured */
-    snprintf(top, sizeof top, "%.3f", R->cfg.tier_top);
-    snprintf(high, sizeof high, "%.3f", R->cfg.tier_high);
-    const char *tier_params[] = {top, high};
-    bool ok = exec_ok(R->c, &scores_table, 0, NULL, err) &&
-              crm_db_copy_in(R->c, "COPY metrics_scores FROM STDIN", text, len, err) &&
-              exec_ok(R->c, &stage_scores, 3, spend_params, err) &&
-              exec_ok(R->c, &stage_tiers, 2, tier_params, err);
-    free(text);
-    return ok;
-}
-
-static bool phase_publish(recompute *R, crm_error *err)
-{
-    return exec_ok(R->c, &publish_upsert, 0, NULL, err) &&
-           exec_ok(R->c, &publish_prune, 0, NULL, err);
-}
-
-typedef bool (*phase_fn)(recompute *R, crm_error *err);
-
-static const phase_fn phases[] = {NULL, phase_aggregate, phase_rfm, phase_fit, phase_score,
-                                  phase_publish};
-
-/* Where to start: after the checkpoint's phase, unless the staged rows are
- * gone (the database restarted: metrics_staging is unlogged). */
-static int resume_phase(recompute *R, crm_error *err)
-{
-    const json_t *at = crm_job_checkpoint(R->job);
-    int done = at ? (int)json_integer_value(json_object_get(at, "phase")) : 0;
-    if (done < PHASE_AGGREGATE || done >= PHASES)
-        return PHASE_AGGREGATE;
-    R->staged = json_integer_value(json_object_get(at, "staged"));
-    long long now_staged = count_staged(R->c, err);
-    if (now_staged < 0)
-        return -1;
-    if (now_staged != R->staged) {
-        crm_log(CRM_LOG_WARN, "metrics: staged rows lost (%lld of %lld), starting over",
-                now_staged, R->staged);
-        return PHASE_AGGREGATE;
-    }
-    return done + 1;
+    double took = (double)(crm_monotonic_ms() - started) / 1000.0;
+    json_object_set_new(R->seconds, phase_names[phase], json_real(took));
+    crm_log(CRM_LOG_INFO, "metrics: recompute %s took %.3f s", phase_names[phase], took);
+    return true;
 }
 
 /* as_of from the job's parameters (validated at submission), else now. */
-static void read_as_of(recompute *R)
+static bool read_as_of(recompute *R, crm_error *err)
 {
     const char *as_of = json_string_value(json_object_get(crm_job_params(R->job), "as_of"));
-    if (as_of != NULL && strlen(as_of) < sizeof R->as_of)
-        snprintf(R->as_of, sizeof R->as_of, "%s", as_of);
-    else
-        crm_format_timestamp(crm_wall_ms(), R->as_of);
+    if (as_of == NULL || strlen(as_of) >= sizeof R->as_of ||
+        !crm_rfc3339_epoch_ms(as_of, &R->as_of_ms))
+        return crm_error_set(err, CRM_E_INVALID, "the job has no valid as_of");
+    snprintf(R->as_of, sizeof R->as_of, "%s", as_of);
+    return true;
 }
 
 static bool run_recompute(crm_job_ctx *job, crm_error *err)
 {
     recompute R = {.job = job, .c = crm_job_conn(job), .cfg = metrics_config()};
-    read_as_of(&R);
-    int from = resume_phase(&R, err);
-    if (from < 0)
+    if (!read_as_of(&R, err))
         return false;
-    json_t *seconds = json_object(); /* each phase this run ran, for the result */
-    for (int phase = from; phase <= PHASES; phase++) {
-        if (!crm_job_progress(job, phase_names[phase], phase - 1, PHASES, NULL)) {
-            json_decref(seconds);
-            return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
-        }
-        long long started = crm_monotonic_ms();
-        bool ok = crm_db_begin(R.c, err) && phases[phase](&R, err) && crm_db_commit(R.c, err);
-        if (!ok) {
-            crm_db_rollback(R.c);
-            json_decref(seconds);
-            return false;
-        }
-        double took = (double)(crm_monotonic_ms() - started) / 1000.0;
-        json_object_set_new(seconds, phase_names[phase], json_real(took));
-        crm_log(CRM_LOG_INFO, "metrics: recompute %s took %.3f s", phase_names[phase], took);
-        json_t *at = json_pack("{s:i, s:s, s:I}", "phase", phase, "as_of", R.as_of, "staged",
-                               (json_int_t)R.staged);
-        bool going = crm_job_progress(job, phase_names[phase], phase, PHASES, at);
-        json_decref(at);
-        if (!going) {
-            json_decref(seconds);
-            return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+    R.seconds = json_object();
+    const json_t *at = crm_job_checkpoint(job);
+    bool staged = json_is_true(json_object_get(at, "staged"));
+    bool ok = true;
+    for (int phase = staged ? PHASE_PUBLISH : PHASE_LOAD; ok && phase < PHASES; phase++) {
+        ok = run_phase(&R, phase, err);
+        if (ok && phase == PHASE_STAGE) {
+            json_t *mark = json_pack("{s:b, s:I}", "staged", 1, "customers", (json_int_t)R.n);
+            ok = report(&R, phase, phase + 1, mark) ||
+                 crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+            json_decref(mark);
         }
     }
-    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers",
-                                      (json_int_t)R.staged, "phase_seconds", seconds));
+    free(R.customers);
+    if (!ok) {
+        json_decref(R.seconds);
+        return false;
+    }
+    long long customers = staged ? json_integer_value(json_object_get(at, "customers")) : (long long)R.n;
+    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers_with_purchases",
+                                      (json_int_t)customers, "phase_seconds", R.seconds));
     return true;
 }
 

@@ -1,0 +1,87 @@
+/*
+ * metrics/summary.c — one customer's figures from their purchases and
+ * refunds, read in time order: what customer_metrics.h's "aggregate"
+ * computes. Pure C, no SQL: the full recompute runs it over a stream of
+ * every customer's touchpoints, and the same code serves a single customer.
+ */
+#include "metrics/internal.h"
+
+#include <math.h>
+#include <string.h>
+
+#define DAY_MS 86400000LL
+
+/* The UTC day of t (ms since the epoch), as a day number. */
+static long long day_of(long long t_ms)
+{
+    return t_ms >= 0 ? t_ms / DAY_MS : -((-t_ms + DAY_MS - 1) / DAY_MS);
+}
+
+void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms, int window_days)
+{
+    memset(a, 0, sizeof *a);
+    a->c.id = customer_id;
+    a->as_of_ms = as_of_ms;
+    /* A day counts in the window when it starts after as_of - window. */
+    a->window_start_ms = as_of_ms - (long long)window_days * DAY_MS;
+}
+
+void metrics_acc_add(metrics_acc *a, const metrics_event *e)
+{
+    metrics_customer *c = &a->c;
+    if (!e->rated) {
+        c->unrated++;
+        return;
+    }
+    long long day = day_of(e->at_ms);
+    bool in_window = day * DAY_MS > a->window_start_ms;
+    double value = e->has_value ? e->value : 0;
+    if (e->refund) {
+        c->refunds++;
+        a->refunded += fabs(value);
+        if (in_window)
+            a->window_net -= fabs(value);
+        return;
+    }
+    c->purchases++;
+    if (e->has_value) {
+        a->gross += value;
+        a->valued++;
+    }
+    if (in_window) {
+        c->frequency++;
+        a->window_net += value;
+    }
+    if (c->purchases == 1) {
+        c->first_ms = e->at_ms;
+        a->first_day = day;
+        a->last_day = day;
+        a->days = 1;
+    } else if (day != a->last_day) {
+        a->days++;
+        a->last_day = day;
+    }
+    if (day == a->first_day) {
+        a->first_day_gross += value;
+        a->first_day_valued = a->first_day_valued || e->has_value;
+    }
+    c->last_ms = e->at_ms;
+}
+
+void metrics_acc_end(metrics_acc *a)
+{
+    metrics_customer *c = &a->c;
+    c->historic = a->gross - a->refunded;
+    c->monetary = a->window_net;
+    c->has_aov = a->valued > 0;
+    c->aov = c->has_aov ? a->gross / a->valued : 0;
+    if (c->purchases == 0)
+        return;
+    c->recency_days = (double)(a->as_of_ms - c->last_ms) / (double)DAY_MS;
+    c->x = a->days - 1;
+    c->t_x = (int)(a->last_day - a->first_day);
+    c->t_age = (int)(day_of(a->as_of_ms) - a->first_day);
+    /* The mean of a repeat purchase day: all days but the first. */
+    c->has_m = c->x > 0 && a->first_day_valued;
+    c->m = c->has_m ? (a->gross - a->first_day_gross) / c->x : 0;
+}
