@@ -2,9 +2,12 @@
 -- buy and how likely they are to stay, computed from the touchpoints.
 --
 -- customer_metrics holds one row per live customer as of the last full
--- recompute (and incremental updates since). metrics_staging is where a
--- recompute builds the next version, phase by phase, before it replaces
--- customer_metrics in one statement: readers never see half a recompute.
+-- recompute (and incremental updates since). metrics_staging, its twin, is
+-- where a recompute writes the next version; publishing swaps the two
+-- tables' names in one short transaction, so readers never see half a
+-- recompute and no row is rewritten twice. Neither has a foreign key to
+-- customers: the rows are derived, customers are never deleted, and a key
+-- checked on a million rows would cost more than the recompute.
 -- metrics_models keeps every fit of the models, the one in force marked.
 -- currency_rates converts amounts to the reporting currency.
 
@@ -16,7 +19,7 @@ CREATE TABLE currency_rates (
 );
 
 CREATE TABLE customer_metrics (
-    customer_id         bigint PRIMARY KEY REFERENCES customers (id),
+    customer_id         bigint PRIMARY KEY,
     as_of               timestamptz NOT NULL,  -- the end of observation
     computed_at         timestamptz NOT NULL,
     -- value (reporting currency; purchases in a currency without a rate left out)
@@ -47,8 +50,7 @@ CREATE TABLE customer_metrics (
     value_tier          text
 );
 
-CREATE UNLOGGED TABLE metrics_staging (LIKE customer_metrics INCLUDING DEFAULTS);
-ALTER TABLE metrics_staging ADD PRIMARY KEY (customer_id);
+CREATE TABLE metrics_staging (LIKE customer_metrics INCLUDING ALL);
 
 CREATE TABLE metrics_models (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

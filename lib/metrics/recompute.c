@@ -43,16 +43,24 @@ static crm_stmt set_params = CRM_STMT(
     "metrics_set_params", "SELECT set_config('crmd.metrics_as_of', $1, true),"
                           " set_config('crmd.metrics_currency', $2, true)");
 
-#define LOAD_SQL                                                                                   \
-    "COPY (SELECT t.customer_id, (extract(epoch FROM t.occurred_at) * 1000)::bigint,"             \
+#define LIVE_SQL "COPY (SELECT id FROM customers WHERE status = 'active' ORDER BY id) TO STDOUT"
+
+/* Unordered: sorting here costs a fraction of PostgreSQL's sort of the
+ * same rows. */
+#define EVENTS_SQL                                                                                 \
+    "COPY (SELECT t.customer_id, t.id, (extract(epoch FROM t.occurred_at) * 1000)::bigint,"       \
     " t.type = 'refund', t.amount IS NULL OR t.currency = current_setting('crmd.metrics_currency')" \
     " OR r.rate IS NOT NULL, CASE WHEN t.currency = current_setting('crmd.metrics_currency')"       \
     " THEN t.amount ELSE t.amount * r.rate END"                                                    \
     " FROM touchpoints t LEFT JOIN currency_rates r ON r.currency = t.currency"                    \
-    " JOIN customers c ON c.id = t.customer_id AND c.status = 'active'"                             \
     " WHERE t.type IN ('purchase', 'refund')"                                                      \
-    " AND t.occurred_at <= current_setting('crmd.metrics_as_of')::timestamptz"                     \
-    " ORDER BY t.customer_id, t.occurred_at, t.id) TO STDOUT"
+    " AND t.occurred_at <= current_setting('crmd.metrics_as_of')::timestamptz) TO STDOUT"
+
+/* A purchase or refund as read, before it is sorted into its customer. */
+typedef struct loaded_event {
+    long long customer_id, id;
+    metrics_event e;
+} loaded_event;
 
 typedef struct recompute {
     crm_job_ctx *job;
@@ -60,33 +68,42 @@ typedef struct recompute {
     crm_metrics_config cfg;
     char as_of[40];
     long long as_of_ms;
-    metrics_customer *customers;
+    metrics_customer *customers; /* every live customer, by id */
     size_t n, cap;
-    metrics_acc acc; /* the customer being read */
-    bool reading;
+    loaded_event *events;
+    size_t nevents, events_cap;
     crm_bgnbd bg;
     crm_gg gg;
     bool have_bg, have_gg;
     json_t *seconds; /* each phase's, for the result */
 } recompute;
 
-static bool push_customer(recompute *R, crm_error *err)
+/* Grows *items (of size bytes each) to hold one more. */
+static bool grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err)
 {
-    if (R->n == R->cap) {
-        size_t cap = R->cap ? R->cap * 2 : 4096;
-        metrics_customer *grown = realloc(R->customers, cap * sizeof *grown);
-        if (grown == NULL)
-            return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        R->customers = grown;
-        R->cap = cap;
-    }
-    metrics_acc_end(&R->acc);
-    R->customers[R->n++] = R->acc.c;
+    if (used < *cap)
+        return true;
+    size_t more = *cap ? *cap * 2 : 4096;
+    void *grown = realloc(*items, more * size);
+    if (grown == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    *items = grown;
+    *cap = more;
     return true;
 }
 
-/* One line of LOAD_SQL: id, ms, refund, rated, value (\N: none). */
-static bool load_line(const char *line, size_t len, void *ctx, crm_error *err)
+static bool live_line(const char *line, size_t len, void *ctx, crm_error *err)
+{
+    (void)len;
+    recompute *R = ctx;
+    if (!grow((void **)&R->customers, &R->cap, R->n, sizeof *R->customers, err))
+        return false;
+    R->customers[R->n++] = (metrics_customer){.id = strtoll(line, NULL, 10)};
+    return true;
+}
+
+/* One line of EVENTS_SQL: customer, id, ms, refund, rated, value (\N: none). */
+static bool event_line(const char *line, size_t len, void *ctx, crm_error *err)
 {
     recompute *R = ctx;
     char buf[160];
@@ -94,30 +111,55 @@ static bool load_line(const char *line, size_t len, void *ctx, crm_error *err)
         return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is too long");
     memcpy(buf, line, len);
     buf[len] = '\0';
-    char *fields[5], *p = buf;
-    for (int i = 0; i < 5; i++) {
+    char *fields[6], *p = buf;
+    for (int i = 0; i < 6; i++) {
         fields[i] = p;
-        p = strchr(p, i < 4 ? '\t' : '\n');
-        if (p == NULL && i < 4)
+        p = strpbrk(p, "\t\n");
+        if (p == NULL && i < 5)
             return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is malformed");
         if (p != NULL)
             *p++ = '\0';
     }
-    long long id = strtoll(fields[0], NULL, 10);
-    metrics_event e = {.at_ms = strtoll(fields[1], NULL, 10),
-                       .refund = fields[2][0] == 't',
-                       .rated = fields[3][0] == 't',
-                       .has_value = strcmp(fields[4], "\\N") != 0};
-    if (e.has_value)
-        e.value = strtod(fields[4], NULL);
-    if (!R->reading || R->acc.c.id != id) {
-        if (R->reading && !push_customer(R, err))
-            return false;
-        metrics_acc_begin(&R->acc, id, R->as_of_ms, R->cfg.window_days);
-        R->reading = true;
-    }
-    metrics_acc_add(&R->acc, &e);
+    if (!grow((void **)&R->events, &R->events_cap, R->nevents, sizeof *R->events, err))
+        return false;
+    loaded_event *l = &R->events[R->nevents++];
+    l->customer_id = strtoll(fields[0], NULL, 10);
+    l->id = strtoll(fields[1], NULL, 10);
+    l->e = (metrics_event){.at_ms = strtoll(fields[2], NULL, 10),
+                           .refund = fields[3][0] == 't',
+                           .rated = fields[4][0] == 't',
+                           .has_value = strcmp(fields[5], "\\N") != 0};
+    if (l->e.has_value)
+        l->e.value = strtod(fields[5], NULL);
     return true;
+}
+
+static int by_customer_and_time(const void *a, const void *b)
+{
+    const loaded_event *x = a, *y = b;
+    if (x->customer_id != y->customer_id)
+        return (x->customer_id > y->customer_id) - (x->customer_id < y->customer_id);
+    if (x->e.at_ms != y->e.at_ms)
+        return (x->e.at_ms > y->e.at_ms) - (x->e.at_ms < y->e.at_ms);
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+/* Summarises each live customer from their events (both sorted by id);
+ * events of customers not live (merged away, erased, deleted) are passed. */
+static void summarise(recompute *R)
+{
+    size_t e = 0;
+    for (size_t i = 0; i < R->n; i++) {
+        metrics_customer *c = &R->customers[i];
+        while (e < R->nevents && R->events[e].customer_id < c->id)
+            e++;
+        metrics_acc acc;
+        metrics_acc_begin(&acc, c->id, R->as_of_ms, R->cfg.window_days);
+        for (; e < R->nevents && R->events[e].customer_id == c->id; e++)
+            metrics_acc_add(&acc, &R->events[e].e);
+        metrics_acc_end(&acc);
+        *c = acc.c;
+    }
 }
 
 static bool phase_load(recompute *R, crm_error *err)
@@ -127,9 +169,15 @@ static bool phase_load(recompute *R, crm_error *err)
     if (res == NULL)
         return false;
     PQclear(res);
-    if (!crm_db_copy_out(R->c, LOAD_SQL, load_line, R, err))
+    if (!crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) ||
+        !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err))
         return false;
-    return !R->reading || push_customer(R, err);
+    qsort(R->events, R->nevents, sizeof *R->events, by_customer_and_time);
+    summarise(R);
+    free(R->events);
+    R->events = NULL;
+    R->nevents = R->events_cap = 0;
+    return true;
 }
 
 /* ---- rfm ------------------------------------------------------------------------ */
@@ -481,52 +529,28 @@ static bool phase_stage(recompute *R, crm_error *err)
 
 /* ---- publish -------------------------------------------------------------------- */
 
-#define METRIC_COLUMNS                                                                             \
-    "as_of, computed_at, purchases, refunds, unrated, first_purchase_at, last_purchase_at,"        \
-    " historic_value, average_order_value, recency_days, frequency, monetary, r_score, f_score,"   \
-    " m_score, rfm_cell, rfm_group, x, t_x, t_age, repeat_mean_value, p_alive,"                    \
-    " predicted_purchases, predicted_value, value_tier"
-
-#define EXCLUDED_COLUMNS                                                                           \
-    "EXCLUDED.as_of, EXCLUDED.computed_at, EXCLUDED.purchases, EXCLUDED.refunds,"                \
-    " EXCLUDED.unrated, EXCLUDED.first_purchase_at, EXCLUDED.last_purchase_at,"                   \
-    " EXCLUDED.historic_value, EXCLUDED.average_order_value, EXCLUDED.recency_days,"              \
-    " EXCLUDED.frequency, EXCLUDED.monetary, EXCLUDED.r_score, EXCLUDED.f_score,"                 \
-    " EXCLUDED.m_score, EXCLUDED.rfm_cell, EXCLUDED.rfm_group, EXCLUDED.x, EXCLUDED.t_x,"         \
-    " EXCLUDED.t_age, EXCLUDED.repeat_mean_value, EXCLUDED.p_alive,"                              \
-    " EXCLUDED.predicted_purchases, EXCLUDED.predicted_value, EXCLUDED.value_tier"
-
-/* Every live customer: the staged figures, or none bought ($1 as_of) for
- * those without purchases or refunds. Customers merged, erased or deleted
- * while the job ran are left out: the join reads their status now. */
-static crm_stmt publish_upsert = CRM_STMT(
-    "metrics_publish_upsert",
-    "INSERT INTO customer_metrics (customer_id, " METRIC_COLUMNS ") "
-    "SELECT c.id, coalesce(s.as_of, $1::timestamptz), coalesce(s.computed_at, now()),"
-    " coalesce(s.purchases, 0), coalesce(s.refunds, 0), coalesce(s.unrated, 0),"
-    " s.first_purchase_at, s.last_purchase_at, coalesce(s.historic_value, 0),"
-    " s.average_order_value, s.recency_days, coalesce(s.frequency, 0), coalesce(s.monetary, 0),"
-    " s.r_score, s.f_score, s.m_score, s.rfm_cell, s.rfm_group, s.x, s.t_x, s.t_age,"
-    " s.repeat_mean_value, s.p_alive, s.predicted_purchases, s.predicted_value, s.value_tier "
-    "FROM customers c LEFT JOIN metrics_staging s ON s.customer_id = c.id "
-    "WHERE c.status = 'active' "
-    "ON CONFLICT (customer_id) DO UPDATE SET (" METRIC_COLUMNS ") = ROW(" EXCLUDED_COLUMNS ")");
-
-static crm_stmt publish_prune = CRM_STMT(
-    "metrics_publish_prune",
+/* The staged table becomes customer_metrics and the old one the next
+ * staging table: three renames under locks taken at once (waiting at most
+ * lock_timeout for readers to finish), then the customers that stopped
+ * being live while the job ran go. Prepared statements that name
+ * customer_metrics are planned again by name and read the new table. */
+static const char *const swap_sql[] = {
+    "SET LOCAL lock_timeout = '5s'",
+    "LOCK TABLE customer_metrics, metrics_staging IN ACCESS EXCLUSIVE MODE",
+    "ALTER TABLE customer_metrics RENAME TO metrics_swap",
+    "ALTER TABLE metrics_staging RENAME TO customer_metrics",
+    "ALTER TABLE metrics_swap RENAME TO metrics_staging",
     "DELETE FROM customer_metrics m USING customers c WHERE c.id = m.customer_id"
-    " AND c.status <> 'active'");
+    " AND c.status <> 'active'",
+    "TRUNCATE metrics_staging",
+};
 
 static bool phase_publish(recompute *R, crm_error *err)
 {
-    const char *params[] = {R->as_of};
-    PGresult *res = crm_db_exec(R->c, &publish_upsert, 1, params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    res = crm_db_exec(R->c, &publish_prune, 0, NULL, err);
-    PQclear(res);
-    return res != NULL;
+    for (size_t i = 0; i < sizeof swap_sql / sizeof swap_sql[0]; i++)
+        if (!crm_db_command(R->c, swap_sql[i], err))
+            return false;
+    return true;
 }
 
 /* ---- the job -------------------------------------------------------------------- */
@@ -545,11 +569,16 @@ static bool run_phase(recompute *R, int phase, crm_error *err)
         return crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
     long long started = crm_monotonic_ms();
     bool in_transaction = phase == PHASE_LOAD || phase == PHASE_STAGE || phase == PHASE_PUBLISH;
-    bool ok = (!in_transaction || crm_db_begin(R->c, err)) && run[phase](R, err) &&
-              (!in_transaction || crm_db_commit(R->c, err));
-    if (!ok) {
+    for (int attempt = 1;; attempt++) {
+        bool ok = (!in_transaction || crm_db_begin(R->c, err)) && run[phase](R, err) &&
+                  (!in_transaction || crm_db_commit(R->c, err));
+        if (ok)
+            break;
         crm_db_rollback(R->c);
-        return false;
+        /* The swap waited too long for readers' locks: try again. */
+        if (phase != PHASE_PUBLISH || attempt == 3 || strcmp(crm_db_sqlstate(R->c), "55P03") != 0)
+            return false;
+        crm_error_clear(err);
     }
     double took = (double)(crm_monotonic_ms() - started) / 1000.0;
     json_object_set_new(R->seconds, phase_names[phase], json_real(took));
@@ -587,12 +616,13 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
         }
     }
     free(R.customers);
+    free(R.events);
     if (!ok) {
         json_decref(R.seconds);
         return false;
     }
     long long customers = staged ? json_integer_value(json_object_get(at, "customers")) : (long long)R.n;
-    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers_with_purchases",
+    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers",
                                       (json_int_t)customers, "phase_seconds", R.seconds));
     return true;
 }
