@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,6 +353,22 @@ static bool plausible(const double *v, int n)
     return true;
 }
 
+typedef struct spend_fit {
+    pthread_t thread;
+    const crm_gg_row *rows;
+    size_t n;
+    crm_gg out;
+    crm_fit_report report;
+    bool ok;
+} spend_fit;
+
+static void *fit_spend(void *arg)
+{
+    spend_fit *g = arg;
+    g->ok = crm_gg_fit(g->rows, g->n, NULL, &g->out, &g->report);
+    return NULL;
+}
+
 static bool phase_fit(recompute *R, crm_error *err)
 {
     size_t n;
@@ -376,13 +393,20 @@ static bool phase_fit(recompute *R, crm_error *err)
             spend[nspend++] = (crm_gg_row){p[i]->x, p[i]->m, 1};
     }
     free(p);
-    crm_fit_report bg_report = {0}, gg_report = {0};
+    crm_fit_report bg_report = {0};
     crm_bgnbd bg = {NAN, NAN, NAN, NAN};
-    crm_gg gg = {NAN, NAN, NAN};
+    /* The two fits are independent: Gamma-Gamma on a thread of its own. */
+    spend_fit g = {.rows = spend, .n = nspend, .out = {NAN, NAN, NAN}};
+    bool threaded = pthread_create(&g.thread, NULL, fit_spend, &g) == 0;
+    if (!threaded)
+        fit_spend(&g);
     bool bg_ok = crm_bgnbd_fit(rows, nrows, NULL, &bg, &bg_report) &&
                  plausible((const double[]){bg.r, bg.alpha, bg.a, bg.b}, 4);
-    bool gg_ok = crm_gg_fit(spend, nspend, NULL, &gg, &gg_report) &&
-                 plausible((const double[]){gg.p, gg.q, gg.gamma}, 3) && gg.q > 1;
+    if (threaded)
+        pthread_join(g.thread, NULL);
+    crm_gg gg = g.out;
+    crm_fit_report gg_report = g.report;
+    bool gg_ok = g.ok && plausible((const double[]){gg.p, gg.q, gg.gamma}, 3) && gg.q > 1;
     free(rows);
     free(spend);
     return crm_db_begin(R->c, err) &&
