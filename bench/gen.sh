@@ -6,7 +6,8 @@
 #
 # Connects with CRMD_DATABASE_URL, the same variable crmd reads (empty: libpq's
 # PG* variables). Run `crmd migrate` first: the generator writes into crmd's
-# own tables and never creates any.
+# own tables, and creates only bench_meta (what the runner must know about
+# the data: the simulated purchases' parameters and observation end).
 #
 # Each entity is one function gen_<entity> holding one set-based statement
 # (INSERT ... SELECT FROM generate_series), and one option --<entity> N giving
@@ -140,13 +141,28 @@ gen_report_customers() {
         { read -r n lo hi; printf 'customers: %s rows, ids %s..%s\n' "$n" "$lo" "$hi"; }
 }
 
-# gen_touchpoints N: N touchpoints spread evenly over the live customers
-# (customer k of the generated range gets touchpoints k, k + C, k + 2C, ...),
-# over the last two years, on every channel: a third purchases with an amount
-# and items, the rest visits, e-mail events and calls. Source 'bench-gen'
-# with event ids 'g' + N. Runs in batches of 1,000,000 rows.
+# gen_touchpoints N: N touchpoints over the live customers. The purchases are
+# purchase histories drawn from known BG/NBD and Gamma-Gamma parameters by
+# bench/simulate.py (about three a customer, with item baskets holding
+# planted pairs), observed up to now, which bench_meta records as
+# 'metrics_as_of' with the parameters ('metrics_truth'); the rest, up to N,
+# are visits, e-mail events and calls over the last two years, customer k of
+# the range getting touchpoints k, k + C, ... Source 'bench-gen'.
 gen_touchpoints() {
-    local n=$1 done=0 batch
+    local n=$1 done=0 batch lo count as_of purchases
+    read -r lo count < <(gen_psql -F ' ' -c "SELECT min(id), count(*) FROM customers")
+    as_of=$(date +%s)
+    gen_psql -c "CREATE TABLE IF NOT EXISTS bench_meta (key text PRIMARY KEY, value text NOT NULL)"
+    gen_psql -v as_of="$as_of" -v truth="$(/usr/bin/python3 "$(dirname "$0")/simulate.py" --params)" <<'SQL'
+INSERT INTO bench_meta VALUES ('metrics_as_of', to_char(to_timestamp(:as_of) AT TIME ZONE 'UTC',
+    'YYYY-MM-DD"T"HH24:MI:SS"Z"')), ('metrics_truth', :'truth')
+ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+SQL
+    /usr/bin/python3 "$(dirname "$0")/simulate.py" "$lo" "$count" "$as_of" |
+        gen_psql -c "COPY touchpoints (customer_id, channel, type, direction, occurred_at, source,
+                     event_id, campaign_id, amount, currency, items, properties) FROM STDIN"
+    purchases=$(gen_psql -c "SELECT count(*) FROM touchpoints WHERE source = 'bench-gen'")
+    done=$purchases
     while [ "$done" -lt "$n" ]; do
         batch=$((n - done < 1000000 ? n - done : 1000000))
         gen_psql -v n="$batch" -v first="$done" <<'SQL'
@@ -155,17 +171,12 @@ INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, sou
                          campaign_id, amount, currency, items, properties)
 SELECT span.lo + (g % span.count),
        (ARRAY['web', 'mobile_app', 'email', 'store', 'call_centre', 'sales_visit', 'partner'])[1 + g % 7],
-       CASE WHEN g % 3 = 0 THEN 'purchase'
-            ELSE (ARRAY['visit', 'email_opened', 'email_clicked', 'call', 'page_view'])[1 + g % 5] END,
+       (ARRAY['visit', 'email_opened', 'email_clicked', 'call', 'page_view'])[1 + g % 5],
        CASE WHEN g % 5 = 1 THEN 'outbound' ELSE 'inbound' END,
        now() - make_interval(secs => (hashint4(g::int) & 2147483647) % 63072000),
        'bench-gen', 'g' || g,
        CASE WHEN g % 11 = 0 THEN 'c' || (g % 50) END,
-       CASE WHEN g % 3 = 0 THEN ((g % 20000) / 100.0)::numeric END,
-       CASE WHEN g % 3 = 0 THEN 'EUR' END,
-       CASE WHEN g % 3 = 0 THEN jsonb_build_array(jsonb_build_object('sku', 'SKU-' || (g % 500),
-                                'quantity', 1 + g % 3, 'unit_price', (g % 20000) / 100.0)) END,
-       '{}'
+       NULL, NULL, NULL, '{}'
 FROM span, generate_series(:first + 1, :first + :n) g;
 SQL
         done=$((done + batch))
