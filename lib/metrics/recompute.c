@@ -602,8 +602,8 @@ static const char *const swap_sql[] = {
     "ALTER TABLE customer_metrics RENAME TO metrics_swap",
     "ALTER TABLE metrics_staging RENAME TO customer_metrics",
     "ALTER TABLE metrics_swap RENAME TO metrics_staging",
-    "DELETE FROM customer_metrics m USING customers c WHERE c.id = m.customer_id"
-    " AND c.status <> 'active'",
+    ("DELETE FROM customer_metrics m USING customers c WHERE c.id = m.customer_id"
+     " AND c.status <> 'active'"),
     "TRUNCATE metrics_staging",
 };
 
