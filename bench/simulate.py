@@ -7,8 +7,8 @@ Gamma-Gamma parameters, as COPY text for the touchpoints table.
 
 Each customer (ids FIRST_ID .. FIRST_ID + COUNT - 1) makes a first purchase
 at a uniform time in the two years before AS_OF, then buys at a Poisson rate
-lambda ~ Gamma(r, alpha) (per day) until, after any purchase, they drop out
-with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005). Each purchase
+lambda ~ Gamma(r, alpha) (per day) until, after any repeat purchase, they
+drop out with probability p ~ Beta(a, b) (Fader, Hardie & Lee 2005). Each purchase
 spends z ~ Gamma(p_s, nu), nu ~ Gamma(q, gamma) per customer (Gamma-Gamma).
 Items: one to three of 500 SKUs, with planted pairs: SKU-1 is bought with
 SKU-2 in 60 % of its baskets, SKU-10 with SKU-11 in 40 %, SKU-20 with SKU-21
@@ -57,6 +57,7 @@ def main():
     nu = rng.gamma(GG["q"], 1.0 / GG["gamma"], count)
     t = as_of / DAY - SPAN_DAYS * rng.random(count)  # the first purchase, in days
     active = np.ones(count, dtype=bool)
+    first = np.ones(count, dtype=bool)  # the next purchase is the first
     out = sys.stdout
     event = 0
     while active.any():
@@ -70,8 +71,11 @@ def main():
             lines.append("%d\tstore\tpurchase\tinbound\t%sZ\tbench-gen\tp%d\t\\N\t%.2f\tEUR\t%s\t{}\n"
                          % (first_id + i, stamps[j], event, spend[j], baskets[j]))
         out.write("".join(lines))
-        # After each purchase: drop out, or buy again after an exponential wait.
-        stays = rng.random(len(idx)) >= drop[idx]
+        # After each repeat purchase (not the first: BG/NBD's dropout follows
+        # a transaction after time 0), drop out, or buy again after an
+        # exponential wait.
+        stays = (rng.random(len(idx)) >= drop[idx]) | first[idx]
+        first[idx] = False
         t[idx] += rng.exponential(1.0, len(idx)) / lam[idx]
         active[idx] = stays & (t[idx] < as_of / DAY)
     sys.stderr.write("simulated %d purchases\n" % event)

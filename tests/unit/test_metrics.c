@@ -390,7 +390,7 @@ typedef struct sim_customer {
 
 /* BG/NBD (per day) and Gamma-Gamma: first purchases spread over the two
  * years before as_of, purchases at rate lambda until a dropout after a
- * purchase; several on one day make one purchase day. */
+ * repeat purchase; several on one day make one purchase day. */
 static void simulate(gsl_rng *rng, sim_customer *c)
 {
     const crm_bgnbd bg = {0.25, 15, 0.8, 2.5};
@@ -399,6 +399,7 @@ static void simulate(gsl_rng *rng, sim_customer *c)
     double dropout = gsl_ran_beta(rng, bg.a, bg.b);
     double nu = gsl_ran_gamma(rng, gg.q, 1 / gg.gamma);
     double t = (double)AS_OF_DAY - 730 * gsl_rng_uniform(rng); /* in days */
+    bool first_purchase = true; /* no dropout after it: only after repeats */
     c->ndays = 0;
     for (;;) {
         long day = (long)floor(t);
@@ -411,8 +412,9 @@ static void simulate(gsl_rng *rng, sim_customer *c)
             c->days[c->ndays] = day;
             c->cents[c->ndays++] = cents;
         }
-        if (gsl_rng_uniform(rng) < dropout)
+        if (c->ndays > 0 && !first_purchase && gsl_rng_uniform(rng) < dropout)
             break;
+        first_purchase = false;
         t += gsl_ran_exponential(rng, 1 / lambda);
         if (t >= (double)AS_OF_DAY)
             break;
