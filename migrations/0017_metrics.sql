@@ -47,7 +47,13 @@ CREATE TABLE customer_metrics (
     p_alive             double precision,
     predicted_purchases double precision,      -- over the horizon
     predicted_value     double precision,      -- over the horizon, discounted
-    value_tier          text
+    value_tier          text,
+    -- velocity and variability (openapi.yaml, CustomerMetrics)
+    interval_mean       double precision,      -- days between purchase days
+    interval_cv         double precision,
+    interval_trend      double precision,      -- days per interval, the slope
+    spend_cv            double precision,      -- of the purchases' amounts
+    spend_trend         double precision       -- amount per purchase, the slope
 );
 
 CREATE TABLE metrics_staging (LIKE customer_metrics INCLUDING ALL);

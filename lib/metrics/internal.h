@@ -34,7 +34,19 @@ typedef struct metrics_customer {
     bool scored;                  /* the predictions below are set */
     double p_alive, predicted_purchases, predicted_value;
     char tier; /* 't'op, 'h'igh, 's'tandard, 0: none */
+    /* Velocity and variability: the intervals between purchase days and
+     * the purchases' amounts, in order; NAN where there are too few. */
+    double interval_mean, interval_cv, interval_trend, spend_cv, spend_trend;
 } metrics_customer;
+
+/* A series y_1, y_2, ... read one value at a time: its mean and variance
+ * (Welford) and its least-squares slope against the index. */
+typedef struct metrics_series {
+    long n;
+    double mean, m2;      /* m2: the sum of squared deviations */
+    double mean_i, c_iy;  /* the index's mean and the co-moment */
+    double m2_i;
+} metrics_series;
 
 /* Summarises one customer's events, given in time order. */
 typedef struct metrics_acc {
@@ -44,6 +56,7 @@ typedef struct metrics_acc {
     int days, valued;
     double gross, refunded, window_net, first_day_gross;
     bool first_day_valued;
+    metrics_series intervals, spend;
 } metrics_acc;
 
 void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms, int window_days);

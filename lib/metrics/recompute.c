@@ -499,7 +499,8 @@ static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_
     "COPY metrics_staging (customer_id, as_of, computed_at, purchases, refunds, unrated,"          \
     " first_purchase_at, last_purchase_at, historic_value, average_order_value, recency_days,"     \
     " frequency, monetary, r_score, f_score, m_score, rfm_cell, rfm_group, x, t_x, t_age,"         \
-    " repeat_mean_value, p_alive, predicted_purchases, predicted_value, value_tier) FROM STDIN"
+    " repeat_mean_value, p_alive, predicted_purchases, predicted_value, value_tier,"              \
+    " interval_mean, interval_cv, interval_trend, spend_cv, spend_trend) FROM STDIN"
 
 static void put_number(crm_bytebuf *b, bool present, double v)
 {
@@ -558,9 +559,16 @@ static void put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of
     put_number(b, c->scored, c->predicted_purchases);
     put_number(b, c->scored, c->predicted_value);
     const char *tier = c->tier == 't' ? "top" : c->tier == 'h' ? "high" : "standard";
-    n = c->scored && c->tier ? snprintf(text, sizeof text, "%s\n", tier)
-                             : snprintf(text, sizeof text, "\\N\n");
+    n = c->scored && c->tier ? snprintf(text, sizeof text, "%s\t", tier)
+                             : snprintf(text, sizeof text, "\\N\t");
     crm_bytebuf_put(b, text, (size_t)n);
+    put_number(b, true, c->interval_mean); /* NAN: \N */
+    put_number(b, true, c->interval_cv);
+    put_number(b, true, c->interval_trend);
+    put_number(b, true, c->spend_cv);
+    put_number(b, true, c->spend_trend);
+    if (!b->failed && b->len > 0)
+        b->data[b->len - 1] = '\n'; /* the last column ends the row */
 }
 
 static bool phase_stage(recompute *R, crm_error *err)

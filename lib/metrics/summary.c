@@ -17,6 +17,34 @@ static long long day_of(long long t_ms)
     return t_ms >= 0 ? t_ms / DAY_MS : -((-t_ms + DAY_MS - 1) / DAY_MS);
 }
 
+/* Adds y, the series' next value (index n + 1). */
+static void series_add(metrics_series *s, double y)
+{
+    s->n++;
+    double i = (double)s->n;
+    double di = i - s->mean_i, dy = y - s->mean;
+    s->mean_i += di / (double)s->n;
+    s->mean += dy / (double)s->n;
+    s->m2 += dy * (y - s->mean);
+    s->m2_i += di * (i - s->mean_i);
+    s->c_iy += di * (y - s->mean);
+}
+
+/* The coefficient of variation: the population standard deviation over
+ * the mean; NAN below two values or for a mean of 0. */
+static double series_cv(const metrics_series *s)
+{
+    if (s->n < 2 || s->mean == 0)
+        return NAN;
+    return sqrt(s->m2 / (double)s->n) / s->mean;
+}
+
+/* The least-squares slope against the index; NAN below two values. */
+static double series_slope(const metrics_series *s)
+{
+    return s->n < 2 ? NAN : s->c_iy / s->m2_i;
+}
+
 void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms, int window_days)
 {
     memset(a, 0, sizeof *a);
@@ -47,6 +75,7 @@ void metrics_acc_add(metrics_acc *a, const metrics_event *e)
     if (e->has_value) {
         a->gross += value;
         a->valued++;
+        series_add(&a->spend, value);
     }
     if (in_window) {
         c->frequency++;
@@ -58,6 +87,7 @@ void metrics_acc_add(metrics_acc *a, const metrics_event *e)
         a->last_day = day;
         a->days = 1;
     } else if (day != a->last_day) {
+        series_add(&a->intervals, (double)(day - a->last_day));
         a->days++;
         a->last_day = day;
     }
@@ -75,6 +105,11 @@ void metrics_acc_end(metrics_acc *a)
     c->monetary = a->window_net;
     c->has_aov = a->valued > 0;
     c->aov = c->has_aov ? a->gross / a->valued : 0;
+    c->interval_mean = a->intervals.n > 0 ? a->intervals.mean : NAN;
+    c->interval_cv = series_cv(&a->intervals);
+    c->interval_trend = series_slope(&a->intervals);
+    c->spend_cv = series_cv(&a->spend);
+    c->spend_trend = series_slope(&a->spend);
     if (c->purchases == 0)
         return;
     c->recency_days = (double)(a->as_of_ms - c->last_ms) / (double)DAY_MS;

@@ -239,6 +239,18 @@ static void check_customer(long long id, const expected *e)
     json_decref(m);
 }
 
+/* A velocity figure: NAN expects null. */
+static void check_velocity(long long id, const char *key, double want)
+{
+    json_t *m = metrics_of(id);
+    if (isnan(want))
+        ck_assert_msg(is_null(m, "velocity", key), "velocity.%s is not null", key);
+    else
+        ck_assert_msg(fabs(num(m, "velocity", key) - want) <= 1e-9 * fmax(1, fabs(want)),
+                      "velocity.%s = %.17g, not %.17g", key, num(m, "velocity", key), want);
+    json_decref(m);
+}
+
 START_TEST(a_recompute_gives_the_figures_worked_out_by_hand)
 {
     fixture x = make_fixture();
@@ -252,6 +264,24 @@ START_TEST(a_recompute_gives_the_figures_worked_out_by_hand)
                                     "champions"});
     check_customer(x.g, &(expected){1, 0, 20, 20, 184, 1, 20, 0, 0, 184, NAN, "333",
                                     "needs_attention"});
+    /* Velocity, by hand. A's purchase days 2025-01-10, 06-01, 12-01: intervals
+     * 142 and 183 days, mean 162.5, population sd 20.5, CV 20.5 / 162.5,
+     * slope 41 days an interval; amounts 100, 50, 30, 120 in order: mean 75,
+     * variance (625 + 625 + 2025 + 2025) / 4 = 1325, slope
+     * sum((i - 2.5)(y - 75)) / sum((i - 2.5)^2) = 20 / 5 = 4. F: one interval
+     * (no CV, no trend), amounts 500 and 500: CV 0, trend 0. */
+    check_velocity(x.a, "interval_mean_days", 162.5);
+    check_velocity(x.a, "interval_cv", 20.5 / 162.5);
+    check_velocity(x.a, "interval_trend_days", 41);
+    check_velocity(x.a, "spend_cv", sqrt(1325.0) / 75);
+    check_velocity(x.a, "spend_trend", 4);
+    check_velocity(x.f, "interval_mean_days", 14);
+    check_velocity(x.f, "interval_cv", NAN);
+    check_velocity(x.f, "interval_trend_days", NAN);
+    check_velocity(x.f, "spend_cv", 0);
+    check_velocity(x.f, "spend_trend", 0);
+    check_velocity(x.b, "interval_mean_days", NAN);
+    check_velocity(x.b, "spend_cv", NAN);
     /* No purchase up to as_of: counted, no scores, no summary. */
     long long none[] = {x.d, x.e};
     for (size_t i = 0; i < 2; i++) {
