@@ -413,3 +413,12 @@ char *crm_json_text(const json_t *v, size_t *len)
     crm_jbuf_json(&b, v);
     return crm_jbuf_take(&b, len);
 }
+
+bool crm_json_fwrite(FILE *out, const json_t *v)
+{
+    size_t len = 0;
+    char *text = crm_json_text(v, &len);
+    bool ok = text != NULL && fwrite(text, 1, len, out) == len;
+    free(text);
+    return ok;
+}

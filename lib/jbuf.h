@@ -26,6 +26,7 @@
 #include "bytebuf.h"
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Four times CRM_JSON_STORED_DEPTH_MAX (json.h), the most that stored JSON
  * may nest: any envelope a representation puts around it fits. */
@@ -75,6 +76,10 @@ void crm_jbuf_json(crm_jbuf *b, const json_t *v);
 /* v as compact JSON text (the caller frees it), or NULL. Used for every JSON
  * response, so numbers print the same way everywhere. */
 char *crm_json_text(const json_t *v, size_t *len);
+
+/* Writes crm_json_text(v) to out; false when memory ran out or the write
+ * failed. */
+bool crm_json_fwrite(FILE *out, const json_t *v);
 
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" and a NUL into out (at least 32 bytes);
  * returns the length. */

@@ -173,16 +173,6 @@ static long long resolve_for_export(crm_conn *c, long long id, crm_error *err)
     return target;
 }
 
-/* Writes v to out as the JSON of responses (compact; jbuf's printing). */
-static void write_json(FILE *out, const json_t *v)
-{
-    size_t len = 0;
-    char *text = crm_json_text(v, &len);
-    if (text == NULL || fwrite(text, 1, len, out) != len)
-        fputs("\x01", out); /* never valid JSON: the reader's check fails */
-    free(text);
-}
-
 /* Writes the export of the person target on c to out, from its opening
  * brace to its closing one; *ids gets the exported customers' ids as a
  * bigint[] literal (caller frees) for the audit entry. */
@@ -209,7 +199,7 @@ static bool export_on(crm_conn *c, long long target, FILE *out, char **ids_out, 
     fprintf(out, "{\"format_version\":%d,\"exported_at\":\"%s\",\"customer\":",
             CRM_CUSTOMER_EXPORT_FORMAT_VERSION, stamp);
     json_t *rep = exported_customer(res, 0);
-    write_json(out, rep);
+    bool written = crm_json_fwrite(out, rep);
     json_decref(rep);
     fputs(",\"merged_customers\":[", out);
     len += (size_t)snprintf(ids, cap, "{%s", PQgetvalue(res, 0, CRM_COL_ID));
@@ -217,7 +207,7 @@ static bool export_on(crm_conn *c, long long target, FILE *out, char **ids_out, 
         if (r > 1)
             fputc(',', out);
         rep = exported_customer(res, r);
-        write_json(out, rep);
+        written = crm_json_fwrite(out, rep) && written;
         json_decref(rep);
         len += (size_t)snprintf(ids + len, cap - len, ",%s", PQgetvalue(res, r, CRM_COL_ID));
     }
@@ -227,7 +217,7 @@ static bool export_on(crm_conn *c, long long target, FILE *out, char **ids_out, 
 
     /* Then each customer-attached table's part, as the registry says. */
     crm_export_step step = {.c = c, .target = target, .ids = ids, .out = out};
-    bool ok = true;
+    bool ok = written || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     for (size_t i = 0; ok && i < crm_customer_tables_count; i++)
         if (crm_customer_tables[i].on_export != NULL)
             ok = crm_customer_tables[i].on_export(&step, err);
@@ -360,7 +350,8 @@ static json_t *scrub(crm_conn *c, long long target, const char *ids, crm_error *
     }
     /* Then each customer-attached table, as the registry says. */
     for (size_t i = 0; i < crm_customer_tables_count; i++)
-        if (crm_customer_tables[i].on_erase != NULL && !crm_customer_tables[i].on_erase(c, ids, err)) {
+        if (crm_customer_tables[i].on_erase != NULL &&
+            !crm_customer_tables[i].on_erase(c, ids, err)) {
             json_decref(stone);
             return NULL;
         }

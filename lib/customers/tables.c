@@ -32,8 +32,7 @@ static json_t *exec_json_rows(crm_conn *c, crm_stmt *stmt, int n, const char *co
     return rows;
 }
 
-static bool exec_ok(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
-                    crm_error *err)
+static bool exec_ok(crm_conn *c, crm_stmt *stmt, int n, const char *const *params, crm_error *err)
 {
     PGresult *res = crm_db_exec(c, stmt, n, params, err);
     PQclear(res);
@@ -115,30 +114,28 @@ typedef struct row_sink {
     bool any;
 } row_sink;
 
-static void sink_json(row_sink *sink, json_t *v)
+/* Writes v (stolen); false with err when it could not be written. */
+static bool sink_json(row_sink *sink, json_t *v, crm_error *err)
 {
-    size_t len = 0;
-    char *text = crm_json_text(v, &len);
-    json_decref(v);
     if (sink->any)
         fputc(',', sink->out);
     sink->any = true;
-    if (text == NULL || fwrite(text, 1, len, sink->out) != len)
-        fputs("\x01", sink->out); /* never valid JSON: the export's check fails */
-    free(text);
+    bool ok = crm_json_fwrite(sink->out, v);
+    json_decref(v);
+    return ok || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
 }
 
 static bool consent_row(const PGresult *res, void *ctx, crm_error *err)
 {
-    (void)err;
-    sink_json(ctx, json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
-                             (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
-                             (json_int_t)atoll(PQgetvalue(res, 0, 1)), "channel",
-                             PQgetvalue(res, 0, 2), "purpose", PQgetvalue(res, 0, 3), "status",
-                             PQgetvalue(res, 0, 4), "source", PQgetvalue(res, 0, 5), "captured_at",
-                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 6))), "recorded_at",
-                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 7)))));
-    return true;
+    return sink_json(ctx,
+                     json_pack("{s:I, s:I, s:s, s:s, s:s, s:s, s:o, s:o}", "id",
+                               (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
+                               (json_int_t)atoll(PQgetvalue(res, 0, 1)), "channel",
+                               PQgetvalue(res, 0, 2), "purpose", PQgetvalue(res, 0, 3), "status",
+                               PQgetvalue(res, 0, 4), "source", PQgetvalue(res, 0, 5),
+                               "captured_at", crm_json_timestamp(atoll(PQgetvalue(res, 0, 6))),
+                               "recorded_at", crm_json_timestamp(atoll(PQgetvalue(res, 0, 7)))),
+                     err);
 }
 
 static bool export_consents_step(const crm_export_step *x, crm_error *err)
@@ -148,7 +145,8 @@ static bool export_consents_step(const crm_export_step *x, crm_error *err)
         return false;
     fputs(",\"consents\":{\"current\":", x->out);
     row_sink whole = {x->out, false};
-    sink_json(&whole, current);
+    if (!sink_json(&whole, current, err))
+        return false;
     fputs(",\"history\":[", x->out);
     row_sink sink = {x->out, false};
     const char *params[] = {x->ids};
@@ -177,15 +175,15 @@ static bool erase_audit_step(crm_conn *c, const char *ids, crm_error *err)
 
 static bool audit_row(const PGresult *res, void *ctx, crm_error *err)
 {
-    (void)err;
     json_t *changes = crm_json_load_stored(PQgetvalue(res, 0, 5));
-    sink_json(ctx, json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
-                             (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
-                             (json_int_t)atoll(PQgetvalue(res, 0, 1)), "at",
-                             crm_json_timestamp(atoll(PQgetvalue(res, 0, 2))), "api_key_id",
-                             int_or_null(res, 0, 3), "action", PQgetvalue(res, 0, 4), "changes",
-                             changes ? changes : json_object()));
-    return true;
+    return sink_json(ctx,
+                     json_pack("{s:I, s:I, s:o, s:o, s:s, s:o}", "id",
+                               (json_int_t)atoll(PQgetvalue(res, 0, 0)), "customer_id",
+                               (json_int_t)atoll(PQgetvalue(res, 0, 1)), "at",
+                               crm_json_timestamp(atoll(PQgetvalue(res, 0, 2))), "api_key_id",
+                               int_or_null(res, 0, 3), "action", PQgetvalue(res, 0, 4), "changes",
+                               changes ? changes : json_object()),
+                     err);
 }
 
 static bool export_audit_step(const crm_export_step *x, crm_error *err)
@@ -260,21 +258,21 @@ static bool erase_idempotency_step(crm_conn *c, const char *ids, crm_error *err)
  * the survivor's now, and the next recompute counts it there); an erased
  * customer's goes (the models' fits and the base's aggregates keep only
  * anonymous figures). */
-static crm_stmt drop_merged_metrics = CRM_STMT(
-    "customer_merge_drop_metrics",
-    "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
+static crm_stmt drop_merged_metrics =
+    CRM_STMT("customer_merge_drop_metrics",
+             "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
 
 static crm_stmt erase_metrics = CRM_STMT(
     "privacy_erase_metrics", "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
 
-static crm_stmt erase_staged_metrics = CRM_STMT(
-    "privacy_erase_staged_metrics",
-    "DELETE FROM metrics_staging WHERE customer_id = ANY($1::bigint[])");
+static crm_stmt erase_staged_metrics =
+    CRM_STMT("privacy_erase_staged_metrics",
+             "DELETE FROM metrics_staging WHERE customer_id = ANY($1::bigint[])");
 
-static crm_stmt export_metrics = CRM_STMT_RO(
-    "privacy_export_metrics",
-    "SELECT coalesce(json_agg(row_to_json(m) ORDER BY m.customer_id), '[]')::text"
-    " FROM customer_metrics m WHERE m.customer_id = ANY($1::bigint[])");
+static crm_stmt export_metrics =
+    CRM_STMT_RO("privacy_export_metrics",
+                "SELECT coalesce(json_agg(row_to_json(m) ORDER BY m.customer_id), '[]')::text"
+                " FROM customer_metrics m WHERE m.customer_id = ANY($1::bigint[])");
 
 static bool merge_metrics(const crm_merge_step *m, crm_error *err)
 {
@@ -313,8 +311,8 @@ const crm_customer_table crm_customer_tables[] = {
      "where the parties' current decisions disagree the survivor gets a newer revocation; "
      "then every decision moves to the survivor",
      "each decision stays as an anonymous fact; its free-text source is redacted",
-     "consents.current (the person's state) and consents.history (every decision)",
-     merge_consents, erase_consents_step, export_consents_step},
+     "consents.current (the person's state) and consents.history (every decision)", merge_consents,
+     erase_consents_step, export_consents_step},
     {"customer_audit", "customer_id",
      "stays with the customer it describes; the merge is audited on the survivor and on each "
      "merged customer",
@@ -326,10 +324,9 @@ const crm_customer_table crm_customer_tables[] = {
      crm_touchpoints_erase, export_touchpoints_step},
     {"customer_external_ids", "customer_id", "move to the survivor (listed in its audit row)",
      "deleted: an external id names the person",
-     "external_ids inside each exported customer (read with the customer rows)",
-     merge_external_ids, erase_external_ids_step, NULL},
-    {"idempotency_keys", "customer_id",
-     "stay: a stored response replays as it was first answered",
+     "external_ids inside each exported customer (read with the customer rows)", merge_external_ids,
+     erase_external_ids_step, NULL},
+    {"idempotency_keys", "customer_id", "stay: a stored response replays as it was first answered",
      "deleted, with every stored response whose Location names the customer: they are "
      "copies of its data",
      "not exported: copies of responses whose data the other members already hold", NULL,
@@ -343,8 +340,7 @@ const crm_customer_table crm_customer_tables[] = {
     {"metrics_staging", "customer_id",
      "stay: a recompute's working rows, rebuilt by the next one (publication reads the "
      "customers' status)",
-     "deleted", "not exported: working rows of a recompute", NULL, erase_staged_metrics_step,
-     NULL},
+     "deleted", "not exported: working rows of a recompute", NULL, erase_staged_metrics_step, NULL},
     {"customer_search_terms", "customer_id",
      "stay: triggers on customers keep them in step with each customer's columns",
      "removed by the triggers on customers when erasure sets the status to erased",
