@@ -694,38 +694,6 @@ bool crm_db_commit(crm_conn *c, crm_error *err)
     return crm_db_command(c, "COMMIT", err);
 }
 
-bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err)
-{
-    c->sqlstate[0] = '\0';
-    PGresult *res = PQexecParams(c->pg, sql, 0, NULL, NULL, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COPY_IN)
-        return fail_result(c, res, "COPY", err);
-    PQclear(res);
-    /* In pieces: one call with the whole batch would make libpq copy it
-     * into its output buffer first. */
-    const size_t piece = 256 * 1024;
-    for (size_t at = 0; at < len; at += piece) {
-        size_t n = len - at < piece ? len - at : piece;
-        if (PQputCopyData(c->pg, data + at, (int)n) != 1) {
-            c->broken = true;
-            return fail_result(c, NULL, "COPY", err);
-        }
-    }
-    if (PQputCopyEnd(c->pg, NULL) != 1) {
-        c->broken = true;
-        return fail_result(c, NULL, "COPY", err);
-    }
-    res = PQgetResult(c->pg);
-    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
-    if (!ok) /* an unknown customer id refuses a COPY: callers fall back (touchpoints/store.c) */
-        fail_result_expecting(c, res, "COPY", "23503", err);
-    else
-        PQclear(res);
-    while ((res = PQgetResult(c->pg)) != NULL) /* the end of the command */
-        PQclear(res);
-    return ok;
-}
-
 bool crm_db_copy_begin(crm_conn *c, const char *sql, crm_error *err)
 {
     c->sqlstate[0] = '\0';
@@ -738,6 +706,8 @@ bool crm_db_copy_begin(crm_conn *c, const char *sql, crm_error *err)
 
 bool crm_db_copy_put(crm_conn *c, const char *data, size_t len, crm_error *err)
 {
+    /* In pieces: one call with the whole batch would make libpq copy it
+     * into its output buffer first. */
     const size_t piece = 256 * 1024;
     for (size_t at = 0; at < len; at += piece) {
         size_t n = len - at < piece ? len - at : piece;
@@ -749,7 +719,10 @@ bool crm_db_copy_put(crm_conn *c, const char *data, size_t len, crm_error *err)
     return true;
 }
 
-bool crm_db_copy_end(crm_conn *c, const char *abort_reason, crm_error *err)
+/* Ends the COPY; a failure with expected_state (may be NULL) is logged as
+ * expected. */
+static bool copy_end_expecting(crm_conn *c, const char *abort_reason, const char *expected_state,
+                               crm_error *err)
 {
     if (PQputCopyEnd(c->pg, abort_reason) != 1) {
         c->broken = true;
@@ -758,12 +731,25 @@ bool crm_db_copy_end(crm_conn *c, const char *abort_reason, crm_error *err)
     PGresult *res = PQgetResult(c->pg);
     bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
     if (!ok)
-        fail_result(c, res, "COPY", err);
+        fail_result_expecting(c, res, "COPY", expected_state, err);
     else
         PQclear(res);
-    while ((res = PQgetResult(c->pg)) != NULL)
+    while ((res = PQgetResult(c->pg)) != NULL) /* the end of the command */
         PQclear(res);
     return ok && abort_reason == NULL;
+}
+
+bool crm_db_copy_end(crm_conn *c, const char *abort_reason, crm_error *err)
+{
+    return copy_end_expecting(c, abort_reason, NULL, err);
+}
+
+bool crm_db_copy_in(crm_conn *c, const char *sql, const char *data, size_t len, crm_error *err)
+{
+    /* An unknown customer id refuses a COPY: callers fall back
+     * (touchpoints/store.c), so that failure is expected. */
+    return crm_db_copy_begin(c, sql, err) && crm_db_copy_put(c, data, len, err) &&
+           copy_end_expecting(c, NULL, "23503", err);
 }
 
 bool crm_db_copy_out(crm_conn *c, const char *sql, crm_db_line_fn fn, void *ctx, crm_error *err)
