@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* $1 the id, $2 the reporting currency, $3 the horizon, $4 the window. A
  * merged id is one hop from its survivor (merges compress their chains,

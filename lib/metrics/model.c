@@ -128,7 +128,6 @@ bool metrics_models_in_force(crm_conn *c, crm_bgnbd *bg, bool *have_bg, crm_gg *
 
 /* ---- GET /v1/metrics/model ------------------------------------------------------ */
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 /* Per model: the latest fit and the one in force, as JSON text. */
 static crm_stmt fits = CRM_STMT_RO(

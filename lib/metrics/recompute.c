@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,6 +72,8 @@ typedef struct recompute {
     long long as_of_ms;
     metrics_customer *customers; /* every live customer, by id */
     size_t n, cap;
+    metrics_customer **by_summary; /* the purchasers, by (x, t_x, t_age) */
+    size_t npurchasers;
     loaded_event *events;
     size_t nevents, events_cap;
     rate *rates;
@@ -325,20 +328,21 @@ static bool same_summary(const metrics_customer *a, const metrics_customer *b)
     return a->x == b->x && a->t_x == b->t_x && a->t_age == b->t_age;
 }
 
-/* The purchasers sorted by summary; *n their number. */
-static metrics_customer **purchasers_by_summary(recompute *R, size_t *n, crm_error *err)
+/* The purchasers sorted by summary (R->by_summary, R->npurchasers), made
+ * once for the fit and the score. */
+static bool sort_purchasers(recompute *R, crm_error *err)
 {
-    metrics_customer **p = malloc((R->n ? R->n : 1) * sizeof *p);
-    if (p == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    *n = 0;
+    if (R->by_summary != NULL)
+        return true;
+    R->by_summary = malloc((R->n ? R->n : 1) * sizeof *R->by_summary);
+    if (R->by_summary == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    R->npurchasers = 0;
     for (size_t i = 0; i < R->n; i++)
         if (R->customers[i].purchases > 0)
-            p[(*n)++] = &R->customers[i];
-    qsort(p, *n, sizeof *p, by_summary);
-    return p;
+            R->by_summary[R->npurchasers++] = &R->customers[i];
+    qsort(R->by_summary, R->npurchasers, sizeof *R->by_summary, by_summary);
+    return true;
 }
 
 /* Parameters a business could use: finite and within [1e-6, 1e7]. A fit
@@ -371,14 +375,13 @@ static void *fit_spend(void *arg)
 
 static bool phase_fit(recompute *R, crm_error *err)
 {
-    size_t n;
-    metrics_customer **p = purchasers_by_summary(R, &n, err);
-    if (p == NULL)
+    if (!sort_purchasers(R, err))
         return false;
+    metrics_customer **p = R->by_summary;
+    size_t n = R->npurchasers;
     crm_bgnbd_row *rows = malloc((n ? n : 1) * sizeof *rows);
     crm_gg_row *spend = malloc((n ? n : 1) * sizeof *spend);
     if (rows == NULL || spend == NULL) {
-        free(p);
         free(rows);
         free(spend);
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
@@ -392,7 +395,6 @@ static bool phase_fit(recompute *R, crm_error *err)
         if (p[i]->x > 0 && p[i]->has_m && p[i]->m > 0)
             spend[nspend++] = (crm_gg_row){p[i]->x, p[i]->m, 1};
     }
-    free(p);
     crm_fit_report bg_report = {0};
     crm_bgnbd bg = {NAN, NAN, NAN, NAN};
     /* The two fits are independent: Gamma-Gamma on a thread of its own. */
@@ -460,10 +462,10 @@ static bool phase_score(recompute *R, crm_error *err)
         crm_log(CRM_LOG_WARN, "metrics: no BG/NBD fit in force, predictions left empty");
         return true;
     }
-    size_t n;
-    metrics_customer **p = purchasers_by_summary(R, &n, err);
-    if (p == NULL)
+    if (!sort_purchasers(R, err))
         return false;
+    metrics_customer **p = R->by_summary;
+    size_t n = R->npurchasers;
     double horizon = R->cfg.horizon_days, p_alive = NAN, purchases = NAN, discounted = NAN;
     for (size_t i = 0; i < n; i++) {
         metrics_customer *c = p[i];
@@ -477,17 +479,14 @@ static bool phase_score(recompute *R, crm_error *err)
         bool own = c->has_m && c->m > 0;
         double spend = R->have_gg ? crm_gg_expected_spend(&R->gg, own ? c->x : 0, own ? c->m : 0)
                                   : NAN;
-        if (!isfinite(p_alive) || !isfinite(purchases))
-            continue;
+        if (!isfinite(p_alive) || !isfinite(purchases) || !isfinite(spend) ||
+            !isfinite(discounted))
+            continue; /* a prediction needs both models */
         c->scored = true;
         c->p_alive = p_alive;
         c->predicted_purchases = purchases;
-        c->predicted_value = isfinite(spend) && isfinite(discounted) ? spend * discounted : NAN;
+        c->predicted_value = spend * discounted;
     }
-    free(p);
-    for (size_t i = 0; i < R->n; i++) /* a value needs both models */
-        if (R->customers[i].scored && !isfinite(R->customers[i].predicted_value))
-            R->customers[i].scored = false;
     return assign_tiers(R, err);
 }
 
@@ -502,66 +501,76 @@ static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_
     " repeat_mean_value, p_alive, predicted_purchases, predicted_value, value_tier,"              \
     " interval_mean, interval_cv, interval_trend, spend_cv, spend_trend) FROM STDIN"
 
+/* Appends printf(fmt, ...); b fails when the text would not fit a line's
+ * field (it is never cut short). */
+__attribute__((format(printf, 2, 3))) static void put_fmt(crm_bytebuf *b, const char *fmt, ...)
+{
+    char text[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof text)
+        b->failed = true;
+    else
+        crm_bytebuf_put(b, text, (size_t)n);
+}
+
 static void put_number(crm_bytebuf *b, bool present, double v)
 {
-    char text[40];
-    int n = present && isfinite(v) ? snprintf(text, sizeof text, "%.17g\t", v)
-                                   : snprintf(text, sizeof text, "\\N\t");
-    crm_bytebuf_put(b, text, (size_t)n);
+    if (present && isfinite(v))
+        put_fmt(b, "%.17g\t", v);
+    else
+        put_fmt(b, "\\N\t");
 }
 
 /* Amounts: to 4 decimals, as numeric. */
 static void put_amount(crm_bytebuf *b, bool present, double v)
 {
-    char text[48];
-    int n = present && isfinite(v) ? snprintf(text, sizeof text, "%.4f\t", v)
-                                   : snprintf(text, sizeof text, "\\N\t");
-    crm_bytebuf_put(b, text, (size_t)n);
+    if (present && isfinite(v))
+        put_fmt(b, "%.4f\t", v);
+    else
+        put_fmt(b, "\\N\t");
 }
 
 static void put_time(crm_bytebuf *b, bool present, long long ms)
 {
     char text[48];
     if (present) {
-        size_t n = crm_format_timestamp(ms, text);
-        text[n++] = '\t';
-        crm_bytebuf_put(b, text, n);
+        crm_format_timestamp(ms, text);
+        put_fmt(b, "%s\t", text);
     } else {
-        crm_bytebuf_put(b, "\\N\t", 3);
+        put_fmt(b, "\\N\t");
     }
 }
 
 static void put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
                     const char *now)
 {
-    char text[192];
     bool bought = c->purchases > 0;
-    int n = snprintf(text, sizeof text, "%lld\t%s\t%s\t%d\t%d\t%d\t", c->id, as_of, now,
-                     c->purchases, c->refunds, c->unrated);
-    crm_bytebuf_put(b, text, (size_t)n);
+    put_fmt(b, "%lld\t%s\t%s\t%d\t%d\t%d\t", c->id, as_of, now, c->purchases, c->refunds,
+            c->unrated);
     put_time(b, bought, c->first_ms);
     put_time(b, bought, c->last_ms);
     put_amount(b, true, c->historic);
     put_amount(b, c->has_aov, c->aov);
     put_number(b, bought, c->recency_days);
-    n = snprintf(text, sizeof text, "%d\t", c->frequency);
-    crm_bytebuf_put(b, text, (size_t)n);
+    put_fmt(b, "%d\t", c->frequency);
     put_amount(b, true, c->monetary);
     if (bought)
-        n = snprintf(text, sizeof text, "%d\t%d\t%d\t%d%d%d\t%s\t%d\t%d\t%d\t", c->r, c->f,
-                     c->mscore, c->r, c->f, c->mscore, rfm_group(c->r, c->f), c->x, c->t_x,
-                     c->t_age);
+        put_fmt(b, "%d\t%d\t%d\t%d%d%d\t%s\t%d\t%d\t%d\t", c->r, c->f, c->mscore, c->r, c->f,
+                c->mscore, rfm_group(c->r, c->f), c->x, c->t_x, c->t_age);
     else
-        n = snprintf(text, sizeof text, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t");
-    crm_bytebuf_put(b, text, (size_t)n);
+        put_fmt(b, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t");
     put_amount(b, c->has_m, c->m);
     put_number(b, c->scored, c->p_alive);
     put_number(b, c->scored, c->predicted_purchases);
     put_number(b, c->scored, c->predicted_value);
     const char *tier = c->tier == 't' ? "top" : c->tier == 'h' ? "high" : "standard";
-    n = c->scored && c->tier ? snprintf(text, sizeof text, "%s\t", tier)
-                             : snprintf(text, sizeof text, "\\N\t");
-    crm_bytebuf_put(b, text, (size_t)n);
+    if (c->scored && c->tier)
+        put_fmt(b, "%s\t", tier);
+    else
+        put_fmt(b, "\\N\t");
     put_number(b, true, c->interval_mean); /* NAN: \N */
     put_number(b, true, c->interval_cv);
     put_number(b, true, c->interval_trend);
@@ -587,7 +596,7 @@ static bool phase_stage(recompute *R, crm_error *err)
     for (size_t i = 0; ok && i < R->n; i++) {
         put_row(&b, &R->customers[i], R->as_of, now);
         if (b.failed)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+            ok = crm_error_set(err, CRM_E_INTERNAL, "a staged row could not be written");
         else if (b.len >= 1 << 20 || i + 1 == R->n) {
             ok = crm_db_copy_put(R->c, b.data, b.len, err);
             b.len = 0;
@@ -686,6 +695,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
         }
     }
     free(R.customers);
+    free(R.by_summary);
     free(R.events);
     free(R.rates);
     if (!ok) {
