@@ -304,6 +304,36 @@ static bool export_metrics_step(const crm_export_step *x, crm_error *err)
     return true;
 }
 
+/* ---- customer_lifecycle ----------------------------------------------------------- */
+
+static crm_stmt erase_lifecycle =
+    CRM_STMT("privacy_erase_lifecycle",
+             "DELETE FROM customer_lifecycle WHERE customer_id = ANY($1::bigint[])");
+
+static crm_stmt export_lifecycle = CRM_STMT_RO(
+    "privacy_export_lifecycle",
+    "SELECT coalesce(json_agg(json_build_object('customer_id', customer_id, 'stage', stage,"
+    " 'previous', previous, 'changed_at', " CRM_SQL_TS("changed_at") ") ORDER BY customer_id, id),"
+    " '[]')::text FROM customer_lifecycle WHERE customer_id = ANY($1::bigint[])");
+
+static bool erase_lifecycle_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    const char *params[] = {ids};
+    return exec_ok(c, &erase_lifecycle, 1, params, err);
+}
+
+static bool export_lifecycle_step(const crm_export_step *x, crm_error *err)
+{
+    const char *params[] = {x->ids};
+    PGresult *res = crm_db_exec(x->c, &export_lifecycle, 1, params, err);
+    if (res == NULL)
+        return false;
+    fputs(",\"lifecycle\":", x->out);
+    fputs(PQgetvalue(res, 0, 0), x->out);
+    PQclear(res);
+    return true;
+}
+
 /* ---- the registry ----------------------------------------------------------------- */
 
 const crm_customer_table crm_customer_tables[] = {
@@ -341,6 +371,12 @@ const crm_customer_table crm_customer_tables[] = {
      "stay: a recompute's working rows, rebuilt by the next one (publication reads the "
      "customers' status)",
      "deleted", "not exported: working rows of a recompute", NULL, erase_staged_metrics_step, NULL},
+    {"customer_lifecycle", "customer_id",
+     "stay with the customer whose stage they record; the survivor's next computed stage "
+     "continues its own history",
+     "deleted: a person's stages over time describe the person",
+     "lifecycle: every stage change of the person's customers", NULL, erase_lifecycle_step,
+     export_lifecycle_step},
     {"customer_search_terms", "customer_id",
      "stay: triggers on customers keep them in step with each customer's columns",
      "removed by the triggers on customers when erasure sets the status to erased",

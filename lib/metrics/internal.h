@@ -64,9 +64,8 @@ void metrics_acc_add(metrics_acc *a, const metrics_event *e);
 /* Finishes a->c. */
 void metrics_acc_end(metrics_acc *a);
 
-/* SQL that prints a timestamptz column as the API does (RFC 3339, UTC,
- * milliseconds). */
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+/* SQL that prints a timestamptz column as the API does (db.h). */
+#define TS(col) CRM_SQL_TS(col)
 
 /* This process's configuration (crm_metrics_configure), by value. */
 crm_metrics_config metrics_config(void);
