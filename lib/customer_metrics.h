@@ -38,6 +38,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "error.h"
 #include "jobs.h"
 
@@ -48,6 +49,12 @@ typedef struct crm_metrics_config {
     double tier_top;        /* share of customers by predicted value in tier "top" (0.01) */
     double tier_high;       /* ... in "top" or "high" (0.20) */
     char currency[4];       /* the reporting currency (EUR) */
+    /* Lifecycle rules (openapi.yaml, CustomerMetrics.lifecycle) */
+    int new_days;           /* first purchase at most this long ago: new (90) */
+    int at_risk_days;       /* no purchase for longer: at risk (180) */
+    double at_risk_p_alive; /* P(alive) below this: at risk (0.3) */
+    int lapsed_days;        /* no purchase for longer: lapsed (365); a purchase
+                               after a longer gap: won back */
 } crm_metrics_config;
 
 /* The defaults above. */
@@ -65,10 +72,42 @@ extern const crm_job_kind crm_metrics_recompute_kind;
 json_t *crm_metrics_recompute_submit(long long as_ms, long long api_key_id, long long *running,
                                      crm_error *err);
 
+/* The same; refit false scores with the models in force instead of fitting
+ * them again. */
+json_t *crm_metrics_recompute_submit_with(long long as_ms, bool refit, long long api_key_id,
+                                          long long *running, crm_error *err);
+
+/* One sweep of the follower (metrics/follow.c) on c, a connection of its
+ * own: the customers whose purchases, refunds or scored feedback changed,
+ * or who were created, changed, merged or erased, since the last sweep (at
+ * most batch changes of each feed) get their rows recomputed and replaced,
+ * all in one transaction. *customers: how many were looked at; *more: a
+ * feed had more changes waiting. False with err when the sweep failed
+ * (nothing changed; the next one goes over the same changes). */
+bool crm_metrics_follow(crm_conn *c, int batch, long long *customers, bool *more, crm_error *err);
+
+/* Takes the follower's advisory lock on c for as long as c lives:
+ * *claimed false when another connection holds it. */
+bool crm_metrics_follow_claim(crm_conn *c, bool *claimed, crm_error *err);
+
+/* Queues a full recompute observed up to now when none was queued in the
+ * last hours (*queued says whether this call queued it). For the process
+ * that follows, so that one process schedules. */
+bool crm_metrics_schedule(int hours, bool *queued, crm_error *err);
+
 /* A customer's metrics (following merges to the survivor): the stored row,
  * with null members when no recompute has covered them yet. NULL with
  * CRM_E_NOT_FOUND when there is no live customer with this id. */
 json_t *crm_metrics_customer(long long id, crm_error *err);
+
+/* A customer's lifecycle (following merges to the survivor): the current
+ * stage, since when, and a page of its changes, newest first, before the
+ * change before_id (0: from the newest); *next_before is where the next
+ * page starts (0: none). {"customer_id", "stage", "since", "data": [{"id",
+ * "stage", "previous", "changed_at"}]}. CRM_E_NOT_FOUND without a live
+ * customer. */
+json_t *crm_metrics_lifecycle(long long id, long long before_id, int limit, long long *next_before,
+                              crm_error *err);
 
 /* The models: for each, the fit in force and the latest attempt. */
 json_t *crm_metrics_model(crm_error *err);

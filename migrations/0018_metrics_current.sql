@@ -51,7 +51,7 @@ CREATE INDEX customer_lifecycle_customer_idx ON customer_lifecycle (customer_id,
 CREATE INDEX customer_lifecycle_changed_idx ON customer_lifecycle (changed_at);
 
 -- The base's scales as of each full recompute: the RFM scores' upper
--- bounds (scores 1 to 4, in the scored direction: recency as its negation)
+-- bounds (scores 1 to 4; recency as the last purchase's time in epoch ms)
 -- and the lowest predicted value in the tiers top and high. A customer
 -- updated between recomputes is scored against the latest row.
 CREATE TABLE metrics_scales (

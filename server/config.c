@@ -101,6 +101,24 @@ static const env_var vars[] = {
      "value tier top: this share of customers by predicted value, in thousandths"},
     {"CRMD_METRICS_TIER_HIGH_PERMILLE", VAR_INT, "200", 1, 1000, OFF(metrics_tier_high_permille),
      "value tier high: the rest of this share (top included), in thousandths"},
+    {"CRMD_LIFECYCLE_NEW_DAYS", VAR_INT, "90", 1, 36500, OFF(lifecycle_new_days),
+     "lifecycle: a customer whose first purchase is at most this many days old is new"},
+    {"CRMD_LIFECYCLE_AT_RISK_DAYS", VAR_INT, "180", 1, 36500, OFF(lifecycle_at_risk_days),
+     "lifecycle: a customer without a purchase for longer is at risk"},
+    {"CRMD_LIFECYCLE_AT_RISK_P_ALIVE_PERCENT", VAR_INT, "30", 0, 100,
+     OFF(lifecycle_at_risk_p_alive_percent),
+     "lifecycle: a customer whose P(alive) is below this (percent) is at risk"},
+    {"CRMD_LIFECYCLE_LAPSED_DAYS", VAR_INT, "365", 1, 36500, OFF(lifecycle_lapsed_days),
+     "lifecycle: a customer without a purchase for longer has lapsed; one who buys again after "
+     "a longer gap is won back"},
+    {"CRMD_METRICS_FOLLOW_MS", VAR_INT, "500", 0, 600000, OFF(metrics_follow_ms),
+     "how often the metrics' follower looks for purchases, refunds, feedback, merges and "
+     "erasures to bring into customer_metrics (0: this process never follows)"},
+    {"CRMD_METRICS_FOLLOW_BATCH", VAR_INT, "5000", 1, 1000000, OFF(metrics_follow_batch),
+     "changes of each feed the follower takes in one sweep (one transaction)"},
+    {"CRMD_METRICS_SCHEDULE_HOURS", VAR_INT, "24", 0, 8760, OFF(metrics_schedule_hours),
+     "a full recompute is queued when none was queued in these last hours (0: only on demand); "
+     "the process that follows queues it"},
     {"CRMD_JOB_WORKERS", VAR_INT, "1", 0, 64, OFF(job_workers),
      "threads that run jobs (long work: recomputes, builds), one job each at a time; 0: this "
      "process runs none (others do)"},
@@ -206,6 +224,11 @@ bool crmd_config_load(crmd_config *cfg, char *errbuf, size_t errsize)
         !isupper((unsigned char)cfg->reporting_currency[1]) ||
         !isupper((unsigned char)cfg->reporting_currency[2])) {
         snprintf(errbuf, errsize, "CRMD_REPORTING_CURRENCY must be an ISO 4217 code such as EUR");
+        return false;
+    }
+    if (cfg->lifecycle_at_risk_days > cfg->lifecycle_lapsed_days) {
+        snprintf(errbuf, errsize,
+                 "CRMD_LIFECYCLE_AT_RISK_DAYS must be at most CRMD_LIFECYCLE_LAPSED_DAYS");
         return false;
     }
     if (cfg->metrics_tier_high_permille < cfg->metrics_tier_top_permille) {

@@ -46,6 +46,13 @@ typedef struct crmd_config {
     int metrics_discount_percent;
     int metrics_tier_top_permille;
     int metrics_tier_high_permille;
+    int lifecycle_new_days;
+    int lifecycle_at_risk_days;
+    int lifecycle_at_risk_p_alive_percent;
+    int lifecycle_lapsed_days;
+    int metrics_follow_ms; /* 0: this process does not follow */
+    int metrics_follow_batch;
+    int metrics_schedule_hours; /* 0: recomputes only on demand */
     int touchpoint_future_tolerance_s;
     const char *cors_origins;
     int rate_limit_rps;

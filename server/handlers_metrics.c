@@ -1,6 +1,7 @@
 /*
  * handlers_metrics.c — the metrics (lib/metrics.h):
  * GET  /v1/customers/{id}/metrics  (metrics:read)  one customer's metrics;
+ * GET  /v1/customers/{id}/lifecycle (metrics:read) its stage and their history;
  * GET  /v1/metrics/model           (metrics:read)  the fitted models;
  * POST /v1/metrics/recompute       (metrics:write) queue a full recompute,
  *      202 with the job (GET /v1/jobs/{id} follows it), 409 naming the job
@@ -31,6 +32,26 @@ void handle_customer_metrics(http_request *req)
     http_reply_json(req, 200, doc);
 }
 
+void handle_customer_lifecycle(http_request *req)
+{
+    long long id, before, next = 0;
+    int limit;
+    crm_error err = CRM_ERROR_INIT;
+    if (!http_param_id(req, "id", &id)) {
+        http_reply_problem(req, 404, "no customer with this id");
+        return;
+    }
+    json_t *doc = NULL;
+    if (http_query_limit(req, 50, 200, &limit, &err) && http_query_after_id(req, &before, &err))
+        doc = crm_metrics_lifecycle(id, before, limit, &next, &err);
+    if (doc == NULL) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    json_object_set_new(doc, "next_cursor", next ? http_cursor_from_id(next) : json_null());
+    http_reply_json(req, 200, doc);
+}
+
 void handle_metrics_model(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
@@ -43,20 +64,27 @@ void handle_metrics_model(http_request *req)
     http_reply_json(req, 200, doc);
 }
 
-/* The body is optional: {} or {"as_of": RFC 3339}. */
-static bool recompute_as_of(http_request *req, long long *as_ms, crm_error *err)
+/* The body is optional: {} or {"as_of": RFC 3339, "refit": boolean}. */
+static bool recompute_params(http_request *req, long long *as_ms, bool *refit, crm_error *err)
 {
     *as_ms = 0;
+    *refit = true;
     if (http_body_len(req) == 0)
         return true;
     json_t *body = http_json_body(req, err);
     if (body == NULL)
         return false;
-    static const char *const allowed[] = {"as_of", NULL};
+    static const char *const allowed[] = {"as_of", "refit", NULL};
     if (!json_is_object(body))
         return crm_error_set(err, CRM_E_INVALID, "the body must be a JSON object");
     if (!crm_json_only_fields(body, allowed, err))
         return false;
+    json_t *fit = json_object_get(body, "refit");
+    if (fit != NULL && !json_is_boolean(fit)) {
+        crm_error_add_field(err, "/refit", "must be true or false");
+        return crm_error_set(err, CRM_E_INVALID, "the recompute's parameters are invalid");
+    }
+    *refit = fit == NULL || json_is_true(fit);
     json_t *as_of = json_object_get(body, "as_of");
     if (as_of == NULL || json_is_null(as_of))
         return true;
@@ -72,10 +100,11 @@ void handle_metrics_recompute(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
     long long as_ms, running = 0;
+    bool refit;
     json_t *job = NULL;
-    if (recompute_as_of(req, &as_ms, &err)) {
+    if (recompute_params(req, &as_ms, &refit, &err)) {
         const crm_principal *p = http_principal(req);
-        job = crm_metrics_recompute_submit(as_ms, p ? p->key_id : 0, &running, &err);
+        job = crm_metrics_recompute_submit_with(as_ms, refit, p ? p->key_id : 0, &running, &err);
     }
     if (job == NULL) {
         if (err.code == CRM_E_CONFLICT && running > 0) {

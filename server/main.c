@@ -16,6 +16,7 @@
 #include "idempotency.h"
 #include "jobs.h"
 #include "jobs_runner.h"
+#include "metrics_follower.h"
 #include "list/cursor.h"
 #include "log.h"
 #include "migrate.h"
@@ -65,6 +66,10 @@ static void configure_metrics(const crmd_config *cfg)
     m.tier_top = cfg->metrics_tier_top_permille / 1000.0;
     m.tier_high = cfg->metrics_tier_high_permille / 1000.0;
     snprintf(m.currency, sizeof m.currency, "%s", cfg->reporting_currency);
+    m.new_days = cfg->lifecycle_new_days;
+    m.at_risk_days = cfg->lifecycle_at_risk_days;
+    m.at_risk_p_alive = cfg->lifecycle_at_risk_p_alive_percent / 100.0;
+    m.lapsed_days = cfg->lifecycle_lapsed_days;
     crm_metrics_configure(&m);
 }
 
@@ -79,6 +84,30 @@ static crm_db_config db_config_from(const crmd_config *cfg)
         .retry_backoff_ms = cfg->db_retry_backoff_ms,
     };
     return d;
+}
+
+/* The metrics' follower of this process (CRMD_METRICS_FOLLOW_MS; none when
+ * 0). NULL when there is none or it could not start (logged: the metrics
+ * then wait for the next full recompute). */
+static metrics_follower *start_metrics_follower(const crmd_config *cfg)
+{
+    if (cfg->metrics_follow_ms == 0) {
+        crm_log(CRM_LOG_INFO, "metrics: CRMD_METRICS_FOLLOW_MS=0, this process does not follow");
+        return NULL;
+    }
+    metrics_follower_config fc = {
+        .db = db_config_from(cfg),
+        .poll_ms = cfg->metrics_follow_ms,
+        .batch = cfg->metrics_follow_batch,
+        .schedule_hours = cfg->metrics_schedule_hours,
+    };
+    fc.db.statement_timeout_ms = cfg->job_statement_timeout_ms;
+    crm_error err = CRM_ERROR_INIT;
+    metrics_follower *f = metrics_follower_start(&fc, &err);
+    if (f == NULL)
+        crm_log(CRM_LOG_ERROR, "metrics: %s", err.detail);
+    crm_error_clear(&err);
+    return f;
 }
 
 /* The job workers of this process (CRMD_JOB_WORKERS; none when 0): the
@@ -330,6 +359,7 @@ static int cmd_serve(const crmd_config *cfg)
         crm_log_stop_writer();
         return 1;
     }
+    metrics_follower *follower = start_metrics_follower(cfg);
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "
             "each, %d workers, pool of %d)",
@@ -341,6 +371,7 @@ static int cmd_serve(const crmd_config *cfg)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     /* First: a running job saves its checkpoint at its next progress and
      * goes back to the queue, its progress and ending still on the pool. */
+    metrics_follower_stop(follower);
     jobs_runner_stop(runner);
     http_server_stop(srv);
     http_throttle_shutdown();

@@ -96,6 +96,8 @@ static const http_route routes[] = {
     /* metrics */
     {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
      false, 0, NULL},
+    {"GET", "/v1/customers/{id}/lifecycle", handle_customer_lifecycle, CRM_SCOPE_METRICS_READ,
+     false, false, 0, Q_PAGE},
     {"GET", "/v1/metrics/model", handle_metrics_model, CRM_SCOPE_METRICS_READ, false, false, 0,
      NULL},
     {"POST", "/v1/metrics/recompute", handle_metrics_recompute, CRM_SCOPE_METRICS_WRITE, true,

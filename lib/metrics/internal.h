@@ -8,18 +8,42 @@
 #include <stdbool.h>
 
 #include "btyd.h"
+#include "bytebuf.h"
 #include "db.h"
 #include "error.h"
 #include "customer_metrics.h"
 
-/* A purchase or refund, as the recompute reads it. */
+/* A purchase, refund or scored feedback, as the recompute reads it. */
 typedef struct metrics_event {
     long long at_ms;
-    bool refund;    /* else a purchase */
+    char kind;      /* 'p'urchase, 'r'efund, 'f'eedback */
     bool rated;     /* its amount converts to the reporting currency (or has none) */
     bool has_value; /* it has an amount */
     double value;   /* in the reporting currency */
+    char scale;     /* feedback: 'n'ps or 'c'sat */
+    int score;      /* feedback: 0-10 (nps), 1-5 (csat) */
 } metrics_event;
+
+/* The lifecycle stages, in the order of the rules that assign them
+ * (openapi.yaml, CustomerMetrics.lifecycle). */
+typedef enum metrics_stage {
+    STAGE_NONE,
+    STAGE_PROSPECT,
+    STAGE_LAPSED,
+    STAGE_AT_RISK,
+    STAGE_WON_BACK,
+    STAGE_NEW,
+    STAGE_ACTIVE,
+} metrics_stage;
+
+/* A stage's name ("" for STAGE_NONE). */
+const char *metrics_stage_name(metrics_stage s);
+
+/* One feedback scale's responses: the latest, their count and sum. */
+typedef struct metrics_scale_responses {
+    int latest, count;
+    long long sum;
+} metrics_scale_responses;
 
 /* One customer's figures (customer_metrics' columns); the scores are set by
  * the recompute after every customer is summarised. */
@@ -37,6 +61,13 @@ typedef struct metrics_customer {
     /* Velocity and variability: the intervals between purchase days and
      * the purchases' amounts, in order; NAN where there are too few. */
     double interval_mean, interval_cv, interval_trend, spend_cv, spend_trend;
+    int last_gap;                     /* days between the last two purchase days; 0: none */
+    metrics_scale_responses nps, csat;
+    /* Engagement (any kind of touchpoint): set by the loader, not the events. */
+    int touchpoints_90d;
+    bool has_inbound;
+    long long last_inbound_ms;
+    metrics_stage stage; /* set with the scores (metrics_stage_of) */
 } metrics_customer;
 
 /* A series y_1, y_2, ... read one value at a time: its mean and variance
@@ -63,6 +94,130 @@ void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms
 void metrics_acc_add(metrics_acc *a, const metrics_event *e);
 /* Finishes a->c. */
 void metrics_acc_end(metrics_acc *a);
+
+/* The customer's lifecycle stage by the configured rules, from the summary
+ * and, when scored, P(alive). */
+metrics_stage metrics_stage_of(const metrics_customer *c, const crm_metrics_config *cfg);
+
+/* The score (1-5) of value v on a scale of four upper bounds: the lowest
+ * score whose bound v does not pass, else 5. */
+short metrics_scale_score(const double bounds[4], double v);
+
+/* ---- what a computation reads (metrics/load.c) ---------------------------------- */
+
+typedef struct metrics_rate {
+    char currency[4];
+    double rate; /* units of the reporting currency for one */
+} metrics_rate;
+
+typedef struct metrics_loaded_event {
+    long long customer_id, id;
+    metrics_event e;
+} metrics_loaded_event;
+
+/* A customer's touchpoints of any kind: how many in the 90 days to as_of,
+ * and the last inbound one. */
+typedef struct metrics_engagement {
+    long long customer_id;
+    int touchpoints_90d;
+    bool has_inbound;
+    long long last_inbound_ms;
+} metrics_engagement;
+
+typedef struct metrics_load {
+    crm_metrics_config cfg;
+    long long as_of_ms;
+    metrics_customer *customers; /* the live customers, in id order */
+    size_t n, cap;
+    metrics_loaded_event *events;
+    size_t nevents, events_cap;
+    metrics_engagement *eng;
+    size_t neng, eng_cap;
+    metrics_rate *rates;
+    size_t nrates;
+} metrics_load;
+
+/* The fields of an event: customer_id, id, occurred_at, type, amount,
+ * currency, feedback scale, feedback score (COPY text; \N for none). */
+#define METRICS_EVENT_FIELDS 8
+#define METRICS_EVENT_COLUMNS                                                                      \
+    "customer_id, id, occurred_at, type, amount, currency, feedback->>'scale',"                    \
+    " feedback->>'score'"
+#define METRICS_EVENT_WHERE                                                                        \
+    "(type IN ('purchase', 'refund') OR (type = 'feedback' AND feedback ? 'score'))"
+
+/* The engagement of the customers in the 90 days to the transaction's
+ * setting crmd.metrics_as_of: customer_id, touchpoints, last inbound. */
+#define METRICS_ENGAGEMENT_COLUMNS                                                                 \
+    "customer_id, count(*) FILTER (WHERE occurred_at > current_setting('crmd.metrics_as_of')"     \
+    "::timestamptz - interval '90 days'), max(occurred_at) FILTER (WHERE direction = 'inbound')"
+#define METRICS_ENGAGEMENT_WHERE                                                                   \
+    "occurred_at <= current_setting('crmd.metrics_as_of')::timestamptz"
+
+/* Grows *items (of size bytes each) to hold one more than used. */
+bool metrics_grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err);
+bool metrics_load_rates(metrics_load *L, crm_conn *c, crm_error *err);
+/* Appends a live customer (in id order). */
+bool metrics_load_customer(metrics_load *L, long long id, crm_error *err);
+/* An event's fields; one after as_of, or feedback without a score, is passed. */
+bool metrics_load_event(metrics_load *L, char *const f[METRICS_EVENT_FIELDS], crm_error *err);
+/* An engagement row's fields: customer_id, touchpoints, last inbound (or \N). */
+bool metrics_load_engagement(metrics_load *L, char *const f[3], crm_error *err);
+/* Splits a COPY text line of n fields into f, in buf (size bytes); false
+ * when it does not fit or has fewer fields. */
+bool metrics_split_line(const char *line, size_t len, char *buf, size_t size, char **f, int n);
+/* Summarises every customer from the events and engagement read (then freed). */
+void metrics_load_summarise(metrics_load *L);
+void metrics_load_free(metrics_load *L);
+
+/* ---- scoring against the base (metrics/scales.c) ----------------------------------- */
+
+/* The base's scales as of the last full recompute (migration 0018). */
+typedef struct metrics_scales {
+    bool have;
+    double recency[4], frequency[4], monetary[4]; /* recency: the last purchase's epoch ms */
+    bool have_top, have_high;
+    double tier_top, tier_high; /* the lowest predicted value in the tier */
+} metrics_scales;
+
+/* The latest scales on c (s->have false when none). */
+bool metrics_scales_latest(crm_conn *c, metrics_scales *s, crm_error *err);
+/* R, F, M and the value tier of c (a purchaser; the tier when scored). */
+void metrics_scales_apply(const metrics_scales *s, metrics_customer *c);
+/* The scales of the customers as scored by the full recompute. */
+void metrics_scales_from(const metrics_customer *customers, size_t n, metrics_scales *s);
+/* Records s for the recompute observed at as_of (job_id 0: none). */
+bool metrics_scales_store(crm_conn *c, const metrics_scales *s, const char *as_of, size_t customers,
+                          long long job_id, crm_error *err);
+
+/* Sorts p by (x, t_x, t_age): equal summaries side by side. */
+void metrics_sort_by_summary(metrics_customer **p, size_t n);
+
+/* P(alive), the expected and discounted purchases and the predicted value
+ * of the purchasers p (equal summaries side by side are computed once);
+ * the ones a model cannot predict are left unscored. */
+void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const crm_gg *gg,
+                     bool have_gg, const crm_metrics_config *cfg);
+
+/* ---- the rows (metrics/rows.c) ------------------------------------------------------ */
+
+/* customer_metrics' columns in the order metrics_put_row writes them. */
+#define METRICS_ROW_COLUMNS                                                                        \
+    "customer_id, as_of, computed_at, purchases, refunds, unrated, first_purchase_at,"             \
+    " last_purchase_at, historic_value, average_order_value, recency_days, frequency, monetary,"   \
+    " r_score, f_score, m_score, rfm_cell, rfm_group, x, t_x, t_age, repeat_mean_value, p_alive,"  \
+    " predicted_purchases, predicted_value, value_tier, interval_mean, interval_cv,"               \
+    " interval_trend, spend_cv, spend_trend, lifecycle_stage, last_gap_days, overdue_days,"        \
+    " touchpoints_90d, last_inbound_at, nps_latest, nps_mean, nps_responses, csat_latest,"         \
+    " csat_mean, csat_responses"
+
+/* Appends c as a COPY text row of METRICS_ROW_COLUMNS; b->failed when a
+ * field could not be written. */
+void metrics_put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
+                     const char *now);
+
+/* The advisory lock of the follower (one process at a time). */
+#define METRICS_FOLLOW_LOCK "7210013"
 
 /* SQL that prints a timestamptz column as the API does (db.h). */
 #define TS(col) CRM_SQL_TS(col)

@@ -15,11 +15,21 @@
 #include <string.h>
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
-static crm_metrics_config config = {365, 365, 0.10, 0.01, 0.20, "EUR"};
+static crm_metrics_config config;
+static bool configured;
 
 crm_metrics_config crm_metrics_defaults(void)
 {
-    return (crm_metrics_config){365, 365, 0.10, 0.01, 0.20, "EUR"};
+    return (crm_metrics_config){.window_days = 365,
+                                .horizon_days = 365,
+                                .annual_discount = 0.10,
+                                .tier_top = 0.01,
+                                .tier_high = 0.20,
+                                .currency = "EUR",
+                                .new_days = 90,
+                                .at_risk_days = 180,
+                                .at_risk_p_alive = 0.3,
+                                .lapsed_days = 365};
 }
 
 void crm_metrics_configure(const crm_metrics_config *cfg)
@@ -27,13 +37,14 @@ void crm_metrics_configure(const crm_metrics_config *cfg)
     pthread_mutex_lock(&config_lock);
     config = *cfg;
     config.currency[3] = '\0';
+    configured = true;
     pthread_mutex_unlock(&config_lock);
 }
 
 crm_metrics_config metrics_config(void)
 {
     pthread_mutex_lock(&config_lock);
-    crm_metrics_config copy = config;
+    crm_metrics_config copy = configured ? config : crm_metrics_defaults();
     pthread_mutex_unlock(&config_lock);
     return copy;
 }

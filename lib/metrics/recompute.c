@@ -39,186 +39,89 @@ static const char *const phase_names[PHASES] = {"load", "rfm", "fit", "score", "
 
 /* ---- load ----------------------------------------------------------------------- */
 
-/* The rates to the reporting currency, a few hundred at most. */
-static crm_stmt rates = CRM_STMT_RO("metrics_rates",
-                                    "SELECT currency, rate::float8 FROM currency_rates");
-
 #define LIVE_SQL "COPY (SELECT id FROM customers WHERE status = 'active' ORDER BY id) TO STDOUT"
 
-/* Every purchase and refund as stored, unordered: the columns as they are
- * (printing them is the cheapest COPY there is); as_of's cut, the currency
- * conversion and the order by customer and time cost less here than in
- * PostgreSQL. */
+/* Every purchase, refund and scored feedback as stored, unordered: the
+ * columns as they are (printing them is the cheapest COPY there is); as_of's
+ * cut, the currency conversion and the order by customer and time cost less
+ * here than in PostgreSQL. */
 #define EVENTS_SQL                                                                                 \
-    "COPY (SELECT customer_id, id, occurred_at, type = 'refund', amount, currency"                 \
-    " FROM touchpoints WHERE type IN ('purchase', 'refund')) TO STDOUT"
+    "COPY (SELECT " METRICS_EVENT_COLUMNS " FROM touchpoints WHERE " METRICS_EVENT_WHERE           \
+    ") TO STDOUT"
 
-typedef struct rate {
-    char currency[4];
-    double rate;
-} rate;
+/* Every customer's touchpoints of any kind, counted. */
+#define ENGAGEMENT_SQL                                                                             \
+    "COPY (SELECT " METRICS_ENGAGEMENT_COLUMNS " FROM touchpoints WHERE "                          \
+    METRICS_ENGAGEMENT_WHERE " GROUP BY customer_id) TO STDOUT"
 
-/* A purchase or refund as read, before it is sorted into its customer. */
-typedef struct loaded_event {
-    long long customer_id, id;
-    metrics_event e;
-} loaded_event;
+/* as_of for the engagement's COPY, and where the change feeds stand: the
+ * changes of transactions from xmin on may be missing from what the load
+ * reads, and the follower goes over them again once this is published. */
+static crm_stmt load_start = CRM_STMT(
+    "metrics_load_start",
+    "SELECT set_config('crmd.metrics_as_of', $1, true), pg_snapshot_xmin(pg_current_snapshot())"
+    "::text, " TS("now()"));
 
 typedef struct recompute {
     crm_job_ctx *job;
     crm_conn *c;
     crm_metrics_config cfg;
     char as_of[40];
-    long long as_of_ms;
-    metrics_customer *customers; /* every live customer, by id */
-    size_t n, cap;
+    metrics_load L;                /* L.customers: every live customer, by id */
     metrics_customer **by_summary; /* the purchasers, by (x, t_x, t_age) */
     size_t npurchasers;
-    loaded_event *events;
-    size_t nevents, events_cap;
-    rate *rates;
-    size_t nrates;
     crm_bgnbd bg;
     crm_gg gg;
-    bool have_bg, have_gg;
-    json_t *seconds; /* each phase's, for the result */
+    bool have_bg, have_gg, refit;
+    char load_xmin[32], loaded_at[40]; /* see load_start */
+    json_t *seconds;                   /* each phase's, for the result */
 } recompute;
-
-/* Grows *items (of size bytes each) to hold one more. */
-static bool grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err)
-{
-    if (used < *cap)
-        return true;
-    size_t more = *cap ? *cap * 2 : 4096;
-    void *grown = realloc(*items, more * size);
-    if (grown == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    *items = grown;
-    *cap = more;
-    return true;
-}
 
 static bool live_line(const char *line, size_t len, void *ctx, crm_error *err)
 {
     (void)len;
     recompute *R = ctx;
-    if (!grow((void **)&R->customers, &R->cap, R->n, sizeof *R->customers, err))
-        return false;
-    R->customers[R->n++] = (metrics_customer){.id = strtoll(line, NULL, 10)};
-    return true;
+    return metrics_load_customer(&R->L, strtoll(line, NULL, 10), err);
 }
 
-/* value in currency, converted: false when there is no rate for it. */
-static bool convert(const recompute *R, const char *currency, double *value)
-{
-    if (strcmp(currency, R->cfg.currency) == 0)
-        return true;
-    for (size_t i = 0; i < R->nrates; i++)
-        if (strcmp(R->rates[i].currency, currency) == 0) {
-            *value *= R->rates[i].rate;
-            return true;
-        }
-    return false;
-}
-
-/* One line of EVENTS_SQL: customer, id, occurred_at, refund, amount and
- * currency (\N: none). Those after as_of are passed. */
 static bool event_line(const char *line, size_t len, void *ctx, crm_error *err)
 {
     recompute *R = ctx;
-    char buf[192];
-    if (len >= sizeof buf)
-        return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is too long");
-    memcpy(buf, line, len);
-    buf[len] = '\0';
-    char *fields[6], *p = buf;
-    for (int i = 0; i < 6; i++) {
-        fields[i] = p;
-        p = strpbrk(p, "\t\n");
-        if (p == NULL && i < 5)
-            return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is malformed");
-        if (p != NULL)
-            *p++ = '\0';
-    }
-    long long at_us;
-    if (!crm_parse_pg_timestamp(fields[2], &at_us))
-        return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint's time cannot be read");
-    long long at_ms = at_us >= 0 ? at_us / 1000 : -((-at_us + 999) / 1000);
-    if (at_ms > R->as_of_ms)
-        return true;
-    if (!grow((void **)&R->events, &R->events_cap, R->nevents, sizeof *R->events, err))
-        return false;
-    loaded_event *l = &R->events[R->nevents++];
-    l->customer_id = strtoll(fields[0], NULL, 10);
-    l->id = strtoll(fields[1], NULL, 10);
-    l->e = (metrics_event){.at_ms = at_ms, .refund = fields[3][0] == 't', .rated = true,
-                           .has_value = strcmp(fields[4], "\\N") != 0};
-    if (l->e.has_value) {
-        l->e.value = strtod(fields[4], NULL);
-        l->e.rated = convert(R, fields[5], &l->e.value);
-    }
-    return true;
+    char buf[256], *f[METRICS_EVENT_FIELDS];
+    if (!metrics_split_line(line, len, buf, sizeof buf, f, METRICS_EVENT_FIELDS))
+        return crm_error_set(err, CRM_E_INTERNAL, "a touchpoint line is malformed");
+    return metrics_load_event(&R->L, f, err);
 }
 
-/* The rate table, into R->rates. */
-static bool load_rates(recompute *R, crm_error *err)
+static bool engagement_line(const char *line, size_t len, void *ctx, crm_error *err)
 {
-    PGresult *res = crm_db_exec(R->c, &rates, 0, NULL, err);
+    recompute *R = ctx;
+    char buf[128], *f[3];
+    if (!metrics_split_line(line, len, buf, sizeof buf, f, 3))
+        return crm_error_set(err, CRM_E_INTERNAL, "an engagement line is malformed");
+    return metrics_load_engagement(&R->L, f, err);
+}
+
+static bool start_load(recompute *R, crm_error *err)
+{
+    const char *params[] = {R->as_of};
+    PGresult *res = crm_db_exec(R->c, &load_start, 1, params, err);
     if (res == NULL)
         return false;
-    R->nrates = (size_t)PQntuples(res);
-    R->rates = calloc(R->nrates ? R->nrates : 1, sizeof *R->rates);
-    if (R->rates == NULL) {
-        PQclear(res);
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
-    for (size_t i = 0; i < R->nrates; i++) {
-        snprintf(R->rates[i].currency, sizeof R->rates[i].currency, "%s",
-                 PQgetvalue(res, (int)i, 0));
-        R->rates[i].rate = strtod(PQgetvalue(res, (int)i, 1), NULL);
-    }
+    snprintf(R->load_xmin, sizeof R->load_xmin, "%s", PQgetvalue(res, 0, 1));
+    snprintf(R->loaded_at, sizeof R->loaded_at, "%s", PQgetvalue(res, 0, 2));
     PQclear(res);
     return true;
 }
 
-static int by_customer_and_time(const void *a, const void *b)
-{
-    const loaded_event *x = a, *y = b;
-    if (x->customer_id != y->customer_id)
-        return (x->customer_id > y->customer_id) - (x->customer_id < y->customer_id);
-    if (x->e.at_ms != y->e.at_ms)
-        return (x->e.at_ms > y->e.at_ms) - (x->e.at_ms < y->e.at_ms);
-    return (x->id > y->id) - (x->id < y->id);
-}
-
-/* Summarises each live customer from their events (both sorted by id);
- * events of customers not live (merged away, erased, deleted) are passed. */
-static void summarise(recompute *R)
-{
-    size_t e = 0;
-    for (size_t i = 0; i < R->n; i++) {
-        metrics_customer *c = &R->customers[i];
-        while (e < R->nevents && R->events[e].customer_id < c->id)
-            e++;
-        metrics_acc acc;
-        metrics_acc_begin(&acc, c->id, R->as_of_ms, R->cfg.window_days);
-        for (; e < R->nevents && R->events[e].customer_id == c->id; e++)
-            metrics_acc_add(&acc, &R->events[e].e);
-        metrics_acc_end(&acc);
-        *c = acc.c;
-    }
-}
-
 static bool phase_load(recompute *R, crm_error *err)
 {
-    if (!load_rates(R, err) || !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) ||
-        !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err))
+    if (!start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
+        !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) ||
+        !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err) ||
+        !crm_db_copy_out(R->c, ENGAGEMENT_SQL, engagement_line, R, err))
         return false;
-    qsort(R->events, R->nevents, sizeof *R->events, by_customer_and_time);
-    summarise(R);
-    free(R->events);
-    R->events = NULL;
-    R->nevents = R->events_cap = 0;
+    metrics_load_summarise(&R->L);
     return true;
 }
 
@@ -278,36 +181,18 @@ static void score_by(ranked *r, size_t n, rfm_value value, size_t which)
 
 static bool phase_rfm(recompute *R, crm_error *err)
 {
-    ranked *r = malloc((R->n ? R->n : 1) * sizeof *r);
+    ranked *r = malloc((R->L.n ? R->L.n : 1) * sizeof *r);
     if (r == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     size_t n = 0;
-    for (size_t i = 0; i < R->n; i++)
-        if (R->customers[i].purchases > 0)
-            r[n++].c = &R->customers[i];
+    for (size_t i = 0; i < R->L.n; i++)
+        if (R->L.customers[i].purchases > 0)
+            r[n++].c = &R->L.customers[i];
     static const rfm_value values[] = {recency_reversed, frequency_of, monetary_of};
     for (size_t which = 0; which < 3 && n > 0; which++)
         score_by(r, n, values[which], which);
     free(r);
     return true;
-}
-
-/* The group of an R and F score (openapi.yaml, CustomerMetrics). */
-static const char *rfm_group(short r, short f)
-{
-    if (r >= 4 && f >= 4)
-        return "champions";
-    if (r == 3 && f >= 4)
-        return "loyal";
-    if (r >= 4 && f >= 2)
-        return "potential_loyalists";
-    if (r >= 4)
-        return "recent";
-    if (r == 3)
-        return "needs_attention";
-    if (f >= 3)
-        return "at_risk";
-    return "hibernating";
 }
 
 /* ---- fit ------------------------------------------------------------------------ */
@@ -323,6 +208,11 @@ static int by_summary(const void *a, const void *b)
     return (x->t_age > y->t_age) - (x->t_age < y->t_age);
 }
 
+void metrics_sort_by_summary(metrics_customer **p, size_t n)
+{
+    qsort(p, n, sizeof *p, by_summary);
+}
+
 static bool same_summary(const metrics_customer *a, const metrics_customer *b)
 {
     return a->x == b->x && a->t_x == b->t_x && a->t_age == b->t_age;
@@ -334,14 +224,14 @@ static bool sort_purchasers(recompute *R, crm_error *err)
 {
     if (R->by_summary != NULL)
         return true;
-    R->by_summary = malloc((R->n ? R->n : 1) * sizeof *R->by_summary);
+    R->by_summary = malloc((R->L.n ? R->L.n : 1) * sizeof *R->by_summary);
     if (R->by_summary == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     R->npurchasers = 0;
-    for (size_t i = 0; i < R->n; i++)
-        if (R->customers[i].purchases > 0)
-            R->by_summary[R->npurchasers++] = &R->customers[i];
-    qsort(R->by_summary, R->npurchasers, sizeof *R->by_summary, by_summary);
+    for (size_t i = 0; i < R->L.n; i++)
+        if (R->L.customers[i].purchases > 0)
+            R->by_summary[R->npurchasers++] = &R->L.customers[i];
+    metrics_sort_by_summary(R->by_summary, R->npurchasers);
     return true;
 }
 
@@ -373,8 +263,16 @@ static void *fit_spend(void *arg)
     return NULL;
 }
 
+/* The models in force, without fitting (the job's "refit": false). */
+static bool keep_models(recompute *R, crm_error *err)
+{
+    return metrics_models_in_force(R->c, &R->bg, &R->have_bg, &R->gg, &R->have_gg, err);
+}
+
 static bool phase_fit(recompute *R, crm_error *err)
 {
+    if (!R->refit)
+        return keep_models(R, err);
     if (!sort_purchasers(R, err))
         return false;
     metrics_customer **p = R->by_summary;
@@ -433,13 +331,13 @@ static int by_predicted_value_desc(const void *a, const void *b)
  * value is at least theirs (ties share it), within the top share. */
 static bool assign_tiers(recompute *R, crm_error *err)
 {
-    metrics_customer **p = malloc((R->n ? R->n : 1) * sizeof *p);
+    metrics_customer **p = malloc((R->L.n ? R->L.n : 1) * sizeof *p);
     if (p == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     size_t n = 0;
-    for (size_t i = 0; i < R->n; i++)
-        if (R->customers[i].scored)
-            p[n++] = &R->customers[i];
+    for (size_t i = 0; i < R->L.n; i++)
+        if (R->L.customers[i].scored)
+            p[n++] = &R->L.customers[i];
     qsort(p, n, sizeof *p, by_predicted_value_desc);
     /* Thousandths, as configured: k * 1000 <= permille * n, in integers. */
     long long top = llround(R->cfg.tier_top * 1000), high = llround(R->cfg.tier_high * 1000);
@@ -456,29 +354,21 @@ static bool assign_tiers(recompute *R, crm_error *err)
     return true;
 }
 
-static bool phase_score(recompute *R, crm_error *err)
+void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const crm_gg *gg,
+                     bool have_gg, const crm_metrics_config *cfg)
 {
-    if (!R->have_bg) {
-        crm_log(CRM_LOG_WARN, "metrics: no BG/NBD fit in force, predictions left empty");
-        return true;
-    }
-    if (!sort_purchasers(R, err))
-        return false;
-    metrics_customer **p = R->by_summary;
-    size_t n = R->npurchasers;
-    double horizon = R->cfg.horizon_days, p_alive = NAN, purchases = NAN, discounted = NAN;
+    double horizon = cfg->horizon_days, p_alive = NAN, purchases = NAN, discounted = NAN;
     for (size_t i = 0; i < n; i++) {
         metrics_customer *c = p[i];
         if (i == 0 || !same_summary(c, p[i - 1])) { /* once per summary */
-            p_alive = crm_bgnbd_p_alive(&R->bg, c->x, c->t_x, c->t_age);
-            purchases = crm_bgnbd_expected_purchases(&R->bg, horizon, c->x, c->t_x, c->t_age);
-            discounted = crm_bgnbd_discounted_purchases(&R->bg, c->x, c->t_x, c->t_age, horizon,
-                                                        R->cfg.annual_discount);
+            p_alive = crm_bgnbd_p_alive(bg, c->x, c->t_x, c->t_age);
+            purchases = crm_bgnbd_expected_purchases(bg, horizon, c->x, c->t_x, c->t_age);
+            discounted = crm_bgnbd_discounted_purchases(bg, c->x, c->t_x, c->t_age, horizon,
+                                                        cfg->annual_discount);
         }
         /* Without a repeat spend, the population mean (x = 0). */
         bool own = c->has_m && c->m > 0;
-        double spend = R->have_gg ? crm_gg_expected_spend(&R->gg, own ? c->x : 0, own ? c->m : 0)
-                                  : NAN;
+        double spend = have_gg ? crm_gg_expected_spend(gg, own ? c->x : 0, own ? c->m : 0) : NAN;
         if (!isfinite(p_alive) || !isfinite(purchases) || !isfinite(spend) ||
             !isfinite(discounted))
             continue; /* a prediction needs both models */
@@ -487,98 +377,35 @@ static bool phase_score(recompute *R, crm_error *err)
         c->predicted_purchases = purchases;
         c->predicted_value = spend * discounted;
     }
-    return assign_tiers(R, err);
+}
+
+/* Every customer's lifecycle stage, once the predictions are made. */
+static void assign_stages(recompute *R)
+{
+    for (size_t i = 0; i < R->L.n; i++)
+        R->L.customers[i].stage = metrics_stage_of(&R->L.customers[i], &R->cfg);
+}
+
+static bool phase_score(recompute *R, crm_error *err)
+{
+    if (!R->have_bg) {
+        crm_log(CRM_LOG_WARN, "metrics: no BG/NBD fit in force, predictions left empty");
+    } else {
+        if (!sort_purchasers(R, err))
+            return false;
+        metrics_predict(R->by_summary, R->npurchasers, &R->bg, &R->gg, R->have_gg, &R->cfg);
+        if (!assign_tiers(R, err))
+            return false;
+    }
+    assign_stages(R);
+    return true;
 }
 
 /* ---- stage ---------------------------------------------------------------------- */
 
 static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_staging");
 
-#define STAGE_SQL                                                                                  \
-    "COPY metrics_staging (customer_id, as_of, computed_at, purchases, refunds, unrated,"          \
-    " first_purchase_at, last_purchase_at, historic_value, average_order_value, recency_days,"     \
-    " frequency, monetary, r_score, f_score, m_score, rfm_cell, rfm_group, x, t_x, t_age,"         \
-    " repeat_mean_value, p_alive, predicted_purchases, predicted_value, value_tier,"              \
-    " interval_mean, interval_cv, interval_trend, spend_cv, spend_trend) FROM STDIN"
-
-/* Appends printf(fmt, ...); b fails when the text would not fit a line's
- * field (it is never cut short). */
-__attribute__((format(printf, 2, 3))) static void put_fmt(crm_bytebuf *b, const char *fmt, ...)
-{
-    char text[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof text)
-        b->failed = true;
-    else
-        crm_bytebuf_put(b, text, (size_t)n);
-}
-
-static void put_number(crm_bytebuf *b, bool present, double v)
-{
-    if (present && isfinite(v))
-        put_fmt(b, "%.17g\t", v);
-    else
-        put_fmt(b, "\\N\t");
-}
-
-/* Amounts: to 4 decimals, as numeric. */
-static void put_amount(crm_bytebuf *b, bool present, double v)
-{
-    if (present && isfinite(v))
-        put_fmt(b, "%.4f\t", v);
-    else
-        put_fmt(b, "\\N\t");
-}
-
-static void put_time(crm_bytebuf *b, bool present, long long ms)
-{
-    char text[48];
-    if (present) {
-        crm_format_timestamp(ms, text);
-        put_fmt(b, "%s\t", text);
-    } else {
-        put_fmt(b, "\\N\t");
-    }
-}
-
-static void put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
-                    const char *now)
-{
-    bool bought = c->purchases > 0;
-    put_fmt(b, "%lld\t%s\t%s\t%d\t%d\t%d\t", c->id, as_of, now, c->purchases, c->refunds,
-            c->unrated);
-    put_time(b, bought, c->first_ms);
-    put_time(b, bought, c->last_ms);
-    put_amount(b, true, c->historic);
-    put_amount(b, c->has_aov, c->aov);
-    put_number(b, bought, c->recency_days);
-    put_fmt(b, "%d\t", c->frequency);
-    put_amount(b, true, c->monetary);
-    if (bought)
-        put_fmt(b, "%d\t%d\t%d\t%d%d%d\t%s\t%d\t%d\t%d\t", c->r, c->f, c->mscore, c->r, c->f,
-                c->mscore, rfm_group(c->r, c->f), c->x, c->t_x, c->t_age);
-    else
-        put_fmt(b, "\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t");
-    put_amount(b, c->has_m, c->m);
-    put_number(b, c->scored, c->p_alive);
-    put_number(b, c->scored, c->predicted_purchases);
-    put_number(b, c->scored, c->predicted_value);
-    const char *tier = c->tier == 't' ? "top" : c->tier == 'h' ? "high" : "standard";
-    if (c->scored && c->tier)
-        put_fmt(b, "%s\t", tier);
-    else
-        put_fmt(b, "\\N\t");
-    put_number(b, true, c->interval_mean); /* NAN: \N */
-    put_number(b, true, c->interval_cv);
-    put_number(b, true, c->interval_trend);
-    put_number(b, true, c->spend_cv);
-    put_number(b, true, c->spend_trend);
-    if (!b->failed && b->len > 0)
-        b->data[b->len - 1] = '\n'; /* the last column ends the row */
-}
+#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN"
 
 static bool phase_stage(recompute *R, crm_error *err)
 {
@@ -586,6 +413,10 @@ static bool phase_stage(recompute *R, crm_error *err)
     if (res == NULL)
         return false;
     PQclear(res);
+    metrics_scales scales;
+    metrics_scales_from(R->L.customers, R->L.n, &scales);
+    if (!metrics_scales_store(R->c, &scales, R->as_of, R->L.n, crm_job_id(R->job), err))
+        return false;
     if (!crm_db_copy_begin(R->c, STAGE_SQL, err))
         return false;
     char now[48];
@@ -593,11 +424,11 @@ static bool phase_stage(recompute *R, crm_error *err)
     crm_bytebuf b;
     crm_bytebuf_init(&b);
     bool ok = true;
-    for (size_t i = 0; ok && i < R->n; i++) {
-        put_row(&b, &R->customers[i], R->as_of, now);
+    for (size_t i = 0; ok && i < R->L.n; i++) {
+        metrics_put_row(&b, &R->L.customers[i], R->as_of, now);
         if (b.failed)
             ok = crm_error_set(err, CRM_E_INTERNAL, "a staged row could not be written");
-        else if (b.len >= 1 << 20 || i + 1 == R->n) {
+        else if (b.len >= 1 << 20 || i + 1 == R->L.n) {
             ok = crm_db_copy_put(R->c, b.data, b.len, err);
             b.len = 0;
         }
@@ -608,28 +439,81 @@ static bool phase_stage(recompute *R, crm_error *err)
 
 /* ---- publish -------------------------------------------------------------------- */
 
+/* The follower's rows written after the load read its data are newer than
+ * the staged ones: they stay. */
+static crm_stmt keep_newer_drop =
+    CRM_STMT("metrics_publish_keep_newer_drop",
+             "DELETE FROM metrics_staging s USING customer_metrics m"
+             " WHERE m.customer_id = s.customer_id AND m.computed_at > $1::timestamptz");
+
+static crm_stmt keep_newer_copy = CRM_STMT(
+    "metrics_publish_keep_newer_copy",
+    "INSERT INTO metrics_staging (" METRICS_ROW_COLUMNS ") SELECT " METRICS_ROW_COLUMNS
+    " FROM customer_metrics WHERE computed_at > $1::timestamptz");
+
+/* Every stage that changed, after the swap (the old rows are in
+ * metrics_staging then). */
+static crm_stmt record_transitions = CRM_STMT(
+    "metrics_publish_transitions",
+    "INSERT INTO customer_lifecycle (customer_id, stage, previous, changed_at)"
+    " SELECT n.customer_id, n.lifecycle_stage, o.lifecycle_stage, n.as_of"
+    " FROM customer_metrics n LEFT JOIN metrics_staging o ON o.customer_id = n.customer_id"
+    " WHERE n.lifecycle_stage IS NOT NULL AND n.lifecycle_stage IS DISTINCT FROM o.lifecycle_stage");
+
+/* The follower goes over the changes the load may have missed again. */
+static crm_stmt rewind_follower = CRM_STMT(
+    "metrics_publish_rewind_follower",
+    "UPDATE metrics_follow SET"
+    " tp_xid = CASE WHEN (tp_xid, tp_seq) > ($1::xid8, 0) THEN $1::xid8 ELSE tp_xid END,"
+    " tp_seq = CASE WHEN (tp_xid, tp_seq) > ($1::xid8, 0) THEN 0 ELSE tp_seq END,"
+    " cu_xid = CASE WHEN (cu_xid, cu_seq) > ($1::xid8, 0) THEN $1::xid8 ELSE cu_xid END,"
+    " cu_seq = CASE WHEN (cu_xid, cu_seq) > ($1::xid8, 0) THEN 0 ELSE cu_seq END,"
+    " updated_at = now()");
+
 /* The staged table becomes customer_metrics and the old one the next
  * staging table: three renames under locks taken at once (waiting at most
  * lock_timeout for readers to finish), then the customers that stopped
  * being live while the job ran go. Prepared statements that name
  * customer_metrics are planned again by name and read the new table. */
 static const char *const swap_sql[] = {
-    "SET LOCAL lock_timeout = '5s'",
-    "LOCK TABLE customer_metrics, metrics_staging IN ACCESS EXCLUSIVE MODE",
     "ALTER TABLE customer_metrics RENAME TO metrics_swap",
     "ALTER TABLE metrics_staging RENAME TO customer_metrics",
     "ALTER TABLE metrics_swap RENAME TO metrics_staging",
-    ("DELETE FROM customer_metrics m USING customers c WHERE c.id = m.customer_id"
-     " AND c.status <> 'active'"),
-    "TRUNCATE metrics_staging",
 };
+
+static bool run_with(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
+{
+    const char *params[] = {param};
+    PGresult *res = crm_db_exec(c, stmt, 1, params, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    return true;
+}
 
 static bool phase_publish(recompute *R, crm_error *err)
 {
+    if (!crm_db_command(R->c, "SET LOCAL lock_timeout = '5s'", err) ||
+        !crm_db_command(R->c,
+                        "LOCK TABLE metrics_follow, customer_metrics, metrics_staging"
+                        " IN ACCESS EXCLUSIVE MODE",
+                        err) ||
+        !run_with(R->c, &keep_newer_drop, R->loaded_at, err) ||
+        !run_with(R->c, &keep_newer_copy, R->loaded_at, err))
+        return false;
     for (size_t i = 0; i < sizeof swap_sql / sizeof swap_sql[0]; i++)
         if (!crm_db_command(R->c, swap_sql[i], err))
             return false;
-    return true;
+    PGresult *res = crm_db_exec(R->c, &record_transitions, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    return crm_db_command(R->c,
+                          "DELETE FROM customer_metrics m USING customers c WHERE c.id ="
+                          " m.customer_id AND c.status <> 'active'",
+                          err) &&
+           crm_db_command(R->c, "TRUNCATE metrics_staging", err) &&
+           run_with(R->c, &rewind_follower, R->load_xmin, err);
 }
 
 /* ---- the job -------------------------------------------------------------------- */
@@ -665,46 +549,65 @@ static bool run_phase(recompute *R, int phase, crm_error *err)
     return true;
 }
 
-/* as_of from the job's parameters (validated at submission), else now. */
-static bool read_as_of(recompute *R, crm_error *err)
+/* as_of and refit from the job's parameters (validated at submission). */
+static bool read_params(recompute *R, crm_error *err)
 {
-    const char *as_of = json_string_value(json_object_get(crm_job_params(R->job), "as_of"));
+    const json_t *params = crm_job_params(R->job);
+    const json_t *refit = json_object_get(params, "refit");
+    R->refit = refit == NULL || json_is_true(refit);
+    const char *as_of = json_string_value(json_object_get(params, "as_of"));
     if (as_of == NULL || strlen(as_of) >= sizeof R->as_of ||
-        !crm_rfc3339_epoch_ms(as_of, &R->as_of_ms))
+        !crm_rfc3339_epoch_ms(as_of, &R->L.as_of_ms))
         return crm_error_set(err, CRM_E_INVALID, "the job has no valid as_of");
     snprintf(R->as_of, sizeof R->as_of, "%s", as_of);
+    return true;
+}
+
+/* What a job taken over after staging needs to publish. */
+static bool read_staged(recompute *R, const json_t *at)
+{
+    const char *xmin = json_string_value(json_object_get(at, "load_xmin"));
+    const char *loaded_at = json_string_value(json_object_get(at, "loaded_at"));
+    if (xmin == NULL || loaded_at == NULL)
+        return false;
+    snprintf(R->load_xmin, sizeof R->load_xmin, "%s", xmin);
+    snprintf(R->loaded_at, sizeof R->loaded_at, "%s", loaded_at);
     return true;
 }
 
 static bool run_recompute(crm_job_ctx *job, crm_error *err)
 {
     recompute R = {.job = job, .c = crm_job_conn(job), .cfg = metrics_config()};
-    if (!read_as_of(&R, err))
+    R.L.cfg = R.cfg;
+    if (!read_params(&R, err))
         return false;
     R.seconds = json_object();
     const json_t *at = crm_job_checkpoint(job);
-    bool staged = json_is_true(json_object_get(at, "staged"));
+    bool staged = json_is_true(json_object_get(at, "staged")) && read_staged(&R, at);
     bool ok = true;
     for (int phase = staged ? PHASE_PUBLISH : PHASE_LOAD; ok && phase < PHASES; phase++) {
         ok = run_phase(&R, phase, err);
         if (ok && phase == PHASE_STAGE) {
-            json_t *mark = json_pack("{s:b, s:I}", "staged", 1, "customers", (json_int_t)R.n);
+            json_t *mark = json_pack("{s:b, s:I, s:s, s:s}", "staged", 1, "customers",
+                                     (json_int_t)R.L.n, "load_xmin", R.load_xmin, "loaded_at",
+                                     R.loaded_at);
             ok = report(&R, phase, phase + 1, mark) ||
                  crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
             json_decref(mark);
         }
     }
-    free(R.customers);
+    size_t n = R.L.n;
+    metrics_load_free(&R.L);
     free(R.by_summary);
-    free(R.events);
-    free(R.rates);
     if (!ok) {
         json_decref(R.seconds);
         return false;
     }
-    long long customers = staged ? json_integer_value(json_object_get(at, "customers")) : (long long)R.n;
-    crm_job_set_result(job, json_pack("{s:s, s:I, s:o}", "as_of", R.as_of, "customers",
-                                      (json_int_t)customers, "phase_seconds", R.seconds));
+    long long customers =
+        staged ? json_integer_value(json_object_get(at, "customers")) : (long long)n;
+    crm_job_set_result(job, json_pack("{s:s, s:I, s:b, s:o}", "as_of", R.as_of, "customers",
+                                      (json_int_t)customers, "refit", R.refit, "phase_seconds",
+                                      R.seconds));
     return true;
 }
 

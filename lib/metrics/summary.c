@@ -54,9 +54,23 @@ void metrics_acc_begin(metrics_acc *a, long long customer_id, long long as_of_ms
     a->window_start_ms = as_of_ms - (long long)window_days * DAY_MS;
 }
 
+/* A scored response: the latest is the last one read (events come in time
+ * order). */
+static void add_response(metrics_customer *c, const metrics_event *e)
+{
+    metrics_scale_responses *r = e->scale == 'n' ? &c->nps : &c->csat;
+    r->latest = e->score;
+    r->count++;
+    r->sum += e->score;
+}
+
 void metrics_acc_add(metrics_acc *a, const metrics_event *e)
 {
     metrics_customer *c = &a->c;
+    if (e->kind == 'f') {
+        add_response(c, e);
+        return;
+    }
     if (!e->rated) {
         c->unrated++;
         return;
@@ -64,7 +78,7 @@ void metrics_acc_add(metrics_acc *a, const metrics_event *e)
     long long day = day_of(e->at_ms);
     bool in_window = day * DAY_MS > a->window_start_ms;
     double value = e->has_value ? e->value : 0;
-    if (e->refund) {
+    if (e->kind == 'r') {
         c->refunds++;
         a->refunded += fabs(value);
         if (in_window)
@@ -87,7 +101,8 @@ void metrics_acc_add(metrics_acc *a, const metrics_event *e)
         a->last_day = day;
         a->days = 1;
     } else if (day != a->last_day) {
-        series_add(&a->intervals, (double)(day - a->last_day));
+        c->last_gap = (int)(day - a->last_day);
+        series_add(&a->intervals, (double)c->last_gap);
         a->days++;
         a->last_day = day;
     }
@@ -119,4 +134,40 @@ void metrics_acc_end(metrics_acc *a)
     /* The mean of a repeat purchase day: all days but the first. */
     c->has_m = c->x > 0 && a->first_day_valued;
     c->m = c->has_m ? (a->gross - a->first_day_gross) / c->x : 0;
+}
+
+static const char *const stage_names[] = {
+    [STAGE_NONE] = "",         [STAGE_PROSPECT] = "prospect", [STAGE_LAPSED] = "lapsed",
+    [STAGE_AT_RISK] = "at_risk", [STAGE_WON_BACK] = "won_back", [STAGE_NEW] = "new",
+    [STAGE_ACTIVE] = "active",
+};
+
+const char *metrics_stage_name(metrics_stage s)
+{
+    return s <= STAGE_ACTIVE ? stage_names[s] : "";
+}
+
+/* The first rule that holds decides: recency first (the customer is gone or
+ * going whatever their history), then how they came back or came in. */
+metrics_stage metrics_stage_of(const metrics_customer *c, const crm_metrics_config *cfg)
+{
+    if (c->purchases == 0)
+        return STAGE_PROSPECT;
+    if (c->recency_days > cfg->lapsed_days)
+        return STAGE_LAPSED;
+    if (c->recency_days > cfg->at_risk_days || (c->scored && c->p_alive < cfg->at_risk_p_alive))
+        return STAGE_AT_RISK;
+    if (c->last_gap > cfg->lapsed_days)
+        return STAGE_WON_BACK;
+    if (c->t_age <= cfg->new_days)
+        return STAGE_NEW;
+    return STAGE_ACTIVE;
+}
+
+short metrics_scale_score(const double bounds[4], double v)
+{
+    for (short s = 0; s < 4; s++)
+        if (v <= bounds[s])
+            return (short)(s + 1);
+    return 5;
 }

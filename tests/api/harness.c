@@ -288,9 +288,15 @@ static bool start_once(crmd_server *srv, const char *const *extra_env, bool *por
     snprintf(listen_var, sizeof listen_var, "CRMD_LISTEN=127.0.0.1:%d", srv->port);
     /* Suites send hundreds of requests a second with one key: the per-key
      * rate limit is on (its headers on every answer) but out of reach,
-     * unless a test sets its own (test_ratelimit.c). */
-    const char *defaults[] = {db_var, listen_var, "CRMD_RATE_LIMIT_RPS=1000000",
-                              "CRMD_RATE_LIMIT_BURST=1000000", NULL};
+     * unless a test sets its own (test_ratelimit.c). No scheduled metrics
+     * recompute, whose job would answer a suite's own recompute with 409,
+     * unless a test sets it (test_metrics.c). */
+    const char *defaults[] = {db_var,
+                              listen_var,
+                              "CRMD_RATE_LIMIT_RPS=1000000",
+                              "CRMD_RATE_LIMIT_BURST=1000000",
+                              "CRMD_METRICS_SCHEDULE_HOURS=0",
+                              NULL};
     char *envp[MAX_ENV];
     build_env(envp, defaults, extra_env);
 

@@ -36,6 +36,8 @@
 #include "jbuf.h"
 #include "jobs.h"
 #include "customer_metrics.h"
+#include "customer_merge.h"
+#include "customer_privacy.h"
 #include "migrate.h"
 #include "support.h"
 #include "suites.h"
@@ -51,6 +53,7 @@
 
 #define AS_OF "2026-01-01T00:00:00Z"
 #define AS_OF_MS 1767225600000LL
+#define TS_TEXT(col) CRM_SQL_TS(col)
 
 static char dbname[64];
 static char *conninfo;
@@ -402,6 +405,402 @@ START_TEST(metrics_follow_merges_and_go_with_erasure)
 }
 END_TEST
 
+
+/* ---- lifecycle, engagement, satisfaction ---------------------------------------- */
+
+/* A touchpoint with a direction and, for feedback, its JSON (NULL: none). */
+static void contact(long long id, const char *type, const char *direction, const char *when,
+                    const char *feedback)
+{
+    static int serial;
+    char idtext[24], event[32];
+    snprintf(idtext, sizeof idtext, "%lld", id);
+    snprintf(event, sizeof event, "c%d", ++serial);
+    const char *params[] = {idtext, type, direction, when, event, feedback};
+    PQclear(unit_sql(db,
+                     "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at,"
+                     " source, event_id, feedback) VALUES ($1, 'email', $2, $3, $4, 'unit', $5,"
+                     " $6::jsonb)",
+                     6, params));
+}
+
+static const char *stage_of(long long id)
+{
+    static char stage[32];
+    json_t *m = metrics_of(id);
+    const json_t *s = json_object_get(json_object_get(m, "lifecycle"), "stage");
+    snprintf(stage, sizeof stage, "%s", json_is_string(s) ? json_string_value(s) : "(null)");
+    json_decref(m);
+    return stage;
+}
+
+/* The fixture as of 2026-01-01, the P(alive) rule off (five customers fit
+ * no model worth trusting), and H, who bought on 2024-01-01 and again on
+ * 2025-12-01 (a 700-day gap). Stages by the rules (new 90, at risk 180,
+ * lapsed 365 days):
+ *   A  last purchase 31 days ago, first 356 days ago, last gap 183: active
+ *   B  306 days since its purchase: at_risk      C  579 days: lapsed
+ *   D, E  no purchase by as_of: prospect         F  first purchase 61 days ago: new
+ *   G  184 days: at_risk                         H  gap 700 > 365, bought 31 days ago: won_back
+ * Overdue (recency - mean interval): A 31 - 162.5 = -131.5, F 47 - 14 = 33,
+ * H 31 - 700 = -669; B has no interval (null).
+ * A's other touchpoints: NPS 9 (2025-03-01), CSAT 4 (2025-06-02), an inbound
+ * call (2025-11-01), NPS 6 (2025-11-20), feedback with text only
+ * (2025-12-10), an outbound e-mail (2025-12-20), NPS 0 after as_of
+ * (2026-01-15). In the 90 days from 2025-10-03: the call, the NPS 6, the
+ * purchase of 12-01, the refund of 12-05, the text, the e-mail: 6, so 2 a
+ * month; the last inbound one is the text of 2025-12-10. NPS latest 6, mean
+ * 7.5 of 2; CSAT 4, 4 of 1. */
+START_TEST(a_recompute_gives_stages_engagement_and_satisfaction_by_hand)
+{
+    crm_metrics_config cfg = crm_metrics_defaults();
+    cfg.at_risk_p_alive = 0;
+    crm_metrics_configure(&cfg);
+    fixture x = make_fixture();
+    long long h = customer("H");
+    touchpoint(h, "purchase", "2024-01-01T00:00:00Z", "10", "EUR");
+    touchpoint(h, "purchase", "2025-12-01T00:00:00Z", "10", "EUR");
+    contact(x.a, "feedback", "inbound", "2025-03-01T00:00:00Z", "{\"scale\":\"nps\",\"score\":9}");
+    contact(x.a, "feedback", "inbound", "2025-06-02T00:00:00Z", "{\"scale\":\"csat\",\"score\":4}");
+    contact(x.a, "call", "inbound", "2025-11-01T00:00:00Z", NULL);
+    contact(x.a, "feedback", "inbound", "2025-11-20T00:00:00Z", "{\"scale\":\"nps\",\"score\":6}");
+    contact(x.a, "feedback", "inbound", "2025-12-10T00:00:00Z", "{\"text\":\"fine\"}");
+    contact(x.a, "email_sent", "outbound", "2025-12-20T00:00:00Z", NULL);
+    contact(x.a, "feedback", "inbound", "2026-01-15T00:00:00Z", "{\"scale\":\"nps\",\"score\":0}");
+    json_decref(recompute(AS_OF_MS));
+
+    ck_assert_str_eq(stage_of(x.a), "active");
+    ck_assert_str_eq(stage_of(x.b), "at_risk");
+    ck_assert_str_eq(stage_of(x.c), "lapsed");
+    ck_assert_str_eq(stage_of(x.d), "prospect");
+    ck_assert_str_eq(stage_of(x.e), "prospect");
+    ck_assert_str_eq(stage_of(x.f), "new");
+    ck_assert_str_eq(stage_of(x.g), "at_risk");
+    ck_assert_str_eq(stage_of(h), "won_back");
+
+    json_t *a = metrics_of(x.a);
+    ck_assert_double_eq_tol(num(a, "risk", "overdue_days"), -131.5, 1e-9);
+    ck_assert_int_eq((int)num(a, "engagement", "touchpoints_90d"), 6);
+    ck_assert_double_eq_tol(num(a, "engagement", "touchpoints_per_30d"), 2, 1e-9);
+    ck_assert_str_eq(str(a, "engagement", "last_inbound_at"), "2025-12-10T00:00:00.000Z");
+    ck_assert_int_eq((int)num(a, "velocity", "last_gap_days"), 183);
+    json_t *nps = json_object_get(json_object_get(a, "satisfaction"), "nps");
+    json_t *csat = json_object_get(json_object_get(a, "satisfaction"), "csat");
+    ck_assert_int_eq(json_integer_value(json_object_get(nps, "latest")), 6);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(nps, "mean")), 7.5, 1e-12);
+    ck_assert_int_eq(json_integer_value(json_object_get(nps, "responses")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(csat, "latest")), 4);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(csat, "mean")), 4, 1e-12);
+    ck_assert_int_eq(json_integer_value(json_object_get(csat, "responses")), 1);
+    json_decref(a);
+
+    json_t *f = metrics_of(x.f);
+    ck_assert_double_eq_tol(num(f, "risk", "overdue_days"), 33, 1e-9);
+    json_decref(f);
+    json_t *hm = metrics_of(h);
+    ck_assert_double_eq_tol(num(hm, "risk", "overdue_days"), -669, 1e-9);
+    ck_assert_int_eq((int)num(hm, "velocity", "last_gap_days"), 700);
+    json_decref(hm);
+    json_t *b = metrics_of(x.b);
+    ck_assert(is_null(b, "risk", "overdue_days"));
+    ck_assert(is_null(b, "velocity", "last_gap_days"));
+    ck_assert(json_is_null(
+        json_object_get(json_object_get(json_object_get(b, "satisfaction"), "nps"), "latest")));
+    ck_assert_int_eq((int)num(b, "engagement", "touchpoints_90d"), 0);
+    json_decref(b);
+    /* D's page view of 2025-05-01 is its last inbound contact; E's only
+     * touchpoint lies after as_of. */
+    json_t *d = metrics_of(x.d);
+    ck_assert_str_eq(str(d, "engagement", "last_inbound_at"), "2025-05-01T00:00:00.000Z");
+    json_decref(d);
+    json_t *e = metrics_of(x.e);
+    ck_assert(is_null(e, "engagement", "last_inbound_at"));
+    json_decref(e);
+}
+END_TEST
+
+/* The history: the first recompute records each customer's first stage;
+ * one two months later moves F from new to active (its first purchase is
+ * 120 days old on 2026-03-01) and E from prospect to new (it bought on
+ * 2026-02-01); the others keep theirs and gain no row. */
+START_TEST(each_change_of_stage_is_kept_with_its_time)
+{
+    crm_metrics_config cfg = crm_metrics_defaults();
+    cfg.at_risk_p_alive = 0;
+    crm_metrics_configure(&cfg);
+    fixture x = make_fixture();
+    json_decref(recompute(AS_OF_MS));
+    json_decref(recompute(1772323200000LL)); /* 2026-03-01T00:00:00Z */
+    crm_error err = CRM_ERROR_INIT;
+    long long next = 0;
+    json_t *f = crm_metrics_lifecycle(x.f, 0, 50, &next, &err);
+    ck_assert_msg(f != NULL, "%s", err.detail);
+    ck_assert_str_eq(json_string_value(json_object_get(f, "stage")), "active");
+    ck_assert_str_eq(json_string_value(json_object_get(f, "since")), "2026-03-01T00:00:00.000Z");
+    json_t *rows = json_object_get(f, "data");
+    ck_assert_int_eq(json_array_size(rows), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "stage")), "active");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 0), "previous")), "new");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 1), "stage")), "new");
+    ck_assert(json_is_null(json_object_get(json_array_get(rows, 1), "previous")));
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(rows, 1), "changed_at")),
+                     "2026-01-01T00:00:00.000Z");
+    ck_assert_int_eq(next, 0);
+    json_decref(f);
+    /* A page of one: the newest, and where the next starts. */
+    json_t *page = crm_metrics_lifecycle(x.f, 0, 1, &next, &err);
+    ck_assert_int_eq(json_array_size(json_object_get(page, "data")), 1);
+    ck_assert_int_gt(next, 0);
+    json_t *rest = crm_metrics_lifecycle(x.f, next, 1, &next, &err);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_object_get(rest, "data"), 0), "stage")),
+        "new");
+    ck_assert_int_eq(next, 0);
+    json_decref(page);
+    json_decref(rest);
+    json_t *e = crm_metrics_lifecycle(x.e, 0, 50, &next, &err);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "stage")), "new");
+    ck_assert_int_eq(json_array_size(json_object_get(e, "data")), 2);
+    json_decref(e);
+    json_t *a = crm_metrics_lifecycle(x.a, 0, 50, &next, &err);
+    ck_assert_int_eq(json_array_size(json_object_get(a, "data")), 1);
+    json_decref(a);
+    ck_assert_ptr_null(crm_metrics_lifecycle(999999, 0, 50, &next, &err));
+    ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
+    crm_error_clear(&err);
+}
+END_TEST
+
+/* ---- the follower ------------------------------------------------------------------ */
+
+static crm_conn *private_conn(void)
+{
+    crm_db_config cfg = {.url = conninfo, .pool_size = 1, .connect_timeout_s = 2};
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *c = crm_db_open_private(&cfg, &err);
+    ck_assert_msg(c != NULL, "%s", err.detail);
+    return c;
+}
+
+/* Sweeps of batch changes until the feeds are read to their end; the
+ * customers looked at. */
+static long long follow_all(crm_conn *c, int batch)
+{
+    long long total = 0, n;
+    bool more = true;
+    crm_error err = CRM_ERROR_INIT;
+    while (more) {
+        ck_assert_msg(crm_metrics_follow(c, batch, &n, &more, &err), "follow: %s", err.detail);
+        total += n;
+    }
+    return total;
+}
+
+START_TEST(one_follower_at_a_time)
+{
+    crm_conn *one = private_conn(), *two = private_conn();
+    bool claimed = false;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert(crm_metrics_follow_claim(one, &claimed, &err) && claimed);
+    ck_assert(crm_metrics_follow_claim(two, &claimed, &err) && !claimed);
+    crm_db_close_private(one); /* the lock goes with its connection, once its backend ends */
+    for (int i = 0; i < 100 && !claimed; i++) {
+        ck_assert(crm_metrics_follow_claim(two, &claimed, &err));
+        if (!claimed)
+            usleep(50000);
+    }
+    ck_assert(claimed);
+    crm_db_close_private(two);
+}
+END_TEST
+
+/* A random base: n customers, each with up to 12 purchases (EUR, USD at a
+ * rate, or GBP without one), refunds, NPS and CSAT responses and page views
+ * over the two years before now. */
+static long long *random_base(gsl_rng *rng, int n)
+{
+    long long *ids = calloc((size_t)n, sizeof *ids);
+    ck_assert_ptr_nonnull(ids);
+    PQclear(unit_sql(db, "INSERT INTO currency_rates (currency, rate) VALUES ('USD', 0.8)", 0,
+                     NULL));
+    for (int i = 0; i < n; i++)
+        ids[i] = customer("R");
+    for (int i = 0; i < n; i++) {
+        int k = (int)gsl_rng_uniform_int(rng, 13);
+        for (int j = 0; j < k; j++) {
+            static const char *const types[] = {"purchase", "purchase", "purchase", "refund",
+                                                "page_view", "feedback"};
+            const char *type = types[gsl_rng_uniform_int(rng, 6)];
+            char when[48], amount[32];
+            crm_format_timestamp(crm_wall_ms() - (long long)(gsl_rng_uniform(rng) * 730 * 86400e3),
+                                 when);
+            if (strcmp(type, "feedback") == 0) {
+                bool nps = gsl_rng_uniform(rng) < 0.5;
+                char fb[64];
+                snprintf(fb, sizeof fb, "{\"scale\":\"%s\",\"score\":%d}", nps ? "nps" : "csat",
+                         nps ? (int)gsl_rng_uniform_int(rng, 11)
+                             : 1 + (int)gsl_rng_uniform_int(rng, 5));
+                contact(ids[i], type, "inbound", when, fb);
+            } else if (strcmp(type, "page_view") == 0) {
+                contact(ids[i], type, gsl_rng_uniform(rng) < 0.5 ? "inbound" : "outbound", when,
+                        NULL);
+            } else {
+                static const char *const currencies[] = {"EUR", "EUR", "USD", "GBP"};
+                double v = 5 + gsl_rng_uniform(rng) * 200;
+                snprintf(amount, sizeof amount, "%s%.2f", type[0] == 'r' ? "-" : "", v);
+                touchpoint(ids[i], type, when, amount, currencies[gsl_rng_uniform_int(rng, 4)]);
+            }
+        }
+    }
+    return ids;
+}
+
+/* Every stored figure of a customer but the time it was computed and the
+ * scores ranked against the whole base, as text. */
+#define COMPARED_COLUMNS                                                                           \
+    "customer_id, as_of, purchases, refunds, unrated, first_purchase_at, last_purchase_at,"        \
+    " historic_value, average_order_value, recency_days, frequency, monetary, x, t_x, t_age,"      \
+    " repeat_mean_value, p_alive, predicted_purchases, predicted_value, interval_mean,"            \
+    " interval_cv, interval_trend, spend_cv, spend_trend, lifecycle_stage, last_gap_days,"         \
+    " overdue_days, touchpoints_90d, last_inbound_at, nps_latest, nps_mean, nps_responses,"        \
+    " csat_latest, csat_mean, csat_responses"
+
+/* The rows computed at as_of, each as one line of text, in id order. */
+static PGresult *rows_as_of(const char *as_of)
+{
+    const char *params[] = {as_of};
+    return unit_sql(db,
+                    "SELECT concat_ws('|', " COMPARED_COLUMNS ") FROM customer_metrics"
+                    " WHERE as_of = $1::timestamptz ORDER BY customer_id",
+                    1, params);
+}
+
+/* Incremental updates equal a full recompute: a random base is recomputed;
+ * then, in one transaction, a third of its customers get new purchases,
+ * refunds and feedback; one is merged into another and one erased. The
+ * follower brings them in. A full recompute observed at the follower's
+ * as_of, with the same models (refit false), gives the same rows for every
+ * customer the follower touched, figure for figure. */
+START_TEST(incremental_updates_equal_a_full_recompute_on_random_data)
+{
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 20261203);
+    int n = 240;
+    long long *ids = random_base(rng, n);
+    json_decref(recompute(0));
+    crm_conn *c = private_conn();
+    follow_all(c, 50); /* the base's own inserts: every customer, in sweeps of 50 */
+
+    PQclear(unit_sql(db, "BEGIN", 0, NULL));
+    for (int i = 0; i < n; i += 3) {
+        char when[48], amount[32];
+        crm_format_timestamp(crm_wall_ms() - (long long)(gsl_rng_uniform(rng) * 30 * 86400e3),
+                             when);
+        snprintf(amount, sizeof amount, "%.2f", 1 + gsl_rng_uniform(rng) * 90);
+        touchpoint(ids[i], i % 2 ? "refund" : "purchase", when, amount, "EUR");
+        contact(ids[i], "feedback", "inbound", when, "{\"scale\":\"nps\",\"score\":10}");
+    }
+    PQclear(unit_sql(db, "COMMIT", 0, NULL));
+    crm_write_ctx ctx = {0};
+    crm_error err = CRM_ERROR_INIT;
+    char body[64];
+    snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", ids[4]);
+    json_t *merge = json_loads(body, 0, NULL);
+    bool dry = false;
+    json_t *merged = crm_customer_merge(ids[1], merge, &ctx, &dry, &err);
+    ck_assert_msg(merged != NULL, "merge: %s", err.detail);
+    json_decref(merged);
+    json_decref(merge);
+    bool already = false;
+    json_t *erased = crm_customer_erase(ids[7], &ctx, &already, &err);
+    ck_assert_msg(erased != NULL, "erase: %s", err.detail);
+    json_decref(erased);
+
+    long long looked = follow_all(c, 100000); /* one sweep: one as_of */
+    ck_assert_int_ge(looked, n / 3);
+    PGresult *latest = unit_sql(db, "SELECT max(as_of)::text, " TS_TEXT("max(as_of)")
+                                    " FROM customer_metrics", 0, NULL);
+    char as_of[64], as_of_rfc[64];
+    snprintf(as_of, sizeof as_of, "%s", PQgetvalue(latest, 0, 0));
+    snprintf(as_of_rfc, sizeof as_of_rfc, "%s", PQgetvalue(latest, 0, 1));
+    PQclear(latest);
+    /* The touched customers, and no other, carry the follower's as_of;
+     * the merged and the erased customers have no row. */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM customer_metrics WHERE customer_id IN (%lld, %lld)", ids[4],
+             ids[7]);
+    ck_assert_int_eq(unit_sql_long(db, sql, 0, NULL), 0);
+    PGresult *incremental = rows_as_of(as_of);
+    ck_assert_int_ge(PQntuples(incremental), n / 3 - 1);
+
+    long long as_ms;
+    ck_assert(crm_rfc3339_epoch_ms(as_of_rfc, &as_ms));
+    long long running = 0;
+    json_t *job = crm_metrics_recompute_submit_with(as_ms, false, 0, &running, &err);
+    ck_assert_msg(job != NULL, "submit: %s", err.detail);
+    json_decref(job);
+    crm_jobs_config cfg = {.db = {.url = conninfo, .pool_size = 1, .connect_timeout_s = 2},
+                           .lease_s = 30,
+                           .worker = "unit"};
+    long long ran = 0;
+    ck_assert_msg(crm_jobs_run_one(&cfg, &ran, &err), "run: %s", err.detail);
+    PGresult *full = rows_as_of(as_of);
+    /* Every row the follower wrote is among the full recompute's, equal. */
+    int j = 0, compared = 0;
+    for (int i = 0; i < PQntuples(incremental); i++) {
+        const char *want = PQgetvalue(incremental, i, 0);
+        long long id = atoll(want);
+        while (j < PQntuples(full) && atoll(PQgetvalue(full, j, 0)) < id)
+            j++;
+        ck_assert_msg(j < PQntuples(full), "customer %lld is missing from the full recompute", id);
+        ck_assert_msg(strcmp(PQgetvalue(full, j, 0), want) == 0,
+                      "customer %lld:\n incremental %s\n full        %s", id, want,
+                      PQgetvalue(full, j, 0));
+        compared++;
+    }
+    ck_assert_int_ge(compared, n / 3 - 1);
+    PQclear(incremental);
+    PQclear(full);
+    crm_db_close_private(c);
+    free(ids);
+    gsl_rng_free(rng);
+}
+END_TEST
+
+/* Scored by the base's scales, hours or days after a recompute, a customer
+ * whose figures did not change keeps the scores the recompute ranked. */
+START_TEST(the_base_scales_give_the_scores_the_recompute_ranked)
+{
+    gsl_rng *rng = gsl_rng_alloc(gsl_rng_mt19937);
+    gsl_rng_set(rng, 7);
+    int n = 200;
+    long long *ids = random_base(rng, n);
+    json_decref(recompute(0));
+    PGresult *ranked = unit_sql(db,
+                                "SELECT customer_id, concat_ws('|', r_score, f_score, m_score,"
+                                " rfm_cell, rfm_group) FROM customer_metrics ORDER BY customer_id",
+                                0, NULL);
+    crm_conn *c = private_conn();
+    follow_all(c, 50);
+    PGresult *followed = unit_sql(db,
+                                  "SELECT customer_id, concat_ws('|', r_score, f_score, m_score,"
+                                  " rfm_cell, rfm_group) FROM customer_metrics ORDER BY customer_id",
+                                  0, NULL);
+    ck_assert_int_eq(PQntuples(ranked), n);
+    ck_assert_int_eq(PQntuples(followed), n);
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(strcmp(PQgetvalue(ranked, i, 1), PQgetvalue(followed, i, 1)) == 0,
+                      "customer %s: ranked %s, scaled %s", PQgetvalue(ranked, i, 0),
+                      PQgetvalue(ranked, i, 1), PQgetvalue(followed, i, 1));
+    PQclear(ranked);
+    PQclear(followed);
+    crm_db_close_private(c);
+    free(ids);
+    gsl_rng_free(rng);
+}
+END_TEST
+
 /* ---- end to end on a simulated base -------------------------------------------- */
 
 /* One simulated customer: the UTC days (since the epoch) of their purchase
@@ -606,6 +1005,11 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, a_second_recompute_while_one_is_queued_is_a_conflict_naming_it);
     tcase_add_test(tc, metrics_follow_merges_and_go_with_erasure);
     tcase_add_test(tc, on_a_simulated_base_the_fits_and_predictions_match_the_models);
+    tcase_add_test(tc, a_recompute_gives_stages_engagement_and_satisfaction_by_hand);
+    tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
+    tcase_add_test(tc, one_follower_at_a_time);
+    tcase_add_test(tc, incremental_updates_equal_a_full_recompute_on_random_data);
+    tcase_add_test(tc, the_base_scales_give_the_scores_the_recompute_ranked);
     suite_add_tcase(s, tc);
     return s;
 }
