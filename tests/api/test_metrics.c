@@ -148,6 +148,94 @@ START_TEST(a_recompute_is_a_job_that_ends_with_the_customers_metrics)
 }
 END_TEST
 
+/* Polls the customer's metrics until want(doc) holds (at most 15 s);
+ * returns the document and the milliseconds it took. */
+static json_t *wait_for_metrics(long long id, bool (*want)(const json_t *), long long *took_ms)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld/metrics", id);
+    long long start = harness_now_ms(), deadline = start + 15000;
+    for (;;) {
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%ld %.300s", r.status, r.body);
+        json_t *m = http_response_json(&r);
+        http_response_free(&r);
+        if (want(m)) {
+            *took_ms = harness_now_ms() - start;
+            return m;
+        }
+        json_decref(m);
+        ck_assert_msg(harness_now_ms() < deadline, "the metrics did not follow within 15 s");
+        harness_sleep_ms(50);
+    }
+}
+
+static bool three_purchases(const json_t *m)
+{
+    return json_integer_value(json_object_get(json_object_get(m, "value"), "purchases")) == 3;
+}
+
+static bool one_refund(const json_t *m)
+{
+    return json_integer_value(json_object_get(json_object_get(m, "value"), "refunds")) == 1;
+}
+
+/* No recompute: the follower brings each purchase and refund into the
+ * customer's metrics within seconds of its ingest, and records the stage. */
+START_TEST(a_purchase_reaches_the_customers_metrics_within_seconds)
+{
+    long long id = create_customer_with_purchases(), took;
+    json_t *m = wait_for_metrics(id, three_purchases, &took);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(m, "value"), "historic")), 600, 1e-9);
+    json_decref(m);
+    char ev[48], body[512];
+    harness_unique(ev, sizeof ev, "r");
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"store\", \"type\": \"refund\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"2025-12-02T10:00:00Z\","
+             " \"source\": \"api-metrics\", \"event_id\": \"%s\", \"amount\": -50,"
+             " \"currency\": \"EUR\"}",
+             id, ev);
+    http_response r = http_post_json(&srv, "/v1/touchpoints", customers_rw.secret, body);
+    ck_assert_msg(r.status == 201, "%ld %.300s", r.status, r.body);
+    http_response_free(&r);
+    m = wait_for_metrics(id, one_refund, &took);
+    ck_assert_msg(took < 10000, "the refund took %lld ms to follow", took);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(m, "value"), "historic")), 550, 1e-9);
+    const char *now_stage =
+        json_string_value(json_object_get(json_object_get(m, "lifecycle"), "stage"));
+    ck_assert_ptr_nonnull(now_stage);
+    char stage[32];
+    snprintf(stage, sizeof stage, "%s", now_stage);
+    json_decref(m);
+
+    char path[64];
+    snprintf(path, sizeof path, "/v1/customers/%lld/lifecycle", id);
+    r = http_get(&srv, path, reader.secret);
+    ck_assert_msg(r.status == 200, "%ld %.300s", r.status, r.body);
+    json_t *life = http_response_json(&r);
+    http_response_free(&r);
+    ck_assert_str_eq(json_string_value(json_object_get(life, "stage")), stage);
+    ck_assert_int_ge(json_array_size(json_object_get(life, "data")), 1);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_array_get(json_object_get(life, "data"), 0), "stage")),
+        stage);
+    json_decref(life);
+    r = http_get(&srv, "/v1/customers/9000000000000/lifecycle", reader.secret);
+    json_decref(assert_problem(&r, 404));
+    http_response_free(&r);
+    r = http_get(&srv, path, customers_rw.secret);
+    json_decref(assert_problem(&r, 403));
+    http_response_free(&r);
+    snprintf(path, sizeof path, "/v1/customers/%lld/lifecycle?after=nonsense", id);
+    r = http_get(&srv, path, reader.secret);
+    json_decref(assert_problem(&r, 422));
+    http_response_free(&r);
+}
+END_TEST
+
 START_TEST(recompute_refuses_what_it_cannot_do)
 {
     http_response r =
@@ -163,6 +251,11 @@ START_TEST(recompute_refuses_what_it_cannot_do)
     r = http_post_json(&srv, "/v1/metrics/recompute", writer.secret, "{\"asof\": \"x\"}");
     p = assert_problem(&r, 422);
     ck_assert(problem_names_field(p, "/asof"));
+    json_decref(p);
+    http_response_free(&r);
+    r = http_post_json(&srv, "/v1/metrics/recompute", writer.secret, "{\"refit\": \"no\"}");
+    p = assert_problem(&r, 422);
+    ck_assert(problem_names_field(p, "/refit"));
     json_decref(p);
     http_response_free(&r);
     r = http_post_json(&srv, "/v1/metrics/recompute", writer.secret,
@@ -213,6 +306,7 @@ Suite *metrics_suite(void)
     tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S * 2);
     tcase_add_test(tc, recompute_refuses_what_it_cannot_do);
     tcase_add_test(tc, a_recompute_is_a_job_that_ends_with_the_customers_metrics);
+    tcase_add_test(tc, a_purchase_reaches_the_customers_metrics_within_seconds);
     suite_add_tcase(s, tc);
     /* Without the fixture's crmd, whose job runner would take the job. */
     TCase *alone = tcase_create("no-runner");

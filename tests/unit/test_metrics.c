@@ -614,6 +614,30 @@ START_TEST(one_follower_at_a_time)
 }
 END_TEST
 
+/* The schedule queues a recompute when none was queued in the hours given,
+ * and only then. */
+START_TEST(the_schedule_queues_a_recompute_when_none_is_recent)
+{
+    crm_error err = CRM_ERROR_INIT;
+    bool queued = false;
+    ck_assert_msg(crm_metrics_schedule(24, &queued, &err), "%s", err.detail);
+    ck_assert(queued);
+    ck_assert(crm_metrics_schedule(24, &queued, &err));
+    ck_assert(!queued); /* one is queued */
+    PQclear(unit_sql(db,
+                     "UPDATE jobs SET state = 'cancelled', finished_at = now(),"
+                     " created_at = now() - interval '2 hours'",
+                     0, NULL));
+    ck_assert(crm_metrics_schedule(3, &queued, &err));
+    ck_assert(!queued); /* one was queued 2 hours ago */
+    ck_assert(crm_metrics_schedule(1, &queued, &err));
+    ck_assert(queued);
+    ck_assert_int_eq(unit_sql_long(db, "SELECT count(*) FROM jobs WHERE kind = 'metrics_recompute'",
+                                   0, NULL),
+                     2);
+}
+END_TEST
+
 /* A random base: n customers, each with up to 12 purchases (EUR, USD at a
  * rate, or GBP without one), refunds, NPS and CSAT responses and page views
  * over the two years before now. */
@@ -1008,6 +1032,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, a_recompute_gives_stages_engagement_and_satisfaction_by_hand);
     tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
     tcase_add_test(tc, one_follower_at_a_time);
+    tcase_add_test(tc, the_schedule_queues_a_recompute_when_none_is_recent);
     tcase_add_test(tc, incremental_updates_equal_a_full_recompute_on_random_data);
     tcase_add_test(tc, the_base_scales_give_the_scores_the_recompute_ranked);
     suite_add_tcase(s, tc);
