@@ -460,15 +460,13 @@ static crm_stmt record_transitions = CRM_STMT(
     " FROM customer_metrics n LEFT JOIN metrics_staging o ON o.customer_id = n.customer_id"
     " WHERE n.lifecycle_stage IS NOT NULL AND n.lifecycle_stage IS DISTINCT FROM o.lifecycle_stage");
 
-/* The follower goes over the changes the load may have missed again. */
-static crm_stmt rewind_follower = CRM_STMT(
-    "metrics_publish_rewind_follower",
-    "UPDATE metrics_follow SET"
-    " tp_xid = CASE WHEN (tp_xid, tp_seq) > ($1::xid8, 0) THEN $1::xid8 ELSE tp_xid END,"
-    " tp_seq = CASE WHEN (tp_xid, tp_seq) > ($1::xid8, 0) THEN 0 ELSE tp_seq END,"
-    " cu_xid = CASE WHEN (cu_xid, cu_seq) > ($1::xid8, 0) THEN $1::xid8 ELSE cu_xid END,"
-    " cu_seq = CASE WHEN (cu_xid, cu_seq) > ($1::xid8, 0) THEN 0 ELSE cu_seq END,"
-    " updated_at = now()");
+/* The follower goes on from the load: every change older than the load's
+ * xmin is in what was published (a follower behind it skips them), every
+ * later one is gone over again (a follower ahead of it goes back). */
+static crm_stmt rewind_follower =
+    CRM_STMT("metrics_publish_rewind_follower",
+             "UPDATE metrics_follow SET tp_xid = $1::xid8, tp_seq = 0, cu_xid = $1::xid8,"
+             " cu_seq = 0, updated_at = now()");
 
 /* The staged table becomes customer_metrics and the old one the next
  * staging table: three renames under locks taken at once (waiting at most

@@ -614,6 +614,24 @@ START_TEST(one_follower_at_a_time)
 }
 END_TEST
 
+/* A recompute's publication moves the follower to where its load began:
+ * what the load read is not gone over again, what came after is. */
+START_TEST(the_follower_goes_on_from_the_last_recompute)
+{
+    fixture x = make_fixture();
+    crm_conn *c = private_conn();
+    ck_assert_int_eq(follow_all(c, 1000), 7); /* before any recompute: every customer */
+    json_decref(recompute(0));
+    ck_assert_int_eq(follow_all(c, 1000), 0);
+    touchpoint(x.d, "purchase", "2026-06-01T00:00:00Z", "15", "EUR");
+    ck_assert_int_eq(follow_all(c, 1000), 1);
+    json_t *d = metrics_of(x.d);
+    ck_assert_int_eq((int)num(d, "value", "purchases"), 1);
+    json_decref(d);
+    crm_db_close_private(c);
+}
+END_TEST
+
 /* The schedule queues a recompute when none was queued in the hours given,
  * and only then. */
 START_TEST(the_schedule_queues_a_recompute_when_none_is_recent)
@@ -1032,6 +1050,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, a_recompute_gives_stages_engagement_and_satisfaction_by_hand);
     tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
     tcase_add_test(tc, one_follower_at_a_time);
+    tcase_add_test(tc, the_follower_goes_on_from_the_last_recompute);
     tcase_add_test(tc, the_schedule_queues_a_recompute_when_none_is_recent);
     tcase_add_test(tc, incremental_updates_equal_a_full_recompute_on_random_data);
     tcase_add_test(tc, the_base_scales_give_the_scores_the_recompute_ranked);
