@@ -571,6 +571,37 @@ START_TEST(each_change_of_stage_is_kept_with_its_time)
 }
 END_TEST
 
+/* The person's export holds their metrics and every stage change; erasure
+ * removes both (the base's fits and aggregates keep anonymous figures). */
+START_TEST(export_holds_the_metrics_and_lifecycle_and_erasure_removes_them)
+{
+    fixture x = make_fixture();
+    json_decref(recompute(AS_OF_MS));
+    json_decref(recompute(1772323200000LL)); /* F: new, then active */
+    crm_error err = CRM_ERROR_INIT;
+    json_t *doc = crm_customer_export(x.f, &err);
+    ck_assert_msg(doc != NULL, "export: %s", err.detail);
+    json_t *metrics = json_object_get(doc, "metrics"), *life = json_object_get(doc, "lifecycle");
+    ck_assert_int_eq(json_array_size(metrics), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(metrics, 0), "purchases")), 2);
+    ck_assert_int_eq(json_array_size(life), 2);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(life, 0), "stage")), "new");
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(life, 1), "stage")), "active");
+    json_decref(doc);
+    crm_write_ctx ctx = {0};
+    bool already = false;
+    json_t *gone = crm_customer_erase(x.f, &ctx, &already, &err);
+    ck_assert_msg(gone != NULL, "erase: %s", err.detail);
+    json_decref(gone);
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT (SELECT count(*) FROM customer_metrics WHERE customer_id = %lld)"
+             " + (SELECT count(*) FROM customer_lifecycle WHERE customer_id = %lld)",
+             x.f, x.f);
+    ck_assert_int_eq(unit_sql_long(db, sql, 0, NULL), 0);
+}
+END_TEST
+
 /* ---- the follower ------------------------------------------------------------------ */
 
 static crm_conn *private_conn(void)
@@ -1049,6 +1080,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, on_a_simulated_base_the_fits_and_predictions_match_the_models);
     tcase_add_test(tc, a_recompute_gives_stages_engagement_and_satisfaction_by_hand);
     tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
+    tcase_add_test(tc, export_holds_the_metrics_and_lifecycle_and_erasure_removes_them);
     tcase_add_test(tc, one_follower_at_a_time);
     tcase_add_test(tc, the_follower_goes_on_from_the_last_recompute);
     tcase_add_test(tc, the_schedule_queues_a_recompute_when_none_is_recent);
