@@ -77,7 +77,12 @@ static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long lon
     } else if (*leader) {
         long long customers = 0;
         if (!crm_metrics_follow(*c, f->cfg.batch, &customers, &more, &err)) {
-            note_failure(failing, "a sweep failed", &err);
+            /* A recompute published under the sweep (its place moved): the
+             * sweep is done again at once, from the new place. */
+            if (err.code == CRM_E_CONFLICT)
+                more = true;
+            else
+                note_failure(failing, "a sweep failed", &err);
         } else {
             *failing = false;
             if (customers > 0)

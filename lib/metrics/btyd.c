@@ -459,12 +459,23 @@ static size_t merge_counts(count_weight *counts, size_t n)
     return distinct;
 }
 
+/* The largest whole number of days (and of purchases) the objective keeps
+ * tables for. */
+#define TABLE_MAX 100000
+
 typedef struct {
     const crm_bgnbd_row *rows;
     size_t n;
     double total_w;
     count_weight *counts; /* the distinct x of rows, owned by crm_bgnbd_fit */
     size_t n_counts;
+    /* When every row's x, t_x and T are whole numbers up to TABLE_MAX (days
+     * and purchases, as the metrics give them), the logs of a row's terms
+     * are looked up in tables made once per evaluation: ln_days[k] =
+     * ln(alpha + k) for k up to max_day, ln_bx[k] = ln(b + k - 1) for k from
+     * 1 up to max_x. Owned by crm_bgnbd_fit; NULL otherwise. */
+    double *ln_days, *ln_bx;
+    int max_day, max_x;
 } bgnbd_data;
 
 static crm_bgnbd bgnbd_from_theta(const gsl_vector *theta)
@@ -476,6 +487,26 @@ static crm_bgnbd bgnbd_from_theta(const gsl_vector *theta)
 /* The mean negative log-likelihood per customer at theta = ln(r, alpha, a,
  * b): a mean, so the simplex's tolerance means the same for any number of
  * customers. */
+/* bgnbd_time_terms with the logs from d's tables. */
+static double bgnbd_time_terms_tabled(const bgnbd_data *d, const crm_bgnbd *m,
+                                      const crm_bgnbd_row *row, double ln_a)
+{
+    double rx = m->r + row->x;
+    double ln_a3 = -rx * d->ln_days[(int)row->T];
+    if (row->x == 0)
+        return ln_a3;
+    double ln_a4 = ln_a - d->ln_bx[(int)row->x] - rx * d->ln_days[(int)row->t_x];
+    return log_add_exp(ln_a3, ln_a4);
+}
+
+static void fill_tables(const bgnbd_data *d, const crm_bgnbd *m)
+{
+    for (int k = 0; k <= d->max_day; k++)
+        d->ln_days[k] = log(m->alpha + k);
+    for (int k = 1; k <= d->max_x; k++)
+        d->ln_bx[k] = log(m->b + k - 1);
+}
+
 static double bgnbd_objective(const gsl_vector *theta, void *arg)
 {
     const bgnbd_data *d = arg;
@@ -486,10 +517,14 @@ static double bgnbd_objective(const gsl_vector *theta, void *arg)
     double sum = 0;
     for (size_t i = 0; i < d->n_counts; i++)
         sum += d->counts[i].w * bgnbd_count_terms(&m, d->counts[i].x, lnbeta_ab, ln_alpha);
+    if (d->ln_days != NULL)
+        fill_tables(d, &m);
     for (size_t i = 0; i < d->n; i++) {
         const crm_bgnbd_row *row = &d->rows[i];
         if (row->w > 0)
-            sum += row->w * bgnbd_time_terms(&m, row->x, row->t_x, row->T, ln_a);
+            sum += row->w * (d->ln_days != NULL ? bgnbd_time_terms_tabled(d, &m, row, ln_a)
+                                                : bgnbd_time_terms(&m, row->x, row->t_x, row->T,
+                                                                   ln_a));
     }
     double f = -sum / d->total_w;
     return isfinite(f) ? f : FIT_PENALTY;
@@ -529,6 +564,35 @@ static bool bgnbd_minimize(bgnbd_data *d, crm_bgnbd *model, crm_fit_report *repo
     return report->converged;
 }
 
+static bool whole(double v)
+{
+    return v >= 0 && v <= TABLE_MAX && v == floor(v);
+}
+
+/* The tables of d, when its rows allow them (else, or out of memory, the
+ * objective computes every log). */
+static void make_tables(bgnbd_data *d)
+{
+    int max_day = 0, max_x = 0;
+    for (size_t i = 0; i < d->n; i++) {
+        const crm_bgnbd_row *row = &d->rows[i];
+        if (!whole(row->x) || !whole(row->t_x) || !whole(row->T))
+            return;
+        max_day = row->T > max_day ? (int)row->T : max_day;
+        max_x = row->x > max_x ? (int)row->x : max_x;
+    }
+    d->ln_days = malloc(((size_t)max_day + 1) * sizeof *d->ln_days);
+    d->ln_bx = malloc(((size_t)max_x + 1) * sizeof *d->ln_bx);
+    if (d->ln_days == NULL || d->ln_bx == NULL) {
+        free(d->ln_days);
+        free(d->ln_bx);
+        d->ln_days = d->ln_bx = NULL;
+        return;
+    }
+    d->max_day = max_day;
+    d->max_x = max_x;
+}
+
 bool crm_bgnbd_fit(const crm_bgnbd_row *rows, size_t n, const crm_bgnbd *start, crm_bgnbd *out,
                    crm_fit_report *report)
 {
@@ -537,7 +601,7 @@ bool crm_bgnbd_fit(const crm_bgnbd_row *rows, size_t n, const crm_bgnbd *start, 
     *out = start != NULL ? *start : (crm_bgnbd){1, 1, 1, 1};
     if (rows == NULL || n == 0)
         return false;
-    bgnbd_data d = {rows, n, 0, malloc(n * sizeof(count_weight)), 0};
+    bgnbd_data d = {rows, n, 0, malloc(n * sizeof(count_weight)), 0, NULL, NULL, 0, 0};
     if (d.counts == NULL)
         return false;
     double sum_wx = 0, sum_wT = 0;
@@ -562,10 +626,13 @@ bool crm_bgnbd_fit(const crm_bgnbd_row *rows, size_t n, const crm_bgnbd *start, 
         *out = (crm_bgnbd){1, sum_wT / sum_wx, 1, 1};
     if (identified && bgnbd_valid(out)) {
         d.n_counts = merge_counts(d.counts, n);
+        make_tables(&d);
         bgnbd_minimize(&d, out, report);
         report->loglik = bgnbd_total_loglik(out, rows, n);
     }
     free(d.counts);
+    free(d.ln_days);
+    free(d.ln_bx);
     return report->converged;
 }
 

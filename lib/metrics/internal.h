@@ -149,10 +149,12 @@ typedef struct metrics_load {
 /* The engagement of the customers in the 90 days to the transaction's
  * setting crmd.metrics_as_of: customer_id, touchpoints, last inbound. */
 #define METRICS_ENGAGEMENT_COLUMNS                                                                 \
-    "customer_id, count(*) FILTER (WHERE occurred_at > current_setting('crmd.metrics_as_of')"     \
-    "::timestamptz - interval '90 days'), max(occurred_at) FILTER (WHERE direction = 'inbound')"
+    "customer_id, count(*) FILTER (WHERE occurred_at > (SELECT current_setting("                   \
+    "'crmd.metrics_as_of')::timestamptz - interval '90 days')), max(occurred_at) FILTER (WHERE"    \
+    " direction = 'inbound')"
+/* (The settings are read in subqueries: evaluated once, not on every row.) */
 #define METRICS_ENGAGEMENT_WHERE                                                                   \
-    "occurred_at <= current_setting('crmd.metrics_as_of')::timestamptz"
+    "occurred_at <= (SELECT current_setting('crmd.metrics_as_of')::timestamptz)"
 
 /* Grows *items (of size bytes each) to hold one more than used. */
 bool metrics_grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err);

@@ -116,7 +116,9 @@ static bool start_load(recompute *R, crm_error *err)
 
 static bool phase_load(recompute *R, crm_error *err)
 {
-    if (!start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
+    /* The engagement's aggregate groups every touchpoint by customer: with
+     * the default work_mem its hash table would spill to disk. */
+    if (!crm_db_command(R->c, "SET LOCAL work_mem = '256MB'", err) || !start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
         !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) ||
         !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err) ||
         !crm_db_copy_out(R->c, ENGAGEMENT_SQL, engagement_line, R, err))
@@ -386,6 +388,35 @@ static void assign_stages(recompute *R)
         R->L.customers[i].stage = metrics_stage_of(&R->L.customers[i], &R->cfg);
 }
 
+/* Half of the purchasers' predictions, on a thread of its own. */
+typedef struct predict_half {
+    pthread_t thread;
+    const recompute *R;
+    metrics_customer **p;
+    size_t n;
+} predict_half;
+
+static void *predict_half_run(void *arg)
+{
+    predict_half *h = arg;
+    metrics_predict(h->p, h->n, &h->R->bg, &h->R->gg, h->R->have_gg, &h->R->cfg);
+    return NULL;
+}
+
+/* The predictions are independent from one customer to the next: the
+ * second half of the purchasers runs on another thread (the machine's other
+ * core; PostgreSQL is idle in this phase). */
+static void predict_all(recompute *R)
+{
+    size_t half = R->npurchasers / 2;
+    predict_half h = {.R = R, .p = R->by_summary + half, .n = R->npurchasers - half};
+    bool threaded = pthread_create(&h.thread, NULL, predict_half_run, &h) == 0;
+    metrics_predict(R->by_summary, threaded ? half : R->npurchasers, &R->bg, &R->gg, R->have_gg,
+                    &R->cfg);
+    if (threaded)
+        pthread_join(h.thread, NULL);
+}
+
 static bool phase_score(recompute *R, crm_error *err)
 {
     if (!R->have_bg) {
@@ -393,7 +424,7 @@ static bool phase_score(recompute *R, crm_error *err)
     } else {
         if (!sort_purchasers(R, err))
             return false;
-        metrics_predict(R->by_summary, R->npurchasers, &R->bg, &R->gg, R->have_gg, &R->cfg);
+        predict_all(R);
         if (!assign_tiers(R, err))
             return false;
     }
