@@ -116,6 +116,9 @@ static const env_var vars[] = {
      "erasures to bring into customer_metrics (0: this process never follows)"},
     {"CRMD_METRICS_FOLLOW_BATCH", VAR_INT, "5000", 1, 1000000, OFF(metrics_follow_batch),
      "changes of each feed the follower takes in one sweep (one transaction)"},
+    {"CRMD_METRICS_FOLLOW_DUTY_PERCENT", VAR_INT, "20", 1, 100, OFF(metrics_follow_duty_percent),
+     "with changes waiting, the share of time the follower works (it rests in between, so that "
+     "bulk ingest keeps most of the machine; 100: it never rests)"},
     {"CRMD_METRICS_SCHEDULE_HOURS", VAR_INT, "24", 0, 8760, OFF(metrics_schedule_hours),
      "a full recompute is queued when none was queued in these last hours (0: only on demand); "
      "the process that follows queues it"},

@@ -52,6 +52,7 @@ typedef struct crmd_config {
     int lifecycle_lapsed_days;
     int metrics_follow_ms; /* 0: this process does not follow */
     int metrics_follow_batch;
+    int metrics_follow_duty_percent;
     int metrics_schedule_hours; /* 0: recomputes only on demand */
     int touchpoint_future_tolerance_s;
     const char *cors_origins;

@@ -99,6 +99,7 @@ static metrics_follower *start_metrics_follower(const crmd_config *cfg)
         .db = db_config_from(cfg),
         .poll_ms = cfg->metrics_follow_ms,
         .batch = cfg->metrics_follow_batch,
+        .duty_percent = cfg->metrics_follow_duty_percent,
         .schedule_hours = cfg->metrics_schedule_hours,
     };
     fc.db.statement_timeout_ms = cfg->job_statement_timeout_ms;

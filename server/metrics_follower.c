@@ -57,9 +57,9 @@ static void note_failure(bool *failing, const char *what, const crm_error *err)
 }
 
 /* One round: connect and claim when needed, sweep, schedule. True when
- * there is more to do at once. */
+ * there is more to do; *swept_ms is how long the sweep took. */
 static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long long *next_check,
-                       bool *failing)
+                       bool *failing, long long *swept_ms)
 {
     crm_error err = CRM_ERROR_INIT;
     bool more = false;
@@ -75,8 +75,10 @@ static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long lon
     if (!*leader && !crm_metrics_follow_claim(*c, leader, &err)) {
         note_failure(failing, "cannot claim", &err);
     } else if (*leader) {
-        long long customers = 0;
-        if (!crm_metrics_follow(*c, f->cfg.batch, &customers, &more, &err)) {
+        long long customers = 0, started = crm_monotonic_ms();
+        bool swept = crm_metrics_follow(*c, f->cfg.batch, &customers, &more, &err);
+        *swept_ms = crm_monotonic_ms() - started;
+        if (!swept) {
             /* A recompute published under the sweep (its place moved): the
              * sweep is done again at once, from the new place. */
             if (err.code == CRM_E_CONFLICT)
@@ -109,15 +111,23 @@ static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long lon
     return more;
 }
 
+/* With changes waiting, the follower works at most duty_percent of the
+ * time: after a sweep of t ms it rests t (100 - duty) / duty ms, so a bulk
+ * ingest keeps most of the machine and the follower catches up after it.
+ * With none, it looks again after poll_ms. */
 static void *follower_main(void *arg)
 {
     metrics_follower *f = arg;
     crm_conn *c = NULL;
     bool leader = false, failing = false;
     long long next_check = 0;
-    while (!atomic_load(&f->stop))
-        if (!round_once(f, &c, &leader, &next_check, &failing))
+    while (!atomic_load(&f->stop)) {
+        long long swept_ms = 0;
+        if (!round_once(f, &c, &leader, &next_check, &failing, &swept_ms))
             nap(f, f->cfg.poll_ms);
+        else if (f->cfg.duty_percent < 100)
+            nap(f, (int)(swept_ms * (100 - f->cfg.duty_percent) / f->cfg.duty_percent));
+    }
     crm_db_close_private(c);
     return NULL;
 }
@@ -149,6 +159,8 @@ metrics_follower *metrics_follower_start(const metrics_follower_config *cfg, crm
     f->cfg.db.url = f->url;
     if (f->cfg.poll_ms <= 0)
         f->cfg.poll_ms = 500;
+    if (f->cfg.duty_percent <= 0 || f->cfg.duty_percent > 100)
+        f->cfg.duty_percent = 100;
     if (f->url == NULL || pthread_create(&f->thread, NULL, follower_main, f) != 0) {
         follower_free(f);
         crm_error_set(err, CRM_E_INTERNAL, "cannot start the metrics follower");

@@ -20,6 +20,7 @@ typedef struct metrics_follower_config {
     crm_db_config db;   /* its connection (copied, with its url) */
     int poll_ms;        /* between sweeps that found nothing more to do */
     int batch;          /* changes of each feed per sweep */
+    int duty_percent;   /* with changes waiting, the share of time it works */
     int schedule_hours; /* 0: no scheduled recomputes */
 } metrics_follower_config;
 

@@ -57,17 +57,16 @@ static crm_stmt live_customers =
              "SELECT id FROM customers WHERE id = ANY($1::bigint[]) AND status = 'active'"
              " ORDER BY id");
 
-static crm_stmt customer_events = CRM_STMT(
-    "metrics_follow_events", "SELECT " METRICS_EVENT_COLUMNS " FROM touchpoints"
-                             " WHERE customer_id = ANY($1::bigint[]) AND " METRICS_EVENT_WHERE);
-
-static crm_stmt set_as_of = CRM_STMT(
-    "metrics_follow_as_of", "SELECT set_config('crmd.metrics_as_of', $1, true)");
-
-static crm_stmt customer_engagement = CRM_STMT(
-    "metrics_follow_engagement",
-    "SELECT " METRICS_ENGAGEMENT_COLUMNS " FROM touchpoints WHERE customer_id = ANY($1::bigint[])"
-    " AND " METRICS_ENGAGEMENT_WHERE " GROUP BY customer_id");
+/* Every touchpoint of the customers up to as_of ($2), in one read: the
+ * event's fields (METRICS_EVENT_COLUMNS), then whether it is inbound and
+ * whether it lies in the 90 days to as_of, for the engagement that the
+ * full recompute counts in SQL (ENGAGEMENT_SQL there, the same conditions). */
+static crm_stmt customer_touchpoints = CRM_STMT(
+    "metrics_follow_touchpoints_of",
+    "SELECT " METRICS_EVENT_COLUMNS ", direction = 'inbound',"
+    " occurred_at > $2::timestamptz - interval '90 days'"
+    " FROM touchpoints WHERE customer_id = ANY($1::bigint[]) AND occurred_at <= $2::timestamptz"
+    " ORDER BY customer_id");
 
 #define INCOMING_SQL "COPY metrics_incoming (" METRICS_ROW_COLUMNS ") FROM STDIN"
 
@@ -214,6 +213,30 @@ static void row_fields(const PGresult *res, int row, char **f, int n)
         f[i] = PQgetisnull(res, row, i) ? "\\N" : PQgetvalue(res, row, i);
 }
 
+/* One touchpoint in g's counts: PQ's booleans are "t" and "f". */
+static void count_engagement(metrics_engagement *g, const PGresult *res, int row,
+                             const char *occurred_at)
+{
+    if (PQgetvalue(res, row, METRICS_EVENT_FIELDS + 1)[0] == 't')
+        g->touchpoints_90d++;
+    long long us;
+    if (PQgetvalue(res, row, METRICS_EVENT_FIELDS)[0] == 't' &&
+        crm_parse_pg_timestamp(occurred_at, &us)) {
+        long long ms = us >= 0 ? us / 1000 : -((-us + 999) / 1000);
+        if (!g->has_inbound || ms > g->last_inbound_ms)
+            g->last_inbound_ms = ms;
+        g->has_inbound = true;
+    }
+}
+
+static bool add_engagement(metrics_load *L, const metrics_engagement *g, crm_error *err)
+{
+    if (!metrics_grow((void **)&L->eng, &L->eng_cap, L->neng, sizeof *L->eng, err))
+        return false;
+    L->eng[L->neng++] = *g;
+    return true;
+}
+
 static bool load_customers(sweep *S, const char *ids, crm_error *err)
 {
     const char *params[] = {ids};
@@ -226,26 +249,26 @@ static bool load_customers(sweep *S, const char *ids, crm_error *err)
     PQclear(res);
     if (!ok)
         return false;
-    res = crm_db_exec(S->c, &customer_events, 1, params, err);
+    const char *read[] = {ids, S->as_of};
+    res = crm_db_exec(S->c, &customer_touchpoints, 2, read, err);
     if (res == NULL)
         return false;
+    metrics_engagement g = {0};
     for (int i = 0; ok && i < PQntuples(res); i++) {
         char *f[METRICS_EVENT_FIELDS];
         row_fields(res, i, f, METRICS_EVENT_FIELDS);
-        ok = metrics_load_event(&S->L, f, err);
+        long long customer = strtoll(f[0], NULL, 10);
+        if (customer != g.customer_id) { /* the rows come by customer */
+            ok = g.customer_id == 0 || add_engagement(&S->L, &g, err);
+            g = (metrics_engagement){.customer_id = customer};
+        }
+        if (ok && (strcmp(f[3], "purchase") == 0 || strcmp(f[3], "refund") == 0 ||
+                   strcmp(f[3], "feedback") == 0))
+            ok = metrics_load_event(&S->L, f, err); /* passes feedback without a score */
+        count_engagement(&g, res, i, f[2]);
     }
-    PQclear(res);
-    const char *as_of[] = {S->as_of};
-    if (!ok || !exec_params(S->c, &set_as_of, 1, as_of, err))
-        return false;
-    res = crm_db_exec(S->c, &customer_engagement, 1, params, err);
-    if (res == NULL)
-        return false;
-    for (int i = 0; ok && i < PQntuples(res); i++) {
-        char *f[3];
-        row_fields(res, i, f, 3);
-        ok = metrics_load_engagement(&S->L, f, err);
-    }
+    if (ok && g.customer_id != 0)
+        ok = add_engagement(&S->L, &g, err);
     PQclear(res);
     return ok;
 }
