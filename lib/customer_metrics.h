@@ -109,7 +109,60 @@ json_t *crm_metrics_customer(long long id, crm_error *err);
 json_t *crm_metrics_lifecycle(long long id, long long before_id, int limit, long long *next_before,
                               crm_error *err);
 
+/* crm_metrics_customer on c, inside the caller's transaction (a customer
+ * read with ?expand=metrics, in the customer's snapshot). */
+json_t *crm_metrics_customer_on(crm_conn *c, long long id, crm_error *err);
+
 /* The models: for each, the fit in force and the latest attempt. */
 json_t *crm_metrics_model(crm_error *err);
+
+/* ---- the rate table (metrics/rates.c) ------------------------------------------
+ *
+ * currency_rates holds, for each currency, the units of the reporting
+ * currency one unit of it is worth. A recompute reads the table when it
+ * starts: a change takes effect at the next recompute, never on the metrics
+ * already computed. A rate is the document
+ *   {"currency", "rate", "reporting_currency", "updated_at", "version"}
+ * whose version (its ETag "<version>") is updated_at in microseconds since
+ * the epoch, which every write moves forward. */
+
+/* A rate is above 0 and below this (the table's CHECK). */
+#define CRM_RATE_MAX 1e9
+
+/* A rate's document as JSON text (owned: crm_rate_doc_free) and its version. */
+typedef struct crm_rate_doc {
+    char *text;
+    size_t len;
+    long long version;
+} crm_rate_doc;
+
+void crm_rate_doc_free(crm_rate_doc *d);
+
+/* Checks a PUT of currency's rate: currency one of currency.h's codes and
+ * not the reporting currency, body exactly {"rate": number above 0 and
+ * below CRM_RATE_MAX}; sets *rate. False with CRM_E_INVALID naming each bad
+ * field ("currency" for the path's code, "/rate", unknown members). */
+bool crm_metrics_rate_check(const char *currency, json_t *body, double *rate, crm_error *err);
+
+/* The rate of currency; CRM_E_NOT_FOUND when the table has none. */
+bool crm_metrics_rate_get(const char *currency, crm_rate_doc *out, crm_error *err);
+
+/* Creates (*created) or replaces currency's rate with body's (checked as
+ * crm_metrics_rate_check does) under If-Match (if_match NULL: none; "*" or
+ * tags: the rate must exist with one of those versions). Fails with
+ * CRM_E_INVALID, CRM_E_MALFORMED (an If-Match that is not * or quoted
+ * tags) or CRM_E_PRECONDITION (no match; nothing written). */
+bool crm_metrics_rate_put(const char *currency, json_t *body, const char *if_match,
+                          crm_rate_doc *out, bool *created, crm_error *err);
+
+/* Removes currency's rate under If-Match as above; CRM_E_NOT_FOUND when
+ * there is none. */
+bool crm_metrics_rate_delete(const char *currency, const char *if_match, crm_error *err);
+
+/* A page of the rates in currency order: {"data": [rate, ...],
+ * "next_cursor"} as JSON text (caller frees) of *len bytes. after is NULL
+ * or a next_cursor of this list (else CRM_E_INVALID naming "after"); limit
+ * at least 1. */
+char *crm_metrics_rates_list(const char *after, int limit, size_t *len, crm_error *err);
 
 #endif

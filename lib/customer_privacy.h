@@ -2,7 +2,7 @@
  * customer_privacy.h — the rights of the person behind a customer record:
  * access (everything crmd holds about them as one document), erasure (their
  * personal data removed for good, a tombstone left), and the customer read
- * with its current consents (?expand=consents).
+ * with what ?expand= adds (its current consents, its metrics).
  *
  * "The person" is a customer and every customer merged into it (the chain of
  * merged_into, followed backwards): their rows describe the same human
@@ -27,12 +27,24 @@
 /* What the consent decisions of an erased customer say as their source. */
 #define CRM_CONSENT_SOURCE_REDACTED "redacted"
 
+/* What ?expand= adds to a customer read. */
+typedef struct crm_customer_expand {
+    bool external_ids; /* "external_ids" */
+    bool consents;     /* "consents": the current state, an array of ConsentState (consents.h) */
+    bool metrics;      /* "metrics": crm_metrics_customer's document (customer_metrics.h) */
+} crm_customer_expand;
+
 /* Reads a customer like crm_customer_get (following merges), in one
- * snapshot, with "external_ids" when external_ids and with "consents" (the
- * current state, an array of ConsentState, see consents.h) when consents.
- * Caller json_decref's it; NULL with CRM_E_NOT_FOUND when there is no live
- * customer, or the database's error. */
-json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents, crm_error *err);
+ * snapshot, with the members x asks for. Caller json_decref's it; NULL with
+ * CRM_E_NOT_FOUND when there is no live customer, or the database's error. */
+json_t *crm_customer_get_expanded(long long id, const crm_customer_expand *x, crm_error *err);
+
+/* The same for the customer (source, external_id) names (checked by the
+ * caller, crm_external_id_valid); *merged tells whether it named a merged
+ * customer, whose survivor is returned. */
+json_t *crm_customer_get_expanded_by_external_id(const char *source, const char *external_id,
+                                                 const crm_customer_expand *x, bool *merged,
+                                                 crm_error *err);
 
 /* Everything held about the customer id names (following merges to the
  * survivor; a deleted customer too, its data is still held), read in one

@@ -156,8 +156,9 @@ size_t crm_utf8_chars(const char *s, size_t len);
 /* ---- the record (customers/customers.c) -------------------------------- */
 
 /* The version an If-Match header value accepts: true when header is NULL,
- * "*", or a list holding the strong ETag "\"<version>\"". */
-bool crm_etag_matches(const char *if_match, int version);
+ * "*", or a list holding the strong ETag "\"<version>\"". Any resource
+ * whose ETag is its version uses it (customers, currency rates). */
+bool crm_etag_matches(const char *if_match, long long version);
 
 /* True when an If-Match value (NULL: none) is "*" or a list of entity tags,
  * which are quoted ("3", W/"3"); otherwise false with CRM_E_MALFORMED and a

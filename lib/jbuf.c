@@ -196,6 +196,18 @@ void crm_jbuf_int(crm_jbuf *b, long long v)
     put(b, p, (size_t)(digits + sizeof digits - p));
 }
 
+size_t crm_format_real(double v, char out[CRM_REAL_TEXT_SIZE])
+{
+    /* The fewest significant digits (15 to 17) that read back the same. */
+    int n = 0;
+    for (int precision = 15; precision <= 17; precision++) {
+        n = snprintf(out, CRM_REAL_TEXT_SIZE, "%.*g", precision, v);
+        if (strtod(out, NULL) == v)
+            break;
+    }
+    return n > 0 ? (size_t)n : 0;
+}
+
 void crm_jbuf_real(crm_jbuf *b, double v)
 {
     before_value(b);
@@ -203,15 +215,9 @@ void crm_jbuf_real(crm_jbuf *b, double v)
         put(b, "null", 4);
         return;
     }
-    /* The fewest significant digits (15 to 17) that read back the same. */
-    char digits[40];
-    int n = 0;
-    for (int precision = 15; precision <= 17; precision++) {
-        n = snprintf(digits, sizeof digits, "%.*g", precision, v);
-        if (strtod(digits, NULL) == v)
-            break;
-    }
-    put(b, digits, (size_t)n);
+    char digits[CRM_REAL_TEXT_SIZE];
+    size_t n = crm_format_real(v, digits);
+    put(b, digits, n);
     if (strpbrk(digits, ".eE") == NULL)
         put(b, ".0", 2); /* still a real when read back */
 }

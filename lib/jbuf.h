@@ -81,6 +81,15 @@ char *crm_json_text(const json_t *v, size_t *len);
  * failed. */
 bool crm_json_fwrite(FILE *out, const json_t *v);
 
+/* Room for crm_format_real's text and its NUL. */
+#define CRM_REAL_TEXT_SIZE 40
+
+/* Writes a finite v with the fewest significant digits (15 to 17) that read
+ * back as the same double, as crm_jbuf_real prints it ("0.92", "1e-07"; no
+ * ".0" added), and a NUL; returns the length. PostgreSQL's numeric input
+ * reads it exactly. */
+size_t crm_format_real(double v, char out[CRM_REAL_TEXT_SIZE]);
+
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" and a NUL into out (at least 32 bytes);
  * returns the length. */
 size_t crm_format_timestamp(long long epoch_ms, char *out);

@@ -57,6 +57,10 @@ void handle_customer_metrics(http_request *req);
 void handle_customer_lifecycle(http_request *req);
 void handle_metrics_model(http_request *req);
 void handle_metrics_recompute(http_request *req);
+void handle_currency_rates_list(http_request *req);
+void handle_currency_rate_get(http_request *req);
+void handle_currency_rate_put(http_request *req);
+void handle_currency_rate_delete(http_request *req);
 
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);

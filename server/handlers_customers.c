@@ -25,32 +25,82 @@ static void reply_customer(http_request *req, int status, json_t *rep)
     http_reply_json(req, status, rep);
 }
 
-/* Reads ?expand=, a comma-separated list of "external_ids" and, where
- * consents is not NULL, "consents". */
-static bool parse_expand(http_request *req, bool *external_ids, bool *consents, crm_error *err)
+/* The expansions a read may accept besides external_ids. */
+enum { EXPAND_CONSENTS = 1u << 0, EXPAND_METRICS = 1u << 1 };
+
+/* Whether s[0..n) is the expansion name. */
+static bool expansion_is(const char *s, size_t n, const char *name)
 {
-    *external_ids = false;
-    if (consents != NULL)
-        *consents = false;
+    return n == strlen(name) && strncmp(s, name, n) == 0;
+}
+
+/* Reads ?expand=, a comma-separated list of "external_ids" and the names
+ * allowed admits ("consents", "metrics"), into x. */
+static bool parse_expand(http_request *req, unsigned allowed, crm_customer_expand *x,
+                         crm_error *err)
+{
+    *x = (crm_customer_expand){0};
     const char *s = http_query(req, "expand");
     if (s == NULL)
         return true;
     for (const char *p = s;;) {
         size_t n = strcspn(p, ",");
-        if (n == 12 && strncmp(p, "external_ids", 12) == 0) {
-            *external_ids = true;
-        } else if (consents != NULL && n == 8 && strncmp(p, "consents", 8) == 0) {
-            *consents = true;
+        if (expansion_is(p, n, "external_ids")) {
+            x->external_ids = true;
+        } else if ((allowed & EXPAND_CONSENTS) && expansion_is(p, n, "consents")) {
+            x->consents = true;
+        } else if ((allowed & EXPAND_METRICS) && expansion_is(p, n, "metrics")) {
+            x->metrics = true;
         } else {
-            crm_error_add_field(err, "expand",
-                                consents ? "the known expansions are: external_ids, consents"
-                                         : "the known expansions are: external_ids");
+            char known[96];
+            snprintf(known, sizeof known, "the known expansions are: external_ids%s%s",
+                     allowed & EXPAND_CONSENTS ? ", consents" : "",
+                     allowed & EXPAND_METRICS ? ", metrics" : "");
+            crm_error_add_field(err, "expand", known);
             return crm_error_set(err, CRM_E_INVALID, "invalid query parameter 'expand'");
         }
         if (p[n] == '\0')
             return true;
         p += n + 1;
     }
+}
+
+/* An expansion embeds the document of another operation and needs that
+ * operation's scope: consents those of GET /v1/customers/{id}/consents
+ * (customers:read, the read's own), metrics those of
+ * GET /v1/customers/{id}/metrics (metrics:read). */
+static bool expand_permitted(http_request *req, const crm_customer_expand *x, crm_error *err)
+{
+    const crm_principal *p = http_principal(req);
+    if (!x->metrics || (p != NULL && crm_principal_allows(p, CRM_SCOPE_METRICS_READ)))
+        return true;
+    crm_error_add_field(err, "expand", "metrics needs the 'metrics:read' scope");
+    return crm_error_set(err, CRM_E_FORBIDDEN, "expand=metrics needs the 'metrics:read' scope");
+}
+
+/* Answers a customer read with expansions (rep taken, NULL: err). Its
+ * ETag is the customer's version, which changes with the customer and with
+ * nothing else: with metrics, which a recompute changes under the same
+ * version, the answer carries none (the body's version still serves
+ * If-Match). merged: the id named a merged customer, whose survivor the
+ * body is (Content-Location says so). */
+static void reply_expanded(http_request *req, json_t *rep, bool merged,
+                           const crm_customer_expand *x, crm_error *err)
+{
+    if (rep == NULL) {
+        handler_reply_error(req, err);
+        return;
+    }
+    if (merged) {
+        char location[48];
+        snprintf(location, sizeof location, "/v1/customers/%lld",
+                 (long long)json_integer_value(json_object_get(rep, "id")));
+        http_add_header(req, "Content-Location", location);
+    }
+    if (x->metrics)
+        http_reply_json(req, 200, rep);
+    else
+        reply_customer(req, 200, rep);
 }
 
 /* ---- POST /v1/customers --------------------------------------------------- */
@@ -134,56 +184,60 @@ void handle_customer_get(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
     long long id;
-    bool ext, consents;
+    crm_customer_expand x;
     if (!http_param_id(req, "id", &id)) {
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    if (!parse_expand(req, &ext, &consents, &err)) {
+    if (!parse_expand(req, EXPAND_CONSENTS | EXPAND_METRICS, &x, &err) ||
+        !expand_permitted(req, &x, &err)) {
         handler_reply_error(req, &err);
         return;
     }
-    if (consents && http_on_io_thread()) {
-        /* Two reads in one snapshot need the blocking pool: not on this thread. */
+    if ((x.consents || x.metrics) && http_on_io_thread()) {
+        /* Several reads in one snapshot need the blocking pool: not on this thread. */
         http_continue_on_worker(req);
         return;
     }
-    if (consents) {
-        /* Two reads in one snapshot: on the blocking pool, off the fast path. */
-        json_t *rep = crm_customer_get_expanded(id, ext, true, &err);
-        if (rep == NULL) {
-            handler_reply_error(req, &err);
-            return;
-        }
-        long long got = json_integer_value(json_object_get(rep, "id"));
-        if (got != id) {
-            char location[48];
-            snprintf(location, sizeof location, "/v1/customers/%lld", got);
-            http_add_header(req, "Content-Location", location);
-        }
-        reply_customer(req, 200, rep);
+    if (x.consents || x.metrics) {
+        /* Several reads in one snapshot: on the blocking pool, off the fast path. */
+        json_t *rep = crm_customer_get_expanded(id, &x, &err);
+        reply_expanded(req, rep, rep != NULL && json_integer_value(json_object_get(rep, "id")) != id,
+                       &x, &err);
         return;
     }
-    if (!remember_expand(req, ext))
+    if (!remember_expand(req, x.external_ids))
         return;
     crm_query q;
-    crm_customer_get_query(&q, id, ext);
+    crm_customer_get_query(&q, id, x.external_ids);
     http_defer_query(req, &q, get_done);
 }
 
 void handle_customer_get_by_external_id(http_request *req)
 {
     crm_error err = CRM_ERROR_INIT;
-    bool ext;
+    crm_customer_expand x;
     const char *source = http_param(req, "source"), *external_id = http_param(req, "external_id");
-    if (!parse_expand(req, &ext, NULL, &err) || !crm_external_id_valid(source, external_id, &err)) {
+    if (!parse_expand(req, EXPAND_METRICS, &x, &err) ||
+        !crm_external_id_valid(source, external_id, &err) || !expand_permitted(req, &x, &err)) {
         handler_reply_error(req, &err);
         return;
     }
-    if (!remember_expand(req, ext))
+    if (x.metrics && http_on_io_thread()) {
+        http_continue_on_worker(req);
+        return;
+    }
+    if (x.metrics) {
+        bool merged = false;
+        json_t *rep =
+            crm_customer_get_expanded_by_external_id(source, external_id, &x, &merged, &err);
+        reply_expanded(req, rep, merged, &x, &err);
+        return;
+    }
+    if (!remember_expand(req, x.external_ids))
         return;
     crm_query q;
-    crm_customer_get_by_external_id_query(&q, source, external_id, ext);
+    crm_customer_get_by_external_id_query(&q, source, external_id, x.external_ids);
     http_defer_query(req, &q, get_done);
 }
 

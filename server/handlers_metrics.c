@@ -5,7 +5,13 @@
  * GET  /v1/metrics/model           (metrics:read)  the fitted models;
  * POST /v1/metrics/recompute       (metrics:write) queue a full recompute,
  *      202 with the job (GET /v1/jobs/{id} follows it), 409 naming the job
- *      when one is already queued or running.
+ *      when one is already queued or running;
+ * the rate table (lib/metrics/rates.c), which the next recompute reads:
+ * GET    /v1/metrics/currency-rates             (metrics:read)  a page of them;
+ * GET    /v1/metrics/currency-rates/{currency}  (metrics:read)  one, with its ETag;
+ * PUT    /v1/metrics/currency-rates/{currency}  (metrics:write) set one (201
+ *        created, 200 replaced), under If-Match when sent;
+ * DELETE /v1/metrics/currency-rates/{currency}  (metrics:write) remove one (204).
  */
 #include "customers.h"
 #include "handlers.h"
@@ -124,4 +130,73 @@ void handle_metrics_recompute(http_request *req)
              (long long)json_integer_value(json_object_get(job, "id")));
     http_add_header(req, "Location", location);
     http_reply_json(req, 202, job);
+}
+
+/* ---- the rate table ------------------------------------------------------------- */
+
+void handle_currency_rates_list(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    int limit;
+    size_t len = 0;
+    char *page = NULL;
+    if (http_query_limit(req, 50, 200, &limit, &err))
+        page = crm_metrics_rates_list(http_query(req, "after"), limit, &len, &err);
+    if (page == NULL) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    http_reply_json_text(req, 200, page, len);
+}
+
+/* Answers a rate (its text taken) with its ETag. */
+static void reply_rate(http_request *req, int status, crm_rate_doc *doc)
+{
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", doc->version);
+    http_add_header(req, "ETag", etag);
+    http_reply_json_text(req, status, doc->text, doc->len);
+    doc->text = NULL; /* the reply owns it */
+}
+
+void handle_currency_rate_get(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rate_doc doc = {0};
+    if (!crm_metrics_rate_get(http_param(req, "currency"), &doc, &err)) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    reply_rate(req, 200, &doc);
+}
+
+void handle_currency_rate_put(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rate_doc doc = {0};
+    bool created = false;
+    const char *currency = http_param(req, "currency");
+    json_t *body = http_json_body(req, &err);
+    if (body == NULL || !crm_metrics_rate_put(currency, body, http_header(req, "If-Match"), &doc,
+                                              &created, &err)) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    if (created) {
+        char location[64];
+        snprintf(location, sizeof location, "/v1/metrics/currency-rates/%s", currency);
+        http_add_header(req, "Location", location);
+    }
+    reply_rate(req, created ? 201 : 200, &doc);
+}
+
+void handle_currency_rate_delete(http_request *req)
+{
+    crm_error err = CRM_ERROR_INIT;
+    if (!crm_metrics_rate_delete(http_param(req, "currency"), http_header(req, "If-Match"),
+                                 &err)) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    http_reply_empty(req, 204);
 }

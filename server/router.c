@@ -102,6 +102,14 @@ static const http_route routes[] = {
      NULL},
     {"POST", "/v1/metrics/recompute", handle_metrics_recompute, CRM_SCOPE_METRICS_WRITE, true,
      false, SMALL_BODY, NULL},
+    {"GET", "/v1/metrics/currency-rates", handle_currency_rates_list, CRM_SCOPE_METRICS_READ,
+     false, false, 0, Q_PAGE},
+    {"GET", "/v1/metrics/currency-rates/{currency}", handle_currency_rate_get,
+     CRM_SCOPE_METRICS_READ, false, false, 0, NULL},
+    {"PUT", "/v1/metrics/currency-rates/{currency}", handle_currency_rate_put,
+     CRM_SCOPE_METRICS_WRITE, true, false, SMALL_BODY, NULL},
+    {"DELETE", "/v1/metrics/currency-rates/{currency}", handle_currency_rate_delete,
+     CRM_SCOPE_METRICS_WRITE, false, false, 0, NULL},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

@@ -262,12 +262,12 @@ static json_t *changes_between(json_t *before, json_t *after)
 
 /* ---- If-Match ------------------------------------------------------------------- */
 
-bool crm_etag_matches(const char *if_match, int version)
+bool crm_etag_matches(const char *if_match, long long version)
 {
     if (if_match == NULL)
         return true;
     char want[24];
-    int wlen = snprintf(want, sizeof want, "\"%d\"", version);
+    int wlen = snprintf(want, sizeof want, "\"%lld\"", version);
     const char *p = if_match;
     for (;;) {
         while (*p == ' ' || *p == '\t' || *p == ',')

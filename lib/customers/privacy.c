@@ -1,12 +1,14 @@
 /*
  * customers/privacy.c — right of access (export), right to erasure, and the
- * customer read with its current consents. See customer_privacy.h for what
- * each one promises; the SQL of all three lives here.
+ * customer read with what ?expand= adds (its current consents, its
+ * metrics). See customer_privacy.h for what each one promises; the SQL of
+ * all three lives here.
  */
 #include "customer_privacy.h"
 #include "customer_tables.h"
 #include "clock.h"
 #include "consents.h"
+#include "customer_metrics.h"
 #include "customers/internal.h"
 #include "touchpoints.h"
 #include "jbuf.h"
@@ -118,24 +120,64 @@ static void end_read(crm_conn *c)
     crm_db_release(c);
 }
 
-/* ---- GET /v1/customers/{id}?expand=consents ----------------------------------- */
+/* ---- GET /v1/customers/{id}?expand=consents,metrics --------------------------- */
 
-json_t *crm_customer_get_expanded(long long id, bool external_ids, bool consents, crm_error *err)
+/* Sets rep's member name to value (taken); false when value is NULL. */
+static bool add_member(json_t *rep, const char *name, json_t *value)
+{
+    return value != NULL && json_object_set_new(rep, name, value) == 0;
+}
+
+/* Adds to rep (taken; NULL passes through) the members x asks for besides
+ * the external ids, read on c. NULL with err set when one cannot be read. */
+static json_t *add_expansions(crm_conn *c, json_t *rep, const crm_customer_expand *x,
+                              crm_error *err)
+{
+    if (rep == NULL)
+        return NULL;
+    long long id = json_integer_value(json_object_get(rep, "id"));
+    if ((x->consents && !add_member(rep, "consents", crm_consents_current(c, id, err))) ||
+        (x->metrics && !add_member(rep, "metrics", crm_metrics_customer_on(c, id, err)))) {
+        if (err->code == CRM_OK)
+            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        json_decref(rep);
+        return NULL;
+    }
+    return rep;
+}
+
+json_t *crm_customer_get_expanded(long long id, const crm_customer_expand *x, crm_error *err)
 {
     crm_conn *c = begin_read(err);
     if (c == NULL)
         return NULL;
-    json_t *rep = crm_customer_get_on(c, id, external_ids, err);
-    if (rep != NULL && consents) {
-        json_t *current =
-            crm_consents_current(c, json_integer_value(json_object_get(rep, "id")), err);
-        if (current == NULL) {
-            json_decref(rep);
-            rep = NULL;
-        } else {
-            json_object_set_new(rep, "consents", current);
+    json_t *rep = add_expansions(c, crm_customer_get_on(c, id, x->external_ids, err), x, err);
+    end_read(c);
+    return rep;
+}
+
+json_t *crm_customer_get_expanded_by_external_id(const char *source, const char *external_id,
+                                                 const crm_customer_expand *x, bool *merged,
+                                                 crm_error *err)
+{
+    *merged = false;
+    crm_conn *c = begin_read(err);
+    if (c == NULL)
+        return NULL;
+    crm_query q;
+    crm_customer_get_by_external_id_query(&q, source, external_id, x->external_ids);
+    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
+    json_t *rep = NULL;
+    if (res != NULL) {
+        long long survivor = 0;
+        rep = crm_customer_get_decode(res, x->external_ids, &survivor, err);
+        PQclear(res);
+        if (survivor != 0) { /* a merged customer: read as its survivor */
+            *merged = true;
+            rep = crm_customer_get_on(c, survivor, x->external_ids, err);
         }
     }
+    rep = add_expansions(c, rep, x, err);
     end_read(c);
     return rep;
 }

@@ -39,6 +39,7 @@ typedef enum crm_cursor_kind {
     CRM_CURSOR_CUSTOMERS = 2, /* order: the sort; {key µs, id} or text key + {id} */
     CRM_CURSOR_TIMELINE = 3,  /* {occurred_at µs, id} */
     CRM_CURSOR_SYNC = 4,      /* order: the feed; {xid, seq, issued_at ms} */
+    CRM_CURSOR_CURRENCY_RATES = 5, /* text key: the last currency shown */
 } crm_cursor_kind;
 
 /* The earliest and the latest instants a timestamp key may name, in µs

@@ -55,25 +55,58 @@ static crm_stmt customer_metrics = CRM_STMT_RO(
     " LEFT JOIN customer_metrics m ON m.customer_id = c.id "
     "WHERE c0.id = $1");
 
+/* The statement's parameters for id, in p's buffers. */
+typedef struct customer_params {
+    char id[24], horizon[16], window[16];
+    crm_metrics_config cfg;
+    const char *values[4];
+} customer_params;
+
+static void customer_params_set(customer_params *p, long long id)
+{
+    p->cfg = metrics_config();
+    snprintf(p->id, sizeof p->id, "%lld", id);
+    snprintf(p->horizon, sizeof p->horizon, "%d", p->cfg.horizon_days);
+    snprintf(p->window, sizeof p->window, "%d", p->cfg.window_days);
+    p->values[0] = p->id;
+    p->values[1] = p->cfg.currency;
+    p->values[2] = p->horizon;
+    p->values[3] = p->window;
+}
+
+/* The document of res (freed by the caller), or NULL with err set. */
+static json_t *customer_decode(const PGresult *res, crm_error *err)
+{
+    if (PQntuples(res) != 1) {
+        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+        return NULL;
+    }
+    json_t *doc = crm_json_load_stored(PQgetvalue(res, 0, 0));
+    if (doc == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    return doc;
+}
+
 json_t *crm_metrics_customer(long long id, crm_error *err)
 {
-    crm_metrics_config cfg = metrics_config();
-    char idbuf[24], horizon[16], window[16];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    snprintf(horizon, sizeof horizon, "%d", cfg.horizon_days);
-    snprintf(window, sizeof window, "%d", cfg.window_days);
-    const char *params[] = {idbuf, cfg.currency, horizon, window};
-    PGresult *res = crm_db_run(&customer_metrics, 4, params, err);
+    customer_params p;
+    customer_params_set(&p, id);
+    PGresult *res = crm_db_run(&customer_metrics, 4, p.values, err);
     if (res == NULL)
         return NULL;
-    json_t *doc = NULL;
-    if (PQntuples(res) == 1) {
-        doc = crm_json_load_stored(PQgetvalue(res, 0, 0));
-        if (doc == NULL)
-            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    } else {
-        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
-    }
+    json_t *doc = customer_decode(res, err);
+    PQclear(res);
+    return doc;
+}
+
+json_t *crm_metrics_customer_on(crm_conn *c, long long id, crm_error *err)
+{
+    customer_params p;
+    customer_params_set(&p, id);
+    PGresult *res = crm_db_exec(c, &customer_metrics, 4, p.values, err);
+    if (res == NULL)
+        return NULL;
+    json_t *doc = customer_decode(res, err);
     PQclear(res);
     return doc;
 }

@@ -5,6 +5,7 @@
  */
 #include "touchpoints.h"
 #include "clock.h"
+#include "currency.h"
 #include "json.h"
 #include "touchpoints/internal.h"
 
@@ -41,24 +42,9 @@ const char *const crm_touchpoint_types[] = {"purchase",
 static const char *const directions[] = {"inbound", "outbound", NULL};
 static const char *const feedback_kinds[] = {"idea", "complaint", "praise", "question", NULL};
 
-/* ISO 4217 codes in use (2024), for amounts. */
-static const char *const currencies[] = {
-    "AED", "AFN", "ALL", "AMD", "ANG", "AOA", "ARS", "AUD", "AWG", "AZN", "BAM", "BBD", "BDT",
-    "BGN", "BHD", "BIF", "BMD", "BND", "BOB", "BRL", "BSD", "BTN", "BWP", "BYN", "BZD", "CAD",
-    "CDF", "CHF", "CLP", "CNY", "COP", "CRC", "CUP", "CVE", "CZK", "DJF", "DKK", "DOP", "DZD",
-    "EGP", "ERN", "ETB", "EUR", "FJD", "FKP", "GBP", "GEL", "GHS", "GIP", "GMD", "GNF", "GTQ",
-    "GYD", "HKD", "HNL", "HTG", "HUF", "IDR", "ILS", "INR", "IQD", "IRR", "ISK", "JMD", "JOD",
-    "JPY", "KES", "KGS", "KHR", "KMF", "KPW", "KRW", "KWD", "KYD", "KZT", "LAK", "LBP", "LKR",
-    "LRD", "LSL", "LYD", "MAD", "MDL", "MGA", "MKD", "MMK", "MNT", "MOP", "MRU", "MUR", "MVR",
-    "MWK", "MXN", "MYR", "MZN", "NAD", "NGN", "NIO", "NOK", "NPR", "NZD", "OMR", "PAB", "PEN",
-    "PGK", "PHP", "PKR", "PLN", "PYG", "QAR", "RON", "RSD", "RUB", "RWF", "SAR", "SBD", "SCR",
-    "SDG", "SEK", "SGD", "SHP", "SLE", "SOS", "SRD", "SSP", "STN", "SVC", "SYP", "SZL", "THB",
-    "TJS", "TMT", "TND", "TOP", "TRY", "TTD", "TWD", "TZS", "UAH", "UGX", "USD", "UYU", "UZS",
-    "VES", "VND", "VUV", "WST", "XAF", "XCD", "XOF", "XPF", "YER", "ZAR", "ZMW", "ZWG", NULL};
-
 /* For the test that the allow-lists equal the schema's CHECK constraints. */
 const char *const *const crm_touchpoint_directions = directions;
-const char *const *const crm_touchpoint_currencies = currencies;
+const char *const *const crm_touchpoint_currencies = crm_currency_codes;
 
 static atomic_int future_tolerance_s = 300;
 
@@ -305,7 +291,7 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
     if (amount != NULL && !json_is_null(amount) && !number_ok(amount, -1e15, 1e15))
         tp_field_error(it, "/amount", "must be a number");
     if (currency != NULL && !json_is_null(currency) &&
-        !crm_one_of(json_string_value(currency), currencies))
+        !crm_currency_known(json_string_value(currency)))
         tp_field_error(it, "/currency", "must be an ISO 4217 code such as EUR");
     if ((amount != NULL && !json_is_null(amount)) != (currency != NULL && !json_is_null(currency)))
         tp_field_error(it, amount ? "/currency" : "/amount",

@@ -38,5 +38,6 @@ Suite *list_suite(void);
 Suite *metrics_suite(void);
 Suite *jobs_suite(void);
 Suite *btyd_suite(void);
+Suite *currency_suite(void);
 
 #endif

@@ -275,7 +275,7 @@ START_TEST(an_erased_customer_is_gone_for_reads_and_writes)
     ck_assert_ptr_null(crm_customer_export(id, &err));
     ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
     crm_error_clear(&err);
-    ck_assert_ptr_null(crm_customer_get_expanded(id, false, true, &err));
+    ck_assert_ptr_null(crm_customer_get_expanded(id, &(crm_customer_expand){.consents = true}, &err));
     ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
     crm_error_clear(&err);
     crm_write_ctx ctx = {0};
@@ -465,7 +465,7 @@ START_TEST(get_expanded_with_consents_has_the_current_state)
     json_t *c = create(body);
     long long id = id_of(c);
     crm_error err = CRM_ERROR_INIT;
-    json_t *rep = crm_customer_get_expanded(id, false, true, &err);
+    json_t *rep = crm_customer_get_expanded(id, &(crm_customer_expand){.consents = true}, &err);
     ck_assert_ptr_nonnull(rep);
     ck_assert_int_eq(json_array_size(json_object_get(rep, "consents")), 0);
     ck_assert_ptr_null(json_object_get(rep, "external_ids"));
@@ -474,7 +474,7 @@ START_TEST(get_expanded_with_consents_has_the_current_state)
                 "{\"channel\": \"push\", \"purpose\": \"service\", \"status\": \"granted\", "
                 "\"source\": \"app\"}",
                 NULL, NULL));
-    rep = crm_customer_get_expanded(id, true, true, &err);
+    rep = crm_customer_get_expanded(id, &(crm_customer_expand){.external_ids = true, .consents = true}, &err);
     ck_assert_ptr_nonnull(rep);
     json_t *cur = json_object_get(rep, "consents");
     ck_assert_int_eq(json_array_size(cur), 1);
