@@ -223,5 +223,6 @@ Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
 Suite *metrics_suite(void);
 Suite *jobs_suite(void);
+Suite *currency_rates_suite(void);
 
 #endif
