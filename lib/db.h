@@ -91,6 +91,10 @@ bool crm_query_add(crm_query *q, const char *value);
  * failed) when it does not fit. */
 bool crm_query_add_int(crm_query *q, long long value);
 
+/* Appends a short text parameter copied into q's own buffer (so it need not
+ * outlive the call); false (and q failed) when it does not fit. */
+bool crm_query_add_text(crm_query *q, const char *value);
+
 typedef struct crm_db_config {
     const char *url;        /* libpq URI or key=value string */
     int pool_size;          /* connections at most */

@@ -21,6 +21,24 @@
 #include <stdio.h>
 #include <string.h>
 
+static void customer_metrics_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    crm_error derr = CRM_ERROR_INIT;
+    size_t len = 0;
+    char *text = crm_metrics_customer_render(res, &len, &derr);
+    if (text == NULL) {
+        handler_reply_error(req, &derr);
+        return;
+    }
+    http_reply_json_text(req, 200, text, len);
+}
+
+/* One statement on the event loop: the document comes from PostgreSQL as
+ * text and goes out as it is. */
 void handle_customer_metrics(http_request *req)
 {
     long long id;
@@ -28,14 +46,9 @@ void handle_customer_metrics(http_request *req)
         http_reply_problem(req, 404, "no customer with this id");
         return;
     }
-    crm_error err = CRM_ERROR_INIT;
-    json_t *doc = crm_metrics_customer(id, &err);
-    if (doc == NULL) {
-        http_reply_error(req, &err);
-        crm_error_clear(&err);
-        return;
-    }
-    http_reply_json(req, 200, doc);
+    crm_query q;
+    crm_metrics_customer_query(&q, id);
+    http_defer_query(req, &q, customer_metrics_done);
 }
 
 void handle_customer_lifecycle(http_request *req)

@@ -95,7 +95,7 @@ static const http_route routes[] = {
      Q_SYNC},
     /* metrics */
     {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
-     false, 0, NULL},
+     true, 0, NULL},
     {"GET", "/v1/customers/{id}/lifecycle", handle_customer_lifecycle, CRM_SCOPE_METRICS_READ,
      false, false, 0, Q_PAGE},
     {"GET", "/v1/metrics/model", handle_metrics_model, CRM_SCOPE_METRICS_READ, false, false, 0,

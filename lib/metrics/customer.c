@@ -13,24 +13,27 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 
-/* $1 the id, $2 the reporting currency, $3 the horizon, $4 the window. A
- * merged id is one hop from its survivor (merges compress their chains,
- * migration 0012). The document is built here, amounts as PostgreSQL's
- * exact decimals. No row: every member null but the customer's id. */
+/* $1 the reporting currency, $2 the horizon, $3 the window, $4 the id
+ * (numbered in the order they first appear, as a pgbench script numbers its
+ * variables: bench/pgbench/customer_metrics.sql holds this text). A merged
+ * id is one hop from its survivor (merges compress their chains, migration
+ * 0012). The document is built here, amounts as PostgreSQL's exact
+ * decimals. No row: every member null but the customer's id. */
 static crm_stmt customer_metrics = CRM_STMT_RO(
     "metrics_customer",
     "SELECT json_build_object('customer_id', c.id, 'as_of', " TS("m.as_of") ","
-    " 'computed_at', " TS("m.computed_at") ", 'currency', $2::text,"
+    " 'computed_at', " TS("m.computed_at") ", 'currency', $1::text,"
     " 'value', json_build_object('purchases', m.purchases, 'refunds', m.refunds,"
     "  'unrated', m.unrated, 'first_purchase_at', " TS("m.first_purchase_at") ","
     "  'last_purchase_at', " TS("m.last_purchase_at") ", 'historic', m.historic_value,"
     "  'average_order', round(m.average_order_value, 4),"
     "  'predicted_purchases', m.predicted_purchases, 'predicted_value', m.predicted_value,"
-    "  'horizon_days', $3::int, 'tier', m.value_tier),"
+    "  'horizon_days', $2::int, 'tier', m.value_tier),"
     " 'rfm', json_build_object('recency_days', m.recency_days, 'frequency', m.frequency,"
-    "  'monetary', m.monetary, 'window_days', $4::int, 'r', m.r_score, 'f', m.f_score,"
+    "  'monetary', m.monetary, 'window_days', $3::int, 'r', m.r_score, 'f', m.f_score,"
     "  'm', m.m_score, 'cell', m.rfm_cell, 'group', m.rfm_group),"
     " 'lifecycle', json_build_object('stage', m.lifecycle_stage),"
     " 'risk', json_build_object('p_alive', m.p_alive, 'churn_risk', 1 - m.p_alive,"
@@ -53,25 +56,32 @@ static crm_stmt customer_metrics = CRM_STMT_RO(
     " JOIN customers c ON c.id = CASE WHEN c0.status = 'merged' THEN c0.merged_into"
     "  ELSE c0.id END AND c.status = 'active'"
     " LEFT JOIN customer_metrics m ON m.customer_id = c.id "
-    "WHERE c0.id = $1");
+    "WHERE c0.id = $4");
 
-/* The statement's parameters for id, in p's buffers. */
-typedef struct customer_params {
-    char id[24], horizon[16], window[16];
-    crm_metrics_config cfg;
-    const char *values[4];
-} customer_params;
-
-static void customer_params_set(customer_params *p, long long id)
+void crm_metrics_customer_query(crm_query *q, long long id)
 {
-    p->cfg = metrics_config();
-    snprintf(p->id, sizeof p->id, "%lld", id);
-    snprintf(p->horizon, sizeof p->horizon, "%d", p->cfg.horizon_days);
-    snprintf(p->window, sizeof p->window, "%d", p->cfg.window_days);
-    p->values[0] = p->id;
-    p->values[1] = p->cfg.currency;
-    p->values[2] = p->horizon;
-    p->values[3] = p->window;
+    crm_metrics_config cfg = metrics_config();
+    crm_query_init(q, &customer_metrics);
+    crm_query_add_text(q, cfg.currency);
+    crm_query_add_int(q, cfg.horizon_days);
+    crm_query_add_int(q, cfg.window_days);
+    crm_query_add_int(q, id);
+}
+
+char *crm_metrics_customer_render(const PGresult *res, size_t *len, crm_error *err)
+{
+    if (PQntuples(res) != 1) {
+        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+        return NULL;
+    }
+    *len = (size_t)PQgetlength(res, 0, 0);
+    char *text = malloc(*len + 1);
+    if (text == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    memcpy(text, PQgetvalue(res, 0, 0), *len + 1);
+    return text;
 }
 
 /* The document of res (freed by the caller), or NULL with err set. */
@@ -89,9 +99,9 @@ static json_t *customer_decode(const PGresult *res, crm_error *err)
 
 json_t *crm_metrics_customer(long long id, crm_error *err)
 {
-    customer_params p;
-    customer_params_set(&p, id);
-    PGresult *res = crm_db_run(&customer_metrics, 4, p.values, err);
+    crm_query q;
+    crm_metrics_customer_query(&q, id);
+    PGresult *res = crm_db_run_query(&q, err);
     if (res == NULL)
         return NULL;
     json_t *doc = customer_decode(res, err);
@@ -101,9 +111,13 @@ json_t *crm_metrics_customer(long long id, crm_error *err)
 
 json_t *crm_metrics_customer_on(crm_conn *c, long long id, crm_error *err)
 {
-    customer_params p;
-    customer_params_set(&p, id);
-    PGresult *res = crm_db_exec(c, &customer_metrics, 4, p.values, err);
+    crm_query q;
+    crm_metrics_customer_query(&q, id);
+    if (q.failed) {
+        crm_error_set(err, CRM_E_INTERNAL, "a statement's parameters did not fit");
+        return NULL;
+    }
+    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     if (res == NULL)
         return NULL;
     json_t *doc = customer_decode(res, err);
