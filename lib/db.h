@@ -68,8 +68,11 @@ crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page);
 #define CRM_QUERY_MAX_PARAMS 64
 
 /* SQL that prints a timestamptz column as the API does (RFC 3339, UTC,
- * milliseconds), for documents built in SQL. */
-#define CRM_SQL_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+ * milliseconds), for documents built in SQL. The colons are quoted
+ * literals of the format: pgbench would read ":MI" as a variable, and the
+ * bench's pgbench scripts hold crmd's statements verbatim. */
+#define CRM_SQL_TS(col)                                                                            \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":\"MI\":\"SS.MS\"Z\"')"
 
 typedef struct crm_query {
     crm_stmt *stmt;
