@@ -126,8 +126,9 @@ json_t *crm_metrics_model(crm_error *err);
  *
  * currency_rates holds, for each currency, the units of the reporting
  * currency one unit of it is worth. A recompute reads the table when it
- * starts: a change takes effect at the next recompute, never on the metrics
- * already computed. A rate is the document
+ * starts and the follower at each sweep: a change applies from the next
+ * computation of a customer's metrics, never to the metrics already
+ * computed. A rate is the document
  *   {"currency", "rate", "reporting_currency", "updated_at", "version"}
  * whose version (its ETag "<version>") is updated_at in microseconds since
  * the epoch, which every write moves forward. */

@@ -6,7 +6,8 @@
  * POST /v1/metrics/recompute       (metrics:write) queue a full recompute,
  *      202 with the job (GET /v1/jobs/{id} follows it), 409 naming the job
  *      when one is already queued or running;
- * the rate table (lib/metrics/rates.c), which the next recompute reads:
+ * the rate table (lib/metrics/rates.c), which the next recompute (and the
+ * follower's next sweep) reads:
  * GET    /v1/metrics/currency-rates             (metrics:read)  a page of them;
  * GET    /v1/metrics/currency-rates/{currency}  (metrics:read)  one, with its ETag;
  * PUT    /v1/metrics/currency-rates/{currency}  (metrics:write) set one (201

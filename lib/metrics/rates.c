@@ -2,7 +2,8 @@
  * metrics/rates.c — the rate table that converts amounts to the reporting
  * currency (currency_rates, migration 0017): read, list, set and remove a
  * rate (/v1/metrics/currency-rates). A recompute reads the table when it
- * starts (metrics/recompute.c), so a change takes effect at the next one.
+ * starts and the follower at each sweep (metrics/load.c), so a change
+ * applies from the next computation of a customer's metrics.
  *
  * A rate's version, and so its ETag, is its updated_at in microseconds
  * since the epoch. Every write of a row moves updated_at forward by at

@@ -2,8 +2,12 @@
  * test_currency_rates.c — the rate table over real HTTP
  * (/v1/metrics/currency-rates): every status of its four operations, a rate
  * that changes the reporting-currency amounts at the next recompute (and
- * not before), and ?expand=metrics on a customer read (its scope, its
- * document, its ETag).
+ * not before) and at the follower's next update of a customer, and
+ * ?expand=metrics on a customer read (its scope, its document, its ETag).
+ *
+ * Where a test compares metrics before and after a recompute, its crmd runs
+ * without the follower (CRMD_METRICS_FOLLOW_MS=0), which would otherwise
+ * update the customer again at any moment after the recompute.
  *
  * The rates used are USD, GBP and NOK; they are removed before each test.
  * crmd's reporting currency is the default, EUR.
@@ -41,6 +45,14 @@ static void forget_rates(void)
 static void setup(void)
 {
     crmd_fixture_start(&srv, NULL);
+    keys();
+    forget_rates();
+}
+
+static void setup_without_follower(void)
+{
+    static const char *const env[] = {"CRMD_METRICS_FOLLOW_MS=0", NULL};
+    crmd_fixture_start(&srv, env);
     keys();
     forget_rates();
 }
@@ -426,6 +438,44 @@ START_TEST(a_rate_converts_purchases_at_the_next_recompute_and_not_before)
 }
 END_TEST
 
+/* Polls the customer's metrics until they count purchases and unrated (15 s at most). */
+static json_t *wait_for_value(long long id, int purchases, int unrated)
+{
+    long long deadline = harness_now_ms() + 15000;
+    for (;;) {
+        json_t *m = metrics_of(id);
+        json_t *v = json_object_get(m, "value");
+        if (json_integer_value(json_object_get(v, "purchases")) == purchases &&
+            json_integer_value(json_object_get(v, "unrated")) == unrated)
+            return m;
+        json_decref(m);
+        ck_assert_msg(harness_now_ms() < deadline,
+                      "the follower did not bring %d purchases, %d unrated within 15 s", purchases,
+                      unrated);
+        harness_sleep_ms(50);
+    }
+}
+
+/* No recompute: the follower updates a customer with the rates in force
+ * at its update. 40 USD unrated; then USD at 0.5 and a purchase of 10 EUR:
+ * 2 purchases, historic 10 + 40 x 0.5 = 30, average 15. */
+START_TEST(the_follower_applies_the_rate_in_force_at_its_next_update)
+{
+    long long id = new_customer(outsider.secret);
+    purchase(id, "2025-06-01", "40", "USD");
+    json_t *m = wait_for_value(id, 0, 1);
+    json_decref(m);
+    http_response r = put(RATES "/USD", writer.secret, "{\"rate\": 0.5}", NULL);
+    ck_assert_msg(r.status == 201, "%ld %.300s", r.status, r.body);
+    http_response_free(&r);
+    purchase(id, "2025-07-01", "10", "EUR");
+    m = wait_for_value(id, 2, 0);
+    ck_assert_double_eq_tol(value_of(m, "value", "historic"), 30, 1e-9);
+    ck_assert_double_eq_tol(value_of(m, "value", "average_order"), 15, 1e-9);
+    json_decref(m);
+}
+END_TEST
+
 /* ---- ?expand=metrics ---------------------------------------------------------------- */
 
 static http_response get_customer(long long id, const char *query, const char *key)
@@ -558,10 +608,15 @@ Suite *currency_rates_suite(void)
     tcase_add_test(tc, if_match_makes_a_write_conditional);
     tcase_add_test(tc, bad_codes_rates_and_bodies_are_refused_and_nothing_is_written);
     tcase_add_test(tc, each_operation_needs_its_scope);
-    tcase_add_test(tc, a_rate_converts_purchases_at_the_next_recompute_and_not_before);
+    tcase_add_test(tc, the_follower_applies_the_rate_in_force_at_its_next_update);
     suite_add_tcase(s, tc);
+    TCase *recompute = tcase_create("recompute");
+    tcase_add_checked_fixture(recompute, setup_without_follower, teardown);
+    tcase_set_timeout(recompute, HARNESS_TCASE_TIMEOUT_S * 2);
+    tcase_add_test(recompute, a_rate_converts_purchases_at_the_next_recompute_and_not_before);
+    suite_add_tcase(s, recompute);
     TCase *expand = tcase_create("expand");
-    tcase_add_checked_fixture(expand, setup, teardown);
+    tcase_add_checked_fixture(expand, setup_without_follower, teardown);
     tcase_set_timeout(expand, HARNESS_TCASE_TIMEOUT_S * 2);
     tcase_add_test(expand, expand_metrics_embeds_the_metrics_document_and_sends_no_etag);
     tcase_add_test(expand, expand_metrics_needs_the_metrics_read_scope);
