@@ -110,8 +110,8 @@ json_t *crm_metrics_lifecycle(long long id, long long before_id, int limit, long
                               crm_error *err);
 
 /* The same read split for the event loop (dbloop.h): the query for id,
- * then the document as JSON text as PostgreSQL built it (caller frees) of
- * *len bytes, or NULL with CRM_E_NOT_FOUND. */
+ * then the document as JSON text (caller frees) of *len bytes, or NULL with
+ * CRM_E_NOT_FOUND. */
 void crm_metrics_customer_query(crm_query *q, long long id);
 char *crm_metrics_customer_render(const PGresult *res, size_t *len, crm_error *err);
 

@@ -660,17 +660,6 @@ bool crm_query_add_int(crm_query *q, long long value)
     return crm_query_add(q, dst);
 }
 
-bool crm_query_add_text(crm_query *q, const char *value)
-{
-    size_t n = strlen(value);
-    if (n >= sizeof q->buf - q->buf_used)
-        return query_overflow(q, "query buffer full");
-    char *dst = q->buf + q->buf_used;
-    memcpy(dst, value, n + 1);
-    q->buf_used += n + 1;
-    return crm_query_add(q, dst);
-}
-
 PGresult *crm_db_run_query(const crm_query *q, crm_error *err)
 {
     if (q->failed) {

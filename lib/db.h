@@ -68,11 +68,8 @@ crm_stmt *crm_db_stmt_for_sql(const char *sql, bool read_only, bool page);
 #define CRM_QUERY_MAX_PARAMS 64
 
 /* SQL that prints a timestamptz column as the API does (RFC 3339, UTC,
- * milliseconds), for documents built in SQL. The colons are quoted
- * literals of the format: pgbench would read ":MI" as a variable, and the
- * bench's pgbench scripts hold crmd's statements verbatim. */
-#define CRM_SQL_TS(col)                                                                            \
-    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":\"MI\":\"SS.MS\"Z\"')"
+ * milliseconds), for documents built in SQL. */
+#define CRM_SQL_TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 typedef struct crm_query {
     crm_stmt *stmt;
@@ -93,10 +90,6 @@ bool crm_query_add(crm_query *q, const char *value);
 /* Appends an integer parameter, formatted into q's own buffer; false (and q
  * failed) when it does not fit. */
 bool crm_query_add_int(crm_query *q, long long value);
-
-/* Appends a short text parameter copied into q's own buffer (so it need not
- * outlive the call); false (and q failed) when it does not fit. */
-bool crm_query_add_text(crm_query *q, const char *value);
 
 typedef struct crm_db_config {
     const char *url;        /* libpq URI or key=value string */

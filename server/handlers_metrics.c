@@ -38,8 +38,7 @@ static void customer_metrics_done(http_request *req, const PGresult *res, const 
     http_reply_json_text(req, 200, text, len);
 }
 
-/* One statement on the event loop: the document comes from PostgreSQL as
- * text and goes out as it is. */
+/* One statement on the event loop, its row written as the document. */
 void handle_customer_metrics(http_request *req)
 {
     long long id;

@@ -16,55 +16,172 @@
 #include <string.h>
 
 
-/* $1 the reporting currency, $2 the horizon, $3 the window, $4 the id
- * (numbered in the order they first appear, as a pgbench script numbers its
- * variables: bench/pgbench/customer_metrics.sql holds this text). A merged
- * id is one hop from its survivor (merges compress their chains, migration
- * 0012). The document is built here, amounts as PostgreSQL's exact
- * decimals. No row: every member null but the customer's id. */
-static crm_stmt customer_metrics = CRM_STMT_RO(
-    "metrics_customer",
-    "SELECT json_build_object('customer_id', c.id, 'as_of', " TS("m.as_of") ","
-    " 'computed_at', " TS("m.computed_at") ", 'currency', $1::text,"
-    " 'value', json_build_object('purchases', m.purchases, 'refunds', m.refunds,"
-    "  'unrated', m.unrated, 'first_purchase_at', " TS("m.first_purchase_at") ","
-    "  'last_purchase_at', " TS("m.last_purchase_at") ", 'historic', m.historic_value,"
-    "  'average_order', round(m.average_order_value, 4),"
-    "  'predicted_purchases', m.predicted_purchases, 'predicted_value', m.predicted_value,"
-    "  'horizon_days', $2::int, 'tier', m.value_tier),"
-    " 'rfm', json_build_object('recency_days', m.recency_days, 'frequency', m.frequency,"
-    "  'monetary', m.monetary, 'window_days', $3::int, 'r', m.r_score, 'f', m.f_score,"
-    "  'm', m.m_score, 'cell', m.rfm_cell, 'group', m.rfm_group),"
-    " 'lifecycle', json_build_object('stage', m.lifecycle_stage),"
-    " 'risk', json_build_object('p_alive', m.p_alive, 'churn_risk', 1 - m.p_alive,"
-    "  'overdue_days', m.overdue_days),"
-    " 'engagement', json_build_object('touchpoints_90d', m.touchpoints_90d,"
-    "  'touchpoints_per_30d', round(m.touchpoints_90d / 3.0, 4),"
-    "  'last_inbound_at', " TS("m.last_inbound_at") "),"
-    " 'satisfaction', json_build_object("
-    "  'nps', json_build_object('latest', m.nps_latest, 'mean', m.nps_mean,"
-    "   'responses', m.nps_responses),"
-    "  'csat', json_build_object('latest', m.csat_latest, 'mean', m.csat_mean,"
-    "   'responses', m.csat_responses)),"
-    " 'summary', json_build_object('x', m.x, 't_x', m.t_x, 'T', m.t_age,"
-    "  'repeat_mean_value', round(m.repeat_mean_value, 4)),"
-    " 'velocity', json_build_object('interval_mean_days', m.interval_mean,"
-    "  'interval_cv', m.interval_cv, 'interval_trend_days', m.interval_trend,"
-    "  'spend_cv', m.spend_cv, 'spend_trend', m.spend_trend, 'last_gap_days', m.last_gap_days)"
-    ")::text "
-    "FROM customers c0"
-    " JOIN customers c ON c.id = CASE WHEN c0.status = 'merged' THEN c0.merged_into"
-    "  ELSE c0.id END AND c.status = 'active'"
-    " LEFT JOIN customer_metrics m ON m.customer_id = c.id "
-    "WHERE c0.id = $4");
+/* ---- the document ---------------------------------------------------------------- */
+
+/* What a member of the document holds, and how it is written. */
+typedef enum doc_kind {
+    DOC_NUMBER,   /* an integer, numeric or float8 column as PostgreSQL prints it */
+    DOC_TEXT,     /* a text column */
+    DOC_TIME,     /* a timestamptz column, written as the API writes times */
+    DOC_CURRENCY, /* the reporting currency, from the configuration */
+    DOC_HORIZON,  /* the horizon in days, likewise */
+    DOC_WINDOW,   /* the RFM window in days, likewise */
+} doc_kind;
+
+/* Every member of a customer's metrics document, in order: the group it
+ * belongs to (NULL: the top level) and the subgroup inside that, its name,
+ * its kind and the SQL it is read from (NULL for the configuration's). One
+ * list gives both the statement's columns and the renderer's members, so
+ * the two cannot drift apart. The document is written in C from plain
+ * columns: building it with json_build_object cost PostgreSQL more than the
+ * read itself. */
+#define METRICS_DOC_FIELDS(X)                                                                      \
+    X(NULL, NULL, "customer_id", DOC_NUMBER, "c.id")                                               \
+    X(NULL, NULL, "as_of", DOC_TIME, "m.as_of")                                                    \
+    X(NULL, NULL, "computed_at", DOC_TIME, "m.computed_at")                                        \
+    X(NULL, NULL, "currency", DOC_CURRENCY, "NULL")                                                \
+    X("value", NULL, "purchases", DOC_NUMBER, "m.purchases")                                       \
+    X("value", NULL, "refunds", DOC_NUMBER, "m.refunds")                                           \
+    X("value", NULL, "unrated", DOC_NUMBER, "m.unrated")                                           \
+    X("value", NULL, "first_purchase_at", DOC_TIME, "m.first_purchase_at")                         \
+    X("value", NULL, "last_purchase_at", DOC_TIME, "m.last_purchase_at")                           \
+    X("value", NULL, "historic", DOC_NUMBER, "m.historic_value")                                   \
+    X("value", NULL, "average_order", DOC_NUMBER, "round(m.average_order_value, 4)")               \
+    X("value", NULL, "predicted_purchases", DOC_NUMBER, "m.predicted_purchases")                   \
+    X("value", NULL, "predicted_value", DOC_NUMBER, "m.predicted_value")                           \
+    X("value", NULL, "horizon_days", DOC_HORIZON, "NULL")                                          \
+    X("value", NULL, "tier", DOC_TEXT, "m.value_tier")                                             \
+    X("rfm", NULL, "recency_days", DOC_NUMBER, "m.recency_days")                                   \
+    X("rfm", NULL, "frequency", DOC_NUMBER, "m.frequency")                                         \
+    X("rfm", NULL, "monetary", DOC_NUMBER, "m.monetary")                                           \
+    X("rfm", NULL, "window_days", DOC_WINDOW, "NULL")                                              \
+    X("rfm", NULL, "r", DOC_NUMBER, "m.r_score")                                                   \
+    X("rfm", NULL, "f", DOC_NUMBER, "m.f_score")                                                   \
+    X("rfm", NULL, "m", DOC_NUMBER, "m.m_score")                                                   \
+    X("rfm", NULL, "cell", DOC_TEXT, "m.rfm_cell")                                                 \
+    X("rfm", NULL, "group", DOC_TEXT, "m.rfm_group")                                               \
+    X("lifecycle", NULL, "stage", DOC_TEXT, "m.lifecycle_stage")                                   \
+    X("risk", NULL, "p_alive", DOC_NUMBER, "m.p_alive")                                            \
+    X("risk", NULL, "churn_risk", DOC_NUMBER, "1 - m.p_alive")                                     \
+    X("risk", NULL, "overdue_days", DOC_NUMBER, "m.overdue_days")                                  \
+    X("engagement", NULL, "touchpoints_90d", DOC_NUMBER, "m.touchpoints_90d")                      \
+    X("engagement", NULL, "touchpoints_per_30d", DOC_NUMBER, "round(m.touchpoints_90d / 3.0, 4)")  \
+    X("engagement", NULL, "last_inbound_at", DOC_TIME, "m.last_inbound_at")                        \
+    X("satisfaction", "nps", "latest", DOC_NUMBER, "m.nps_latest")                                 \
+    X("satisfaction", "nps", "mean", DOC_NUMBER, "m.nps_mean")                                     \
+    X("satisfaction", "nps", "responses", DOC_NUMBER, "m.nps_responses")                           \
+    X("satisfaction", "csat", "latest", DOC_NUMBER, "m.csat_latest")                               \
+    X("satisfaction", "csat", "mean", DOC_NUMBER, "m.csat_mean")                                   \
+    X("satisfaction", "csat", "responses", DOC_NUMBER, "m.csat_responses")                         \
+    X("summary", NULL, "x", DOC_NUMBER, "m.x")                                                     \
+    X("summary", NULL, "t_x", DOC_NUMBER, "m.t_x")                                                 \
+    X("summary", NULL, "T", DOC_NUMBER, "m.t_age")                                                 \
+    X("summary", NULL, "repeat_mean_value", DOC_NUMBER, "round(m.repeat_mean_value, 4)")           \
+    X("velocity", NULL, "interval_mean_days", DOC_NUMBER, "m.interval_mean")                       \
+    X("velocity", NULL, "interval_cv", DOC_NUMBER, "m.interval_cv")                                \
+    X("velocity", NULL, "interval_trend_days", DOC_NUMBER, "m.interval_trend")                     \
+    X("velocity", NULL, "spend_cv", DOC_NUMBER, "m.spend_cv")                                      \
+    X("velocity", NULL, "spend_trend", DOC_NUMBER, "m.spend_trend")                                \
+    X("velocity", NULL, "last_gap_days", DOC_NUMBER, "m.last_gap_days")
+
+typedef struct doc_field {
+    const char *group, *sub, *name;
+    doc_kind kind;
+} doc_field;
+
+#define DOC_FIELD(group, sub, name, kind, sql) {group, sub, name, kind},
+static const doc_field doc_fields[] = {METRICS_DOC_FIELDS(DOC_FIELD)};
+#define N_DOC_FIELDS (sizeof doc_fields / sizeof doc_fields[0])
+
+/* Column 0 is the id asked for; member i of doc_fields is column i + 1. */
+#define DOC_COLUMN(group, sub, name, kind, sql) ", " sql
+
+/* $1 the id. A merged id is one hop from its survivor (merges compress
+ * their chains, migration 0012). No metrics row: every member null but the
+ * customer's id and the configuration's. */
+static crm_stmt customer_metrics =
+    CRM_STMT_RO("metrics_customer",
+                "SELECT c0.id" METRICS_DOC_FIELDS(DOC_COLUMN) " FROM customers c0"
+                " JOIN customers c ON c.id = CASE WHEN c0.status = 'merged' THEN c0.merged_into"
+                "  ELSE c0.id END AND c.status = 'active'"
+                " LEFT JOIN customer_metrics m ON m.customer_id = c.id "
+                "WHERE c0.id = $1");
+
+static bool same_name(const char *a, const char *b)
+{
+    return a == b || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* A number as PostgreSQL prints it is JSON, but for NaN and the infinities,
+ * which JSON lacks: those are written as null. */
+static void write_number(crm_jbuf *b, const char *text, size_t len)
+{
+    const char *digits = text[0] == '-' ? text + 1 : text;
+    if (*digits >= '0' && *digits <= '9')
+        crm_jbuf_raw(b, text, len);
+    else
+        crm_jbuf_null(b);
+}
+
+static void write_member(crm_jbuf *b, const doc_field *f, const PGresult *res, int col,
+                         const crm_metrics_config *cfg)
+{
+    crm_jbuf_key(b, f->name);
+    if (f->kind == DOC_CURRENCY)
+        crm_jbuf_cstring(b, cfg->currency);
+    else if (f->kind == DOC_HORIZON)
+        crm_jbuf_int(b, cfg->horizon_days);
+    else if (f->kind == DOC_WINDOW)
+        crm_jbuf_int(b, cfg->window_days);
+    else if (PQgetisnull(res, 0, col))
+        crm_jbuf_null(b);
+    else if (f->kind == DOC_TIME)
+        crm_jbuf_pg_timestamp(b, PQgetvalue(res, 0, col));
+    else if (f->kind == DOC_TEXT)
+        crm_jbuf_string(b, PQgetvalue(res, 0, col), (size_t)PQgetlength(res, 0, col));
+    else
+        write_number(b, PQgetvalue(res, 0, col), (size_t)PQgetlength(res, 0, col));
+}
+
+/* Writes the document of res's row, opening and closing the groups as the
+ * members of doc_fields pass from one to the next. */
+static void write_document(crm_jbuf *b, const PGresult *res, const crm_metrics_config *cfg)
+{
+    const char *group = NULL, *sub = NULL;
+    crm_jbuf_begin_object(b);
+    for (size_t i = 0; i < N_DOC_FIELDS; i++) {
+        const doc_field *f = &doc_fields[i];
+        bool new_group = !same_name(group, f->group);
+        if (sub != NULL && (new_group || !same_name(sub, f->sub))) {
+            crm_jbuf_end_object(b);
+            sub = NULL;
+        }
+        if (new_group) {
+            if (group != NULL)
+                crm_jbuf_end_object(b);
+            group = f->group;
+            if (group != NULL) {
+                crm_jbuf_key(b, group);
+                crm_jbuf_begin_object(b);
+            }
+        }
+        if (f->sub != NULL && sub == NULL) {
+            sub = f->sub;
+            crm_jbuf_key(b, sub);
+            crm_jbuf_begin_object(b);
+        }
+        write_member(b, f, res, (int)i + 1, cfg);
+    }
+    if (sub != NULL)
+        crm_jbuf_end_object(b);
+    if (group != NULL)
+        crm_jbuf_end_object(b);
+    crm_jbuf_end_object(b);
+}
 
 void crm_metrics_customer_query(crm_query *q, long long id)
 {
-    crm_metrics_config cfg = metrics_config();
     crm_query_init(q, &customer_metrics);
-    crm_query_add_text(q, cfg.currency);
-    crm_query_add_int(q, cfg.horizon_days);
-    crm_query_add_int(q, cfg.window_days);
     crm_query_add_int(q, id);
 }
 
@@ -74,24 +191,29 @@ char *crm_metrics_customer_render(const PGresult *res, size_t *len, crm_error *e
         crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
         return NULL;
     }
-    *len = (size_t)PQgetlength(res, 0, 0);
-    char *text = malloc(*len + 1);
-    if (text == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    if (PQnfields(res) != (int)N_DOC_FIELDS + 1) {
+        crm_error_set(err, CRM_E_INTERNAL, "the metrics read has %d columns", PQnfields(res));
         return NULL;
     }
-    memcpy(text, PQgetvalue(res, 0, 0), *len + 1);
+    crm_metrics_config cfg = metrics_config();
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    write_document(&b, res, &cfg);
+    char *text = crm_jbuf_take(&b, len);
+    if (text == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return text;
 }
 
 /* The document of res (freed by the caller), or NULL with err set. */
 static json_t *customer_decode(const PGresult *res, crm_error *err)
 {
-    if (PQntuples(res) != 1) {
-        crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
+    size_t len = 0;
+    char *text = crm_metrics_customer_render(res, &len, err);
+    if (text == NULL)
         return NULL;
-    }
-    json_t *doc = crm_json_load_stored(PQgetvalue(res, 0, 0));
+    json_t *doc = crm_json_load_stored(text);
+    free(text);
     if (doc == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return doc;
