@@ -68,7 +68,7 @@ static crm_stmt customer_touchpoints = CRM_STMT(
     " FROM touchpoints WHERE customer_id = ANY($1::bigint[]) AND occurred_at <= $2::timestamptz"
     " ORDER BY customer_id");
 
-#define INCOMING_SQL "COPY metrics_incoming (" METRICS_ROW_COLUMNS ") FROM STDIN"
+#define INCOMING_SQL "COPY metrics_incoming (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary)"
 
 static crm_stmt record_transitions = CRM_STMT(
     "metrics_follow_transitions",
@@ -320,24 +320,10 @@ static bool write_incoming(sweep *S, crm_error *err)
                         "CREATE TEMP TABLE IF NOT EXISTS metrics_incoming"
                         " (LIKE customer_metrics INCLUDING INDEXES) ON COMMIT DELETE ROWS",
                         err) ||
-        !crm_db_copy_begin(S->c, INCOMING_SQL, err))
+        !metrics_copy_rows(S->c, INCOMING_SQL, S->L.customers, S->L.n, S->L.as_of_ms,
+                           S->L.as_of_ms, err))
         return false;
-    char now[48];
-    crm_format_timestamp(S->L.as_of_ms, now);
-    crm_bytebuf b;
-    crm_bytebuf_init(&b);
-    bool ok = true;
-    for (size_t i = 0; ok && i < S->L.n; i++) {
-        metrics_put_row(&b, &S->L.customers[i], S->as_of, S->as_of);
-        if (b.failed)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "a row of metrics could not be written");
-        else if (b.len >= 1 << 20 || i + 1 == S->L.n) {
-            ok = crm_db_copy_put(S->c, b.data, b.len, err);
-            b.len = 0;
-        }
-    }
-    crm_bytebuf_free(&b);
-    return crm_db_copy_end(S->c, ok ? NULL : "the sweep failed", err) && ok;
+    return true;
 }
 
 static bool replace_rows(sweep *S, const char *ids, crm_error *err)

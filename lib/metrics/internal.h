@@ -213,10 +213,11 @@ void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const 
     " touchpoints_90d, last_inbound_at, nps_latest, nps_mean, nps_responses, csat_latest,"         \
     " csat_mean, csat_responses"
 
-/* Appends c as a COPY text row of METRICS_ROW_COLUMNS; b->failed when a
- * field could not be written. */
-void metrics_put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
-                     const char *now);
+/* Runs sql, a "COPY <table> (METRICS_ROW_COLUMNS) FROM STDIN (FORMAT
+ * binary)", sending it the n customers' rows, observed at as_of_ms and
+ * computed at now_ms (metrics/rows.c). */
+bool metrics_copy_rows(crm_conn *c, const char *sql, const metrics_customer *customers, size_t n,
+                       long long as_of_ms, long long now_ms, crm_error *err);
 
 /* The advisory lock of the follower (one process at a time). */
 #define METRICS_FOLLOW_LOCK "7210013"

@@ -436,7 +436,7 @@ static bool phase_score(recompute *R, crm_error *err)
 
 static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_staging");
 
-#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN"
+#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary)"
 
 static bool phase_stage(recompute *R, crm_error *err)
 {
@@ -448,24 +448,8 @@ static bool phase_stage(recompute *R, crm_error *err)
     metrics_scales_from(R->L.customers, R->L.n, &scales);
     if (!metrics_scales_store(R->c, &scales, R->as_of, R->L.n, crm_job_id(R->job), err))
         return false;
-    if (!crm_db_copy_begin(R->c, STAGE_SQL, err))
-        return false;
-    char now[48];
-    crm_format_timestamp(crm_wall_ms(), now);
-    crm_bytebuf b;
-    crm_bytebuf_init(&b);
-    bool ok = true;
-    for (size_t i = 0; ok && i < R->L.n; i++) {
-        metrics_put_row(&b, &R->L.customers[i], R->as_of, now);
-        if (b.failed)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "a staged row could not be written");
-        else if (b.len >= 1 << 20 || i + 1 == R->L.n) {
-            ok = crm_db_copy_put(R->c, b.data, b.len, err);
-            b.len = 0;
-        }
-    }
-    crm_bytebuf_free(&b);
-    return crm_db_copy_end(R->c, ok ? NULL : "the recompute failed", err) && ok;
+    return metrics_copy_rows(R->c, STAGE_SQL, R->L.customers, R->L.n, R->L.as_of_ms,
+                             crm_wall_ms(), err);
 }
 
 /* ---- publish -------------------------------------------------------------------- */

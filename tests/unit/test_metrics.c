@@ -501,6 +501,20 @@ START_TEST(a_recompute_gives_stages_engagement_and_satisfaction_by_hand)
     ck_assert_double_eq_tol(num(hm, "risk", "overdue_days"), -669, 1e-9);
     ck_assert_int_eq((int)num(hm, "velocity", "last_gap_days"), 700);
     json_decref(hm);
+    /* Amounts travel to the table exactly, to 4 decimals, whatever their
+     * sign and size (binary numeric). */
+    long long k = customer("K");
+    touchpoint(k, "refund", "2025-12-20T00:00:00Z", "-12.3456", "EUR");
+    touchpoint(k, "purchase", "2025-12-21T00:00:00Z", "123456789.5", "EUR");
+    touchpoint(k, "purchase", "2025-12-22T00:00:00Z", "0.0001", "EUR");
+    json_decref(recompute(AS_OF_MS));
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT historic_value::text || ' ' || monetary::text || ' ' || average_order_value"
+             " FROM customer_metrics WHERE customer_id = %lld", k);
+    PGresult *amounts = unit_sql(db, sql, 0, NULL);
+    ck_assert_str_eq(PQgetvalue(amounts, 0, 0), "123456777.1545 123456777.1545 61728394.7501");
+    PQclear(amounts);
     json_t *b = metrics_of(x.b);
     ck_assert(is_null(b, "risk", "overdue_days"));
     ck_assert(is_null(b, "velocity", "last_gap_days"));
