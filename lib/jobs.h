@@ -70,6 +70,9 @@ void crm_jobs_set_submit_listener(void (*listener)(void *arg), void *arg);
 /* ---- inside an executor ------------------------------------------------- */
 
 crm_conn *crm_job_conn(crm_job_ctx *job);      /* the job's own connection */
+/* Another connection like the job's own, for work it runs side by side;
+ * the caller closes it with crm_db_close_private. NULL with err. */
+crm_conn *crm_job_open_conn(crm_job_ctx *job, crm_error *err);
 long long crm_job_id(const crm_job_ctx *job);
 const json_t *crm_job_params(const crm_job_ctx *job);     /* borrowed */
 /* The checkpoint the job was claimed with (the last one an earlier attempt

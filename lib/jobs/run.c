@@ -94,6 +94,11 @@ crm_conn *crm_job_conn(crm_job_ctx *job)
     return job->conn;
 }
 
+crm_conn *crm_job_open_conn(crm_job_ctx *job, crm_error *err)
+{
+    return crm_db_open_private(&job->cfg->db, err);
+}
+
 long long crm_job_id(const crm_job_ctx *job)
 {
     return job->id;
