@@ -115,16 +115,6 @@ typedef struct sweep {
     bool more; /* a feed had more changes than the batch */
 } sweep;
 
-static bool exec_params(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
-                        crm_error *err)
-{
-    PGresult *res = crm_db_exec(c, stmt, n, params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    return true;
-}
-
 static bool read_place(sweep *S, crm_error *err)
 {
     PGresult *res = crm_db_exec(S->c, &follow_place, 0, NULL, err);
@@ -330,10 +320,10 @@ static bool replace_rows(sweep *S, const char *ids, crm_error *err)
 {
     const char *params[] = {ids};
     const char *places[] = {S->tp.xid, S->tp.seq, S->cu.xid, S->cu.seq};
-    return write_incoming(S, err) && exec_params(S->c, &record_transitions, 0, NULL, err) &&
-           exec_params(S->c, &drop_rows, 1, params, err) &&
-           exec_params(S->c, &upsert_rows, 0, NULL, err) &&
-           exec_params(S->c, &move_place, 4, places, err);
+    return write_incoming(S, err) && metrics_exec(S->c, &record_transitions, 0, NULL, err) &&
+           metrics_exec(S->c, &drop_rows, 1, params, err) &&
+           metrics_exec(S->c, &upsert_rows, 0, NULL, err) &&
+           metrics_exec(S->c, &move_place, 4, places, err);
 }
 
 static bool same_place(const place *a, const place *b)
@@ -348,7 +338,7 @@ static bool move_only(sweep *S, const place *tp, const place *cu, crm_error *err
     const char *places[] = {S->tp.xid, S->tp.seq, S->cu.xid, S->cu.seq};
     if (same_place(tp, &S->tp) && same_place(cu, &S->cu))
         return crm_db_commit(S->c, err);
-    return exec_params(S->c, &move_place, 4, places, err) && crm_db_commit(S->c, err);
+    return metrics_exec(S->c, &move_place, 4, places, err) && crm_db_commit(S->c, err);
 }
 
 static bool run_sweep(sweep *S, crm_error *err)

@@ -156,6 +156,9 @@ typedef struct metrics_load {
 #define METRICS_ENGAGEMENT_WHERE                                                                   \
     "occurred_at <= (SELECT current_setting('crmd.metrics_as_of')::timestamptz)"
 
+/* Runs stmt with its n parameters for its effect (the result dropped). */
+bool metrics_exec(crm_conn *c, crm_stmt *stmt, int n, const char *const *params, crm_error *err);
+
 /* Grows *items (of size bytes each) to hold one more than used. */
 bool metrics_grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err);
 bool metrics_load_rates(metrics_load *L, crm_conn *c, crm_error *err);

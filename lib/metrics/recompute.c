@@ -494,16 +494,6 @@ static const char *const swap_sql[] = {
     "ALTER TABLE metrics_swap RENAME TO metrics_staging",
 };
 
-static bool run_with(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
-{
-    const char *params[] = {param};
-    PGresult *res = crm_db_exec(c, stmt, 1, params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    return true;
-}
-
 static bool phase_publish(recompute *R, crm_error *err)
 {
     if (!crm_db_command(R->c, "SET LOCAL lock_timeout = '5s'", err) ||
@@ -511,8 +501,8 @@ static bool phase_publish(recompute *R, crm_error *err)
                         "LOCK TABLE metrics_follow, customer_metrics, metrics_staging"
                         " IN ACCESS EXCLUSIVE MODE",
                         err) ||
-        !run_with(R->c, &keep_newer_drop, R->loaded_at, err) ||
-        !run_with(R->c, &keep_newer_copy, R->loaded_at, err))
+        !metrics_exec(R->c, &keep_newer_drop, 1, (const char *[]){R->loaded_at}, err) ||
+        !metrics_exec(R->c, &keep_newer_copy, 1, (const char *[]){R->loaded_at}, err))
         return false;
     for (size_t i = 0; i < sizeof swap_sql / sizeof swap_sql[0]; i++)
         if (!crm_db_command(R->c, swap_sql[i], err))
@@ -526,7 +516,7 @@ static bool phase_publish(recompute *R, crm_error *err)
                           " m.customer_id AND c.status <> 'active'",
                           err) &&
            crm_db_command(R->c, "TRUNCATE metrics_staging", err) &&
-           run_with(R->c, &rewind_follower, R->load_xmin, err);
+           metrics_exec(R->c, &rewind_follower, 1, (const char *[]){R->load_xmin}, err);
 }
 
 /* ---- the job -------------------------------------------------------------------- */
