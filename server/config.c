@@ -101,6 +101,8 @@ static const env_var vars[] = {
      "value tier top: this share of customers by predicted value, in thousandths"},
     {"CRMD_METRICS_TIER_HIGH_PERMILLE", VAR_INT, "200", 1, 1000, OFF(metrics_tier_high_permille),
      "value tier high: the rest of this share (top included), in thousandths"},
+    {"CRMD_METRICS_BASKET_MIN_ORDERS", VAR_INT, "2", 1, 1000000, OFF(metrics_basket_min_orders),
+     "market basket: pairs bought together in fewer orders than this are not kept"},
     {"CRMD_JOB_WORKERS", VAR_INT, "1", 0, 64, OFF(job_workers),
      "threads that run jobs (long work: recomputes, builds), one job each at a time; 0: this "
      "process runs none (others do)"},

@@ -46,6 +46,7 @@ typedef struct crmd_config {
     int metrics_discount_percent;
     int metrics_tier_top_permille;
     int metrics_tier_high_permille;
+    int metrics_basket_min_orders;
     int touchpoint_future_tolerance_s;
     const char *cors_origins;
     int rate_limit_rps;

@@ -15,11 +15,11 @@
 #include <string.h>
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
-static crm_metrics_config config = {365, 365, 0.10, 0.01, 0.20, "EUR"};
+static crm_metrics_config config = {365, 365, 0.10, 0.01, 0.20, "EUR", 2};
 
 crm_metrics_config crm_metrics_defaults(void)
 {
-    return (crm_metrics_config){365, 365, 0.10, 0.01, 0.20, "EUR"};
+    return (crm_metrics_config){365, 365, 0.10, 0.01, 0.20, "EUR", 2};
 }
 
 void crm_metrics_configure(const crm_metrics_config *cfg)
