@@ -51,6 +51,10 @@ CREATE INDEX metrics_basket_pairs_lift_idx
     ON metrics_basket_pairs (lift DESC, confidence DESC, orders DESC, sku, other);
 CREATE INDEX metrics_basket_pairs_sku_idx
     ON metrics_basket_pairs (sku, lift DESC, confidence DESC, orders DESC, other);
+-- A high minimum support or confidence that few rules pass: those rules
+-- found directly, instead of walking every rule in lift order.
+CREATE INDEX metrics_basket_pairs_support_idx ON metrics_basket_pairs (support);
+CREATE INDEX metrics_basket_pairs_confidence_idx ON metrics_basket_pairs (confidence);
 
 -- What each result covers: one row per pattern, written with it.
 CREATE TABLE metrics_patterns (
