@@ -187,7 +187,7 @@ char *crm_metrics_cohorts(const crm_cohorts_query *q, crm_error *err)
         return NULL;
     bool computed = PQntuples(info) == 1;
     int last = computed ? atoi(PQgetvalue(info, 0, 3)) : current_month();
-    int from, to;
+    int from = 0, to = 0;
     if (!cohort_range(q, last, &from, &to, err)) {
         PQclear(info);
         return NULL;
