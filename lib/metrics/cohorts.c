@@ -29,7 +29,9 @@
  * rate counts as unrated and adds nothing); then each customer's cohort, the
  * first month with a purchase, by a window over their rows (which come
  * sorted by customer); then the sums per cohort and month. Months before the
- * cohort (a refund before any purchase) are left out.
+ * cohort (a refund before any purchase) are left out. Live customers are
+ * those no non-active customer row names: an anti-join against the few that
+ * are not active (customers_not_active_idx), not a join with every live one.
  * A CREATE TABLE AS, unlike an INSERT, may run in parallel workers. */
 #define COHORTS_SQL                                                                                \
     "CREATE TEMP TABLE metrics_cohorts_next ON COMMIT DROP AS "                                   \
@@ -48,13 +50,14 @@
     "   sum(CASE WHEN t.type = 'refund' THEN -abs(v.value) ELSE v.value END) AS net,"             \
     "   count(*) FILTER (WHERE t.amount IS NOT NULL AND v.value IS NULL) AS unrated"               \
     "  FROM touchpoints t"                                                                         \
-    "  JOIN customers c ON c.id = t.customer_id AND c.status = 'active'"                           \
     "  LEFT JOIN currency_rates r ON r.currency = t.currency"                                      \
     "  CROSS JOIN LATERAL (SELECT CASE WHEN t.amount IS NULL THEN 0"                               \
     "   WHEN t.currency = (SELECT current_setting('crmd.currency')) THEN t.amount"                 \
     "   ELSE t.amount * r.rate END AS value) v"                                                    \
     "  WHERE t.type IN ('purchase', 'refund')"                                                     \
     "   AND t.occurred_at <= (SELECT current_setting('crmd.as_of')::timestamptz)"                  \
+    "   AND NOT EXISTS (SELECT FROM customers c WHERE c.id = t.customer_id"                        \
+    "    AND c.status <> 'active')"                                                                \
     "  GROUP BY t.customer_id, 2"                                                                  \
     " ) g"                                                                                         \
     ") w "                                                                                         \
