@@ -38,9 +38,9 @@
  * set-returning functions in select lists instead (ProjectSet) kept the
  * plan above the Gather and took 1.6 times as long on the bench's data. */
 #define BASKET_SQL                                                                                 \
-    "CREATE TEMP TABLE metrics_basket_next ON COMMIT DROP AS "                                    \
-    "SELECT least(k.s[i] COLLATE \"C\", k.s[j] COLLATE \"C\") AS sku,"                              \
-    " CASE WHEN j > i THEN greatest(k.s[i] COLLATE \"C\", k.s[j] COLLATE \"C\") END AS other,"      \
+    "CREATE TEMP TABLE metrics_basket_next ON COMMIT DROP AS "                                     \
+    "SELECT least(k.s[i] COLLATE \"C\", k.s[j] COLLATE \"C\") AS sku,"                             \
+    " CASE WHEN j > i THEN greatest(k.s[i] COLLATE \"C\", k.s[j] COLLATE \"C\") END AS other,"     \
     " count(*) AS orders, count(*) FILTER (WHERE i = 1 AND j = 1) AS baskets "                     \
     "FROM touchpoints t "                                                                          \
     "CROSS JOIN LATERAL jsonb_to_record(jsonb_build_object('s',"                                   \
@@ -63,7 +63,7 @@
 
 /* Each pair in both directions, with its measures. */
 #define BASKET_STORE_PAIRS_SQL                                                                     \
-    "INSERT INTO metrics_basket_pairs (sku, other, orders, support, confidence, lift)"            \
+    "INSERT INTO metrics_basket_pairs (sku, other, orders, support, confidence, lift)"             \
     " SELECT r.sku, r.other, r.orders, r.orders::float8 / n.n, r.orders::float8 / a.orders,"       \
     "  r.orders::float8 * n.n / (a.orders::float8 * b.orders)"                                     \
     " FROM (SELECT sku, other, orders FROM metrics_basket_next WHERE other IS NOT NULL"            \
@@ -72,18 +72,18 @@
     " JOIN metrics_basket_items b ON b.sku = r.other"                                              \
     " CROSS JOIN (SELECT sum(baskets)::float8 AS n FROM metrics_basket_next) n"
 
-static crm_stmt basket_clear_items = CRM_STMT("metrics_basket_clear_items",
-                                              "DELETE FROM metrics_basket_items");
+static crm_stmt basket_clear_items =
+    CRM_STMT("metrics_basket_clear_items", "DELETE FROM metrics_basket_items");
 
-static crm_stmt basket_store_items = CRM_STMT(
-    "metrics_basket_store_items",
-    "INSERT INTO metrics_basket_items (sku, orders)"
-    " SELECT sku, orders FROM metrics_basket_next WHERE other IS NULL");
+static crm_stmt basket_store_items =
+    CRM_STMT("metrics_basket_store_items",
+             "INSERT INTO metrics_basket_items (sku, orders)"
+             " SELECT sku, orders FROM metrics_basket_next WHERE other IS NULL");
 
-static crm_stmt basket_totals = CRM_STMT_RO(
-    "metrics_basket_totals",
-    "SELECT coalesce(sum(baskets), 0), count(*) FILTER (WHERE other IS NULL),"
-    " count(*) FILTER (WHERE other IS NOT NULL) FROM metrics_basket_next");
+static crm_stmt basket_totals =
+    CRM_STMT_RO("metrics_basket_totals",
+                "SELECT coalesce(sum(baskets), 0), count(*) FILTER (WHERE other IS NULL),"
+                " count(*) FILTER (WHERE other IS NOT NULL) FROM metrics_basket_next");
 
 /* $1 as_of, $2 job, $3 N, $4 min_pair_orders. */
 static crm_stmt basket_record = CRM_STMT(
@@ -134,17 +134,21 @@ bool metrics_basket_compute(metrics_patterns_run *run, json_t *result, crm_error
 /* The document around the rules: $1 the rules' JSON array, $2 the SKU
  * asked for (NULL: none). */
 #define BASKET_DOC(rules)                                                                          \
-    "SELECT json_build_object('as_of', " TS("i.as_of") ", 'computed_at', " TS("i.computed_at") "," \
-    " 'orders', coalesce(i.orders, 0), 'min_pair_orders', i.min_pair_orders,"                      \
-    " 'sku', $5::text, 'sku_orders', CASE WHEN $5::text IS NOT NULL THEN coalesce("                \
-    "  (SELECT orders FROM metrics_basket_items WHERE sku = $5::text), 0) END,"                    \
-    " 'data', coalesce((" rules "), '[]'))::text "                                                 \
-    "FROM (SELECT 1) one LEFT JOIN metrics_patterns i ON i.pattern = 'basket'"
+    "SELECT json_build_object('as_of', " TS("i.as_of") ", 'computed_at', " TS(                     \
+        "i.computed_at") ","                                                                       \
+                         " 'orders', coalesce(i.orders, 0), 'min_pair_orders', i.min_pair_orders," \
+                         " 'sku', $5::text, 'sku_orders', CASE WHEN $5::text IS NOT NULL THEN "    \
+                         "coalesce("                                                               \
+                         "  (SELECT orders FROM metrics_basket_items WHERE sku = $5::text), 0) "   \
+                         "END,"                                                                    \
+                         " 'data', coalesce((" rules "), '[]'))::text "                            \
+                         "FROM (SELECT 1) one LEFT JOIN metrics_patterns i ON i.pattern = "        \
+                         "'basket'"
 
 /* The rules that pass $1 support, $2 confidence, $3 lift, the first $4 in
  * the page's order, from the rows where. */
 #define BASKET_RULES(where)                                                                        \
-    "SELECT json_agg(json_build_object('a', r.sku, 'b', r.other, 'orders', r.orders,"             \
+    "SELECT json_agg(json_build_object('a', r.sku, 'b', r.other, 'orders', r.orders,"              \
     "  'a_orders', a.orders, 'b_orders', b.orders, 'support', r.support,"                          \
     "  'confidence', r.confidence, 'lift', r.lift)"                                                \
     "  ORDER BY r.lift DESC, r.confidence DESC, r.orders DESC, r.sku, r.other)"                    \
@@ -163,8 +167,8 @@ bool metrics_basket_compute(metrics_patterns_run *run, json_t *result, crm_error
 static crm_stmt basket_page = CRM_STMT_RO(NULL, BASKET_DOC(BASKET_RULES("$5::text IS NULL")));
 
 /* One SKU's rules, read down metrics_basket_pairs_sku_idx. */
-static crm_stmt basket_page_sku = CRM_STMT_RO("metrics_basket_page_sku",
-                                              BASKET_DOC(BASKET_RULES("p.sku = $5::text")));
+static crm_stmt basket_page_sku =
+    CRM_STMT_RO("metrics_basket_page_sku", BASKET_DOC(BASKET_RULES("p.sku = $5::text")));
 
 static bool invalid(crm_error *err, const char *field, const char *message)
 {

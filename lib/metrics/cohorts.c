@@ -34,10 +34,10 @@
  * are not active (customers_not_active_idx), not a join with every live one.
  * A CREATE TABLE AS, unlike an INSERT, may run in parallel workers. */
 #define COHORTS_SQL                                                                                \
-    "CREATE TEMP TABLE metrics_cohorts_next ON COMMIT DROP AS "                                   \
+    "CREATE TEMP TABLE metrics_cohorts_next ON COMMIT DROP AS "                                    \
     "SELECT w.cohort::date AS cohort,"                                                             \
     " ((extract(year FROM w.m) - extract(year FROM w.cohort)) * 12"                                \
-    "  + extract(month FROM w.m) - extract(month FROM w.cohort))::int AS month_offset,"           \
+    "  + extract(month FROM w.m) - extract(month FROM w.cohort))::int AS month_offset,"            \
     " count(*) FILTER (WHERE w.bought) AS customers,"                                              \
     " coalesce(sum(w.net), 0) AS revenue,"                                                         \
     " sum(w.unrated)::bigint AS unrated "                                                          \
@@ -45,9 +45,9 @@
     " SELECT g.m, g.bought, g.net, g.unrated,"                                                     \
     "  min(g.m) FILTER (WHERE g.bought) OVER (PARTITION BY g.customer_id) AS cohort"               \
     " FROM ("                                                                                      \
-    "  SELECT t.customer_id, date_trunc('month', t.occurred_at AT TIME ZONE 'UTC') AS m,"         \
+    "  SELECT t.customer_id, date_trunc('month', t.occurred_at AT TIME ZONE 'UTC') AS m,"          \
     "   bool_or(t.type = 'purchase') AS bought,"                                                   \
-    "   sum(CASE WHEN t.type = 'refund' THEN -abs(v.value) ELSE v.value END) AS net,"             \
+    "   sum(CASE WHEN t.type = 'refund' THEN -abs(v.value) ELSE v.value END) AS net,"              \
     "   count(*) FILTER (WHERE t.amount IS NOT NULL AND v.value IS NULL) AS unrated"               \
     "  FROM touchpoints t"                                                                         \
     "  LEFT JOIN currency_rates r ON r.currency = t.currency"                                      \
@@ -66,10 +66,10 @@
 
 static crm_stmt cohorts_clear = CRM_STMT("metrics_cohorts_clear", "DELETE FROM metrics_cohorts");
 
-static crm_stmt cohorts_store = CRM_STMT(
-    "metrics_cohorts_store",
-    "INSERT INTO metrics_cohorts (cohort, month_offset, customers, revenue, unrated)"
-    " SELECT cohort, month_offset, customers, revenue, unrated FROM metrics_cohorts_next");
+static crm_stmt cohorts_store =
+    CRM_STMT("metrics_cohorts_store",
+             "INSERT INTO metrics_cohorts (cohort, month_offset, customers, revenue, unrated)"
+             " SELECT cohort, month_offset, customers, revenue, unrated FROM metrics_cohorts_next");
 
 /* $1 as_of, $2 job, $3 currency. Returns the customers and cohorts. */
 static crm_stmt cohorts_record = CRM_STMT(
@@ -111,12 +111,13 @@ bool metrics_cohorts_compute(metrics_patterns_run *run, json_t *result, crm_erro
 
 /* What the stored cohorts cover: as_of and computed_at as the API prints
  * them, the currency, and as_of's UTC month (year * 12 + month - 1). */
-static crm_stmt cohorts_info = CRM_STMT_RO(
-    "metrics_cohorts_info",
-    "SELECT " TS("as_of") ", " TS("computed_at") ", currency,"
-    " (extract(year FROM as_of AT TIME ZONE 'UTC') * 12"
-    "  + extract(month FROM as_of AT TIME ZONE 'UTC') - 1)::int "
-    "FROM metrics_patterns WHERE pattern = 'cohorts'");
+static crm_stmt cohorts_info =
+    CRM_STMT_RO("metrics_cohorts_info",
+                "SELECT " TS("as_of") ", " TS(
+                    "computed_at") ", currency,"
+                                   " (extract(year FROM as_of AT TIME ZONE 'UTC') * 12"
+                                   "  + extract(month FROM as_of AT TIME ZONE 'UTC') - 1)::int "
+                                   "FROM metrics_patterns WHERE pattern = 'cohorts'");
 
 /* The page: $1 and $2 the first days of the first and last cohort shown,
  * $3 months, $4 the first day of as_of's month (NULL: nothing computed),
@@ -158,15 +159,15 @@ static bool invalid(crm_error *err, const char *field, const char *message)
 
 /* The range shown: defaults from as_of's month (the current month when
  * nothing was computed), then the bounds. */
-static bool cohort_range(const crm_cohorts_query *q, int last, int *from, int *to,
-                         crm_error *err)
+static bool cohort_range(const crm_cohorts_query *q, int last, int *from, int *to, crm_error *err)
 {
     if (q->months < 1 || q->months > CRM_COHORT_MONTHS_MAX)
         return invalid(err, "months", "must be an integer from 1 to 120");
     *to = q->to >= 0 ? q->to : last;
     *from = q->from >= 0 ? q->from : *to - 11;
     if (*from < 1 * 12 || *to > 9999 * 12 + 11)
-        return invalid(err, q->from >= 0 ? "from" : "to", "must be a month from 0001-01 to 9999-12");
+        return invalid(err, q->from >= 0 ? "from" : "to",
+                       "must be a month from 0001-01 to 9999-12");
     if (*from > *to)
         return invalid(err, q->from >= 0 ? "from" : "to", "must not come after 'to'");
     if (*to - *from >= CRM_COHORT_MONTHS_MAX)

@@ -36,11 +36,11 @@ static const char *const phase_names[PHASES] = {"cohorts", "basket"};
  * basket hashes every pair of SKUs; in memory that is several times faster
  * than spilled to disk, and one such job runs at a time. Memoize would
  * cache each order's basket for nothing (each is seen once). */
-static crm_stmt settings = CRM_STMT(
-    "metrics_patterns_settings",
-    "SELECT set_config('crmd.as_of', $1, true), set_config('crmd.currency', $2, true),"
-    " set_config('crmd.min_pair_orders', $3, true), set_config('work_mem', '256MB', true),"
-    " set_config('enable_memoize', 'off', true)");
+static crm_stmt settings =
+    CRM_STMT("metrics_patterns_settings",
+             "SELECT set_config('crmd.as_of', $1, true), set_config('crmd.currency', $2, true),"
+             " set_config('crmd.min_pair_orders', $3, true), set_config('work_mem', '256MB', true),"
+             " set_config('enable_memoize', 'off', true)");
 
 bool metrics_patterns_begin(metrics_patterns_run *run, crm_error *err)
 {
@@ -132,10 +132,10 @@ static bool read_params(metrics_patterns_run *run, crm_error *err)
     crm_metrics_config cfg = metrics_config();
     snprintf(run->currency, sizeof run->currency, "%s", cfg.currency);
     json_t *min = json_object_get(params, "min_pair_orders");
-    run->min_pair_orders = json_is_integer(min) && json_integer_value(min) >= 1 &&
-                                   json_integer_value(min) <= 1000000
-                               ? (int)json_integer_value(min)
-                               : cfg.basket_min_orders;
+    run->min_pair_orders =
+        json_is_integer(min) && json_integer_value(min) >= 1 && json_integer_value(min) <= 1000000
+            ? (int)json_integer_value(min)
+            : cfg.basket_min_orders;
     return true;
 }
 
@@ -177,9 +177,9 @@ static bool run_patterns(crm_job_ctx *job, crm_error *err)
     metrics_patterns_run run = {.job = job, .c = crm_job_conn(job)};
     if (!read_params(&run, err))
         return false;
-    json_t *result = json_pack("{s:s, s:s, s:i, s:{}}", "as_of", run.as_of, "currency",
-                               run.currency, "min_pair_orders", run.min_pair_orders,
-                               "phase_seconds");
+    json_t *result =
+        json_pack("{s:s, s:s, s:i, s:{}}", "as_of", run.as_of, "currency", run.currency,
+                  "min_pair_orders", run.min_pair_orders, "phase_seconds");
     if (result == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     const json_t *at = crm_job_checkpoint(job);

@@ -72,12 +72,12 @@ static void buy(const char *a, const char *b, const char *c)
 static void run_patterns_job(void)
 {
     PGconn *db = harness_db_connect();
-    long long id = harness_sql_number(
-        db,
-        "INSERT INTO jobs (kind, params, exclusive) VALUES ('metrics_patterns',"
-        " jsonb_build_object('as_of', to_char(now() AT TIME ZONE 'UTC',"
-        " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), 'metrics_patterns') RETURNING id",
-        NULL);
+    long long id =
+        harness_sql_number(db,
+                           "INSERT INTO jobs (kind, params, exclusive) VALUES ('metrics_patterns',"
+                           " jsonb_build_object('as_of', to_char(now() AT TIME ZONE 'UTC',"
+                           " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')), 'metrics_patterns') RETURNING id",
+                           NULL);
     PQfinish(db);
     char path[64];
     snprintf(path, sizeof path, "/v1/jobs/%lld", id);
@@ -126,12 +126,10 @@ START_TEST(the_pages_answer_the_computed_patterns)
     ck_assert_int_eq(json_integer_value(json_object_get(rule, "orders")), 2);
     ck_assert_int_eq(json_integer_value(json_object_get(rule, "a_orders")), 3);
     ck_assert_int_eq(json_integer_value(json_object_get(rule, "b_orders")), 2);
-    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "support")), 2 / orders,
-                            1e-12);
-    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "confidence")), 2.0 / 3,
-                            1e-12);
-    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "lift")),
-                            2 * orders / (3 * 2), 1e-9);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "support")), 2 / orders, 1e-12);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "confidence")), 2.0 / 3, 1e-12);
+    ck_assert_double_eq_tol(json_number_value(json_object_get(rule, "lift")), 2 * orders / (3 * 2),
+                            1e-9);
     json_decref(page);
 
     /* Every rule: an array of at most limit, ordered by lift. */

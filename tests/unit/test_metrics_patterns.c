@@ -117,9 +117,8 @@ static void drop_database(void)
 static long long customer(const char *name, const char *status)
 {
     const char *params[] = {name, status};
-    return unit_sql_long(db,
-                         "INSERT INTO customers (first_name, status) VALUES ($1, $2) RETURNING id",
-                         2, params);
+    return unit_sql_long(
+        db, "INSERT INTO customers (first_name, status) VALUES ($1, $2) RETURNING id", 2, params);
 }
 
 /* A touchpoint of customer id: type at when, amount in currency (NULL:
@@ -143,11 +142,10 @@ static void touchpoint(long long id, const char *type, const char *when, const c
 
 static void make_fixture(void)
 {
-    PQclear(unit_sql(db, "INSERT INTO currency_rates (currency, rate) VALUES ('USD', 0.5)", 0,
-                     NULL));
-    long long a = customer("A", "active"), b = customer("B", "active"),
-              c = customer("C", "active"), d = customer("D", "active"),
-              e = customer("E", "erased"), f = customer("F", "active"),
+    PQclear(
+        unit_sql(db, "INSERT INTO currency_rates (currency, rate) VALUES ('USD', 0.5)", 0, NULL));
+    long long a = customer("A", "active"), b = customer("B", "active"), c = customer("C", "active"),
+              d = customer("D", "active"), e = customer("E", "erased"), f = customer("F", "active"),
               g = customer("G", "active");
     touchpoint(a, "purchase", "2025-01-05T10:00:00Z", "100", "EUR", "[\"X\", \"Y\"]");
     touchpoint(a, "purchase", "2025-01-20T10:00:00Z", "50", "EUR", "[\"X\"]");
@@ -229,8 +227,7 @@ static json_t *basket_page(double support, double confidence, double lift, int l
 static void check_series(const json_t *cohort, const char *key, const double *want, size_t n)
 {
     const json_t *a = json_object_get(cohort, key);
-    ck_assert_msg(json_is_array(a) && json_array_size(a) == n, "%s is not an array of %zu", key,
-                  n);
+    ck_assert_msg(json_is_array(a) && json_array_size(a) == n, "%s is not an array of %zu", key, n);
     for (size_t k = 0; k < n; k++) {
         const json_t *v = json_array_get(a, k);
         if (isnan(want[k]))
