@@ -131,19 +131,16 @@ bool metrics_basket_compute(metrics_patterns_run *run, json_t *result, crm_error
 
 /* ---- GET /v1/metrics/market-basket ---------------------------------------------- */
 
-/* The document around the rules: $1 the rules' JSON array, $2 the SKU
- * asked for (NULL: none). */
+/* The document around rules, the SQL of the rules' JSON array; $5 the
+ * SKU asked for (NULL: none). */
 #define BASKET_DOC(rules)                                                                          \
-    "SELECT json_build_object('as_of', " TS("i.as_of") ", 'computed_at', " TS(                     \
-        "i.computed_at") ","                                                                       \
-                         " 'orders', coalesce(i.orders, 0), 'min_pair_orders', i.min_pair_orders," \
-                         " 'sku', $5::text, 'sku_orders', CASE WHEN $5::text IS NOT NULL THEN "    \
-                         "coalesce("                                                               \
-                         "  (SELECT orders FROM metrics_basket_items WHERE sku = $5::text), 0) "   \
-                         "END,"                                                                    \
-                         " 'data', coalesce((" rules "), '[]'))::text "                            \
-                         "FROM (SELECT 1) one LEFT JOIN metrics_patterns i ON i.pattern = "        \
-                         "'basket'"
+    "SELECT json_build_object('as_of', " TS("i.as_of") ","                                        \
+    " 'computed_at', " TS("i.computed_at") ","                                                    \
+    " 'orders', coalesce(i.orders, 0), 'min_pair_orders', i.min_pair_orders,"                      \
+    " 'sku', $5::text, 'sku_orders', CASE WHEN $5::text IS NOT NULL THEN coalesce("                \
+    "  (SELECT orders FROM metrics_basket_items WHERE sku = $5::text), 0) END,"                    \
+    " 'data', coalesce((" rules "), '[]'))::text "                                                 \
+    "FROM (SELECT 1) one LEFT JOIN metrics_patterns i ON i.pattern = 'basket'"
 
 /* The rules that pass $1 support, $2 confidence, $3 lift, the first $4 in
  * the page's order, from the rows where. */

@@ -111,13 +111,13 @@ bool metrics_cohorts_compute(metrics_patterns_run *run, json_t *result, crm_erro
 
 /* What the stored cohorts cover: as_of and computed_at as the API prints
  * them, the currency, and as_of's UTC month (year * 12 + month - 1). */
-static crm_stmt cohorts_info =
-    CRM_STMT_RO("metrics_cohorts_info",
-                "SELECT " TS("as_of") ", " TS(
-                    "computed_at") ", currency,"
-                                   " (extract(year FROM as_of AT TIME ZONE 'UTC') * 12"
-                                   "  + extract(month FROM as_of AT TIME ZONE 'UTC') - 1)::int "
-                                   "FROM metrics_patterns WHERE pattern = 'cohorts'");
+static crm_stmt cohorts_info = CRM_STMT_RO(
+    "metrics_cohorts_info",
+    "SELECT " TS("as_of") ","
+    " " TS("computed_at") ","
+    " currency, (extract(year FROM as_of AT TIME ZONE 'UTC') * 12"
+    "  + extract(month FROM as_of AT TIME ZONE 'UTC') - 1)::int "
+    "FROM metrics_patterns WHERE pattern = 'cohorts'");
 
 /* The page: $1 and $2 the first days of the first and last cohort shown,
  * $3 months, $4 the first day of as_of's month (NULL: nothing computed),
