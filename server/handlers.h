@@ -58,6 +58,10 @@ void handle_customer_lifecycle(http_request *req);
 void handle_metrics_model(http_request *req);
 void handle_metrics_recompute(http_request *req);
 
+/* handlers_metrics_patterns.c */
+void handle_metrics_cohorts(http_request *req);
+void handle_metrics_market_basket(http_request *req);
+
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

@@ -31,6 +31,9 @@ static const char *const Q_CUSTOMER_LIST[] = {
 static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
                                          "occurred_before", "limit", "after", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
+static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
+static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
+                                       "sku", NULL};
 
 static const http_route routes[] = {
     /* operations */
@@ -102,6 +105,10 @@ static const http_route routes[] = {
      NULL},
     {"POST", "/v1/metrics/recompute", handle_metrics_recompute, CRM_SCOPE_METRICS_WRITE, true,
      false, SMALL_BODY, NULL},
+    {"GET", "/v1/metrics/cohorts", handle_metrics_cohorts, CRM_SCOPE_METRICS_READ, false, false,
+     0, Q_COHORTS},
+    {"GET", "/v1/metrics/market-basket", handle_metrics_market_basket, CRM_SCOPE_METRICS_READ,
+     false, false, 0, Q_BASKET},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

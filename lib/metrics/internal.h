@@ -245,4 +245,34 @@ bool metrics_model_store(crm_conn *c, const char *model, json_t *params,
 bool metrics_models_in_force(crm_conn *c, crm_bgnbd *bg, bool *have_bg, crm_gg *gg, bool *have_gg,
                              crm_error *err);
 
+/* ---- the patterns job (patterns.c, cohorts.c, basket.c) --------------------------- */
+
+typedef struct metrics_patterns_run {
+    crm_job_ctx *job;
+    crm_conn *c;             /* the job's own connection */
+    char as_of[40];          /* RFC 3339, from the job's parameters */
+    char currency[4];        /* the reporting currency */
+    int min_pair_orders;     /* basket: pairs kept from this many orders */
+    long long done, total;   /* the progress that long statements report again */
+    const char *phase;
+} metrics_patterns_run;
+
+/* Opens the phase's transaction on run->c, with the settings its statements
+ * read (a CREATE TABLE AS takes no parameters): crmd.as_of, crmd.currency,
+ * crmd.min_pair_orders, and the memory its sorts and hashes may take. */
+bool metrics_patterns_begin(metrics_patterns_run *run, crm_error *err);
+
+/* Runs sql (constant text without parameters) on run->c and waits for it,
+ * renewing the job's lease every few seconds meanwhile (crm_job_progress), so
+ * that a statement longer than the lease is not taken for a dead process.
+ * When the job is cancelled, taken over or its process stops, the statement
+ * is cancelled and this fails with CRM_E_CONFLICT. */
+bool metrics_patterns_run_long(metrics_patterns_run *run, const char *sql, crm_error *err);
+
+/* The phases, inside the transaction metrics_patterns_begin opened: each
+ * computes its result and replaces the stored one, and adds its figures to
+ * result. */
+bool metrics_cohorts_compute(metrics_patterns_run *run, json_t *result, crm_error *err);
+bool metrics_basket_compute(metrics_patterns_run *run, json_t *result, crm_error *err);
+
 #endif
