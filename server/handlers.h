@@ -57,6 +57,11 @@ void handle_customer_metrics(http_request *req);
 void handle_metrics_model(http_request *req);
 void handle_metrics_recompute(http_request *req);
 
+/* handlers_metrics_base.c */
+void handle_metrics_summary(http_request *req);
+void handle_metrics_distribution(http_request *req);
+void handle_metrics_timeseries(http_request *req);
+
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

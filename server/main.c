@@ -308,6 +308,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
     configure_metrics(cfg);
     crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
+    crm_jobs_register(&crm_metrics_base_kind);
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();

@@ -31,6 +31,9 @@ static const char *const Q_CUSTOMER_LIST[] = {
 static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
                                          "occurred_before", "limit", "after", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
+static const char *const Q_SUMMARY[] = {"from", "to", NULL};
+static const char *const Q_DISTRIBUTION[] = {"measure", "bins", "edges", "customer_id", NULL};
+static const char *const Q_TIMESERIES[] = {"measure", "interval", "from", "to", NULL};
 
 static const http_route routes[] = {
     /* operations */
@@ -100,6 +103,12 @@ static const http_route routes[] = {
      NULL},
     {"POST", "/v1/metrics/recompute", handle_metrics_recompute, CRM_SCOPE_METRICS_WRITE, true,
      false, SMALL_BODY, NULL},
+    {"GET", "/v1/metrics/summary", handle_metrics_summary, CRM_SCOPE_METRICS_READ, false, false, 0,
+     Q_SUMMARY},
+    {"GET", "/v1/metrics/distribution", handle_metrics_distribution, CRM_SCOPE_METRICS_READ, false,
+     false, 0, Q_DISTRIBUTION},
+    {"GET", "/v1/metrics/timeseries", handle_metrics_timeseries, CRM_SCOPE_METRICS_READ, false,
+     false, 0, Q_TIMESERIES},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])
