@@ -59,7 +59,7 @@
     " s AS (SELECT count(*) AS total, max(as_of) AS as_of,"                                        \
     "  count(*) FILTER (WHERE " FINITE("v") ") AS n,"                                              \
     "  avg(v) FILTER (WHERE " FINITE("v") ") AS mean,"                                             \
-    "  stddev_pop(v) FILTER (WHERE " FINITE("v") ") AS sd,"                                        \
+    "  stddev_samp(v) FILTER (WHERE " FINITE("v") ") AS sd,"                                        \
     "  min(v) FILTER (WHERE " FINITE("v") ") AS lo,"                                               \
     "  max(v) FILTER (WHERE " FINITE("v") ") AS hi,"                                               \
     "  percentile_cont($1::float8[]) WITHIN GROUP (ORDER BY v)"                                    \
@@ -487,11 +487,13 @@ static json_t *read_stored(measure *m, bool want_quantiles, double *q, int *nq, 
     json_t *doc;
     if (PQntuples(res) == 0) {
         /* No job has computed it yet: the same shape, empty. */
-        doc = json_pack("{s:s, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n, s:n,"
-                        " s:n}",
-                        "measure", m->name, "as_of", "computed_at", "n", "missing", "mean",
-                        "median", "sd", "min", "max", "percentiles", "within_half_sd",
-                        "within_one_sd", "histogram");
+        static const char *const members[] = {
+            "as_of", "computed_at", "n",           "missing",        "mean",          "median",
+            "sd",    "min",         "max",         "percentiles",    "within_half_sd",
+            "within_one_sd",        "histogram"};
+        doc = json_pack("{s:s}", "measure", m->name);
+        for (size_t i = 0; doc != NULL && i < sizeof members / sizeof members[0]; i++)
+            json_object_set_new(doc, members[i], json_null());
     } else {
         doc = crm_json_load_stored(PQgetvalue(res, 0, 0));
         json_t *quantiles =
