@@ -222,6 +222,7 @@ Suite *query_suite(void);
 Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
 Suite *metrics_suite(void);
+Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 
 #endif
