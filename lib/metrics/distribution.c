@@ -59,7 +59,7 @@
     " s AS (SELECT count(*) AS total, max(as_of) AS as_of,"                                        \
     "  count(*) FILTER (WHERE " FINITE("v") ") AS n,"                                              \
     "  avg(v) FILTER (WHERE " FINITE("v") ") AS mean,"                                             \
-    "  stddev_samp(v) FILTER (WHERE " FINITE("v") ") AS sd,"                                        \
+    "  stddev_pop(v) FILTER (WHERE " FINITE("v") ") AS sd,"                                        \
     "  min(v) FILTER (WHERE " FINITE("v") ") AS lo,"                                               \
     "  max(v) FILTER (WHERE " FINITE("v") ") AS hi,"                                               \
     "  percentile_cont($1::float8[]) WITHIN GROUP (ORDER BY v)"                                    \

@@ -52,7 +52,7 @@ void metrics_auto_edges(long long n, double iqr, double lo, double hi, metrics_e
     double bins;
     if (iqr > 0) {
         out->method = "freedman_diaconis";
-        out->fd_width = 2.1 * iqr * pow((double)n, -1.0 / 3.0);
+        out->fd_width = 2.0 * iqr * pow((double)n, -1.0 / 3.0);
         bins = ceil((hi - lo) / out->fd_width);
     } else {
         /* Half the values or more are one value: FD's width is 0. */
