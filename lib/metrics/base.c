@@ -56,8 +56,8 @@ static bool phase_distributions(base_run *B, crm_error *err)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     bool ok = true;
     for (size_t i = 0; ok && i < n; i++) {
-        ok = crm_job_progress(B->job, "distributions", (long long)i, B->steps, NULL) ||
-             stopped(err);
+        ok =
+            crm_job_progress(B->job, "distributions", (long long)i, B->steps, NULL) || stopped(err);
         ok = ok && metrics_distribution_compute(B->c, i, rows, err);
     }
     char now[48];
@@ -68,8 +68,8 @@ static bool phase_distributions(base_run *B, crm_error *err)
         return false;
     record_seconds(B, "distributions", started);
     json_t *mark = json_pack("{s:b}", "distributions", 1);
-    ok = crm_job_progress(B->job, "distributions", (long long)n + 1, B->steps, mark) ||
-         stopped(err);
+    ok =
+        crm_job_progress(B->job, "distributions", (long long)n + 1, B->steps, mark) || stopped(err);
     json_decref(mark);
     return ok;
 }
@@ -87,8 +87,8 @@ static bool phase_snapshot(base_run *B, json_t **days, crm_error *err)
 
 static bool run_base(crm_job_ctx *job, crm_error *err)
 {
-    base_run B = {.job = job, .c = crm_job_conn(job),
-                  .steps = (long long)metrics_measure_count() + 2};
+    base_run B = {
+        .job = job, .c = crm_job_conn(job), .steps = (long long)metrics_measure_count() + 2};
     const char *as_of = json_string_value(json_object_get(crm_job_params(job), "as_of"));
     if (as_of == NULL || strlen(as_of) >= sizeof B.as_of ||
         !crm_rfc3339_epoch_ms(as_of, &B.as_of_ms))

@@ -12,6 +12,8 @@
 
 #include <stdio.h>
 
+/* The SQL as written: clang-format would split its strings. */
+/* clang-format off */
 /* An NPS object from promoter, passive and detractor counts (SQL
  * expressions; NULL counts give null members). */
 #define NPS_SQL(p, pa, d)                                                                          \
@@ -66,6 +68,7 @@ static crm_stmt summary = CRM_STMT_RO(
     "    WHEN q.lapsed IS NULL THEN 'no lapses recorded in the period' END)))::text "
     "FROM a CROSS JOIN q CROSS JOIN s LEFT JOIN metrics_base b ON true"
     " LEFT JOIN metrics_distributions hv ON hv.measure = 'historic_value'");
+/* clang-format on */
 
 json_t *crm_metrics_summary(const char *from, const char *to, crm_error *err)
 {

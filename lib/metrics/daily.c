@@ -35,8 +35,8 @@ void metrics_day_text(long long day, char *out, size_t size)
 /* Days since 1970-01-01 of the last day written, and of the first
  * purchase, refund or feedback (read only on a first run: a scan of the
  * touchpoints). */
-static crm_stmt last_written = CRM_STMT_RO(
-    "metrics_daily_last", "SELECT max(day) - DATE '1970-01-01' FROM metrics_daily");
+static crm_stmt last_written =
+    CRM_STMT_RO("metrics_daily_last", "SELECT max(day) - DATE '1970-01-01' FROM metrics_daily");
 
 static crm_stmt first_event = CRM_STMT_RO(
     "metrics_daily_first_event",
@@ -51,6 +51,7 @@ static crm_stmt first_event = CRM_STMT_RO(
  * first day, which the timeline index answers). The stages come from
  * metrics_base, counted by the same job's first phase, on the last day
  * only. */
+/* clang-format off */
 static crm_stmt write_days = CRM_STMT(
     "metrics_daily_write",
     "WITH span AS (SELECT $1::date AS first, $2::date AS last,"
@@ -105,6 +106,7 @@ static crm_stmt write_days = CRM_STMT(
     " LEFT JOIN by_day d ON d.day = g.day LEFT JOIN firsts f ON f.day = g.day"
     " LEFT JOIN lapses l ON l.day = g.day LEFT JOIN metrics_base b ON true "
     "ON CONFLICT (day) DO NOTHING");
+/* clang-format on */
 
 /* A day number from a one-column result, or *have false for NULL. */
 static bool day_from(PGresult *res, long long *day, bool *have)
@@ -170,8 +172,8 @@ bool metrics_daily_last_day(long long *day, bool *have, crm_error *err)
 
 /* ---- GET /v1/metrics/timeseries ------------------------------------------------- */
 
-static const char *const series_measures[] = {"active", "new",    "lapsed",
-                                              "revenue", "orders", "nps", NULL};
+static const char *const series_measures[] = {"active", "new", "lapsed", "revenue",
+                                              "orders", "nps", NULL};
 static const char *const intervals[] = {"day", "week", "month", NULL};
 
 /* The UTC day whose start is the first at or after t: a period's days are
@@ -244,7 +246,7 @@ static long long default_first(long long end, const char *interval)
 /* The period [*first, *end): the bounds given, else to the end of the
  * last day recorded (today when none) and from the default before it. */
 bool metrics_read_period(const char *from, const char *to, const char *interval, long long *first,
-                        long long *end, crm_error *err)
+                         long long *end, crm_error *err)
 {
     bool have_from, have_to;
     bool ok = read_bound(from, "from", first, &have_from, err);
@@ -269,6 +271,7 @@ bool metrics_read_period(const char *from, const char *to, const char *interval,
 
 /* $1 the first day, $2 the end (exclusive), $3 the interval: each
  * interval's days in the period and the figures of those recorded. */
+/* clang-format off */
 static crm_stmt series = CRM_STMT_RO(
     "metrics_timeseries",
     "WITH p AS (SELECT greatest(g::date, $1::date) AS start,"
@@ -283,9 +286,21 @@ static crm_stmt series = CRM_STMT_RO(
     " sum(d.nps_promoters), sum(d.nps_passives), sum(d.nps_detractors) "
     "FROM p LEFT JOIN metrics_daily d ON d.day >= p.start AND d.day < p.stop "
     "GROUP BY p.start, p.stop ORDER BY p.start");
+/* clang-format on */
 
-enum { S_START, S_STOP, S_DAYS, S_NEW, S_LAPSED, S_REVENUE, S_ORDERS, S_ACTIVE, S_PROMOTERS,
-       S_PASSIVES, S_DETRACTORS };
+enum {
+    S_START,
+    S_STOP,
+    S_DAYS,
+    S_NEW,
+    S_LAPSED,
+    S_REVENUE,
+    S_ORDERS,
+    S_ACTIVE,
+    S_PROMOTERS,
+    S_PASSIVES,
+    S_DETRACTORS
+};
 
 static json_t *integer_or_null(const PGresult *res, int r, int c)
 {
@@ -311,8 +326,8 @@ static json_t *point(const PGresult *res, int r, const char *measure)
     long long start = strtoll(PQgetvalue(res, r, S_START), NULL, 10);
     long long stop = strtoll(PQgetvalue(res, r, S_STOP), NULL, 10);
     json_t *p = json_pack("{s:o, s:o, s:I, s:o}", "start", day_timestamp(start), "end",
-                          day_timestamp(stop), "days", (json_int_t)(stop - start),
-                          "days_recorded", integer_or_null(res, r, S_DAYS));
+                          day_timestamp(stop), "days", (json_int_t)(stop - start), "days_recorded",
+                          integer_or_null(res, r, S_DAYS));
     if (p == NULL)
         return NULL;
     json_t *value;
@@ -325,8 +340,7 @@ static json_t *point(const PGresult *res, int r, const char *measure)
         json_object_set_new(p, "promoters", any ? json_integer(a[0]) : json_null());
         json_object_set_new(p, "passives", any ? json_integer(a[1]) : json_null());
         json_object_set_new(p, "detractors", any ? json_integer(a[2]) : json_null());
-        json_object_set_new(p, "responses",
-                            any ? json_integer(a[0] + a[1] + a[2]) : json_null());
+        json_object_set_new(p, "responses", any ? json_integer(a[0] + a[1] + a[2]) : json_null());
     } else if (strcmp(measure, "revenue") == 0) {
         value = PQgetisnull(res, r, S_REVENUE)
                     ? json_null()
@@ -346,9 +360,10 @@ json_t *crm_metrics_timeseries(const crm_timeseries_request *r, crm_error *err)
 {
     bool ok = true;
     if (r->measure == NULL || !crm_one_of(r->measure, series_measures)) {
-        crm_error_add_field(err, "measure", r->measure == NULL
-                                                ? "is required"
-                                                : "must be active, new, lapsed, revenue, orders or nps");
+        crm_error_add_field(err, "measure",
+                            r->measure == NULL
+                                ? "is required"
+                                : "must be active, new, lapsed, revenue, orders or nps");
         ok = false;
     }
     const char *interval = r->interval != NULL ? r->interval : "day";
@@ -393,11 +408,11 @@ json_t *crm_metrics_timeseries(const crm_timeseries_request *r, crm_error *err)
             list = NULL;
         }
     PQclear(res);
-    json_t *doc = list == NULL ? NULL
-                               : json_pack("{s:s, s:s, s:o, s:o, s:s, s:o}", "measure", r->measure,
-                                           "interval", interval, "from", day_timestamp(first),
-                                           "to", day_timestamp(end), "currency", cfg.currency,
-                                           "points", list);
+    json_t *doc = list == NULL
+                      ? NULL
+                      : json_pack("{s:s, s:s, s:o, s:o, s:s, s:o}", "measure", r->measure,
+                                  "interval", interval, "from", day_timestamp(first), "to",
+                                  day_timestamp(end), "currency", cfg.currency, "points", list);
     if (doc == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return doc;

@@ -47,6 +47,8 @@
     X(nps_mean, "nps_mean")                                                                        \
     X(csat_mean, "csat_mean")
 
+/* The SQL as written: clang-format would split its strings. */
+/* clang-format off */
 /* The values a measure takes: finite ones only (NULL, NaN and infinities
  * are left out and counted as missing). */
 #define FINITE(v) "abs(" v ") < 'Infinity'::float8"
@@ -89,6 +91,7 @@
     "SELECT c.id, (SELECT (" expr ")::float8 FROM customer_metrics WHERE customer_id = c.id)"      \
     " FROM customers c0 JOIN customers c ON c.id = CASE WHEN c0.status = 'merged'"                 \
     "  THEN c0.merged_into ELSE c0.id END AND c.status = 'active' WHERE c0.id = $1"
+/* clang-format on */
 
 typedef struct measure {
     const char *name;
@@ -165,8 +168,8 @@ static json_t *histogram_json(const metrics_edges *e, const long long *counts, l
         json_array_append_new(edges, json_real(e->at[i]));
     for (int i = 0; i + 1 < e->count; i++)
         json_array_append_new(bins, json_integer(counts[i]));
-    return json_pack("{s:s, s:b, s:o, s:o, s:o, s:o, s:I, s:I}", "method", e->method, "live",
-                     live, "bin_width", number_or_null(e->bin_width), "fd_width",
+    return json_pack("{s:s, s:b, s:o, s:o, s:o, s:o, s:I, s:I}", "method", e->method, "live", live,
+                     "bin_width", number_or_null(e->bin_width), "fd_width",
                      number_or_null(e->fd_width), "edges", edges, "counts", bins, "below",
                      (json_int_t)below, "above", (json_int_t)above);
 }
@@ -208,8 +211,8 @@ static void fractions_param(char *out, size_t size)
 {
     size_t used = 0;
     for (int k = 0; k < METRICS_QUANTILES && used < size; k++) {
-        int n = snprintf(out + used, size - used, "%c%d.%03d", k == 0 ? '{' : ',', k / 1000,
-                         k % 1000);
+        int n =
+            snprintf(out + used, size - used, "%c%d.%03d", k == 0 ? '{' : ',', k / 1000, k % 1000);
         used += n > 0 ? (size_t)n : 0;
     }
     if (used + 2 <= size)
@@ -288,15 +291,14 @@ static json_t *distribution_doc(const measure *m, const stats *s, const metrics_
     json_t *pct = json_object();
     for (size_t i = 0; i < sizeof listed_percentiles / sizeof listed_percentiles[0]; i++)
         json_object_set_new(pct, listed_percentiles[i].name,
-                            s->n > 0 ? number_or_null(s->q[listed_percentiles[i].k])
-                                     : json_null());
+                            s->n > 0 ? number_or_null(s->q[listed_percentiles[i].k]) : json_null());
     json_t *doc = json_pack(
         "{s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "measure", m->name, "n",
-        (json_int_t)s->n, "missing", (json_int_t)(s->total - s->n), "mean",
-        number_or_null(s->mean), "median", s->n > 0 ? number_or_null(s->q[500]) : json_null(),
-        "sd", number_or_null(s->sd), "min", number_or_null(s->lo), "max", number_or_null(s->hi),
-        "percentiles", pct, "within_half_sd", share_or_null(s->within_half, s->n),
-        "within_one_sd", share_or_null(s->within_one, s->n));
+        (json_int_t)s->n, "missing", (json_int_t)(s->total - s->n), "mean", number_or_null(s->mean),
+        "median", s->n > 0 ? number_or_null(s->q[500]) : json_null(), "sd", number_or_null(s->sd),
+        "min", number_or_null(s->lo), "max", number_or_null(s->hi), "percentiles", pct,
+        "within_half_sd", share_or_null(s->within_half, s->n), "within_one_sd",
+        share_or_null(s->within_one, s->n));
     if (doc != NULL)
         json_object_set_new(doc, "histogram", histogram_json(e, counts, 0, 0, false));
     return doc;
@@ -315,10 +317,10 @@ bool metrics_distribution_compute(crm_conn *c, size_t i, json_t *rows, crm_error
     /* One snapshot for the statistics and the histogram; read-only, and a
      * statement at a time, so that a recompute's publish waits for one
      * measure at most. */
-    bool ok = crm_db_begin(c, err) &&
-              crm_db_command(c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                             err) &&
-              crm_db_command(c, "SET LOCAL work_mem = '128MB'", err) && read_stats(c, m, s, err);
+    bool ok =
+        crm_db_begin(c, err) &&
+        crm_db_command(c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", err) &&
+        crm_db_command(c, "SET LOCAL work_mem = '128MB'", err) && read_stats(c, m, s, err);
     if (ok) {
         metrics_auto_edges(s->n, s->n > 0 ? s->q[750] - s->q[250] : 0, s->lo, s->hi, &e);
         ok = e.count == 0 || count_bins(c, m, &e, counts, &below, &above, err);
@@ -347,6 +349,7 @@ bool metrics_distribution_compute(crm_conn *c, size_t i, json_t *rows, crm_error
 }
 
 /* $1 the rows, $2 computed_at, $3 the job. */
+/* clang-format off */
 static crm_stmt store_distributions = CRM_STMT(
     "metrics_dist_store",
     "INSERT INTO metrics_distributions (measure, as_of, computed_at, n, missing, doc, quantiles,"
@@ -359,9 +362,11 @@ static crm_stmt store_distributions = CRM_STMT(
     "ON CONFLICT (measure) DO UPDATE SET as_of = EXCLUDED.as_of,"
     " computed_at = EXCLUDED.computed_at, n = EXCLUDED.n, missing = EXCLUDED.missing,"
     " doc = EXCLUDED.doc, quantiles = EXCLUDED.quantiles, job_id = EXCLUDED.job_id");
+/* clang-format on */
 
 /* The base's stages and latest NPS answers, counted over customer_metrics
  * ($1 computed_at, $2 the job). */
+/* clang-format off */
 static crm_stmt store_base = CRM_STMT(
     "metrics_base_store",
     "INSERT INTO metrics_base (one, as_of, computed_at, customers, stage_prospect, stage_new,"
@@ -386,6 +391,7 @@ static crm_stmt store_base = CRM_STMT(
     " nps_latest_promoters = EXCLUDED.nps_latest_promoters,"
     " nps_latest_passives = EXCLUDED.nps_latest_passives,"
     " nps_latest_detractors = EXCLUDED.nps_latest_detractors, job_id = EXCLUDED.job_id");
+/* clang-format on */
 
 bool metrics_distributions_store(crm_conn *c, const json_t *rows, const char *computed_at,
                                  long long job_id, crm_error *err)
@@ -413,9 +419,8 @@ bool metrics_distributions_store(crm_conn *c, const json_t *rows, const char *co
 
 /* $1 the measure, $2 whether the quantiles are wanted. */
 static crm_stmt stored_distribution = CRM_STMT_RO(
-    "metrics_dist_stored",
-    "SELECT doc::text, CASE WHEN $2::boolean THEN quantiles::text END"
-    " FROM metrics_distributions WHERE measure = $1");
+    "metrics_dist_stored", "SELECT doc::text, CASE WHEN $2::boolean THEN quantiles::text END"
+                           " FROM metrics_distributions WHERE measure = $1");
 
 /* A positive integer written plainly ("12", never "+12", "012" or "1e2"),
  * up to max. */
@@ -488,9 +493,9 @@ static json_t *read_stored(measure *m, bool want_quantiles, double *q, int *nq, 
     if (PQntuples(res) == 0) {
         /* No job has computed it yet: the same shape, empty. */
         static const char *const members[] = {
-            "as_of", "computed_at", "n",           "missing",        "mean",          "median",
-            "sd",    "min",         "max",         "percentiles",    "within_half_sd",
-            "within_one_sd",        "histogram"};
+            "as_of",    "computed_at", "n",   "missing",     "mean",           "median",
+            "sd",       "min",         "max", "percentiles", "within_half_sd", "within_one_sd",
+            "histogram"};
         doc = json_pack("{s:s}", "measure", m->name);
         for (size_t i = 0; doc != NULL && i < sizeof members / sizeof members[0]; i++)
             json_object_set_new(doc, members[i], json_null());
@@ -525,10 +530,10 @@ static json_t *live_histogram(measure *m, int bins, metrics_edges *edges, crm_er
     if (c == NULL)
         return NULL;
     PGresult *res = NULL;
-    bool ok = crm_db_begin(c, err) &&
-              crm_db_command(c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
-                             err) &&
-              (res = crm_db_exec(c, &m->range, 0, NULL, err)) != NULL;
+    bool ok =
+        crm_db_begin(c, err) &&
+        crm_db_command(c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", err) &&
+        (res = crm_db_exec(c, &m->range, 0, NULL, err)) != NULL;
     long long n = ok ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
     if (ok && n == 0) {
         edges->count = 0;
@@ -568,9 +573,8 @@ static json_t *customer_place(measure *m, long long customer, const json_t *doc,
     long long survivor = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     double v = column_number(res, 0, 1);
     PQclear(res);
-    json_t *place = json_pack("{s:I, s:n, s:n, s:n, s:n, s:n}", "customer_id",
-                              (json_int_t)survivor, "value", "percentile_rank", "z_score",
-                              "distance_to_mean", "bin");
+    json_t *place = json_pack("{s:I, s:n, s:n, s:n, s:n, s:n}", "customer_id", (json_int_t)survivor,
+                              "value", "percentile_rank", "z_score", "distance_to_mean", "bin");
     if (place == NULL || !isfinite(v))
         return place;
     json_object_set_new(place, "value", json_real(v));

@@ -68,12 +68,12 @@ static bool has(const json_t *obj, const char *key)
 static void run_base_job(void)
 {
     PGconn *db = harness_db_connect();
-    long long id = harness_sql_number(
-        db,
-        "INSERT INTO jobs (kind, params, exclusive) VALUES ('metrics_base',"
-        " jsonb_build_object('as_of', to_char(now() AT TIME ZONE 'UTC',"
-        " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')), 'metrics_base') RETURNING id",
-        NULL);
+    long long id =
+        harness_sql_number(db,
+                           "INSERT INTO jobs (kind, params, exclusive) VALUES ('metrics_base',"
+                           " jsonb_build_object('as_of', to_char(now() AT TIME ZONE 'UTC',"
+                           " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')), 'metrics_base') RETURNING id",
+                           NULL);
     PQfinish(db);
     char where[48];
     snprintf(where, sizeof where, "/v1/jobs/%lld", id);
@@ -96,13 +96,14 @@ static void run_base_job(void)
 START_TEST(the_summary_has_its_shape)
 {
     json_t *s = get_ok("/v1/metrics/summary?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z");
-    static const char *const members[] = {"as_of",    "computed_at", "currency", "customers",
-                                          "active_customers", "by_stage", "nps_latest",
-                                          "value",    "all_time",    "period"};
+    static const char *const members[] = {
+        "as_of",    "computed_at", "currency", "customers", "active_customers",
+        "by_stage", "nps_latest",  "value",    "all_time",  "period"};
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++)
         ck_assert_msg(has(s, members[i]), "no %s", members[i]);
     json_t *period = json_object_get(s, "period");
-    ck_assert_str_eq(json_string_value(json_object_get(period, "from")), "2026-01-01T00:00:00.000Z");
+    ck_assert_str_eq(json_string_value(json_object_get(period, "from")),
+                     "2026-01-01T00:00:00.000Z");
     ck_assert_str_eq(json_string_value(json_object_get(period, "to")), "2026-02-01T00:00:00.000Z");
     ck_assert_int_eq(json_integer_value(json_object_get(period, "days")), 31);
     json_t *churn = json_object_get(period, "churn");
@@ -135,8 +136,8 @@ START_TEST(the_pages_after_the_job)
     json_decref(d);
 
     /* A customer the metrics have not covered: placed, with null members. */
-    http_response r = http_post_json(&srv, "/v1/customers", customers_rw.secret,
-                                     "{\"first_name\": \"Placed\"}");
+    http_response r =
+        http_post_json(&srv, "/v1/customers", customers_rw.secret, "{\"first_name\": \"Placed\"}");
     ck_assert_msg(r.status == 201, "%ld %.300s", r.status, r.body);
     json_t *c = http_response_json(&r);
     long long id = json_integer_value(json_object_get(c, "id"));

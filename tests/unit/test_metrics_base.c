@@ -124,11 +124,12 @@ static void sql(const char *text)
 #define K 11
 static const double historic[K] = {10, 20, 20, 30, 40, 50, 60, 70, 80, 90, 190};
 static const int frequency[K] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 5};
-static const char *const nps_mean[K] = {NULL, NULL, NULL, "5", "6", "7", "8", "9", "10", "10", "10"};
-static const char *const stage[K] = {"prospect", "new",    "new",    "active", "active",  "active",
+static const char *const nps_mean[K] = {NULL, NULL, NULL, "5",  "6", "7",
+                                        "8",  "9",  "10", "10", "10"};
+static const char *const stage[K] = {"prospect", "new",     "new",    "active", "active",  "active",
                                      "active",   "at_risk", "lapsed", "lapsed", "won_back"};
-static const char *const nps_latest[K] = {NULL, NULL, NULL, "9", "10", "7", "3",
-                                          NULL, NULL, NULL, NULL};
+static const char *const nps_latest[K] = {NULL, NULL, NULL, "9",  "10", "7",
+                                          "3",  NULL, NULL, NULL, NULL};
 
 static long long ids[K];
 
@@ -141,8 +142,14 @@ static void make_base(void)
         snprintf(id, sizeof id, "%lld", ids[i]);
         snprintf(hv, sizeof hv, "%g", historic[i]);
         snprintf(fr, sizeof fr, "%d", frequency[i]);
-        const char *params[] = {id, hv, fr, nps_mean[i], stage[i], nps_latest[i],
-                                i == 7 ? "0.25" : "0.5", i == 7 ? "9" : "3"};
+        const char *params[] = {id,
+                                hv,
+                                fr,
+                                nps_mean[i],
+                                stage[i],
+                                nps_latest[i],
+                                i == 7 ? "0.25" : "0.5",
+                                i == 7 ? "9" : "3"};
         PQclear(unit_sql(db,
                          "INSERT INTO customer_metrics (customer_id, as_of, computed_at, purchases,"
                          " refunds, unrated, historic_value, frequency, monetary, nps_mean,"
@@ -199,8 +206,8 @@ static double num(const json_t *obj, const char *key)
 
 static void assert_near(double got, double want, const char *what)
 {
-    ck_assert_msg(fabs(got - want) <= 1e-9 * fmax(1, fabs(want)), "%s: %.17g, not %.17g", what,
-                  got, want);
+    ck_assert_msg(fabs(got - want) <= 1e-9 * fmax(1, fabs(want)), "%s: %.17g, not %.17g", what, got,
+                  want);
 }
 
 /* The array of numbers at key equals want (n of them). */
@@ -241,8 +248,7 @@ START_TEST(the_distribution_of_a_measure_is_the_one_worked_out_by_hand)
     } pct[] = {{"p1", 11},  {"p5", 15},  {"p10", 20},  {"p25", 25}, {"p50", 50},
                {"p75", 75}, {"p90", 90}, {"p95", 140}, {"p99", 180}};
     for (size_t i = 0; i < sizeof pct / sizeof pct[0]; i++)
-        assert_near(num(json_object_get(d, "percentiles"), pct[i].name), pct[i].want,
-                    pct[i].name);
+        assert_near(num(json_object_get(d, "percentiles"), pct[i].name), pct[i].want, pct[i].name);
     assert_near(num(d, "within_half_sd"), 5.0 / 11, "within_half_sd");
     assert_near(num(d, "within_one_sd"), 9.0 / 11, "within_one_sd");
     json_t *h = json_object_get(d, "histogram");
@@ -538,8 +544,7 @@ static shop make_shop(void)
     return s;
 }
 
-static json_t *series(const char *measure, const char *interval, const char *from,
-                      const char *to)
+static json_t *series(const char *measure, const char *interval, const char *from, const char *to)
 {
     crm_timeseries_request r = {measure, interval, from, to};
     crm_error err = CRM_ERROR_INIT;
@@ -598,8 +603,10 @@ START_TEST(the_snapshot_writes_each_complete_day_from_the_touchpoints)
     ck_assert_int_eq(day_value("active", "2026-01-06"), 8);
     ck_assert_int_eq(day_value("stage_lapsed", "2026-01-06"), 2);
     ck_assert_int_eq(day_value("lapsed", "2026-01-06"), 0);
-    ck_assert_int_eq(unit_sql_long(db, "SELECT count(*) FROM metrics_daily WHERE source = "
-                                       "'backfill'", 0, NULL),
+    ck_assert_int_eq(unit_sql_long(db,
+                                   "SELECT count(*) FROM metrics_daily WHERE source = "
+                                   "'backfill'",
+                                   0, NULL),
                      47);
 }
 END_TEST
@@ -624,10 +631,9 @@ START_TEST(the_time_series_sums_days_by_week_and_month)
     json_decref(s);
     s = series("nps", "week", from, to);
     assert_points(s, (const double[]){NAN, NAN, NAN, NAN, 0, 0}, 6);
-    ck_assert_int_eq(
-        json_integer_value(json_object_get(json_array_get(json_object_get(s, "points"), 4),
-                                           "responses")),
-        5);
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_array_get(json_object_get(s, "points"), 4), "responses")),
+                     5);
     json_decref(s);
     s = series("active", "week", from, to);
     assert_points(s, (const double[]){NAN, NAN, NAN, NAN, NAN, 8}, 6);
@@ -668,8 +674,8 @@ START_TEST(history_survives_merges_and_late_touchpoints_and_lapses_are_counted)
     snprintf(a, sizeof a, "%lld", s.a);
     snprintf(c, sizeof c, "%lld", s.c);
     const char *params[] = {a, c};
-    PQclear(unit_sql(db, "UPDATE touchpoints SET customer_id = $2 WHERE customer_id = $1", 2,
-                     params));
+    PQclear(
+        unit_sql(db, "UPDATE touchpoints SET customer_id = $2 WHERE customer_id = $1", 2, params));
     PQclear(unit_sql(db, "UPDATE customers SET status = 'merged', merged_into = $2 WHERE id = $1",
                      2, params));
     touchpoint(s.b, "purchase", "2026-01-02T18:00:00Z", "500", "EUR", NULL);
@@ -751,7 +757,8 @@ START_TEST(the_summary_reads_the_stored_figures)
     /* No snapshot of the active customers on 2025-11-30: no churn rate. */
     json_t *churn = json_object_get(period, "churn");
     ck_assert(json_is_null(json_object_get(churn, "rate")));
-    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(churn, "reason")), "2025-11-30"));
+    ck_assert_ptr_nonnull(
+        strstr(json_string_value(json_object_get(churn, "reason")), "2025-11-30"));
     json_decref(sum);
     /* The default period: the 90 days to the end of the last one recorded. */
     sum = crm_metrics_summary(NULL, NULL, &err);
@@ -925,9 +932,10 @@ START_TEST(the_statistics_match_numpy_on_random_values)
         /* Skewed, like values are: lognormal, to 4 decimals as amounts are. */
         double v = round(gsl_ran_lognormal(rng, 4, 0.6) * 10000) / 10000;
         json_array_append_new(values, json_real(v));
-        used += (size_t)snprintf(copy + used, 128,
-                                 "%s\t2026-01-07T00:00:00Z\t2026-01-07T00:00:00Z\t1\t0\t0\t%.4f\t1\t0\n",
-                                 PQgetvalue(made, i, 0), v);
+        used += (size_t)snprintf(
+            copy + used, 128,
+            "%s\t2026-01-07T00:00:00Z\t2026-01-07T00:00:00Z\t1\t0\t0\t%.4f\t1\t0\n",
+            PQgetvalue(made, i, 0), v);
         if (i % 700 == 0) {
             picked[i / 700] = atoll(PQgetvalue(made, i, 0));
             json_array_append_new(ranks_of, json_real(v));
@@ -935,8 +943,9 @@ START_TEST(the_statistics_match_numpy_on_random_values)
     }
     PQclear(made);
     gsl_rng_free(rng);
-    PGresult *res = PQexec(db, "COPY customer_metrics (customer_id, as_of, computed_at, purchases,"
-                               " refunds, unrated, historic_value, frequency, monetary) FROM STDIN");
+    PGresult *res =
+        PQexec(db, "COPY customer_metrics (customer_id, as_of, computed_at, purchases,"
+                   " refunds, unrated, historic_value, frequency, monetary) FROM STDIN");
     ck_assert_int_eq(PQresultStatus(res), PGRES_COPY_IN);
     PQclear(res);
     ck_assert_int_eq(PQputCopyData(db, copy, (int)used), 1);
@@ -955,8 +964,8 @@ START_TEST(the_statistics_match_numpy_on_random_values)
 
     json_t *d = distribution("historic_value", NULL, NULL, 0);
     ck_assert_int_eq(json_integer_value(json_object_get(d, "n")), RANDOM_N);
-    static const char *const stats[] = {"mean", "sd", "min", "max", "median", "within_half_sd",
-                                        "within_one_sd"};
+    static const char *const stats[] = {"mean",           "sd",           "min", "max", "median",
+                                        "within_half_sd", "within_one_sd"};
     for (size_t i = 0; i < sizeof stats / sizeof stats[0]; i++)
         assert_close(num(d, stats[i]), num(want, stats[i]), stats[i]);
     const char *key;
@@ -972,12 +981,12 @@ START_TEST(the_statistics_match_numpy_on_random_values)
     json_array_foreach(edges, i, v)
         assert_close(json_number_value(json_array_get(json_object_get(h, "edges"), i)),
                      json_number_value(v), "edge");
-    json_array_foreach(counts, i, v)
-        ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(h, "counts"), i)),
-                         json_integer_value(v));
+    json_array_foreach(counts, i, v) ck_assert_int_eq(
+        json_integer_value(json_array_get(json_object_get(h, "counts"), i)), json_integer_value(v));
     json_decref(d);
     /* The stated precision of a percentile rank: 0.1 percentage point. */
-    json_array_foreach(json_object_get(want, "ranks"), i, v) {
+    json_array_foreach(json_object_get(want, "ranks"), i, v)
+    {
         json_t *p = place_of("historic_value", picked[i]);
         ck_assert_msg(fabs(num(p, "percentile_rank") - json_number_value(v)) <= 0.1,
                       "rank %.6f, exactly %.6f", num(p, "percentile_rank"), json_number_value(v));
