@@ -31,7 +31,7 @@ typedef struct base_run {
     crm_conn *c;
     long long as_of_ms;
     char as_of[48];
-    long long steps; /* the measures, storing them, the snapshot */
+    long long steps; /* the measures, storing them, the snapshot's two passes */
     json_t *seconds;
 } base_run;
 
@@ -77,9 +77,10 @@ static bool phase_distributions(base_run *B, crm_error *err)
 static bool phase_snapshot(base_run *B, json_t **days, crm_error *err)
 {
     long long started = crm_monotonic_ms();
-    if (!crm_job_progress(B->job, "snapshot", B->steps - 1, B->steps, NULL))
+    if (!crm_job_progress(B->job, "snapshot", B->steps - 2, B->steps, NULL))
         return stopped(err);
-    if (!metrics_daily_snapshot(B->c, B->as_of_ms, crm_job_id(B->job), days, err))
+    const long long second_pass[2] = {B->steps - 1, B->steps};
+    if (!metrics_daily_snapshot(B->job, B->c, B->as_of_ms, second_pass, days, err))
         return false;
     record_seconds(B, "snapshot", started);
     return true;
@@ -88,7 +89,7 @@ static bool phase_snapshot(base_run *B, json_t **days, crm_error *err)
 static bool run_base(crm_job_ctx *job, crm_error *err)
 {
     base_run B = {
-        .job = job, .c = crm_job_conn(job), .steps = (long long)metrics_measure_count() + 2};
+        .job = job, .c = crm_job_conn(job), .steps = (long long)metrics_measure_count() + 3};
     const char *as_of = json_string_value(json_object_get(crm_job_params(job), "as_of"));
     if (as_of == NULL || strlen(as_of) >= sizeof B.as_of ||
         !crm_rfc3339_epoch_ms(as_of, &B.as_of_ms))

@@ -45,10 +45,9 @@ static crm_stmt first_event = CRM_STMT_RO(
 
 /* The rows for the days $1 to $2 (inclusive): $3 the reporting currency,
  * $4 the source of the days before $2 ('backfill' or 'catch_up'), $5 the
- * job. Two passes over the touchpoints of those days: by day (orders,
- * refunds, revenue, NPS answers) and by customer (first purchases; a
- * customer is new on a day when no purchase of theirs lies before the
- * first day, which the timeline index answers). The stages come from
+ * job. One pass over the touchpoints of those days, by day (orders,
+ * refunds, revenue, NPS answers); the new customers come next
+ * (count_firsts), in the same transaction. The stages come from
  * metrics_base, counted by the same job's first phase, on the last day
  * only. */
 /* clang-format off */
@@ -74,12 +73,6 @@ static crm_stmt write_days = CRM_STMT(
     "  FROM span, touchpoints t LEFT JOIN currency_rates r ON r.currency = t.currency"
     "  WHERE t.type IN ('purchase', 'refund', 'feedback')"
     "   AND t.occurred_at >= span.t0 AND t.occurred_at < span.t1 GROUP BY 1),"
-    " firsts AS (SELECT (w.first AT TIME ZONE 'UTC')::date AS day, count(*) AS n"
-    "  FROM span, (SELECT t.customer_id, min(t.occurred_at) AS first FROM span, touchpoints t"
-    "   WHERE t.type = 'purchase' AND t.occurred_at >= span.t0 AND t.occurred_at < span.t1"
-    "   GROUP BY t.customer_id) w"
-    "  WHERE NOT EXISTS (SELECT 1 FROM touchpoints p WHERE p.customer_id = w.customer_id"
-    "   AND p.type = 'purchase' AND p.occurred_at < span.t0) GROUP BY 1),"
     " lapses AS (SELECT (l.changed_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n"
     "  FROM span, customer_lifecycle l WHERE l.stage = 'lapsed'"
     "   AND l.changed_at >= span.t0 AND l.changed_at < span.t1 GROUP BY 1) "
@@ -89,7 +82,7 @@ static crm_stmt write_days = CRM_STMT(
     " stage_unknown, job_id) "
     "SELECT g.day, CASE WHEN g.day = span.last THEN 'snapshot' ELSE $4 END, $3,"
     " coalesce(d.orders, 0), coalesce(d.refunds, 0), coalesce(d.revenue, 0),"
-    " coalesce(d.unrated, 0), coalesce(f.n, 0), coalesce(d.promoters, 0),"
+    " coalesce(d.unrated, 0), 0, coalesce(d.promoters, 0),"
     " coalesce(d.passives, 0), coalesce(d.detractors, 0),"
     " CASE WHEN g.day = span.last OR $4 = 'catch_up' THEN coalesce(l.n, 0) END,"
     " CASE WHEN g.day = span.last THEN b.stage_new + b.stage_active + b.stage_at_risk"
@@ -103,9 +96,30 @@ static crm_stmt write_days = CRM_STMT(
     " CASE WHEN g.day = span.last THEN b.stage_unknown END, $5::bigint "
     "FROM span CROSS JOIN LATERAL (SELECT s::date AS day"
     "  FROM generate_series(span.first::timestamp, span.last::timestamp, interval '1 day') s) g"
-    " LEFT JOIN by_day d ON d.day = g.day LEFT JOIN firsts f ON f.day = g.day"
-    " LEFT JOIN lapses l ON l.day = g.day LEFT JOIN metrics_base b ON true "
+    " LEFT JOIN by_day d ON d.day = g.day LEFT JOIN lapses l ON l.day = g.day"
+    " LEFT JOIN metrics_base b ON true "
     "ON CONFLICT (day) DO NOTHING");
+
+/* The new customers of the days $1 to $2 just written: customers whose
+ * first purchase of the span falls on the day and who bought nothing
+ * before it. The earlier purchase is looked up customer by customer with
+ * the timeline index (a LATERAL ... LIMIT 1 keeps that plan whatever the
+ * span): a few probes on a day's run, and on a backfill, where there is
+ * nothing before the span, one empty probe a buyer. */
+static crm_stmt count_firsts = CRM_STMT(
+    "metrics_daily_firsts",
+    "WITH span AS (SELECT $1::date::timestamp AT TIME ZONE 'UTC' AS t0,"
+    "  ($2::date + 1)::timestamp AT TIME ZONE 'UTC' AS t1),"
+    " firsts AS (SELECT (w.first AT TIME ZONE 'UTC')::date AS day, count(*) AS n"
+    "  FROM span, (SELECT t.customer_id, min(t.occurred_at) AS first FROM span, touchpoints t"
+    "   WHERE t.type = 'purchase' AND t.occurred_at >= span.t0 AND t.occurred_at < span.t1"
+    "   GROUP BY t.customer_id) w"
+    "  LEFT JOIN LATERAL (SELECT 1 AS before FROM touchpoints p"
+    "   WHERE p.customer_id = w.customer_id AND p.occurred_at < span.t0 AND p.type = 'purchase'"
+    "   LIMIT 1) e ON true"
+    "  WHERE e.before IS NULL GROUP BY 1) "
+    "UPDATE metrics_daily d SET new_customers = f.n FROM firsts f"
+    " WHERE d.day = f.day AND d.day BETWEEN $1::date AND $2::date");
 /* clang-format on */
 
 /* A day number from a one-column result, or *have false for NULL. */
@@ -122,8 +136,39 @@ static bool day_from(PGresult *res, long long *day, bool *have)
  * mistake more likely than history, and would add a row a day since. */
 #define FIRST_BACKFILL_DAY 0
 
-bool metrics_daily_snapshot(crm_conn *c, long long as_of_ms, long long job_id, json_t **result,
-                            crm_error *err)
+/* Writes the rows of the days [first, last], the figures of the
+ * touchpoints then the new customers, in one transaction; the job's lease
+ * is renewed between the two passes. */
+static bool write_span(crm_job_ctx *job, crm_conn *c, long long first, long long last,
+                       const char *source, const long long progress[2], long long *written,
+                       crm_error *err)
+{
+    crm_metrics_config cfg = metrics_config();
+    char from[16], to[16], id[24];
+    metrics_day_text(first, from, sizeof from);
+    metrics_day_text(last, to, sizeof to);
+    snprintf(id, sizeof id, "%lld", crm_job_id(job));
+    const char *values[] = {from, to, cfg.currency, source, crm_job_id(job) > 0 ? id : NULL};
+    PGresult *res = NULL;
+    bool ok = crm_db_begin(c, err) && crm_db_command(c, "SET LOCAL work_mem = '256MB'", err) &&
+              (res = crm_db_exec(c, &write_days, 5, values, err)) != NULL;
+    if (ok) {
+        *written = strtoll(PQcmdTuples(res), NULL, 10);
+        PQclear(res);
+        ok = crm_job_progress(job, NULL, progress[0], progress[1], NULL) ||
+             crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
+    }
+    ok = ok && (res = crm_db_exec(c, &count_firsts, 2, values, err)) != NULL;
+    if (ok)
+        PQclear(res);
+    ok = ok && crm_db_commit(c, err);
+    if (!ok)
+        crm_db_rollback(c);
+    return ok;
+}
+
+bool metrics_daily_snapshot(crm_job_ctx *job, crm_conn *c, long long as_of_ms,
+                            const long long progress[2], json_t **result, crm_error *err)
 {
     *result = NULL;
     long long last = metrics_day_of(as_of_ms) - 1, first = 0, written = 0;
@@ -144,18 +189,8 @@ bool metrics_daily_snapshot(crm_conn *c, long long as_of_ms, long long job_id, j
         if (first < FIRST_BACKFILL_DAY)
             first = FIRST_BACKFILL_DAY;
     }
-    if (first <= last) {
-        crm_metrics_config cfg = metrics_config();
-        char from[16], to[16], job[24];
-        metrics_day_text(first, from, sizeof from);
-        metrics_day_text(last, to, sizeof to);
-        snprintf(job, sizeof job, "%lld", job_id);
-        const char *values[] = {from, to, cfg.currency, source, job_id > 0 ? job : NULL};
-        if ((res = crm_db_exec(c, &write_days, 5, values, err)) == NULL)
-            return false;
-        written = strtoll(PQcmdTuples(res), NULL, 10);
-        PQclear(res);
-    }
+    if (first <= last && !write_span(job, c, first, last, source, progress, &written, err))
+        return false;
     char from[16], to[16];
     metrics_day_text(first, from, sizeof from);
     metrics_day_text(last, to, sizeof to);

@@ -142,10 +142,12 @@ bool metrics_distributions_store(crm_conn *c, const json_t *rows, const char *co
 
 /* Writes metrics_daily's rows for the UTC days after the last one written
  * (on a first run: from the first purchase, refund or feedback's day) up to
- * the last day complete at as_of_ms, on c in one statement. *result gets
- * {"days_written", "first_day", "last_day"} (the days null when none). */
-bool metrics_daily_snapshot(crm_conn *c, long long as_of_ms, long long job_id, json_t **result,
-                            crm_error *err);
+ * the last day complete at as_of_ms, on c (job's connection) in one
+ * transaction, reporting progress (done, total) between its two passes over
+ * the touchpoints, which renews job's lease. *result gets {"days_written",
+ * "first_day", "last_day"} (the days null when none). */
+bool metrics_daily_snapshot(crm_job_ctx *job, crm_conn *c, long long as_of_ms,
+                            const long long progress[2], json_t **result, crm_error *err);
 
 /* The UTC day (days since 1970-01-01) of epoch ms t, and its text
  * "YYYY-MM-DD" (out: 16 bytes at least). */
