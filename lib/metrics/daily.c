@@ -199,7 +199,8 @@ bool metrics_daily_snapshot(crm_job_ctx *job, crm_conn *c, long long as_of_ms,
     return *result != NULL || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
 }
 
-bool metrics_daily_last_day(long long *day, bool *have, crm_error *err)
+/* The last day recorded in metrics_daily; false with *have false when none. */
+static bool metrics_daily_last_day(long long *day, bool *have, crm_error *err)
 {
     PGresult *res = crm_db_run(&last_written, 0, NULL, err);
     return res != NULL && day_from(res, day, have);

@@ -164,7 +164,4 @@ void metrics_day_text(long long day, char *out, size_t size);
 bool metrics_read_period(const char *from, const char *to, const char *interval,
                          long long *first, long long *end, crm_error *err);
 
-/* The last day recorded in metrics_daily; false with *have false when none. */
-bool metrics_daily_last_day(long long *day, bool *have, crm_error *err);
-
 #endif

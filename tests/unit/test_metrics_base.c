@@ -400,6 +400,66 @@ START_TEST(bins_and_edges_are_counted_live)
 }
 END_TEST
 
+/* Each measure's four statements run: the stored statistics, a customer's
+ * value, live bins and live edges; every customer is in or missing. */
+START_TEST(every_measure_is_served)
+{
+    make_base();
+    json_decref(run_base(AS_OF_MS));
+    for (size_t i = 0; i < metrics_measure_count(); i++) {
+        const char *name = metrics_measure_name(i);
+        json_t *d = distribution(name, NULL, NULL, ids[5]);
+        ck_assert_msg(json_integer_value(json_object_get(d, "n")) +
+                              json_integer_value(json_object_get(d, "missing")) ==
+                          K,
+                      "%s does not count every customer", name);
+        ck_assert_int_eq(
+            json_integer_value(json_object_get(json_object_get(d, "customer"), "customer_id")),
+            ids[5]);
+        json_decref(d);
+        json_decref(distribution(name, "4", NULL, 0));
+        json_decref(distribution(name, NULL, "-1000,0,1000", 0));
+    }
+    ck_assert_ptr_null(metrics_measure_name(metrics_measure_count()));
+}
+END_TEST
+
+/* openapi.yaml's MetricsMeasure lists exactly the measures served. */
+START_TEST(the_contract_lists_the_measures)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/openapi.yaml", CRMD_SOURCE_DIR);
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    static char text[1 << 20];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = '\0';
+    char *schema = strstr(text, "\n    MetricsMeasure:\n");
+    ck_assert_ptr_nonnull(schema);
+    char *list = strstr(schema, "enum: [");
+    ck_assert_ptr_nonnull(list);
+    char *end = strchr(list, ']');
+    ck_assert_ptr_nonnull(end);
+    *end = '\0';
+    size_t listed = 1;
+    for (char *p = list; *p; p++)
+        listed += *p == ',';
+    ck_assert_int_eq(listed, metrics_measure_count());
+    for (size_t i = 0; i < metrics_measure_count(); i++) {
+        char word[64];
+        snprintf(word, sizeof word, " %s,", metrics_measure_name(i));
+        bool found = strstr(list, word) != NULL;
+        snprintf(word, sizeof word, "[%s,", metrics_measure_name(i));
+        found = found || strstr(list, word) != NULL;
+        snprintf(word, sizeof word, " %s", metrics_measure_name(i));
+        found = found || (strlen(list) >= strlen(word) &&
+                          strcmp(list + strlen(list) - strlen(word), word) == 0);
+        ck_assert_msg(found, "openapi.yaml does not list %s", metrics_measure_name(i));
+    }
+}
+END_TEST
+
 START_TEST(bad_parameters_are_named)
 {
     static const struct {
@@ -1006,6 +1066,7 @@ Suite *metrics_base_suite(void)
     tcase_add_test(tc, a_customer_is_placed_by_percentile_rank_z_score_and_bin);
     tcase_add_test(tc, the_fallbacks_of_the_automatic_bins_and_the_missing_values);
     tcase_add_test(tc, bins_and_edges_are_counted_live);
+    tcase_add_test(tc, every_measure_is_served);
     tcase_add_test(tc, bad_parameters_are_named);
     tcase_add_test(tc, the_snapshot_writes_each_complete_day_from_the_touchpoints);
     tcase_add_test(tc, the_time_series_sums_days_by_week_and_month);
@@ -1019,6 +1080,7 @@ Suite *metrics_base_suite(void)
     suite_add_tcase(s, tc);
     TCase *pure = tcase_create("numerics");
     tcase_add_test(pure, the_automatic_bins_are_clamped_to_200);
+    tcase_add_test(pure, the_contract_lists_the_measures);
     tcase_add_test(pure, the_percentile_rank_inverts_the_stored_quantiles);
     suite_add_tcase(s, pure);
     return s;
