@@ -172,4 +172,52 @@ typedef struct crm_basket_query {
  * naming the query parameter. */
 char *crm_metrics_market_basket(const crm_basket_query *q, crm_error *err);
 
+/* ---- the whole base (metrics/base.c, distribution.c, daily.c, base_summary.c) ---- */
+
+/* The job kind of the base's metrics, "metrics_base" (register it with
+ * crm_jobs_register). Phases: "distributions", every measure's distribution
+ * over customer_metrics as it stands, with the base's counts by lifecycle
+ * stage, into metrics_distributions and metrics_base; "snapshot", the rows
+ * of metrics_daily for the UTC days complete at the job's as_of that are
+ * not written yet (migration 0019 says what each holds). Queue it after
+ * each recompute and on a schedule: a run with nothing new to write only
+ * refreshes the distributions. */
+extern const crm_job_kind crm_metrics_base_kind;
+
+/* Queues the base's metrics as of as_ms (epoch ms; 0: now; in the future:
+ * CRM_E_INVALID). One at a time: CRM_E_CONFLICT with *running set when one
+ * is queued or running. Returns the job. */
+json_t *crm_metrics_base_submit(long long as_ms, long long api_key_id, long long *running,
+                                crm_error *err);
+
+/* GET /v1/metrics/summary: from and to (RFC 3339, NULL: the default
+ * period) bound the period's figures and its churn rate (openapi.yaml,
+ * MetricsSummary). The caller owns the result; NULL with err
+ * (CRM_E_INVALID naming the parameter). */
+json_t *crm_metrics_summary(const char *from, const char *to, crm_error *err);
+
+/* The query parameters of GET /v1/metrics/distribution, as the request
+ * gave them (NULL: absent), borrowed. */
+typedef struct crm_distribution_request {
+    const char *measure, *bins, *edges, *customer_id;
+} crm_distribution_request;
+
+/* GET /v1/metrics/distribution (openapi.yaml, MetricsDistribution). NULL
+ * with err: CRM_E_INVALID naming each bad parameter, CRM_E_NOT_FOUND for a
+ * customer_id that names no live customer. The caller owns the result. */
+json_t *crm_metrics_distribution(const crm_distribution_request *r, crm_error *err);
+
+/* The query parameters of GET /v1/metrics/timeseries, borrowed. */
+typedef struct crm_timeseries_request {
+    const char *measure, *interval, *from, *to;
+} crm_timeseries_request;
+
+/* At most this many points in one time series. */
+#define CRM_METRICS_MAX_POINTS 3660
+
+/* GET /v1/metrics/timeseries (openapi.yaml, MetricsTimeseries), from
+ * metrics_daily. NULL with err (CRM_E_INVALID naming each bad parameter).
+ * The caller owns the result. */
+json_t *crm_metrics_timeseries(const crm_timeseries_request *r, crm_error *err);
+
 #endif

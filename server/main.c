@@ -340,6 +340,7 @@ static int cmd_serve(const crmd_config *cfg)
     configure_metrics(cfg);
     crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
     crm_jobs_register(&crm_metrics_patterns_kind);
+    crm_jobs_register(&crm_metrics_base_kind);
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();

@@ -223,6 +223,7 @@ Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
 Suite *metrics_suite(void);
 Suite *metrics_patterns_suite(void);
+Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 
 #endif

@@ -37,6 +37,7 @@ Suite *allow_lists_suite(void);
 Suite *list_suite(void);
 Suite *metrics_suite(void);
 Suite *metrics_patterns_suite(void);
+Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *btyd_suite(void);
 
