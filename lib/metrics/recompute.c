@@ -578,6 +578,28 @@ static bool read_staged(recompute *R, const json_t *at)
     return true;
 }
 
+/* The base's distributions and daily snapshot, and its cohorts and
+ * baskets, follow each published recompute of the present (observed up to
+ * the last hour; a backtest leaves the base's history alone), as jobs of
+ * their own: the recompute's time stays its own. One already queued or
+ * running, or a kind this process has not registered, is passed. */
+static void queue_followers(long long as_ms)
+{
+    if (as_ms < crm_wall_ms() - 3600 * 1000LL)
+        return;
+    json_t *(*const submit[])(long long, long long, long long *, crm_error *) = {
+        crm_metrics_base_submit, crm_metrics_patterns_submit};
+    for (size_t i = 0; i < sizeof submit / sizeof submit[0]; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        long long running = 0;
+        json_t *job = submit[i](as_ms, 0, &running, &err);
+        if (job == NULL && err.code != CRM_E_CONFLICT && err.code != CRM_E_INVALID)
+            crm_log(CRM_LOG_WARN, "metrics: cannot queue the base's job: %s", err.detail);
+        json_decref(job);
+        crm_error_clear(&err);
+    }
+}
+
 static bool run_recompute(crm_job_ctx *job, crm_error *err)
 {
     recompute R = {.job = job, .c = crm_job_conn(job), .cfg = metrics_config()};
@@ -600,6 +622,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
         }
     }
     size_t n = R.L.n;
+    long long as_of_ms = R.L.as_of_ms;
     metrics_load_free(&R.L);
     free(R.by_summary);
     if (!ok) {
@@ -611,6 +634,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     crm_job_set_result(job, json_pack("{s:s, s:I, s:b, s:o}", "as_of", R.as_of, "customers",
                                       (json_int_t)customers, "refit", R.refit, "phase_seconds",
                                       R.seconds));
+    queue_followers(as_of_ms);
     return true;
 }
 
