@@ -610,6 +610,9 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     const json_t *at = crm_job_checkpoint(job);
     bool staged = json_is_true(json_object_get(at, "staged")) && read_staged(&R, at);
     bool ok = true;
+    /* A phase over a large base can outlast the lease (load and stage
+     * stream, fit and score compute, without a progress between). */
+    crm_job_keeper *keeper = crm_job_keep_lease(job);
     for (int phase = staged ? PHASE_PUBLISH : PHASE_LOAD; ok && phase < PHASES; phase++) {
         ok = run_phase(&R, phase, err);
         if (ok && phase == PHASE_STAGE) {
@@ -621,6 +624,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
             json_decref(mark);
         }
     }
+    crm_job_keeper_stop(keeper);
     size_t n = R.L.n;
     long long as_of_ms = R.L.as_of_ms;
     metrics_load_free(&R.L);
