@@ -55,6 +55,8 @@ typedef struct crm_metrics_config {
     double at_risk_p_alive; /* P(alive) below this: at risk (0.3) */
     int lapsed_days;        /* no purchase for longer: lapsed (365); a purchase
                                after a longer gap: won back */
+    int basket_min_orders;  /* market basket: pairs bought together in fewer orders
+                               are not kept (2) */
 } crm_metrics_config;
 
 /* The defaults above. */
@@ -171,5 +173,111 @@ bool crm_metrics_rate_delete(const char *currency, const char *if_match, crm_err
  * or a next_cursor of this list (else CRM_E_INVALID naming "after"); limit
  * at least 1. */
 char *crm_metrics_rates_list(const char *after, int limit, size_t *len, crm_error *err);
+
+/* ---- the base's purchase patterns (metrics/patterns.c, cohorts.c, basket.c) ----
+ *
+ * A job (kind "metrics_patterns") in two phases, each one set-based
+ * statement over the purchase and refund touchpoints of the live customers
+ * up to as_of, whose result replaces the previous one in one transaction:
+ *
+ *   cohorts  each customer's cohort is the UTC month of their first
+ *            purchase; per cohort and month offset k (0: that month), the
+ *            customers purchasing in month k and their net revenue there
+ *            (purchases - |refunds| in the reporting currency, amounts
+ *            without a rate left out and counted);
+ *   basket   an order is one purchase touchpoint with items; its basket the
+ *            distinct SKUs of its items (quantities do not matter); per SKU
+ *            the orders holding it, per pair bought together in at least
+ *            basket_min_orders orders the orders holding both, with support,
+ *            confidence and lift (openapi.yaml, getMarketBasket).
+ *
+ * The pages read the stored result, with the as_of it was computed for. */
+
+/* The job kind (register it with crm_jobs_register). */
+extern const crm_job_kind crm_metrics_patterns_kind;
+
+/* Queues the patterns job observed up to as_ms (epoch ms; 0: now); as_ms in
+ * the future is CRM_E_INVALID. One at a time: CRM_E_CONFLICT with *running
+ * set when one is queued or running. Returns the job. */
+json_t *crm_metrics_patterns_submit(long long as_ms, long long api_key_id, long long *running,
+                                    crm_error *err);
+
+/* Cohort months are counted as year * 12 + (month - 1): January 2026 is
+ * 2026 * 12 + 0. */
+#define CRM_COHORT_MONTHS_MAX 120 /* offsets shown, and cohorts in one page */
+
+typedef struct crm_cohorts_query {
+    int from, to; /* the cohorts shown, as months (above); -1: the default */
+    int months;   /* offsets 0 .. months are shown (1 .. CRM_COHORT_MONTHS_MAX) */
+} crm_cohorts_query;
+
+/* GET /v1/metrics/cohorts: the stored cohorts from .from to .to (default:
+ * the 12 months to as_of's), as JSON text (openapi.yaml, MetricsCohorts)
+ * that the caller frees with free(). Out-of-range values are CRM_E_INVALID
+ * naming the query parameter ("from", "to", "months"). */
+char *crm_metrics_cohorts(const crm_cohorts_query *q, crm_error *err);
+
+#define CRM_BASKET_LIMIT_MAX 1000
+
+typedef struct crm_basket_query {
+    double min_support, min_confidence, min_lift; /* [0, 1], [0, 1], >= 0 */
+    int limit;                                    /* 1 .. CRM_BASKET_LIMIT_MAX */
+    const char *sku; /* NULL: every rule; else the rules sku -> other */
+} crm_basket_query;
+
+/* GET /v1/metrics/market-basket: the stored rules that pass the thresholds,
+ * by lift, then confidence, then orders (openapi.yaml, MarketBasket), as
+ * JSON text that the caller frees with free(). An unknown sku has no rules
+ * (an empty list, not an error). Out-of-range values are CRM_E_INVALID
+ * naming the query parameter. */
+char *crm_metrics_market_basket(const crm_basket_query *q, crm_error *err);
+
+/* ---- the whole base (metrics/base.c, distribution.c, daily.c, base_summary.c) ---- */
+
+/* The job kind of the base's metrics, "metrics_base" (register it with
+ * crm_jobs_register). Phases: "distributions", every measure's distribution
+ * over customer_metrics as it stands, with the base's counts by lifecycle
+ * stage, into metrics_distributions and metrics_base; "snapshot", the rows
+ * of metrics_daily for the UTC days complete at the job's as_of that are
+ * not written yet (migration 0019 says what each holds). Queue it after
+ * each recompute and on a schedule: a run with nothing new to write only
+ * refreshes the distributions. */
+extern const crm_job_kind crm_metrics_base_kind;
+
+/* Queues the base's metrics as of as_ms (epoch ms; 0: now; in the future:
+ * CRM_E_INVALID). One at a time: CRM_E_CONFLICT with *running set when one
+ * is queued or running. Returns the job. */
+json_t *crm_metrics_base_submit(long long as_ms, long long api_key_id, long long *running,
+                                crm_error *err);
+
+/* GET /v1/metrics/summary: from and to (RFC 3339, NULL: the default
+ * period) bound the period's figures and its churn rate (openapi.yaml,
+ * MetricsSummary). The caller owns the result; NULL with err
+ * (CRM_E_INVALID naming the parameter). */
+json_t *crm_metrics_summary(const char *from, const char *to, crm_error *err);
+
+/* The query parameters of GET /v1/metrics/distribution, as the request
+ * gave them (NULL: absent), borrowed. */
+typedef struct crm_distribution_request {
+    const char *measure, *bins, *edges, *customer_id;
+} crm_distribution_request;
+
+/* GET /v1/metrics/distribution (openapi.yaml, MetricsDistribution). NULL
+ * with err: CRM_E_INVALID naming each bad parameter, CRM_E_NOT_FOUND for a
+ * customer_id that names no live customer. The caller owns the result. */
+json_t *crm_metrics_distribution(const crm_distribution_request *r, crm_error *err);
+
+/* The query parameters of GET /v1/metrics/timeseries, borrowed. */
+typedef struct crm_timeseries_request {
+    const char *measure, *interval, *from, *to;
+} crm_timeseries_request;
+
+/* At most this many points in one time series. */
+#define CRM_METRICS_MAX_POINTS 3660
+
+/* GET /v1/metrics/timeseries (openapi.yaml, MetricsTimeseries), from
+ * metrics_daily. NULL with err (CRM_E_INVALID naming each bad parameter).
+ * The caller owns the result. */
+json_t *crm_metrics_timeseries(const crm_timeseries_request *r, crm_error *err);
 
 #endif

@@ -70,6 +70,20 @@ void crm_jobs_set_submit_listener(void (*listener)(void *arg), void *arg);
 /* ---- inside an executor ------------------------------------------------- */
 
 crm_conn *crm_job_conn(crm_job_ctx *job);      /* the job's own connection */
+/* Keeps the job's lease renewed from a thread of its own (every third of
+ * the lease, through the pool) while the executor works for long without
+ * reporting progress: a statement or a computation that outlasts the
+ * lease is not taken for a dead process. The executor's own progress
+ * still learns of a cancel or a takeover. NULL when no thread could be
+ * started (the lease is then renewed only by progress). Stop it before the
+ * executor returns. */
+typedef struct crm_job_keeper crm_job_keeper;
+crm_job_keeper *crm_job_keep_lease(crm_job_ctx *job);
+void crm_job_keeper_stop(crm_job_keeper *k);
+
+/* Another connection like the job's own, for work it runs side by side;
+ * the caller closes it with crm_db_close_private. NULL with err. */
+crm_conn *crm_job_open_conn(crm_job_ctx *job, crm_error *err);
 long long crm_job_id(const crm_job_ctx *job);
 const json_t *crm_job_params(const crm_job_ctx *job);     /* borrowed */
 /* The checkpoint the job was claimed with (the last one an earlier attempt

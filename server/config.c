@@ -122,6 +122,8 @@ static const env_var vars[] = {
     {"CRMD_METRICS_SCHEDULE_HOURS", VAR_INT, "24", 0, 8760, OFF(metrics_schedule_hours),
      "a full recompute is queued when none was queued in these last hours (0: only on demand); "
      "the process that follows queues it"},
+    {"CRMD_METRICS_BASKET_MIN_ORDERS", VAR_INT, "2", 1, 1000000, OFF(metrics_basket_min_orders),
+     "market basket: pairs bought together in fewer orders than this are not kept"},
     {"CRMD_JOB_WORKERS", VAR_INT, "1", 0, 64, OFF(job_workers),
      "threads that run jobs (long work: recomputes, builds), one job each at a time; 0: this "
      "process runs none (others do)"},

@@ -54,6 +54,7 @@ typedef struct crmd_config {
     int metrics_follow_batch;
     int metrics_follow_duty_percent;
     int metrics_schedule_hours; /* 0: recomputes only on demand */
+    int metrics_basket_min_orders;
     int touchpoint_future_tolerance_s;
     const char *cors_origins;
     int rate_limit_rps;

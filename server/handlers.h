@@ -62,6 +62,14 @@ void handle_currency_rate_get(http_request *req);
 void handle_currency_rate_put(http_request *req);
 void handle_currency_rate_delete(http_request *req);
 
+/* handlers_metrics_patterns.c */
+void handle_metrics_cohorts(http_request *req);
+void handle_metrics_market_basket(http_request *req);
+/* handlers_metrics_base.c */
+void handle_metrics_summary(http_request *req);
+void handle_metrics_distribution(http_request *req);
+void handle_metrics_timeseries(http_request *req);
+
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

@@ -65,6 +65,7 @@ static void configure_metrics(const crmd_config *cfg)
     m.annual_discount = cfg->metrics_discount_percent / 100.0;
     m.tier_top = cfg->metrics_tier_top_permille / 1000.0;
     m.tier_high = cfg->metrics_tier_high_permille / 1000.0;
+    m.basket_min_orders = cfg->metrics_basket_min_orders;
     snprintf(m.currency, sizeof m.currency, "%s", cfg->reporting_currency);
     m.new_days = cfg->lifecycle_new_days;
     m.at_risk_days = cfg->lifecycle_at_risk_days;
@@ -338,6 +339,8 @@ static int cmd_serve(const crmd_config *cfg)
     crm_touchpoint_set_future_tolerance(cfg->touchpoint_future_tolerance_s);
     configure_metrics(cfg);
     crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
+    crm_jobs_register(&crm_metrics_patterns_kind);
+    crm_jobs_register(&crm_metrics_base_kind);
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();

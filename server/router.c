@@ -31,6 +31,12 @@ static const char *const Q_CUSTOMER_LIST[] = {
 static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
                                          "occurred_before", "limit", "after", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
+static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
+static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
+                                       "sku", NULL};
+static const char *const Q_SUMMARY[] = {"from", "to", NULL};
+static const char *const Q_DISTRIBUTION[] = {"measure", "bins", "edges", "customer_id", NULL};
+static const char *const Q_TIMESERIES[] = {"measure", "interval", "from", "to", NULL};
 
 static const http_route routes[] = {
     /* operations */
@@ -110,6 +116,16 @@ static const http_route routes[] = {
      CRM_SCOPE_METRICS_WRITE, true, false, SMALL_BODY, NULL},
     {"DELETE", "/v1/metrics/currency-rates/{currency}", handle_currency_rate_delete,
      CRM_SCOPE_METRICS_WRITE, false, false, 0, NULL},
+    {"GET", "/v1/metrics/cohorts", handle_metrics_cohorts, CRM_SCOPE_METRICS_READ, false, false,
+     0, Q_COHORTS},
+    {"GET", "/v1/metrics/market-basket", handle_metrics_market_basket, CRM_SCOPE_METRICS_READ,
+     false, false, 0, Q_BASKET},
+    {"GET", "/v1/metrics/summary", handle_metrics_summary, CRM_SCOPE_METRICS_READ, false, false, 0,
+     Q_SUMMARY},
+    {"GET", "/v1/metrics/distribution", handle_metrics_distribution, CRM_SCOPE_METRICS_READ, false,
+     false, 0, Q_DISTRIBUTION},
+    {"GET", "/v1/metrics/timeseries", handle_metrics_timeseries, CRM_SCOPE_METRICS_READ, false,
+     false, 0, Q_TIMESERIES},
 };
 
 #define N_ROUTES (sizeof routes / sizeof routes[0])

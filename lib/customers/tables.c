@@ -292,16 +292,22 @@ static bool erase_staged_metrics_step(crm_conn *c, const char *ids, crm_error *e
     return exec_ok(c, &erase_staged_metrics, 1, params, err);
 }
 
-static bool export_metrics_step(const crm_export_step *x, crm_error *err)
+/* Writes ,"member": and the JSON document stmt ($1 the ids) builds. */
+static bool export_member(const crm_export_step *x, crm_stmt *stmt, const char *member,
+                          crm_error *err)
 {
     const char *params[] = {x->ids};
-    PGresult *res = crm_db_exec(x->c, &export_metrics, 1, params, err);
+    PGresult *res = crm_db_exec(x->c, stmt, 1, params, err);
     if (res == NULL)
         return false;
-    fputs(",\"metrics\":", x->out);
-    fputs(PQgetvalue(res, 0, 0), x->out);
+    fprintf(x->out, ",\"%s\":%s", member, PQgetvalue(res, 0, 0));
     PQclear(res);
     return true;
+}
+
+static bool export_metrics_step(const crm_export_step *x, crm_error *err)
+{
+    return export_member(x, &export_metrics, "metrics", err);
 }
 
 /* ---- customer_lifecycle ----------------------------------------------------------- */
@@ -324,14 +330,7 @@ static bool erase_lifecycle_step(crm_conn *c, const char *ids, crm_error *err)
 
 static bool export_lifecycle_step(const crm_export_step *x, crm_error *err)
 {
-    const char *params[] = {x->ids};
-    PGresult *res = crm_db_exec(x->c, &export_lifecycle, 1, params, err);
-    if (res == NULL)
-        return false;
-    fputs(",\"lifecycle\":", x->out);
-    fputs(PQgetvalue(res, 0, 0), x->out);
-    PQclear(res);
-    return true;
+    return export_member(x, &export_lifecycle, "lifecycle", err);
 }
 
 /* ---- the registry ----------------------------------------------------------------- */

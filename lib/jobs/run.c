@@ -18,6 +18,7 @@
 #include "internal.h"
 #include "log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,11 @@ struct crm_job_ctx {
 crm_conn *crm_job_conn(crm_job_ctx *job)
 {
     return job->conn;
+}
+
+crm_conn *crm_job_open_conn(crm_job_ctx *job, crm_error *err)
+{
+    return crm_db_open_private(&job->cfg->db, err);
 }
 
 long long crm_job_id(const crm_job_ctx *job)
@@ -173,6 +179,95 @@ bool crm_job_progress(crm_job_ctx *job, const char *phase, long long done, long 
     /* The server's now() came after sent_ms: the lease lasts at least this. */
     job->lease_end_ms = sent_ms + job->cfg->lease_s * 1000LL;
     return !stopping(job->cfg);
+}
+
+/* ---- the lease kept while the executor works ---------------------------- */
+
+static crm_stmt renew_lease =
+    CRM_STMT("jobs_renew_lease",
+             "UPDATE jobs SET lease_until = now() + make_interval(secs => $4::int) "
+             "WHERE " OWNED " AND NOT cancel_requested RETURNING 1");
+
+struct crm_job_keeper {
+    crm_job_ctx *job;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* on the monotonic clock */
+    bool stop;
+};
+
+/* Renews the lease every third of it until stopped, or until the job is no
+ * longer this claim's (then the executor's next progress learns it). Reads
+ * only what does not change while the job runs. */
+static void *keep_lease(void *arg)
+{
+    crm_job_keeper *k = arg;
+    crm_job_ctx *job = k->job;
+    char lease[16];
+    snprintf(lease, sizeof lease, "%d", job->cfg->lease_s);
+    int every_ms = job->cfg->lease_s * 1000 / 3;
+    pthread_mutex_lock(&k->mu);
+    while (!k->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += every_ms / 1000;
+        until.tv_nsec += (long)(every_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
+            ;
+        if (k->stop)
+            break;
+        pthread_mutex_unlock(&k->mu);
+        const char *values[] = {job->id_text, worker_of(job->cfg), job->attempts_text, lease};
+        crm_error err = CRM_ERROR_INIT;
+        PGresult *res = crm_db_run(&renew_lease, 4, values, &err);
+        bool owned = res == NULL || PQntuples(res) == 1; /* unavailable: try again */
+        PQclear(res);
+        crm_error_clear(&err);
+        pthread_mutex_lock(&k->mu);
+        if (!owned)
+            break;
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+crm_job_keeper *crm_job_keep_lease(crm_job_ctx *job)
+{
+    crm_job_keeper *k = calloc(1, sizeof *k);
+    if (k == NULL)
+        return NULL;
+    k->job = job;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&k->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&k->thread, NULL, keep_lease, k) != 0) {
+        pthread_cond_destroy(&k->cv);
+        pthread_mutex_destroy(&k->mu);
+        free(k);
+        return NULL;
+    }
+    return k;
+}
+
+void crm_job_keeper_stop(crm_job_keeper *k)
+{
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&k->mu);
+    k->stop = true;
+    pthread_cond_broadcast(&k->cv);
+    pthread_mutex_unlock(&k->mu);
+    pthread_join(k->thread, NULL);
+    pthread_cond_destroy(&k->cv);
+    pthread_mutex_destroy(&k->mu);
+    free(k);
 }
 
 /* ---- claiming -------------------------------------------------------------- */

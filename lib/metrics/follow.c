@@ -68,7 +68,7 @@ static crm_stmt customer_touchpoints = CRM_STMT(
     " FROM touchpoints WHERE customer_id = ANY($1::bigint[]) AND occurred_at <= $2::timestamptz"
     " ORDER BY customer_id");
 
-#define INCOMING_SQL "COPY metrics_incoming (" METRICS_ROW_COLUMNS ") FROM STDIN"
+#define INCOMING_SQL "COPY metrics_incoming (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary)"
 
 static crm_stmt record_transitions = CRM_STMT(
     "metrics_follow_transitions",
@@ -77,12 +77,21 @@ static crm_stmt record_transitions = CRM_STMT(
     " FROM metrics_incoming i LEFT JOIN customer_metrics m ON m.customer_id = i.customer_id"
     " WHERE i.lifecycle_stage IS DISTINCT FROM m.lifecycle_stage");
 
+/* The changed customers that are no longer live lose their row; the live
+ * ones' rows are replaced in place: an update that leaves the indexed
+ * columns as they were (nearly always) is a heap-only one, in the room the
+ * tables' fillfactor keeps on each page (migration 0018). */
 static crm_stmt drop_rows = CRM_STMT(
-    "metrics_follow_drop", "DELETE FROM customer_metrics WHERE customer_id = ANY($1::bigint[])");
+    "metrics_follow_drop",
+    "DELETE FROM customer_metrics m WHERE m.customer_id = ANY($1::bigint[])"
+    " AND NOT EXISTS (SELECT 1 FROM metrics_incoming i WHERE i.customer_id = m.customer_id)");
 
-static crm_stmt insert_rows =
-    CRM_STMT("metrics_follow_insert", "INSERT INTO customer_metrics (" METRICS_ROW_COLUMNS
-                                      ") SELECT " METRICS_ROW_COLUMNS " FROM metrics_incoming");
+static crm_stmt upsert_rows = CRM_STMT(
+    "metrics_follow_upsert",
+    "INSERT INTO customer_metrics (" METRICS_ROW_COLUMNS ") SELECT " METRICS_ROW_COLUMNS
+    " FROM metrics_incoming ON CONFLICT (customer_id) DO UPDATE SET (" METRICS_ROW_COLUMNS
+    ") = (SELECT " METRICS_ROW_COLUMNS " FROM metrics_incoming i"
+    " WHERE i.customer_id = EXCLUDED.customer_id)");
 
 static crm_stmt move_place = CRM_STMT(
     "metrics_follow_move",
@@ -105,16 +114,6 @@ typedef struct sweep {
     metrics_load L;
     bool more; /* a feed had more changes than the batch */
 } sweep;
-
-static bool exec_params(crm_conn *c, crm_stmt *stmt, int n, const char *const *params,
-                        crm_error *err)
-{
-    PGresult *res = crm_db_exec(c, stmt, n, params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    return true;
-}
 
 static bool read_place(sweep *S, crm_error *err)
 {
@@ -309,36 +308,22 @@ static bool write_incoming(sweep *S, crm_error *err)
     if (!crm_db_command(S->c, "SET LOCAL client_min_messages = warning", err) ||
         !crm_db_command(S->c,
                         "CREATE TEMP TABLE IF NOT EXISTS metrics_incoming"
-                        " (LIKE customer_metrics) ON COMMIT DELETE ROWS",
+                        " (LIKE customer_metrics INCLUDING INDEXES) ON COMMIT DELETE ROWS",
                         err) ||
-        !crm_db_copy_begin(S->c, INCOMING_SQL, err))
+        !metrics_copy_rows(S->c, INCOMING_SQL, S->L.customers, S->L.n, S->L.as_of_ms,
+                           S->L.as_of_ms, err))
         return false;
-    char now[48];
-    crm_format_timestamp(S->L.as_of_ms, now);
-    crm_bytebuf b;
-    crm_bytebuf_init(&b);
-    bool ok = true;
-    for (size_t i = 0; ok && i < S->L.n; i++) {
-        metrics_put_row(&b, &S->L.customers[i], S->as_of, S->as_of);
-        if (b.failed)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "a row of metrics could not be written");
-        else if (b.len >= 1 << 20 || i + 1 == S->L.n) {
-            ok = crm_db_copy_put(S->c, b.data, b.len, err);
-            b.len = 0;
-        }
-    }
-    crm_bytebuf_free(&b);
-    return crm_db_copy_end(S->c, ok ? NULL : "the sweep failed", err) && ok;
+    return true;
 }
 
 static bool replace_rows(sweep *S, const char *ids, crm_error *err)
 {
     const char *params[] = {ids};
     const char *places[] = {S->tp.xid, S->tp.seq, S->cu.xid, S->cu.seq};
-    return write_incoming(S, err) && exec_params(S->c, &record_transitions, 0, NULL, err) &&
-           exec_params(S->c, &drop_rows, 1, params, err) &&
-           exec_params(S->c, &insert_rows, 0, NULL, err) &&
-           exec_params(S->c, &move_place, 4, places, err);
+    return write_incoming(S, err) && metrics_exec(S->c, &record_transitions, 0, NULL, err) &&
+           metrics_exec(S->c, &drop_rows, 1, params, err) &&
+           metrics_exec(S->c, &upsert_rows, 0, NULL, err) &&
+           metrics_exec(S->c, &move_place, 4, places, err);
 }
 
 static bool same_place(const place *a, const place *b)
@@ -353,7 +338,7 @@ static bool move_only(sweep *S, const place *tp, const place *cu, crm_error *err
     const char *places[] = {S->tp.xid, S->tp.seq, S->cu.xid, S->cu.seq};
     if (same_place(tp, &S->tp) && same_place(cu, &S->cu))
         return crm_db_commit(S->c, err);
-    return exec_params(S->c, &move_place, 4, places, err) && crm_db_commit(S->c, err);
+    return metrics_exec(S->c, &move_place, 4, places, err) && crm_db_commit(S->c, err);
 }
 
 static bool run_sweep(sweep *S, crm_error *err)

@@ -156,6 +156,9 @@ typedef struct metrics_load {
 #define METRICS_ENGAGEMENT_WHERE                                                                   \
     "occurred_at <= (SELECT current_setting('crmd.metrics_as_of')::timestamptz)"
 
+/* Runs stmt with its n parameters for its effect (the result dropped). */
+bool metrics_exec(crm_conn *c, crm_stmt *stmt, int n, const char *const *params, crm_error *err);
+
 /* Grows *items (of size bytes each) to hold one more than used. */
 bool metrics_grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err);
 bool metrics_load_rates(metrics_load *L, crm_conn *c, crm_error *err);
@@ -213,10 +216,11 @@ void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const 
     " touchpoints_90d, last_inbound_at, nps_latest, nps_mean, nps_responses, csat_latest,"         \
     " csat_mean, csat_responses"
 
-/* Appends c as a COPY text row of METRICS_ROW_COLUMNS; b->failed when a
- * field could not be written. */
-void metrics_put_row(crm_bytebuf *b, const metrics_customer *c, const char *as_of,
-                     const char *now);
+/* Runs sql, a "COPY <table> (METRICS_ROW_COLUMNS) FROM STDIN (FORMAT
+ * binary)", sending it the n customers' rows, observed at as_of_ms and
+ * computed at now_ms (metrics/rows.c). */
+bool metrics_copy_rows(crm_conn *c, const char *sql, const metrics_customer *customers, size_t n,
+                       long long as_of_ms, long long now_ms, crm_error *err);
 
 /* The advisory lock of the follower (one process at a time). */
 #define METRICS_FOLLOW_LOCK "7210013"
@@ -240,5 +244,114 @@ bool metrics_model_store(crm_conn *c, const char *model, json_t *params,
 /* The fits in force on c; *have_* false when a model has none. */
 bool metrics_models_in_force(crm_conn *c, crm_bgnbd *bg, bool *have_bg, crm_gg *gg, bool *have_gg,
                              crm_error *err);
+
+/* ---- the patterns job (patterns.c, cohorts.c, basket.c) --------------------------- */
+
+typedef struct metrics_patterns_run {
+    crm_job_ctx *job;
+    crm_conn *c;             /* the job's own connection */
+    char as_of[40];          /* RFC 3339, from the job's parameters */
+    char currency[4];        /* the reporting currency */
+    int min_pair_orders;     /* basket: pairs kept from this many orders */
+    long long done, total;   /* the progress that long statements report again */
+    const char *phase;
+} metrics_patterns_run;
+
+/* Opens the phase's transaction on run->c, with the settings its statements
+ * read (a CREATE TABLE AS takes no parameters): crmd.as_of, crmd.currency,
+ * crmd.min_pair_orders, and the memory its sorts and hashes may take. */
+bool metrics_patterns_begin(metrics_patterns_run *run, crm_error *err);
+
+/* Runs sql (constant text without parameters) on run->c and waits for it,
+ * renewing the job's lease every few seconds meanwhile (crm_job_progress), so
+ * that a statement longer than the lease is not taken for a dead process.
+ * When the job is cancelled, taken over or its process stops, the statement
+ * is cancelled and this fails with CRM_E_CONFLICT. */
+bool metrics_patterns_run_long(metrics_patterns_run *run, const char *sql, crm_error *err);
+
+/* The phases, inside the transaction metrics_patterns_begin opened: each
+ * computes its result and replaces the stored one, and adds its figures to
+ * result. */
+bool metrics_cohorts_compute(metrics_patterns_run *run, json_t *result, crm_error *err);
+bool metrics_basket_compute(metrics_patterns_run *run, json_t *result, crm_error *err);
+
+/* ---- the whole base (base.c, distribution.c, daily.c, base_summary.c) ---------- */
+
+#define METRICS_QUANTILES 1001 /* the percentile function at 0, 0.001, ..., 1 */
+#define METRICS_MAX_BINS 200
+#define METRICS_MAX_EDGES (METRICS_MAX_BINS + 1)
+#define METRICS_DAY_MS 86400000LL
+
+/* A histogram's edges: count = bins + 1 (0: no histogram, no values). */
+typedef struct metrics_edges {
+    int count;
+    double at[METRICS_MAX_EDGES];
+    const char *method;  /* freedman_diaconis, sturges, single, none, bins, edges */
+    double bin_width;    /* equal bins: their width; NAN for given edges */
+    double fd_width;     /* freedman_diaconis: 2 IQR n^(-1/3); else NAN */
+} metrics_edges;
+
+/* k equal bins over [lo, hi] (k clamped to 1..METRICS_MAX_BINS); lo = hi
+ * makes [lo - 0.5, hi + 0.5], as numpy does. */
+void metrics_equal_edges(double lo, double hi, int bins, metrics_edges *out);
+
+/* The automatic bins of n values in [lo, hi] with interquartile range iqr:
+ * Freedman-Diaconis, ceil((hi - lo) / (2 iqr n^(-1/3))) equal bins clamped
+ * to 1..200; Sturges, ceil(log2 n) + 1, when iqr is 0; one bin around a
+ * single repeated value; none without values. */
+void metrics_auto_edges(long long n, double iqr, double lo, double hi, metrics_edges *out);
+
+/* The bin (0-based) of v: [at[i], at[i+1]), the last bin closed; -1 outside. */
+int metrics_bin_of(const metrics_edges *e, double v);
+
+/* Reads `edges=` ("0,10.5,1e3"): 2 to 201 finite decimal numbers, strictly
+ * ascending. False with *why (a constant) otherwise. */
+bool metrics_parse_edges(const char *text, metrics_edges *out, const char **why);
+
+/* The percentile rank (0-100) of v from the percentile function's values
+ * q[k] at k / (nq - 1), linear between them: the P at which the function
+ * reaches v, the middle of the stretch where it equals v; 0 below q[0], 100
+ * above q[nq - 1]; NAN when nq < 2 or v is NAN. */
+double metrics_percentile_rank(const double *q, int nq, double v);
+
+/* The numeric measures (customer_metrics' columns) whose distributions the
+ * base job computes; their number and the name of the i-th. */
+size_t metrics_measure_count(void);
+const char *metrics_measure_name(size_t i);
+
+/* Computes the i-th measure's distribution over customer_metrics as it
+ * stands, on c (outside a transaction: it runs its own, read-only), and
+ * appends {"measure", "as_of", "n", "missing", "doc", "quantiles"} to rows. */
+bool metrics_distribution_compute(crm_conn *c, size_t i, json_t *rows, crm_error *err);
+
+/* Stores rows (metrics_distribution_compute's) and counts the base's
+ * lifecycle stages and latest NPS answers into metrics_base, in one
+ * transaction on c, as computed at computed_at by job job_id. */
+bool metrics_distributions_store(crm_conn *c, const json_t *rows, const char *computed_at,
+                                 long long job_id, crm_error *err);
+
+/* Writes metrics_daily's rows for the UTC days after the last one written
+ * (on a first run: from the first purchase, refund or feedback's day) up to
+ * the last day complete at as_of_ms, on c (job's connection) in one
+ * transaction, reporting progress (done, total) between its two passes over
+ * the touchpoints, which renews job's lease. *result gets {"days_written",
+ * "first_day", "last_day"} (the days null when none). */
+bool metrics_daily_snapshot(crm_job_ctx *job, crm_conn *c, long long as_of_ms,
+                            const long long progress[2], json_t **result, crm_error *err);
+
+/* The UTC day (days since 1970-01-01) of epoch ms t, and its text
+ * "YYYY-MM-DD" (out: 16 bytes at least). */
+long long metrics_day_of(long long t_ms);
+void metrics_day_text(long long day, char *out, size_t size);
+
+/* A period of whole UTC days [*first, *end) from the query's from and to
+ * (RFC 3339; NULL: absent): the days whose start lies in [from, to). to
+ * defaults to the end of the last day recorded (today's start when none),
+ * from to 90 days before it ("day"), the Monday 51 weeks before the last
+ * day's week ("week"), the 1st of the month 11 months before the last
+ * day's ("month"). CRM_E_INVALID naming from or to when one is not a date-time
+ * or the period holds no day. */
+bool metrics_read_period(const char *from, const char *to, const char *interval,
+                         long long *first, long long *end, crm_error *err);
 
 #endif

@@ -16,6 +16,15 @@
 static crm_stmt rates = CRM_STMT_RO("metrics_rates",
                                     "SELECT currency, rate::float8 FROM currency_rates");
 
+bool metrics_exec(crm_conn *c, crm_stmt *stmt, int n, const char *const *params, crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, stmt, n, params, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    return true;
+}
+
 bool metrics_grow(void **items, size_t *cap, size_t used, size_t size, crm_error *err)
 {
     if (used < *cap)

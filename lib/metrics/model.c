@@ -29,7 +29,8 @@ crm_metrics_config crm_metrics_defaults(void)
                                 .new_days = 90,
                                 .at_risk_days = 180,
                                 .at_risk_p_alive = 0.3,
-                                .lapsed_days = 365};
+                                .lapsed_days = 365,
+                                .basket_min_orders = 2};
 }
 
 void crm_metrics_configure(const crm_metrics_config *cfg)

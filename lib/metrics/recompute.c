@@ -436,7 +436,7 @@ static bool phase_score(recompute *R, crm_error *err)
 
 static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_staging");
 
-#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN"
+#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary)"
 
 static bool phase_stage(recompute *R, crm_error *err)
 {
@@ -448,24 +448,8 @@ static bool phase_stage(recompute *R, crm_error *err)
     metrics_scales_from(R->L.customers, R->L.n, &scales);
     if (!metrics_scales_store(R->c, &scales, R->as_of, R->L.n, crm_job_id(R->job), err))
         return false;
-    if (!crm_db_copy_begin(R->c, STAGE_SQL, err))
-        return false;
-    char now[48];
-    crm_format_timestamp(crm_wall_ms(), now);
-    crm_bytebuf b;
-    crm_bytebuf_init(&b);
-    bool ok = true;
-    for (size_t i = 0; ok && i < R->L.n; i++) {
-        metrics_put_row(&b, &R->L.customers[i], R->as_of, now);
-        if (b.failed)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "a staged row could not be written");
-        else if (b.len >= 1 << 20 || i + 1 == R->L.n) {
-            ok = crm_db_copy_put(R->c, b.data, b.len, err);
-            b.len = 0;
-        }
-    }
-    crm_bytebuf_free(&b);
-    return crm_db_copy_end(R->c, ok ? NULL : "the recompute failed", err) && ok;
+    return metrics_copy_rows(R->c, STAGE_SQL, R->L.customers, R->L.n, R->L.as_of_ms,
+                             crm_wall_ms(), err);
 }
 
 /* ---- publish -------------------------------------------------------------------- */
@@ -510,16 +494,6 @@ static const char *const swap_sql[] = {
     "ALTER TABLE metrics_swap RENAME TO metrics_staging",
 };
 
-static bool run_with(crm_conn *c, crm_stmt *stmt, const char *param, crm_error *err)
-{
-    const char *params[] = {param};
-    PGresult *res = crm_db_exec(c, stmt, 1, params, err);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    return true;
-}
-
 static bool phase_publish(recompute *R, crm_error *err)
 {
     if (!crm_db_command(R->c, "SET LOCAL lock_timeout = '5s'", err) ||
@@ -527,8 +501,8 @@ static bool phase_publish(recompute *R, crm_error *err)
                         "LOCK TABLE metrics_follow, customer_metrics, metrics_staging"
                         " IN ACCESS EXCLUSIVE MODE",
                         err) ||
-        !run_with(R->c, &keep_newer_drop, R->loaded_at, err) ||
-        !run_with(R->c, &keep_newer_copy, R->loaded_at, err))
+        !metrics_exec(R->c, &keep_newer_drop, 1, (const char *[]){R->loaded_at}, err) ||
+        !metrics_exec(R->c, &keep_newer_copy, 1, (const char *[]){R->loaded_at}, err))
         return false;
     for (size_t i = 0; i < sizeof swap_sql / sizeof swap_sql[0]; i++)
         if (!crm_db_command(R->c, swap_sql[i], err))
@@ -542,7 +516,7 @@ static bool phase_publish(recompute *R, crm_error *err)
                           " m.customer_id AND c.status <> 'active'",
                           err) &&
            crm_db_command(R->c, "TRUNCATE metrics_staging", err) &&
-           run_with(R->c, &rewind_follower, R->load_xmin, err);
+           metrics_exec(R->c, &rewind_follower, 1, (const char *[]){R->load_xmin}, err);
 }
 
 /* ---- the job -------------------------------------------------------------------- */
@@ -604,6 +578,28 @@ static bool read_staged(recompute *R, const json_t *at)
     return true;
 }
 
+/* The base's distributions and daily snapshot, and its cohorts and
+ * baskets, follow each published recompute of the present (observed up to
+ * the last hour; a backtest leaves the base's history alone), as jobs of
+ * their own: the recompute's time stays its own. One already queued or
+ * running, or a kind this process has not registered, is passed. */
+static void queue_followers(long long as_ms)
+{
+    if (as_ms < crm_wall_ms() - 3600 * 1000LL)
+        return;
+    json_t *(*const submit[])(long long, long long, long long *, crm_error *) = {
+        crm_metrics_base_submit, crm_metrics_patterns_submit};
+    for (size_t i = 0; i < sizeof submit / sizeof submit[0]; i++) {
+        crm_error err = CRM_ERROR_INIT;
+        long long running = 0;
+        json_t *job = submit[i](as_ms, 0, &running, &err);
+        if (job == NULL && err.code != CRM_E_CONFLICT && err.code != CRM_E_INVALID)
+            crm_log(CRM_LOG_WARN, "metrics: cannot queue the base's job: %s", err.detail);
+        json_decref(job);
+        crm_error_clear(&err);
+    }
+}
+
 static bool run_recompute(crm_job_ctx *job, crm_error *err)
 {
     recompute R = {.job = job, .c = crm_job_conn(job), .cfg = metrics_config()};
@@ -614,6 +610,9 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     const json_t *at = crm_job_checkpoint(job);
     bool staged = json_is_true(json_object_get(at, "staged")) && read_staged(&R, at);
     bool ok = true;
+    /* A phase over a large base can outlast the lease (load and stage
+     * stream, fit and score compute, without a progress between). */
+    crm_job_keeper *keeper = crm_job_keep_lease(job);
     for (int phase = staged ? PHASE_PUBLISH : PHASE_LOAD; ok && phase < PHASES; phase++) {
         ok = run_phase(&R, phase, err);
         if (ok && phase == PHASE_STAGE) {
@@ -625,7 +624,9 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
             json_decref(mark);
         }
     }
+    crm_job_keeper_stop(keeper);
     size_t n = R.L.n;
+    long long as_of_ms = R.L.as_of_ms;
     metrics_load_free(&R.L);
     free(R.by_summary);
     if (!ok) {
@@ -637,6 +638,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     crm_job_set_result(job, json_pack("{s:s, s:I, s:b, s:o}", "as_of", R.as_of, "customers",
                                       (json_int_t)customers, "refit", R.refit, "phase_seconds",
                                       R.seconds));
+    queue_followers(as_of_ms);
     return true;
 }
 

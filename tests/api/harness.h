@@ -222,6 +222,8 @@ Suite *query_suite(void);
 Suite *cors_suite(void);
 Suite *ratelimit_suite(void);
 Suite *metrics_suite(void);
+Suite *metrics_patterns_suite(void);
+Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *currency_rates_suite(void);
 

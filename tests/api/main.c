@@ -58,6 +58,8 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, cors_suite());
         srunner_add_suite(sr, ratelimit_suite());
         srunner_add_suite(sr, metrics_suite());
+        srunner_add_suite(sr, metrics_patterns_suite());
+        srunner_add_suite(sr, metrics_base_suite());
         srunner_add_suite(sr, jobs_suite());
         srunner_add_suite(sr, currency_rates_suite());
     }

@@ -236,6 +236,49 @@ START_TEST(a_purchase_reaches_the_customers_metrics_within_seconds)
 }
 END_TEST
 
+/* Polls path until its member "as_of" is at least since (RFC 3339 in UTC
+ * with milliseconds, compared as text; at most 30 s). */
+static void wait_for_as_of(const char *path, const char *since)
+{
+    long long deadline = harness_now_ms() + 30000;
+    for (;;) {
+        http_response r = http_get(&srv, path, reader.secret);
+        ck_assert_msg(r.status == 200, "%s: %ld %.300s", path, r.status, r.body);
+        json_t *doc = http_response_json(&r);
+        http_response_free(&r);
+        const char *as_of = json_string_value(json_object_get(doc, "as_of"));
+        bool set = as_of != NULL && strcmp(as_of, since) >= 0;
+        json_decref(doc);
+        if (set)
+            return;
+        ck_assert_msg(harness_now_ms() < deadline, "%s has no as_of after 30 s", path);
+        harness_sleep_ms(100);
+    }
+}
+
+/* A recompute of the present queues the base's jobs after it: the summary,
+ * the distributions and the cohorts are computed without being asked. */
+START_TEST(a_recompute_of_the_present_brings_the_base_pages_after_it)
+{
+    create_customer_with_purchases();
+    http_response r = post_empty(&srv, "/v1/metrics/recompute", writer.secret);
+    ck_assert_msg(r.status == 202, "%ld %.300s", r.status, r.body);
+    char where[64];
+    snprintf(where, sizeof where, "%s", http_response_header(&r, "Location"));
+    http_response_free(&r);
+    json_t *job = wait_for_job(&srv, where);
+    ck_assert_str_eq(json_string_value(json_object_get(job, "state")), "succeeded");
+    char since[64];
+    snprintf(since, sizeof since, "%s",
+             json_string_value(json_object_get(json_object_get(job, "result"), "as_of")));
+    json_decref(job);
+    wait_for_as_of("/v1/metrics/summary", since);
+    wait_for_as_of("/v1/metrics/distribution?measure=historic_value", since);
+    wait_for_as_of("/v1/metrics/cohorts", since);
+    wait_for_as_of("/v1/metrics/market-basket", since);
+}
+END_TEST
+
 START_TEST(recompute_refuses_what_it_cannot_do)
 {
     http_response r =
@@ -307,6 +350,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, recompute_refuses_what_it_cannot_do);
     tcase_add_test(tc, a_recompute_is_a_job_that_ends_with_the_customers_metrics);
     tcase_add_test(tc, a_purchase_reaches_the_customers_metrics_within_seconds);
+    tcase_add_test(tc, a_recompute_of_the_present_brings_the_base_pages_after_it);
     suite_add_tcase(s, tc);
     /* Without the fixture's crmd, whose job runner would take the job. */
     TCase *alone = tcase_create("no-runner");

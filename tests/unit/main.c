@@ -57,6 +57,8 @@ int main(void)
     srunner_add_suite(sr, allow_lists_suite());
     srunner_add_suite(sr, list_suite());
     srunner_add_suite(sr, metrics_suite());
+    srunner_add_suite(sr, metrics_patterns_suite());
+    srunner_add_suite(sr, metrics_base_suite());
     srunner_add_suite(sr, jobs_suite());
     srunner_add_suite(sr, btyd_suite());
     srunner_add_suite(sr, currency_suite());

@@ -36,6 +36,8 @@ Suite *customer_tables_suite(void);
 Suite *allow_lists_suite(void);
 Suite *list_suite(void);
 Suite *metrics_suite(void);
+Suite *metrics_patterns_suite(void);
+Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *btyd_suite(void);
 Suite *currency_suite(void);

@@ -192,7 +192,19 @@ static bool run_patient(crm_job_ctx *job, crm_error *err)
     return true;
 }
 
+/* Works 4.5 s without a progress, its lease kept by crm_job_keep_lease. */
+static bool run_quiet(crm_job_ctx *job, crm_error *err)
+{
+    (void)err;
+    crm_job_keeper *k = crm_job_keep_lease(job);
+    unit_sleep_ms(4500);
+    crm_job_keeper_stop(k);
+    crm_job_set_result(job, json_pack("{s:s}", "by", "quiet"));
+    return k != NULL;
+}
+
 static const crm_job_kind kind_add = {"unit_job_add", run_add, CRM_SCOPE_METRICS_READ};
+static const crm_job_kind kind_quiet = {"unit_job_quiet", run_quiet, CRM_SCOPE_METRICS_READ};
 static const crm_job_kind kind_fail = {"unit_job_fail", run_fail, CRM_SCOPE_SEGMENTS_READ};
 static const crm_job_kind kind_unavailable = {"unit_job_unavailable", run_unavailable,
                                               CRM_SCOPE_METRICS_READ};
@@ -209,7 +221,8 @@ static void setup(void)
 {
     direct = unit_db_start(4);
     const crm_job_kind *kinds[] = {&kind_add,    &kind_fail,  &kind_unavailable, &kind_cancel_self,
-                                   &kind_crashy, &kind_tally, &kind_linger,      &kind_patient};
+                                   &kind_crashy, &kind_tally, &kind_linger,      &kind_patient,
+                                   &kind_quiet};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         crm_jobs_register(kinds[i]);
     PQclear(unit_sql(direct, "DELETE FROM jobs WHERE kind LIKE 'unit\\_%'", 0, NULL));
@@ -762,6 +775,28 @@ static void check_takeover_while_running(const char *name_a, const char *name_b)
     assert_column(id, "claimed_by", name_b);
 }
 
+/* A run that works longer than its 2 s lease without a progress, its lease
+ * kept by crm_job_keep_lease, is not taken over: another worker that looks
+ * at 3 s and at 4 s finds nothing to claim. */
+START_TEST(a_kept_lease_outlasts_a_long_silence)
+{
+    long long id = submit("unit_job_quiet", NULL, NULL);
+    run_thread a = {.cfg = worker("unit-a", 2)};
+    ck_assert_int_eq(pthread_create(&a.thread, NULL, run_in_thread, &a), 0);
+    crm_jobs_config b = worker("unit-b", 2);
+    unit_sleep_ms(3000);
+    ck_assert_int_eq(run_one(&b), 0);
+    unit_sleep_ms(1000);
+    ck_assert_int_eq(run_one(&b), 0);
+    pthread_join(a.thread, NULL);
+    ck_assert_int_eq(a.ran_id, id);
+    json_t *job = get(id);
+    ck_assert_str_eq(member_string(job, "state"), "succeeded");
+    ck_assert_int_eq(member_int(job, "attempts"), 1);
+    json_decref(job);
+}
+END_TEST
+
 START_TEST(a_job_whose_lease_was_taken_over_stops_at_its_next_progress)
 {
     check_takeover_while_running("unit-a", "unit-b");
@@ -988,6 +1023,7 @@ Suite *jobs_suite(void)
     tcase_add_test(tc, a_job_that_keeps_dying_ends_failed_after_the_last_attempt);
     tcase_add_test(tc, a_running_job_whose_lease_lasts_is_not_taken);
     tcase_add_test(tc, a_job_whose_lease_was_taken_over_stops_at_its_next_progress);
+    tcase_add_test(tc, a_kept_lease_outlasts_a_long_silence);
     tcase_add_test(tc, a_takeover_by_a_thread_of_the_same_process_stops_the_first_run_too);
     tcase_add_test(tc, a_job_another_claimer_holds_is_skipped_not_waited_for);
     tcase_add_test(tc, two_workers_never_run_the_same_job);

@@ -113,21 +113,29 @@ static long long customer(const char *name)
                          params);
 }
 
-/* A touchpoint of customer id: type at when (RFC 3339), amount in
- * currency (NULL: none). */
-static void touchpoint(long long id, const char *type, const char *when, const char *amount,
-                       const char *currency)
+/* A touchpoint of customer id: type, direction, at when (RFC 3339), amount
+ * in currency and feedback JSON (NULL: none). */
+static void insert_touchpoint(long long id, const char *type, const char *direction,
+                              const char *when, const char *amount, const char *currency,
+                              const char *feedback)
 {
     static int serial;
     char idtext[24], event[32];
     snprintf(idtext, sizeof idtext, "%lld", id);
     snprintf(event, sizeof event, "e%d", ++serial);
-    const char *params[] = {idtext, type, when, event, amount, currency};
+    const char *params[] = {idtext, type, direction, when, event, amount, currency, feedback};
     PQclear(unit_sql(db,
                      "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at,"
-                     " source, event_id, amount, currency) VALUES ($1, 'web', $2, 'inbound', $3,"
-                     " 'unit', $4, $5, $6)",
-                     6, params));
+                     " source, event_id, amount, currency, feedback) VALUES ($1, 'web', $2, $3,"
+                     " $4, 'unit', $5, $6, $7, $8::jsonb)",
+                     8, params));
+}
+
+/* An inbound touchpoint of customer id: type at when, amount in currency. */
+static void touchpoint(long long id, const char *type, const char *when, const char *amount,
+                       const char *currency)
+{
+    insert_touchpoint(id, type, "inbound", when, amount, currency, NULL);
 }
 
 typedef struct fixture {
@@ -412,16 +420,7 @@ END_TEST
 static void contact(long long id, const char *type, const char *direction, const char *when,
                     const char *feedback)
 {
-    static int serial;
-    char idtext[24], event[32];
-    snprintf(idtext, sizeof idtext, "%lld", id);
-    snprintf(event, sizeof event, "c%d", ++serial);
-    const char *params[] = {idtext, type, direction, when, event, feedback};
-    PQclear(unit_sql(db,
-                     "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at,"
-                     " source, event_id, feedback) VALUES ($1, 'email', $2, $3, $4, 'unit', $5,"
-                     " $6::jsonb)",
-                     6, params));
+    insert_touchpoint(id, type, direction, when, NULL, NULL, feedback);
 }
 
 static const char *stage_of(long long id)
@@ -501,6 +500,20 @@ START_TEST(a_recompute_gives_stages_engagement_and_satisfaction_by_hand)
     ck_assert_double_eq_tol(num(hm, "risk", "overdue_days"), -669, 1e-9);
     ck_assert_int_eq((int)num(hm, "velocity", "last_gap_days"), 700);
     json_decref(hm);
+    /* Amounts travel to the table exactly, to 4 decimals, whatever their
+     * sign and size (binary numeric). */
+    long long k = customer("K");
+    touchpoint(k, "refund", "2025-12-20T00:00:00Z", "-12.3456", "EUR");
+    touchpoint(k, "purchase", "2025-12-21T00:00:00Z", "123456789.5", "EUR");
+    touchpoint(k, "purchase", "2025-12-22T00:00:00Z", "0.0001", "EUR");
+    json_decref(recompute(AS_OF_MS));
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT historic_value::text || ' ' || monetary::text || ' ' || average_order_value"
+             " FROM customer_metrics WHERE customer_id = %lld", k);
+    PGresult *amounts = unit_sql(db, sql, 0, NULL);
+    ck_assert_str_eq(PQgetvalue(amounts, 0, 0), "123456777.1545 123456777.1545 61728394.7501");
+    PQclear(amounts);
     json_t *b = metrics_of(x.b);
     ck_assert(is_null(b, "risk", "overdue_days"));
     ck_assert(is_null(b, "velocity", "last_gap_days"));
