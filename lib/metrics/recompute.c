@@ -580,12 +580,12 @@ static bool read_staged(recompute *R, const json_t *at)
 
 /* The base's distributions and daily snapshot, and its cohorts and
  * baskets, follow each published recompute of the present (observed up to
- * the last hour; a backtest leaves the base's history alone), as jobs of
- * their own: the recompute's time stays its own. One already queued or
+ * within the last day; a backtest leaves the base's history alone), as jobs
+ * of their own: the recompute's time stays its own. One already queued or
  * running, or a kind this process has not registered, is passed. */
 static void queue_followers(long long as_ms)
 {
-    if (as_ms < crm_wall_ms() - 3600 * 1000LL)
+    if (as_ms < crm_wall_ms() - 86400 * 1000LL)
         return;
     json_t *(*const submit[])(long long, long long, long long *, crm_error *) = {
         crm_metrics_base_submit, crm_metrics_patterns_submit};
