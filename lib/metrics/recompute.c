@@ -2,13 +2,16 @@
  * metrics/recompute.c — the full recompute of every customer's metrics, a
  * job (see customer_metrics.h for what each phase computes).
  *
- * One pass over the data: the purchases and refunds of the live customers
- * up to as_of stream out of PostgreSQL by COPY, ordered by customer and
- * time, and each customer is summarised as they go by (metrics/summary.c).
- * The scores, the fits and the predictions are then computed here, over
- * the array of customers, and the result streams back by COPY into
- * metrics_staging, which replaces customer_metrics in one statement. The
- * customers' array takes about 150 bytes a customer.
+ * One pass over the data: the purchases, refunds and scored feedback
+ * stream out of PostgreSQL by COPY as stored (cut at as_of, converted and
+ * sorted by customer and time here), while a second connection counts each
+ * customer's touchpoints (engagement); each live customer is summarised
+ * from them (metrics/load.c, summary.c). The scores, the fits and the
+ * predictions are then computed here, over the array of customers, and the
+ * result streams back by binary COPY into metrics_staging (metrics/rows.c),
+ * which replaces customer_metrics in one short transaction. The customers'
+ * array takes about 250 bytes a customer, the events 48 bytes each while
+ * they are read.
  *
  * Checkpoint: once metrics_staging holds the result (committed), the job's
  * checkpoint says so, and a job taken over after its process died only
