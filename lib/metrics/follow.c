@@ -39,18 +39,24 @@ static crm_stmt follow_place = CRM_STMT(
     " pg_snapshot_xmin(pg_current_snapshot())::text, " TS("now()")
     " FROM metrics_follow FOR UPDATE");
 
-#define CHANGES(table, id, extra)                                                                  \
-    "SELECT " id ", change_xid::text, change_seq FROM " table                                     \
+/* The changes of a feed after a place, in the order of its index and with
+ * nothing but the index's own bounds, so that the LIMIT stops an index
+ * scan (a condition on another column would let the planner prefer reading
+ * the whole table); the last column says whether the change concerns the
+ * metrics. (The xid's text has a name of its own: ORDER BY change_xid would
+ * otherwise sort by that text, not by the xid.) */
+#define CHANGES(table, id, concerns)                                                               \
+    "SELECT " id ", change_xid::text AS place_xid, change_seq, " concerns " FROM " table         \
     " WHERE (change_xid, change_seq) > ($1::xid8, $2::bigint)"                                      \
-    " AND change_xid < pg_snapshot_xmin(pg_current_snapshot())" extra                              \
+    " AND change_xid < pg_snapshot_xmin(pg_current_snapshot())"                                    \
     " ORDER BY change_xid, change_seq LIMIT $3::int"
 
 static crm_stmt touchpoint_changes = CRM_STMT(
     "metrics_follow_touchpoints",
-    CHANGES("touchpoints", "customer_id", " AND type IN ('purchase', 'refund', 'feedback')"));
+    CHANGES("touchpoints", "customer_id", "type IN ('purchase', 'refund', 'feedback')"));
 
 static crm_stmt customer_changes =
-    CRM_STMT("metrics_follow_customers", CHANGES("customers", "id", ""));
+    CRM_STMT("metrics_follow_customers", CHANGES("customers", "id", "true"));
 
 static crm_stmt live_customers =
     CRM_STMT("metrics_follow_live",
@@ -110,7 +116,7 @@ typedef struct sweep {
     char xmin[32];
     char as_of[40];
     long long *ids; /* changed customers, sorted, distinct */
-    size_t nids;
+    size_t nids, ids_cap;
     metrics_load L;
     bool more; /* a feed had more changes than the batch */
 } sweep;
@@ -148,9 +154,10 @@ static bool read_changes(sweep *S, crm_stmt *stmt, place *p, crm_error *err)
     if (res == NULL)
         return false;
     int n = PQntuples(res);
-    size_t cap = S->nids;
     for (int i = 0; i < n; i++) {
-        if (!metrics_grow((void **)&S->ids, &cap, S->nids, sizeof *S->ids, err)) {
+        if (PQgetvalue(res, i, 3)[0] != 't')
+            continue; /* a page view, an e-mail sent, ...: not the metrics' */
+        if (!metrics_grow((void **)&S->ids, &S->ids_cap, S->nids, sizeof *S->ids, err)) {
             PQclear(res);
             return false;
         }
