@@ -427,7 +427,8 @@ START_TEST(the_list_pages_through_the_rates_in_currency_order)
             snprintf(prev, sizeof prev, "%s", c);
         }
         ours_on(page, ours, sizeof ours);
-        strncat(seen, ours, sizeof seen - strlen(seen) - 1);
+        size_t used = strlen(seen);
+        snprintf(seen + used, sizeof seen - used, "%s", ours);
         const json_t *next = json_object_get(page, "next_cursor");
         if (json_is_null(next)) {
             json_decref(page);
