@@ -27,4 +27,19 @@ static inline long long crm_monotonic_ms(void)
     return crm_clock_ms(CLOCK_MONOTONIC);
 }
 
+/* The monotonic clock's time ms milliseconds from now: the deadline of a
+ * pthread_cond_timedwait on a condition variable of that clock. */
+static inline struct timespec crm_monotonic_after_ms(int ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
+    return t;
+}
+
 #endif

@@ -7,6 +7,7 @@
  * is never slept through.
  */
 #include "jobs_runner.h"
+#include "clock.h"
 #include "log.h"
 
 #include <pthread.h>
@@ -66,14 +67,7 @@ static unsigned long generation_now(jobs_runner *r)
  * stopped. */
 static void sleep_until_woken(jobs_runner *r, unsigned long seen)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += r->poll_ms / 1000;
-    until.tv_nsec += (long)(r->poll_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = crm_monotonic_after_ms(r->poll_ms);
     pthread_mutex_lock(&r->mu);
     while (r->generation == seen && !atomic_load(&r->stop))
         if (pthread_cond_timedwait(&r->cv, &r->mu, &until) != 0)

@@ -28,14 +28,7 @@ struct metrics_follower {
 /* Sleeps ms, or less when stopped. */
 static void nap(metrics_follower *f, int ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = crm_monotonic_after_ms(ms);
     pthread_mutex_lock(&f->mu);
     while (!atomic_load(&f->stop))
         if (pthread_cond_timedwait(&f->cv, &f->mu, &until) != 0)

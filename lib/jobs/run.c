@@ -208,14 +208,7 @@ static void *keep_lease(void *arg)
     int every_ms = job->cfg->lease_s * 1000 / 3;
     pthread_mutex_lock(&k->mu);
     while (!k->stop) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += every_ms / 1000;
-        until.tv_nsec += (long)(every_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = crm_monotonic_after_ms(every_ms);
         while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &until) == 0)
             ;
         if (k->stop)

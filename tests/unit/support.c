@@ -3,6 +3,7 @@
  */
 #include "support.h"
 #include "db.h"
+#include "embedded.h"
 #include "migrate.h"
 
 #include <check.h>
@@ -197,4 +198,49 @@ void unit_assert_index_condition(PGconn *conn, const crm_query *q, const char *n
     PQclear(unit_sql(conn, "RESET enable_bitmapscan", 0, NULL));
     PQclear(unit_sql(conn, "RESET enable_seqscan", 0, NULL));
     PQclear(unit_sql(conn, "RESET plan_cache_mode", 0, NULL));
+}
+
+/* Runs verb followed by the database's name, and then tail, as the admin. */
+static void admin_sql(const char *verb, const char *name, const char *tail)
+{
+    PGconn *admin = unit_connect(unit_env("CRMD_TEST_ADMIN_URL"));
+    char sql[160];
+    snprintf(sql, sizeof sql, "%s%s%s", verb, name, tail);
+    PQclear(unit_sql(admin, sql, 0, NULL));
+    PQfinish(admin);
+}
+
+void unit_own_db_start(unit_own_db *o, const char *prefix)
+{
+    unsigned char r[4];
+    randombytes_buf(r, sizeof r);
+    snprintf(o->name, sizeof o->name, "%s_%ld_%02x%02x%02x%02x", prefix, (long)getpid(), r[0],
+             r[1], r[2], r[3]);
+    admin_sql("CREATE DATABASE ", o->name, "");
+    o->conninfo = unit_conninfo_with_dbname(unit_env("CRMD_TEST_ADMIN_URL"), o->name);
+    crm_db_config cfg = {.url = o->conninfo,
+                         .pool_size = 2,
+                         .acquire_timeout_ms = 5000,
+                         .connect_timeout_s = 2,
+                         .statement_timeout_ms = 60000,
+                         .retry_backoff_ms = 500};
+    crm_error err = CRM_ERROR_INIT;
+    PGconn *conn = crm_db_connect_direct(&cfg, &err);
+    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
+    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
+    PQfinish(conn);
+    ck_assert_msg(ok, "migrate: %s", err.detail);
+    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
+    o->db = unit_connect(o->conninfo);
+}
+
+void unit_own_db_stop(unit_own_db *o)
+{
+    crm_db_shutdown();
+    if (o->db != NULL)
+        PQfinish(o->db);
+    o->db = NULL;
+    free(o->conninfo);
+    o->conninfo = NULL;
+    admin_sql("DROP DATABASE IF EXISTS ", o->name, " WITH (FORCE)");
 }

@@ -41,6 +41,20 @@ PGconn *unit_db_start(int pool_size);
 /* Closes what unit_db_start opened. */
 void unit_db_stop(PGconn *direct);
 
+/* A database of a test's own, for suites whose fixture is the whole base
+ * (the metrics): created under a name of prefix and random bits, migrated,
+ * lib/db.h's pool started on it (2 connections, 60 s statements). */
+typedef struct unit_own_db {
+    char name[64];
+    char *conninfo; /* owned */
+    PGconn *db;     /* a direct connection for setting up and checking */
+} unit_own_db;
+
+void unit_own_db_start(unit_own_db *o, const char *prefix);
+
+/* Stops the pool and drops the database. */
+void unit_own_db_stop(unit_own_db *o);
+
 /* Asserts that q's statement, planned as crmd's connections plan it (one
  * generic plan, plan_cache_mode=force_generic_plan) with sequential and
  * bitmap scans priced out, has an index scan whose Index Cond holds

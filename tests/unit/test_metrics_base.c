@@ -57,36 +57,15 @@
 #include <string.h>
 #include <unistd.h>
 
-static char dbname[64];
+static unit_own_db own;
 static char *conninfo;
 static PGconn *db;
 
 static void fresh_database(void)
 {
-    unsigned char r[4];
-    randombytes_buf(r, sizeof r);
-    snprintf(dbname, sizeof dbname, "unit_base_%ld_%02x%02x%02x%02x", (long)getpid(), r[0], r[1],
-             r[2], r[3]);
-    PGconn *admin = unit_connect(unit_env("CRMD_TEST_ADMIN_URL"));
-    char sql[128];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
-    PQclear(unit_sql(admin, sql, 0, NULL));
-    PQfinish(admin);
-    conninfo = unit_conninfo_with_dbname(unit_env("CRMD_TEST_ADMIN_URL"), dbname);
-    crm_db_config cfg = {.url = conninfo,
-                         .pool_size = 2,
-                         .acquire_timeout_ms = 5000,
-                         .connect_timeout_s = 2,
-                         .statement_timeout_ms = 60000,
-                         .retry_backoff_ms = 500};
-    crm_error err = CRM_ERROR_INIT;
-    PGconn *conn = crm_db_connect_direct(&cfg, &err);
-    ck_assert_msg(conn != NULL, "connect: %s", err.detail);
-    bool ok = crm_migrate_apply(conn, crm_migration_files, crm_migration_files_count, NULL, &err);
-    PQfinish(conn);
-    ck_assert_msg(ok, "migrate: %s", err.detail);
-    ck_assert_msg(crm_db_init(&cfg, &err), "crm_db_init: %s", err.detail);
-    db = unit_connect(conninfo);
+    unit_own_db_start(&own, "unit_base");
+    conninfo = own.conninfo;
+    db = own.db;
     crm_jobs_register(&crm_metrics_base_kind);
     crm_metrics_config m = crm_metrics_defaults();
     crm_metrics_configure(&m);
@@ -94,17 +73,9 @@ static void fresh_database(void)
 
 static void drop_database(void)
 {
-    crm_db_shutdown();
-    if (db != NULL)
-        PQfinish(db);
-    db = NULL;
-    free(conninfo);
+    unit_own_db_stop(&own);
     conninfo = NULL;
-    PGconn *admin = unit_connect(unit_env("CRMD_TEST_ADMIN_URL"));
-    char sql[128];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    PQclear(unit_sql(admin, sql, 0, NULL));
-    PQfinish(admin);
+    db = NULL;
 }
 
 static long long customer(const char *name)
