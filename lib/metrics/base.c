@@ -116,21 +116,6 @@ const crm_job_kind crm_metrics_base_kind = {"metrics_base", run_base, CRM_SCOPE_
 json_t *crm_metrics_base_submit(long long as_ms, long long api_key_id, long long *running,
                                 crm_error *err)
 {
-    long long now = crm_wall_ms();
-    if (as_ms > now) {
-        crm_error_add_field(err, "/as_of", "must not lie in the future");
-        crm_error_set(err, CRM_E_INVALID, "the base's metrics cannot observe the future");
-        return NULL;
-    }
-    char as_of[48];
-    crm_format_timestamp(as_ms > 0 ? as_ms : now, as_of);
-    json_t *params = json_pack("{s:s}", "as_of", as_of);
-    if (params == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    json_t *job = crm_job_submit(crm_metrics_base_kind.name, params, "metrics_base", api_key_id,
-                                 running, err);
-    json_decref(params);
-    return job;
+    return metrics_job_submit(&crm_metrics_base_kind, "the base's metrics", as_ms, json_object(),
+                              api_key_id, running, err);
 }

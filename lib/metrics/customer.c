@@ -253,26 +253,34 @@ json_t *crm_metrics_recompute_submit(long long as_ms, long long api_key_id, long
     return crm_metrics_recompute_submit_with(as_ms, true, api_key_id, running, err);
 }
 
-json_t *crm_metrics_recompute_submit_with(long long as_ms, bool refit, long long api_key_id,
-                                          long long *running, crm_error *err)
+json_t *metrics_job_submit(const crm_job_kind *kind, const char *what, long long as_ms,
+                           json_t *params, long long api_key_id, long long *running,
+                           crm_error *err)
 {
     long long now = crm_wall_ms();
     if (as_ms > now) {
+        json_decref(params);
         crm_error_add_field(err, "/as_of", "must not lie in the future");
-        crm_error_set(err, CRM_E_INVALID, "the recompute cannot observe the future");
+        crm_error_set(err, CRM_E_INVALID, "%s cannot observe the future", what);
         return NULL;
     }
     char as_of[48];
     crm_format_timestamp(as_ms > 0 ? as_ms : now, as_of);
-    json_t *params = json_pack("{s:s, s:b}", "as_of", as_of, "refit", refit);
-    if (params == NULL) {
+    if (params == NULL || json_object_set_new(params, "as_of", json_string(as_of)) != 0) {
+        json_decref(params);
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return NULL;
     }
-    json_t *job = crm_job_submit(crm_metrics_recompute_kind.name, params, "metrics_recompute",
-                                 api_key_id, running, err);
+    json_t *job = crm_job_submit(kind->name, params, kind->name, api_key_id, running, err);
     json_decref(params);
     return job;
+}
+
+json_t *crm_metrics_recompute_submit_with(long long as_ms, bool refit, long long api_key_id,
+                                          long long *running, crm_error *err)
+{
+    return metrics_job_submit(&crm_metrics_recompute_kind, "the recompute", as_ms,
+                              json_pack("{s:b}", "refit", refit), api_key_id, running, err);
 }
 
 static crm_stmt recompute_due = CRM_STMT_RO(

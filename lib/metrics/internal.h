@@ -222,6 +222,15 @@ void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const 
 bool metrics_copy_rows(crm_conn *c, const char *sql, const metrics_customer *customers, size_t n,
                        long long as_of_ms, long long now_ms, crm_error *err);
 
+/* Queues a job of kind (one at a time: its name is its exclusive name)
+ * observed up to as_ms (epoch ms; 0: now), with params (an object, stolen;
+ * "as_of" is added). as_ms in the future is CRM_E_INVALID naming /as_of,
+ * "what" saying whose; CRM_E_CONFLICT with *running set when one is queued
+ * or running. */
+json_t *metrics_job_submit(const crm_job_kind *kind, const char *what, long long as_ms,
+                           json_t *params, long long api_key_id, long long *running,
+                           crm_error *err);
+
 /* The advisory lock of the follower (one process at a time). */
 #define METRICS_FOLLOW_LOCK "7210013"
 

@@ -213,22 +213,8 @@ const crm_job_kind crm_metrics_patterns_kind = {"metrics_patterns", run_patterns
 json_t *crm_metrics_patterns_submit(long long as_ms, long long api_key_id, long long *running,
                                     crm_error *err)
 {
-    long long now = crm_wall_ms();
-    if (as_ms > now) {
-        crm_error_add_field(err, "/as_of", "must not lie in the future");
-        crm_error_set(err, CRM_E_INVALID, "the patterns cannot observe the future");
-        return NULL;
-    }
-    char as_of[48];
-    crm_format_timestamp(as_ms > 0 ? as_ms : now, as_of);
-    json_t *params = json_pack("{s:s, s:i}", "as_of", as_of, "min_pair_orders",
-                               metrics_config().basket_min_orders);
-    if (params == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    json_t *job = crm_job_submit(crm_metrics_patterns_kind.name, params, "metrics_patterns",
-                                 api_key_id, running, err);
-    json_decref(params);
-    return job;
+    return metrics_job_submit(&crm_metrics_patterns_kind, "the patterns", as_ms,
+                              json_pack("{s:i}", "min_pair_orders",
+                                        metrics_config().basket_min_orders),
+                              api_key_id, running, err);
 }

@@ -4,6 +4,7 @@
 #include "support.h"
 #include "db.h"
 #include "embedded.h"
+#include "jobs.h"
 #include "migrate.h"
 
 #include <check.h>
@@ -243,4 +244,26 @@ void unit_own_db_stop(unit_own_db *o)
     free(o->conninfo);
     o->conninfo = NULL;
     admin_sql("DROP DATABASE IF EXISTS ", o->name, " WITH (FORCE)");
+}
+
+json_t *unit_run_queued_job(json_t *queued, const char *conninfo)
+{
+    long long id = json_integer_value(json_object_get(queued, "id"));
+    json_decref(queued);
+    crm_jobs_config cfg = {.db = {.url = conninfo, .pool_size = 1, .connect_timeout_s = 2},
+                           .lease_s = 30,
+                           .worker = "unit"};
+    crm_error err = CRM_ERROR_INIT;
+    long long ran = 0;
+    ck_assert_msg(crm_jobs_run_one(&cfg, &ran, &err), "run: %s", err.detail);
+    ck_assert_int_eq(ran, id);
+    unsigned scope = 0;
+    json_t *job = crm_job_get(id, &scope, &err);
+    ck_assert_msg(job != NULL, "get: %s", err.detail);
+    char *error = json_dumps(json_object_get(job, "error"), JSON_ENCODE_ANY);
+    ck_assert_msg(strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0,
+                  "job %lld ended %s: %s", id, json_string_value(json_object_get(job, "state")),
+                  error);
+    free(error);
+    return job;
 }

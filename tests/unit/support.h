@@ -8,6 +8,7 @@
 #ifndef UNIT_SUPPORT_H
 #define UNIT_SUPPORT_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 
@@ -54,6 +55,11 @@ void unit_own_db_start(unit_own_db *o, const char *prefix);
 
 /* Stops the pool and drops the database. */
 void unit_own_db_stop(unit_own_db *o);
+
+/* Runs the job just queued (its representation, freed here) on a worker of
+ * this process on conninfo, fails the test unless it was this job and it
+ * succeeded, and returns the job as it ended (the caller frees it). */
+json_t *unit_run_queued_job(json_t *queued, const char *conninfo);
 
 /* Asserts that q's statement, planned as crmd's connections plan it (one
  * generic plan, plan_cache_mode=force_generic_plan) with sequential and

@@ -138,22 +138,7 @@ static json_t *run_base(long long as_ms)
     long long running = 0;
     json_t *job = crm_metrics_base_submit(as_ms, 0, &running, &err);
     ck_assert_msg(job != NULL, "submit: %s", err.detail);
-    long long id = json_integer_value(json_object_get(job, "id"));
-    json_decref(job);
-    crm_jobs_config cfg = {.db = {.url = conninfo, .pool_size = 1, .connect_timeout_s = 2},
-                           .lease_s = 30,
-                           .worker = "unit"};
-    long long ran = 0;
-    ck_assert_msg(crm_jobs_run_one(&cfg, &ran, &err), "run: %s", err.detail);
-    ck_assert_int_eq(ran, id);
-    unsigned scope = 0;
-    job = crm_job_get(id, &scope, &err);
-    ck_assert_msg(job != NULL, "get: %s", err.detail);
-    char *error = json_dumps(json_object_get(job, "error"), JSON_ENCODE_ANY);
-    ck_assert_msg(strcmp(json_string_value(json_object_get(job, "state")), "succeeded") == 0,
-                  "the job ended %s: %s", json_string_value(json_object_get(job, "state")), error);
-    free(error);
-    return job;
+    return unit_run_queued_job(job, conninfo);
 }
 
 static json_t *distribution(const char *measure, const char *bins, const char *edges,
