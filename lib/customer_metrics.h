@@ -217,6 +217,15 @@ typedef struct crm_cohorts_query {
  * naming the query parameter ("from", "to", "months"). */
 char *crm_metrics_cohorts(const crm_cohorts_query *q, crm_error *err);
 
+/* The pages' query values, as the client sent them (tests/fuzz/
+ * fuzz_metrics_query.c): "YYYY-MM" (0001-01 to 9999-12) as a month count
+ * (false when not one); a plain decimal number, digits with a point or an
+ * exponent but no sign or space (NAN when not one); a whole number from 0
+ * to max in decimal digits (0 when not one). */
+bool crm_metrics_parse_month(const char *s, int *month);
+double crm_metrics_parse_decimal(const char *s);
+int crm_metrics_parse_count(const char *s, int max);
+
 #define CRM_BASKET_LIMIT_MAX 1000
 
 typedef struct crm_basket_query {

@@ -25,18 +25,10 @@ static bool query_month(http_request *req, const char *name, int *out, crm_error
 {
     const char *s = http_query(req, name);
     *out = -1;
-    if (s == NULL)
+    if (s == NULL || crm_metrics_parse_month(s, out))
         return true;
-    bool shaped = strlen(s) == 7 && s[4] == '-';
-    for (int i = 0; shaped && i < 7; i++)
-        shaped = i == 4 || isdigit((unsigned char)s[i]);
-    int year = shaped ? atoi(s) : 0, month = shaped ? atoi(s + 5) : 0;
-    if (!shaped || year < 1 || month < 1 || month > 12) {
-        crm_error_add_field(err, name, "must be a month as YYYY-MM, from 0001-01 to 9999-12");
-        return crm_error_set(err, CRM_E_INVALID, "invalid query parameter '%s'", name);
-    }
-    *out = year * 12 + month - 1;
-    return true;
+    crm_error_add_field(err, name, "must be a month as YYYY-MM, from 0001-01 to 9999-12");
+    return crm_error_set(err, CRM_E_INVALID, "invalid query parameter '%s'", name);
 }
 
 /* ?name= as a plain decimal number (digits, a point, an exponent: no sign,
@@ -45,28 +37,14 @@ static bool query_month(http_request *req, const char *name, int *out, crm_error
 static double query_number(http_request *req, const char *name, double def)
 {
     const char *s = http_query(req, name);
-    if (s == NULL)
-        return def;
-    if (!isdigit((unsigned char)s[0]) && s[0] != '.')
-        return NAN;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    return errno == 0 && *end == '\0' && isfinite(v) ? v : NAN;
+    return s == NULL ? def : crm_metrics_parse_decimal(s);
 }
 
 /* ?months=: def when absent, 0 (out of range for lib) when not an integer. */
 static int query_months(http_request *req, int def)
 {
     const char *s = http_query(req, "months");
-    if (s == NULL)
-        return def;
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    return isdigit((unsigned char)s[0]) && errno == 0 && *end == '\0' && v <= CRM_COHORT_MONTHS_MAX
-               ? (int)v
-               : 0;
+    return s == NULL ? def : crm_metrics_parse_count(s, CRM_COHORT_MONTHS_MAX);
 }
 
 static void reply_text(http_request *req, char *text, crm_error *err)

@@ -15,6 +15,9 @@
 #include "jbuf.h"
 #include "json.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -218,4 +221,36 @@ char *crm_metrics_cohorts(const crm_cohorts_query *q, crm_error *err)
     if (text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     return text;
+}
+
+bool crm_metrics_parse_month(const char *s, int *month)
+{
+    bool shaped = strlen(s) == 7 && s[4] == '-';
+    for (int i = 0; shaped && i < 7; i++)
+        shaped = i == 4 || isdigit((unsigned char)s[i]);
+    int y = shaped ? atoi(s) : 0, m = shaped ? atoi(s + 5) : 0;
+    if (!shaped || y < 1 || m < 1 || m > 12)
+        return false;
+    *month = y * 12 + m - 1;
+    return true;
+}
+
+double crm_metrics_parse_decimal(const char *s)
+{
+    /* strtod alone would also take hexadecimal ("0x1p-3"). */
+    if ((!isdigit((unsigned char)s[0]) && s[0] != '.') ||
+        strspn(s, "0123456789.eE+-") != strlen(s))
+        return NAN;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    return errno == 0 && *end == '\0' && isfinite(v) ? v : NAN;
+}
+
+int crm_metrics_parse_count(const char *s, int max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return isdigit((unsigned char)s[0]) && errno == 0 && *end == '\0' && v <= max ? (int)v : 0;
 }

@@ -672,12 +672,40 @@ START_TEST(a_job_cancelled_during_its_statement_stops_at_once)
 }
 END_TEST
 
+/* The pages' query values: months as YYYY-MM only, plain decimals only
+ * (no sign, no hexadecimal, no infinity), counts within their bound. */
+START_TEST(the_query_values_are_read_as_the_contract_says)
+{
+    int m = -1;
+    ck_assert(crm_metrics_parse_month("2025-04", &m));
+    ck_assert_int_eq(m, 2025 * 12 + 3);
+    ck_assert(!crm_metrics_parse_month("2025-13", &m));
+    ck_assert(!crm_metrics_parse_month("0000-01", &m));
+    ck_assert(!crm_metrics_parse_month("2025-4", &m));
+    ck_assert(!crm_metrics_parse_month("+025-04", &m));
+    ck_assert_double_eq(crm_metrics_parse_decimal("0.015"), 0.015);
+    ck_assert_double_eq(crm_metrics_parse_decimal(".5"), 0.5);
+    ck_assert_double_eq(crm_metrics_parse_decimal("1e-3"), 0.001);
+    ck_assert(isnan(crm_metrics_parse_decimal("0x1p-3")));
+    ck_assert(isnan(crm_metrics_parse_decimal("-0.1")));
+    ck_assert(isnan(crm_metrics_parse_decimal("inf")));
+    ck_assert(isnan(crm_metrics_parse_decimal("1e999")));
+    ck_assert(isnan(crm_metrics_parse_decimal("0.1 ")));
+    ck_assert_int_eq(crm_metrics_parse_count("12", 120), 12);
+    ck_assert_int_eq(crm_metrics_parse_count("007", 120), 7);
+    ck_assert_int_eq(crm_metrics_parse_count("121", 120), 0);
+    ck_assert_int_eq(crm_metrics_parse_count("-1", 120), 0);
+    ck_assert_int_eq(crm_metrics_parse_count("1x", 120), 0);
+}
+END_TEST
+
 Suite *metrics_patterns_suite(void)
 {
     Suite *s = suite_create("metrics_patterns");
     TCase *tc = tcase_create("patterns");
     tcase_add_checked_fixture(tc, fresh_database, drop_database);
     tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, the_query_values_are_read_as_the_contract_says);
     tcase_add_test(tc, cohorts_give_the_sizes_retention_and_revenue_worked_out_by_hand);
     tcase_add_test(tc, the_cohorts_page_shows_the_range_asked_for);
     tcase_add_test(tc, cohort_ranges_out_of_bounds_are_refused_naming_the_parameter);
