@@ -77,6 +77,19 @@ double crm_bgnbd_p_alive(const crm_bgnbd *m, double x, double t_x, double T);
 /* E[purchases in (T, T + t] | x, t_x, T] (FHL 2005, eq. 10). */
 double crm_bgnbd_expected_purchases(const crm_bgnbd *m, double t, double x, double t_x, double T);
 
+/* The two factors of crm_bgnbd_expected_purchases and
+ * crm_bgnbd_discounted_purchases: each is P(alive | x, t_x, T) times a
+ * value that depends on x and T alone, given here (the expected purchases
+ * in (T, T + t], or the discounted purchases over the horizon, of a
+ * customer known to be alive at T), so that customers who share x and T
+ * share its 2F1 evaluations. Both functions above return exactly
+ * crm_bgnbd_p_alive times these. NAN for an invalid model, x not a whole
+ * number >= 0, T not finite and >= 0, or (as above) t or the horizon or
+ * discount out of range. */
+double crm_bgnbd_expected_if_alive(const crm_bgnbd *m, double t, double x, double T);
+double crm_bgnbd_discounted_if_alive(const crm_bgnbd *m, double x, double T, double horizon_days,
+                                     double annual_discount);
+
 /* E[X(t)]: expected purchases of a new customer in t after the first
  * (FHL 2005, eq. 9). */
 double crm_bgnbd_expected_unconditional(const crm_bgnbd *m, double t);

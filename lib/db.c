@@ -18,6 +18,7 @@
 #include "log.h"
 
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -687,6 +688,32 @@ bool crm_db_command(crm_conn *c, const char *sql, crm_error *err)
 bool crm_db_begin(crm_conn *c, crm_error *err)
 {
     return crm_db_command(c, "BEGIN", err);
+}
+
+/* A snapshot id as pg_export_snapshot() prints it: 0000000A-0000001B-1. */
+static bool snapshot_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isxdigit((unsigned char)id[i]) && id[i] != '-')
+            return false;
+    return true;
+}
+
+bool crm_db_begin_snapshot(crm_conn *c, const char *snapshot_id, crm_error *err)
+{
+    if (snapshot_id == NULL || !snapshot_id_valid(snapshot_id))
+        return crm_error_set(err, CRM_E_INTERNAL, "not a snapshot id of PostgreSQL's");
+    char sql[96];
+    snprintf(sql, sizeof sql, "SET TRANSACTION SNAPSHOT '%s'", snapshot_id);
+    if (!crm_db_command(c, "BEGIN ISOLATION LEVEL REPEATABLE READ", err))
+        return false;
+    if (crm_db_command(c, sql, err))
+        return true;
+    crm_db_rollback(c);
+    return false;
 }
 
 bool crm_db_commit(crm_conn *c, crm_error *err)

@@ -164,6 +164,14 @@ bool crm_db_begin(crm_conn *c, crm_error *err);
 bool crm_db_commit(crm_conn *c, crm_error *err);
 void crm_db_rollback(crm_conn *c);
 
+/* Begins a REPEATABLE READ transaction that sees what the transaction that
+ * ran pg_export_snapshot() and got snapshot_id sees (that one must still be
+ * open): two connections then read one state of the database. The id is
+ * PostgreSQL's own (hexadecimal digits and dashes, checked here: SET
+ * TRANSACTION SNAPSHOT takes no parameter, so it is spelled in the command);
+ * anything else is CRM_E_INTERNAL without a statement sent. */
+bool crm_db_begin_snapshot(crm_conn *c, const char *snapshot_id, crm_error *err);
+
 /* Runs a constant SQL command without parameters ("SAVEPOINT s", "ROLLBACK
  * TO SAVEPOINT s"). Same error rules as crm_db_exec. */
 bool crm_db_command(crm_conn *c, const char *sql, crm_error *err);

@@ -284,6 +284,13 @@ static double expected_if_alive(const crm_bgnbd *m, double t, double x, double T
     return expected_if_alive_integral(m, u, x);
 }
 
+double crm_bgnbd_expected_if_alive(const crm_bgnbd *m, double t, double x, double T)
+{
+    if (!bgnbd_valid(m) || !history_valid(x, 0, T) || !isfinite(t) || t < 0)
+        return NAN;
+    return expected_if_alive(m, t, x, T);
+}
+
 double crm_bgnbd_expected_purchases(const crm_bgnbd *m, double t, double x, double t_x, double T)
 {
     if (!bgnbd_valid(m) || !history_valid(x, t_x, T) || !isfinite(t) || t < 0)
@@ -342,23 +349,32 @@ double crm_gg_expected_spend(const crm_gg *m, double x, double mv)
 
 /* ---- customer value -------------------------------------------------------- */
 
-double crm_bgnbd_discounted_purchases(const crm_bgnbd *bg, double x, double t_x, double T,
-                                      double horizon_days, double annual_discount)
+double crm_bgnbd_discounted_if_alive(const crm_bgnbd *bg, double x, double T, double horizon_days,
+                                     double annual_discount)
 {
-    if (!bgnbd_valid(bg) || !history_valid(x, t_x, T) || !isfinite(horizon_days) ||
+    if (!bgnbd_valid(bg) || !history_valid(x, 0, T) || !isfinite(horizon_days) ||
         horizon_days < 0 || horizon_days > CLV_MAX_HORIZON_DAYS || !isfinite(annual_discount) ||
         annual_discount <= -1)
         return NAN;
     double sum = 0, expected_before = 0;
     for (int k = 1; CLV_PERIOD_DAYS * (k - 1) < horizon_days; k++) {
         double end = fmin(CLV_PERIOD_DAYS * k, horizon_days);
-        double expected = crm_bgnbd_expected_purchases(bg, end, x, t_x, T);
+        double expected = expected_if_alive(bg, end, x, T);
         if (isnan(expected))
             return NAN;
         sum += (expected - expected_before) / pow(1 + annual_discount, end / 365.0);
         expected_before = expected;
     }
     return sum;
+}
+
+double crm_bgnbd_discounted_purchases(const crm_bgnbd *bg, double x, double t_x, double T,
+                                      double horizon_days, double annual_discount)
+{
+    if (!history_valid(x, t_x, T))
+        return NAN;
+    double if_alive = crm_bgnbd_discounted_if_alive(bg, x, T, horizon_days, annual_discount);
+    return isnan(if_alive) ? NAN : crm_bgnbd_p_alive(bg, x, t_x, T) * if_alive;
 }
 
 double crm_btyd_clv(const crm_bgnbd *bg, const crm_gg *gg, double x, double t_x, double T,

@@ -195,11 +195,14 @@ void metrics_scales_from(const metrics_customer *customers, size_t n, metrics_sc
 bool metrics_scales_store(crm_conn *c, const metrics_scales *s, const char *as_of, size_t customers,
                           long long job_id, crm_error *err);
 
-/* Sorts p by (x, t_x, t_age): equal summaries side by side. */
+/* Sorts p by (x, t_age, t_x): equal summaries side by side, and equal
+ * (x, t_age) too. */
 void metrics_sort_by_summary(metrics_customer **p, size_t n);
 
 /* P(alive), the expected and discounted purchases and the predicted value
- * of the purchasers p (equal summaries side by side are computed once);
+ * of the purchasers p (what depends on x and t_age alone is computed once
+ * for equal ones side by side, P(alive) once for equal summaries: any
+ * order is right, metrics_sort_by_summary's is the fastest);
  * the ones a model cannot predict are left unscored. */
 void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const crm_gg *gg,
                      bool have_gg, const crm_metrics_config *cfg);

@@ -57,13 +57,27 @@ static const char *const phase_names[PHASES] = {"load", "rfm", "fit", "score", "
     "COPY (SELECT " METRICS_ENGAGEMENT_COLUMNS " FROM touchpoints WHERE "                          \
     METRICS_ENGAGEMENT_WHERE " GROUP BY customer_id) TO STDOUT"
 
-/* as_of for the engagement's COPY, and where the change feeds stand: the
+/* as_of for the engagement's COPY, where the change feeds stand (the
  * changes of transactions from xmin on may be missing from what the load
- * reads, and the follower goes over them again once this is published. */
+ * reads: the follower goes over them again once this is published), and
+ * the snapshot that the engagement's connection reads too. */
 static crm_stmt load_start = CRM_STMT(
     "metrics_load_start",
     "SELECT set_config('crmd.metrics_as_of', $1, true), pg_snapshot_xmin(pg_current_snapshot())"
-    "::text, " TS("now()"));
+    "::text, " TS("now()") ", pg_export_snapshot()");
+
+/* A load's statements scan millions of rows once: compiling them (JIT)
+ * costs more than it saves (2 s of the engagement's 8), and the
+ * engagement's hash table over every customer would spill to disk with the
+ * default work_mem. */
+static bool load_settings(crm_conn *c, crm_error *err)
+{
+    return crm_db_command(c, "SET LOCAL jit = off", err) &&
+           crm_db_command(c, "SET LOCAL work_mem = '256MB'", err);
+}
+
+static crm_stmt engagement_as_of =
+    CRM_STMT("metrics_engagement_as_of", "SELECT set_config('crmd.metrics_as_of', $1, true)");
 
 typedef struct recompute {
     crm_job_ctx *job;
@@ -77,6 +91,7 @@ typedef struct recompute {
     crm_gg gg;
     bool have_bg, have_gg, refit;
     char load_xmin[32], loaded_at[40]; /* see load_start */
+    char snapshot[72];                 /* the load's, exported */
     json_t *seconds;                   /* each phase's, for the result */
 } recompute;
 
@@ -113,18 +128,61 @@ static bool start_load(recompute *R, crm_error *err)
         return false;
     snprintf(R->load_xmin, sizeof R->load_xmin, "%s", PQgetvalue(res, 0, 1));
     snprintf(R->loaded_at, sizeof R->loaded_at, "%s", PQgetvalue(res, 0, 2));
+    snprintf(R->snapshot, sizeof R->snapshot, "%s", PQgetvalue(res, 0, 3));
     PQclear(res);
     return true;
 }
 
+/* The engagement's aggregate (every touchpoint, by customer) on a second
+ * connection, in the load's snapshot, while the first streams the events:
+ * PostgreSQL aggregates on one core while the other reads and parses. */
+typedef struct engagement_reader {
+    pthread_t thread;
+    recompute *R;
+    crm_conn *c;
+    bool ok;
+    crm_error err;
+} engagement_reader;
+
+static void *read_engagement(void *arg)
+{
+    engagement_reader *e = arg;
+    recompute *R = e->R;
+    const char *params[] = {R->as_of};
+    e->ok = crm_db_begin_snapshot(e->c, R->snapshot, &e->err) &&
+            load_settings(e->c, &e->err) &&
+            metrics_exec(e->c, &engagement_as_of, 1, params, &e->err) &&
+            crm_db_copy_out(e->c, ENGAGEMENT_SQL, engagement_line, R, &e->err) &&
+            crm_db_commit(e->c, &e->err);
+    return NULL;
+}
+
 static bool phase_load(recompute *R, crm_error *err)
 {
-    /* The engagement's aggregate groups every touchpoint by customer: with
-     * the default work_mem its hash table would spill to disk. */
-    if (!crm_db_command(R->c, "SET LOCAL work_mem = '256MB'", err) || !start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
-        !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) ||
-        !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err) ||
-        !crm_db_copy_out(R->c, ENGAGEMENT_SQL, engagement_line, R, err))
+    if (!crm_db_command(R->c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", err) ||
+        !load_settings(R->c, err) || !start_load(R, err) ||
+        !metrics_load_rates(&R->L, R->c, err) ||
+        !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err))
+        return false;
+    engagement_reader e = {.R = R, .err = CRM_ERROR_INIT};
+    e.c = crm_job_open_conn(R->job, err);
+    if (e.c == NULL)
+        return false;
+    if (pthread_create(&e.thread, NULL, read_engagement, &e) != 0) {
+        crm_db_close_private(e.c);
+        return crm_error_set(err, CRM_E_INTERNAL, "cannot start the engagement's reader");
+    }
+    /* (engagement_line appends to L.eng alone, event_line to L.events.) */
+    bool ok = crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err);
+    pthread_join(e.thread, NULL);
+    crm_db_close_private(e.c);
+    if (ok && !e.ok) {
+        crm_error_clear(err);
+        *err = e.err;
+        return false;
+    }
+    crm_error_clear(&e.err);
+    if (!ok)
         return false;
     metrics_load_summarise(&R->L);
     return true;
@@ -202,15 +260,17 @@ static bool phase_rfm(recompute *R, crm_error *err)
 
 /* ---- fit ------------------------------------------------------------------------ */
 
-/* The purchasers in order of (x, t_x, t_age): equal summaries side by side. */
+/* The purchasers in order of (x, t_age, t_x): equal summaries side by
+ * side, and within equal (x, t_age) the customers whose predictions share
+ * their 2F1 evaluations (crm_bgnbd_expected_if_alive). */
 static int by_summary(const void *a, const void *b)
 {
     const metrics_customer *x = *(metrics_customer *const *)a, *y = *(metrics_customer *const *)b;
     if (x->x != y->x)
         return (x->x > y->x) - (x->x < y->x);
-    if (x->t_x != y->t_x)
-        return (x->t_x > y->t_x) - (x->t_x < y->t_x);
-    return (x->t_age > y->t_age) - (x->t_age < y->t_age);
+    if (x->t_age != y->t_age)
+        return (x->t_age > y->t_age) - (x->t_age < y->t_age);
+    return (x->t_x > y->t_x) - (x->t_x < y->t_x);
 }
 
 void metrics_sort_by_summary(metrics_customer **p, size_t n)
@@ -363,13 +423,20 @@ void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const 
                      bool have_gg, const crm_metrics_config *cfg)
 {
     double horizon = cfg->horizon_days, p_alive = NAN, purchases = NAN, discounted = NAN;
+    double purchases_if_alive = NAN, discounted_if_alive = NAN;
     for (size_t i = 0; i < n; i++) {
         metrics_customer *c = p[i];
-        if (i == 0 || !same_summary(c, p[i - 1])) { /* once per summary */
+        /* The parts of x and T alone once per (x, T), P(alive) once per
+         * summary (p is in summary order). */
+        if (i == 0 || c->x != p[i - 1]->x || c->t_age != p[i - 1]->t_age) {
+            purchases_if_alive = crm_bgnbd_expected_if_alive(bg, horizon, c->x, c->t_age);
+            discounted_if_alive =
+                crm_bgnbd_discounted_if_alive(bg, c->x, c->t_age, horizon, cfg->annual_discount);
+        }
+        if (i == 0 || !same_summary(c, p[i - 1])) {
             p_alive = crm_bgnbd_p_alive(bg, c->x, c->t_x, c->t_age);
-            purchases = crm_bgnbd_expected_purchases(bg, horizon, c->x, c->t_x, c->t_age);
-            discounted = crm_bgnbd_discounted_purchases(bg, c->x, c->t_x, c->t_age, horizon,
-                                                        cfg->annual_discount);
+            purchases = p_alive * purchases_if_alive;
+            discounted = p_alive * discounted_if_alive;
         }
         /* Without a repeat spend, the population mean (x = 0). */
         bool own = c->has_m && c->m > 0;
@@ -439,7 +506,11 @@ static bool phase_score(recompute *R, crm_error *err)
 
 static crm_stmt stage_clear = CRM_STMT("metrics_stage_clear", "TRUNCATE metrics_staging");
 
-#define STAGE_SQL "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary)"
+/* FREEZE: the table was emptied in this transaction and nobody else reads
+ * it, so its rows are written frozen, and the first reads after the swap
+ * set no hint bits (which would write every page of it again). */
+#define STAGE_SQL                                                                                  \
+    "COPY metrics_staging (" METRICS_ROW_COLUMNS ") FROM STDIN (FORMAT binary, FREEZE)"
 
 static bool phase_stage(recompute *R, crm_error *err)
 {
@@ -500,6 +571,7 @@ static const char *const swap_sql[] = {
 static bool phase_publish(recompute *R, crm_error *err)
 {
     if (!crm_db_command(R->c, "SET LOCAL lock_timeout = '5s'", err) ||
+        !crm_db_command(R->c, "SET LOCAL jit = off", err) ||
         !crm_db_command(R->c,
                         "LOCK TABLE metrics_follow, customer_metrics, metrics_staging"
                         " IN ACCESS EXCLUSIVE MODE",

@@ -323,6 +323,35 @@ START_TEST(test_clv_discounts_each_period_at_its_end)
 }
 END_TEST
 
+/* The predictions are P(alive) times a part of x and T alone, which
+ * customers who differ only in t_x share: exactly, not within a rounding. */
+START_TEST(test_predictions_are_p_alive_times_their_part_if_alive)
+{
+    for (size_t m = 0; m < sizeof REFERENCE_MODELS / sizeof REFERENCE_MODELS[0]; m++) {
+        const crm_bgnbd *bg = &REFERENCE_MODELS[m];
+        for (size_t h = 0; h < sizeof REFERENCE_HISTORIES / sizeof REFERENCE_HISTORIES[0]; h++) {
+            double x = REFERENCE_HISTORIES[h][0], t_x = REFERENCE_HISTORIES[h][1];
+            double T = REFERENCE_HISTORIES[h][2];
+            double p = crm_bgnbd_p_alive(bg, x, t_x, T);
+            double e = crm_bgnbd_expected_if_alive(bg, 365, x, T);
+            double d = crm_bgnbd_discounted_if_alive(bg, x, T, 365, 0.1);
+            ck_assert(isfinite(p) && isfinite(e) && isfinite(d));
+            ck_assert(crm_bgnbd_expected_purchases(bg, 365, x, t_x, T) == p * e);
+            ck_assert(crm_bgnbd_discounted_purchases(bg, x, t_x, T, 365, 0.1) == p * d);
+            /* Discounting lowers the purchases alive customers make. */
+            ck_assert(d > 0 && d < e);
+        }
+    }
+    const crm_bgnbd ok = {0.25, 15, 0.8, 2.5};
+    ck_assert(isnan(crm_bgnbd_expected_if_alive(&ok, 365, 1.5, 10)));
+    ck_assert(isnan(crm_bgnbd_expected_if_alive(&ok, 365, 1, -1)));
+    ck_assert(isnan(crm_bgnbd_expected_if_alive(&ok, -1, 1, 10)));
+    ck_assert(isnan(crm_bgnbd_discounted_if_alive(&ok, 1, 10, 365, -1)));
+    ck_assert(isnan(crm_bgnbd_discounted_if_alive(&ok, 1, 10, 40000, 0.1)));
+    ck_assert(isnan(crm_bgnbd_discounted_if_alive(&(crm_bgnbd){0.25, 0, 0.8, 2.5}, 1, 10, 365, 0.1)));
+}
+END_TEST
+
 START_TEST(test_p_alive_is_one_without_repeat_purchases)
 {
     const crm_bgnbd m = {0.243, 4.414, 0.793, 2.426};
@@ -796,6 +825,7 @@ Suite *btyd_suite(void)
     tcase_add_test(tc, test_expected_purchases_are_continuous_through_a_equal_one);
     tcase_add_test(tc, test_clv_without_discount_is_expected_purchases_times_spend);
     tcase_add_test(tc, test_clv_discounts_each_period_at_its_end);
+    tcase_add_test(tc, test_predictions_are_p_alive_times_their_part_if_alive);
     tcase_add_test(tc, test_p_alive_is_one_without_repeat_purchases);
     tcase_add_test(tc, test_invalid_inputs_give_nan);
     suite_add_tcase(s, tc);
