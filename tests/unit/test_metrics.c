@@ -345,6 +345,41 @@ START_TEST(a_second_recompute_while_one_is_queued_is_a_conflict_naming_it)
 }
 END_TEST
 
+/* The staged table is filled without indexes, which are built after it;
+ * after each publication customer_metrics has its primary key and stage
+ * index under its own names, metrics_staging (empty) under its own, and
+ * every live customer has one row. */
+START_TEST(each_publication_leaves_both_tables_indexed_under_their_names)
+{
+    fixture x = make_fixture();
+    (void)x;
+    for (int round = 0; round < 3; round++) {
+        json_decref(recompute(AS_OF_MS));
+        PGresult *r = unit_sql(db,
+                               "SELECT string_agg(tablename || ':' || indexname, ' ' ORDER BY"
+                               " tablename, indexname) FROM pg_indexes WHERE tablename IN"
+                               " ('customer_metrics', 'metrics_staging')",
+                               0, NULL);
+        ck_assert_str_eq(PQgetvalue(r, 0, 0),
+                         "customer_metrics:customer_metrics_lifecycle_stage_idx"
+                         " customer_metrics:customer_metrics_pkey"
+                         " metrics_staging:metrics_staging_lifecycle_stage_idx"
+                         " metrics_staging:metrics_staging_pkey");
+        PQclear(r);
+        r = unit_sql(db,
+                     "SELECT (SELECT count(*) FROM customer_metrics) = (SELECT count(*) FROM"
+                     " customers WHERE status = 'active'), (SELECT count(*) FROM"
+                     " metrics_staging), (SELECT count(*) FROM pg_constraint WHERE conrelid ="
+                     " 'customer_metrics'::regclass AND contype = 'p')",
+                     0, NULL);
+        ck_assert_str_eq(PQgetvalue(r, 0, 0), "t");
+        ck_assert_str_eq(PQgetvalue(r, 0, 1), "0");
+        ck_assert_str_eq(PQgetvalue(r, 0, 2), "1");
+        PQclear(r);
+    }
+}
+END_TEST
+
 /* A merged customer's id reads the survivor's metrics; an erased one is
  * gone from customer_metrics. */
 START_TEST(metrics_follow_merges_and_go_with_erasure)
@@ -1046,6 +1081,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, an_earlier_as_of_ignores_what_happened_after_it);
     tcase_add_test(tc, a_second_recompute_while_one_is_queued_is_a_conflict_naming_it);
     tcase_add_test(tc, metrics_follow_merges_and_go_with_erasure);
+    tcase_add_test(tc, each_publication_leaves_both_tables_indexed_under_their_names);
     tcase_add_test(tc, on_a_simulated_base_the_fits_and_predictions_match_the_models);
     tcase_add_test(tc, a_recompute_gives_stages_engagement_and_satisfaction_by_hand);
     tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
