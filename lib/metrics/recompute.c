@@ -54,8 +54,8 @@ static const char *const phase_names[PHASES] = {"load", "rfm", "fit", "score", "
 
 /* Every customer's touchpoints of any kind, counted. */
 #define ENGAGEMENT_SQL                                                                             \
-    "COPY (SELECT " METRICS_ENGAGEMENT_COLUMNS " FROM touchpoints WHERE "                          \
-    METRICS_ENGAGEMENT_WHERE " GROUP BY customer_id) TO STDOUT"
+    "COPY (SELECT " METRICS_ENGAGEMENT_COLUMNS " FROM touchpoints WHERE " METRICS_ENGAGEMENT_WHERE \
+    " GROUP BY customer_id) TO STDOUT"
 
 /* as_of for the engagement's COPY, where the change feeds stand (the
  * changes of transactions from xmin on may be missing from what the load
@@ -149,8 +149,7 @@ static void *read_engagement(void *arg)
     engagement_reader *e = arg;
     recompute *R = e->R;
     const char *params[] = {R->as_of};
-    e->ok = crm_db_begin_snapshot(e->c, R->snapshot, &e->err) &&
-            load_settings(e->c, &e->err) &&
+    e->ok = crm_db_begin_snapshot(e->c, R->snapshot, &e->err) && load_settings(e->c, &e->err) &&
             metrics_exec(e->c, &engagement_as_of, 1, params, &e->err) &&
             crm_db_copy_out(e->c, ENGAGEMENT_SQL, engagement_line, R, &e->err) &&
             crm_db_commit(e->c, &e->err);
@@ -160,8 +159,7 @@ static void *read_engagement(void *arg)
 static bool phase_load(recompute *R, crm_error *err)
 {
     if (!crm_db_command(R->c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", err) ||
-        !load_settings(R->c, err) || !start_load(R, err) ||
-        !metrics_load_rates(&R->L, R->c, err) ||
+        !load_settings(R->c, err) || !start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
         !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err))
         return false;
     engagement_reader e = {.R = R, .err = CRM_ERROR_INIT};
@@ -377,8 +375,8 @@ static bool phase_fit(recompute *R, crm_error *err)
     return crm_db_begin(R->c, err) &&
            metrics_model_store(R->c, "bg_nbd", metrics_bgnbd_json(&bg), &bg_report, nrows, bg_ok,
                                R->as_of, crm_job_id(R->job), err) &&
-           metrics_model_store(R->c, "gamma_gamma", metrics_gg_json(&gg), &gg_report, nspend,
-                               gg_ok, R->as_of, crm_job_id(R->job), err) &&
+           metrics_model_store(R->c, "gamma_gamma", metrics_gg_json(&gg), &gg_report, nspend, gg_ok,
+                               R->as_of, crm_job_id(R->job), err) &&
            metrics_models_in_force(R->c, &R->bg, &R->have_bg, &R->gg, &R->have_gg, err) &&
            crm_db_commit(R->c, err);
 }
@@ -441,8 +439,7 @@ void metrics_predict(metrics_customer **p, size_t n, const crm_bgnbd *bg, const 
         /* Without a repeat spend, the population mean (x = 0). */
         bool own = c->has_m && c->m > 0;
         double spend = have_gg ? crm_gg_expected_spend(gg, own ? c->x : 0, own ? c->m : 0) : NAN;
-        if (!isfinite(p_alive) || !isfinite(purchases) || !isfinite(spend) ||
-            !isfinite(discounted))
+        if (!isfinite(p_alive) || !isfinite(purchases) || !isfinite(spend) || !isfinite(discounted))
             continue; /* a prediction needs both models */
         c->scored = true;
         c->p_alive = p_alive;
@@ -529,8 +526,8 @@ static bool phase_stage(recompute *R, crm_error *err)
      * about half the time of keeping them up row by row. */
     return metrics_scales_store(R->c, &scales, R->as_of, R->L.n, crm_job_id(R->job), err) &&
            metrics_exec(R->c, &staging_drop_indexes, 0, NULL, err) &&
-           metrics_copy_rows(R->c, STAGE_SQL, R->L.customers, R->L.n, R->L.as_of_ms,
-                             crm_wall_ms(), err) &&
+           metrics_copy_rows(R->c, STAGE_SQL, R->L.customers, R->L.n, R->L.as_of_ms, crm_wall_ms(),
+                             err) &&
            crm_db_command(R->c, "SET LOCAL maintenance_work_mem = '256MB'", err) &&
            metrics_exec(R->c, &staging_build_indexes, 0, NULL, err);
 }
@@ -544,18 +541,19 @@ static crm_stmt keep_newer_drop =
              "DELETE FROM metrics_staging s USING customer_metrics m"
              " WHERE m.customer_id = s.customer_id AND m.computed_at > $1::timestamptz");
 
-static crm_stmt keep_newer_copy = CRM_STMT(
-    "metrics_publish_keep_newer_copy",
-    "INSERT INTO metrics_staging (" METRICS_ROW_COLUMNS ") SELECT " METRICS_ROW_COLUMNS
-    " FROM customer_metrics WHERE computed_at > $1::timestamptz");
+static crm_stmt keep_newer_copy =
+    CRM_STMT("metrics_publish_keep_newer_copy",
+             "INSERT INTO metrics_staging (" METRICS_ROW_COLUMNS ") SELECT " METRICS_ROW_COLUMNS
+             " FROM customer_metrics WHERE computed_at > $1::timestamptz");
 
 /* Every stage that changed, before the swap. */
-static crm_stmt record_transitions = CRM_STMT(
-    "metrics_publish_transitions",
-    "INSERT INTO customer_lifecycle (customer_id, stage, previous, changed_at)"
-    " SELECT n.customer_id, n.lifecycle_stage, o.lifecycle_stage, n.as_of"
-    " FROM metrics_staging n LEFT JOIN customer_metrics o ON o.customer_id = n.customer_id"
-    " WHERE n.lifecycle_stage IS NOT NULL AND n.lifecycle_stage IS DISTINCT FROM o.lifecycle_stage");
+static crm_stmt record_transitions =
+    CRM_STMT("metrics_publish_transitions",
+             "INSERT INTO customer_lifecycle (customer_id, stage, previous, changed_at)"
+             " SELECT n.customer_id, n.lifecycle_stage, o.lifecycle_stage, n.as_of"
+             " FROM metrics_staging n LEFT JOIN customer_metrics o ON o.customer_id = n.customer_id"
+             " WHERE n.lifecycle_stage IS NOT NULL AND n.lifecycle_stage IS DISTINCT FROM "
+             "o.lifecycle_stage");
 
 /* The follower goes on from the load: every change older than the load's
  * xmin is in what was published (a follower behind it skips them), every
@@ -569,8 +567,10 @@ static crm_stmt rewind_follower =
  * customer_metrics held off (the follower, erasures) and its readers
  * served, the staged rows are made final: the follower's newer rows
  * replace theirs, the customers who stopped being live while the job ran
- * go, and the changes of stage are recorded. Then, under locks that hold
- * the readers for an instant (waiting at most lock_timeout for the ones
+ * go, and the changes of stage are recorded. (The follower's place is
+ * locked before customer_metrics, the order of a sweep, which locks its
+ * place FOR UPDATE first: no deadlock.) Then, under locks that hold the
+ * readers for an instant (waiting at most lock_timeout for the ones
  * reading), the tables swap names (crm_metrics_swap, 0021) and the old
  * rows go. Prepared statements that name customer_metrics are planned
  * again by name and read the new table. */
@@ -581,7 +581,9 @@ static bool phase_publish(recompute *R, crm_error *err)
     const char *loaded_at[] = {R->loaded_at};
     if (!crm_db_command(R->c, "SET LOCAL lock_timeout = '5s'", err) ||
         !crm_db_command(R->c, "SET LOCAL jit = off", err) ||
-        !crm_db_command(R->c, "LOCK TABLE customer_metrics, metrics_follow IN SHARE MODE", err) ||
+        /* The follower's order: its place FOR UPDATE, then customer_metrics. */
+        !crm_db_command(R->c, "LOCK TABLE metrics_follow IN EXCLUSIVE MODE", err) ||
+        !crm_db_command(R->c, "LOCK TABLE customer_metrics IN SHARE MODE", err) ||
         !metrics_exec(R->c, &keep_newer_drop, 1, loaded_at, err) ||
         !metrics_exec(R->c, &keep_newer_copy, 1, loaded_at, err) ||
         !crm_db_command(R->c,
@@ -620,8 +622,12 @@ static bool run_phase(recompute *R, int phase, crm_error *err)
         if (ok)
             break;
         crm_db_rollback(R->c);
-        /* The swap waited too long for readers' locks: try again. */
-        if (phase != PHASE_PUBLISH || attempt == 3 || strcmp(crm_db_sqlstate(R->c), "55P03") != 0)
+        /* The swap waited too long for readers' locks, or met a sweep of
+         * the follower: try again. */
+        const char *state = crm_db_sqlstate(R->c);
+        bool again = strcmp(state, "55P03") == 0 || strcmp(state, "40P01") == 0 ||
+                     strcmp(state, "40001") == 0;
+        if (phase != PHASE_PUBLISH || attempt == 3 || !again)
             return false;
         crm_error_clear(err);
     }
@@ -666,8 +672,8 @@ static void queue_followers(long long as_ms)
 {
     if (as_ms < crm_wall_ms() - 86400 * 1000LL)
         return;
-    json_t *(*const submit[])(long long, long long, long long *, crm_error *) = {
-        crm_metrics_base_submit, crm_metrics_patterns_submit};
+    json_t *(*const submit[])(long long, long long, long long *,
+                              crm_error *) = {crm_metrics_base_submit, crm_metrics_patterns_submit};
     for (size_t i = 0; i < sizeof submit / sizeof submit[0]; i++) {
         crm_error err = CRM_ERROR_INIT;
         long long running = 0;
@@ -695,9 +701,9 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
     for (int phase = staged ? PHASE_PUBLISH : PHASE_LOAD; ok && phase < PHASES; phase++) {
         ok = run_phase(&R, phase, err);
         if (ok && phase == PHASE_STAGE) {
-            json_t *mark = json_pack("{s:b, s:I, s:s, s:s}", "staged", 1, "customers",
-                                     (json_int_t)R.L.n, "load_xmin", R.load_xmin, "loaded_at",
-                                     R.loaded_at);
+            json_t *mark =
+                json_pack("{s:b, s:I, s:s, s:s}", "staged", 1, "customers", (json_int_t)R.L.n,
+                          "load_xmin", R.load_xmin, "loaded_at", R.loaded_at);
             ok = report(&R, phase, phase + 1, mark) ||
                  crm_error_set(err, CRM_E_CONFLICT, "the job was cancelled or taken over");
             json_decref(mark);
