@@ -366,6 +366,7 @@ static bool run_sweep(sweep *S, crm_error *err)
     bool ok = metrics_load_rates(&S->L, S->c, err) && load_customers(S, ids, err);
     if (ok) {
         metrics_load_summarise(&S->L);
+        metrics_load_add_engagement(&S->L);
         ok = score(S, err) && replace_rows(S, ids, err) && crm_db_commit(S->c, err);
     }
     free(ids);

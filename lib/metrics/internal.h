@@ -171,8 +171,10 @@ bool metrics_load_engagement(metrics_load *L, char *const f[3], crm_error *err);
 /* Splits a COPY text line of n fields into f, in buf (size bytes); false
  * when it does not fit or has fewer fields. */
 bool metrics_split_line(const char *line, size_t len, char *buf, size_t size, char **f, int n);
-/* Summarises every customer from the events and engagement read (then freed). */
+/* Summarises every customer from the events read (then freed)... */
 void metrics_load_summarise(metrics_load *L);
+/* ...then gives them the engagement read (then freed). */
+void metrics_load_add_engagement(metrics_load *L);
 void metrics_load_free(metrics_load *L);
 
 /* ---- scoring against the base (metrics/scales.c) ----------------------------------- */

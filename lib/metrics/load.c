@@ -174,9 +174,7 @@ void metrics_load_summarise(metrics_load *L)
 {
     if (L->nevents > 0)
         qsort(L->events, L->nevents, sizeof *L->events, by_customer_and_time);
-    if (L->neng > 0)
-        qsort(L->eng, L->neng, sizeof *L->eng, engagement_by_customer);
-    size_t e = 0, g = 0;
+    size_t e = 0;
     for (size_t i = 0; i < L->n; i++) {
         metrics_customer *c = &L->customers[i];
         while (e < L->nevents && L->events[e].customer_id < c->id)
@@ -187,6 +185,19 @@ void metrics_load_summarise(metrics_load *L)
             metrics_acc_add(&acc, &L->events[e].e);
         metrics_acc_end(&acc);
         *c = acc.c;
+    }
+    free(L->events);
+    L->events = NULL;
+    L->nevents = L->events_cap = 0;
+}
+
+void metrics_load_add_engagement(metrics_load *L)
+{
+    if (L->neng > 0)
+        qsort(L->eng, L->neng, sizeof *L->eng, engagement_by_customer);
+    size_t g = 0;
+    for (size_t i = 0; i < L->n; i++) {
+        metrics_customer *c = &L->customers[i];
         while (g < L->neng && L->eng[g].customer_id < c->id)
             g++;
         if (g < L->neng && L->eng[g].customer_id == c->id) {
@@ -195,11 +206,9 @@ void metrics_load_summarise(metrics_load *L)
             c->last_inbound_ms = L->eng[g].last_inbound_ms;
         }
     }
-    free(L->events);
     free(L->eng);
-    L->events = NULL;
     L->eng = NULL;
-    L->nevents = L->events_cap = L->neng = L->eng_cap = 0;
+    L->neng = L->eng_cap = 0;
 }
 
 void metrics_load_free(metrics_load *L)

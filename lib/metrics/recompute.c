@@ -79,6 +79,18 @@ static bool load_settings(crm_conn *c, crm_error *err)
 static crm_stmt engagement_as_of =
     CRM_STMT("metrics_engagement_as_of", "SELECT set_config('crmd.metrics_as_of', $1, true)");
 
+/* The engagement's aggregate (every touchpoint, by customer) runs on a
+ * second connection, in the load's snapshot, from the load until the
+ * stage: PostgreSQL aggregates on one core while this process reads the
+ * events, ranks and fits on the other. Its thread appends to L.eng alone. */
+typedef struct engagement_reader {
+    pthread_t thread;
+    crm_conn *c;
+    bool running, ok;
+    crm_error err;
+    long long started_ms, took_ms;
+} engagement_reader;
+
 typedef struct recompute {
     crm_job_ctx *job;
     crm_conn *c;
@@ -92,6 +104,7 @@ typedef struct recompute {
     bool have_bg, have_gg, refit;
     char load_xmin[32], loaded_at[40]; /* see load_start */
     char snapshot[72];                 /* the load's, exported */
+    engagement_reader eng;
     json_t *seconds;                   /* each phase's, for the result */
 } recompute;
 
@@ -133,54 +146,68 @@ static bool start_load(recompute *R, crm_error *err)
     return true;
 }
 
-/* The engagement's aggregate (every touchpoint, by customer) on a second
- * connection, in the load's snapshot, while the first streams the events:
- * PostgreSQL aggregates on one core while the other reads and parses. */
-typedef struct engagement_reader {
-    pthread_t thread;
-    recompute *R;
-    crm_conn *c;
-    bool ok;
-    crm_error err;
-} engagement_reader;
-
 static void *read_engagement(void *arg)
 {
-    engagement_reader *e = arg;
-    recompute *R = e->R;
-    const char *params[] = {R->as_of};
-    e->ok = crm_db_begin_snapshot(e->c, R->snapshot, &e->err) && load_settings(e->c, &e->err) &&
-            metrics_exec(e->c, &engagement_as_of, 1, params, &e->err) &&
-            crm_db_copy_out(e->c, ENGAGEMENT_SQL, engagement_line, R, &e->err) &&
+    recompute *R = arg;
+    engagement_reader *e = &R->eng;
+    e->ok = crm_db_copy_out(e->c, ENGAGEMENT_SQL, engagement_line, R, &e->err) &&
             crm_db_commit(e->c, &e->err);
+    e->took_ms = crm_monotonic_ms() - e->started_ms;
     return NULL;
+}
+
+/* Opens the second connection in the load's snapshot (here, while the
+ * load's transaction that exported it is open) and starts the aggregate. */
+static bool engagement_start(recompute *R, crm_error *err)
+{
+    engagement_reader *e = &R->eng;
+    *e = (engagement_reader){.err = CRM_ERROR_INIT, .started_ms = crm_monotonic_ms()};
+    const char *params[] = {R->as_of};
+    e->c = crm_job_open_conn(R->job, err);
+    if (e->c == NULL)
+        return false;
+    if (!crm_db_begin_snapshot(e->c, R->snapshot, err) || !load_settings(e->c, err) ||
+        !metrics_exec(e->c, &engagement_as_of, 1, params, err)) {
+        crm_db_close_private(e->c);
+        return false;
+    }
+    if (pthread_create(&e->thread, NULL, read_engagement, R) != 0) {
+        crm_db_close_private(e->c);
+        return crm_error_set(err, CRM_E_INTERNAL, "cannot start the engagement's reader");
+    }
+    e->running = true;
+    return true;
+}
+
+/* Waits for the aggregate (if it runs) and closes its connection; its
+ * failure, if any, goes to err (NULL: dropped). */
+static bool engagement_finish(recompute *R, crm_error *err)
+{
+    engagement_reader *e = &R->eng;
+    if (!e->running)
+        return true;
+    long long waited = crm_monotonic_ms();
+    pthread_join(e->thread, NULL);
+    waited = crm_monotonic_ms() - waited;
+    crm_db_close_private(e->c);
+    e->running = false;
+    crm_log(CRM_LOG_INFO, "metrics: the engagement's aggregate took %.3f s (%.3f s waited for)",
+            (double)e->took_ms / 1000.0, (double)waited / 1000.0);
+    if (e->ok || err == NULL) {
+        crm_error_clear(&e->err);
+        return e->ok;
+    }
+    crm_error_clear(err);
+    *err = e->err;
+    return false;
 }
 
 static bool phase_load(recompute *R, crm_error *err)
 {
     if (!crm_db_command(R->c, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", err) ||
         !load_settings(R->c, err) || !start_load(R, err) || !metrics_load_rates(&R->L, R->c, err) ||
-        !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err))
-        return false;
-    engagement_reader e = {.R = R, .err = CRM_ERROR_INIT};
-    e.c = crm_job_open_conn(R->job, err);
-    if (e.c == NULL)
-        return false;
-    if (pthread_create(&e.thread, NULL, read_engagement, &e) != 0) {
-        crm_db_close_private(e.c);
-        return crm_error_set(err, CRM_E_INTERNAL, "cannot start the engagement's reader");
-    }
-    /* (engagement_line appends to L.eng alone, event_line to L.events.) */
-    bool ok = crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err);
-    pthread_join(e.thread, NULL);
-    crm_db_close_private(e.c);
-    if (ok && !e.ok) {
-        crm_error_clear(err);
-        *err = e.err;
-        return false;
-    }
-    crm_error_clear(&e.err);
-    if (!ok)
+        !crm_db_copy_out(R->c, LIVE_SQL, live_line, R, err) || !engagement_start(R, err) ||
+        !crm_db_copy_out(R->c, EVENTS_SQL, event_line, R, err))
         return false;
     metrics_load_summarise(&R->L);
     return true;
@@ -516,6 +543,9 @@ static crm_stmt staging_build_indexes =
 
 static bool phase_stage(recompute *R, crm_error *err)
 {
+    if (!engagement_finish(R, err))
+        return false;
+    metrics_load_add_engagement(&R->L);
     PGresult *res = crm_db_exec(R->c, &stage_clear, 0, NULL, err);
     if (res == NULL)
         return false;
@@ -710,6 +740,7 @@ static bool run_recompute(crm_job_ctx *job, crm_error *err)
         }
     }
     crm_job_keeper_stop(keeper);
+    engagement_finish(&R, NULL); /* after a failure before the stage */
     size_t n = R.L.n;
     long long as_of_ms = R.L.as_of_ms;
     metrics_load_free(&R.L);
