@@ -492,6 +492,7 @@ typedef struct {
      * 1 up to max_x. Owned by crm_bgnbd_fit; NULL otherwise. */
     double *ln_days, *ln_bx;
     int max_day, max_x;
+    struct half_sum *helper; /* sums the second half of the rows; NULL: none */
 } bgnbd_data;
 
 static crm_bgnbd bgnbd_from_theta(const gsl_vector *theta)
@@ -523,6 +524,122 @@ static void fill_tables(const bgnbd_data *d, const crm_bgnbd *m)
         d->ln_bx[k] = log(m->b + k - 1);
 }
 
+/* The time terms of rows [from, to) at m, weighted and summed. */
+static double time_terms_sum(const bgnbd_data *d, const crm_bgnbd *m, double ln_a, size_t from,
+                             size_t to)
+{
+    double sum = 0;
+    for (size_t i = from; i < to; i++) {
+        const crm_bgnbd_row *row = &d->rows[i];
+        if (row->w > 0)
+            sum += row->w * (d->ln_days != NULL
+                                 ? bgnbd_time_terms_tabled(d, m, row, ln_a)
+                                 : bgnbd_time_terms(m, row->x, row->t_x, row->T, ln_a));
+    }
+    return sum;
+}
+
+/* Over many rows the objective's sum runs in two halves, the second on a
+ * thread of its own that waits for each evaluation (the simplex asks for
+ * a few hundred). The halves are the same with or without it, and added
+ * in the same order: the fit does not depend on whether it started. */
+#define HALVES_MIN_ROWS 4096
+
+typedef struct half_sum {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t asked, answered;
+    const bgnbd_data *d;
+    crm_bgnbd m;
+    double ln_a, sum;
+    unsigned long asked_n, answered_n; /* evaluations asked for and summed */
+    bool stop;
+} half_sum;
+
+static void *half_sum_run(void *arg)
+{
+    half_sum *h = arg;
+    pthread_mutex_lock(&h->lock);
+    for (;;) {
+        while (h->asked_n == h->answered_n && !h->stop)
+            pthread_cond_wait(&h->asked, &h->lock);
+        if (h->stop)
+            break;
+        crm_bgnbd m = h->m;
+        double ln_a = h->ln_a;
+        pthread_mutex_unlock(&h->lock);
+        double sum = time_terms_sum(h->d, &m, ln_a, h->d->n / 2, h->d->n);
+        pthread_mutex_lock(&h->lock);
+        h->sum = sum;
+        h->answered_n++;
+        pthread_cond_signal(&h->answered);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* Starts d's helper when d has rows enough (and a thread can start). */
+static void half_sum_start(bgnbd_data *d)
+{
+    if (d->n < HALVES_MIN_ROWS)
+        return;
+    half_sum *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return;
+    h->d = d;
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->asked, NULL);
+    pthread_cond_init(&h->answered, NULL);
+    if (pthread_create(&h->thread, NULL, half_sum_run, h) != 0) {
+        pthread_cond_destroy(&h->answered);
+        pthread_cond_destroy(&h->asked);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        return;
+    }
+    d->helper = h;
+}
+
+static void half_sum_stop(bgnbd_data *d)
+{
+    half_sum *h = d->helper;
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->stop = true;
+    pthread_cond_signal(&h->asked);
+    pthread_mutex_unlock(&h->lock);
+    pthread_join(h->thread, NULL);
+    pthread_cond_destroy(&h->answered);
+    pthread_cond_destroy(&h->asked);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+    d->helper = NULL;
+}
+
+/* The time terms of every row: the first half here, the second on the
+ * helper if there is one. */
+static double time_terms_all(const bgnbd_data *d, const crm_bgnbd *m, double ln_a)
+{
+    half_sum *h = d->helper;
+    if (h == NULL)
+        return time_terms_sum(d, m, ln_a, 0, d->n / 2) +
+               time_terms_sum(d, m, ln_a, d->n / 2, d->n);
+    pthread_mutex_lock(&h->lock);
+    h->m = *m;
+    h->ln_a = ln_a;
+    h->asked_n++;
+    pthread_cond_signal(&h->asked);
+    pthread_mutex_unlock(&h->lock);
+    double first = time_terms_sum(d, m, ln_a, 0, d->n / 2);
+    pthread_mutex_lock(&h->lock);
+    while (h->answered_n != h->asked_n)
+        pthread_cond_wait(&h->answered, &h->lock);
+    double second = h->sum;
+    pthread_mutex_unlock(&h->lock);
+    return first + second;
+}
+
 static double bgnbd_objective(const gsl_vector *theta, void *arg)
 {
     const bgnbd_data *d = arg;
@@ -534,14 +651,8 @@ static double bgnbd_objective(const gsl_vector *theta, void *arg)
     for (size_t i = 0; i < d->n_counts; i++)
         sum += d->counts[i].w * bgnbd_count_terms(&m, d->counts[i].x, lnbeta_ab, ln_alpha);
     if (d->ln_days != NULL)
-        fill_tables(d, &m);
-    for (size_t i = 0; i < d->n; i++) {
-        const crm_bgnbd_row *row = &d->rows[i];
-        if (row->w > 0)
-            sum += row->w * (d->ln_days != NULL ? bgnbd_time_terms_tabled(d, &m, row, ln_a)
-                                                : bgnbd_time_terms(&m, row->x, row->t_x, row->T,
-                                                                   ln_a));
-    }
+        fill_tables(d, &m); /* before the helper reads them */
+    sum += time_terms_all(d, &m, ln_a);
     double f = -sum / d->total_w;
     return isfinite(f) ? f : FIT_PENALTY;
 }
@@ -617,7 +728,7 @@ bool crm_bgnbd_fit(const crm_bgnbd_row *rows, size_t n, const crm_bgnbd *start, 
     *out = start != NULL ? *start : (crm_bgnbd){1, 1, 1, 1};
     if (rows == NULL || n == 0)
         return false;
-    bgnbd_data d = {rows, n, 0, malloc(n * sizeof(count_weight)), 0, NULL, NULL, 0, 0};
+    bgnbd_data d = {rows, n, 0, malloc(n * sizeof(count_weight)), 0, NULL, NULL, 0, 0, NULL};
     if (d.counts == NULL)
         return false;
     double sum_wx = 0, sum_wT = 0;
@@ -643,7 +754,9 @@ bool crm_bgnbd_fit(const crm_bgnbd_row *rows, size_t n, const crm_bgnbd *start, 
     if (identified && bgnbd_valid(out)) {
         d.n_counts = merge_counts(d.counts, n);
         make_tables(&d);
+        half_sum_start(&d);
         bgnbd_minimize(&d, out, report);
+        half_sum_stop(&d);
         report->loglik = bgnbd_total_loglik(out, rows, n);
     }
     free(d.counts);
