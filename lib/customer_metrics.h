@@ -88,6 +88,12 @@ json_t *crm_metrics_recompute_submit_with(long long as_ms, bool refit, long long
  * (nothing changed; the next one goes over the same changes). */
 bool crm_metrics_follow(crm_conn *c, int batch, long long *customers, bool *more, crm_error *err);
 
+/* Where the change feeds that the follower reads end now, as a text
+ * (size >= 96 bytes) that differs from the last one read whenever a
+ * touchpoint or customer changed in between: a follower that finds it
+ * unmoved after a sweep knows that no ingest runs beside it. */
+bool crm_metrics_follow_head(crm_conn *c, char *head, size_t size, crm_error *err);
+
 /* Takes the follower's advisory lock on c for as long as c lives:
  * *claimed false when another connection holds it. */
 bool crm_metrics_follow_claim(crm_conn *c, bool *claimed, crm_error *err);

@@ -23,6 +23,7 @@ struct metrics_follower {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* on the monotonic clock */
     pthread_t thread;
+    char head[96]; /* where the change feeds ended after the last sweep */
 };
 
 /* Sleeps ms, or less when stopped. */
@@ -49,10 +50,29 @@ static void note_failure(bool *failing, const char *what, const crm_error *err)
     *failing = true;
 }
 
+/* After a sweep that left changes waiting: whether the feeds grew since
+ * the last such look (an ingest goes on beside the follower), or it cannot
+ * tell. */
+static bool feeds_growing(metrics_follower *f, crm_conn *c)
+{
+    crm_error err = CRM_ERROR_INIT;
+    char head[sizeof f->head];
+    bool known = crm_metrics_follow_head(c, head, sizeof head, &err);
+    crm_error_clear(&err);
+    if (!known) {
+        f->head[0] = '\0';
+        return true;
+    }
+    bool grew = strcmp(head, f->head) != 0;
+    memcpy(f->head, head, sizeof head);
+    return grew;
+}
+
 /* One round: connect and claim when needed, sweep, schedule. True when
- * there is more to do; *swept_ms is how long the sweep took. */
+ * there is more to do; *swept_ms is how long the sweep took, and *growing
+ * whether the feeds grew while it went on. */
 static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long long *next_check,
-                       bool *failing, long long *swept_ms)
+                       bool *failing, long long *swept_ms, bool *growing)
 {
     crm_error err = CRM_ERROR_INIT;
     bool more = false;
@@ -82,6 +102,7 @@ static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long lon
             *failing = false;
             if (customers > 0)
                 crm_log(CRM_LOG_DEBUG, "metrics follower: %lld customers updated", customers);
+            *growing = more && f->cfg.duty_percent < 100 && feeds_growing(f, *c);
         }
         crm_error_clear(&err);
         long long now = crm_monotonic_ms();
@@ -104,10 +125,11 @@ static bool round_once(metrics_follower *f, crm_conn **c, bool *leader, long lon
     return more;
 }
 
-/* With changes waiting, the follower works at most duty_percent of the
- * time: after a sweep of t ms it rests t (100 - duty) / duty ms, so a bulk
- * ingest keeps most of the machine and the follower catches up after it.
- * With none, it looks again after poll_ms. */
+/* With changes waiting while the feeds still grow (an ingest goes on), the
+ * follower works at most duty_percent of the time: after a sweep of t ms
+ * it rests t (100 - duty) / duty ms, so a bulk ingest keeps most of the
+ * machine. Once they stop growing, it catches up at full speed. With no
+ * change waiting, it looks again after poll_ms. */
 static void *follower_main(void *arg)
 {
     metrics_follower *f = arg;
@@ -116,9 +138,10 @@ static void *follower_main(void *arg)
     long long next_check = 0;
     while (!atomic_load(&f->stop)) {
         long long swept_ms = 0;
-        if (!round_once(f, &c, &leader, &next_check, &failing, &swept_ms))
+        bool growing = false;
+        if (!round_once(f, &c, &leader, &next_check, &failing, &swept_ms, &growing))
             nap(f, f->cfg.poll_ms);
-        else if (f->cfg.duty_percent < 100)
+        else if (growing)
             nap(f, (int)(swept_ms * (100 - f->cfg.duty_percent) / f->cfg.duty_percent));
     }
     crm_db_close_private(c);

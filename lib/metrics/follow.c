@@ -387,6 +387,25 @@ bool crm_metrics_follow(crm_conn *c, int batch, long long *customers, bool *more
     return ok;
 }
 
+/* The last change of each feed, by its index read backwards (ordered by
+ * the columns themselves, not the text the query gives). */
+#define FEED_HEAD(table)                                                                           \
+    "coalesce((SELECT f.change_xid::text || '.' || f.change_seq FROM " table " f"                 \
+    " ORDER BY f.change_xid DESC, f.change_seq DESC LIMIT 1), '-')"
+
+static crm_stmt follow_head = CRM_STMT(
+    "metrics_follow_head", "SELECT " FEED_HEAD("touchpoints") " || '/' || " FEED_HEAD("customers"));
+
+bool crm_metrics_follow_head(crm_conn *c, char *head, size_t size, crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, &follow_head, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    snprintf(head, size, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return true;
+}
+
 /* One follower at a time: held by its connection's session, and let go when
  * the connection closes, however the process ends. */
 static crm_stmt follow_claim =

@@ -649,6 +649,32 @@ START_TEST(one_follower_at_a_time)
 }
 END_TEST
 
+/* The feeds' head moves with each new touchpoint or changed customer, and
+ * only then: what tells the follower that an ingest goes on. */
+START_TEST(the_feeds_head_moves_with_each_change_and_only_then)
+{
+    crm_conn *c = private_conn();
+    crm_error err = CRM_ERROR_INIT;
+    char before[96], after[96], again[96], renamed[96];
+    ck_assert(crm_metrics_follow_head(c, before, sizeof before, &err));
+    long long id = customer("Ada");
+    ck_assert(crm_metrics_follow_head(c, after, sizeof after, &err));
+    ck_assert_str_ne(before, after);
+    insert_touchpoint(id, "page_view", "inbound", "2026-01-01T00:00:00Z", NULL, NULL, NULL);
+    ck_assert(crm_metrics_follow_head(c, again, sizeof again, &err));
+    ck_assert_str_ne(after, again);
+    ck_assert(crm_metrics_follow_head(c, after, sizeof after, &err));
+    ck_assert_str_eq(after, again); /* nothing in between */
+    char idtext[24];
+    snprintf(idtext, sizeof idtext, "%lld", id);
+    PQclear(unit_sql(db, "UPDATE customers SET first_name = 'Ada L.' WHERE id = $1", 1,
+                     (const char *[]){idtext}));
+    ck_assert(crm_metrics_follow_head(c, renamed, sizeof renamed, &err));
+    ck_assert_str_ne(again, renamed);
+    crm_db_close_private(c);
+}
+END_TEST
+
 /* A recompute's publication moves the follower to where its load began:
  * what the load read is not gone over again, what came after is. */
 START_TEST(the_follower_goes_on_from_the_last_recompute)
@@ -1087,6 +1113,7 @@ Suite *metrics_suite(void)
     tcase_add_test(tc, each_change_of_stage_is_kept_with_its_time);
     tcase_add_test(tc, export_holds_the_metrics_and_lifecycle_and_erasure_removes_them);
     tcase_add_test(tc, one_follower_at_a_time);
+    tcase_add_test(tc, the_feeds_head_moves_with_each_change_and_only_then);
     tcase_add_test(tc, the_follower_goes_on_from_the_last_recompute);
     tcase_add_test(tc, the_schedule_queues_a_recompute_when_none_is_recent);
     tcase_add_test(tc, incremental_updates_equal_a_full_recompute_on_random_data);
