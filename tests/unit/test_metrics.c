@@ -619,11 +619,34 @@ static crm_conn *private_conn(void)
 
 /* Sweeps of batch changes until the feeds are read to their end; the
  * customers looked at. */
+/* The follower reads a feed only up to the oldest transaction still open
+ * anywhere in the cluster (an autovacuum's ANALYZE in another database
+ * counts): waits (at most 10 s) until none is older than the feeds' last
+ * changes, so that a sweep sees every change committed before it. */
+static void wait_for_feeds_settled(void)
+{
+    static const char *const settled =
+        "SELECT pg_snapshot_xmin(pg_current_snapshot()) > coalesce((SELECT change_xid FROM"
+        " touchpoints ORDER BY change_xid DESC LIMIT 1), '0') AND pg_snapshot_xmin("
+        "pg_current_snapshot()) > coalesce((SELECT change_xid FROM customers ORDER BY change_xid"
+        " DESC LIMIT 1), '0')";
+    for (int i = 0; i < 200; i++) {
+        PGresult *r = unit_sql(db, settled, 0, NULL);
+        bool done = PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+        if (done)
+            return;
+        usleep(50000);
+    }
+    ck_abort_msg("a transaction older than the feeds' last changes stayed open for 10 s");
+}
+
 static long long follow_all(crm_conn *c, int batch)
 {
     long long total = 0, n;
     bool more = true;
     crm_error err = CRM_ERROR_INIT;
+    wait_for_feeds_settled();
     while (more) {
         ck_assert_msg(crm_metrics_follow(c, batch, &n, &more, &err), "follow: %s", err.detail);
         total += n;
