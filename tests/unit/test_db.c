@@ -826,6 +826,58 @@ START_TEST(test_private_connection_runs_transactions_and_row_streams)
 }
 END_TEST
 
+static PGresult *exec_ok(crm_conn *c, const char *sql)
+{
+    crm_error err = CRM_ERROR_INIT;
+    PGresult *res = crm_db_exec_sql(c, sql, 0, NULL, &err);
+    ck_assert_msg(res != NULL, "%s: %s", sql, err.detail);
+    return res;
+}
+
+/* A second connection begun in an exported snapshot reads what the first
+ * one reads, not what was committed since; an id that is not PostgreSQL's
+ * own is refused before anything is sent. */
+START_TEST(test_second_connection_reads_the_exported_snapshot)
+{
+    crm_db_config cfg = {.url = unit_env("CRMD_TEST_DATABASE_URL")};
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *one = crm_db_open_private(&cfg, &err), *two = crm_db_open_private(&cfg, &err);
+    crm_conn *writer = crm_db_open_private(&cfg, &err);
+    ck_assert(one != NULL && two != NULL && writer != NULL);
+    PQclear(exec_ok(writer, "DROP TABLE IF EXISTS unit_db_snapshot"));
+    PQclear(exec_ok(writer, "CREATE TABLE unit_db_snapshot (n int)"));
+    PQclear(exec_ok(writer, "INSERT INTO unit_db_snapshot VALUES (1)"));
+    ck_assert(crm_db_command(one, "BEGIN ISOLATION LEVEL REPEATABLE READ", &err));
+    PGresult *res = exec_ok(one, "SELECT pg_export_snapshot()");
+    char id[80];
+    snprintf(id, sizeof id, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    PQclear(exec_ok(writer, "INSERT INTO unit_db_snapshot VALUES (2)"));
+
+    static const char *const refused[] = {"", "x' ; DROP TABLE unit_db_snapshot; --",
+                                          "00000003-0000001B-1 ", "0000000000000000000000000000000000"
+                                                                  "000000000000000000000000000000001"};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        ck_assert(!crm_db_begin_snapshot(two, refused[i], &err));
+        ck_assert_int_eq(err.code, CRM_E_INTERNAL);
+        crm_error_clear(&err);
+        ck_assert_int_eq(PQtransactionStatus(crm_db_pgconn(two)), PQTRANS_IDLE);
+    }
+    ck_assert_msg(crm_db_begin_snapshot(two, id, &err), "%s", err.detail);
+    res = exec_ok(two, "SELECT count(*) FROM unit_db_snapshot");
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "1"); /* not the row committed since */
+    PQclear(res);
+    ck_assert(crm_db_commit(two, &err) && crm_db_commit(one, &err));
+    res = exec_ok(two, "SELECT count(*) FROM unit_db_snapshot");
+    ck_assert_str_eq(PQgetvalue(res, 0, 0), "2");
+    PQclear(res);
+    PQclear(exec_ok(writer, "DROP TABLE unit_db_snapshot"));
+    crm_db_close_private(one);
+    crm_db_close_private(two);
+    crm_db_close_private(writer);
+}
+END_TEST
+
 START_TEST(test_private_connection_to_unreachable_database_fails_unavailable)
 {
     crm_db_config cfg = {.url = UNREACHABLE_URL, .connect_timeout_s = 1};
@@ -972,6 +1024,7 @@ Suite *db_suite(void)
     tcase_add_test(tc, test_connect_direct_applies_statement_timeout);
     tcase_add_test(tc, test_private_connection_has_its_own_timeout_and_no_slot_of_the_pool);
     tcase_add_test(tc, test_private_connection_runs_transactions_and_row_streams);
+    tcase_add_test(tc, test_second_connection_reads_the_exported_snapshot);
     tcase_add_test(tc, test_private_connection_to_unreachable_database_fails_unavailable);
     suite_add_tcase(s, tc);
 
