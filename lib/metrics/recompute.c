@@ -4,14 +4,17 @@
  *
  * One pass over the data: the purchases, refunds and scored feedback
  * stream out of PostgreSQL by COPY as stored (cut at as_of, converted and
- * sorted by customer and time here), while a second connection counts each
- * customer's touchpoints (engagement); each live customer is summarised
- * from them (metrics/load.c, summary.c). The scores, the fits and the
- * predictions are then computed here, over the array of customers, and the
- * result streams back by binary COPY into metrics_staging (metrics/rows.c),
- * which replaces customer_metrics in one short transaction. The customers'
- * array takes about 250 bytes a customer, the events 48 bytes each while
- * they are read.
+ * sorted by customer and time here), and each live customer is summarised
+ * from them (metrics/load.c, summary.c); a second connection, in the same
+ * snapshot, counts each customer's touchpoints (engagement) from the load
+ * until the stage, beside the ranking and the fits. The scores, the fits
+ * and the predictions are computed here, over the array of customers, and
+ * the result streams back by binary COPY on two connections into
+ * metrics_staging (metrics/rows.c), indexed after, which then replaces
+ * customer_metrics by a swap of names (see phase_publish for the locks).
+ * Each phase's seconds are in the job's result. The customers' array takes
+ * about 250 bytes a customer, the events 48 bytes each while they are
+ * read.
  *
  * Checkpoint: once metrics_staging holds the result (committed), the job's
  * checkpoint says so, and a job taken over after its process died only
