@@ -611,6 +611,24 @@ START_TEST(hand_worked_cases_give_the_same_customers_both_ways)
 }
 END_TEST
 
+START_TEST(loading_an_unknown_customer_is_not_found)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *conn = crm_db_acquire(&err);
+    ck_assert_msg(conn != NULL, "%s", err.detail);
+    long long id = insert_customer("Ada", "{}", "[]");
+    crm_rule_state *st = crm_rule_state_load(conn, id + 1, &err);
+    ck_assert_ptr_null(st);
+    ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
+    crm_error_clear(&err);
+    st = crm_rule_state_load(conn, id, &err);
+    ck_assert_ptr_nonnull(st);
+    ck_assert_int_eq(crm_rule_state_customer(st), id);
+    crm_rule_state_free(st);
+    crm_db_release(conn);
+}
+END_TEST
+
 /* ---- the property test ---------------------------------------------------------- */
 
 typedef struct rng {
@@ -1181,6 +1199,7 @@ Suite *segment_rules_suite(void)
     TCase *agree = tcase_create("agreement");
     tcase_add_checked_fixture(agree, fresh_database, drop_database);
     tcase_set_timeout(agree, 120);
+    tcase_add_test(agree, loading_an_unknown_customer_is_not_found);
     tcase_add_test(agree, hand_worked_cases_give_the_same_customers_both_ways);
     tcase_add_test(agree, sql_and_evaluator_select_the_same_customers_on_random_data);
     suite_add_tcase(s, agree);
