@@ -41,5 +41,6 @@ Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *btyd_suite(void);
 Suite *currency_suite(void);
+Suite *segment_rules_suite(void);
 
 #endif

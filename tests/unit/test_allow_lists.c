@@ -15,6 +15,7 @@
 #include "customers.h"
 #include "suites.h"
 #include "support.h"
+#include "segments/internal.h"
 #include "touchpoints.h"
 
 static PGconn *direct;
@@ -116,6 +117,7 @@ START_TEST(every_allow_list_equals_its_check_constraint)
         {"touchpoints", "type", crm_touchpoint_types, true},
         {"touchpoints", "direction", crm_touchpoint_directions, true},
         {"touchpoints", "currency", crm_touchpoint_currencies, false},
+        {"customer_metrics", "lifecycle_stage", rule_metric_stages, true},
     };
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
         assert_list_equals_check(&lists[i]);

@@ -1,0 +1,117 @@
+/*
+ * segments.h — the rule language of segments and searches (issue 14): a
+ * JSON tree parsed and checked once, then either compiled to one SQL
+ * expression over the whole base or evaluated against one customer's
+ * loaded state. The two must always agree; the unit suite segment_rules
+ * checks it on random rules and random customers.
+ *
+ * Grammar (openapi.yaml, components/schemas/SegmentRule):
+ *   {"all": [node, ...]}   every node holds ([] holds for everyone)
+ *   {"any": [node, ...]}   some node holds ([] holds for no one)
+ *   {"not": node}
+ *   {"field": PATH, "op": OP, "value": V}
+ *   {"touchpoints": {"type"?, "channel"?, "campaign_id"?, "sku"?,
+ *                    "within_days"? | "since"?, "until"?},
+ *    "agg": "count" | "sum" | "last", "op": OP, "value": V}
+ * PATH is a customer field ("first_name", "address.country", "tags",
+ * "created_at", ...), "attributes.<key>[.<key>...]" (a custom attribute,
+ * keys of letters, digits, "_" and "-" that do not begin with a digit or
+ * "-"), "consent.<channel>.<purpose>" (granted, revoked or none: the
+ * latest decision, none when there is no decision) or "metrics.<name>"
+ * (customer_metrics; churn_risk is 1 - p_alive). Each field has a type
+ * and the operators it accepts:
+ *   text        eq ne in contains starts_with exists
+ *   enum        eq ne in exists (values checked against the list)
+ *   number      eq ne lt lte gt gte between in exists
+ *   timestamp   eq ne lt lte gt gte between exists; a value is an RFC 3339
+ *               date-time (kept to the millisecond) or {"days_ago": N}
+ *   date        the same; "YYYY-MM-DD" or {"days_ago": N} (that UTC day)
+ *   tags        contains (has the tag), in (has any of them), exists
+ *   consent     eq ne in
+ * An attribute takes the type of the value it is compared with: a string
+ * (text operators), a number (number operators, compared as double
+ * precision) or a boolean (eq, ne); exists needs no value; contains also
+ * holds for an array attribute that has the string as an element.
+ * A touchpoint aggregate counts the matching touchpoints (count), adds
+ * their amounts (sum, 0 when none has an amount) or takes the time of the
+ * latest (last, a timestamp; none when there is no match), over all time,
+ * the last within_days days (occurred_at >= now - within_days days), or
+ * from since (inclusive) to until (exclusive).
+ *
+ * Semantics: two-valued. A comparison with a missing value (SQL NULL, no
+ * metrics row, no match for "last", an attribute absent or of another JSON
+ * type) is false, whatever the operator: "ne" included, and so "not" of
+ * such a comparison is true. Numbers compare exactly (numeric) but for
+ * columns of double precision and attributes, which compare as doubles
+ * (NaN equal to itself and above everything, as PostgreSQL orders it).
+ * Text compares byte for byte. between is inclusive at both ends.
+ *
+ * Limits: CRM_RULE_MAX_* below. A rule that breaks the grammar or a limit
+ * is CRM_E_INVALID with one field error per problem, named by the JSON
+ * pointer of the bad node or member ("/all/2/op").
+ */
+#ifndef CRM_SEGMENTS_H
+#define CRM_SEGMENTS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "arena.h"
+#include "db.h"
+#include "error.h"
+#include "list/sqlbuf.h"
+
+#define CRM_RULE_MAX_DEPTH 8    /* levels of nodes, the root being level 1 */
+#define CRM_RULE_MAX_NODES 200  /* nodes in a rule */
+#define CRM_RULE_MAX_LIST 1000  /* values of an "in" */
+#define CRM_RULE_MAX_STRING 500 /* characters of a string value */
+#define CRM_RULE_MAX_KEYS 8     /* keys of an attribute's path */
+#define CRM_RULE_MAX_KEY 64     /* bytes of one key */
+#define CRM_RULE_MAX_FIELD 600  /* bytes of a field's path */
+#define CRM_RULE_MAX_DAYS 36500 /* days_ago and within_days */
+#define CRM_RULE_MAX_ERRORS 20  /* field errors reported at most */
+#define CRM_RULE_ID_MAX 100     /* characters of a campaign_id or sku */
+
+typedef struct crm_rule crm_rule;
+typedef struct crm_rule_state crm_rule_state;
+
+/* Parses and checks a rule. Returns it (free with crm_rule_free), or NULL
+ * with CRM_E_INVALID and the field errors, or CRM_E_INTERNAL when memory
+ * ran out. The rule keeps no reference to json. */
+crm_rule *crm_rule_parse(const json_t *json, crm_error *err);
+
+void crm_rule_free(crm_rule *r);
+
+/* The number of nodes of r. */
+int crm_rule_nodes(const crm_rule *r);
+
+/* Appends to s one boolean SQL expression, never NULL, that holds for the
+ * row of customers aliased c exactly when crm_rule_eval holds for that
+ * customer's state at now_ms (epoch milliseconds: what days_ago and
+ * within_days count from). The text is made of constant fragments only;
+ * every value is a parameter of s, borrowed from r or allocated in arena:
+ * both must outlive s's use. The expression reads customers, customer_metrics,
+ * customer_consents and touchpoints. It does not look at c.status: the
+ * caller chooses which customers are considered. False with CRM_E_INTERNAL
+ * when s has failed (memory, its limits) or the arena is out of memory. */
+bool crm_rule_sql(const crm_rule *r, crm_sqlbuf *s, long long now_ms, crm_arena *arena,
+                  crm_error *err);
+
+/* Loads what the rules can read of customer customer_id (not following
+ * merges, whatever its status): its row, its current consents, its
+ * customer_metrics row and its touchpoints, on conn (inside the caller's
+ * transaction, if any: run it in a REPEATABLE READ one to read a single
+ * snapshot). Free with crm_rule_state_free. NULL with CRM_E_NOT_FOUND when
+ * there is no such customer, or the database's error. */
+crm_rule_state *crm_rule_state_load(crm_conn *conn, long long customer_id, crm_error *err);
+
+void crm_rule_state_free(crm_rule_state *st);
+
+/* The customer id a state was loaded for. */
+long long crm_rule_state_customer(const crm_rule_state *st);
+
+/* Whether the customer of st satisfies r at now_ms (see crm_rule_sql). A
+ * sum over amounts needs memory; should it run out the comparison is false. */
+bool crm_rule_eval(const crm_rule *r, const crm_rule_state *st, long long now_ms);
+
+#endif
