@@ -296,10 +296,7 @@ crm_conn *crm_db_acquire(crm_error *err)
             crm_db_note_connect(false, pool.cfg.retry_backoff_ms);
             pthread_cond_broadcast(&pool.cv);
             pthread_mutex_unlock(&pool.mu);
-            if (err != NULL)
-                *err = cerr;
-            else
-                crm_error_clear(&cerr);
+            crm_error_move(err, &cerr);
             return NULL;
         }
         /* Every slot is in use: wait for a release, up to the deadline. */

@@ -50,6 +50,17 @@ void crm_error_clear(crm_error *err)
     err->detail[0] = '\0';
 }
 
+void crm_error_move(crm_error *dst, crm_error *src)
+{
+    if (dst == NULL) {
+        crm_error_clear(src);
+        return;
+    }
+    crm_error_clear(dst);
+    *dst = *src;
+    *src = (crm_error)CRM_ERROR_INIT;
+}
+
 const char *crm_errcode_name(crm_errcode code)
 {
     switch (code) {

@@ -49,6 +49,11 @@ void crm_error_add_field(crm_error *err, const char *field, const char *message)
 /* Releases what the error owns and resets it to CRM_OK. */
 void crm_error_clear(crm_error *err);
 
+/* Hands src's error to dst (whose own is released first; NULL: src's is
+ * dropped); src is left CRM_OK. For an error made on another thread or
+ * before the caller's err could be known. */
+void crm_error_move(crm_error *dst, crm_error *src);
+
 /* A stable short name for the code, used as the tail of the problem type URI. */
 const char *crm_errcode_name(crm_errcode code);
 

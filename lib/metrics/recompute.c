@@ -201,13 +201,11 @@ static bool engagement_finish(recompute *R, crm_error *err)
     e->running = false;
     crm_log(CRM_LOG_INFO, "metrics: the engagement's aggregate took %.3f s (%.3f s waited for)",
             (double)e->took_ms / 1000.0, (double)waited / 1000.0);
-    if (e->ok || err == NULL) {
+    if (e->ok)
         crm_error_clear(&e->err);
-        return e->ok;
-    }
-    crm_error_clear(err);
-    *err = e->err;
-    return false;
+    else
+        crm_error_move(err, &e->err);
+    return e->ok;
 }
 
 static bool phase_load(recompute *R, crm_error *err)
@@ -604,13 +602,11 @@ static bool stage_all_rows(recompute *R, crm_error *err)
     pthread_join(other.thread, NULL);
     crm_db_close_private(other.c); /* rolled back, if it failed */
     stage_half *failed = !mine.ok ? &mine : !other.ok ? &other : NULL;
-    if (failed != NULL) {
-        crm_error_clear(err);
-        *err = failed->err;
-        crm_error_clear(failed == &mine ? &other.err : &mine.err);
-        return false;
-    }
-    return true;
+    if (failed != NULL)
+        crm_error_move(err, &failed->err);
+    crm_error_clear(&mine.err);
+    crm_error_clear(&other.err);
+    return failed == NULL;
 }
 
 static bool phase_stage(recompute *R, crm_error *err)

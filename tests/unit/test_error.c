@@ -173,6 +173,30 @@ START_TEST(test_unknown_code_is_named_internal_error)
 }
 END_TEST
 
+/* A moved error leaves its source CRM_OK, replaces the destination's own
+ * (its field errors released, as ASan's leak check holds), and is dropped
+ * when there is no destination. */
+START_TEST(test_move_hands_the_error_over)
+{
+    crm_error src = CRM_ERROR_INIT, dst = CRM_ERROR_INIT;
+    crm_error_add_field(&dst, "/old", "replaced");
+    crm_error_set(&src, CRM_E_CONFLICT, "moved %d", 1);
+    crm_error_add_field(&src, "/a", "kept");
+    crm_error_move(&dst, &src);
+    ck_assert_int_eq(dst.code, CRM_E_CONFLICT);
+    ck_assert_str_eq(dst.detail, "moved 1");
+    ck_assert_int_eq(json_array_size(dst.errors), 1);
+    ck_assert_int_eq(src.code, CRM_OK);
+    ck_assert_ptr_null(src.errors);
+    crm_error_set(&src, CRM_E_INTERNAL, "dropped");
+    crm_error_add_field(&src, "/b", "dropped");
+    crm_error_move(NULL, &src);
+    ck_assert_int_eq(src.code, CRM_OK);
+    ck_assert_ptr_null(src.errors);
+    crm_error_clear(&dst);
+}
+END_TEST
+
 Suite *error_suite(void)
 {
     Suite *s = suite_create("error");
@@ -203,6 +227,7 @@ Suite *error_suite(void)
     tcase_add_test(tc, test_code_names_are_distinct);
     tcase_add_test(tc, test_code_names_are_stable);
     tcase_add_test(tc, test_unknown_code_is_named_internal_error);
+    tcase_add_test(tc, test_move_hands_the_error_over);
     suite_add_tcase(s, tc);
     return s;
 }
