@@ -114,4 +114,38 @@ long long crm_rule_state_customer(const crm_rule_state *st);
  * sum over amounts needs memory; should it run out the comparison is false. */
 bool crm_rule_eval(const crm_rule *r, const crm_rule_state *st, long long now_ms);
 
+/* ---- for segments (lib/segments/store.c) ------------------------------- */
+
+/* What a rule reads, so that a write refreshes only the segments whose
+ * standing it can change. */
+#define CRM_RULE_READS_CUSTOMER 1u    /* a customers column or attribute */
+#define CRM_RULE_READS_CONSENT 2u     /* consent.<channel>.<purpose> */
+#define CRM_RULE_READS_TOUCHPOINTS 4u /* a touchpoint aggregate */
+#define CRM_RULE_READS_METRICS 8u     /* metrics.<name> */
+#define CRM_RULE_READS_SEGMENTS 16u   /* {"segment": id} */
+
+/* The CRM_RULE_READS_* bits of what r reads. */
+unsigned crm_rule_reads(const crm_rule *r);
+
+/* The segments r names ({"segment": id}): up to max of them, each once, in
+ * the order they appear, with the JSON pointer of the node that names each
+ * (owned by r). Returns how many r names (which may exceed max). */
+int crm_rule_segment_refs(const crm_rule *r, long long *ids, const char **pointers, int max);
+
+/* Whether r's value for some customer can change as time passes with no
+ * write at all (a relative window or a days_ago value). */
+bool crm_rule_has_time(const crm_rule *r);
+
+/* Appends to s one timestamptz SQL expression over customers c: the
+ * earliest time after now_ms at which r's value for c may change with no
+ * write, or NULL when it never will. It may be earlier than the change
+ * (the caller re-evaluates then and asks again), never later. Parameters
+ * and lifetimes as crm_rule_sql. */
+bool crm_rule_flip_sql(const crm_rule *r, crm_sqlbuf *s, long long now_ms, crm_arena *arena,
+                       crm_error *err);
+
+/* The same time for a loaded state, in epoch microseconds; 0 when never.
+ * Equal to what crm_rule_flip_sql gives for that customer. */
+long long crm_rule_next_flip(const crm_rule *r, const crm_rule_state *st, long long now_ms);
+
 #endif
