@@ -1,8 +1,9 @@
 -- 0022: segments (lib/segments.h, lib/segments/store.c): a named rule over
 -- the base, its live membership and the exact log of who entered and left.
 --
--- A segment's rule is versioned: a changed rule is a new row of
--- segment_versions and a new version on segments. Membership is kept by
+-- A segment's rule is versioned: a changed rule is a new rule_version and
+-- a new row of segment_versions. version counts every change of the
+-- segment (name, description or rule): its ETag. Membership is kept by
 -- every write that can change it, in that write's transaction, under the
 -- advisory locks lib/segments/store.c describes (so a build that runs beside
 -- the writes neither misses nor undoes one).
@@ -17,6 +18,7 @@ CREATE TABLE segments (
     description text CHECK (length(description) <= 2000),
     rule        jsonb NOT NULL,
     version     int NOT NULL DEFAULT 1 CHECK (version >= 1),
+    rule_version int NOT NULL DEFAULT 1 CHECK (rule_version >= 1),
     -- building: the first build (or a rebuild after a new version) has not
     -- finished; its job is build_job_id. live: the membership is exact.
     state       text NOT NULL DEFAULT 'building' CHECK (state IN ('building', 'live', 'failed')),
@@ -36,10 +38,10 @@ CREATE UNIQUE INDEX segments_name_key ON segments (name) WHERE deleted_at IS NUL
 
 CREATE TABLE segment_versions (
     segment_id bigint NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
-    version    int NOT NULL,
+    rule_version int NOT NULL,
     rule       jsonb NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (segment_id, version)
+    PRIMARY KEY (segment_id, rule_version)
 );
 
 -- Who is in a segment now, since when and under which version of its rule.
@@ -47,7 +49,7 @@ CREATE TABLE segment_memberships (
     segment_id  bigint NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     customer_id bigint NOT NULL REFERENCES customers (id),
     entered_at  timestamptz NOT NULL,
-    version     int NOT NULL,
+    rule_version int NOT NULL,
     PRIMARY KEY (segment_id, customer_id)
 );
 CREATE INDEX segment_memberships_customer_idx ON segment_memberships (customer_id);
@@ -73,7 +75,7 @@ CREATE TABLE segment_changes (
     customer_id bigint NOT NULL,
     entered     boolean NOT NULL,
     at          timestamptz NOT NULL,
-    version     int NOT NULL,
+    rule_version int NOT NULL,
     cause       text NOT NULL CHECK (cause IN ('build', 'rule', 'customer', 'consent', 'touchpoint',
                                                'touchpoints', 'metrics', 'merge', 'erasure',
                                                'time', 'segment', 'deletion')),
@@ -99,7 +101,7 @@ CREATE TABLE segment_sizes (
     segment_id bigint NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     at         timestamptz NOT NULL,
     size       bigint NOT NULL,
-    version    int NOT NULL,
+    rule_version int NOT NULL,
     reason     text NOT NULL CHECK (reason IN ('daily', 'rule', 'build')),
     PRIMARY KEY (segment_id, at, reason)
 );
