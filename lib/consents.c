@@ -4,6 +4,8 @@
  * state and the history. See consents.h for the rules.
  */
 #include "consents.h"
+#include "segment_store.h"
+#include "segments.h"
 #include "clock.h"
 #include "customers.h"
 #include "customers/internal.h"
@@ -395,7 +397,11 @@ static json_t *record_locked(crm_conn *conn, long long customer_id, const char *
         json_array_append_new(recorded, entry_from_row(res, r, 0));
     PQclear(res);
 
-    json_t *current = crm_consents_current(conn, target, err);
+    char ids[32];
+    snprintf(ids, sizeof ids, "{%lld}", target);
+    json_t *current = crm_segments_refresh(conn, ids, CRM_RULE_READS_CONSENT, "consent", NULL, err)
+                          ? crm_consents_current(conn, target, err)
+                          : NULL;
     if (current == NULL) {
         json_decref(recorded);
         return NULL;

@@ -29,6 +29,7 @@ CREATE TABLE segments (
     -- The segments its rule names ({"segment": id}); their memberships are
     -- kept first.
     depends_on  bigint[] NOT NULL DEFAULT '{}',
+    rank        int NOT NULL DEFAULT 0,
     size        bigint NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
@@ -95,13 +96,14 @@ CREATE TABLE segment_size_deltas (
 );
 CREATE INDEX segment_size_deltas_segment_idx ON segment_size_deltas (segment_id);
 
--- The size over time: one row a day at least (the background work) and one
--- at every new version of the rule.
+-- The size over time: one row a day at least (the background work), and
+-- one after every build: the first, a new version of the rule, a rebuild
+-- of a segment it names, a full recompute of the metrics it reads.
 CREATE TABLE segment_sizes (
     segment_id bigint NOT NULL REFERENCES segments (id) ON DELETE CASCADE,
     at         timestamptz NOT NULL,
     size       bigint NOT NULL,
     rule_version int NOT NULL,
-    reason     text NOT NULL CHECK (reason IN ('daily', 'rule', 'build')),
+    reason     text NOT NULL CHECK (reason IN ('daily', 'build', 'rule', 'segment', 'metrics')),
     PRIMARY KEY (segment_id, at, reason)
 );

@@ -114,6 +114,12 @@ static const env_var vars[] = {
     {"CRMD_METRICS_FOLLOW_MS", VAR_INT, "500", 0, 600000, OFF(metrics_follow_ms),
      "how often the metrics' follower looks for purchases, refunds, feedback, merges and "
      "erasures to bring into customer_metrics (0: this process never follows)"},
+    {"CRMD_SEGMENTS_TICK_MS", VAR_INT, "1000", 0, 600000, OFF(segments_tick_ms),
+     "how often the segments' upkeep moves the customers whose standing changed with time, "
+     "folds the segments' counts and records their daily size (0: this process runs none); "
+     "a time-window membership changes at most about this late"},
+    {"CRMD_SEGMENTS_FLIP_BATCH", VAR_INT, "1000", 1, 100000, OFF(segments_flip_batch),
+     "customers the segments' upkeep re-evaluates in one transaction"},
     {"CRMD_METRICS_FOLLOW_BATCH", VAR_INT, "5000", 1, 1000000, OFF(metrics_follow_batch),
      "changes of each feed the follower takes in one sweep (one transaction)"},
     {"CRMD_METRICS_FOLLOW_DUTY_PERCENT", VAR_INT, "20", 1, 100, OFF(metrics_follow_duty_percent),

@@ -52,6 +52,8 @@ typedef struct crmd_config {
     int lifecycle_lapsed_days;
     int metrics_follow_ms; /* 0: this process does not follow */
     int metrics_follow_batch;
+    int segments_tick_ms; /* 0: this process runs no segments upkeep */
+    int segments_flip_batch;
     int metrics_follow_duty_percent;
     int metrics_schedule_hours; /* 0: recomputes only on demand */
     int metrics_basket_min_orders;

@@ -70,6 +70,16 @@ void handle_metrics_summary(http_request *req);
 void handle_metrics_distribution(http_request *req);
 void handle_metrics_timeseries(http_request *req);
 
+/* handlers_segments.c */
+void handle_segment_create(http_request *req);
+void handle_segment_list(http_request *req);
+void handle_segment_get(http_request *req);
+void handle_segment_patch(http_request *req);
+void handle_segment_delete(http_request *req);
+void handle_segment_count(http_request *req);
+void handle_segment_customers(http_request *req);
+void handle_segment_changes(http_request *req);
+void handle_segment_history(http_request *req);
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

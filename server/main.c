@@ -17,6 +17,8 @@
 #include "jobs.h"
 #include "jobs_runner.h"
 #include "metrics_follower.h"
+#include "segment_store.h"
+#include "segments_worker.h"
 #include "list/cursor.h"
 #include "log.h"
 #include "migrate.h"
@@ -341,6 +343,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
     crm_jobs_register(&crm_metrics_patterns_kind);
     crm_jobs_register(&crm_metrics_base_kind);
+    crm_segments_register_jobs();
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
         crm_db_shutdown();
@@ -364,6 +367,7 @@ static int cmd_serve(const crmd_config *cfg)
         return 1;
     }
     metrics_follower *follower = start_metrics_follower(cfg);
+    segments_worker *segments = segments_worker_start(cfg->segments_tick_ms, cfg->segments_flip_batch);
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "
             "each, %d workers, pool of %d)",
@@ -375,6 +379,7 @@ static int cmd_serve(const crmd_config *cfg)
             sig == SIGTERM ? "SIGTERM" : "SIGINT");
     /* First: a running job saves its checkpoint at its next progress and
      * goes back to the queue, its progress and ending still on the pool. */
+    segments_worker_stop(segments);
     metrics_follower_stop(follower);
     jobs_runner_stop(runner);
     http_server_stop(srv);

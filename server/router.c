@@ -30,6 +30,9 @@ static const char *const Q_CUSTOMER_LIST[] = {
     "q",             "sort",           "limit",          "after",         NULL};
 static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
                                          "occurred_before", "limit", "after", NULL};
+static const char *const Q_SEGMENT_MEMBERS[] = {"limit", "after", "at", NULL};
+static const char *const Q_SEGMENT_COUNT[] = {"at", NULL};
+static const char *const Q_SEGMENT_CHANGES[] = {"limit", "after", "since", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
 static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
 static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
@@ -99,6 +102,24 @@ static const http_route routes[] = {
      Q_SYNC},
     {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0,
      Q_SYNC},
+    /* segments */
+    {"POST", "/v1/segments", handle_segment_create, CRM_SCOPE_SEGMENTS_WRITE, true, false,
+     SMALL_BODY, NULL},
+    {"GET", "/v1/segments", handle_segment_list, CRM_SCOPE_SEGMENTS_READ, false, false, 0, Q_PAGE},
+    {"GET", "/v1/segments/{id}", handle_segment_get, CRM_SCOPE_SEGMENTS_READ, false, false, 0,
+     NULL},
+    {"PATCH", "/v1/segments/{id}", handle_segment_patch, CRM_SCOPE_SEGMENTS_WRITE, true, false,
+     SMALL_BODY, NULL},
+    {"DELETE", "/v1/segments/{id}", handle_segment_delete, CRM_SCOPE_SEGMENTS_WRITE, false, false,
+     0, NULL},
+    {"GET", "/v1/segments/{id}/count", handle_segment_count, CRM_SCOPE_SEGMENTS_READ, false, true,
+     0, Q_SEGMENT_COUNT},
+    {"GET", "/v1/segments/{id}/customers", handle_segment_customers, CRM_SCOPE_SEGMENTS_READ,
+     false, false, 0, Q_SEGMENT_MEMBERS},
+    {"GET", "/v1/segments/{id}/changes", handle_segment_changes, CRM_SCOPE_SEGMENTS_READ, false,
+     false, 0, Q_SEGMENT_CHANGES},
+    {"GET", "/v1/segments/{id}/history", handle_segment_history, CRM_SCOPE_SEGMENTS_READ, false,
+     false, 0, Q_PAGE},
     /* metrics */
     {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
      true, 0, NULL},

@@ -7,6 +7,7 @@
  */
 #include "customers.h"
 #include "customers/internal.h"
+#include "segment_store.h"
 #include "idempotency.h"
 #include "jbuf.h"
 #include "json.h"
@@ -452,6 +453,15 @@ static bool validate_document(json_t *body, unsigned flags, crm_customer_values 
     return valid;
 }
 
+/* Every live segment that reads the customer's columns, for customer id,
+ * in the write's transaction. */
+static bool refresh_segments(crm_conn *c, long long id, crm_error *err)
+{
+    char ids[32];
+    snprintf(ids, sizeof ids, "{%lld}", id);
+    return crm_segments_refresh(c, ids, CRM_RULE_READS_CUSTOMER, "customer", NULL, err);
+}
+
 static bool create_in_tx(crm_conn *c, json_t *body, const crm_customer_values *vals,
                          const crm_write_ctx *ctx, crm_customer_created *out, crm_error *err)
 {
@@ -496,6 +506,10 @@ static bool create_in_tx(crm_conn *c, json_t *body, const crm_customer_values *v
             json_decref(rep);
             return false;
         }
+    }
+    if (!refresh_segments(c, id, err)) {
+        json_decref(rep);
+        return false;
     }
     out->version = (int)json_integer_value(json_object_get(rep, "version"));
     out->body = crm_json_text(rep, NULL);
@@ -671,7 +685,9 @@ json_t *crm_customer_patch(long long id, json_t *patch, const char *if_match,
     json_t *rep = NULL;
     if (crm_db_begin(c, err)) {
         rep = patch_in_tx(c, id, patch, clean, if_match, ctx, err);
-        if (rep != NULL && !crm_db_commit(c, err)) {
+        if (rep != NULL &&
+            (!refresh_segments(c, json_integer_value(json_object_get(rep, "id")), err) ||
+             !crm_db_commit(c, err))) {
             json_decref(rep);
             rep = NULL;
         }
@@ -711,7 +727,8 @@ bool crm_customer_delete(long long id, const char *if_match, const crm_write_ctx
     if (c == NULL)
         return false;
     bool ok =
-        crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) && crm_db_commit(c, err);
+        crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) &&
+        refresh_segments(c, id, err) && crm_db_commit(c, err);
     if (!ok)
         crm_db_rollback(c);
     crm_db_release(c);
@@ -797,7 +814,9 @@ json_t *crm_customer_upsert_by_external_id(const char *source, const char *exter
         json_t *rep = NULL;
         if (crm_db_begin(c, err)) {
             rep = upsert_in_tx(c, source, external_id, body, if_match, ctx, created, &retry, err);
-            if (rep != NULL && !crm_db_commit(c, err)) {
+            if (rep != NULL &&
+                (!refresh_segments(c, json_integer_value(json_object_get(rep, "id")), err) ||
+                 !crm_db_commit(c, err))) {
                 json_decref(rep);
                 rep = NULL;
             }

@@ -4,6 +4,7 @@
  * transaction). The rules are in customer_merge.h.
  */
 #include "customer_merge.h"
+#include "segment_store.h"
 #include "customer_tables.h"
 #include "consents.h"
 #include "customers/internal.h"
@@ -473,6 +474,9 @@ static json_t *merge_in_tx(crm_conn *c, const merge_request *m, crm_error *err)
         res = ok ? crm_db_exec(c, &compress_aliases, 3, mark_params, err) : NULL;
         ok = res != NULL;
         PQclear(res);
+        /* The merged customers leave their segments, the survivor is
+         * evaluated on its merged data (segment_memberships' registry row). */
+        ok = ok && crm_segments_refresh(c, m->all_array, CRM_SEGMENTS_ALL, "merge", NULL, err);
     }
     char *text = ok ? json_dumps(changes, JSON_COMPACT) : NULL;
     json_decref(changes);

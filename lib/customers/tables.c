@@ -9,6 +9,7 @@
 #include "jbuf.h"
 #include "json.h"
 #include "touchpoints.h"
+#include "segment_store.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,30 @@ static bool export_lifecycle_step(const crm_export_step *x, crm_error *err)
 
 /* ---- the registry ----------------------------------------------------------------- */
 
+/* ---- segment_memberships, segment_flips, segment_changes ----------------------------- */
+
+/* The erased customers are no longer active: refreshing every segment for
+ * them moves them out (logged, cause erasure) and drops their flips. */
+static bool erase_memberships_step(crm_conn *c, const char *ids, crm_error *err)
+{
+    return crm_segments_refresh(c, ids, CRM_SEGMENTS_ALL, "erasure", NULL, err);
+}
+
+static crm_stmt export_segments = CRM_STMT_RO(
+    "privacy_export_segments",
+    "SELECT json_build_object('current', (SELECT coalesce(json_agg(json_build_object("
+    "'segment_id', segment_id, 'customer_id', customer_id, 'entered_at', " CRM_SQL_TS("entered_at")
+    ") ORDER BY segment_id, customer_id), '[]') FROM segment_memberships"
+    " WHERE customer_id = ANY($1::bigint[])), 'changes', (SELECT coalesce(json_agg("
+    "json_build_object('segment_id', segment_id, 'customer_id', customer_id, 'change',"
+    " CASE WHEN entered THEN 'entered' ELSE 'left' END, 'at', " CRM_SQL_TS("at") ", 'cause', cause)"
+    " ORDER BY id), '[]') FROM segment_changes WHERE customer_id = ANY($1::bigint[])))::text");
+
+static bool export_segments_step(const crm_export_step *x, crm_error *err)
+{
+    return export_member(x, &export_segments, "segments", err);
+}
+
 const crm_customer_table crm_customer_tables[] = {
     {"customer_consents", "customer_id",
      "where the parties' current decisions disagree the survivor gets a newer revocation; "
@@ -380,6 +405,23 @@ const crm_customer_table crm_customer_tables[] = {
      "stay: triggers on customers keep them in step with each customer's columns",
      "removed by the triggers on customers when erasure sets the status to erased",
      "not exported: derived from the customer's own columns", NULL, NULL, NULL},
+    {"segment_memberships", "customer_id",
+     "after the parties are marked merged, every segment is refreshed for all of them "
+     "(customers/merge.c): the merged ones leave (logged, cause merge) and the survivor is "
+     "evaluated on its merged data",
+     "the erased customers leave every segment (logged, cause erasure)",
+     "segments.current: the segments the person's customers are in", NULL,
+     erase_memberships_step, export_segments_step},
+    {"segment_flips", "customer_id",
+     "dropped with the memberships' refresh of the merged customers (no longer active)",
+     "dropped with the memberships' refresh (no longer active)",
+     "not exported: when a standing may next change, derived from the rules", NULL, NULL, NULL},
+    {"segment_changes", "customer_id",
+     "stay with the customer they describe: the log is the exact history of who was in a "
+     "segment when",
+     "stay as anonymous facts (an id whose customer is scrubbed, a segment, a time): the "
+     "segments' past sizes stay exact",
+     "segments.changes (read with segment_memberships)", NULL, NULL, NULL},
 };
 
 const size_t crm_customer_tables_count = sizeof crm_customer_tables / sizeof crm_customer_tables[0];

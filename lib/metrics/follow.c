@@ -23,6 +23,7 @@
  */
 #include "customer_metrics.h"
 #include "metrics/internal.h"
+#include "segment_store.h"
 #include "jbuf.h"
 #include "customers.h"
 
@@ -367,7 +368,9 @@ static bool run_sweep(sweep *S, crm_error *err)
     if (ok) {
         metrics_load_summarise(&S->L);
         metrics_load_add_engagement(&S->L);
-        ok = score(S, err) && replace_rows(S, ids, err) && crm_db_commit(S->c, err);
+        ok = score(S, err) && replace_rows(S, ids, err) &&
+             crm_segments_refresh(S->c, ids, CRM_RULE_READS_METRICS, "metrics", NULL, err) &&
+             crm_db_commit(S->c, err);
     }
     free(ids);
     return ok;

@@ -22,6 +22,7 @@
  */
 #include "customer_metrics.h"
 #include "metrics/internal.h"
+#include "segment_store.h"
 #include "auth.h"
 #include "btyd.h"
 #include "bytebuf.h"
@@ -782,6 +783,12 @@ static void queue_followers(long long as_ms)
         json_decref(job);
         crm_error_clear(&err);
     }
+    /* Every customer's metrics changed: the segments that read them are
+     * rebuilt (each a job; only those whose standing changed move). */
+    crm_error err = CRM_ERROR_INIT;
+    if (!crm_segments_rebuild_reading(CRM_RULE_READS_METRICS, "metrics", &err))
+        crm_log(CRM_LOG_WARN, "metrics: cannot queue the segments' rebuilds: %s", err.detail);
+    crm_error_clear(&err);
 }
 
 static bool run_recompute(crm_job_ctx *job, crm_error *err)

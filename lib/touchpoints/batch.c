@@ -9,6 +9,8 @@
 #include "clock.h"
 #include "customers/internal.h"
 #include "touchpoints/internal.h"
+#include "segment_store.h"
+#include "jbuf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +120,41 @@ static json_t *batch_report(batch *B)
                      counts[CRM_TP_DUPLICATE], "rejected", counts[CRM_TP_REJECTED], "items", items);
 }
 
+/* Every live segment that reads touchpoints or customers (a batch may
+ * make customers), for the customers the batch stored touchpoints of, in
+ * its transaction: one statement per segment for the whole batch. */
+static bool refresh_segments(crm_conn *c, const batch *B, crm_error *err)
+{
+    crm_jbuf ids;
+    crm_jbuf_init(&ids);
+    crm_jbuf_raw(&ids, "{", 1);
+    size_t n = 0;
+    long long single = 0;
+    for (size_t i = 0; i < B->n; i++) {
+        const tp_item *it = &B->items[i];
+        if (it->status != CRM_TP_CREATED || it->customer_id <= 0)
+            continue;
+        char one[24];
+        int len = snprintf(one, sizeof one, "%s%lld", n ? "," : "", it->customer_id);
+        crm_jbuf_raw(&ids, one, (size_t)len);
+        single = it->id;
+        n++;
+    }
+    crm_jbuf_raw(&ids, "}", 1);
+    size_t len = 0;
+    char *text = crm_jbuf_take(&ids, &len);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    char ref[24];
+    snprintf(ref, sizeof ref, "%lld", single);
+    bool ok = n == 0 || crm_segments_refresh(c, text, CRM_RULE_READS_TOUCHPOINTS |
+                                                         CRM_RULE_READS_CUSTOMER,
+                                             B->n == 1 ? "touchpoint" : "touchpoints",
+                                             B->n == 1 && single > 0 ? ref : NULL, err);
+    free(text);
+    return ok;
+}
+
 /* Checks and stores the items of B; a failure of the database (not of an
  * item) is err. Retried once when the transaction lost a race, and once,
  * carefully, when an item broke a rule of the database (drift). */
@@ -140,7 +177,8 @@ static bool record(batch *B, crm_error *err)
         crm_conn *c = crm_db_acquire(err);
         if (c == NULL)
             return false;
-        bool ok = crm_db_begin(c, err) && tp_store_batch(c, B, err) && crm_db_commit(c, err);
+        bool ok = crm_db_begin(c, err) && tp_store_batch(c, B, err) && refresh_segments(c, B, err) &&
+                  crm_db_commit(c, err);
         if (!ok)
             crm_db_rollback(c);
         bool retry_race = !ok && !B->drift && err->code == CRM_E_CONFLICT && !raced;

@@ -1,0 +1,613 @@
+/*
+ * segments/live.c — keeping memberships exact (segment_store.h): the
+ * refresh that every write runs in its transaction, the build job, and the
+ * background tick (flips that are due, size deltas, the daily size, builds
+ * that are due, deleted segments).
+ */
+#include "segment_store.h"
+#include "segments.h"
+#include "segments/live.h"
+#include "clock.h"
+#include "jbuf.h"
+#include "jobs.h"
+#include "auth.h"
+#include "log.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOCK_KEY(col) "(" col " & 2147483647)::int"
+
+/* ---- parsed rules, shared by every thread ------------------------------------ */
+
+/* A parsed rule is immutable: threads share it, counted. */
+typedef struct cached_rule {
+    long long id;
+    int version;
+    crm_rule *rule;
+    int users; /* the cache's own reference counts as one */
+} cached_rule;
+
+#define RULE_CACHE 256
+static cached_rule *rule_cache[RULE_CACHE];
+static pthread_mutex_t rule_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void rule_release(cached_rule *e)
+{
+    if (e == NULL)
+        return;
+    pthread_mutex_lock(&rule_cache_mu);
+    bool last = --e->users == 0;
+    pthread_mutex_unlock(&rule_cache_mu);
+    if (last) {
+        crm_rule_free(e->rule);
+        free(e);
+    }
+}
+
+/* The parsed rule of (id, version), whose stored text is text. NULL with
+ * err when it does not parse (it did when it was stored) or memory ran out. */
+static cached_rule *rule_get(long long id, int version, const char *text, crm_error *err)
+{
+    pthread_mutex_lock(&rule_cache_mu);
+    for (int i = 0; i < RULE_CACHE; i++) {
+        cached_rule *e = rule_cache[i];
+        if (e != NULL && e->id == id && e->version == version) {
+            e->users++;
+            pthread_mutex_unlock(&rule_cache_mu);
+            return e;
+        }
+    }
+    pthread_mutex_unlock(&rule_cache_mu);
+    json_error_t jerr;
+    json_t *json = json_loads(text, 0, &jerr);
+    crm_rule *r = json ? crm_rule_parse(json, err) : NULL;
+    json_decref(json);
+    if (r == NULL) {
+        crm_error_clear(err);
+        crm_error_set(err, CRM_E_INTERNAL, "the stored rule of segment %lld does not parse", id);
+        return NULL;
+    }
+    cached_rule *e = malloc(sizeof *e);
+    if (e == NULL) {
+        crm_rule_free(r);
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    *e = (cached_rule){.id = id, .version = version, .rule = r, .users = 2};
+    cached_rule *evicted = NULL;
+    pthread_mutex_lock(&rule_cache_mu);
+    int slot = (int)((unsigned long long)id % RULE_CACHE);
+    evicted = rule_cache[slot];
+    rule_cache[slot] = e;
+    pthread_mutex_unlock(&rule_cache_mu);
+    rule_release(evicted);
+    return e;
+}
+
+/* ---- the segments a write keeps ---------------------------------------------- */
+
+typedef struct live_segment {
+    long long id;
+    int version;
+    unsigned reads;
+    cached_rule *rule;
+} live_segment;
+
+typedef struct live_set {
+    live_segment *s;
+    int n;
+} live_set;
+
+static void live_set_free(live_set *L)
+{
+    for (int i = 0; i < L->n; i++)
+        rule_release(L->s[i].rule);
+    free(L->s);
+    L->s = NULL;
+    L->n = 0;
+}
+
+static crm_stmt gate_shared = CRM_STMT(
+    "segments_gate_shared", "SELECT pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS ", 0)");
+
+/* Every segment's lock, shared, in id order (the inner ORDER BY, kept by
+ * OFFSET 0), then the rules in order of dependence. */
+static crm_stmt load_live = CRM_STMT(
+    "segments_load_live",
+    "SELECT id, rule_version, rule::text, reads FROM ("
+    " SELECT s.id, s.rule_version, s.rule, s.reads, s.rank,"
+    " pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY("s.id") ") FROM ("
+    "  SELECT id, rule_version, rule, reads, rank FROM segments WHERE deleted_at IS NULL"
+    "  AND state <> 'failed' ORDER BY id OFFSET 0) s OFFSET 0) t ORDER BY rank, id");
+
+static bool lock_and_load(crm_conn *c, live_set *L, crm_error *err)
+{
+    L->s = NULL;
+    L->n = 0;
+    PGresult *res = crm_db_exec(c, &gate_shared, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    res = crm_db_exec(c, &load_live, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    int n = PQntuples(res);
+    if (n > 0 && (L->s = calloc((size_t)n, sizeof *L->s)) == NULL) {
+        PQclear(res);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        live_segment *g = &L->s[L->n];
+        g->id = atoll(PQgetvalue(res, i, 0));
+        g->version = atoi(PQgetvalue(res, i, 1));
+        g->reads = (unsigned)atoi(PQgetvalue(res, i, 3));
+        g->rule = rule_get(g->id, g->version, PQgetvalue(res, i, 2), err);
+        if (g->rule == NULL) {
+            PQclear(res);
+            live_set_free(L);
+            return false;
+        }
+        L->n++;
+    }
+    PQclear(res);
+    return true;
+}
+
+/* ---- one segment over some customers ------------------------------------------ */
+
+static void format_at(long long now_ms, char out[40])
+{
+    char iso[40];
+    crm_format_timestamp(now_ms, iso);
+    snprintf(out, 40, "%s", iso);
+}
+
+/* The tail that moves cand's customers in and out, logs the moves and the
+ * change of size: cand (id, inside) holds every customer considered. */
+static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int ref,
+                        bool every_member)
+{
+    crm_sqlbuf_append(s, "gone AS (DELETE FROM segment_memberships sm");
+    if (every_member) {
+        crm_sqlbuf_append(s, " WHERE sm.segment_id = ");
+        crm_sqlbuf_placeholder(s, seg);
+        crm_sqlbuf_append(s, "::bigint AND NOT EXISTS (SELECT 1 FROM cand"
+                             " WHERE cand.id = sm.customer_id AND cand.inside)");
+    } else {
+        crm_sqlbuf_append(s, " USING cand WHERE sm.segment_id = ");
+        crm_sqlbuf_placeholder(s, seg);
+        crm_sqlbuf_append(s, "::bigint AND sm.customer_id = cand.id AND NOT cand.inside");
+    }
+    crm_sqlbuf_append(s, " RETURNING sm.customer_id), came AS (INSERT INTO segment_memberships"
+                         " (segment_id, customer_id, entered_at, rule_version) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, id, ");
+    crm_sqlbuf_placeholder(s, at);
+    crm_sqlbuf_append(s, "::timestamptz, ");
+    crm_sqlbuf_placeholder(s, ver);
+    crm_sqlbuf_append(s, "::int FROM cand WHERE inside ON CONFLICT DO NOTHING RETURNING customer_id),"
+                         " moved AS (SELECT customer_id, false AS entered FROM gone"
+                         " UNION ALL SELECT customer_id, true FROM came),"
+                         " logged AS (INSERT INTO segment_changes (segment_id, customer_id, entered,"
+                         " at, rule_version, cause, cause_ref) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
+    crm_sqlbuf_placeholder(s, at);
+    crm_sqlbuf_append(s, "::timestamptz, ");
+    crm_sqlbuf_placeholder(s, ver);
+    crm_sqlbuf_append(s, "::int, ");
+    crm_sqlbuf_placeholder(s, cause);
+    crm_sqlbuf_append(s, "::text, ");
+    crm_sqlbuf_placeholder(s, ref);
+    crm_sqlbuf_append(s, "::text FROM moved ORDER BY customer_id)");
+    if (!every_member) {
+        crm_sqlbuf_append(s, ", sized AS (INSERT INTO segment_size_deltas (segment_id, delta)"
+                             " SELECT ");
+        crm_sqlbuf_placeholder(s, seg);
+        crm_sqlbuf_append(s, "::bigint, d.n FROM (SELECT (SELECT count(*) FROM came)"
+                             " - (SELECT count(*) FROM gone) AS n) d WHERE d.n <> 0)");
+    }
+}
+
+/* Parameters every statement of one segment shares. */
+typedef struct seg_params {
+    int seg, ver, at, cause, ref;
+} seg_params;
+
+static void bind_common(crm_sqlbuf *s, seg_params *p, const char *seg, const char *ver,
+                        const char *at, const char *cause, const char *ref)
+{
+    p->seg = crm_sqlbuf_param(s, seg);
+    p->ver = crm_sqlbuf_param(s, ver);
+    p->at = crm_sqlbuf_param(s, at);
+    p->cause = crm_sqlbuf_param(s, cause);
+    p->ref = crm_sqlbuf_param(s, ref);
+}
+
+/* Runs s (text built from constant fragments only) on c, prepared when
+ * the connection may keep it. */
+static PGresult *run_built(crm_conn *c, crm_sqlbuf *s, bool prepare, crm_error *err)
+{
+    if (!crm_sqlbuf_ok(s)) {
+        crm_error_set(err, CRM_E_INTERNAL, "a segment's statement could not be built");
+        return NULL;
+    }
+    crm_stmt *st = prepare ? crm_db_stmt_for_sql(crm_sqlbuf_text(s), false, false) : NULL;
+    if (st != NULL)
+        return crm_db_exec(c, st, s->nparams, s->params, err);
+    return crm_db_exec_sql(c, crm_sqlbuf_text(s), s->nparams, s->params, err);
+}
+
+/* Segment g over the customers ids (a bigint array literal). */
+static bool refresh_one(crm_conn *c, const live_segment *g, const char *ids, long long now_ms,
+                        const char *cause, const char *ref, crm_error *err)
+{
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    char seg[24], ver[16], at[40];
+    snprintf(seg, sizeof seg, "%lld", g->id);
+    snprintf(ver, sizeof ver, "%d", g->version);
+    format_at(now_ms, at);
+    seg_params p;
+    bind_common(&s, &p, seg, ver, at, cause, ref);
+    int pids = crm_sqlbuf_param(&s, ids);
+    const crm_rule *r = g->rule->rule;
+    bool timed = crm_rule_has_time(r);
+    crm_sqlbuf_append(&s, "WITH cand AS MATERIALIZED (SELECT c.id, (c.status = 'active' AND (");
+    bool ok = crm_rule_sql(r, &s, now_ms, &arena, err);
+    crm_sqlbuf_append(&s, ")) AS inside");
+    if (timed) {
+        crm_sqlbuf_append(&s, ", CASE WHEN c.status = 'active' THEN (");
+        ok = ok && crm_rule_flip_sql(r, &s, now_ms, &arena, err);
+        crm_sqlbuf_append(&s, ") END AS flip");
+    }
+    crm_sqlbuf_append(&s, " FROM customers c WHERE c.id = ANY(");
+    crm_sqlbuf_placeholder(&s, pids);
+    crm_sqlbuf_append(&s, "::bigint[])), ");
+    write_moves(&s, p.seg, p.ver, p.at, p.cause, p.ref, false);
+    if (timed) {
+        crm_sqlbuf_append(&s, ", flips AS (INSERT INTO segment_flips (segment_id, customer_id, flip_at)"
+                              " SELECT ");
+        crm_sqlbuf_placeholder(&s, p.seg);
+        crm_sqlbuf_append(&s, "::bigint, id, flip FROM cand WHERE flip IS NOT NULL"
+                              " ON CONFLICT (segment_id, customer_id) DO UPDATE"
+                              " SET flip_at = EXCLUDED.flip_at),"
+                              " unflips AS (DELETE FROM segment_flips f USING cand"
+                              " WHERE f.segment_id = ");
+        crm_sqlbuf_placeholder(&s, p.seg);
+        crm_sqlbuf_append(&s, "::bigint AND f.customer_id = cand.id AND cand.flip IS NULL)");
+    }
+    crm_sqlbuf_append(&s, " SELECT (SELECT count(*) FROM came), (SELECT count(*) FROM gone)");
+    PGresult *res = ok ? run_built(c, &s, true, err) : NULL;
+    ok = res != NULL;
+    PQclear(res);
+    crm_sqlbuf_free(&s);
+    crm_arena_free(&arena);
+    return ok;
+}
+
+static bool refresh_loaded(crm_conn *c, const live_set *L, const char *ids, unsigned what,
+                           const char *cause, const char *ref, crm_error *err)
+{
+    long long now_ms = crm_wall_ms();
+    for (int i = 0; i < L->n; i++) {
+        const live_segment *g = &L->s[i];
+        if ((g->reads & what) == 0 && (g->reads & CRM_RULE_READS_SEGMENTS) == 0)
+            continue;
+        if (!refresh_one(c, g, ids, now_ms, cause, ref, err))
+            return false;
+    }
+    return true;
+}
+
+bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const char *cause,
+                          const char *ref, crm_error *err)
+{
+    if (ids == NULL || strcmp(ids, "{}") == 0)
+        return true;
+    live_set L;
+    if (!lock_and_load(c, &L, err))
+        return false;
+    bool ok = refresh_loaded(c, &L, ids, what, cause, ref, err);
+    live_set_free(&L);
+    return ok;
+}
+
+/* ---- the build ---------------------------------------------------------------- */
+
+static crm_stmt queue_note = CRM_STMT(
+    "segments_note_build", "UPDATE segments SET build_job_id = $2 WHERE id = $1");
+
+bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_error *err)
+{
+    json_t *params = json_pack("{s:I}", "segment_id", (json_int_t)id);
+    long long running = 0;
+    json_t *job = params ? crm_job_submit("segment_build", params, NULL, api_key_id, &running, err)
+                         : NULL;
+    json_decref(params);
+    if (job == NULL) {
+        if (err->code == CRM_OK)
+            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return false;
+    }
+    char idbuf[24], jobbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    snprintf(jobbuf, sizeof jobbuf, "%lld", (long long)json_integer_value(json_object_get(job, "id")));
+    json_decref(job);
+    const char *p[] = {idbuf, jobbuf};
+    PGresult *res = crm_db_exec(c, &queue_note, 2, p, err);
+    PQclear(res);
+    return res != NULL;
+}
+
+static crm_stmt gate_pass = CRM_STMT(
+    "segments_gate_pass", "SELECT pg_advisory_lock(" CRM_SEGMENTS_LOCK_CLASS ", 0),"
+                          " pg_advisory_unlock(" CRM_SEGMENTS_LOCK_CLASS ", 0)");
+
+static crm_stmt definitions_lock = CRM_STMT(
+    "segments_build_definitions",
+    "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
+
+/* The segment and every live one that depends on it, in order of
+ * dependence; each one's lock, exclusive, taken in id order. */
+static crm_stmt build_targets = CRM_STMT(
+    "segments_build_targets",
+    "WITH RECURSIVE d (id, depth) AS (SELECT $1::bigint, 0"
+    " UNION SELECT s.id, d.depth + 1 FROM segments s JOIN d ON d.id = ANY(s.depends_on)"
+    " WHERE s.deleted_at IS NULL AND d.depth < 64),"
+    " t AS (SELECT DISTINCT s.id, s.rule_version, s.rule, s.rank, s.state FROM segments s"
+    "  JOIN d ON d.id = s.id WHERE s.deleted_at IS NULL),"
+    " locked AS (SELECT count(pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY("id")
+    ")) AS n FROM (SELECT id FROM t ORDER BY id OFFSET 0) x) "
+    "SELECT t.id, t.rule_version, t.rule::text, t.state FROM t, locked ORDER BY t.rank, t.id");
+
+static crm_stmt flips_clear = CRM_STMT(
+    "segments_flips_clear", "DELETE FROM segment_flips WHERE segment_id = $1");
+
+static crm_stmt build_settle = CRM_STMT(
+    "segments_build_settle",
+    "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
+    " n AS (SELECT count(*) AS size FROM segment_memberships WHERE segment_id = $1),"
+    " s AS (UPDATE segments SET size = n.size, state = 'live' FROM n WHERE id = $1"
+    "  RETURNING id, rule_version, size) "
+    "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
+    " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s ON CONFLICT DO NOTHING");
+
+/* Segment id (its rule text, version) over the whole base. */
+static bool build_one(crm_conn *c, long long id, int version, const char *rule_text,
+                      const char *cause, long long now_ms, crm_error *err)
+{
+    cached_rule *cr = rule_get(id, version, rule_text, err);
+    if (cr == NULL)
+        return false;
+    char seg[24], ver[16], at[40];
+    snprintf(seg, sizeof seg, "%lld", id);
+    snprintf(ver, sizeof ver, "%d", version);
+    format_at(now_ms, at);
+    const char *p1[] = {seg};
+    PGresult *res = crm_db_exec(c, &flips_clear, 1, p1, err);
+    bool ok = res != NULL;
+    PQclear(res);
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    seg_params p;
+    bind_common(&s, &p, seg, ver, at, cause, NULL);
+    bool timed = crm_rule_has_time(cr->rule);
+    if (timed) {
+        crm_sqlbuf_append(&s, "WITH cand AS MATERIALIZED (SELECT c.id, (");
+        ok = ok && crm_rule_sql(cr->rule, &s, now_ms, &arena, err);
+        crm_sqlbuf_append(&s, ") AS inside, (");
+        ok = ok && crm_rule_flip_sql(cr->rule, &s, now_ms, &arena, err);
+        crm_sqlbuf_append(&s, ") AS flip FROM customers c WHERE c.status = 'active'), ");
+    } else {
+        crm_sqlbuf_append(&s, "WITH cand AS MATERIALIZED (SELECT c.id, true AS inside"
+                              " FROM customers c WHERE c.status = 'active' AND (");
+        ok = ok && crm_rule_sql(cr->rule, &s, now_ms, &arena, err);
+        crm_sqlbuf_append(&s, ")), ");
+    }
+    write_moves(&s, p.seg, p.ver, p.at, p.cause, p.ref, true);
+    if (timed) {
+        crm_sqlbuf_append(&s, ", flips AS (INSERT INTO segment_flips (segment_id, customer_id,"
+                              " flip_at) SELECT ");
+        crm_sqlbuf_placeholder(&s, p.seg);
+        crm_sqlbuf_append(&s, "::bigint, id, flip FROM cand WHERE flip IS NOT NULL)");
+    }
+    crm_sqlbuf_append(&s, " SELECT (SELECT count(*) FROM came), (SELECT count(*) FROM gone)");
+    res = ok ? run_built(c, &s, false, err) : NULL;
+    ok = res != NULL;
+    PQclear(res);
+    crm_sqlbuf_free(&s);
+    crm_arena_free(&arena);
+    rule_release(cr);
+    if (ok) {
+        const char *p3[] = {seg, at, cause};
+        res = crm_db_exec(c, &build_settle, 3, p3, err);
+        ok = res != NULL;
+        PQclear(res);
+    }
+    return ok;
+}
+
+static bool run_build(crm_job_ctx *job, crm_error *err)
+{
+    crm_conn *c = crm_job_conn(job);
+    long long id = (long long)json_integer_value(json_object_get(crm_job_params(job), "segment_id"));
+    /* A rebuild because what the rule reads changed everywhere says so
+     * ("metrics"); otherwise a first build, a new rule or a dependence. */
+    const char *given = json_string_value(json_object_get(crm_job_params(job), "cause"));
+    if (given != NULL && strcmp(given, "metrics") != 0)
+        given = NULL;
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    crm_job_progress(job, "waiting for writes under way", 0, 0, NULL);
+    PGresult *res = crm_db_exec(c, &gate_pass, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    if (!crm_db_begin(c, err))
+        return false;
+    const char *p[] = {idbuf};
+    res = crm_db_exec(c, &definitions_lock, 0, NULL, err);
+    bool ok = res != NULL;
+    PQclear(res);
+    res = ok ? crm_db_exec(c, &build_targets, 1, p, err) : NULL;
+    ok = res != NULL;
+    crm_job_keeper *keeper = ok ? crm_job_keep_lease(job) : NULL;
+    int n = ok ? PQntuples(res) : 0;
+    long long now_ms = crm_wall_ms();
+    for (int i = 0; ok && i < n; i++) {
+        long long sid = atoll(PQgetvalue(res, i, 0));
+        const char *cause = given != NULL && sid == id                 ? given
+                            : sid != id                                ? "segment"
+                            : atoi(PQgetvalue(res, i, 1)) == 1 &&
+                                      strcmp(PQgetvalue(res, i, 3), "building") == 0
+                                ? "build"
+                                : "rule";
+        crm_job_progress(job, "evaluating", i, n, NULL);
+        ok = build_one(c, sid, atoi(PQgetvalue(res, i, 1)), PQgetvalue(res, i, 2), cause, now_ms,
+                       err);
+    }
+    PQclear(res);
+    crm_job_keeper_stop(keeper);
+    if (ok)
+        ok = crm_db_commit(c, err);
+    else
+        crm_db_rollback(c);
+    if (ok) {
+        json_t *result = json_pack("{s:I, s:i}", "segment_id", (json_int_t)id, "segments", n);
+        crm_job_set_result(job, result);
+    }
+    return ok;
+}
+
+static const crm_job_kind build_kind = {"segment_build", run_build, CRM_SCOPE_SEGMENTS_READ};
+
+void crm_segments_register_jobs(void)
+{
+    crm_jobs_register(&build_kind);
+}
+
+/* ---- rebuilds when everything changed (a full recompute of the metrics) ----------------- */
+
+static crm_stmt reading = CRM_STMT(
+    "segments_reading", "SELECT id FROM segments WHERE deleted_at IS NULL AND reads & $1::int <> 0"
+                        " ORDER BY id");
+
+bool crm_segments_rebuild_reading(unsigned what, const char *cause, crm_error *err)
+{
+    char w[16];
+    snprintf(w, sizeof w, "%u", what);
+    const char *p[] = {w};
+    PGresult *res = crm_db_run(&reading, 1, p, err);
+    if (res == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(res); i++) {
+        json_t *params = json_pack("{s:I, s:s}", "segment_id",
+                                   (json_int_t)atoll(PQgetvalue(res, i, 0)), "cause", cause);
+        long long running = 0;
+        json_t *job = crm_job_submit("segment_build", params, NULL, 0, &running, err);
+        json_decref(params);
+        ok = job != NULL;
+        json_decref(job);
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* ---- the background tick ---------------------------------------------------------- */
+
+/* The customers due to flip, locked (another process takes others). */
+static crm_stmt flips_due = CRM_STMT(
+    "segments_flips_due",
+    "SELECT customer_id FROM segment_flips WHERE flip_at <= $1::timestamptz"
+    " ORDER BY flip_at LIMIT $2 FOR UPDATE SKIP LOCKED");
+
+static bool flip_due(int batch, long *did, crm_error *err)
+{
+    *did = 0;
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return false;
+    bool ok = crm_db_begin(c, err);
+    live_set L = {0};
+    ok = ok && lock_and_load(c, &L, err);
+    char at[40], lim[16];
+    format_at(crm_wall_ms(), at);
+    snprintf(lim, sizeof lim, "%d", batch);
+    const char *p[] = {at, lim};
+    PGresult *res = ok ? crm_db_exec(c, &flips_due, 2, p, err) : NULL;
+    ok = res != NULL;
+    int n = ok ? PQntuples(res) : 0;
+    crm_jbuf ids;
+    crm_jbuf_init(&ids);
+    crm_jbuf_raw(&ids, "{", 1);
+    for (int i = 0; i < n; i++) {
+        if (i > 0)
+            crm_jbuf_raw(&ids, ",", 1);
+        crm_jbuf_raw(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+    }
+    crm_jbuf_raw(&ids, "}", 1);
+    PQclear(res);
+    size_t len = 0;
+    char *text = crm_jbuf_take(&ids, &len);
+    if (ok && n > 0)
+        ok = text != NULL && refresh_loaded(c, &L, text, CRM_SEGMENTS_ALL, "time", NULL, err);
+    free(text);
+    live_set_free(&L);
+    if (ok)
+        ok = crm_db_commit(c, err);
+    else
+        crm_db_rollback(c);
+    crm_db_release(c);
+    if (ok)
+        *did = n;
+    return ok;
+}
+
+static crm_stmt fold_sizes = CRM_STMT(
+    "segments_fold_sizes",
+    "WITH d AS (DELETE FROM segment_size_deltas RETURNING segment_id, delta) "
+    "UPDATE segments s SET size = s.size + x.n FROM (SELECT segment_id, sum(delta) AS n FROM d"
+    " GROUP BY segment_id) x WHERE s.id = x.segment_id");
+
+static crm_stmt daily_sizes = CRM_STMT(
+    "segments_daily_sizes",
+    "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
+    " SELECT s.id, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
+    " s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d WHERE d.segment_id = s.id), 0),"
+    " s.rule_version, 'daily' FROM segments s WHERE s.deleted_at IS NULL AND s.state = 'live'"
+    " ON CONFLICT DO NOTHING");
+
+/* Builds whose job ended without making the segment live: failed for
+ * good after its attempts. */
+static crm_stmt builds_failed = CRM_STMT(
+    "segments_builds_failed",
+    "UPDATE segments s SET state = 'failed' FROM jobs j WHERE s.state = 'building'"
+    " AND s.deleted_at IS NULL AND j.id = s.build_job_id AND j.state IN ('failed', 'cancelled')");
+
+static crm_stmt purge_deleted = CRM_STMT(
+    "segments_purge_deleted",
+    "DELETE FROM segments WHERE id = (SELECT id FROM segments WHERE deleted_at IS NOT NULL"
+    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)");
+
+static bool run_plain(crm_stmt *st, crm_error *err)
+{
+    PGresult *res = crm_db_run(st, 0, NULL, err);
+    PQclear(res);
+    return res != NULL;
+}
+
+bool crm_segments_tick(int batch, long *did, crm_error *err)
+{
+    return flip_due(batch, did, err) && run_plain(&fold_sizes, err) &&
+           run_plain(&daily_sizes, err) && run_plain(&builds_failed, err) &&
+           run_plain(&purge_deleted, err);
+}

@@ -1,0 +1,545 @@
+/*
+ * test_segments.c — segments over real HTTP (/v1/segments): their
+ * definitions (create, read, list, patch with If-Match, delete), the build
+ * job, and memberships kept exact by every kind of write (customer writes,
+ * consent, one touchpoint, a batch, merge, erasure) with the log that
+ * answers ?at= and /changes, the kept count and the history.
+ *
+ * Each test's rules name a tag of its own, so the customers of other tests
+ * never enter its segments; its segments are deleted at the end.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static crmd_server srv;
+static PGconn *db;
+static api_key writer, reader;
+
+static void setup(void)
+{
+    static const char *const env[] = {"CRMD_SEGMENTS_TICK_MS=200", NULL};
+    crmd_fixture_start(&srv, env);
+    if (writer.id == 0)
+        ck_assert(api_key_create("segments:read,segments:write", &writer));
+    if (reader.id == 0)
+        ck_assert(api_key_create("segments:read", &reader));
+    db = harness_db_connect();
+}
+
+static void teardown(void)
+{
+    PQfinish(db);
+    crmd_fixture_stop(&srv);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static http_response send_json(const char *method, const char *path, const char *key,
+                               const char *body, const char *if_match)
+{
+    char header[128];
+    const char *headers[] = {header, NULL};
+    snprintf(header, sizeof header, "If-Match: %s", if_match ? if_match : "");
+    http_call call = {.method = method,
+                      .path = path,
+                      .api_key = key,
+                      .body = body,
+                      .content_type = strcmp(method, "PATCH") == 0 ? "application/merge-patch+json"
+                                                                   : NULL,
+                      .headers = if_match ? headers : NULL};
+    return http_send(&srv, &call);
+}
+
+static json_t *expect(const char *method, const char *path, const char *body, long status)
+{
+    http_response r = send_json(method, path, harness_admin_key.secret, body, NULL);
+    ck_assert_msg(r.status == status, "%s %s answered %ld, not %ld: %.500s", method, path,
+                  r.status, status, r.body);
+    json_t *doc = r.body_len ? http_response_json(&r) : NULL;
+    http_response_free(&r);
+    return doc;
+}
+
+static long long id_of(const json_t *doc)
+{
+    return json_integer_value(json_object_get(doc, "id"));
+}
+
+/* A customer with tag and country, made through the API. */
+static long long new_customer(const char *tag, const char *country)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"first_name\": \"Seg\", \"tags\": [\"%s\"], \"address\": {\"country\": \"%s\"}}",
+             tag, country);
+    json_t *doc = expect("POST", "/v1/customers", body, 201);
+    long long id = id_of(doc);
+    json_decref(doc);
+    return id;
+}
+
+/* Creates a segment named after tag with rule (JSON text); waits until it is live. */
+static long long new_segment(const char *name, const char *rule)
+{
+    size_t size = strlen(rule) + 256;
+    char *body = malloc(size);
+    snprintf(body, size, "{\"name\": \"%s\", \"description\": \"test\", \"rule\": %s}", name, rule);
+    json_t *doc = expect("POST", "/v1/segments", body, 201);
+    free(body);
+    long long id = id_of(doc);
+    json_decref(doc);
+    return id;
+}
+
+static json_t *get_segment(long long id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/segments/%lld", id);
+    return expect("GET", path, NULL, 200);
+}
+
+/* Waits until segment id is live; fails the test after 20 s. */
+static void wait_live(long long id)
+{
+    for (int i = 0; i < 200; i++) {
+        json_t *doc = get_segment(id);
+        bool live = strcmp(json_string_value(json_object_get(doc, "state")), "live") == 0;
+        json_decref(doc);
+        if (live)
+            return;
+        harness_sleep_ms(100);
+    }
+    ck_abort_msg("segment %lld did not become live", id);
+}
+
+static void drop_segment(long long id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/segments/%lld", id);
+    json_decref(expect("DELETE", path, NULL, 204));
+}
+
+/* The members' ids (now: at NULL), sorted, through every page of 2. */
+static int members(long long seg, const char *at, long long *out, int max)
+{
+    char path[256], cursor[512] = "";
+    int n = 0;
+    for (int pages = 0; pages < 100; pages++) {
+        snprintf(path, sizeof path, "/v1/segments/%lld/customers?limit=2%s%s%s%s", seg,
+                 at ? "&at=" : "", at ? at : "", cursor[0] ? "&after=" : "", cursor);
+        json_t *doc = expect("GET", path, NULL, 200);
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(doc, "data"), i, c)
+        {
+            ck_assert_int_lt(n, max);
+            out[n++] = id_of(c);
+        }
+        json_t *next = json_object_get(doc, "next_cursor");
+        bool more = json_is_string(next);
+        if (more)
+            snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        json_decref(doc);
+        if (!more)
+            return n;
+    }
+    ck_abort_msg("too many pages");
+    return n;
+}
+
+static long long count_of(long long seg, const char *at)
+{
+    char path[160];
+    snprintf(path, sizeof path, "/v1/segments/%lld/count%s%s", seg, at ? "?at=" : "",
+             at ? at : "");
+    json_t *doc = expect("GET", path, NULL, 200);
+    long long n = json_integer_value(json_object_get(doc, "count"));
+    json_decref(doc);
+    return n;
+}
+
+/* Asserts the members of seg now are exactly ids (sorted ascending), and
+ * that the kept count agrees. */
+static void assert_members(long long seg, const long long *ids, int n)
+{
+    long long got[64];
+    int m = members(seg, NULL, got, 64);
+    ck_assert_msg(m == n, "segment %lld has %d members, expected %d", seg, m, n);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(got[i], ids[i]);
+    ck_assert_int_eq(count_of(seg, NULL), n);
+}
+
+/* The last change of customer in seg's log: "entered"/"left" and its cause. */
+static void assert_last_change(long long seg, long long customer, const char *change,
+                               const char *cause)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/segments/%lld/changes?limit=1000", seg);
+    json_t *doc = expect("GET", path, NULL, 200);
+    json_t *last = NULL, *e;
+    size_t i;
+    json_array_foreach(json_object_get(doc, "data"), i, e)
+        if (json_integer_value(json_object_get(e, "customer_id")) == customer)
+            last = e;
+    ck_assert_msg(last != NULL, "no change of customer %lld in segment %lld", customer, seg);
+    ck_assert_str_eq(json_string_value(json_object_get(last, "change")), change);
+    ck_assert_str_eq(json_string_value(json_object_get(last, "cause")), cause);
+    json_decref(doc);
+}
+
+static void now_text(char *out, size_t size)
+{
+    long long ms = harness_now_ms();
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    char base[32];
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, size, "%s.%03lldZ", base, ms % 1000);
+}
+
+static void post_purchase(long long customer, const char *source, const char *event)
+{
+    char body[512], when[40];
+    now_text(when, sizeof when);
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"store\", \"type\": \"purchase\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"%s\", \"amount\": 10, \"currency\": \"EUR\"}",
+             customer, when, source, event);
+    json_decref(expect("POST", "/v1/touchpoints", body, 201));
+}
+
+/* ---- definitions --------------------------------------------------------------- */
+
+START_TEST(a_segment_is_created_built_read_patched_and_deleted)
+{
+    char tag[48], name[64], rule[256];
+    harness_unique(tag, sizeof tag, "segcrud");
+    snprintf(name, sizeof name, "crud %s", tag);
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "FR");
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"IT\"}]}",
+             tag);
+    size_t size = strlen(rule) + 256;
+    char *body = malloc(size);
+    snprintf(body, size, "{\"name\": \"%s\", \"rule\": %s}", name, rule);
+    http_response r = send_json("POST", "/v1/segments", writer.secret, body, NULL);
+    ck_assert_msg(r.status == 201, "%ld %s", r.status, r.body);
+    json_t *doc = http_response_json(&r);
+    long long seg = id_of(doc);
+    char location[64];
+    snprintf(location, sizeof location, "/v1/segments/%lld", seg);
+    ck_assert_str_eq(http_response_header(&r, "Location"), location);
+    ck_assert_str_eq(http_response_header(&r, "ETag"), "\"1\"");
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "rule_version")), 1);
+    ck_assert(json_is_integer(json_object_get(doc, "build_job_id")));
+    json_decref(doc);
+    http_response_free(&r);
+
+    /* The same name again: 409; a reader may not create. */
+    r = send_json("POST", "/v1/segments", writer.secret, body, NULL);
+    json_decref(assert_problem(&r, 409));
+    http_response_free(&r);
+    r = send_json("POST", "/v1/segments", reader.secret, body, NULL);
+    json_decref(assert_problem(&r, 403));
+    http_response_free(&r);
+    free(body);
+
+    wait_live(seg);
+    long long only_a[] = {a};
+    assert_members(seg, only_a, 1);
+    assert_last_change(seg, a, "entered", "build");
+
+    /* A new name under the right ETag: version 2, the same rule version. */
+    r = send_json("PATCH", location, writer.secret, "{\"name\": \"renamed\"}", "\"7\"");
+    json_decref(assert_problem(&r, 412));
+    http_response_free(&r);
+    char renamed[128];
+    snprintf(renamed, sizeof renamed, "{\"name\": \"renamed %s\"}", tag);
+    r = send_json("PATCH", location, writer.secret, renamed, "\"1\"");
+    ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+    doc = http_response_json(&r);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "version")), 2);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "rule_version")), 1);
+    json_decref(doc);
+    http_response_free(&r);
+
+    /* A new rule: rule version 2, rebuilt; a leaves, b enters. */
+    snprintf(rule, sizeof rule,
+             "{\"rule\": {\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"FR\"}]}}",
+             tag);
+    doc = expect("PATCH", location, rule, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "rule_version")), 2);
+    json_decref(doc);
+    wait_live(seg);
+    long long only_b[] = {b};
+    assert_members(seg, only_b, 1);
+    assert_last_change(seg, a, "left", "rule");
+    assert_last_change(seg, b, "entered", "rule");
+
+    /* The history has the first build and the new rule. */
+    char path[128];
+    snprintf(path, sizeof path, "%s/history", location);
+    doc = expect("GET", path, NULL, 200);
+    json_t *h = json_object_get(doc, "data");
+    ck_assert_int_ge(json_array_size(h), 2);
+    bool saw_build = false, saw_rule = false;
+    size_t i;
+    json_t *e;
+    json_array_foreach(h, i, e)
+    {
+        const char *reason = json_string_value(json_object_get(e, "reason"));
+        saw_build = saw_build || strcmp(reason, "build") == 0;
+        saw_rule = saw_rule || (strcmp(reason, "rule") == 0 &&
+                                json_integer_value(json_object_get(e, "size")) == 1 &&
+                                json_integer_value(json_object_get(e, "rule_version")) == 2);
+    }
+    ck_assert(saw_build && saw_rule);
+    json_decref(doc);
+
+    /* Listed; then deleted: 404 everywhere. */
+    doc = expect("GET", "/v1/segments?limit=200", NULL, 200);
+    bool listed = false;
+    json_array_foreach(json_object_get(doc, "data"), i, e)
+        listed = listed || id_of(e) == seg;
+    ck_assert(listed);
+    json_decref(doc);
+    drop_segment(seg);
+    json_decref(expect("GET", location, NULL, 404));
+    snprintf(path, sizeof path, "%s/count", location);
+    json_decref(expect("GET", path, NULL, 404));
+    snprintf(path, sizeof path, "%s/customers", location);
+    json_decref(expect("GET", path, NULL, 404));
+}
+END_TEST
+
+START_TEST(bad_definitions_are_refused_with_the_pointer_of_the_bad_node)
+{
+    struct {
+        const char *body;
+        long status;
+        const char *field;
+    } cases[] = {
+        {"{\"name\": \"x\", \"rule\": {\"all\": [{\"field\": \"email\", \"op\": \"lt\","
+         " \"value\": 3}]}}",
+         422, "/rule/all/0/op"},
+        {"{\"name\": \"x\", \"rule\": {\"any\": [{\"field\": \"nope\", \"op\": \"eq\","
+         " \"value\": 3}]}}",
+         422, "/rule/any/0/field"},
+        {"{\"name\": \"x\", \"rule\": {\"touchpoints\": {\"within_days\": 0}, \"agg\": \"count\","
+         " \"op\": \"eq\", \"value\": 0}}",
+         422, "/rule/touchpoints/within_days"},
+        {"{\"name\": \"x\"}", 422, "/rule"},
+        {"{\"rule\": {\"all\": []}}", 422, "/name"},
+        {"{\"name\": \"\", \"rule\": {\"all\": []}}", 422, "/name"},
+        {"{\"name\": \"x\", \"rule\": {\"all\": []}, \"colour\": 1}", 422, "colour"},
+        {"{\"name\": \"x\", \"description\": 5, \"rule\": {\"all\": []}}", 422, "/description"},
+        {"[1]", 422, NULL},
+        {"{\"name\": \"x\", \"rule\": ", 400, NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_response r = send_json("POST", "/v1/segments", writer.secret, cases[i].body, NULL);
+        json_t *p = assert_problem(&r, cases[i].status);
+        if (cases[i].field != NULL)
+            ck_assert_msg(problem_names_field(p, cases[i].field), "case %zu: %s does not name %s",
+                          i, r.body, cases[i].field);
+        json_decref(p);
+        http_response_free(&r);
+    }
+    ck_assert_int_eq(harness_sql_number(db, "SELECT count(*) FROM segments WHERE name = 'x'", NULL),
+                     0);
+    json_decref(expect("GET", "/v1/segments/999999999", NULL, 404));
+    json_decref(expect("GET", "/v1/segments/abc", NULL, 404));
+    json_decref(expect("GET", "/v1/segments/1/count?at=yesterday", NULL, 422));
+    json_decref(expect("GET", "/v1/segments/1/customers?colour=1", NULL, 422));
+}
+END_TEST
+
+/* ---- memberships kept by every write ------------------------------------------------ */
+
+START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
+{
+    char tag[48], name[64], rule[512], source[48];
+    harness_unique(tag, sizeof tag, "seglive");
+    harness_unique(source, sizeof source, "segpos");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "FR");
+    /* Buyers in Italy. */
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"IT\"},"
+             " {\"touchpoints\": {\"type\": \"purchase\"}, \"agg\": \"count\", \"op\": \"gte\","
+             " \"value\": 1}]}",
+             tag);
+    snprintf(name, sizeof name, "buyers %s", tag);
+    long long buyers = new_segment(name, rule);
+    /* Marketing e-mail granted. */
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"consent.email.marketing\", \"op\": \"eq\", \"value\": \"granted\"}]}",
+             tag);
+    snprintf(name, sizeof name, "optin %s", tag);
+    long long optin = new_segment(name, rule);
+    wait_live(buyers);
+    wait_live(optin);
+    assert_members(buyers, NULL, 0);
+    assert_members(optin, NULL, 0);
+
+    /* One touchpoint: a enters. */
+    post_purchase(a, source, "e-1");
+    long long only_a[] = {a};
+    assert_members(buyers, only_a, 1);
+    assert_last_change(buyers, a, "entered", "touchpoint");
+
+    /* A batch for b: b stays out (France); then b moves to Italy: enters. */
+    char batch[1024], when[40];
+    now_text(when, sizeof when);
+    snprintf(batch, sizeof batch,
+             "[{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"purchase\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"b-1\", \"amount\": 5, \"currency\": \"EUR\"},"
+             " {\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"b-2\"}]",
+             b, when, source, a, when, source);
+    json_decref(expect("POST", "/v1/touchpoints/batch", batch, 200));
+    assert_members(buyers, only_a, 1);
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld", b);
+    json_decref(expect("PATCH", path, "{\"address\": {\"country\": \"IT\"}}", 200));
+    long long both[] = {a, b};
+    assert_members(buyers, both, 2);
+    assert_last_change(buyers, b, "entered", "customer");
+
+    /* Consent: a grants, then revokes. */
+    snprintf(path, sizeof path, "/v1/customers/%lld/consents", a);
+    json_decref(expect("POST", path,
+                       "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"granted\","
+                       " \"source\": \"test\"}",
+                       201));
+    assert_members(optin, only_a, 1);
+    assert_last_change(optin, a, "entered", "consent");
+    json_decref(expect("POST", path,
+                       "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"revoked\","
+                       " \"source\": \"test\"}",
+                       201));
+    assert_members(optin, NULL, 0);
+    assert_last_change(optin, a, "left", "consent");
+
+    /* A deleted customer leaves. */
+    snprintf(path, sizeof path, "/v1/customers/%lld", b);
+    json_decref(expect("DELETE", path, NULL, 204));
+    assert_members(buyers, only_a, 1);
+    assert_last_change(buyers, b, "left", "customer");
+
+    /* The membership table agrees with the log: every member's last
+     * change is an entry. */
+    char segtext[24];
+    snprintf(segtext, sizeof segtext, "%lld", buyers);
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM segment_memberships m WHERE"
+                                        " segment_id = $1::bigint AND NOT (SELECT entered FROM"
+                                        " segment_changes x WHERE x.segment_id = m.segment_id AND"
+                                        " x.customer_id = m.customer_id ORDER BY id DESC LIMIT 1)",
+                                        segtext),
+                     0);
+    drop_segment(buyers);
+    drop_segment(optin);
+}
+END_TEST
+
+START_TEST(a_merge_and_an_erasure_move_people_out_and_the_log_answers_at)
+{
+    char tag[48], name[64], rule[256];
+    harness_unique(tag, sizeof tag, "segmerge");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"),
+              c = new_customer(tag, "IT");
+    snprintf(rule, sizeof rule, "{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"}",
+             tag);
+    snprintf(name, sizeof name, "tagged %s", tag);
+    long long seg = new_segment(name, rule);
+    wait_live(seg);
+    long long all3[] = {a, b, c};
+    assert_members(seg, all3, 3);
+    harness_sleep_ms(20);
+    char t1[40];
+    now_text(t1, sizeof t1);
+    harness_sleep_ms(20);
+
+    /* b merged into a: b leaves, a stays. */
+    char path[96], body[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/merge", a);
+    snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", b);
+    http_response r = send_json("POST", path, harness_admin_key.secret, body, NULL);
+    if (r.status != 200) {
+        http_response_free(&r);
+        snprintf(body, sizeof body, "{\"customer_ids\": [%lld]}", b);
+        r = send_json("POST", path, harness_admin_key.secret, body, NULL);
+    }
+    ck_assert_msg(r.status == 200, "merge answered %ld: %s", r.status, r.body);
+    http_response_free(&r);
+    long long ac[] = {a, c};
+    assert_members(seg, ac, 2);
+    assert_last_change(seg, b, "left", "merge");
+
+    harness_sleep_ms(20);
+    char t2[40];
+    now_text(t2, sizeof t2);
+    harness_sleep_ms(20);
+
+    /* c erased: leaves. */
+    snprintf(path, sizeof path, "/v1/customers/%lld/erase", c);
+    r = send_json("POST", path, harness_admin_key.secret, "{}", NULL);
+    ck_assert_msg(r.status == 200, "erase answered %ld: %s", r.status, r.body);
+    http_response_free(&r);
+    long long only_a[] = {a};
+    assert_members(seg, only_a, 1);
+    assert_last_change(seg, c, "left", "erasure");
+
+    /* Who was in at t1, at t2 and before the segment existed. */
+    long long got[8];
+    int n = members(seg, t1, got, 8);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(got[0], a);
+    ck_assert_int_eq(got[1], b);
+    ck_assert_int_eq(got[2], c);
+    ck_assert_int_eq(count_of(seg, t1), 3);
+    n = members(seg, t2, got, 8);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(got[0], a);
+    ck_assert_int_eq(got[1], c);
+    ck_assert_int_eq(count_of(seg, t2), 2);
+    ck_assert_int_eq(members(seg, "2000-01-01T00:00:00Z", got, 8), 0);
+    ck_assert_int_eq(count_of(seg, "2000-01-01T00:00:00Z"), 0);
+
+    /* /changes?since=t2 holds only the erasure's exit. */
+    snprintf(path, sizeof path, "/v1/segments/%lld/changes?since=%s", seg, t2);
+    json_t *doc = expect("GET", path, NULL, 200);
+    json_t *data = json_object_get(doc, "data");
+    ck_assert_int_eq(json_array_size(data), 1);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_array_get(data, 0), "customer_id")),
+                     c);
+    json_decref(doc);
+    drop_segment(seg);
+}
+END_TEST
+
+Suite *segments_suite(void)
+{
+    Suite *s = suite_create("segments");
+    TCase *tc = tcase_create("segments");
+    tcase_set_timeout(tc, HARNESS_TCASE_TIMEOUT_S);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, a_segment_is_created_built_read_patched_and_deleted);
+    tcase_add_test(tc, bad_definitions_are_refused_with_the_pointer_of_the_bad_node);
+    tcase_add_test(tc, memberships_follow_customer_touchpoint_and_consent_writes);
+    tcase_add_test(tc, a_merge_and_an_erasure_move_people_out_and_the_log_answers_at);
+    suite_add_tcase(s, tc);
+    return s;
+}
