@@ -13,6 +13,7 @@
  *   {"touchpoints": {"type"?, "channel"?, "campaign_id"?, "sku"?,
  *                    "within_days"? | "since"?, "until"?},
  *    "agg": "count" | "sum" | "last", "op": OP, "value": V}
+ *   {"segment": ID}        a member of segment ID (a positive integer) now
  * PATH is a customer field ("first_name", "address.country", "tags",
  * "created_at", ...), "attributes.<key>[.<key>...]" (a custom attribute,
  * keys of letters, digits, "_" and "-" that do not begin with a digit or
@@ -37,6 +38,9 @@
  * latest (last, a timestamp; none when there is no match), over all time,
  * the last within_days days (occurred_at >= now - within_days days), or
  * from since (inclusive) to until (exclusive).
+ * A segment node holds when the customer has a row of segment_memberships
+ * for that segment at the time of reading (whether the segment exists is
+ * not the parser's concern: an unknown one has no members).
  *
  * Semantics: two-valued. A comparison with a missing value (SQL NULL, no
  * metrics row, no match for "last", an attribute absent or of another JSON
@@ -91,18 +95,19 @@ int crm_rule_nodes(const crm_rule *r);
  * within_days count from). The text is made of constant fragments only;
  * every value is a parameter of s, borrowed from r or allocated in arena:
  * both must outlive s's use. The expression reads customers, customer_metrics,
- * customer_consents and touchpoints. It does not look at c.status: the
- * caller chooses which customers are considered. False with CRM_E_INTERNAL
- * when s has failed (memory, its limits) or the arena is out of memory. */
+ * customer_consents, touchpoints and segment_memberships. It does not look
+ * at c.status: the caller chooses which customers are considered. False
+ * with CRM_E_INTERNAL when s has failed (memory, its limits) or the arena
+ * is out of memory. */
 bool crm_rule_sql(const crm_rule *r, crm_sqlbuf *s, long long now_ms, crm_arena *arena,
                   crm_error *err);
 
 /* Loads what the rules can read of customer customer_id (not following
  * merges, whatever its status): its row, its current consents, its
- * customer_metrics row and its touchpoints, on conn (inside the caller's
- * transaction, if any: run it in a REPEATABLE READ one to read a single
- * snapshot). Free with crm_rule_state_free. NULL with CRM_E_NOT_FOUND when
- * there is no such customer, or the database's error. */
+ * customer_metrics row, its touchpoints and the segments it is a member of
+ * (segment_memberships), on conn (inside the caller's transaction, if any:
+ * run it in a REPEATABLE READ one to read a single snapshot). Free with crm_rule_state_free. NULL
+ * with CRM_E_NOT_FOUND when there is no such customer, or the database's error. */
 crm_rule_state *crm_rule_state_load(crm_conn *conn, long long customer_id, crm_error *err);
 
 void crm_rule_state_free(crm_rule_state *st);
@@ -129,7 +134,8 @@ unsigned crm_rule_reads(const crm_rule *r);
 
 /* The segments r names ({"segment": id}): up to max of them, each once, in
  * the order they appear, with the JSON pointer of the node that names each
- * (owned by r). Returns how many r names (which may exceed max). */
+ * (owned by r; "" for the root). Returns how many r names (which may exceed
+ * max). pointers may be NULL when they are not wanted. */
 int crm_rule_segment_refs(const crm_rule *r, long long *ids, const char **pointers, int max);
 
 /* Whether r's value for some customer can change as time passes with no

@@ -263,6 +263,22 @@ static bool test_aggregate(const rule_node *n, const crm_rule_state *st, long lo
     return holds;
 }
 
+/* ---- segment membership ---------------------------------------------------- */
+
+/* Whether st's customer is a member of segment id (st->segments ascends). */
+static bool in_segment(const crm_rule_state *st, long long id)
+{
+    int lo = 0, hi = st->nsegments;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (st->segments[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < st->nsegments && st->segments[lo] == id;
+}
+
 /* ---- the tree -------------------------------------------------------------- */
 
 static bool eval_node(const rule_node *n, const crm_rule_state *st, long long now_ms)
@@ -284,6 +300,8 @@ static bool eval_node(const rule_node *n, const crm_rule_state *st, long long no
         return test_field(n, st, now_ms);
     case NODE_TOUCHPOINTS:
         return test_aggregate(n, st, now_ms);
+    case NODE_SEGMENT:
+        return in_segment(st, n->segment_id);
     }
     return false;
 }

@@ -152,15 +152,16 @@ typedef enum rule_op {
 
 typedef enum rule_agg { AGG_COUNT, AGG_SUM, AGG_LAST } rule_agg;
 
-/* The kinds of node. A later kind (segment membership, {"segment": id})
- * adds a member here, its parse in rule.c, its SQL in sql.c and its test
- * in eval.c; nothing else needs to change. */
+/* The kinds of node. A new kind adds a member here, its parse in rule.c,
+ * its SQL in sql.c, its test in eval.c and its place in the walks of
+ * reads.c (and of flip.c). */
 typedef enum rule_kind {
     NODE_ALL,
     NODE_ANY,
     NODE_NOT,
     NODE_FIELD,       /* {"field", "op", "value"} */
     NODE_TOUCHPOINTS, /* {"touchpoints", "agg", "op", "value"} */
+    NODE_SEGMENT,     /* {"segment": id}: a member of that segment now */
 } rule_kind;
 
 typedef enum rule_value_kind {
@@ -201,6 +202,10 @@ typedef struct rule_node {
     int within_days;                                         /* 0: none */
     const char *since_text, *until_text;                     /* NULL: none */
     long long since_ms, until_ms;
+    /* segment */
+    long long segment_id;     /* >= 1 */
+    const char *segment_text; /* its decimal text, for SQL */
+    const char *pointer;      /* the node's JSON pointer ("" the root) */
 } rule_node;
 
 struct crm_rule {
@@ -249,6 +254,8 @@ struct crm_rule_state {
     int nconsents;
     rule_touchpoint *touchpoints;
     int ntouchpoints;
+    long long *segments; /* the segments it is a member of, ascending */
+    int nsegments;
 };
 
 /* ---- exact decimals (decimal.c) ---------------------------------------- */

@@ -765,6 +765,29 @@ static bool parse_aggregate(parser *p, rule_node *n, const json_t *node, const c
     return parse_value(p, n, node, base) && ok;
 }
 
+/* ---- segment membership ---------------------------------------------------- */
+
+/* {"segment": id}: id a positive integer. The node keeps its pointer, which
+ * crm_rule_segment_refs hands out. */
+static bool parse_segment(parser *p, rule_node *n, const json_t *node, const char *base)
+{
+    static const char *const allowed[] = {"segment", NULL};
+    only_members(p, node, allowed, base);
+    char ptr[CRM_JSON_POINTER_MAX];
+    member_pointer(ptr, base, "segment");
+    json_t *j = json_object_get(node, "segment");
+    if (!json_is_integer(j) || json_integer_value(j) < 1) {
+        fail(p, ptr, "must be a segment's id, a positive integer");
+        return false;
+    }
+    n->segment_id = (long long)json_integer_value(j);
+    char text[24];
+    int len = snprintf(text, sizeof text, "%lld", n->segment_id);
+    n->segment_text = copy(p, text, (size_t)len);
+    n->pointer = copy(p, base, strlen(base));
+    return n->segment_text != NULL && n->pointer != NULL;
+}
+
 /* ---- nodes --------------------------------------------------------------------- */
 
 static rule_node *parse_node(parser *p, const json_t *j, const char *ptr, int depth);
@@ -816,8 +839,10 @@ static bool parse_not(parser *p, rule_node *n, const json_t *node, const char *b
     return n->children[0] != NULL;
 }
 
-static const char *const node_keys[] = {"all", "any", "not", "field", "touchpoints"};
-static const rule_kind node_kinds[] = {NODE_ALL, NODE_ANY, NODE_NOT, NODE_FIELD, NODE_TOUCHPOINTS};
+static const char *const node_keys[] = {"all", "any", "not", "field", "touchpoints", "segment"};
+static const rule_kind node_kinds[] = {NODE_ALL,   NODE_ANY,         NODE_NOT,
+                                       NODE_FIELD, NODE_TOUCHPOINTS, NODE_SEGMENT};
+#define N_NODE_KEYS ((int)(sizeof node_keys / sizeof node_keys[0]))
 
 /* One node at ptr, depth levels down (the root is 1). NULL when it or a
  * node under it is not valid (reported). */
@@ -835,19 +860,20 @@ static rule_node *parse_node(parser *p, const json_t *j, const char *ptr, int de
         return NULL;
     }
     if (!json_is_object(j)) {
-        fail(p, ptr, "must be an object: all, any, not, a field comparison or touchpoints");
+        fail(p, ptr,
+             "must be an object: all, any, not, a field comparison, touchpoints or segment");
         return NULL;
     }
     int found = -1, count = 0;
-    for (int i = 0; i < 5; i++)
+    for (int i = 0; i < N_NODE_KEYS; i++)
         if (json_object_get(j, node_keys[i]) != NULL) {
             found = i;
             count++;
         }
     if (count != 1) {
         fail(p, ptr,
-             count == 0 ? "must have one of all, any, not, field or touchpoints"
-                        : "must have only one of all, any, not, field and touchpoints");
+             count == 0 ? "must have one of all, any, not, field, touchpoints or segment"
+                        : "must have only one of all, any, not, field, touchpoints and segment");
         return NULL;
     }
     rule_node *n = alloc(p, sizeof *n);
@@ -868,6 +894,9 @@ static rule_node *parse_node(parser *p, const json_t *j, const char *ptr, int de
         break;
     case NODE_TOUCHPOINTS:
         ok = parse_aggregate(p, n, j, ptr);
+        break;
+    case NODE_SEGMENT:
+        ok = parse_segment(p, n, j, ptr);
         break;
     }
     return ok ? n : NULL;

@@ -10,7 +10,8 @@
  * that a value used twice (between) is computed once and no row (no
  * metrics) gives NULL, hence false. Values are cast to the column's type
  * in SQL; numbers travel as their exact decimal text, times as UTC text to
- * the millisecond, which both sides read identically.
+ * the millisecond, which both sides read identically. A segment node is
+ * an EXISTS over segment_memberships, which is never NULL.
  */
 #include "segments/internal.h"
 
@@ -342,6 +343,12 @@ static void write_node(compiler *x, const rule_node *n)
         return;
     case NODE_TOUCHPOINTS:
         write_aggregate(x, n);
+        return;
+    case NODE_SEGMENT:
+        /* never NULL: no coalesce */
+        put(x, "EXISTS (SELECT 1 FROM segment_memberships sm WHERE sm.segment_id = ");
+        crm_sqlbuf_bind(x->s, n->segment_text);
+        put(x, "::bigint AND sm.customer_id = c.id)");
         return;
     }
 }

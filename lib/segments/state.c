@@ -1,8 +1,9 @@
 /*
  * segments/state.c — one customer's state as the rules read it: the row's
- * fields, attributes and tags, the current consents, the customer_metrics
- * row and the touchpoints, loaded by four parameterized statements into
- * memory the state owns (one arena, and the attributes' JSON).
+ * fields, attributes and tags with the segments it is a member of, the
+ * current consents, the customer_metrics row and the touchpoints, loaded by
+ * four parameterized statements into memory the state owns (one arena, and
+ * the attributes' JSON).
  *
  * Values are kept in the forms the evaluator compares: text as stored,
  * numeric as PostgreSQL prints it (exact), double precision read back from
@@ -20,10 +21,14 @@
 #define LOAD_COLUMN(name, type, sql, load, values) ", " load
 #define METRICS_COLUMN(name, type, sql, values) ", " sql
 
-/* $1 the customer's id: attributes, then the fields in their order. */
-static crm_stmt load_customer =
-    CRM_STMT_RO("rule_state_customer", "SELECT c.attributes::text" RULE_CUSTOMER_FIELDS(
-                                           LOAD_COLUMN) " FROM customers c WHERE c.id = $1");
+/* $1 the customer's id: attributes, then the fields in their order, then
+ * the ids of the segments it is a member of, ascending, as a JSON array. */
+static crm_stmt load_customer = CRM_STMT_RO(
+    "rule_state_customer",
+    "SELECT c.attributes::text" RULE_CUSTOMER_FIELDS(
+        LOAD_COLUMN) ", array_to_json(ARRAY(SELECT sm.segment_id FROM segment_memberships sm"
+                     " WHERE sm.customer_id = c.id ORDER BY sm.segment_id))::text"
+                     " FROM customers c WHERE c.id = $1");
 
 /* $1 the customer's id: the metrics in their order, after the id. */
 static crm_stmt load_metrics = CRM_STMT_RO(
@@ -110,6 +115,27 @@ static void read_strings(loader *l, const char *text, const char ***out, int *n)
     json_decref(a);
 }
 
+/* The segment ids (a JSON array of integers, ascending) into
+ * st->segments. */
+static void read_segments(loader *l, const char *text)
+{
+    crm_rule_state *st = l->st;
+    json_t *a = json_loads(text, 0, NULL);
+    size_t count = json_array_size(a);
+    if (!json_is_array(a))
+        l->bad = true;
+    if (count > 0 && (st->segments = take(l, sizeof *st->segments * count)) != NULL) {
+        for (size_t i = 0; i < count; i++) {
+            json_t *e = json_array_get(a, i);
+            if (json_is_integer(e))
+                st->segments[st->nsegments++] = (long long)json_integer_value(e);
+            else
+                l->bad = true;
+        }
+    }
+    json_decref(a);
+}
+
 static bool read_customer(loader *l, crm_conn *conn, const char *id, crm_error *err)
 {
     const char *params[] = {id};
@@ -130,6 +156,7 @@ static bool read_customer(loader *l, crm_conn *conn, const char *id, crm_error *
     for (int i = 0; i < RULE_N_CUSTOMER_FIELDS; i++)
         if (rule_customer_fields[i].type == RT_TAGS)
             read_strings(l, st->customer[i].text, &st->tags, &st->ntags);
+    read_segments(l, PQgetvalue(res, 0, RULE_N_CUSTOMER_FIELDS + 1));
     PQclear(res);
     return true;
 }

@@ -2,10 +2,11 @@
  * test_segment_rules.c — the rule language of segments (lib/segments.h):
  * what the parser refuses and the JSON pointer it names, the exact
  * decimals the evaluator compares with, hand-worked cases of the two-valued
- * semantics, and the property that matters most: on a database of its own
- * with a few hundred random customers, for thousands of random rules, the
- * customers the compiled SQL selects are exactly those the in-process
- * evaluator accepts.
+ * semantics, what a rule reads, the segments it names and whether time
+ * alone changes it, and the property that matters most: on a database of
+ * its own with a few hundred random customers (and their memberships of a
+ * few segments), for thousands of random rules, the customers the compiled
+ * SQL selects are exactly those the in-process evaluator accepts.
  */
 #include "db.h"
 #include "jbuf.h"
@@ -234,16 +235,21 @@ START_TEST(depth_is_limited_to_eight_levels)
 }
 END_TEST
 
-/* {"all": [n comparisons]} */
-static char *wide_all(int n)
+/* {"all": [n copies of leaf]} */
+static char *wide_all_of(int n, const char *leaf)
 {
-    const char *leaf = "{\"field\": \"email\", \"op\": \"exists\"}";
     char *text = malloc((size_t)n * (strlen(leaf) + 2) + 32), *p = text;
     p += sprintf(p, "{\"all\": [");
     for (int i = 0; i < n; i++)
         p += sprintf(p, "%s%s", i ? "," : "", leaf);
     sprintf(p, "]}");
     return text;
+}
+
+/* {"all": [n comparisons]} */
+static char *wide_all(int n)
+{
+    return wide_all_of(n, "{\"field\": \"email\", \"op\": \"exists\"}");
 }
 
 START_TEST(a_rule_has_at_most_two_hundred_nodes)
@@ -297,6 +303,220 @@ START_TEST(every_problem_is_reported_with_its_own_pointer)
 }
 END_TEST
 
+START_TEST(a_segment_node_names_a_positive_integer_id)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text("{\"all\": [{\"segment\": 1}, {\"not\": {\"segment\": 42}}]}", &err);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    ck_assert_int_eq(crm_rule_nodes(r), 4);
+    crm_rule_free(r);
+    assert_accepted("{\"segment\": 9223372036854775807}");
+    assert_accepted("{\"any\": [{\"segment\": 3}, {\"field\": \"email\", \"op\": \"exists\"}]}");
+    assert_refused_at("{\"all\": [{\"field\": \"email\", \"op\": \"exists\"},"
+                      " {\"segment\": \"3\"}]}",
+                      "/all/1/segment");
+    assert_refused_at("{\"segment\": 0}", "/segment");
+    assert_refused_at("{\"not\": {\"segment\": -7}}", "/not/segment");
+    assert_refused_at("{\"segment\": 2.5}", "/segment");
+    assert_refused_at("{\"segment\": 2.0}", "/segment");
+    assert_refused_at("{\"segment\": null}", "/segment");
+    assert_refused_at("{\"segment\": [1]}", "/segment");
+    assert_refused_at("{\"segment\": {\"id\": 1}}", "/segment");
+    assert_refused_at("{\"segment\": true}", "/segment");
+}
+END_TEST
+
+START_TEST(a_segment_node_takes_no_other_member)
+{
+    assert_refused_at("{\"segment\": 1, \"op\": \"eq\"}", "/op");
+    assert_refused_at("{\"any\": [{\"segment\": 1, \"value\": true}]}", "/any/0/value");
+    /* two kinds of node in one object */
+    assert_refused_at("{\"segment\": 1, \"field\": \"email\", \"op\": \"exists\"}", "");
+    assert_refused_at("{\"all\": [{\"segment\": 1, \"not\": {\"segment\": 2}}]}", "/all/0");
+}
+END_TEST
+
+START_TEST(segment_nodes_count_towards_the_limits)
+{
+    char *ok = wide_all_of(199, "{\"segment\": 5}");
+    assert_accepted(ok);
+    free(ok);
+    char *over = wide_all_of(200, "{\"segment\": 5}");
+    assert_refused_at(over, "/all/199");
+    free(over);
+    /* 7 nots around a segment: 8 levels; 8 nots: too deep */
+    assert_accepted("{\"not\": {\"not\": {\"not\": {\"not\": {\"not\": {\"not\": {\"not\":"
+                    " {\"segment\": 1}}}}}}}}");
+    assert_refused_at("{\"not\": {\"not\": {\"not\": {\"not\": {\"not\": {\"not\": {\"not\":"
+                      " {\"not\": {\"segment\": 1}}}}}}}}}",
+                      "/not/not/not/not/not/not/not/not");
+}
+END_TEST
+
+/* ---- what a rule reads, names and depends on ------------------------------------ */
+
+static unsigned reads_of(const char *text)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text(text, &err);
+    ck_assert_msg(r != NULL, "%s refused: %s", text, err.detail);
+    unsigned bits = crm_rule_reads(r);
+    crm_rule_free(r);
+    return bits;
+}
+
+START_TEST(a_rule_reads_what_its_nodes_name)
+{
+    ck_assert_uint_eq(reads_of("{\"all\": []}"), 0);
+    ck_assert_uint_eq(reads_of("{\"field\": \"email\", \"op\": \"exists\"}"),
+                      CRM_RULE_READS_CUSTOMER);
+    ck_assert_uint_eq(reads_of("{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"vip\"}"),
+                      CRM_RULE_READS_CUSTOMER);
+    ck_assert_uint_eq(reads_of("{\"field\": \"attributes.plan\", \"op\": \"exists\"}"),
+                      CRM_RULE_READS_CUSTOMER);
+    ck_assert_uint_eq(reads_of("{\"field\": \"created_at\", \"op\": \"gt\","
+                               " \"value\": {\"days_ago\": 3}}"),
+                      CRM_RULE_READS_CUSTOMER);
+    ck_assert_uint_eq(reads_of("{\"not\": {\"field\": \"consent.email.marketing\", \"op\": \"eq\","
+                               " \"value\": \"granted\"}}"),
+                      CRM_RULE_READS_CONSENT);
+    ck_assert_uint_eq(
+        reads_of("{\"field\": \"metrics.churn_risk\", \"op\": \"gte\", \"value\": 0.6}"),
+        CRM_RULE_READS_METRICS);
+    ck_assert_uint_eq(
+        reads_of("{\"touchpoints\": {}, \"agg\": \"count\", \"op\": \"gt\", \"value\": 0}"),
+        CRM_RULE_READS_TOUCHPOINTS);
+    ck_assert_uint_eq(reads_of("{\"any\": [{\"segment\": 4}]}"), CRM_RULE_READS_SEGMENTS);
+    ck_assert_uint_eq(
+        reads_of("{\"any\": [{\"segment\": 4},"
+                 " {\"all\": [{\"field\": \"metrics.frequency\", \"op\": \"exists\"},"
+                 "  {\"not\": {\"field\": \"first_name\", \"op\": \"eq\", \"value\": \"A\"}}]}]}"),
+        CRM_RULE_READS_SEGMENTS | CRM_RULE_READS_METRICS | CRM_RULE_READS_CUSTOMER);
+    ck_assert_uint_eq(
+        reads_of("{\"all\": [{\"segment\": 4},"
+                 " {\"field\": \"consent.sms.service\", \"op\": \"ne\", \"value\": \"none\"},"
+                 " {\"touchpoints\": {}, \"agg\": \"last\", \"op\": \"exists\"},"
+                 " {\"field\": \"metrics.as_of\", \"op\": \"exists\"},"
+                 " {\"field\": \"kind\", \"op\": \"eq\", \"value\": \"person\"}]}"),
+        CRM_RULE_READS_CUSTOMER | CRM_RULE_READS_CONSENT | CRM_RULE_READS_TOUCHPOINTS |
+            CRM_RULE_READS_METRICS | CRM_RULE_READS_SEGMENTS);
+}
+END_TEST
+
+START_TEST(segment_refs_are_each_id_once_in_order_with_the_first_pointer)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text("{\"any\": [{\"segment\": 7},"
+                             " {\"all\": [{\"field\": \"email\", \"op\": \"exists\"},"
+                             "  {\"segment\": 3}, {\"not\": {\"segment\": 7}}]},"
+                             " {\"not\": {\"segment\": 12}}, {\"segment\": 3}]}",
+                             &err);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    long long ids[4] = {-1, -1, -1, -1};
+    const char *pointers[4] = {NULL, NULL, NULL, NULL};
+    ck_assert_int_eq(crm_rule_segment_refs(r, ids, pointers, 4), 3);
+    ck_assert_int_eq(ids[0], 7);
+    ck_assert_int_eq(ids[1], 3);
+    ck_assert_int_eq(ids[2], 12);
+    ck_assert_int_eq(ids[3], -1);
+    ck_assert_str_eq(pointers[0], "/any/0");
+    ck_assert_str_eq(pointers[1], "/any/1/all/1");
+    ck_assert_str_eq(pointers[2], "/any/2/not");
+    ck_assert_ptr_null(pointers[3]);
+    /* fewer slots than ids: the first ones, and the whole count */
+    long long two[3] = {-1, -1, -1};
+    const char *two_pointers[3] = {NULL, NULL, NULL};
+    ck_assert_int_eq(crm_rule_segment_refs(r, two, two_pointers, 2), 3);
+    ck_assert_int_eq(two[0], 7);
+    ck_assert_int_eq(two[1], 3);
+    ck_assert_int_eq(two[2], -1);
+    ck_assert_ptr_null(two_pointers[2]);
+    ck_assert_int_eq(crm_rule_segment_refs(r, NULL, NULL, 0), 3);
+    ck_assert_int_eq(crm_rule_segment_refs(r, ids, NULL, 4), 3);
+    crm_rule_free(r);
+
+    r = parse_text("{\"segment\": 9}", &err);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_int_eq(crm_rule_segment_refs(r, ids, pointers, 4), 1);
+    ck_assert_int_eq(ids[0], 9);
+    ck_assert_str_eq(pointers[0], "");
+    crm_rule_free(r);
+
+    r = parse_text("{\"not\": {\"field\": \"email\", \"op\": \"exists\"}}", &err);
+    ck_assert_ptr_nonnull(r);
+    ids[0] = -1;
+    ck_assert_int_eq(crm_rule_segment_refs(r, ids, pointers, 4), 0);
+    ck_assert_int_eq(ids[0], -1);
+    crm_rule_free(r);
+}
+END_TEST
+
+START_TEST(every_distinct_segment_of_a_full_rule_is_named)
+{
+    /* 199 distinct ids under the root: all named, in order */
+    const char *head = "{\"all\": [";
+    char *text = malloc(199 * 24 + 32), *p = text;
+    p += sprintf(p, "%s", head);
+    for (int i = 0; i < 199; i++)
+        p += sprintf(p, "%s{\"segment\": %d}", i ? "," : "", 1000 - i);
+    sprintf(p, "]}");
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text(text, &err);
+    free(text);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    long long ids[CRM_RULE_MAX_NODES];
+    const char *pointers[CRM_RULE_MAX_NODES];
+    ck_assert_int_eq(crm_rule_segment_refs(r, ids, pointers, CRM_RULE_MAX_NODES), 199);
+    ck_assert_int_eq(ids[0], 1000);
+    ck_assert_int_eq(ids[198], 802);
+    ck_assert_str_eq(pointers[198], "/all/198");
+    crm_rule_free(r);
+}
+END_TEST
+
+static bool has_time(const char *text)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text(text, &err);
+    ck_assert_msg(r != NULL, "%s refused: %s", text, err.detail);
+    bool t = crm_rule_has_time(r);
+    crm_rule_free(r);
+    return t;
+}
+
+START_TEST(a_rule_has_time_when_a_value_or_a_window_is_relative)
+{
+    ck_assert(!has_time("{\"all\": []}"));
+    ck_assert(!has_time("{\"segment\": 3}"));
+    ck_assert(!has_time("{\"field\": \"email\", \"op\": \"exists\"}"));
+    ck_assert(!has_time("{\"field\": \"created_at\", \"op\": \"gt\","
+                        " \"value\": \"2026-01-01T00:00:00Z\"}"));
+    ck_assert(!has_time("{\"field\": \"birth_date\", \"op\": \"between\","
+                        " \"value\": [\"2000-01-01\", \"2001-01-01\"]}"));
+    ck_assert(!has_time("{\"touchpoints\": {\"since\": \"2026-01-01T00:00:00Z\","
+                        " \"until\": \"2026-02-01T00:00:00Z\"}, \"agg\": \"count\", \"op\": \"gt\","
+                        " \"value\": 0}"));
+    ck_assert(!has_time("{\"touchpoints\": {}, \"agg\": \"last\", \"op\": \"lt\","
+                        " \"value\": \"2026-01-01T00:00:00Z\"}"));
+    ck_assert(!has_time("{\"field\": \"metrics.recency_days\", \"op\": \"gt\", \"value\": 30}"));
+    ck_assert(
+        has_time("{\"field\": \"created_at\", \"op\": \"gt\", \"value\": {\"days_ago\": 0}}"));
+    ck_assert(has_time("{\"field\": \"birth_date\", \"op\": \"between\","
+                       " \"value\": [\"2000-01-01\", {\"days_ago\": 6570}]}"));
+    ck_assert(has_time("{\"field\": \"metrics.last_purchase_at\", \"op\": \"lt\","
+                       " \"value\": {\"days_ago\": 90}}"));
+    ck_assert(
+        has_time("{\"touchpoints\": {\"within_days\": 30}, \"agg\": \"count\", \"op\": \"eq\","
+                 " \"value\": 0}"));
+    ck_assert(has_time("{\"touchpoints\": {}, \"agg\": \"last\", \"op\": \"gte\","
+                       " \"value\": {\"days_ago\": 7}}"));
+    ck_assert(
+        has_time("{\"any\": [{\"segment\": 3}, {\"not\": {\"all\": [{\"touchpoints\":"
+                 " {\"type\": \"purchase\", \"within_days\": 1}, \"agg\": \"sum\", \"op\": \"gt\","
+                 " \"value\": 5}]}}]}"));
+}
+END_TEST
+
 /* ---- compiled SQL without a database ------------------------------------------ */
 
 START_TEST(compiled_sql_carries_values_only_as_parameters)
@@ -326,6 +546,27 @@ START_TEST(compiled_sql_carries_values_only_as_parameters)
     }
     ck_assert_msg(exact, "0.1 goes to SQL as its exact decimal text");
     ck_assert_msg(window, "within_days 2 starts two days before now");
+    crm_sqlbuf_free(&s);
+    crm_arena_free(&arena);
+    crm_rule_free(r);
+}
+END_TEST
+
+START_TEST(a_segment_id_goes_to_sql_as_a_parameter)
+{
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text("{\"not\": {\"segment\": 987654321}}", &err);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    ck_assert(crm_rule_sql(r, &s, NOW_MS, &arena, &err));
+    const char *sql = crm_sqlbuf_text(&s);
+    ck_assert_ptr_nonnull(strstr(sql, "segment_memberships"));
+    ck_assert_ptr_null(strstr(sql, "987654321"));
+    ck_assert_int_eq(s.nparams, 1);
+    ck_assert_str_eq(s.params[0], "987654321");
     crm_sqlbuf_free(&s);
     crm_arena_free(&arena);
     crm_rule_free(r);
@@ -543,6 +784,29 @@ static void insert_touchpoint(long long id, const char *type, const char *channe
                      9, params));
 }
 
+/* A segments row (its rule is not read here); its id. */
+static long long insert_segment(const char *name)
+{
+    const char *params[] = {name};
+    return unit_sql_long(db,
+                         "INSERT INTO segments (name, rule) VALUES ($1, '{\"all\": []}')"
+                         " RETURNING id",
+                         1, params);
+}
+
+static void insert_membership(long long segment, long long customer)
+{
+    char s[24], c[24];
+    snprintf(s, sizeof s, "%lld", segment);
+    snprintf(c, sizeof c, "%lld", customer);
+    const char *params[] = {s, c};
+    PQclear(
+        unit_sql(db,
+                 "INSERT INTO segment_memberships (segment_id, customer_id, entered_at, version)"
+                 " VALUES ($1, $2, now(), 1)",
+                 2, params));
+}
+
 START_TEST(hand_worked_cases_give_the_same_customers_both_ways)
 {
     /* a: no e-mail, consent granted then revoked later, two purchases of
@@ -606,6 +870,85 @@ START_TEST(hand_worked_cases_give_the_same_customers_both_ways)
         ck_assert_msg(a_in == (cases[i].count != 3) && b_in == (cases[i].count >= 2),
                       "%s: a %d, b %d", cases[i].rule, a_in, b_in);
     }
+    free_states(states, n);
+    crm_db_release(conn);
+}
+END_TEST
+
+/* The ids (ascending) that rule_text selects both ways, as "1,3,..." */
+static void selected(crm_conn *conn, crm_rule_state **states, int n, const char *rule_text,
+                     char *out, size_t size)
+{
+    check_rule(conn, states, n, rule_text);
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text(rule_text, &err);
+    id_set ids = eval_ids(states, n, r);
+    out[0] = '\0';
+    size_t len = 0;
+    for (int i = 0; i < ids.n && len < size; i++)
+        len += (size_t)snprintf(out + len, size - len, "%s%lld", i ? "," : "", ids.ids[i]);
+    free(ids.ids);
+    crm_rule_free(r);
+}
+
+START_TEST(a_segment_node_holds_for_the_segments_members_now)
+{
+    long long a = insert_customer("Anna", "{}", "[\"vip\"]");
+    long long b = insert_customer("Bob", "{}", "[]");
+    long long c = insert_customer("Cleo", "{}", "[\"vip\"]");
+    long long s1 = insert_segment("one"), s2 = insert_segment("two"), s3 = insert_segment("none");
+    insert_membership(s1, a);
+    insert_membership(s1, c);
+    insert_membership(s2, b);
+    insert_membership(s2, c);
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *conn = crm_db_acquire(&err);
+    ck_assert_msg(conn != NULL, "%s", err.detail);
+    int n;
+    crm_rule_state **states = load_states(conn, &n);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(states[2]->nsegments, 2);
+    ck_assert(states[2]->segments[0] == s1 && states[2]->segments[1] == s2);
+    struct {
+        char rule[160];
+        char expected[80];
+    } cases[8];
+    int k = 0;
+    snprintf(cases[k].rule, sizeof cases[k].rule, "{\"segment\": %lld}", s1);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%lld,%lld", a, c);
+    snprintf(cases[k].rule, sizeof cases[k].rule, "{\"not\": {\"segment\": %lld}}", s1);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%lld", b);
+    snprintf(cases[k].rule, sizeof cases[k].rule,
+             "{\"all\": [{\"segment\": %lld}, {\"segment\": %lld}]}", s1, s2);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%lld", c);
+    snprintf(cases[k].rule, sizeof cases[k].rule,
+             "{\"any\": [{\"segment\": %lld}, {\"segment\": %lld}]}", s3, s2);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%lld,%lld", b, c);
+    snprintf(cases[k].rule, sizeof cases[k].rule, "{\"segment\": %lld}", s3);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%s", "");
+    /* an id no segment has */
+    snprintf(cases[k].rule, sizeof cases[k].rule, "{\"segment\": %lld}", s3 + 1000);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%s", "");
+    snprintf(cases[k].rule, sizeof cases[k].rule,
+             "{\"all\": [{\"segment\": %lld}, {\"field\": \"tags\", \"op\": \"contains\","
+             " \"value\": \"vip\"}]}",
+             s2);
+    snprintf(cases[k++].expected, sizeof cases[0].expected, "%lld", c);
+    for (int i = 0; i < k; i++) {
+        char got[80];
+        selected(conn, states, n, cases[i].rule, got, sizeof got);
+        ck_assert_msg(strcmp(got, cases[i].expected) == 0, "%s selects [%s], expected [%s]",
+                      cases[i].rule, got, cases[i].expected);
+    }
+    free_states(states, n);
+    /* membership is read when the state is loaded: b joins s1 */
+    insert_membership(s1, b);
+    states = load_states(conn, &n);
+    char got[80], expected[80];
+    snprintf(cases[0].rule, sizeof cases[0].rule, "{\"segment\": %lld}", s1);
+    selected(conn, states, n, cases[0].rule, got, sizeof got);
+    snprintf(expected, sizeof expected, "%lld,%lld,%lld", a, b, c);
+    ck_assert_str_eq(got, expected);
     free_states(states, n);
     crm_db_release(conn);
 }
@@ -697,6 +1040,12 @@ static const char *const purposes[] = {"marketing", "service"};
 static const char *const consent_states[] = {"granted", "revoked", "none"};
 static const char *const attr_keys[] = {"score",       "plan",      "active",  "nested.level",
                                         "nested.name", "interests", "missing", "nested"};
+
+/* The segments of the property test, each with its share of members (in
+ * percent), and one more id that no segment has. */
+#define PROPERTY_SEGMENTS 4
+static const int segment_shares[PROPERTY_SEGMENTS] = {10, 35, 60, 90};
+static long long segment_ids[PROPERTY_SEGMENTS + 1];
 
 /* An instant near now as RFC 3339 text to the microsecond: some whole
  * days before now, on the millisecond, or a microsecond or a millisecond
@@ -920,6 +1269,13 @@ static void random_touchpoints(rng *g, long long id)
     }
 }
 
+static void random_memberships(rng *g, long long id)
+{
+    for (int i = 0; i < PROPERTY_SEGMENTS; i++)
+        if (chance(g, segment_shares[i]))
+            insert_membership(segment_ids[i], id);
+}
+
 /* ---- random rules ---- */
 
 static json_t *number_json(rng *g)
@@ -1114,6 +1470,11 @@ static json_t *random_aggregate_leaf(rng *g)
     return node;
 }
 
+static json_t *random_segment_leaf(rng *g)
+{
+    return json_pack("{s:I}", "segment", (json_int_t)PICK(g, segment_ids));
+}
+
 static json_t *random_rule(rng *g, int depth)
 {
     int k = depth >= 3 ? 3 + pick(g, 7) : pick(g, 10);
@@ -1132,7 +1493,9 @@ static json_t *random_rule(rng *g, int depth)
         return random_attribute_leaf(g);
     if (leaf < 65)
         return random_consent_leaf(g);
-    return random_aggregate_leaf(g);
+    if (leaf < 92)
+        return random_aggregate_leaf(g);
+    return random_segment_leaf(g);
 }
 
 #define PROPERTY_CUSTOMERS 400
@@ -1142,12 +1505,19 @@ START_TEST(sql_and_evaluator_select_the_same_customers_on_random_data)
 {
     rng g = {0x9e3779b97f4a7c15ULL};
     PQclear(unit_sql(db, "BEGIN", 0, NULL));
+    for (int i = 0; i < PROPERTY_SEGMENTS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        segment_ids[i] = insert_segment(name);
+    }
+    segment_ids[PROPERTY_SEGMENTS] = segment_ids[PROPERTY_SEGMENTS - 1] + 1000;
     for (int i = 0; i < PROPERTY_CUSTOMERS; i++) {
         long long id = random_customer(&g);
         if (chance(&g, 75))
             random_metrics(&g, id);
         random_consents(&g, id);
         random_touchpoints(&g, id);
+        random_memberships(&g, id);
     }
     PQclear(unit_sql(db, "COMMIT", 0, NULL));
     crm_error err = CRM_ERROR_INIT;
@@ -1191,7 +1561,15 @@ Suite *segment_rules_suite(void)
     tcase_add_test(parse, a_rule_has_at_most_two_hundred_nodes);
     tcase_add_test(parse, lists_and_strings_have_limits);
     tcase_add_test(parse, every_problem_is_reported_with_its_own_pointer);
+    tcase_add_test(parse, a_segment_node_names_a_positive_integer_id);
+    tcase_add_test(parse, a_segment_node_takes_no_other_member);
+    tcase_add_test(parse, segment_nodes_count_towards_the_limits);
+    tcase_add_test(parse, a_rule_reads_what_its_nodes_name);
+    tcase_add_test(parse, segment_refs_are_each_id_once_in_order_with_the_first_pointer);
+    tcase_add_test(parse, every_distinct_segment_of_a_full_rule_is_named);
+    tcase_add_test(parse, a_rule_has_time_when_a_value_or_a_window_is_relative);
     tcase_add_test(parse, compiled_sql_carries_values_only_as_parameters);
+    tcase_add_test(parse, a_segment_id_goes_to_sql_as_a_parameter);
     tcase_add_test(parse, decimals_compare_exactly_in_numeric_order);
     tcase_add_test(parse, decimal_sums_are_exact);
     tcase_add_test(parse, doubles_order_nan_above_everything_as_postgresql_does);
@@ -1201,6 +1579,7 @@ Suite *segment_rules_suite(void)
     tcase_set_timeout(agree, 120);
     tcase_add_test(agree, loading_an_unknown_customer_is_not_found);
     tcase_add_test(agree, hand_worked_cases_give_the_same_customers_both_ways);
+    tcase_add_test(agree, a_segment_node_holds_for_the_segments_members_now);
     tcase_add_test(agree, sql_and_evaluator_select_the_same_customers_on_random_data);
     suite_add_tcase(s, agree);
     return s;
