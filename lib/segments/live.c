@@ -372,8 +372,8 @@ static crm_stmt flips_clear = CRM_STMT(
 static crm_stmt build_settle = CRM_STMT(
     "segments_build_settle",
     "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
-    " n AS (SELECT count(*) AS size FROM segment_memberships WHERE segment_id = $1),"
-    " s AS (UPDATE segments SET size = n.size, state = 'live' FROM n WHERE id = $1"
+    " n AS (SELECT count(*) AS total FROM segment_memberships WHERE segment_id = $1),"
+    " s AS (UPDATE segments SET size = n.total, state = 'live' FROM n WHERE id = $1"
     "  RETURNING id, rule_version, size) "
     "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
     " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s ON CONFLICT DO NOTHING");

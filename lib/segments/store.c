@@ -527,8 +527,13 @@ static crm_stmt count_now = CRM_STMT_RO(
     "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"          \
     " WHERE x.segment_id = $1 AND x.at <= $2::timestamptz"
 
+/* $2 in epoch milliseconds (an integer: the event loop's query keeps it). */
+#define MEMBERS_AT_MS                                                                              \
+    "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"          \
+    " WHERE x.segment_id = $1 AND x.at <= 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
+
 static crm_stmt count_at = CRM_STMT_RO(
-    "segment_count_at", "SELECT (SELECT count(*) FROM (" MEMBERS_AT
+    "segment_count_at", "SELECT (SELECT count(*) FROM (" MEMBERS_AT_MS
                         " ORDER BY x.customer_id, x.at DESC, x.id DESC) m WHERE m.entered), s.state"
                         " FROM segments s WHERE s.id = $1 AND s.deleted_at IS NULL");
 
@@ -543,11 +548,8 @@ void crm_segment_count_query(crm_query *q, long long id, long long at_ms)
 {
     crm_query_init(q, at_ms ? &count_at : &count_now);
     crm_query_add_int(q, id);
-    if (at_ms != 0) {
-        char at[40];
-        format_ms(at_ms, at);
-        crm_query_add(q, at);
-    }
+    if (at_ms != 0)
+        crm_query_add_int(q, at_ms);
 }
 
 char *crm_segment_count_render(const PGresult *res, long long id, long long at_ms, size_t *len,
@@ -595,8 +597,8 @@ static bool require_segment(const char *idbuf, crm_error *err)
 static crm_stmt members_now = CRM_STMT_PAGE(
     "segment_members", "SELECT " CRM_CUSTOMER_COLUMNS " FROM segment_memberships m"
                        " JOIN customers c ON c.id = m.customer_id"
-                       " WHERE m.segment_id = $1 AND m.customer_id > $3::bigint"
-                       " ORDER BY m.customer_id LIMIT $4");
+                       " WHERE m.segment_id = $1 AND m.customer_id > $2::bigint"
+                       " ORDER BY m.customer_id LIMIT $3");
 
 static crm_stmt members_at = CRM_STMT_PAGE(
     "segment_members_at",
@@ -616,8 +618,10 @@ json_t *crm_segment_customers(long long id, long long at_ms, long long after_id,
         format_ms(at_ms, at);
     if (!require_segment(idbuf, err))
         return NULL;
-    const char *params[] = {idbuf, at_ms ? at : NULL, after, fetch};
-    PGresult *res = crm_db_run(at_ms ? &members_at : &members_now, 4, params, err);
+    const char *at_params[] = {idbuf, at, after, fetch};
+    const char *now_params[] = {idbuf, after, fetch};
+    PGresult *res = at_ms ? crm_db_run(&members_at, 4, at_params, err)
+                          : crm_db_run(&members_now, 3, now_params, err);
     if (res == NULL)
         return NULL;
     int n = PQntuples(res), shown = crm_page_shown(n, limit);

@@ -226,5 +226,6 @@ Suite *metrics_patterns_suite(void);
 Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *currency_rates_suite(void);
+Suite *segments_suite(void);
 
 #endif

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static crmd_server srv;
 static PGconn *db;
@@ -125,7 +126,7 @@ static void drop_segment(long long id)
 /* The members' ids (now: at NULL), sorted, through every page of 2. */
 static int members(long long seg, const char *at, long long *out, int max)
 {
-    char path[256], cursor[512] = "";
+    char path[1024], cursor[512] = "";
     int n = 0;
     for (int pages = 0; pages < 100; pages++) {
         snprintf(path, sizeof path, "/v1/segments/%lld/customers?limit=2%s%s%s%s", seg,
@@ -193,7 +194,9 @@ static void assert_last_change(long long seg, long long customer, const char *ch
 
 static void now_text(char *out, size_t size)
 {
-    long long ms = harness_now_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     time_t s = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
@@ -339,7 +342,7 @@ START_TEST(bad_definitions_are_refused_with_the_pointer_of_the_bad_node)
         {"{\"name\": \"x\"}", 422, "/rule"},
         {"{\"rule\": {\"all\": []}}", 422, "/name"},
         {"{\"name\": \"\", \"rule\": {\"all\": []}}", 422, "/name"},
-        {"{\"name\": \"x\", \"rule\": {\"all\": []}, \"colour\": 1}", 422, "colour"},
+        {"{\"name\": \"x\", \"rule\": {\"all\": []}, \"colour\": 1}", 422, "/colour"},
         {"{\"name\": \"x\", \"description\": 5, \"rule\": {\"all\": []}}", 422, "/description"},
         {"[1]", 422, NULL},
         {"{\"name\": \"x\", \"rule\": ", 400, NULL},
@@ -477,11 +480,6 @@ START_TEST(a_merge_and_an_erasure_move_people_out_and_the_log_answers_at)
     snprintf(path, sizeof path, "/v1/customers/%lld/merge", a);
     snprintf(body, sizeof body, "{\"merge_ids\": [%lld]}", b);
     http_response r = send_json("POST", path, harness_admin_key.secret, body, NULL);
-    if (r.status != 200) {
-        http_response_free(&r);
-        snprintf(body, sizeof body, "{\"customer_ids\": [%lld]}", b);
-        r = send_json("POST", path, harness_admin_key.secret, body, NULL);
-    }
     ck_assert_msg(r.status == 200, "merge answered %ld: %s", r.status, r.body);
     http_response_free(&r);
     long long ac[] = {a, c};
@@ -495,7 +493,7 @@ START_TEST(a_merge_and_an_erasure_move_people_out_and_the_log_answers_at)
 
     /* c erased: leaves. */
     snprintf(path, sizeof path, "/v1/customers/%lld/erase", c);
-    r = send_json("POST", path, harness_admin_key.secret, "{}", NULL);
+    r = send_json("POST", path, harness_admin_key.secret, "{\"confirm\": true}", NULL);
     ck_assert_msg(r.status == 200, "erase answered %ld: %s", r.status, r.body);
     http_response_free(&r);
     long long only_a[] = {a};
