@@ -82,10 +82,19 @@ static void build_touchpoints_page(void)
              "SELECT %s, " PLACE_COLUMNS("t") " FROM touchpoints t" PAGE_OF("t"), columns);
 }
 
+/* Entries and exits, as segments/store.c's change log shows them. */
+static crm_stmt memberships_page = CRM_STMT_PAGE(
+    "sync_memberships_page",
+    "SELECT x.id, x.segment_id, x.customer_id, x.entered, " CRM_SQL_TS("x.at") ", x.rule_version,"
+    " x.cause, x.cause_ref, " PLACE_COLUMNS("x") " FROM segment_changes x" PAGE_OF("x"));
+#define MEMBERSHIP_PLACE 8
+
 static crm_stmt *page_statement(crm_sync_feed feed)
 {
     if (feed == CRM_SYNC_CUSTOMERS)
         return &customers_page;
+    if (feed == CRM_SYNC_SEGMENT_MEMBERSHIPS)
+        return &memberships_page;
     pthread_once(&touchpoints_page_once, build_touchpoints_page);
     return &touchpoints_page;
 }
@@ -95,6 +104,8 @@ static int place_column(crm_sync_feed feed)
 {
     if (feed == CRM_SYNC_CUSTOMERS)
         return CRM_COL_EXTRA + 1; /* after the external ids */
+    if (feed == CRM_SYNC_SEGMENT_MEMBERSHIPS)
+        return MEMBERSHIP_PLACE;
     pthread_once(&touchpoints_page_once, build_touchpoints_page);
     return touchpoint_ncolumns;
 }
@@ -219,6 +230,29 @@ static void write_touchpoint_change(crm_jbuf *b, const PGresult *res, int r)
     crm_jbuf_end_object(b);
 }
 
+/* A membership's entry: {"change": "entered"|"left", "id", "segment_id",
+ * "customer_id", "at", "rule_version", "cause", "cause_ref"}. */
+static void write_membership_change(crm_jbuf *b, const PGresult *res, int r)
+{
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "change");
+    crm_jbuf_cstring(b, PQgetvalue(res, r, 3)[0] == 't' ? "entered" : "left");
+    static const char *const ints[] = {"id", "segment_id", "customer_id"};
+    for (int i = 0; i < 3; i++) {
+        crm_jbuf_key(b, ints[i]);
+        crm_jbuf_int(b, atoll(PQgetvalue(res, r, i)));
+    }
+    crm_jbuf_key(b, "at");
+    crm_jbuf_cstring(b, PQgetvalue(res, r, 4));
+    crm_jbuf_key(b, "rule_version");
+    crm_jbuf_int(b, atoll(PQgetvalue(res, r, 5)));
+    crm_jbuf_key(b, "cause");
+    crm_jbuf_cstring(b, PQgetvalue(res, r, 6));
+    crm_jbuf_key(b, "cause_ref");
+    crm_jbuf_cstring(b, PQgetisnull(res, r, 7) ? NULL : PQgetvalue(res, r, 7));
+    crm_jbuf_end_object(b);
+}
+
 char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *len, crm_error *err)
 {
     sync_place last = {0, 0};
@@ -239,6 +273,8 @@ char *crm_sync_render(const PGresult *res, const crm_sync_request *r, size_t *le
     for (int i = 0; i < n; i++) {
         if (r->feed == CRM_SYNC_CUSTOMERS)
             write_customer_change(&b, res, i);
+        else if (r->feed == CRM_SYNC_SEGMENT_MEMBERSHIPS)
+            write_membership_change(&b, res, i);
         else
             write_touchpoint_change(&b, res, i);
     }

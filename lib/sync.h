@@ -1,6 +1,7 @@
 /*
- * sync.h — the change feeds of customers and touchpoints, for apps that keep
- * their own copy (GET /v1/sync/customers, GET /v1/sync/touchpoints).
+ * sync.h — the change feeds of customers, touchpoints and segment
+ * memberships, for apps that keep their own copy (GET /v1/sync/customers,
+ * GET /v1/sync/touchpoints, GET /v1/sync/segment-memberships).
  *
  * A feed lists every row whose latest change lies after the cursor, in the
  * order of the changes, one entry per row: a live customer or a touchpoint
@@ -28,7 +29,9 @@
 #define CRM_SYNC_LIMIT_MAX 1000
 #define CRM_SYNC_RETENTION_DAYS_DEFAULT 90
 
-typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS } crm_sync_feed;
+/* The membership feed lists every entry into and exit from a segment
+ * (segment_changes, migration 0022) once, in commit order. */
+typedef enum { CRM_SYNC_CUSTOMERS, CRM_SYNC_TOUCHPOINTS, CRM_SYNC_SEGMENT_MEMBERSHIPS } crm_sync_feed;
 
 /* How long a cursor stays good, in days, counted from the last time its
  * reader caught up with the feed (a page that was not full); tombstones are

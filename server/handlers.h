@@ -51,6 +51,7 @@ void handle_customer_timeline(http_request *req);
 /* handlers_sync.c */
 void handle_sync_customers(http_request *req);
 void handle_sync_touchpoints(http_request *req);
+void handle_sync_segment_memberships(http_request *req);
 
 /* handlers_metrics.c */
 void handle_customer_metrics(http_request *req);

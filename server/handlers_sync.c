@@ -1,5 +1,6 @@
 /*
- * handlers_sync.c — /v1/sync/customers and /v1/sync/touchpoints (scope
+ * handlers_sync.c — /v1/sync/customers, /v1/sync/touchpoints and
+ * /v1/sync/segment-memberships (scope
  * sync:read): the change feeds of lib/sync.h. Each page is one statement,
  * so both routes run on the I/O threads.
  */
@@ -57,4 +58,9 @@ void handle_sync_customers(http_request *req)
 void handle_sync_touchpoints(http_request *req)
 {
     handle_feed(req, CRM_SYNC_TOUCHPOINTS);
+}
+
+void handle_sync_segment_memberships(http_request *req)
+{
+    handle_feed(req, CRM_SYNC_SEGMENT_MEMBERSHIPS);
 }

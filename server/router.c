@@ -102,6 +102,8 @@ static const http_route routes[] = {
      Q_SYNC},
     {"GET", "/v1/sync/touchpoints", handle_sync_touchpoints, CRM_SCOPE_SYNC_READ, false, true, 0,
      Q_SYNC},
+    {"GET", "/v1/sync/segment-memberships", handle_sync_segment_memberships, CRM_SCOPE_SYNC_READ,
+     false, true, 0, Q_SYNC},
     /* segments */
     {"POST", "/v1/segments", handle_segment_create, CRM_SCOPE_SEGMENTS_WRITE, true, false,
      SMALL_BODY, NULL},

@@ -244,14 +244,14 @@ static bool check_refs(crm_conn *c, rule_facts *f, long long self, int *rank, cr
         {
             if (json_integer_value(m) == f->refs[i]) {
                 char buf[CRM_RULE_MAX_FIELD + 64];
-                snprintf(buf, sizeof buf, "/rule%s", ptrs[i]);
+                snprintf(buf, sizeof buf, "/rule%s/segment", ptrs[i]);
                 crm_error_add_field(err, buf, "names no segment");
                 ok = false;
             }
         }
         if (f->refs[i] == self || (cycle && i == 0)) {
             char buf[CRM_RULE_MAX_FIELD + 64];
-            snprintf(buf, sizeof buf, "/rule%s", f->refs[i] == self ? ptrs[i] : "");
+            snprintf(buf, sizeof buf, "/rule%s/segment", ptrs[i]);
             crm_error_add_field(err, buf, "the segments' rules would name each other in a cycle");
             ok = false;
         }

@@ -528,6 +528,135 @@ START_TEST(a_merge_and_an_erasure_move_people_out_and_the_log_answers_at)
 }
 END_TEST
 
+/* ---- segments of segments ------------------------------------------------------------ */
+
+START_TEST(segments_of_segments_follow_in_order_and_cycles_are_refused)
+{
+    char tag[48], name[64], rule[512], source[48];
+    harness_unique(tag, sizeof tag, "segdeps");
+    harness_unique(source, sizeof source, "segdpos");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "FR");
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"IT\"}]}",
+             tag);
+    snprintf(name, sizeof name, "italians %s", tag);
+    long long italians = new_segment(name, rule);
+    wait_live(italians);
+    /* Italians who bought: names the first segment. */
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"segment\": %lld}, {\"touchpoints\": {\"type\": \"purchase\"},"
+             " \"agg\": \"count\", \"op\": \"gte\", \"value\": 1}]}",
+             italians);
+    snprintf(name, sizeof name, "italian buyers %s", tag);
+    long long buyers = new_segment(name, rule);
+    wait_live(buyers);
+    json_t *doc = get_segment(buyers);
+    ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(doc, "depends_on"), 0)),
+                     italians);
+    json_decref(doc);
+
+    post_purchase(a, source, "a-1");
+    post_purchase(b, source, "b-1");
+    long long only_a[] = {a};
+    assert_members(buyers, only_a, 1);
+    /* b moves to Italy: enters the first segment and, in the same
+     * transaction, the second. */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld", b);
+    json_decref(expect("PATCH", path, "{\"address\": {\"country\": \"IT\"}}", 200));
+    long long both[] = {a, b};
+    assert_members(italians, both, 2);
+    assert_members(buyers, both, 2);
+
+    /* The first segment's new rule (only a's tag... Italians named Seg
+     * with country FR): rebuilt, and the second with it. */
+    snprintf(rule, sizeof rule,
+             "{\"rule\": {\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"FR\"}]}}",
+             tag);
+    snprintf(path, sizeof path, "/v1/segments/%lld", italians);
+    json_decref(expect("PATCH", path, rule, 200));
+    wait_live(italians);
+    wait_live(buyers);
+    assert_members(italians, NULL, 0);
+    assert_members(buyers, NULL, 0);
+    assert_last_change(buyers, a, "left", "segment");
+
+    /* A cycle: the first naming the second. */
+    snprintf(rule, sizeof rule, "{\"rule\": {\"all\": [{\"segment\": %lld}]}}", buyers);
+    http_response r = send_json("PATCH", path, writer.secret, rule, NULL);
+    json_t *p = assert_problem(&r, 422);
+    ck_assert(problem_names_field(p, "/rule/all/0/segment"));
+    json_decref(p);
+    http_response_free(&r);
+    /* A segment that names itself, and one that does not exist. */
+    snprintf(rule, sizeof rule, "{\"rule\": {\"not\": {\"segment\": %lld}}}", italians);
+    r = send_json("PATCH", path, writer.secret, rule, NULL);
+    p = assert_problem(&r, 422);
+    ck_assert(problem_names_field(p, "/rule/not/segment"));
+    json_decref(p);
+    http_response_free(&r);
+    r = send_json("PATCH", path, writer.secret, "{\"rule\": {\"segment\": 999999999}}", NULL);
+    p = assert_problem(&r, 422);
+    ck_assert(problem_names_field(p, "/rule/segment"));
+    json_decref(p);
+    http_response_free(&r);
+
+    /* Named by another: cannot be deleted. */
+    r = send_json("DELETE", path, writer.secret, NULL, NULL);
+    json_decref(assert_problem(&r, 409));
+    http_response_free(&r);
+    drop_segment(buyers);
+    drop_segment(italians);
+}
+END_TEST
+
+START_TEST(membership_changes_appear_in_the_sync_feed)
+{
+    char tag[48], name[64], rule[256];
+    harness_unique(tag, sizeof tag, "segsync");
+    snprintf(rule, sizeof rule, "{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"}",
+             tag);
+    snprintf(name, sizeof name, "sync %s", tag);
+    long long seg = new_segment(name, rule);
+    wait_live(seg);
+    /* Read the feed to its end, then make a change. */
+    char cursor[512] = "", path[700];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(path, sizeof path, "/v1/sync/segment-memberships?limit=1000%s%s",
+                 cursor[0] ? "&cursor=" : "", cursor);
+        json_t *doc = expect("GET", path, NULL, 200);
+        size_t n = json_array_size(json_object_get(doc, "data"));
+        snprintf(cursor, sizeof cursor, "%s", json_string_value(json_object_get(doc, "next_cursor")));
+        json_decref(doc);
+        if (n == 0)
+            break;
+    }
+    long long a = new_customer(tag, "IT");
+    snprintf(path, sizeof path, "/v1/customers/%lld", a);
+    json_decref(expect("DELETE", path, NULL, 204));
+    snprintf(path, sizeof path, "/v1/sync/segment-memberships?limit=1000&cursor=%s", cursor);
+    json_t *doc = expect("GET", path, NULL, 200);
+    json_t *e;
+    size_t i;
+    int seen = 0;
+    json_array_foreach(json_object_get(doc, "data"), i, e)
+    {
+        if (json_integer_value(json_object_get(e, "segment_id")) != seg)
+            continue;
+        ck_assert_int_eq(json_integer_value(json_object_get(e, "customer_id")), a);
+        ck_assert_str_eq(json_string_value(json_object_get(e, "change")),
+                         seen == 0 ? "entered" : "left");
+        ck_assert_str_eq(json_string_value(json_object_get(e, "cause")), "customer");
+        seen++;
+    }
+    ck_assert_int_eq(seen, 2);
+    json_decref(doc);
+    drop_segment(seg);
+}
+END_TEST
+
 Suite *segments_suite(void)
 {
     Suite *s = suite_create("segments");
@@ -538,6 +667,8 @@ Suite *segments_suite(void)
     tcase_add_test(tc, bad_definitions_are_refused_with_the_pointer_of_the_bad_node);
     tcase_add_test(tc, memberships_follow_customer_touchpoint_and_consent_writes);
     tcase_add_test(tc, a_merge_and_an_erasure_move_people_out_and_the_log_answers_at);
+    tcase_add_test(tc, segments_of_segments_follow_in_order_and_cycles_are_refused);
+    tcase_add_test(tc, membership_changes_appear_in_the_sync_feed);
     suite_add_tcase(s, tc);
     return s;
 }
