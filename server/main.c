@@ -18,6 +18,8 @@
 #include "jobs_runner.h"
 #include "metrics_follower.h"
 #include "segment_store.h"
+#include "segments.h"
+#include "clock.h"
 #include "segments_worker.h"
 #include "list/cursor.h"
 #include "log.h"
@@ -50,6 +52,9 @@ static void usage(FILE *out)
             "                        (--if-none: only when no active key exists yet)\n"
             "  crmd routes [--query] print the route table (with --query: the query\n"
             "                        parameters each route accepts)\n"
+            "  crmd rule-sql         read a segment rule (JSON) on standard input and print\n"
+            "                        the SQL expression it compiles to over customers c, then\n"
+            "                        its parameters, one a line (for benchmarks and support)\n"
             "  crmd --help | --version\n\n"
             "Scopes: admin (everything), customers:read, customers:write, touchpoints:read,\n"
             "  touchpoints:write, segments:read, segments:write, rules:read, rules:write,\n"
@@ -178,6 +183,55 @@ static bool run_migrations(const crmd_config *cfg, int wait_s)
 
 /* With --query: "METHOD PATTERN name,name" (or "-"), the query parameters
  * each route declares, which the contract test compares with openapi.yaml. */
+/* crmd rule-sql: the rule on standard input, compiled as a segment's
+ * build compiles it (now: the current time). Line 1 is the expression with
+ * $n placeholders; each parameter follows on a line of its own (one that
+ * holds a newline is refused: the output would be ambiguous). */
+static int cmd_rule_sql(void)
+{
+    json_error_t jerr;
+    json_t *json = json_loadf(stdin, 0, &jerr);
+    if (json == NULL) {
+        fprintf(stderr, "crmd: the rule is not JSON: %s (line %d)\n", jerr.text, jerr.line);
+        return 2;
+    }
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = crm_rule_parse(json, &err);
+    json_decref(json);
+    if (r == NULL) {
+        char *why = err.errors ? json_dumps(err.errors, JSON_COMPACT) : NULL;
+        fprintf(stderr, "crmd: %s %s\n", err.detail, why ? why : "");
+        free(why);
+        crm_error_clear(&err);
+        return 2;
+    }
+    crm_sqlbuf s;
+    crm_sqlbuf_init(&s);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    int status = 0;
+    if (!crm_rule_sql(r, &s, crm_wall_ms(), &arena, &err)) {
+        fprintf(stderr, "crmd: %s\n", err.detail);
+        status = 1;
+    } else {
+        printf("%s\n", crm_sqlbuf_text(&s));
+        for (int i = 0; i < s.nparams; i++) {
+            const char *v = s.params[i] ? s.params[i] : "";
+            if (strchr(v, '\n') != NULL) {
+                fprintf(stderr, "crmd: parameter %d holds a newline\n", i + 1);
+                status = 1;
+                break;
+            }
+            printf("%s\n", v);
+        }
+    }
+    crm_error_clear(&err);
+    crm_sqlbuf_free(&s);
+    crm_arena_free(&arena);
+    crm_rule_free(r);
+    return status;
+}
+
 static int cmd_routes(bool query)
 {
     size_t n;
@@ -407,6 +461,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "routes") == 0)
         return cmd_routes(argc > 2 && strcmp(argv[2], "--query") == 0);
+    if (strcmp(cmd, "rule-sql") == 0)
+        return cmd_rule_sql();
 
     crmd_config cfg;
     char errbuf[256];
