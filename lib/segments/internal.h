@@ -251,6 +251,21 @@ struct crm_rule_state {
     int ntouchpoints;
 };
 
+/* ---- the evaluator (eval.c) -------------------------------------------- */
+
+/* Whether touchpoint tp passes aggregate n's filter and window at now_ms:
+ * the touchpoints rule_sql_touchpoint_filter selects. */
+bool rule_touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long long now_ms);
+
+/* ---- compiled SQL (sql.c) ---------------------------------------------- */
+
+/* Appends to s the conditions of aggregate n's touchpoints (aliased t)
+ * beyond the customer's, its filter and its window at now_ms, each one
+ * " AND ..." with its values as parameters (as crm_rule_sql binds them).
+ * False when the arena ran out of memory. */
+bool rule_sql_touchpoint_filter(crm_sqlbuf *s, const rule_node *n, long long now_ms,
+                                crm_arena *arena);
+
 /* ---- exact decimals (decimal.c) ---------------------------------------- */
 
 /* Compares two numbers written as PostgreSQL's numeric reads them
