@@ -1,7 +1,8 @@
 /*
  * segments/internal.h — what the parser (rule.c), the SQL compiler (sql.c),
- * the state loader (state.c) and the evaluator (eval.c) share: the fields a
- * rule may name, the parsed tree and one customer's loaded state.
+ * the state loader (state.c), the evaluator (eval.c) and the flips
+ * (flip.c) share: the fields a rule may name, the parsed tree and one
+ * customer's loaded state.
  */
 #ifndef CRM_SEGMENTS_INTERNAL_H
 #define CRM_SEGMENTS_INTERNAL_H
