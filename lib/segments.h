@@ -143,15 +143,32 @@ int crm_rule_segment_refs(const crm_rule *r, long long *ids, const char **pointe
 bool crm_rule_has_time(const crm_rule *r);
 
 /* Appends to s one timestamptz SQL expression over customers c: the
- * earliest time after now_ms at which r's value for c may change with no
- * write, or NULL when it never will. It may be earlier than the change
- * (the caller re-evaluates then and asks again), never later. Parameters
- * and lifetimes as crm_rule_sql. */
+ * earliest time strictly after now_ms at which r's value for c may change
+ * with no write, or NULL when it never will. It may be earlier than the
+ * change (the caller re-evaluates at the first millisecond not before it
+ * and asks again), never later: r's value is the same at every millisecond
+ * from now_ms until it. The instants are, for each comparison that moves
+ * with time (lib/segments/flip.c has the details):
+ *   a days_ago value compared with a timestamp s (a column, a metric, the
+ *   time of the latest matching touchpoint for "last"): s + N days (the
+ *   value reaches s) where gt, lte, eq, ne and between's upper end change,
+ *   one microsecond later (it passes s) where gte, lt, eq, ne and
+ *   between's lower end change; with a date d, the UTC midnights starting
+ *   d + N days and the day after, likewise;
+ *   a within_days D window: t + D days + 1 microsecond for the earliest
+ *   matching touchpoint t inside it (count, sum) or the latest ("last"),
+ *   when it leaves; none enters a window as time passes.
+ * all, any and not take the earliest of their comparisons' (their value
+ * may then stay as it was). Absolute times (since and until included),
+ * consents, tags, attributes and every other field never move; nor, here,
+ * does any other kind of node (a segment named by a rule has flips of its
+ * own). Parameters and lifetimes as crm_rule_sql; CRM_E_INTERNAL as it. */
 bool crm_rule_flip_sql(const crm_rule *r, crm_sqlbuf *s, long long now_ms, crm_arena *arena,
                        crm_error *err);
 
 /* The same time for a loaded state, in epoch microseconds; 0 when never.
- * Equal to what crm_rule_flip_sql gives for that customer. */
+ * Equal to what crm_rule_flip_sql gives for that customer at the same
+ * now_ms with the same data. */
 long long crm_rule_next_flip(const crm_rule *r, const crm_rule_state *st, long long now_ms);
 
 #endif

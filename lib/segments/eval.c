@@ -207,8 +207,7 @@ static bool has_sku(const rule_touchpoint *tp, const char *sku)
     return false;
 }
 
-/* Whether tp passes n's filter and window at now_ms. */
-static bool touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long long now_ms)
+bool rule_touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long long now_ms)
 {
     if (n->tp_type != NULL && strcmp(tp->type, n->tp_type) != 0)
         return false;
@@ -237,7 +236,7 @@ static bool test_aggregate(const rule_node *n, const crm_rule_state *st, long lo
         return false;
     for (int i = 0; i < st->ntouchpoints; i++) {
         const rule_touchpoint *tp = &st->touchpoints[i];
-        if (!touchpoint_matches(n, tp, now_ms))
+        if (!rule_touchpoint_matches(n, tp, now_ms))
             continue;
         if (count == 0 || tp->occurred_us > last)
             last = tp->occurred_us;

@@ -1,7 +1,8 @@
 /*
  * segments/internal.h — what the parser (rule.c), the SQL compiler (sql.c),
- * the state loader (state.c) and the evaluator (eval.c) share: the fields a
- * rule may name, the parsed tree and one customer's loaded state.
+ * the state loader (state.c), the evaluator (eval.c) and the flips
+ * (flip.c) share: the fields a rule may name, the parsed tree and one
+ * customer's loaded state.
  */
 #ifndef CRM_SEGMENTS_INTERNAL_H
 #define CRM_SEGMENTS_INTERNAL_H
@@ -257,6 +258,21 @@ struct crm_rule_state {
     long long *segments; /* the segments it is a member of, ascending */
     int nsegments;
 };
+
+/* ---- the evaluator (eval.c) -------------------------------------------- */
+
+/* Whether touchpoint tp passes aggregate n's filter and window at now_ms:
+ * the touchpoints rule_sql_touchpoint_filter selects. */
+bool rule_touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long long now_ms);
+
+/* ---- compiled SQL (sql.c) ---------------------------------------------- */
+
+/* Appends to s the conditions of aggregate n's touchpoints (aliased t)
+ * beyond the customer's, its filter and its window at now_ms, each one
+ * " AND ..." with its values as parameters (as crm_rule_sql binds them).
+ * False when the arena ran out of memory. */
+bool rule_sql_touchpoint_filter(crm_sqlbuf *s, const rule_node *n, long long now_ms,
+                                crm_arena *arena);
 
 /* ---- exact decimals (decimal.c) ---------------------------------------- */
 

@@ -295,12 +295,10 @@ static void write_filter(compiler *x, const char *before, const char *value, con
     put(x, after);
 }
 
-/* {"touchpoints": {...}, "agg", "op", "value"} */
-static void write_aggregate(compiler *x, const rule_node *n)
+/* The conditions of an aggregate's touchpoints t beyond the customer's:
+ * its filter and its window, each " AND ...". */
+static void write_touchpoint_filter(compiler *x, const rule_node *n)
 {
-    put(x, "coalesce((SELECT ");
-    write_compare(x, n);
-    put(x, " FROM touchpoints t WHERE t.customer_id = c.id");
     write_filter(x, "t.type = ", n->tp_type, "::text");
     write_filter(x, "t.channel = ", n->tp_channel, "::text");
     write_filter(x, "t.campaign_id = ", n->tp_campaign, "::text");
@@ -313,7 +311,24 @@ static void write_aggregate(compiler *x, const rule_node *n)
     }
     write_filter(x, "t.occurred_at >= ", n->since_text, "::timestamptz");
     write_filter(x, "t.occurred_at < ", n->until_text, "::timestamptz");
+}
+
+/* {"touchpoints": {...}, "agg", "op", "value"} */
+static void write_aggregate(compiler *x, const rule_node *n)
+{
+    put(x, "coalesce((SELECT ");
+    write_compare(x, n);
+    put(x, " FROM touchpoints t WHERE t.customer_id = c.id");
+    write_touchpoint_filter(x, n);
     put(x, "), false)");
+}
+
+bool rule_sql_touchpoint_filter(crm_sqlbuf *s, const rule_node *n, long long now_ms,
+                                crm_arena *arena)
+{
+    compiler x = {.s = s, .arena = arena, .now_ms = now_ms};
+    write_touchpoint_filter(&x, n);
+    return !x.oom;
 }
 
 static void write_node(compiler *x, const rule_node *n)

@@ -42,5 +42,6 @@ Suite *jobs_suite(void);
 Suite *btyd_suite(void);
 Suite *currency_suite(void);
 Suite *segment_rules_suite(void);
+Suite *segment_flips_suite(void);
 
 #endif
