@@ -261,12 +261,35 @@ typedef struct crm_customer_filter {
     const char *sort;  /* NULL: created_at */
     const char *after; /* a cursor from an earlier page */
     int limit;
+    /* POST /v1/customers/search (crm_customer_search_begin): search is set,
+     * rule (borrowed, segments.h) is what every customer listed satisfies
+     * at now_ms, and the page's cursors carry rule_hash, so that a cursor
+     * is refused with any other rule. Rendering a page reads search and
+     * rule_hash only: the rule may be freed once the query is built. */
+    bool search;
+    const struct crm_rule *rule;
+    long long now_ms;
+    long long rule_hash;
 } crm_customer_filter;
 
 /* Lists live customers that match f, one page, as the JSON text (the caller
  * frees it, *len bytes) of {"data": [...], "next_cursor": string|null};
- * NULL with CRM_E_INVALID naming a bad parameter. */
+ * NULL with CRM_E_INVALID naming a bad parameter. Blocks (the pool); a
+ * search's statement may have any number of parameters here. */
 char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *err);
+
+/* POST /v1/customers/search: reads the body {"rule": SegmentRule} (no
+ * other member) and makes f (its other members set by the caller: sort,
+ * after, limit) a search for the customers that satisfy the rule at now_ms
+ * (epoch milliseconds: what days_ago and within_days count from). Returns
+ * the parsed rule, which the caller frees with crm_rule_free once the
+ * page's query is built (crm_customer_list_query) or run
+ * (crm_customer_list); f borrows it until then. NULL with CRM_E_INVALID
+ * and field errors named by JSON pointers into the body ("/rule/all/2/op",
+ * "/rule" when it is missing, "/<member>" for an unknown member), or
+ * CRM_E_INTERNAL. */
+struct crm_rule *crm_customer_search_begin(const json_t *body, long long now_ms,
+                                           crm_customer_filter *f, crm_error *err);
 
 /* The same split into steps for the event loop. crm_customer_list_query
  * (first NULL) fills q (its values allocated in arena, which must outlive q)
@@ -278,8 +301,16 @@ char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *er
  *                   run it, then call again with its result as first, which
  *                   may answer CRM_LIST_TERMS once more;
  *   CRM_LIST_READY  (a later call) first's rows are the page: render them;
- *   CRM_LIST_ERROR  nothing; err says why (a bad parameter names itself). */
-typedef enum { CRM_LIST_ERROR, CRM_LIST_TERMS, CRM_LIST_PAGE, CRM_LIST_READY } crm_list_step;
+ *   CRM_LIST_ERROR  nothing; err says why (a bad parameter names itself);
+ *   CRM_LIST_WORKER a search's statement has more parameters than q holds
+ *                   (a large rule): run crm_customer_list on a worker. */
+typedef enum {
+    CRM_LIST_ERROR,
+    CRM_LIST_TERMS,
+    CRM_LIST_PAGE,
+    CRM_LIST_READY,
+    CRM_LIST_WORKER
+} crm_list_step;
 
 crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresult *first,
                                       crm_arena *arena, crm_query *q, crm_error *err);

@@ -30,6 +30,9 @@ void handle_customer_audit(http_request *req);
 void handle_customer_get_by_external_id(http_request *req);
 void handle_customer_upsert_by_external_id(http_request *req);
 
+/* handlers_customer_search.c */
+void handle_customer_search(http_request *req);
+
 /* handlers_customer_privacy.c */
 void handle_customer_export(http_request *req);
 void handle_customer_erase(http_request *req);

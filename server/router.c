@@ -13,8 +13,8 @@
 #include <string.h>
 
 /* Body limits (max_body, the seventh column; 0: none): small documents,
- * one customer or touchpoint (attributes alone may take 64 KiB compact), and
- * the batch. CRMD_MAX_BODY_BYTES caps them all. */
+ * one customer or touchpoint (attributes alone may take 64 KiB compact) or
+ * a search's rule, and the batch. CRMD_MAX_BODY_BYTES caps them all. */
 #define SMALL_BODY (64u * 1024)
 #define RECORD_BODY (256u * 1024)
 #define BATCH_BODY (8u * 1024 * 1024)
@@ -28,6 +28,7 @@ static const char *const Q_CUSTOMER_LIST[] = {
     "email",         "phone",          "country",       "city",           "lifecycle_stage",
     "tag",           "created_after",  "created_before", "updated_after", "updated_before",
     "q",             "sort",           "limit",          "after",         NULL};
+static const char *const Q_CUSTOMER_SEARCH[] = {"sort", "limit", "after", NULL};
 static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_after",
                                          "occurred_before", "limit", "after", NULL};
 static const char *const Q_SEGMENT_MEMBERS[] = {"limit", "after", "at", NULL};
@@ -57,6 +58,8 @@ static const http_route routes[] = {
      RECORD_BODY, NULL},
     {"GET", "/v1/customers", handle_customer_list, CRM_SCOPE_CUSTOMERS_READ, false, true, 0,
      Q_CUSTOMER_LIST},
+    {"POST", "/v1/customers/search", handle_customer_search, CRM_SCOPE_CUSTOMERS_READ, true, true,
+     RECORD_BODY, Q_CUSTOMER_SEARCH},
     {"GET", "/v1/customers/{id}", handle_customer_get, CRM_SCOPE_CUSTOMERS_READ, false, true, 0,
      Q_EXPAND},
     {"PATCH", "/v1/customers/{id}", handle_customer_patch, CRM_SCOPE_CUSTOMERS_WRITE, true, false,

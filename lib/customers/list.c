@@ -9,6 +9,11 @@
  * timestamps, range-checked; the name key's text for "name") and that row's
  * id. The next page starts strictly after (key, id), so rows inserted
  * meanwhile never shift a page and any depth costs the same.
+ *
+ * POST /v1/customers/search (search.c) is this list with a rule: the
+ * rule's compiled SQL is one more condition, and its cursors are of their
+ * own kind and carry the rule's hash besides, so that neither list takes
+ * the other's cursors and a search refuses a cursor of another rule.
  */
 #include "customers.h"
 #include "customers/internal.h"
@@ -17,6 +22,7 @@
 #include "list/cursor.h"
 #include "list/page.h"
 #include "list/sqlbuf.h"
+#include "segments.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,31 +134,39 @@ static int split_words(const char *q, crm_arena *arena, char **words, int max)
 }
 
 /* The cursor that continues after row r: the sort key of row r (µs of its
- * timestamp, or the name key's text) and its id. False when the row's key
- * cannot be one (it always can for rows PostgreSQL returned). */
-static bool next_cursor(int sort, const PGresult *res, int r, int c0, crm_cursor *c)
+ * timestamp, or the name key's text) and its id, then for a search the
+ * hash of its rule. False when the row's key cannot be one (it always can
+ * for rows PostgreSQL returned). */
+static bool next_cursor(const crm_customer_filter *f, int sort, const PGresult *res, int r, int c0,
+                        crm_cursor *c)
 {
     const sort_order *o = &sorts[sort];
     const char *key = PQgetvalue(res, r, c0 + o->key_col);
-    crm_cursor_init(c, CRM_CURSOR_CUSTOMERS, (unsigned)sort);
+    crm_cursor_init(c, f->search ? CRM_CURSOR_CUSTOMER_SEARCH : CRM_CURSOR_CUSTOMERS,
+                    (unsigned)sort);
     long long us = 0;
     bool ok = o->text_key ? crm_cursor_set_text(c, key, strlen(key))
                           : crm_parse_pg_timestamp(key, &us) && crm_cursor_add_int(c, us);
-    return ok && crm_cursor_add_int(c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
+    ok = ok && crm_cursor_add_int(c, atoll(PQgetvalue(res, r, c0 + CRM_COL_ID)));
+    return ok && (!f->search || crm_cursor_add_int(c, f->rule_hash));
 }
 
 /* Decodes after for sort order sort into key and id (decimal text in
- * arena), range-checked. False when it is not a cursor of this list and
+ * arena), range-checked, and for a search (*hash not NULL) the hash of the
+ * rule that made it. False when it is not a cursor of this list and
  * order, or its values could not have come from a row. */
-static bool read_cursor(const char *after, int sort, crm_arena *arena, char **key, char *id,
-                        size_t idsize)
+static bool read_cursor(const char *after, int sort, long long *hash, crm_arena *arena, char **key,
+                        char *id, size_t idsize)
 {
     const sort_order *o = &sorts[sort];
     crm_cursor c;
-    if (!crm_cursor_decode(after, CRM_CURSOR_CUSTOMERS, (unsigned)sort, o->text_key ? 1 : 2,
-                           o->text_key, &c))
+    int extra = hash != NULL ? 1 : 0;
+    if (!crm_cursor_decode(after, hash != NULL ? CRM_CURSOR_CUSTOMER_SEARCH : CRM_CURSOR_CUSTOMERS,
+                           (unsigned)sort, (o->text_key ? 1 : 2) + extra, o->text_key, &c))
         return false;
-    long long row_id = c.ints[c.nints - 1];
+    if (hash != NULL)
+        *hash = c.ints[c.nints - 1];
+    long long row_id = c.ints[c.nints - 1 - extra];
     if (row_id <= 0 || (!o->text_key && !crm_cursor_us_valid(c.ints[0])))
         return false;
     if (o->text_key) {
@@ -254,10 +268,15 @@ static bool check_filter(const crm_customer_filter *f, filter_values *fv, crm_ar
                                 "must be one of created_at, -created_at, "
                                 "updated_at, -updated_at, name");
     }
+    long long hash = 0;
     if (f->after != NULL && fv->sort >= 0 &&
-        !read_cursor(f->after, fv->sort, arena, &fv->cursor_key, fv->cursor_id,
-                     sizeof fv->cursor_id))
+        !read_cursor(f->after, fv->sort, f->search ? &hash : NULL, arena, &fv->cursor_key,
+                     fv->cursor_id, sizeof fv->cursor_id))
         crm_error_add_field(err, "after", "not a cursor this list returned with this sort order");
+    else if (f->after != NULL && fv->sort >= 0 && f->search && hash != f->rule_hash)
+        crm_error_add_field(err, "after",
+                            "a cursor of a search with another rule: a cursor continues only "
+                            "the search that returned it");
     if (json_array_size(err->errors) > before)
         return crm_error_set(err, CRM_E_INVALID, "invalid query parameters");
     return true;
@@ -411,6 +430,13 @@ static void build_sql(const crm_customer_filter *f, filter_values *fv, page_mode
         f->updated_before ? fv->times[3] : NULL,
     };
     crm_list_add_filters(s, filters, N_FILTERS, values);
+    if (f->rule != NULL) {
+        crm_error rerr = CRM_ERROR_INIT;
+        crm_sqlbuf_append(s, " AND ");
+        if (!crm_rule_sql(f->rule, s, f->now_ms, arena, &rerr))
+            s->failed = true; /* reported as the statement's failure */
+        crm_error_clear(&rerr);
+    }
     /* The other words (all of them on a walk): each begins a word of the
      * customer's. Through h (the search index) when there, so that they are
      * checked before the customer's row is read. */
@@ -492,9 +518,11 @@ static bool query_from_sql(const crm_customer_filter *f, const filter_values *fv
      * plan depends on the values (a rare tag is best found through its GIN
      * index, a common one by walking the order; a short time range through
      * its own index), it goes unprepared and is planned for them each time. */
+    /* A search's rule, too: its best plan depends on its values, and its
+     * texts, one per shape of rule, would crowd the statement cache. */
     bool by_value = f->tag != NULL || f->created_after != NULL || f->created_before != NULL ||
                     f->updated_after != NULL || f->updated_before != NULL ||
-                    (fv->nwords > 0 && mode == PAGE_WALK);
+                    (fv->nwords > 0 && mode == PAGE_WALK) || f->rule != NULL;
     const char *sql = crm_sqlbuf_text(s);
     crm_stmt *st = by_value ? NULL : crm_db_stmt_for_sql(sql, true, true);
     if (st == NULL) {
@@ -554,6 +582,10 @@ crm_list_step crm_customer_list_query(const crm_customer_filter *f, const PGresu
     crm_sqlbuf_init(&s);
     build_sql(f, fv, mode, terms, arena, limit_text, &s);
     json_decref(terms);
+    if (f->rule != NULL && crm_sqlbuf_ok(&s) && s.nparams > CRM_QUERY_MAX_PARAMS) {
+        crm_sqlbuf_free(&s);
+        return CRM_LIST_WORKER; /* too many values for the event loop's query */
+    }
     bool built = query_from_sql(f, fv, mode, &s, arena, q, err);
     crm_sqlbuf_free(&s);
     if (!built)
@@ -577,7 +609,7 @@ char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f
         crm_customer_write_at(&b, res, r, c0, false);
     crm_cursor next;
     bool more = crm_page_has_next(n, limit);
-    if (more && !next_cursor(sort_of(f), res, limit - 1, c0, &next))
+    if (more && !next_cursor(f, sort_of(f), res, limit - 1, c0, &next))
         b.out.failed = true;
     crm_page_end(&b, more ? &next : NULL);
     char *page = crm_jbuf_take(&b, len);
@@ -586,8 +618,54 @@ char *crm_customer_list_render(const PGresult *res, const crm_customer_filter *f
     return page;
 }
 
+/* Runs the statement in s on a pooled connection and renders its page. */
+static char *run_search(const crm_customer_filter *f, const crm_sqlbuf *s, size_t *len,
+                        crm_error *err)
+{
+    if (!crm_sqlbuf_ok(s)) {
+        crm_error_set(err, CRM_E_INTERNAL, "the search's statement could not be built");
+        return NULL;
+    }
+    crm_conn *conn = crm_db_acquire(err);
+    if (conn == NULL)
+        return NULL;
+    PGresult *res = crm_db_exec_sql(conn, crm_sqlbuf_text(s), s->nparams, s->params, err);
+    crm_db_release(conn);
+    char *page = res != NULL ? crm_customer_list_render(res, f, len, err) : NULL;
+    PQclear(res);
+    return page;
+}
+
+/* A search, blocking: its statement, built as for the event loop, runs
+ * with all its parameters (a large rule has more than a crm_query holds).
+ * Always a walk along the sort order. */
+static char *search_blocking(const crm_customer_filter *f, size_t *len, crm_error *err)
+{
+    crm_arena arena;
+    crm_arena_init(&arena);
+    char *page = NULL;
+    filter_values *fv = crm_arena_alloc(&arena, sizeof *fv);
+    if (fv == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    else
+        memset(fv, 0, sizeof *fv);
+    if (fv != NULL && check_filter(f, fv, &arena, err)) {
+        char limit_text[16];
+        snprintf(limit_text, sizeof limit_text, "%d", crm_page_fetch(f->limit));
+        crm_sqlbuf s;
+        crm_sqlbuf_init(&s);
+        build_sql(f, fv, PAGE_WALK, NULL, &arena, limit_text, &s);
+        page = run_search(f, &s, len, err);
+        crm_sqlbuf_free(&s);
+    }
+    crm_arena_free(&arena);
+    return page;
+}
+
 char *crm_customer_list(const crm_customer_filter *f, size_t *len, crm_error *err)
 {
+    if (f->search)
+        return search_blocking(f, len, err);
     crm_arena arena;
     crm_arena_init(&arena);
     crm_query q;

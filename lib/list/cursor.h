@@ -40,6 +40,7 @@ typedef enum crm_cursor_kind {
     CRM_CURSOR_TIMELINE = 3,  /* {occurred_at µs, id} */
     CRM_CURSOR_SYNC = 4,      /* order: the feed; {xid, seq, issued_at ms} */
     CRM_CURSOR_CURRENCY_RATES = 5, /* text key: the last currency shown */
+    CRM_CURSOR_CUSTOMER_SEARCH = 6, /* order: the sort; CUSTOMERS' fields + the rule's hash */
 } crm_cursor_kind;
 
 /* The earliest and the latest instants a timestamp key may name, in µs

@@ -211,6 +211,7 @@ Suite *apikeys_suite(void);
 Suite *http_suite(void);
 Suite *outage_suite(void);
 Suite *customers_suite(void);
+Suite *customer_search_suite(void);
 Suite *consents_suite(void);
 Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);

@@ -47,6 +47,7 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, apikeys_suite());
         srunner_add_suite(sr, http_suite());
         srunner_add_suite(sr, customers_suite());
+        srunner_add_suite(sr, customer_search_suite());
         srunner_add_suite(sr, consents_suite());
         srunner_add_suite(sr, customer_merge_suite());
         srunner_add_suite(sr, customer_privacy_suite());

@@ -28,7 +28,7 @@ static void set_key_once(void)
 static void decode_all(const char *text)
 {
     crm_cursor out;
-    for (unsigned kind = 0; kind <= 5; kind++)
+    for (unsigned kind = 0; kind <= CRM_CURSOR_CUSTOMER_SEARCH; kind++)
         for (int nints = 0; nints <= 4; nints++)
             for (int with_text = 0; with_text < 2; with_text++)
                 if (crm_cursor_decode(text, (crm_cursor_kind)kind, kind % 2, nints, with_text,

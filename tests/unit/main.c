@@ -43,6 +43,7 @@ int main(void)
     srunner_add_suite(sr, migrate_suite());
     srunner_add_suite(sr, auth_suite());
     srunner_add_suite(sr, customers_suite());
+    srunner_add_suite(sr, customer_search_suite());
     srunner_add_suite(sr, consents_suite());
     srunner_add_suite(sr, customer_merge_suite());
     srunner_add_suite(sr, customer_privacy_suite());

@@ -22,6 +22,7 @@ Suite *dbloop_suite(void);
 Suite *migrate_suite(void);
 Suite *auth_suite(void);
 Suite *customers_suite(void);
+Suite *customer_search_suite(void);
 Suite *consents_suite(void);
 Suite *customer_merge_suite(void);
 Suite *customer_privacy_suite(void);
