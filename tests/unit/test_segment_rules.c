@@ -802,7 +802,7 @@ static void insert_membership(long long segment, long long customer)
     const char *params[] = {s, c};
     PQclear(
         unit_sql(db,
-                 "INSERT INTO segment_memberships (segment_id, customer_id, entered_at, version)"
+                 "INSERT INTO segment_memberships (segment_id, customer_id, entered_at, rule_version)"
                  " VALUES ($1, $2, now(), 1)",
                  2, params));
 }
