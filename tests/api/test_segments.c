@@ -657,6 +657,75 @@ START_TEST(membership_changes_appear_in_the_sync_feed)
 }
 END_TEST
 
+/* ---- time passing ---------------------------------------------------------------- */
+
+/* A purchase dated 30 days less a few seconds ago is inside a 30-day window
+ * now and leaves it in those seconds, with no write: the upkeep moves the
+ * customer out at the stored flip time (CRMD_SEGMENTS_TICK_MS=200 here). */
+START_TEST(a_rolling_window_moves_people_out_with_no_write)
+{
+    char tag[48], name[64], rule[512], source[48], body[512], when[40];
+    harness_unique(tag, sizeof tag, "segtime");
+    harness_unique(source, sizeof source, "segtpos");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* a's purchase leaves the window 4 s from now; b's in 10 days. */
+    long long offsets_s[] = {30LL * 86400 - 4, 20LL * 86400};
+    long long who[] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        time_t t = ts.tv_sec - (time_t)offsets_s[i];
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        snprintf(body, sizeof body,
+                 "{\"customer_id\": %lld, \"channel\": \"store\", \"type\": \"purchase\","
+                 " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+                 " \"event_id\": \"t-%d\", \"amount\": 10, \"currency\": \"EUR\"}",
+                 who[i], when, source, i);
+        json_decref(expect("POST", "/v1/touchpoints", body, 201));
+    }
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"touchpoints\": {\"type\": \"purchase\", \"within_days\": 30}, \"agg\": \"count\","
+             " \"op\": \"gte\", \"value\": 1}]}",
+             tag);
+    snprintf(name, sizeof name, "recent buyers %s", tag);
+    long long seg = new_segment(name, rule);
+    wait_live(seg);
+    long long both[] = {a, b};
+    assert_members(seg, both, 2);
+    char segtext[24];
+    snprintf(segtext, sizeof segtext, "%lld", seg);
+    /* Each member's next possible change is stored: a's in seconds. */
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM segment_flips WHERE segment_id ="
+                                        " $1::bigint AND flip_at < now() + interval '10 seconds'",
+                                        segtext),
+                     1);
+    long long only_b[] = {b};
+    bool moved = false;
+    for (int i = 0; i < 150 && !moved; i++) {
+        harness_sleep_ms(100);
+        long long got[4];
+        moved = members(seg, NULL, got, 4) == 1;
+    }
+    ck_assert_msg(moved, "the purchase left the window but its customer is still a member");
+    assert_members(seg, only_b, 1);
+    assert_last_change(seg, a, "left", "time");
+    /* The move happened within the documented delay of the flip. */
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM segment_changes x WHERE segment_id ="
+                                        " $1::bigint AND cause = 'time' AND at < (SELECT min("
+                                        "occurred_at) + interval '30 days' FROM touchpoints WHERE"
+                                        " source IN (SELECT source FROM touchpoints WHERE"
+                                        " customer_id = x.customer_id)) + interval '3 seconds'",
+                                        segtext),
+                     1);
+    drop_segment(seg);
+}
+END_TEST
+
 Suite *segments_suite(void)
 {
     Suite *s = suite_create("segments");
@@ -669,6 +738,7 @@ Suite *segments_suite(void)
     tcase_add_test(tc, a_merge_and_an_erasure_move_people_out_and_the_log_answers_at);
     tcase_add_test(tc, segments_of_segments_follow_in_order_and_cycles_are_refused);
     tcase_add_test(tc, membership_changes_appear_in_the_sync_feed);
+    tcase_add_test(tc, a_rolling_window_moves_people_out_with_no_write);
     suite_add_tcase(s, tc);
     return s;
 }
