@@ -114,6 +114,14 @@ void crm_job_set_result(crm_job_ctx *job, json_t *result);
 json_t *crm_job_submit(const char *kind, const json_t *params, const char *exclusive,
                        long long api_key_id, long long *running, crm_error *err);
 
+/* Queues a job of kind inside the caller's transaction on c (no
+ * exclusive name): it becomes visible, and runnable, when that transaction
+ * commits. The caller then calls crm_jobs_wake() so that this process's
+ * runner looks at once. Returns the job's representation, or NULL with err. */
+json_t *crm_job_submit_on(crm_conn *c, const char *kind, const json_t *params,
+                          long long api_key_id, crm_error *err);
+void crm_jobs_wake(void);
+
 /* A job's representation: {"id", "kind", "state", "phase", "progress":
  * {"done", "total"}, "params", "result", "error", "attempts", "created_at",
  * "started_at", "finished_at"} (null for a phase, result, error or time not

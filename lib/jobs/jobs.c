@@ -85,6 +85,35 @@ static json_t *job_from_result(PGresult *res, crm_error *err)
 
 /* ---- submitting ---------------------------------------------------------- */
 
+json_t *crm_job_submit_on(crm_conn *c, const char *kind, const json_t *params,
+                          long long api_key_id, crm_error *err)
+{
+    if (kind == NULL || crm_jobs_kind(kind) == NULL) {
+        crm_error_set(err, CRM_E_INVALID, "no such kind of job");
+        return NULL;
+    }
+    if (params != NULL && !json_is_object(params)) {
+        crm_error_set(err, CRM_E_INVALID, "a job's params must be an object");
+        return NULL;
+    }
+    char *text = params != NULL ? json_dumps(params, JSON_COMPACT) : strdup("{}");
+    if (text == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory queueing a job");
+        return NULL;
+    }
+    char key[24];
+    snprintf(key, sizeof key, "%lld", api_key_id);
+    const char *values[] = {kind, text, NULL, api_key_id > 0 ? key : NULL};
+    PGresult *res = crm_db_exec(c, &insert_job, 4, values, err);
+    free(text);
+    return res != NULL ? job_from_result(res, err) : NULL;
+}
+
+void crm_jobs_wake(void)
+{
+    jobs_notify_submitted();
+}
+
 /* Moves what src holds into dst (which may be NULL: then it is dropped). */
 static void error_move(crm_error *dst, crm_error *src)
 {

@@ -326,9 +326,7 @@ static crm_stmt queue_note = CRM_STMT(
 bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_error *err)
 {
     json_t *params = json_pack("{s:I}", "segment_id", (json_int_t)id);
-    long long running = 0;
-    json_t *job = params ? crm_job_submit("segment_build", params, NULL, api_key_id, &running, err)
-                         : NULL;
+    json_t *job = params ? crm_job_submit_on(c, "segment_build", params, api_key_id, err) : NULL;
     json_decref(params);
     if (job == NULL) {
         if (err->code == CRM_OK)

@@ -14,8 +14,8 @@
  * key 0 the writes' gate, -1 the definitions, a segment's id its own. */
 #define CRM_SEGMENTS_LOCK_CLASS "1229"
 
-/* Queues the build of segment id (inside the caller's transaction on c,
- * which holds the definitions' lock: the job waits for that transaction)
+/* Queues the build of segment id inside the caller's transaction on c
+ * (the job exists, and runs, once it commits; call crm_jobs_wake() then)
  * and records the job on the segment. */
 bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_error *err);
 

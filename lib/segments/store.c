@@ -355,10 +355,12 @@ json_t *crm_segment_create(const json_t *body, long long api_key_id, crm_error *
                 id = atoll(PQgetvalue(res, 0, 0));
             PQclear(res);
         }
-        if (ok && segments_queue_build(c, id, api_key_id, err) && crm_db_commit(c, err))
+        if (ok && segments_queue_build(c, id, api_key_id, err) && crm_db_commit(c, err)) {
+            crm_jobs_wake();
             doc = segment_get_on(c, id, err);
-        else
+        } else {
             crm_db_rollback(c);
+        }
     }
     if (c == NULL && rule_text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
@@ -459,10 +461,12 @@ json_t *crm_segment_patch(long long id, const json_t *patch, const char *if_matc
             }
             ok = ok && rank_all(c, err) && segments_queue_build(c, id, api_key_id, err);
         }
-        if (ok && crm_db_commit(c, err))
+        if (ok && crm_db_commit(c, err)) {
+            crm_jobs_wake();
             doc = segment_get_on(c, id, err);
-        else
+        } else {
             crm_db_rollback(c);
+        }
     }
     crm_db_release(c);
     free(rule_text);

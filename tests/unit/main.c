@@ -65,6 +65,7 @@ int main(void)
     srunner_add_suite(sr, currency_suite());
     srunner_add_suite(sr, segment_rules_suite());
     srunner_add_suite(sr, segment_flips_suite());
+    srunner_add_suite(sr, segments_live_suite());
 
     srunner_run_all(sr, CK_ENV);
     int failed = srunner_ntests_failed(sr);

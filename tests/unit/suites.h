@@ -44,5 +44,6 @@ Suite *btyd_suite(void);
 Suite *currency_suite(void);
 Suite *segment_rules_suite(void);
 Suite *segment_flips_suite(void);
+Suite *segments_live_suite(void);
 
 #endif

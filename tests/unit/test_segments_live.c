@@ -1,0 +1,194 @@
+/*
+ * test_segments_live.c — a segment's build and the writes beside it
+ * (lib/segments/live.c): while a thread keeps moving customers in and out
+ * of Italy, each write refreshing the segments in its transaction, a
+ * segment is built from nothing and then rebuilt under a new rule. When
+ * everything has settled, the membership must be exactly what the rule
+ * gives, the log must agree with it entry by entry, and the kept count
+ * (size plus its deltas, folded or not) must equal it: a build that missed a
+ * write, or undid one, leaves a difference.
+ */
+#include "customers.h"
+#include "jobs.h"
+#include "segment_store.h"
+#include "support.h"
+
+#include <check.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CUSTOMERS 3000
+/* One writer: the suite's pool has two connections, and the job's claim,
+ * progress and ending need the other. */
+#define WRITERS 1
+
+static unit_own_db own;
+static atomic_bool stop_writers;
+static long long first_id;
+static atomic_long writes;
+
+static void fresh_database(void)
+{
+    unit_own_db_start(&own, "unit_segments_live");
+    crm_segments_register_jobs();
+}
+
+static void drop_database(void)
+{
+    unit_own_db_stop(&own);
+}
+
+/* Moves random customers between Italy and France until told to stop. */
+static void *writer(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    crm_write_ctx ctx = {0};
+    while (!atomic_load(&stop_writers)) {
+        long long id = first_id + rand_r(&seed) % CUSTOMERS;
+        json_t *patch = json_pack("{s:{s:s}}", "address", "country", rand_r(&seed) % 2 ? "IT" : "FR");
+        crm_error err = CRM_ERROR_INIT;
+        json_t *rep = crm_customer_patch(id, patch, NULL, &ctx, &err);
+        json_decref(patch);
+        if (rep != NULL)
+            atomic_fetch_add(&writes, 1);
+        json_decref(rep);
+        crm_error_clear(&err); /* a conflict on the same row is fine: retried by the next */
+    }
+    return NULL;
+}
+
+static long long sql_number(const char *sql, const char *param)
+{
+    const char *params[] = {param};
+    return unit_sql_long(own.db, sql, param ? 1 : 0, params);
+}
+
+static void run_job(long long job)
+{
+    crm_jobs_config cfg = {.db = {.url = own.conninfo, .pool_size = 1, .connect_timeout_s = 2},
+                           .lease_s = 30,
+                           .worker = "unit"};
+    crm_error err = CRM_ERROR_INIT;
+    long long ran = 0;
+    ck_assert_msg(crm_jobs_run_one(&cfg, &ran, &err), "run: %s", err.detail);
+    ck_assert_int_eq(ran, job);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", job);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM jobs WHERE id = $1::bigint AND state = 'succeeded'", id), 1);
+}
+
+/* The membership of seg is exactly the active customers in country. */
+static void assert_exact(long long seg, const char *country)
+{
+    char s[24];
+    snprintf(s, sizeof s, "%lld", seg);
+    const char *params[] = {s, country};
+    ck_assert_int_eq(unit_sql_long(own.db,
+                                   "SELECT count(*) FROM ((SELECT id FROM customers WHERE status ="
+                                   " 'active' AND country = $2 EXCEPT SELECT customer_id FROM"
+                                   " segment_memberships WHERE segment_id = $1::bigint) UNION ALL"
+                                   " (SELECT customer_id FROM segment_memberships WHERE segment_id ="
+                                   " $1::bigint EXCEPT SELECT id FROM customers WHERE status ="
+                                   " 'active' AND country = $2)) d",
+                                   2, params),
+                     0);
+    /* Every customer's last logged change says where it stands. */
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id) customer_id,"
+                                " entered FROM segment_changes WHERE segment_id = $1::bigint ORDER BY"
+                                " customer_id, id DESC) l WHERE l.entered IS DISTINCT FROM EXISTS ("
+                                "SELECT 1 FROM segment_memberships m WHERE m.segment_id = $1::bigint"
+                                " AND m.customer_id = l.customer_id)",
+                                s),
+                     0);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_memberships m WHERE segment_id ="
+                                " $1::bigint AND NOT EXISTS (SELECT 1 FROM segment_changes x WHERE"
+                                " x.segment_id = m.segment_id AND x.customer_id = m.customer_id)",
+                                s),
+                     0);
+    /* The kept count. */
+    long long count = 0;
+    char state[16];
+    crm_error err = CRM_ERROR_INIT;
+    crm_query q;
+    crm_segment_count_query(&q, seg, 0);
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    count = atoll(PQgetvalue(res, 0, 0));
+    snprintf(state, sizeof state, "%s", PQgetvalue(res, 0, 1));
+    PQclear(res);
+    ck_assert_str_eq(state, "live");
+    ck_assert_int_eq(count, sql_number("SELECT count(*) FROM segment_memberships WHERE segment_id ="
+                                       " $1::bigint",
+                                       s));
+}
+
+START_TEST(a_build_beside_writes_neither_misses_nor_undoes_one)
+{
+    PQclear(unit_sql(own.db,
+                     "INSERT INTO customers (first_name, country) SELECT 'w' || g,"
+                     " CASE WHEN g % 2 = 0 THEN 'IT' ELSE 'FR' END FROM generate_series(1, 3000) g",
+                     0, NULL));
+    first_id = sql_number("SELECT min(id) FROM customers", NULL);
+    atomic_store(&stop_writers, false);
+    atomic_store(&writes, 0);
+    pthread_t threads[WRITERS];
+    for (int i = 0; i < WRITERS; i++)
+        ck_assert_int_eq(pthread_create(&threads[i], NULL, writer, (void *)(uintptr_t)(i + 7)), 0);
+
+    crm_error err = CRM_ERROR_INIT;
+    json_t *body = json_pack("{s:s, s:{s:s, s:s, s:s}}", "name", "italians", "rule", "field",
+                             "address.country", "op", "eq", "value", "IT");
+    json_t *seg = crm_segment_create(body, 0, &err);
+    json_decref(body);
+    ck_assert_msg(seg != NULL, "%s", err.detail);
+    long long id = json_integer_value(json_object_get(seg, "id"));
+    long long job = json_integer_value(json_object_get(seg, "build_job_id"));
+    json_decref(seg);
+    unit_sleep_ms(50);
+    run_job(job);
+
+    /* A new rule while the writes go on. */
+    unit_sleep_ms(50);
+    json_t *patch = json_pack("{s:{s:s, s:s, s:s}}", "rule", "field", "address.country", "op", "eq",
+                              "value", "FR");
+    seg = crm_segment_patch(id, patch, NULL, 0, &err);
+    json_decref(patch);
+    ck_assert_msg(seg != NULL, "%s", err.detail);
+    job = json_integer_value(json_object_get(seg, "build_job_id"));
+    json_decref(seg);
+    run_job(job);
+    unit_sleep_ms(100);
+    atomic_store(&stop_writers, true);
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(threads[i], NULL);
+    ck_assert_int_gt(atomic_load(&writes), 20);
+    assert_exact(id, "FR");
+
+    /* The upkeep folds the deltas: the count stays right. */
+    long did = 0;
+    ck_assert_msg(crm_segments_tick(100, &did, &err), "%s", err.detail);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_size_deltas", NULL), 0);
+    assert_exact(id, "FR");
+    /* The history has the build and the new rule. */
+    char s[24];
+    snprintf(s, sizeof s, "%lld", id);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_sizes WHERE segment_id = $1::bigint"
+                                " AND reason IN ('build', 'rule')",
+                                s),
+                     2);
+}
+END_TEST
+
+Suite *segments_live_suite(void)
+{
+    Suite *s = suite_create("segments_live");
+    TCase *tc = tcase_create("build beside writes");
+    tcase_set_timeout(tc, 120);
+    tcase_add_checked_fixture(tc, fresh_database, drop_database);
+    tcase_add_test(tc, a_build_beside_writes_neither_misses_nor_undoes_one);
+    suite_add_tcase(s, tc);
+    return s;
+}
