@@ -293,18 +293,19 @@ START_TEST(a_segment_is_created_built_read_patched_and_deleted)
     doc = expect("GET", path, NULL, 200);
     json_t *h = json_object_get(doc, "data");
     ck_assert_int_ge(json_array_size(h), 2);
-    bool saw_build = false, saw_rule = false;
+    bool saw_build = false, saw_rule = false, saw_daily = false;
     size_t i;
     json_t *e;
     json_array_foreach(h, i, e)
     {
         const char *reason = json_string_value(json_object_get(e, "reason"));
         saw_build = saw_build || strcmp(reason, "build") == 0;
+        saw_daily = saw_daily || strcmp(reason, "daily") == 0;
         saw_rule = saw_rule || (strcmp(reason, "rule") == 0 &&
                                 json_integer_value(json_object_get(e, "size")) == 1 &&
                                 json_integer_value(json_object_get(e, "rule_version")) == 2);
     }
-    ck_assert(saw_build && saw_rule);
+    ck_assert(saw_build && saw_rule && saw_daily);
     json_decref(doc);
 
     /* Listed; then deleted: 404 everywhere. */
@@ -657,6 +658,41 @@ START_TEST(membership_changes_appear_in_the_sync_feed)
 }
 END_TEST
 
+/* ---- metrics ------------------------------------------------------------------------ */
+
+/* The metrics' follower updates a buyer's metrics after a purchase; the
+ * segments that read metrics follow in the same transaction. */
+START_TEST(memberships_follow_the_metrics_follower)
+{
+    char tag[48], name[64], rule[512], source[48];
+    harness_unique(tag, sizeof tag, "segmetrics");
+    harness_unique(source, sizeof source, "segmpos");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT");
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"field\": \"metrics.purchases\", \"op\": \"gte\", \"value\": 2}]}",
+             tag);
+    snprintf(name, sizeof name, "repeat buyers %s", tag);
+    long long seg = new_segment(name, rule);
+    wait_live(seg);
+    assert_members(seg, NULL, 0);
+    post_purchase(a, source, "m-1");
+    post_purchase(a, source, "m-2");
+    post_purchase(b, source, "m-3");
+    bool in = false;
+    long long got[4];
+    for (int i = 0; i < 200 && !in; i++) {
+        harness_sleep_ms(100);
+        in = members(seg, NULL, got, 4) == 1;
+    }
+    ck_assert_msg(in, "the follower's metrics did not bring the repeat buyer in");
+    long long only_a[] = {a};
+    assert_members(seg, only_a, 1);
+    assert_last_change(seg, a, "entered", "metrics");
+    drop_segment(seg);
+}
+END_TEST
+
 /* ---- time passing ---------------------------------------------------------------- */
 
 /* A purchase dated 30 days less a few seconds ago is inside a 30-day window
@@ -739,6 +775,7 @@ Suite *segments_suite(void)
     tcase_add_test(tc, segments_of_segments_follow_in_order_and_cycles_are_refused);
     tcase_add_test(tc, membership_changes_appear_in_the_sync_feed);
     tcase_add_test(tc, a_rolling_window_moves_people_out_with_no_write);
+    tcase_add_test(tc, memberships_follow_the_metrics_follower);
     suite_add_tcase(s, tc);
     return s;
 }
