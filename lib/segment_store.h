@@ -115,6 +115,22 @@ json_t *crm_segment_history(long long id, long long after, int limit, long long 
 bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const char *cause,
                           const char *ref, crm_error *err);
 
+/* One touchpoint a write stored, for crm_segments_refresh_touchpoints. */
+typedef struct crm_segment_touchpoint {
+    long long customer_id;
+    crm_rule_touchpoint_facts facts;
+} crm_segment_touchpoint;
+
+/* crm_segments_refresh for a write that stored the touchpoints t[0..n) and
+ * made the customers created (a bigint array literal; NULL or "{}": none),
+ * in the caller's transaction: a segment is re-evaluated only for the
+ * customers whose new touchpoints one of its rule's touchpoint aggregates
+ * would count (crm_rule_touchpoint_counts), and for the customers the write
+ * made; a segment that names segments, for all of them. */
+bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
+                                      const char *created, const char *cause, const char *ref,
+                                      crm_error *err);
+
 /* Registers the job kind segment_build (once, at start). */
 void crm_segments_register_jobs(void);
 

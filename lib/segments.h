@@ -138,6 +138,21 @@ unsigned crm_rule_reads(const crm_rule *r);
  * max). pointers may be NULL when they are not wanted. */
 int crm_rule_segment_refs(const crm_rule *r, long long *ids, const char **pointers, int max);
 
+/* A touchpoint as a write stores it, for crm_rule_touchpoint_counts. */
+typedef struct crm_rule_touchpoint_facts {
+    const char *type, *channel, *campaign_id; /* campaign_id NULL: none */
+    const char **skus;                         /* of items[].sku */
+    int nskus;
+    long long occurred_us; /* epoch microseconds */
+} crm_rule_touchpoint_facts;
+
+/* Whether a touchpoint like t, added to a customer's, can change r's value
+ * for that customer at now_ms: some touchpoint aggregate of r would count it
+ * (its filter and window). When none would, a write that only adds such
+ * touchpoints leaves every customer's standing in r as it was. */
+bool crm_rule_touchpoint_counts(const crm_rule *r, const crm_rule_touchpoint_facts *t,
+                                long long now_ms);
+
 /* Whether r's value for some customer can change as time passes with no
  * write at all (a relative window or a days_ago value). */
 bool crm_rule_has_time(const crm_rule *r);

@@ -318,6 +318,83 @@ bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const cha
     return ok;
 }
 
+static int by_id(const void *a, const void *b)
+{
+    long long x = *(const long long *)a, y = *(const long long *)b;
+    return (x > y) - (x < y);
+}
+
+/* The distinct ids of ids[0..n) (sorted in place) and of created (a
+ * literal, appended as it is) as one bigint array literal; NULL when out of
+ * memory. */
+static char *ids_literal(long long *ids, size_t n, const char *created)
+{
+    qsort(ids, n, sizeof *ids, by_id);
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_raw(&b, "{", 1);
+    size_t shown = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0 && ids[i] == ids[i - 1])
+            continue;
+        char one[24];
+        int len = snprintf(one, sizeof one, "%s%lld", shown++ ? "," : "", ids[i]);
+        crm_jbuf_raw(&b, one, (size_t)len);
+    }
+    if (created != NULL && strlen(created) > 2) {
+        if (shown > 0)
+            crm_jbuf_raw(&b, ",", 1);
+        crm_jbuf_raw(&b, created + 1, strlen(created) - 2);
+    }
+    crm_jbuf_raw(&b, "}", 1);
+    size_t len = 0;
+    return crm_jbuf_take(&b, &len);
+}
+
+bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
+                                      const char *created, const char *cause, const char *ref,
+                                      crm_error *err)
+{
+    if (n == 0 && (created == NULL || strlen(created) <= 2))
+        return true;
+    live_set L;
+    if (!lock_and_load(c, &L, err))
+        return false;
+    long long now_ms = crm_wall_ms();
+    long long *ids = malloc(sizeof *ids * (n ? n : 1));
+    bool ok = ids != NULL;
+    if (!ok)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    for (int g = 0; ok && g < L.n; g++) {
+        const live_segment *seg = &L.s[g];
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool counts = (seg->reads & CRM_RULE_READS_SEGMENTS) != 0;
+            if (!counts && (seg->reads & CRM_RULE_READS_TOUCHPOINTS) != 0) {
+                /* The time is known to the millisecond: a window's edge
+                 * within it is taken as counting. */
+                crm_rule_touchpoint_facts f = t[i].facts;
+                counts = crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
+                f.occurred_us += 1000;
+                counts = counts || crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
+                f.occurred_us -= 2000;
+                counts = counts || crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
+            }
+            if (counts)
+                ids[m++] = t[i].customer_id;
+        }
+        if (m == 0 && (created == NULL || strlen(created) <= 2))
+            continue;
+        char *text = ids_literal(ids, m, created);
+        ok = text != NULL ? refresh_one(c, seg, text, now_ms, cause, ref, err)
+                          : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        free(text);
+    }
+    free(ids);
+    live_set_free(&L);
+    return ok;
+}
+
 /* ---- the build ---------------------------------------------------------------- */
 
 static crm_stmt queue_note = CRM_STMT(

@@ -107,3 +107,25 @@ bool crm_rule_has_time(const crm_rule *r)
 {
     return node_has_time(r->root);
 }
+
+static bool node_counts(const rule_node *n, const rule_touchpoint *tp, long long now_ms)
+{
+    if (n->kind == NODE_TOUCHPOINTS)
+        return rule_touchpoint_matches(n, tp, now_ms);
+    for (int i = 0; i < n->nchildren; i++)
+        if (node_counts(n->children[i], tp, now_ms))
+            return true;
+    return false;
+}
+
+bool crm_rule_touchpoint_counts(const crm_rule *r, const crm_rule_touchpoint_facts *t,
+                                long long now_ms)
+{
+    rule_touchpoint tp = {.type = t->type ? t->type : "",
+                          .channel = t->channel ? t->channel : "",
+                          .campaign_id = t->campaign_id,
+                          .skus = t->skus,
+                          .nskus = t->nskus,
+                          .occurred_us = t->occurred_us};
+    return node_counts(r->root, &tp, now_ms);
+}

@@ -9,6 +9,7 @@
 #include "clock.h"
 #include "customers/internal.h"
 #include "touchpoints/internal.h"
+#include "customers.h"
 #include "segment_store.h"
 #include "jbuf.h"
 
@@ -120,38 +121,81 @@ static json_t *batch_report(batch *B)
                      counts[CRM_TP_DUPLICATE], "rejected", counts[CRM_TP_REJECTED], "items", items);
 }
 
-/* Every live segment that reads touchpoints or customers (a batch may
- * make customers), for the customers the batch stored touchpoints of, in
- * its transaction: one statement per segment for the whole batch. */
+/* What the segments need to know of item it's touchpoint; its skus go to
+ * skus (owned by the caller, at least as many as its items). */
+static void touchpoint_facts(const tp_item *it, const char **skus, crm_segment_touchpoint *out)
+{
+    const json_t *doc = it->doc;
+    long long ms = 0;
+    crm_rfc3339_epoch_ms(it->occurred_at, &ms);
+    int n = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(doc, "items"), i, item)
+    {
+        const char *sku = json_string_value(json_object_get(item, "sku"));
+        if (sku != NULL)
+            skus[n++] = sku;
+    }
+    *out = (crm_segment_touchpoint){
+        .customer_id = it->customer_id,
+        .facts = {.type = json_string_value(json_object_get(doc, "type")),
+                  .channel = json_string_value(json_object_get(doc, "channel")),
+                  .campaign_id = json_string_value(json_object_get(doc, "campaign_id")),
+                  .skus = skus,
+                  .nskus = n,
+                  .occurred_us = ms * 1000}};
+}
+
+/* The live segments, in the batch's transaction: each re-evaluated for
+ * the customers whose new touchpoints its rule would count, and for the
+ * customers the batch made. */
 static bool refresh_segments(crm_conn *c, const batch *B, crm_error *err)
 {
-    crm_jbuf ids;
-    crm_jbuf_init(&ids);
-    crm_jbuf_raw(&ids, "{", 1);
-    size_t n = 0;
-    long long single = 0;
+    size_t n = 0, nskus = 0;
     for (size_t i = 0; i < B->n; i++) {
         const tp_item *it = &B->items[i];
+        if (it->status == CRM_TP_CREATED && it->customer_id > 0) {
+            n++;
+            nskus += json_array_size(json_object_get(it->doc, "items"));
+        }
+    }
+    crm_segment_touchpoint *t = malloc(sizeof *t * (n ? n : 1));
+    const char **skus = malloc(sizeof *skus * (nskus ? nskus : 1));
+    crm_jbuf made;
+    crm_jbuf_init(&made);
+    crm_jbuf_raw(&made, "{", 1);
+    size_t m = 0, k = 0, nmade = 0;
+    long long single = 0;
+    for (size_t i = 0; t != NULL && skus != NULL && i < B->n; i++) {
+        const tp_item *it = &B->items[i];
+        if (it->made_customer && it->customer_id > 0) {
+            char one[24];
+            int len = snprintf(one, sizeof one, "%s%lld", nmade++ ? "," : "", it->customer_id);
+            crm_jbuf_raw(&made, one, (size_t)len);
+        }
         if (it->status != CRM_TP_CREATED || it->customer_id <= 0)
             continue;
-        char one[24];
-        int len = snprintf(one, sizeof one, "%s%lld", n ? "," : "", it->customer_id);
-        crm_jbuf_raw(&ids, one, (size_t)len);
+        touchpoint_facts(it, skus + k, &t[m]);
+        k += (size_t)t[m].facts.nskus;
         single = it->id;
-        n++;
+        m++;
     }
-    crm_jbuf_raw(&ids, "}", 1);
-    size_t len = 0;
-    char *text = crm_jbuf_take(&ids, &len);
-    if (text == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    char ref[24];
-    snprintf(ref, sizeof ref, "%lld", single);
-    bool ok = n == 0 || crm_segments_refresh(c, text, CRM_RULE_READS_TOUCHPOINTS |
-                                                         CRM_RULE_READS_CUSTOMER,
-                                             B->n == 1 ? "touchpoint" : "touchpoints",
-                                             B->n == 1 && single > 0 ? ref : NULL, err);
-    free(text);
+    crm_jbuf_raw(&made, "}", 1);
+    char *made_text = crm_jbuf_take(&made, NULL);
+    bool ok;
+    if (t == NULL || skus == NULL || made_text == NULL) {
+        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    } else {
+        char ref[24];
+        snprintf(ref, sizeof ref, "%lld", single);
+        ok = crm_segments_refresh_touchpoints(c, t, m, made_text,
+                                              B->n == 1 ? "touchpoint" : "touchpoints",
+                                              B->n == 1 && single > 0 ? ref : NULL, err);
+    }
+    free(made_text);
+    free(skus);
+    free(t);
     return ok;
 }
 

@@ -39,6 +39,7 @@ typedef struct tp_item {
     const char *ref_source, *ref_external_id, *ref_email;
     char *email_normalized; /* of an e-mail reference; owned */
     bool create_customer;
+    bool made_customer;    /* this write created customer_id for it */
     long long customer_id; /* resolved */
     const char *source, *event_id;
     char occurred_at[CRM_RFC3339_UTC_SIZE]; /* in UTC: what goes to SQL */

@@ -256,8 +256,10 @@ static void apply_created(batch *B, const PGresult *res, int r)
     if (first < 0 || (size_t)first >= B->n_slots)
         return;
     const char *key = B->slots[first].key;
-    for (size_t k = (size_t)first; k < B->n_slots && strcmp(B->slots[k].key, key) == 0; k++)
+    for (size_t k = (size_t)first; k < B->n_slots && strcmp(B->slots[k].key, key) == 0; k++) {
         B->items[B->slots[k].item].customer_id = id;
+        B->items[B->slots[k].item].made_customer = true;
+    }
 }
 
 /* Creates a customer for each distinct reference that items with

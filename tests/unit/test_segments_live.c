@@ -11,6 +11,7 @@
 #include "customers.h"
 #include "jobs.h"
 #include "segment_store.h"
+#include "segments.h"
 #include "support.h"
 
 #include <check.h>
@@ -182,6 +183,52 @@ START_TEST(a_build_beside_writes_neither_misses_nor_undoes_one)
 }
 END_TEST
 
+/* ---- which new touchpoints matter to a rule ----------------------------------------------- */
+
+static bool counts_for(const char *rule_text, const char *type, const char *channel,
+                       const char *sku, long long age_days)
+{
+    json_error_t jerr;
+    json_t *json = json_loads(rule_text, 0, &jerr);
+    ck_assert_msg(json != NULL, "%s", jerr.text);
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = crm_rule_parse(json, &err);
+    json_decref(json);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    long long now_ms = 1800000000000LL;
+    const char *skus[] = {"OTHER", sku};
+    crm_rule_touchpoint_facts f = {.type = type,
+                                   .channel = channel,
+                                   .skus = skus,
+                                   .nskus = sku ? 2 : 1,
+                                   .occurred_us = (now_ms - age_days * 86400000LL) * 1000};
+    bool counts = crm_rule_touchpoint_counts(r, &f, now_ms);
+    crm_rule_free(r);
+    return counts;
+}
+
+START_TEST(a_new_touchpoint_matters_only_to_the_aggregates_that_count_it)
+{
+    const char *window = "{\"touchpoints\": {\"type\": \"purchase\", \"within_days\": 30},"
+                         " \"agg\": \"count\", \"op\": \"gte\", \"value\": 1}";
+    ck_assert(counts_for(window, "purchase", "store", NULL, 0));
+    ck_assert(counts_for(window, "purchase", "web", NULL, 29));
+    ck_assert(!counts_for(window, "purchase", "store", NULL, 31)); /* before the window */
+    ck_assert(!counts_for(window, "visit", "store", NULL, 0));
+    const char *sku = "{\"not\": {\"any\": [{\"field\": \"email\", \"op\": \"exists\"},"
+                      " {\"touchpoints\": {\"sku\": \"A-1\", \"channel\": \"web\"}, \"agg\": \"sum\","
+                      " \"op\": \"gt\", \"value\": 10}]}}";
+    ck_assert(counts_for(sku, "purchase", "web", "A-1", 400));
+    ck_assert(!counts_for(sku, "purchase", "web", NULL, 0));
+    ck_assert(!counts_for(sku, "purchase", "store", "A-1", 0));
+    ck_assert(!counts_for("{\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"IT\"}",
+                          "purchase", "store", NULL, 0));
+    const char *since = "{\"touchpoints\": {\"since\": \"2020-01-01T00:00:00Z\", \"until\":"
+                        " \"2021-01-01T00:00:00Z\"}, \"agg\": \"last\", \"op\": \"exists\"}";
+    ck_assert(!counts_for(since, "purchase", "store", NULL, 0));
+}
+END_TEST
+
 Suite *segments_live_suite(void)
 {
     Suite *s = suite_create("segments_live");
@@ -190,5 +237,8 @@ Suite *segments_live_suite(void)
     tcase_add_checked_fixture(tc, fresh_database, drop_database);
     tcase_add_test(tc, a_build_beside_writes_neither_misses_nor_undoes_one);
     suite_add_tcase(s, tc);
+    TCase *facts = tcase_create("touchpoint facts");
+    tcase_add_test(facts, a_new_touchpoint_matters_only_to_the_aggregates_that_count_it);
+    suite_add_tcase(s, facts);
     return s;
 }
