@@ -173,7 +173,7 @@ print_segments_report() {
     w=${#label}
     printf "  %-${w}s %10s %8s %8s %7s %12s\n" route req/s 'p50 ms' 'p99 ms' errors 'vs /healthz'
     printf "  %-${w}s %10s %8s %8s %7s %12s\n" "$label" "${RPS[$label]}" "${P50[$label]}" \
-        "${P99[$label]}" "${ERRS[$label]}" "$(ratio "${RPS[$label]}" "${RPS[$BASELINE_LABEL]:-}")"
+        "${P99[$label]}" "${ERRS[$label]}" "$(ratio "${RPS[$label]}" "${RPS[${ROUTES[0]%%|*}]:-}")"
     verdict "$label" "p99_ms<5" >/dev/null
     v=$(verdict "$label" "p99_ms<5")
     printf '  count: %s (%s)\n' "$v" "$VERDICT_DETAIL"
