@@ -280,6 +280,13 @@ static bool in_segment(const crm_rule_state *st, long long id)
 
 /* ---- the tree -------------------------------------------------------------- */
 
+static bool eval_node(const rule_node *n, const crm_rule_state *st, long long now_ms);
+
+bool rule_eval_node(const rule_node *n, const crm_rule_state *st, long long now_ms)
+{
+    return eval_node(n, st, now_ms);
+}
+
 static bool eval_node(const rule_node *n, const crm_rule_state *st, long long now_ms)
 {
     switch (n->kind) {

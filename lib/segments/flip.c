@@ -100,6 +100,22 @@ static bool comparison_moves(const rule_node *n)
     }
 }
 
+/* Whether anything under n can change as time passes. */
+static bool subtree_moves(const rule_node *n)
+{
+    switch (n->kind) {
+    case NODE_ALL:
+    case NODE_ANY:
+    case NODE_NOT:
+        for (int i = 0; i < n->nchildren; i++)
+            if (subtree_moves(n->children[i]))
+                return true;
+        return false;
+    default:
+        return comparison_moves(n);
+    }
+}
+
 /* ---- for one loaded state ------------------------------------------------ */
 
 /* at + days * DAY_US + extra_us, or 0 (never) when it overflows: 0 as an
@@ -205,13 +221,20 @@ static long long node_flip(const rule_node *n, const crm_rule_state *st, long lo
 {
     switch (n->kind) {
     case NODE_ALL:
-    case NODE_ANY:
-    case NODE_NOT: {
+    case NODE_ANY: {
+        /* A child that time does not move decides the node until a write
+         * changes it: all with one false, any with one true. */
+        for (int i = 0; i < n->nchildren; i++)
+            if (!subtree_moves(n->children[i]) &&
+                rule_eval_node(n->children[i], st, now_ms) == (n->kind == NODE_ANY))
+                return 0;
         long long flip = 0;
         for (int i = 0; i < n->nchildren; i++)
             flip = sooner(flip, node_flip(n->children[i], st, now_ms));
         return flip;
     }
+    case NODE_NOT:
+        return node_flip(n->children[0], st, now_ms);
     case NODE_FIELD:
         return comparison_moves(n) ? field_flip(n, st, now_ms * 1000) : 0;
     case NODE_TOUCHPOINTS:
@@ -379,27 +402,54 @@ static void put_aggregate_term(writer *w, const rule_node *n)
     put(w, ")");
 }
 
-static void put_terms(writer *w, const rule_node *n)
+/* The flip of n, a subtree that moves, as one timestamptz term. Under all
+ * or any, the children that time does not move gate the rest, as in
+ * node_flip: CASE WHEN they leave the node open THEN LEAST(the moving
+ * children's terms) END. So a customer whom a plain condition already
+ * decides costs no touchpoint scan. */
+static void put_flip(writer *w, const rule_node *n)
 {
     switch (n->kind) {
-    case NODE_ALL:
-    case NODE_ANY:
     case NODE_NOT:
-        for (int i = 0; i < n->nchildren; i++)
-            put_terms(w, n->children[i]);
+        put_flip(w, n->children[0]);
         return;
+    case NODE_ALL:
+    case NODE_ANY: {
+        int fixed = 0;
+        for (int i = 0; i < n->nchildren; i++) {
+            const rule_node *c = n->children[i];
+            if (subtree_moves(c))
+                continue;
+            put(w, fixed++ == 0 ? (n->kind == NODE_ALL ? "CASE WHEN (" : "CASE WHEN NOT (")
+                                : (n->kind == NODE_ALL ? " AND " : " OR "));
+            if (!rule_sql_node(w->s, c, w->now_ms, w->arena))
+                w->oom = true;
+        }
+        if (fixed > 0)
+            put(w, ") THEN ");
+        put(w, "LEAST(");
+        int terms = 0;
+        for (int i = 0; i < n->nchildren; i++) {
+            if (!subtree_moves(n->children[i]))
+                continue;
+            if (terms++ > 0)
+                put(w, ", ");
+            put_flip(w, n->children[i]);
+        }
+        put(w, ")");
+        if (fixed > 0)
+            put(w, " END");
+        return;
+    }
     case NODE_FIELD:
+        put_field_term(w, n);
+        return;
     case NODE_TOUCHPOINTS:
-        if (!comparison_moves(n))
-            return;
-        put(w, w->terms++ == 0 ? "LEAST(" : ", ");
-        if (n->kind == NODE_FIELD)
-            put_field_term(w, n);
-        else
-            put_aggregate_term(w, n);
+        put_aggregate_term(w, n);
         return;
     default:
-        return; /* as node_flip */
+        put(w, "NULL::timestamptz"); /* as node_flip */
+        return;
     }
 }
 
@@ -407,8 +457,10 @@ bool crm_rule_flip_sql(const crm_rule *r, crm_sqlbuf *s, long long now_ms, crm_a
                        crm_error *err)
 {
     writer w = {.s = s, .arena = arena, .now_ms = now_ms};
-    put_terms(&w, r->root);
-    put(&w, w.terms == 0 ? "NULL::timestamptz" : ")");
+    if (subtree_moves(r->root))
+        put_flip(&w, r->root);
+    else
+        put(&w, "NULL::timestamptz");
     if (w.oom || !crm_sqlbuf_ok(s))
         return crm_error_set(err, CRM_E_INTERNAL, "the rule's flip SQL could not be built");
     return true;

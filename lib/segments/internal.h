@@ -265,7 +265,15 @@ struct crm_rule_state {
  * the touchpoints rule_sql_touchpoint_filter selects. */
 bool rule_touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long long now_ms);
 
+/* Node n's value for st at now_ms (crm_rule_eval of a subtree). */
+bool rule_eval_node(const rule_node *n, const crm_rule_state *st, long long now_ms);
+
 /* ---- compiled SQL (sql.c) ---------------------------------------------- */
+
+/* Appends the boolean expression of node n (crm_rule_sql of a subtree).
+ * False when the arena ran out of memory. */
+bool rule_sql_node(crm_sqlbuf *s, const rule_node *n, long long now_ms, crm_arena *arena);
+
 
 /* Appends to s the conditions of aggregate n's touchpoints (aliased t)
  * beyond the customer's, its filter and its window at now_ms, each one

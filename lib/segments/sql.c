@@ -331,6 +331,15 @@ bool rule_sql_touchpoint_filter(crm_sqlbuf *s, const rule_node *n, long long now
     return !x.oom;
 }
 
+static void write_node(compiler *x, const rule_node *n);
+
+bool rule_sql_node(crm_sqlbuf *s, const rule_node *n, long long now_ms, crm_arena *arena)
+{
+    compiler x = {.s = s, .arena = arena, .now_ms = now_ms};
+    write_node(&x, n);
+    return !x.oom;
+}
+
 static void write_node(compiler *x, const rule_node *n)
 {
     switch (n->kind) {
