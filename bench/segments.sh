@@ -137,6 +137,7 @@ measure_segments() {
     seg=$(create_segment "bench three conditions" "$SEGMENT_RULE")
     [ -n "$seg" ] || die "no segment id in $OUT/segment.json"
     wait_segment_built "$seg"
+    SEGMENT_FIRST_BUILD_S=$SEGMENT_BUILD_S
     SEGMENT_SIZE=$(curl -fsS -H "Authorization: Bearer $ADMIN_KEY" "http://$LISTEN/v1/segments/$seg/count" |
         sed -n 's/.*"count": *\([0-9]*\).*/\1/p')
     SEGMENT_COUNT_ROW="GET /v1/segments/{id}/count|/v1/segments/$seg/count|report.lua|key|-|p99_ms<5"
@@ -167,8 +168,8 @@ print_segments_report() {
     printf '  the rule'"'"'s SQL alone (count, warm, median of 3): %s s, %s customers\n' \
         "$SEGMENT_SQL_S" "$SEGMENT_SQL_COUNT"
     printf '  segment build job, queued to succeeded: %s s = %s x the SQL (target <= 2: %s), %s members\n' \
-        "$SEGMENT_BUILD_S" "$(ratio "$SEGMENT_BUILD_S" "$SEGMENT_SQL_S")" \
-        "$(awk -v j="$SEGMENT_BUILD_S" -v a="$SEGMENT_SQL_S" 'BEGIN { print (j <= 2 * a) ? "met" : "NOT met" }')" \
+        "$SEGMENT_FIRST_BUILD_S" "$(ratio "$SEGMENT_FIRST_BUILD_S" "$SEGMENT_SQL_S")" \
+        "$(awk -v j="$SEGMENT_FIRST_BUILD_S" -v a="$SEGMENT_SQL_S" 'BEGIN { print (j <= 2 * a) ? "met" : "NOT met" }')" \
         "$SEGMENT_SIZE"
     w=${#label}
     printf "  %-${w}s %10s %8s %8s %7s %12s\n" route req/s 'p50 ms' 'p99 ms' errors 'vs /healthz'

@@ -656,9 +656,11 @@ static crm_stmt fold_sizes = CRM_STMT(
 static crm_stmt daily_sizes = CRM_STMT(
     "segments_daily_sizes",
     "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
-    " SELECT s.id, date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',"
+    " SELECT s.id, now(),"
     " s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d WHERE d.segment_id = s.id), 0),"
     " s.rule_version, 'daily' FROM segments s WHERE s.deleted_at IS NULL AND s.state = 'live'"
+    " AND NOT EXISTS (SELECT 1 FROM segment_sizes z WHERE z.segment_id = s.id AND z.reason = 'daily'"
+    " AND z.at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
     " ON CONFLICT DO NOTHING");
 
 /* Builds whose job ended without making the segment live: failed for

@@ -295,6 +295,23 @@ static bool rank_all(crm_conn *c, crm_error *err)
 
 /* ---- create ----------------------------------------------------------------- */
 
+static crm_stmt live_count = CRM_STMT(
+    "segment_live_count", "SELECT count(*) FROM segments WHERE deleted_at IS NULL");
+
+/* Every write refreshes the live segments: their number is bounded. */
+static bool below_the_limit(crm_conn *c, crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, &live_count, 0, NULL, err);
+    if (res == NULL)
+        return false;
+    long long n = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (n >= CRM_SEGMENTS_MAX)
+        return crm_error_set(err, CRM_E_CONFLICT,
+                             "there are %lld segments, the most crmd keeps: delete one first", n);
+    return true;
+}
+
 static crm_stmt segment_insert = CRM_STMT(
     "segment_insert",
     "WITH s AS (INSERT INTO segments (name, description, rule, reads, depends_on, rank)"
@@ -338,7 +355,8 @@ json_t *crm_segment_create(const json_t *body, long long api_key_id, crm_error *
     if (c != NULL && rule_text != NULL && crm_db_begin(c, err)) {
         int rank = 0;
         char reads[16], rankbuf[16];
-        bool ok = lock_definitions(c, err) && check_refs(c, &f, 0, &rank, err);
+        bool ok = lock_definitions(c, err) && below_the_limit(c, err) &&
+                  check_refs(c, &f, 0, &rank, err);
         if (ok) {
             snprintf(reads, sizeof reads, "%u", f.reads);
             snprintf(rankbuf, sizeof rankbuf, "%d", rank);
@@ -362,7 +380,7 @@ json_t *crm_segment_create(const json_t *body, long long api_key_id, crm_error *
             crm_db_rollback(c);
         }
     }
-    if (c == NULL && rule_text == NULL)
+    if (c != NULL && rule_text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     crm_db_release(c);
     free(rule_text);
