@@ -92,6 +92,7 @@ static cached_rule *rule_get(long long id, int version, const char *text, crm_er
 typedef struct live_segment {
     long long id;
     int version;
+    int rank;
     unsigned reads;
     cached_rule *rule;
 } live_segment;
@@ -117,7 +118,7 @@ static crm_stmt gate_shared = CRM_STMT(
  * OFFSET 0), then the rules in order of dependence. */
 static crm_stmt load_live = CRM_STMT(
     "segments_load_live",
-    "SELECT id, rule_version, rule::text, reads FROM ("
+    "SELECT id, rule_version, rule::text, reads, rank FROM ("
     " SELECT s.id, s.rule_version, s.rule, s.reads, s.rank,"
     " pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY("s.id") ") FROM ("
     "  SELECT id, rule_version, rule, reads, rank FROM segments WHERE deleted_at IS NULL"
@@ -144,6 +145,7 @@ static bool lock_and_load(crm_conn *c, live_set *L, crm_error *err)
         g->id = atoll(PQgetvalue(res, i, 0));
         g->version = atoi(PQgetvalue(res, i, 1));
         g->reads = (unsigned)atoi(PQgetvalue(res, i, 3));
+        g->rank = atoi(PQgetvalue(res, i, 4));
         g->rule = rule_get(g->id, g->version, PQgetvalue(res, i, 2), err);
         if (g->rule == NULL) {
             PQclear(res);
@@ -241,48 +243,138 @@ static PGresult *run_built(crm_conn *c, crm_sqlbuf *s, bool prepare, crm_error *
     return crm_db_exec_sql(c, crm_sqlbuf_text(s), s->nparams, s->params, err);
 }
 
-/* Segment g over the customers ids (a bigint array literal). */
-static bool refresh_one(crm_conn *c, const live_segment *g, const char *ids, long long now_ms,
-                        const char *cause, const char *ref, crm_error *err)
+/* Segments of one rank (none names another) share one statement: the
+ * customers are read once, each segment's rule evaluated for the
+ * customers it must consider (a bit of u.m each), and each segment's moves
+ * written by CTEs of its own, named by its slot. */
+#define GROUP_MAX 63
+static const char *const slot[GROUP_MAX] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62"};
+
+static void put_slot(crm_sqlbuf *s, const char *name, int k)
+{
+    crm_sqlbuf_append(s, name);
+    crm_sqlbuf_append(s, slot[k]);
+}
+
+/* The moves of segment slot k (its parameters seg, ver; at, cause, ref
+ * shared): cand's column i<k> is null for a customer it does not consider. */
+static void write_group_moves(crm_sqlbuf *s, int k, int seg, int ver, int at, int cause, int ref,
+                              bool timed)
+{
+    crm_sqlbuf_append(s, ", ");
+    put_slot(s, "g", k);
+    crm_sqlbuf_append(s, " AS (DELETE FROM segment_memberships sm USING cand WHERE sm.segment_id = ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint AND sm.customer_id = cand.id AND NOT cand.");
+    put_slot(s, "i", k);
+    crm_sqlbuf_append(s, " RETURNING sm.customer_id), ");
+    put_slot(s, "c", k);
+    crm_sqlbuf_append(s, " AS (INSERT INTO segment_memberships (segment_id, customer_id, entered_at,"
+                         " rule_version) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, id, ");
+    crm_sqlbuf_placeholder(s, at);
+    crm_sqlbuf_append(s, "::timestamptz, ");
+    crm_sqlbuf_placeholder(s, ver);
+    crm_sqlbuf_append(s, "::int FROM cand WHERE cand.");
+    put_slot(s, "i", k);
+    crm_sqlbuf_append(s, " ON CONFLICT DO NOTHING RETURNING customer_id), ");
+    put_slot(s, "l", k);
+    crm_sqlbuf_append(s, " AS (INSERT INTO segment_changes (segment_id, customer_id, entered, at,"
+                         " rule_version, cause, cause_ref) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
+    crm_sqlbuf_placeholder(s, at);
+    crm_sqlbuf_append(s, "::timestamptz, ");
+    crm_sqlbuf_placeholder(s, ver);
+    crm_sqlbuf_append(s, "::int, ");
+    crm_sqlbuf_placeholder(s, cause);
+    crm_sqlbuf_append(s, "::text, ");
+    crm_sqlbuf_placeholder(s, ref);
+    crm_sqlbuf_append(s, "::text FROM (SELECT customer_id, false AS entered FROM ");
+    put_slot(s, "g", k);
+    crm_sqlbuf_append(s, " UNION ALL SELECT customer_id, true FROM ");
+    put_slot(s, "c", k);
+    crm_sqlbuf_append(s, ") mv ORDER BY customer_id), ");
+    put_slot(s, "z", k);
+    crm_sqlbuf_append(s, " AS (INSERT INTO segment_size_deltas (segment_id, delta) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, d.n FROM (SELECT (SELECT count(*) FROM ");
+    put_slot(s, "c", k);
+    crm_sqlbuf_append(s, ") - (SELECT count(*) FROM ");
+    put_slot(s, "g", k);
+    crm_sqlbuf_append(s, ") AS n) d WHERE d.n <> 0)");
+    if (!timed)
+        return;
+    crm_sqlbuf_append(s, ", ");
+    put_slot(s, "p", k);
+    crm_sqlbuf_append(s, " AS (INSERT INTO segment_flips (segment_id, customer_id, flip_at) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, id, ");
+    put_slot(s, "f", k);
+    crm_sqlbuf_append(s, " FROM cand WHERE ");
+    put_slot(s, "f", k);
+    crm_sqlbuf_append(s, " IS NOT NULL ON CONFLICT (segment_id, customer_id) DO UPDATE"
+                         " SET flip_at = EXCLUDED.flip_at), ");
+    put_slot(s, "q", k);
+    crm_sqlbuf_append(s, " AS (DELETE FROM segment_flips fl USING cand WHERE fl.segment_id = ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint AND fl.customer_id = cand.id AND cand.");
+    put_slot(s, "i", k);
+    crm_sqlbuf_append(s, " IS NOT NULL AND cand.");
+    put_slot(s, "f", k);
+    crm_sqlbuf_append(s, " IS NULL)");
+}
+
+/* Segments segs[0..n) (one rank), over the customers of ids (a bigint
+ * array literal) each for the segments whose bits the matching entry of
+ * masks (likewise) has. */
+static bool refresh_group(crm_conn *c, const live_segment *const *segs, int n, const char *ids,
+                          const char *masks, long long now_ms, const char *cause, const char *ref,
+                          crm_error *err)
 {
     crm_sqlbuf s;
     crm_sqlbuf_init(&s);
     crm_arena arena;
     crm_arena_init(&arena);
-    char seg[24], ver[16], at[40];
-    snprintf(seg, sizeof seg, "%lld", g->id);
-    snprintf(ver, sizeof ver, "%d", g->version);
+    char at[40], segtext[GROUP_MAX][24], vertext[GROUP_MAX][16];
     format_at(now_ms, at);
-    seg_params p;
-    bind_common(&s, &p, seg, ver, at, cause, ref);
-    int pids = crm_sqlbuf_param(&s, ids);
-    const crm_rule *r = g->rule->rule;
-    bool timed = crm_rule_has_time(r);
-    crm_sqlbuf_append(&s, "WITH cand AS MATERIALIZED (SELECT c.id, (c.status = 'active' AND (");
-    bool ok = crm_rule_sql(r, &s, now_ms, &arena, err);
-    crm_sqlbuf_append(&s, ")) AS inside");
-    if (timed) {
-        crm_sqlbuf_append(&s, ", CASE WHEN c.status = 'active' THEN (");
-        ok = ok && crm_rule_flip_sql(r, &s, now_ms, &arena, err);
-        crm_sqlbuf_append(&s, ") END AS flip");
+    int pat = crm_sqlbuf_param(&s, at), pcause = crm_sqlbuf_param(&s, cause),
+        pref = crm_sqlbuf_param(&s, ref), pids = crm_sqlbuf_param(&s, ids),
+        pmasks = crm_sqlbuf_param(&s, masks);
+    int pseg[GROUP_MAX], pver[GROUP_MAX];
+    bool timed[GROUP_MAX], ok = true;
+    crm_sqlbuf_append(&s, "WITH cand AS MATERIALIZED (SELECT c.id");
+    for (int k = 0; ok && k < n; k++) {
+        const crm_rule *r = segs[k]->rule->rule;
+        snprintf(segtext[k], sizeof segtext[k], "%lld", segs[k]->id);
+        snprintf(vertext[k], sizeof vertext[k], "%d", segs[k]->version);
+        pseg[k] = crm_sqlbuf_param(&s, segtext[k]);
+        pver[k] = crm_sqlbuf_param(&s, vertext[k]);
+        timed[k] = crm_rule_has_time(r);
+        crm_sqlbuf_append(&s, ", CASE WHEN (u.m >> ");
+        crm_sqlbuf_append(&s, slot[k]);
+        crm_sqlbuf_append(&s, ") & 1 = 1 THEN (c.status = 'active' AND (");
+        ok = crm_rule_sql(r, &s, now_ms, &arena, err);
+        crm_sqlbuf_append(&s, ")) END AS ");
+        put_slot(&s, "i", k);
+        if (timed[k]) {
+            crm_sqlbuf_append(&s, ", CASE WHEN (u.m >> ");
+            crm_sqlbuf_append(&s, slot[k]);
+            crm_sqlbuf_append(&s, ") & 1 = 1 AND c.status = 'active' THEN (");
+            ok = ok && crm_rule_flip_sql(r, &s, now_ms, &arena, err);
+            crm_sqlbuf_append(&s, ") END AS ");
+            put_slot(&s, "f", k);
+        }
     }
-    crm_sqlbuf_append(&s, " FROM customers c WHERE c.id = ANY(");
+    crm_sqlbuf_append(&s, " FROM unnest(");
     crm_sqlbuf_placeholder(&s, pids);
-    crm_sqlbuf_append(&s, "::bigint[])), ");
-    write_moves(&s, p.seg, p.ver, p.at, p.cause, p.ref, false);
-    if (timed) {
-        crm_sqlbuf_append(&s, ", flips AS (INSERT INTO segment_flips (segment_id, customer_id, flip_at)"
-                              " SELECT ");
-        crm_sqlbuf_placeholder(&s, p.seg);
-        crm_sqlbuf_append(&s, "::bigint, id, flip FROM cand WHERE flip IS NOT NULL"
-                              " ON CONFLICT (segment_id, customer_id) DO UPDATE"
-                              " SET flip_at = EXCLUDED.flip_at),"
-                              " unflips AS (DELETE FROM segment_flips f USING cand"
-                              " WHERE f.segment_id = ");
-        crm_sqlbuf_placeholder(&s, p.seg);
-        crm_sqlbuf_append(&s, "::bigint AND f.customer_id = cand.id AND cand.flip IS NULL)");
-    }
-    crm_sqlbuf_append(&s, " SELECT (SELECT count(*) FROM came), (SELECT count(*) FROM gone)");
+    crm_sqlbuf_append(&s, "::bigint[], ");
+    crm_sqlbuf_placeholder(&s, pmasks);
+    crm_sqlbuf_append(&s, "::bigint[]) AS u(id, m) JOIN customers c ON c.id = u.id)");
+    for (int k = 0; k < n; k++)
+        write_group_moves(&s, k, pseg[k], pver[k], pat, pcause, pref, timed[k]);
+    crm_sqlbuf_append(&s, " SELECT 1");
     PGresult *res = ok ? run_built(c, &s, true, err) : NULL;
     ok = res != NULL;
     PQclear(res);
@@ -291,18 +383,137 @@ static bool refresh_one(crm_conn *c, const live_segment *g, const char *ids, lon
     return ok;
 }
 
+/* Which of the candidates segment g considers. */
+typedef bool (*consider_fn)(const live_segment *g, size_t i, void *ctx);
+
+typedef struct cand_entry {
+    long long id;
+    unsigned long long mask;
+} cand_entry;
+
+static int by_entry(const void *a, const void *b)
+{
+    long long x = ((const cand_entry *)a)->id, y = ((const cand_entry *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/* Writes the distinct ids of e[0..n) with the union of their masks as two
+ * array literals. False when memory ran out. */
+static bool group_literals(cand_entry *e, size_t n, char **ids, char **masks)
+{
+    qsort(e, n, sizeof *e, by_entry);
+    crm_jbuf a, b;
+    crm_jbuf_init(&a);
+    crm_jbuf_init(&b);
+    crm_jbuf_raw(&a, "{", 1);
+    crm_jbuf_raw(&b, "{", 1);
+    size_t shown = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned long long m = 0;
+        size_t j = i;
+        for (; j < n && e[j].id == e[i].id; j++)
+            m |= e[j].mask;
+        if (m != 0) {
+            char one[48];
+            int len = snprintf(one, sizeof one, "%s%lld", shown ? "," : "", e[i].id);
+            crm_jbuf_raw(&a, one, (size_t)len);
+            len = snprintf(one, sizeof one, "%s%llu", shown ? "," : "", m);
+            crm_jbuf_raw(&b, one, (size_t)len);
+            shown++;
+        }
+        i = j;
+    }
+    crm_jbuf_raw(&a, "}", 1);
+    crm_jbuf_raw(&b, "}", 1);
+    *ids = crm_jbuf_take(&a, NULL);
+    *masks = crm_jbuf_take(&b, NULL);
+    return *ids != NULL && *masks != NULL;
+}
+
+/* Every live segment in order of dependence, a group of one rank (at most
+ * GROUP_MAX) per statement, each over the candidates[0..n) it considers. */
+static bool refresh_by_rank(crm_conn *c, const live_set *L, const long long *cands, size_t n,
+                            consider_fn consider, void *ctx, long long now_ms, const char *cause,
+                            const char *ref, crm_error *err)
+{
+    if (n == 0)
+        return true;
+    cand_entry *e = malloc(sizeof *e * n);
+    if (e == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    bool ok = true;
+    for (int start = 0; ok && start < L->n;) {
+        const live_segment *segs[GROUP_MAX];
+        int k = 0, end = start;
+        for (size_t i = 0; i < n; i++)
+            e[i] = (cand_entry){.id = cands[i], .mask = 0};
+        for (; end < L->n && L->s[end].rank == L->s[start].rank && k < GROUP_MAX; end++) {
+            bool any = false;
+            for (size_t i = 0; i < n; i++)
+                if (consider(&L->s[end], i, ctx)) {
+                    e[i].mask |= 1ull << k;
+                    any = true;
+                }
+            if (any)
+                segs[k++] = &L->s[end];
+        }
+        if (k > 0) {
+            char *ids = NULL, *masks = NULL;
+            ok = group_literals(e, n, &ids, &masks)
+                     ? refresh_group(c, segs, k, ids, masks, now_ms, cause, ref, err)
+                     : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+            free(ids);
+            free(masks);
+        }
+        start = end;
+    }
+    free(e);
+    return ok;
+}
+
+/* The ids of a bigint array literal ("{1,2}"); *n how many. NULL when
+ * memory ran out (or there are none: *n is 0 then). */
+static long long *parse_ids(const char *text, size_t *n)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == ',';
+    long long *ids = malloc(sizeof *ids * cap);
+    *n = 0;
+    if (ids == NULL)
+        return NULL;
+    for (const char *p = text; *p;) {
+        if (*p >= '0' && *p <= '9') {
+            char *end;
+            long long v = strtoll(p, &end, 10);
+            if (*n < cap)
+                ids[(*n)++] = v;
+            p = end;
+        } else {
+            p++;
+        }
+    }
+    return ids;
+}
+
+static bool consider_by_reads(const live_segment *g, size_t i, void *ctx)
+{
+    (void)i;
+    unsigned what = *(const unsigned *)ctx;
+    return (g->reads & what) != 0 || (g->reads & CRM_RULE_READS_SEGMENTS) != 0;
+}
+
 static bool refresh_loaded(crm_conn *c, const live_set *L, const char *ids, unsigned what,
                            const char *cause, const char *ref, crm_error *err)
 {
-    long long now_ms = crm_wall_ms();
-    for (int i = 0; i < L->n; i++) {
-        const live_segment *g = &L->s[i];
-        if ((g->reads & what) == 0 && (g->reads & CRM_RULE_READS_SEGMENTS) == 0)
-            continue;
-        if (!refresh_one(c, g, ids, now_ms, cause, ref, err))
-            return false;
-    }
-    return true;
+    size_t n = 0;
+    long long *cands = parse_ids(ids, &n);
+    if (cands == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    bool ok = refresh_by_rank(c, L, cands, n, consider_by_reads, &what, crm_wall_ms(), cause, ref,
+                              err);
+    free(cands);
+    return ok;
 }
 
 bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const char *cause,
@@ -318,80 +529,67 @@ bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const cha
     return ok;
 }
 
-static int by_id(const void *a, const void *b)
-{
-    long long x = *(const long long *)a, y = *(const long long *)b;
-    return (x > y) - (x < y);
-}
+/* What consider_touchpoint needs: the write's touchpoints, then the
+ * customers it made (candidates from nt on). */
+typedef struct touchpoint_write {
+    const crm_segment_touchpoint *t;
+    size_t nt;
+    long long now_ms;
+} touchpoint_write;
 
-/* The distinct ids of ids[0..n) (sorted in place) and of created (a
- * literal, appended as it is) as one bigint array literal; NULL when out of
- * memory. */
-static char *ids_literal(long long *ids, size_t n, const char *created)
+/* A segment considers a customer the write made, and one whose new
+ * touchpoint one of its aggregates would count; one that names segments,
+ * everyone. The time is known to the millisecond: a window's edge within
+ * it is taken as counting. */
+static bool consider_touchpoint(const live_segment *g, size_t i, void *ctx)
 {
-    qsort(ids, n, sizeof *ids, by_id);
-    crm_jbuf b;
-    crm_jbuf_init(&b);
-    crm_jbuf_raw(&b, "{", 1);
-    size_t shown = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0 && ids[i] == ids[i - 1])
-            continue;
-        char one[24];
-        int len = snprintf(one, sizeof one, "%s%lld", shown++ ? "," : "", ids[i]);
-        crm_jbuf_raw(&b, one, (size_t)len);
-    }
-    if (created != NULL && strlen(created) > 2) {
-        if (shown > 0)
-            crm_jbuf_raw(&b, ",", 1);
-        crm_jbuf_raw(&b, created + 1, strlen(created) - 2);
-    }
-    crm_jbuf_raw(&b, "}", 1);
-    size_t len = 0;
-    return crm_jbuf_take(&b, &len);
+    const touchpoint_write *w = ctx;
+    if (i >= w->nt || (g->reads & CRM_RULE_READS_SEGMENTS) != 0)
+        return true;
+    if ((g->reads & CRM_RULE_READS_TOUCHPOINTS) == 0)
+        return false;
+    crm_rule_touchpoint_facts f = w->t[i].facts;
+    const crm_rule *r = g->rule->rule;
+    if (crm_rule_touchpoint_counts(r, &f, w->now_ms))
+        return true;
+    f.occurred_us += 1000;
+    if (crm_rule_touchpoint_counts(r, &f, w->now_ms))
+        return true;
+    f.occurred_us -= 2000;
+    return crm_rule_touchpoint_counts(r, &f, w->now_ms);
 }
 
 bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
                                       const char *created, const char *cause, const char *ref,
                                       crm_error *err)
 {
-    if (n == 0 && (created == NULL || strlen(created) <= 2))
+    size_t nmade = 0;
+    long long *made = parse_ids(created ? created : "{}", &nmade);
+    if (made == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    if (n + nmade == 0) {
+        free(made);
         return true;
-    live_set L;
-    if (!lock_and_load(c, &L, err))
-        return false;
-    long long now_ms = crm_wall_ms();
-    long long *ids = malloc(sizeof *ids * (n ? n : 1));
-    bool ok = ids != NULL;
-    if (!ok)
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    for (int g = 0; ok && g < L.n; g++) {
-        const live_segment *seg = &L.s[g];
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++) {
-            bool counts = (seg->reads & CRM_RULE_READS_SEGMENTS) != 0;
-            if (!counts && (seg->reads & CRM_RULE_READS_TOUCHPOINTS) != 0) {
-                /* The time is known to the millisecond: a window's edge
-                 * within it is taken as counting. */
-                crm_rule_touchpoint_facts f = t[i].facts;
-                counts = crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
-                f.occurred_us += 1000;
-                counts = counts || crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
-                f.occurred_us -= 2000;
-                counts = counts || crm_rule_touchpoint_counts(seg->rule->rule, &f, now_ms);
-            }
-            if (counts)
-                ids[m++] = t[i].customer_id;
-        }
-        if (m == 0 && (created == NULL || strlen(created) <= 2))
-            continue;
-        char *text = ids_literal(ids, m, created);
-        ok = text != NULL ? refresh_one(c, seg, text, now_ms, cause, ref, err)
-                          : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        free(text);
     }
-    free(ids);
-    live_set_free(&L);
+    long long *cands = malloc(sizeof *cands * (n + nmade + 1));
+    if (cands == NULL) {
+        free(made);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        cands[i] = t[i].customer_id;
+    for (size_t i = 0; i < nmade; i++)
+        cands[n + i] = made[i];
+    free(made);
+    live_set L;
+    bool ok = lock_and_load(c, &L, err);
+    if (ok) {
+        touchpoint_write w = {.t = t, .nt = n, .now_ms = crm_wall_ms()};
+        ok = refresh_by_rank(c, &L, cands, n + nmade, consider_touchpoint, &w, w.now_ms, cause,
+                             ref, err);
+        live_set_free(&L);
+    }
+    free(cands);
     return ok;
 }
 

@@ -8,8 +8,13 @@
  * (size plus its deltas, folded or not) must equal it: a build that missed a
  * write, or undid one, leaves a difference.
  */
+#include "consents.h"
 #include "customers.h"
+#include "touchpoints.h"
+#include "arena.h"
+#include "list/sqlbuf.h"
 #include "jobs.h"
+#include "clock.h"
 #include "segment_store.h"
 #include "segments.h"
 #include "support.h"
@@ -20,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define CUSTOMERS 3000
 /* One writer: the suite's pool has two connections, and the job's claim,
@@ -183,6 +189,189 @@ START_TEST(a_build_beside_writes_neither_misses_nor_undoes_one)
 }
 END_TEST
 
+/* ---- many segments, many kinds of write ------------------------------------------- */
+
+/* Six segments of two ranks over 300 customers, then 40 rounds of random
+ * writes (a batch of touchpoints of several types, channels, skus and
+ * dates, a move of country, a consent decision): after each round every
+ * segment's membership is exactly what its rule gives, evaluated in SQL
+ * over the whole base, and the log agrees with it. */
+static const char *const mixed_rules[] = {
+    "{\"all\": [{\"field\": \"address.country\", \"op\": \"eq\", \"value\": \"IT\"},"
+    " {\"touchpoints\": {\"type\": \"purchase\", \"within_days\": 30}, \"agg\": \"count\","
+    " \"op\": \"gte\", \"value\": 2}]}",
+    "{\"touchpoints\": {\"channel\": \"web\", \"sku\": \"S-1\"}, \"agg\": \"sum\", \"op\": \"gt\","
+    " \"value\": 15}",
+    "{\"not\": {\"touchpoints\": {\"type\": \"email_opened\", \"within_days\": 60}, \"agg\": \"count\","
+    " \"op\": \"eq\", \"value\": 0}}",
+    "{\"any\": [{\"field\": \"consent.email.marketing\", \"op\": \"eq\", \"value\": \"granted\"},"
+    " {\"touchpoints\": {\"type\": \"purchase\"}, \"agg\": \"last\", \"op\": \"gte\","
+    " \"value\": {\"days_ago\": 10}}]}",
+};
+
+static long long create_segment(const char *name, const char *rule_text)
+{
+    json_error_t jerr;
+    json_t *rule = json_loads(rule_text, 0, &jerr);
+    ck_assert_msg(rule != NULL, "%s", jerr.text);
+    json_t *body = json_pack("{s:s, s:o}", "name", name, "rule", rule);
+    crm_error err = CRM_ERROR_INIT;
+    json_t *seg = crm_segment_create(body, 0, &err);
+    json_decref(body);
+    ck_assert_msg(seg != NULL, "%s", err.detail);
+    long long id = json_integer_value(json_object_get(seg, "id"));
+    run_job(json_integer_value(json_object_get(seg, "build_job_id")));
+    json_decref(seg);
+    return id;
+}
+
+/* The customers a segment's rule holds for now, against its membership. */
+static void assert_rule_exact(long long seg)
+{
+    char s[24];
+    snprintf(s, sizeof s, "%lld", seg);
+    char *rule = NULL;
+    {
+        const char *params[] = {s};
+        PGresult *res = unit_sql(own.db, "SELECT rule::text FROM segments WHERE id = $1::bigint", 1,
+                                 params);
+        rule = strdup(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    json_error_t jerr;
+    json_t *json = json_loads(rule, 0, &jerr);
+    free(rule);
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = crm_rule_parse(json, &err);
+    json_decref(json);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    crm_sqlbuf b;
+    crm_sqlbuf_init(&b);
+    crm_arena arena;
+    crm_arena_init(&arena);
+    int pseg = crm_sqlbuf_param(&b, s);
+    crm_sqlbuf_append(&b, "SELECT count(*), string_agg(c.id || ':' || EXISTS (SELECT 1 FROM segment_memberships m WHERE m.segment_id = ");
+    crm_sqlbuf_placeholder(&b, pseg);
+    crm_sqlbuf_append(&b, "::bigint AND m.customer_id = c.id) || ':' || (SELECT count(*) FROM touchpoints t WHERE t.customer_id = c.id AND t.type = 'email_opened') || ':' || (SELECT coalesce(string_agg(x.entered || '/' || x.cause, ','), '') FROM segment_changes x WHERE x.customer_id = c.id AND x.segment_id = ");
+    crm_sqlbuf_placeholder(&b, pseg);
+    crm_sqlbuf_append(&b, "::bigint), ' ') FROM customers c WHERE (c.status = 'active' AND (");
+    ck_assert(crm_rule_sql(r, &b, crm_wall_ms(), &arena, &err));
+    crm_sqlbuf_append(&b, ")) IS DISTINCT FROM EXISTS (SELECT 1 FROM segment_memberships m WHERE"
+                          " m.segment_id = ");
+    crm_sqlbuf_placeholder(&b, pseg);
+    crm_sqlbuf_append(&b, "::bigint AND m.customer_id = c.id)");
+    ck_assert(crm_sqlbuf_ok(&b));
+    PGresult *res = unit_sql(own.db, crm_sqlbuf_text(&b), b.nparams, b.params);
+    ck_assert_msg(strcmp(PQgetvalue(res, 0, 0), "0") == 0,
+                  "segment %lld: %s customers stand otherwise than its rule: %.500s", seg,
+                  PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+    PQclear(res);
+    crm_sqlbuf_free(&b);
+    crm_arena_free(&arena);
+    crm_rule_free(r);
+}
+
+START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
+{
+    PQclear(unit_sql(own.db,
+                     "INSERT INTO customers (first_name, country) SELECT 'm' || g,"
+                     " (ARRAY['IT', 'FR', 'DE'])[1 + g % 3] FROM generate_series(1, 300) g",
+                     0, NULL));
+    first_id = sql_number("SELECT min(id) FROM customers", NULL);
+    long long segs[6];
+    for (int i = 0; i < 4; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "mixed %d", i);
+        segs[i] = create_segment(name, mixed_rules[i]);
+    }
+    /* Rank 1: segments that name the first two. */
+    char rule[256];
+    snprintf(rule, sizeof rule, "{\"any\": [{\"segment\": %lld}, {\"segment\": %lld}]}", segs[0],
+             segs[1]);
+    segs[4] = create_segment("either", rule);
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"segment\": %lld}, {\"field\": \"address.country\", \"op\": \"ne\","
+             " \"value\": \"DE\"}]}",
+             segs[3]);
+    segs[5] = create_segment("reachable", rule);
+    unsigned seed = 20261204;
+    static const char *const types[] = {"purchase", "email_opened", "visit"};
+    static const char *const channels[] = {"web", "store", "email"};
+    static const char *const countries[] = {"IT", "FR", "DE"};
+    crm_write_ctx ctx = {0};
+    long long now_s = crm_wall_ms() / 1000;
+    for (int round = 0; round < 40; round++) {
+        json_t *items = json_array();
+        int n = 1 + rand_r(&seed) % 30;
+        for (int k = 0; k < n; k++) {
+            char when[32], event[48];
+            time_t t = (time_t)(now_s - (long long)(rand_r(&seed) % 90) * 86400 -
+                                rand_r(&seed) % 86400);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+            snprintf(event, sizeof event, "r%d-%d", round, k);
+            const char *type = types[rand_r(&seed) % 3];
+            json_t *tp = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "customer_id",
+                                   (json_int_t)(first_id + rand_r(&seed) % 300), "channel",
+                                   channels[rand_r(&seed) % 3], "type", type, "direction",
+                                   "inbound", "occurred_at", when, "source", "mixed", "event_id",
+                                   event);
+            if (strcmp(type, "purchase") == 0) {
+                double amount = rand_r(&seed) % 2 ? 9.5 : 3;
+                json_object_set_new(tp, "amount", json_real(amount));
+                json_object_set_new(tp, "currency", json_string("EUR"));
+                json_object_set_new(tp, "items",
+                                    json_pack("[{s:s, s:i, s:f}]", "sku",
+                                              rand_r(&seed) % 2 ? "S-1" : "S-2", "quantity", 1,
+                                              "unit_price", amount));
+            }
+            json_array_append_new(items, tp);
+        }
+        crm_error err = CRM_ERROR_INIT;
+        json_t *report = crm_touchpoint_record_batch(items, &ctx, &err);
+        ck_assert_msg(report != NULL, "batch: %s", err.detail);
+        ck_assert_msg(json_integer_value(json_object_get(report, "created")) == n,
+                      "round %d: %lld of %d created", round,
+                      (long long)json_integer_value(json_object_get(report, "created")), n);
+        json_decref(report);
+        json_decref(items);
+        long long id = first_id + rand_r(&seed) % 300;
+        json_t *patch = json_pack("{s:{s:s}}", "address", "country", countries[rand_r(&seed) % 3]);
+        json_decref(crm_customer_patch(id, patch, NULL, &ctx, &err));
+        json_decref(patch);
+        crm_error_clear(&err);
+        json_t *decision = json_pack("{s:s, s:s, s:s, s:s}", "channel", "email", "purpose",
+                                     "marketing", "status",
+                                     rand_r(&seed) % 2 ? "granted" : "revoked", "source", "unit");
+        json_decref(crm_consents_record(first_id + rand_r(&seed) % 300, decision, 0, &err));
+        json_decref(decision);
+        crm_error_clear(&err);
+        if (round % 8 == 7)
+            for (int i = 0; i < 6; i++)
+                assert_rule_exact(segs[i]);
+    }
+    for (int i = 0; i < 6; i++) {
+        assert_rule_exact(segs[i]);
+        char s[24];
+        snprintf(s, sizeof s, "%lld", segs[i]);
+        ck_assert_int_eq(sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id)"
+                                    " customer_id, entered FROM segment_changes WHERE segment_id ="
+                                    " $1::bigint ORDER BY customer_id, id DESC) l WHERE l.entered IS"
+                                    " DISTINCT FROM EXISTS (SELECT 1 FROM segment_memberships m"
+                                    " WHERE m.segment_id = $1::bigint AND m.customer_id ="
+                                    " l.customer_id)",
+                                    s),
+                         0);
+    }
+    /* Touchpoints, customer writes and consent all moved someone. */
+    ck_assert_int_ge(sql_number("SELECT count(DISTINCT cause) FROM segment_changes WHERE cause IN"
+                                " ('touchpoints', 'customer', 'consent')",
+                                NULL),
+                     3);
+}
+END_TEST
+
 /* ---- which new touchpoints matter to a rule ----------------------------------------------- */
 
 static bool counts_for(const char *rule_text, const char *type, const char *channel,
@@ -236,6 +425,7 @@ Suite *segments_live_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_checked_fixture(tc, fresh_database, drop_database);
     tcase_add_test(tc, a_build_beside_writes_neither_misses_nor_undoes_one);
+    tcase_add_test(tc, memberships_stay_exact_through_random_writes_to_many_segments);
     suite_add_tcase(s, tc);
     TCase *facts = tcase_create("touchpoint facts");
     tcase_add_test(facts, a_new_touchpoint_matters_only_to_the_aggregates_that_count_it);
