@@ -15,7 +15,8 @@
  * Upkeep (segments/live.c). Every write that can change a customer's
  * standing calls crm_segments_refresh in its own transaction, with the ids it
  * touched and what it changed: each live segment whose rule reads that is
- * evaluated for those customers in one set-based statement, which moves
+ * evaluated for those customers (the segments of one rank, which name none
+ * of each other, together) in one set-based statement, which moves
  * them in or out, logs each move, records the change of size and stores
  * when each customer's standing may next change with no write (flip_at). A
  * background tick (crm_segments_tick, every crmd process, claimed through
