@@ -315,7 +315,8 @@ static void write_group_moves(crm_sqlbuf *s, int k, int seg, int ver, int at, in
     crm_sqlbuf_append(s, " FROM cand WHERE ");
     put_slot(s, "f", k);
     crm_sqlbuf_append(s, " IS NOT NULL ON CONFLICT (segment_id, customer_id) DO UPDATE"
-                         " SET flip_at = EXCLUDED.flip_at), ");
+                         " SET flip_at = EXCLUDED.flip_at"
+                         " WHERE segment_flips.flip_at <> EXCLUDED.flip_at), ");
     put_slot(s, "q", k);
     crm_sqlbuf_append(s, " AS (DELETE FROM segment_flips fl USING cand WHERE fl.segment_id = ");
     crm_sqlbuf_placeholder(s, seg);
