@@ -46,7 +46,7 @@
 #include "error.h"
 #include "segments.h"
 
-#define CRM_SEGMENTS_MAX 200     /* live segments at most */
+#define CRM_SEGMENTS_MAX 200 /* live segments at most */
 #define CRM_SEGMENT_REFRESH_MAX_IDS 100000
 
 /* What a write changed, for crm_segments_refresh (the bits of

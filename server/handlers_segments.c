@@ -105,9 +105,9 @@ void handle_segment_patch(http_request *req)
     crm_error err = CRM_ERROR_INIT;
     json_t *body = http_json_body(req, &err);
     const crm_principal *p = http_principal(req);
-    json_t *doc = body ? crm_segment_patch(id, body, http_header(req, "If-Match"),
-                                           p ? p->key_id : 0, &err)
-                       : NULL;
+    json_t *doc =
+        body ? crm_segment_patch(id, body, http_header(req, "If-Match"), p ? p->key_id : 0, &err)
+             : NULL;
     if (doc == NULL) {
         handler_reply_error(req, &err);
         return;

@@ -120,9 +120,11 @@ static crm_stmt load_live = CRM_STMT(
     "segments_load_live",
     "SELECT id, rule_version, rule::text, reads, rank FROM ("
     " SELECT s.id, s.rule_version, s.rule, s.reads, s.rank,"
-    " pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY("s.id") ") FROM ("
-    "  SELECT id, rule_version, rule, reads, rank FROM segments WHERE deleted_at IS NULL"
-    "  AND state <> 'failed' ORDER BY id OFFSET 0) s OFFSET 0) t ORDER BY rank, id");
+    " pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY(
+        "s.id") ") FROM ("
+                "  SELECT id, rule_version, rule, reads, rank FROM segments WHERE deleted_at IS "
+                "NULL"
+                "  AND state <> 'failed' ORDER BY id OFFSET 0) s OFFSET 0) t ORDER BY rank, id");
 
 static bool lock_and_load(crm_conn *c, live_set *L, crm_error *err)
 {
@@ -190,11 +192,12 @@ static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int 
     crm_sqlbuf_placeholder(s, at);
     crm_sqlbuf_append(s, "::timestamptz, ");
     crm_sqlbuf_placeholder(s, ver);
-    crm_sqlbuf_append(s, "::int FROM cand WHERE inside ON CONFLICT DO NOTHING RETURNING customer_id),"
-                         " moved AS (SELECT customer_id, false AS entered FROM gone"
-                         " UNION ALL SELECT customer_id, true FROM came),"
-                         " logged AS (INSERT INTO segment_changes (segment_id, customer_id, entered,"
-                         " at, rule_version, cause, cause_ref) SELECT ");
+    crm_sqlbuf_append(s,
+                      "::int FROM cand WHERE inside ON CONFLICT DO NOTHING RETURNING customer_id),"
+                      " moved AS (SELECT customer_id, false AS entered FROM gone"
+                      " UNION ALL SELECT customer_id, true FROM came),"
+                      " logged AS (INSERT INTO segment_changes (segment_id, customer_id, entered,"
+                      " at, rule_version, cause, cause_ref) SELECT ");
     crm_sqlbuf_placeholder(s, seg);
     crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
     crm_sqlbuf_placeholder(s, at);
@@ -248,7 +251,11 @@ static PGresult *run_built(crm_conn *c, crm_sqlbuf *s, bool prepare, crm_error *
  * customers it must consider (a bit of u.m each), and each segment's moves
  * written by CTEs of its own, named by its slot. */
 #define GROUP_MAX 63
-static const char *const slot[GROUP_MAX] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62"};
+static const char *const slot[GROUP_MAX] = {
+    "0",  "1",  "2",  "3",  "4",  "5",  "6",  "7",  "8",  "9",  "10", "11", "12", "13", "14", "15",
+    "16", "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
+    "32", "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47",
+    "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62"};
 
 static void put_slot(crm_sqlbuf *s, const char *name, int k)
 {
@@ -263,14 +270,16 @@ static void write_group_moves(crm_sqlbuf *s, int k, int seg, int ver, int at, in
 {
     crm_sqlbuf_append(s, ", ");
     put_slot(s, "g", k);
-    crm_sqlbuf_append(s, " AS (DELETE FROM segment_memberships sm USING cand WHERE sm.segment_id = ");
+    crm_sqlbuf_append(s,
+                      " AS (DELETE FROM segment_memberships sm USING cand WHERE sm.segment_id = ");
     crm_sqlbuf_placeholder(s, seg);
     crm_sqlbuf_append(s, "::bigint AND sm.customer_id = cand.id AND NOT cand.");
     put_slot(s, "i", k);
     crm_sqlbuf_append(s, " RETURNING sm.customer_id), ");
     put_slot(s, "c", k);
-    crm_sqlbuf_append(s, " AS (INSERT INTO segment_memberships (segment_id, customer_id, entered_at,"
-                         " rule_version) SELECT ");
+    crm_sqlbuf_append(s,
+                      " AS (INSERT INTO segment_memberships (segment_id, customer_id, entered_at,"
+                      " rule_version) SELECT ");
     crm_sqlbuf_placeholder(s, seg);
     crm_sqlbuf_append(s, "::bigint, id, ");
     crm_sqlbuf_placeholder(s, at);
@@ -308,7 +317,8 @@ static void write_group_moves(crm_sqlbuf *s, int k, int seg, int ver, int at, in
         return;
     crm_sqlbuf_append(s, ", ");
     put_slot(s, "p", k);
-    crm_sqlbuf_append(s, " AS (INSERT INTO segment_flips (segment_id, customer_id, flip_at) SELECT ");
+    crm_sqlbuf_append(s,
+                      " AS (INSERT INTO segment_flips (segment_id, customer_id, flip_at) SELECT ");
     crm_sqlbuf_placeholder(s, seg);
     crm_sqlbuf_append(s, "::bigint, id, ");
     put_slot(s, "f", k);
@@ -511,8 +521,8 @@ static bool refresh_loaded(crm_conn *c, const live_set *L, const char *ids, unsi
     long long *cands = parse_ids(ids, &n);
     if (cands == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    bool ok = refresh_by_rank(c, L, cands, n, consider_by_reads, &what, crm_wall_ms(), cause, ref,
-                              err);
+    bool ok =
+        refresh_by_rank(c, L, cands, n, consider_by_reads, &what, crm_wall_ms(), cause, ref, err);
     free(cands);
     return ok;
 }
@@ -586,8 +596,8 @@ bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint 
     bool ok = lock_and_load(c, &L, err);
     if (ok) {
         touchpoint_write w = {.t = t, .nt = n, .now_ms = crm_wall_ms()};
-        ok = refresh_by_rank(c, &L, cands, n + nmade, consider_touchpoint, &w, w.now_ms, cause,
-                             ref, err);
+        ok = refresh_by_rank(c, &L, cands, n + nmade, consider_touchpoint, &w, w.now_ms, cause, ref,
+                             err);
         live_set_free(&L);
     }
     free(cands);
@@ -596,8 +606,8 @@ bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint 
 
 /* ---- the build ---------------------------------------------------------------- */
 
-static crm_stmt queue_note = CRM_STMT(
-    "segments_note_build", "UPDATE segments SET build_job_id = $2 WHERE id = $1");
+static crm_stmt queue_note =
+    CRM_STMT("segments_note_build", "UPDATE segments SET build_job_id = $2 WHERE id = $1");
 
 bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_error *err)
 {
@@ -611,7 +621,8 @@ bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_e
     }
     char idbuf[24], jobbuf[24];
     snprintf(idbuf, sizeof idbuf, "%lld", id);
-    snprintf(jobbuf, sizeof jobbuf, "%lld", (long long)json_integer_value(json_object_get(job, "id")));
+    snprintf(jobbuf, sizeof jobbuf, "%lld",
+             (long long)json_integer_value(json_object_get(job, "id")));
     json_decref(job);
     const char *p[] = {idbuf, jobbuf};
     PGresult *res = crm_db_exec(c, &queue_note, 2, p, err);
@@ -619,38 +630,38 @@ bool segments_queue_build(crm_conn *c, long long id, long long api_key_id, crm_e
     return res != NULL;
 }
 
-static crm_stmt gate_pass = CRM_STMT(
-    "segments_gate_pass", "SELECT pg_advisory_lock(" CRM_SEGMENTS_LOCK_CLASS ", 0),"
-                          " pg_advisory_unlock(" CRM_SEGMENTS_LOCK_CLASS ", 0)");
+static crm_stmt gate_pass =
+    CRM_STMT("segments_gate_pass", "SELECT pg_advisory_lock(" CRM_SEGMENTS_LOCK_CLASS ", 0),"
+                                   " pg_advisory_unlock(" CRM_SEGMENTS_LOCK_CLASS ", 0)");
 
 static crm_stmt definitions_lock = CRM_STMT(
-    "segments_build_definitions",
-    "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
+    "segments_build_definitions", "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
 
 /* The segment and every live one that depends on it, in order of
  * dependence; each one's lock, exclusive, taken in id order. */
-static crm_stmt build_targets = CRM_STMT(
-    "segments_build_targets",
-    "WITH RECURSIVE d (id, depth) AS (SELECT $1::bigint, 0"
-    " UNION SELECT s.id, d.depth + 1 FROM segments s JOIN d ON d.id = ANY(s.depends_on)"
-    " WHERE s.deleted_at IS NULL AND d.depth < 64),"
-    " t AS (SELECT DISTINCT s.id, s.rule_version, s.rule, s.rank, s.state FROM segments s"
-    "  JOIN d ON d.id = s.id WHERE s.deleted_at IS NULL),"
-    " locked AS (SELECT count(pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", " LOCK_KEY("id")
-    ")) AS n FROM (SELECT id FROM t ORDER BY id OFFSET 0) x) "
-    "SELECT t.id, t.rule_version, t.rule::text, t.state FROM t, locked ORDER BY t.rank, t.id");
+static crm_stmt build_targets =
+    CRM_STMT("segments_build_targets",
+             "WITH RECURSIVE d (id, depth) AS (SELECT $1::bigint, 0"
+             " UNION SELECT s.id, d.depth + 1 FROM segments s JOIN d ON d.id = ANY(s.depends_on)"
+             " WHERE s.deleted_at IS NULL AND d.depth < 64),"
+             " t AS (SELECT DISTINCT s.id, s.rule_version, s.rule, s.rank, s.state FROM segments s"
+             "  JOIN d ON d.id = s.id WHERE s.deleted_at IS NULL),"
+             " locked AS (SELECT count(pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS
+             ", " LOCK_KEY("id") ")) AS n FROM (SELECT id FROM t ORDER BY id OFFSET 0) x) "
+                                 "SELECT t.id, t.rule_version, t.rule::text, t.state FROM t, "
+                                 "locked ORDER BY t.rank, t.id");
 
-static crm_stmt flips_clear = CRM_STMT(
-    "segments_flips_clear", "DELETE FROM segment_flips WHERE segment_id = $1");
+static crm_stmt flips_clear =
+    CRM_STMT("segments_flips_clear", "DELETE FROM segment_flips WHERE segment_id = $1");
 
-static crm_stmt build_settle = CRM_STMT(
-    "segments_build_settle",
-    "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
-    " n AS (SELECT count(*) AS total FROM segment_memberships WHERE segment_id = $1),"
-    " s AS (UPDATE segments SET size = n.total, state = 'live' FROM n WHERE id = $1"
-    "  RETURNING id, rule_version, size) "
-    "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
-    " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s ON CONFLICT DO NOTHING");
+static crm_stmt build_settle =
+    CRM_STMT("segments_build_settle",
+             "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
+             " n AS (SELECT count(*) AS total FROM segment_memberships WHERE segment_id = $1),"
+             " s AS (UPDATE segments SET size = n.total, state = 'live' FROM n WHERE id = $1"
+             "  RETURNING id, rule_version, size) "
+             "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
+             " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s ON CONFLICT DO NOTHING");
 
 /* Segment id (its rule text, version) over the whole base. */
 static bool build_one(crm_conn *c, long long id, int version, const char *rule_text,
@@ -712,7 +723,8 @@ static bool build_one(crm_conn *c, long long id, int version, const char *rule_t
 static bool run_build(crm_job_ctx *job, crm_error *err)
 {
     crm_conn *c = crm_job_conn(job);
-    long long id = (long long)json_integer_value(json_object_get(crm_job_params(job), "segment_id"));
+    long long id =
+        (long long)json_integer_value(json_object_get(crm_job_params(job), "segment_id"));
     /* A rebuild because what the rule reads changed everywhere says so
      * ("metrics"); otherwise a first build, a new rule or a dependence. */
     const char *given = json_string_value(json_object_get(crm_job_params(job), "cause"));
@@ -738,12 +750,12 @@ static bool run_build(crm_job_ctx *job, crm_error *err)
     long long now_ms = crm_wall_ms();
     for (int i = 0; ok && i < n; i++) {
         long long sid = atoll(PQgetvalue(res, i, 0));
-        const char *cause = given != NULL && sid == id                 ? given
-                            : sid != id                                ? "segment"
-                            : atoi(PQgetvalue(res, i, 1)) == 1 &&
-                                      strcmp(PQgetvalue(res, i, 3), "building") == 0
-                                ? "build"
-                                : "rule";
+        const char *cause =
+            given != NULL && sid == id ? given
+            : sid != id                ? "segment"
+            : atoi(PQgetvalue(res, i, 1)) == 1 && strcmp(PQgetvalue(res, i, 3), "building") == 0
+                ? "build"
+                : "rule";
         crm_job_progress(job, "evaluating", i, n, NULL);
         ok = build_one(c, sid, atoi(PQgetvalue(res, i, 1)), PQgetvalue(res, i, 2), cause, now_ms,
                        err);
@@ -800,9 +812,8 @@ bool crm_segments_rebuild_reading(unsigned what, const char *cause, crm_error *e
 
 /* The customers due to flip, locked (another process takes others). */
 static crm_stmt flips_due = CRM_STMT(
-    "segments_flips_due",
-    "SELECT customer_id FROM segment_flips WHERE flip_at <= $1::timestamptz"
-    " ORDER BY flip_at LIMIT $2 FOR UPDATE SKIP LOCKED");
+    "segments_flips_due", "SELECT customer_id FROM segment_flips WHERE flip_at <= $1::timestamptz"
+                          " ORDER BY flip_at LIMIT $2 FOR UPDATE SKIP LOCKED");
 
 static bool flip_due(int batch, long *did, crm_error *err)
 {
@@ -856,9 +867,11 @@ static crm_stmt daily_sizes = CRM_STMT(
     "segments_daily_sizes",
     "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
     " SELECT s.id, now(),"
-    " s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d WHERE d.segment_id = s.id), 0),"
+    " s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d WHERE d.segment_id = "
+    "s.id), 0),"
     " s.rule_version, 'daily' FROM segments s WHERE s.deleted_at IS NULL AND s.state = 'live'"
-    " AND NOT EXISTS (SELECT 1 FROM segment_sizes z WHERE z.segment_id = s.id AND z.reason = 'daily'"
+    " AND NOT EXISTS (SELECT 1 FROM segment_sizes z WHERE z.segment_id = s.id AND z.reason = "
+    "'daily'"
     " AND z.at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
     " ON CONFLICT DO NOTHING");
 
@@ -869,10 +882,10 @@ static crm_stmt builds_failed = CRM_STMT(
     "UPDATE segments s SET state = 'failed' FROM jobs j WHERE s.state = 'building'"
     " AND s.deleted_at IS NULL AND j.id = s.build_job_id AND j.state IN ('failed', 'cancelled')");
 
-static crm_stmt purge_deleted = CRM_STMT(
-    "segments_purge_deleted",
-    "DELETE FROM segments WHERE id = (SELECT id FROM segments WHERE deleted_at IS NOT NULL"
-    " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)");
+static crm_stmt purge_deleted =
+    CRM_STMT("segments_purge_deleted",
+             "DELETE FROM segments WHERE id = (SELECT id FROM segments WHERE deleted_at IS NOT NULL"
+             " ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)");
 
 static bool run_plain(crm_stmt *st, crm_error *err)
 {

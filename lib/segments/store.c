@@ -18,20 +18,33 @@
 #include <string.h>
 
 #define SEGMENT_COLUMNS                                                                            \
-    "s.id, s.name, s.description, s.rule::text, s.version, s.rule_version, s.state,"              \
+    "s.id, s.name, s.description, s.rule::text, s.version, s.rule_version, s.state,"               \
     " s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d"                           \
     "  WHERE d.segment_id = s.id), 0), s.build_job_id, s.depends_on::text, " CRM_SQL_TS(           \
         "s.created_at") ", " CRM_SQL_TS("s.updated_at")
 
-enum { COL_ID, COL_NAME, COL_DESCRIPTION, COL_RULE, COL_VERSION, COL_RULE_VERSION, COL_STATE,
-       COL_SIZE, COL_JOB, COL_DEPENDS, COL_CREATED, COL_UPDATED };
+enum {
+    COL_ID,
+    COL_NAME,
+    COL_DESCRIPTION,
+    COL_RULE,
+    COL_VERSION,
+    COL_RULE_VERSION,
+    COL_STATE,
+    COL_SIZE,
+    COL_JOB,
+    COL_DEPENDS,
+    COL_CREATED,
+    COL_UPDATED
+};
 
-static crm_stmt segment_get_stmt = CRM_STMT_RO(
-    "segment_get", "SELECT " SEGMENT_COLUMNS " FROM segments s WHERE s.id = $1 AND s.deleted_at IS NULL");
+static crm_stmt segment_get_stmt =
+    CRM_STMT_RO("segment_get", "SELECT " SEGMENT_COLUMNS
+                               " FROM segments s WHERE s.id = $1 AND s.deleted_at IS NULL");
 
-static crm_stmt segment_page_stmt =
-    CRM_STMT_PAGE("segment_page", "SELECT " SEGMENT_COLUMNS " FROM segments s"
-                                  " WHERE s.deleted_at IS NULL AND s.id > $1 ORDER BY s.id LIMIT $2");
+static crm_stmt segment_page_stmt = CRM_STMT_PAGE(
+    "segment_page", "SELECT " SEGMENT_COLUMNS " FROM segments s"
+                    " WHERE s.deleted_at IS NULL AND s.id > $1 ORDER BY s.id LIMIT $2");
 
 static json_t *text_or_null(const PGresult *res, int r, int c)
 {
@@ -64,18 +77,16 @@ static json_t *id_array(const char *text)
 static json_t *segment_from_row(const PGresult *res, int r)
 {
     json_t *rule = crm_json_load_stored(PQgetvalue(res, r, COL_RULE));
-    return json_pack("{s:I, s:s, s:o, s:o, s:I, s:I, s:s, s:I, s:o, s:o, s:s, s:s}", "id",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name",
-                     PQgetvalue(res, r, COL_NAME), "description",
-                     text_or_null(res, r, COL_DESCRIPTION), "rule", rule ? rule : json_null(),
-                     "version", (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)),
-                     "rule_version", (json_int_t)atoll(PQgetvalue(res, r, COL_RULE_VERSION)),
-                     "state", PQgetvalue(res, r, COL_STATE), "size",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_SIZE)), "build_job_id",
-                     int_or_null(res, r, COL_JOB), "depends_on",
-                     id_array(PQgetvalue(res, r, COL_DEPENDS)), "created_at",
-                     PQgetvalue(res, r, COL_CREATED), "updated_at",
-                     PQgetvalue(res, r, COL_UPDATED));
+    return json_pack(
+        "{s:I, s:s, s:o, s:o, s:I, s:I, s:s, s:I, s:o, s:o, s:s, s:s}", "id",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name", PQgetvalue(res, r, COL_NAME),
+        "description", text_or_null(res, r, COL_DESCRIPTION), "rule", rule ? rule : json_null(),
+        "version", (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "rule_version",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_RULE_VERSION)), "state",
+        PQgetvalue(res, r, COL_STATE), "size", (json_int_t)atoll(PQgetvalue(res, r, COL_SIZE)),
+        "build_job_id", int_or_null(res, r, COL_JOB), "depends_on",
+        id_array(PQgetvalue(res, r, COL_DEPENDS)), "created_at", PQgetvalue(res, r, COL_CREATED),
+        "updated_at", PQgetvalue(res, r, COL_UPDATED));
 }
 
 static json_t *segment_get_on(crm_conn *c, long long id, crm_error *err)
@@ -155,7 +166,8 @@ static bool check_description(const json_t *v, crm_error *err)
     const char *s = json_string_value(v);
     if (s == NULL || crm_utf8_chars(s, json_string_length(v)) > 2000 ||
         strlen(s) != json_string_length(v)) {
-        crm_error_add_field(err, "/description", "must be null or a string of at most 2000 characters");
+        crm_error_add_field(err, "/description",
+                            "must be null or a string of at most 2000 characters");
         return false;
     }
     return true;
@@ -264,9 +276,8 @@ static bool check_refs(crm_conn *c, rule_facts *f, long long self, int *rank, cr
 
 /* Segment definitions change one at a time (a cycle cannot be made by two
  * changes side by side), under this lock. */
-static crm_stmt definition_lock =
-    CRM_STMT("segment_definition_lock",
-             "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
+static crm_stmt definition_lock = CRM_STMT(
+    "segment_definition_lock", "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
 
 static bool lock_definitions(crm_conn *c, crm_error *err)
 {
@@ -295,8 +306,8 @@ static bool rank_all(crm_conn *c, crm_error *err)
 
 /* ---- create ----------------------------------------------------------------- */
 
-static crm_stmt live_count = CRM_STMT(
-    "segment_live_count", "SELECT count(*) FROM segments WHERE deleted_at IS NULL");
+static crm_stmt live_count =
+    CRM_STMT("segment_live_count", "SELECT count(*) FROM segments WHERE deleted_at IS NULL");
 
 /* Every write refreshes the live segments: their number is bounded. */
 static bool below_the_limit(crm_conn *c, crm_error *err)
@@ -355,14 +366,17 @@ json_t *crm_segment_create(const json_t *body, long long api_key_id, crm_error *
     if (c != NULL && rule_text != NULL && crm_db_begin(c, err)) {
         int rank = 0;
         char reads[16], rankbuf[16];
-        bool ok = lock_definitions(c, err) && below_the_limit(c, err) &&
-                  check_refs(c, &f, 0, &rank, err);
+        bool ok =
+            lock_definitions(c, err) && below_the_limit(c, err) && check_refs(c, &f, 0, &rank, err);
         if (ok) {
             snprintf(reads, sizeof reads, "%u", f.reads);
             snprintf(rankbuf, sizeof rankbuf, "%d", rank);
             const char *params[] = {json_string_value(json_object_get(body, "name")),
                                     json_is_string(desc) ? json_string_value(desc) : NULL,
-                                    rule_text, reads, f.depends, rankbuf};
+                                    rule_text,
+                                    reads,
+                                    f.depends,
+                                    rankbuf};
             PGresult *res = crm_db_exec(c, &segment_insert, 6, params, err);
             if (res == NULL && err->code == CRM_E_CONFLICT) {
                 crm_error_clear(err);
@@ -390,23 +404,22 @@ json_t *crm_segment_create(const json_t *body, long long api_key_id, crm_error *
 
 /* ---- patch and delete ---------------------------------------------------------- */
 
-static crm_stmt segment_lock = CRM_STMT(
-    "segment_lock", "SELECT version, rule::text, rule = $2::jsonb FROM segments"
-                    " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE");
+static crm_stmt segment_lock =
+    CRM_STMT("segment_lock", "SELECT version, rule::text, rule = $2::jsonb FROM segments"
+                             " WHERE id = $1 AND deleted_at IS NULL FOR UPDATE");
 
-static crm_stmt segment_update = CRM_STMT(
-    "segment_update",
-    "UPDATE segments SET name = coalesce($2, name),"
-    " description = CASE WHEN $3::bool THEN $4 ELSE description END,"
-    " version = version + 1, updated_at = now() WHERE id = $1");
+static crm_stmt segment_update =
+    CRM_STMT("segment_update", "UPDATE segments SET name = coalesce($2, name),"
+                               " description = CASE WHEN $3::bool THEN $4 ELSE description END,"
+                               " version = version + 1, updated_at = now() WHERE id = $1");
 
-static crm_stmt segment_new_rule = CRM_STMT(
-    "segment_new_rule",
-    "WITH s AS (UPDATE segments SET rule = $2::jsonb, rule_version = rule_version + 1,"
-    " reads = $3::int, depends_on = $4::bigint[], state = 'building' WHERE id = $1"
-    " RETURNING id, rule_version, rule) "
-    "INSERT INTO segment_versions (segment_id, rule_version, rule)"
-    " SELECT id, rule_version, rule FROM s");
+static crm_stmt segment_new_rule =
+    CRM_STMT("segment_new_rule",
+             "WITH s AS (UPDATE segments SET rule = $2::jsonb, rule_version = rule_version + 1,"
+             " reads = $3::int, depends_on = $4::bigint[], state = 'building' WHERE id = $1"
+             " RETURNING id, rule_version, rule) "
+             "INSERT INTO segment_versions (segment_id, rule_version, rule)"
+             " SELECT id, rule_version, rule FROM s");
 
 static bool lock_for_write(crm_conn *c, long long id, const char *rule_text, const char *if_match,
                            bool *same_rule, crm_error *err)
@@ -451,7 +464,8 @@ json_t *crm_segment_patch(long long id, const json_t *patch, const char *if_matc
     json_t *doc = NULL;
     if (c != NULL && crm_db_begin(c, err)) {
         bool same_rule = true;
-        bool ok = lock_definitions(c, err) && lock_for_write(c, id, rule_text, if_match, &same_rule, err);
+        bool ok =
+            lock_definitions(c, err) && lock_for_write(c, id, rule_text, if_match, &same_rule, err);
         char idbuf[24];
         snprintf(idbuf, sizeof idbuf, "%lld", id);
         if (ok) {
@@ -539,20 +553,21 @@ bool crm_segment_delete(long long id, const char *if_match, crm_error *err)
 /* ---- reading a membership --------------------------------------------------------- */
 
 static crm_stmt count_now = CRM_STMT_RO(
-    "segment_count",
-    "SELECT s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d"
-    " WHERE d.segment_id = s.id), 0), s.state FROM segments s WHERE s.id = $1 AND s.deleted_at IS NULL");
+    "segment_count", "SELECT s.size + coalesce((SELECT sum(d.delta) FROM segment_size_deltas d"
+                     " WHERE d.segment_id = s.id), 0), s.state FROM segments s WHERE s.id = $1 AND "
+                     "s.deleted_at IS NULL");
 
 /* Who was in at $2: those whose last entry or exit at or before $2 was an
  * entry. */
 #define MEMBERS_AT                                                                                 \
-    "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"          \
+    "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"           \
     " WHERE x.segment_id = $1 AND x.at <= $2::timestamptz"
 
 /* $2 in epoch milliseconds (an integer: the event loop's query keeps it). */
 #define MEMBERS_AT_MS                                                                              \
-    "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"          \
-    " WHERE x.segment_id = $1 AND x.at <= 'epoch'::timestamptz + $2::bigint * interval '1 millisecond'"
+    "SELECT DISTINCT ON (x.customer_id) x.customer_id, x.entered FROM segment_changes x"           \
+    " WHERE x.segment_id = $1 AND x.at <= 'epoch'::timestamptz + $2::bigint * interval '1 "        \
+    "millisecond'"
 
 static crm_stmt count_at = CRM_STMT_RO(
     "segment_count_at", "SELECT (SELECT count(*) FROM (" MEMBERS_AT_MS
@@ -602,8 +617,8 @@ char *crm_segment_count_render(const PGresult *res, long long id, long long at_m
     return text;
 }
 
-static crm_stmt segment_exists = CRM_STMT_RO(
-    "segment_exists", "SELECT 1 FROM segments WHERE id = $1 AND deleted_at IS NULL");
+static crm_stmt segment_exists =
+    CRM_STMT_RO("segment_exists", "SELECT 1 FROM segments WHERE id = $1 AND deleted_at IS NULL");
 
 static bool require_segment(const char *idbuf, crm_error *err)
 {
@@ -616,11 +631,11 @@ static bool require_segment(const char *idbuf, crm_error *err)
     return ok || crm_error_set(err, CRM_E_NOT_FOUND, "no segment with this id");
 }
 
-static crm_stmt members_now = CRM_STMT_PAGE(
-    "segment_members", "SELECT " CRM_CUSTOMER_COLUMNS " FROM segment_memberships m"
-                       " JOIN customers c ON c.id = m.customer_id"
-                       " WHERE m.segment_id = $1 AND m.customer_id > $2::bigint"
-                       " ORDER BY m.customer_id LIMIT $3");
+static crm_stmt members_now =
+    CRM_STMT_PAGE("segment_members", "SELECT " CRM_CUSTOMER_COLUMNS " FROM segment_memberships m"
+                                     " JOIN customers c ON c.id = m.customer_id"
+                                     " WHERE m.segment_id = $1 AND m.customer_id > $2::bigint"
+                                     " ORDER BY m.customer_id LIMIT $3");
 
 static crm_stmt members_at = CRM_STMT_PAGE(
     "segment_members_at",
@@ -658,9 +673,10 @@ json_t *crm_segment_customers(long long id, long long at_ms, long long after_id,
 
 static crm_stmt changes_page = CRM_STMT_PAGE(
     "segment_changes_page",
-    "SELECT id, customer_id, entered, " CRM_SQL_TS("at") ", rule_version, cause, cause_ref"
-    " FROM segment_changes WHERE segment_id = $1 AND id > $2::bigint"
-    " AND at >= coalesce($3::timestamptz, '-infinity') ORDER BY id LIMIT $4");
+    "SELECT id, customer_id, entered, " CRM_SQL_TS(
+        "at") ", rule_version, cause, cause_ref"
+              " FROM segment_changes WHERE segment_id = $1 AND id > $2::bigint"
+              " AND at >= coalesce($3::timestamptz, '-infinity') ORDER BY id LIMIT $4");
 
 json_t *crm_segment_changes(long long id, long long since_ms, long long after_id, int limit,
                             long long *next_after, crm_error *err)
@@ -698,9 +714,11 @@ json_t *crm_segment_changes(long long id, long long since_ms, long long after_id
 /* The history in time order; the cursor is the row's place in it. */
 static crm_stmt history_page = CRM_STMT_PAGE(
     "segment_history_page",
-    "SELECT n, " CRM_SQL_TS("at") ", size, rule_version, reason FROM ("
-    " SELECT row_number() OVER (ORDER BY at, reason) AS n, at, size, rule_version, reason"
-    " FROM segment_sizes WHERE segment_id = $1) h WHERE n > $2::bigint ORDER BY n LIMIT $3");
+    "SELECT n, " CRM_SQL_TS(
+        "at") ", size, rule_version, reason FROM ("
+              " SELECT row_number() OVER (ORDER BY at, reason) AS n, at, size, rule_version, reason"
+              " FROM segment_sizes WHERE segment_id = $1) h WHERE n > $2::bigint ORDER BY n LIMIT "
+              "$3");
 
 json_t *crm_segment_history(long long id, long long after, int limit, long long *next_after,
                             crm_error *err)
@@ -719,11 +737,11 @@ json_t *crm_segment_history(long long id, long long after, int limit, long long 
     int n = PQntuples(res), shown = crm_page_shown(n, limit);
     json_t *data = json_array();
     for (int r = 0; r < shown; r++)
-        json_array_append_new(data, json_pack("{s:s, s:I, s:I, s:s}", "at", PQgetvalue(res, r, 1),
-                                              "size", (json_int_t)atoll(PQgetvalue(res, r, 2)),
-                                              "rule_version",
-                                              (json_int_t)atoll(PQgetvalue(res, r, 3)), "reason",
-                                              PQgetvalue(res, r, 4)));
+        json_array_append_new(data,
+                              json_pack("{s:s, s:I, s:I, s:s}", "at", PQgetvalue(res, r, 1), "size",
+                                        (json_int_t)atoll(PQgetvalue(res, r, 2)), "rule_version",
+                                        (json_int_t)atoll(PQgetvalue(res, r, 3)), "reason",
+                                        PQgetvalue(res, r, 4)));
     if (crm_page_has_next(n, limit))
         *next_after = atoll(PQgetvalue(res, shown - 1, 0));
     PQclear(res);

@@ -221,8 +221,8 @@ static bool record(batch *B, crm_error *err)
         crm_conn *c = crm_db_acquire(err);
         if (c == NULL)
             return false;
-        bool ok = crm_db_begin(c, err) && tp_store_batch(c, B, err) && refresh_segments(c, B, err) &&
-                  crm_db_commit(c, err);
+        bool ok = crm_db_begin(c, err) && tp_store_batch(c, B, err) &&
+                  refresh_segments(c, B, err) && crm_db_commit(c, err);
         if (!ok)
             crm_db_rollback(c);
         bool retry_race = !ok && !B->drift && err->code == CRM_E_CONFLICT && !raced;

@@ -48,8 +48,8 @@ static http_response send_json(const char *method, const char *path, const char 
                       .path = path,
                       .api_key = key,
                       .body = body,
-                      .content_type = strcmp(method, "PATCH") == 0 ? "application/merge-patch+json"
-                                                                   : NULL,
+                      .content_type =
+                          strcmp(method, "PATCH") == 0 ? "application/merge-patch+json" : NULL,
                       .headers = if_match ? headers : NULL};
     return http_send(&srv, &call);
 }
@@ -57,8 +57,8 @@ static http_response send_json(const char *method, const char *path, const char 
 static json_t *expect(const char *method, const char *path, const char *body, long status)
 {
     http_response r = send_json(method, path, harness_admin_key.secret, body, NULL);
-    ck_assert_msg(r.status == status, "%s %s answered %ld, not %ld: %.500s", method, path,
-                  r.status, status, r.body);
+    ck_assert_msg(r.status == status, "%s %s answered %ld, not %ld: %.500s", method, path, r.status,
+                  status, r.body);
     json_t *doc = r.body_len ? http_response_json(&r) : NULL;
     http_response_free(&r);
     return doc;
@@ -154,8 +154,7 @@ static int members(long long seg, const char *at, long long *out, int max)
 static long long count_of(long long seg, const char *at)
 {
     char path[160];
-    snprintf(path, sizeof path, "/v1/segments/%lld/count%s%s", seg, at ? "?at=" : "",
-             at ? at : "");
+    snprintf(path, sizeof path, "/v1/segments/%lld/count%s%s", seg, at ? "?at=" : "", at ? at : "");
     json_t *doc = expect("GET", path, NULL, 200);
     long long n = json_integer_value(json_object_get(doc, "count"));
     json_decref(doc);
@@ -183,9 +182,9 @@ static void assert_last_change(long long seg, long long customer, const char *ch
     json_t *doc = expect("GET", path, NULL, 200);
     json_t *last = NULL, *e;
     size_t i;
-    json_array_foreach(json_object_get(doc, "data"), i, e)
-        if (json_integer_value(json_object_get(e, "customer_id")) == customer)
-            last = e;
+    json_array_foreach(json_object_get(doc, "data"), i,
+                       e) if (json_integer_value(json_object_get(e, "customer_id")) == customer)
+        last = e;
     ck_assert_msg(last != NULL, "no change of customer %lld in segment %lld", customer, seg);
     ck_assert_str_eq(json_string_value(json_object_get(last, "change")), change);
     ck_assert_str_eq(json_string_value(json_object_get(last, "cause")), cause);
@@ -311,8 +310,7 @@ START_TEST(a_segment_is_created_built_read_patched_and_deleted)
     /* Listed; then deleted: 404 everywhere. */
     doc = expect("GET", "/v1/segments?limit=200", NULL, 200);
     bool listed = false;
-    json_array_foreach(json_object_get(doc, "data"), i, e)
-        listed = listed || id_of(e) == seg;
+    json_array_foreach(json_object_get(doc, "data"), i, e) listed = listed || id_of(e) == seg;
     ck_assert(listed);
     json_decref(doc);
     drop_segment(seg);
@@ -423,16 +421,18 @@ START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
 
     /* Consent: a grants, then revokes. */
     snprintf(path, sizeof path, "/v1/customers/%lld/consents", a);
-    json_decref(expect("POST", path,
-                       "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"granted\","
-                       " \"source\": \"test\"}",
-                       201));
+    json_decref(
+        expect("POST", path,
+               "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"granted\","
+               " \"source\": \"test\"}",
+               201));
     assert_members(optin, only_a, 1);
     assert_last_change(optin, a, "entered", "consent");
-    json_decref(expect("POST", path,
-                       "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"revoked\","
-                       " \"source\": \"test\"}",
-                       201));
+    json_decref(
+        expect("POST", path,
+               "{\"channel\": \"email\", \"purpose\": \"marketing\", \"status\": \"revoked\","
+               " \"source\": \"test\"}",
+               201));
     assert_members(optin, NULL, 0);
     assert_last_change(optin, a, "left", "consent");
 
@@ -462,8 +462,7 @@ START_TEST(a_merge_and_an_erasure_move_people_out_and_the_log_answers_at)
 {
     char tag[48], name[64], rule[256];
     harness_unique(tag, sizeof tag, "segmerge");
-    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"),
-              c = new_customer(tag, "IT");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"), c = new_customer(tag, "IT");
     snprintf(rule, sizeof rule, "{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"}",
              tag);
     snprintf(name, sizeof name, "tagged %s", tag);
@@ -629,7 +628,8 @@ START_TEST(membership_changes_appear_in_the_sync_feed)
                  cursor[0] ? "&cursor=" : "", cursor);
         json_t *doc = expect("GET", path, NULL, 200);
         size_t n = json_array_size(json_object_get(doc, "data"));
-        snprintf(cursor, sizeof cursor, "%s", json_string_value(json_object_get(doc, "next_cursor")));
+        snprintf(cursor, sizeof cursor, "%s",
+                 json_string_value(json_object_get(doc, "next_cursor")));
         json_decref(doc);
         if (n == 0)
             break;

@@ -55,7 +55,8 @@ static void *writer(void *arg)
     crm_write_ctx ctx = {0};
     while (!atomic_load(&stop_writers)) {
         long long id = first_id + rand_r(&seed) % CUSTOMERS;
-        json_t *patch = json_pack("{s:{s:s}}", "address", "country", rand_r(&seed) % 2 ? "IT" : "FR");
+        json_t *patch =
+            json_pack("{s:{s:s}}", "address", "country", rand_r(&seed) % 2 ? "IT" : "FR");
         crm_error err = CRM_ERROR_INIT;
         json_t *rep = crm_customer_patch(id, patch, NULL, &ctx, &err);
         json_decref(patch);
@@ -84,7 +85,9 @@ static void run_job(long long job)
     ck_assert_int_eq(ran, job);
     char id[24];
     snprintf(id, sizeof id, "%lld", job);
-    ck_assert_int_eq(sql_number("SELECT count(*) FROM jobs WHERE id = $1::bigint AND state = 'succeeded'", id), 1);
+    ck_assert_int_eq(
+        sql_number("SELECT count(*) FROM jobs WHERE id = $1::bigint AND state = 'succeeded'", id),
+        1);
 }
 
 /* The membership of seg is exactly the active customers in country. */
@@ -93,23 +96,25 @@ static void assert_exact(long long seg, const char *country)
     char s[24];
     snprintf(s, sizeof s, "%lld", seg);
     const char *params[] = {s, country};
-    ck_assert_int_eq(unit_sql_long(own.db,
-                                   "SELECT count(*) FROM ((SELECT id FROM customers WHERE status ="
-                                   " 'active' AND country = $2 EXCEPT SELECT customer_id FROM"
-                                   " segment_memberships WHERE segment_id = $1::bigint) UNION ALL"
-                                   " (SELECT customer_id FROM segment_memberships WHERE segment_id ="
-                                   " $1::bigint EXCEPT SELECT id FROM customers WHERE status ="
-                                   " 'active' AND country = $2)) d",
-                                   2, params),
-                     0);
+    ck_assert_int_eq(
+        unit_sql_long(own.db,
+                      "SELECT count(*) FROM ((SELECT id FROM customers WHERE status ="
+                      " 'active' AND country = $2 EXCEPT SELECT customer_id FROM"
+                      " segment_memberships WHERE segment_id = $1::bigint) UNION ALL"
+                      " (SELECT customer_id FROM segment_memberships WHERE segment_id ="
+                      " $1::bigint EXCEPT SELECT id FROM customers WHERE status ="
+                      " 'active' AND country = $2)) d",
+                      2, params),
+        0);
     /* Every customer's last logged change says where it stands. */
-    ck_assert_int_eq(sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id) customer_id,"
-                                " entered FROM segment_changes WHERE segment_id = $1::bigint ORDER BY"
-                                " customer_id, id DESC) l WHERE l.entered IS DISTINCT FROM EXISTS ("
-                                "SELECT 1 FROM segment_memberships m WHERE m.segment_id = $1::bigint"
-                                " AND m.customer_id = l.customer_id)",
-                                s),
-                     0);
+    ck_assert_int_eq(
+        sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id) customer_id,"
+                   " entered FROM segment_changes WHERE segment_id = $1::bigint ORDER BY"
+                   " customer_id, id DESC) l WHERE l.entered IS DISTINCT FROM EXISTS ("
+                   "SELECT 1 FROM segment_memberships m WHERE m.segment_id = $1::bigint"
+                   " AND m.customer_id = l.customer_id)",
+                   s),
+        0);
     ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_memberships m WHERE segment_id ="
                                 " $1::bigint AND NOT EXISTS (SELECT 1 FROM segment_changes x WHERE"
                                 " x.segment_id = m.segment_id AND x.customer_id = m.customer_id)",
@@ -202,7 +207,8 @@ static const char *const mixed_rules[] = {
     " \"op\": \"gte\", \"value\": 2}]}",
     "{\"touchpoints\": {\"channel\": \"web\", \"sku\": \"S-1\"}, \"agg\": \"sum\", \"op\": \"gt\","
     " \"value\": 15}",
-    "{\"not\": {\"touchpoints\": {\"type\": \"email_opened\", \"within_days\": 60}, \"agg\": \"count\","
+    "{\"not\": {\"touchpoints\": {\"type\": \"email_opened\", \"within_days\": 60}, \"agg\": "
+    "\"count\","
     " \"op\": \"eq\", \"value\": 0}}",
     "{\"any\": [{\"field\": \"consent.email.marketing\", \"op\": \"eq\", \"value\": \"granted\"},"
     " {\"touchpoints\": {\"type\": \"purchase\"}, \"agg\": \"last\", \"op\": \"gte\","
@@ -233,8 +239,8 @@ static void assert_rule_exact(long long seg)
     char *rule = NULL;
     {
         const char *params[] = {s};
-        PGresult *res = unit_sql(own.db, "SELECT rule::text FROM segments WHERE id = $1::bigint", 1,
-                                 params);
+        PGresult *res =
+            unit_sql(own.db, "SELECT rule::text FROM segments WHERE id = $1::bigint", 1, params);
         rule = strdup(PQgetvalue(res, 0, 0));
         PQclear(res);
     }
@@ -250,9 +256,14 @@ static void assert_rule_exact(long long seg)
     crm_arena arena;
     crm_arena_init(&arena);
     int pseg = crm_sqlbuf_param(&b, s);
-    crm_sqlbuf_append(&b, "SELECT count(*), string_agg(c.id || ':' || EXISTS (SELECT 1 FROM segment_memberships m WHERE m.segment_id = ");
+    crm_sqlbuf_append(&b, "SELECT count(*), string_agg(c.id || ':' || EXISTS (SELECT 1 FROM "
+                          "segment_memberships m WHERE m.segment_id = ");
     crm_sqlbuf_placeholder(&b, pseg);
-    crm_sqlbuf_append(&b, "::bigint AND m.customer_id = c.id) || ':' || (SELECT count(*) FROM touchpoints t WHERE t.customer_id = c.id AND t.type = 'email_opened') || ':' || (SELECT coalesce(string_agg(x.entered || '/' || x.cause, ','), '') FROM segment_changes x WHERE x.customer_id = c.id AND x.segment_id = ");
+    crm_sqlbuf_append(&b,
+                      "::bigint AND m.customer_id = c.id) || ':' || (SELECT count(*) FROM "
+                      "touchpoints t WHERE t.customer_id = c.id AND t.type = 'email_opened') || "
+                      "':' || (SELECT coalesce(string_agg(x.entered || '/' || x.cause, ','), '') "
+                      "FROM segment_changes x WHERE x.customer_id = c.id AND x.segment_id = ");
     crm_sqlbuf_placeholder(&b, pseg);
     crm_sqlbuf_append(&b, "::bigint), ' ') FROM customers c WHERE (c.status = 'active' AND (");
     ck_assert(crm_rule_sql(r, &b, crm_wall_ms(), &arena, &err));
@@ -305,18 +316,18 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
         int n = 1 + rand_r(&seed) % 30;
         for (int k = 0; k < n; k++) {
             char when[32], event[48];
-            time_t t = (time_t)(now_s - (long long)(rand_r(&seed) % 90) * 86400 -
-                                rand_r(&seed) % 86400);
+            time_t t =
+                (time_t)(now_s - (long long)(rand_r(&seed) % 90) * 86400 - rand_r(&seed) % 86400);
             struct tm tm;
             gmtime_r(&t, &tm);
             strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
             snprintf(event, sizeof event, "r%d-%d", round, k);
             const char *type = types[rand_r(&seed) % 3];
-            json_t *tp = json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "customer_id",
-                                   (json_int_t)(first_id + rand_r(&seed) % 300), "channel",
-                                   channels[rand_r(&seed) % 3], "type", type, "direction",
-                                   "inbound", "occurred_at", when, "source", "mixed", "event_id",
-                                   event);
+            json_t *tp =
+                json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s}", "customer_id",
+                          (json_int_t)(first_id + rand_r(&seed) % 300), "channel",
+                          channels[rand_r(&seed) % 3], "type", type, "direction", "inbound",
+                          "occurred_at", when, "source", "mixed", "event_id", event);
             if (strcmp(type, "purchase") == 0) {
                 double amount = rand_r(&seed) % 2 ? 9.5 : 3;
                 json_object_set_new(tp, "amount", json_real(amount));
@@ -341,9 +352,9 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
         json_decref(crm_customer_patch(id, patch, NULL, &ctx, &err));
         json_decref(patch);
         crm_error_clear(&err);
-        json_t *decision = json_pack("{s:s, s:s, s:s, s:s}", "channel", "email", "purpose",
-                                     "marketing", "status",
-                                     rand_r(&seed) % 2 ? "granted" : "revoked", "source", "unit");
+        json_t *decision =
+            json_pack("{s:s, s:s, s:s, s:s}", "channel", "email", "purpose", "marketing", "status",
+                      rand_r(&seed) % 2 ? "granted" : "revoked", "source", "unit");
         json_decref(crm_consents_record(first_id + rand_r(&seed) % 300, decision, 0, &err));
         json_decref(decision);
         crm_error_clear(&err);
@@ -355,14 +366,15 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
         assert_rule_exact(segs[i]);
         char s[24];
         snprintf(s, sizeof s, "%lld", segs[i]);
-        ck_assert_int_eq(sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id)"
-                                    " customer_id, entered FROM segment_changes WHERE segment_id ="
-                                    " $1::bigint ORDER BY customer_id, id DESC) l WHERE l.entered IS"
-                                    " DISTINCT FROM EXISTS (SELECT 1 FROM segment_memberships m"
-                                    " WHERE m.segment_id = $1::bigint AND m.customer_id ="
-                                    " l.customer_id)",
-                                    s),
-                         0);
+        ck_assert_int_eq(
+            sql_number("SELECT count(*) FROM (SELECT DISTINCT ON (customer_id)"
+                       " customer_id, entered FROM segment_changes WHERE segment_id ="
+                       " $1::bigint ORDER BY customer_id, id DESC) l WHERE l.entered IS"
+                       " DISTINCT FROM EXISTS (SELECT 1 FROM segment_memberships m"
+                       " WHERE m.segment_id = $1::bigint AND m.customer_id ="
+                       " l.customer_id)",
+                       s),
+            0);
     }
     /* Touchpoints, customer writes and consent all moved someone. */
     ck_assert_int_ge(sql_number("SELECT count(DISTINCT cause) FROM segment_changes WHERE cause IN"
@@ -404,9 +416,10 @@ START_TEST(a_new_touchpoint_matters_only_to_the_aggregates_that_count_it)
     ck_assert(counts_for(window, "purchase", "web", NULL, 29));
     ck_assert(!counts_for(window, "purchase", "store", NULL, 31)); /* before the window */
     ck_assert(!counts_for(window, "visit", "store", NULL, 0));
-    const char *sku = "{\"not\": {\"any\": [{\"field\": \"email\", \"op\": \"exists\"},"
-                      " {\"touchpoints\": {\"sku\": \"A-1\", \"channel\": \"web\"}, \"agg\": \"sum\","
-                      " \"op\": \"gt\", \"value\": 10}]}}";
+    const char *sku =
+        "{\"not\": {\"any\": [{\"field\": \"email\", \"op\": \"exists\"},"
+        " {\"touchpoints\": {\"sku\": \"A-1\", \"channel\": \"web\"}, \"agg\": \"sum\","
+        " \"op\": \"gt\", \"value\": 10}]}}";
     ck_assert(counts_for(sku, "purchase", "web", "A-1", 400));
     ck_assert(!counts_for(sku, "purchase", "web", NULL, 0));
     ck_assert(!counts_for(sku, "purchase", "store", "A-1", 0));
