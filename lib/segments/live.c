@@ -441,6 +441,18 @@ static bool group_literals(cand_entry *e, size_t n, char **ids, char **masks)
     return *ids != NULL && *masks != NULL;
 }
 
+/* The customers about to be judged, locked in id order until the write
+ * commits: two writes that touch one customer at once (two batches with
+ * its touchpoints, a batch and a flip) judge it one after the other, the
+ * second with what the first wrote, instead of each without the other's
+ * (which could leave, say, "two purchases" unmet by two transactions that
+ * each added one). The statements that judge them come after, so they read
+ * what the first wrote. */
+static crm_stmt lock_customers =
+    CRM_STMT("segments_lock_customers",
+             "SELECT count(*) FROM (SELECT 1 FROM customers WHERE id = ANY($1::bigint[])"
+             " ORDER BY id FOR NO KEY UPDATE) x");
+
 /* Every live segment in order of dependence, a group of one rank (at most
  * GROUP_MAX) per statement, each over the candidates[0..n) it considers. */
 static bool refresh_by_rank(crm_conn *c, const live_set *L, const long long *cands, size_t n,
@@ -453,6 +465,20 @@ static bool refresh_by_rank(crm_conn *c, const live_set *L, const long long *can
     if (e == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     bool ok = true;
+    if (L->n > 0) {
+        char *ids = NULL, *masks = NULL;
+        for (size_t i = 0; i < n; i++)
+            e[i] = (cand_entry){.id = cands[i], .mask = 1};
+        ok = group_literals(e, n, &ids, &masks);
+        const char *params[] = {ids};
+        PGresult *res = ok ? crm_db_exec(c, &lock_customers, 1, params, err) : NULL;
+        if (!ok)
+            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        ok = res != NULL;
+        PQclear(res);
+        free(ids);
+        free(masks);
+    }
     for (int start = 0; ok && start < L->n;) {
         const live_segment *segs[GROUP_MAX];
         int k = 0, end = start;

@@ -384,6 +384,74 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
 }
 END_TEST
 
+/* ---- two writes to one customer at once ------------------------------------------ */
+
+typedef struct one_purchase {
+    long long customer;
+    char event[48];
+    pthread_barrier_t *start;
+    bool ok;
+} one_purchase;
+
+static void *post_purchase(void *arg)
+{
+    one_purchase *p = arg;
+    json_t *items = json_pack("[{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:s}]", "customer_id",
+                              (json_int_t)p->customer, "channel", "store", "type", "purchase",
+                              "direction", "inbound", "occurred_at", "2026-01-01T00:00:00Z",
+                              "source", "skew", "event_id", p->event, "amount", 5.0, "currency",
+                              "EUR");
+    crm_write_ctx ctx = {0};
+    crm_error err = CRM_ERROR_INIT;
+    pthread_barrier_wait(p->start);
+    json_t *report = crm_touchpoint_record_batch(items, &ctx, &err);
+    p->ok = report != NULL && json_integer_value(json_object_get(report, "created")) == 1;
+    json_decref(report);
+    json_decref(items);
+    crm_error_clear(&err);
+    return NULL;
+}
+
+/* "Two purchases or more": two batches that each add one purchase of the
+ * same customer, at the same moment, must leave it a member, whichever
+ * commits first. */
+START_TEST(two_writes_to_one_customer_at_once_are_judged_one_after_the_other)
+{
+    long long seg = create_segment("two or more",
+                                   "{\"touchpoints\": {\"type\": \"purchase\"}, \"agg\": \"count\","
+                                   " \"op\": \"gte\", \"value\": 2}");
+    for (int round = 0; round < 20; round++) {
+        char name[32];
+        snprintf(name, sizeof name, "skew%d", round);
+        const char *params[] = {name};
+        long long customer = unit_sql_long(
+            own.db, "INSERT INTO customers (first_name) VALUES ($1) RETURNING id", 1, params);
+        pthread_barrier_t start;
+        pthread_barrier_init(&start, NULL, 2);
+        one_purchase a = {.customer = customer, .start = &start},
+                     b = {.customer = customer, .start = &start};
+        snprintf(a.event, sizeof a.event, "%d-a", round);
+        snprintf(b.event, sizeof b.event, "%d-b", round);
+        pthread_t ta, tb;
+        ck_assert_int_eq(pthread_create(&ta, NULL, post_purchase, &a), 0);
+        ck_assert_int_eq(pthread_create(&tb, NULL, post_purchase, &b), 0);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        pthread_barrier_destroy(&start);
+        ck_assert(a.ok && b.ok);
+        char s[24], c[24];
+        snprintf(s, sizeof s, "%lld", seg);
+        snprintf(c, sizeof c, "%lld", customer);
+        const char *two[] = {s, c};
+        ck_assert_msg(unit_sql_long(own.db,
+                                    "SELECT count(*) FROM segment_memberships WHERE segment_id ="
+                                    " $1::bigint AND customer_id = $2::bigint",
+                                    2, two) == 1,
+                      "round %d: two purchases, and the customer is not a member", round);
+    }
+}
+END_TEST
+
 /* ---- which new touchpoints matter to a rule ----------------------------------------------- */
 
 static bool counts_for(const char *rule_text, const char *type, const char *channel,
@@ -439,6 +507,7 @@ Suite *segments_live_suite(void)
     tcase_add_checked_fixture(tc, fresh_database, drop_database);
     tcase_add_test(tc, a_build_beside_writes_neither_misses_nor_undoes_one);
     tcase_add_test(tc, memberships_stay_exact_through_random_writes_to_many_segments);
+    tcase_add_test(tc, two_writes_to_one_customer_at_once_are_judged_one_after_the_other);
     suite_add_tcase(s, tc);
     TCase *facts = tcase_create("touchpoint facts");
     tcase_add_test(facts, a_new_touchpoint_matters_only_to_the_aggregates_that_count_it);
