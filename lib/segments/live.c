@@ -466,16 +466,21 @@ static bool refresh_by_rank(crm_conn *c, const live_set *L, const long long *can
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     bool ok = true;
     if (L->n > 0) {
+        /* Only the customers some segment will judge. */
+        for (size_t i = 0; i < n; i++) {
+            e[i] = (cand_entry){.id = cands[i], .mask = 0};
+            for (int g = 0; g < L->n && e[i].mask == 0; g++)
+                e[i].mask = consider(&L->s[g], i, ctx);
+        }
         char *ids = NULL, *masks = NULL;
-        for (size_t i = 0; i < n; i++)
-            e[i] = (cand_entry){.id = cands[i], .mask = 1};
-        ok = group_literals(e, n, &ids, &masks);
-        const char *params[] = {ids};
-        PGresult *res = ok ? crm_db_exec(c, &lock_customers, 1, params, err) : NULL;
-        if (!ok)
-            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        ok = res != NULL;
-        PQclear(res);
+        if (!group_literals(e, n, &ids, &masks)) {
+            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        } else if (strcmp(ids, "{}") != 0) {
+            const char *params[] = {ids};
+            PGresult *res = crm_db_exec(c, &lock_customers, 1, params, err);
+            ok = res != NULL;
+            PQclear(res);
+        }
         free(ids);
         free(masks);
     }
