@@ -85,8 +85,9 @@ static json_t *job_from_result(PGresult *res, crm_error *err)
 
 /* ---- submitting ---------------------------------------------------------- */
 
-json_t *crm_job_submit_on(crm_conn *c, const char *kind, const json_t *params,
-                          long long api_key_id, crm_error *err)
+/* A job's kind checked and its params as text (the caller frees it); NULL
+ * with err. */
+static char *submission_text(const char *kind, const json_t *params, crm_error *err)
 {
     if (kind == NULL || crm_jobs_kind(kind) == NULL) {
         crm_error_set(err, CRM_E_INVALID, "no such kind of job");
@@ -97,10 +98,17 @@ json_t *crm_job_submit_on(crm_conn *c, const char *kind, const json_t *params,
         return NULL;
     }
     char *text = params != NULL ? json_dumps(params, JSON_COMPACT) : strdup("{}");
-    if (text == NULL) {
+    if (text == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory queueing a job");
+    return text;
+}
+
+json_t *crm_job_submit_on(crm_conn *c, const char *kind, const json_t *params, long long api_key_id,
+                          crm_error *err)
+{
+    char *text = submission_text(kind, params, err);
+    if (text == NULL)
         return NULL;
-    }
     char key[24];
     snprintf(key, sizeof key, "%lld", api_key_id);
     const char *values[] = {kind, text, NULL, api_key_id > 0 ? key : NULL};
@@ -161,19 +169,9 @@ json_t *crm_job_submit(const char *kind, const json_t *params, const char *exclu
     crm_error e = CRM_ERROR_INIT;
     if (running != NULL)
         *running = 0;
-    if (kind == NULL || crm_jobs_kind(kind) == NULL) {
-        crm_error_set(err, CRM_E_INVALID, "no such kind of job");
+    char *text = submission_text(kind, params, err);
+    if (text == NULL)
         return NULL;
-    }
-    if (params != NULL && !json_is_object(params)) {
-        crm_error_set(err, CRM_E_INVALID, "a job's params must be an object");
-        return NULL;
-    }
-    char *text = params != NULL ? json_dumps(params, JSON_COMPACT) : strdup("{}");
-    if (text == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory queueing a job");
-        return NULL;
-    }
     char key[24];
     snprintf(key, sizeof key, "%lld", api_key_id);
     const char *values[] = {kind, text, exclusive, api_key_id > 0 ? key : NULL};

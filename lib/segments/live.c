@@ -169,22 +169,16 @@ static void format_at(long long now_ms, char out[40])
     snprintf(out, 40, "%s", iso);
 }
 
-/* The tail that moves cand's customers in and out, logs the moves and the
- * change of size: cand (id, inside) holds every customer considered. */
-static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int ref,
-                        bool every_member)
+/* The build's moves: cand (id, inside) holds the active customers (those
+ * the rule holds for, or all of them with inside and flip when the rule
+ * moves with time); a member not inside leaves, an insider not yet in
+ * enters, each move logged. The kept size is set after (build_settle). */
+static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int ref)
 {
-    crm_sqlbuf_append(s, "gone AS (DELETE FROM segment_memberships sm");
-    if (every_member) {
-        crm_sqlbuf_append(s, " WHERE sm.segment_id = ");
-        crm_sqlbuf_placeholder(s, seg);
-        crm_sqlbuf_append(s, "::bigint AND NOT EXISTS (SELECT 1 FROM cand"
-                             " WHERE cand.id = sm.customer_id AND cand.inside)");
-    } else {
-        crm_sqlbuf_append(s, " USING cand WHERE sm.segment_id = ");
-        crm_sqlbuf_placeholder(s, seg);
-        crm_sqlbuf_append(s, "::bigint AND sm.customer_id = cand.id AND NOT cand.inside");
-    }
+    crm_sqlbuf_append(s, "gone AS (DELETE FROM segment_memberships sm WHERE sm.segment_id = ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint AND NOT EXISTS (SELECT 1 FROM cand"
+                         " WHERE cand.id = sm.customer_id AND cand.inside)");
     crm_sqlbuf_append(s, " RETURNING sm.customer_id), came AS (INSERT INTO segment_memberships"
                          " (segment_id, customer_id, entered_at, rule_version) SELECT ");
     crm_sqlbuf_placeholder(s, seg);
@@ -208,13 +202,6 @@ static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int 
     crm_sqlbuf_append(s, "::text, ");
     crm_sqlbuf_placeholder(s, ref);
     crm_sqlbuf_append(s, "::text FROM moved ORDER BY customer_id)");
-    if (!every_member) {
-        crm_sqlbuf_append(s, ", sized AS (INSERT INTO segment_size_deltas (segment_id, delta)"
-                             " SELECT ");
-        crm_sqlbuf_placeholder(s, seg);
-        crm_sqlbuf_append(s, "::bigint, d.n FROM (SELECT (SELECT count(*) FROM came)"
-                             " - (SELECT count(*) FROM gone) AS n) d WHERE d.n <> 0)");
-    }
 }
 
 /* Parameters every statement of one segment shares. */
@@ -728,7 +715,7 @@ static bool build_one(crm_conn *c, long long id, int version, const char *rule_t
         ok = ok && crm_rule_sql(cr->rule, &s, now_ms, &arena, err);
         crm_sqlbuf_append(&s, ")), ");
     }
-    write_moves(&s, p.seg, p.ver, p.at, p.cause, p.ref, true);
+    write_moves(&s, p.seg, p.ver, p.at, p.cause, p.ref);
     if (timed) {
         crm_sqlbuf_append(&s, ", flips AS (INSERT INTO segment_flips (segment_id, customer_id,"
                               " flip_at) SELECT ");
