@@ -26,6 +26,7 @@
 typedef struct cached_rule {
     long long id;
     int version;
+    char *text; /* as stored: a database made anew may give (id, version) another rule */
     crm_rule *rule;
     int users; /* the cache's own reference counts as one */
 } cached_rule;
@@ -43,6 +44,7 @@ static void rule_release(cached_rule *e)
     pthread_mutex_unlock(&rule_cache_mu);
     if (last) {
         crm_rule_free(e->rule);
+        free(e->text);
         free(e);
     }
 }
@@ -54,7 +56,7 @@ static cached_rule *rule_get(long long id, int version, const char *text, crm_er
     pthread_mutex_lock(&rule_cache_mu);
     for (int i = 0; i < RULE_CACHE; i++) {
         cached_rule *e = rule_cache[i];
-        if (e != NULL && e->id == id && e->version == version) {
+        if (e != NULL && e->id == id && e->version == version && strcmp(e->text, text) == 0) {
             e->users++;
             pthread_mutex_unlock(&rule_cache_mu);
             return e;
@@ -71,12 +73,15 @@ static cached_rule *rule_get(long long id, int version, const char *text, crm_er
         return NULL;
     }
     cached_rule *e = malloc(sizeof *e);
-    if (e == NULL) {
+    char *copy = strdup(text);
+    if (e == NULL || copy == NULL) {
+        free(e);
+        free(copy);
         crm_rule_free(r);
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return NULL;
     }
-    *e = (cached_rule){.id = id, .version = version, .rule = r, .users = 2};
+    *e = (cached_rule){.id = id, .version = version, .text = copy, .rule = r, .users = 2};
     cached_rule *evicted = NULL;
     pthread_mutex_lock(&rule_cache_mu);
     int slot = (int)((unsigned long long)id % RULE_CACHE);
