@@ -123,14 +123,14 @@ typedef struct crm_segment_touchpoint {
 } crm_segment_touchpoint;
 
 /* crm_segments_refresh for a write that stored the touchpoints t[0..n) and
- * made the customers created (a bigint array literal; NULL or "{}": none),
+ * made the customers made[0..nmade),
  * in the caller's transaction: a segment is re-evaluated only for the
  * customers whose new touchpoints one of its rule's touchpoint aggregates
  * would count (crm_rule_touchpoint_counts), and for the customers the write
  * made; a segment that names segments, for all of them. */
 bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
-                                      const char *created, const char *cause, const char *ref,
-                                      crm_error *err);
+                                      const long long *made, size_t nmade, const char *cause,
+                                      const char *ref, crm_error *err);
 
 /* Registers the job kind segment_build (once, at start). */
 void crm_segments_register_jobs(void);

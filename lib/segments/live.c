@@ -174,6 +174,24 @@ static void format_at(long long now_ms, char out[40])
     snprintf(out, 40, "%s", iso);
 }
 
+/* "INSERT INTO segment_changes ... SELECT" of segment seg's moves, up to
+ * the FROM the caller writes: its rows hold customer_id and entered. */
+static void write_log_insert(crm_sqlbuf *s, int seg, int ver, int at, int cause, int ref)
+{
+    crm_sqlbuf_append(s, "INSERT INTO segment_changes (segment_id, customer_id, entered, at,"
+                         " rule_version, cause, cause_ref) SELECT ");
+    crm_sqlbuf_placeholder(s, seg);
+    crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
+    crm_sqlbuf_placeholder(s, at);
+    crm_sqlbuf_append(s, "::timestamptz, ");
+    crm_sqlbuf_placeholder(s, ver);
+    crm_sqlbuf_append(s, "::int, ");
+    crm_sqlbuf_placeholder(s, cause);
+    crm_sqlbuf_append(s, "::text, ");
+    crm_sqlbuf_placeholder(s, ref);
+    crm_sqlbuf_append(s, "::text FROM ");
+}
+
 /* The build's moves: cand (id, inside) holds the active customers (those
  * the rule holds for, or all of them with inside and flip when the rule
  * moves with time); a member not inside leaves, an insider not yet in
@@ -194,19 +212,9 @@ static void write_moves(crm_sqlbuf *s, int seg, int ver, int at, int cause, int 
     crm_sqlbuf_append(s,
                       "::int FROM cand WHERE inside ON CONFLICT DO NOTHING RETURNING customer_id),"
                       " moved AS (SELECT customer_id, false AS entered FROM gone"
-                      " UNION ALL SELECT customer_id, true FROM came),"
-                      " logged AS (INSERT INTO segment_changes (segment_id, customer_id, entered,"
-                      " at, rule_version, cause, cause_ref) SELECT ");
-    crm_sqlbuf_placeholder(s, seg);
-    crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
-    crm_sqlbuf_placeholder(s, at);
-    crm_sqlbuf_append(s, "::timestamptz, ");
-    crm_sqlbuf_placeholder(s, ver);
-    crm_sqlbuf_append(s, "::int, ");
-    crm_sqlbuf_placeholder(s, cause);
-    crm_sqlbuf_append(s, "::text, ");
-    crm_sqlbuf_placeholder(s, ref);
-    crm_sqlbuf_append(s, "::text FROM moved ORDER BY customer_id)");
+                      " UNION ALL SELECT customer_id, true FROM came), logged AS (");
+    write_log_insert(s, seg, ver, at, cause, ref);
+    crm_sqlbuf_append(s, "moved ORDER BY customer_id)");
 }
 
 /* Parameters every statement of one segment shares. */
@@ -281,18 +289,9 @@ static void write_group_moves(crm_sqlbuf *s, int k, int seg, int ver, int at, in
     put_slot(s, "i", k);
     crm_sqlbuf_append(s, " ON CONFLICT DO NOTHING RETURNING customer_id), ");
     put_slot(s, "l", k);
-    crm_sqlbuf_append(s, " AS (INSERT INTO segment_changes (segment_id, customer_id, entered, at,"
-                         " rule_version, cause, cause_ref) SELECT ");
-    crm_sqlbuf_placeholder(s, seg);
-    crm_sqlbuf_append(s, "::bigint, customer_id, entered, ");
-    crm_sqlbuf_placeholder(s, at);
-    crm_sqlbuf_append(s, "::timestamptz, ");
-    crm_sqlbuf_placeholder(s, ver);
-    crm_sqlbuf_append(s, "::int, ");
-    crm_sqlbuf_placeholder(s, cause);
-    crm_sqlbuf_append(s, "::text, ");
-    crm_sqlbuf_placeholder(s, ref);
-    crm_sqlbuf_append(s, "::text FROM (SELECT customer_id, false AS entered FROM ");
+    crm_sqlbuf_append(s, " AS (");
+    write_log_insert(s, seg, ver, at, cause, ref);
+    crm_sqlbuf_append(s, "(SELECT customer_id, false AS entered FROM ");
     put_slot(s, "g", k);
     crm_sqlbuf_append(s, " UNION ALL SELECT customer_id, true FROM ");
     put_slot(s, "c", k);
@@ -537,17 +536,10 @@ static bool consider_by_reads(const live_segment *g, size_t i, void *ctx)
     return (g->reads & what) != 0 || (g->reads & CRM_RULE_READS_SEGMENTS) != 0;
 }
 
-static bool refresh_loaded(crm_conn *c, const live_set *L, const char *ids, unsigned what,
-                           const char *cause, const char *ref, crm_error *err)
+static bool refresh_loaded(crm_conn *c, const live_set *L, const long long *ids, size_t n,
+                           unsigned what, const char *cause, const char *ref, crm_error *err)
 {
-    size_t n = 0;
-    long long *cands = parse_ids(ids, &n);
-    if (cands == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    bool ok =
-        refresh_by_rank(c, L, cands, n, consider_by_reads, &what, crm_wall_ms(), cause, ref, err);
-    free(cands);
-    return ok;
+    return refresh_by_rank(c, L, ids, n, consider_by_reads, &what, crm_wall_ms(), cause, ref, err);
 }
 
 bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const char *cause,
@@ -555,11 +547,17 @@ bool crm_segments_refresh(crm_conn *c, const char *ids, unsigned what, const cha
 {
     if (ids == NULL || strcmp(ids, "{}") == 0)
         return true;
+    size_t n = 0;
+    long long *cands = parse_ids(ids, &n);
+    if (cands == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     live_set L;
-    if (!lock_and_load(c, &L, err))
-        return false;
-    bool ok = refresh_loaded(c, &L, ids, what, cause, ref, err);
-    live_set_free(&L);
+    bool ok = lock_and_load(c, &L, err);
+    if (ok) {
+        ok = refresh_loaded(c, &L, cands, n, what, cause, ref, err);
+        live_set_free(&L);
+    }
+    free(cands);
     return ok;
 }
 
@@ -594,27 +592,18 @@ static bool consider_touchpoint(const live_segment *g, size_t i, void *ctx)
 }
 
 bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
-                                      const char *created, const char *cause, const char *ref,
-                                      crm_error *err)
+                                      const long long *made, size_t nmade, const char *cause,
+                                      const char *ref, crm_error *err)
 {
-    size_t nmade = 0;
-    long long *made = parse_ids(created ? created : "{}", &nmade);
-    if (made == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    if (n + nmade == 0) {
-        free(made);
+    if (n + nmade == 0)
         return true;
-    }
-    long long *cands = malloc(sizeof *cands * (n + nmade + 1));
-    if (cands == NULL) {
-        free(made);
+    long long *cands = malloc(sizeof *cands * (n + nmade));
+    if (cands == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
     for (size_t i = 0; i < n; i++)
         cands[i] = t[i].customer_id;
     for (size_t i = 0; i < nmade; i++)
         cands[n + i] = made[i];
-    free(made);
     live_set L;
     bool ok = lock_and_load(c, &L, err);
     if (ok) {
@@ -854,21 +843,15 @@ static bool flip_due(int batch, long *did, crm_error *err)
     PGresult *res = ok ? crm_db_exec(c, &flips_due, 2, p, err) : NULL;
     ok = res != NULL;
     int n = ok ? PQntuples(res) : 0;
-    crm_jbuf ids;
-    crm_jbuf_init(&ids);
-    crm_jbuf_raw(&ids, "{", 1);
-    for (int i = 0; i < n; i++) {
-        if (i > 0)
-            crm_jbuf_raw(&ids, ",", 1);
-        crm_jbuf_raw(&ids, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
-    }
-    crm_jbuf_raw(&ids, "}", 1);
+    long long *ids = n > 0 ? malloc(sizeof *ids * (size_t)n) : NULL;
+    for (int i = 0; ids != NULL && i < n; i++)
+        ids[i] = atoll(PQgetvalue(res, i, 0));
     PQclear(res);
-    size_t len = 0;
-    char *text = crm_jbuf_take(&ids, &len);
     if (ok && n > 0)
-        ok = text != NULL && refresh_loaded(c, &L, text, CRM_SEGMENTS_ALL, "time", NULL, err);
-    free(text);
+        ok = ids != NULL
+                 ? refresh_loaded(c, &L, ids, (size_t)n, CRM_SEGMENTS_ALL, "time", NULL, err)
+                 : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    free(ids);
     live_set_free(&L);
     if (ok)
         ok = crm_db_commit(c, err);

@@ -11,7 +11,6 @@
 #include "touchpoints/internal.h"
 #include "customers.h"
 #include "segment_store.h"
-#include "jbuf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -162,18 +161,13 @@ static bool refresh_segments(crm_conn *c, const batch *B, crm_error *err)
     }
     crm_segment_touchpoint *t = malloc(sizeof *t * (n ? n : 1));
     const char **skus = malloc(sizeof *skus * (nskus ? nskus : 1));
-    crm_jbuf made;
-    crm_jbuf_init(&made);
-    crm_jbuf_raw(&made, "{", 1);
+    long long *made = malloc(sizeof *made * (B->n ? B->n : 1));
     size_t m = 0, k = 0, nmade = 0;
     long long single = 0;
-    for (size_t i = 0; t != NULL && skus != NULL && i < B->n; i++) {
+    for (size_t i = 0; t != NULL && skus != NULL && made != NULL && i < B->n; i++) {
         const tp_item *it = &B->items[i];
-        if (it->made_customer && it->customer_id > 0) {
-            char one[24];
-            int len = snprintf(one, sizeof one, "%s%lld", nmade++ ? "," : "", it->customer_id);
-            crm_jbuf_raw(&made, one, (size_t)len);
-        }
+        if (it->made_customer && it->customer_id > 0)
+            made[nmade++] = it->customer_id;
         if (it->status != CRM_TP_CREATED || it->customer_id <= 0)
             continue;
         touchpoint_facts(it, skus + k, &t[m]);
@@ -181,19 +175,17 @@ static bool refresh_segments(crm_conn *c, const batch *B, crm_error *err)
         single = it->id;
         m++;
     }
-    crm_jbuf_raw(&made, "}", 1);
-    char *made_text = crm_jbuf_take(&made, NULL);
     bool ok;
-    if (t == NULL || skus == NULL || made_text == NULL) {
+    if (t == NULL || skus == NULL || made == NULL) {
         ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     } else {
         char ref[24];
         snprintf(ref, sizeof ref, "%lld", single);
-        ok = crm_segments_refresh_touchpoints(c, t, m, made_text,
+        ok = crm_segments_refresh_touchpoints(c, t, m, made, nmade,
                                               B->n == 1 ? "touchpoint" : "touchpoints",
                                               B->n == 1 && single > 0 ? ref : NULL, err);
     }
-    free(made_text);
+    free(made);
     free(skus);
     free(t);
     return ok;
