@@ -30,10 +30,13 @@
  * segments' rules and refreshes them, all in its transaction. A build
  * first takes (K, 0) exclusive and lets it go at once (every write that
  * began before the build's segment or rule was committed has then ended),
- * then in its own transaction (K, id) exclusive, in id order, of the
- * segment and those that depend on it, and evaluates them over the whole
- * base. A write that comes later waits for the build and then sees its
- * result.
+ * then in its own transaction (K, id) exclusive of the segment and those
+ * that depend on it, and (K, id) shared of the segments these name (a build
+ * of theirs under way is waited for), all in id order, and evaluates them
+ * over the whole base. A write that comes later waits for the build and
+ * then sees its result. Definitions change one at a time under (K, -1),
+ * which no build holds: creating or changing a segment never waits for a
+ * build.
  */
 #ifndef CRM_SEGMENT_STORE_H
 #define CRM_SEGMENT_STORE_H
@@ -131,6 +134,17 @@ typedef struct crm_segment_touchpoint {
 bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint *t, size_t n,
                                       const long long *made, size_t nmade, const char *cause,
                                       const char *ref, crm_error *err);
+
+/* Inside the caller's transaction on c (a batch of touchpoints): queues
+ * the touchpoints ids[0..n) for the segments' upkeep, which judges their
+ * customers as crm_segments_refresh_touchpoints would, soon after the
+ * caller commits (crm_segments_drain). */
+bool crm_segments_queue_touchpoints(crm_conn *c, const long long *ids, size_t n, crm_error *err);
+
+/* Judges the customers of at most batches queued batches, oldest first, in
+ * one transaction of its own that also takes them off the queue (rows
+ * another process holds are skipped). *did: how many were taken. */
+bool crm_segments_drain(int batches, long *did, crm_error *err);
 
 /* Registers the job kind segment_build (once, at start). */
 void crm_segments_register_jobs(void);

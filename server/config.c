@@ -120,6 +120,12 @@ static const env_var vars[] = {
      "a time-window membership changes at most about this late"},
     {"CRMD_SEGMENTS_FLIP_BATCH", VAR_INT, "1000", 1, 100000, OFF(segments_flip_batch),
      "customers the segments' upkeep re-evaluates in one transaction"},
+    {"CRMD_SEGMENTS_QUEUE_MS", VAR_INT, "100", 0, 600000, OFF(segments_queue_ms),
+     "how often the segments' upkeep looks for batches of touchpoints to judge (0: this "
+     "process judges none); a batch's memberships are current about this long after it "
+     "answers, when the upkeep keeps up"},
+    {"CRMD_SEGMENTS_QUEUE_BATCHES", VAR_INT, "10", 1, 1000, OFF(segments_queue_batches),
+     "batches of touchpoints the segments' upkeep judges in one transaction"},
     {"CRMD_METRICS_FOLLOW_BATCH", VAR_INT, "5000", 1, 1000000, OFF(metrics_follow_batch),
      "changes of each feed the follower takes in one sweep (one transaction)"},
     {"CRMD_METRICS_FOLLOW_DUTY_PERCENT", VAR_INT, "20", 1, 100, OFF(metrics_follow_duty_percent),

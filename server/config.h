@@ -54,6 +54,8 @@ typedef struct crmd_config {
     int metrics_follow_batch;
     int segments_tick_ms; /* 0: this process runs no segments upkeep */
     int segments_flip_batch;
+    int segments_queue_ms; /* 0: this process judges no queued batch */
+    int segments_queue_batches;
     int metrics_follow_duty_percent;
     int metrics_schedule_hours; /* 0: recomputes only on demand */
     int metrics_basket_min_orders;

@@ -421,7 +421,11 @@ static int cmd_serve(const crmd_config *cfg)
         return 1;
     }
     metrics_follower *follower = start_metrics_follower(cfg);
-    segments_worker *segments = segments_worker_start(cfg->segments_tick_ms, cfg->segments_flip_batch);
+    segments_worker_config scfg = {.tick_ms = cfg->segments_tick_ms,
+                                   .flip_batch = cfg->segments_flip_batch,
+                                   .queue_ms = cfg->segments_queue_ms,
+                                   .queue_batches = cfg->segments_queue_batches};
+    segments_worker *segments = segments_worker_start(&scfg);
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "
             "each, %d workers, pool of %d)",

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 
 struct segments_worker {
-    int tick_ms, batch;
+    segments_worker_config cfg;
     atomic_bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* on the monotonic clock */
@@ -29,36 +29,57 @@ static void nap(segments_worker *w, int ms)
     pthread_mutex_unlock(&w->mu);
 }
 
+/* One part of the upkeep; logged when it starts failing, at debug level
+ * while it goes on. */
+static void report(bool ok, crm_error *err, bool *failing, const char *what)
+{
+    if (!ok)
+        crm_log(*failing ? CRM_LOG_DEBUG : CRM_LOG_WARN, "segments: %s: %s", what, err->detail);
+    *failing = !ok;
+    crm_error_clear(err);
+}
+
 static void *run(void *arg)
 {
     segments_worker *w = arg;
-    bool failing = false;
+    const segments_worker_config *cfg = &w->cfg;
+    bool tick_failing = false, queue_failing = false;
+    long long next_tick = 0;
     while (!atomic_load(&w->stop)) {
         crm_error err = CRM_ERROR_INIT;
-        long did = 0;
-        if (crm_segments_tick(w->batch, &did, &err)) {
-            failing = false;
-        } else {
-            /* Logged when failing starts, at debug level while it lasts. */
-            crm_log(failing ? CRM_LOG_DEBUG : CRM_LOG_WARN, "segments: upkeep: %s", err.detail);
-            failing = true;
+        bool busy = false;
+        if (cfg->queue_ms > 0) {
+            long did = 0;
+            report(crm_segments_drain(cfg->queue_batches, &did, &err), &err, &queue_failing,
+                   "judging the queued batches");
+            busy = did >= cfg->queue_batches;
         }
-        crm_error_clear(&err);
-        if (did < w->batch)
-            nap(w, w->tick_ms);
+        long long now = crm_monotonic_ms();
+        if (cfg->tick_ms > 0 && now >= next_tick) {
+            long did = 0;
+            report(crm_segments_tick(cfg->flip_batch, &did, &err), &err, &tick_failing, "upkeep");
+            /* Again at once while customers were due in numbers. */
+            next_tick = did >= cfg->flip_batch ? now : now + cfg->tick_ms;
+        }
+        if (busy || atomic_load(&w->stop))
+            continue;
+        long long wait = cfg->tick_ms > 0 ? next_tick - crm_monotonic_ms() : 600000;
+        if (cfg->queue_ms > 0 && wait > cfg->queue_ms)
+            wait = cfg->queue_ms;
+        if (wait > 0)
+            nap(w, (int)wait);
     }
     return NULL;
 }
 
-segments_worker *segments_worker_start(int tick_ms, int batch)
+segments_worker *segments_worker_start(const segments_worker_config *cfg)
 {
-    if (tick_ms <= 0)
+    if (cfg->tick_ms <= 0 && cfg->queue_ms <= 0)
         return NULL;
     segments_worker *w = calloc(1, sizeof *w);
     if (w == NULL)
         return NULL;
-    w->tick_ms = tick_ms;
-    w->batch = batch;
+    w->cfg = *cfg;
     atomic_init(&w->stop, false);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);

@@ -616,6 +616,147 @@ bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint 
     return ok;
 }
 
+/* ---- the queue of batches (migration 0023) ------------------------------------- */
+
+static crm_stmt pending_insert = CRM_STMT(
+    "segments_pending_insert", "INSERT INTO segment_pending (touchpoints) VALUES ($1::bigint[])");
+
+bool crm_segments_queue_touchpoints(crm_conn *c, const long long *ids, size_t n, crm_error *err)
+{
+    if (n == 0)
+        return true;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_raw(&b, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        char one[32];
+        int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ids[i]);
+        crm_jbuf_raw(&b, one, (size_t)len);
+    }
+    crm_jbuf_raw(&b, "}", 1);
+    char *text = crm_jbuf_take(&b, NULL);
+    if (text == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    const char *p[] = {text};
+    PGresult *res = crm_db_exec(c, &pending_insert, 1, p, err);
+    free(text);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* The oldest queued batches, claimed (another process takes others) and
+ * deleted: how many, then one row per touchpoint of theirs that is still
+ * stored, with what consider_touchpoint needs (its skus a JSON array). */
+static crm_stmt pending_claim = CRM_STMT(
+    "segments_pending_claim",
+    "WITH q AS (DELETE FROM segment_pending WHERE id IN (SELECT id FROM segment_pending"
+    " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING touchpoints),"
+    " n AS (SELECT count(*) AS batches FROM q) "
+    "SELECT n.batches, f.customer_id, f.type, f.channel, f.campaign_id, f.us, f.skus FROM n"
+    " LEFT JOIN (SELECT t.customer_id, t.type, t.channel, t.campaign_id,"
+    "  (extract(epoch FROM t.occurred_at) * 1000000)::bigint AS us,"
+    "  jsonb_path_query_array(coalesce(t.items, '[]'), '$[*].sku')::text AS skus"
+    "  FROM touchpoints t WHERE t.id IN (SELECT unnest(q.touchpoints) FROM q)) f ON true");
+
+/* The facts of claimed touchpoints: t and skus point into res and docs. */
+typedef struct claimed {
+    crm_segment_touchpoint *t;
+    size_t n;
+    json_t **docs;
+    const char **skus;
+} claimed;
+
+static void claimed_free(claimed *k)
+{
+    for (size_t i = 0; k->docs != NULL && i < k->n; i++)
+        json_decref(k->docs[i]);
+    free(k->docs);
+    free(k->skus);
+    free(k->t);
+}
+
+/* Rows with a touchpoint (column 1 not null) of res into k. */
+static bool claimed_read(const PGresult *res, claimed *k, crm_error *err)
+{
+    int rows = PQntuples(res);
+    size_t cap = rows > 0 ? (size_t)rows : 1, nskus = 0;
+    k->t = calloc(cap, sizeof *k->t);
+    k->docs = calloc(cap, sizeof *k->docs);
+    for (int i = 0; k->t != NULL && k->docs != NULL && i < rows; i++) {
+        if (PQgetisnull(res, i, 1))
+            continue;
+        json_t *doc = json_loads(PQgetvalue(res, i, 6), 0, NULL);
+        k->docs[k->n] = doc;
+        nskus += json_array_size(doc);
+        k->t[k->n].customer_id = atoll(PQgetvalue(res, i, 1));
+        k->t[k->n].facts = (crm_rule_touchpoint_facts){
+            .type = PQgetvalue(res, i, 2),
+            .channel = PQgetvalue(res, i, 3),
+            .campaign_id = PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4),
+            .occurred_us = atoll(PQgetvalue(res, i, 5))};
+        k->n++;
+    }
+    if (k->t == NULL || k->docs == NULL ||
+        (k->skus = malloc(sizeof *k->skus * (nskus ? nskus : 1))) == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    size_t at = 0;
+    for (size_t i = 0; i < k->n; i++) {
+        k->t[i].facts.skus = k->skus + at;
+        size_t j;
+        json_t *v;
+        json_array_foreach(k->docs[i], j, v)
+        {
+            if (json_is_string(v) && at < nskus) {
+                k->skus[at++] = json_string_value(v);
+                k->t[i].facts.nskus++;
+            }
+        }
+    }
+    return true;
+}
+
+bool crm_segments_drain(int batches, long *did, crm_error *err)
+{
+    *did = 0;
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return false;
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", batches);
+    const char *p[] = {lim};
+    bool ok = crm_db_begin(c, err);
+    PGresult *res = ok ? crm_db_exec(c, &pending_claim, 1, p, err) : NULL;
+    ok = res != NULL;
+    long n = ok && PQntuples(res) > 0 ? atol(PQgetvalue(res, 0, 0)) : 0;
+    claimed k = {0};
+    if (ok && n > 0)
+        ok = claimed_read(res, &k, err);
+    live_set L = {0};
+    if (ok && k.n > 0)
+        ok = lock_and_load(c, &L, err);
+    if (ok && k.n > 0 && L.n > 0) {
+        long long *cands = malloc(sizeof *cands * k.n);
+        for (size_t i = 0; cands != NULL && i < k.n; i++)
+            cands[i] = k.t[i].customer_id;
+        touchpoint_write w = {.t = k.t, .nt = k.n, .now_ms = crm_wall_ms()};
+        ok = cands != NULL ? refresh_by_rank(c, &L, cands, k.n, consider_touchpoint, &w, w.now_ms,
+                                             "touchpoints", NULL, err)
+                           : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        free(cands);
+    }
+    live_set_free(&L);
+    claimed_free(&k);
+    PQclear(res);
+    if (ok)
+        ok = crm_db_commit(c, err);
+    else
+        crm_db_rollback(c);
+    crm_db_release(c);
+    if (ok)
+        *did = n;
+    return ok;
+}
+
 /* ---- the build ---------------------------------------------------------------- */
 
 static crm_stmt queue_note =
@@ -646,34 +787,44 @@ static crm_stmt gate_pass =
     CRM_STMT("segments_gate_pass", "SELECT pg_advisory_lock(" CRM_SEGMENTS_LOCK_CLASS ", 0),"
                                    " pg_advisory_unlock(" CRM_SEGMENTS_LOCK_CLASS ", 0)");
 
-static crm_stmt definitions_lock = CRM_STMT(
-    "segments_build_definitions", "SELECT pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS ", -1)");
-
 /* The segment and every live one that depends on it, in order of
- * dependence; each one's lock, exclusive, taken in id order. */
-static crm_stmt build_targets =
-    CRM_STMT("segments_build_targets",
-             "WITH RECURSIVE d (id, depth) AS (SELECT $1::bigint, 0"
-             " UNION SELECT s.id, d.depth + 1 FROM segments s JOIN d ON d.id = ANY(s.depends_on)"
-             " WHERE s.deleted_at IS NULL AND d.depth < 64),"
-             " t AS (SELECT DISTINCT s.id, s.rule_version, s.rule, s.rank, s.state FROM segments s"
-             "  JOIN d ON d.id = s.id WHERE s.deleted_at IS NULL),"
-             " locked AS (SELECT count(pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS
-             ", " LOCK_KEY("id") ")) AS n FROM (SELECT id FROM t ORDER BY id OFFSET 0) x) "
-                                 "SELECT t.id, t.rule_version, t.rule::text, t.state FROM t, "
-                                 "locked ORDER BY t.rank, t.id");
+ * dependence; each one's lock exclusive, and shared the lock of each
+ * segment they name that is not one of them (its own build, running, is
+ * waited for: they read its members). All in id order, in one pass, so
+ * that two builds never wait on each other in a cycle. Definitions may
+ * change beside a build: one that comes to depend on the segment has a
+ * build of its own, which waits for this one. */
+static crm_stmt build_targets = CRM_STMT(
+    "segments_build_targets",
+    "WITH RECURSIVE d (id, depth) AS (SELECT $1::bigint, 0"
+    " UNION SELECT s.id, d.depth + 1 FROM segments s JOIN d ON d.id = ANY(s.depends_on)"
+    " WHERE s.deleted_at IS NULL AND d.depth < 64),"
+    " t AS (SELECT DISTINCT s.id, s.rule_version, s.rule, s.rank, s.state, s.depends_on"
+    "  FROM segments s JOIN d ON d.id = s.id WHERE s.deleted_at IS NULL),"
+    " r AS (SELECT DISTINCT x AS id FROM t, unnest(t.depends_on) x"
+    "  WHERE x NOT IN (SELECT id FROM t)),"
+    " locked AS (SELECT count(CASE WHEN k.mine THEN pg_advisory_xact_lock(" CRM_SEGMENTS_LOCK_CLASS
+    ", " LOCK_KEY("k.id") ") ELSE pg_advisory_xact_lock_shared(" CRM_SEGMENTS_LOCK_CLASS
+    ", " LOCK_KEY("k.id") ") END) AS n FROM (SELECT id, true AS mine FROM t UNION ALL"
+    "  SELECT id, false FROM r ORDER BY id OFFSET 0) k) "
+    "SELECT t.id, t.rule_version, t.rule::text, t.state FROM t, locked ORDER BY t.rank, t.id");
 
 static crm_stmt flips_clear =
     CRM_STMT("segments_flips_clear", "DELETE FROM segment_flips WHERE segment_id = $1");
 
-static crm_stmt build_settle =
-    CRM_STMT("segments_build_settle",
-             "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
-             " n AS (SELECT count(*) AS total FROM segment_memberships WHERE segment_id = $1),"
-             " s AS (UPDATE segments SET size = n.total, state = 'live' FROM n WHERE id = $1"
-             "  RETURNING id, rule_version, size) "
-             "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
-             " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s ON CONFLICT DO NOTHING");
+/* The kept size from the members; live, with a row of history, when the
+ * rule built ($4) is still the segment's (a new one, committed during the
+ * build, has a build of its own queued, which settles it). */
+static crm_stmt build_settle = CRM_STMT(
+    "segments_build_settle",
+    "WITH gone AS (DELETE FROM segment_size_deltas WHERE segment_id = $1),"
+    " n AS (SELECT count(*) AS total FROM segment_memberships WHERE segment_id = $1),"
+    " s AS (UPDATE segments SET size = n.total,"
+    "  state = CASE WHEN rule_version = $4::int THEN 'live' ELSE state END FROM n WHERE id = $1"
+    "  RETURNING id, rule_version, size) "
+    "INSERT INTO segment_sizes (segment_id, at, size, rule_version, reason)"
+    " SELECT id, $2::timestamptz, size, rule_version, $3 FROM s WHERE rule_version = $4::int"
+    " ON CONFLICT DO NOTHING");
 
 /* Segment id (its rule text, version) over the whole base. */
 static bool build_one(crm_conn *c, long long id, int version, const char *rule_text,
@@ -724,8 +875,8 @@ static bool build_one(crm_conn *c, long long id, int version, const char *rule_t
     crm_arena_free(&arena);
     rule_release(cr);
     if (ok) {
-        const char *p3[] = {seg, at, cause};
-        res = crm_db_exec(c, &build_settle, 3, p3, err);
+        const char *p4[] = {seg, at, cause, ver};
+        res = crm_db_exec(c, &build_settle, 4, p4, err);
         ok = res != NULL;
         PQclear(res);
     }
@@ -752,11 +903,8 @@ static bool run_build(crm_job_ctx *job, crm_error *err)
     if (!crm_db_begin(c, err))
         return false;
     const char *p[] = {idbuf};
-    res = crm_db_exec(c, &definitions_lock, 0, NULL, err);
+    res = crm_db_exec(c, &build_targets, 1, p, err);
     bool ok = res != NULL;
-    PQclear(res);
-    res = ok ? crm_db_exec(c, &build_targets, 1, p, err) : NULL;
-    ok = res != NULL;
     crm_job_keeper *keeper = ok ? crm_job_keep_lease(job) : NULL;
     int n = ok ? PQntuples(res) : 0;
     long long now_ms = crm_wall_ms();

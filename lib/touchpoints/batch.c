@@ -146,11 +146,38 @@ static void touchpoint_facts(const tp_item *it, const char **skus, crm_segment_t
                   .occurred_us = ms * 1000}};
 }
 
-/* The live segments, in the batch's transaction: each re-evaluated for
+/* A batch of several: its touchpoints queued for the segments' upkeep,
+ * which judges their customers right after the batch commits; the
+ * customers it made judged now, by every segment, as any customer made is. */
+static bool queue_segments(crm_conn *c, const batch *B, crm_error *err)
+{
+    long long *ids = malloc(sizeof *ids * (B->n ? B->n : 1));
+    long long *made = malloc(sizeof *made * (B->n ? B->n : 1));
+    size_t n = 0, nmade = 0;
+    for (size_t i = 0; ids != NULL && made != NULL && i < B->n; i++) {
+        const tp_item *it = &B->items[i];
+        if (it->made_customer && it->customer_id > 0)
+            made[nmade++] = it->customer_id;
+        if (it->status == CRM_TP_CREATED && it->customer_id > 0)
+            ids[n++] = it->id;
+    }
+    bool ok = ids != NULL && made != NULL
+                  ? crm_segments_queue_touchpoints(c, ids, n, err) &&
+                        crm_segments_refresh_touchpoints(c, NULL, 0, made, nmade, "touchpoints",
+                                                         NULL, err)
+                  : crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    free(made);
+    free(ids);
+    return ok;
+}
+
+/* The live segments, in the write's transaction: each re-evaluated for
  * the customers whose new touchpoints its rule would count, and for the
- * customers the batch made. */
+ * customers the write made. A batch of several queues instead. */
 static bool refresh_segments(crm_conn *c, const batch *B, crm_error *err)
 {
+    if (B->n > 1)
+        return queue_segments(c, B, err);
     size_t n = 0, nskus = 0;
     for (size_t i = 0; i < B->n; i++) {
         const tp_item *it = &B->items[i];

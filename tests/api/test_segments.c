@@ -173,6 +173,24 @@ static void assert_members(long long seg, const long long *ids, int n)
     ck_assert_int_eq(count_of(seg, NULL), n);
 }
 
+/* A batch of several touchpoints is judged by the upkeep soon after it
+ * answers (CRMD_SEGMENTS_QUEUE_MS, 100 ms by default): seg's members become
+ * ids[0..n) within 10 s. */
+static void wait_members(long long seg, const long long *ids, int n)
+{
+    for (int i = 0; i < 100; i++) {
+        long long got[64];
+        int m = members(seg, NULL, got, 64);
+        bool same = m == n;
+        for (int k = 0; same && k < n; k++)
+            same = got[k] == ids[k];
+        if (same)
+            break;
+        harness_sleep_ms(100);
+    }
+    assert_members(seg, ids, n);
+}
+
 /* The last change of customer in seg's log: "entered"/"left" and its cause. */
 static void assert_last_change(long long seg, long long customer, const char *change,
                                const char *cause)
@@ -371,7 +389,7 @@ START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
     char tag[48], name[64], rule[512], source[48];
     harness_unique(tag, sizeof tag, "seglive");
     harness_unique(source, sizeof source, "segpos");
-    long long a = new_customer(tag, "IT"), b = new_customer(tag, "FR");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "FR"), c = new_customer(tag, "IT");
     /* Buyers in Italy. */
     snprintf(rule, sizeof rule,
              "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
@@ -399,8 +417,9 @@ START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
     assert_members(buyers, only_a, 1);
     assert_last_change(buyers, a, "entered", "touchpoint");
 
-    /* A batch for b: b stays out (France); then b moves to Italy: enters. */
-    char batch[1024], when[40];
+    /* A batch for b, a and c, judged by the upkeep: b stays out (France),
+     * c enters; then b moves to Italy: enters. */
+    char batch[1536], when[40];
     now_text(when, sizeof when);
     snprintf(batch, sizeof batch,
              "[{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"purchase\","
@@ -408,15 +427,20 @@ START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
              " \"event_id\": \"b-1\", \"amount\": 5, \"currency\": \"EUR\"},"
              " {\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"visit\","
              " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
-             " \"event_id\": \"b-2\"}]",
-             b, when, source, a, when, source);
+             " \"event_id\": \"b-2\"},"
+             " {\"customer_id\": %lld, \"channel\": \"store\", \"type\": \"purchase\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"b-3\", \"amount\": 7, \"currency\": \"EUR\"}]",
+             b, when, source, a, when, source, c, when, source);
     json_decref(expect("POST", "/v1/touchpoints/batch", batch, 200));
-    assert_members(buyers, only_a, 1);
+    long long a_c[] = {a, c};
+    wait_members(buyers, a_c, 2);
+    assert_last_change(buyers, c, "entered", "touchpoints");
     char path[96];
     snprintf(path, sizeof path, "/v1/customers/%lld", b);
     json_decref(expect("PATCH", path, "{\"address\": {\"country\": \"IT\"}}", 200));
-    long long both[] = {a, b};
-    assert_members(buyers, both, 2);
+    long long all3[] = {a, b, c};
+    assert_members(buyers, all3, 3);
     assert_last_change(buyers, b, "entered", "customer");
 
     /* Consent: a grants, then revokes. */
@@ -439,7 +463,7 @@ START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
     /* A deleted customer leaves. */
     snprintf(path, sizeof path, "/v1/customers/%lld", b);
     json_decref(expect("DELETE", path, NULL, 204));
-    assert_members(buyers, only_a, 1);
+    assert_members(buyers, a_c, 2);
     assert_last_change(buyers, b, "left", "customer");
 
     /* The membership table agrees with the log: every member's last

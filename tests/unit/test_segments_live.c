@@ -282,6 +282,17 @@ static void assert_rule_exact(long long seg)
     crm_rule_free(r);
 }
 
+/* The upkeep's judging of the queued batches, until none is left. */
+static void drain_queue(void)
+{
+    crm_error err = CRM_ERROR_INIT;
+    long did;
+    do
+        ck_assert_msg(crm_segments_drain(3, &did, &err), "%s", err.detail);
+    while (did > 0);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_pending", NULL), 0);
+}
+
 START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
 {
     PQclear(unit_sql(own.db,
@@ -347,6 +358,11 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
                       (long long)json_integer_value(json_object_get(report, "created")), n);
         json_decref(report);
         json_decref(items);
+        /* A batch of several is judged by the upkeep: at once, or after the
+         * customer and consent writes below. */
+        bool drain_late = rand_r(&seed) % 2;
+        if (!drain_late)
+            drain_queue();
         long long id = first_id + rand_r(&seed) % 300;
         json_t *patch = json_pack("{s:{s:s}}", "address", "country", countries[rand_r(&seed) % 3]);
         json_decref(crm_customer_patch(id, patch, NULL, &ctx, &err));
@@ -358,6 +374,8 @@ START_TEST(memberships_stay_exact_through_random_writes_to_many_segments)
         json_decref(crm_consents_record(first_id + rand_r(&seed) % 300, decision, 0, &err));
         json_decref(decision);
         crm_error_clear(&err);
+        if (drain_late)
+            drain_queue();
         if (round % 8 == 7)
             for (int i = 0; i < 6; i++)
                 assert_rule_exact(segs[i]);
@@ -452,6 +470,196 @@ START_TEST(two_writes_to_one_customer_at_once_are_judged_one_after_the_other)
 }
 END_TEST
 
+/* ---- definitions beside a build ------------------------------------------------------- */
+
+typedef struct job_run {
+    const char *conninfo;
+    long long ran;
+    bool ok;
+} job_run;
+
+static void *run_job_thread(void *arg)
+{
+    job_run *r = arg;
+    crm_jobs_config cfg = {.db = {.url = r->conninfo, .pool_size = 1, .connect_timeout_s = 2},
+                           .lease_s = 30,
+                           .worker = "unit-side"};
+    crm_error err = CRM_ERROR_INIT;
+    r->ok = crm_jobs_run_one(&cfg, &r->ran, &err);
+    crm_error_clear(&err);
+    return NULL;
+}
+
+typedef struct creation {
+    const char *rule;
+    atomic_llong id; /* 0 until created, -1 when it failed */
+} creation;
+
+static void *create_thread(void *arg)
+{
+    creation *k = arg;
+    json_error_t jerr;
+    json_t *body = json_pack("{s:s, s:o}", "name", "names the rebuilt",
+                             "rule", json_loads(k->rule, 0, &jerr));
+    crm_error err = CRM_ERROR_INIT;
+    json_t *seg = crm_segment_create(body, 0, &err);
+    json_decref(body);
+    atomic_store(&k->id, seg ? (long long)json_integer_value(json_object_get(seg, "build_job_id")) : -1);
+    json_decref(seg);
+    crm_error_clear(&err);
+    return NULL;
+}
+
+/* A build that is running (here: waiting for a write under way, a side
+ * connection's shared lock on its segment) does not hold up the creation of
+ * another segment, even one that names it; the new segment's own build
+ * comes after and reads the rebuilt members. */
+START_TEST(a_definition_does_not_wait_for_a_build)
+{
+    PQclear(unit_sql(own.db,
+                     "INSERT INTO customers (first_name, country) SELECT 'd' || g,"
+                     " (ARRAY['IT', 'FR'])[1 + g % 2] FROM generate_series(1, 100) g",
+                     0, NULL));
+    long long a = create_segment("rebuilt", "{\"field\": \"address.country\", \"op\": \"eq\","
+                                            " \"value\": \"IT\"}");
+    json_t *patch = json_pack("{s:{s:s, s:s, s:s}}", "rule", "field", "address.country", "op",
+                              "eq", "value", "FR");
+    crm_error err = CRM_ERROR_INIT;
+    json_t *seg = crm_segment_patch(a, patch, NULL, 0, &err);
+    json_decref(patch);
+    ck_assert_msg(seg != NULL, "%s", err.detail);
+    long long rebuild = json_integer_value(json_object_get(seg, "build_job_id"));
+    json_decref(seg);
+
+    PGconn *side = PQconnectdb(own.conninfo);
+    ck_assert(PQstatus(side) == CONNECTION_OK);
+    char key[24];
+    snprintf(key, sizeof key, "%lld", a);
+    const char *kp[] = {key};
+    PQclear(unit_sql(side, "BEGIN", 0, NULL));
+    PQclear(unit_sql(side, "SELECT pg_advisory_xact_lock_shared(1229, $1::int)", 1, kp));
+    job_run r = {.conninfo = own.conninfo};
+    pthread_t tr;
+    ck_assert_int_eq(pthread_create(&tr, NULL, run_job_thread, &r), 0);
+    char job[24];
+    snprintf(job, sizeof job, "%lld", rebuild);
+    for (int i = 0; i < 100 && sql_number("SELECT count(*) FROM jobs WHERE id = $1::bigint"
+                                          " AND state = 'running'", job) == 0; i++)
+        unit_sleep_ms(50);
+    unit_sleep_ms(300); /* the build is past its gate, waiting for the segment's lock */
+
+    char rule[96];
+    snprintf(rule, sizeof rule, "{\"segment\": %lld}", a);
+    creation k = {.rule = rule};
+    atomic_init(&k.id, 0);
+    pthread_t tc;
+    ck_assert_int_eq(pthread_create(&tc, NULL, create_thread, &k), 0);
+    for (int i = 0; i < 100 && atomic_load(&k.id) == 0; i++)
+        unit_sleep_ms(50);
+    long long created = atomic_load(&k.id);
+    bool still_building = sql_number("SELECT count(*) FROM jobs WHERE id = $1::bigint"
+                                     " AND state = 'running'", job) == 1;
+    PQclear(unit_sql(side, "COMMIT", 0, NULL));
+    PQfinish(side);
+    pthread_join(tc, NULL);
+    pthread_join(tr, NULL);
+    ck_assert_msg(created > 0, "the segment was not created within 5 s of a build under way");
+    ck_assert(still_building);
+    ck_assert(r.ok);
+    ck_assert_int_eq(r.ran, rebuild);
+    run_job(atomic_load(&k.id));
+    assert_exact(a, "FR");
+    long long b = sql_number("SELECT id FROM segments WHERE name = 'names the rebuilt'", NULL);
+    assert_exact(b, "FR");
+}
+END_TEST
+
+/* ---- the queue of batches, drained side by side ------------------------------------ */
+
+typedef struct drainer {
+    pthread_barrier_t *start;
+    long taken;
+    bool ok;
+} drainer;
+
+static void *drain_one_at_a_time(void *arg)
+{
+    drainer *d = arg;
+    crm_error err = CRM_ERROR_INIT;
+    pthread_barrier_wait(d->start);
+    long did = 0;
+    d->ok = true;
+    do {
+        d->ok = crm_segments_drain(1, &did, &err);
+        d->taken += did;
+    } while (d->ok && did > 0);
+    crm_error_clear(&err);
+    return NULL;
+}
+
+/* Four batches, each with a purchase of the same 40 customers, queued;
+ * four upkeeps drain the queue at once: every batch is taken once, every
+ * customer enters "two or more" once, logged once, by "touchpoints". */
+START_TEST(queued_batches_are_judged_once_by_upkeeps_side_by_side)
+{
+    long long seg = create_segment("queued two", "{\"touchpoints\": {\"type\": \"purchase\"},"
+                                                 " \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}");
+    PQclear(unit_sql(own.db,
+                     "INSERT INTO customers (first_name) SELECT 'q' || g FROM generate_series(1, 40) g",
+                     0, NULL));
+    long long first = sql_number("SELECT min(id) FROM customers WHERE first_name LIKE 'q%'", NULL);
+    crm_write_ctx ctx = {0};
+    for (int b = 0; b < 4; b++) {
+        json_t *items = json_array();
+        for (int k = 0; k < 40; k++) {
+            char event[32];
+            snprintf(event, sizeof event, "q%d-%d", b, k);
+            json_array_append_new(
+                items, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s, s:f, s:s}", "customer_id",
+                                 (json_int_t)(first + k), "channel", "store", "type", "purchase",
+                                 "direction", "inbound", "occurred_at", "2026-01-01T00:00:00Z",
+                                 "source", "queue", "event_id", event, "amount", 5.0, "currency",
+                                 "EUR"));
+        }
+        crm_error err = CRM_ERROR_INIT;
+        json_t *report = crm_touchpoint_record_batch(items, &ctx, &err);
+        ck_assert_msg(report != NULL, "batch: %s", err.detail);
+        json_decref(report);
+        json_decref(items);
+    }
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_pending", NULL), 4);
+    char s[24];
+    snprintf(s, sizeof s, "%lld", seg);
+    /* Nothing judged yet: the batches answered before the upkeep ran. */
+    ck_assert_int_eq(
+        sql_number("SELECT count(*) FROM segment_memberships WHERE segment_id = $1::bigint", s), 0);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
+    drainer d[4] = {{.start = &start}, {.start = &start}, {.start = &start}, {.start = &start}};
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&t[i], NULL, drain_one_at_a_time, &d[i]), 0);
+    long taken = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert(d[i].ok);
+        taken += d[i].taken;
+    }
+    pthread_barrier_destroy(&start);
+    ck_assert_int_eq(taken, 4);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_pending", NULL), 0);
+    ck_assert_int_eq(
+        sql_number("SELECT count(*) FROM segment_memberships WHERE segment_id = $1::bigint", s), 40);
+    ck_assert_int_eq(sql_number("SELECT count(*) FROM segment_changes WHERE segment_id = $1::bigint"
+                                " AND entered AND cause = 'touchpoints'",
+                                s),
+                     40);
+    ck_assert_int_eq(
+        sql_number("SELECT count(*) FROM segment_changes WHERE segment_id = $1::bigint", s), 40);
+    assert_rule_exact(seg);
+}
+END_TEST
+
 /* ---- which new touchpoints matter to a rule ----------------------------------------------- */
 
 static bool counts_for(const char *rule_text, const char *type, const char *channel,
@@ -508,6 +716,8 @@ Suite *segments_live_suite(void)
     tcase_add_test(tc, a_build_beside_writes_neither_misses_nor_undoes_one);
     tcase_add_test(tc, memberships_stay_exact_through_random_writes_to_many_segments);
     tcase_add_test(tc, two_writes_to_one_customer_at_once_are_judged_one_after_the_other);
+    tcase_add_test(tc, queued_batches_are_judged_once_by_upkeeps_side_by_side);
+    tcase_add_test(tc, a_definition_does_not_wait_for_a_build);
     suite_add_tcase(s, tc);
     TCase *facts = tcase_create("touchpoint facts");
     tcase_add_test(facts, a_new_touchpoint_matters_only_to_the_aggregates_that_count_it);
