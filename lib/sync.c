@@ -110,11 +110,15 @@ static int place_column(crm_sync_feed feed)
     return touchpoint_ncolumns;
 }
 
+/* The sync lag, then the segments' queue (migration 0023): the age of its
+ * oldest batch (0 when empty) and how many batches wait. */
 static crm_stmt lag = CRM_STMT_RO(
     "sync_lag",
     "SELECT coalesce(extract(epoch FROM now() - least("
     "(SELECT min(xact_start) FROM pg_stat_activity WHERE backend_xid IS NOT NULL), "
-    "(SELECT min(prepared) FROM pg_prepared_xacts))), 0)::float8");
+    "(SELECT min(prepared) FROM pg_prepared_xacts))), 0)::float8,"
+    " coalesce(extract(epoch FROM now() - (SELECT min(queued_at) FROM segment_pending)), 0)::float8,"
+    " (SELECT count(*) FROM segment_pending)");
 
 void crm_sync_lag_query(crm_query *q)
 {
@@ -130,6 +134,20 @@ bool crm_sync_lag_decode(const PGresult *res, double *seconds)
     if (*end != '\0')
         return false;
     *seconds = v < 0 ? 0 : v; /* a clock step can make now() - start negative */
+    return true;
+}
+
+bool crm_sync_segment_queue_decode(const PGresult *res, double *seconds, long long *batches)
+{
+    if (PQntuples(res) != 1 || PQnfields(res) < 3 || PQgetisnull(res, 0, 1) ||
+        PQgetisnull(res, 0, 2))
+        return false;
+    char *end;
+    double v = strtod(PQgetvalue(res, 0, 1), &end);
+    if (*end != '\0')
+        return false;
+    *seconds = v < 0 ? 0 : v;
+    *batches = atoll(PQgetvalue(res, 0, 2));
     return true;
 }
 

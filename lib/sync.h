@@ -54,6 +54,10 @@ long crm_sync_purge_tombstones(int batch, int max_batches, crm_error *err);
  * pg_read_all_stats; without it they count as absent. */
 void crm_sync_lag_query(crm_query *q);
 bool crm_sync_lag_decode(const PGresult *res, double *seconds);
+/* From the same answer: the age in seconds of the oldest batch of
+ * touchpoints the segments' upkeep has yet to judge (0: none waits) and
+ * how many wait. */
+bool crm_sync_segment_queue_decode(const PGresult *res, double *seconds, long long *batches);
 
 /* One page of a feed. cursor is borrowed. */
 typedef struct crm_sync_request {

@@ -44,8 +44,22 @@ void handle_readyz(http_request *req)
     "transaction id (running or prepared): the sync feeds stop before it until it ends.\n"      \
     "# TYPE crmd_sync_lag_seconds gauge\n"
 
-/* The process's own figures, then the sync lag when the database answered
- * (without it, /metrics still serves everything else). */
+#define SEGMENT_QUEUE_HELP                                                                         \
+    "# HELP crmd_segments_queue_seconds Age of the oldest batch of touchpoints the segments' "    \
+    "upkeep has yet to judge (0: none waits).\n"                                                 \
+    "# TYPE crmd_segments_queue_seconds gauge\n"                                                  \
+    "# HELP crmd_segments_queue_batches Batches of touchpoints the segments' upkeep has yet to "  \
+    "judge.\n"                                                                                    \
+    "# TYPE crmd_segments_queue_batches gauge\n"
+
+/* What /metrics adds from the database (a format of constants). */
+#define DB_FIGURES                                                                                 \
+    SYNC_LAG_HELP "crmd_sync_lag_seconds %.3f\n" SEGMENT_QUEUE_HELP                                \
+                  "crmd_segments_queue_seconds %.3f\ncrmd_segments_queue_batches %lld\n"
+
+/* The process's own figures, then the sync lag and the segments' queue
+ * when the database answered (without it, /metrics still serves everything
+ * else). */
 static void metrics_done(http_request *req, const PGresult *res, const crm_error *err)
 {
     (void)err;
@@ -57,18 +71,17 @@ static void metrics_done(http_request *req, const PGresult *res, const crm_error
         http_reply_problem(req, 500, "could not render metrics");
         return;
     }
-    double lag;
-    char line[64];
-    int n = res != NULL && crm_sync_lag_decode(res, &lag)
-                ? snprintf(line, sizeof line, "crmd_sync_lag_seconds %.3f\n", lag)
-                : 0;
-    size_t extra = n > 0 && (size_t)n < sizeof line ? sizeof SYNC_LAG_HELP - 1 + (size_t)n : 0;
-    char *all = extra > 0 ? realloc(text, len + extra + 1) : NULL;
-    if (all != NULL) {
-        memcpy(all + len, SYNC_LAG_HELP, sizeof SYNC_LAG_HELP - 1);
-        memcpy(all + len + sizeof SYNC_LAG_HELP - 1, line, (size_t)n + 1);
-        text = all;
-        len += extra;
+    double lag, queue_age;
+    long long queued;
+    if (res != NULL && crm_sync_lag_decode(res, &lag) &&
+        crm_sync_segment_queue_decode(res, &queue_age, &queued)) {
+        int n = snprintf(NULL, 0, DB_FIGURES, lag, queue_age, queued);
+        char *all = n > 0 ? realloc(text, len + (size_t)n + 1) : NULL;
+        if (all != NULL) {
+            snprintf(all + len, (size_t)n + 1, DB_FIGURES, lag, queue_age, queued);
+            text = all;
+            len += (size_t)n;
+        }
     }
     http_reply_bytes(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, false);
     free(text);

@@ -271,6 +271,36 @@ START_TEST(metrics_show_how_long_a_transaction_holds_the_sync_feeds_back)
 }
 END_TEST
 
+/* The value of gauge name in /metrics, or -1 when it is absent. */
+static double gauge(const char *name)
+{
+    http_response r = http_get(&srv, "/metrics", NULL);
+    ck_assert_int_eq(r.status, 200);
+    char key[96];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *line = strstr(r.body, key);
+    double v = line != NULL ? strtod(line + strlen(key), NULL) : -1;
+    http_response_free(&r);
+    return v;
+}
+
+/* The segments' queue of batches shows in /metrics: how many wait and how
+ * old the oldest is; an idle server's upkeep leaves none. */
+START_TEST(metrics_show_the_segments_queue)
+{
+    double batches = -1, age = -1;
+    for (int i = 0; i < 50; i++) {
+        batches = gauge("crmd_segments_queue_batches");
+        age = gauge("crmd_segments_queue_seconds");
+        if (batches == 0)
+            break;
+        harness_sleep_ms(100);
+    }
+    ck_assert_msg(batches == 0, "crmd_segments_queue_batches %.0f on an idle server", batches);
+    ck_assert_msg(age == 0, "crmd_segments_queue_seconds %.3f with no batch waiting", age);
+}
+END_TEST
+
 Suite *ops_suite(void)
 {
     Suite *s = suite_create("ops");
@@ -284,6 +314,7 @@ Suite *ops_suite(void)
     tcase_add_test(tc, metrics_expose_a_latency_histogram_per_route);
     tcase_add_test(tc, metrics_report_the_configured_database_pool_size);
     tcase_add_test(tc, metrics_show_how_long_a_transaction_holds_the_sync_feeds_back);
+    tcase_add_test(tc, metrics_show_the_segments_queue);
     tcase_add_test(tc, openapi_contract_is_served_as_application_yaml);
     tcase_add_test(tc, request_id_sent_by_the_client_is_echoed);
     tcase_add_test(tc, request_id_of_63_characters_is_echoed);
