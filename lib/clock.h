@@ -27,6 +27,14 @@ static inline long long crm_monotonic_ms(void)
     return crm_clock_ms(CLOCK_MONOTONIC);
 }
 
+/* Microseconds of the monotonic clock, for timing work. */
+static inline long long crm_monotonic_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* The monotonic clock's time ms milliseconds from now: the deadline of a
  * pthread_cond_timedwait on a condition variable of that clock. */
 static inline struct timespec crm_monotonic_after_ms(int ms)

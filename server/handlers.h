@@ -58,6 +58,7 @@ void handle_sync_segment_memberships(http_request *req);
 
 /* handlers_metrics.c */
 void handle_customer_metrics(http_request *req);
+void handle_customer_treatments(http_request *req);
 void handle_customer_lifecycle(http_request *req);
 void handle_metrics_model(http_request *req);
 void handle_metrics_recompute(http_request *req);

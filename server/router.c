@@ -34,6 +34,7 @@ static const char *const Q_TIMELINE[] = {"channel",         "type",  "occurred_a
 static const char *const Q_SEGMENT_MEMBERS[] = {"limit", "after", "at", NULL};
 static const char *const Q_SEGMENT_COUNT[] = {"at", NULL};
 static const char *const Q_SEGMENT_CHANGES[] = {"limit", "after", "since", NULL};
+static const char *const Q_LIMIT[] = {"limit", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
 static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
 static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
@@ -125,6 +126,9 @@ static const http_route routes[] = {
      false, 0, Q_SEGMENT_CHANGES},
     {"GET", "/v1/segments/{id}/history", handle_segment_history, CRM_SCOPE_SEGMENTS_READ, false,
      false, 0, Q_PAGE},
+    /* treatments */
+    {"GET", "/v1/customers/{id}/treatments", handle_customer_treatments, CRM_SCOPE_RULES_READ,
+     false, false, 0, Q_LIMIT},
     /* metrics */
     {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
      true, 0, NULL},

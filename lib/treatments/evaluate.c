@@ -1,0 +1,354 @@
+/*
+ * treatments/evaluate.c — GET /v1/customers/{id}/treatments: every live
+ * rule evaluated in process against the customer's loaded state, the
+ * entitlements, the actions ranked by the arbitration of treatments.h, and
+ * for each channel the rules prefer whether the customer may be contacted
+ * now (contact_allowed, the check POST .../contacts makes).
+ *
+ * The rules (parsed) and the policies are kept in memory, one config per
+ * treatment_config.stamp: a request reads the stamp, and the first that
+ * finds it moved loads the config again; requests under way keep the one
+ * they took (reference counted).
+ */
+#include "treatments/internal.h"
+#include "clock.h"
+#include "jbuf.h"
+#include "segments.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHANNELS_MAX 7 /* the consent channels */
+
+typedef struct live_rule {
+    long long id;
+    int version, position, priority;
+    double value;
+    long long from_ms, until_ms; /* 0: open */
+    const char *name, *offer, *entitlement, *action, *action_text, *purpose, *value_text;
+    const char *channels[CHANNELS_MAX];
+    int nchannels;
+    crm_rule *cond;
+} live_rule;
+
+typedef struct config {
+    long long stamp;
+    live_rule *r;
+    int n;
+    policy_set ps;
+    PGresult *res; /* the rules' row strings point into it */
+    int refs;
+} config;
+
+static pthread_mutex_t config_mu = PTHREAD_MUTEX_INITIALIZER;
+static config *current;
+
+static void config_free(config *k)
+{
+    for (int i = 0; i < k->n; i++)
+        crm_rule_free(k->r[i].cond);
+    free(k->r);
+    policy_set_free(&k->ps);
+    PQclear(k->res);
+    free(k);
+}
+
+static void config_release(config *k)
+{
+    if (k == NULL)
+        return;
+    pthread_mutex_lock(&config_mu);
+    bool last = --k->refs == 0;
+    pthread_mutex_unlock(&config_mu);
+    if (last)
+        config_free(k);
+}
+
+static crm_stmt read_stamp =
+    CRM_STMT_RO("treatments_stamp", "SELECT stamp FROM treatment_config WHERE id = 1");
+
+/* The live rules in order of evaluation; times as epoch milliseconds. */
+static crm_stmt load_rules = CRM_STMT_RO(
+    "treatments_load_rules",
+    "SELECT id, version, position, name, condition::text, offer_code, entitlement_code,"
+    " action_code, action_text, purpose, value::text, value::float8, priority,"
+    " coalesce((extract(epoch FROM active_from) * 1000)::bigint, 0),"
+    " coalesce((extract(epoch FROM active_until) * 1000)::bigint, 0), array_to_json(channels)::text"
+    " FROM treatment_rules WHERE deleted_at IS NULL ORDER BY position, id");
+
+static const char *opt(const PGresult *res, int row, int col)
+{
+    return PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+}
+
+/* Fills r from row i of res (strings point into res); false when the
+ * stored condition does not parse (it was checked when written). */
+static bool read_rule(const PGresult *res, int i, live_rule *r, crm_error *err)
+{
+    *r = (live_rule){.id = atoll(PQgetvalue(res, i, 0)),
+                     .version = atoi(PQgetvalue(res, i, 1)),
+                     .position = atoi(PQgetvalue(res, i, 2)),
+                     .name = PQgetvalue(res, i, 3),
+                     .offer = opt(res, i, 5),
+                     .entitlement = opt(res, i, 6),
+                     .action = opt(res, i, 7),
+                     .action_text = opt(res, i, 8),
+                     .purpose = PQgetvalue(res, i, 9),
+                     .value_text = PQgetvalue(res, i, 10),
+                     .value = strtod(PQgetvalue(res, i, 11), NULL),
+                     .priority = atoi(PQgetvalue(res, i, 12)),
+                     .from_ms = atoll(PQgetvalue(res, i, 13)),
+                     .until_ms = atoll(PQgetvalue(res, i, 14))};
+    json_t *chans = json_loads(PQgetvalue(res, i, 15), 0, NULL);
+    size_t k;
+    json_t *v;
+    json_array_foreach(chans, k, v)
+    {
+        /* The stored array holds consent channels (a check of the table). */
+        static const char *const known[CHANNELS_MAX] = {"email", "sms",   "phone", "mail",
+                                                        "push",  "web",   "in_app"};
+        for (int c = 0; c < CHANNELS_MAX && r->nchannels < CHANNELS_MAX; c++)
+            if (json_is_string(v) && strcmp(json_string_value(v), known[c]) == 0)
+                r->channels[r->nchannels++] = known[c];
+    }
+    json_decref(chans);
+    json_t *cond = json_loads(PQgetvalue(res, i, 4), 0, NULL);
+    r->cond = cond != NULL ? crm_rule_parse(cond, err) : NULL;
+    json_decref(cond);
+    if (r->cond == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "treatment rule %lld: its condition no longer parses",
+                             r->id);
+    return true;
+}
+
+static config *config_load(crm_conn *c, long long stamp, crm_error *err)
+{
+    config *k = calloc(1, sizeof *k);
+    if (k == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    k->stamp = stamp;
+    k->refs = 1;
+    k->res = crm_db_exec(c, &load_rules, 0, NULL, err);
+    bool ok = k->res != NULL;
+    int n = ok ? PQntuples(k->res) : 0;
+    if (ok && n > 0 && (k->r = calloc((size_t)n, sizeof *k->r)) == NULL)
+        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    for (int i = 0; ok && i < n; i++) {
+        ok = read_rule(k->res, i, &k->r[i], err);
+        if (ok)
+            k->n++;
+    }
+    ok = ok && policy_set_load(c, &k->ps, err);
+    if (!ok) {
+        config_free(k);
+        return NULL;
+    }
+    return k;
+}
+
+/* The config of the stamp now stored, with a reference for the caller. */
+static config *config_take(crm_conn *c, crm_error *err)
+{
+    PGresult *res = crm_db_exec(c, &read_stamp, 0, NULL, err);
+    if (res == NULL)
+        return NULL;
+    long long stamp = PQntuples(res) == 1 ? atoll(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    pthread_mutex_lock(&config_mu);
+    config *k = current;
+    if (k != NULL && k->stamp == stamp)
+        k->refs++;
+    else
+        k = NULL;
+    pthread_mutex_unlock(&config_mu);
+    if (k != NULL)
+        return k;
+    k = config_load(c, stamp, err);
+    if (k == NULL)
+        return NULL;
+    pthread_mutex_lock(&config_mu);
+    config *old = NULL;
+    if (current == NULL || current->stamp < stamp) {
+        old = current;
+        current = k;
+        k->refs++; /* the cache's */
+    }
+    pthread_mutex_unlock(&config_mu);
+    config_release(old);
+    return k;
+}
+
+/* ---- arbitration ------------------------------------------------------------ */
+
+typedef struct ranked {
+    const live_rule *r;
+    double score;
+} ranked;
+
+/* Score descending, then position, then id. */
+static int by_rank(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    if (x->score != y->score)
+        return x->score > y->score ? -1 : 1;
+    if (x->r->position != y->r->position)
+        return x->r->position < y->r->position ? -1 : 1;
+    return (x->r->id > y->r->id) - (x->r->id < y->r->id);
+}
+
+static json_t *opt_string(const char *s)
+{
+    return s != NULL ? json_string(s) : json_null();
+}
+
+static json_t *rule_summary(const live_rule *r)
+{
+    json_t *chans = json_array();
+    for (int i = 0; i < r->nchannels; i++)
+        json_array_append_new(chans, json_string(r->channels[i]));
+    json_t *o = json_pack("{s:I, s:i, s:s, s:i, s:o, s:o, s:o, s:o, s:s, s:o}", "id",
+                          (json_int_t)r->id, "version", r->version, "name", r->name, "position",
+                          r->position, "offer_code", opt_string(r->offer), "entitlement_code",
+                          opt_string(r->entitlement), "action",
+                          r->action != NULL ? json_pack("{s:s, s:o}", "code", r->action, "text",
+                                                        opt_string(r->action_text))
+                                            : json_null(),
+                          "channels", chans, "purpose", r->purpose, "value",
+                          json_real(r->value));
+    json_object_set_new(o, "priority", json_integer(r->priority));
+    return o;
+}
+
+/* One channel's verdict for a purpose (and the rule asking, 0: none). */
+static json_t *channel_verdict(const config *k, const contact_facts *f, const char *channel,
+                               const char *purpose, long long rule_id, long long now_ms,
+                               bool *allowed)
+{
+    json_t *reasons = json_array();
+    *allowed = contact_allowed(&k->ps, f, channel, purpose, rule_id, now_ms, reasons);
+    return json_pack("{s:s, s:s, s:b, s:o}", "channel", channel, "purpose", purpose, "allowed",
+                     *allowed, "reasons", reasons);
+}
+
+/* The action entry of r: its summary, the figures of the arbitration, and
+ * the first of its channels it may use now (null: none). */
+static json_t *action_entry(const config *k, const contact_facts *f, const ranked *x,
+                            long long now_ms)
+{
+    json_t *o = rule_summary(x->r);
+    json_object_set_new(o, "score", json_real(x->score));
+    json_t *use = json_null();
+    for (int i = 0; i < x->r->nchannels; i++) {
+        bool allowed;
+        json_t *v = channel_verdict(k, f, x->r->channels[i], x->r->purpose, x->r->id, now_ms,
+                                    &allowed);
+        json_decref(v);
+        if (allowed) {
+            json_decref(use);
+            use = json_string(x->r->channels[i]);
+            break;
+        }
+    }
+    json_object_set_new(o, "channel", use);
+    return o;
+}
+
+static bool seen_pair(json_t *channels, const char *channel, const char *purpose)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(channels, i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "channel")), channel) == 0 &&
+            strcmp(json_string_value(json_object_get(v, "purpose")), purpose) == 0)
+            return true;
+    }
+    return false;
+}
+
+static json_t *evaluate(const config *k, const crm_rule_state *st, const contact_facts *f,
+                        long long customer_id, int limit, long long now_ms)
+{
+    ranked *ranks = k->n > 0 ? malloc(sizeof *ranks * (size_t)k->n) : NULL;
+    if (k->n > 0 && ranks == NULL)
+        return NULL;
+    json_t *rules = json_array(), *entitlements = json_array(), *channels = json_array();
+    int nranked = 0;
+    for (int i = 0; i < k->n; i++) {
+        const live_rule *r = &k->r[i];
+        if ((r->from_ms != 0 && now_ms < r->from_ms) || (r->until_ms != 0 && now_ms >= r->until_ms))
+            continue;
+        if (!f->active || !crm_rule_eval(r->cond, st, now_ms))
+            continue;
+        json_array_append_new(rules, rule_summary(r));
+        if (r->entitlement != NULL) {
+            bool dup = false;
+            size_t j;
+            json_t *v;
+            json_array_foreach(entitlements, j, v) dup = dup || strcmp(json_string_value(v),
+                                                                        r->entitlement) == 0;
+            if (!dup)
+                json_array_append_new(entitlements, json_string(r->entitlement));
+        }
+        for (int c = 0; c < r->nchannels; c++)
+            if (!seen_pair(channels, r->channels[c], r->purpose)) {
+                bool allowed;
+                json_array_append_new(channels, channel_verdict(k, f, r->channels[c], r->purpose,
+                                                                0, now_ms, &allowed));
+            }
+        if (r->action != NULL)
+            ranks[nranked++] = (ranked){.r = r, .score = (double)r->priority * r->value};
+    }
+    if (nranked > 1)
+        qsort(ranks, (size_t)nranked, sizeof *ranks, by_rank);
+    json_t *actions = json_array();
+    for (int i = 0; i < nranked && i < limit; i++)
+        json_array_append_new(actions, action_entry(k, f, &ranks[i], now_ms));
+    json_t *best = nranked > 0 ? json_incref(json_array_get(actions, 0)) : json_null();
+    free(ranks);
+    char at[40];
+    crm_format_timestamp(now_ms, at);
+    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "customer_id",
+                     (json_int_t)customer_id, "evaluated_at", at, "rules", rules, "entitlements",
+                     entitlements, "next_best_action", best, "actions", actions, "channels",
+                     channels);
+}
+
+json_t *crm_customer_treatments(long long customer_id, int limit, crm_error *err)
+{
+    if (limit < 1 || limit > CRM_TREATMENTS_LIMIT_MAX) {
+        crm_error_set(err, CRM_E_INVALID, "limit must be 1 to %d", CRM_TREATMENTS_LIMIT_MAX);
+        crm_error_add_field(err, "/limit", "must be an integer from 1 to 100");
+        return NULL;
+    }
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return NULL;
+    long long t0 = crm_monotonic_us();
+    config *k = config_take(c, err);
+    crm_rule_state *st = k != NULL ? crm_rule_state_load(c, customer_id, err) : NULL;
+    long long now_ms = crm_wall_ms();
+    contact_facts f = {0};
+    bool ok = st != NULL && contact_facts_load(c, &k->ps, customer_id, now_ms, &f, err);
+    crm_db_release(c);
+    json_t *out = NULL;
+    if (ok) {
+        long long t1 = crm_monotonic_us();
+        out = evaluate(k, st, &f, customer_id, limit, now_ms);
+        long long t2 = crm_monotonic_us();
+        if (out == NULL)
+            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        else
+            json_object_set_new(out, "timing",
+                                json_pack("{s:I, s:I}", "load_us", (json_int_t)(t1 - t0),
+                                          "evaluate_us", (json_int_t)(t2 - t1)));
+    }
+    contact_facts_free(&f);
+    crm_rule_state_free(st);
+    config_release(k);
+    return out;
+}
