@@ -206,6 +206,7 @@ void harness_cursor_secret_load(void);
 
 /* Suites (one file each). */
 Suite *ops_suite(void);
+Suite *treatments_suite(void);
 Suite *errors_suite(void);
 Suite *apikeys_suite(void);
 Suite *http_suite(void);
