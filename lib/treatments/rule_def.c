@@ -45,6 +45,13 @@ static bool only_members(json_t *obj, const char *const *allowed, const char *ba
     return ok;
 }
 
+/* A string (no NUL inside) that is one of list. */
+static bool one_of_list(const json_t *v, const char *const *list)
+{
+    const char *s = json_string_value(v);
+    return s != NULL && strlen(s) == json_string_length(v) && crm_one_of(s, list);
+}
+
 /* A string of min..max characters (code points), no NUL inside. */
 static bool text_ok(const json_t *v, size_t min, size_t max)
 {
@@ -71,12 +78,13 @@ static json_t *optional_text(const json_t *obj, const char *key, const char *ptr
     return json_incref(v);
 }
 
-/* An integer in lo..hi, or def when absent. */
+/* An integer in lo..hi, or def when absent or null (a member a merge
+ * patch removes takes its default). */
 static json_t *bounded_int(const json_t *obj, const char *key, const char *ptr, long long lo,
                            long long hi, json_t *def, crm_error *err)
 {
     json_t *v = json_object_get(obj, key);
-    if (v == NULL)
+    if (v == NULL || json_is_null(v))
         return def;
     json_decref(def);
     if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
@@ -123,7 +131,7 @@ static json_t *check_channels(const json_t *v, crm_error *err)
         char ptr[48];
         snprintf(ptr, sizeof ptr, "/treatment/channels/%zu", i);
         const char *s = json_string_value(c);
-        if (s == NULL || !crm_one_of(s, channels)) {
+        if (!one_of_list(c, channels)) {
             crm_error_add_field(err, ptr,
                                 "must be one of email, sms, phone, mail, push, web, in_app");
             continue;
@@ -143,7 +151,7 @@ static json_t *check_channels(const json_t *v, crm_error *err)
 static json_t *check_value(const json_t *t, crm_error *err)
 {
     json_t *v = json_object_get(t, "value");
-    if (v == NULL)
+    if (v == NULL || json_is_null(v))
         return json_integer(0);
     double d = json_number_value(v);
     if (!json_is_number(v) || !isfinite(d) || d < 0 || d > RULE_DEF_VALUE_MAX) {
@@ -161,8 +169,9 @@ static json_t *check_treatment(const json_t *t, crm_error *err)
     }
     only_members((json_t *)t, treatment_members, "/treatment", err);
     json_t *purpose = json_object_get(t, "purpose");
-    if (purpose != NULL && !crm_one_of(json_string_value(purpose) ? json_string_value(purpose) : "",
-                                       purposes)) {
+    if (json_is_null(purpose))
+        purpose = NULL;
+    if (purpose != NULL && !one_of_list(purpose, purposes)) {
         crm_error_add_field(err, "/treatment/purpose",
                             "must be one of marketing, service, profiling, analytics, third_party");
         purpose = NULL;
@@ -189,7 +198,8 @@ static json_t *check_instant(const json_t *a, const char *key, char sql[40], lon
     const char *s = json_string_value(v);
     char ptr[24];
     snprintf(ptr, sizeof ptr, "/active/%s", key);
-    if (s == NULL || !crm_rfc3339_epoch_ms(s, ms) || !crm_rfc3339_to_utc(s, sql, 40)) {
+    if (s == NULL || strlen(s) != json_string_length(v) || !crm_rfc3339_epoch_ms(s, ms) ||
+        !crm_rfc3339_to_utc(s, sql, 40)) {
         sql[0] = '\0';
         crm_error_add_field(err, ptr, "must be null or an RFC 3339 date-time");
         return json_null();

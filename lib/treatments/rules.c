@@ -405,7 +405,9 @@ static bool removes_required(const json_t *patch, crm_error *err)
             bad = true;
         }
     }
-    return bad && crm_error_set(err, CRM_E_INVALID, "the treatment rule is invalid");
+    if (bad)
+        crm_error_set(err, CRM_E_INVALID, "the treatment rule is invalid");
+    return bad;
 }
 
 json_t *crm_treatment_rule_patch(long long id, const json_t *patch, const char *if_match,

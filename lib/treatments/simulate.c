@@ -60,9 +60,11 @@ static bool build(crm_sqlbuf *s, const sim_input *in, const other_rule *o, int n
     crm_sqlbuf_append(s, " ORDER BY cc.captured_at DESC, cc.id DESC LIMIT 1) = 'granted'))"
                          " ORDER BY ch.n), '[]')::text FROM json_array_elements_text(");
     crm_sqlbuf_placeholder(s, pch);
-    crm_sqlbuf_append(s, "::json) WITH ORDINALITY AS ch(name, n)), (SELECT ARRAY[");
+    /* The array leads with count(*): an aggregate, so that the subquery is
+     * one row even when there are no other rules. */
+    crm_sqlbuf_append(s, "::json) WITH ORDINALITY AS ch(name, n)), (SELECT ARRAY[count(*)");
     for (int i = 0; ok && i < n; i++) {
-        crm_sqlbuf_append(s, i ? ", count(*) FILTER (WHERE " : "count(*) FILTER (WHERE ");
+        crm_sqlbuf_append(s, ", count(*) FILTER (WHERE ");
         ok = crm_rule_sql(o[i].condition, s, now_ms, arena, err);
         crm_sqlbuf_append(s, ")");
     }
@@ -92,11 +94,11 @@ static json_t *render(const PGresult *res, const other_rule *o, int n, crm_error
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         return NULL;
     }
-    parse_counts(PQgetvalue(res, 0, 3), both, n);
+    parse_counts(PQgetvalue(res, 0, 3), both, n + 1); /* both[0]: matched again */
     json_t *overlap = json_array();
     for (int i = 0; i < n; i++)
         json_array_append_new(overlap, json_pack("{s:I, s:s, s:I}", "rule_id", (json_int_t)o[i].id,
-                                                 "name", o[i].name, "both", (json_int_t)both[i]));
+                                                 "name", o[i].name, "both", (json_int_t)both[i + 1]));
     free(both);
     json_t *sample = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
     json_t *contactable = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
