@@ -14,21 +14,19 @@
 
 static const char *const top_members[] = {"name",   "description", "condition", "treatment",
                                           "active", "position",    NULL};
-static const char *const treatment_members[] = {"offer_code", "entitlement_code", "action",
-                                                "channels",   "purpose",          "value",
-                                                "priority",   NULL};
+static const char *const treatment_members[] = {
+    "offer_code", "entitlement_code", "action", "channels", "purpose", "value", "priority", NULL};
 static const char *const action_members[] = {"code", "text", NULL};
 static const char *const active_members[] = {"from", "until", NULL};
 
-static const char *const channels[] = {"email", "sms", "phone", "mail", "push", "web", "in_app",
-                                       NULL};
+static const char *const channels[] = {"email", "sms", "phone",  "mail",
+                                       "push",  "web", "in_app", NULL};
 static const char *const purposes[] = {"marketing", "service",     "profiling",
                                        "analytics", "third_party", NULL};
 
 /* crm_json_only_fields names unknown members from the root ("/x"); these
  * are one level down, so their names are re-made under base. */
-static bool only_members(json_t *obj, const char *const *allowed, const char *base,
-                         crm_error *err)
+static bool only_members(json_t *obj, const char *const *allowed, const char *base, crm_error *err)
 {
     bool ok = true;
     const char *key;
@@ -264,8 +262,8 @@ static void collect_refs(rule_def *d, crm_error *err)
     size_t len = 0;
     d->depends[len++] = '{';
     for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(d->depends + len, sizeof d->depends - len, "%s%lld",
-                                i ? "," : "", d->refs[i]);
+        len += (size_t)snprintf(d->depends + len, sizeof d->depends - len, "%s%lld", i ? "," : "",
+                                d->refs[i]);
     snprintf(d->depends + len, sizeof d->depends - len, "}");
 }
 

@@ -14,7 +14,7 @@
 #include "error.h"
 #include "segments.h"
 
-#define RULE_DEF_MAX_REFS 200   /* segments a condition may name */
+#define RULE_DEF_MAX_REFS 200 /* segments a condition may name */
 #define RULE_DEF_POSITION_MAX 1000000000
 #define RULE_DEF_VALUE_MAX 1e15 /* kept exact as a double */
 

@@ -16,12 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define RULE_TIMES                                                                                 \
+    CRM_SQL_TS("r.active_from")                                                                    \
+    ", " CRM_SQL_TS("r.active_until") ", r.position, r.version, " CRM_SQL_TS(                      \
+        "r.created_at") ", " CRM_SQL_TS("r.updated_at")
+
 #define RULE_COLUMNS                                                                               \
     "r.id, r.name, r.description, r.condition::text, r.offer_code, r.entitlement_code,"            \
     " r.action_code, r.action_text, array_to_json(r.channels)::text, r.purpose, r.value::text,"    \
-    " r.priority, " CRM_SQL_TS("r.active_from") ", " CRM_SQL_TS(                                   \
-        "r.active_until") ", r.position, r.version, " CRM_SQL_TS("r.created_at") ", " CRM_SQL_TS(  \
-        "r.updated_at")
+    " r.priority, " RULE_TIMES
 
 enum {
     COL_ID,
@@ -55,12 +58,12 @@ static crm_stmt rule_lock_stmt =
 /* The cursor is the id of the last rule shown: the page goes on after
  * that rule's place in (position, id), so that rules created meanwhile
  * neither repeat nor shift what follows. */
-static crm_stmt rule_page_stmt = CRM_STMT_PAGE(
-    "treatment_rule_page",
-    "SELECT " RULE_COLUMNS " FROM treatment_rules r WHERE r.deleted_at IS NULL"
-    " AND ($1::bigint = 0 OR (r.position, r.id) >"
-    " (SELECT a.position, a.id FROM treatment_rules a WHERE a.id = $1::bigint))"
-    " ORDER BY r.position, r.id LIMIT $2");
+static crm_stmt rule_page_stmt =
+    CRM_STMT_PAGE("treatment_rule_page",
+                  "SELECT " RULE_COLUMNS " FROM treatment_rules r WHERE r.deleted_at IS NULL"
+                  " AND ($1::bigint = 0 OR (r.position, r.id) >"
+                  " (SELECT a.position, a.id FROM treatment_rules a WHERE a.id = $1::bigint))"
+                  " ORDER BY r.position, r.id LIMIT $2");
 
 static crm_stmt stamp_stmt =
     CRM_STMT("treatment_config_stamp", "UPDATE treatment_config SET stamp = stamp + 1");
@@ -89,10 +92,10 @@ static crm_stmt rule_update_stmt = CRM_STMT(
     " active_from, active_until, position, version, updated_at) = (" RULE_VALUES
     ", $17::int, version + 1, now()) WHERE id = $1");
 
-static crm_stmt version_insert_stmt = CRM_STMT(
-    "treatment_rule_version_insert",
-    "INSERT INTO treatment_rule_versions (rule_id, version, body, api_key_id)"
-    " VALUES ($1, $2, $3::jsonb, nullif($4::bigint, 0))");
+static crm_stmt version_insert_stmt =
+    CRM_STMT("treatment_rule_version_insert",
+             "INSERT INTO treatment_rule_versions (rule_id, version, body, api_key_id)"
+             " VALUES ($1, $2, $3::jsonb, nullif($4::bigint, 0))");
 
 static crm_stmt rule_mark_deleted_stmt = CRM_STMT(
     "treatment_rule_mark_deleted", "UPDATE treatment_rules SET deleted_at = now() WHERE id = $1");
@@ -120,25 +123,24 @@ static json_t *stored_json(const PGresult *res, int r, int c)
 static json_t *rule_from_row(const PGresult *res, int r)
 {
     json_t *action = PQgetisnull(res, r, COL_ACTION_CODE)
-                          ? json_null()
-                          : json_pack("{s:s, s:o}", "code", PQgetvalue(res, r, COL_ACTION_CODE),
-                                      "text", text_or_null(res, r, COL_ACTION_TEXT));
+                         ? json_null()
+                         : json_pack("{s:s, s:o}", "code", PQgetvalue(res, r, COL_ACTION_CODE),
+                                     "text", text_or_null(res, r, COL_ACTION_TEXT));
     json_t *treatment = json_pack(
         "{s:o, s:o, s:o, s:o, s:s, s:o, s:I}", "offer_code", text_or_null(res, r, COL_OFFER),
         "entitlement_code", text_or_null(res, r, COL_ENTITLEMENT), "action", action, "channels",
         stored_json(res, r, COL_CHANNELS), "purpose", PQgetvalue(res, r, COL_PURPOSE), "value",
         stored_json(res, r, COL_VALUE), "priority",
         (json_int_t)atoll(PQgetvalue(res, r, COL_PRIORITY)));
-    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:{s:o, s:o}, s:I, s:I, s:s, s:s}", "id",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name",
-                     PQgetvalue(res, r, COL_NAME), "description",
-                     text_or_null(res, r, COL_DESCRIPTION), "condition",
-                     stored_json(res, r, COL_CONDITION), "treatment", treatment, "active", "from",
-                     text_or_null(res, r, COL_FROM), "until", text_or_null(res, r, COL_UNTIL),
-                     "position", (json_int_t)atoll(PQgetvalue(res, r, COL_POSITION)), "version",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "created_at",
-                     PQgetvalue(res, r, COL_CREATED), "updated_at",
-                     PQgetvalue(res, r, COL_UPDATED));
+    return json_pack(
+        "{s:I, s:s, s:o, s:o, s:o, s:{s:o, s:o}, s:I, s:I, s:s, s:s}", "id",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name", PQgetvalue(res, r, COL_NAME),
+        "description", text_or_null(res, r, COL_DESCRIPTION), "condition",
+        stored_json(res, r, COL_CONDITION), "treatment", treatment, "active", "from",
+        text_or_null(res, r, COL_FROM), "until", text_or_null(res, r, COL_UNTIL), "position",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_POSITION)), "version",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "created_at",
+        PQgetvalue(res, r, COL_CREATED), "updated_at", PQgetvalue(res, r, COL_UPDATED));
 }
 
 /* The rule id (live) on c, or with c NULL on a connection of its own;
@@ -166,8 +168,7 @@ json_t *crm_treatment_rule_get(long long id, crm_error *err)
     return rule_read(NULL, id, false, err);
 }
 
-json_t *crm_treatment_rules_list(long long after, int limit, long long *next_after,
-                                 crm_error *err)
+json_t *crm_treatment_rules_list(long long after, int limit, long long *next_after, crm_error *err)
 {
     *next_after = 0;
     char afterbuf[24], fetch[16];
@@ -189,8 +190,7 @@ json_t *crm_treatment_rules_list(long long after, int limit, long long *next_aft
 
 /* ---- writing -------------------------------------------------------------------- */
 
-static bool exec_ok(crm_conn *c, crm_stmt *st, int n, const char *const *params,
-                    crm_error *err)
+static bool exec_ok(crm_conn *c, crm_stmt *st, int n, const char *const *params, crm_error *err)
 {
     PGresult *res = crm_db_exec(c, st, n, params, err);
     PQclear(res);
@@ -292,9 +292,9 @@ static bool below_the_limit(crm_conn *c, crm_error *err)
     long long n = atoll(PQgetvalue(res, 0, 0));
     PQclear(res);
     if (n >= CRM_TREATMENT_RULES_MAX)
-        return crm_error_set(err, CRM_E_CONFLICT,
-                             "there are %lld treatment rules, the most crmd keeps: delete one first",
-                             n);
+        return crm_error_set(
+            err, CRM_E_CONFLICT,
+            "there are %lld treatment rules, the most crmd keeps: delete one first", n);
     return true;
 }
 
@@ -368,7 +368,8 @@ static json_t *merge(json_t *target, const json_t *patch)
         if (json_is_null(value))
             json_object_del(target, key);
         else
-            json_object_set_new(target, key, merge(json_incref(json_object_get(target, key)), value));
+            json_object_set_new(target, key,
+                                merge(json_incref(json_object_get(target, key)), value));
     }
     return target;
 }
@@ -429,10 +430,11 @@ json_t *crm_treatment_rule_patch(long long id, const json_t *patch, const char *
     json_t *doc = NULL, *current = NULL, *def = NULL;
     rule_def d = {0};
     def_params p = {0};
-    bool ok = exec_ok(c, &stamp_stmt, 0, NULL, err) &&
-              (current = rule_read(c, id, true, err)) != NULL;
+    bool ok =
+        exec_ok(c, &stamp_stmt, 0, NULL, err) && (current = rule_read(c, id, true, err)) != NULL;
     if (ok && !crm_etag_matches(if_match, json_integer_value(json_object_get(current, "version"))))
-        ok = crm_error_set(err, CRM_E_PRECONDITION, "the treatment rule has changed since that version");
+        ok = crm_error_set(err, CRM_E_PRECONDITION,
+                           "the treatment rule has changed since that version");
     if (ok) {
         def = patched(current, patch);
         ok = def != NULL ? rule_def_check(def, &d, err)
@@ -474,10 +476,11 @@ bool crm_treatment_rule_delete(long long id, const char *if_match, crm_error *er
         return false;
     }
     json_t *current = NULL;
-    bool ok = exec_ok(c, &stamp_stmt, 0, NULL, err) &&
-              (current = rule_read(c, id, true, err)) != NULL;
+    bool ok =
+        exec_ok(c, &stamp_stmt, 0, NULL, err) && (current = rule_read(c, id, true, err)) != NULL;
     if (ok && !crm_etag_matches(if_match, json_integer_value(json_object_get(current, "version"))))
-        ok = crm_error_set(err, CRM_E_PRECONDITION, "the treatment rule has changed since that version");
+        ok = crm_error_set(err, CRM_E_PRECONDITION,
+                           "the treatment rule has changed since that version");
     if (ok) {
         char idbuf[24];
         snprintf(idbuf, sizeof idbuf, "%lld", id);
@@ -492,8 +495,8 @@ bool crm_treatment_rule_delete(long long id, const char *if_match, crm_error *er
     return ok;
 }
 
-json_t *crm_treatment_rule_versions(long long id, long long after, int limit,
-                                    long long *next_after, crm_error *err)
+json_t *crm_treatment_rule_versions(long long id, long long after, int limit, long long *next_after,
+                                    crm_error *err)
 {
     *next_after = 0;
     json_t *current = rule_read(NULL, id, false, err);
@@ -511,14 +514,13 @@ json_t *crm_treatment_rule_versions(long long id, long long after, int limit,
     int n = PQntuples(res), shown = crm_page_shown(n, limit);
     json_t *data = json_array();
     for (int r = 0; r < shown; r++)
-        json_array_append_new(
-            data, json_pack("{s:I, s:s, s:o, s:o}", "version",
-                            (json_int_t)atoll(PQgetvalue(res, r, 0)), "changed_at",
-                            PQgetvalue(res, r, 2), "api_key_id",
-                            PQgetisnull(res, r, 3)
-                                ? json_null()
-                                : json_integer(atoll(PQgetvalue(res, r, 3))),
-                            "rule", stored_json(res, r, 1)));
+        json_array_append_new(data, json_pack("{s:I, s:s, s:o, s:o}", "version",
+                                              (json_int_t)atoll(PQgetvalue(res, r, 0)),
+                                              "changed_at", PQgetvalue(res, r, 2), "api_key_id",
+                                              PQgetisnull(res, r, 3)
+                                                  ? json_null()
+                                                  : json_integer(atoll(PQgetvalue(res, r, 3))),
+                                              "rule", stored_json(res, r, 1)));
     if (crm_page_has_next(n, limit))
         *next_after = atoll(PQgetvalue(res, shown - 1, 0));
     PQclear(res);

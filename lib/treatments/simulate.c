@@ -18,11 +18,11 @@
 
 /* The live rules other than $1 whose window holds now, in order of
  * evaluation. */
-static crm_stmt others_stmt = CRM_STMT_RO(
-    "treatment_rule_simulate_others",
-    "SELECT id, name, condition::text FROM treatment_rules WHERE deleted_at IS NULL"
-    " AND id <> $1::bigint AND (active_from IS NULL OR active_from <= now())"
-    " AND (active_until IS NULL OR active_until > now()) ORDER BY position, id");
+static crm_stmt others_stmt =
+    CRM_STMT_RO("treatment_rule_simulate_others",
+                "SELECT id, name, condition::text FROM treatment_rules WHERE deleted_at IS NULL"
+                " AND id <> $1::bigint AND (active_from IS NULL OR active_from <= now())"
+                " AND (active_until IS NULL OR active_until > now()) ORDER BY position, id");
 
 typedef struct other_rule {
     long long id;
@@ -97,14 +97,15 @@ static json_t *render(const PGresult *res, const other_rule *o, int n, crm_error
     parse_counts(PQgetvalue(res, 0, 3), both, n + 1); /* both[0]: matched again */
     json_t *overlap = json_array();
     for (int i = 0; i < n; i++)
-        json_array_append_new(overlap, json_pack("{s:I, s:s, s:I}", "rule_id", (json_int_t)o[i].id,
-                                                 "name", o[i].name, "both", (json_int_t)both[i + 1]));
+        json_array_append_new(overlap,
+                              json_pack("{s:I, s:s, s:I}", "rule_id", (json_int_t)o[i].id, "name",
+                                        o[i].name, "both", (json_int_t)both[i + 1]));
     free(both);
     json_t *sample = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
     json_t *contactable = json_loads(PQgetvalue(res, 0, 2), 0, NULL);
-    json_t *doc = json_pack("{s:I, s:o*, s:o, s:o*}", "matched",
-                            (json_int_t)atoll(PQgetvalue(res, 0, 0)), "sample", sample, "overlap",
-                            overlap, "contactable", contactable);
+    json_t *doc =
+        json_pack("{s:I, s:o*, s:o, s:o*}", "matched", (json_int_t)atoll(PQgetvalue(res, 0, 0)),
+                  "sample", sample, "overlap", overlap, "contactable", contactable);
     if (doc == NULL || sample == NULL || contactable == NULL) {
         json_decref(doc);
         crm_error_set(err, CRM_E_INTERNAL, "the simulation's result could not be read");

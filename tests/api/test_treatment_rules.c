@@ -375,10 +375,8 @@ START_TEST(bad_rules_are_refused_with_the_pointer_and_change_nothing)
         {"\"condition\": {\"all\": []}, \"treatment\": {\"purpose\": \"spam\"}",
          "/treatment/purpose"},
         {"\"condition\": {\"all\": []}, \"treatment\": {\"value\": -1}", "/treatment/value"},
-        {"\"condition\": {\"all\": []}, \"treatment\": {\"priority\": -2}",
-         "/treatment/priority"},
-        {"\"condition\": {\"all\": []}, \"treatment\": {\"priority\": 1.5}",
-         "/treatment/priority"},
+        {"\"condition\": {\"all\": []}, \"treatment\": {\"priority\": -2}", "/treatment/priority"},
+        {"\"condition\": {\"all\": []}, \"treatment\": {\"priority\": 1.5}", "/treatment/priority"},
         {"\"condition\": {\"all\": []}, \"treatment\": {}, \"active\": {\"from\":"
          " \"2026-06-01T00:00:00Z\", \"until\": \"2026-05-01T00:00:00Z\"}",
          "/active/until"},
@@ -437,8 +435,8 @@ START_TEST(bad_rules_are_refused_with_the_pointer_and_change_nothing)
     for (size_t i = 0; i < sizeof patches / sizeof patches[0]; i++) {
         r = send_json("PATCH", location, writer.secret, patches[i].patch, NULL);
         json_t *p = assert_problem(&r, 422);
-        ck_assert_msg(problem_names_field(p, patches[i].field), "patch %zu: %s does not name %s",
-                      i, r.body, patches[i].field);
+        ck_assert_msg(problem_names_field(p, patches[i].field), "patch %zu: %s does not name %s", i,
+                      r.body, patches[i].field);
         json_decref(p);
         http_response_free(&r);
     }
@@ -460,13 +458,14 @@ START_TEST(the_list_follows_the_order_of_evaluation)
     tag_condition(cond, sizeof cond, tag, NULL);
     /* Created in this order at positions 900000005, 900000002, 900000002 and
      * one after the last: listed b, c, a, d. */
-    static const char *const positions[] = {", \"position\": 900000005",
-                                            ", \"position\": 900000002",
-                                            ", \"position\": 900000002", ""};
+    static const char *const positions[] = {
+        ", \"position\": 900000005", ", \"position\": 900000002", ", \"position\": 900000002", ""};
     long long ids[4];
     for (int i = 0; i < 4; i++) {
-        snprintf(body, sizeof body, "{\"name\": \"list %d %s\", \"condition\": %s,"
-                 " \"treatment\": {}%s}", i, tag, cond, positions[i]);
+        snprintf(body, sizeof body,
+                 "{\"name\": \"list %d %s\", \"condition\": %s,"
+                 " \"treatment\": {}%s}",
+                 i, tag, cond, positions[i]);
         ids[i] = new_rule(body);
     }
     char path[512];
@@ -546,8 +545,8 @@ START_TEST(the_simulation_counts_matches_overlaps_and_consents)
     char tag[48], cond_it[256], cond_all[256], cond_fr[256], body[1024];
     harness_unique(tag, sizeof tag, "trsim");
     /* a, b in Italy; c in France; e in Italy but deleted. */
-    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"),
-              c = new_customer(tag, "FR"), e = new_customer(tag, "IT");
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"), c = new_customer(tag, "FR"),
+              e = new_customer(tag, "IT");
     char path[512];
     consent(a, "email", "marketing", "granted");
     consent(b, "email", "marketing", "granted");
@@ -567,8 +566,8 @@ START_TEST(the_simulation_counts_matches_overlaps_and_consents)
              " [\"email\", \"sms\"]}}",
              tag, cond_it);
     long long italy = new_rule(body);
-    snprintf(body, sizeof body, "{\"name\": \"all %s\", \"condition\": %s, \"treatment\": {}}",
-             tag, cond_all);
+    snprintf(body, sizeof body, "{\"name\": \"all %s\", \"condition\": %s, \"treatment\": {}}", tag,
+             cond_all);
     long long all = new_rule(body);
     /* Not active now (its window starts in 2999), and deleted: no overlap. */
     snprintf(body, sizeof body,

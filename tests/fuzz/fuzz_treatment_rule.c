@@ -18,8 +18,8 @@
 #include "json.h"
 #include "treatments/rule_def.h"
 
-static const char *const channels[] = {"email", "sms", "phone", "mail", "push", "web", "in_app",
-                                       NULL};
+static const char *const channels[] = {"email", "sms", "phone",  "mail",
+                                       "push",  "web", "in_app", NULL};
 static const char *const purposes[] = {"marketing", "service",     "profiling",
                                        "analytics", "third_party", NULL};
 
