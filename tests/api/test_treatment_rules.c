@@ -208,6 +208,12 @@ START_TEST(a_rule_is_created_read_patched_under_its_etag_and_deleted)
     ck_assert_int_eq(r.status, 200);
     ck_assert_str_eq(http_response_header(&r, "ETag"), "\"1\"");
     http_response_free(&r);
+    r = send_json("PATCH", location, reader.secret, "{\"position\": 1}", NULL);
+    json_decref(assert_problem(&r, 403));
+    http_response_free(&r);
+    r = send_json("DELETE", location, reader.secret, NULL, NULL);
+    json_decref(assert_problem(&r, 403));
+    http_response_free(&r);
 
     /* A patch under a stale ETag: 412, nothing changed. */
     r = send_json("PATCH", location, writer.secret, "{\"position\": 1}", "\"9\"");
@@ -515,6 +521,43 @@ START_TEST(the_list_follows_the_order_of_evaluation)
 }
 END_TEST
 
+START_TEST(the_number_of_live_rules_is_bounded)
+{
+    char tag[48], body[512];
+    harness_unique(tag, sizeof tag, "trmax");
+    /* Fill up to the limit with rows of this test's own (named after tag). */
+    long long made = harness_sql_number(
+        db,
+        "WITH i AS (INSERT INTO treatment_rules (name, condition, position)"
+        " SELECT $1 || ' ' || g, '{\"all\": []}', 0 FROM generate_series(1, 1000 -"
+        " (SELECT count(*) FROM treatment_rules WHERE deleted_at IS NULL)) g RETURNING 1)"
+        " SELECT count(*) FROM i",
+        tag);
+    ck_assert_int_ge(made, 1);
+    snprintf(body, sizeof body,
+             "{\"name\": \"one more %s\", \"condition\": {\"all\": []}, \"treatment\": {}}", tag);
+    long long before = stamp();
+    http_response r = send_json("POST", "/v1/treatment-rules", writer.secret, body, NULL);
+    json_t *p = assert_problem(&r, 409);
+    json_decref(p);
+    http_response_free(&r);
+    ck_assert_int_eq(stamp(), before);
+    /* One fewer: the create goes through. */
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "WITH d AS (DELETE FROM treatment_rules WHERE id = (SELECT"
+                                        " max(id) FROM treatment_rules WHERE name LIKE $1 || ' %')"
+                                        " RETURNING 1) SELECT count(*) FROM d",
+                                        tag),
+                     1);
+    long long id = new_rule(body);
+    drop_rule(id);
+    harness_sql_number(db,
+                       "WITH d AS (DELETE FROM treatment_rules WHERE name LIKE $1 || ' %'"
+                       " AND deleted_at IS NULL RETURNING 1) SELECT count(*) FROM d",
+                       tag);
+}
+END_TEST
+
 /* ---- simulation ------------------------------------------------------------------ */
 
 static long long overlap_with(const json_t *sim, long long rule, bool *found)
@@ -681,6 +724,7 @@ Suite *treatment_rules_suite(void)
     tcase_add_test(tc, every_change_is_kept_whole_as_a_version);
     tcase_add_test(tc, bad_rules_are_refused_with_the_pointer_and_change_nothing);
     tcase_add_test(tc, the_list_follows_the_order_of_evaluation);
+    tcase_add_test(tc, the_number_of_live_rules_is_bounded);
     tcase_add_test(tc, the_simulation_counts_matches_overlaps_and_consents);
     suite_add_tcase(s, tc);
     return s;
