@@ -85,6 +85,16 @@ void handle_segment_count(http_request *req);
 void handle_segment_customers(http_request *req);
 void handle_segment_changes(http_request *req);
 void handle_segment_history(http_request *req);
+
+/* handlers_treatment_rules.c */
+void handle_treatment_rule_create(http_request *req);
+void handle_treatment_rule_list(http_request *req);
+void handle_treatment_rule_get(http_request *req);
+void handle_treatment_rule_patch(http_request *req);
+void handle_treatment_rule_delete(http_request *req);
+void handle_treatment_rule_versions(http_request *req);
+void handle_treatment_rule_simulate(http_request *req);
+void handle_treatment_rule_simulate_stored(http_request *req);
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

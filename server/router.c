@@ -129,6 +129,23 @@ static const http_route routes[] = {
     /* treatments */
     {"GET", "/v1/customers/{id}/treatments", handle_customer_treatments, CRM_SCOPE_RULES_READ,
      false, false, 0, Q_LIMIT},
+    /* treatment rules */
+    {"POST", "/v1/treatment-rules", handle_treatment_rule_create, CRM_SCOPE_RULES_WRITE, true,
+     false, SMALL_BODY, NULL},
+    {"GET", "/v1/treatment-rules", handle_treatment_rule_list, CRM_SCOPE_RULES_READ, false, false,
+     0, Q_PAGE},
+    {"POST", "/v1/treatment-rules/simulate", handle_treatment_rule_simulate, CRM_SCOPE_RULES_READ,
+     true, false, SMALL_BODY, NULL},
+    {"GET", "/v1/treatment-rules/{id}", handle_treatment_rule_get, CRM_SCOPE_RULES_READ, false,
+     false, 0, NULL},
+    {"PATCH", "/v1/treatment-rules/{id}", handle_treatment_rule_patch, CRM_SCOPE_RULES_WRITE, true,
+     false, SMALL_BODY, NULL},
+    {"DELETE", "/v1/treatment-rules/{id}", handle_treatment_rule_delete, CRM_SCOPE_RULES_WRITE,
+     false, false, 0, NULL},
+    {"GET", "/v1/treatment-rules/{id}/versions", handle_treatment_rule_versions,
+     CRM_SCOPE_RULES_READ, false, false, 0, Q_PAGE},
+    {"POST", "/v1/treatment-rules/{id}/simulate", handle_treatment_rule_simulate_stored,
+     CRM_SCOPE_RULES_READ, false, false, 0, NULL},
     /* metrics */
     {"GET", "/v1/customers/{id}/metrics", handle_customer_metrics, CRM_SCOPE_METRICS_READ, false,
      true, 0, NULL},
