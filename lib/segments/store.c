@@ -510,6 +510,17 @@ static crm_stmt segment_dependents = CRM_STMT(
     "segment_dependents", "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text FROM segments"
                           " WHERE $1::bigint = ANY(depends_on) AND deleted_at IS NULL");
 
+/* The treatment rules (migration 0024) that name the segment; their writes
+ * take treatment_config's row first, as this delete does before it looks,
+ * so that a rule naming the segment and its deletion cannot pass each
+ * other. */
+static crm_stmt treatments_lock =
+    CRM_STMT("segment_treatments_lock", "SELECT 1 FROM treatment_config FOR UPDATE");
+static crm_stmt rule_dependents = CRM_STMT(
+    "segment_rule_dependents",
+    "SELECT coalesce(array_agg(id ORDER BY id), '{}')::text FROM treatment_rules"
+    " WHERE $1::bigint = ANY(depends_on) AND deleted_at IS NULL");
+
 /* The rows go with the background work (crm_segments_tick): a big
  * segment's membership is not removed inside a request. */
 static crm_stmt segment_mark_deleted = CRM_STMT(
@@ -535,6 +546,18 @@ bool crm_segment_delete(long long id, const char *if_match, crm_error *err)
         ok = res != NULL;
         if (ok && strcmp(PQgetvalue(res, 0, 0), "{}") != 0)
             ok = crm_error_set(err, CRM_E_CONFLICT, "the rules of segments %s name this segment",
+                               PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
+    if (ok) {
+        PGresult *res = crm_db_exec(c, &treatments_lock, 0, NULL, err);
+        ok = res != NULL;
+        PQclear(res);
+        res = ok ? crm_db_exec(c, &rule_dependents, 1, params, err) : NULL;
+        ok = res != NULL;
+        if (ok && strcmp(PQgetvalue(res, 0, 0), "{}") != 0)
+            ok = crm_error_set(err, CRM_E_CONFLICT,
+                               "the conditions of treatment rules %s name this segment",
                                PQgetvalue(res, 0, 0));
         PQclear(res);
     }
