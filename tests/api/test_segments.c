@@ -554,6 +554,31 @@ END_TEST
 
 /* ---- segments of segments ------------------------------------------------------------ */
 
+/* A segment a live treatment rule's condition names cannot be deleted
+ * (409), until the rule is. */
+START_TEST(a_segment_a_treatment_rule_names_is_kept)
+{
+    char tag[48], name[64], body[512], path[64];
+    harness_unique(tag, sizeof tag, "segrule");
+    snprintf(name, sizeof name, "named %s", tag);
+    long long seg = new_segment(name, "{\"field\": \"address.country\", \"op\": \"eq\","
+                                      " \"value\": \"IT\"}");
+    snprintf(body, sizeof body,
+             "{\"name\": \"rule %s\", \"condition\": {\"segment\": %lld},"
+             " \"treatment\": {\"action\": {\"code\": \"a\"}}}",
+             tag, seg);
+    json_t *rule = expect("POST", "/v1/treatment-rules", body, 201);
+    snprintf(path, sizeof path, "/v1/segments/%lld", seg);
+    json_t *refused = expect("DELETE", path, NULL, 409);
+    json_decref(refused);
+    char rpath[64];
+    snprintf(rpath, sizeof rpath, "/v1/treatment-rules/%lld", id_of(rule));
+    json_decref(rule);
+    json_decref(expect("DELETE", rpath, NULL, 204));
+    json_decref(expect("DELETE", path, NULL, 204));
+}
+END_TEST
+
 START_TEST(segments_of_segments_follow_in_order_and_cycles_are_refused)
 {
     char tag[48], name[64], rule[512], source[48];
@@ -800,6 +825,7 @@ Suite *segments_suite(void)
     tcase_add_test(tc, membership_changes_appear_in_the_sync_feed);
     tcase_add_test(tc, a_rolling_window_moves_people_out_with_no_write);
     tcase_add_test(tc, memberships_follow_the_metrics_follower);
+    tcase_add_test(tc, a_segment_a_treatment_rule_names_is_kept);
     suite_add_tcase(s, tc);
     return s;
 }
