@@ -156,6 +156,22 @@ static void check_listed(const json_t *doc, const char *name, const char *const 
     *out = json_string_value(v);
 }
 
+/* Each member of obj (under the pointer base) not in allowed is an error. */
+static void only_fields_under(const json_t *obj, const char *const *allowed, const char *base,
+                              crm_error *err)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach((json_t *)obj, key, value)
+    {
+        if (crm_one_of(key, allowed))
+            continue;
+        char field[CRM_JSON_POINTER_MAX];
+        crm_json_pointer_append(field, sizeof field, base, key);
+        crm_error_add_field(err, field, "unknown field");
+    }
+}
+
 static void check_cap(const json_t *cap, policy_values *v, crm_error *err)
 {
     static const char *const allowed[] = {"max_contacts", "period_hours", NULL};
@@ -163,7 +179,7 @@ static void check_cap(const json_t *cap, policy_values *v, crm_error *err)
         crm_error_add_field(err, "/cap", "must be null or {\"max_contacts\", \"period_hours\"}");
         return;
     }
-    crm_json_only_fields((json_t *)cap, allowed, err);
+    only_fields_under(cap, allowed, "/cap", err);
     json_t *max = json_object_get(cap, "max_contacts"), *period = json_object_get(cap, "period_hours");
     if (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > 1000000)
         crm_error_add_field(err, "/cap/max_contacts", "must be a whole number from 1 to 1000000");
@@ -188,7 +204,7 @@ static void check_quiet(const json_t *q, policy_values *v, crm_error *err)
                             "must be null or {\"from\", \"until\", \"time_zone\"}");
         return;
     }
-    crm_json_only_fields((json_t *)q, allowed, err);
+    only_fields_under(q, allowed, "/quiet_hours", err);
     const char *from = json_string_value(json_object_get(q, "from"));
     const char *until = json_string_value(json_object_get(q, "until"));
     json_t *zone = json_object_get(q, "time_zone");

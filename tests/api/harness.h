@@ -228,5 +228,6 @@ Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *currency_rates_suite(void);
 Suite *segments_suite(void);
+Suite *contacts_suite(void);
 
 #endif

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, jobs_suite());
         srunner_add_suite(sr, currency_rates_suite());
         srunner_add_suite(sr, segments_suite());
+        srunner_add_suite(sr, contacts_suite());
     }
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
