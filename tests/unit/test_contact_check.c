@@ -3,12 +3,15 @@
  * facts made by hand: consent, caps at their edges and period boundary,
  * which policies apply (channel, purpose, rule), quiet hours with and
  * without midnight inside, and every refusal listed. Each expected value
- * is worked out in the comment beside it; no database.
+ * is worked out in the comment beside it; no database. Then
+ * contact_facts_load against PostgreSQL: what its one statement reads.
  */
 #include <check.h>
 #include <string.h>
 
+#include "clock.h"
 #include "suites.h"
+#include "support.h"
 #include "treatments/internal.h"
 
 #define H 3600000LL
@@ -350,6 +353,124 @@ START_TEST(touchpoint_channels_of_consent_channels)
 }
 END_TEST
 
+/* ---- loading the facts --------------------------------------------------------- */
+
+static PGconn *direct;
+
+static void setup_db(void)
+{
+    direct = unit_db_start(1);
+}
+
+static void teardown_db(void)
+{
+    unit_db_stop(direct);
+    direct = NULL;
+}
+
+/* Runs sql with the customer id ($1) and now ($2, epoch ms) as parameters. */
+static void sql_at(const char *sql, long long customer, long long now_ms)
+{
+    char id[24], now[24];
+    snprintf(id, sizeof id, "%lld", customer);
+    snprintf(now, sizeof now, "%lld", now_ms);
+    const char *params[] = {id, now};
+    PQclear(unit_sql(direct, sql, 2, params));
+}
+
+#define AT(hours_ago) "'epoch'::timestamptz + $2::bigint * interval '1 ms' - interval '" hours_ago "'"
+
+START_TEST(one_statement_loads_status_latest_consents_outbound_events_and_local_times)
+{
+    long long now = crm_wall_ms();
+    long long c = unit_sql_long(direct, "INSERT INTO customers (first_name) VALUES ('Facts')"
+                                        " RETURNING id", 0, NULL);
+    char src[64];
+    unit_unique(src, sizeof src, "facts");
+    /* email/marketing: granted, then revoked (the latest); sms/marketing granted */
+    sql_at("INSERT INTO customer_consents (customer_id, channel, purpose, status, source,"
+           " captured_at) VALUES ($1, 'email', 'marketing', 'granted', 't', " AT("2 hours") "),"
+           " ($1, 'email', 'marketing', 'revoked', 't', " AT("1 hour") "),"
+           " ($1, 'sms', 'marketing', 'granted', 't', " AT("5 hours") ")",
+           c, now);
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+             " event_id, purpose) VALUES"
+             " ($1, 'email', 'email_sent', 'outbound', " AT("1 hour") ", '%s', 'a', 'marketing'),"
+             " ($1, 'web', 'other', 'outbound', " AT("2 hours") ", '%s', 'b', NULL),"
+             " ($1, 'email', 'email_opened', 'inbound', " AT("1 hour") ", '%s', 'c', NULL),"
+             " ($1, 'sms', 'sms_sent', 'outbound', " AT("30 hours") ", '%s', 'd', NULL)",
+             src, src, src, src);
+    sql_at(sql, c, now);
+    long long rule = unit_sql_long(direct, "INSERT INTO treatment_rules (name, condition, position)"
+                                           " VALUES ('facts ' || gen_random_uuid(), '{}', 1)"
+                                           " RETURNING id", 0, NULL);
+    snprintf(sql, sizeof sql,
+             "WITH t AS (INSERT INTO touchpoints (customer_id, channel, type, direction,"
+             " occurred_at, source, event_id, purpose) VALUES ($1, 'mobile_app', 'contact',"
+             " 'outbound', " AT("3 hours") ", '%s', 'e', 'service') RETURNING id)"
+             " INSERT INTO contacts (customer_id, channel, purpose, rule_id, rule_version, source,"
+             " event_id, decided_at, allowed, touchpoint_id) SELECT $1, 'push', 'service', %lld, 1,"
+             " '%s', 'e', " AT("3 hours") ", true, id FROM t",
+             src, rule, src);
+    sql_at(sql, c, now);
+
+    contact_policy p[3];
+    memset(p, 0, sizeof p);
+    for (int i = 0; i < 3; i++)
+        p[i].quiet_from_min = p[i].quiet_until_min = -1;
+    p[0].max_contacts = 1;
+    p[0].period_hours = 24;
+    snprintf(p[1].time_zone, sizeof p[1].time_zone, "UTC");
+    snprintf(p[2].time_zone, sizeof p[2].time_zone, "Asia/Kolkata"); /* UTC+05:30, no DST */
+    policy_set set = {.p = p, .n = 3, .max_period_hours = 24};
+    contact_facts lf;
+    crm_error err = CRM_ERROR_INIT;
+    crm_conn *conn = crm_db_acquire(&err);
+    ck_assert_ptr_nonnull(conn);
+    ck_assert_msg(contact_facts_load(conn, &set, c, now, &lf, &err), "%s", err.detail);
+    ck_assert(lf.exists && lf.active);
+    ck_assert_int_eq(lf.nconsents, 2); /* the latest per (channel, purpose) */
+    for (int i = 0; i < lf.nconsents; i++)
+        ck_assert_str_eq(lf.consents[i].status,
+                         strcmp(lf.consents[i].channel, "email") == 0 ? "revoked" : "granted");
+    /* outbound within 24 h: the email (1 h), the web (2 h), the contact's
+     * touchpoint (3 h); and the log's allowed contact of the rule. Not the
+     * inbound one, nor the sms of 30 h ago. */
+    ck_assert_int_eq(lf.nevents, 4);
+    int rule_events = 0, marketing = 0, no_purpose = 0;
+    for (int i = 0; i < lf.nevents; i++) {
+        const contact_event *e = &lf.events[i];
+        ck_assert(e->at_ms > now - 24 * H && e->at_ms <= now);
+        if (e->rule_id != 0) {
+            rule_events++;
+            ck_assert_int_eq(e->rule_id, rule);
+            ck_assert_str_eq(e->channel, "mobile_app"); /* its touchpoint's */
+            ck_assert_str_eq(e->purpose, "service");
+            ck_assert_int_eq(e->at_ms, now - 3 * H);
+        }
+        marketing += strcmp(e->purpose, "marketing") == 0;
+        no_purpose += e->purpose[0] == '\0';
+    }
+    ck_assert_int_eq(rule_events, 1);
+    ck_assert_int_eq(marketing, 1);
+    ck_assert_int_eq(no_purpose, 1);
+    int utc = (int)((now / 60000) % 1440);
+    ck_assert_int_eq(lf.local_min[0], -1);
+    ck_assert_int_eq(lf.local_min[1], utc);
+    ck_assert_int_eq(lf.local_min[2], (utc + 330) % 1440);
+    contact_facts_free(&lf);
+
+    /* an unknown customer: no status row */
+    ck_assert(contact_facts_load(conn, &set, 999999999999LL, now, &lf, &err));
+    ck_assert(!lf.exists && !lf.active);
+    ck_assert_int_eq(lf.nconsents + lf.nevents, 0);
+    contact_facts_free(&lf);
+    crm_db_release(conn);
+}
+END_TEST
+
 Suite *contact_check_suite(void)
 {
     Suite *s = suite_create("contact_check");
@@ -371,5 +492,9 @@ Suite *contact_check_suite(void)
     tcase_add_test(tc, most_restrictive_wins_and_every_refusal_is_listed);
     tcase_add_test(tc, touchpoint_channels_of_consent_channels);
     suite_add_tcase(s, tc);
+    TCase *load = tcase_create("load");
+    tcase_add_unchecked_fixture(load, setup_db, teardown_db);
+    tcase_add_test(load, one_statement_loads_status_latest_consents_outbound_events_and_local_times);
+    suite_add_tcase(s, load);
     return s;
 }
