@@ -461,8 +461,15 @@ json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *
         if (ok) {
             def = definition_of(current);
             merge_patch(def, patch);
-            ok = policy_check(def, &v, err) && move_stamp(c, err) &&
-                 check_references(c, &v, err);
+            ok = policy_check(def, &v, err) && move_stamp(c, err);
+            /* Only what the patch names is looked up again: a policy whose
+             * rule was deleted since can still be renamed. */
+            policy_values refs = v;
+            if (json_object_get(patch, "rule_id") == NULL)
+                refs.rule_id = NULL;
+            if (json_object_get(patch, "quiet_hours") == NULL)
+                refs.time_zone = NULL;
+            ok = ok && check_references(c, &refs, err);
         }
         if (ok) {
             char idbuf[24];

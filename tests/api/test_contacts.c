@@ -664,7 +664,7 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
              "{\"name\": \"rule cap\", \"rule_id\": %lld, \"cap\": {\"max_contacts\": 2,"
              " \"period_hours\": 24}}",
              rule);
-    new_policy(body);
+    long long policy = new_policy(body);
     snprintf(extra, sizeof extra, ", \"rule_id\": %lld", rule);
     long long c = new_customer(true);
     json_t *d;
@@ -713,6 +713,16 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
              event, rule);
     http_response r = contact(c, body2);
     json_decref(assert_problem(&r, 404));
+    http_response_free(&r);
+    /* its policy can still be renamed, but not pointed at it anew */
+    char ppath[64];
+    snprintf(ppath, sizeof ppath, "/v1/contact-policies/%lld", policy);
+    json_decref(expect("PATCH", ppath, rules.secret, "{\"name\": \"rule cap, renamed\"}", 200));
+    snprintf(body2, sizeof body2, "{\"rule_id\": %lld}", rule);
+    r = send_json("PATCH", ppath, rules.secret, body2, NULL);
+    json_t *problem = assert_problem(&r, 422);
+    ck_assert(problem_names_field(problem, "/rule_id"));
+    json_decref(problem);
     http_response_free(&r);
 }
 END_TEST
