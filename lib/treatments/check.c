@@ -49,17 +49,26 @@ static crm_stmt facts_stmt = CRM_STMT(
     "UNION ALL SELECT 'c', id, 0, channel, purpose, status FROM ("
     " SELECT DISTINCT ON (channel, purpose) id, channel, purpose, status FROM customer_consents"
     " WHERE customer_id = $1::bigint ORDER BY channel, purpose, captured_at DESC, id DESC) d "
-    "UNION ALL SELECT 't', " AT_MS("t.occurred_at") ", 0, t.channel, t.purpose, NULL"
-    " FROM touchpoints t WHERE t.customer_id = $1::bigint AND t.direction = 'outbound'"
-    " AND $3::int > 0 AND t.occurred_at > " SINCE_TS " "
-    "UNION ALL SELECT 'k', " AT_MS("k.decided_at") ", k.rule_id, t.channel, t.purpose, NULL"
-    " FROM contacts k JOIN touchpoints t ON t.id = k.touchpoint_id"
-    " WHERE k.customer_id = $1::bigint AND k.allowed AND k.rule_id IS NOT NULL"
-    " AND $3::int > 0 AND k.decided_at > " SINCE_TS " "
-    "UNION ALL SELECT 'z', z.i, CASE WHEN z.tz = '' THEN -1 ELSE"
-    " (extract(hour FROM " NOW_TS " AT TIME ZONE z.tz) * 60"
-    "  + extract(minute FROM " NOW_TS " AT TIME ZONE z.tz))::bigint END, NULL, NULL, NULL"
-    " FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, i)");
+    "UNION ALL SELECT 't', " AT_MS(
+        "t.occurred_at") ", 0, t.channel, t.purpose, NULL"
+                         " FROM touchpoints t WHERE t.customer_id = $1::bigint AND t.direction = "
+                         "'outbound'"
+                         " AND $3::int > 0 AND t.occurred_at > " SINCE_TS " "
+                         "UNION ALL SELECT 'k', " AT_MS(
+                             "k.decided_at") ", k.rule_id, t.channel, t.purpose, NULL"
+                                             " FROM contacts k JOIN touchpoints t ON t.id = "
+                                             "k.touchpoint_id"
+                                             " WHERE k.customer_id = $1::bigint AND k.allowed AND "
+                                             "k.rule_id IS NOT NULL"
+                                             " AND $3::int > 0 AND k.decided_at > " SINCE_TS " "
+                                             "UNION ALL SELECT 'z', z.i, CASE WHEN z.tz = '' THEN "
+                                             "-1 ELSE"
+                                             " (extract(hour FROM " NOW_TS
+                                             " AT TIME ZONE z.tz) * 60"
+                                             "  + extract(minute FROM " NOW_TS
+                                             " AT TIME ZONE z.tz))::bigint END, NULL, NULL, NULL"
+                                             " FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, "
+                                             "i)");
 
 static void copy_text(char *dst, size_t size, const char *src)
 {
@@ -92,8 +101,8 @@ static char *zones_literal(const policy_set *ps)
     return out;
 }
 
-bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id,
-                        long long now_ms, contact_facts *f, crm_error *err)
+bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id, long long now_ms,
+                        contact_facts *f, crm_error *err)
 {
     memset(f, 0, sizeof *f);
     f->customer_id = customer_id;
@@ -167,10 +176,9 @@ void contact_facts_free(contact_facts *f)
 
 const char *contact_touchpoint_channel(const char *channel)
 {
-    static const char *const map[][2] = {{"email", "email"},     {"sms", "sms"},
-                                         {"phone", "phone"},     {"mail", "mail"},
-                                         {"push", "mobile_app"}, {"web", "web"},
-                                         {"in_app", "mobile_app"}};
+    static const char *const map[][2] = {
+        {"email", "email"},     {"sms", "sms"}, {"phone", "phone"},      {"mail", "mail"},
+        {"push", "mobile_app"}, {"web", "web"}, {"in_app", "mobile_app"}};
     if (channel == NULL)
         return NULL;
     for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
@@ -246,9 +254,9 @@ static bool check_consent(const contact_facts *f, const char *channel, const cha
                                       "consent_id", (json_int_t)cs->id));
         return false;
     }
-    add_reason(reasons, json_pack("{s:s, s:s, s:n}", "code", "no_consent", "detail",
-                                  "no consent was given for this channel and purpose",
-                                  "consent_id"));
+    add_reason(reasons,
+               json_pack("{s:s, s:s, s:n}", "code", "no_consent", "detail",
+                         "no consent was given for this channel and purpose", "consent_id"));
     return false;
 }
 
@@ -274,11 +282,10 @@ bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *c
                 snprintf(detail, sizeof detail,
                          "policy \"%s\" allows at most %d contacts in %d hours", p->name,
                          p->max_contacts, p->period_hours);
-                add_reason(reasons,
-                           json_pack("{s:s, s:s, s:I, s:i, s:i, s:i}", "code", "cap_reached",
-                                     "detail", detail, "policy_id", (json_int_t)p->id, "limit",
-                                     p->max_contacts, "period_hours", p->period_hours, "count",
-                                     count));
+                add_reason(reasons, json_pack("{s:s, s:s, s:I, s:i, s:i, s:i}", "code",
+                                              "cap_reached", "detail", detail, "policy_id",
+                                              (json_int_t)p->id, "limit", p->max_contacts,
+                                              "period_hours", p->period_hours, "count", count));
                 allowed = false;
             }
         }
@@ -291,10 +298,10 @@ bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *c
                 snprintf(detail, sizeof detail,
                          "policy \"%s\" allows no contacts from %s until %s (%s)", p->name, from,
                          until, p->time_zone);
-                add_reason(reasons, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "code",
-                                              "quiet_hours", "detail", detail, "policy_id",
-                                              (json_int_t)p->id, "from", from, "until", until,
-                                              "time_zone", p->time_zone));
+                add_reason(reasons,
+                           json_pack("{s:s, s:s, s:I, s:s, s:s, s:s}", "code", "quiet_hours",
+                                     "detail", detail, "policy_id", (json_int_t)p->id, "from", from,
+                                     "until", until, "time_zone", p->time_zone));
                 allowed = false;
             }
         }

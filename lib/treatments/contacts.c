@@ -27,7 +27,7 @@
 /* A checked request. Strings are borrowed from the body. */
 typedef struct contact_request {
     const char *channel, *purpose, *campaign_id, *source, *event_id;
-    long long rule_id; /* 0: none */
+    long long rule_id;                      /* 0: none */
     char occurred_at[CRM_RFC3339_UTC_SIZE]; /* "" : now */
 } contact_request;
 
@@ -54,8 +54,8 @@ static const char *text_member(const json_t *body, const char *name, size_t max,
 
 static bool check_request(const json_t *body, contact_request *r, crm_error *err)
 {
-    static const char *const allowed[] = {"channel",  "purpose",  "rule_id",     "campaign_id",
-                                          "source",   "event_id", "occurred_at", NULL};
+    static const char *const allowed[] = {"channel", "purpose",  "rule_id",     "campaign_id",
+                                          "source",  "event_id", "occurred_at", NULL};
     memset(r, 0, sizeof *r);
     if (!json_is_object(body))
         return crm_error_set(err, CRM_E_INVALID, "the body must be a JSON object");
@@ -102,7 +102,7 @@ static bool check_request(const json_t *body, contact_request *r, crm_error *err
 #define CONTACT_COLUMNS                                                                            \
     "k.id, k.customer_id, k.channel, k.purpose, k.allowed, k.reasons::text, k.rule_id,"            \
     " k.rule_version, k.touchpoint_id, " CRM_SQL_TS("k.decided_at") ", k.campaign_id, k.source,"   \
-    " k.event_id"
+                                                                    " k.event_id"
 
 static json_t *int_or_null(const PGresult *res, int r, int c)
 {
@@ -130,9 +130,9 @@ static json_t *contact_from_row(const PGresult *res, int r, bool *allowed)
                      PQgetvalue(res, r, 12));
 }
 
-static crm_stmt find_decision = CRM_STMT(
-    "contact_find_decision",
-    "SELECT " CONTACT_COLUMNS " FROM contacts k WHERE k.source = $1 AND k.event_id = $2");
+static crm_stmt find_decision =
+    CRM_STMT("contact_find_decision",
+             "SELECT " CONTACT_COLUMNS " FROM contacts k WHERE k.source = $1 AND k.event_id = $2");
 
 /* The decision stored for the request's event: 1 found (*doc), 0 none, -1
  * failed (err). The event decided for another customer is a conflict. */
@@ -164,20 +164,20 @@ static int stored_decision(crm_conn *c, long long customer_id, const contact_req
 static crm_stmt lock_customer = CRM_STMT(
     "contact_lock_customer", "SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE");
 
-static crm_stmt read_rule = CRM_STMT(
-    "contact_read_rule", "SELECT version, offer_code FROM treatment_rules"
-                         " WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE");
+static crm_stmt read_rule =
+    CRM_STMT("contact_read_rule", "SELECT version, offer_code FROM treatment_rules"
+                                  " WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE");
 
 /* The outbound touchpoint of an allowed contact; nothing when its event is
  * stored already (the caller says so). */
-static crm_stmt insert_touchpoint = CRM_STMT(
-    "contact_insert_touchpoint",
-    "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
-    " event_id, campaign_id, purpose, offer_code)"
-    " VALUES ($1, $2, $3, 'outbound', coalesce($4::timestamptz,"
-    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond'), $6, $7, $8, $9, $10)"
-    " ON CONFLICT (source, event_id) DO NOTHING"
-    " RETURNING id, (extract(epoch FROM occurred_at) * 1000000)::bigint");
+static crm_stmt insert_touchpoint =
+    CRM_STMT("contact_insert_touchpoint",
+             "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+             " event_id, campaign_id, purpose, offer_code)"
+             " VALUES ($1, $2, $3, 'outbound', coalesce($4::timestamptz,"
+             "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond'), $6, $7, $8, $9, $10)"
+             " ON CONFLICT (source, event_id) DO NOTHING"
+             " RETURNING id, (extract(epoch FROM occurred_at) * 1000000)::bigint");
 
 static crm_stmt insert_decision = CRM_STMT(
     "contact_insert_decision",
@@ -259,14 +259,13 @@ static bool record_touchpoint(crm_conn *c, decision *d, crm_error *err)
     d->touchpoint_id = atoll(PQgetvalue(res, 0, 0));
     long long occurred_us = atoll(PQgetvalue(res, 0, 1));
     PQclear(res);
-    crm_segment_touchpoint t = {
-        .customer_id = d->customer_id,
-        .facts = {.type = type,
-                  .channel = channel,
-                  .campaign_id = r->campaign_id,
-                  .skus = NULL,
-                  .nskus = 0,
-                  .occurred_us = occurred_us}};
+    crm_segment_touchpoint t = {.customer_id = d->customer_id,
+                                .facts = {.type = type,
+                                          .channel = channel,
+                                          .campaign_id = r->campaign_id,
+                                          .skus = NULL,
+                                          .nskus = 0,
+                                          .occurred_us = occurred_us}};
     char ref[24];
     snprintf(ref, sizeof ref, "%lld", d->touchpoint_id);
     return crm_segments_refresh_touchpoints(c, &t, 1, NULL, 0, "touchpoint", ref, err);
@@ -334,8 +333,8 @@ static json_t *decide_on(crm_conn *c, long long customer_id, const contact_reque
         ok = read_the_rule(c, &d, err) && policy_set_load(c, &ps, err) &&
              contact_facts_load(c, &ps, customer_id, d.now_ms, &f, err);
         reasons = ok ? json_array() : NULL;
-        bool yes = ok && contact_allowed(&ps, &f, r->channel, r->purpose, r->rule_id, d.now_ms,
-                                         reasons);
+        bool yes =
+            ok && contact_allowed(&ps, &f, r->channel, r->purpose, r->rule_id, d.now_ms, reasons);
         ok = ok && (!yes || record_touchpoint(c, &d, err));
         ok = ok && (doc = log_decision(c, &d, yes, reasons, allowed, err)) != NULL;
     } else {

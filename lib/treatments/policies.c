@@ -59,18 +59,19 @@ static json_t *policy_from_row(const PGresult *res, int r)
 {
     json_t *cap = json_null(), *quiet = json_null();
     if (!PQgetisnull(res, r, COL_MAX))
-        cap = json_pack("{s:I, s:I}", "max_contacts", (json_int_t)atoll(PQgetvalue(res, r, COL_MAX)),
-                        "period_hours", (json_int_t)atoll(PQgetvalue(res, r, COL_PERIOD)));
+        cap =
+            json_pack("{s:I, s:I}", "max_contacts", (json_int_t)atoll(PQgetvalue(res, r, COL_MAX)),
+                      "period_hours", (json_int_t)atoll(PQgetvalue(res, r, COL_PERIOD)));
     if (!PQgetisnull(res, r, COL_FROM))
         quiet = json_pack("{s:s, s:s, s:s}", "from", PQgetvalue(res, r, COL_FROM), "until",
                           PQgetvalue(res, r, COL_UNTIL), "time_zone", PQgetvalue(res, r, COL_ZONE));
-    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o*, s:o*, s:I, s:s, s:s}", "id",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name",
-                     PQgetvalue(res, r, COL_NAME), "channel", text_or_null(res, r, COL_CHANNEL),
-                     "purpose", text_or_null(res, r, COL_PURPOSE), "rule_id",
-                     int_or_null(res, r, COL_RULE), "cap", cap, "quiet_hours", quiet, "version",
-                     (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "created_at",
-                     PQgetvalue(res, r, COL_CREATED), "updated_at", PQgetvalue(res, r, COL_UPDATED));
+    return json_pack(
+        "{s:I, s:s, s:o, s:o, s:o, s:o*, s:o*, s:I, s:s, s:s}", "id",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "name", PQgetvalue(res, r, COL_NAME),
+        "channel", text_or_null(res, r, COL_CHANNEL), "purpose", text_or_null(res, r, COL_PURPOSE),
+        "rule_id", int_or_null(res, r, COL_RULE), "cap", cap, "quiet_hours", quiet, "version",
+        (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "created_at",
+        PQgetvalue(res, r, COL_CREATED), "updated_at", PQgetvalue(res, r, COL_UPDATED));
 }
 
 static json_t *policy_get_on(crm_conn *c, long long id, crm_error *err)
@@ -180,7 +181,8 @@ static void check_cap(const json_t *cap, policy_values *v, crm_error *err)
         return;
     }
     only_fields_under(cap, allowed, "/cap", err);
-    json_t *max = json_object_get(cap, "max_contacts"), *period = json_object_get(cap, "period_hours");
+    json_t *max = json_object_get(cap, "max_contacts"),
+           *period = json_object_get(cap, "period_hours");
     if (!json_is_integer(max) || json_integer_value(max) < 1 || json_integer_value(max) > 1000000)
         crm_error_add_field(err, "/cap/max_contacts", "must be a whole number from 1 to 1000000");
     else
@@ -210,7 +212,8 @@ static void check_quiet(const json_t *q, policy_values *v, crm_error *err)
     json_t *zone = json_object_get(q, "time_zone");
     int f = parse_hhmm(from), u = parse_hhmm(until);
     if (f < 0)
-        crm_error_add_field(err, "/quiet_hours/from", "must be a local time HH:MM (00:00 to 23:59)");
+        crm_error_add_field(err, "/quiet_hours/from",
+                            "must be a local time HH:MM (00:00 to 23:59)");
     if (u < 0)
         crm_error_add_field(err, "/quiet_hours/until",
                             "must be a local time HH:MM (00:00 to 23:59)");
@@ -229,8 +232,8 @@ static void check_quiet(const json_t *q, policy_values *v, crm_error *err)
  * patch) into v. False with CRM_E_INVALID and the field errors. */
 static bool policy_check(const json_t *doc, policy_values *v, crm_error *err)
 {
-    static const char *const allowed[] = {"name", "channel", "purpose", "rule_id", "cap",
-                                          "quiet_hours", NULL};
+    static const char *const allowed[] = {"name", "channel",     "purpose", "rule_id",
+                                          "cap",  "quiet_hours", NULL};
     memset(v, 0, sizeof *v);
     if (!json_is_object(doc))
         return crm_error_set(err, CRM_E_INVALID, "the body must be a JSON object");
@@ -264,15 +267,16 @@ static bool policy_check(const json_t *doc, policy_values *v, crm_error *err)
         crm_error_add_field(err, "/cap", "a policy needs a cap, quiet hours or both");
     if (err->errors != NULL && json_array_size(err->errors) > 0)
         return crm_error_set(err, CRM_E_INVALID, "the contact policy is invalid");
-    return err->code == CRM_OK || crm_error_set(err, CRM_E_INVALID, "the contact policy is invalid");
+    return err->code == CRM_OK ||
+           crm_error_set(err, CRM_E_INVALID, "the contact policy is invalid");
 }
 
 /* What only the database knows: the rule is live, the time zone known. */
-static crm_stmt references_check = CRM_STMT(
-    "contact_policy_references",
-    "SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM treatment_rules"
-    "  WHERE id = $1::bigint AND deleted_at IS NULL FOR KEY SHARE),"
-    " $2::text IS NULL OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $2::text)");
+static crm_stmt references_check =
+    CRM_STMT("contact_policy_references",
+             "SELECT $1::bigint IS NULL OR EXISTS (SELECT 1 FROM treatment_rules"
+             "  WHERE id = $1::bigint AND deleted_at IS NULL FOR KEY SHARE),"
+             " $2::text IS NULL OR EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $2::text)");
 
 static bool check_references(crm_conn *c, const policy_values *v, crm_error *err)
 {
@@ -348,9 +352,9 @@ json_t *crm_contact_policy_create(const json_t *body, long long api_key_id, crm_
         bool ok = move_stamp(c, err) && below_the_limit(c, err) && check_references(c, &v, err);
         long long id = 0;
         if (ok) {
-            const char *params[] = {v.name,         v.channel,    v.purpose,
-                                    v.rule_id,      v.max_contacts, v.period_hours,
-                                    v.quiet_from,   v.quiet_until,  v.time_zone};
+            const char *params[] = {v.name,       v.channel,      v.purpose,
+                                    v.rule_id,    v.max_contacts, v.period_hours,
+                                    v.quiet_from, v.quiet_until,  v.time_zone};
             PGresult *res = crm_db_exec(c, &policy_insert, 9, params, err);
             name_conflict(err);
             ok = res != NULL;
@@ -393,9 +397,9 @@ static void merge_patch(json_t *target, const json_t *patch)
     }
 }
 
-static crm_stmt policy_lock = CRM_STMT(
-    "contact_policy_lock", "SELECT " POLICY_COLUMNS " FROM contact_policies p"
-                           " WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE");
+static crm_stmt policy_lock =
+    CRM_STMT("contact_policy_lock", "SELECT " POLICY_COLUMNS " FROM contact_policies p"
+                                    " WHERE p.id = $1 AND p.deleted_at IS NULL FOR UPDATE");
 
 /* Locks policy id on c and checks if_match; its representation (caller
  * owns it) or NULL with err. */
@@ -410,7 +414,8 @@ static json_t *lock_for_write(crm_conn *c, long long id, const char *if_match, c
     json_t *doc = NULL;
     if (PQntuples(res) != 1)
         crm_error_set(err, CRM_E_NOT_FOUND, "no contact policy with this id");
-    else if (if_match != NULL && !crm_etag_matches(if_match, atoll(PQgetvalue(res, 0, COL_VERSION))))
+    else if (if_match != NULL &&
+             !crm_etag_matches(if_match, atoll(PQgetvalue(res, 0, COL_VERSION))))
         crm_error_set(err, CRM_E_PRECONDITION, "the contact policy has changed since that version");
     else if ((doc = policy_from_row(res, 0)) == NULL)
         crm_error_set(err, CRM_E_INTERNAL, "out of memory");
@@ -429,8 +434,8 @@ static crm_stmt policy_update = CRM_STMT(
 static json_t *definition_of(const json_t *doc)
 {
     json_t *def = json_object();
-    static const char *const members[] = {"name", "channel", "purpose", "rule_id", "cap",
-                                          "quiet_hours"};
+    static const char *const members[] = {"name",    "channel", "purpose",
+                                          "rule_id", "cap",     "quiet_hours"};
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
         json_t *v = json_object_get(doc, members[i]);
         if (v != NULL && !json_is_null(v))
@@ -446,11 +451,12 @@ json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *
     if (!crm_if_match_valid(if_match, err))
         return NULL;
     if (!json_is_object(patch)) {
-        crm_error_set(err, CRM_E_INVALID, "a merge patch of a contact policy must be a JSON object");
+        crm_error_set(err, CRM_E_INVALID,
+                      "a merge patch of a contact policy must be a JSON object");
         return NULL;
     }
-    static const char *const allowed[] = {"name", "channel", "purpose", "rule_id", "cap",
-                                          "quiet_hours", NULL};
+    static const char *const allowed[] = {"name", "channel",     "purpose", "rule_id",
+                                          "cap",  "quiet_hours", NULL};
     if (!crm_json_only_fields((json_t *)patch, allowed, err))
         return NULL;
     crm_conn *c = crm_db_acquire(err);
@@ -474,9 +480,9 @@ json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *
         if (ok) {
             char idbuf[24];
             snprintf(idbuf, sizeof idbuf, "%lld", id);
-            const char *params[] = {idbuf,          v.name,         v.channel,   v.purpose,
-                                    v.rule_id,      v.max_contacts, v.period_hours,
-                                    v.quiet_from,   v.quiet_until,  v.time_zone};
+            const char *params[] = {idbuf,         v.name,         v.channel,      v.purpose,
+                                    v.rule_id,     v.max_contacts, v.period_hours, v.quiet_from,
+                                    v.quiet_until, v.time_zone};
             PGresult *res = crm_db_exec(c, &policy_update, 10, params, err);
             name_conflict(err);
             ok = res != NULL;

@@ -187,8 +187,8 @@ START_TEST(a_policy_is_created_read_listed_patched_and_deleted)
     ck_assert_str_eq(json_string_value(json_object_get(doc, "channel")), "sms");
     ck_assert(json_is_null(json_object_get(doc, "purpose")));
     ck_assert(json_is_null(json_object_get(doc, "quiet_hours")));
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(doc, "cap"), "max_contacts")),
-                     3);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(doc, "cap"), "max_contacts")), 3);
     json_decref(doc);
     http_response_free(&r);
     ck_assert_int_eq(stamp(), before + 1);
@@ -289,7 +289,8 @@ START_TEST(bad_policies_are_refused_with_pointers_and_change_nothing)
     long long before = stamp();
     long long rows = harness_sql_number(db, "SELECT count(*) FROM contact_policies", NULL);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        http_response r = send_json("POST", "/v1/contact-policies", rules.secret, cases[i].body, NULL);
+        http_response r =
+            send_json("POST", "/v1/contact-policies", rules.secret, cases[i].body, NULL);
         json_t *problem = assert_problem(&r, 422);
         ck_assert_msg(problem_names_field(problem, cases[i].field), "case %zu: %s does not name %s",
                       i, r.body, cases[i].field);
@@ -297,7 +298,8 @@ START_TEST(bad_policies_are_refused_with_pointers_and_change_nothing)
         http_response_free(&r);
     }
     /* a patch whose result breaks a rule changes nothing either */
-    long long id = new_policy("{\"name\": \"good\", \"cap\": {\"max_contacts\": 2, \"period_hours\": 24}}");
+    long long id =
+        new_policy("{\"name\": \"good\", \"cap\": {\"max_contacts\": 2, \"period_hours\": 24}}");
     before = stamp();
     rows = harness_sql_number(db, "SELECT count(*) FROM contact_policies", NULL);
     char path[64];
@@ -314,8 +316,8 @@ START_TEST(bad_policies_are_refused_with_pointers_and_change_nothing)
     http_response_free(&r);
     json_t *doc = expect("GET", path, rules.secret, NULL, 200);
     ck_assert_int_eq(json_integer_value(json_object_get(doc, "version")), 1);
-    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(doc, "cap"), "period_hours")),
-                     24);
+    ck_assert_int_eq(
+        json_integer_value(json_object_get(json_object_get(doc, "cap"), "period_hours")), 24);
     json_decref(doc);
     ck_assert_int_eq(stamp(), before);
     ck_assert_int_eq(harness_sql_number(db, "SELECT count(*) FROM contact_policies", NULL), rows);
@@ -381,9 +383,8 @@ START_TEST(two_concurrent_contacts_under_a_cap_of_one_allow_exactly_one)
     for (int round = 0; round < 4; round++) {
         long long c = new_customer(true);
         ck_assert_int_eq(race(c, 2), 1);
-        ck_assert_int_eq(count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint",
-                                   c),
-                         2);
+        ck_assert_int_eq(
+            count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", c), 2);
         ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = "
                                    "$1::bigint AND type = 'contact' AND direction = 'outbound'",
                                    c),
@@ -398,14 +399,15 @@ START_TEST(twelve_racing_contacts_under_a_cap_of_one_allow_exactly_one)
     long long c = new_customer(true);
     ck_assert_int_eq(race(c, 12), 1);
     ck_assert_int_eq(
-        count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint AND allowed", c), 1);
+        count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint AND allowed", c),
+        1);
     ck_assert_int_eq(
         count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint AND NOT allowed"
                   " AND reasons @> '[{\"code\": \"cap_reached\", \"count\": 1}]'",
                   c),
         11);
-    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c),
-                     1);
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c), 1);
 }
 END_TEST
 
@@ -582,8 +584,8 @@ START_TEST(the_same_event_again_answers_the_first_decision)
     http_response_free(&bagain);
     ck_assert_int_eq(count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", c),
                      2);
-    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c),
-                     1);
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c), 1);
     /* the same event for another customer is a conflict, not a replay */
     long long other = new_customer(true);
     http_response x = contact(other, first);
@@ -591,8 +593,8 @@ START_TEST(the_same_event_again_answers_the_first_decision)
     ck_assert_ptr_null(json_object_get(px, "decision"));
     json_decref(px);
     http_response_free(&x);
-    ck_assert_int_eq(count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", other),
-                     0);
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", other), 0);
 }
 END_TEST
 
@@ -645,8 +647,8 @@ START_TEST(bad_contact_requests_are_refused_and_change_nothing)
     http_response_free(&r);
     ck_assert_int_eq(count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", c),
                      0);
-    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c),
-                     0);
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c), 0);
 }
 END_TEST
 
@@ -680,8 +682,9 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
     json_decref(d);
     char id[24];
     snprintf(id, sizeof id, "%lld", rule);
-    harness_sql_number(db, "WITH u AS (UPDATE treatment_rules SET version = 4 WHERE id = $1::bigint"
-                           " RETURNING 1) SELECT count(*) FROM u",
+    harness_sql_number(db,
+                       "WITH u AS (UPDATE treatment_rules SET version = 4 WHERE id = $1::bigint"
+                       " RETURNING 1) SELECT count(*) FROM u",
                        id);
     /* a touchpoint does not count for a rule's cap */
     post_touchpoint(c, "outbound", "marketing");
@@ -702,8 +705,9 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
                                c),
                      2);
     /* a deleted rule is unknown to the decision */
-    harness_sql_number(db, "WITH u AS (UPDATE treatment_rules SET deleted_at = now() WHERE id ="
-                           " $1::bigint RETURNING 1) SELECT count(*) FROM u",
+    harness_sql_number(db,
+                       "WITH u AS (UPDATE treatment_rules SET deleted_at = now() WHERE id ="
+                       " $1::bigint RETURNING 1) SELECT count(*) FROM u",
                        id);
     char body2[256], event[96];
     harness_unique(event, sizeof event, "deleted-rule");

@@ -163,8 +163,8 @@ START_TEST(cap_refuses_when_count_equals_max_and_allows_at_max_minus_one)
     consent("email", "marketing", "granted", 1);
     cap_policy(7, "email", "", 0, 2, 24);
     event(1 * H, "email", "marketing", 0);
-    ck_assert(allowed("email", "marketing", 0)); /* 1 contact < 2 */
-    event(2 * H, "email", "", 0);                /* no purpose: counts for a policy without one */
+    ck_assert(allowed("email", "marketing", 0));  /* 1 contact < 2 */
+    event(2 * H, "email", "", 0);                 /* no purpose: counts for a policy without one */
     ck_assert(!allowed("email", "marketing", 0)); /* 2 contacts = 2 */
     ck_assert_int_eq(json_array_size(reasons), 1);
     ck_assert_str_eq(reason_code(0), "cap_reached");
@@ -311,8 +311,8 @@ START_TEST(most_restrictive_wins_and_every_refusal_is_listed)
 {
     reset();
     consent("email", "marketing", "revoked", 11);
-    cap_policy(1, "", "", 0, 10, 24);      /* 3 touchpoints < 10: allows */
-    cap_policy(2, "email", "", 0, 3, 168); /* 3 email touchpoints in a week = 3: refuses */
+    cap_policy(1, "", "", 0, 10, 24);               /* 3 touchpoints < 10: allows */
+    cap_policy(2, "email", "", 0, 3, 168);          /* 3 email touchpoints in a week = 3: refuses */
     quiet_policy(3, 22 * 60, 7 * 60, 23 * 60 + 30); /* 23:30 is quiet: refuses */
     cap_policy(4, "sms", "", 0, 1, 24);             /* sms only: does not apply */
     event(1 * H, "email", "marketing", 0);
@@ -378,41 +378,55 @@ static void sql_at(const char *sql, long long customer, long long now_ms)
     PQclear(unit_sql(direct, sql, 2, params));
 }
 
-#define AT(hours_ago) "'epoch'::timestamptz + $2::bigint * interval '1 ms' - interval '" hours_ago "'"
+#define AT(hours_ago)                                                                              \
+    "'epoch'::timestamptz + $2::bigint * interval '1 ms' - interval '" hours_ago "'"
 
 START_TEST(one_statement_loads_status_latest_consents_outbound_events_and_local_times)
 {
     long long now = crm_wall_ms();
-    long long c = unit_sql_long(direct, "INSERT INTO customers (first_name) VALUES ('Facts')"
-                                        " RETURNING id", 0, NULL);
+    long long c = unit_sql_long(direct,
+                                "INSERT INTO customers (first_name) VALUES ('Facts')"
+                                " RETURNING id",
+                                0, NULL);
     char src[64];
     unit_unique(src, sizeof src, "facts");
     /* email/marketing: granted, then revoked (the latest); sms/marketing granted */
-    sql_at("INSERT INTO customer_consents (customer_id, channel, purpose, status, source,"
-           " captured_at) VALUES ($1, 'email', 'marketing', 'granted', 't', " AT("2 hours") "),"
-           " ($1, 'email', 'marketing', 'revoked', 't', " AT("1 hour") "),"
-           " ($1, 'sms', 'marketing', 'granted', 't', " AT("5 hours") ")",
-           c, now);
+    sql_at(
+        "INSERT INTO customer_consents (customer_id, channel, purpose, status, source,"
+        " captured_at) VALUES ($1, 'email', 'marketing', 'granted', 't', " AT(
+            "2 hours") "),"
+                       " ($1, 'email', 'marketing', 'revoked', 't', " AT(
+                           "1 hour") "),"
+                                     " ($1, 'sms', 'marketing', 'granted', 't', " AT("5 hours") ")",
+        c, now);
     char sql[1024];
     snprintf(sql, sizeof sql,
              "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
              " event_id, purpose) VALUES"
-             " ($1, 'email', 'email_sent', 'outbound', " AT("1 hour") ", '%s', 'a', 'marketing'),"
-             " ($1, 'web', 'other', 'outbound', " AT("2 hours") ", '%s', 'b', NULL),"
-             " ($1, 'email', 'email_opened', 'inbound', " AT("1 hour") ", '%s', 'c', NULL),"
-             " ($1, 'sms', 'sms_sent', 'outbound', " AT("30 hours") ", '%s', 'd', NULL)",
+             " ($1, 'email', 'email_sent', 'outbound', " AT(
+                 "1 hour") ", '%s', 'a', 'marketing'),"
+                           " ($1, 'web', 'other', 'outbound', " AT(
+                               "2 hours") ", '%s', 'b', NULL),"
+                                          " ($1, 'email', 'email_opened', 'inbound', " AT(
+                                              "1 hour") ", '%s', 'c', NULL),"
+                                                        " ($1, 'sms', 'sms_sent', 'outbound', " AT(
+                                                            "30 hours") ", '%s', 'd', NULL)",
              src, src, src, src);
     sql_at(sql, c, now);
-    long long rule = unit_sql_long(direct, "INSERT INTO treatment_rules (name, condition, position)"
-                                           " VALUES ('facts ' || gen_random_uuid(), '{}', 1)"
-                                           " RETURNING id", 0, NULL);
+    long long rule = unit_sql_long(direct,
+                                   "INSERT INTO treatment_rules (name, condition, position)"
+                                   " VALUES ('facts ' || gen_random_uuid(), '{}', 1)"
+                                   " RETURNING id",
+                                   0, NULL);
     snprintf(sql, sizeof sql,
              "WITH t AS (INSERT INTO touchpoints (customer_id, channel, type, direction,"
              " occurred_at, source, event_id, purpose) VALUES ($1, 'mobile_app', 'contact',"
              " 'outbound', " AT("3 hours") ", '%s', 'e', 'service') RETURNING id)"
-             " INSERT INTO contacts (customer_id, channel, purpose, rule_id, rule_version, source,"
-             " event_id, decided_at, allowed, touchpoint_id) SELECT $1, 'push', 'service', %lld, 1,"
-             " '%s', 'e', " AT("3 hours") ", true, id FROM t",
+                                           " INSERT INTO contacts (customer_id, channel, purpose, "
+                                           "rule_id, rule_version, source,"
+                                           " event_id, decided_at, allowed, touchpoint_id) SELECT "
+                                           "$1, 'push', 'service', %lld, 1,"
+                                           " '%s', 'e', " AT("3 hours") ", true, id FROM t",
              src, rule, src);
     sql_at(sql, c, now);
 
@@ -494,7 +508,8 @@ Suite *contact_check_suite(void)
     suite_add_tcase(s, tc);
     TCase *load = tcase_create("load");
     tcase_add_unchecked_fixture(load, setup_db, teardown_db);
-    tcase_add_test(load, one_statement_loads_status_latest_consents_outbound_events_and_local_times);
+    tcase_add_test(load,
+                   one_statement_loads_status_latest_consents_outbound_events_and_local_times);
     suite_add_tcase(s, load);
     return s;
 }
