@@ -302,8 +302,10 @@ void http_reply_error(http_request *req, const crm_error *err)
         crm_log(CRM_LOG_ERROR, "request %s failed without an error code (%s %s)",
                 req->request_id, req->method,
                 req->match.route ? req->match.route->pattern : "unrouted");
-        reply_problem_full(req, 500, "internal error; the server log has the details under "
-                                     "this request id", NULL, NULL, NULL);
+        reply_problem_full(req, 500,
+                           "internal error; the server log has the details under "
+                           "this request id",
+                           NULL, NULL, NULL);
         return;
     }
     int status = http_status_for(err->code);

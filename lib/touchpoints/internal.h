@@ -21,7 +21,7 @@
     "t.id, t.customer_id, t.channel, t.type, t.direction, "                                        \
     "(date_part('epoch', t.occurred_at) * 1000)::bigint, "                                         \
     "(date_part('epoch', t.received_at) * 1000)::bigint, t.source, t.event_id, t.campaign_id, "    \
-    "t.amount::text, t.currency, t.items::text, t.feedback::text, t.properties::text, t.erased, "      \
+    "t.amount::text, t.currency, t.items::text, t.feedback::text, t.properties::text, t.erased, "  \
     "t.purpose, t.offer_code"
 #define TP_NCOLUMNS 18
 

@@ -60,10 +60,9 @@ static void write_member(crm_jbuf *b, json_t *doc, const char *name)
 /* One item as a json_to_recordset row of insert_touchpoints. */
 static void write_insert_row(crm_jbuf *b, const tp_item *it)
 {
-    static const char *const members[] = {"channel",    "type",     "direction", "source",
-                                          "event_id",   "campaign_id", "amount", "currency",
-                                          "items",      "feedback",    "properties", "purpose",
-                                          "offer_code"};
+    static const char *const members[] = {
+        "channel",  "type",  "direction", "source",     "event_id", "campaign_id", "amount",
+        "currency", "items", "feedback",  "properties", "purpose",  "offer_code"};
     crm_jbuf_begin_object(b);
     crm_jbuf_key(b, "customer_id");
     crm_jbuf_int(b, it->customer_id);
