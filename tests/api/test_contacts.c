@@ -731,6 +731,74 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
 }
 END_TEST
 
+/* ---- touchpoints with a purpose and an offer --------------------------------------- */
+
+/* A batch of n offer reactions (purpose, offer_code) for customer; with n
+ * of 16 or more it goes in by COPY, below by INSERT. */
+static void post_reactions(long long customer, int n, const char *tag)
+{
+    size_t size = (size_t)n * 400 + 16;
+    char *body = malloc(size), now[32], event[96];
+    time_t t = time(NULL);
+    struct tm utc;
+    gmtime_r(&t, &utc);
+    strftime(now, sizeof now, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    size_t len = (size_t)snprintf(body, size, "[");
+    for (int i = 0; i < n; i++) {
+        harness_unique(event, sizeof event, tag);
+        len += (size_t)snprintf(
+            body + len, size - len,
+            "%s{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"%s\", \"direction\":"
+            " \"inbound\", \"occurred_at\": \"%s\", \"source\": \"offers\", \"event_id\": \"%s\","
+            " \"purpose\": \"marketing\", \"offer_code\": \"%s-%d\"}",
+            i ? "," : "", customer, i % 2 ? "offer_accepted" : "offer_ignored", now, event, tag, i);
+    }
+    snprintf(body + len, size - len, "]");
+    json_t *doc = expect("POST", "/v1/touchpoints/batch", harness_admin_key.secret, body, 200);
+    ck_assert_int_eq(json_integer_value(json_object_get(doc, "created")), n);
+    json_decref(doc);
+    free(body);
+}
+
+START_TEST(touchpoints_carry_purpose_and_offer_code_by_insert_and_by_copy)
+{
+    long long c = new_customer(false);
+    post_reactions(c, 3, "ins");  /* INSERT */
+    post_reactions(c, 20, "cpy"); /* COPY */
+    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint"
+                               " AND purpose = 'marketing' AND offer_code LIKE 'ins-%'",
+                               c),
+                     3);
+    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint"
+                               " AND purpose = 'marketing' AND offer_code LIKE 'cpy-%'"
+                               " AND type = 'offer_accepted'",
+                               c),
+                     10);
+    /* shown on the timeline */
+    char path[96];
+    snprintf(path, sizeof path, "/v1/customers/%lld/touchpoints?limit=1", c);
+    json_t *page = expect("GET", path, harness_admin_key.secret, NULL, 200);
+    json_t *tp = json_array_get(json_object_get(page, "data"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(tp, "purpose")), "marketing");
+    ck_assert(json_is_string(json_object_get(tp, "offer_code")));
+    json_decref(page);
+    /* a purpose not in the list, an empty offer code: 422 naming each */
+    char body[512], event[96];
+    harness_unique(event, sizeof event, "badpurpose");
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"offer_rejected\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"2026-01-01T00:00:00Z\", \"source\":"
+             " \"offers\", \"event_id\": \"%s\", \"purpose\": \"fun\", \"offer_code\": \"\"}",
+             c, event);
+    http_response r = http_post_json(&srv, "/v1/touchpoints", harness_admin_key.secret, body);
+    json_t *problem = assert_problem(&r, 422);
+    ck_assert(problem_names_field(problem, "/purpose"));
+    ck_assert(problem_names_field(problem, "/offer_code"));
+    json_decref(problem);
+    http_response_free(&r);
+}
+END_TEST
+
 Suite *contacts_suite(void)
 {
     Suite *s = suite_create("contacts");
@@ -747,6 +815,7 @@ Suite *contacts_suite(void)
     tcase_add_test(tc, the_same_event_again_answers_the_first_decision);
     tcase_add_test(tc, bad_contact_requests_are_refused_and_change_nothing);
     tcase_add_test(tc, each_decision_records_the_rules_version_and_a_rule_cap_counts_its_contacts);
+    tcase_add_test(tc, touchpoints_carry_purpose_and_offer_code_by_insert_and_by_copy);
     suite_add_tcase(s, tc);
     return s;
 }
