@@ -98,7 +98,7 @@ CREATE TABLE contact_policies (
     CHECK ((quiet_from IS NULL) = (quiet_until IS NULL)
            AND (quiet_from IS NULL) = (time_zone IS NULL)),
     CHECK (max_contacts IS NOT NULL OR quiet_from IS NOT NULL),
-    CHECK (quiet_from IS DISTINCT FROM quiet_until)
+    CHECK (quiet_from <> quiet_until)
 );
 CREATE UNIQUE INDEX contact_policies_name_key ON contact_policies (name) WHERE deleted_at IS NULL;
 

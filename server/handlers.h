@@ -95,6 +95,14 @@ void handle_treatment_rule_delete(http_request *req);
 void handle_treatment_rule_versions(http_request *req);
 void handle_treatment_rule_simulate(http_request *req);
 void handle_treatment_rule_simulate_stored(http_request *req);
+/* contact policies and contacts (handlers_contacts.c) */
+void handle_contact_policy_create(http_request *req);
+void handle_contact_policy_list(http_request *req);
+void handle_contact_policy_get(http_request *req);
+void handle_contact_policy_patch(http_request *req);
+void handle_contact_policy_delete(http_request *req);
+void handle_customer_contact(http_request *req);
+
 /* handlers_jobs.c */
 void handle_job_get(http_request *req);
 void handle_job_cancel(http_request *req);

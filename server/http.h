@@ -110,6 +110,11 @@ void http_reply_error(http_request *req, const crm_error *err);
 /* Answers with problem+json for an HTTP-level problem. */
 void http_reply_problem(http_request *req, int status, const char *detail);
 
+/* The same with one extension member (RFC 9457) beside the standard ones:
+ * a refusal that carries its reasons. Takes ownership of value. */
+void http_reply_problem_member(http_request *req, int status, const char *detail,
+                               const char *member, json_t *value);
+
 /* The HTTP status a crm_errcode becomes. */
 int http_status_for(crm_errcode code);
 

@@ -248,7 +248,10 @@ static const char *status_type(int status)
     }
 }
 
-static void reply_problem_full(http_request *req, int status, const char *detail, json_t *errors)
+/* The problem document; member (not NULL) adds one extension member,
+ * value stolen. */
+static void reply_problem_full(http_request *req, int status, const char *detail, json_t *errors,
+                               const char *member, json_t *value)
 {
     char type[96], instance[96];
     snprintf(type, sizeof type, "https://crmd.dev/problems/%s", status_type(status));
@@ -261,6 +264,8 @@ static void reply_problem_full(http_request *req, int status, const char *detail
                         "status", status, "instance", instance, "request_id", req->request_id);
     if (errors != NULL)
         json_object_set(doc, "errors", errors);
+    if (member != NULL)
+        json_object_set_new(doc, member, value);
     if (status == 503) {
         char secs[16];
         snprintf(secs, sizeof secs, "%d", req->srv->cfg->retry_after_s);
@@ -280,7 +285,13 @@ static void reply_problem_full(http_request *req, int status, const char *detail
 
 void http_reply_problem(http_request *req, int status, const char *detail)
 {
-    reply_problem_full(req, status, detail, NULL);
+    reply_problem_full(req, status, detail, NULL, NULL, NULL);
+}
+
+void http_reply_problem_member(http_request *req, int status, const char *detail,
+                               const char *member, json_t *value)
+{
+    reply_problem_full(req, status, detail, NULL, member, value);
 }
 
 void http_reply_error(http_request *req, const crm_error *err)
@@ -291,15 +302,17 @@ void http_reply_error(http_request *req, const crm_error *err)
         crm_log(CRM_LOG_ERROR, "request %s failed without an error code (%s %s)",
                 req->request_id, req->method,
                 req->match.route ? req->match.route->pattern : "unrouted");
-        reply_problem_full(req, 500, "internal error; the server log has the details under "
-                                     "this request id", NULL);
+        reply_problem_full(req, 500,
+                           "internal error; the server log has the details under "
+                           "this request id",
+                           NULL, NULL, NULL);
         return;
     }
     int status = http_status_for(err->code);
     const char *detail = err->detail;
     if (status == 500)
         detail = "internal error; the server log has the details under this request id";
-    reply_problem_full(req, status, detail, err->errors);
+    reply_problem_full(req, status, detail, err->errors, NULL, NULL);
 }
 
 /* ---- request ids ------------------------------------------------------- */

@@ -360,6 +360,33 @@ static bool export_segments_step(const crm_export_step *x, crm_error *err)
     return export_member(x, &export_segments, "segments", err);
 }
 
+/* ---- contacts (the log of contact decisions, treatments/contacts.c) ------------------ */
+
+static crm_stmt move_contacts =
+    CRM_STMT("customer_merge_move_contacts",
+             "UPDATE contacts SET customer_id = $1 WHERE customer_id = ANY($2::bigint[])");
+
+static crm_stmt export_contacts = CRM_STMT_RO(
+    "privacy_export_contacts",
+    "SELECT coalesce(json_agg(json_build_object('id', id, 'customer_id', customer_id, 'channel',"
+    " channel, 'purpose', purpose, 'allowed', allowed, 'reasons', reasons, 'rule_id', rule_id,"
+    " 'rule_version', rule_version, 'campaign_id', campaign_id, 'touchpoint_id', touchpoint_id,"
+    " 'decided_at', " CRM_SQL_TS("decided_at") ") ORDER BY id), '[]')::text"
+    " FROM contacts WHERE customer_id = ANY($1::bigint[])");
+
+/* The survivor's caps count the merged customers' contacts, as they count
+ * their touchpoints (which move too). */
+static bool merge_contacts(const crm_merge_step *m, crm_error *err)
+{
+    const char *params[] = {m->survivor, m->merged};
+    return exec_ok(m->c, &move_contacts, 2, params, err);
+}
+
+static bool export_contacts_step(const crm_export_step *x, crm_error *err)
+{
+    return export_member(x, &export_contacts, "contacts", err);
+}
+
 const crm_customer_table crm_customer_tables[] = {
     {"customer_consents", "customer_id",
      "where the parties' current decisions disagree the survivor gets a newer revocation; "
@@ -422,6 +449,11 @@ const crm_customer_table crm_customer_tables[] = {
      "stay as anonymous facts (an id whose customer is scrubbed, a segment, a time): the "
      "segments' past sizes stay exact",
      "segments.changes (read with segment_memberships)", NULL, NULL, NULL},
+    {"contacts", "customer_id", "move to the survivor: its caps count them, as its touchpoints",
+     "stay as anonymous facts (a channel, a purpose, a rule, a time, the decision): they hold "
+     "no free text of the person, and the policies' past counts stay exact",
+     "contacts: every contact decision about the person's customers", merge_contacts, NULL,
+     export_contacts_step},
 };
 
 const size_t crm_customer_tables_count = sizeof crm_customer_tables / sizeof crm_customer_tables[0];

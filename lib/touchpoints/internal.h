@@ -21,8 +21,9 @@
     "t.id, t.customer_id, t.channel, t.type, t.direction, "                                        \
     "(date_part('epoch', t.occurred_at) * 1000)::bigint, "                                         \
     "(date_part('epoch', t.received_at) * 1000)::bigint, t.source, t.event_id, t.campaign_id, "    \
-    "t.amount::text, t.currency, t.items::text, t.feedback::text, t.properties::text, t.erased"
-#define TP_NCOLUMNS 16
+    "t.amount::text, t.currency, t.items::text, t.feedback::text, t.properties::text, t.erased, "  \
+    "t.purpose, t.offer_code"
+#define TP_NCOLUMNS 18
 
 typedef enum { REF_NONE, REF_ID, REF_EXTERNAL, REF_EMAIL } ref_kind;
 

@@ -25,17 +25,21 @@ static void write_touchpoint(crm_jbuf *b, const PGresult *res, int r, int c0)
 {
     static const struct {
         const char *name;
-        char kind; /* j: JSON or a number as PostgreSQL prints it, s: string, t: time, b: bool */
+        char kind; /* j: JSON or a number as PostgreSQL prints it, s: string, t: time, b: bool,
+                      o: a string shown only when set */
     } cols[TP_NCOLUMNS] = {
         {"id", 'j'},        {"customer_id", 'j'}, {"channel", 's'},     {"type", 's'},
         {"direction", 's'}, {"occurred_at", 't'}, {"received_at", 't'}, {"source", 's'},
         {"event_id", 's'},  {"campaign_id", 's'}, {"amount", 'j'},      {"currency", 's'},
         {"items", 'j'},     {"feedback", 'j'},    {"properties", 'j'},  {"erased", 'b'},
+        {"purpose", 'o'},   {"offer_code", 'o'},
     };
     crm_jbuf_begin_object(b);
     for (int i = 0; i < TP_NCOLUMNS; i++) {
-        crm_jbuf_key(b, cols[i].name);
         int c = c0 + i;
+        if (cols[i].kind == 'o' && PQgetisnull(res, r, c))
+            continue;
+        crm_jbuf_key(b, cols[i].name);
         if (cols[i].kind == 't' && !PQgetisnull(res, r, c))
             crm_jbuf_timestamp(b, atoll(PQgetvalue(res, r, c)));
         else if (cols[i].kind == 'b')

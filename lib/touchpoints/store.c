@@ -29,12 +29,13 @@
 static crm_stmt insert_touchpoints = CRM_STMT(
     "touchpoint_insert",
     "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
-    " event_id, campaign_id, amount, currency, items, feedback, properties)"
+    " event_id, campaign_id, amount, currency, items, feedback, properties, purpose, offer_code)"
     " SELECT customer_id, channel, type, direction, occurred_at, source, event_id, campaign_id,"
-    " amount, currency, items, feedback, coalesce(properties, '{}')"
+    " amount, currency, items, feedback, coalesce(properties, '{}'), purpose, offer_code"
     " FROM json_to_recordset($1::json) AS r (customer_id bigint, channel text, type text,"
     " direction text, occurred_at timestamptz, source text, event_id text, campaign_id text,"
-    " amount numeric, currency text, items jsonb, feedback jsonb, properties jsonb)"
+    " amount numeric, currency text, items jsonb, feedback jsonb, properties jsonb,"
+    " purpose text, offer_code text)"
     " WHERE EXISTS (SELECT 1 FROM customers c WHERE c.id = r.customer_id AND c.status = 'active'"
     "  FOR KEY SHARE)"
     " ORDER BY source, event_id"
@@ -59,9 +60,9 @@ static void write_member(crm_jbuf *b, json_t *doc, const char *name)
 /* One item as a json_to_recordset row of insert_touchpoints. */
 static void write_insert_row(crm_jbuf *b, const tp_item *it)
 {
-    static const char *const members[] = {"channel",  "type",     "direction", "source",
-                                          "event_id", "campaign_id", "amount", "currency",
-                                          "items",    "feedback",    "properties"};
+    static const char *const members[] = {
+        "channel",  "type",  "direction", "source",     "event_id", "campaign_id", "amount",
+        "currency", "items", "feedback",  "properties", "purpose",  "offer_code"};
     crm_jbuf_begin_object(b);
     crm_jbuf_key(b, "customer_id");
     crm_jbuf_int(b, it->customer_id);
@@ -316,7 +317,7 @@ static crm_stmt take_ids =
 
 #define COPY_TOUCHPOINTS                                                                           \
     "COPY touchpoints (id, customer_id, channel, type, direction, occurred_at, source, event_id,"  \
-    " campaign_id, amount, currency, items, feedback, properties) FROM STDIN"
+    " campaign_id, amount, currency, items, feedback, properties, purpose, offer_code) FROM STDIN"
 
 static int compare_ids(const void *a, const void *b)
 {
@@ -419,6 +420,8 @@ static char *copy_rows(batch *B, size_t *len)
         for (size_t m = 0; m < sizeof more / sizeof more[0]; m++)
             copy_member(&rows, &scratch, doc, more[m], NULL);
         copy_member(&rows, &scratch, doc, "properties", "{}");
+        copy_member(&rows, &scratch, doc, "purpose", NULL);
+        copy_member(&rows, &scratch, doc, "offer_code", NULL);
         crm_copy_end_row(&rows);
     }
     crm_jbuf_free(&scratch);

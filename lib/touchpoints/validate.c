@@ -5,6 +5,7 @@
  */
 #include "touchpoints.h"
 #include "clock.h"
+#include "consents.h"
 #include "currency.h"
 #include "json.h"
 #include "touchpoints/internal.h"
@@ -37,6 +38,10 @@ const char *const crm_touchpoint_types[] = {"purchase",
                                             "note",
                                             "signup",
                                             "other",
+                                            "contact",
+                                            "offer_accepted",
+                                            "offer_rejected",
+                                            "offer_ignored",
                                             NULL};
 
 static const char *const directions[] = {"inbound", "outbound", NULL};
@@ -255,6 +260,8 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
                                           "items",
                                           "feedback",
                                           "properties",
+                                          "purpose",
+                                          "offer_code",
                                           NULL};
     it->doc = doc;
     it->status = CRM_TP_CREATED;
@@ -287,6 +294,12 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
     if (text_ok(doc, "event_id", 200, true, it))
         it->event_id = json_string_value(json_object_get(doc, "event_id"));
     text_ok(doc, "campaign_id", 100, false, it);
+    text_ok(doc, "offer_code", 100, false, it);
+    json_t *purpose = json_object_get(doc, "purpose");
+    if (purpose != NULL && !json_is_null(purpose) &&
+        !crm_consent_purpose_known(json_string_value(purpose)))
+        tp_field_error(it, "/purpose",
+                       "must be one of marketing, service, profiling, analytics, third_party");
     json_t *amount = json_object_get(doc, "amount"), *currency = json_object_get(doc, "currency");
     if (amount != NULL && !json_is_null(amount) && !number_ok(amount, -1e15, 1e15))
         tp_field_error(it, "/amount", "must be a number");

@@ -230,5 +230,6 @@ Suite *jobs_suite(void);
 Suite *currency_rates_suite(void);
 Suite *segments_suite(void);
 Suite *treatment_rules_suite(void);
+Suite *contacts_suite(void);
 
 #endif

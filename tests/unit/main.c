@@ -64,6 +64,7 @@ int main(void)
     srunner_add_suite(sr, btyd_suite());
     srunner_add_suite(sr, currency_suite());
     srunner_add_suite(sr, segment_rules_suite());
+    srunner_add_suite(sr, contact_check_suite());
     srunner_add_suite(sr, segment_flips_suite());
     srunner_add_suite(sr, segments_live_suite());
 

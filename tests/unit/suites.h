@@ -45,5 +45,6 @@ Suite *currency_suite(void);
 Suite *segment_rules_suite(void);
 Suite *segment_flips_suite(void);
 Suite *segments_live_suite(void);
+Suite *contact_check_suite(void);
 
 #endif
