@@ -100,7 +100,7 @@ static void add_rule(const char *name, const char *condition, const char *action
     const char *p[] = {name, condition, action, entitlement, channels, prio, value, pos, from, until};
     sql("INSERT INTO treatment_rules (name, condition, action_code, action_text, entitlement_code,"
         " channels, priority, value, position, active_from, active_until)"
-        " VALUES ($1, $2::jsonb, $3, CASE WHEN $3 IS NULL THEN NULL ELSE 'say ' || $3 END, $4,"
+        " VALUES ($1, $2::jsonb, $3::text, CASE WHEN $3::text IS NULL THEN NULL ELSE 'say ' || $3::text END, $4,"
         " $5::text[], $6::int, $7::numeric, $8::int,"
         " CASE WHEN $9::int = 0 THEN NULL ELSE now() + make_interval(secs => $9::int) END,"
         " CASE WHEN $10::int = 0 THEN NULL ELSE now() + make_interval(secs => $10::int) END)",
