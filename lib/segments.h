@@ -112,6 +112,27 @@ crm_rule_state *crm_rule_state_load(crm_conn *conn, long long customer_id, crm_e
 
 void crm_rule_state_free(crm_rule_state *st);
 
+/* The state in one statement beside other reads (GET
+ * /v1/customers/{id}/treatments): crm_rule_state_union_sql gives SQL text
+ * (the caller frees it; NULL when width is below crm_rule_state_union_width
+ * or memory ran out) of a UNION ALL whose rows have a kind in column 0 and
+ * width text columns after it (NULL where unused), over the customer whose
+ * id is the SQL parameter id_param ("$1"):
+ *   'c'  the customer: attributes, the fields, the segments, its status
+ *        (column crm_rule_state_status_column()), whether it has metrics,
+ *        the metrics;
+ *   'k'  a consent, the latest of its channel and purpose: channel,
+ *        purpose, status, id;
+ *   't'  a touchpoint: type, channel, campaign_id, amount, occurred_at,
+ *        items, direction, purpose, occurred_at in epoch ms.
+ * The caller may add parts of its own kinds, of the same width.
+ * crm_rule_state_read builds the state from such a result (other kinds
+ * are ignored); CRM_E_NOT_FOUND without a 'c' row. */
+int crm_rule_state_union_width(void);
+int crm_rule_state_status_column(void);
+char *crm_rule_state_union_sql(int width, const char *id_param);
+crm_rule_state *crm_rule_state_read(const PGresult *res, long long customer_id, crm_error *err);
+
 /* The customer id a state was loaded for. */
 long long crm_rule_state_customer(const crm_rule_state *st);
 

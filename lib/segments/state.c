@@ -73,11 +73,12 @@ static void *take(loader *l, size_t size)
     return m;
 }
 
-/* One cell of type t from res's column col. */
-static void read_cell(loader *l, rule_cell *cell, rule_type t, const PGresult *res, int col)
+/* One cell of type t from res's row, column col. */
+static void read_cell_at(loader *l, rule_cell *cell, rule_type t, const PGresult *res, int row,
+                         int col)
 {
     memset(cell, 0, sizeof *cell);
-    cell->text = keep(l, res, 0, col);
+    cell->text = keep(l, res, row, col);
     cell->present = cell->text != NULL;
     if (!cell->present)
         return;
@@ -86,6 +87,11 @@ static void read_cell(loader *l, rule_cell *cell, rule_type t, const PGresult *r
     } else if (t == RT_TIME && !crm_parse_pg_timestamp(cell->text, &cell->us)) {
         l->bad = true;
     }
+}
+
+static void read_cell(loader *l, rule_cell *cell, rule_type t, const PGresult *res, int col)
+{
+    read_cell_at(l, cell, t, res, 0, col);
 }
 
 /* A copy of a JSON string; "" (and out of memory noted) when none could
@@ -136,6 +142,23 @@ static void read_segments(loader *l, const char *text)
     json_decref(a);
 }
 
+/* The customer's row of res at row, its attributes in column base, the
+ * fields after it, then the segments. */
+static void customer_row(loader *l, const PGresult *res, int row, int base)
+{
+    crm_rule_state *st = l->st;
+    /* Numbers as doubles, as the SQL reads an attribute (::float8). */
+    st->attributes = json_loads(PQgetvalue(res, row, base), JSON_DECODE_INT_AS_REAL, NULL);
+    if (st->attributes == NULL)
+        l->bad = true;
+    for (int i = 0; i < RULE_N_CUSTOMER_FIELDS; i++)
+        read_cell_at(l, &st->customer[i], rule_customer_fields[i].type, res, row, base + 1 + i);
+    for (int i = 0; i < RULE_N_CUSTOMER_FIELDS; i++)
+        if (rule_customer_fields[i].type == RT_TAGS)
+            read_strings(l, st->customer[i].text, &st->tags, &st->ntags);
+    read_segments(l, PQgetvalue(res, row, base + 1 + RULE_N_CUSTOMER_FIELDS));
+}
+
 static bool read_customer(loader *l, crm_conn *conn, const char *id, crm_error *err)
 {
     const char *params[] = {id};
@@ -146,17 +169,7 @@ static bool read_customer(loader *l, crm_conn *conn, const char *id, crm_error *
         PQclear(res);
         return crm_error_set(err, CRM_E_NOT_FOUND, "no such customer");
     }
-    crm_rule_state *st = l->st;
-    /* Numbers as doubles, as the SQL reads an attribute (::float8). */
-    st->attributes = json_loads(PQgetvalue(res, 0, 0), JSON_DECODE_INT_AS_REAL, NULL);
-    if (st->attributes == NULL)
-        l->bad = true;
-    for (int i = 0; i < RULE_N_CUSTOMER_FIELDS; i++)
-        read_cell(l, &st->customer[i], rule_customer_fields[i].type, res, i + 1);
-    for (int i = 0; i < RULE_N_CUSTOMER_FIELDS; i++)
-        if (rule_customer_fields[i].type == RT_TAGS)
-            read_strings(l, st->customer[i].text, &st->tags, &st->ntags);
-    read_segments(l, PQgetvalue(res, 0, RULE_N_CUSTOMER_FIELDS + 1));
+    customer_row(l, res, 0, 0);
     PQclear(res);
     return true;
 }
@@ -208,6 +221,19 @@ static void read_skus(loader *l, rule_touchpoint *tp, const char *items)
     json_decref(a);
 }
 
+/* A touchpoint from res's row: type, channel, campaign_id, amount,
+ * occurred_at and items from column base on. */
+static void touchpoint_row(loader *l, rule_touchpoint *tp, const PGresult *res, int r, int base)
+{
+    tp->type = keep(l, res, r, base);
+    tp->channel = keep(l, res, r, base + 1);
+    tp->campaign_id = keep(l, res, r, base + 2);
+    tp->amount = keep(l, res, r, base + 3);
+    if (!crm_parse_pg_timestamp(PQgetvalue(res, r, base + 4), &tp->occurred_us))
+        l->bad = true;
+    read_skus(l, tp, PQgetisnull(res, r, base + 5) ? NULL : PQgetvalue(res, r, base + 5));
+}
+
 static bool read_touchpoints(loader *l, crm_conn *conn, const char *id, crm_error *err)
 {
     const char *params[] = {id};
@@ -217,16 +243,8 @@ static bool read_touchpoints(loader *l, crm_conn *conn, const char *id, crm_erro
     int n = PQntuples(res);
     crm_rule_state *st = l->st;
     st->touchpoints = take(l, sizeof *st->touchpoints * (size_t)n);
-    for (int r = 0; st->touchpoints != NULL && r < n; r++) {
-        rule_touchpoint *tp = &st->touchpoints[st->ntouchpoints++];
-        tp->type = keep(l, res, r, 0);
-        tp->channel = keep(l, res, r, 1);
-        tp->campaign_id = keep(l, res, r, 2);
-        tp->amount = keep(l, res, r, 3);
-        if (!crm_parse_pg_timestamp(PQgetvalue(res, r, 4), &tp->occurred_us))
-            l->bad = true;
-        read_skus(l, tp, PQgetisnull(res, r, 5) ? NULL : PQgetvalue(res, r, 5));
-    }
+    for (int r = 0; st->touchpoints != NULL && r < n; r++)
+        touchpoint_row(l, &st->touchpoints[st->ntouchpoints++], res, r, 0);
     PQclear(res);
     return true;
 }
@@ -269,4 +287,137 @@ void crm_rule_state_free(crm_rule_state *st)
 long long crm_rule_state_customer(const crm_rule_state *st)
 {
     return st->customer_id;
+}
+
+/* ---- the state in one statement, beside other reads (treatments) ----------------- */
+
+#define TEXT_LOAD_COLUMN(name, type, sql, load, values) ", (" load ")::text"
+#define TEXT_METRICS_COLUMN(name, type, sql, values) ", (" sql ")::text"
+
+/* Columns of the kinds, after the kind (column 0): see segments.h. */
+enum {
+    C_ATTRIBUTES = 1,
+    C_SEGMENTS = C_ATTRIBUTES + 1 + RULE_N_CUSTOMER_FIELDS,
+    C_STATUS,
+    C_HAS_METRICS,
+    C_METRICS,
+    C_END = C_METRICS + RULE_N_METRICS_FIELDS,
+    T_COLUMNS = 9,
+};
+
+int crm_rule_state_union_width(void)
+{
+    return C_END - 1;
+}
+
+int crm_rule_state_status_column(void)
+{
+    return C_STATUS;
+}
+
+/* n NULL::text columns into b. */
+static void pad(crm_jbuf *b, int n)
+{
+    for (int i = 0; i < n; i++)
+        crm_jbuf_raw(b, ", NULL::text", 12);
+}
+
+static void part(crm_jbuf *b, const char *sql, int used, int width)
+{
+    crm_jbuf_raw(b, sql, strlen(sql));
+    pad(b, width - used);
+}
+
+char *crm_rule_state_union_sql(int width, const char *id_param)
+{
+    if (width < crm_rule_state_union_width())
+        return NULL;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    char where[256];
+    /* The customer and its metrics. */
+    part(&b,
+         "SELECT 'c'::text, c.attributes::text" RULE_CUSTOMER_FIELDS(
+             TEXT_LOAD_COLUMN) ", array_to_json(ARRAY(SELECT sm.segment_id FROM segment_memberships"
+                               " sm WHERE sm.customer_id = c.id ORDER BY sm.segment_id))::text,"
+                               " c.status::text, (m.customer_id IS NOT NULL)::text" RULE_METRICS_FIELDS(
+                                   TEXT_METRICS_COLUMN),
+         C_END - 1, width);
+    snprintf(where, sizeof where, " FROM customers c LEFT JOIN customer_metrics m ON"
+                                  " m.customer_id = c.id WHERE c.id = %s",
+             id_param);
+    crm_jbuf_raw(&b, where, strlen(where));
+    /* The latest consent decision of each channel and purpose. */
+    part(&b,
+         " UNION ALL SELECT 'k', channel, purpose, status, id::text",
+         4, width);
+    snprintf(where, sizeof where,
+             " FROM (SELECT DISTINCT ON (channel, purpose) channel, purpose, status, id"
+             " FROM customer_consents WHERE customer_id = %s",
+             id_param);
+    crm_jbuf_raw(&b, where, strlen(where));
+    static const char order[] = " ORDER BY channel, purpose, captured_at DESC, id DESC) k";
+    crm_jbuf_raw(&b, order, sizeof order - 1);
+    /* Every touchpoint. */
+    part(&b,
+         " UNION ALL SELECT 't', type, channel, campaign_id, amount::text, occurred_at::text,"
+         " items::text, direction, purpose, (extract(epoch FROM occurred_at) * 1000)::bigint::text",
+         T_COLUMNS, width);
+    snprintf(where, sizeof where, " FROM touchpoints WHERE customer_id = %s", id_param);
+    crm_jbuf_raw(&b, where, strlen(where));
+    return crm_jbuf_take(&b, NULL);
+}
+
+crm_rule_state *crm_rule_state_read(const PGresult *res, long long customer_id, crm_error *err)
+{
+    crm_rule_state *st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    crm_arena_init(&st->arena);
+    st->customer_id = customer_id;
+    loader l = {.st = st};
+    int rows = PQntuples(res), nk = 0, nt = 0, customer = -1;
+    for (int r = 0; r < rows; r++) {
+        char k = PQgetvalue(res, r, 0)[0];
+        nk += k == 'k';
+        nt += k == 't';
+        if (k == 'c')
+            customer = r;
+    }
+    if (customer < 0) {
+        crm_rule_state_free(st);
+        crm_error_set(err, CRM_E_NOT_FOUND, "no such customer");
+        return NULL;
+    }
+    customer_row(&l, res, customer, C_ATTRIBUTES);
+    st->has_metrics = strcmp(PQgetvalue(res, customer, C_HAS_METRICS), "true") == 0;
+    for (int i = 0; st->has_metrics && i < RULE_N_METRICS_FIELDS; i++)
+        read_cell_at(&l, &st->metrics[i], rule_metrics_fields[i].type, res, customer,
+                     C_METRICS + i);
+    st->consents = take(&l, sizeof *st->consents * (size_t)nk);
+    st->touchpoints = take(&l, sizeof *st->touchpoints * (size_t)nt);
+    for (int r = 0; st->consents != NULL && st->touchpoints != NULL && r < rows; r++) {
+        char k = PQgetvalue(res, r, 0)[0];
+        if (k == 'k' && st->nconsents < nk) {
+            rule_consent *c = &st->consents[st->nconsents++];
+            c->channel = keep(&l, res, r, 1);
+            c->purpose = keep(&l, res, r, 2);
+            c->status = keep(&l, res, r, 3);
+        } else if (k == 't' && st->ntouchpoints < nt) {
+            touchpoint_row(&l, &st->touchpoints[st->ntouchpoints++], res, r, 1);
+        }
+    }
+    bool ok = true;
+    if (l.oom)
+        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    else if (l.bad)
+        ok = crm_error_set(err, CRM_E_INTERNAL, "customer %lld holds a value the rules cannot read",
+                           customer_id);
+    if (!ok) {
+        crm_rule_state_free(st);
+        return NULL;
+    }
+    return st;
 }

@@ -75,8 +75,7 @@ static void copy_text(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src);
 }
 
-/* The policies' time zones as a text[] literal (caller frees). */
-static char *zones_literal(const policy_set *ps)
+char *policy_zones_literal(const policy_set *ps)
 {
     size_t size = 3;
     for (int i = 0; i < ps->n; i++)
@@ -106,7 +105,7 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
 {
     memset(f, 0, sizeof *f);
     f->customer_id = customer_id;
-    char *zones = zones_literal(ps);
+    char *zones = policy_zones_literal(ps);
     if (zones == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     crm_query q;

@@ -150,14 +150,17 @@ static config *config_load(crm_conn *c, long long stamp, crm_error *err)
     return k;
 }
 
-/* The config of the stamp now stored, with a reference for the caller. */
-static config *config_take(crm_conn *c, crm_error *err)
+/* The config of stamp (the stored one when stamp is -1: read first), with
+ * a reference for the caller: the cached one when it is of that stamp. */
+static config *config_take(crm_conn *c, long long stamp, crm_error *err)
 {
-    PGresult *res = crm_db_exec(c, &read_stamp, 0, NULL, err);
-    if (res == NULL)
-        return NULL;
-    long long stamp = PQntuples(res) == 1 ? atoll(PQgetvalue(res, 0, 0)) : -1;
-    PQclear(res);
+    if (stamp < 0) {
+        PGresult *res = crm_db_exec(c, &read_stamp, 0, NULL, err);
+        if (res == NULL)
+            return NULL;
+        stamp = PQntuples(res) == 1 ? atoll(PQgetvalue(res, 0, 0)) : -1;
+        PQclear(res);
+    }
     pthread_mutex_lock(&config_mu);
     config *k = current;
     if (k != NULL && k->stamp == stamp)
@@ -180,6 +183,170 @@ static config *config_take(crm_conn *c, crm_error *err)
     pthread_mutex_unlock(&config_mu);
     config_release(old);
     return k;
+}
+
+/* The cached config, whatever its stamp, with a reference; NULL when
+ * none is cached yet. */
+static config *config_cached(void)
+{
+    pthread_mutex_lock(&config_mu);
+    config *k = current;
+    if (k != NULL)
+        k->refs++;
+    pthread_mutex_unlock(&config_mu);
+    return k;
+}
+
+/* ---- everything the evaluation reads, in one statement ---------------------------------- */
+
+/* The customer's state (crm_rule_state_union_sql, $1 the customer), and:
+ *   'r'  an allowed contact of a rule in the longest cap's period ($2 now
+ *        in epoch ms, $3 that period in hours): at (epoch ms), rule, the
+ *        channel and purpose of its touchpoint;
+ *   'z'  the local minute now of policy i's time zone ($4, in order);
+ *   'v'  the stamp of the rules and policies.
+ * Built at the first use. */
+#define NOW_TS "('epoch'::timestamptz + $2::bigint * interval '1 millisecond')"
+static crm_stmt *everything;
+static int everything_width;
+static pthread_once_t everything_once = PTHREAD_ONCE_INIT;
+
+static void add_part(crm_jbuf *b, const char *sql, int used)
+{
+    crm_jbuf_raw(b, sql, strlen(sql));
+    for (int i = used; i < everything_width; i++)
+        crm_jbuf_raw(b, ", NULL::text", 12);
+}
+
+static void build_everything(void)
+{
+    everything_width = crm_rule_state_union_width();
+    char *state = crm_rule_state_union_sql(everything_width, "$1::bigint");
+    if (state == NULL)
+        return;
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_raw(&b, state, strlen(state));
+    free(state);
+    add_part(&b,
+             " UNION ALL SELECT 'r', (extract(epoch FROM k.decided_at) * 1000)::bigint::text,"
+             " k.rule_id::text, t.channel, t.purpose",
+             4);
+    static const char contacts[] =
+        " FROM contacts k JOIN touchpoints t ON t.id = k.touchpoint_id"
+        " WHERE k.customer_id = $1::bigint AND k.allowed AND k.rule_id IS NOT NULL"
+        " AND $3::int > 0 AND k.decided_at > " NOW_TS " - make_interval(hours => $3::int)";
+    crm_jbuf_raw(&b, contacts, sizeof contacts - 1);
+    add_part(&b,
+             " UNION ALL SELECT 'z', z.i::text, CASE WHEN z.tz = '' THEN '-1' ELSE"
+             " ((extract(hour FROM " NOW_TS " AT TIME ZONE z.tz) * 60"
+             " + extract(minute FROM " NOW_TS " AT TIME ZONE z.tz))::bigint)::text END",
+             2);
+    static const char zones[] = " FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, i)";
+    crm_jbuf_raw(&b, zones, sizeof zones - 1);
+    add_part(&b, " UNION ALL SELECT 'v', stamp::text", 1);
+    static const char stamp[] = " FROM treatment_config WHERE id = 1";
+    crm_jbuf_raw(&b, stamp, sizeof stamp - 1);
+    char *sql = crm_jbuf_take(&b, NULL);
+    if (sql != NULL)
+        everything = crm_db_stmt_for_sql(sql, true, false);
+    free(sql);
+}
+
+static PGresult *read_everything(crm_conn *c, const config *k, long long customer_id,
+                                 long long now_ms, crm_error *err)
+{
+    pthread_once(&everything_once, build_everything);
+    if (everything == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    char *zones = policy_zones_literal(&k->ps);
+    if (zones == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
+    char id[24], now[24], hours[16];
+    snprintf(id, sizeof id, "%lld", customer_id);
+    snprintf(now, sizeof now, "%lld", now_ms);
+    snprintf(hours, sizeof hours, "%d", k->ps.max_period_hours);
+    const char *p[] = {id, now, hours, zones};
+    PGresult *res = crm_db_exec(c, everything, 4, p, err);
+    free(zones);
+    return res;
+}
+
+/* The stamp of a result of read_everything (-1: none). */
+static long long result_stamp(const PGresult *res)
+{
+    for (int r = PQntuples(res) - 1; r >= 0; r--)
+        if (PQgetvalue(res, r, 0)[0] == 'v')
+            return atoll(PQgetvalue(res, r, 1));
+    return -1;
+}
+
+static void copy_text(char *dst, size_t size, const PGresult *res, int r, int col)
+{
+    snprintf(dst, size, "%s", PQgetvalue(res, r, col)); /* NULL reads as "" */
+}
+
+/* The contact check's facts from a result of read_everything: what
+ * contact_facts_load reads, the same rows. */
+static bool facts_read(const PGresult *res, const policy_set *ps, long long customer_id,
+                       long long now_ms, contact_facts *f, crm_error *err)
+{
+    memset(f, 0, sizeof *f);
+    f->customer_id = customer_id;
+    int rows = PQntuples(res), nc = 0, ne = 0;
+    for (int r = 0; r < rows; r++) {
+        char k = PQgetvalue(res, r, 0)[0];
+        nc += k == 'k';
+        ne += k == 't' || k == 'r';
+    }
+    f->consents = calloc((size_t)(nc ? nc : 1), sizeof *f->consents);
+    f->events = calloc((size_t)(ne ? ne : 1), sizeof *f->events);
+    f->local_min = malloc(sizeof *f->local_min * (size_t)(ps->n ? ps->n : 1));
+    if (f->consents == NULL || f->events == NULL || f->local_min == NULL) {
+        contact_facts_free(f);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    for (int i = 0; i < ps->n; i++)
+        f->local_min[i] = -1;
+    long long since = now_ms - (long long)ps->max_period_hours * 3600000;
+    int status = crm_rule_state_status_column();
+    for (int r = 0; r < rows; r++) {
+        char k = PQgetvalue(res, r, 0)[0];
+        if (k == 'c') {
+            f->exists = true;
+            f->active = strcmp(PQgetvalue(res, r, status), "active") == 0;
+        } else if (k == 'k' && f->nconsents < nc) {
+            contact_consent *cs = &f->consents[f->nconsents++];
+            copy_text(cs->channel, sizeof cs->channel, res, r, 1);
+            copy_text(cs->purpose, sizeof cs->purpose, res, r, 2);
+            copy_text(cs->status, sizeof cs->status, res, r, 3);
+            cs->id = atoll(PQgetvalue(res, r, 4));
+        } else if (k == 't' && f->nevents < ne) {
+            long long at = atoll(PQgetvalue(res, r, 9));
+            if (ps->max_period_hours <= 0 || strcmp(PQgetvalue(res, r, 7), "outbound") != 0 ||
+                at <= since)
+                continue;
+            contact_event *e = &f->events[f->nevents++];
+            e->at_ms = at;
+            copy_text(e->channel, sizeof e->channel, res, r, 2);
+            copy_text(e->purpose, sizeof e->purpose, res, r, 8);
+        } else if (k == 'r' && f->nevents < ne) {
+            contact_event *e = &f->events[f->nevents++];
+            e->at_ms = atoll(PQgetvalue(res, r, 1));
+            e->rule_id = atoll(PQgetvalue(res, r, 2));
+            copy_text(e->channel, sizeof e->channel, res, r, 3);
+            copy_text(e->purpose, sizeof e->purpose, res, r, 4);
+        } else if (k == 'z') {
+            long long i = atoll(PQgetvalue(res, r, 1));
+            if (i >= 1 && i <= ps->n)
+                f->local_min[i - 1] = atoi(PQgetvalue(res, r, 2));
+        }
+    }
+    return true;
 }
 
 /* ---- arbitration ------------------------------------------------------------ */
@@ -328,13 +495,25 @@ json_t *crm_customer_treatments(long long customer_id, int limit, crm_error *err
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return NULL;
-    long long t0 = crm_monotonic_us();
-    config *k = config_take(c, err);
-    crm_rule_state *st = k != NULL ? crm_rule_state_load(c, customer_id, err) : NULL;
-    long long now_ms = crm_wall_ms();
-    contact_facts f = {0};
-    bool ok = st != NULL && contact_facts_load(c, &k->ps, customer_id, now_ms, &f, err);
+    long long t0 = crm_monotonic_us(), now_ms = crm_wall_ms();
+    /* The cached rules and policies, unless the stamp read with the
+     * customer says they moved: then the stored ones, and a second read. */
+    config *k = config_cached();
+    if (k == NULL)
+        k = config_take(c, -1, err);
+    PGresult *res = k != NULL ? read_everything(c, k, customer_id, now_ms, err) : NULL;
+    long long stamp = res != NULL ? result_stamp(res) : -1;
+    if (res != NULL && stamp != k->stamp) {
+        PQclear(res);
+        config_release(k);
+        k = config_take(c, stamp, err);
+        res = k != NULL ? read_everything(c, k, customer_id, now_ms, err) : NULL;
+    }
     crm_db_release(c);
+    crm_rule_state *st = res != NULL ? crm_rule_state_read(res, customer_id, err) : NULL;
+    contact_facts f = {0};
+    bool ok = st != NULL && facts_read(res, &k->ps, customer_id, now_ms, &f, err);
+    PQclear(res);
     json_t *out = NULL;
     if (ok) {
         long long t1 = crm_monotonic_us();

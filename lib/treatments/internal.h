@@ -61,6 +61,11 @@ typedef struct contact_facts {
     int *local_min;
 } contact_facts;
 
+/* The policies' time zones in order ("" for none) as a text[] literal,
+ * the parameter the facts' local minutes are computed from (caller frees;
+ * NULL when memory ran out). */
+char *policy_zones_literal(const policy_set *ps);
+
 /* Loads the facts of customer_id for the policies of ps at now_ms, in one
  * statement on c (inside the caller's transaction when it has one). */
 bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id,
