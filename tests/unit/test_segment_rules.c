@@ -703,24 +703,36 @@ static void assert_same_ids(const id_set *sql, const id_set *eval, const char *r
                  rule_text, sql->n, eval->n, sql_only, eval_only);
 }
 
-/* Loads every customer's state, in id order. */
+/* Loads every customer's state, in id order, twice: states[0..n) by
+ * crm_rule_state_load, states[n..2n) from the one statement of
+ * crm_rule_state_union_sql (what the treatments read), so that every rule
+ * checks both against the SQL. */
 static crm_rule_state **load_states(crm_conn *conn, int *n)
 {
     PGresult *res = unit_sql(db, "SELECT id FROM customers ORDER BY id", 0, NULL);
     *n = PQntuples(res);
-    crm_rule_state **states = calloc((size_t)*n + 1, sizeof *states);
+    crm_rule_state **states = calloc(2 * (size_t)*n + 1, sizeof *states);
+    char *sql = crm_rule_state_union_sql(crm_rule_state_union_width(), "$1::bigint");
+    ck_assert(sql != NULL);
     for (int i = 0; i < *n; i++) {
         crm_error err = CRM_ERROR_INIT;
-        states[i] = crm_rule_state_load(conn, atoll(PQgetvalue(res, i, 0)), &err);
+        long long id = atoll(PQgetvalue(res, i, 0));
+        states[i] = crm_rule_state_load(conn, id, &err);
         ck_assert_msg(states[i] != NULL, "load: %s", err.detail);
+        const char *params[] = {PQgetvalue(res, i, 0)};
+        PGresult *u = unit_sql(db, sql, 1, params);
+        states[*n + i] = crm_rule_state_read(u, id, &err);
+        ck_assert_msg(states[*n + i] != NULL, "read: %s", err.detail);
+        PQclear(u);
     }
+    free(sql);
     PQclear(res);
     return states;
 }
 
 static void free_states(crm_rule_state **states, int n)
 {
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < 2 * n; i++)
         crm_rule_state_free(states[i]);
     free(states);
 }
@@ -734,11 +746,14 @@ static int check_rule(crm_conn *conn, crm_rule_state **states, int n, const char
     char *errors = json_dumps(err.errors, 0);
     ck_assert_msg(r != NULL, "%s refused: %s", rule_text, errors ? errors : err.detail);
     free(errors);
-    id_set a = sql_ids(conn, r, rule_text), b = eval_ids(states, n, r);
+    id_set a = sql_ids(conn, r, rule_text), b = eval_ids(states, n, r),
+           c = eval_ids(states + n, n, r);
     assert_same_ids(&a, &b, rule_text);
+    assert_same_ids(&a, &c, rule_text); /* the state read in one statement */
     int count = a.n;
     free(a.ids);
     free(b.ids);
+    free(c.ids);
     crm_rule_free(r);
     return count;
 }
