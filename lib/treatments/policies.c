@@ -297,7 +297,7 @@ static bool check_references(crm_conn *c, const policy_values *v, crm_error *err
 }
 
 static crm_stmt stamp_stmt =
-    CRM_STMT("treatment_config_stamp", "UPDATE treatment_config SET stamp = stamp + 1");
+    CRM_STMT("contact_policies_stamp", "UPDATE treatment_config SET stamp = stamp + 1");
 
 /* Moves the stamp processes reload their rules and policies by; in the
  * change's transaction (it also orders the changes: one at a time). */
