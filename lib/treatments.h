@@ -122,7 +122,21 @@ json_t *crm_contact_decide(long long customer_id, const json_t *body, long long 
  * "rules": [{"id", "version", "name", ...applicable rules in order}],
  * "entitlements": [codes], "next_best_action": {...} | null, "actions":
  * [top N with "score", "priority", "value", "position"], "channels":
- * [{"channel", "purpose", "allowed", "reasons"}], "evaluation_us"}. */
-json_t *crm_customer_treatments(long long customer_id, int limit, crm_error *err);
+ * [{"channel", "purpose", "allowed", "reasons"}], "timing"}, in two steps
+ * around one statement: crm_treatments_begin fills q (the customer's
+ * state and facts and the rules' stamp) and *call; crm_treatments_finish
+ * answers from q's result. may_block (a worker) reads the rules and
+ * policies from the database first; otherwise the process's cached ones
+ * are used, and when none is cached yet (begin) or the stamp read with the
+ * customer shows they moved (finish), *need_worker asks the caller to start
+ * over on a worker. Free *call with crm_treatments_call_free after finish.
+ * CRM_E_INVALID for a limit out of 1..CRM_TREATMENTS_LIMIT_MAX,
+ * CRM_E_NOT_FOUND for an unknown customer. */
+typedef struct crm_treatments_call crm_treatments_call;
+bool crm_treatments_begin(long long customer_id, int limit, bool may_block, crm_query *q,
+                          crm_treatments_call **call, bool *need_worker, crm_error *err);
+json_t *crm_treatments_finish(crm_treatments_call *call, const PGresult *res, bool *need_worker,
+                              crm_error *err);
+void crm_treatments_call_free(crm_treatments_call *call);
 
 #endif

@@ -128,7 +128,7 @@ static const http_route routes[] = {
      false, 0, Q_PAGE},
     /* treatments */
     {"GET", "/v1/customers/{id}/treatments", handle_customer_treatments, CRM_SCOPE_RULES_READ,
-     false, false, 0, Q_LIMIT},
+     false, true, 0, Q_LIMIT},
     /* treatment rules */
     {"POST", "/v1/treatment-rules", handle_treatment_rule_create, CRM_SCOPE_RULES_WRITE, true,
      false, SMALL_BODY, NULL},

@@ -253,30 +253,7 @@ static void build_everything(void)
     free(sql);
 }
 
-static PGresult *read_everything(crm_conn *c, const config *k, long long customer_id,
-                                 long long now_ms, crm_error *err)
-{
-    pthread_once(&everything_once, build_everything);
-    if (everything == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    char *zones = policy_zones_literal(&k->ps);
-    if (zones == NULL) {
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        return NULL;
-    }
-    char id[24], now[24], hours[16];
-    snprintf(id, sizeof id, "%lld", customer_id);
-    snprintf(now, sizeof now, "%lld", now_ms);
-    snprintf(hours, sizeof hours, "%d", k->ps.max_period_hours);
-    const char *p[] = {id, now, hours, zones};
-    PGresult *res = crm_db_exec(c, everything, 4, p, err);
-    free(zones);
-    return res;
-}
-
-/* The stamp of a result of read_everything (-1: none). */
+/* The stamp of a result of the statement (-1: none). */
 static long long result_stamp(const PGresult *res)
 {
     for (int r = PQntuples(res) - 1; r >= 0; r--)
@@ -290,7 +267,7 @@ static void copy_text(char *dst, size_t size, const PGresult *res, int r, int co
     snprintf(dst, size, "%s", PQgetvalue(res, r, col)); /* NULL reads as "" */
 }
 
-/* The contact check's facts from a result of read_everything: what
+/* The contact check's facts from a result of the statement: what
  * contact_facts_load reads, the same rows. */
 static bool facts_read(const PGresult *res, const policy_set *ps, long long customer_id,
                        long long now_ms, contact_facts *f, crm_error *err)
@@ -485,49 +462,103 @@ static json_t *evaluate(const config *k, const crm_rule_state *st, const contact
                      channels);
 }
 
-json_t *crm_customer_treatments(long long customer_id, int limit, crm_error *err)
+/* ---- one call: the statement, then the answer ------------------------------------------ */
+
+struct crm_treatments_call {
+    config *k; /* a reference */
+    long long customer_id, now_ms, started_us;
+    int limit;
+    bool blocking; /* on a worker: the config was read fresh */
+    char *zones;
+};
+
+void crm_treatments_call_free(crm_treatments_call *t)
 {
+    if (t == NULL)
+        return;
+    config_release(t->k);
+    free(t->zones);
+    free(t);
+}
+
+bool crm_treatments_begin(long long customer_id, int limit, bool may_block, crm_query *q,
+                          crm_treatments_call **out, bool *need_worker, crm_error *err)
+{
+    *out = NULL;
+    *need_worker = false;
     if (limit < 1 || limit > CRM_TREATMENTS_LIMIT_MAX) {
         crm_error_set(err, CRM_E_INVALID, "limit must be 1 to %d", CRM_TREATMENTS_LIMIT_MAX);
         crm_error_add_field(err, "/limit", "must be an integer from 1 to 100");
+        return false;
+    }
+    pthread_once(&everything_once, build_everything);
+    if (everything == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    crm_treatments_call *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    t->customer_id = customer_id;
+    t->limit = limit;
+    t->blocking = may_block;
+    t->started_us = crm_monotonic_us();
+    /* On a worker, the rules and policies as stored now; otherwise the
+     * cached ones (the stamp read with the customer tells whether they
+     * still are). */
+    if (may_block) {
+        crm_conn *c = crm_db_acquire(err);
+        t->k = c != NULL ? config_take(c, -1, err) : NULL;
+        crm_db_release(c);
+        if (t->k == NULL) {
+            crm_treatments_call_free(t);
+            return false;
+        }
+    } else if ((t->k = config_cached()) == NULL) {
+        crm_treatments_call_free(t);
+        *need_worker = true;
+        return false;
+    }
+    t->now_ms = crm_wall_ms();
+    t->zones = policy_zones_literal(&t->k->ps);
+    if (t->zones == NULL) {
+        crm_treatments_call_free(t);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    crm_query_init(q, everything);
+    crm_query_add_int(q, customer_id);
+    crm_query_add_int(q, t->now_ms);
+    crm_query_add_int(q, t->k->ps.max_period_hours);
+    crm_query_add(q, t->zones);
+    *out = t;
+    return true;
+}
+
+json_t *crm_treatments_finish(crm_treatments_call *t, const PGresult *res, bool *need_worker,
+                              crm_error *err)
+{
+    *need_worker = false;
+    /* The rules or policies moved since the cache was read: a worker reads
+     * them again. (On a worker they were read a moment ago: used as they
+     * are.) */
+    if (!t->blocking && result_stamp(res) != t->k->stamp) {
+        *need_worker = true;
         return NULL;
     }
-    crm_conn *c = crm_db_acquire(err);
-    if (c == NULL)
-        return NULL;
-    long long t0 = crm_monotonic_us(), now_ms = crm_wall_ms();
-    /* The cached rules and policies, unless the stamp read with the
-     * customer says they moved: then the stored ones, and a second read. */
-    config *k = config_cached();
-    if (k == NULL)
-        k = config_take(c, -1, err);
-    PGresult *res = k != NULL ? read_everything(c, k, customer_id, now_ms, err) : NULL;
-    long long stamp = res != NULL ? result_stamp(res) : -1;
-    if (res != NULL && stamp != k->stamp) {
-        PQclear(res);
-        config_release(k);
-        k = config_take(c, stamp, err);
-        res = k != NULL ? read_everything(c, k, customer_id, now_ms, err) : NULL;
-    }
-    crm_db_release(c);
-    crm_rule_state *st = res != NULL ? crm_rule_state_read(res, customer_id, err) : NULL;
+    crm_rule_state *st = crm_rule_state_read(res, t->customer_id, err);
     contact_facts f = {0};
-    bool ok = st != NULL && facts_read(res, &k->ps, customer_id, now_ms, &f, err);
-    PQclear(res);
+    bool ok = st != NULL && facts_read(res, &t->k->ps, t->customer_id, t->now_ms, &f, err);
     json_t *out = NULL;
     if (ok) {
         long long t1 = crm_monotonic_us();
-        out = evaluate(k, st, &f, customer_id, limit, now_ms);
+        out = evaluate(t->k, st, &f, t->customer_id, t->limit, t->now_ms);
         long long t2 = crm_monotonic_us();
         if (out == NULL)
             crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         else
             json_object_set_new(out, "timing",
-                                json_pack("{s:I, s:I}", "load_us", (json_int_t)(t1 - t0),
+                                json_pack("{s:I, s:I}", "load_us", (json_int_t)(t1 - t->started_us),
                                           "evaluate_us", (json_int_t)(t2 - t1)));
     }
     contact_facts_free(&f);
     crm_rule_state_free(st);
-    config_release(k);
     return out;
 }
