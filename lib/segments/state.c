@@ -43,8 +43,8 @@ static crm_stmt load_consents = CRM_STMT_RO(
 
 /* $1 the customer's id. */
 static crm_stmt load_touchpoints = CRM_STMT_RO(
-    "rule_state_touchpoints", "SELECT type, channel, campaign_id, amount, occurred_at, items::text"
-                              " FROM touchpoints WHERE customer_id = $1");
+    "rule_state_touchpoints", "SELECT type, channel, campaign_id, amount, occurred_at, items::text,"
+                              " offer_code FROM touchpoints WHERE customer_id = $1");
 
 typedef struct loader {
     crm_rule_state *st;
@@ -222,6 +222,7 @@ static bool read_touchpoints(loader *l, crm_conn *conn, const char *id, crm_erro
         tp->type = keep(l, res, r, 0);
         tp->channel = keep(l, res, r, 1);
         tp->campaign_id = keep(l, res, r, 2);
+        tp->offer_code = keep(l, res, r, 6);
         tp->amount = keep(l, res, r, 3);
         if (!crm_parse_pg_timestamp(PQgetvalue(res, r, 4), &tp->occurred_us))
             l->bad = true;
