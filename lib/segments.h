@@ -10,8 +10,8 @@
  *   {"any": [node, ...]}   some node holds ([] holds for no one)
  *   {"not": node}
  *   {"field": PATH, "op": OP, "value": V}
- *   {"touchpoints": {"type"?, "channel"?, "campaign_id"?, "sku"?,
- *                    "within_days"? | "since"?, "until"?},
+ *   {"touchpoints": {"type"?, "channel"?, "campaign_id"?, "offer_code"?,
+ *                    "sku"?, "within_days"? | "since"?, "until"?},
  *    "agg": "count" | "sum" | "last", "op": OP, "value": V}
  *   {"segment": ID}        a member of segment ID (a positive integer) now
  * PATH is a customer field ("first_name", "address.country", "tags",
@@ -74,7 +74,7 @@
 #define CRM_RULE_MAX_FIELD 600  /* bytes of a field's path */
 #define CRM_RULE_MAX_DAYS 36500 /* days_ago and within_days */
 #define CRM_RULE_MAX_ERRORS 20  /* field errors reported at most */
-#define CRM_RULE_ID_MAX 100     /* characters of a campaign_id or sku */
+#define CRM_RULE_ID_MAX 100     /* characters of a campaign_id, offer_code or sku */
 
 typedef struct crm_rule crm_rule;
 typedef struct crm_rule_state crm_rule_state;
@@ -124,7 +124,7 @@ void crm_rule_state_free(crm_rule_state *st);
  *   'k'  a consent, the latest of its channel and purpose: channel,
  *        purpose, status, id;
  *   't'  a touchpoint: type, channel, campaign_id, amount, occurred_at,
- *        items, direction, purpose, occurred_at in epoch ms.
+ *        items, offer_code, direction, purpose, occurred_at in epoch ms.
  * The caller may add parts of its own kinds, of the same width.
  * crm_rule_state_read builds the state from such a result (other kinds
  * are ignored); CRM_E_NOT_FOUND without a 'c' row. */
@@ -161,8 +161,9 @@ int crm_rule_segment_refs(const crm_rule *r, long long *ids, const char **pointe
 
 /* A touchpoint as a write stores it, for crm_rule_touchpoint_counts. */
 typedef struct crm_rule_touchpoint_facts {
-    const char *type, *channel, *campaign_id; /* campaign_id NULL: none */
-    const char **skus;                         /* of items[].sku */
+    const char *type, *channel;
+    const char *campaign_id, *offer_code; /* NULL: none */
+    const char **skus;                    /* of items[].sku */
     int nskus;
     long long occurred_us; /* epoch microseconds */
 } crm_rule_touchpoint_facts;

@@ -216,6 +216,8 @@ bool rule_touchpoint_matches(const rule_node *n, const rule_touchpoint *tp, long
     if (n->tp_campaign != NULL &&
         (tp->campaign_id == NULL || strcmp(tp->campaign_id, n->tp_campaign) != 0))
         return false;
+    if (n->tp_offer != NULL && (tp->offer_code == NULL || strcmp(tp->offer_code, n->tp_offer) != 0))
+        return false;
     if (n->tp_sku != NULL && !has_sku(tp, n->tp_sku))
         return false;
     if (n->within_days > 0 && tp->occurred_us < rule_days_ago_ms(now_ms, n->within_days) * 1000)

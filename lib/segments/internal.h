@@ -199,9 +199,9 @@ typedef struct rule_node {
     const char *list_json; /* in: the values as one JSON array, for SQL */
     /* touchpoints */
     rule_agg agg;
-    const char *tp_type, *tp_channel, *tp_campaign, *tp_sku; /* NULL: any */
-    int within_days;                                         /* 0: none */
-    const char *since_text, *until_text;                     /* NULL: none */
+    const char *tp_type, *tp_channel, *tp_campaign, *tp_offer, *tp_sku; /* NULL: any */
+    int within_days;                                                    /* 0: none */
+    const char *since_text, *until_text;                                /* NULL: none */
     long long since_ms, until_ms;
     /* segment */
     long long segment_id;     /* >= 1 */
@@ -235,9 +235,10 @@ typedef struct rule_consent {
 } rule_consent;
 
 typedef struct rule_touchpoint {
-    const char *type, *channel, *campaign_id; /* campaign_id NULL: none */
-    const char *amount;                       /* numeric text; NULL: none */
-    const char **skus;                        /* of items[].sku */
+    const char *type, *channel;
+    const char *campaign_id, *offer_code; /* NULL: none */
+    const char *amount;                   /* numeric text; NULL: none */
+    const char **skus;                    /* of items[].sku */
     int nskus;
     long long occurred_us;
 } rule_touchpoint;

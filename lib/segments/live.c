@@ -647,16 +647,17 @@ bool crm_segments_queue_touchpoints(crm_conn *c, const long long *ids, size_t n,
 /* The oldest queued batches, claimed (another process takes others) and
  * deleted: how many, then one row per touchpoint of theirs that is still
  * stored, with what consider_touchpoint needs (its skus a JSON array). */
-static crm_stmt pending_claim = CRM_STMT(
-    "segments_pending_claim",
-    "WITH q AS (DELETE FROM segment_pending WHERE id IN (SELECT id FROM segment_pending"
-    " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING touchpoints),"
-    " n AS (SELECT count(*) AS batches FROM q) "
-    "SELECT n.batches, f.customer_id, f.type, f.channel, f.campaign_id, f.us, f.skus FROM n"
-    " LEFT JOIN (SELECT t.customer_id, t.type, t.channel, t.campaign_id,"
-    "  (extract(epoch FROM t.occurred_at) * 1000000)::bigint AS us,"
-    "  jsonb_path_query_array(coalesce(t.items, '[]'), '$[*].sku')::text AS skus"
-    "  FROM touchpoints t WHERE t.id IN (SELECT unnest(q.touchpoints) FROM q)) f ON true");
+static crm_stmt pending_claim =
+    CRM_STMT("segments_pending_claim",
+             "WITH q AS (DELETE FROM segment_pending WHERE id IN (SELECT id FROM segment_pending"
+             " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING touchpoints),"
+             " n AS (SELECT count(*) AS batches FROM q) "
+             "SELECT n.batches, f.customer_id, f.type, f.channel, f.campaign_id, f.us, f.skus,"
+             " f.offer_code FROM n"
+             " LEFT JOIN (SELECT t.customer_id, t.type, t.channel, t.campaign_id,"
+             "  t.offer_code, (extract(epoch FROM t.occurred_at) * 1000000)::bigint AS us,"
+             "  jsonb_path_query_array(coalesce(t.items, '[]'), '$[*].sku')::text AS skus"
+             "  FROM touchpoints t WHERE t.id IN (SELECT unnest(q.touchpoints) FROM q)) f ON true");
 
 /* The facts of claimed touchpoints: t and skus point into res and docs. */
 typedef struct claimed {
@@ -693,6 +694,7 @@ static bool claimed_read(const PGresult *res, claimed *k, crm_error *err)
             .type = PQgetvalue(res, i, 2),
             .channel = PQgetvalue(res, i, 3),
             .campaign_id = PQgetisnull(res, i, 4) ? NULL : PQgetvalue(res, i, 4),
+            .offer_code = PQgetisnull(res, i, 7) ? NULL : PQgetvalue(res, i, 7),
             .occurred_us = atoll(PQgetvalue(res, i, 5))};
         k->n++;
     }

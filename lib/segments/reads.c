@@ -124,6 +124,7 @@ bool crm_rule_touchpoint_counts(const crm_rule *r, const crm_rule_touchpoint_fac
     rule_touchpoint tp = {.type = t->type ? t->type : "",
                           .channel = t->channel ? t->channel : "",
                           .campaign_id = t->campaign_id,
+                          .offer_code = t->offer_code,
                           .skus = t->skus,
                           .nskus = t->nskus,
                           .occurred_us = t->occurred_us};

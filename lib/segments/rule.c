@@ -722,15 +722,17 @@ static bool parse_window(parser *p, rule_node *n, const json_t *tp, const char *
 static bool parse_aggregate(parser *p, rule_node *n, const json_t *node, const char *base)
 {
     static const char *const allowed[] = {"touchpoints", "agg", "op", "value", NULL};
-    static const char *const filter[] = {"type",        "channel", "campaign_id", "sku",
-                                         "within_days", "since",   "until",       NULL};
+    static const char *const filter[] = {"type",       "channel", "campaign_id",
+                                         "offer_code", "sku",     "within_days",
+                                         "since",      "until",   NULL};
     only_members(p, node, allowed, base);
     char tbase[CRM_JSON_POINTER_MAX], ptr[CRM_JSON_POINTER_MAX];
     member_pointer(tbase, base, "touchpoints");
     json_t *tp = json_object_get(node, "touchpoints");
     bool ok = true;
     if (!json_is_object(tp)) {
-        fail(p, tbase, "must be an object: type, channel, campaign_id, sku and the window");
+        fail(p, tbase,
+             "must be an object: type, channel, campaign_id, offer_code, sku and the window");
         ok = false;
     } else {
         only_members(p, tp, filter, tbase);
@@ -741,6 +743,7 @@ static bool parse_aggregate(parser *p, rule_node *n, const json_t *node, const c
                            "must be a touchpoint channel", &n->tp_channel) &&
              ok;
         ok = filter_string(p, tp, "campaign_id", tbase, NULL, NULL, &n->tp_campaign) && ok;
+        ok = filter_string(p, tp, "offer_code", tbase, NULL, NULL, &n->tp_offer) && ok;
         ok = filter_string(p, tp, "sku", tbase, NULL, NULL, &n->tp_sku) && ok;
         ok = parse_window(p, n, tp, tbase) && ok;
     }

@@ -302,6 +302,7 @@ static void write_touchpoint_filter(compiler *x, const rule_node *n)
     write_filter(x, "t.type = ", n->tp_type, "::text");
     write_filter(x, "t.channel = ", n->tp_channel, "::text");
     write_filter(x, "t.campaign_id = ", n->tp_campaign, "::text");
+    write_filter(x, "t.offer_code = ", n->tp_offer, "::text");
     write_filter(x, "t.items @> jsonb_build_array(jsonb_build_object('sku', ", n->tp_sku,
                  "::text))");
     if (n->within_days > 0) {

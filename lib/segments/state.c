@@ -43,8 +43,8 @@ static crm_stmt load_consents = CRM_STMT_RO(
 
 /* $1 the customer's id. */
 static crm_stmt load_touchpoints = CRM_STMT_RO(
-    "rule_state_touchpoints", "SELECT type, channel, campaign_id, amount, occurred_at, items::text"
-                              " FROM touchpoints WHERE customer_id = $1");
+    "rule_state_touchpoints", "SELECT type, channel, campaign_id, amount, occurred_at, items::text,"
+                              " offer_code FROM touchpoints WHERE customer_id = $1");
 
 typedef struct loader {
     crm_rule_state *st;
@@ -222,12 +222,13 @@ static void read_skus(loader *l, rule_touchpoint *tp, const char *items)
 }
 
 /* A touchpoint from res's row: type, channel, campaign_id, amount,
- * occurred_at and items from column base on. */
+ * occurred_at, items and offer_code from column base on. */
 static void touchpoint_row(loader *l, rule_touchpoint *tp, const PGresult *res, int r, int base)
 {
     tp->type = keep(l, res, r, base);
     tp->channel = keep(l, res, r, base + 1);
     tp->campaign_id = keep(l, res, r, base + 2);
+    tp->offer_code = keep(l, res, r, base + 6);
     tp->amount = keep(l, res, r, base + 3);
     if (!crm_parse_pg_timestamp(PQgetvalue(res, r, base + 4), &tp->occurred_us))
         l->bad = true;
@@ -302,7 +303,7 @@ enum {
     C_HAS_METRICS,
     C_METRICS,
     C_END = C_METRICS + RULE_N_METRICS_FIELDS,
-    T_COLUMNS = 9,
+    T_COLUMNS = 10,
 };
 
 int crm_rule_state_union_width(void)
@@ -361,7 +362,8 @@ char *crm_rule_state_union_sql(int width, const char *id_param)
     /* Every touchpoint. */
     part(&b,
          " UNION ALL SELECT 't', type, channel, campaign_id, amount::text, occurred_at::text,"
-         " items::text, direction, purpose, (extract(epoch FROM occurred_at) * 1000)::bigint::text",
+         " items::text, offer_code, direction, purpose,"
+         " (extract(epoch FROM occurred_at) * 1000)::bigint::text",
          T_COLUMNS, width);
     snprintf(where, sizeof where, " FROM touchpoints WHERE customer_id = %s", id_param);
     crm_jbuf_raw(&b, where, strlen(where));

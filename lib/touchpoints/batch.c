@@ -141,6 +141,7 @@ static void touchpoint_facts(const tp_item *it, const char **skus, crm_segment_t
         .facts = {.type = json_string_value(json_object_get(doc, "type")),
                   .channel = json_string_value(json_object_get(doc, "channel")),
                   .campaign_id = json_string_value(json_object_get(doc, "campaign_id")),
+                  .offer_code = json_string_value(json_object_get(doc, "offer_code")),
                   .skus = skus,
                   .nskus = n,
                   .occurred_us = ms * 1000}};

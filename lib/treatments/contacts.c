@@ -263,6 +263,7 @@ static bool record_touchpoint(crm_conn *c, decision *d, crm_error *err)
                                 .facts = {.type = type,
                                           .channel = channel,
                                           .campaign_id = r->campaign_id,
+                                          .offer_code = d->has_offer ? d->offer_code : NULL,
                                           .skus = NULL,
                                           .nskus = 0,
                                           .occurred_us = occurred_us}};

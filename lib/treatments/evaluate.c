@@ -303,14 +303,14 @@ static bool facts_read(const PGresult *res, const policy_set *ps, long long cust
             copy_text(cs->status, sizeof cs->status, res, r, 3);
             cs->id = atoll(PQgetvalue(res, r, 4));
         } else if (k == 't' && f->nevents < ne) {
-            long long at = atoll(PQgetvalue(res, r, 9));
-            if (ps->max_period_hours <= 0 || strcmp(PQgetvalue(res, r, 7), "outbound") != 0 ||
+            long long at = atoll(PQgetvalue(res, r, 10));
+            if (ps->max_period_hours <= 0 || strcmp(PQgetvalue(res, r, 8), "outbound") != 0 ||
                 at <= since)
                 continue;
             contact_event *e = &f->events[f->nevents++];
             e->at_ms = at;
             copy_text(e->channel, sizeof e->channel, res, r, 2);
-            copy_text(e->purpose, sizeof e->purpose, res, r, 8);
+            copy_text(e->purpose, sizeof e->purpose, res, r, 9);
         } else if (k == 'r' && f->nevents < ne) {
             contact_event *e = &f->events[f->nevents++];
             e->at_ms = atoll(PQgetvalue(res, r, 1));

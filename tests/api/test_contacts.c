@@ -5,7 +5,8 @@
  * nothing, caps under concurrent requests (two, then twelve at once),
  * caps that count touchpoints posted through POST /v1/touchpoints, consent
  * revoked between two decisions, quiet hours around now, replays of one
- * event, and the rule version each decision records.
+ * event, the rule version each decision records, and the segments that
+ * count the offer code of a contact's touchpoint.
  *
  * Policies apply to every customer: each test starts with none live (the
  * setup soft-deletes what earlier tests left) and its customers are its own.
@@ -731,6 +732,67 @@ START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_con
 }
 END_TEST
 
+/* The members' ids of segment seg (at most max, one page), once it is live
+ * (fails after 20 s). */
+static int segment_members(long long seg, long long *out, int max)
+{
+    char path[96];
+    snprintf(path, sizeof path, "/v1/segments/%lld", seg);
+    for (int i = 0; i < 200; i++) {
+        json_t *doc = expect("GET", path, harness_admin_key.secret, NULL, 200);
+        bool live = strcmp(json_string_value(json_object_get(doc, "state")), "live") == 0;
+        json_decref(doc);
+        if (live)
+            break;
+        ck_assert_msg(i < 199, "segment %lld did not become live", seg);
+        harness_sleep_ms(100);
+    }
+    snprintf(path, sizeof path, "/v1/segments/%lld/customers?limit=100", seg);
+    json_t *page = expect("GET", path, harness_admin_key.secret, NULL, 200);
+    int n = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(page, "data"), i, c)
+    {
+        ck_assert_int_lt(n, max);
+        out[n++] = id_of(c);
+    }
+    json_decref(page);
+    return n;
+}
+
+START_TEST(a_contact_enters_the_segments_that_count_its_offer_code)
+{
+    char offer[64], body[512], extra[64];
+    harness_unique(offer, sizeof offer, "OFFER");
+    long long rule = harness_sql_number(
+        db,
+        "INSERT INTO treatment_rules (name, condition, offer_code, purpose, position)"
+        " VALUES ($1, '{\"all\": []}', $1, 'marketing', 1) RETURNING id",
+        offer);
+    snprintf(body, sizeof body,
+             "{\"name\": \"contacted with %s\", \"rule\": {\"touchpoints\": {\"type\":"
+             " \"contact\", \"offer_code\": \"%s\"}, \"agg\": \"count\", \"op\": \"gte\","
+             " \"value\": 1}}",
+             offer, offer);
+    json_t *doc = expect("POST", "/v1/segments", harness_admin_key.secret, body, 201);
+    long long seg = id_of(doc);
+    json_decref(doc);
+    long long got[4];
+    ck_assert_int_eq(segment_members(seg, got, 4), 0);
+    long long a = new_customer(true), b = new_customer(true);
+    ck_assert_int_eq(email_contact(b, NULL, NULL), 201); /* no rule, no offer */
+    ck_assert_int_eq(segment_members(seg, got, 4), 0);
+    snprintf(extra, sizeof extra, ", \"rule_id\": %lld", rule);
+    ck_assert_int_eq(email_contact(a, extra, NULL), 201);
+    ck_assert_int_eq(segment_members(seg, got, 4), 1);
+    ck_assert_int_eq(got[0], a);
+    char path[64];
+    snprintf(path, sizeof path, "/v1/segments/%lld", seg);
+    json_decref(expect("DELETE", path, harness_admin_key.secret, NULL, 204));
+}
+END_TEST
+
 /* ---- touchpoints with a purpose and an offer --------------------------------------- */
 
 /* A batch of n offer reactions (purpose, offer_code) for customer; with n
@@ -816,6 +878,7 @@ Suite *contacts_suite(void)
     tcase_add_test(tc, bad_contact_requests_are_refused_and_change_nothing);
     tcase_add_test(tc, each_decision_records_the_rules_version_and_a_rule_cap_counts_its_contacts);
     tcase_add_test(tc, touchpoints_carry_purpose_and_offer_code_by_insert_and_by_copy);
+    tcase_add_test(tc, a_contact_enters_the_segments_that_count_its_offer_code);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -209,17 +209,23 @@ static void assert_last_change(long long seg, long long customer, const char *ch
     json_decref(doc);
 }
 
-static void now_text(char *out, size_t size)
+/* The time ago_ms before now as RFC 3339 text to the millisecond. */
+static void ago_text(char *out, size_t size, long long ago_ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    long long ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - ago_ms;
     time_t s = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&s, &tm);
     char base[32];
     strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(out, size, "%s.%03lldZ", base, ms % 1000);
+}
+
+static void now_text(char *out, size_t size)
+{
+    ago_text(out, size, 0);
 }
 
 static void post_purchase(long long customer, const char *source, const char *event)
@@ -232,6 +238,47 @@ static void post_purchase(long long customer, const char *source, const char *ev
              " \"event_id\": \"%s\", \"amount\": 10, \"currency\": \"EUR\"}",
              customer, when, source, event);
     json_decref(expect("POST", "/v1/touchpoints", body, 201));
+}
+
+/* customer's reaction (offer_rejected, ...) to offer code, days_ago days ago,
+ * through POST /v1/touchpoints. */
+static void post_reaction(long long customer, const char *type, const char *code,
+                          long long days_ago, const char *source, const char *event)
+{
+    char body[512], when[40];
+    ago_text(when, sizeof when, days_ago * 86400000LL);
+    snprintf(body, sizeof body,
+             "{\"customer_id\": %lld, \"channel\": \"email\", \"type\": \"%s\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"%s\", \"offer_code\": \"%s\"}",
+             customer, type, when, source, event, code);
+    json_decref(expect("POST", "/v1/touchpoints", body, 201));
+}
+
+/* The ids (sorted ascending) that POST /v1/customers/search finds for
+ * {"rule": rule} in one page of 100. */
+static int search_ids(const char *rule, long long *out, int max)
+{
+    size_t size = strlen(rule) + 16;
+    char *body = malloc(size);
+    snprintf(body, size, "{\"rule\": %s}", rule);
+    json_t *doc = expect("POST", "/v1/customers/search?limit=100", body, 200);
+    free(body);
+    ck_assert(json_is_null(json_object_get(doc, "next_cursor")));
+    int n = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(doc, "data"), i, c)
+    {
+        ck_assert_int_lt(n, max);
+        long long id = id_of(c);
+        int k = n++;
+        for (; k > 0 && out[k - 1] > id; k--)
+            out[k] = out[k - 1];
+        out[k] = id;
+    }
+    json_decref(doc);
+    return n;
 }
 
 /* ---- definitions --------------------------------------------------------------- */
@@ -356,6 +403,12 @@ START_TEST(bad_definitions_are_refused_with_the_pointer_of_the_bad_node)
         {"{\"name\": \"x\", \"rule\": {\"touchpoints\": {\"within_days\": 0}, \"agg\": \"count\","
          " \"op\": \"eq\", \"value\": 0}}",
          422, "/rule/touchpoints/within_days"},
+        {"{\"name\": \"x\", \"rule\": {\"touchpoints\": {\"type\": \"offer_rejected\","
+         " \"offer_code\": \"\"}, \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}}",
+         422, "/rule/touchpoints/offer_code"},
+        {"{\"name\": \"x\", \"rule\": {\"touchpoints\": {\"offer_code\": 1}, \"agg\": \"count\","
+         " \"op\": \"gte\", \"value\": 2}}",
+         422, "/rule/touchpoints/offer_code"},
         {"{\"name\": \"x\"}", 422, "/rule"},
         {"{\"rule\": {\"all\": []}}", 422, "/name"},
         {"{\"name\": \"\", \"rule\": {\"all\": []}}", 422, "/name"},
@@ -383,6 +436,103 @@ START_TEST(bad_definitions_are_refused_with_the_pointer_of_the_bad_node)
 END_TEST
 
 /* ---- memberships kept by every write ------------------------------------------------ */
+
+/* The rule "tagged tag and rejected offer code at least twice in the last
+ * 30 days". */
+static void rejected_twice(char *out, size_t size, const char *tag, const char *code)
+{
+    snprintf(out, size,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\": \"%s\","
+             " \"within_days\": 30}, \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}]}",
+             tag, code);
+}
+
+START_TEST(who_rejected_an_offer_twice_in_thirty_days_is_found_by_its_offer_code)
+{
+    char tag[48], name[64], rule[512], off1[512], off2[512], source[48];
+    harness_unique(tag, sizeof tag, "segoffer");
+    harness_unique(source, sizeof source, "segoffer");
+    /* a rejects OFF-1 twice (one at a time); b rejects OFF-2 twice; c
+     * rejects OFF-1 40 days ago and today and accepts it today; d rejects
+     * OFF-1 twice in one batch. */
+    long long a = new_customer(tag, "IT"), b = new_customer(tag, "IT"), c = new_customer(tag, "IT"),
+              d = new_customer(tag, "IT");
+    rejected_twice(off1, sizeof off1, tag, "OFF-1");
+    rejected_twice(off2, sizeof off2, tag, "OFF-2");
+    snprintf(name, sizeof name, "rejected OFF-1 %s", tag);
+    long long seg = new_segment(name, off1);
+    wait_live(seg);
+    assert_members(seg, NULL, 0);
+
+    post_reaction(a, "offer_rejected", "OFF-1", 3, source, "a-1");
+    assert_members(seg, NULL, 0);
+    post_reaction(a, "offer_rejected", "OFF-1", 0, source, "a-2");
+    long long only_a[] = {a};
+    assert_members(seg, only_a, 1);
+    assert_last_change(seg, a, "entered", "touchpoint");
+    post_reaction(b, "offer_rejected", "OFF-2", 2, source, "b-1");
+    post_reaction(b, "offer_rejected", "OFF-2", 0, source, "b-2");
+    post_reaction(c, "offer_rejected", "OFF-1", 40, source, "c-1");
+    post_reaction(c, "offer_rejected", "OFF-1", 0, source, "c-2");
+    post_reaction(c, "offer_accepted", "OFF-1", 0, source, "c-3");
+    assert_members(seg, only_a, 1);
+
+    char batch[1024], when[40];
+    now_text(when, sizeof when);
+    snprintf(batch, sizeof batch,
+             "[{\"customer_id\": %lld, \"channel\": \"sms\", \"type\": \"offer_rejected\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"d-1\", \"offer_code\": \"OFF-1\"},"
+             " {\"customer_id\": %lld, \"channel\": \"web\", \"type\": \"offer_rejected\","
+             " \"direction\": \"inbound\", \"occurred_at\": \"%s\", \"source\": \"%s\","
+             " \"event_id\": \"d-2\", \"offer_code\": \"OFF-1\"}]",
+             d, when, source, d, when, source);
+    json_decref(expect("POST", "/v1/touchpoints/batch", batch, 200));
+    long long a_d[] = {a, d};
+    wait_members(seg, a_d, 2);
+    assert_last_change(seg, d, "entered", "touchpoints");
+
+    long long got[8];
+    int n = search_ids(off1, got, 8);
+    ck_assert_int_eq(n, 2);
+    ck_assert_int_eq(got[0], a);
+    ck_assert_int_eq(got[1], d);
+    n = search_ids(off2, got, 8);
+    ck_assert_int_eq(n, 1);
+    ck_assert_int_eq(got[0], b);
+    /* Without the offer code b is in too; c still is not: its other
+     * rejection is 40 days old. */
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"field\": \"tags\", \"op\": \"contains\", \"value\": \"%s\"},"
+             " {\"touchpoints\": {\"type\": \"offer_rejected\", \"within_days\": 30},"
+             " \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}]}",
+             tag);
+    n = search_ids(rule, got, 8);
+    ck_assert_int_eq(n, 3);
+    ck_assert_int_eq(got[0], a);
+    ck_assert_int_eq(got[1], b);
+    ck_assert_int_eq(got[2], d);
+
+    /* A bad offer_code is 422 naming it, for a search as for a segment. */
+    static const char *const bad[] = {"\"\"", "7", "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body,
+                 "{\"rule\": {\"all\": [{\"touchpoints\": {\"offer_code\": %s}, \"agg\":"
+                 " \"count\", \"op\": \"gte\", \"value\": 2}]}}",
+                 bad[i]);
+        http_response r =
+            send_json("POST", "/v1/customers/search", harness_admin_key.secret, body, NULL);
+        json_t *p = assert_problem(&r, 422);
+        ck_assert_msg(problem_names_field(p, "/rule/all/0/touchpoints/offer_code"), "%s: %s", body,
+                      r.body);
+        json_decref(p);
+        http_response_free(&r);
+    }
+    drop_segment(seg);
+}
+END_TEST
 
 START_TEST(memberships_follow_customer_touchpoint_and_consent_writes)
 {
@@ -820,6 +970,7 @@ Suite *segments_suite(void)
     tcase_add_test(tc, a_segment_is_created_built_read_patched_and_deleted);
     tcase_add_test(tc, bad_definitions_are_refused_with_the_pointer_of_the_bad_node);
     tcase_add_test(tc, memberships_follow_customer_touchpoint_and_consent_writes);
+    tcase_add_test(tc, who_rejected_an_offer_twice_in_thirty_days_is_found_by_its_offer_code);
     tcase_add_test(tc, a_merge_and_an_erasure_move_people_out_and_the_log_answers_at);
     tcase_add_test(tc, segments_of_segments_follow_in_order_and_cycles_are_refused);
     tcase_add_test(tc, membership_changes_appear_in_the_sync_feed);

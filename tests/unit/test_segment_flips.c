@@ -119,19 +119,27 @@ static long long insert_customer(const char *created_at, const char *email, cons
                          3, params);
 }
 
-static void insert_touchpoint(long long id, const char *type, const char *occurred_at,
-                              const char *amount)
+/* A touchpoint; offer_code NULL: none. */
+static void insert_offer_touchpoint(long long id, const char *type, const char *occurred_at,
+                                    const char *amount, const char *offer_code)
 {
     static int serial;
     char idtext[24], event[32];
     snprintf(idtext, sizeof idtext, "%lld", id);
     snprintf(event, sizeof event, "flip%d", ++serial);
-    const char *params[] = {idtext, type, occurred_at, event, amount, amount ? "EUR" : NULL};
+    const char *params[] = {idtext,    type, occurred_at, event, amount, amount ? "EUR" : NULL,
+                            offer_code};
     PQclear(unit_sql(db,
                      "INSERT INTO touchpoints (customer_id, type, channel, direction, occurred_at,"
-                     " source, event_id, amount, currency) VALUES ($1, $2, 'web', 'inbound', $3,"
-                     " 'unit', $4, $5::numeric, $6)",
-                     6, params));
+                     " source, event_id, amount, currency, offer_code) VALUES ($1, $2, 'web',"
+                     " 'inbound', $3, 'unit', $4, $5::numeric, $6, $7)",
+                     7, params));
+}
+
+static void insert_touchpoint(long long id, const char *type, const char *occurred_at,
+                              const char *amount)
+{
+    insert_offer_touchpoint(id, type, occurred_at, amount, NULL);
 }
 
 /* A customer_metrics row with the required columns and three optional
@@ -475,12 +483,14 @@ static void random_customer(rng *g)
         insert_metrics(id, chance(g, 80) ? t[0] : NULL, chance(g, 80) ? t[1] : NULL,
                        chance(g, 80) ? t[2] : NULL);
     }
-    static const char *const types[] = {"purchase", "purchase", "refund", "page_view"};
+    static const char *const types[] = {"purchase", "purchase", "refund", "page_view",
+                                        "offer_rejected"};
     static const char *const amounts[] = {"10", "2.5", "-3", NULL};
+    static const char *const offers[] = {"OFF-1", "OFF-2", NULL};
     for (int i = pick(g, 8); i > 0; i--) {
         char when[40];
         random_instant(g, NOW_MS, when, sizeof when);
-        insert_touchpoint(id, PICK(g, types), when, PICK(g, amounts));
+        insert_offer_touchpoint(id, PICK(g, types), when, PICK(g, amounts), PICK(g, offers));
     }
 }
 
@@ -530,6 +540,8 @@ static json_t *random_aggregate_leaf(rng *g)
     json_t *filter = json_object();
     if (chance(g, 60))
         json_object_set_new(filter, "type", json_string(chance(g, 70) ? "purchase" : "page_view"));
+    if (chance(g, 20))
+        json_object_set_new(filter, "offer_code", json_string(chance(g, 50) ? "OFF-1" : "OFF-2"));
     int window = pick(g, 10);
     char text[32];
     if (window < 7) {

@@ -224,6 +224,51 @@ static char *nested_nots(int n)
     return text;
 }
 
+START_TEST(an_offer_code_filter_is_a_string_of_one_to_a_hundred_characters)
+{
+    char code[CRM_RULE_ID_MAX + 2], rule[300];
+    memset(code, 'o', CRM_RULE_ID_MAX);
+    code[CRM_RULE_ID_MAX] = '\0';
+    snprintf(rule, sizeof rule,
+             "{\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\": \"%s\"},"
+             " \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}",
+             code);
+    crm_error err = CRM_ERROR_INIT;
+    crm_rule *r = parse_text(rule, &err);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    crm_rule_free(r);
+    r = parse_text("{\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\": \"OFF-1\","
+                   " \"within_days\": 30}, \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}",
+                   &err);
+    ck_assert_msg(r != NULL, "%s", err.detail);
+    ck_assert_uint_eq(crm_rule_reads(r), CRM_RULE_READS_TOUCHPOINTS);
+    crm_rule_free(r);
+
+    code[CRM_RULE_ID_MAX] = 'o';
+    code[CRM_RULE_ID_MAX + 1] = '\0';
+    snprintf(rule, sizeof rule,
+             "{\"all\": [{\"touchpoints\": {\"offer_code\": \"%s\"}, \"agg\": \"count\","
+             " \"op\": \"gte\", \"value\": 2}]}",
+             code);
+    assert_refused_at(rule, "/all/0/touchpoints/offer_code");
+    assert_refused_at("{\"touchpoints\": {\"offer_code\": \"\"}, \"agg\": \"count\","
+                      " \"op\": \"gte\", \"value\": 2}",
+                      "/touchpoints/offer_code");
+    assert_refused_at("{\"touchpoints\": {\"offer_code\": 7}, \"agg\": \"count\","
+                      " \"op\": \"gte\", \"value\": 2}",
+                      "/touchpoints/offer_code");
+    assert_refused_at("{\"touchpoints\": {\"offer_code\": null}, \"agg\": \"count\","
+                      " \"op\": \"gte\", \"value\": 2}",
+                      "/touchpoints/offer_code");
+    assert_refused_at("{\"touchpoints\": {\"offer_code\": [\"OFF-1\"]}, \"agg\": \"count\","
+                      " \"op\": \"gte\", \"value\": 2}",
+                      "/touchpoints/offer_code");
+    assert_refused_at("{\"touchpoints\": {\"offer\": \"OFF-1\"}, \"agg\": \"count\","
+                      " \"op\": \"gte\", \"value\": 2}",
+                      "/touchpoints/offer");
+}
+END_TEST
+
 START_TEST(depth_is_limited_to_eight_levels)
 {
     char *ok = nested_nots(7); /* 7 nots and the comparison: 8 levels */
@@ -527,7 +572,9 @@ START_TEST(compiled_sql_carries_values_only_as_parameters)
         " {\"field\": \"attributes.a\", \"op\": \"contains\", \"value\": \"%s$1\"},"
         " {\"field\": \"metrics.monetary\", \"op\": \"gt\", \"value\": 0.1},"
         " {\"touchpoints\": {\"sku\": \"S'1\", \"within_days\": 2}, \"agg\": \"sum\","
-        "  \"op\": \"lt\", \"value\": 5}]}",
+        "  \"op\": \"lt\", \"value\": 5},"
+        " {\"touchpoints\": {\"offer_code\": \"O'1; --\"}, \"agg\": \"count\","
+        "  \"op\": \"gte\", \"value\": 2}]}",
         &err);
     ck_assert_msg(r != NULL, "%s", err.detail);
     crm_sqlbuf s;
@@ -539,13 +586,17 @@ START_TEST(compiled_sql_carries_values_only_as_parameters)
     ck_assert_ptr_null(strstr(sql, "DROP"));
     ck_assert_ptr_null(strstr(sql, "%s"));
     ck_assert_ptr_null(strstr(sql, "S'1"));
-    bool exact = false, window = false;
+    ck_assert_ptr_null(strstr(sql, "O'1"));
+    ck_assert_ptr_nonnull(strstr(sql, "t.offer_code = $"));
+    bool exact = false, window = false, offer = false;
     for (int i = 0; i < s.nparams; i++) {
+        offer |= s.params[i] != NULL && strcmp(s.params[i], "O'1; --") == 0;
         exact |= s.params[i] != NULL && strcmp(s.params[i], "0.1") == 0;
         window |= s.params[i] != NULL && strcmp(s.params[i], "2026-05-30T00:00:00.000Z") == 0;
     }
     ck_assert_msg(exact, "0.1 goes to SQL as its exact decimal text");
     ck_assert_msg(window, "within_days 2 starts two days before now");
+    ck_assert_msg(offer, "the offer_code goes to SQL as a parameter");
     crm_sqlbuf_free(&s);
     crm_arena_free(&arena);
     crm_rule_free(r);
@@ -781,9 +832,10 @@ static void insert_consent(long long id, const char *channel, const char *purpos
                      5, params));
 }
 
-static void insert_touchpoint(long long id, const char *type, const char *channel,
-                              const char *occurred_at, const char *campaign_id, const char *amount,
-                              const char *items)
+/* A touchpoint; offer_code NULL: none. */
+static void insert_offer_touchpoint(long long id, const char *type, const char *channel,
+                                    const char *occurred_at, const char *campaign_id,
+                                    const char *offer_code, const char *amount, const char *items)
 {
     static int serial;
     char idtext[24], event[32];
@@ -791,12 +843,20 @@ static void insert_touchpoint(long long id, const char *type, const char *channe
     snprintf(event, sizeof event, "tp%d", ++serial);
     const char *params[] = {idtext, type,        channel, occurred_at,
                             event,  campaign_id, amount,  amount ? "EUR" : NULL,
-                            items};
+                            items,  offer_code};
     PQclear(unit_sql(db,
                      "INSERT INTO touchpoints (customer_id, type, channel, direction, occurred_at,"
-                     " source, event_id, campaign_id, amount, currency, items) VALUES ($1, $2, $3,"
-                     " 'inbound', $4, 'unit', $5, $6, $7::numeric, $8, $9::jsonb)",
-                     9, params));
+                     " source, event_id, campaign_id, amount, currency, items, offer_code)"
+                     " VALUES ($1, $2, $3, 'inbound', $4, 'unit', $5, $6, $7::numeric, $8,"
+                     " $9::jsonb, $10)",
+                     10, params));
+}
+
+static void insert_touchpoint(long long id, const char *type, const char *channel,
+                              const char *occurred_at, const char *campaign_id, const char *amount,
+                              const char *items)
+{
+    insert_offer_touchpoint(id, type, channel, occurred_at, campaign_id, NULL, amount, items);
 }
 
 /* A segments row (its rule is not read here); its id. */
@@ -840,6 +900,18 @@ START_TEST(hand_worked_cases_give_the_same_customers_both_ways)
     insert_touchpoint(a, "purchase", "store", "2026-05-22T00:00:00Z", "c1", "0.1",
                       "[{\"sku\": \"X\", \"quantity\": 1}]");
     insert_touchpoint(a, "purchase", "web", "2026-05-02T00:00:00Z", NULL, "0.2", NULL);
+    /* a rejected offer OFF-1 twice within 30 days (once exactly 30 days
+     * ago); b rejected OFF-2 twice and an offer without a code once. */
+    insert_offer_touchpoint(a, "offer_rejected", "email", "2026-05-02T00:00:00Z", NULL, "OFF-1",
+                            NULL, NULL);
+    insert_offer_touchpoint(a, "offer_rejected", "web", "2026-05-30T12:00:00Z", "c1", "OFF-1", NULL,
+                            NULL);
+    insert_offer_touchpoint(b, "offer_rejected", "email", "2026-05-20T00:00:00Z", NULL, "OFF-2",
+                            NULL, NULL);
+    insert_offer_touchpoint(b, "offer_rejected", "email", "2026-05-21T00:00:00Z", NULL, "OFF-2",
+                            NULL, NULL);
+    insert_offer_touchpoint(b, "offer_rejected", "sms", "2026-05-22T00:00:00Z", NULL, NULL, NULL,
+                            NULL);
     crm_error err = CRM_ERROR_INIT;
     crm_conn *conn = crm_db_acquire(&err);
     ck_assert_msg(conn != NULL, "%s", err.detail);
@@ -867,7 +939,28 @@ START_TEST(hand_worked_cases_give_the_same_customers_both_ways)
         {"{\"touchpoints\": {\"sku\": \"X\"}, \"agg\": \"last\", \"op\": \"eq\","
          " \"value\": {\"days_ago\": 10}}",
          1},
-        {"{\"touchpoints\": {}, \"agg\": \"count\", \"op\": \"eq\", \"value\": 0}", 3},
+        {"{\"touchpoints\": {}, \"agg\": \"count\", \"op\": \"eq\", \"value\": 3}", 3},
+        {"{\"touchpoints\": {\"type\": \"purchase\"}, \"agg\": \"count\", \"op\": \"eq\","
+         " \"value\": 0}",
+         3},
+        {"{\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\": \"OFF-1\","
+         " \"within_days\": 30}, \"agg\": \"count\", \"op\": \"gte\", \"value\": 2}",
+         1},
+        {"{\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\": \"OFF-1\","
+         " \"within_days\": 29}, \"agg\": \"count\", \"op\": \"eq\", \"value\": 1}",
+         1},
+        {"{\"touchpoints\": {\"offer_code\": \"OFF-2\"}, \"agg\": \"count\", \"op\": \"eq\","
+         " \"value\": 2}",
+         3},
+        {"{\"touchpoints\": {\"type\": \"offer_rejected\"}, \"agg\": \"count\", \"op\": \"eq\","
+         " \"value\": 3}",
+         3},
+        {"{\"touchpoints\": {\"offer_code\": \"OFF-1\", \"campaign_id\": \"c1\"},"
+         " \"agg\": \"last\", \"op\": \"gt\", \"value\": {\"days_ago\": 2}}",
+         1},
+        {"{\"touchpoints\": {\"offer_code\": \"OFF-3\"}, \"agg\": \"count\", \"op\": \"eq\","
+         " \"value\": 0}",
+         2},
         {"{\"field\": \"attributes.score\", \"op\": \"eq\", \"value\": 10}", 1},
         {"{\"field\": \"attributes.score\", \"op\": \"eq\", \"value\": \"10\"}", 3},
         {"{\"field\": \"attributes.plan\", \"op\": \"contains\", \"value\": \"gold\"}", 2},
@@ -1046,9 +1139,11 @@ static const char *const doubles[] = {
     "45.4642", "-33.8688", "3",    "12.5", "0.7"};
 static const char *const amounts[] = {
     "10.5", "-3", "0.001", "0.1", "0.2", "100", "12.50", "0.10000000000000001", NULL};
-static const char *const tp_types[] = {"purchase", "refund", "email_opened", "page_view"};
+static const char *const tp_types[] = {"purchase",  "refund",         "email_opened",
+                                       "page_view", "offer_rejected", "offer_accepted"};
 static const char *const tp_channels[] = {"web", "email", "store"};
 static const char *const campaigns[] = {"c1", "c2", NULL};
+static const char *const offers[] = {"OFF-1", "OFF-2", NULL};
 static const char *const skus[] = {"A", "B", "C"};
 static const char *const channels[] = {"email", "sms"};
 static const char *const purposes[] = {"marketing", "service"};
@@ -1277,8 +1372,8 @@ static void random_touchpoints(rng *g, long long id)
                                           json_pack("{s:s, s:i}", "sku", skus[k], "quantity", 1));
         }
         char *items_text = items ? json_dumps(items, JSON_COMPACT) : NULL;
-        insert_touchpoint(id, PICK(g, tp_types), PICK(g, tp_channels), when, PICK(g, campaigns),
-                          PICK(g, amounts), items_text);
+        insert_offer_touchpoint(id, PICK(g, tp_types), PICK(g, tp_channels), when,
+                                PICK(g, campaigns), PICK(g, offers), PICK(g, amounts), items_text);
         free(items_text);
         json_decref(items);
     }
@@ -1443,6 +1538,8 @@ static json_t *random_aggregate_leaf(rng *g)
     if (chance(g, 20))
         json_object_set_new(filter, "campaign_id", json_string(chance(g, 50) ? "c1" : "c2"));
     if (chance(g, 25))
+        json_object_set_new(filter, "offer_code", json_string(chance(g, 50) ? "OFF-1" : "OFF-2"));
+    if (chance(g, 25))
         json_object_set_new(filter, "sku", json_string(PICK(g, skus)));
     int window = pick(g, 4);
     if (window == 1) {
@@ -1572,6 +1669,7 @@ Suite *segment_rules_suite(void)
     tcase_add_test(parse, unknown_fields_members_and_enum_values_are_refused);
     tcase_add_test(parse, values_must_match_what_the_op_takes);
     tcase_add_test(parse, a_touchpoint_window_must_have_a_positive_length);
+    tcase_add_test(parse, an_offer_code_filter_is_a_string_of_one_to_a_hundred_characters);
     tcase_add_test(parse, depth_is_limited_to_eight_levels);
     tcase_add_test(parse, a_rule_has_at_most_two_hundred_nodes);
     tcase_add_test(parse, lists_and_strings_have_limits);

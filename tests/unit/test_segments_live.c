@@ -662,8 +662,10 @@ END_TEST
 
 /* ---- which new touchpoints matter to a rule ----------------------------------------------- */
 
-static bool counts_for(const char *rule_text, const char *type, const char *channel,
-                       const char *sku, long long age_days)
+#define FACTS_NOW_MS 1800000000000LL
+
+/* Whether rule_text would count a touchpoint like f at FACTS_NOW_MS. */
+static bool counts_facts(const char *rule_text, const crm_rule_touchpoint_facts *f)
 {
     json_error_t jerr;
     json_t *json = json_loads(rule_text, 0, &jerr);
@@ -672,16 +674,34 @@ static bool counts_for(const char *rule_text, const char *type, const char *chan
     crm_rule *r = crm_rule_parse(json, &err);
     json_decref(json);
     ck_assert_msg(r != NULL, "%s", err.detail);
-    long long now_ms = 1800000000000LL;
+    bool counts = crm_rule_touchpoint_counts(r, f, FACTS_NOW_MS);
+    crm_rule_free(r);
+    return counts;
+}
+
+static bool counts_for(const char *rule_text, const char *type, const char *channel,
+                       const char *sku, long long age_days)
+{
     const char *skus[] = {"OTHER", sku};
     crm_rule_touchpoint_facts f = {.type = type,
                                    .channel = channel,
                                    .skus = skus,
                                    .nskus = sku ? 2 : 1,
-                                   .occurred_us = (now_ms - age_days * 86400000LL) * 1000};
-    bool counts = crm_rule_touchpoint_counts(r, &f, now_ms);
-    crm_rule_free(r);
-    return counts;
+                                   .occurred_us = (FACTS_NOW_MS - age_days * 86400000LL) * 1000};
+    return counts_facts(rule_text, &f);
+}
+
+/* A reaction to offer offer_code (NULL: none) of campaign campaign_id (NULL:
+ * none), age_days old. */
+static bool offer_counts_for(const char *rule_text, const char *type, const char *offer_code,
+                             const char *campaign_id, long long age_days)
+{
+    crm_rule_touchpoint_facts f = {.type = type,
+                                   .channel = "email",
+                                   .campaign_id = campaign_id,
+                                   .offer_code = offer_code,
+                                   .occurred_us = (FACTS_NOW_MS - age_days * 86400000LL) * 1000};
+    return counts_facts(rule_text, &f);
 }
 
 START_TEST(a_new_touchpoint_matters_only_to_the_aggregates_that_count_it)
@@ -704,6 +724,28 @@ START_TEST(a_new_touchpoint_matters_only_to_the_aggregates_that_count_it)
     const char *since = "{\"touchpoints\": {\"since\": \"2020-01-01T00:00:00Z\", \"until\":"
                         " \"2021-01-01T00:00:00Z\"}, \"agg\": \"last\", \"op\": \"exists\"}";
     ck_assert(!counts_for(since, "purchase", "store", NULL, 0));
+    const char *offer = "{\"touchpoints\": {\"type\": \"offer_rejected\", \"offer_code\":"
+                        " \"OFF-1\", \"within_days\": 30}, \"agg\": \"count\", \"op\": \"gte\","
+                        " \"value\": 2}";
+    ck_assert(offer_counts_for(offer, "offer_rejected", "OFF-1", NULL, 0));
+    ck_assert(offer_counts_for(offer, "offer_rejected", "OFF-1", "c1", 29));
+    ck_assert(!offer_counts_for(offer, "offer_rejected", "OFF-2", NULL, 0));
+    ck_assert(!offer_counts_for(offer, "offer_rejected", NULL, NULL, 0));    /* no offer */
+    ck_assert(!offer_counts_for(offer, "offer_rejected", "off-1", NULL, 0)); /* byte for byte */
+    ck_assert(!offer_counts_for(offer, "offer_accepted", "OFF-1", NULL, 0));
+    ck_assert(!offer_counts_for(offer, "offer_rejected", "OFF-1", NULL, 31));
+    /* beside a campaign: both must match */
+    const char *both = "{\"any\": [{\"field\": \"email\", \"op\": \"exists\"},"
+                       " {\"touchpoints\": {\"offer_code\": \"OFF-1\", \"campaign_id\": \"c1\"},"
+                       " \"agg\": \"last\", \"op\": \"exists\"}]}";
+    ck_assert(offer_counts_for(both, "offer_ignored", "OFF-1", "c1", 400));
+    ck_assert(!offer_counts_for(both, "offer_ignored", "OFF-1", NULL, 0));
+    ck_assert(!offer_counts_for(both, "offer_ignored", NULL, "c1", 0));
+    /* no offer_code filter: any offer, or none, counts */
+    ck_assert(offer_counts_for(window, "purchase", "OFF-1", NULL, 0));
+    ck_assert(offer_counts_for("{\"touchpoints\": {\"type\": \"offer_rejected\"}, \"agg\":"
+                               " \"count\", \"op\": \"gte\", \"value\": 1}",
+                               "offer_rejected", NULL, NULL, 0));
 }
 END_TEST
 
