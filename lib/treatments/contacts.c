@@ -24,13 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A checked request. Strings are borrowed from the body. */
-typedef struct contact_request {
-    const char *channel, *purpose, *campaign_id, *source, *event_id;
-    long long rule_id;                      /* 0: none */
-    char occurred_at[CRM_RFC3339_UTC_SIZE]; /* "" : now */
-} contact_request;
-
 static const char *text_member(const json_t *body, const char *name, size_t max, bool required,
                                crm_error *err)
 {
@@ -52,7 +45,7 @@ static const char *text_member(const json_t *body, const char *name, size_t max,
     return json_string_value(v);
 }
 
-static bool check_request(const json_t *body, contact_request *r, crm_error *err)
+bool contact_request_check(const json_t *body, contact_request *r, crm_error *err)
 {
     static const char *const allowed[] = {"channel", "purpose",  "rule_id",     "campaign_id",
                                           "source",  "event_id", "occurred_at", NULL};
@@ -361,7 +354,7 @@ json_t *crm_contact_decide(long long customer_id, const json_t *body, long long 
     *allowed = false;
     *replayed = false;
     contact_request r;
-    if (!check_request(body, &r, err))
+    if (!contact_request_check(body, &r, err))
         return NULL;
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
