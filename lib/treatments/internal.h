@@ -117,8 +117,11 @@ typedef struct contact_request {
     char occurred_at[CRM_RFC3339_UTC_SIZE]; /* "" : now */
 } contact_request;
 
-/* Checks a contact request's body into r. False with CRM_E_INVALID and
+/* Checks a contact request's body into r; occurred_at may lie up to the
+ * touchpoints' future tolerance (crm_touchpoint_future_tolerance) after
+ * now_ms, as the touchpoint it records must. False with CRM_E_INVALID and
  * the field errors. */
-bool contact_request_check(const json_t *body, contact_request *r, crm_error *err);
+bool contact_request_check(const json_t *body, long long now_ms, contact_request *r,
+                           crm_error *err);
 
 #endif
