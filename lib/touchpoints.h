@@ -34,8 +34,10 @@ extern const char *const crm_touchpoint_types[];
 extern const char *const *const crm_touchpoint_directions;
 extern const char *const *const crm_touchpoint_currencies;
 
-/* How far into the future occurred_at may lie (clocks drift); seconds. */
+/* How far into the future occurred_at may lie (clocks drift); seconds. A
+ * contact decision's occurred_at is held to the same tolerance. */
 void crm_touchpoint_set_future_tolerance(int seconds);
+int crm_touchpoint_future_tolerance(void);
 
 /* The outcome of one item of a batch. */
 typedef enum { CRM_TP_CREATED, CRM_TP_DUPLICATE, CRM_TP_REJECTED } crm_tp_status;

@@ -68,7 +68,8 @@ static const env_var vars[] = {
      "(pages, searches, timelines): a heavy page ends there, 503 (0: none)"},
     {"CRMD_TOUCHPOINT_FUTURE_TOLERANCE_S", VAR_INT, "300", 0, 86400,
      OFF(touchpoint_future_tolerance_s),
-     "how far into the future a touchpoint's occurred_at may lie (clocks drift)"},
+     "how far into the future a touchpoint's (and a contact request's) occurred_at may lie "
+     "(clocks drift)"},
     {"CRMD_KEY_CACHE_TTL_MS", VAR_INT, "5000", 0, 600000, OFF(key_cache_ttl_ms),
      "how long a checked API key is trusted without reading the database again"},
     {"CRMD_SHUTDOWN_TIMEOUT_S", VAR_INT, "10", 0, 3600, OFF(shutdown_timeout_s),

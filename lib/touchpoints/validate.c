@@ -58,6 +58,11 @@ void crm_touchpoint_set_future_tolerance(int seconds)
     atomic_store(&future_tolerance_s, seconds < 0 ? 0 : seconds);
 }
 
+int crm_touchpoint_future_tolerance(void)
+{
+    return atomic_load(&future_tolerance_s);
+}
+
 /* ---- validating an item ------------------------------------------------------ */
 
 static bool text_ok(json_t *doc, const char *name, size_t max, bool required, tp_item *it)

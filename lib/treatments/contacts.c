@@ -19,17 +19,11 @@
 #include "customers/internal.h"
 #include "json.h"
 #include "segment_store.h"
+#include "touchpoints.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* A checked request. Strings are borrowed from the body. */
-typedef struct contact_request {
-    const char *channel, *purpose, *campaign_id, *source, *event_id;
-    long long rule_id;                      /* 0: none */
-    char occurred_at[CRM_RFC3339_UTC_SIZE]; /* "" : now */
-} contact_request;
 
 static const char *text_member(const json_t *body, const char *name, size_t max, bool required,
                                crm_error *err)
@@ -52,7 +46,7 @@ static const char *text_member(const json_t *body, const char *name, size_t max,
     return json_string_value(v);
 }
 
-static bool check_request(const json_t *body, contact_request *r, crm_error *err)
+bool contact_request_check(const json_t *body, long long now_ms, contact_request *r, crm_error *err)
 {
     static const char *const allowed[] = {"channel", "purpose",  "rule_id",     "campaign_id",
                                           "source",  "event_id", "occurred_at", NULL};
@@ -92,6 +86,8 @@ static bool check_request(const json_t *body, contact_request *r, crm_error *err
     else if (when != NULL && !crm_rfc3339_to_utc(when, r->occurred_at, sizeof r->occurred_at))
         crm_error_add_field(err, "/occurred_at",
                             "must lie in the years 0001 to 9999 once moved to UTC");
+    else if (when != NULL && ms > now_ms + crm_touchpoint_future_tolerance() * 1000LL)
+        crm_error_add_field(err, "/occurred_at", "lies too far in the future");
     if (err->errors != NULL || err->code != CRM_OK)
         return crm_error_set(err, CRM_E_INVALID, "the contact request is invalid");
     return true;
@@ -362,7 +358,7 @@ json_t *crm_contact_decide(long long customer_id, const json_t *body, long long 
     *allowed = false;
     *replayed = false;
     contact_request r;
-    if (!check_request(body, &r, err))
+    if (!contact_request_check(body, crm_wall_ms(), &r, err))
         return NULL;
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)

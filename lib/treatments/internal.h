@@ -3,12 +3,15 @@
  * contact policies in memory, what the contact check reads of a customer,
  * and the check itself, one function for GET /v1/customers/{id}/treatments
  * (read as it stands) and POST /v1/customers/{id}/contacts (read under the
- * customer's row lock), so that the two always agree.
+ * customer's row lock), so that the two always agree. And the checks of the
+ * client's bodies that need no database (a contact policy, a contact
+ * request), for their fuzz targets (tests/fuzz) as much as for their files.
  */
 #ifndef CRM_TREATMENTS_INTERNAL_H
 #define CRM_TREATMENTS_INTERNAL_H
 
 #include "treatments.h"
+#include "customers.h"
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -81,5 +84,49 @@ const char *contact_touchpoint_channel(const char *channel);
  * refusal to reasons (see treatments.h). */
 bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *channel,
                      const char *purpose, long long rule_id, long long now_ms, json_t *reasons);
+
+/* ---- the client's bodies, checked without the database ---------------------------- */
+
+/* A checked contact policy definition, as the statements take it (NULL:
+ * SQL NULL). The strings are borrowed from the document checked, or point
+ * into the bufs. */
+typedef struct policy_values {
+    const char *name, *channel, *purpose, *rule_id, *max_contacts, *period_hours;
+    const char *quiet_from, *quiet_until, *time_zone;
+    char rule_buf[24], max_buf[16], period_buf[16];
+} policy_values;
+
+/* Checks a whole definition (a create body, or a policy after a merge
+ * patch) into v; whether rule_id names a live rule and time_zone a zone
+ * PostgreSQL knows is left to the database. False with CRM_E_INVALID and
+ * the field errors. */
+bool policy_check(const json_t *doc, policy_values *v, crm_error *err);
+
+/* What a merge patch of a policy must be before the policy is read: an
+ * object naming only members of a definition. False with CRM_E_INVALID. */
+bool policy_patch_check(const json_t *patch, crm_error *err);
+
+/* The definition a patch applies to: the members of a policy's
+ * representation doc that a patch may change, without the null ones.
+ * Caller owns it (json_decref). */
+json_t *policy_definition_of(const json_t *doc);
+
+/* RFC 7396: patch applied to target in place. */
+void policy_merge_patch(json_t *target, const json_t *patch);
+
+/* A checked contact request (POST /v1/customers/{id}/contacts). The
+ * strings are borrowed from the body. */
+typedef struct contact_request {
+    const char *channel, *purpose, *campaign_id, *source, *event_id;
+    long long rule_id;                      /* 0: none */
+    char occurred_at[CRM_RFC3339_UTC_SIZE]; /* "" : now */
+} contact_request;
+
+/* Checks a contact request's body into r; occurred_at may lie up to the
+ * touchpoints' future tolerance (crm_touchpoint_future_tolerance) after
+ * now_ms, as the touchpoint it records must. False with CRM_E_INVALID and
+ * the field errors. */
+bool contact_request_check(const json_t *body, long long now_ms, contact_request *r,
+                           crm_error *err);
 
 #endif

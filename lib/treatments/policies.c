@@ -120,14 +120,6 @@ json_t *crm_contact_policies_list(long long after_id, int limit, long long *next
 
 /* ---- checking a definition ------------------------------------------------------ */
 
-/* A checked definition, as the statements take it (NULL: SQL NULL). The
- * strings are borrowed from the document checked, or point into bufs. */
-typedef struct policy_values {
-    const char *name, *channel, *purpose, *rule_id, *max_contacts, *period_hours;
-    const char *quiet_from, *quiet_until, *time_zone;
-    char rule_buf[24], max_buf[16], period_buf[16];
-} policy_values;
-
 /* "HH:MM", 00:00 to 23:59: minutes after midnight, or -1. */
 static int parse_hhmm(const char *s)
 {
@@ -228,16 +220,16 @@ static void check_quiet(const json_t *q, policy_values *v, crm_error *err)
     v->time_zone = json_string_value(zone);
 }
 
-/* Checks a whole definition (a create body, or a policy after a merge
- * patch) into v. False with CRM_E_INVALID and the field errors. */
-static bool policy_check(const json_t *doc, policy_values *v, crm_error *err)
+/* The definition's members, for the create body and for a merge patch. */
+static const char *const definition_members[] = {"name", "channel",     "purpose", "rule_id",
+                                                 "cap",  "quiet_hours", NULL};
+
+bool policy_check(const json_t *doc, policy_values *v, crm_error *err)
 {
-    static const char *const allowed[] = {"name", "channel",     "purpose", "rule_id",
-                                          "cap",  "quiet_hours", NULL};
     memset(v, 0, sizeof *v);
     if (!json_is_object(doc))
         return crm_error_set(err, CRM_E_INVALID, "the body must be a JSON object");
-    crm_json_only_fields((json_t *)doc, allowed, err);
+    crm_json_only_fields((json_t *)doc, definition_members, err);
     crm_json_check_no_nul((json_t *)doc, "", err);
     json_t *name = json_object_get(doc, "name");
     const char *s = json_string_value(name);
@@ -376,8 +368,7 @@ json_t *crm_contact_policy_create(const json_t *body, long long api_key_id, crm_
 
 /* ---- patch and delete ------------------------------------------------------------ */
 
-/* RFC 7396 applied to target in place. */
-static void merge_patch(json_t *target, const json_t *patch)
+void policy_merge_patch(json_t *target, const json_t *patch)
 {
     const char *key;
     json_t *value;
@@ -387,10 +378,10 @@ static void merge_patch(json_t *target, const json_t *patch)
         if (json_is_null(value))
             json_object_del(target, key);
         else if (json_is_object(value) && json_is_object(cur))
-            merge_patch(cur, value);
+            policy_merge_patch(cur, value);
         else if (json_is_object(value)) {
             json_t *fresh = json_object();
-            merge_patch(fresh, value);
+            policy_merge_patch(fresh, value);
             json_object_set_new(target, key, fresh);
         } else
             json_object_set_new(target, key, json_deep_copy(value));
@@ -430,18 +421,23 @@ static crm_stmt policy_update = CRM_STMT(
     " quiet_until = $9::time, time_zone = $10, version = version + 1, updated_at = now()"
     " WHERE id = $1");
 
-/* The members a patch may change, as the definition holds them. */
-static json_t *definition_of(const json_t *doc)
+json_t *policy_definition_of(const json_t *doc)
 {
     json_t *def = json_object();
-    static const char *const members[] = {"name",    "channel", "purpose",
-                                          "rule_id", "cap",     "quiet_hours"};
-    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
-        json_t *v = json_object_get(doc, members[i]);
+    for (size_t i = 0; definition_members[i] != NULL; i++) {
+        json_t *v = json_object_get(doc, definition_members[i]);
         if (v != NULL && !json_is_null(v))
-            json_object_set_new(def, members[i], json_deep_copy(v));
+            json_object_set_new(def, definition_members[i], json_deep_copy(v));
     }
     return def;
+}
+
+bool policy_patch_check(const json_t *patch, crm_error *err)
+{
+    if (!json_is_object(patch))
+        return crm_error_set(err, CRM_E_INVALID,
+                             "a merge patch of a contact policy must be a JSON object");
+    return crm_json_only_fields((json_t *)patch, definition_members, err);
 }
 
 json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *if_match,
@@ -450,14 +446,7 @@ json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *
     (void)api_key_id;
     if (!crm_if_match_valid(if_match, err))
         return NULL;
-    if (!json_is_object(patch)) {
-        crm_error_set(err, CRM_E_INVALID,
-                      "a merge patch of a contact policy must be a JSON object");
-        return NULL;
-    }
-    static const char *const allowed[] = {"name", "channel",     "purpose", "rule_id",
-                                          "cap",  "quiet_hours", NULL};
-    if (!crm_json_only_fields((json_t *)patch, allowed, err))
+    if (!policy_patch_check(patch, err))
         return NULL;
     crm_conn *c = crm_db_acquire(err);
     json_t *doc = NULL, *current = NULL, *def = NULL;
@@ -465,8 +454,8 @@ json_t *crm_contact_policy_patch(long long id, const json_t *patch, const char *
         bool ok = (current = lock_for_write(c, id, if_match, err)) != NULL;
         policy_values v;
         if (ok) {
-            def = definition_of(current);
-            merge_patch(def, patch);
+            def = policy_definition_of(current);
+            policy_merge_patch(def, patch);
             ok = policy_check(def, &v, err) && move_stamp(c, err);
             /* Only what the patch names is looked up again: a policy whose
              * rule was deleted since can still be renamed. */

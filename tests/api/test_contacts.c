@@ -653,6 +653,46 @@ START_TEST(bad_contact_requests_are_refused_and_change_nothing)
 }
 END_TEST
 
+/* A time seconds from now, as RFC 3339 UTC, into out. */
+static void utc_from_now(char *out, size_t size, long seconds)
+{
+    time_t t = time(NULL) + seconds;
+    struct tm utc;
+    gmtime_r(&t, &utc);
+    strftime(out, size, "%Y-%m-%dT%H:%M:%SZ", &utc);
+}
+
+START_TEST(an_occurred_at_past_the_touchpoints_future_tolerance_is_refused)
+{
+    /* The fixture's crmd keeps the default tolerance, 300 s. */
+    long long c = new_customer(true);
+    char when[32], body[256];
+    utc_from_now(when, sizeof when, 3600);
+    snprintf(body, sizeof body,
+             "{\"channel\": \"email\", \"purpose\": \"marketing\", \"source\": \"s\","
+             " \"event_id\": \"future\", \"occurred_at\": \"%s\"}",
+             when);
+    http_response r = contact(c, body);
+    json_t *problem = assert_problem(&r, 422);
+    ck_assert_msg(problem_names_field(problem, "/occurred_at"), "%s", r.body);
+    json_decref(problem);
+    http_response_free(&r);
+    ck_assert_int_eq(count_for("SELECT count(*) FROM contacts WHERE customer_id = $1::bigint", c),
+                     0);
+    ck_assert_int_eq(
+        count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint", c), 0);
+    /* within the tolerance: allowed, and the touchpoint keeps the time */
+    char extra[64];
+    utc_from_now(when, sizeof when, 60);
+    snprintf(extra, sizeof extra, ", \"occurred_at\": \"%s\"", when);
+    ck_assert_int_eq(email_contact(c, extra, NULL), 201);
+    ck_assert_int_eq(count_for("SELECT count(*) FROM touchpoints WHERE customer_id = $1::bigint"
+                               " AND occurred_at > now()",
+                               c),
+                     1);
+}
+END_TEST
+
 START_TEST(each_decision_records_the_rules_version_and_a_rule_cap_counts_its_contacts)
 {
     char name[96], sql[512];
@@ -876,6 +916,7 @@ Suite *contacts_suite(void)
     tcase_add_test(tc, quiet_hours_that_hold_now_refuse_and_others_do_not);
     tcase_add_test(tc, the_same_event_again_answers_the_first_decision);
     tcase_add_test(tc, bad_contact_requests_are_refused_and_change_nothing);
+    tcase_add_test(tc, an_occurred_at_past_the_touchpoints_future_tolerance_is_refused);
     tcase_add_test(tc, each_decision_records_the_rules_version_and_a_rule_cap_counts_its_contacts);
     tcase_add_test(tc, touchpoints_carry_purpose_and_offer_code_by_insert_and_by_copy);
     tcase_add_test(tc, a_contact_enters_the_segments_that_count_its_offer_code);

@@ -5,13 +5,16 @@
  * without midnight inside, and every refusal listed. Each expected value
  * is worked out in the comment beside it; no database. Then
  * contact_facts_load against PostgreSQL: what its one statement reads.
+ * And a contact request's occurred_at at the future tolerance's edge.
  */
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "clock.h"
 #include "suites.h"
 #include "support.h"
+#include "touchpoints.h"
 #include "treatments/internal.h"
 
 #define H 3600000LL
@@ -485,6 +488,57 @@ START_TEST(one_statement_loads_status_latest_consents_outbound_events_and_local_
 }
 END_TEST
 
+/* A contact request whose occurred_at is "at", checked at NOW: the error
+ * fields named, as one string ("" when accepted). */
+static void check_occurred_at(const char *at, char *fields, size_t size)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"channel\": \"email\", \"purpose\": \"marketing\", \"source\": \"s\","
+             " \"event_id\": \"e\", \"occurred_at\": \"%s\"}",
+             at);
+    json_t *doc = json_loads(body, 0, NULL);
+    ck_assert_ptr_nonnull(doc);
+    contact_request r;
+    crm_error err = CRM_ERROR_INIT;
+    bool ok = contact_request_check(doc, NOW, &r, &err);
+    fields[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach(err.errors, i, e)
+    {
+        strncat(fields, json_string_value(json_object_get(e, "field")), size - strlen(fields) - 1);
+    }
+    ck_assert(ok == (fields[0] == '\0'));
+    ck_assert_int_eq(err.code, ok ? CRM_OK : CRM_E_INVALID);
+    crm_error_clear(&err);
+    json_decref(doc);
+}
+
+START_TEST(a_request_may_lie_up_to_the_touchpoints_future_tolerance_ahead)
+{
+    char fields[128];
+    crm_touchpoint_set_future_tolerance(60);
+    /* NOW is 2017-01-15T08:00:00Z: 60 s ahead is the last instant accepted */
+    check_occurred_at("2017-01-15T08:01:00Z", fields, sizeof fields);
+    ck_assert_str_eq(fields, "");
+    check_occurred_at("2017-01-15T08:01:00.001Z", fields, sizeof fields);
+    ck_assert_str_eq(fields, "/occurred_at");
+    /* the same instant in another offset: 09:01:00.001+01:00 */
+    check_occurred_at("2017-01-15T09:01:00.001+01:00", fields, sizeof fields);
+    ck_assert_str_eq(fields, "/occurred_at");
+    check_occurred_at("1999-12-31T23:59:59Z", fields, sizeof fields);
+    ck_assert_str_eq(fields, "");
+    crm_touchpoint_set_future_tolerance(0);
+    check_occurred_at("2017-01-15T08:00:00Z", fields, sizeof fields);
+    ck_assert_str_eq(fields, "");
+    check_occurred_at("2017-01-15T08:00:00.001Z", fields, sizeof fields);
+    ck_assert_str_eq(fields, "/occurred_at");
+    crm_touchpoint_set_future_tolerance(300);
+    ck_assert_int_eq(crm_touchpoint_future_tolerance(), 300);
+}
+END_TEST
+
 Suite *contact_check_suite(void)
 {
     Suite *s = suite_create("contact_check");
@@ -505,6 +559,7 @@ Suite *contact_check_suite(void)
     tcase_add_test(tc, an_unknown_local_time_is_quiet);
     tcase_add_test(tc, most_restrictive_wins_and_every_refusal_is_listed);
     tcase_add_test(tc, touchpoint_channels_of_consent_channels);
+    tcase_add_test(tc, a_request_may_lie_up_to_the_touchpoints_future_tolerance_ahead);
     suite_add_tcase(s, tc);
     TCase *load = tcase_create("load");
     tcase_add_unchecked_fixture(load, setup_db, teardown_db);
