@@ -141,6 +141,14 @@ bool crm_segments_refresh_touchpoints(crm_conn *c, const crm_segment_touchpoint 
  * caller commits (crm_segments_drain). */
 bool crm_segments_queue_touchpoints(crm_conn *c, const long long *ids, size_t n, crm_error *err);
 
+/* Inside the caller's transaction on c: queues the customers ids (a bigint
+ * array literal) for the upkeep, which judges them by every segment whose
+ * rule reads something in what, logged with cause, soon after the caller
+ * commits (crm_segments_drain). For a writer whose snapshot may be older
+ * than a build it would wait for (the metrics' follower: REPEATABLE READ). */
+bool crm_segments_queue_customers(crm_conn *c, const char *ids, unsigned what, const char *cause,
+                                  crm_error *err);
+
 /* Judges the customers of at most batches queued batches, oldest first, in
  * one transaction of its own that also takes them off the queue (rows
  * another process holds are skipped). *did: how many were taken. */

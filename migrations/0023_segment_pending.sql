@@ -11,9 +11,18 @@
 --
 -- The row holds touchpoint ids, not customer ids: the upkeep reads each
 -- touchpoint's customer when it judges (after a merge, the survivor).
+--
+-- The metrics' follower queues the customers whose metrics it replaced
+-- (customers, with reads the CRM_RULE_READS_* bits it changed and the
+-- cause): its transaction is REPEATABLE READ, so it cannot judge them
+-- itself without risking a snapshot older than a segment's build that
+-- finished while it waited for the build's lock.
 
 CREATE TABLE segment_pending (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    touchpoints bigint[] NOT NULL,
+    touchpoints bigint[] NOT NULL DEFAULT '{}',
+    customers   bigint[] NOT NULL DEFAULT '{}',
+    reads       int NOT NULL DEFAULT 0,
+    cause       text NOT NULL DEFAULT 'touchpoints',
     queued_at   timestamptz NOT NULL DEFAULT now()
 );

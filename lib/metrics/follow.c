@@ -369,7 +369,7 @@ static bool run_sweep(sweep *S, crm_error *err)
         metrics_load_summarise(&S->L);
         metrics_load_add_engagement(&S->L);
         ok = score(S, err) && replace_rows(S, ids, err) &&
-             crm_segments_refresh(S->c, ids, CRM_RULE_READS_METRICS, "metrics", NULL, err) &&
+             crm_segments_queue_customers(S->c, ids, CRM_RULE_READS_METRICS, "metrics", err) &&
              crm_db_commit(S->c, err);
     }
     free(ids);

@@ -647,17 +647,20 @@ bool crm_segments_queue_touchpoints(crm_conn *c, const long long *ids, size_t n,
 /* The oldest queued batches, claimed (another process takes others) and
  * deleted: how many, then one row per touchpoint of theirs that is still
  * stored, with what consider_touchpoint needs (its skus a JSON array). */
-static crm_stmt pending_claim =
-    CRM_STMT("segments_pending_claim",
-             "WITH q AS (DELETE FROM segment_pending WHERE id IN (SELECT id FROM segment_pending"
-             " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED) RETURNING touchpoints),"
-             " n AS (SELECT count(*) AS batches FROM q) "
-             "SELECT n.batches, f.customer_id, f.type, f.channel, f.campaign_id, f.us, f.skus,"
-             " f.offer_code FROM n"
-             " LEFT JOIN (SELECT t.customer_id, t.type, t.channel, t.campaign_id,"
-             "  t.offer_code, (extract(epoch FROM t.occurred_at) * 1000000)::bigint AS us,"
-             "  jsonb_path_query_array(coalesce(t.items, '[]'), '$[*].sku')::text AS skus"
-             "  FROM touchpoints t WHERE t.id IN (SELECT unnest(q.touchpoints) FROM q)) f ON true");
+static crm_stmt pending_claim = CRM_STMT(
+    "segments_pending_claim",
+    "WITH q AS (DELETE FROM segment_pending WHERE id IN (SELECT id FROM segment_pending"
+    " ORDER BY id LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+    " RETURNING touchpoints, customers, reads, cause),"
+    " n AS (SELECT count(*) AS batches FROM q) "
+    "SELECT n.batches, f.customer_id, f.type, f.channel, f.campaign_id, f.us, f.skus,"
+    " f.offer_code, NULL::int AS reads, NULL::text AS cause FROM n"
+    " LEFT JOIN (SELECT t.customer_id, t.type, t.channel, t.campaign_id,"
+    "  t.offer_code, (extract(epoch FROM t.occurred_at) * 1000000)::bigint AS us,"
+    "  jsonb_path_query_array(coalesce(t.items, '[]'), '$[*].sku')::text AS skus"
+    "  FROM touchpoints t WHERE t.id IN (SELECT unnest(q.touchpoints) FROM q)) f ON true "
+    "UNION ALL SELECT NULL, x.id, NULL, NULL, NULL, NULL, NULL, NULL, q.reads, q.cause"
+    " FROM q, unnest(q.customers) AS x (id)");
 
 /* The facts of claimed touchpoints: t and skus point into res and docs. */
 typedef struct claimed {
@@ -676,7 +679,7 @@ static void claimed_free(claimed *k)
     free(k->t);
 }
 
-/* Rows with a touchpoint (column 1 not null) of res into k. */
+/* Rows with a touchpoint (column 1 not null, column 8 null) of res into k. */
 static bool claimed_read(const PGresult *res, claimed *k, crm_error *err)
 {
     int rows = PQntuples(res);
@@ -684,7 +687,7 @@ static bool claimed_read(const PGresult *res, claimed *k, crm_error *err)
     k->t = calloc(cap, sizeof *k->t);
     k->docs = calloc(cap, sizeof *k->docs);
     for (int i = 0; k->t != NULL && k->docs != NULL && i < rows; i++) {
-        if (PQgetisnull(res, i, 1))
+        if (PQgetisnull(res, i, 1) || !PQgetisnull(res, i, 8))
             continue;
         json_t *doc = json_loads(PQgetvalue(res, i, 6), 0, NULL);
         k->docs[k->n] = doc;
@@ -717,6 +720,47 @@ static bool claimed_read(const PGresult *res, claimed *k, crm_error *err)
     return true;
 }
 
+/* The queued customers of res (column 8 not null) whose reads and cause
+ * are those of row first, judged by every segment that reads what they
+ * changed; *done marks the rows taken. */
+static bool refresh_queued_customers(crm_conn *c, const live_set *L, const PGresult *res,
+                                     int first, bool *done, crm_error *err)
+{
+    int rows = PQntuples(res), n = 0;
+    long long *ids = malloc(sizeof *ids * (size_t)(rows ? rows : 1));
+    if (ids == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    const char *reads = PQgetvalue(res, first, 8), *cause = PQgetvalue(res, first, 9);
+    for (int i = first; i < rows; i++)
+        if (!done[i] && !PQgetisnull(res, i, 8) && strcmp(PQgetvalue(res, i, 8), reads) == 0 &&
+            strcmp(PQgetvalue(res, i, 9), cause) == 0) {
+            ids[n++] = atoll(PQgetvalue(res, i, 1));
+            done[i] = true;
+        }
+    unsigned what = (unsigned)atoi(reads);
+    bool ok = refresh_by_rank(c, L, ids, (size_t)n, consider_by_reads, &what, crm_wall_ms(), cause,
+                              NULL, err);
+    free(ids);
+    return ok;
+}
+
+static crm_stmt pending_customers = CRM_STMT(
+    "segments_pending_customers",
+    "INSERT INTO segment_pending (customers, reads, cause) VALUES ($1::bigint[], $2::int, $3)");
+
+bool crm_segments_queue_customers(crm_conn *c, const char *ids, unsigned what, const char *cause,
+                                  crm_error *err)
+{
+    if (ids == NULL || strcmp(ids, "{}") == 0)
+        return true;
+    char w[16];
+    snprintf(w, sizeof w, "%u", what);
+    const char *p[] = {ids, w, cause};
+    PGresult *res = crm_db_exec(c, &pending_customers, 3, p, err);
+    PQclear(res);
+    return res != NULL;
+}
+
 bool crm_segments_drain(int batches, long *did, crm_error *err)
 {
     *did = 0;
@@ -729,13 +773,50 @@ bool crm_segments_drain(int batches, long *did, crm_error *err)
     bool ok = crm_db_begin(c, err);
     PGresult *res = ok ? crm_db_exec(c, &pending_claim, 1, p, err) : NULL;
     ok = res != NULL;
-    long n = ok && PQntuples(res) > 0 ? atol(PQgetvalue(res, 0, 0)) : 0;
+    long n = 0;
+    int rows = ok ? PQntuples(res) : 0, ncustomers = 0;
+    for (int i = 0; i < rows; i++) {
+        if (!PQgetisnull(res, i, 0))
+            n = atol(PQgetvalue(res, i, 0));
+        ncustomers += !PQgetisnull(res, i, 8);
+    }
     claimed k = {0};
     if (ok && n > 0)
         ok = claimed_read(res, &k, err);
     live_set L = {0};
-    if (ok && k.n > 0)
+    if (ok && k.n + (size_t)ncustomers > 0)
         ok = lock_and_load(c, &L, err);
+    /* Every customer about to be judged, locked at once in id order (the
+     * two kinds are judged one after the other, each locking its own). */
+    if (ok && ncustomers > 0 && k.n > 0 && L.n > 0) {
+        cand_entry *e = malloc(sizeof *e * (k.n + (size_t)ncustomers));
+        size_t m = 0;
+        for (size_t i = 0; e != NULL && i < k.n; i++)
+            e[m++] = (cand_entry){.id = k.t[i].customer_id, .mask = 1};
+        for (int i = 0; e != NULL && i < rows; i++)
+            if (!PQgetisnull(res, i, 8))
+                e[m++] = (cand_entry){.id = atoll(PQgetvalue(res, i, 1)), .mask = 1};
+        char *ids = NULL, *masks = NULL;
+        if (e == NULL || !group_literals(e, m, &ids, &masks)) {
+            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        } else {
+            const char *params[] = {ids};
+            PGresult *locked = crm_db_exec(c, &lock_customers, 1, params, err);
+            ok = locked != NULL;
+            PQclear(locked);
+        }
+        free(ids);
+        free(masks);
+        free(e);
+    }
+    if (ok && ncustomers > 0 && L.n > 0) {
+        bool *done = calloc((size_t)rows, sizeof *done);
+        ok = done != NULL || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        for (int i = 0; ok && i < rows; i++)
+            if (!PQgetisnull(res, i, 8) && !done[i])
+                ok = refresh_queued_customers(c, &L, res, i, done, err);
+        free(done);
+    }
     if (ok && k.n > 0 && L.n > 0) {
         long long *cands = malloc(sizeof *cands * k.n);
         for (size_t i = 0; cands != NULL && i < k.n; i++)

@@ -860,7 +860,7 @@ END_TEST
 /* ---- metrics ------------------------------------------------------------------------ */
 
 /* The metrics' follower updates a buyer's metrics after a purchase; the
- * segments that read metrics follow in the same transaction. */
+ * segments that read metrics follow right after (the queue). */
 START_TEST(memberships_follow_the_metrics_follower)
 {
     char tag[48], name[64], rule[512], source[48];
