@@ -220,7 +220,7 @@ void unit_own_db_start(unit_own_db *o, const char *prefix)
     admin_sql("CREATE DATABASE ", o->name, "");
     o->conninfo = unit_conninfo_with_dbname(unit_env("CRMD_TEST_ADMIN_URL"), o->name);
     crm_db_config cfg = {.url = o->conninfo,
-                         .pool_size = 2,
+                         .pool_size = 3,
                          .acquire_timeout_ms = 5000,
                          .connect_timeout_s = 2,
                          .statement_timeout_ms = 60000,

@@ -28,8 +28,9 @@
 #include <time.h>
 
 #define CUSTOMERS 3000
-/* One writer: the suite's pool has two connections, and the job's claim,
- * progress and ending need the other. */
+/* One writer: the suite's pool has three connections, and the job's
+ * progress and the keeper of its lease need the others while the writer
+ * waits for the build's locks holding its own. */
 #define WRITERS 1
 
 static unit_own_db own;
