@@ -4,6 +4,8 @@
  */
 #include "list/page.h"
 
+#include <stdlib.h>
+
 void crm_list_add_filters(crm_sqlbuf *s, const crm_list_filter *filters, size_t n,
                           const char *const *values)
 {
@@ -32,6 +34,18 @@ int crm_page_shown(int nrows, int limit)
 bool crm_page_has_next(int nrows, int limit)
 {
     return nrows > (limit < 1 ? 1 : limit);
+}
+
+json_t *crm_page_of_rows(PGresult *res, int limit, crm_page_row_fn row, int key_col,
+                         long long *next_after)
+{
+    int n = PQntuples(res), shown = crm_page_shown(n, limit);
+    json_t *data = json_array();
+    for (int r = 0; r < shown; r++)
+        json_array_append_new(data, row(res, r));
+    *next_after = crm_page_has_next(n, limit) ? atoll(PQgetvalue(res, shown - 1, key_col)) : 0;
+    PQclear(res);
+    return json_pack("{s:o}", "data", data);
 }
 
 void crm_page_begin(crm_jbuf *b)

@@ -12,6 +12,8 @@
 #ifndef CRM_LIST_PAGE_H
 #define CRM_LIST_PAGE_H
 
+#include <jansson.h>
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -39,6 +41,14 @@ int crm_page_fetch(int limit);
  * page after it (then the cursor continues after the last one shown). */
 int crm_page_shown(int nrows, int limit);
 bool crm_page_has_next(int nrows, int limit);
+
+/* A page from the rows a statement fetched (crm_page_fetch(limit) at most,
+ * in the page's order), which it takes (and clears): {"data": [row(res, r)
+ * for each row shown]}; *next_after gets the number in column key_col of
+ * the last row shown when a next page exists, else 0. */
+typedef json_t *(*crm_page_row_fn)(const PGresult *res, int row);
+json_t *crm_page_of_rows(PGresult *res, int limit, crm_page_row_fn row, int key_col,
+                         long long *next_after);
 
 /* Opens {"data": [ ... */
 void crm_page_begin(crm_jbuf *b);

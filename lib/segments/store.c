@@ -120,16 +120,7 @@ json_t *crm_segments_list(long long after_id, int limit, long long *next_after, 
     snprintf(fetch, sizeof fetch, "%d", crm_page_fetch(limit));
     const char *params[] = {after, fetch};
     PGresult *res = crm_db_run(&segment_page_stmt, 2, params, err);
-    if (res == NULL)
-        return NULL;
-    int n = PQntuples(res), shown = crm_page_shown(n, limit);
-    json_t *data = json_array();
-    for (int r = 0; r < shown; r++)
-        json_array_append_new(data, segment_from_row(res, r));
-    if (crm_page_has_next(n, limit))
-        *next_after = atoll(PQgetvalue(res, shown - 1, COL_ID));
-    PQclear(res);
-    return json_pack("{s:o}", "data", data);
+    return res != NULL ? crm_page_of_rows(res, limit, segment_from_row, COL_ID, next_after) : NULL;
 }
 
 /* ---- checking a definition -------------------------------------------------- */

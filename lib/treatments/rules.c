@@ -176,16 +176,7 @@ json_t *crm_treatment_rules_list(long long after, int limit, long long *next_aft
     snprintf(fetch, sizeof fetch, "%d", crm_page_fetch(limit));
     const char *params[] = {afterbuf, fetch};
     PGresult *res = crm_db_run(&rule_page_stmt, 2, params, err);
-    if (res == NULL)
-        return NULL;
-    int n = PQntuples(res), shown = crm_page_shown(n, limit);
-    json_t *data = json_array();
-    for (int r = 0; r < shown; r++)
-        json_array_append_new(data, rule_from_row(res, r));
-    if (crm_page_has_next(n, limit))
-        *next_after = atoll(PQgetvalue(res, shown - 1, COL_ID));
-    PQclear(res);
-    return json_pack("{s:o}", "data", data);
+    return res != NULL ? crm_page_of_rows(res, limit, rule_from_row, COL_ID, next_after) : NULL;
 }
 
 /* ---- writing -------------------------------------------------------------------- */
