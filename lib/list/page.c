@@ -4,6 +4,7 @@
  */
 #include "list/page.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 void crm_list_add_filters(crm_sqlbuf *s, const crm_list_filter *filters, size_t n,
@@ -46,6 +47,25 @@ json_t *crm_page_of_rows(PGresult *res, int limit, crm_page_row_fn row, int key_
     *next_after = crm_page_has_next(n, limit) ? atoll(PQgetvalue(res, shown - 1, key_col)) : 0;
     PQclear(res);
     return json_pack("{s:o}", "data", data);
+}
+
+json_t *crm_row_by_id(crm_conn *c, crm_stmt *stmt, long long id, crm_page_row_fn row,
+                      const char *not_found, crm_error *err)
+{
+    char idbuf[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", id);
+    const char *params[] = {idbuf};
+    PGresult *res =
+        c != NULL ? crm_db_exec(c, stmt, 1, params, err) : crm_db_run(stmt, 1, params, err);
+    if (res == NULL)
+        return NULL;
+    json_t *doc = NULL;
+    if (PQntuples(res) != 1)
+        crm_error_set(err, CRM_E_NOT_FOUND, "%s", not_found);
+    else if ((doc = row(res, 0)) == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    PQclear(res);
+    return doc;
 }
 
 void crm_page_begin(crm_jbuf *b)

@@ -17,6 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "db.h"
+#include "error.h"
 #include "jbuf.h"
 #include "list/cursor.h"
 #include "list/sqlbuf.h"
@@ -49,6 +51,12 @@ bool crm_page_has_next(int nrows, int limit);
 typedef json_t *(*crm_page_row_fn)(const PGresult *res, int row);
 json_t *crm_page_of_rows(PGresult *res, int limit, crm_page_row_fn row, int key_col,
                          long long *next_after);
+
+/* The one row stmt finds for id (its $1), on c (NULL: a connection of the
+ * pool's), rendered by row; CRM_E_NOT_FOUND with not_found when there is
+ * none. */
+json_t *crm_row_by_id(crm_conn *c, crm_stmt *stmt, long long id, crm_page_row_fn row,
+                      const char *not_found, crm_error *err);
 
 /* Opens {"data": [ ... */
 void crm_page_begin(crm_jbuf *b);

@@ -91,20 +91,8 @@ static json_t *segment_from_row(const PGresult *res, int r)
 
 static json_t *segment_get_on(crm_conn *c, long long id, crm_error *err)
 {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *params[] = {idbuf};
-    PGresult *res = c ? crm_db_exec(c, &segment_get_stmt, 1, params, err)
-                      : crm_db_run(&segment_get_stmt, 1, params, err);
-    if (res == NULL)
-        return NULL;
-    json_t *doc = NULL;
-    if (PQntuples(res) != 1)
-        crm_error_set(err, CRM_E_NOT_FOUND, "no segment with this id");
-    else if ((doc = segment_from_row(res, 0)) == NULL)
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    PQclear(res);
-    return doc;
+    return crm_row_by_id(c, &segment_get_stmt, id, segment_from_row, "no segment with this id",
+                         err);
 }
 
 json_t *crm_segment_get(long long id, crm_error *err)

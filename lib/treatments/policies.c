@@ -76,20 +76,8 @@ static json_t *policy_from_row(const PGresult *res, int r)
 
 static json_t *policy_get_on(crm_conn *c, long long id, crm_error *err)
 {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *params[] = {idbuf};
-    PGresult *res = c ? crm_db_exec(c, &policy_get_stmt, 1, params, err)
-                      : crm_db_run(&policy_get_stmt, 1, params, err);
-    if (res == NULL)
-        return NULL;
-    json_t *doc = NULL;
-    if (PQntuples(res) != 1)
-        crm_error_set(err, CRM_E_NOT_FOUND, "no contact policy with this id");
-    else if ((doc = policy_from_row(res, 0)) == NULL)
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    PQclear(res);
-    return doc;
+    return crm_row_by_id(c, &policy_get_stmt, id, policy_from_row,
+                         "no contact policy with this id", err);
 }
 
 json_t *crm_contact_policy_get(long long id, crm_error *err)

@@ -147,20 +147,8 @@ static json_t *rule_from_row(const PGresult *res, int r)
  * lock: FOR UPDATE (c only). */
 static json_t *rule_read(crm_conn *c, long long id, bool lock, crm_error *err)
 {
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *params[] = {idbuf};
-    PGresult *res = c ? crm_db_exec(c, lock ? &rule_lock_stmt : &rule_get_stmt, 1, params, err)
-                      : crm_db_run(&rule_get_stmt, 1, params, err);
-    if (res == NULL)
-        return NULL;
-    json_t *doc = NULL;
-    if (PQntuples(res) != 1)
-        crm_error_set(err, CRM_E_NOT_FOUND, "no treatment rule with this id");
-    else if ((doc = rule_from_row(res, 0)) == NULL)
-        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    PQclear(res);
-    return doc;
+    return crm_row_by_id(c, c != NULL && lock ? &rule_lock_stmt : &rule_get_stmt, id,
+                         rule_from_row, "no treatment rule with this id", err);
 }
 
 json_t *crm_treatment_rule_get(long long id, crm_error *err)
