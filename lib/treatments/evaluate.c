@@ -13,6 +13,7 @@
 #include "treatments/internal.h"
 #include "clock.h"
 #include "jbuf.h"
+#include "log.h"
 #include "segments.h"
 
 #include <pthread.h>
@@ -137,10 +138,17 @@ static config *config_load(crm_conn *c, long long stamp, crm_error *err)
     int n = ok ? PQntuples(k->res) : 0;
     if (ok && n > 0 && (k->r = calloc((size_t)n, sizeof *k->r)) == NULL)
         ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    /* A stored condition that no longer parses (it did when it was
+     * written: a later version of the language refused it, or the row was
+     * written around the API) leaves its rule out, logged, rather than
+     * failing every customer's treatments. */
     for (int i = 0; ok && i < n; i++) {
-        ok = read_rule(k->res, i, &k->r[i], err);
-        if (ok)
+        crm_error rerr = CRM_ERROR_INIT;
+        if (read_rule(k->res, i, &k->r[k->n], &rerr))
             k->n++;
+        else
+            crm_log(CRM_LOG_WARN, "treatments: %s; the rule is left out", rerr.detail);
+        crm_error_clear(&rerr);
     }
     ok = ok && policy_set_load(c, &k->ps, err);
     if (!ok) {
@@ -207,7 +215,9 @@ static config *config_cached(void)
  *   'v'  the stamp of the rules and policies.
  * Built at the first use. */
 #define NOW_TS "('epoch'::timestamptz + $2::bigint * interval '1 millisecond')"
-static crm_stmt *everything;
+static char everything_sql[16384];
+static crm_stmt everything_stmt = CRM_STMT_RO("treatments_everything", everything_sql);
+static crm_stmt *everything; /* &everything_stmt once built; NULL when it could not be */
 static int everything_width;
 static pthread_once_t everything_once = PTHREAD_ONCE_INIT;
 
@@ -247,9 +257,14 @@ static void build_everything(void)
     add_part(&b, " UNION ALL SELECT 'v', stamp::text", 1);
     static const char stamp[] = " FROM treatment_config WHERE id = 1";
     crm_jbuf_raw(&b, stamp, sizeof stamp - 1);
-    char *sql = crm_jbuf_take(&b, NULL);
-    if (sql != NULL)
-        everything = crm_db_stmt_for_sql(sql, true, false);
+    /* A statement of its own, not one of the dynamic ones: their table is
+     * bounded, and shared with every shape of list and search. */
+    size_t len = 0;
+    char *sql = crm_jbuf_take(&b, &len);
+    if (sql != NULL && len < sizeof everything_sql) {
+        memcpy(everything_sql, sql, len + 1);
+        everything = &everything_stmt;
+    }
     free(sql);
 }
 

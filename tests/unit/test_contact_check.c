@@ -539,6 +539,31 @@ START_TEST(a_request_may_lie_up_to_the_touchpoints_future_tolerance_ahead)
 }
 END_TEST
 
+/* The treatments' one statement (lib/treatments/evaluate.c) is a statement
+ * of its own: not one of the dynamic ones, whose table a long-lived
+ * process fills with the shapes of its lists and searches (when it was,
+ * a crmd that had served many searches answered 500). An unknown customer
+ * is a 404. */
+START_TEST(the_treatments_read_has_a_statement_of_its_own)
+{
+    crm_query q;
+    crm_treatments_call *call = NULL;
+    bool need_worker = false;
+    crm_error err = CRM_ERROR_INIT;
+    ck_assert_msg(crm_treatments_begin(999999999, 1, true, &q, &call, &need_worker, &err), "%s",
+                  err.detail);
+    ck_assert_str_eq(q.stmt->name, "treatments_everything");
+    PGresult *res = crm_db_run_query(&q, &err);
+    ck_assert_msg(res != NULL, "%s", err.detail);
+    json_t *doc = crm_treatments_finish(call, res, &need_worker, &err);
+    ck_assert(doc == NULL && !need_worker);
+    ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
+    crm_error_clear(&err);
+    PQclear(res);
+    crm_treatments_call_free(call);
+}
+END_TEST
+
 Suite *contact_check_suite(void)
 {
     Suite *s = suite_create("contact_check");
@@ -565,6 +590,7 @@ Suite *contact_check_suite(void)
     tcase_add_unchecked_fixture(load, setup_db, teardown_db);
     tcase_add_test(load,
                    one_statement_loads_status_latest_consents_outbound_events_and_local_times);
+    tcase_add_test(load, the_treatments_read_has_a_statement_of_its_own);
     suite_add_tcase(s, load);
     return s;
 }
