@@ -117,7 +117,7 @@ void crm_rule_state_free(crm_rule_state *st);
  * (the caller frees it; NULL when width is below crm_rule_state_union_width
  * or memory ran out) of a UNION ALL whose rows have a kind in column 0 and
  * width text columns after it (NULL where unused), over the customer whose
- * id is the SQL parameter id_param ("$1"):
+ * id is the statement's first parameter ($1):
  *   'c'  the customer: attributes, the fields, the segments, its status
  *        (column crm_rule_state_status_column()), whether it has metrics,
  *        the metrics;
@@ -130,7 +130,7 @@ void crm_rule_state_free(crm_rule_state *st);
  * are ignored); CRM_E_NOT_FOUND without a 'c' row. */
 int crm_rule_state_union_width(void);
 int crm_rule_state_status_column(void);
-char *crm_rule_state_union_sql(int width, const char *id_param);
+char *crm_rule_state_union_sql(int width);
 crm_rule_state *crm_rule_state_read(const PGresult *res, long long customer_id, crm_error *err);
 
 /* The customer id a state was loaded for. */

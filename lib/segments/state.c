@@ -329,13 +329,12 @@ static void part(crm_jbuf *b, const char *sql, int used, int width)
     pad(b, width - used);
 }
 
-char *crm_rule_state_union_sql(int width, const char *id_param)
+char *crm_rule_state_union_sql(int width)
 {
     if (width < crm_rule_state_union_width())
         return NULL;
     crm_jbuf b;
     crm_jbuf_init(&b);
-    char where[256];
     /* The customer and its metrics. */
     part(&b,
          "SELECT 'c'::text, c.attributes::text" RULE_CUSTOMER_FIELDS(
@@ -344,19 +343,17 @@ char *crm_rule_state_union_sql(int width, const char *id_param)
                                " c.status::text, (m.customer_id IS NOT NULL)::text" RULE_METRICS_FIELDS(
                                    TEXT_METRICS_COLUMN),
          C_END - 1, width);
-    snprintf(where, sizeof where, " FROM customers c LEFT JOIN customer_metrics m ON"
-                                  " m.customer_id = c.id WHERE c.id = %s",
-             id_param);
-    crm_jbuf_raw(&b, where, strlen(where));
+    static const char customer[] = " FROM customers c LEFT JOIN customer_metrics m ON"
+                                   " m.customer_id = c.id WHERE c.id = $1::bigint";
+    crm_jbuf_raw(&b, customer, sizeof customer - 1);
     /* The latest consent decision of each channel and purpose. */
     part(&b,
          " UNION ALL SELECT 'k', channel, purpose, status, id::text",
          4, width);
-    snprintf(where, sizeof where,
-             " FROM (SELECT DISTINCT ON (channel, purpose) channel, purpose, status, id"
-             " FROM customer_consents WHERE customer_id = %s",
-             id_param);
-    crm_jbuf_raw(&b, where, strlen(where));
+    static const char consents[] =
+        " FROM (SELECT DISTINCT ON (channel, purpose) channel, purpose, status, id"
+        " FROM customer_consents WHERE customer_id = $1::bigint";
+    crm_jbuf_raw(&b, consents, sizeof consents - 1);
     static const char order[] = " ORDER BY channel, purpose, captured_at DESC, id DESC) k";
     crm_jbuf_raw(&b, order, sizeof order - 1);
     /* Every touchpoint. */
@@ -365,8 +362,8 @@ char *crm_rule_state_union_sql(int width, const char *id_param)
          " items::text, offer_code, direction, purpose,"
          " (extract(epoch FROM occurred_at) * 1000)::bigint::text",
          T_COLUMNS, width);
-    snprintf(where, sizeof where, " FROM touchpoints WHERE customer_id = %s", id_param);
-    crm_jbuf_raw(&b, where, strlen(where));
+    static const char touchpoints[] = " FROM touchpoints WHERE customer_id = $1::bigint";
+    crm_jbuf_raw(&b, touchpoints, sizeof touchpoints - 1);
     return crm_jbuf_take(&b, NULL);
 }
 

@@ -231,7 +231,7 @@ static void add_part(crm_jbuf *b, const char *sql, int used)
 static void build_everything(void)
 {
     everything_width = crm_rule_state_union_width();
-    char *state = crm_rule_state_union_sql(everything_width, "$1::bigint");
+    char *state = crm_rule_state_union_sql(everything_width);
     if (state == NULL)
         return;
     crm_jbuf b;

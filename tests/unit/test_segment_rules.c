@@ -763,7 +763,7 @@ static crm_rule_state **load_states(crm_conn *conn, int *n)
     PGresult *res = unit_sql(db, "SELECT id FROM customers ORDER BY id", 0, NULL);
     *n = PQntuples(res);
     crm_rule_state **states = calloc(2 * (size_t)*n + 1, sizeof *states);
-    char *sql = crm_rule_state_union_sql(crm_rule_state_union_width(), "$1::bigint");
+    char *sql = crm_rule_state_union_sql(crm_rule_state_union_width());
     ck_assert(sql != NULL);
     for (int i = 0; i < *n; i++) {
         crm_error err = CRM_ERROR_INIT;
