@@ -125,7 +125,8 @@ json_t *crm_contact_decide(long long customer_id, const json_t *body, long long 
  * [{"channel", "purpose", "allowed", "reasons"}], "timing"}, in two steps
  * around one statement: crm_treatments_begin fills q (the customer's
  * state and facts and the rules' stamp) and *call; crm_treatments_finish
- * answers from q's result. may_block (a worker) reads the rules and
+ * answers from q's result (JSON text, *len bytes; the caller frees it).
+ * may_block (a worker) reads the rules and
  * policies from the database first; otherwise the process's cached ones
  * are used, and when none is cached yet (begin) or the stamp read with the
  * customer shows they moved (finish), *need_worker asks the caller to start
@@ -135,8 +136,8 @@ json_t *crm_contact_decide(long long customer_id, const json_t *body, long long 
 typedef struct crm_treatments_call crm_treatments_call;
 bool crm_treatments_begin(long long customer_id, int limit, bool may_block, crm_query *q,
                           crm_treatments_call **call, bool *need_worker, crm_error *err);
-json_t *crm_treatments_finish(crm_treatments_call *call, const PGresult *res, bool *need_worker,
-                              crm_error *err);
+char *crm_treatments_finish(crm_treatments_call *call, const PGresult *res, size_t *len,
+                            bool *need_worker, crm_error *err);
 void crm_treatments_call_free(crm_treatments_call *call);
 
 #endif

@@ -17,18 +17,19 @@ static void treatments_done(http_request *req, const PGresult *res, const crm_er
     }
     crm_error ferr = CRM_ERROR_INIT;
     bool need_worker = false;
-    json_t *doc = crm_treatments_finish(call, res, &need_worker, &ferr);
+    size_t len = 0;
+    char *text = crm_treatments_finish(call, res, &len, &need_worker, &ferr);
     crm_treatments_call_free(call);
     http_set_context(req, NULL);
     if (need_worker) {
         http_continue_on_worker(req); /* it starts over there */
         return;
     }
-    if (doc == NULL) {
+    if (text == NULL) {
         handler_reply_error(req, &ferr);
         return;
     }
-    http_reply_json(req, 200, doc);
+    http_reply_json_text(req, 200, text, len);
 }
 
 void handle_customer_treatments(http_request *req)

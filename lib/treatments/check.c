@@ -247,12 +247,16 @@ static bool check_consent(const contact_facts *f, const char *channel, const cha
             continue;
         if (strcmp(cs->status, "granted") == 0)
             return true;
+        if (reasons == NULL)
+            return false;
         add_reason(reasons, json_pack("{s:s, s:s, s:I}", "code", "consent_revoked", "detail",
                                       "the latest consent decision for this channel and "
                                       "purpose revoked it",
                                       "consent_id", (json_int_t)cs->id));
         return false;
     }
+    if (reasons == NULL)
+        return false;
     add_reason(reasons,
                json_pack("{s:s, s:s, s:n}", "code", "no_consent", "detail",
                          "no consent was given for this channel and purpose", "consent_id"));
@@ -264,12 +268,16 @@ bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *c
 {
     bool allowed = true;
     if (!f->exists || !f->active) {
+        if (reasons == NULL)
+            return false;
         add_reason(reasons, json_pack("{s:s, s:s}", "code", "not_active", "detail",
                                       "the customer is not active"));
         allowed = false;
     }
     if (!check_consent(f, channel, purpose, reasons))
         allowed = false;
+    if (!allowed && reasons == NULL)
+        return false;
     for (int i = 0; i < ps->n; i++) {
         const contact_policy *p = &ps->p[i];
         if (!policy_applies(p, channel, purpose, rule_id))
@@ -277,6 +285,8 @@ bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *c
         if (p->max_contacts > 0) {
             int count = cap_count(p, f, now_ms);
             if (count >= p->max_contacts) {
+                if (reasons == NULL)
+                    return false;
                 char detail[300];
                 snprintf(detail, sizeof detail,
                          "policy \"%s\" allows at most %d contacts in %d hours", p->name,
@@ -291,6 +301,8 @@ bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *c
         if (p->quiet_from_min >= 0) {
             int local = f->local_min != NULL ? f->local_min[i] : -1;
             if (in_quiet_hours(p, local)) {
+                if (reasons == NULL)
+                    return false;
                 char from[8], until[8], detail[400];
                 hhmm(p->quiet_from_min, from);
                 hhmm(p->quiet_until_min, until);

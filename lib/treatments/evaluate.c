@@ -32,6 +32,8 @@ typedef struct live_rule {
     const char *channels[CHANNELS_MAX];
     int nchannels;
     crm_rule *cond;
+    char *summary; /* the rule's summary as JSON text (owned) */
+    size_t summary_len;
 } live_rule;
 
 typedef struct config {
@@ -48,8 +50,10 @@ static config *current;
 
 static void config_free(config *k)
 {
-    for (int i = 0; i < k->n; i++)
+    for (int i = 0; i < k->n; i++) {
         crm_rule_free(k->r[i].cond);
+        free(k->r[i].summary);
+    }
     free(k->r);
     policy_set_free(&k->ps);
     PQclear(k->res);
@@ -124,6 +128,8 @@ static bool read_rule(const PGresult *res, int i, live_rule *r, crm_error *err)
     return true;
 }
 
+static char *summary_text(const live_rule *r, size_t *len);
+
 static config *config_load(crm_conn *c, long long stamp, crm_error *err)
 {
     config *k = calloc(1, sizeof *k);
@@ -144,10 +150,14 @@ static config *config_load(crm_conn *c, long long stamp, crm_error *err)
      * failing every customer's treatments. */
     for (int i = 0; ok && i < n; i++) {
         crm_error rerr = CRM_ERROR_INIT;
-        if (read_rule(k->res, i, &k->r[k->n], &rerr))
-            k->n++;
-        else
+        live_rule *r = &k->r[k->n];
+        if (!read_rule(k->res, i, r, &rerr)) {
             crm_log(CRM_LOG_WARN, "treatments: %s; the rule is left out", rerr.detail);
+        } else {
+            k->n++; /* config_free frees what it holds */
+            if ((r->summary = summary_text(r, &r->summary_len)) == NULL)
+                ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        }
         crm_error_clear(&rerr);
     }
     ok = ok && policy_set_load(c, &k->ps, err);
@@ -341,7 +351,58 @@ static bool facts_read(const PGresult *res, const policy_set *ps, long long cust
     return true;
 }
 
-/* ---- arbitration ------------------------------------------------------------ */
+/* ---- the answer ------------------------------------------------------------- */
+
+/* The members of a rule's summary, written into the open object of b. */
+static void summary_members(crm_jbuf *b, const live_rule *r)
+{
+    crm_jbuf_key(b, "id");
+    crm_jbuf_int(b, r->id);
+    crm_jbuf_key(b, "version");
+    crm_jbuf_int(b, r->version);
+    crm_jbuf_key(b, "name");
+    crm_jbuf_cstring(b, r->name);
+    crm_jbuf_key(b, "position");
+    crm_jbuf_int(b, r->position);
+    crm_jbuf_key(b, "offer_code");
+    crm_jbuf_cstring(b, r->offer);
+    crm_jbuf_key(b, "entitlement_code");
+    crm_jbuf_cstring(b, r->entitlement);
+    crm_jbuf_key(b, "action");
+    if (r->action != NULL) {
+        crm_jbuf_begin_object(b);
+        crm_jbuf_key(b, "code");
+        crm_jbuf_cstring(b, r->action);
+        crm_jbuf_key(b, "text");
+        crm_jbuf_cstring(b, r->action_text);
+        crm_jbuf_end_object(b);
+    } else {
+        crm_jbuf_null(b);
+    }
+    crm_jbuf_key(b, "channels");
+    crm_jbuf_begin_array(b);
+    for (int i = 0; i < r->nchannels; i++)
+        crm_jbuf_cstring(b, r->channels[i]);
+    crm_jbuf_end_array(b);
+    crm_jbuf_key(b, "purpose");
+    crm_jbuf_cstring(b, r->purpose);
+    crm_jbuf_key(b, "value");
+    crm_jbuf_real(b, r->value);
+    crm_jbuf_key(b, "priority");
+    crm_jbuf_int(b, r->priority);
+}
+
+/* The rule's summary as JSON text, written once per config (NULL when
+ * memory ran out). */
+static char *summary_text(const live_rule *r, size_t *len)
+{
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_object(&b);
+    summary_members(&b, r);
+    crm_jbuf_end_object(&b);
+    return crm_jbuf_take(&b, len);
+}
 
 typedef struct ranked {
     const live_rule *r;
@@ -359,122 +420,139 @@ static int by_rank(const void *a, const void *b)
     return (x->r->id > y->r->id) - (x->r->id < y->r->id);
 }
 
-static json_t *opt_string(const char *s)
-{
-    return s != NULL ? json_string(s) : json_null();
-}
-
-static json_t *rule_summary(const live_rule *r)
-{
-    json_t *chans = json_array();
-    for (int i = 0; i < r->nchannels; i++)
-        json_array_append_new(chans, json_string(r->channels[i]));
-    json_t *o = json_pack("{s:I, s:i, s:s, s:i, s:o, s:o, s:o, s:o, s:s, s:o}", "id",
-                          (json_int_t)r->id, "version", r->version, "name", r->name, "position",
-                          r->position, "offer_code", opt_string(r->offer), "entitlement_code",
-                          opt_string(r->entitlement), "action",
-                          r->action != NULL ? json_pack("{s:s, s:o}", "code", r->action, "text",
-                                                        opt_string(r->action_text))
-                                            : json_null(),
-                          "channels", chans, "purpose", r->purpose, "value",
-                          json_real(r->value));
-    json_object_set_new(o, "priority", json_integer(r->priority));
-    return o;
-}
-
-/* One channel's verdict for a purpose (and the rule asking, 0: none). */
-static json_t *channel_verdict(const config *k, const contact_facts *f, const char *channel,
-                               const char *purpose, long long rule_id, long long now_ms,
-                               bool *allowed)
+/* One channel's verdict for a purpose, with the reasons of each refusal;
+ * false when memory ran out. */
+static bool write_verdict(crm_jbuf *b, const config *k, const contact_facts *f,
+                          const char *channel, const char *purpose, long long now_ms)
 {
     json_t *reasons = json_array();
-    *allowed = contact_allowed(&k->ps, f, channel, purpose, rule_id, now_ms, reasons);
-    return json_pack("{s:s, s:s, s:b, s:o}", "channel", channel, "purpose", purpose, "allowed",
-                     *allowed, "reasons", reasons);
+    if (reasons == NULL)
+        return false;
+    bool allowed = contact_allowed(&k->ps, f, channel, purpose, 0, now_ms, reasons);
+    crm_jbuf_begin_object(b);
+    crm_jbuf_key(b, "channel");
+    crm_jbuf_cstring(b, channel);
+    crm_jbuf_key(b, "purpose");
+    crm_jbuf_cstring(b, purpose);
+    crm_jbuf_key(b, "allowed");
+    crm_jbuf_bool(b, allowed);
+    crm_jbuf_key(b, "reasons");
+    crm_jbuf_json(b, reasons);
+    crm_jbuf_end_object(b);
+    json_decref(reasons);
+    return true;
 }
 
-/* The action entry of r: its summary, the figures of the arbitration, and
- * the first of its channels it may use now (null: none). */
-static json_t *action_entry(const config *k, const contact_facts *f, const ranked *x,
-                            long long now_ms)
+/* An action: the rule's summary, the figures of the arbitration, and the
+ * first of its channels the rule may use now (null: none). */
+static void write_action(crm_jbuf *b, const config *k, const contact_facts *f, const ranked *x,
+                         long long now_ms)
 {
-    json_t *o = rule_summary(x->r);
-    json_object_set_new(o, "score", json_real(x->score));
-    json_t *use = json_null();
-    for (int i = 0; i < x->r->nchannels; i++) {
-        bool allowed;
-        json_t *v = channel_verdict(k, f, x->r->channels[i], x->r->purpose, x->r->id, now_ms,
-                                    &allowed);
-        json_decref(v);
-        if (allowed) {
-            json_decref(use);
-            use = json_string(x->r->channels[i]);
-            break;
-        }
-    }
-    json_object_set_new(o, "channel", use);
-    return o;
+    const live_rule *r = x->r;
+    const char *use = NULL;
+    for (int i = 0; i < r->nchannels && use == NULL; i++)
+        if (contact_allowed(&k->ps, f, r->channels[i], r->purpose, r->id, now_ms, NULL))
+            use = r->channels[i];
+    crm_jbuf_begin_object(b);
+    summary_members(b, r);
+    crm_jbuf_key(b, "score");
+    crm_jbuf_real(b, x->score);
+    crm_jbuf_key(b, "channel");
+    crm_jbuf_cstring(b, use);
+    crm_jbuf_end_object(b);
 }
 
-static bool seen_pair(json_t *channels, const char *channel, const char *purpose)
+/* The (channel, purpose) pairs already judged: the rules' channels are
+ * consent channels, their purposes consent purposes. */
+#define PAIRS_MAX 64
+
+typedef struct pair {
+    const char *channel, *purpose;
+} pair;
+
+static bool pair_seen(const pair *seen, int n, const char *channel, const char *purpose)
 {
-    size_t i;
-    json_t *v;
-    json_array_foreach(channels, i, v)
-    {
-        if (strcmp(json_string_value(json_object_get(v, "channel")), channel) == 0 &&
-            strcmp(json_string_value(json_object_get(v, "purpose")), purpose) == 0)
+    for (int i = 0; i < n; i++)
+        if (strcmp(seen[i].channel, channel) == 0 && strcmp(seen[i].purpose, purpose) == 0)
             return true;
-    }
     return false;
 }
 
-static json_t *evaluate(const config *k, const crm_rule_state *st, const contact_facts *f,
-                        long long customer_id, int limit, long long now_ms)
+/* Writes the answer's members after "customer_id" into the open object
+ * of b: "evaluated_at", "rules", "entitlements", "next_best_action",
+ * "actions" and "channels". False when memory ran out. */
+static bool evaluate(crm_jbuf *b, const config *k, const crm_rule_state *st,
+                     const contact_facts *f, int limit, long long now_ms)
 {
-    ranked *ranks = k->n > 0 ? malloc(sizeof *ranks * (size_t)k->n) : NULL;
-    if (k->n > 0 && ranks == NULL)
-        return NULL;
-    json_t *rules = json_array(), *entitlements = json_array(), *channels = json_array();
-    int nranked = 0;
-    for (int i = 0; i < k->n; i++) {
+    /* One allocation: the rules that apply, their entitlements, their
+     * ranks. */
+    size_t n = (size_t)(k->n > 0 ? k->n : 1);
+    void *mem = malloc(n * (sizeof(const live_rule *) + sizeof(const char *) + sizeof(ranked)));
+    if (mem == NULL)
+        return false;
+    ranked *ranks = mem;
+    const live_rule **applies = (const live_rule **)(ranks + n);
+    const char **entitled = (const char **)(applies + n);
+    int napplies = 0, nranked = 0, nentitled = 0;
+    crm_jbuf_key(b, "evaluated_at");
+    crm_jbuf_timestamp(b, now_ms);
+    crm_jbuf_key(b, "rules");
+    crm_jbuf_begin_array(b);
+    for (int i = 0; i < k->n && f->active; i++) {
         const live_rule *r = &k->r[i];
         if ((r->from_ms != 0 && now_ms < r->from_ms) || (r->until_ms != 0 && now_ms >= r->until_ms))
             continue;
-        if (!f->active || !crm_rule_eval(r->cond, st, now_ms))
+        if (!crm_rule_eval(r->cond, st, now_ms))
             continue;
-        json_array_append_new(rules, rule_summary(r));
-        if (r->entitlement != NULL) {
-            bool dup = false;
-            size_t j;
-            json_t *v;
-            json_array_foreach(entitlements, j, v) dup = dup || strcmp(json_string_value(v),
-                                                                        r->entitlement) == 0;
-            if (!dup)
-                json_array_append_new(entitlements, json_string(r->entitlement));
-        }
-        for (int c = 0; c < r->nchannels; c++)
-            if (!seen_pair(channels, r->channels[c], r->purpose)) {
-                bool allowed;
-                json_array_append_new(channels, channel_verdict(k, f, r->channels[c], r->purpose,
-                                                                0, now_ms, &allowed));
-            }
+        applies[napplies++] = r;
+        crm_jbuf_raw(b, r->summary, r->summary_len);
         if (r->action != NULL)
             ranks[nranked++] = (ranked){.r = r, .score = (double)r->priority * r->value};
     }
+    crm_jbuf_end_array(b);
+    crm_jbuf_key(b, "entitlements");
+    crm_jbuf_begin_array(b);
+    for (int i = 0; i < napplies; i++) {
+        const char *e = applies[i]->entitlement;
+        bool dup = e == NULL;
+        for (int j = 0; j < nentitled && !dup; j++)
+            dup = strcmp(entitled[j], e) == 0;
+        if (!dup) {
+            entitled[nentitled++] = e;
+            crm_jbuf_cstring(b, e);
+        }
+    }
+    crm_jbuf_end_array(b);
     if (nranked > 1)
         qsort(ranks, (size_t)nranked, sizeof *ranks, by_rank);
-    json_t *actions = json_array();
+    crm_jbuf_key(b, "next_best_action");
+    if (nranked > 0)
+        write_action(b, k, f, &ranks[0], now_ms);
+    else
+        crm_jbuf_null(b);
+    crm_jbuf_key(b, "actions");
+    crm_jbuf_begin_array(b);
     for (int i = 0; i < nranked && i < limit; i++)
-        json_array_append_new(actions, action_entry(k, f, &ranks[i], now_ms));
-    json_t *best = nranked > 0 ? json_incref(json_array_get(actions, 0)) : json_null();
-    free(ranks);
-    char at[40];
-    crm_format_timestamp(now_ms, at);
-    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o, s:o}", "customer_id",
-                     (json_int_t)customer_id, "evaluated_at", at, "rules", rules, "entitlements",
-                     entitlements, "next_best_action", best, "actions", actions, "channels",
-                     channels);
+        write_action(b, k, f, &ranks[i], now_ms);
+    crm_jbuf_end_array(b);
+    crm_jbuf_key(b, "channels");
+    crm_jbuf_begin_array(b);
+    pair seen[PAIRS_MAX];
+    int nseen = 0;
+    bool ok = true;
+    for (int i = 0; i < napplies && ok; i++) {
+        const live_rule *r = applies[i];
+        for (int c = 0; c < r->nchannels && ok; c++) {
+            if (pair_seen(seen, nseen, r->channels[c], r->purpose))
+                continue;
+            if (nseen < PAIRS_MAX)
+                seen[nseen++] = (pair){r->channels[c], r->purpose};
+            ok = write_verdict(b, k, f, r->channels[c], r->purpose, now_ms);
+        }
+    }
+    crm_jbuf_end_array(b);
+    free(mem);
+    return ok;
 }
 
 /* ---- one call: the statement, then the answer ------------------------------------------ */
@@ -547,8 +625,8 @@ bool crm_treatments_begin(long long customer_id, int limit, bool may_block, crm_
     return true;
 }
 
-json_t *crm_treatments_finish(crm_treatments_call *t, const PGresult *res, bool *need_worker,
-                              crm_error *err)
+char *crm_treatments_finish(crm_treatments_call *t, const PGresult *res, size_t *len,
+                            bool *need_worker, crm_error *err)
 {
     *need_worker = false;
     /* The rules or policies moved since the cache was read: a worker reads
@@ -561,17 +639,28 @@ json_t *crm_treatments_finish(crm_treatments_call *t, const PGresult *res, bool 
     crm_rule_state *st = crm_rule_state_read(res, t->customer_id, err);
     contact_facts f = {0};
     bool ok = st != NULL && facts_read(res, &t->k->ps, t->customer_id, t->now_ms, &f, err);
-    json_t *out = NULL;
+    char *out = NULL;
     if (ok) {
         long long t1 = crm_monotonic_us();
-        out = evaluate(t->k, st, &f, t->customer_id, t->limit, t->now_ms);
+        crm_jbuf b;
+        crm_jbuf_init(&b);
+        crm_jbuf_begin_object(&b);
+        crm_jbuf_key(&b, "customer_id");
+        crm_jbuf_int(&b, t->customer_id);
+        ok = evaluate(&b, t->k, st, &f, t->limit, t->now_ms);
         long long t2 = crm_monotonic_us();
+        crm_jbuf_key(&b, "timing");
+        crm_jbuf_begin_object(&b);
+        crm_jbuf_key(&b, "load_us");
+        crm_jbuf_int(&b, t1 - t->started_us);
+        crm_jbuf_key(&b, "evaluate_us");
+        crm_jbuf_int(&b, t2 - t1);
+        crm_jbuf_end_object(&b);
+        crm_jbuf_end_object(&b);
+        out = ok ? crm_jbuf_take(&b, len) : NULL;
+        crm_jbuf_free(&b);
         if (out == NULL)
             crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        else
-            json_object_set_new(out, "timing",
-                                json_pack("{s:I, s:I}", "load_us", (json_int_t)(t1 - t->started_us),
-                                          "evaluate_us", (json_int_t)(t2 - t1)));
     }
     contact_facts_free(&f);
     crm_rule_state_free(st);

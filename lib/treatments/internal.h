@@ -81,7 +81,8 @@ const char *contact_touchpoint_channel(const char *channel);
 
 /* Whether the customer of f may be contacted on channel for purpose (for
  * rule_id; 0: no rule) at now_ms under ps. Appends one reason object per
- * refusal to reasons (see treatments.h). */
+ * refusal to reasons (see treatments.h); with reasons NULL it only tells,
+ * and stops at the first refusal. */
 bool contact_allowed(const policy_set *ps, const contact_facts *f, const char *channel,
                      const char *purpose, long long rule_id, long long now_ms, json_t *reasons);
 

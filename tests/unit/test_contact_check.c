@@ -555,8 +555,9 @@ START_TEST(the_treatments_read_has_a_statement_of_its_own)
     ck_assert_str_eq(q.stmt->name, "treatments_everything");
     PGresult *res = crm_db_run_query(&q, &err);
     ck_assert_msg(res != NULL, "%s", err.detail);
-    json_t *doc = crm_treatments_finish(call, res, &need_worker, &err);
-    ck_assert(doc == NULL && !need_worker);
+    size_t len = 0;
+    char *text = crm_treatments_finish(call, res, &len, &need_worker, &err);
+    ck_assert(text == NULL && !need_worker);
     ck_assert_int_eq(err.code, CRM_E_NOT_FOUND);
     crm_error_clear(&err);
     PQclear(res);
