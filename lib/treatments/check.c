@@ -35,40 +35,53 @@
 #define SINCE_TS "(" NOW_TS " - make_interval(hours => $3::int))"
 
 /* $1 the customer, $2 now in epoch ms, $3 the longest cap's period in
- * hours (0: no cap), $4 the policies' time zones in order ('' for none).
- * One row per fact: (kind, n1, n2, t1, t2, t3):
+ * hours (0: no cap), $4 the policies' time zones in order ('' for none);
+ * for the decision, $5 and $6 the request's source and event_id, $7 its
+ * rule (0: none). One row per fact: (kind, n1, n2, t1, t2, t3):
  *   s: the customer's status in t1
  *   c: a consent decision: id n1, channel t1, purpose t2, status t3
  *   t: an outbound touchpoint: at n1, channel t1, purpose t2
  *   k: an allowed contact of a rule: at n1, rule n2, channel t1, purpose t2
- *   z: the local minute n2 of the time zone of policy n1 (1-based); -1 none */
+ *   z: the local minute n2 of the time zone of policy n1 (1-based); -1 none
+ *   d: the decision stored for the event: id n1, customer n2
+ *   u: the live rule $7: version n1, offer code t1 (t2 'y' when it has one)
+ *   v: treatment_config's stamp n1 (the policies' version) */
 static crm_stmt facts_stmt = CRM_STMT(
     "contact_facts",
     "SELECT 's', 0::bigint, 0::bigint, status, NULL::text, NULL::text FROM customers"
-    " WHERE id = $1::bigint "
-    "UNION ALL SELECT 'c', id, 0, channel, purpose, status FROM ("
-    " SELECT DISTINCT ON (channel, purpose) id, channel, purpose, status FROM customer_consents"
-    " WHERE customer_id = $1::bigint ORDER BY channel, purpose, captured_at DESC, id DESC) d "
-    "UNION ALL SELECT 't', " AT_MS(
+    " WHERE id = $1::bigint"
+    " UNION ALL SELECT 'c', id, 0, channel, purpose, status FROM ("
+    "  SELECT DISTINCT ON (channel, purpose) id, channel, purpose, status FROM customer_consents"
+    "  WHERE customer_id = $1::bigint ORDER BY channel, purpose, captured_at DESC, id DESC) d"
+    " UNION ALL SELECT 't', " AT_MS(
         "t.occurred_at") ", 0, t.channel, t.purpose, NULL"
-                         " FROM touchpoints t WHERE t.customer_id = $1::bigint AND t.direction = "
+                         "  FROM touchpoints t WHERE t.customer_id = $1::bigint AND t.direction = "
                          "'outbound'"
-                         " AND $3::int > 0 AND t.occurred_at > " SINCE_TS " "
-                         "UNION ALL SELECT 'k', " AT_MS(
+                         "  AND $3::int > 0 AND t.occurred_at > " SINCE_TS
+                         " UNION ALL SELECT 'k', " AT_MS(
                              "k.decided_at") ", k.rule_id, t.channel, t.purpose, NULL"
-                                             " FROM contacts k JOIN touchpoints t ON t.id = "
+                                             "  FROM contacts k JOIN touchpoints t ON t.id = "
                                              "k.touchpoint_id"
-                                             " WHERE k.customer_id = $1::bigint AND k.allowed AND "
+                                             "  WHERE k.customer_id = $1::bigint AND k.allowed AND "
                                              "k.rule_id IS NOT NULL"
-                                             " AND $3::int > 0 AND k.decided_at > " SINCE_TS " "
-                                             "UNION ALL SELECT 'z', z.i, CASE WHEN z.tz = '' THEN "
+                                             "  AND $3::int > 0 AND k.decided_at > " SINCE_TS
+                                             " UNION ALL SELECT 'z', z.i, CASE WHEN z.tz = '' THEN "
                                              "-1 ELSE"
-                                             " (extract(hour FROM " NOW_TS
+                                             "  (extract(hour FROM " NOW_TS
                                              " AT TIME ZONE z.tz) * 60"
                                              "  + extract(minute FROM " NOW_TS
                                              " AT TIME ZONE z.tz))::bigint END, NULL, NULL, NULL"
-                                             " FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, "
-                                             "i)");
+                                             "  FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, "
+                                             "i)"
+                                             " UNION ALL SELECT 'd', k.id, k.customer_id, NULL, "
+                                             "NULL, NULL FROM contacts k"
+                                             "  WHERE k.source = $5::text AND k.event_id = $6::text"
+                                             " UNION ALL SELECT 'u', r.version, 0, r.offer_code,"
+                                             "  CASE WHEN r.offer_code IS NULL THEN NULL ELSE 'y' "
+                                             "END, NULL FROM treatment_rules r"
+                                             "  WHERE r.id = $7::bigint AND r.deleted_at IS NULL"
+                                             " UNION ALL SELECT 'v', stamp, 0, NULL, NULL, NULL "
+                                             "FROM treatment_config WHERE id = 1");
 
 static void copy_text(char *dst, size_t size, const char *src)
 {
@@ -101,9 +114,16 @@ char *policy_zones_literal(const policy_set *ps)
 }
 
 bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id, long long now_ms,
-                        contact_facts *f, crm_error *err)
+                        contact_extras *x, contact_facts *f, crm_error *err)
 {
     memset(f, 0, sizeof *f);
+    if (x != NULL) {
+        x->stamp = -1;
+        x->decided_id = x->decided_customer = 0;
+        x->rule_found = x->has_offer = false;
+        x->rule_version = 0;
+        x->offer_code[0] = '\0';
+    }
     f->customer_id = customer_id;
     char *zones = policy_zones_literal(ps);
     if (zones == NULL)
@@ -114,6 +134,9 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
     crm_query_add_int(&q, now_ms);
     crm_query_add_int(&q, ps->max_period_hours);
     crm_query_add(&q, zones);
+    crm_query_add(&q, x != NULL ? x->source : NULL);
+    crm_query_add(&q, x != NULL ? x->event_id : NULL);
+    crm_query_add_int(&q, x != NULL ? x->rule_id : 0);
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     free(zones);
     if (res == NULL)
@@ -156,6 +179,16 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
             copy_text(e->purpose, sizeof e->purpose, t2); /* NULL reads as "" */
         } else if (k == 'z' && n1 >= 1 && n1 <= ps->n) {
             f->local_min[n1 - 1] = (int)n2;
+        } else if (k == 'd' && x != NULL) {
+            x->decided_id = n1;
+            x->decided_customer = n2;
+        } else if (k == 'u' && x != NULL) {
+            x->rule_found = true;
+            x->rule_version = (int)n1;
+            x->has_offer = t2[0] == 'y';
+            copy_text(x->offer_code, sizeof x->offer_code, t1);
+        } else if (k == 'v' && x != NULL) {
+            x->stamp = n1;
         }
     }
     PQclear(res);

@@ -160,20 +160,23 @@ static int stored_decision(crm_conn *c, long long customer_id, const contact_req
 static crm_stmt lock_customer = CRM_STMT(
     "contact_lock_customer", "SELECT status FROM customers WHERE id = $1 FOR NO KEY UPDATE");
 
-static crm_stmt read_rule =
-    CRM_STMT("contact_read_rule", "SELECT version, offer_code FROM treatment_rules"
-                                  " WHERE id = $1 AND deleted_at IS NULL FOR KEY SHARE");
-
-/* The outbound touchpoint of an allowed contact; nothing when its event is
- * stored already (the caller says so). */
-static crm_stmt insert_touchpoint =
-    CRM_STMT("contact_insert_touchpoint",
-             "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
-             " event_id, campaign_id, purpose, offer_code)"
-             " VALUES ($1, $2, $3, 'outbound', coalesce($4::timestamptz,"
-             "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond'), $6, $7, $8, $9, $10)"
-             " ON CONFLICT (source, event_id) DO NOTHING"
-             " RETURNING id, (extract(epoch FROM occurred_at) * 1000000)::bigint");
+/* An allowed contact: its outbound touchpoint and its row of the log, in
+ * one statement; nothing when the event is stored as a touchpoint already
+ * (the caller says so). The touchpoint's occurred_at (epoch us) last. */
+static crm_stmt insert_allowed = CRM_STMT(
+    "contact_insert_allowed",
+    "WITH t AS (INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at,"
+    "  source, event_id, campaign_id, purpose, offer_code)"
+    " VALUES ($1, $2, $3, 'outbound', coalesce($4::timestamptz,"
+    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond'), $6, $7, $8, $9, $10)"
+    " ON CONFLICT (source, event_id) DO NOTHING RETURNING id, occurred_at),"
+    " k AS (INSERT INTO contacts (customer_id, channel, purpose, rule_id, rule_version,"
+    "  campaign_id, source, event_id, decided_at, allowed, reasons, touchpoint_id)"
+    " SELECT $1, $11, $9, $12::bigint, $13::int, $8, $6, $7,"
+    "  'epoch'::timestamptz + $5::bigint * interval '1 millisecond', true, '[]', t.id FROM t"
+    " RETURNING *)"
+    " SELECT " CONTACT_COLUMNS ", (extract(epoch FROM t.occurred_at) * 1000000)::bigint"
+    " FROM k JOIN t ON t.id = k.touchpoint_id");
 
 static crm_stmt insert_decision = CRM_STMT(
     "contact_insert_decision",
@@ -186,10 +189,7 @@ static crm_stmt insert_decision = CRM_STMT(
 typedef struct decision {
     long long customer_id, now_ms;
     const contact_request *r;
-    int rule_version;
-    char offer_code[104];
-    bool has_offer;
-    long long touchpoint_id;
+    contact_extras x; /* read with the facts: the stored decision, the rule, the stamp */
 } decision;
 
 static bool lock_the_customer(crm_conn *c, long long customer_id, crm_error *err)
@@ -205,35 +205,45 @@ static bool lock_the_customer(crm_conn *c, long long customer_id, crm_error *err
     return found || crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
 }
 
-static bool read_the_rule(crm_conn *c, decision *d, crm_error *err)
+/* The facts under the lock, judged by the policies this process keeps
+ * (*k, a reference): the stamp read with them tells whether those are
+ * current; when they are not, the config of that stamp is taken and the
+ * facts read again (its time zones are parameters). */
+static bool read_facts(crm_conn *c, decision *d, treatments_config **k, contact_facts *f,
+                       crm_error *err)
 {
-    if (d->r->rule_id == 0)
-        return true;
-    crm_query q;
-    crm_query_init(&q, &read_rule);
-    crm_query_add_int(&q, d->r->rule_id);
-    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
-    if (res == NULL)
+    d->x = (contact_extras){
+        .source = d->r->source, .event_id = d->r->event_id, .rule_id = d->r->rule_id};
+    *k = treatments_config_cached();
+    if (*k == NULL && (*k = treatments_config_of(c, -1, err)) == NULL)
         return false;
-    bool found = PQntuples(res) == 1;
-    if (found) {
-        d->rule_version = atoi(PQgetvalue(res, 0, 0));
-        d->has_offer = !PQgetisnull(res, 0, 1);
-        snprintf(d->offer_code, sizeof d->offer_code, "%s", PQgetvalue(res, 0, 1));
+    for (int attempt = 0;; attempt++) {
+        if (!contact_facts_load(c, treatments_config_policies(*k), d->customer_id, d->now_ms, &d->x,
+                                f, err))
+            return false;
+        if (d->x.stamp == treatments_config_stamp(*k) || attempt == 1)
+            break;
+        contact_facts_free(f);
+        treatments_config_release(*k);
+        if ((*k = treatments_config_of(c, d->x.stamp, err)) == NULL)
+            return false;
     }
-    PQclear(res);
-    return found || crm_error_set(err, CRM_E_NOT_FOUND, "no treatment rule with this id");
+    if (d->r->rule_id != 0 && !d->x.rule_found)
+        return crm_error_set(err, CRM_E_NOT_FOUND, "no treatment rule with this id");
+    return true;
 }
 
-/* Records the allowed contact's touchpoint and refreshes the segments for
- * it, as a single touchpoint does (touchpoints/batch.c). */
-static bool record_touchpoint(crm_conn *c, decision *d, crm_error *err)
+/* Records the allowed contact (its touchpoint and its row of the log) and
+ * refreshes the segments for the touchpoint, as a single touchpoint does
+ * (touchpoints/batch.c). The stored decision; NULL with err. */
+static json_t *record_allowed(crm_conn *c, const decision *d, bool *stored_allowed, crm_error *err)
 {
     const contact_request *r = d->r;
     const char *type = r->campaign_id ? "campaign_contact" : "contact";
     const char *channel = contact_touchpoint_channel(r->channel);
+    const char *offer = d->x.has_offer ? d->x.offer_code : NULL;
     crm_query q;
-    crm_query_init(&q, &insert_touchpoint);
+    crm_query_init(&q, &insert_allowed);
     crm_query_add_int(&q, d->customer_id);
     crm_query_add(&q, channel);
     crm_query_add(&q, type);
@@ -243,33 +253,53 @@ static bool record_touchpoint(crm_conn *c, decision *d, crm_error *err)
     crm_query_add(&q, r->event_id);
     crm_query_add(&q, r->campaign_id);
     crm_query_add(&q, r->purpose);
-    crm_query_add(&q, d->has_offer ? d->offer_code : NULL);
+    crm_query_add(&q, offer);
+    crm_query_add(&q, r->channel);
+    if (r->rule_id) {
+        crm_query_add_int(&q, r->rule_id);
+        crm_query_add_int(&q, d->x.rule_version);
+    } else {
+        crm_query_add(&q, NULL);
+        crm_query_add(&q, NULL);
+    }
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     if (res == NULL)
-        return false;
+        return NULL;
     if (PQntuples(res) != 1) {
         PQclear(res);
-        return crm_error_set(err, CRM_E_CONFLICT,
-                             "a touchpoint with this source and event_id is stored already");
+        crm_error_set(err, CRM_E_CONFLICT,
+                      "a touchpoint with this source and event_id is stored already");
+        return NULL;
     }
-    d->touchpoint_id = atoll(PQgetvalue(res, 0, 0));
-    long long occurred_us = atoll(PQgetvalue(res, 0, 1));
+    long long touchpoint_id = atoll(PQgetvalue(res, 0, 8));
+    long long occurred_us = atoll(PQgetvalue(res, 0, 13));
+    json_t *doc = contact_from_row(res, 0, stored_allowed);
     PQclear(res);
+    if (doc == NULL) {
+        crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        return NULL;
+    }
     crm_segment_touchpoint t = {.customer_id = d->customer_id,
                                 .facts = {.type = type,
                                           .channel = channel,
                                           .campaign_id = r->campaign_id,
-                                          .offer_code = d->has_offer ? d->offer_code : NULL,
+                                          .offer_code = offer,
                                           .skus = NULL,
                                           .nskus = 0,
                                           .occurred_us = occurred_us}};
     char ref[24];
-    snprintf(ref, sizeof ref, "%lld", d->touchpoint_id);
-    return crm_segments_refresh_touchpoints(c, &t, 1, NULL, 0, "touchpoint", ref, err);
+    snprintf(ref, sizeof ref, "%lld", touchpoint_id);
+    if (!crm_segments_refresh_touchpoints(c, &t, 1, NULL, 0, "touchpoint", ref, err)) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
 }
 
-static json_t *log_decision(crm_conn *c, const decision *d, bool allowed, const json_t *reasons,
-                            bool *stored_allowed, crm_error *err)
+/* Logs a refused contact with its reasons. The stored decision; NULL with
+ * err. */
+static json_t *log_refusal(crm_conn *c, const decision *d, const json_t *reasons,
+                           bool *stored_allowed, crm_error *err)
 {
     char *reasons_text = json_dumps(reasons, JSON_COMPACT);
     if (reasons_text == NULL) {
@@ -284,7 +314,7 @@ static json_t *log_decision(crm_conn *c, const decision *d, bool allowed, const 
     crm_query_add(&q, r->purpose);
     if (r->rule_id) {
         crm_query_add_int(&q, r->rule_id);
-        crm_query_add_int(&q, d->rule_version);
+        crm_query_add_int(&q, d->x.rule_version);
     } else {
         crm_query_add(&q, NULL);
         crm_query_add(&q, NULL);
@@ -293,12 +323,9 @@ static json_t *log_decision(crm_conn *c, const decision *d, bool allowed, const 
     crm_query_add(&q, r->source);
     crm_query_add(&q, r->event_id);
     crm_query_add_int(&q, d->now_ms);
-    crm_query_add(&q, allowed ? "true" : "false");
+    crm_query_add(&q, "false");
     crm_query_add(&q, reasons_text);
-    if (allowed)
-        crm_query_add_int(&q, d->touchpoint_id);
-    else
-        crm_query_add(&q, NULL);
+    crm_query_add(&q, NULL);
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     free(reasons_text);
     if (res == NULL)
@@ -310,32 +337,36 @@ static json_t *log_decision(crm_conn *c, const decision *d, bool allowed, const 
     return doc;
 }
 
-/* One attempt in one transaction on c. */
+/* One attempt in one transaction on c: the lock, the facts (with the
+ * stored decision, the rule and the stamp), then the decision's one
+ * insert (and the segments' refresh for an allowed contact's touchpoint). */
 static json_t *decide_on(crm_conn *c, long long customer_id, const contact_request *r,
                          bool *allowed, bool *replayed, bool *raced, crm_error *err)
 {
     if (!crm_db_begin(c, err))
         return NULL;
     json_t *doc = NULL, *reasons = NULL;
-    policy_set ps = {0};
+    treatments_config *k = NULL;
     contact_facts f = {0};
     decision d = {.customer_id = customer_id, .r = r};
     bool ok = lock_the_customer(c, customer_id, err);
-    int found = ok ? stored_decision(c, customer_id, r, &doc, allowed, err) : -1;
-    if (found == 1) {
-        *replayed = true;
-        ok = true;
-    } else if (found == 0) {
-        d.now_ms = crm_wall_ms(); /* after the lock: decisions in the order they lock */
-        ok = read_the_rule(c, &d, err) && policy_set_load(c, &ps, err) &&
-             contact_facts_load(c, &ps, customer_id, d.now_ms, &f, err);
-        reasons = ok ? json_array() : NULL;
-        bool yes =
-            ok && contact_allowed(&ps, &f, r->channel, r->purpose, r->rule_id, d.now_ms, reasons);
-        ok = ok && (!yes || record_touchpoint(c, &d, err));
-        ok = ok && (doc = log_decision(c, &d, yes, reasons, allowed, err)) != NULL;
-    } else {
-        ok = false;
+    d.now_ms = crm_wall_ms(); /* after the lock: decisions in the order they lock */
+    ok = ok && read_facts(c, &d, &k, &f, err);
+    if (ok && d.x.decided_id != 0) {
+        int found = stored_decision(c, customer_id, r, &doc, allowed, err);
+        *replayed = found == 1;
+        ok = found == 1;
+        if (found == 0) /* it was there a moment ago, in this transaction */
+            crm_error_set(err, CRM_E_INTERNAL, "the stored decision could not be read");
+    } else if (ok) {
+        reasons = json_array();
+        ok = reasons != NULL || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+        bool yes = ok && contact_allowed(treatments_config_policies(k), &f, r->channel, r->purpose,
+                                         r->rule_id, d.now_ms, reasons);
+        if (ok)
+            doc = yes ? record_allowed(c, &d, allowed, err)
+                      : log_refusal(c, &d, reasons, allowed, err);
+        ok = ok && doc != NULL;
     }
     if (ok && !crm_db_commit(c, err))
         ok = false;
@@ -347,7 +378,7 @@ static json_t *decide_on(crm_conn *c, long long customer_id, const contact_reque
     }
     json_decref(reasons);
     contact_facts_free(&f);
-    policy_set_free(&ps);
+    treatments_config_release(k);
     return doc;
 }
 

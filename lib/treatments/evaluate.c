@@ -36,7 +36,7 @@ typedef struct live_rule {
     size_t summary_len;
 } live_rule;
 
-typedef struct config {
+typedef struct treatments_config {
     long long stamp;
     live_rule *r;
     int n;
@@ -112,8 +112,8 @@ static bool read_rule(const PGresult *res, int i, live_rule *r, crm_error *err)
     json_array_foreach(chans, k, v)
     {
         /* The stored array holds consent channels (a check of the table). */
-        static const char *const known[CHANNELS_MAX] = {"email", "sms",   "phone", "mail",
-                                                        "push",  "web",   "in_app"};
+        static const char *const known[CHANNELS_MAX] = {"email", "sms", "phone", "mail",
+                                                        "push",  "web", "in_app"};
         for (int c = 0; c < CHANNELS_MAX && r->nchannels < CHANNELS_MAX; c++)
             if (json_is_string(v) && strcmp(json_string_value(v), known[c]) == 0)
                 r->channels[r->nchannels++] = known[c];
@@ -123,8 +123,8 @@ static bool read_rule(const PGresult *res, int i, live_rule *r, crm_error *err)
     r->cond = cond != NULL ? crm_rule_parse(cond, err) : NULL;
     json_decref(cond);
     if (r->cond == NULL)
-        return crm_error_set(err, CRM_E_INTERNAL, "treatment rule %lld: its condition no longer parses",
-                             r->id);
+        return crm_error_set(err, CRM_E_INTERNAL,
+                             "treatment rule %lld: its condition no longer parses", r->id);
     return true;
 }
 
@@ -213,6 +213,31 @@ static config *config_cached(void)
         k->refs++;
     pthread_mutex_unlock(&config_mu);
     return k;
+}
+
+treatments_config *treatments_config_of(crm_conn *c, long long stamp, crm_error *err)
+{
+    return config_take(c, stamp, err);
+}
+
+treatments_config *treatments_config_cached(void)
+{
+    return config_cached();
+}
+
+void treatments_config_release(treatments_config *k)
+{
+    config_release(k);
+}
+
+long long treatments_config_stamp(const treatments_config *k)
+{
+    return k->stamp;
+}
+
+const policy_set *treatments_config_policies(const treatments_config *k)
+{
+    return &k->ps;
 }
 
 /* ---- everything the evaluation reads, in one statement ---------------------------------- */
@@ -422,8 +447,8 @@ static int by_rank(const void *a, const void *b)
 
 /* One channel's verdict for a purpose, with the reasons of each refusal;
  * false when memory ran out. */
-static bool write_verdict(crm_jbuf *b, const config *k, const contact_facts *f,
-                          const char *channel, const char *purpose, long long now_ms)
+static bool write_verdict(crm_jbuf *b, const config *k, const contact_facts *f, const char *channel,
+                          const char *purpose, long long now_ms)
 {
     json_t *reasons = json_array();
     if (reasons == NULL)
@@ -481,8 +506,8 @@ static bool pair_seen(const pair *seen, int n, const char *channel, const char *
 /* Writes the answer's members after "customer_id" into the open object
  * of b: "evaluated_at", "rules", "entitlements", "next_best_action",
  * "actions" and "channels". False when memory ran out. */
-static bool evaluate(crm_jbuf *b, const config *k, const crm_rule_state *st,
-                     const contact_facts *f, int limit, long long now_ms)
+static bool evaluate(crm_jbuf *b, const config *k, const crm_rule_state *st, const contact_facts *f,
+                     int limit, long long now_ms)
 {
     /* One allocation: the rules that apply, their entitlements, their
      * ranks. */

@@ -20,8 +20,8 @@
 typedef struct contact_policy {
     long long id;
     char name[201];
-    char channel[16]; /* "" : every channel */
-    char purpose[16]; /* "" : every purpose */
+    char channel[16];  /* "" : every channel */
+    char purpose[16];  /* "" : every purpose */
     long long rule_id; /* 0: every contact */
     int max_contacts;  /* 0: no cap */
     int period_hours;
@@ -47,9 +47,9 @@ typedef struct contact_consent {
 
 typedef struct contact_event {
     long long at_ms;
-    char channel[16];   /* touchpoints.channel */
-    char purpose[16];   /* "" when the touchpoint has none */
-    long long rule_id;  /* an allowed contact of the log; 0 for a touchpoint */
+    char channel[16];  /* touchpoints.channel */
+    char purpose[16];  /* "" when the touchpoint has none */
+    long long rule_id; /* an allowed contact of the log; 0 for a touchpoint */
 } contact_event;
 
 typedef struct contact_facts {
@@ -57,7 +57,8 @@ typedef struct contact_facts {
     bool exists, active;
     contact_consent *consents; /* the latest decision per (channel, purpose) */
     int nconsents;
-    contact_event *events; /* outbound touchpoints and allowed rule contacts in the longest period */
+    contact_event
+        *events; /* outbound touchpoints and allowed rule contacts in the longest period */
     int nevents;
     /* The local time now (minutes after midnight) of each policy's time
      * zone, by policy index; -1 when the time zone is unknown. */
@@ -69,10 +70,38 @@ typedef struct contact_facts {
  * NULL when memory ran out). */
 char *policy_zones_literal(const policy_set *ps);
 
+/* What the decision reads beside the facts, in the same statement. */
+typedef struct contact_extras {
+    const char *source, *event_id; /* in: the request's event */
+    long long rule_id;             /* in: its rule (0: none) */
+    long long stamp;               /* out: treatment_config's stamp (-1: none) */
+    long long decided_id;          /* out: the decision stored for the event (0: none) */
+    long long decided_customer;    /*      and its customer */
+    bool rule_found;               /* out: rule_id names a live rule */
+    int rule_version;
+    bool has_offer;
+    char offer_code[104];
+} contact_extras;
+
 /* Loads the facts of customer_id for the policies of ps at now_ms, in one
- * statement on c (inside the caller's transaction when it has one). */
-bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id,
-                        long long now_ms, contact_facts *f, crm_error *err);
+ * statement on c (inside the caller's transaction when it has one), and
+ * with x (may be NULL) what the decision reads beside them. */
+bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id, long long now_ms,
+                        contact_extras *x, contact_facts *f, crm_error *err);
+
+/* The live rules and policies as this process keeps them
+ * (treatments/evaluate.c), one config per treatment_config.stamp, reference
+ * counted: treatments_config_of gives the config of stamp (read first when
+ * stamp is -1), loading it on c when the kept one is of another stamp;
+ * NULL with err when it could not. Release each with
+ * treatments_config_release. */
+typedef struct treatments_config treatments_config;
+treatments_config *treatments_config_of(crm_conn *c, long long stamp, crm_error *err);
+/* The kept config whatever its stamp, or NULL when none is kept yet. */
+treatments_config *treatments_config_cached(void);
+void treatments_config_release(treatments_config *k);
+long long treatments_config_stamp(const treatments_config *k);
+const policy_set *treatments_config_policies(const treatments_config *k);
 void contact_facts_free(contact_facts *f);
 
 /* The touchpoint channel a consent channel's contacts are recorded on

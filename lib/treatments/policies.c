@@ -76,8 +76,8 @@ static json_t *policy_from_row(const PGresult *res, int r)
 
 static json_t *policy_get_on(crm_conn *c, long long id, crm_error *err)
 {
-    return crm_row_by_id(c, &policy_get_stmt, id, policy_from_row,
-                         "no contact policy with this id", err);
+    return crm_row_by_id(c, &policy_get_stmt, id, policy_from_row, "no contact policy with this id",
+                         err);
 }
 
 json_t *crm_contact_policy_get(long long id, crm_error *err)

@@ -147,8 +147,8 @@ static json_t *rule_from_row(const PGresult *res, int r)
  * lock: FOR UPDATE (c only). */
 static json_t *rule_read(crm_conn *c, long long id, bool lock, crm_error *err)
 {
-    return crm_row_by_id(c, c != NULL && lock ? &rule_lock_stmt : &rule_get_stmt, id,
-                         rule_from_row, "no treatment rule with this id", err);
+    return crm_row_by_id(c, c != NULL && lock ? &rule_lock_stmt : &rule_get_stmt, id, rule_from_row,
+                         "no treatment rule with this id", err);
 }
 
 json_t *crm_treatment_rule_get(long long id, crm_error *err)

@@ -446,7 +446,7 @@ START_TEST(one_statement_loads_status_latest_consents_outbound_events_and_local_
     crm_error err = CRM_ERROR_INIT;
     crm_conn *conn = crm_db_acquire(&err);
     ck_assert_ptr_nonnull(conn);
-    ck_assert_msg(contact_facts_load(conn, &set, c, now, &lf, &err), "%s", err.detail);
+    ck_assert_msg(contact_facts_load(conn, &set, c, now, NULL, &lf, &err), "%s", err.detail);
     ck_assert(lf.exists && lf.active);
     ck_assert_int_eq(lf.nconsents, 2); /* the latest per (channel, purpose) */
     for (int i = 0; i < lf.nconsents; i++)
@@ -479,8 +479,38 @@ START_TEST(one_statement_loads_status_latest_consents_outbound_events_and_local_
     ck_assert_int_eq(lf.local_min[2], (utc + 330) % 1440);
     contact_facts_free(&lf);
 
+    /* what the decision reads beside: the decision stored for the event,
+     * the live rule and the stamp */
+    char rule_text[24];
+    snprintf(rule_text, sizeof rule_text, "%lld", rule);
+    contact_extras x = {.source = src, .event_id = "e", .rule_id = rule};
+    ck_assert_msg(contact_facts_load(conn, &set, c, now, &x, &lf, &err), "%s", err.detail);
+    ck_assert(x.decided_id > 0);
+    ck_assert_int_eq(x.decided_customer, c);
+    ck_assert(x.rule_found && !x.has_offer);
+    ck_assert_int_eq(x.rule_version, 1);
+    ck_assert_int_eq(x.stamp, unit_sql_long(direct, "SELECT stamp FROM treatment_config", 0, NULL));
+    contact_facts_free(&lf);
+    unit_sql_long(
+        direct,
+        "UPDATE treatment_rules SET offer_code = 'OFF-9', version = 2 WHERE id = $1 RETURNING id",
+        1, (const char *[]){rule_text});
+    x = (contact_extras){.source = src, .event_id = "e", .rule_id = rule};
+    ck_assert(contact_facts_load(conn, &set, c, now, &x, &lf, &err));
+    ck_assert(x.rule_found && x.has_offer);
+    ck_assert_str_eq(x.offer_code, "OFF-9");
+    ck_assert_int_eq(x.rule_version, 2);
+    contact_facts_free(&lf);
+    unit_sql_long(direct,
+                  "UPDATE treatment_rules SET deleted_at = now() WHERE id = $1 RETURNING id", 1,
+                  (const char *[]){rule_text});
+    x = (contact_extras){.source = src, .event_id = "another", .rule_id = rule};
+    ck_assert(contact_facts_load(conn, &set, c, now, &x, &lf, &err));
+    ck_assert(x.decided_id == 0 && !x.rule_found); /* no such event; a deleted rule */
+    contact_facts_free(&lf);
+
     /* an unknown customer: no status row */
-    ck_assert(contact_facts_load(conn, &set, 999999999999LL, now, &lf, &err));
+    ck_assert(contact_facts_load(conn, &set, 999999999999LL, now, NULL, &lf, &err));
     ck_assert(!lf.exists && !lf.active);
     ck_assert_int_eq(lf.nconsents + lf.nevents, 0);
     contact_facts_free(&lf);
