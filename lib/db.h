@@ -49,6 +49,10 @@ typedef struct crm_stmt {
     {                                                                                              \
         .name = (n), .sql = (s), .read_only = true, .page = true                                   \
     }
+/* A read-only statement of one answer that costs a backend as much as a
+ * page does (several tables, hundreds of µs): the database loop spreads
+ * it over its connections as it does pages (lib/dbloop.c). */
+#define CRM_STMT_HEAVY(n, s) CRM_STMT_PAGE(n, s)
 
 /* The statement for SQL assembled at run time, created the first time its
  * text is seen and kept (the pool owns it) so that every connection prepares

@@ -248,10 +248,12 @@ const policy_set *treatments_config_policies(const treatments_config *k)
  *        channel and purpose of its touchpoint;
  *   'z'  the local minute now of policy i's time zone ($4, in order);
  *   'v'  the stamp of the rules and policies.
- * Built at the first use. */
+ * Built at the first use. The parameters first appear in the text in
+ * order: bench/pgbench/customer_treatments.sql holds this text, with
+ * pgbench's variables numbered as they first appear. */
 #define NOW_TS "('epoch'::timestamptz + $2::bigint * interval '1 millisecond')"
 static char everything_sql[16384];
-static crm_stmt everything_stmt = CRM_STMT_RO("treatments_everything", everything_sql);
+static crm_stmt everything_stmt = CRM_STMT_HEAVY("treatments_everything", everything_sql);
 static crm_stmt *everything; /* &everything_stmt once built; NULL when it could not be */
 static int everything_width;
 static pthread_once_t everything_once = PTHREAD_ONCE_INIT;
@@ -280,7 +282,7 @@ static void build_everything(void)
     static const char contacts[] =
         " FROM contacts k JOIN touchpoints t ON t.id = k.touchpoint_id"
         " WHERE k.customer_id = $1::bigint AND k.allowed AND k.rule_id IS NOT NULL"
-        " AND $3::int > 0 AND k.decided_at > " NOW_TS " - make_interval(hours => $3::int)";
+        " AND k.decided_at > " NOW_TS " - make_interval(hours => $3::int) AND $3::int > 0";
     crm_jbuf_raw(&b, contacts, sizeof contacts - 1);
     add_part(&b,
              " UNION ALL SELECT 'z', z.i::text, CASE WHEN z.tz = '' THEN '-1' ELSE"
