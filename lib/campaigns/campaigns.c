@@ -17,18 +17,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define CAMPAIGN_TIMES                                                                             \
-    CRM_SQL_TS("c.starts_at") ", " CRM_SQL_TS("c.ends_at")
+#define CAMPAIGN_TIMES CRM_SQL_TS("c.starts_at") ", " CRM_SQL_TS("c.ends_at")
 
-#define CAMPAIGN_STAMPS                                                                            \
-    "c.version, " CRM_SQL_TS("c.created_at") ", " CRM_SQL_TS("c.updated_at")
+#define CAMPAIGN_STAMPS "c.version, " CRM_SQL_TS("c.created_at") ", " CRM_SQL_TS("c.updated_at")
 
 #define CAMPAIGN_COLUMNS                                                                           \
     "c.id, c.code, c.name, c.objective, c.audience_segment_id, c.audience_rule_id,"                \
     " array_to_json(c.channels)::text, c.purpose, c.offer_code, " CAMPAIGN_TIMES                   \
     ", c.control_share::text, c.cost_per_contact::text, c.fixed_cost::text, c.currency,"           \
-    " array_to_json(c.response_types)::text, c.attribution_days, c.status, c.salt::text, "         \
-    CAMPAIGN_STAMPS
+    " array_to_json(c.response_types)::text, c.attribution_days, c.status, "                       \
+    "c.salt::text, " CAMPAIGN_STAMPS
 
 enum {
     COL_ID,
@@ -134,21 +132,20 @@ static json_t *campaign_from_row(const PGresult *res, int r)
 {
     json_t *doc = json_pack(
         "{s:I, s:s, s:s, s:o, s:{s:o, s:o}, s:o, s:s, s:o, s:o, s:o, s:o, s:s, s:s, s:o}", "id",
-        (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "code", PQgetvalue(res, r, COL_CODE),
-        "name", PQgetvalue(res, r, COL_NAME), "objective", text_or_null(res, r, COL_OBJECTIVE),
-        "audience", "segment_id", id_or_null(res, r, COL_SEGMENT), "rule_id",
-        id_or_null(res, r, COL_RULE), "channels", stored_json(res, r, COL_CHANNELS), "purpose",
-        PQgetvalue(res, r, COL_PURPOSE), "offer_code", text_or_null(res, r, COL_OFFER),
-        "starts_at", text_or_null(res, r, COL_STARTS), "ends_at", text_or_null(res, r, COL_ENDS),
+        (json_int_t)atoll(PQgetvalue(res, r, COL_ID)), "code", PQgetvalue(res, r, COL_CODE), "name",
+        PQgetvalue(res, r, COL_NAME), "objective", text_or_null(res, r, COL_OBJECTIVE), "audience",
+        "segment_id", id_or_null(res, r, COL_SEGMENT), "rule_id", id_or_null(res, r, COL_RULE),
+        "channels", stored_json(res, r, COL_CHANNELS), "purpose", PQgetvalue(res, r, COL_PURPOSE),
+        "offer_code", text_or_null(res, r, COL_OFFER), "starts_at",
+        text_or_null(res, r, COL_STARTS), "ends_at", text_or_null(res, r, COL_ENDS),
         "control_share", stored_json(res, r, COL_CONTROL), "cost_per_contact",
         PQgetvalue(res, r, COL_PER_CONTACT), "fixed_cost", PQgetvalue(res, r, COL_FIXED),
         "currency", text_or_null(res, r, COL_CURRENCY));
     if (doc == NULL)
         return NULL;
     json_t *rest = json_pack(
-        "{s:o, s:I, s:s, s:s, s:I, s:s, s:s}", "response_types",
-        stored_json(res, r, COL_RESPONSES), "attribution_days",
-        (json_int_t)atoll(PQgetvalue(res, r, COL_ATTRIBUTION)), "status",
+        "{s:o, s:I, s:s, s:s, s:I, s:s, s:s}", "response_types", stored_json(res, r, COL_RESPONSES),
+        "attribution_days", (json_int_t)atoll(PQgetvalue(res, r, COL_ATTRIBUTION)), "status",
         PQgetvalue(res, r, COL_STATUS), "salt", PQgetvalue(res, r, COL_SALT), "version",
         (json_int_t)atoll(PQgetvalue(res, r, COL_VERSION)), "created_at",
         PQgetvalue(res, r, COL_CREATED), "updated_at", PQgetvalue(res, r, COL_UPDATED));
@@ -189,8 +186,7 @@ json_t *crm_campaigns_list(const char *status, long long after, int limit, long 
     snprintf(fetch, sizeof fetch, "%d", crm_page_fetch(limit));
     const char *params[] = {afterbuf, status, fetch};
     PGresult *res = crm_db_run(&campaign_page_stmt, 3, params, err);
-    return res != NULL ? crm_page_of_rows(res, limit, campaign_from_row, COL_ID, next_after)
-                       : NULL;
+    return res != NULL ? crm_page_of_rows(res, limit, campaign_from_row, COL_ID, next_after) : NULL;
 }
 
 /* ---- writing -------------------------------------------------------------------- */
@@ -259,8 +255,8 @@ static void free_bufs(def_params *p)
 /* The definition of a representation: what a patch merges into. */
 static json_t *definition_of(const json_t *doc)
 {
-    static const char *const not_definition[] = {"id",   "status",     "salt",
-                                                 "version", "created_at", "updated_at", NULL};
+    static const char *const not_definition[] = {"id",         "status",     "salt", "version",
+                                                 "created_at", "updated_at", NULL};
     json_t *def = json_deep_copy(doc);
     for (int i = 0; not_definition[i] != NULL; i++)
         json_object_del(def, not_definition[i]);
@@ -304,8 +300,7 @@ static void code_conflict(crm_error *err)
 }
 
 /* The audience's segment or rule exists and is not deleted. */
-static bool audience_live(crm_conn *c, const campaign_def *d, const def_params *p,
-                          crm_error *err)
+static bool audience_live(crm_conn *c, const campaign_def *d, const def_params *p, crm_error *err)
 {
     const char *params[] = {p->v[4], p->v[5]};
     PGresult *res = crm_db_exec(c, &audience_stmt, 2, params, err);
@@ -340,7 +335,8 @@ static json_t *finish(crm_conn *c, json_t *doc, crm_error *err)
 json_t *crm_campaign_create(const json_t *body, long long api_key_id, crm_error *err)
 {
     /* status may be given, as the only one a campaign starts in */
-    json_t *def_body = json_is_object(body) ? json_copy((json_t *)body) : json_incref((json_t *)body);
+    json_t *def_body =
+        json_is_object(body) ? json_copy((json_t *)body) : json_incref((json_t *)body);
     json_t *status = json_object_get(def_body, "status");
     if (status != NULL) {
         const char *s = json_string_value(status);
@@ -515,8 +511,7 @@ static bool check_patch(crm_conn *c, const json_t *cur, const json_t *patch, con
         ok = crm_error_set(err, CRM_E_CONFLICT,
                            "a %s campaign cannot move to %s%s; see allowed_transitions", status,
                            target,
-                           strcmp(target, "running") == 0 ? " (only its execution starts it)"
-                                                          : "");
+                           strcmp(target, "running") == 0 ? " (only its execution starts it)" : "");
     } else if (moves && strcmp(target, "scheduled") == 0) {
         ok = schedulable(next, err);
     } else if (!moves && strcmp(status, "scheduled") == 0 &&
@@ -526,8 +521,8 @@ static bool check_patch(crm_conn *c, const json_t *cur, const json_t *patch, con
     }
     if (ok && !bind_def(next, p))
         ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    if (ok && !json_equal(json_object_get(now.doc, "audience"),
-                          json_object_get(next->doc, "audience")))
+    if (ok &&
+        !json_equal(json_object_get(now.doc, "audience"), json_object_get(next->doc, "audience")))
         ok = audience_live(c, next, p, err);
     campaign_def_free(&now);
     return ok;
@@ -625,12 +620,12 @@ json_t *crm_campaign_versions(long long id, long long after, int limit, long lon
     int n = PQntuples(res), shown = crm_page_shown(n, limit);
     json_t *data = json_array();
     for (int r = 0; r < shown; r++)
-        json_array_append_new(
-            data, json_pack("{s:I, s:s, s:s, s:o, s:o}", "version",
-                            (json_int_t)atoll(PQgetvalue(res, r, 0)), "status",
-                            PQgetvalue(res, r, 2), "changed_at", PQgetvalue(res, r, 3),
-                            "api_key_id", id_or_null(res, r, 4), "definition",
-                            stored_json(res, r, 1)));
+        json_array_append_new(data,
+                              json_pack("{s:I, s:s, s:s, s:o, s:o}", "version",
+                                        (json_int_t)atoll(PQgetvalue(res, r, 0)), "status",
+                                        PQgetvalue(res, r, 2), "changed_at", PQgetvalue(res, r, 3),
+                                        "api_key_id", id_or_null(res, r, 4), "definition",
+                                        stored_json(res, r, 1)));
     if (crm_page_has_next(n, limit))
         *next_after = atoll(PQgetvalue(res, shown - 1, 0));
     PQclear(res);

@@ -16,14 +16,14 @@
 #include <string.h>
 
 static const char *const top_members[] = {
-    "code",       "name",          "objective",        "audience",   "channels",
-    "purpose",    "offer_code",    "starts_at",        "ends_at",    "control_share",
-    "cost_per_contact", "fixed_cost", "currency",     "response_types", "attribution_days",
-    NULL};
+    "code",     "name",           "objective",        "audience",
+    "channels", "purpose",        "offer_code",       "starts_at",
+    "ends_at",  "control_share",  "cost_per_contact", "fixed_cost",
+    "currency", "response_types", "attribution_days", NULL};
 static const char *const audience_members[] = {"segment_id", "rule_id", NULL};
 
-const char *const campaign_statuses[] = {"draft", "scheduled", "running", "completed",
-                                         "cancelled", NULL};
+const char *const campaign_statuses[] = {"draft",     "scheduled", "running",
+                                         "completed", "cancelled", NULL};
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -150,8 +150,7 @@ static json_t *check_audience(const json_t *a, crm_error *err)
             bad = true;
         }
         if (rule != NULL && (!json_is_integer(rule) || json_integer_value(rule) < 1)) {
-            crm_error_add_field(err, "/audience/rule_id",
-                                "must be null or a treatment rule's id");
+            crm_error_add_field(err, "/audience/rule_id", "must be null or a treatment rule's id");
             rule = NULL;
             bad = true;
         }
@@ -307,8 +306,8 @@ bool campaign_def_check(const json_t *body, campaign_def *d, crm_error *err)
         "starts_at", starts, "ends_at", ends, "control_share", check_control_share(body, err),
         "cost_per_contact", per_contact, "fixed_cost", fixed, "currency",
         json_is_null(currency) ? NULL : currency, "response_types",
-        distinct_list(body, "response_types", 1, CAMPAIGN_RESPONSE_TYPES_MAX,
-                      crm_touchpoint_types, "touchpoint types", err),
+        distinct_list(body, "response_types", 1, CAMPAIGN_RESPONSE_TYPES_MAX, crm_touchpoint_types,
+                      "touchpoint types", err),
         "attribution_days", check_attribution_days(body, err));
     if (d->doc == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
@@ -363,9 +362,8 @@ json_t *campaign_allowed_transitions(const char *from)
 const char *const *campaign_locked_members(const char *status)
 {
     /* code too: it is what the touchpoints of a running campaign carry */
-    static const char *const running[] = {"code",       "audience",      "channels",
-                                          "purpose",    "control_share", "offer_code",
-                                          "starts_at",  NULL};
+    static const char *const running[] = {"code",          "audience",   "channels",  "purpose",
+                                          "control_share", "offer_code", "starts_at", NULL};
     static const char *const final[] = {"code",
                                         "audience",
                                         "channels",
