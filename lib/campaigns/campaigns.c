@@ -449,18 +449,20 @@ static bool locked_unchanged(const char *status, const json_t *now, const json_t
     return crm_error_set(err, CRM_E_CONFLICT, "a %s campaign's %s cannot change", status, names);
 }
 
-/* What scheduling asks of the window: both ends, the start in the future. */
-static bool schedulable(const campaign_def *d, crm_error *err)
+/* What a scheduled or running campaign asks of its window: both ends,
+ * and, when it is being scheduled or its start moves, the start in the
+ * future. */
+static bool window_fits(const campaign_def *d, bool future_start, crm_error *err)
 {
     if (d->starts[0] == '\0')
-        crm_error_add_field(err, "/starts_at", "is required to schedule the campaign");
-    else if (d->starts_ms <= crm_wall_ms())
+        crm_error_add_field(err, "/starts_at", "is required once the campaign is scheduled");
+    else if (future_start && d->starts_ms <= crm_wall_ms())
         crm_error_add_field(err, "/starts_at", "must be in the future to schedule the campaign");
     if (d->ends[0] == '\0')
-        crm_error_add_field(err, "/ends_at", "is required to schedule the campaign");
+        crm_error_add_field(err, "/ends_at", "is required once the campaign is scheduled");
     if (err->errors == NULL)
         return true;
-    return crm_error_set(err, CRM_E_INVALID, "the campaign cannot be scheduled");
+    return crm_error_set(err, CRM_E_INVALID, "the campaign's window does not fit its status");
 }
 
 /* The status the patch asks for (NULL: none), checked. */
@@ -504,6 +506,9 @@ static bool check_patch(crm_conn *c, const json_t *cur, const json_t *patch, con
         return crm_error_set(err, CRM_E_INTERNAL, "a stored campaign does not check");
     }
     bool moves = target != NULL && strcmp(target, status) != 0;
+    const char *after = moves ? target : status;
+    bool windowed = strcmp(after, "scheduled") == 0 || strcmp(after, "running") == 0;
+    bool start_moves = !same_member("starts_at", now.doc, next->doc);
     if (!locked_unchanged(status, now.doc, next->doc, err)) {
         ok = false;
     } else if (moves && !campaign_transition_allowed(status, target)) {
@@ -512,12 +517,10 @@ static bool check_patch(crm_conn *c, const json_t *cur, const json_t *patch, con
                            "a %s campaign cannot move to %s%s; see allowed_transitions", status,
                            target,
                            strcmp(target, "running") == 0 ? " (only its execution starts it)" : "");
-    } else if (moves && strcmp(target, "scheduled") == 0) {
-        ok = schedulable(next, err);
-    } else if (!moves && strcmp(status, "scheduled") == 0 &&
-               !(same_member("starts_at", now.doc, next->doc) &&
-                 same_member("ends_at", now.doc, next->doc))) {
-        ok = schedulable(next, err);
+    } else if (windowed) {
+        /* scheduling, or a scheduled campaign's start moving, needs a
+         * start in the future; running, the start cannot move */
+        ok = window_fits(next, strcmp(after, "scheduled") == 0 && (moves || start_moves), err);
     }
     if (ok && !bind_def(next, p))
         ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");

@@ -49,9 +49,10 @@ bool campaign_transition_allowed(const char *from, const char *to);
 json_t *campaign_allowed_transitions(const char *from);
 
 /* The members (top-level definition keys) that may not change while a
- * campaign is in status; NULL-terminated, or NULL when all may
- * (draft, scheduled). For completed and cancelled: all but name and
- * objective. */
+ * campaign is in status; NULL-terminated, or NULL when all may (draft,
+ * scheduled). For running: code, audience, channels, purpose,
+ * control_share, offer_code and starts_at; for completed and cancelled:
+ * all but name and objective. */
 const char *const *campaign_locked_members(const char *status);
 
 #endif

@@ -690,6 +690,11 @@ START_TEST(a_running_campaign_keeps_its_audience_and_a_final_one_all_but_its_nam
     json_t *p = patch(id, "{\"purpose\": \"service\", \"channels\": [\"sms\"]}", 409);
     ck_assert(problem_names_field(p, "/purpose") && problem_names_field(p, "/channels"));
     json_decref(p);
+    /* a running campaign keeps an end */
+    p = patch(id, "{\"ends_at\": null}", 422);
+    ck_assert(problem_names_field(p, "/ends_at"));
+    json_decref(p);
+    ck_assert_int_eq(version_of(id), v);
     /* the same values again change nothing locked */
     json_decref(patch(id, "{\"control_share\": 0.1, \"channels\": [\"email\"]}", 200));
     /* what a running campaign may change */
