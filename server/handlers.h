@@ -86,6 +86,14 @@ void handle_segment_customers(http_request *req);
 void handle_segment_changes(http_request *req);
 void handle_segment_history(http_request *req);
 
+/* handlers_campaigns.c */
+void handle_campaign_create(http_request *req);
+void handle_campaign_list(http_request *req);
+void handle_campaign_get(http_request *req);
+void handle_campaign_patch(http_request *req);
+void handle_campaign_delete(http_request *req);
+void handle_campaign_versions(http_request *req);
+
 /* handlers_treatment_rules.c */
 void handle_treatment_rule_create(http_request *req);
 void handle_treatment_rule_list(http_request *req);

@@ -35,6 +35,7 @@ static const char *const Q_SEGMENT_MEMBERS[] = {"limit", "after", "at", NULL};
 static const char *const Q_SEGMENT_COUNT[] = {"at", NULL};
 static const char *const Q_SEGMENT_CHANGES[] = {"limit", "after", "since", NULL};
 static const char *const Q_LIMIT[] = {"limit", NULL};
+static const char *const Q_CAMPAIGN_LIST[] = {"status", "limit", "after", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
 static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
 static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
@@ -146,6 +147,19 @@ static const http_route routes[] = {
      CRM_SCOPE_RULES_READ, false, false, 0, Q_PAGE},
     {"POST", "/v1/treatment-rules/{id}/simulate", handle_treatment_rule_simulate_stored,
      CRM_SCOPE_RULES_READ, false, false, 0, NULL},
+    /* campaigns */
+    {"POST", "/v1/campaigns", handle_campaign_create, CRM_SCOPE_CAMPAIGNS_WRITE, true, false,
+     SMALL_BODY, NULL},
+    {"GET", "/v1/campaigns", handle_campaign_list, CRM_SCOPE_CAMPAIGNS_READ, false, false, 0,
+     Q_CAMPAIGN_LIST},
+    {"GET", "/v1/campaigns/{id}", handle_campaign_get, CRM_SCOPE_CAMPAIGNS_READ, false, false, 0,
+     NULL},
+    {"PATCH", "/v1/campaigns/{id}", handle_campaign_patch, CRM_SCOPE_CAMPAIGNS_WRITE, true, false,
+     SMALL_BODY, NULL},
+    {"DELETE", "/v1/campaigns/{id}", handle_campaign_delete, CRM_SCOPE_CAMPAIGNS_WRITE, false,
+     false, 0, NULL},
+    {"GET", "/v1/campaigns/{id}/versions", handle_campaign_versions, CRM_SCOPE_CAMPAIGNS_READ,
+     false, false, 0, Q_PAGE},
     /* contact policies and contacts */
     {"POST", "/v1/contact-policies", handle_contact_policy_create, CRM_SCOPE_RULES_WRITE, true,
      false, SMALL_BODY, NULL},

@@ -231,5 +231,6 @@ Suite *currency_rates_suite(void);
 Suite *segments_suite(void);
 Suite *treatment_rules_suite(void);
 Suite *contacts_suite(void);
+Suite *campaigns_suite(void);
 
 #endif

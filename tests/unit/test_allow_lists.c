@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "campaigns/def.h"
 #include "consents.h"
 #include "customers.h"
 #include "suites.h"
@@ -128,6 +129,9 @@ START_TEST(every_allow_list_equals_its_check_constraint)
         {"contact_policies", "channel", crm_consent_channels, true},
         {"contact_policies", "purpose", crm_consent_purposes, true},
         {"customer_metrics", "lifecycle_stage", rule_metric_stages, true},
+        {"campaigns", "purpose", crm_consent_purposes, true},
+        {"campaigns", "status", campaign_statuses, true},
+        {"campaigns", "currency", crm_touchpoint_currencies, false},
     };
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
         assert_list_equals_check(&lists[i]);

@@ -1,0 +1,67 @@
+/*
+ * campaigns.h — campaign definitions and their status (issue 16, part 1;
+ * migration 0025). Execution, results and attribution come later.
+ *
+ * A campaign reaches an audience (one segment or one treatment rule) on 1
+ * to 7 consent channels for one consent purpose, optionally with an offer
+ * code, in a window [starts_at, ends_at); control_share (0 to 0.5) of the
+ * audience is held out, assigned later from the campaign's salt. code
+ * (unique among live campaigns) is what delivery systems put in
+ * touchpoints.campaign_id. Costs: per contact (4 decimals) and fixed (2),
+ * decimal strings in currency (ISO 4217; required when a cost is above 0).
+ * response_types (1 to 20 touchpoint types) count as responses within
+ * attribution_days (1 to 365, default 30) of a contact.
+ *
+ * Status (campaigns/def.h holds the machine): a campaign is created as a
+ * draft; a PATCH of "status" moves draft -> scheduled (starts_at and
+ * ends_at set, starts_at in the future), scheduled -> draft, draft |
+ * scheduled | running -> cancelled, running -> completed. running is
+ * entered by execution only; completed and cancelled are final. While
+ * running, code, audience, channels, purpose, control_share, offer_code
+ * and starts_at stay; once final, all but name and objective.
+ *
+ * Every change is a new version (the ETag), kept in campaign_versions with
+ * its status and the key that made it.
+ */
+#ifndef CRM_CAMPAIGNS_H
+#define CRM_CAMPAIGNS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+/* POST /v1/campaigns: {"code", "name", "objective"?, "audience":
+ * {"segment_id"} | {"rule_id"}, "channels", "purpose", "offer_code"?,
+ * "starts_at"?, "ends_at"?, "control_share", "cost_per_contact"?,
+ * "fixed_cost"?, "currency"?, "response_types", "attribution_days"?,
+ * "status"?: "draft"}. CRM_E_INVALID with field errors (an audience that
+ * names no live segment or rule under /audience/...), CRM_E_CONFLICT for a
+ * code in use. Returns the campaign: the definition with "id", "status",
+ * "salt", "version", "created_at", "updated_at". */
+json_t *crm_campaign_create(const json_t *body, long long api_key_id, crm_error *err);
+
+json_t *crm_campaign_get(long long id, crm_error *err);
+
+/* PATCH (JSON merge patch of the definition, and "status"), conditional on
+ * if_match. An invalid move of status is CRM_E_CONFLICT with *allowed set
+ * (a new array of the statuses the campaign may move to; the caller owns
+ * it); a member that may not change in the campaign's status is
+ * CRM_E_CONFLICT naming it as a field error. */
+json_t *crm_campaign_patch(long long id, const json_t *patch, const char *if_match,
+                           long long api_key_id, json_t **allowed, crm_error *err);
+
+/* DELETE: soft, and only a draft (else CRM_E_CONFLICT). */
+bool crm_campaign_delete(long long id, const char *if_match, crm_error *err);
+
+/* A page by id, only the campaigns in status when it is not NULL
+ * (CRM_E_INVALID naming "status" for an unknown one): {"data"}. */
+json_t *crm_campaigns_list(const char *status, long long after, int limit, long long *next_after,
+                           crm_error *err);
+
+/* A page of a campaign's versions, oldest first: {"data": [{"version",
+ * "status", "changed_at", "api_key_id", "definition"}]}. */
+json_t *crm_campaign_versions(long long id, long long after, int limit, long long *next_after,
+                              crm_error *err);
+
+#endif
