@@ -147,9 +147,9 @@ typedef struct crm_campaign_stats {
 /* Computes every figure of in into out (documented above). Returns false,
  * with every figure of out NAN (srm_defined false) and only the counts
  * copied, when in is outside its documented ranges: a negative count,
- * customers above CRM_CAMPAIGN_CUSTOMERS_MAX, responders above customers, a revenue sum that is not
- * finite, a sum of squares that is negative or not finite, s outside [0, 0.5] or c outside (0, 1)
- * (0 being the default). */
+ * customers above CRM_CAMPAIGN_CUSTOMERS_MAX, responders above customers,
+ * a revenue sum that is not finite, a sum of squares that is negative or
+ * not finite, s outside [0, 0.5], or c outside (0, 1) and not 0. */
 bool crm_campaign_stats_compute(const crm_campaign_stats_input *in, crm_campaign_stats *out);
 
 /* Writes st as one JSON value (an object; after a crm_jbuf_key when it is a
@@ -163,7 +163,8 @@ bool crm_campaign_stats_compute(const crm_campaign_stats_input *in, crm_campaign
  *    "confidence"}
  * with G = {"customers", "responders", "response_rate", "revenue",
  * "revenue_per_customer"} and I = {"low", "high"}. "mismatch" is a
- * boolean, null when the test is undefined. */
+ * boolean, null when the test is undefined. Revenue figures are plain
+ * numbers in the unit of the input's sums. */
 void crm_campaign_stats_write_json(crm_jbuf *b, const crm_campaign_stats *st);
 
 #endif

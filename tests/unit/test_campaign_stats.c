@@ -527,6 +527,33 @@ START_TEST(test_json_writes_undefined_figures_as_null)
 }
 END_TEST
 
+START_TEST(test_json_nests_as_a_member)
+{
+    /* Later code renders the figures inside a campaign's representation. */
+    crm_campaign_stats_input in = counts(70, 56, 80, 48, 0.5);
+    crm_campaign_stats st = compute(&in);
+    crm_jbuf b;
+    crm_jbuf_init(&b);
+    crm_jbuf_begin_object(&b);
+    crm_jbuf_key(&b, "id");
+    crm_jbuf_int(&b, 7);
+    crm_jbuf_key(&b, "results");
+    crm_campaign_stats_write_json(&b, &st);
+    crm_jbuf_key(&b, "state");
+    crm_jbuf_cstring(&b, "done");
+    crm_jbuf_end_object(&b);
+    char *text = crm_jbuf_take(&b, NULL);
+    ck_assert_ptr_nonnull(text);
+    json_t *doc = json_loads(text, 0, NULL);
+    ck_assert_msg(doc != NULL, "%s", text);
+    free(text);
+    assert_near(member_real(doc, "results.uplift.absolute"), st.uplift, 0);
+    assert_near(member_real(doc, "id"), 7, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "state")), "done");
+    json_decref(doc);
+}
+END_TEST
+
 /* ---- SciPy reference ------------------------------------------------------ */
 
 /* One case: counts, revenue mean and standard deviation per group (the sums
@@ -775,6 +802,7 @@ Suite *campaign_stats_suite(void)
     tc = tcase_create("json");
     tcase_add_test(tc, test_json_has_every_figure);
     tcase_add_test(tc, test_json_writes_undefined_figures_as_null);
+    tcase_add_test(tc, test_json_nests_as_a_member);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("reference");
