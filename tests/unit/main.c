@@ -62,6 +62,7 @@ int main(void)
     srunner_add_suite(sr, metrics_base_suite());
     srunner_add_suite(sr, jobs_suite());
     srunner_add_suite(sr, btyd_suite());
+    srunner_add_suite(sr, campaign_stats_suite());
     srunner_add_suite(sr, currency_suite());
     srunner_add_suite(sr, segment_rules_suite());
     srunner_add_suite(sr, contact_check_suite());

@@ -41,6 +41,7 @@ Suite *metrics_patterns_suite(void);
 Suite *metrics_base_suite(void);
 Suite *jobs_suite(void);
 Suite *btyd_suite(void);
+Suite *campaign_stats_suite(void);
 Suite *currency_suite(void);
 Suite *segment_rules_suite(void);
 Suite *segment_flips_suite(void);
