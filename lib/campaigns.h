@@ -64,4 +64,19 @@ json_t *crm_campaigns_list(const char *status, long long after, int limit, long 
 json_t *crm_campaign_versions(long long id, long long after, int limit, long long *next_after,
                               crm_error *err);
 
+/* POST /v1/campaigns/{id}/execute: queues the execution job (kind
+ * campaign_execute, campaigns/execute.c) and moves the campaign to running
+ * (starts_at now unless it has passed), in one transaction; returns the
+ * job's representation. A running campaign whose last job ended (failed)
+ * may be executed again: the new job goes on with the targets still
+ * pending. CRM_E_NOT_FOUND; CRM_E_CONFLICT for a completed or cancelled
+ * campaign, one being executed, or an audience that is not there (a
+ * deleted segment or rule, a segment still building); CRM_E_INVALID naming
+ * /ends_at for a campaign without an end. */
+json_t *crm_campaign_execute(long long id, long long api_key_id, crm_error *err);
+
+/* The job kind of an execution (register it with crm_jobs_register). */
+struct crm_job_kind;
+extern const struct crm_job_kind crm_campaign_execute_kind;
+
 #endif

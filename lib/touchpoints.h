@@ -101,4 +101,10 @@ bool crm_touchpoints_export_write(crm_conn *c, const char *ids, FILE *out, crm_e
 bool crm_touchpoints_erase(crm_conn *c, const char *ids, crm_error *err);
 bool crm_touchpoints_move(crm_conn *c, const char *survivor, const char *ids, crm_error *err);
 
+/* The touchpoints crmd writes itself (a campaign's contacts) have sources
+ * beginning with this prefix; a client's may not (its event ids could
+ * otherwise take the place of crmd's). */
+#define CRM_TOUCHPOINT_SOURCE_PREFIX "crmd:"
+bool crm_touchpoint_source_reserved(const char *source);
+
 #endif

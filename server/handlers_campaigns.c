@@ -135,3 +135,24 @@ void handle_campaign_versions(http_request *req)
         doc = crm_campaign_versions(id, after, limit, &next, &err);
     reply_page(req, doc, next, &err);
 }
+
+/* POST /v1/campaigns/{id}/execute: 202 with the job (Location: the job),
+ * the campaign now running. */
+void handle_campaign_execute(http_request *req)
+{
+    long long id;
+    if (!campaign_id(req, &id))
+        return;
+    crm_error err = CRM_ERROR_INIT;
+    const crm_principal *p = http_principal(req);
+    json_t *job = crm_campaign_execute(id, p ? p->key_id : 0, &err);
+    if (job == NULL) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    char location[48];
+    snprintf(location, sizeof location, "/v1/jobs/%lld",
+             (long long)json_integer_value(json_object_get(job, "id")));
+    http_add_header(req, "Location", location);
+    http_reply_json(req, 202, job);
+}

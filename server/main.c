@@ -14,6 +14,7 @@
 #include "embedded.h"
 #include "http.h"
 #include "idempotency.h"
+#include "campaigns.h"
 #include "jobs.h"
 #include "jobs_runner.h"
 #include "metrics_follower.h"
@@ -397,6 +398,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_jobs_register(&crm_metrics_recompute_kind); /* before the runner starts */
     crm_jobs_register(&crm_metrics_patterns_kind);
     crm_jobs_register(&crm_metrics_base_kind);
+    crm_jobs_register(&crm_campaign_execute_kind);
     crm_segments_register_jobs();
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");

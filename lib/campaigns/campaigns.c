@@ -7,6 +7,7 @@
  */
 #include "campaigns.h"
 #include "campaigns/def.h"
+#include "campaigns/internal.h"
 #include "clock.h"
 #include "customers.h"
 #include "db.h"
@@ -265,7 +266,7 @@ static json_t *definition_of(const json_t *doc)
 
 /* Keeps the campaign id as it now stands as its version and returns it
  * (owned by the caller). */
-static json_t *keep_version(crm_conn *c, long long id, long long api_key_id, crm_error *err)
+json_t *campaign_keep_version(crm_conn *c, long long id, long long api_key_id, crm_error *err)
 {
     json_t *doc = campaign_read(c, id, false, err);
     json_t *def = doc ? definition_of(doc) : NULL;
@@ -370,7 +371,7 @@ json_t *crm_campaign_create(const json_t *body, long long api_key_id, crm_error 
             PQclear(res);
         }
         if (id > 0)
-            doc = keep_version(c, id, api_key_id, err);
+            doc = campaign_keep_version(c, id, api_key_id, err);
         doc = finish(c, doc, err);
     } else {
         crm_db_release(c);
@@ -565,7 +566,7 @@ json_t *crm_campaign_patch(long long id, const json_t *patch, const char *if_mat
         code_conflict(err);
     }
     if (ok)
-        doc = keep_version(c, id, api_key_id, err);
+        doc = campaign_keep_version(c, id, api_key_id, err);
     doc = finish(c, doc, err);
     free_bufs(&p);
     campaign_def_free(&d);

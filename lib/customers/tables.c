@@ -320,8 +320,9 @@ static crm_stmt erase_lifecycle =
 static crm_stmt export_lifecycle = CRM_STMT_RO(
     "privacy_export_lifecycle",
     "SELECT coalesce(json_agg(json_build_object('customer_id', customer_id, 'stage', stage,"
-    " 'previous', previous, 'changed_at', " CRM_SQL_TS("changed_at") ") ORDER BY customer_id, id),"
-    " '[]')::text FROM customer_lifecycle WHERE customer_id = ANY($1::bigint[])");
+    " 'previous', previous, 'changed_at', " CRM_SQL_TS(
+        "changed_at") ") ORDER BY customer_id, id),"
+                      " '[]')::text FROM customer_lifecycle WHERE customer_id = ANY($1::bigint[])");
 
 static bool erase_lifecycle_step(crm_conn *c, const char *ids, crm_error *err)
 {
@@ -348,12 +349,16 @@ static bool erase_memberships_step(crm_conn *c, const char *ids, crm_error *err)
 static crm_stmt export_segments = CRM_STMT_RO(
     "privacy_export_segments",
     "SELECT json_build_object('current', (SELECT coalesce(json_agg(json_build_object("
-    "'segment_id', segment_id, 'customer_id', customer_id, 'entered_at', " CRM_SQL_TS("entered_at")
-    ") ORDER BY segment_id, customer_id), '[]') FROM segment_memberships"
-    " WHERE customer_id = ANY($1::bigint[])), 'changes', (SELECT coalesce(json_agg("
-    "json_build_object('segment_id', segment_id, 'customer_id', customer_id, 'change',"
-    " CASE WHEN entered THEN 'entered' ELSE 'left' END, 'at', " CRM_SQL_TS("at") ", 'cause', cause)"
-    " ORDER BY id), '[]') FROM segment_changes WHERE customer_id = ANY($1::bigint[])))::text");
+    "'segment_id', segment_id, 'customer_id', customer_id, 'entered_at', " CRM_SQL_TS(
+        "entered_at") ") ORDER BY segment_id, customer_id), '[]') FROM segment_memberships"
+                      " WHERE customer_id = ANY($1::bigint[])), 'changes', (SELECT "
+                      "coalesce(json_agg("
+                      "json_build_object('segment_id', segment_id, 'customer_id', customer_id, "
+                      "'change',"
+                      " CASE WHEN entered THEN 'entered' ELSE 'left' END, 'at', " CRM_SQL_TS(
+                          "at") ", 'cause', cause)"
+                                " ORDER BY id), '[]') FROM segment_changes WHERE customer_id = "
+                                "ANY($1::bigint[])))::text");
 
 static bool export_segments_step(const crm_export_step *x, crm_error *err)
 {
@@ -371,8 +376,9 @@ static crm_stmt export_contacts = CRM_STMT_RO(
     "SELECT coalesce(json_agg(json_build_object('id', id, 'customer_id', customer_id, 'channel',"
     " channel, 'purpose', purpose, 'allowed', allowed, 'reasons', reasons, 'rule_id', rule_id,"
     " 'rule_version', rule_version, 'campaign_id', campaign_id, 'touchpoint_id', touchpoint_id,"
-    " 'decided_at', " CRM_SQL_TS("decided_at") ") ORDER BY id), '[]')::text"
-    " FROM contacts WHERE customer_id = ANY($1::bigint[])");
+    " 'decided_at', " CRM_SQL_TS(
+        "decided_at") ") ORDER BY id), '[]')::text"
+                      " FROM contacts WHERE customer_id = ANY($1::bigint[])");
 
 /* The survivor's caps count the merged customers' contacts, as they count
  * their touchpoints (which move too). */
@@ -385,6 +391,22 @@ static bool merge_contacts(const crm_merge_step *m, crm_error *err)
 static bool export_contacts_step(const crm_export_step *x, crm_error *err)
 {
     return export_member(x, &export_contacts, "contacts", err);
+}
+
+/* ---- campaign targets (campaigns/execute.c) ------------------------------------------ */
+
+static crm_stmt export_campaign_targets = CRM_STMT_RO(
+    "privacy_export_campaign_targets",
+    "SELECT coalesce(json_agg(json_build_object('campaign_id', campaign_id, 'customer_id',"
+    " customer_id, 'group', grp, 'state', state, 'reason', reason, 'channel', channel,"
+    " 'touchpoint_id', touchpoint_id, 'decided_at', " CRM_SQL_TS(
+        "decided_at") ")"
+                      " ORDER BY campaign_id, customer_id), '[]')::text"
+                      " FROM campaign_targets WHERE customer_id = ANY($1::bigint[])");
+
+static bool export_campaign_targets_step(const crm_export_step *x, crm_error *err)
+{
+    return export_member(x, &export_campaign_targets, "campaign_targets", err);
 }
 
 const crm_customer_table crm_customer_tables[] = {
@@ -437,8 +459,8 @@ const crm_customer_table crm_customer_tables[] = {
      "(customers/merge.c): the merged ones leave (logged, cause merge) and the survivor is "
      "evaluated on its merged data",
      "the erased customers leave every segment (logged, cause erasure)",
-     "segments.current: the segments the person's customers are in", NULL,
-     erase_memberships_step, export_segments_step},
+     "segments.current: the segments the person's customers are in", NULL, erase_memberships_step,
+     export_segments_step},
     {"segment_flips", "customer_id",
      "dropped with the memberships' refresh of the merged customers (no longer active)",
      "dropped with the memberships' refresh (no longer active)",
@@ -454,6 +476,13 @@ const crm_customer_table crm_customer_tables[] = {
      "no free text of the person, and the policies' past counts stay exact",
      "contacts: every contact decision about the person's customers", merge_contacts, NULL,
      export_contacts_step},
+    {"campaign_targets", "customer_id",
+     "stay with the customer each names: who a campaign targeted, in which group, and what "
+     "it decided, is a fact of that campaign (its results count each target once)",
+     "stay as anonymous facts (a campaign, a group, a decision, a time): a campaign's "
+     "results stay exact",
+     "campaign_targets: every campaign that targeted the person's customers", NULL, NULL,
+     export_campaign_targets_step},
 };
 
 const size_t crm_customer_tables_count = sizeof crm_customer_tables / sizeof crm_customer_tables[0];

@@ -107,8 +107,8 @@ static void check_reference(json_t *doc, tp_item *it)
     int named = (id != NULL) + (ext != NULL) + (email != NULL);
     if (named != 1) {
         tp_field_error(it, "/customer_id",
-                            "name the customer by exactly one of customer_id, customer_external_id "
-                            "and customer_email");
+                       "name the customer by exactly one of customer_id, customer_external_id "
+                       "and customer_email");
         return;
     }
     if (create != NULL && !json_is_boolean(create))
@@ -120,7 +120,7 @@ static void check_reference(json_t *doc, tp_item *it)
             tp_field_error(it, "/customer_id", "must be a customer id");
         if (it->create_customer)
             tp_field_error(it, "/create_customer",
-                                "only with customer_external_id or customer_email");
+                           "only with customer_external_id or customer_email");
         it->ref_id = json_integer_value(id);
     } else if (ext != NULL) {
         it->ref = REF_EXTERNAL;
@@ -130,8 +130,8 @@ static void check_reference(json_t *doc, tp_item *it)
             !json_is_string(x) ||
             !crm_external_id_valid(json_string_value(s), json_string_value(x), &e))
             tp_field_error(it, "/customer_external_id",
-                "must be {\"source\": ..., \"id\": ...}: a source of 1 to 100 and an "
-                "id of 1 to 500 characters");
+                           "must be {\"source\": ..., \"id\": ...}: a source of 1 to 100 and an "
+                           "id of 1 to 500 characters");
         crm_error_clear(&e);
         it->ref_source = json_string_value(s);
         it->ref_external_id = json_string_value(x);
@@ -194,8 +194,8 @@ static void check_items(json_t *items, const char *type, tp_item *it)
         crm_error_clear(&e);
         if (!ok)
             tp_field_error(it, field,
-                                "must be {\"sku\", \"name\"?, \"quantity\" (1 or more), "
-                                "\"unit_price\"? (0 or more)} and nothing else");
+                           "must be {\"sku\", \"name\"?, \"quantity\" (1 or more), "
+                           "\"unit_price\"? (0 or more)} and nothing else");
     }
 }
 
@@ -215,8 +215,7 @@ static void check_feedback(json_t *fb, const char *type, tp_item *it)
     crm_error e = CRM_ERROR_INIT;
     if (!json_is_object(fb) || !crm_json_only_fields(fb, allowed, &e)) {
         crm_error_clear(&e);
-        tp_field_error(it, "/feedback",
-                            "must be an object of score, scale, kind and text");
+        tp_field_error(it, "/feedback", "must be an object of score, scale, kind and text");
         return;
     }
     json_t *score = json_object_get(fb, "score"), *scale = json_object_get(fb, "scale"),
@@ -229,18 +228,16 @@ static void check_feedback(json_t *fb, const char *type, tp_item *it)
                  json_integer_value(score) < (strcmp(sc, "nps") == 0 ? 0 : 1) ||
                  json_integer_value(score) > (strcmp(sc, "nps") == 0 ? 10 : 5))
             tp_field_error(it, "/feedback/score",
-                                "must be a whole number: 0 to 10 for nps, 1 to 5 for csat");
+                           "must be a whole number: 0 to 10 for nps, 1 to 5 for csat");
     } else if (scale != NULL) {
         tp_field_error(it, "/feedback/score", "a scale needs a score");
     }
     if (kind != NULL && !crm_one_of(json_string_value(kind), feedback_kinds))
-        tp_field_error(it, "/feedback/kind",
-                            "must be one of idea, complaint, praise, question");
+        tp_field_error(it, "/feedback/kind", "must be one of idea, complaint, praise, question");
     if (text != NULL && (!json_is_string(text) ||
                          crm_utf8_chars(json_string_value(text), json_string_length(text)) >
                              CRM_TOUCHPOINT_TEXT_MAX))
-        tp_field_error(it, "/feedback/text",
-                            "must be a string of at most 5000 characters");
+        tp_field_error(it, "/feedback/text", "must be a string of at most 5000 characters");
     if (score == NULL && text == NULL)
         tp_field_error(it, "/feedback", "needs a score or a text");
 }
@@ -287,15 +284,18 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
         long long at;
         if (!crm_rfc3339_epoch_ms(when, &at))
             tp_field_error(it, "/occurred_at",
-                                "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
+                           "must be an RFC 3339 date-time such as 2026-11-23T10:15:00Z");
         else if (!crm_rfc3339_to_utc(when, it->occurred_at, sizeof it->occurred_at))
             tp_field_error(it, "/occurred_at",
-                                "must lie in the years 0001 to 9999 once moved to UTC");
+                           "must lie in the years 0001 to 9999 once moved to UTC");
         else if (at > now_ms + atomic_load(&future_tolerance_s) * 1000LL)
             tp_field_error(it, "/occurred_at", "lies too far in the future");
     }
-    if (text_ok(doc, "source", 100, true, it))
+    if (text_ok(doc, "source", 100, true, it)) {
         it->source = json_string_value(json_object_get(doc, "source"));
+        if (crm_touchpoint_source_reserved(it->source))
+            tp_field_error(it, "/source", "sources beginning \"crmd:\" are crmd's own");
+    }
     if (text_ok(doc, "event_id", 200, true, it))
         it->event_id = json_string_value(json_object_get(doc, "event_id"));
     text_ok(doc, "campaign_id", 100, false, it);
@@ -313,20 +313,19 @@ void tp_check_item(json_t *doc, tp_item *it, long long now_ms)
         tp_field_error(it, "/currency", "must be an ISO 4217 code such as EUR");
     if ((amount != NULL && !json_is_null(amount)) != (currency != NULL && !json_is_null(currency)))
         tp_field_error(it, amount ? "/currency" : "/amount",
-                            "an amount needs a currency, and a currency an amount");
+                       "an amount needs a currency, and a currency an amount");
     const char *type = json_string_value(json_object_get(doc, "type"));
     check_items(json_object_get(doc, "items"), type ? type : "", it);
     check_feedback(json_object_get(doc, "feedback"), type ? type : "", it);
     json_t *props = json_object_get(doc, "properties");
     if (props != NULL && !json_is_null(props) &&
         !crm_json_depth_within(props, CRM_JSON_STORED_DEPTH_MAX)) {
-        tp_field_error(it, "/properties",
-                            "must nest at most 32 levels of objects and arrays");
+        tp_field_error(it, "/properties", "must nest at most 32 levels of objects and arrays");
     } else if (props != NULL && !json_is_null(props)) {
         char *text = json_is_object(props) ? crm_json_text(props, NULL) : NULL;
         if (text == NULL || strlen(text) > CRM_TOUCHPOINT_PROPERTIES_MAX_BYTES)
             tp_field_error(it, "/properties",
-                                "must be an object of at most 16384 bytes as compact JSON");
+                           "must be an object of at most 16384 bytes as compact JSON");
         free(text);
     }
     if (json_array_size(it->field_errors) > 0) {
@@ -345,4 +344,10 @@ bool crm_touchpoint_check(json_t *doc, crm_error *err)
         tp_item_error(&it, err); /* the item's reasons become the caller's */
     tp_item_reset(&it);
     return ok;
+}
+
+bool crm_touchpoint_source_reserved(const char *source)
+{
+    return source != NULL && strncmp(source, CRM_TOUCHPOINT_SOURCE_PREFIX,
+                                     sizeof CRM_TOUCHPOINT_SOURCE_PREFIX - 1) == 0;
 }

@@ -23,6 +23,7 @@
  */
 #include "treatments.h"
 #include "treatments/internal.h"
+#include "bytebuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +193,144 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
         }
     }
     PQclear(res);
+    return true;
+}
+
+/* The facts of many customers ($1, an array) for contacts without a rule
+ * (a rule's policies never apply to them, so its log is not read); $2, $3
+ * and $4 as in facts_stmt. Rows (kind, customer, n1, t1, t2, t3): s, c, t
+ * as there (with the customer), and z with customer 0. */
+static crm_stmt facts_many_stmt = CRM_STMT(
+    "contact_facts_many",
+    "SELECT 's', id, 0::bigint, status, NULL::text, NULL::text FROM customers"
+    " WHERE id = ANY($1::bigint[])"
+    " UNION ALL SELECT 'c', customer_id, id, channel, purpose, status FROM ("
+    "  SELECT DISTINCT ON (customer_id, channel, purpose) customer_id, id, channel, purpose,"
+    "  status FROM customer_consents WHERE customer_id = ANY($1::bigint[])"
+    "  ORDER BY customer_id, channel, purpose, captured_at DESC, id DESC) d"
+    " UNION ALL SELECT 't', t.customer_id, " AT_MS(
+        "t.occurred_at") ", t.channel, t.purpose, NULL"
+                         "  FROM touchpoints t WHERE t.customer_id = ANY($1::bigint[]) AND "
+                         "t.direction = 'outbound'"
+                         "  AND t.occurred_at > " SINCE_TS " AND $3::int > 0"
+                         " UNION ALL SELECT 'z', 0, z.i, CASE WHEN z.tz = '' THEN '-1' ELSE"
+                         "  ((extract(hour FROM " NOW_TS " AT TIME ZONE z.tz) * 60"
+                         "  + extract(minute FROM " NOW_TS
+                         " AT TIME ZONE z.tz))::bigint)::text END, NULL, NULL"
+                         "  FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, i)");
+
+/* The index of id in the ascending ids, or -1. */
+static int index_of(const long long *ids, int n, long long id)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (ids[mid] == id)
+            return mid;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
+                             long long now_ms, contact_facts *out, crm_error *err)
+{
+    memset(out, 0, sizeof *out * (size_t)n);
+    for (int i = 1; i < n; i++)
+        if (ids[i] <= ids[i - 1])
+            return crm_error_set(err, CRM_E_INTERNAL, "the customers' ids must ascend");
+    char *zones = policy_zones_literal(ps);
+    crm_bytebuf list;
+    crm_bytebuf_init(&list);
+    crm_bytebuf_put(&list, "{", 1);
+    for (int i = 0; i < n; i++) {
+        char one[32];
+        int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ids[i]);
+        crm_bytebuf_put(&list, one, (size_t)len);
+    }
+    crm_bytebuf_put(&list, "}", 1);
+    char *idlist = crm_bytebuf_take(&list, NULL);
+    if (zones == NULL || idlist == NULL) {
+        free(zones);
+        free(idlist);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    crm_query q;
+    crm_query_init(&q, &facts_many_stmt);
+    crm_query_add(&q, idlist);
+    crm_query_add_int(&q, now_ms);
+    crm_query_add_int(&q, ps->max_period_hours);
+    crm_query_add(&q, zones);
+    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
+    free(zones);
+    free(idlist);
+    if (res == NULL)
+        return false;
+    int rows = PQntuples(res);
+    /* Count each customer's rows, then fill. */
+    for (int r = 0; r < rows; r++) {
+        int i = index_of(ids, n, atoll(PQgetvalue(res, r, 1)));
+        char k = PQgetvalue(res, r, 0)[0];
+        if (i < 0)
+            continue;
+        out[i].nconsents += k == 'c';
+        out[i].nevents += k == 't';
+    }
+    int *local = malloc(sizeof *local * (size_t)(ps->n ? ps->n : 1));
+    bool ok = local != NULL;
+    for (int i = 0; i < ps->n && ok; i++)
+        local[i] = -1;
+    for (int i = 0; i < n && ok; i++) {
+        contact_facts *f = &out[i];
+        f->customer_id = ids[i];
+        f->consents = calloc((size_t)(f->nconsents ? f->nconsents : 1), sizeof *f->consents);
+        f->events = calloc((size_t)(f->nevents ? f->nevents : 1), sizeof *f->events);
+        f->local_min = malloc(sizeof *f->local_min * (size_t)(ps->n ? ps->n : 1));
+        ok = f->consents != NULL && f->events != NULL && f->local_min != NULL;
+        f->nconsents = f->nevents = 0; /* counted again as they are filled */
+    }
+    for (int r = 0; r < rows && ok; r++) {
+        char k = PQgetvalue(res, r, 0)[0];
+        long long n1 = atoll(PQgetvalue(res, r, 2));
+        const char *t1 = PQgetvalue(res, r, 3), *t2 = PQgetvalue(res, r, 4),
+                   *t3 = PQgetvalue(res, r, 5);
+        if (k == 'z') {
+            if (n1 >= 1 && n1 <= ps->n)
+                local[n1 - 1] = atoi(t1);
+            continue;
+        }
+        int i = index_of(ids, n, atoll(PQgetvalue(res, r, 1)));
+        if (i < 0)
+            continue;
+        contact_facts *f = &out[i];
+        if (k == 's') {
+            f->exists = true;
+            f->active = strcmp(t1, "active") == 0;
+        } else if (k == 'c') {
+            contact_consent *cs = &f->consents[f->nconsents++];
+            cs->id = n1;
+            copy_text(cs->channel, sizeof cs->channel, t1);
+            copy_text(cs->purpose, sizeof cs->purpose, t2);
+            copy_text(cs->status, sizeof cs->status, t3);
+        } else if (k == 't') {
+            contact_event *e = &f->events[f->nevents++];
+            e->at_ms = n1;
+            copy_text(e->channel, sizeof e->channel, t1);
+            copy_text(e->purpose, sizeof e->purpose, t2);
+        }
+    }
+    for (int i = 0; i < n && ok; i++)
+        memcpy(out[i].local_min, local, sizeof *local * (size_t)ps->n);
+    free(local);
+    PQclear(res);
+    if (!ok) {
+        for (int i = 0; i < n; i++)
+            contact_facts_free(&out[i]);
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
     return true;
 }
 

@@ -77,6 +77,10 @@ bool contact_request_check(const json_t *body, long long now_ms, contact_request
         !json_is_null(json_object_get(body, "campaign_id")))
         crm_error_add_field(err, "/campaign_id", "a contact names a rule or a campaign, not both");
     r->source = text_member(body, "source", 100, true, err);
+    if (crm_touchpoint_source_reserved(r->source)) {
+        crm_error_add_field(err, "/source", "sources beginning \"crmd:\" are crmd's own");
+        r->source = NULL;
+    }
     r->event_id = text_member(body, "event_id", 200, true, err);
     const char *when = text_member(body, "occurred_at", 64, false, err);
     long long ms;

@@ -232,5 +232,6 @@ Suite *segments_suite(void);
 Suite *treatment_rules_suite(void);
 Suite *contacts_suite(void);
 Suite *campaigns_suite(void);
+Suite *campaign_execution_suite(void);
 
 #endif

@@ -68,6 +68,7 @@ int main(int argc, char **argv)
         srunner_add_suite(sr, treatment_rules_suite());
         srunner_add_suite(sr, contacts_suite());
         srunner_add_suite(sr, campaigns_suite());
+        srunner_add_suite(sr, campaign_execution_suite());
     }
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);

@@ -1,0 +1,426 @@
+/*
+ * test_campaign_execution.c — POST /v1/campaigns/{id}/execute over real
+ * HTTP, its job checked in the database: the audience taken once, each
+ * target in the group its salt gives (the documented formula, computed
+ * here again in SQL), excluded for want of consent or by a cap, contacted
+ * once with a campaign_contact touchpoint, the control group held out;
+ * executing again, at once, or after crmd was killed midway contacts
+ * nobody twice and skips nobody. And what cannot be executed.
+ *
+ * The campaign uses the channel mail for the purpose profiling, and the
+ * cap policy it meets names those: no other suite's decisions meet it.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static crmd_server srv;
+static PGconn *db;
+static api_key writer;
+
+static const char *const short_lease[] = {"CRMD_JOB_LEASE_S=5", "CRMD_JOB_POLL_MS=100", NULL};
+
+static void setup(void)
+{
+    crmd_fixture_start(&srv, short_lease);
+    if (writer.id == 0)
+        ck_assert(api_key_create("campaigns:read,campaigns:write,segments:read,segments:write,"
+                                 "rules:read,rules:write,touchpoints:write,customers:write",
+                                 &writer));
+    db = harness_db_connect();
+}
+
+static void teardown(void)
+{
+    PQfinish(db);
+    crmd_fixture_stop(&srv);
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static json_t *expect(const char *method, const char *path, const char *body, const char *if_match,
+                      long status)
+{
+    char header[128];
+    const char *headers[] = {header, NULL};
+    snprintf(header, sizeof header, "If-Match: %s", if_match ? if_match : "");
+    http_call call = {.method = method,
+                      .path = path,
+                      .api_key = writer.secret,
+                      .body = body,
+                      .content_type =
+                          strcmp(method, "PATCH") == 0 ? "application/merge-patch+json" : NULL,
+                      .headers = if_match ? headers : NULL};
+    http_response r = http_send(&srv, &call);
+    ck_assert_msg(r.status == status, "%s %s %s answered %ld, not %ld: %.700s", method, path,
+                  body ? body : "", r.status, status, r.body);
+    json_t *doc = r.body_len ? http_response_json(&r) : NULL;
+    http_response_free(&r);
+    return doc;
+}
+
+static long long int_member(const json_t *doc, const char *key)
+{
+    return json_integer_value(json_object_get(doc, key));
+}
+
+/* Runs sql with up to three text parameters; fails the test on error. */
+static void sql3(const char *sql, const char *a, const char *b, const char *c)
+{
+    const char *p[] = {a, b, c};
+    int n = c ? 3 : b ? 2 : a ? 1 : 0;
+    PGresult *res = PQexecParams(db, sql, n, NULL, p, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
+                  "%s: %s", sql, PQerrorMessage(db));
+    PQclear(res);
+}
+
+static long long number(const char *sql, long long campaign)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", campaign);
+    return harness_sql_number(db, sql, id);
+}
+
+/* n customers tagged tag: i % 4 == 0 gave no consent for mail/profiling,
+ * the others granted it; i % 4 == 1 had a mail touchpoint for profiling an
+ * hour ago (a cap of one a day then refuses them). */
+static void make_audience(const char *tag, int n)
+{
+    char count[16];
+    snprintf(count, sizeof count, "%d", n);
+    sql3("INSERT INTO customers (first_name, tags) SELECT 'camp ' || i, ARRAY[$1]"
+         " FROM generate_series(1, $2::int) i",
+         tag, count, NULL);
+    sql3(
+        "INSERT INTO customer_consents (customer_id, channel, purpose, status, source, captured_at)"
+        " SELECT id, 'mail', 'profiling', 'granted', 'test', now() - interval '1 day'"
+        " FROM customers WHERE $1 = ANY(tags) AND (id - (SELECT min(id) FROM customers"
+        " WHERE $1 = ANY(tags))) % 4 <> 0",
+        tag, NULL, NULL);
+    sql3("INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+         " event_id, purpose) SELECT id, 'mail', 'other', 'outbound', now() - interval '1 hour',"
+         " 'camp-test', $1 || '-' || id, 'profiling' FROM customers WHERE $1 = ANY(tags)"
+         " AND (id - (SELECT min(id) FROM customers WHERE $1 = ANY(tags))) % 4 = 1",
+         tag, NULL, NULL);
+}
+
+/* A live segment of the customers tagged tag. */
+static long long live_segment(const char *tag)
+{
+    char body[256], path[64];
+    snprintf(body, sizeof body,
+             "{\"name\": \"exec %s\", \"rule\": {\"field\": \"tags\", \"op\": \"contains\","
+             " \"value\": \"%s\"}}",
+             tag, tag);
+    json_t *doc = expect("POST", "/v1/segments", body, NULL, 201);
+    long long id = int_member(doc, "id");
+    json_decref(doc);
+    snprintf(path, sizeof path, "/v1/segments/%lld", id);
+    for (int i = 0; i < 600; i++) {
+        doc = expect("GET", path, NULL, NULL, 200);
+        bool live = strcmp(json_string_value(json_object_get(doc, "state")), "live") == 0;
+        json_decref(doc);
+        if (live)
+            return id;
+        harness_sleep_ms(50);
+    }
+    ck_abort_msg("segment %lld was not built in 30 s", id);
+    return 0;
+}
+
+static long long new_campaign(const char *code, long long segment, const char *share)
+{
+    char body[768], ends[32];
+    time_t t = time(NULL) + 30 * 86400;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(ends, sizeof ends, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(body, sizeof body,
+             "{\"code\": \"%s\", \"name\": \"exec %s\", \"audience\": {\"segment_id\": %lld},"
+             " \"channels\": [\"mail\"], \"purpose\": \"profiling\", \"offer_code\": \"OFF-X\","
+             " \"control_share\": %s, \"ends_at\": \"%s\", \"response_types\": [\"purchase\"]}",
+             code, code, segment, share, ends);
+    json_t *doc = expect("POST", "/v1/campaigns", body, NULL, 201);
+    long long id = int_member(doc, "id");
+    json_decref(doc);
+    return id;
+}
+
+/* The cap: one mail for profiling a day; its id. */
+static long long cap_policy(const char *tag)
+{
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"name\": \"exec cap %s\", \"channel\": \"mail\", \"purpose\": \"profiling\","
+             " \"cap\": {\"max_contacts\": 1, \"period_hours\": 24}}",
+             tag);
+    json_t *doc = expect("POST", "/v1/contact-policies", body, NULL, 201);
+    long long id = int_member(doc, "id");
+    json_decref(doc);
+    return id;
+}
+
+static void drop_policy(long long id)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/contact-policies/%lld", id);
+    json_t *doc = expect("GET", path, NULL, NULL, 200);
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", int_member(doc, "version"));
+    json_decref(doc);
+    json_decref(expect("DELETE", path, NULL, etag, 204));
+}
+
+/* POST execute; the job's id. */
+static long long execute(long long campaign)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
+    json_t *job = expect("POST", path, NULL, NULL, 202);
+    long long id = int_member(job, "id");
+    ck_assert_str_eq(json_string_value(json_object_get(job, "kind")), "campaign_execute");
+    json_decref(job);
+    return id;
+}
+
+/* Waits until job ends; its final state. */
+static char *job_end(long long job, int seconds)
+{
+    char path[48];
+    snprintf(path, sizeof path, "/v1/jobs/%lld", job);
+    for (int i = 0; i < seconds * 20; i++) {
+        json_t *doc = expect("GET", path, NULL, NULL, 200);
+        const char *state = json_string_value(json_object_get(doc, "state"));
+        char *out = NULL;
+        if (strcmp(state, "queued") != 0 && strcmp(state, "running") != 0)
+            out = strdup(state);
+        json_decref(doc);
+        if (out != NULL)
+            return out;
+        harness_sleep_ms(50);
+    }
+    ck_abort_msg("job %lld did not end in %d s", job, seconds);
+    return NULL;
+}
+
+/* Every target of campaign decided once and as the rules say: checked in
+ * SQL against the formula and the facts. */
+static void check_decisions(long long campaign, long long audience)
+{
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), audience);
+    ck_assert_int_eq(number("SELECT audience_size FROM campaigns WHERE id = $1", campaign),
+                     audience);
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state = 'pending'",
+                            campaign),
+                     0);
+    /* the group: control when the first 60 bits of md5(salt:id) fall below
+     * the share of 2^60 */
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets g JOIN campaigns k ON k.id = g.campaign_id"
+               " WHERE g.campaign_id = $1 AND g.grp <> CASE WHEN ('x' || left(md5(k.salt::text"
+               " || ':' || g.customer_id), 15))::bit(60)::bigint::numeric"
+               " < k.control_share * 2::numeric ^ 60 THEN 'control' ELSE 'treatment' END",
+               campaign),
+        0);
+    /* no consent: excluded; a mail an hour ago under a cap of one a day:
+     * excluded by the cap; everyone else contacted or held out by group */
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets g WHERE g.campaign_id = $1 AND"
+               " g.state <> CASE"
+               "  WHEN NOT EXISTS (SELECT 1 FROM customer_consents k WHERE k.customer_id ="
+               "   g.customer_id AND k.channel = 'mail' AND k.purpose = 'profiling'"
+               "   AND k.status = 'granted') THEN 'excluded'"
+               "  WHEN EXISTS (SELECT 1 FROM touchpoints t WHERE t.customer_id = g.customer_id"
+               "   AND t.source = 'camp-test') THEN 'excluded'"
+               "  WHEN g.grp = 'control' THEN 'control' ELSE 'contacted' END",
+               campaign),
+        0);
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets g WHERE g.campaign_id = $1 AND"
+               " g.state = 'excluded' AND g.reason <> CASE WHEN EXISTS (SELECT 1 FROM"
+               " touchpoints t WHERE t.customer_id = g.customer_id AND t.source = 'camp-test')"
+               " THEN 'cap_reached' ELSE 'no_consent' END",
+               campaign),
+        0);
+    /* one campaign_contact touchpoint per contacted customer, none else */
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM touchpoints t JOIN campaigns k ON k.code = t.campaign_id"
+               " WHERE k.id = $1 AND t.type = 'campaign_contact' AND t.source = 'crmd:campaign'",
+               campaign),
+        number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+               " AND state = 'contacted'",
+               campaign));
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets g JOIN touchpoints t ON t.id ="
+               " g.touchpoint_id WHERE g.campaign_id = $1 AND (t.customer_id <> g.customer_id"
+               " OR t.channel <> 'mail' OR t.purpose <> 'profiling' OR t.offer_code <> 'OFF-X'"
+               " OR t.direction <> 'outbound')",
+               campaign),
+        0);
+}
+
+/* ---- tests -------------------------------------------------------------------- */
+
+START_TEST(a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "exec");
+    make_audience(tag, 200);
+    long long policy = cap_policy(tag);
+    long long campaign = new_campaign(tag, live_segment(tag), "0.25");
+
+    char *state = job_end(execute(campaign), 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    check_decisions(campaign, 200);
+    long long contacted = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                                 " AND state = 'contacted'",
+                                 campaign),
+              control = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                               " AND state = 'control'",
+                               campaign);
+    /* 100 customers may be contacted; about a quarter of them are held out */
+    ck_assert_int_eq(contacted + control, 100);
+    ck_assert_msg(control >= 10 && control <= 45, "control %lld of 100", control);
+
+    char path[64];
+    snprintf(path, sizeof path, "/v1/campaigns/%lld", campaign);
+    json_t *doc = expect("GET", path, NULL, NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "status")), "running");
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", int_member(doc, "version"));
+    json_decref(doc);
+
+    /* executed again: nobody is contacted twice */
+    state = job_end(execute(campaign), 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    check_decisions(campaign, 200);
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state = 'contacted'",
+                            campaign),
+                     contacted);
+
+    /* cancelled, it cannot be executed */
+    json_decref(expect("PATCH", path, "{\"status\": \"cancelled\"}", etag, 200));
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
+    json_decref(expect("POST", path, NULL, NULL, 409));
+    drop_policy(policy);
+}
+END_TEST
+
+START_TEST(what_cannot_be_executed_is_refused_and_changes_nothing)
+{
+    char tag[64], body[512], path[64];
+    harness_unique(tag, sizeof tag, "noexec");
+    long long segment = live_segment(tag);
+    /* no end */
+    snprintf(body, sizeof body,
+             "{\"code\": \"%s\", \"name\": \"n %s\", \"audience\": {\"segment_id\": %lld},"
+             " \"channels\": [\"mail\"], \"purpose\": \"profiling\", \"control_share\": 0.1,"
+             " \"response_types\": [\"purchase\"]}",
+             tag, tag, segment);
+    json_t *doc = expect("POST", "/v1/campaigns", body, NULL, 201);
+    long long campaign = int_member(doc, "id");
+    json_decref(doc);
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
+    http_call call = {.method = "POST", .path = path, .api_key = writer.secret};
+    http_response r = http_send(&srv, &call);
+    json_t *problem = assert_problem_at(&r, 422, __FILE__, __LINE__);
+    ck_assert(problem_names_field(problem, "/ends_at"));
+    json_decref(problem);
+    http_response_free(&r);
+    ck_assert_int_eq(number("SELECT count(*) FROM jobs WHERE kind = 'campaign_execute'"
+                            " AND params->>'campaign_id' = $1::text",
+                            campaign),
+                     0);
+    snprintf(path, sizeof path, "/v1/campaigns/%lld", campaign);
+    doc = expect("GET", path, NULL, NULL, 200);
+    ck_assert_str_eq(json_string_value(json_object_get(doc, "status")), "draft");
+    json_decref(doc);
+    json_decref(expect("POST", "/v1/campaigns/999999999/execute", NULL, NULL, 404));
+    /* crmd's own sources are refused to clients */
+    r = http_post_json(&srv, "/v1/touchpoints", writer.secret,
+                       "{\"customer_id\": 1, \"channel\": \"mail\", \"type\": \"other\","
+                       " \"direction\": \"outbound\", \"occurred_at\": \"2026-11-20T10:00:00Z\","
+                       " \"source\": \"crmd:campaign\", \"event_id\": \"1-1\"}");
+    problem = assert_problem_at(&r, 422, __FILE__, __LINE__);
+    json_decref(problem);
+    http_response_free(&r);
+}
+END_TEST
+
+/* A job held in its second batch (a customer of it locked here), crmd
+ * killed, started again: the job is taken over when its lease runs out
+ * and goes on; a second execute meanwhile is refused. */
+START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "kill");
+    make_audience(tag, 2500);
+    long long policy = cap_policy(tag);
+    long long campaign = new_campaign(tag, live_segment(tag), "0.1");
+    /* hold the 1,500th customer as a decision does: the second batch waits
+     * for it (taking the audience does not: its foreign keys only share).
+     * Found first, then locked: rows an OFFSET skips would be locked too. */
+    PGconn *holder = harness_db_connect();
+    PGresult *res = PQexec(holder, "BEGIN");
+    PQclear(res);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM customers WHERE id = (SELECT id FROM customers WHERE '%s' ="
+             " ANY(tags) ORDER BY id OFFSET 1499 LIMIT 1) FOR NO KEY UPDATE",
+             tag);
+    res = PQexec(holder, sql);
+    ck_assert_int_eq(PQntuples(res), 1);
+    PQclear(res);
+
+    long long job = execute(campaign);
+    bool midway = false;
+    for (int i = 0; i < 600 && !midway; i++) {
+        midway = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                        " AND state <> 'pending'",
+                        campaign) >= 1000;
+        if (!midway)
+            harness_sleep_ms(50);
+    }
+    ck_assert_msg(midway, "the first batch was not decided in 30 s");
+    char path[64];
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
+    json_decref(expect("POST", path, NULL, NULL, 409)); /* being executed */
+    crmd_kill(&srv);
+    res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+    ck_assert_int_lt(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state <> 'pending'",
+                            campaign),
+                     2500);
+
+    crmd_fixture_start(&srv, short_lease);
+    char *state = job_end(job, 90);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    check_decisions(campaign, 2500);
+    drop_policy(policy);
+}
+END_TEST
+
+Suite *campaign_execution_suite(void)
+{
+    Suite *s = suite_create("campaign_execution");
+    TCase *tc = tcase_create("execute");
+    tcase_set_timeout(tc, 240);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group);
+    tcase_add_test(tc, what_cannot_be_executed_is_refused_and_changes_nothing);
+    tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
+    suite_add_tcase(s, tc);
+    return s;
+}
