@@ -29,6 +29,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "db.h"
 #include "error.h"
 
 /* POST /v1/campaigns: {"code", "name", "objective"?, "audience":
@@ -74,6 +75,35 @@ json_t *crm_campaign_versions(long long id, long long after, int limit, long lon
  * deleted segment or rule, a segment still building); CRM_E_INVALID naming
  * /ends_at for a campaign without an end. */
 json_t *crm_campaign_execute(long long id, long long api_key_id, crm_error *err);
+
+/* ---- responses and results (campaigns/results.c, migration 0027) ---------- */
+
+/* The reporting currency revenue is valued in (CRMD_REPORTING_CURRENCY),
+ * set once at start; "EUR" until then. */
+void crm_campaigns_set_currency(const char *code);
+const char *crm_campaigns_currency(void);
+
+/* One sweep of the responses' follower on c: at most limit touchpoints
+ * after its place attributed (see migration 0027), amounts valued in the
+ * reporting currency currency; *seen how many it read (0 also when
+ * another process follows). */
+bool crm_campaigns_follow(crm_conn *c, const char *currency, int limit, int *seen,
+                          crm_error *err);
+
+/* Recomputes the results of up to max campaigns marked dirty, each in its
+ * own transaction (FOR UPDATE SKIP LOCKED: processes side by side take
+ * others); *done how many. */
+bool crm_campaigns_refresh_results(crm_conn *c, const char *currency, int max, int *done,
+                                   crm_error *err);
+
+/* Marks campaign id's results to be recomputed (in the caller's
+ * transaction on c). */
+bool crm_campaign_results_moved(crm_conn *c, long long id, crm_error *err);
+
+/* GET /v1/campaigns/{id}/results: the stored results as JSON text (the
+ * caller frees it; *len bytes), with "computed_at" and "current" (false
+ * while a recompute is due); computed at once the first time. */
+char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_error *err);
 
 /* The job kind of an execution (register it with crm_jobs_register). */
 struct crm_job_kind;

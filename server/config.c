@@ -119,6 +119,10 @@ static const env_var vars[] = {
      "how often the segments' upkeep moves the customers whose standing changed with time, "
      "folds the segments' counts and records their daily size (0: this process runs none); "
      "a time-window membership changes at most about this late"},
+    {"CRMD_CAMPAIGNS_TICK_MS", VAR_INT, "1000", 0, 600000, OFF(campaigns_tick_ms),
+     "how often the campaigns' upkeep attributes new touchpoints to campaigns as responses "
+     "and recomputes the results that moved (0: this process runs none); results are "
+     "current about this long after a response"},
     {"CRMD_SEGMENTS_FLIP_BATCH", VAR_INT, "1000", 1, 100000, OFF(segments_flip_batch),
      "customers the segments' upkeep re-evaluates in one transaction"},
     {"CRMD_SEGMENTS_QUEUE_MS", VAR_INT, "100", 0, 600000, OFF(segments_queue_ms),

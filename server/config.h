@@ -53,6 +53,7 @@ typedef struct crmd_config {
     int metrics_follow_ms; /* 0: this process does not follow */
     int metrics_follow_batch;
     int segments_tick_ms; /* 0: this process runs no segments upkeep */
+    int campaigns_tick_ms; /* 0: this process attributes no responses, refreshes no results */
     int segments_flip_batch;
     int segments_queue_ms; /* 0: this process judges no queued batch */
     int segments_queue_batches;

@@ -94,6 +94,7 @@ void handle_campaign_patch(http_request *req);
 void handle_campaign_delete(http_request *req);
 void handle_campaign_versions(http_request *req);
 void handle_campaign_execute(http_request *req);
+void handle_campaign_results(http_request *req);
 
 /* handlers_treatment_rules.c */
 void handle_treatment_rule_create(http_request *req);

@@ -156,3 +156,19 @@ void handle_campaign_execute(http_request *req)
     http_add_header(req, "Location", location);
     http_reply_json(req, 202, job);
 }
+
+/* GET /v1/campaigns/{id}/results: the stored results (campaigns/results.c). */
+void handle_campaign_results(http_request *req)
+{
+    long long id;
+    if (!campaign_id(req, &id))
+        return;
+    crm_error err = CRM_ERROR_INIT;
+    size_t len = 0;
+    char *text = crm_campaign_results(id, crm_campaigns_currency(), &len, &err);
+    if (text == NULL) {
+        handler_reply_error(req, &err);
+        return;
+    }
+    http_reply_json_text(req, 200, text, len);
+}

@@ -399,6 +399,7 @@ static int cmd_serve(const crmd_config *cfg)
     crm_jobs_register(&crm_metrics_patterns_kind);
     crm_jobs_register(&crm_metrics_base_kind);
     crm_jobs_register(&crm_campaign_execute_kind);
+    crm_campaigns_set_currency(cfg->reporting_currency);
     crm_segments_register_jobs();
     if (!http_throttle_configure(cfg->rate_limit_rps, cfg->rate_limit_burst)) {
         crm_log(CRM_LOG_ERROR, "cannot make the rate limit's table");
@@ -426,7 +427,9 @@ static int cmd_serve(const crmd_config *cfg)
     segments_worker_config scfg = {.tick_ms = cfg->segments_tick_ms,
                                    .flip_batch = cfg->segments_flip_batch,
                                    .queue_ms = cfg->segments_queue_ms,
-                                   .queue_batches = cfg->segments_queue_batches};
+                                   .queue_batches = cfg->segments_queue_batches,
+                                   .campaigns_ms = cfg->campaigns_tick_ms,
+                                   .currency = cfg->reporting_currency};
     segments_worker *segments = segments_worker_start(&scfg);
     crm_log(CRM_LOG_INFO,
             "crmd %s listening on http://%s:%d (%d I/O threads with %d pipelined connections "

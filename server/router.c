@@ -162,6 +162,8 @@ static const http_route routes[] = {
      false, false, 0, Q_PAGE},
     {"POST", "/v1/campaigns/{id}/execute", handle_campaign_execute, CRM_SCOPE_CAMPAIGNS_WRITE,
      false, false, 0, NULL},
+    {"GET", "/v1/campaigns/{id}/results", handle_campaign_results, CRM_SCOPE_CAMPAIGNS_READ,
+     false, false, 0, NULL},
     /* contact policies and contacts */
     {"POST", "/v1/contact-policies", handle_contact_policy_create, CRM_SCOPE_RULES_WRITE, true,
      false, SMALL_BODY, NULL},

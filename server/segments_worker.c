@@ -4,6 +4,7 @@
 #include "segments_worker.h"
 #include "clock.h"
 #include "log.h"
+#include "campaigns.h"
 #include "segment_store.h"
 
 #include <pthread.h>
@@ -39,12 +40,31 @@ static void report(bool ok, crm_error *err, bool *failing, const char *what)
     crm_error_clear(err);
 }
 
+/* The campaigns' upkeep: the responses' follower while it finds work in
+ * numbers (a few sweeps at most), then the results that moved. */
+static bool campaigns_upkeep(const segments_worker_config *cfg, crm_error *err)
+{
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return false;
+    int seen = 0, done = 0;
+    bool ok = true;
+    for (int i = 0; ok && i < 10; i++) {
+        ok = crm_campaigns_follow(c, cfg->currency, 5000, &seen, err);
+        if (seen < 5000)
+            break;
+    }
+    ok = ok && crm_campaigns_refresh_results(c, cfg->currency, 10, &done, err);
+    crm_db_release(c);
+    return ok;
+}
+
 static void *run(void *arg)
 {
     segments_worker *w = arg;
     const segments_worker_config *cfg = &w->cfg;
-    bool tick_failing = false, queue_failing = false;
-    long long next_tick = 0;
+    bool tick_failing = false, queue_failing = false, campaigns_failing = false;
+    long long next_tick = 0, next_campaigns = 0;
     while (!atomic_load(&w->stop)) {
         crm_error err = CRM_ERROR_INIT;
         bool busy = false;
@@ -61,9 +81,15 @@ static void *run(void *arg)
             /* Again at once while customers were due in numbers. */
             next_tick = did >= cfg->flip_batch ? now : now + cfg->tick_ms;
         }
+        if (cfg->campaigns_ms > 0 && crm_monotonic_ms() >= next_campaigns) {
+            report(campaigns_upkeep(cfg, &err), &err, &campaigns_failing, "campaigns' upkeep");
+            next_campaigns = crm_monotonic_ms() + cfg->campaigns_ms;
+        }
         if (busy || atomic_load(&w->stop))
             continue;
         long long wait = cfg->tick_ms > 0 ? next_tick - crm_monotonic_ms() : 600000;
+        if (cfg->campaigns_ms > 0 && wait > next_campaigns - crm_monotonic_ms())
+            wait = next_campaigns - crm_monotonic_ms();
         if (cfg->queue_ms > 0 && wait > cfg->queue_ms)
             wait = cfg->queue_ms;
         if (wait > 0)
@@ -74,7 +100,7 @@ static void *run(void *arg)
 
 segments_worker *segments_worker_start(const segments_worker_config *cfg)
 {
-    if (cfg->tick_ms <= 0 && cfg->queue_ms <= 0)
+    if (cfg->tick_ms <= 0 && cfg->queue_ms <= 0 && cfg->campaigns_ms <= 0)
         return NULL;
     segments_worker *w = calloc(1, sizeof *w);
     if (w == NULL)

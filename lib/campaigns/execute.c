@@ -298,7 +298,7 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
         }
         PQclear(r);
         PGresult *u = ok ? crm_db_exec(c, &audience_taken, 1, params, err) : NULL;
-        ok = u != NULL;
+        ok = u != NULL && crm_campaign_results_moved(c, id, err);
         PQclear(u);
     }
     PQclear(res);
@@ -481,7 +481,8 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
             ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
         for (int i = 0; ok && i < made; i++)
             tps[i] = atoll(PQgetvalue(res, i, 0));
-        ok = ok && crm_segments_queue_touchpoints(c, tps, (size_t)made, err);
+        ok = ok && crm_segments_queue_touchpoints(c, tps, (size_t)made, err) &&
+             crm_campaign_results_moved(c, run->id, err);
         free(tps);
         PQclear(res);
         n->decided = rows;

@@ -21,7 +21,8 @@ static crmd_server srv;
 static PGconn *db;
 static api_key writer;
 
-static const char *const short_lease[] = {"CRMD_JOB_LEASE_S=5", "CRMD_JOB_POLL_MS=100", NULL};
+static const char *const short_lease[] = {"CRMD_JOB_LEASE_S=5", "CRMD_JOB_POLL_MS=100",
+                                          "CRMD_CAMPAIGNS_TICK_MS=200", NULL};
 
 static void setup(void)
 {
@@ -356,6 +357,177 @@ START_TEST(what_cannot_be_executed_is_refused_and_changes_nothing)
 }
 END_TEST
 
+/* GET results until they are current and count `responses` responses
+ * (the upkeep attributes and recomputes every 200 ms here). */
+static json_t *current_results(long long campaign, long long responses)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/results", campaign);
+    for (int i = 0; i < 300; i++) {
+        json_t *doc = expect("GET", path, NULL, NULL, 200);
+        if (json_is_true(json_object_get(doc, "current")) &&
+            int_member(doc, "responses") == responses)
+            return doc;
+        json_decref(doc);
+        harness_sleep_ms(50);
+    }
+    ck_abort_msg("the results of campaign %lld did not count %lld responses in 15 s", campaign,
+                 responses);
+    return NULL;
+}
+
+static double real_at(const json_t *doc, const char *a, const char *b, const char *c)
+{
+    const json_t *v = json_object_get(json_object_get(json_object_get(doc, a), b), c);
+    ck_assert_msg(json_is_number(v), "%s.%s.%s is not a number", a, b, c);
+    return json_number_value(v);
+}
+
+/* Two campaigns on one audience, A executed before B: B meets the cap
+ * that A's contacts reached (nobody is contacted by both); a purchase
+ * afterwards is B's when its customer is one of B's contacted or control
+ * targets (the last decision before it), else A's when one of A's, else
+ * nobody's; each campaign's results count exactly what was attributed to
+ * it, with the uplift worked out here. */
+START_TEST(responses_go_to_the_last_campaign_and_results_count_them)
+{
+    char tag[64], code_a[80], code_b[80];
+    harness_unique(tag, sizeof tag, "resp");
+    snprintf(code_a, sizeof code_a, "%s-a", tag);
+    snprintf(code_b, sizeof code_b, "%s-b", tag);
+    make_audience(tag, 300);
+    long long policy = cap_policy(tag), segment = live_segment(tag);
+    long long a = new_campaign(code_a, segment, "0.3");
+    char *state = job_end(execute(a), 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    harness_sleep_ms(20); /* B decides strictly later */
+    long long b = new_campaign(code_b, segment, "0.3");
+    state = job_end(execute(b), 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    char ids[64];
+    snprintf(ids, sizeof ids, "{%lld,%lld}", a, b);
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM campaign_targets x JOIN"
+                                        " campaign_targets y ON y.customer_id = x.customer_id"
+                                        " WHERE x.campaign_id = ($1::bigint[])[1] AND"
+                                        " y.campaign_id = ($1::bigint[])[2] AND x.state ="
+                                        " 'contacted' AND y.state = 'contacted'",
+                                        ids),
+                     0);
+    ck_assert_int_gt(harness_sql_number(db,
+                                        "SELECT count(*) FROM campaign_targets x JOIN"
+                                        " campaign_targets y ON y.customer_id = x.customer_id"
+                                        " WHERE x.campaign_id = ($1::bigint[])[1] AND"
+                                        " y.campaign_id = ($1::bigint[])[2] AND x.state ="
+                                        " 'contacted' AND y.reason = 'cap_reached'",
+                                        ids),
+                     0);
+    drop_policy(policy);
+    /* purchases of 12.50 EUR by every third customer, one refund of 2.50,
+     * and a visit (not a response type) by everyone */
+    sql3("INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+         " event_id, amount, currency) SELECT id, 'store', 'purchase', 'inbound', now(),"
+         " 'resp-test', $1 || '-p-' || id, 12.50, 'EUR' FROM customers WHERE $1 = ANY(tags)"
+         " AND id % 3 = 0",
+         tag, NULL, NULL);
+    sql3("INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+         " event_id) SELECT id, 'web', 'visit', 'inbound', now(), 'resp-test', $1 || '-v-' || id"
+         " FROM customers WHERE $1 = ANY(tags)",
+         tag, NULL, NULL);
+    long long purchases = harness_sql_number(
+        db, "SELECT count(*) FROM customers WHERE $1 = ANY(tags) AND id % 3 = 0", tag);
+    /* expected owner of each purchase, worked out from the targets */
+    const char *owner_sql =
+        "SELECT count(*) FROM touchpoints t LEFT JOIN campaign_responses r ON r.touchpoint_id ="
+        " t.id WHERE t.source = 'resp-test' AND t.type = 'purchase' AND t.event_id LIKE $1 || '%'"
+        " AND r.campaign_id IS DISTINCT FROM CASE"
+        "  WHEN EXISTS (SELECT 1 FROM campaign_targets g JOIN campaigns k ON k.id = g.campaign_id"
+        "   WHERE k.code = $1 || '-b' AND g.customer_id = t.customer_id"
+        "   AND g.state IN ('contacted', 'control')) THEN (SELECT id FROM campaigns WHERE code ="
+        "   $1 || '-b')"
+        "  WHEN EXISTS (SELECT 1 FROM campaign_targets g JOIN campaigns k ON k.id = g.campaign_id"
+        "   WHERE k.code = $1 || '-a' AND g.customer_id = t.customer_id"
+        "   AND g.state IN ('contacted', 'control')) THEN (SELECT id FROM campaigns WHERE code ="
+        "   $1 || '-a')"
+        "  END";
+    long long b_responses = harness_sql_number(
+        db,
+        "SELECT count(*) FROM customers c JOIN campaign_targets g ON g.customer_id = c.id"
+        " JOIN campaigns k ON k.id = g.campaign_id WHERE $1 = ANY(c.tags) AND c.id % 3 = 0"
+        " AND k.code = $1 || '-b' AND g.state IN ('contacted', 'control')",
+        tag);
+    json_t *rb = current_results(b, b_responses);
+    ck_assert_int_eq(harness_sql_number(db, owner_sql, tag), 0);
+    ck_assert_int_eq(harness_sql_number(db,
+                                        "SELECT count(*) FROM campaign_responses r JOIN"
+                                        " touchpoints t ON t.id = r.touchpoint_id WHERE"
+                                        " t.source = 'resp-test' AND t.type <> 'purchase'",
+                                        NULL),
+                     0);
+    ck_assert_int_le(b_responses, purchases);
+
+    /* B's figures, worked out here from the targets */
+    char bid[24];
+    snprintf(bid, sizeof bid, "%lld", b);
+    long long nt = harness_sql_number(db,
+                                      "SELECT count(*) FROM campaign_targets WHERE campaign_id ="
+                                      " $1::bigint AND state = 'contacted'",
+                                      bid),
+              nc = harness_sql_number(db,
+                                      "SELECT count(*) FROM campaign_targets WHERE campaign_id ="
+                                      " $1::bigint AND state = 'control'",
+                                      bid),
+              xt = harness_sql_number(db,
+                                      "SELECT count(*) FROM campaign_targets WHERE campaign_id ="
+                                      " $1::bigint AND state = 'contacted' AND customer_id % 3 = 0",
+                                      bid),
+              xc = harness_sql_number(db,
+                                      "SELECT count(*) FROM campaign_targets WHERE campaign_id ="
+                                      " $1::bigint AND state = 'control' AND customer_id % 3 = 0",
+                                      bid);
+    ck_assert_int_eq(int_member(rb, "contacted"), nt);
+    ck_assert_int_eq(int_member(rb, "control"), nc);
+    ck_assert_int_eq(int_member(rb, "audience"), 300);
+    json_t *st = json_object_get(rb, "statistics");
+    ck_assert_int_eq(int_member(json_object_get(st, "treatment"), "responders"), xt);
+    ck_assert_int_eq(int_member(json_object_get(st, "control"), "responders"), xc);
+    double pt = (double)xt / (double)nt, pc = (double)xc / (double)nc;
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(st, "treatment"), "response_rate")), pt,
+        1e-12);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(st, "uplift"), "absolute")), pt - pc,
+        1e-12);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(st, "treatment"), "revenue")),
+        12.5 * (double)xt, 1e-9);
+    ck_assert_double_eq_tol(
+        json_number_value(json_object_get(json_object_get(st, "control"), "revenue")),
+        12.5 * (double)xc, 1e-9);
+    double low = real_at(st, "uplift", "newcombe", "low"),
+           high = real_at(st, "uplift", "newcombe", "high");
+    ck_assert(low < pt - pc && pt - pc < high);
+    /* the excluded of B: the capped, and those without consent */
+    json_t *ex = json_object_get(rb, "excluded");
+    ck_assert_int_eq(int_member(ex, "total"),
+                     harness_sql_number(db,
+                                        "SELECT count(*) FROM campaign_targets WHERE campaign_id"
+                                        " = $1::bigint AND state = 'excluded'",
+                                        bid));
+    ck_assert_int_gt(int_member(ex, "cap_reached"), 0);
+    ck_assert_int_gt(int_member(ex, "no_consent"), 0);
+    /* one day since the execution, with the day's responders */
+    json_t *days = json_object_get(rb, "daily");
+    ck_assert_int_ge(json_array_size(days), 1);
+    json_t *last = json_array_get(days, json_array_size(days) - 1);
+    ck_assert_int_eq(int_member(last, "treatment_responders"), xt);
+    ck_assert_int_eq(int_member(last, "control_responders"), xc);
+    json_decref(rb);
+}
+END_TEST
+
 /* A job held in its second batch (a customer of it locked here), crmd
  * killed, started again: the job is taken over when its lease runs out
  * and goes on; a second execute meanwhile is refused. */
@@ -420,6 +592,7 @@ Suite *campaign_execution_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group);
     tcase_add_test(tc, what_cannot_be_executed_is_refused_and_changes_nothing);
+    tcase_add_test(tc, responses_go_to_the_last_campaign_and_results_count_them);
     tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
     suite_add_tcase(s, tc);
     return s;
