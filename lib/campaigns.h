@@ -105,6 +105,13 @@ bool crm_campaign_results_moved(crm_conn *c, long long id, crm_error *err);
  * while a recompute is due); computed at once the first time. */
 char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_error *err);
 
+/* The scheduler (every process's campaigns' upkeep): the scheduled
+ * campaigns whose starts_at has come are executed as POST .../execute
+ * would (FOR UPDATE SKIP LOCKED: one process starts each); one that cannot
+ * start (its segment still building) stays scheduled, logged. *started
+ * how many started. */
+bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err);
+
 /* The job kind of an execution (register it with crm_jobs_register). */
 struct crm_job_kind;
 extern const struct crm_job_kind crm_campaign_execute_kind;

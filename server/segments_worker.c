@@ -47,8 +47,8 @@ static bool campaigns_upkeep(const segments_worker_config *cfg, crm_error *err)
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return false;
-    int seen = 0, done = 0;
-    bool ok = true;
+    int seen = 0, done = 0, started = 0;
+    bool ok = crm_campaigns_start_scheduled(c, &started, err);
     for (int i = 0; ok && i < 10; i++) {
         ok = crm_campaigns_follow(c, cfg->currency, 5000, &seen, err);
         if (seen < 5000)

@@ -36,6 +36,7 @@
 #include "bytebuf.h"
 #include "clock.h"
 #include "list/sqlbuf.h"
+#include "log.h"
 #include "jobs.h"
 #include "segment_store.h"
 #include "segments.h"
@@ -95,18 +96,17 @@ static bool may_execute(const PGresult *res, crm_error *err)
     return true;
 }
 
-json_t *crm_campaign_execute(long long id, long long api_key_id, crm_error *err)
+/* Queues the execution of campaign id inside the caller's transaction on
+ * c (the campaign's row locked here) and moves the campaign to running;
+ * the job's representation, or NULL with err. */
+static json_t *execute_on(crm_conn *c, long long id, long long api_key_id, crm_error *err)
 {
-    crm_conn *c = crm_db_acquire(err);
-    if (c == NULL)
-        return NULL;
     char idbuf[24];
     snprintf(idbuf, sizeof idbuf, "%lld", id);
     const char *params[] = {idbuf, NULL};
     json_t *job = NULL;
-    bool ok = crm_db_begin(c, err);
-    PGresult *res = ok ? crm_db_exec(c, &execute_lock, 1, params, err) : NULL;
-    ok = res != NULL;
+    PGresult *res = crm_db_exec(c, &execute_lock, 1, params, err);
+    bool ok = res != NULL;
     if (ok && PQntuples(res) != 1)
         ok = crm_error_set(err, CRM_E_NOT_FOUND, "no campaign with this id");
     ok = ok && may_execute(res, err);
@@ -130,16 +130,75 @@ json_t *crm_campaign_execute(long long id, long long api_key_id, crm_error *err)
     if (ok && !was_running) /* a resumed execution is not a new version */
         ok = (doc = campaign_keep_version(c, id, api_key_id, err)) != NULL;
     json_decref(doc);
-    ok = ok && crm_db_commit(c, err);
     if (!ok) {
-        crm_db_rollback(c);
         json_decref(job);
         job = NULL;
     }
+    return job;
+}
+
+json_t *crm_campaign_execute(long long id, long long api_key_id, crm_error *err)
+{
+    crm_conn *c = crm_db_acquire(err);
+    if (c == NULL)
+        return NULL;
+    json_t *job = crm_db_begin(c, err) ? execute_on(c, id, api_key_id, err) : NULL;
+    if (job != NULL && !crm_db_commit(c, err)) {
+        json_decref(job);
+        job = NULL;
+    }
+    if (job == NULL)
+        crm_db_rollback(c);
     crm_db_release(c);
     if (job != NULL)
         crm_jobs_wake();
     return job;
+}
+
+/* The scheduled campaigns whose start has come, claimed (another process
+ * takes others, or none). */
+static crm_stmt due_campaigns =
+    CRM_STMT("campaign_due",
+             "SELECT id FROM campaigns WHERE status = 'scheduled' AND starts_at <= now()"
+             " AND deleted_at IS NULL ORDER BY starts_at, id LIMIT 10 FOR UPDATE SKIP LOCKED");
+
+bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err)
+{
+    *started = 0;
+    if (!crm_db_begin(c, err))
+        return false;
+    PGresult *due = crm_db_exec(c, &due_campaigns, 0, NULL, err);
+    bool ok = due != NULL;
+    for (int i = 0; ok && i < PQntuples(due); i++) {
+        long long id = atoll(PQgetvalue(due, i, 0));
+        /* Each in a savepoint: one that cannot start now (its segment is
+         * still building) stays scheduled and is tried again. */
+        PGresult *sp = crm_db_exec_sql(c, "SAVEPOINT start_one", 0, NULL, err);
+        ok = sp != NULL;
+        PQclear(sp);
+        crm_error one = CRM_ERROR_INIT;
+        json_t *job = ok ? execute_on(c, id, 0, &one) : NULL;
+        if (job != NULL) {
+            ++*started;
+            crm_log(CRM_LOG_INFO, "campaign %lld: started at its start time (job %lld)", id,
+                    (long long)json_integer_value(json_object_get(job, "id")));
+        } else if (ok) {
+            crm_log(CRM_LOG_WARN, "campaign %lld: its start has come but it cannot start: %s", id,
+                    one.detail);
+            PGresult *rb = crm_db_exec_sql(c, "ROLLBACK TO SAVEPOINT start_one", 0, NULL, err);
+            ok = rb != NULL;
+            PQclear(rb);
+        }
+        json_decref(job);
+        crm_error_clear(&one);
+    }
+    PQclear(due);
+    ok = ok && crm_db_commit(c, err);
+    if (!ok)
+        crm_db_rollback(c);
+    if (ok && *started > 0)
+        crm_jobs_wake();
+    return ok;
 }
 
 /* ---- the job ------------------------------------------------------------------------ */

@@ -355,9 +355,15 @@ static char *compute(crm_conn *c, long long id, const char *currency, crm_error 
     return out;
 }
 
+/* A campaign whose results moved, at most once every RECOMPUTE_S seconds
+ * each: while an execution decides a batch a second, its results are not
+ * recomputed for every batch. */
+#define RECOMPUTE_S "2"
 static crm_stmt dirty_claim =
-    CRM_STMT("campaign_results_dirty", "SELECT campaign_id FROM campaign_results WHERE dirty"
-                                       " ORDER BY campaign_id LIMIT 1 FOR UPDATE SKIP LOCKED");
+    CRM_STMT("campaign_results_dirty",
+             "SELECT campaign_id FROM campaign_results WHERE dirty AND (computed_at IS NULL"
+             " OR computed_at < now() - interval '" RECOMPUTE_S " seconds')"
+             " ORDER BY campaign_id LIMIT 1 FOR UPDATE SKIP LOCKED");
 
 static crm_stmt results_store =
     CRM_STMT("campaign_results_store",

@@ -409,6 +409,19 @@ static bool export_campaign_targets_step(const crm_export_step *x, crm_error *er
     return export_member(x, &export_campaign_targets, "campaign_targets", err);
 }
 
+static crm_stmt export_campaign_responses = CRM_STMT_RO(
+    "privacy_export_campaign_responses",
+    "SELECT coalesce(json_agg(json_build_object('touchpoint_id', touchpoint_id, 'campaign_id',"
+    " campaign_id, 'customer_id', customer_id, 'group', grp, 'type', type, 'revenue', revenue,"
+    " 'occurred_at', " CRM_SQL_TS(
+        "occurred_at") ") ORDER BY touchpoint_id), '[]')::text"
+                       " FROM campaign_responses WHERE customer_id = ANY($1::bigint[])");
+
+static bool export_campaign_responses_step(const crm_export_step *x, crm_error *err)
+{
+    return export_member(x, &export_campaign_responses, "campaign_responses", err);
+}
+
 const crm_customer_table crm_customer_tables[] = {
     {"customer_consents", "customer_id",
      "where the parties' current decisions disagree the survivor gets a newer revocation; "
@@ -483,6 +496,13 @@ const crm_customer_table crm_customer_tables[] = {
      "results stay exact",
      "campaign_targets: every campaign that targeted the person's customers", NULL, NULL,
      export_campaign_targets_step},
+    {"campaign_responses", "customer_id",
+     "stay with the customer each names: a response is attributed once, to the target that "
+     "made it, and a campaign's results count it there",
+     "stay as anonymous facts (a touchpoint, a campaign, a group, an amount, a time): a "
+     "campaign's results stay exact",
+     "campaign_responses: every response of the person's customers attributed to a campaign", NULL,
+     NULL, export_campaign_responses_step},
 };
 
 const size_t crm_customer_tables_count = sizeof crm_customer_tables / sizeof crm_customer_tables[0];

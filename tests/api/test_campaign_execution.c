@@ -528,6 +528,48 @@ START_TEST(responses_go_to_the_last_campaign_and_results_count_them)
 }
 END_TEST
 
+/* A campaign scheduled to start two seconds from now is started by the
+ * upkeep (every 200 ms here) at its start time: running, with a job. */
+START_TEST(a_scheduled_campaign_starts_at_its_start_time)
+{
+    char tag[64], path[64], body[256], starts[32];
+    harness_unique(tag, sizeof tag, "sched");
+    make_audience(tag, 20);
+    long long campaign = new_campaign(tag, live_segment(tag), "0.2");
+    snprintf(path, sizeof path, "/v1/campaigns/%lld", campaign);
+    time_t t = time(NULL) + 2;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(starts, sizeof starts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(body, sizeof body, "{\"status\": \"scheduled\", \"starts_at\": \"%s\"}", starts);
+    json_decref(expect("PATCH", path, body, "\"1\"", 200));
+    long long started_at = harness_now_ms();
+    bool running = false;
+    for (int i = 0; i < 200 && !running; i++) {
+        json_t *doc = expect("GET", path, NULL, NULL, 200);
+        running = strcmp(json_string_value(json_object_get(doc, "status")), "running") == 0;
+        json_decref(doc);
+        if (!running)
+            harness_sleep_ms(50);
+    }
+    ck_assert_msg(running, "the campaign did not start in 10 s");
+    /* started at its start, not before, and kept it */
+    ck_assert_int_eq(number("SELECT count(*) FROM campaigns k JOIN jobs j ON j.id ="
+                            " k.execute_job_id WHERE k.id = $1 AND j.created_at >= k.starts_at"
+                            " AND k.starts_at = date_trunc('second', k.starts_at)",
+                            campaign),
+                     1);
+    ck_assert_int_le(harness_now_ms() - started_at, 10000);
+    long long job = number("SELECT execute_job_id FROM campaigns WHERE id = $1", campaign);
+    ck_assert_int_gt(job, 0);
+    char *state = job_end(job, 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), 20);
+}
+END_TEST
+
 /* A job held in its second batch (a customer of it locked here), crmd
  * killed, started again: the job is taken over when its lease runs out
  * and goes on; a second execute meanwhile is refused. */
@@ -580,6 +622,12 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
     ck_assert_str_eq(state, "succeeded");
     free(state);
     check_decisions(campaign, 2500);
+    /* the control group's share of 2,500 is 0.1 within four standard
+     * deviations (sqrt(0.1 * 0.9 / 2500) = 0.006) */
+    long long controls = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                                " AND grp = 'control'",
+                                campaign);
+    ck_assert_msg(controls >= 190 && controls <= 310, "%lld of 2500 in control", controls);
     drop_policy(policy);
 }
 END_TEST
@@ -593,6 +641,7 @@ Suite *campaign_execution_suite(void)
     tcase_add_test(tc, a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group);
     tcase_add_test(tc, what_cannot_be_executed_is_refused_and_changes_nothing);
     tcase_add_test(tc, responses_go_to_the_last_campaign_and_results_count_them);
+    tcase_add_test(tc, a_scheduled_campaign_starts_at_its_start_time);
     tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
     suite_add_tcase(s, tc);
     return s;
