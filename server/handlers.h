@@ -142,6 +142,10 @@ json_t *http_cursor_from_id(long long id);
  * A range with a malformed q is ignored. */
 int http_accept_quality(http_request *req, const char *type);
 
+/* The same for an Accept header's value (NULL: absent). Reads any bytes
+ * safely (tests/fuzz/fuzz_accept.c). */
+int http_accept_weight(const char *accept, const char *type);
+
 /* Parses a positive integer path parameter; false when it is not one. */
 bool http_param_id(http_request *req, const char *name, long long *out);
 

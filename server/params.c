@@ -130,9 +130,9 @@ static int range_match(const char *r, size_t len, const char *type)
     return len == 3 && memcmp(r, "*/*", 3) == 0 ? 1 : 0;
 }
 
-int http_accept_quality(http_request *req, const char *type)
+int http_accept_weight(const char *accept, const char *type)
 {
-    const char *p = http_header(req, "Accept");
+    const char *p = accept;
     if (p == NULL)
         return 1000;
     int best = 0, quality = 0;
@@ -163,4 +163,9 @@ int http_accept_quality(http_request *req, const char *type)
         }
     }
     return quality;
+}
+
+int http_accept_quality(http_request *req, const char *type)
+{
+    return http_accept_weight(http_header(req, "Accept"), type);
 }
