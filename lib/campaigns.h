@@ -28,6 +28,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdio.h>
 
 #include "db.h"
 #include "error.h"
@@ -111,6 +112,26 @@ char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_
  * start (its segment still building) stays scheduled, logged. *started
  * how many started. */
 bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err);
+
+/* GET /v1/campaigns/{id}/contacts (campaigns/contacts.c): the campaign's
+ * targets in state contacted, by customer id, on channel when it is not
+ * NULL (CRM_E_INVALID naming "channel" for one that is no consent
+ * channel). Each: customer_id, channel, address (for email the customer's
+ * email, for sms and phone their phone, for mail {street, postal_code,
+ * city, region, country}, else null; as the customer's row holds it now),
+ * first_name, last_name, preferred_language, the campaign's offer_code,
+ * touchpoint_id (the contact's touchpoint) and decided_at. A page after
+ * customer id after: {"data"} (the caller owns it), *next_after the last
+ * id shown when a next page exists, else 0. CRM_E_NOT_FOUND for no live
+ * campaign; one never executed has none. */
+json_t *crm_campaign_contacts(long long id, const char *channel, long long after, int limit,
+                              long long *next_after, crm_error *err);
+
+/* The same, the whole list, as CSV (lib/csv.h: a header row, then one
+ * record per contact; the address column holds an email or phone, the
+ * postal columns a mail address) written to out, from one snapshot. False
+ * with err (then out holds a part). */
+bool crm_campaign_contacts_csv(long long id, const char *channel, FILE *out, crm_error *err);
 
 /* The job kind of an execution (register it with crm_jobs_register). */
 struct crm_job_kind;

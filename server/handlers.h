@@ -95,6 +95,7 @@ void handle_campaign_delete(http_request *req);
 void handle_campaign_versions(http_request *req);
 void handle_campaign_execute(http_request *req);
 void handle_campaign_results(http_request *req);
+void handle_campaign_contacts(http_request *req);
 
 /* handlers_treatment_rules.c */
 void handle_treatment_rule_create(http_request *req);
@@ -134,6 +135,17 @@ bool http_query_after_id(http_request *req, long long *out, crm_error *err);
 
 /* Makes an opaque cursor for a keyset position; returns it as a JSON string. */
 json_t *http_cursor_from_id(long long id);
+
+/* The weight (thousandths, 0..1000) the request's Accept header gives the
+ * media type type ("text/csv"): that of the most specific range naming it
+ * (the type itself, then its major type with any subtype, then any type),
+ * 0 when none does, 1000 without Accept.
+ * A range with a malformed q is ignored. */
+int http_accept_quality(http_request *req, const char *type);
+
+/* The same for an Accept header's value (NULL: absent). Reads any bytes
+ * safely (tests/fuzz/fuzz_accept.c). */
+int http_accept_weight(const char *accept, const char *type);
 
 /* Parses a positive integer path parameter; false when it is not one. */
 bool http_param_id(http_request *req, const char *name, long long *out);

@@ -6,11 +6,19 @@
  * PATCH  /v1/campaigns/{id}            (campaigns:write) merge patch and status; If-Match required
  * DELETE /v1/campaigns/{id}            (campaigns:write) a draft only; 204
  * GET    /v1/campaigns/{id}/versions   (campaigns:read)  every version, oldest first
+ * POST   /v1/campaigns/{id}/execute    (campaigns:write) 202 with the job
+ * GET    /v1/campaigns/{id}/contacts   (campaigns:read)  whom it contacted: JSON pages, or
+ *                                                         the whole list as CSV (Accept)
  */
 #include "campaigns.h"
 #include "handlers.h"
 
+#include "log.h"
+
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 static bool campaign_id(http_request *req, long long *id)
 {
@@ -171,4 +179,67 @@ void handle_campaign_results(http_request *req)
         return;
     }
     http_reply_json_text(req, 200, text, len);
+/* The whole list as CSV, written to an unnamed temporary file and sent
+ * from there (as the privacy export is): memory holds one chunk of rows
+ * at most, and the database connection is free again as soon as the file
+ * is written, however slowly the client reads. The CSV has no pages: a
+ * limit or a cursor would quietly cut it short, so they are refused. */
+static void reply_contacts_csv(http_request *req, long long id)
+{
+    crm_error err = CRM_ERROR_INIT;
+    const char *paging = http_query(req, "limit")   ? "limit"
+                         : http_query(req, "after") ? "after"
+                                                    : NULL;
+    if (paging != NULL) {
+        crm_error_add_field(&err, paging, "the CSV is the whole list: it has no pages");
+        crm_error_set(&err, CRM_E_INVALID, "invalid query parameter '%s'", paging);
+        handler_reply_error(req, &err);
+        return;
+    }
+    FILE *out = tmpfile();
+    if (out == NULL) {
+        crm_log(CRM_LOG_ERROR, "campaign contacts: no temporary file (%s)", strerror(errno));
+        http_reply_problem(req, 503, "the list cannot be written now: try again later");
+        return;
+    }
+    bool ok = crm_campaign_contacts_csv(id, http_query(req, "channel"), out, &err);
+    ok = ok && fflush(out) == 0;
+    long size = ok ? ftell(out) : -1;
+    int fd = size >= 0 ? dup(fileno(out)) : -1;
+    fclose(out);
+    if (!ok || fd < 0 || lseek(fd, 0, SEEK_SET) != 0) {
+        if (err.code == CRM_OK) {
+            crm_log(CRM_LOG_ERROR, "campaign contacts: temporary file (%s)", strerror(errno));
+            crm_error_set(&err, CRM_E_INTERNAL, "internal error");
+        }
+        if (fd >= 0)
+            close(fd);
+        handler_reply_error(req, &err);
+        return;
+    }
+    char disposition[80];
+    snprintf(disposition, sizeof disposition, "attachment; filename=\"campaign-%lld-contacts.csv\"",
+             id);
+    http_add_header(req, "Content-Disposition", disposition);
+    http_add_header(req, "Cache-Control", "no-store");
+    http_reply_fd(req, 200, "text/csv; charset=utf-8", fd, (size_t)size);
+}
+
+/* GET /v1/campaigns/{id}/contacts: CSV when Accept prefers text/csv to
+ * application/json, JSON pages otherwise. */
+void handle_campaign_contacts(http_request *req)
+{
+    long long id, after, next = 0;
+    int limit;
+    if (!campaign_id(req, &id))
+        return;
+    if (http_accept_quality(req, "text/csv") > http_accept_quality(req, "application/json")) {
+        reply_contacts_csv(req, id);
+        return;
+    }
+    crm_error err = CRM_ERROR_INIT;
+    json_t *doc = NULL;
+    if (http_query_limit(req, 100, 1000, &limit, &err) && http_query_after_id(req, &after, &err))
+        doc = crm_campaign_contacts(id, http_query(req, "channel"), after, limit, &next, &err);
+    reply_page(req, doc, next, &err);
 }

@@ -36,6 +36,7 @@ static const char *const Q_SEGMENT_COUNT[] = {"at", NULL};
 static const char *const Q_SEGMENT_CHANGES[] = {"limit", "after", "since", NULL};
 static const char *const Q_LIMIT[] = {"limit", NULL};
 static const char *const Q_CAMPAIGN_LIST[] = {"status", "limit", "after", NULL};
+static const char *const Q_CAMPAIGN_CONTACTS[] = {"channel", "limit", "after", NULL};
 static const char *const Q_SYNC[] = {"cursor", "limit", NULL};
 static const char *const Q_COHORTS[] = {"from", "to", "months", NULL};
 static const char *const Q_BASKET[] = {"min_support", "min_confidence", "min_lift", "limit",
@@ -164,6 +165,8 @@ static const http_route routes[] = {
      false, false, 0, NULL},
     {"GET", "/v1/campaigns/{id}/results", handle_campaign_results, CRM_SCOPE_CAMPAIGNS_READ,
      false, false, 0, NULL},
+    {"GET", "/v1/campaigns/{id}/contacts", handle_campaign_contacts, CRM_SCOPE_CAMPAIGNS_READ,
+     false, false, 0, Q_CAMPAIGN_CONTACTS},
     /* contact policies and contacts */
     {"POST", "/v1/contact-policies", handle_contact_policy_create, CRM_SCOPE_RULES_WRITE, true,
      false, SMALL_BODY, NULL},

@@ -133,7 +133,10 @@ static long long live_segment(const char *tag)
     return 0;
 }
 
-static long long new_campaign(const char *code, long long segment, const char *share)
+/* A campaign of segment on channels (a JSON array) for profiling, offer
+ * OFF-X, ending in 30 days. */
+static long long campaign_on(const char *code, long long segment, const char *share,
+                             const char *channels)
 {
     char body[768], ends[32];
     time_t t = time(NULL) + 30 * 86400;
@@ -142,13 +145,18 @@ static long long new_campaign(const char *code, long long segment, const char *s
     strftime(ends, sizeof ends, "%Y-%m-%dT%H:%M:%SZ", &tm);
     snprintf(body, sizeof body,
              "{\"code\": \"%s\", \"name\": \"exec %s\", \"audience\": {\"segment_id\": %lld},"
-             " \"channels\": [\"mail\"], \"purpose\": \"profiling\", \"offer_code\": \"OFF-X\","
+             " \"channels\": %s, \"purpose\": \"profiling\", \"offer_code\": \"OFF-X\","
              " \"control_share\": %s, \"ends_at\": \"%s\", \"response_types\": [\"purchase\"]}",
-             code, code, segment, share, ends);
+             code, code, segment, channels, share, ends);
     json_t *doc = expect("POST", "/v1/campaigns", body, NULL, 201);
     long long id = int_member(doc, "id");
     json_decref(doc);
     return id;
+}
+
+static long long new_campaign(const char *code, long long segment, const char *share)
+{
+    return campaign_on(code, segment, share, "[\"mail\"]");
 }
 
 /* The cap: one mail for profiling a day; its id. */
@@ -632,6 +640,524 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
 }
 END_TEST
 
+/* ---- GET /v1/campaigns/{id}/contacts ------------------------------------------------- */
+
+/* An executed campaign on email then mail for an audience of n made by
+ * make_audience, where i % 4 == 2 also granted email for profiling (so it
+ * is contacted by email, 1 and 3 by mail, 0 nobody), each customer with an
+ * email, a phone and a postal address. Its id. */
+static long long executed_on_email_and_mail(const char *tag, int n)
+{
+    make_audience(tag, n);
+    sql3("UPDATE customers SET email = 'c' || id || '@example.com', phone = '+39 333 ' || id,"
+         " street = 'Via Roma ' || id, postal_code = '20' || (id % 1000), city = 'Milano',"
+         " region = 'MI', country = 'IT', last_name = 'L' || id, preferred_language = 'it'"
+         " WHERE $1 = ANY(tags)",
+         tag, NULL, NULL);
+    sql3(
+        "INSERT INTO customer_consents (customer_id, channel, purpose, status, source, captured_at)"
+        " SELECT id, 'email', 'profiling', 'granted', 'test', now() - interval '1 day'"
+        " FROM customers WHERE $1 = ANY(tags) AND (id - (SELECT min(id) FROM customers"
+        " WHERE $1 = ANY(tags))) % 4 = 2",
+        tag, NULL, NULL);
+    long long campaign = campaign_on(tag, live_segment(tag), "0.2", "[\"email\", \"mail\"]");
+    char *state = job_end(execute(campaign), 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    return campaign;
+}
+
+/* What the list must show, read from campaign_targets and customers here:
+ * customer_id, channel, email, phone, street, postal_code, city, region,
+ * country, first_name, last_name, preferred_language, touchpoint_id,
+ * decided_at (to_char'd to RFC 3339 ms), by customer id; channel NULL for
+ * all. The caller PQclears. */
+static PGresult *expected_contacts(long long campaign, const char *channel)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%lld", campaign);
+    const char *p[] = {id, channel};
+    PGresult *res = PQexecParams(
+        db,
+        "SELECT g.customer_id, g.channel, c.email, c.phone, c.street, c.postal_code, c.city,"
+        " c.region, c.country, c.first_name, c.last_name, c.preferred_language, g.touchpoint_id,"
+        " to_char(g.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        " FROM campaign_targets g JOIN customers c ON c.id = g.customer_id"
+        " WHERE g.campaign_id = $1 AND g.state = 'contacted' AND ($2::text IS NULL"
+        " OR g.channel = $2) ORDER BY g.customer_id",
+        2, NULL, p, NULL, NULL, 0);
+    ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(db));
+    return res;
+}
+
+static const char *cell(const PGresult *res, int r, int c)
+{
+    return PQgetisnull(res, r, c) ? NULL : PQgetvalue(res, r, c);
+}
+
+static void assert_text(const json_t *v, const char *want, const char *what, long long customer)
+{
+    if (want == NULL)
+        ck_assert_msg(json_is_null(v), "%s of %lld is not null", what, customer);
+    else
+        ck_assert_msg(json_is_string(v) && strcmp(json_string_value(v), want) == 0,
+                      "%s of %lld: %s, not %s", what, customer,
+                      json_is_string(v) ? json_string_value(v) : "(not a string)", want);
+}
+
+/* Every page of the list with ?limit=limit&query (query may be ""): all
+ * rows in one array (the caller owns it); *pages counts the pages. Each
+ * page but the last is full. */
+static json_t *all_pages(long long campaign, int limit, const char *query, int *pages)
+{
+    json_t *rows = json_array();
+    char cursor[512] = "";
+    *pages = 0;
+    for (;;) {
+        char path[768];
+        snprintf(path, sizeof path, "/v1/campaigns/%lld/contacts?limit=%d%s%s%s", campaign, limit,
+                 query, cursor[0] ? "&after=" : "", cursor);
+        json_t *doc = expect("GET", path, NULL, NULL, 200);
+        json_t *data = json_object_get(doc, "data"), *next = json_object_get(doc, "next_cursor");
+        ck_assert(json_is_array(data));
+        ck_assert_int_le(json_array_size(data), limit);
+        json_array_extend(rows, data);
+        (*pages)++;
+        ck_assert_int_lt(*pages, 10000);
+        if (json_is_null(next)) {
+            json_decref(doc);
+            return rows;
+        }
+        ck_assert_int_eq(json_array_size(data), limit);
+        ck_assert(json_is_string(next) && strlen(json_string_value(next)) < sizeof cursor);
+        snprintf(cursor, sizeof cursor, "%s", json_string_value(next));
+        json_decref(doc);
+    }
+}
+
+/* The rows shown are exactly the expected ones, in order, each with the
+ * address of its channel. */
+static void assert_rows(const json_t *rows, const PGresult *want)
+{
+    ck_assert_int_eq(json_array_size(rows), PQntuples(want));
+    for (int r = 0; r < PQntuples(want); r++) {
+        const json_t *row = json_array_get(rows, (size_t)r);
+        long long customer = atoll(cell(want, r, 0));
+        ck_assert_int_eq(int_member(row, "customer_id"), customer);
+        const char *channel = cell(want, r, 1);
+        assert_text(json_object_get(row, "channel"), channel, "channel", customer);
+        const json_t *address = json_object_get(row, "address");
+        if (strcmp(channel, "email") == 0) {
+            assert_text(address, cell(want, r, 2), "address", customer);
+        } else {
+            ck_assert_str_eq(channel, "mail");
+            const char *postal[] = {"street", "postal_code", "city", "region", "country"};
+            ck_assert_int_eq(json_object_size(address), 5);
+            for (int i = 0; i < 5; i++)
+                assert_text(json_object_get(address, postal[i]), cell(want, r, 4 + i), postal[i],
+                            customer);
+        }
+        assert_text(json_object_get(row, "first_name"), cell(want, r, 9), "first_name", customer);
+        assert_text(json_object_get(row, "last_name"), cell(want, r, 10), "last_name", customer);
+        assert_text(json_object_get(row, "preferred_language"), cell(want, r, 11),
+                    "preferred_language", customer);
+        assert_text(json_object_get(row, "offer_code"), "OFF-X", "offer_code", customer);
+        ck_assert_int_eq(int_member(row, "touchpoint_id"), atoll(cell(want, r, 12)));
+        assert_text(json_object_get(row, "decided_at"), cell(want, r, 13), "decided_at", customer);
+    }
+}
+
+static void contacts_path(char *path, size_t size, long long campaign, const char *query)
+{
+    snprintf(path, size, "/v1/campaigns/%lld/contacts%s", campaign, query);
+}
+
+START_TEST(contacts_are_the_contacted_targets_in_customer_order_and_every_page_shows_each_once)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "contacts");
+    long long campaign = executed_on_email_and_mail(tag, 120);
+    PGresult *want = expected_contacts(campaign, NULL);
+    /* 90 may be contacted (30 by email, 60 by mail); a fifth are held out */
+    ck_assert_int_ge(PQntuples(want), 50);
+    ck_assert_int_le(PQntuples(want), 90);
+
+    int pages;
+    json_t *rows = all_pages(campaign, 1000, "", &pages); /* one page */
+    ck_assert_int_eq(pages, 1);
+    assert_rows(rows, want);
+    json_decref(rows);
+    rows = all_pages(campaign, 7, "", &pages);          /* many */
+    ck_assert_int_eq(pages, (PQntuples(want) + 6) / 7); /* the last page may be full */
+    assert_rows(rows, want);
+    json_decref(rows);
+    PQclear(want);
+
+    /* the default limit is 100: all of them on one page */
+    char path[128];
+    contacts_path(path, sizeof path, campaign, "");
+    json_t *doc = expect("GET", path, NULL, NULL, 200);
+    ck_assert(json_is_null(json_object_get(doc, "next_cursor")));
+    ck_assert_int_eq(json_array_size(json_object_get(doc, "data")),
+                     number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state = 'contacted'",
+                            campaign));
+    json_decref(doc);
+}
+END_TEST
+
+START_TEST(the_channel_filter_shows_the_contacts_made_on_that_channel)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "contactsch");
+    long long campaign = executed_on_email_and_mail(tag, 80);
+    const char *channels[] = {"email", "mail", "sms"};
+    int total = 0;
+    for (int i = 0; i < 3; i++) {
+        char query[32];
+        snprintf(query, sizeof query, "&channel=%s", channels[i]);
+        PGresult *want = expected_contacts(campaign, channels[i]);
+        if (i < 2)
+            ck_assert_int_gt(PQntuples(want), 0);
+        else
+            ck_assert_int_eq(PQntuples(want), 0);
+        int pages;
+        json_t *rows = all_pages(campaign, 9, query, &pages);
+        assert_rows(rows, want);
+        total += PQntuples(want);
+        json_decref(rows);
+        PQclear(want);
+    }
+    ck_assert_int_eq(total, number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                                   " AND state = 'contacted'",
+                                   campaign));
+}
+END_TEST
+
+/* A CSV document parsed back (RFC 4180): rows of fields, every string
+ * malloc'd. */
+#define CSV_MAX_FIELDS 32
+typedef struct csv_doc {
+    size_t nrows;
+    char *(*rows)[CSV_MAX_FIELDS];
+    int *nfields;
+} csv_doc;
+
+static void csv_doc_free(csv_doc *d)
+{
+    for (size_t r = 0; r < d->nrows; r++)
+        for (int f = 0; f < d->nfields[r]; f++)
+            free(d->rows[r][f]);
+    free(d->rows);
+    free(d->nfields);
+}
+
+/* A field being read, grown as it fills. */
+typedef struct csv_field {
+    char *text;
+    size_t len, cap;
+} csv_field;
+
+static void field_add(csv_field *f, char c)
+{
+    if (f->len + 1 >= f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 32;
+        f->text = realloc(f->text, f->cap);
+        ck_assert_ptr_nonnull(f->text);
+    }
+    f->text[f->len++] = c;
+    f->text[f->len] = '\0';
+}
+
+/* Parses text: quoted fields (with "" for a quote, and CR, LF, commas
+ * inside), records ending with CRLF. Fails the test on anything else. */
+static csv_doc csv_parse(const char *text, size_t len)
+{
+    csv_doc d = {0};
+    size_t cap = 0, i = 0;
+    while (i < len) {
+        if (d.nrows == cap) {
+            cap = cap ? cap * 2 : 64;
+            d.rows = realloc(d.rows, cap * sizeof *d.rows);
+            d.nfields = realloc(d.nfields, cap * sizeof *d.nfields);
+            ck_assert(d.rows != NULL && d.nfields != NULL);
+        }
+        int nf = 0;
+        for (;;) { /* one field */
+            csv_field field = {.text = calloc(1, 32), .cap = 32};
+            ck_assert_ptr_nonnull(field.text);
+            if (i < len && text[i] == '"') {
+                for (i++;; i++) {
+                    ck_assert_msg(i < len, "an unterminated quoted field");
+                    if (text[i] == '"' && i + 1 < len && text[i + 1] == '"')
+                        field_add(&field, text[i++]);
+                    else if (text[i] == '"')
+                        break;
+                    else
+                        field_add(&field, text[i]);
+                }
+                i++;
+            } else {
+                while (i < len && text[i] != ',' && text[i] != '\r') {
+                    ck_assert_msg(text[i] != '"' && text[i] != '\n', "a bare quote or LF at %zu",
+                                  i);
+                    field_add(&field, text[i++]);
+                }
+            }
+            ck_assert_int_lt(nf, CSV_MAX_FIELDS);
+            d.rows[d.nrows][nf++] = field.text;
+            ck_assert_msg(i < len, "a record without CRLF");
+            if (text[i] == ',') {
+                i++;
+                continue;
+            }
+            ck_assert_msg(text[i] == '\r' && i + 1 < len && text[i + 1] == '\n',
+                          "a field ends with %d at %zu", text[i], i);
+            i += 2;
+            break;
+        }
+        d.nfields[d.nrows++] = nf;
+    }
+    return d;
+}
+
+/* GET the list with Accept; the response (the caller frees it). */
+static http_response get_accept(long long campaign, const char *query, const char *accept)
+{
+    char path[160], header[128];
+    contacts_path(path, sizeof path, campaign, query);
+    snprintf(header, sizeof header, "Accept: %s", accept);
+    const char *headers[] = {header, NULL};
+    http_call call = {.method = "GET", .path = path, .api_key = writer.secret, .headers = headers};
+    return http_send(&srv, &call);
+}
+
+static const char *const csv_columns[] = {
+    "customer_id",   "channel",   "address",    "street",    "postal_code",        "city",
+    "region",        "country",   "first_name", "last_name", "preferred_language", "offer_code",
+    "touchpoint_id", "decided_at"};
+#define N_CSV_COLUMNS 14
+
+/* The CSV of campaign (query: "" or "?channel=..."), parsed; checks the
+ * media type and the header row. */
+static csv_doc get_csv(long long campaign, const char *query)
+{
+    http_response r = get_accept(campaign, query, "text/csv");
+    ck_assert_msg(r.status == 200, "CSV answered %ld: %.300s", r.status, r.body);
+    const char *type = http_response_header(&r, "Content-Type");
+    ck_assert(type != NULL);
+    ck_assert_str_eq(type, "text/csv; charset=utf-8");
+    csv_doc d = csv_parse(r.body, r.body_len);
+    http_response_free(&r);
+    ck_assert_int_ge(d.nrows, 1);
+    ck_assert_int_eq(d.nfields[0], N_CSV_COLUMNS);
+    for (int f = 0; f < N_CSV_COLUMNS; f++)
+        ck_assert_str_eq(d.rows[0][f], csv_columns[f]);
+    return d;
+}
+
+static const char *or_empty(const char *s)
+{
+    return s != NULL ? s : "";
+}
+
+START_TEST(the_csv_is_the_whole_list_quoted_and_guarded_against_formulas)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "contactscsv");
+    long long campaign = executed_on_email_and_mail(tag, 100);
+    /* names that need quoting and the formula guard, on contacted customers
+     * of each channel */
+    char id[24];
+    snprintf(id, sizeof id, "%lld", campaign);
+    sql3("UPDATE customers c SET first_name = CASE WHEN g.channel = 'email'"
+         " THEN 'Rossi, \"Mario\"' ELSE '=HYPERLINK(\"http://x\")' END,"
+         " last_name = E'two\\r\\nlines', street = '-Via Roma 1', phone = '+39 333 1'"
+         " FROM campaign_targets g WHERE g.campaign_id = $1::bigint AND g.customer_id = c.id"
+         " AND g.state = 'contacted' AND g.customer_id IN (SELECT min(customer_id)"
+         " FROM campaign_targets WHERE campaign_id = $1::bigint AND state = 'contacted'"
+         " GROUP BY channel)",
+         id, NULL, NULL);
+    PGresult *want = expected_contacts(campaign, NULL);
+    csv_doc d = get_csv(campaign, "");
+    ck_assert_int_eq(d.nrows, (size_t)PQntuples(want) + 1);
+    int quoted = 0, guarded = 0;
+    for (int r = 0; r < PQntuples(want); r++) {
+        char **f = d.rows[r + 1];
+        ck_assert_int_eq(d.nfields[r + 1], N_CSV_COLUMNS);
+        ck_assert_str_eq(f[0], cell(want, r, 0));
+        const char *channel = cell(want, r, 1);
+        ck_assert_str_eq(f[1], channel);
+        bool mail = strcmp(channel, "mail") == 0;
+        ck_assert_str_eq(f[2], mail ? "" : or_empty(cell(want, r, 2)));
+        for (int i = 0; i < 5; i++) {
+            const char *postal = cell(want, r, 4 + i);
+            if (!mail)
+                ck_assert_str_eq(f[3 + i], "");
+            else if (postal != NULL && postal[0] == '-') /* guarded */
+                ck_assert(f[3 + i][0] == '\'' && strcmp(f[3 + i] + 1, postal) == 0);
+            else
+                ck_assert_str_eq(f[3 + i], or_empty(postal));
+        }
+        const char *first = cell(want, r, 9);
+        if (first[0] == '=') {
+            ck_assert_str_eq(f[8], "'=HYPERLINK(\"http://x\")");
+            guarded++;
+        } else {
+            ck_assert_str_eq(f[8], first);
+            quoted += strcmp(first, "Rossi, \"Mario\"") == 0;
+        }
+        ck_assert_str_eq(f[9], or_empty(cell(want, r, 10)));
+        ck_assert_str_eq(f[10], or_empty(cell(want, r, 11)));
+        ck_assert_str_eq(f[11], "OFF-X");
+        ck_assert_str_eq(f[12], cell(want, r, 12));
+        ck_assert_str_eq(f[13], cell(want, r, 13));
+    }
+    ck_assert_int_eq(quoted, 1);
+    ck_assert_int_eq(guarded, 1);
+    csv_doc_free(&d);
+    PQclear(want);
+
+    /* the bytes themselves: the quoted name, the guarded formula, the CRLF
+     * inside quotes */
+    http_response r = get_accept(campaign, "", "text/csv");
+    ck_assert_ptr_nonnull(strstr(r.body, ",\"Rossi, \"\"Mario\"\"\","));
+    ck_assert_ptr_nonnull(strstr(r.body, ",\"'=HYPERLINK(\"\"http://x\"\")\","));
+    ck_assert_ptr_nonnull(strstr(r.body, ",\"two\r\nlines\","));
+    ck_assert(strncmp(r.body, "customer_id,channel,address,", 28) == 0);
+    ck_assert(r.body_len > 2 && strcmp(r.body + r.body_len - 2, "\r\n") == 0);
+    http_response_free(&r);
+
+    /* the filter applies; the CSV has no pages */
+    want = expected_contacts(campaign, "email");
+    d = get_csv(campaign, "?channel=email");
+    ck_assert_int_eq(d.nrows, (size_t)PQntuples(want) + 1);
+    for (int i = 0; i < PQntuples(want); i++)
+        ck_assert_str_eq(d.rows[i + 1][0], cell(want, i, 0));
+    csv_doc_free(&d);
+    PQclear(want);
+    r = get_accept(campaign, "?limit=10", "text/csv");
+    json_t *problem = assert_problem_at(&r, 422, __FILE__, __LINE__);
+    ck_assert(problem_names_field(problem, "limit"));
+    json_decref(problem);
+    http_response_free(&r);
+}
+END_TEST
+
+START_TEST(accept_chooses_csv_or_json)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "contactsacc");
+    long long campaign = executed_on_email_and_mail(tag, 12);
+    const struct {
+        const char *accept;
+        bool csv;
+    } cases[] = {{"text/csv", true},
+                 {"application/json", false},
+                 {"*/*", false},
+                 {"text/*", true},
+                 {"text/csv;q=0.5, application/json", false},
+                 {"application/json;q=0.1, text/csv", true},
+                 {"TEXT/CSV; charset=utf-8", true},
+                 {"text/csv;q=0, */*", false},
+                 {"text/html", false}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_response r = get_accept(campaign, "", cases[i].accept);
+        ck_assert_int_eq(r.status, 200);
+        const char *type = http_response_header(&r, "Content-Type");
+        ck_assert_msg(type != NULL && strncmp(type, cases[i].csv ? "text/csv" : "application/json",
+                                              cases[i].csv ? 8 : 16) == 0,
+                      "Accept: %s gave %s", cases[i].accept, type ? type : "nothing");
+        http_response_free(&r);
+    }
+}
+END_TEST
+
+START_TEST(contacts_of_an_unknown_or_deleted_campaign_are_404_and_a_bad_channel_422)
+{
+    char tag[64], path[128], body[512];
+    harness_unique(tag, sizeof tag, "contacts404");
+    json_decref(expect("GET", "/v1/campaigns/999999999/contacts", NULL, NULL, 404));
+    http_response r = get_accept(999999999, "", "text/csv");
+    json_decref(assert_problem_at(&r, 404, __FILE__, __LINE__));
+    http_response_free(&r);
+
+    /* a draft, never executed: an empty list, and a CSV of the header */
+    long long segment = live_segment(tag);
+    snprintf(body, sizeof body,
+             "{\"code\": \"%s\", \"name\": \"n %s\", \"audience\": {\"segment_id\": %lld},"
+             " \"channels\": [\"mail\"], \"purpose\": \"profiling\", \"control_share\": 0.1,"
+             " \"response_types\": [\"purchase\"]}",
+             tag, tag, segment);
+    json_t *doc = expect("POST", "/v1/campaigns", body, NULL, 201);
+    long long campaign = int_member(doc, "id");
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", int_member(doc, "version"));
+    json_decref(doc);
+    contacts_path(path, sizeof path, campaign, "");
+    doc = expect("GET", path, NULL, NULL, 200);
+    ck_assert_int_eq(json_array_size(json_object_get(doc, "data")), 0);
+    ck_assert(json_is_null(json_object_get(doc, "next_cursor")));
+    json_decref(doc);
+    csv_doc d = get_csv(campaign, "");
+    ck_assert_int_eq(d.nrows, 1);
+    csv_doc_free(&d);
+
+    contacts_path(path, sizeof path, campaign, "?channel=fax");
+    r = http_get(&srv, path, writer.secret);
+    json_t *problem = assert_problem_at(&r, 422, __FILE__, __LINE__);
+    ck_assert(problem_names_field(problem, "channel"));
+    json_decref(problem);
+    http_response_free(&r);
+    r = get_accept(campaign, "?channel=fax", "text/csv");
+    problem = assert_problem_at(&r, 422, __FILE__, __LINE__);
+    ck_assert(problem_names_field(problem, "channel"));
+    json_decref(problem);
+    http_response_free(&r);
+
+    snprintf(path, sizeof path, "/v1/campaigns/%lld", campaign);
+    json_decref(expect("DELETE", path, NULL, etag, 204));
+    contacts_path(path, sizeof path, campaign, "");
+    json_decref(expect("GET", path, NULL, NULL, 404));
+}
+END_TEST
+
+/* 20,000 contacts written here in SQL (two chunks of the CSV's 10,000 and
+ * an empty third read): every one in the CSV once, in order. */
+START_TEST(the_csv_crosses_its_chunks_without_losing_or_repeating_a_contact)
+{
+    char tag[64], body[512];
+    harness_unique(tag, sizeof tag, "contactsbig");
+    snprintf(body, sizeof body,
+             "{\"code\": \"%s\", \"name\": \"n %s\", \"audience\": {\"segment_id\": %lld},"
+             " \"channels\": [\"email\"], \"purpose\": \"profiling\", \"control_share\": 0.1,"
+             " \"response_types\": [\"purchase\"]}",
+             tag, tag, live_segment(tag));
+    json_t *doc = expect("POST", "/v1/campaigns", body, NULL, 201);
+    long long campaign = int_member(doc, "id");
+    json_decref(doc);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", campaign);
+    sql3("INSERT INTO customers (first_name, email, tags) SELECT 'big ' || i,"
+         " 'big' || i || '@example.com', ARRAY[$1] FROM generate_series(1, 20000) i",
+         tag, NULL, NULL);
+    sql3("INSERT INTO campaign_targets (campaign_id, customer_id, grp, state, channel,"
+         " touchpoint_id, decided_at) SELECT $2::bigint, id, 'treatment', 'contacted', 'email',"
+         " id, now() FROM customers WHERE $1 = ANY(tags)",
+         tag, id, NULL);
+    PGresult *want = expected_contacts(campaign, NULL);
+    ck_assert_int_eq(PQntuples(want), 20000);
+    csv_doc d = get_csv(campaign, "");
+    ck_assert_int_eq(d.nrows, 20001);
+    for (int r = 0; r < 20000; r++) {
+        ck_assert_str_eq(d.rows[r + 1][0], cell(want, r, 0));
+        ck_assert_str_eq(d.rows[r + 1][2], cell(want, r, 2));
+    }
+    csv_doc_free(&d);
+    PQclear(want);
+}
+END_TEST
+
 Suite *campaign_execution_suite(void)
 {
     Suite *s = suite_create("campaign_execution");
@@ -643,6 +1169,17 @@ Suite *campaign_execution_suite(void)
     tcase_add_test(tc, responses_go_to_the_last_campaign_and_results_count_them);
     tcase_add_test(tc, a_scheduled_campaign_starts_at_its_start_time);
     tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("contacts");
+    tcase_set_timeout(tc, 240);
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(
+        tc, contacts_are_the_contacted_targets_in_customer_order_and_every_page_shows_each_once);
+    tcase_add_test(tc, the_channel_filter_shows_the_contacts_made_on_that_channel);
+    tcase_add_test(tc, the_csv_is_the_whole_list_quoted_and_guarded_against_formulas);
+    tcase_add_test(tc, the_csv_crosses_its_chunks_without_losing_or_repeating_a_contact);
+    tcase_add_test(tc, accept_chooses_csv_or_json);
+    tcase_add_test(tc, contacts_of_an_unknown_or_deleted_campaign_are_404_and_a_bad_channel_422);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -34,6 +34,8 @@ int main(void)
     SRunner *sr = srunner_create(error_suite());
     srunner_add_suite(sr, json_suite());
     srunner_add_suite(sr, copytext_suite());
+    srunner_add_suite(sr, csv_suite());
+    srunner_add_suite(sr, accept_suite());
     srunner_add_suite(sr, arena_suite());
     srunner_add_suite(sr, router_suite());
     srunner_add_suite(sr, http_edge_suite());

@@ -13,6 +13,8 @@
 Suite *error_suite(void);
 Suite *json_suite(void);
 Suite *copytext_suite(void);
+Suite *csv_suite(void);
+Suite *accept_suite(void);
 Suite *arena_suite(void);
 Suite *router_suite(void);
 Suite *http_edge_suite(void);
