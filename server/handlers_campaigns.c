@@ -179,6 +179,8 @@ void handle_campaign_results(http_request *req)
         return;
     }
     http_reply_json_text(req, 200, text, len);
+}
+
 /* The whole list as CSV, written to an unnamed temporary file and sent
  * from there (as the privacy export is): memory holds one chunk of rows
  * at most, and the database connection is free again as soon as the file
