@@ -110,7 +110,9 @@ char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_
  * campaigns whose starts_at has come are executed as POST .../execute
  * would (FOR UPDATE SKIP LOCKED: one process starts each); one that cannot
  * start (its segment still building) stays scheduled, logged. *started
- * how many started. */
+ * how many started. And the running campaigns whose ends_at has come and
+ * whose execution is done (nothing pending) are completed (a version
+ * each). */
 bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err);
 
 /* GET /v1/campaigns/{id}/contacts (campaigns/contacts.c): the campaign's

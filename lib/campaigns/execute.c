@@ -162,6 +162,14 @@ static crm_stmt due_campaigns =
              "SELECT id FROM campaigns WHERE status = 'scheduled' AND starts_at <= now()"
              " AND deleted_at IS NULL ORDER BY starts_at, id LIMIT 10 FOR UPDATE SKIP LOCKED");
 
+static crm_stmt ended_campaigns = CRM_STMT(
+    "campaign_ended",
+    "UPDATE campaigns k SET status = 'completed', version = version + 1, updated_at = now()"
+    " WHERE k.id IN (SELECT id FROM campaigns WHERE status = 'running' AND ends_at <= now()"
+    " AND deleted_at IS NULL AND executed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
+    " campaign_targets g WHERE g.campaign_id = campaigns.id AND g.state = 'pending')"
+    " ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING k.id");
+
 bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err)
 {
     *started = 0;
@@ -193,6 +201,20 @@ bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err)
         crm_error_clear(&one);
     }
     PQclear(due);
+    /* The running campaigns whose end has come, their execution done
+     * (nothing pending), complete; their responses go on being attributed
+     * within each contact's window. */
+    PGresult *ended = ok ? crm_db_exec(c, &ended_campaigns, 0, NULL, err) : NULL;
+    ok = ended != NULL;
+    for (int i = 0; ok && i < PQntuples(ended); i++) {
+        long long id = atoll(PQgetvalue(ended, i, 0));
+        json_t *doc = campaign_keep_version(c, id, 0, err);
+        ok = doc != NULL;
+        json_decref(doc);
+        if (ok)
+            crm_log(CRM_LOG_INFO, "campaign %lld: completed at its end", id);
+    }
+    PQclear(ended);
     ok = ok && crm_db_commit(c, err);
     if (!ok)
         crm_db_rollback(c);

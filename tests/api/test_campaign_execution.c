@@ -537,8 +537,9 @@ START_TEST(responses_go_to_the_last_campaign_and_results_count_them)
 END_TEST
 
 /* A campaign scheduled to start two seconds from now is started by the
- * upkeep (every 200 ms here) at its start time: running, with a job. */
-START_TEST(a_scheduled_campaign_starts_at_its_start_time)
+ * upkeep (every 200 ms here) at its start time: running, with a job; its
+ * end brought near, it is completed then. */
+START_TEST(a_scheduled_campaign_starts_at_its_start_and_completes_at_its_end)
 {
     char tag[64], path[64], body[256], starts[32];
     harness_unique(tag, sizeof tag, "sched");
@@ -575,6 +576,33 @@ START_TEST(a_scheduled_campaign_starts_at_its_start_time)
     free(state);
     ck_assert_int_eq(
         number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), 20);
+
+    /* its end brought to two seconds from now: completed then */
+    json_t *doc = expect("GET", path, NULL, NULL, 200);
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", int_member(doc, "version"));
+    json_decref(doc);
+    t = time(NULL) + 2;
+    gmtime_r(&t, &tm);
+    char ends[32];
+    strftime(ends, sizeof ends, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(body, sizeof body, "{\"ends_at\": \"%s\"}", ends);
+    json_decref(expect("PATCH", path, body, etag, 200));
+    bool completed = false;
+    for (int i = 0; i < 200 && !completed; i++) {
+        doc = expect("GET", path, NULL, NULL, 200);
+        completed = strcmp(json_string_value(json_object_get(doc, "status")), "completed") == 0;
+        json_decref(doc);
+        if (!completed)
+            harness_sleep_ms(50);
+    }
+    ck_assert_msg(completed, "the campaign was not completed at its end");
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaigns WHERE id = $1 AND ends_at <= now()", campaign), 1);
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_versions WHERE campaign_id = $1"
+                            " AND status = 'completed'",
+                            campaign),
+                     1);
 }
 END_TEST
 
@@ -1167,7 +1195,7 @@ Suite *campaign_execution_suite(void)
     tcase_add_test(tc, a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group);
     tcase_add_test(tc, what_cannot_be_executed_is_refused_and_changes_nothing);
     tcase_add_test(tc, responses_go_to_the_last_campaign_and_results_count_them);
-    tcase_add_test(tc, a_scheduled_campaign_starts_at_its_start_time);
+    tcase_add_test(tc, a_scheduled_campaign_starts_at_its_start_and_completes_at_its_end);
     tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
     suite_add_tcase(s, tc);
     tc = tcase_create("contacts");
