@@ -391,36 +391,56 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
 
 /* Step 2: one batch. */
 static crm_stmt claim_batch = CRM_STMT(
-    "campaign_claim_batch",
-    "SELECT customer_id, grp FROM campaign_targets WHERE campaign_id = $1 AND state = 'pending'"
-    " ORDER BY customer_id LIMIT $2 FOR UPDATE SKIP LOCKED");
+    "campaign_claim_batch", "SELECT customer_id, grp FROM campaign_targets WHERE campaign_id = $1"
+                            " AND customer_id > $3::bigint AND state = 'pending'"
+                            " ORDER BY customer_id LIMIT $2 FOR UPDATE SKIP LOCKED");
 
 static crm_stmt lock_customers =
     CRM_STMT("campaign_lock_customers", "SELECT id FROM customers WHERE id = ANY($1::bigint[])"
                                         " ORDER BY id FOR NO KEY UPDATE");
 
-/* The decisions ($2 customers, $3 states, $4 reasons, $5 channels) of
- * campaign $1 (code $6, purpose $7, offer $8) at $9 (epoch ms): the
- * contacted ones' touchpoints, and every target moved from pending. The
- * contacted customers' touchpoint ids come back. */
-#define DECIDED_AT "('epoch'::timestamptz + $9::bigint * interval '1 millisecond')"
-static crm_stmt record_batch = CRM_STMT(
-    "campaign_record_batch",
-    "WITH d AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[])"
-    "  AS d (customer_id, state, reason, channel)),"
-    " t AS (INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
-    "  event_id, campaign_id, purpose, offer_code)"
-    "  SELECT d.customer_id, CASE WHEN d.channel IN ('push', 'in_app') THEN 'mobile_app'"
-    "  ELSE d.channel END, 'campaign_contact', 'outbound', " DECIDED_AT ", '" CAMPAIGN_SOURCE "',"
-    "  $1::bigint::text || '-' || d.customer_id::text, $6, $7, $8 FROM d"
-    "  WHERE d.state = 'contacted' ON CONFLICT (source, event_id) DO NOTHING"
-    "  RETURNING id, customer_id),"
-    " u AS (UPDATE campaign_targets g SET state = d.state, reason = d.reason,"
-    "  channel = d.channel, touchpoint_id = t.id, decided_at = " DECIDED_AT
-    "  FROM d LEFT JOIN t ON t.customer_id = d.customer_id"
-    "  WHERE g.campaign_id = $1 AND g.customer_id = d.customer_id AND g.state = 'pending'"
-    "  RETURNING g.touchpoint_id)"
-    " SELECT touchpoint_id FROM u WHERE touchpoint_id IS NOT NULL");
+/* The contacted customers' touchpoints ($2 customers, $3 their consent
+ * channels) of campaign $1 (code $4, purpose $5, offer $6) at $7 (epoch
+ * ms); (customer, touchpoint) of each come back. Then every decision ($2
+ * customers, $3 states, $4 reasons, $5 channels, $6 touchpoints) moves its
+ * target from pending. Two statements: the update reads the touchpoints'
+ * ids as a parameter, not by joining the insert's rows (a generic plan
+ * joined them by a nested loop, n^2 comparisons a batch). */
+static crm_stmt insert_contacts =
+    CRM_STMT("campaign_insert_contacts",
+             "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
+             " event_id, campaign_id, purpose, offer_code)"
+             " SELECT d.customer_id, CASE WHEN d.channel IN ('push', 'in_app') THEN 'mobile_app'"
+             " ELSE d.channel END, 'campaign_contact', 'outbound',"
+             " 'epoch'::timestamptz + $7::bigint * interval '1 millisecond', '" CAMPAIGN_SOURCE "',"
+             " $1::bigint::text || '-' || d.customer_id::text, $4, $5, $6"
+             " FROM unnest($2::bigint[], $3::text[]) AS d (customer_id, channel)"
+             " ON CONFLICT (source, event_id) DO NOTHING RETURNING customer_id, id");
+
+static crm_stmt update_targets = CRM_STMT(
+    "campaign_update_targets",
+    "UPDATE campaign_targets g SET state = d.state, reason = d.reason, channel = d.channel,"
+    " touchpoint_id = d.touchpoint_id,"
+    " decided_at = 'epoch'::timestamptz + $7::bigint * interval '1 millisecond'"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
+    " AS d (customer_id, state, reason, channel, touchpoint_id)"
+    " WHERE g.campaign_id = $1 AND g.customer_id = d.customer_id AND g.state = 'pending'");
+
+/* The index of id in the ascending ids, or -1. */
+static int index_of(const long long *ids, int n, long long id)
+{
+    int lo = 0, hi = n - 1;
+    while (lo <= hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (ids[mid] == id)
+            return mid;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
 
 /* Appends v to the array literal b ("{" ... "}"): NULL as NULL, text
  * quoted. */
@@ -460,21 +480,23 @@ static const char *first_reason(const policy_set *ps, const contact_facts *f, co
 }
 
 typedef struct batch_counts {
+    long long after; /* in: the batch takes customers after this id; out: its last */
     long long decided, contacted;
 } batch_counts;
 
 /* One batch in one transaction: false with err; *n the targets decided
- * (0: none was pending). */
+ * (0: none was pending after n->after). */
 static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, crm_error *err)
 {
     n->decided = n->contacted = 0;
-    char idbuf[24], limit[16];
+    char idbuf[24], limit[16], after[24];
     snprintf(idbuf, sizeof idbuf, "%lld", run->id);
     snprintf(limit, sizeof limit, "%d", BATCH);
-    const char *cp[] = {idbuf, limit};
+    snprintf(after, sizeof after, "%lld", n->after);
+    const char *cp[] = {idbuf, limit, after};
     if (!crm_db_begin(c, err))
         return false;
-    PGresult *claimed = crm_db_exec(c, &claim_batch, 2, cp, err);
+    PGresult *claimed = crm_db_exec(c, &claim_batch, 3, cp, err);
     int rows = claimed != NULL ? PQntuples(claimed) : 0;
     bool ok = claimed != NULL;
     long long *ids = NULL;
@@ -492,6 +514,7 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
         crm_bytebuf_put_char(&list, '{');
         for (int i = 0; ok && i < rows; i++) {
             ids[i] = atoll(PQgetvalue(claimed, i, 0));
+            n->after = ids[i];
             control[i] = strcmp(PQgetvalue(claimed, i, 1), "control") == 0;
             char one[32];
             int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ids[i]);
@@ -515,62 +538,102 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
         ok = (k = treatments_config_of(c, -1, err)) != NULL &&
              contact_facts_load_many(c, treatments_config_policies(k), ids, rows, now_ms, facts,
                                      err);
-    crm_bytebuf states, reasons, channels;
-    crm_bytebuf_init(&states);
-    crm_bytebuf_init(&reasons);
-    crm_bytebuf_init(&channels);
-    crm_bytebuf_put_char(&states, '{');
-    crm_bytebuf_put_char(&reasons, '{');
-    crm_bytebuf_put_char(&channels, '{');
+    /* The decisions, as array literals: every target's state, reason and
+     * channel; the contacted ones' customers and channels apart. */
+    const char **use = rows > 0 ? calloc((size_t)rows, sizeof *use) : NULL;
+    long long *tps = rows > 0 ? calloc((size_t)rows, sizeof *tps) : NULL;
+    if (ok && rows > 0 && (use == NULL || tps == NULL))
+        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    crm_bytebuf states, reasons, channels, cids, cchs;
+    crm_bytebuf *lists[] = {&states, &reasons, &channels, &cids, &cchs};
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        crm_bytebuf_init(lists[l]);
+        crm_bytebuf_put_char(lists[l], '{');
+    }
     for (int i = 0; ok && i < rows; i++) {
         const policy_set *ps = treatments_config_policies(k);
-        const char *use = NULL;
-        for (int ch = 0; ch < run->nchannels && use == NULL; ch++)
+        for (int ch = 0; ch < run->nchannels && use[i] == NULL; ch++)
             if (contact_allowed(ps, &facts[i], run->channels[ch], run->purpose, 0, now_ms, NULL))
-                use = run->channels[ch];
-        const char *state = use == NULL ? "excluded" : control[i] ? "control" : "contacted";
+                use[i] = run->channels[ch];
+        const char *state = use[i] == NULL ? "excluded" : control[i] ? "control" : "contacted";
         const char *reason =
-            use == NULL ? first_reason(ps, &facts[i], run->channels[0], run->purpose, now_ms)
-                        : NULL;
+            use[i] == NULL ? first_reason(ps, &facts[i], run->channels[0], run->purpose, now_ms)
+                           : NULL;
         literal_item(&states, state, i == 0);
         literal_item(&reasons, reason, i == 0);
-        literal_item(&channels, use, i == 0);
-        n->contacted += use != NULL && !control[i];
+        literal_item(&channels, use[i], i == 0);
+        if (use[i] != NULL && !control[i]) {
+            char one[24];
+            snprintf(one, sizeof one, "%lld", ids[i]);
+            literal_item(&cids, one, n->contacted == 0);
+            literal_item(&cchs, use[i], n->contacted == 0);
+            n->contacted++;
+        }
     }
-    crm_bytebuf_put_char(&states, '}');
-    crm_bytebuf_put_char(&reasons, '}');
-    crm_bytebuf_put_char(&channels, '}');
-    char *st = crm_bytebuf_take(&states, NULL), *re = crm_bytebuf_take(&reasons, NULL),
-         *chs = crm_bytebuf_take(&channels, NULL);
-    if (ok && rows > 0 && (st == NULL || re == NULL || chs == NULL))
-        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    if (ok && rows > 0) {
-        char at[24];
-        snprintf(at, sizeof at, "%lld", now_ms);
-        const char *rp[] = {idbuf, idlist,    st,           re,
-                            chs,   run->code, run->purpose, run->has_offer ? run->offer : NULL,
-                            at};
-        PGresult *res = crm_db_exec(c, &record_batch, 9, rp, err);
-        ok = res != NULL;
-        int made = ok ? PQntuples(res) : 0;
-        if (ok && made != n->contacted)
-            ok = crm_error_set(err, CRM_E_INTERNAL,
-                               "the campaign's batch recorded %d contacts of %lld", made,
-                               n->contacted);
-        long long *tps = ok && made > 0 ? malloc(sizeof *tps * (size_t)made) : NULL;
-        if (ok && made > 0 && tps == NULL)
+    char *text[5];
+    for (size_t l = 0; l < 5; l++) {
+        crm_bytebuf_put_char(lists[l], '}');
+        text[l] = crm_bytebuf_take(lists[l], NULL);
+        if (ok && rows > 0 && text[l] == NULL)
             ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-        for (int i = 0; ok && i < made; i++)
-            tps[i] = atoll(PQgetvalue(res, i, 0));
-        ok = ok && crm_segments_queue_touchpoints(c, tps, (size_t)made, err) &&
-             crm_campaign_results_moved(c, run->id, err);
-        free(tps);
+    }
+    char at[24];
+    snprintf(at, sizeof at, "%lld", now_ms);
+    PGresult *made = NULL;
+    if (ok && n->contacted > 0) {
+        const char *ip[] = {idbuf,     text[3],      text[4],
+                            run->code, run->purpose, run->has_offer ? run->offer : NULL,
+                            at};
+        made = crm_db_exec(c, &insert_contacts, 7, ip, err);
+        ok = made != NULL;
+        if (ok && PQntuples(made) != n->contacted)
+            ok = crm_error_set(err, CRM_E_INTERNAL,
+                               "the campaign's batch recorded %d contacts of %lld", PQntuples(made),
+                               n->contacted);
+        for (int r = 0; ok && r < PQntuples(made); r++) {
+            int i = index_of(ids, rows, atoll(PQgetvalue(made, r, 0)));
+            if (i >= 0)
+                tps[i] = atoll(PQgetvalue(made, r, 1));
+        }
+    }
+    char *tplist = NULL;
+    if (ok && rows > 0) {
+        crm_bytebuf tl;
+        crm_bytebuf_init(&tl);
+        crm_bytebuf_put_char(&tl, '{');
+        for (int i = 0; i < rows; i++) {
+            char one[24];
+            snprintf(one, sizeof one, "%lld", tps[i]);
+            literal_item(&tl, tps[i] != 0 ? one : NULL, i == 0);
+        }
+        crm_bytebuf_put_char(&tl, '}');
+        if ((tplist = crm_bytebuf_take(&tl, NULL)) == NULL)
+            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    }
+    if (ok && rows > 0) {
+        const char *up[] = {idbuf, idlist, text[0], text[1], text[2], tplist, at};
+        PGresult *res = crm_db_exec(c, &update_targets, 7, up, err);
+        ok = res != NULL;
+        if (ok && atoll(PQcmdTuples(res)) != rows)
+            ok = crm_error_set(err, CRM_E_INTERNAL, "the campaign's batch moved %s targets of %d",
+                               PQcmdTuples(res), rows);
         PQclear(res);
+        /* The touchpoints' ids, in order, for the segments' queue. */
+        int m = 0;
+        for (int i = 0; i < rows; i++)
+            if (tps[i] != 0)
+                tps[m++] = tps[i];
+        ok = ok && crm_segments_queue_touchpoints(c, tps, (size_t)m, err) &&
+             crm_campaign_results_moved(c, run->id, err);
         n->decided = rows;
     }
-    free(st);
-    free(re);
-    free(chs);
+    PQclear(made);
+    free(tplist);
+    for (size_t l = 0; l < 5; l++)
+        free(text[l]);
+    free(use);
+    free(tps);
+
     for (int i = 0; facts != NULL && i < rows; i++)
         contact_facts_free(&facts[i]);
     free(facts);
@@ -625,12 +688,21 @@ static bool run_execute(crm_job_ctx *job, crm_error *err)
              crm_error_set(err, CRM_E_CONFLICT, "stopped");
         ok = ok && take_audience(c, id, err) && run_load(c, id, &run, err);
     }
-    long long done = 0;
+    /* In customer order; when the end is reached, once more from the start
+     * for any target a batch of another job skipped (and left pending). */
+    long long done = 0, after = 0;
+    bool again = false;
     while (ok && !stop) {
-        batch_counts n;
+        batch_counts n = {.after = after};
         ok = decide_batch(c, &run, &n, err);
+        if (ok && n.decided == 0 && after != 0 && !again) {
+            after = 0;
+            again = true;
+            continue;
+        }
         if (!ok || n.decided == 0)
             break;
+        after = n.after;
         done += n.decided;
         if (!crm_job_progress(job, "decide", done, run.total, NULL))
             ok = crm_error_set(err, CRM_E_CONFLICT, "stopped");
