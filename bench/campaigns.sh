@@ -76,6 +76,18 @@ measure_campaigns() {
         || count(*) FILTER (WHERE state = 'excluded') || ' excluded' FROM campaign_targets
         WHERE campaign_id = $CAMPAIGN_ID")
 
+    # The background work the execution left (the segments' queue of its
+    # touchpoints, the responses' follower reading them) done first, so
+    # that the reads measure the reads; then the results current.
+    log "campaigns: waiting for the upkeep to take the execution's touchpoints in"
+    local last
+    last=$(pg_psql "$PG_NAME" "$DB" -c "SELECT change_xid || ',' || change_seq FROM touchpoints
+            ORDER BY change_xid DESC, change_seq DESC LIMIT 1")
+    for i in $(seq 1 3000); do
+        [ "$(pg_psql "$PG_NAME" "$DB" -c "SELECT (tp_xid, tp_seq) >= ('${last%,*}'::xid8, ${last#*,})
+            AND NOT EXISTS (SELECT FROM segment_pending) FROM campaign_follow")" = t ] && break
+        sleep 0.2
+    done
     log "campaigns: results"
     for i in $(seq 1 600); do
         curl -fsS -H "Authorization: Bearer $ADMIN_KEY" \

@@ -16,7 +16,12 @@
 
 CREATE TABLE campaign_targets (
     campaign_id   bigint NOT NULL REFERENCES campaigns (id),
-    customer_id   bigint NOT NULL REFERENCES customers (id),
+    -- No foreign key: the audience is taken by one INSERT ... SELECT from
+    -- customers (the reference holds by construction), and customers are
+    -- never deleted, only erased in place; a key checked per row would lock
+    -- each customer's row (FOR KEY SHARE) once more for half a million
+    -- targets.
+    customer_id   bigint NOT NULL,
     grp           text NOT NULL CHECK (grp IN ('treatment', 'control')),
     state         text NOT NULL DEFAULT 'pending'
         CHECK (state IN ('pending', 'contacted', 'control', 'excluded')),

@@ -32,7 +32,8 @@ CREATE INDEX campaign_responses_customer_idx ON campaign_responses (customer_id)
 CREATE TABLE campaign_results (
     campaign_id bigint PRIMARY KEY REFERENCES campaigns (id),
     results     jsonb,
-    computed_at timestamptz,
+    computed_at timestamptz,   -- as of when (the computation's start)
+    compute_ms  int NOT NULL DEFAULT 0, -- how long the last one took
     dirty       boolean NOT NULL DEFAULT true
 );
 CREATE INDEX campaign_results_dirty_idx ON campaign_results (campaign_id) WHERE dirty;

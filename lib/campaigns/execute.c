@@ -10,9 +10,8 @@
  *      below control_share, so the same customer always lands in the same
  *      group for a campaign;
  *   2. decides the targets in batches of BATCH, each in one transaction:
- *      the pending targets are claimed (FOR UPDATE SKIP LOCKED, so two
- *      jobs on one campaign never take the same ones), their customers
- *      locked FOR NO KEY UPDATE in id order (the lock of the contact
+ *      the next pending targets in customer order, their customers locked
+ *      FOR NO KEY UPDATE in id order (the lock of the contact
  *      decision and of the segments' upkeep), their facts read in one
  *      statement, and each judged by contact_allowed, the check of POST
  *      /v1/customers/{id}/contacts, on the campaign's channels in order:
@@ -389,11 +388,16 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
     return ok;
 }
 
-/* Step 2: one batch. */
+/* Step 2: one batch. Its targets are not locked: one job at a time
+ * executes a campaign (POST .../execute refuses while one is queued or
+ * running; the jobs' runner gives a job to one process), and were two to
+ * meet, a target still moves from pending once (the update's condition)
+ * and is contacted once (the touchpoint's event id): the second's batch
+ * would fail on the count, and roll back. */
 static crm_stmt claim_batch = CRM_STMT(
     "campaign_claim_batch", "SELECT customer_id, grp FROM campaign_targets WHERE campaign_id = $1"
                             " AND customer_id > $3::bigint AND state = 'pending'"
-                            " ORDER BY customer_id LIMIT $2 FOR UPDATE SKIP LOCKED");
+                            " ORDER BY customer_id LIMIT $2");
 
 static crm_stmt lock_customers =
     CRM_STMT("campaign_lock_customers", "SELECT id FROM customers WHERE id = ANY($1::bigint[])"

@@ -25,6 +25,7 @@
  */
 #include "campaigns.h"
 #include "campaigns/stats.h"
+#include "clock.h"
 #include "jbuf.h"
 
 #include <math.h>
@@ -355,32 +356,46 @@ static char *compute(crm_conn *c, long long id, const char *currency, crm_error 
     return out;
 }
 
-/* A campaign whose results moved, at most once every RECOMPUTE_S seconds
- * each: while an execution decides a batch a second, its results are not
- * recomputed for every batch. */
-#define RECOMPUTE_S "2"
-static crm_stmt dirty_claim =
-    CRM_STMT("campaign_results_dirty",
-             "SELECT campaign_id FROM campaign_results WHERE dirty AND (computed_at IS NULL"
-             " OR computed_at < now() - interval '" RECOMPUTE_S " seconds')"
-             " ORDER BY campaign_id LIMIT 1 FOR UPDATE SKIP LOCKED");
+/* A campaign whose results moved, claimed and marked clean in a short
+ * transaction of its own, then computed without a lock (an execution
+ * marking it again meanwhile does not wait: the mark makes it dirty
+ * again), and stored unless a later computation was stored first. Each
+ * campaign at most once every 2 s, or every ten times its last
+ * computation's length when that is longer: a large campaign deciding a
+ * batch a second does not spend its time recomputing. */
+static crm_stmt dirty_claim = CRM_STMT(
+    "campaign_results_dirty",
+    "UPDATE campaign_results SET dirty = false WHERE campaign_id = (SELECT campaign_id FROM"
+    " campaign_results WHERE dirty AND (computed_at IS NULL OR computed_at < now()"
+    " - make_interval(secs => greatest(2, compute_ms / 100.0)))"
+    " ORDER BY campaign_id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING campaign_id, (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
 
-static crm_stmt results_store =
-    CRM_STMT("campaign_results_store",
-             "INSERT INTO campaign_results (campaign_id, results, computed_at, dirty)"
-             " VALUES ($1, $2::jsonb, now(), false) ON CONFLICT (campaign_id) DO UPDATE"
-             " SET results = excluded.results, computed_at = excluded.computed_at, dirty = false");
+static crm_stmt results_store = CRM_STMT(
+    "campaign_results_store",
+    "INSERT INTO campaign_results AS r (campaign_id, results, computed_at, compute_ms, dirty)"
+    " VALUES ($1, $2::jsonb, 'epoch'::timestamptz + $3::bigint * interval '1 millisecond',"
+    " $4::int, false) ON CONFLICT (campaign_id) DO UPDATE SET results = excluded.results,"
+    " computed_at = excluded.computed_at, compute_ms = excluded.compute_ms"
+    " WHERE r.computed_at IS NULL OR r.computed_at <= excluded.computed_at");
 
-/* Recomputes one campaign's results in the caller's transaction on c. */
-static bool store(crm_conn *c, long long id, const char *currency, crm_error *err)
+static crm_stmt results_redirty = CRM_STMT(
+    "campaign_results_redirty", "UPDATE campaign_results SET dirty = true WHERE campaign_id = $1");
+
+/* Computes campaign id's results (started at started_ms) and stores them. */
+static bool store(crm_conn *c, long long id, long long started_ms, const char *currency,
+                  crm_error *err)
 {
     char *text = compute(c, id, currency, err);
     if (text == NULL)
         return false;
-    char idbuf[24];
+    long long took = crm_wall_ms() - started_ms;
+    char idbuf[24], at[24], ms[24];
     snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *p[] = {idbuf, text};
-    PGresult *res = crm_db_exec(c, &results_store, 2, p, err);
+    snprintf(at, sizeof at, "%lld", started_ms);
+    snprintf(ms, sizeof ms, "%lld", took < 0 ? 0 : took > 86400000 ? 86400000 : took);
+    const char *p[] = {idbuf, text, at, ms};
+    PGresult *res = crm_db_exec(c, &results_store, 4, p, err);
     free(text);
     PQclear(res);
     return res != NULL;
@@ -391,20 +406,25 @@ bool crm_campaigns_refresh_results(crm_conn *c, const char *currency, int max, i
 {
     *done = 0;
     for (int i = 0; i < max; i++) {
-        if (!crm_db_begin(c, err))
-            return false;
         PGresult *res = crm_db_exec(c, &dirty_claim, 0, NULL, err);
-        bool ok = res != NULL, any = ok && PQntuples(res) == 1;
-        if (any)
-            ok = store(c, atoll(PQgetvalue(res, 0, 0)), currency, err);
+        if (res == NULL)
+            return false;
+        if (PQntuples(res) != 1) {
+            PQclear(res);
+            break;
+        }
+        long long id = atoll(PQgetvalue(res, 0, 0)), started = atoll(PQgetvalue(res, 0, 1));
         PQclear(res);
-        ok = ok && crm_db_commit(c, err);
-        if (!ok) {
-            crm_db_rollback(c);
+        if (!store(c, id, started, currency, err)) {
+            /* Dirty again, so that it is tried once more. */
+            char idbuf[24];
+            snprintf(idbuf, sizeof idbuf, "%lld", id);
+            const char *p[] = {idbuf};
+            crm_error ignored = CRM_ERROR_INIT;
+            PQclear(crm_db_exec(c, &results_redirty, 1, p, &ignored));
+            crm_error_clear(&ignored);
             return false;
         }
-        if (!any)
-            break;
         ++*done;
     }
     return true;
@@ -433,10 +453,7 @@ char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_
         /* Never computed: now, once (later reads find it stored). */
         PQclear(res);
         res = NULL;
-        bool ok = crm_db_begin(c, err) && store(c, id, currency, err) && crm_db_commit(c, err);
-        if (!ok)
-            crm_db_rollback(c);
-        else
+        if (store(c, id, crm_wall_ms(), currency, err))
             res = crm_db_exec(c, &results_read, 1, p, err);
     }
     if (res != NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
