@@ -77,15 +77,17 @@ measure_campaigns() {
         WHERE campaign_id = $CAMPAIGN_ID")
 
     # The background work the execution left (the segments' queue of its
-    # touchpoints, the responses' follower reading them) done first, so
+    # touchpoints, the responses' and the metrics' followers reading them)
+    # done first, so
     # that the reads measure the reads; then the results current.
     log "campaigns: waiting for the upkeep to take the execution's touchpoints in"
     local last
     last=$(pg_psql "$PG_NAME" "$DB" -c "SELECT change_xid || ',' || change_seq FROM touchpoints
             ORDER BY change_xid DESC, change_seq DESC LIMIT 1")
     for i in $(seq 1 3000); do
-        [ "$(pg_psql "$PG_NAME" "$DB" -c "SELECT (tp_xid, tp_seq) >= ('${last%,*}'::xid8, ${last#*,})
-            AND NOT EXISTS (SELECT FROM segment_pending) FROM campaign_follow")" = t ] && break
+        [ "$(pg_psql "$PG_NAME" "$DB" -c "SELECT (k.tp_xid, k.tp_seq) >= ('${last%,*}'::xid8, ${last#*,})
+            AND (m.tp_xid, m.tp_seq) >= ('${last%,*}'::xid8, ${last#*,})
+            AND NOT EXISTS (SELECT FROM segment_pending) FROM campaign_follow k, metrics_follow m")" = t ] && break
         sleep 0.2
     done
     log "campaigns: results"

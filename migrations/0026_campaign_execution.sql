@@ -15,12 +15,13 @@
 -- (source, event_id) is the campaign's and the customer's.
 
 CREATE TABLE campaign_targets (
-    campaign_id   bigint NOT NULL REFERENCES campaigns (id),
-    -- No foreign key: the audience is taken by one INSERT ... SELECT from
-    -- customers (the reference holds by construction), and customers are
-    -- never deleted, only erased in place; a key checked per row would lock
-    -- each customer's row (FOR KEY SHARE) once more for half a million
-    -- targets.
+    -- No foreign keys: the audience is taken by one INSERT ... SELECT that
+    -- joins the campaign and its customers (the references hold by
+    -- construction), campaigns are never deleted once executed (only a
+    -- draft is, and softly) and customers never (erasure works in place);
+    -- keys checked per row would run a lookup, and lock each customer's row
+    -- FOR KEY SHARE, half a million times.
+    campaign_id   bigint NOT NULL,
     customer_id   bigint NOT NULL,
     grp           text NOT NULL CHECK (grp IN ('treatment', 'control')),
     state         text NOT NULL DEFAULT 'pending'

@@ -45,7 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BATCH 1000
+#define BATCH 2000
 #define CAMPAIGN_SOURCE "crmd:campaign"
 
 /* ---- POST /v1/campaigns/{id}/execute ----------------------------------------------- */

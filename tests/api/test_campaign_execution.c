@@ -613,11 +613,11 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
 {
     char tag[64];
     harness_unique(tag, sizeof tag, "kill");
-    make_audience(tag, 2500);
+    make_audience(tag, 5000);
     long long policy = cap_policy(tag);
     long long campaign = new_campaign(tag, live_segment(tag), "0.1");
-    /* hold the 1,500th customer as a decision does: the second batch waits
-     * for it (taking the audience does not: its foreign keys only share).
+    /* hold the 3,000th customer as a decision does: the second batch waits
+     * for it (taking the audience does not: it locks no customer).
      * Found first, then locked: rows an OFFSET skips would be locked too. */
     PGconn *holder = harness_db_connect();
     PGresult *res = PQexec(holder, "BEGIN");
@@ -625,7 +625,7 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
     char sql[256];
     snprintf(sql, sizeof sql,
              "SELECT id FROM customers WHERE id = (SELECT id FROM customers WHERE '%s' ="
-             " ANY(tags) ORDER BY id OFFSET 1499 LIMIT 1) FOR NO KEY UPDATE",
+             " ANY(tags) ORDER BY id OFFSET 2999 LIMIT 1) FOR NO KEY UPDATE",
              tag);
     res = PQexec(holder, sql);
     ck_assert_int_eq(PQntuples(res), 1);
@@ -636,7 +636,7 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
     for (int i = 0; i < 600 && !midway; i++) {
         midway = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
                         " AND state <> 'pending'",
-                        campaign) >= 1000;
+                        campaign) >= 2000;
         if (!midway)
             harness_sleep_ms(50);
     }
@@ -651,19 +651,19 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
     ck_assert_int_lt(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
                             " AND state <> 'pending'",
                             campaign),
-                     2500);
+                     5000);
 
     crmd_fixture_start(&srv, short_lease);
     char *state = job_end(job, 90);
     ck_assert_str_eq(state, "succeeded");
     free(state);
-    check_decisions(campaign, 2500);
-    /* the control group's share of 2,500 is 0.1 within four standard
-     * deviations (sqrt(0.1 * 0.9 / 2500) = 0.006) */
+    check_decisions(campaign, 5000);
+    /* the control group's share of 5,000 is 0.1 within four standard
+     * deviations (sqrt(0.1 * 0.9 / 5000) = 0.0042) */
     long long controls = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
                                 " AND grp = 'control'",
                                 campaign);
-    ck_assert_msg(controls >= 190 && controls <= 310, "%lld of 2500 in control", controls);
+    ck_assert_msg(controls >= 415 && controls <= 585, "%lld of 5000 in control", controls);
     drop_policy(policy);
 }
 END_TEST
