@@ -106,6 +106,14 @@ bool crm_campaign_results_moved(crm_conn *c, long long id, crm_error *err);
  * while a recompute is due); computed at once the first time. */
 char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_error *err);
 
+/* The same in two steps around one statement, for the I/O thread: q reads
+ * the stored results; render gives the text from q's result, or NULL with
+ * *need_compute when none was computed yet (then crm_campaign_results, on
+ * a worker). */
+void crm_campaign_results_query(long long id, crm_query *q);
+char *crm_campaign_results_render(const PGresult *res, size_t *len, bool *need_compute,
+                                  crm_error *err);
+
 /* The scheduler (every process's campaigns' upkeep): the scheduled
  * campaigns whose starts_at has come are executed as POST .../execute
  * would (FOR UPDATE SKIP LOCKED: one process starts each); one that cannot

@@ -165,20 +165,49 @@ void handle_campaign_execute(http_request *req)
     http_reply_json(req, 202, job);
 }
 
-/* GET /v1/campaigns/{id}/results: the stored results (campaigns/results.c). */
+static void results_done(http_request *req, const PGresult *res, const crm_error *err)
+{
+    if (res == NULL) {
+        http_reply_error(req, err);
+        return;
+    }
+    crm_error rerr = CRM_ERROR_INIT;
+    size_t len = 0;
+    bool need_compute = false;
+    char *text = crm_campaign_results_render(res, &len, &need_compute, &rerr);
+    if (need_compute) {
+        http_continue_on_worker(req); /* it starts over there, and computes */
+        return;
+    }
+    if (text == NULL) {
+        handler_reply_error(req, &rerr);
+        return;
+    }
+    http_reply_json_text(req, 200, text, len);
+}
+
+/* GET /v1/campaigns/{id}/results: the stored results (campaigns/results.c),
+ * one statement on the I/O thread's database loop; on a worker when they
+ * were never computed (computed there, once). */
 void handle_campaign_results(http_request *req)
 {
     long long id;
     if (!campaign_id(req, &id))
         return;
-    crm_error err = CRM_ERROR_INIT;
-    size_t len = 0;
-    char *text = crm_campaign_results(id, crm_campaigns_currency(), &len, &err);
-    if (text == NULL) {
-        handler_reply_error(req, &err);
+    if (!http_on_io_thread()) {
+        crm_error err = CRM_ERROR_INIT;
+        size_t len = 0;
+        char *text = crm_campaign_results(id, crm_campaigns_currency(), &len, &err);
+        if (text == NULL) {
+            handler_reply_error(req, &err);
+            return;
+        }
+        http_reply_json_text(req, 200, text, len);
         return;
     }
-    http_reply_json_text(req, 200, text, len);
+    crm_query q;
+    crm_campaign_results_query(id, &q);
+    http_defer_query(req, &q, results_done);
 }
 
 /* The whole list as CSV, written to an unnamed temporary file and sent

@@ -164,7 +164,7 @@ static const http_route routes[] = {
     {"POST", "/v1/campaigns/{id}/execute", handle_campaign_execute, CRM_SCOPE_CAMPAIGNS_WRITE,
      false, false, 0, NULL},
     {"GET", "/v1/campaigns/{id}/results", handle_campaign_results, CRM_SCOPE_CAMPAIGNS_READ,
-     false, false, 0, NULL},
+     false, true, 0, NULL},
     {"GET", "/v1/campaigns/{id}/contacts", handle_campaign_contacts, CRM_SCOPE_CAMPAIGNS_READ,
      false, false, 0, Q_CAMPAIGN_CONTACTS},
     /* contact policies and contacts */

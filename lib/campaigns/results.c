@@ -437,43 +437,69 @@ static crm_stmt results_read = CRM_STMT_RO(
                          " FROM campaigns k LEFT JOIN campaign_results r ON r.campaign_id = k.id"
                          " WHERE k.id = $1 AND k.deleted_at IS NULL");
 
+/* The stored document of a result of results_read, with when it was
+ * computed and whether it is current (nothing moved since); NULL with
+ * *need_compute when none was computed yet, or with err. */
+static char *render_stored(const PGresult *res, size_t *len, bool *need_compute, crm_error *err)
+{
+    *need_compute = false;
+    if (PQntuples(res) != 1) {
+        crm_error_set(err, CRM_E_NOT_FOUND, "no campaign with this id");
+        return NULL;
+    }
+    if (PQgetisnull(res, 0, 1)) {
+        *need_compute = true;
+        return NULL;
+    }
+    const char *stored = PQgetvalue(res, 0, 1);
+    size_t n = strlen(stored);
+    crm_bytebuf b;
+    crm_bytebuf_init(&b);
+    if (n >= 2 && stored[n - 1] == '}') {
+        crm_bytebuf_put(&b, stored, n - 1);
+        crm_bytebuf_put(&b, ", \"computed_at\": \"", 18);
+        crm_bytebuf_put(&b, PQgetvalue(res, 0, 2), strlen(PQgetvalue(res, 0, 2)));
+        crm_bytebuf_put(&b, "\", \"current\": ", 14);
+        bool current = PQgetvalue(res, 0, 3)[0] != 't';
+        crm_bytebuf_put(&b, current ? "true}" : "false}", current ? 5 : 6);
+    }
+    char *out = crm_bytebuf_take(&b, len);
+    if (out == NULL)
+        crm_error_set(err, CRM_E_INTERNAL, "the stored results could not be read");
+    return out;
+}
+
+void crm_campaign_results_query(long long id, crm_query *q)
+{
+    crm_query_init(q, &results_read);
+    crm_query_add_int(q, id);
+}
+
+char *crm_campaign_results_render(const PGresult *res, size_t *len, bool *need_compute,
+                                  crm_error *err)
+{
+    return render_stored(res, len, need_compute, err);
+}
+
 char *crm_campaign_results(long long id, const char *currency, size_t *len, crm_error *err)
 {
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return NULL;
-    char idbuf[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *p[] = {idbuf};
-    PGresult *res = crm_db_exec(c, &results_read, 1, p, err);
+    crm_query q;
+    crm_campaign_results_query(id, &q);
+    PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     char *out = NULL;
-    if (res != NULL && PQntuples(res) != 1)
-        crm_error_set(err, CRM_E_NOT_FOUND, "no campaign with this id");
-    else if (res != NULL && PQgetisnull(res, 0, 1)) {
-        /* Never computed: now, once (later reads find it stored). */
+    bool need = false;
+    if (res != NULL)
+        out = render_stored(res, len, &need, err);
+    if (need) { /* never computed: now, once (later reads find it stored) */
         PQclear(res);
-        res = NULL;
-        if (store(c, id, crm_wall_ms(), currency, err))
-            res = crm_db_exec(c, &results_read, 1, p, err);
-    }
-    if (res != NULL && PQntuples(res) == 1 && !PQgetisnull(res, 0, 1)) {
-        /* The stored document, with when it was computed and whether it
-         * is current (nothing moved since). */
-        const char *stored = PQgetvalue(res, 0, 1);
-        size_t n = strlen(stored);
-        crm_bytebuf b;
-        crm_bytebuf_init(&b);
-        if (n >= 2 && stored[n - 1] == '}') {
-            crm_bytebuf_put(&b, stored, n - 1);
-            crm_bytebuf_put(&b, ", \"computed_at\": \"", 18);
-            crm_bytebuf_put(&b, PQgetvalue(res, 0, 2), strlen(PQgetvalue(res, 0, 2)));
-            crm_bytebuf_put(&b, "\", \"current\": ", 14);
-            bool current = PQgetvalue(res, 0, 3)[0] != 't';
-            crm_bytebuf_put(&b, current ? "true}" : "false}", current ? 5 : 6);
-        }
-        out = crm_bytebuf_take(&b, len);
-        if (out == NULL)
-            crm_error_set(err, CRM_E_INTERNAL, "the stored results could not be read");
+        res = store(c, id, crm_wall_ms(), currency, err)
+                  ? crm_db_exec(c, q.stmt, q.nparams, q.values, err)
+                  : NULL;
+        if (res != NULL)
+            out = render_stored(res, len, &need, err);
     }
     PQclear(res);
     crm_db_release(c);

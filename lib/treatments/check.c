@@ -39,7 +39,8 @@
  * hours (0: no cap), $4 the policies' time zones in order ('' for none);
  * for the decision, $5 and $6 the request's source and event_id, $7 its
  * rule (0: none). One row per fact: (kind, n1, n2, t1, t2, t3):
- *   s: the customer's status in t1
+ *   s: the customer's status in t1 (not read for the decision, $5 given: it
+ *      has read the status with the customer's lock)
  *   c: a consent decision: id n1, channel t1, purpose t2, status t3
  *   t: an outbound touchpoint: at n1, channel t1, purpose t2
  *   k: an allowed contact of a rule: at n1, rule n2, channel t1, purpose t2
@@ -50,7 +51,7 @@
 static crm_stmt facts_stmt = CRM_STMT(
     "contact_facts",
     "SELECT 's', 0::bigint, 0::bigint, status, NULL::text, NULL::text FROM customers"
-    " WHERE id = $1::bigint"
+    " WHERE id = $1::bigint AND $5::text IS NULL"
     " UNION ALL SELECT 'c', id, 0, channel, purpose, status FROM ("
     "  SELECT DISTINCT ON (channel, purpose) id, channel, purpose, status FROM customer_consents"
     "  WHERE customer_id = $1::bigint ORDER BY channel, purpose, captured_at DESC, id DESC) d"

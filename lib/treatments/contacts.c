@@ -196,7 +196,8 @@ typedef struct decision {
     contact_extras x; /* read with the facts: the stored decision, the rule, the stamp */
 } decision;
 
-static bool lock_the_customer(crm_conn *c, long long customer_id, crm_error *err)
+/* Locks the customer; *active from its status. */
+static bool lock_the_customer(crm_conn *c, long long customer_id, bool *active, crm_error *err)
 {
     crm_query q;
     crm_query_init(&q, &lock_customer);
@@ -205,6 +206,7 @@ static bool lock_the_customer(crm_conn *c, long long customer_id, crm_error *err
     if (res == NULL)
         return false;
     bool found = PQntuples(res) == 1;
+    *active = found && strcmp(PQgetvalue(res, 0, 0), "active") == 0;
     PQclear(res);
     return found || crm_error_set(err, CRM_E_NOT_FOUND, "no customer with this id");
 }
@@ -353,9 +355,12 @@ static json_t *decide_on(crm_conn *c, long long customer_id, const contact_reque
     treatments_config *k = NULL;
     contact_facts f = {0};
     decision d = {.customer_id = customer_id, .r = r};
-    bool ok = lock_the_customer(c, customer_id, err);
+    bool active = false;
+    bool ok = lock_the_customer(c, customer_id, &active, err);
     d.now_ms = crm_wall_ms(); /* after the lock: decisions in the order they lock */
     ok = ok && read_facts(c, &d, &k, &f, err);
+    f.exists = ok; /* the lock found it */
+    f.active = active;
     if (ok && d.x.decided_id != 0) {
         int found = stored_decision(c, customer_id, r, &doc, allowed, err);
         *replayed = found == 1;

@@ -85,7 +85,9 @@ typedef struct contact_extras {
 
 /* Loads the facts of customer_id for the policies of ps at now_ms, in one
  * statement on c (inside the caller's transaction when it has one), and
- * with x (may be NULL) what the decision reads beside them. */
+ * with x (may be NULL) what the decision reads beside them; with x, the
+ * customer's status is not read (f->exists and f->active are the caller's
+ * to set: the decision reads them with the customer's lock). */
 bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id, long long now_ms,
                         contact_extras *x, contact_facts *f, crm_error *err);
 

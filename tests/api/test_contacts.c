@@ -497,6 +497,16 @@ START_TEST(a_revoked_consent_refuses_the_next_decision)
     ck_assert_int_eq(email_contact(never, NULL, &d), 409);
     ck_assert_str_eq(first_reason(d), "no_consent");
     json_decref(d);
+    /* a customer no longer active (its status read with its lock), its
+     * consent still granted: not_active only */
+    long long gone = new_customer(true);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE customers SET status = 'erased' WHERE id = %lld", gone);
+    exec_sql(sql);
+    ck_assert_int_eq(email_contact(gone, NULL, &d), 409);
+    ck_assert_int_eq(json_array_size(json_object_get(d, "reasons")), 1);
+    ck_assert_str_eq(first_reason(d), "not_active");
+    json_decref(d);
 }
 END_TEST
 
