@@ -430,19 +430,6 @@ static crm_stmt update_targets = CRM_STMT(
     " AS d (customer_id, state, reason, channel, touchpoint_id)"
     " WHERE g.campaign_id = $1 AND g.customer_id = d.customer_id AND g.state = 'pending'");
 
-/* The index of id in the ascending ids, or -1. */
-static int index_of(const long long *ids, int n, long long id)
-{
-    int lo = 0, hi = n - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2;
-        if (ids[mid] == id)
-            return mid;
-        if (ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
     return -1;
 }
 
@@ -595,7 +582,7 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
                                "the campaign's batch recorded %d contacts of %lld", PQntuples(made),
                                n->contacted);
         for (int r = 0; ok && r < PQntuples(made); r++) {
-            int i = index_of(ids, rows, atoll(PQgetvalue(made, r, 0)));
+            int i = contact_ids_index(ids, rows, atoll(PQgetvalue(made, r, 0)));
             if (i >= 0)
                 tps[i] = atoll(PQgetvalue(made, r, 1));
         }

@@ -220,8 +220,7 @@ static crm_stmt facts_many_stmt = CRM_STMT(
                          " AT TIME ZONE z.tz))::bigint)::text END, NULL, NULL"
                          "  FROM unnest($4::text[]) WITH ORDINALITY AS z (tz, i)");
 
-/* The index of id in the ascending ids, or -1. */
-static int index_of(const long long *ids, int n, long long id)
+int contact_ids_index(const long long *ids, int n, long long id)
 {
     int lo = 0, hi = n - 1;
     while (lo <= hi) {
@@ -273,7 +272,7 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
     int rows = PQntuples(res);
     /* Count each customer's rows, then fill. */
     for (int r = 0; r < rows; r++) {
-        int i = index_of(ids, n, atoll(PQgetvalue(res, r, 1)));
+        int i = contact_ids_index(ids, n, atoll(PQgetvalue(res, r, 1)));
         char k = PQgetvalue(res, r, 0)[0];
         if (i < 0)
             continue;
@@ -303,7 +302,7 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
                 local[n1 - 1] = atoi(t1);
             continue;
         }
-        int i = index_of(ids, n, atoll(PQgetvalue(res, r, 1)));
+        int i = contact_ids_index(ids, n, atoll(PQgetvalue(res, r, 1)));
         if (i < 0)
             continue;
         contact_facts *f = &out[i];

@@ -110,6 +110,9 @@ void contact_facts_free(contact_facts *f);
  * no rule, in one statement on c: out[i] for ids[i] (a customer not found
  * does not exist); free each with contact_facts_free, also after a
  * failure. A campaign's decisions, set-based (campaigns/execute.c). */
+/* The index of id in the n ascending ids, or -1 (a binary search). */
+int contact_ids_index(const long long *ids, int n, long long id);
+
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
                              long long now_ms, contact_facts *out, crm_error *err);
 
