@@ -430,9 +430,6 @@ static crm_stmt update_targets = CRM_STMT(
     " AS d (customer_id, state, reason, channel, touchpoint_id)"
     " WHERE g.campaign_id = $1 AND g.customer_id = d.customer_id AND g.state = 'pending'");
 
-    return -1;
-}
-
 /* Appends v to the array literal b ("{" ... "}"): NULL as NULL, text
  * quoted. */
 static void literal_item(crm_bytebuf *b, const char *v, bool first)
