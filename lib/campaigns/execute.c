@@ -524,8 +524,8 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
     long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
     if (ok && rows > 0)
         ok = (k = treatments_config_of(c, -1, err)) != NULL &&
-             contact_facts_load_many(c, treatments_config_policies(k), ids, rows, now_ms, facts,
-                                     err);
+             contact_facts_load_many(c, treatments_config_policies(k), ids, rows, idlist, now_ms,
+                                     facts, err);
     /* The decisions, as array literals: every target's state, reason and
      * channel; the contacted ones' customers and channels apart. */
     const char **use = rows > 0 ? calloc((size_t)rows, sizeof *use) : NULL;

@@ -23,7 +23,6 @@
  */
 #include "treatments.h"
 #include "treatments/internal.h"
-#include "bytebuf.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -236,28 +235,16 @@ int contact_ids_index(const long long *ids, int n, long long id)
 }
 
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
-                             long long now_ms, contact_facts *out, crm_error *err)
+                             const char *idlist, long long now_ms, contact_facts *out,
+                             crm_error *err)
 {
     memset(out, 0, sizeof *out * (size_t)n);
     for (int i = 1; i < n; i++)
         if (ids[i] <= ids[i - 1])
             return crm_error_set(err, CRM_E_INTERNAL, "the customers' ids must ascend");
     char *zones = policy_zones_literal(ps);
-    crm_bytebuf list;
-    crm_bytebuf_init(&list);
-    crm_bytebuf_put(&list, "{", 1);
-    for (int i = 0; i < n; i++) {
-        char one[32];
-        int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ids[i]);
-        crm_bytebuf_put(&list, one, (size_t)len);
-    }
-    crm_bytebuf_put(&list, "}", 1);
-    char *idlist = crm_bytebuf_take(&list, NULL);
-    if (zones == NULL || idlist == NULL) {
-        free(zones);
-        free(idlist);
+    if (zones == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
     crm_query q;
     crm_query_init(&q, &facts_many_stmt);
     crm_query_add(&q, idlist);
@@ -266,7 +253,6 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
     crm_query_add(&q, zones);
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     free(zones);
-    free(idlist);
     if (res == NULL)
         return false;
     int rows = PQntuples(res);

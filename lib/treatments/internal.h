@@ -106,15 +106,18 @@ long long treatments_config_stamp(const treatments_config *k);
 const policy_set *treatments_config_policies(const treatments_config *k);
 void contact_facts_free(contact_facts *f);
 
-/* The facts of the n customers of ids (ascending) for a contact that names
- * no rule, in one statement on c: out[i] for ids[i] (a customer not found
- * does not exist); free each with contact_facts_free, also after a
- * failure. A campaign's decisions, set-based (campaigns/execute.c). */
 /* The index of id in the n ascending ids, or -1 (a binary search). */
 int contact_ids_index(const long long *ids, int n, long long id);
 
+/* The facts of the n customers of ids (ascending; idlist the same ids as a
+ * bigint array literal, which the caller builds for its own statements
+ * too) for a contact that names no rule, in one statement on c: out[i]
+ * for ids[i] (a customer not found does not exist); free each with
+ * contact_facts_free, also after a failure. A campaign's decisions,
+ * set-based (campaigns/execute.c). */
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
-                             long long now_ms, contact_facts *out, crm_error *err);
+                             const char *idlist, long long now_ms, contact_facts *out,
+                             crm_error *err);
 
 /* The touchpoint channel a consent channel's contacts are recorded on
  * ("push" and "in_app": "mobile_app"). NULL for an unknown channel. */
