@@ -3,30 +3,35 @@
  * POST /v1/campaigns/{id}/execute queues a job of kind campaign_execute and
  * moves the campaign to running in one transaction; the job
  *
- *   1. takes the audience as it is at that moment into campaign_targets,
- *      once (the campaign's row locked; executed_at says it is done), each
- *      customer in the treatment or the control group: control when the
- *      first 60 bits of md5(salt:customer_id), as a fraction of 2^60, fall
- *      below control_share, so the same customer always lands in the same
- *      group for a campaign;
- *   2. decides the targets in batches of BATCH, each in one transaction:
- *      the next pending targets in customer order, their customers locked
- *      FOR NO KEY UPDATE in id order (the lock of the contact
- *      decision and of the segments' upkeep), their facts read in one
- *      statement, and each judged by contact_allowed, the check of POST
- *      /v1/customers/{id}/contacts, on the campaign's channels in order:
- *      the first that allows is used. A treatment target is contacted (its
- *      campaign_contact touchpoint written in the same statement that
- *      records the decision), a control target held out; one that no
- *      channel allows is excluded with the first channel's first reason.
- *      The new touchpoints go to the segments' queue, as a batch's do.
+ *   1. takes the audience as it is at that moment into campaign_audience,
+ *      once (the campaign's row locked; executed_at says it is done): the
+ *      customers' ids in ascending order, CHUNK to a row (migration 0028);
+ *   2. decides the chunks, each in one transaction: the first chunk not
+ *      taken by another executor (FOR UPDATE SKIP LOCKED), each customer
+ *      in the treatment or the control group (control when the first 60
+ *      bits of md5(salt:customer_id), as a fraction of 2^60, fall below
+ *      control_share: the same customer always lands in the same group for
+ *      a campaign), the customers locked FOR NO KEY UPDATE in id order
+ *      (the lock of the contact decision and of the segments' upkeep),
+ *      their facts read in one statement, and each judged by
+ *      contact_allowed, the check of POST /v1/customers/{id}/contacts, on
+ *      the campaign's channels in order: the first that allows is used. A
+ *      treatment target is contacted (its campaign_contact touchpoint
+ *      written), a control target held out; one that no channel allows is
+ *      excluded with the first channel's first reason. The targets are
+ *      then written, decided, by the statement that deletes the chunk. The
+ *      new touchpoints go to the segments' queue, as a batch's do.
  *
- * A target is decided once: only pending rows move, in the transaction
- * that writes the touchpoint, whose (source, event_id) is the campaign's
- * and the customer's ("crmd:campaign", "<campaign id>-<customer id>"; the
- * touchpoint APIs refuse sources beginning "crmd:"). A job killed midway
- * is taken over by the jobs' runner and goes on with what is still
- * pending; nobody is contacted twice or skipped.
+ * A target is decided once: its chunk is deleted in the transaction that
+ * writes it and its touchpoint, by the one executor holding the chunk's
+ * lock; (campaign, customer) is the targets' key, and the touchpoint's
+ * (source, event_id) is the campaign's and the customer's
+ * ("crmd:campaign", "<campaign id>-<customer id>"; the touchpoint APIs
+ * refuse sources beginning "crmd:"), so a second write of either fails the
+ * chunk rather than contact anyone twice. A job killed midway leaves its
+ * chunk in place; the jobs' runner gives the job to another process when
+ * its lease runs out, and it goes on with the chunks left: nobody is
+ * contacted twice or skipped.
  */
 #include "campaigns.h"
 #include "campaigns/internal.h"
@@ -45,7 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BATCH 2000
+#define CHUNK 2000
 #define CAMPAIGN_SOURCE "crmd:campaign"
 
 /* ---- POST /v1/campaigns/{id}/execute ----------------------------------------------- */
@@ -166,7 +171,7 @@ static crm_stmt ended_campaigns = CRM_STMT(
     "UPDATE campaigns k SET status = 'completed', version = version + 1, updated_at = now()"
     " WHERE k.id IN (SELECT id FROM campaigns WHERE status = 'running' AND ends_at <= now()"
     " AND deleted_at IS NULL AND executed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM"
-    " campaign_targets g WHERE g.campaign_id = campaigns.id AND g.state = 'pending')"
+    " campaign_audience a WHERE a.campaign_id = campaigns.id)"
     " ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED) RETURNING k.id");
 
 bool crm_campaigns_start_scheduled(crm_conn *c, int *started, crm_error *err)
@@ -285,35 +290,37 @@ static bool run_load(crm_conn *c, long long id, campaign_run *r, crm_error *err)
     return ok || crm_error_set(err, CRM_E_INTERNAL, "the campaign's channels could not be read");
 }
 
-/* Step 1: the audience into campaign_targets, once. */
+/* Step 1: the audience into campaign_audience, once. */
 static crm_stmt audience_lock =
     CRM_STMT("campaign_audience_lock",
-             "SELECT executed_at IS NOT NULL, audience_segment_id, audience_rule_id,"
-             " control_share::float8 FROM campaigns WHERE id = $1 FOR UPDATE");
+             "SELECT executed_at IS NOT NULL, audience_segment_id, audience_rule_id"
+             " FROM campaigns WHERE id = $1 FOR UPDATE");
 
-/* The group of customer c.id of the campaign $1 (control_share $2). */
-#define CAMPAIGN_GROUP                                                                             \
-    "CASE WHEN ('x' || substr(md5(k.salt::text || ':' || c.id::text), 1, 15))::bit(60)::bigint"    \
-    " < ($2::float8 * 1152921504606846976::float8)::bigint THEN 'control' ELSE 'treatment' END"
+/* Chunks of $2 ids of the audience (rows "c.id" of the FROM that follows),
+ * in ascending order, as campaign $1's. */
+#define CHUNKS_OF                                                                                  \
+    "INSERT INTO campaign_audience (campaign_id, chunk, customer_ids)"                             \
+    " SELECT $1::bigint, (n - 1) / $2::int, array_agg(id ORDER BY id)"                            \
+    " FROM (SELECT c.id, row_number() OVER (ORDER BY c.id) AS n"
 
-static crm_stmt audience_from_segment =
-    CRM_STMT("campaign_audience_from_segment",
-             "INSERT INTO campaign_targets (campaign_id, customer_id, grp)"
-             " SELECT $1, c.id, " CAMPAIGN_GROUP " FROM campaigns k"
-             " JOIN segment_memberships m ON m.segment_id = k.audience_segment_id"
-             " JOIN customers c ON c.id = m.customer_id AND c.status = 'active' WHERE k.id = $1");
+static crm_stmt audience_from_segment = CRM_STMT(
+    "campaign_audience_from_segment",
+    CHUNKS_OF " FROM campaigns k JOIN segment_memberships m ON m.segment_id = k.audience_segment_id"
+              " JOIN customers c ON c.id = m.customer_id AND c.status = 'active'"
+              " WHERE k.id = $1) a GROUP BY 2");
 
-static crm_stmt audience_taken =
-    CRM_STMT("campaign_audience_taken",
-             "UPDATE campaigns SET executed_at = now(), audience_size ="
-             " (SELECT count(*) FROM campaign_targets WHERE campaign_id = $1) WHERE id = $1");
+static crm_stmt audience_taken = CRM_STMT(
+    "campaign_audience_taken",
+    "UPDATE campaigns SET executed_at = now(), audience_size = (SELECT"
+    " coalesce(sum(cardinality(customer_ids)), 0) FROM campaign_audience WHERE campaign_id = $1)"
+    " WHERE id = $1");
 
 static crm_stmt rule_condition = CRM_STMT(
     "campaign_rule_condition", "SELECT condition::text FROM treatment_rules WHERE id = $1");
 
 /* The audience of a rule: its condition compiled to SQL, as a search is. */
-static bool take_rule_audience(crm_conn *c, long long campaign, const char *rule_id,
-                               const char *share, crm_error *err)
+static bool take_rule_audience(crm_conn *c, const char *campaign, const char *rule_id,
+                               crm_error *err)
 {
     const char *p[] = {rule_id};
     PGresult *res = crm_db_exec(c, &rule_condition, 1, p, err);
@@ -330,20 +337,14 @@ static bool take_rule_audience(crm_conn *c, long long campaign, const char *rule
     crm_sqlbuf_init(&s);
     crm_arena arena;
     crm_arena_init(&arena);
-    char cbuf[24];
-    snprintf(cbuf, sizeof cbuf, "%lld", campaign);
-    int pc = crm_sqlbuf_param(&s, cbuf), ps = crm_sqlbuf_param(&s, share);
-    crm_sqlbuf_append(&s, "INSERT INTO campaign_targets (campaign_id, customer_id, grp) SELECT ");
-    crm_sqlbuf_placeholder(&s, pc);
-    crm_sqlbuf_append(&s, "::bigint, c.id, CASE WHEN ('x' || substr(md5(k.salt::text || ':' ||"
-                          " c.id::text), 1, 15))::bit(60)::bigint < (");
-    crm_sqlbuf_placeholder(&s, ps);
-    crm_sqlbuf_append(&s, "::float8 * 1152921504606846976::float8)::bigint THEN 'control' ELSE"
-                          " 'treatment' END FROM campaigns k, customers c WHERE k.id = ");
-    crm_sqlbuf_placeholder(&s, pc);
-    crm_sqlbuf_append(&s, "::bigint AND c.status = 'active' AND (");
+    char chunk[16];
+    snprintf(chunk, sizeof chunk, "%d", CHUNK);
+    /* CHUNKS_OF numbers its parameters $1 and $2: they are the first two */
+    crm_sqlbuf_param(&s, campaign);
+    crm_sqlbuf_param(&s, chunk);
+    crm_sqlbuf_append(&s, CHUNKS_OF " FROM customers c WHERE c.status = 'active' AND (");
     bool ok = crm_rule_sql(rule, &s, crm_wall_ms(), &arena, err);
-    crm_sqlbuf_append(&s, ")");
+    crm_sqlbuf_append(&s, ")) a GROUP BY 2");
     crm_rule_free(rule);
     if (ok && !crm_sqlbuf_ok(&s))
         ok = crm_error_set(err, CRM_E_INTERNAL, "the audience's statement could not be built");
@@ -359,22 +360,20 @@ static bool take_rule_audience(crm_conn *c, long long campaign, const char *rule
 
 static bool take_audience(crm_conn *c, long long id, crm_error *err)
 {
-    char idbuf[24];
+    char idbuf[24], chunk[16];
     snprintf(idbuf, sizeof idbuf, "%lld", id);
-    const char *params[] = {idbuf, NULL};
+    snprintf(chunk, sizeof chunk, "%d", CHUNK);
+    const char *params[] = {idbuf, chunk};
     bool ok = crm_db_begin(c, err);
     PGresult *res = ok ? crm_db_exec(c, &audience_lock, 1, params, err) : NULL;
     ok = res != NULL && PQntuples(res) == 1;
     if (ok && PQgetvalue(res, 0, 0)[0] != 't') { /* not taken yet */
-        char share[40];
-        snprintf(share, sizeof share, "%s", PQgetvalue(res, 0, 3));
-        params[1] = share;
         PGresult *r = NULL;
         if (!PQgetisnull(res, 0, 1)) {
             r = crm_db_exec(c, &audience_from_segment, 2, params, err);
             ok = r != NULL;
         } else {
-            ok = take_rule_audience(c, id, PQgetvalue(res, 0, 2), share, err);
+            ok = take_rule_audience(c, idbuf, PQgetvalue(res, 0, 2), err);
         }
         PQclear(r);
         PGresult *u = ok ? crm_db_exec(c, &audience_taken, 1, params, err) : NULL;
@@ -387,17 +386,17 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
         crm_db_rollback(c);
     return ok;
 }
-
-/* Step 2: one batch. Its targets are not locked: one job at a time
- * executes a campaign (POST .../execute refuses while one is queued or
- * running; the jobs' runner gives a job to one process), and were two to
- * meet, a target still moves from pending once (the update's condition)
- * and is contacted once (the touchpoint's event id): the second's batch
- * would fail on the count, and roll back. */
-static crm_stmt claim_batch = CRM_STMT(
-    "campaign_claim_batch", "SELECT customer_id, grp FROM campaign_targets WHERE campaign_id = $1"
-                            " AND customer_id > $3::bigint AND state = 'pending'"
-                            " ORDER BY customer_id LIMIT $2");
+/* Step 2: one chunk. It is taken with its customers' groups, its row
+ * locked (another executor skips it); customers not found (none is ever
+ * deleted) are judged as not active. */
+static crm_stmt claim_chunk = CRM_STMT(
+    "campaign_claim_chunk",
+    "WITH a AS (SELECT chunk, customer_ids FROM campaign_audience WHERE campaign_id = $1"
+    " ORDER BY chunk LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " SELECT a.chunk, u.id, ('x' || substr(md5(k.salt::text || ':' || u.id::text), 1, 15))"
+    "::bit(60)::bigint < (k.control_share::float8 * 1152921504606846976::float8)::bigint"
+    " FROM a CROSS JOIN LATERAL unnest(a.customer_ids) WITH ORDINALITY AS u (id, i)"
+    " JOIN campaigns k ON k.id = $1 ORDER BY u.i");
 
 static crm_stmt lock_customers =
     CRM_STMT("campaign_lock_customers", "SELECT id FROM customers WHERE id = ANY($1::bigint[])"
@@ -405,11 +404,8 @@ static crm_stmt lock_customers =
 
 /* The contacted customers' touchpoints ($2 customers, $3 their consent
  * channels) of campaign $1 (code $4, purpose $5, offer $6) at $7 (epoch
- * ms); (customer, touchpoint) of each come back. Then every decision ($2
- * customers, $3 states, $4 reasons, $5 channels, $6 touchpoints) moves its
- * target from pending. Two statements: the update reads the touchpoints'
- * ids as a parameter, not by joining the insert's rows (a generic plan
- * joined them by a nested loop, n^2 comparisons a batch). */
+ * ms); (customer, touchpoint) of each come back. A touchpoint already
+ * there for the event fails the chunk. */
 static crm_stmt insert_contacts =
     CRM_STMT("campaign_insert_contacts",
              "INSERT INTO touchpoints (customer_id, channel, type, direction, occurred_at, source,"
@@ -419,16 +415,25 @@ static crm_stmt insert_contacts =
              " 'epoch'::timestamptz + $7::bigint * interval '1 millisecond', '" CAMPAIGN_SOURCE "',"
              " $1::bigint::text || '-' || d.customer_id::text, $4, $5, $6"
              " FROM unnest($2::bigint[], $3::text[]) AS d (customer_id, channel)"
-             " ON CONFLICT (source, event_id) DO NOTHING RETURNING customer_id, id");
+             " RETURNING customer_id, id");
 
-static crm_stmt update_targets = CRM_STMT(
-    "campaign_update_targets",
-    "UPDATE campaign_targets g SET state = d.state, reason = d.reason, channel = d.channel,"
-    " touchpoint_id = d.touchpoint_id,"
-    " decided_at = 'epoch'::timestamptz + $7::bigint * interval '1 millisecond'"
-    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[])"
-    " AS d (customer_id, state, reason, channel, touchpoint_id)"
-    " WHERE g.campaign_id = $1 AND g.customer_id = d.customer_id AND g.state = 'pending'");
+/* Chunk $8 of campaign $1 deleted and its targets written, decided ($2
+ * customers, $3 groups, $4 states, $5 reasons, $6 channels, $7
+ * touchpoints; decided at $9, epoch ms): none when the chunk is no longer
+ * there. Two statements with the touchpoints': this one reads their ids
+ * as a parameter, not by joining the insert's rows (a generic plan joined
+ * them by a nested loop, n^2 comparisons a chunk). */
+static crm_stmt write_targets = CRM_STMT(
+    "campaign_write_targets",
+    "WITH gone AS (DELETE FROM campaign_audience WHERE campaign_id = $1 AND chunk = $8::int"
+    " RETURNING chunk)"
+    " INSERT INTO campaign_targets (campaign_id, customer_id, grp, state, reason, channel,"
+    " touchpoint_id, decided_at)"
+    " SELECT $1, d.customer_id, d.grp, d.state, d.reason, d.channel, d.touchpoint_id,"
+    " 'epoch'::timestamptz + $9::bigint * interval '1 millisecond'"
+    " FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])"
+    " AS d (customer_id, grp, state, reason, channel, touchpoint_id)"
+    " WHERE EXISTS (SELECT FROM gone)");
 
 /* Appends v to the array literal b ("{" ... "}"): NULL as NULL, text
  * quoted. */
@@ -467,167 +472,204 @@ static const char *first_reason(const policy_set *ps, const contact_facts *f, co
     return out;
 }
 
-typedef struct batch_counts {
-    long long after; /* in: the batch takes customers after this id; out: its last */
-    long long decided, contacted;
-} batch_counts;
+/* A chunk being decided: its customers (ascending) and their groups, the
+ * facts read of them, and the decisions as array literals. */
+typedef struct chunk {
+    int rows;
+    long long *ids, *tps;
+    bool *control;
+    char *idlist;
+    contact_facts *facts;
+    const char **use; /* the channel each may be contacted on, or NULL */
+    long long contacted;
+} chunk;
 
-/* One batch in one transaction: false with err; *n the targets decided
- * (0: none was pending after n->after). */
-static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, crm_error *err)
+static void chunk_free(chunk *ch)
 {
-    n->decided = n->contacted = 0;
-    char idbuf[24], limit[16], after[24];
-    snprintf(idbuf, sizeof idbuf, "%lld", run->id);
-    snprintf(limit, sizeof limit, "%d", BATCH);
-    snprintf(after, sizeof after, "%lld", n->after);
-    const char *cp[] = {idbuf, limit, after};
-    if (!crm_db_begin(c, err))
-        return false;
-    PGresult *claimed = crm_db_exec(c, &claim_batch, 3, cp, err);
-    int rows = claimed != NULL ? PQntuples(claimed) : 0;
-    bool ok = claimed != NULL;
-    long long *ids = NULL;
-    bool *control = NULL;
-    contact_facts *facts = NULL;
-    treatments_config *k = NULL;
-    char *idlist = NULL;
-    if (ok && rows > 0) {
-        ids = malloc(sizeof *ids * (size_t)rows);
-        control = malloc(sizeof *control * (size_t)rows);
-        facts = calloc((size_t)rows, sizeof *facts);
-        ok = ids != NULL && control != NULL && facts != NULL;
-        crm_bytebuf list;
-        crm_bytebuf_init(&list);
-        crm_bytebuf_put_char(&list, '{');
-        for (int i = 0; ok && i < rows; i++) {
-            ids[i] = atoll(PQgetvalue(claimed, i, 0));
-            n->after = ids[i];
-            control[i] = strcmp(PQgetvalue(claimed, i, 1), "control") == 0;
-            char one[32];
-            int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ids[i]);
-            crm_bytebuf_put(&list, one, (size_t)len);
+    for (int i = 0; ch->facts != NULL && i < ch->rows; i++)
+        contact_facts_free(&ch->facts[i]);
+    free(ch->facts);
+    free(ch->ids);
+    free(ch->tps);
+    free(ch->control);
+    free(ch->idlist);
+    free(ch->use);
+    memset(ch, 0, sizeof *ch);
+}
+
+/* ch from the claim's rows (chunk, id, control); the chunk's number in
+ * *number. */
+static bool chunk_read(const PGresult *claimed, chunk *ch, char *number, size_t size,
+                       crm_error *err)
+{
+    int rows = PQntuples(claimed);
+    ch->rows = rows;
+    ch->ids = malloc(sizeof *ch->ids * (size_t)rows);
+    ch->tps = calloc((size_t)rows, sizeof *ch->tps);
+    ch->control = malloc(sizeof *ch->control * (size_t)rows);
+    ch->facts = calloc((size_t)rows, sizeof *ch->facts);
+    ch->use = calloc((size_t)rows, sizeof *ch->use);
+    if (ch->ids == NULL || ch->tps == NULL || ch->control == NULL || ch->facts == NULL ||
+        ch->use == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    snprintf(number, size, "%s", PQgetvalue(claimed, 0, 0));
+    crm_bytebuf list;
+    crm_bytebuf_init(&list);
+    crm_bytebuf_put_char(&list, '{');
+    for (int i = 0; i < rows; i++) {
+        ch->ids[i] = atoll(PQgetvalue(claimed, i, 1));
+        ch->control[i] = PQgetvalue(claimed, i, 2)[0] == 't';
+        char one[32];
+        int len = snprintf(one, sizeof one, "%s%lld", i ? "," : "", ch->ids[i]);
+        crm_bytebuf_put(&list, one, (size_t)len);
+    }
+    crm_bytebuf_put_char(&list, '}');
+    if ((ch->idlist = crm_bytebuf_take(&list, NULL)) == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    return true;
+}
+
+/* Each target judged: the channel it may be contacted on (ch->use), and
+ * the decisions as array literals text[0..3]: groups, states, reasons,
+ * channels; text[4..5] the contacted ones' customers and channels. */
+static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long now_ms,
+                        chunk *ch, char *text[6], crm_error *err)
+{
+    crm_bytebuf lists[6];
+    for (size_t l = 0; l < 6; l++) {
+        crm_bytebuf_init(&lists[l]);
+        crm_bytebuf_put_char(&lists[l], '{');
+    }
+    ch->contacted = 0;
+    for (int i = 0; i < ch->rows; i++) {
+        const contact_facts *f = &ch->facts[i];
+        for (int c = 0; c < run->nchannels && ch->use[i] == NULL; c++)
+            if (contact_allowed(ps, f, run->channels[c], run->purpose, 0, now_ms, NULL))
+                ch->use[i] = run->channels[c];
+        const char *use = ch->use[i];
+        literal_item(&lists[0], ch->control[i] ? "control" : "treatment", i == 0);
+        literal_item(&lists[1], use == NULL ? "excluded" : ch->control[i] ? "control" : "contacted",
+                     i == 0);
+        literal_item(&lists[2],
+                     use == NULL ? first_reason(ps, f, run->channels[0], run->purpose, now_ms)
+                                 : NULL,
+                     i == 0);
+        literal_item(&lists[3], use, i == 0);
+        if (use != NULL && !ch->control[i]) {
+            char one[24];
+            snprintf(one, sizeof one, "%lld", ch->ids[i]);
+            literal_item(&lists[4], one, ch->contacted == 0);
+            literal_item(&lists[5], use, ch->contacted == 0);
+            ch->contacted++;
         }
-        crm_bytebuf_put_char(&list, '}');
-        idlist = crm_bytebuf_take(&list, NULL);
-        if (ok && idlist == NULL)
+    }
+    bool ok = true;
+    for (size_t l = 0; l < 6; l++) {
+        crm_bytebuf_put_char(&lists[l], '}');
+        if ((text[l] = crm_bytebuf_take(&lists[l], NULL)) == NULL)
             ok = false;
-        if (!ok)
-            crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     }
-    if (ok && rows > 0) {
-        const char *lp[] = {idlist};
-        PGresult *locked = crm_db_exec(c, &lock_customers, 1, lp, err);
-        ok = locked != NULL;
-        PQclear(locked);
-    }
-    long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
-    if (ok && rows > 0)
-        ok = (k = treatments_config_of(c, -1, err)) != NULL &&
-             contact_facts_load_many(c, treatments_config_policies(k), ids, rows, idlist, now_ms,
-                                     facts, err);
-    /* The decisions, as array literals: every target's state, reason and
-     * channel; the contacted ones' customers and channels apart. */
-    const char **use = rows > 0 ? calloc((size_t)rows, sizeof *use) : NULL;
-    long long *tps = rows > 0 ? calloc((size_t)rows, sizeof *tps) : NULL;
-    if (ok && rows > 0 && (use == NULL || tps == NULL))
-        ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    crm_bytebuf states, reasons, channels, cids, cchs;
-    crm_bytebuf *lists[] = {&states, &reasons, &channels, &cids, &cchs};
-    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
-        crm_bytebuf_init(lists[l]);
-        crm_bytebuf_put_char(lists[l], '{');
-    }
-    for (int i = 0; ok && i < rows; i++) {
-        const policy_set *ps = treatments_config_policies(k);
-        for (int ch = 0; ch < run->nchannels && use[i] == NULL; ch++)
-            if (contact_allowed(ps, &facts[i], run->channels[ch], run->purpose, 0, now_ms, NULL))
-                use[i] = run->channels[ch];
-        const char *state = use[i] == NULL ? "excluded" : control[i] ? "control" : "contacted";
-        const char *reason =
-            use[i] == NULL ? first_reason(ps, &facts[i], run->channels[0], run->purpose, now_ms)
-                           : NULL;
-        literal_item(&states, state, i == 0);
-        literal_item(&reasons, reason, i == 0);
-        literal_item(&channels, use[i], i == 0);
-        if (use[i] != NULL && !control[i]) {
-            char one[24];
-            snprintf(one, sizeof one, "%lld", ids[i]);
-            literal_item(&cids, one, n->contacted == 0);
-            literal_item(&cchs, use[i], n->contacted == 0);
-            n->contacted++;
-        }
-    }
-    char *text[5];
-    for (size_t l = 0; l < 5; l++) {
-        crm_bytebuf_put_char(lists[l], '}');
-        text[l] = crm_bytebuf_take(lists[l], NULL);
-        if (ok && rows > 0 && text[l] == NULL)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
-    char at[24];
-    snprintf(at, sizeof at, "%lld", now_ms);
-    PGresult *made = NULL;
-    if (ok && n->contacted > 0) {
-        const char *ip[] = {idbuf,     text[3],      text[4],
-                            run->code, run->purpose, run->has_offer ? run->offer : NULL,
-                            at};
-        made = crm_db_exec(c, &insert_contacts, 7, ip, err);
-        ok = made != NULL;
-        if (ok && PQntuples(made) != n->contacted)
-            ok = crm_error_set(err, CRM_E_INTERNAL,
-                               "the campaign's batch recorded %d contacts of %lld", PQntuples(made),
-                               n->contacted);
-        for (int r = 0; ok && r < PQntuples(made); r++) {
-            int i = contact_ids_index(ids, rows, atoll(PQgetvalue(made, r, 0)));
-            if (i >= 0)
-                tps[i] = atoll(PQgetvalue(made, r, 1));
-        }
-    }
-    char *tplist = NULL;
-    if (ok && rows > 0) {
-        crm_bytebuf tl;
-        crm_bytebuf_init(&tl);
-        crm_bytebuf_put_char(&tl, '{');
-        for (int i = 0; i < rows; i++) {
-            char one[24];
-            snprintf(one, sizeof one, "%lld", tps[i]);
-            literal_item(&tl, tps[i] != 0 ? one : NULL, i == 0);
-        }
-        crm_bytebuf_put_char(&tl, '}');
-        if ((tplist = crm_bytebuf_take(&tl, NULL)) == NULL)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "out of memory");
-    }
-    if (ok && rows > 0) {
-        const char *up[] = {idbuf, idlist, text[0], text[1], text[2], tplist, at};
-        PGresult *res = crm_db_exec(c, &update_targets, 7, up, err);
-        ok = res != NULL;
-        if (ok && atoll(PQcmdTuples(res)) != rows)
-            ok = crm_error_set(err, CRM_E_INTERNAL, "the campaign's batch moved %s targets of %d",
-                               PQcmdTuples(res), rows);
-        PQclear(res);
-        /* The touchpoints' ids, in order, for the segments' queue. */
-        int m = 0;
-        for (int i = 0; i < rows; i++)
-            if (tps[i] != 0)
-                tps[m++] = tps[i];
-        ok = ok && crm_segments_queue_touchpoints(c, tps, (size_t)m, err) &&
-             crm_campaign_results_moved(c, run->id, err);
-        n->decided = rows;
+    return ok || crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+}
+
+/* The contacted targets' touchpoints written; their ids into ch->tps. */
+static bool chunk_contact(crm_conn *c, const campaign_run *run, const char *idbuf,
+                          const char *at, chunk *ch, char *text[6], crm_error *err)
+{
+    if (ch->contacted == 0)
+        return true;
+    const char *ip[] = {idbuf,     text[4],      text[5],
+                        run->code, run->purpose, run->has_offer ? run->offer : NULL,
+                        at};
+    PGresult *made = crm_db_exec(c, &insert_contacts, 7, ip, err);
+    bool ok = made != NULL;
+    if (ok && PQntuples(made) != ch->contacted)
+        ok = crm_error_set(err, CRM_E_INTERNAL, "the campaign's chunk recorded %d contacts of %lld",
+                           PQntuples(made), ch->contacted);
+    for (int r = 0; ok && r < PQntuples(made); r++) {
+        int i = contact_ids_index(ch->ids, ch->rows, atoll(PQgetvalue(made, r, 0)));
+        if (i >= 0)
+            ch->tps[i] = atoll(PQgetvalue(made, r, 1));
     }
     PQclear(made);
-    free(tplist);
-    for (size_t l = 0; l < 5; l++)
-        free(text[l]);
-    free(use);
-    free(tps);
+    return ok;
+}
 
-    for (int i = 0; facts != NULL && i < rows; i++)
-        contact_facts_free(&facts[i]);
-    free(facts);
-    free(ids);
-    free(control);
-    free(idlist);
+/* The targets written and the chunk deleted. */
+static bool chunk_write(crm_conn *c, const char *idbuf, const char *number, const char *at,
+                        chunk *ch, char *text[6], crm_error *err)
+{
+    crm_bytebuf tl;
+    crm_bytebuf_init(&tl);
+    crm_bytebuf_put_char(&tl, '{');
+    for (int i = 0; i < ch->rows; i++) {
+        char one[24];
+        snprintf(one, sizeof one, "%lld", ch->tps[i]);
+        literal_item(&tl, ch->tps[i] != 0 ? one : NULL, i == 0);
+    }
+    crm_bytebuf_put_char(&tl, '}');
+    char *tplist = crm_bytebuf_take(&tl, NULL);
+    if (tplist == NULL)
+        return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
+    const char *wp[] = {idbuf, ch->idlist, text[0], text[1], text[2], text[3], tplist, number, at};
+    PGresult *res = crm_db_exec(c, &write_targets, 9, wp, err);
+    free(tplist);
+    bool ok = res != NULL;
+    if (ok && atoll(PQcmdTuples(res)) != ch->rows)
+        ok = crm_error_set(err, CRM_E_INTERNAL, "the campaign's chunk wrote %s targets of %d",
+                           PQcmdTuples(res), ch->rows);
+    PQclear(res);
+    return ok;
+}
+
+typedef struct chunk_counts {
+    long long decided, contacted;
+} chunk_counts;
+
+/* One chunk in one transaction: false with err; n->decided 0 when no
+ * chunk was left to take. */
+static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, crm_error *err)
+{
+    n->decided = n->contacted = 0;
+    char idbuf[24], number[16], at[24];
+    snprintf(idbuf, sizeof idbuf, "%lld", run->id);
+    const char *cp[] = {idbuf};
+    if (!crm_db_begin(c, err))
+        return false;
+    PGresult *claimed = crm_db_exec(c, &claim_chunk, 1, cp, err);
+    bool ok = claimed != NULL;
+    chunk ch = {0};
+    treatments_config *k = NULL;
+    char *text[6] = {0};
+    if (ok && PQntuples(claimed) > 0) {
+        ok = chunk_read(claimed, &ch, number, sizeof number, err);
+        if (ok) {
+            const char *lp[] = {ch.idlist};
+            PGresult *locked = crm_db_exec(c, &lock_customers, 1, lp, err);
+            ok = locked != NULL;
+            PQclear(locked);
+        }
+        long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
+        snprintf(at, sizeof at, "%lld", now_ms);
+        ok = ok && (k = treatments_config_of(c, -1, err)) != NULL &&
+             contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows,
+                                     ch.idlist, now_ms, ch.facts, err) &&
+             chunk_judge(run, treatments_config_policies(k), now_ms, &ch, text, err) &&
+             chunk_contact(c, run, idbuf, at, &ch, text, err) &&
+             chunk_write(c, idbuf, number, at, &ch, text, err);
+        /* The touchpoints' ids, in order, for the segments' queue. */
+        int m = 0;
+        for (int i = 0; ok && i < ch.rows; i++)
+            if (ch.tps[i] != 0)
+                ch.tps[m++] = ch.tps[i];
+        ok = ok && crm_segments_queue_touchpoints(c, ch.tps, (size_t)m, err) &&
+             crm_campaign_results_moved(c, run->id, err);
+        n->decided = ch.rows;
+        n->contacted = ch.contacted;
+    }
+    for (size_t l = 0; l < 6; l++)
+        free(text[l]);
+    chunk_free(&ch);
     treatments_config_release(k);
     PQclear(claimed);
     ok = ok && crm_db_commit(c, err);
@@ -636,11 +678,17 @@ static bool decide_batch(crm_conn *c, const campaign_run *run, batch_counts *n, 
     return ok;
 }
 
+/* What is left to decide of campaign $1's audience. */
+#define PENDING_OF "(SELECT coalesce(sum(cardinality(customer_ids)), 0) FROM campaign_audience" \
+                   " WHERE campaign_id = $1)"
+
 static crm_stmt run_counts = CRM_STMT(
     "campaign_run_counts",
     "SELECT count(*) FILTER (WHERE state = 'contacted'), count(*) FILTER (WHERE state ="
-    " 'control'), count(*) FILTER (WHERE state = 'excluded'), count(*) FILTER (WHERE state ="
-    " 'pending'), count(*) FROM campaign_targets WHERE campaign_id = $1");
+    " 'control'), count(*) FILTER (WHERE state = 'excluded'), " PENDING_OF ", count(*) + "
+    PENDING_OF " FROM campaign_targets WHERE campaign_id = $1");
+
+static crm_stmt run_pending = CRM_STMT("campaign_run_pending", "SELECT " PENDING_OF);
 
 static json_t *run_result(crm_conn *c, long long id, crm_error *err)
 {
@@ -676,21 +724,24 @@ static bool run_execute(crm_job_ctx *job, crm_error *err)
              crm_error_set(err, CRM_E_CONFLICT, "stopped");
         ok = ok && take_audience(c, id, err) && run_load(c, id, &run, err);
     }
-    /* In customer order; when the end is reached, once more from the start
-     * for any target a batch of another job skipped (and left pending). */
-    long long done = 0, after = 0;
-    bool again = false;
+    /* Chunk after chunk, until none is left that another executor does
+     * not hold. */
+    long long done = 0;
+    if (ok && !stop) {
+        char idbuf[24];
+        snprintf(idbuf, sizeof idbuf, "%lld", id);
+        const char *params[] = {idbuf};
+        PGresult *res = crm_db_exec(c, &run_pending, 1, params, err);
+        ok = res != NULL;
+        if (ok)
+            done = run.total - atoll(PQgetvalue(res, 0, 0));
+        PQclear(res);
+    }
     while (ok && !stop) {
-        batch_counts n = {.after = after};
-        ok = decide_batch(c, &run, &n, err);
-        if (ok && n.decided == 0 && after != 0 && !again) {
-            after = 0;
-            again = true;
-            continue;
-        }
+        chunk_counts n = {0};
+        ok = decide_chunk(c, &run, &n, err);
         if (!ok || n.decided == 0)
             break;
-        after = n.after;
         done += n.decided;
         if (!crm_job_progress(job, "decide", done, run.total, NULL))
             ok = crm_error_set(err, CRM_E_CONFLICT, "stopped");

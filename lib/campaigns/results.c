@@ -145,7 +145,8 @@ static crm_stmt campaign_facts = CRM_STMT_RO(
                        " attribution_days FROM campaigns WHERE id = $1");
 
 /* Per state, group and reason: targets, responders, revenue, its sum of
- * squares per customer, responses, unrated responses. */
+ * squares per customer, responses, unrated responses; and a row "pending"
+ * of what is still to be decided (the execution's chunks left). */
 static crm_stmt group_totals = CRM_STMT_RO(
     "campaign_results_groups",
     "SELECT g.state, g.grp, coalesce(g.reason, ''), count(*), count(r.customer_id),"
@@ -154,7 +155,9 @@ static crm_stmt group_totals = CRM_STMT_RO(
     " FROM campaign_targets g LEFT JOIN (SELECT customer_id, sum(revenue) AS revenue,"
     "  count(*) AS n, count(*) FILTER (WHERE unrated) AS unrated FROM campaign_responses"
     "  WHERE campaign_id = $1 GROUP BY customer_id) r ON r.customer_id = g.customer_id"
-    " WHERE g.campaign_id = $1 GROUP BY 1, 2, 3");
+    " WHERE g.campaign_id = $1 GROUP BY 1, 2, 3"
+    " UNION ALL SELECT 'pending', '', '', sum(cardinality(customer_ids)), 0, 0, 0, 0, 0"
+    " FROM campaign_audience WHERE campaign_id = $1 HAVING count(*) > 0");
 
 /* Day by day (UTC) since the execution, to the end of attribution or
  * today: the responders and the revenue of each group so far. */

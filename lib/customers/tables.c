@@ -496,6 +496,14 @@ const crm_customer_table crm_customer_tables[] = {
      "results stay exact",
      "campaign_targets: every campaign that targeted the person's customers", NULL, NULL,
      export_campaign_targets_step},
+    {"campaign_audience", "customer_ids",
+     "stay as taken: the ids of an audience still to be decided; a customer merged since is "
+     "decided as it is then (no longer active: excluded), the survivor not in its place",
+     "stay as bare ids until decided (they hold nothing of the person); the decision then "
+     "excludes the erased customer as not active",
+     "not exported: the ids leave when their chunk is decided, and the targets then written "
+     "are",
+     NULL, NULL, NULL},
     {"campaign_responses", "customer_id",
      "stay with the customer each names: a response is attributed once, to the target that "
      "made it, and a campaign's results count it there",

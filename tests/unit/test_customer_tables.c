@@ -29,12 +29,14 @@ static void teardown_db(void)
 
 START_TEST(every_table_holding_a_customer_id_is_registered)
 {
-    /* Columns named customer_id, and columns with a foreign key to
-     * customers (whatever their name), of every table but customers. */
+    /* Columns named customer_id or customer_ids (arrays of them), and
+     * columns with a foreign key to customers (whatever their name), of
+     * every table but customers. */
     PGresult *res = unit_sql(
         direct,
         "SELECT table_name::text, column_name::text FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND column_name = 'customer_id'"
+        " WHERE table_schema = current_schema()"
+        "   AND column_name IN ('customer_id', 'customer_ids')"
         "   AND table_name IN (SELECT table_name FROM information_schema.tables"
         "                      WHERE table_schema = current_schema()"
         "                        AND table_type = 'BASE TABLE')"
