@@ -236,13 +236,15 @@ typedef struct campaign_run {
     bool has_offer, executed;
     char *channels[7];
     int nchannels;
+    char channels_literal[128]; /* the channels as a text[] literal */
     long long total;
 } campaign_run;
 
 static crm_stmt run_read = CRM_STMT(
     "campaign_run_read",
     "SELECT status, code, purpose, offer_code, executed_at IS NOT NULL,"
-    " array_to_json(channels)::text, coalesce(audience_size, 0) FROM campaigns WHERE id = $1");
+    " array_to_json(channels)::text, coalesce(audience_size, 0), channels::text"
+    " FROM campaigns WHERE id = $1");
 
 static void run_free(campaign_run *r)
 {
@@ -273,11 +275,13 @@ static bool run_load(crm_conn *c, long long id, campaign_run *r, crm_error *err)
     snprintf(r->offer, sizeof r->offer, "%s", PQgetvalue(res, 0, 3));
     r->executed = PQgetvalue(res, 0, 4)[0] == 't';
     r->total = atoll(PQgetvalue(res, 0, 6));
+    bool fits = strlen(PQgetvalue(res, 0, 7)) < sizeof r->channels_literal;
+    snprintf(r->channels_literal, sizeof r->channels_literal, "%s", PQgetvalue(res, 0, 7));
     json_t *chans = json_loads(PQgetvalue(res, 0, 5), 0, NULL);
     PQclear(res);
     size_t i;
     json_t *v;
-    bool ok = json_is_array(chans);
+    bool ok = json_is_array(chans) && fits;
     json_array_foreach(chans, i, v)
     {
         if (r->nchannels < 7 && json_is_string(v) &&
@@ -303,11 +307,16 @@ static crm_stmt audience_lock =
     " SELECT $1::bigint, (n - 1) / $2::int, array_agg(id ORDER BY id)"                            \
     " FROM (SELECT c.id, row_number() OVER (ORDER BY c.id) AS n"
 
-static crm_stmt audience_from_segment = CRM_STMT(
-    "campaign_audience_from_segment",
-    CHUNKS_OF " FROM campaigns k JOIN segment_memberships m ON m.segment_id = k.audience_segment_id"
-              " JOIN customers c ON c.id = m.customer_id AND c.status = 'active'"
-              " WHERE k.id = $1) a GROUP BY 2");
+/* Run once per campaign, so planned for its values ($3 the segment): a
+ * prepared statement's generic plan would guess a few thousand members and
+ * look each one's customer up by its key. */
+static const char audience_from_segment[] =
+    CHUNKS_OF " FROM segment_memberships m JOIN customers c ON c.id = m.customer_id"
+              " AND c.status = 'active' WHERE m.segment_id = $3::bigint) a GROUP BY 2";
+
+/* The memory the audience's sorts and hash may take (a million ids sort
+ * in some 80 MB): on disk, they take twice as long. */
+static const char audience_memory[] = "SET LOCAL work_mem = '128MB'";
 
 static crm_stmt audience_taken = CRM_STMT(
     "campaign_audience_taken",
@@ -368,14 +377,17 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
     PGresult *res = ok ? crm_db_exec(c, &audience_lock, 1, params, err) : NULL;
     ok = res != NULL && PQntuples(res) == 1;
     if (ok && PQgetvalue(res, 0, 0)[0] != 't') { /* not taken yet */
-        PGresult *r = NULL;
-        if (!PQgetisnull(res, 0, 1)) {
-            r = crm_db_exec(c, &audience_from_segment, 2, params, err);
+        PGresult *r = crm_db_exec_sql(c, audience_memory, 0, NULL, err);
+        ok = r != NULL;
+        PQclear(r);
+        if (ok && !PQgetisnull(res, 0, 1)) {
+            const char *sp[] = {idbuf, chunk, PQgetvalue(res, 0, 1)};
+            r = crm_db_exec_sql(c, audience_from_segment, 3, sp, err);
             ok = r != NULL;
-        } else {
+            PQclear(r);
+        } else if (ok) {
             ok = take_rule_audience(c, idbuf, PQgetvalue(res, 0, 2), err);
         }
-        PQclear(r);
         PGresult *u = ok ? crm_db_exec(c, &audience_taken, 1, params, err) : NULL;
         ok = u != NULL && crm_campaign_results_moved(c, id, err);
         PQclear(u);
@@ -386,6 +398,7 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
         crm_db_rollback(c);
     return ok;
 }
+
 /* Step 2: one chunk. It is taken with its customers' groups, its row
  * locked (another executor skips it); customers not found (none is ever
  * deleted) are judged as not active. */
@@ -398,9 +411,9 @@ static crm_stmt claim_chunk = CRM_STMT(
     " FROM a CROSS JOIN LATERAL unnest(a.customer_ids) WITH ORDINALITY AS u (id, i)"
     " JOIN campaigns k ON k.id = $1 ORDER BY u.i");
 
-static crm_stmt lock_customers =
-    CRM_STMT("campaign_lock_customers", "SELECT id FROM customers WHERE id = ANY($1::bigint[])"
-                                        " ORDER BY id FOR NO KEY UPDATE");
+static crm_stmt lock_customers = CRM_STMT(
+    "campaign_lock_customers", "SELECT id, status FROM customers WHERE id = ANY($1::bigint[])"
+                               " ORDER BY id FOR NO KEY UPDATE");
 
 /* The contacted customers' touchpoints ($2 customers, $3 their consent
  * channels) of campaign $1 (code $4, purpose $5, offer $6) at $7 (epoch
@@ -643,18 +656,28 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
     char *text[6] = {0};
     if (ok && PQntuples(claimed) > 0) {
         ok = chunk_read(claimed, &ch, number, sizeof number, err);
+        /* The customers' statuses come with their locks. */
+        PGresult *locked = NULL;
         if (ok) {
             const char *lp[] = {ch.idlist};
-            PGresult *locked = crm_db_exec(c, &lock_customers, 1, lp, err);
+            locked = crm_db_exec(c, &lock_customers, 1, lp, err);
             ok = locked != NULL;
-            PQclear(locked);
         }
         long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
         snprintf(at, sizeof at, "%lld", now_ms);
+        contact_facts_scope scope = {run->channels_literal, run->purpose, true};
         ok = ok && (k = treatments_config_of(c, -1, err)) != NULL &&
              contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows,
-                                     ch.idlist, now_ms, ch.facts, err) &&
-             chunk_judge(run, treatments_config_policies(k), now_ms, &ch, text, err) &&
+                                     ch.idlist, &scope, now_ms, ch.facts, err);
+        for (int r = 0; ok && r < PQntuples(locked); r++) {
+            int i = contact_ids_index(ch.ids, ch.rows, atoll(PQgetvalue(locked, r, 0)));
+            if (i >= 0) {
+                ch.facts[i].exists = true;
+                ch.facts[i].active = strcmp(PQgetvalue(locked, r, 1), "active") == 0;
+            }
+        }
+        PQclear(locked);
+        ok = ok && chunk_judge(run, treatments_config_policies(k), now_ms, &ch, text, err) &&
              chunk_contact(c, run, idbuf, at, &ch, text, err) &&
              chunk_write(c, idbuf, number, at, &ch, text, err);
         /* The touchpoints' ids, in order, for the segments' queue. */

@@ -198,15 +198,19 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
 
 /* The facts of many customers ($1, an array) for contacts without a rule
  * (a rule's policies never apply to them, so its log is not read); $2, $3
- * and $4 as in facts_stmt. Rows (kind, customer, n1, t1, t2, t3): s, c, t
- * as there (with the customer), and z with customer 0. */
+ * and $4 as in facts_stmt; the scope: $5 the consents' channels (NULL:
+ * all), $6 their purpose (NULL: all), $7 true when the statuses are known.
+ * Rows (kind, customer, n1, t1, t2, t3): s, c, t as there (with the
+ * customer), and z with customer 0. */
 static crm_stmt facts_many_stmt = CRM_STMT(
     "contact_facts_many",
     "SELECT 's', id, 0::bigint, status, NULL::text, NULL::text FROM customers"
-    " WHERE id = ANY($1::bigint[])"
+    " WHERE id = ANY($1::bigint[]) AND NOT $7::bool"
     " UNION ALL SELECT 'c', customer_id, id, channel, purpose, status FROM ("
     "  SELECT DISTINCT ON (customer_id, channel, purpose) customer_id, id, channel, purpose,"
     "  status FROM customer_consents WHERE customer_id = ANY($1::bigint[])"
+    "  AND ($5::text[] IS NULL OR channel = ANY($5::text[]))"
+    "  AND ($6::text IS NULL OR purpose = $6::text)"
     "  ORDER BY customer_id, channel, purpose, captured_at DESC, id DESC) d"
     " UNION ALL SELECT 't', t.customer_id, " AT_MS(
         "t.occurred_at") ", t.channel, t.purpose, NULL"
@@ -235,8 +239,8 @@ int contact_ids_index(const long long *ids, int n, long long id)
 }
 
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
-                             const char *idlist, long long now_ms, contact_facts *out,
-                             crm_error *err)
+                             const char *idlist, const contact_facts_scope *scope,
+                             long long now_ms, contact_facts *out, crm_error *err)
 {
     memset(out, 0, sizeof *out * (size_t)n);
     for (int i = 1; i < n; i++)
@@ -251,6 +255,9 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
     crm_query_add_int(&q, now_ms);
     crm_query_add_int(&q, ps->max_period_hours);
     crm_query_add(&q, zones);
+    crm_query_add(&q, scope != NULL ? scope->channels : NULL);
+    crm_query_add(&q, scope != NULL ? scope->purpose : NULL);
+    crm_query_add(&q, scope != NULL && scope->statuses_known ? "true" : "false");
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     free(zones);
     if (res == NULL)
