@@ -307,12 +307,14 @@ static crm_stmt audience_lock =
     " SELECT $1::bigint, (n - 1) / $2::int, array_agg(id ORDER BY id)"                            \
     " FROM (SELECT c.id, row_number() OVER (ORDER BY c.id) AS n"
 
-/* Run once per campaign, so planned for its values ($3 the segment): a
- * prepared statement's generic plan would guess a few thousand members and
- * look each one's customer up by its key. */
+/* A segment's audience is its members ($3 the segment): only active
+ * customers are members, and one who is no longer active when its chunk
+ * is decided (it is read then, under its lock) is excluded as not active.
+ * Run once per campaign, so planned for its values: a prepared
+ * statement's generic plan would guess a few thousand members. */
 static const char audience_from_segment[] =
-    CHUNKS_OF " FROM segment_memberships m JOIN customers c ON c.id = m.customer_id"
-              " AND c.status = 'active' WHERE m.segment_id = $3::bigint) a GROUP BY 2";
+    CHUNKS_OF " FROM (SELECT customer_id AS id FROM segment_memberships"
+              " WHERE segment_id = $3::bigint) c) a GROUP BY 2";
 
 /* The memory the audience's sorts and hash may take (a million ids sort
  * in some 80 MB): on disk, they take twice as long. */

@@ -22,7 +22,8 @@ static PGconn *db;
 static api_key writer;
 
 static const char *const short_lease[] = {"CRMD_JOB_LEASE_S=5", "CRMD_JOB_POLL_MS=100",
-                                          "CRMD_CAMPAIGNS_TICK_MS=200", NULL};
+                                          "CRMD_CAMPAIGNS_TICK_MS=200", "CRMD_JOB_WORKERS=2",
+                                          NULL};
 
 static void setup(void)
 {
@@ -673,6 +674,120 @@ START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
 }
 END_TEST
 
+/* A session holding, FOR NO KEY UPDATE as a decision does, the customer
+ * tagged tag at offset (in id order): found first, then locked (rows an
+ * OFFSET skips would be locked too). Its id in *id. */
+static PGconn *hold_customer(const char *tag, int offset, long long *id)
+{
+    PGconn *holder = harness_db_connect();
+    PGresult *res = PQexec(holder, "BEGIN");
+    PQclear(res);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT id FROM customers WHERE id = (SELECT id FROM customers WHERE '%s' ="
+             " ANY(tags) ORDER BY id OFFSET %d LIMIT 1) FOR NO KEY UPDATE",
+             tag, offset);
+    res = PQexec(holder, sql);
+    ck_assert_int_eq(PQntuples(res), 1);
+    *id = atoll(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return holder;
+}
+
+/* Waits until campaign's audience has been taken. */
+static void audience_taken(long long campaign)
+{
+    for (int i = 0; i < 600; i++) {
+        if (number("SELECT count(*) FROM campaigns WHERE id = $1 AND executed_at IS NOT NULL",
+                   campaign) == 1)
+            return;
+        harness_sleep_ms(50);
+    }
+    ck_abort_msg("campaign %lld: the audience was not taken in 30 s", campaign);
+}
+
+/* Two executions of one campaign at once (a second job, as another crmd
+ * process could be running; this one runs two job workers): while the
+ * first waits in its first chunk, the second decides the other chunks and
+ * ends; then the first ends. Nobody is contacted twice or skipped. */
+START_TEST(two_executions_at_once_share_the_chunks_and_contact_nobody_twice)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "twice");
+    make_audience(tag, 6000);
+    long long policy = cap_policy(tag);
+    long long campaign = new_campaign(tag, live_segment(tag), "0.1");
+    long long held;
+    PGconn *holder = hold_customer(tag, 10, &held); /* in the first chunk */
+    long long first = execute(campaign);
+    audience_taken(campaign);
+    /* queued as POST .../execute would, were it not refused while the
+     * first runs (the jobs' runner gives it to the second worker) */
+    long long second = number("INSERT INTO jobs (kind, params) SELECT kind, params FROM jobs"
+                              " WHERE id = $1 RETURNING id",
+                              first);
+    char *state = job_end(second, 90);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    /* the second decided the two chunks the first does not hold */
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1",
+                            campaign),
+                     4000);
+    ck_assert_int_eq(number("SELECT (result->>'pending')::bigint FROM jobs WHERE id = $1",
+                            second),
+                     2000);
+    PGresult *res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+    state = job_end(first, 90);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    check_decisions(campaign, 6000);
+    drop_policy(policy);
+}
+END_TEST
+
+/* A member taken into the audience but no longer active when its chunk is
+ * decided (read then, under its lock) is excluded as not active. */
+START_TEST(a_member_no_longer_active_when_decided_is_excluded_as_not_active)
+{
+    char tag[64];
+    harness_unique(tag, sizeof tag, "gone");
+    make_audience(tag, 8);
+    long long campaign = new_campaign(tag, live_segment(tag), "0");
+    long long held;
+    PGconn *holder = hold_customer(tag, 1, &held); /* granted mail for profiling */
+    long long job = execute(campaign);
+    audience_taken(campaign);
+    char sql[256];
+    snprintf(sql, sizeof sql, "UPDATE customers SET status = 'deleted' WHERE id = %lld", held);
+    PGresult *res = PQexec(holder, sql);
+    ck_assert_int_eq(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+    char *state = job_end(job, 60);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    ck_assert_int_eq(number("SELECT audience_size FROM campaigns WHERE id = $1", campaign), 8);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM campaign_targets WHERE campaign_id = $1 AND customer_id = %lld"
+             " AND state = 'excluded' AND reason = 'not_active' AND touchpoint_id IS NULL",
+             held);
+    ck_assert_int_eq(number(sql, campaign), 1);
+    /* the others as their consents say: i % 4 == 0 have none */
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state = 'contacted'",
+                            campaign),
+                     5);
+    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                            " AND state = 'excluded' AND reason = 'no_consent'",
+                            campaign),
+                     2);
+}
+END_TEST
+
 /* ---- GET /v1/campaigns/{id}/contacts ------------------------------------------------- */
 
 /* An executed campaign on email then mail for an audience of n made by
@@ -1202,6 +1317,8 @@ Suite *campaign_execution_suite(void)
     tcase_add_test(tc, responses_go_to_the_last_campaign_and_results_count_them);
     tcase_add_test(tc, a_scheduled_campaign_starts_at_its_start_and_completes_at_its_end);
     tcase_add_test(tc, a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody);
+    tcase_add_test(tc, two_executions_at_once_share_the_chunks_and_contact_nobody_twice);
+    tcase_add_test(tc, a_member_no_longer_active_when_decided_is_excluded_as_not_active);
     suite_add_tcase(s, tc);
     tc = tcase_create("contacts");
     tcase_set_timeout(tc, 240);
