@@ -401,17 +401,20 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
     return ok;
 }
 
-/* Step 2: one chunk. It is taken with its customers' groups, its row
- * locked (another executor skips it); customers not found (none is ever
+/* Step 2: one chunk. It is taken with its customers' groups and the
+ * policies' stamp (chunk, id, control, stamp), its row locked (another
+ * executor skips it); none while the campaign is not running (cancelled
+ * meanwhile: it stops being executed). Customers not found (none is ever
  * deleted) are judged as not active. */
 static crm_stmt claim_chunk = CRM_STMT(
     "campaign_claim_chunk",
     "WITH a AS (SELECT chunk, customer_ids FROM campaign_audience WHERE campaign_id = $1"
     " ORDER BY chunk LIMIT 1 FOR UPDATE SKIP LOCKED)"
     " SELECT a.chunk, u.id, ('x' || substr(md5(k.salt::text || ':' || u.id::text), 1, 15))"
-    "::bit(60)::bigint < (k.control_share::float8 * 1152921504606846976::float8)::bigint"
+    "::bit(60)::bigint < (k.control_share::float8 * 1152921504606846976::float8)::bigint,"
+    " (SELECT stamp FROM treatment_config WHERE id = 1)"
     " FROM a CROSS JOIN LATERAL unnest(a.customer_ids) WITH ORDINALITY AS u (id, i)"
-    " JOIN campaigns k ON k.id = $1 ORDER BY u.i");
+    " JOIN campaigns k ON k.id = $1 AND k.status = 'running' ORDER BY u.i");
 
 static crm_stmt lock_customers = CRM_STMT(
     "campaign_lock_customers", "SELECT id, status FROM customers WHERE id = ANY($1::bigint[])"
@@ -668,7 +671,7 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
         long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
         snprintf(at, sizeof at, "%lld", now_ms);
         contact_facts_scope scope = {run->channels_literal, run->purpose, true};
-        ok = ok && (k = treatments_config_of(c, -1, err)) != NULL &&
+        ok = ok && (k = treatments_config_of(c, atoll(PQgetvalue(claimed, 0, 3)), err)) != NULL &&
              contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows,
                                      ch.idlist, &scope, now_ms, ch.facts, err);
         for (int r = 0; ok && r < PQntuples(locked); r++) {
@@ -762,18 +765,22 @@ static bool run_execute(crm_job_ctx *job, crm_error *err)
             done = run.total - atoll(PQgetvalue(res, 0, 0));
         PQclear(res);
     }
+    /* Progress is reported (and the lease renewed) about once a second. */
+    long long reported = crm_monotonic_ms();
     while (ok && !stop) {
         chunk_counts n = {0};
         ok = decide_chunk(c, &run, &n, err);
         if (!ok || n.decided == 0)
             break;
         done += n.decided;
+        if (crm_monotonic_ms() - reported < 1000)
+            continue;
+        reported = crm_monotonic_ms();
         if (!crm_job_progress(job, "decide", done, run.total, NULL))
             ok = crm_error_set(err, CRM_E_CONFLICT, "stopped");
-        else if (!(ok = run_load(c, id, &run, err)))
-            break;
-        stop = strcmp(run.status, "running") != 0;
     }
+    if (ok && !stop && !crm_job_progress(job, "decide", done, run.total, NULL))
+        ok = crm_error_set(err, CRM_E_CONFLICT, "stopped");
     json_t *result = ok ? run_result(c, id, err) : NULL;
     if (result != NULL)
         crm_job_set_result(job, result);
