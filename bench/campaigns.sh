@@ -3,11 +3,13 @@
 #   - a live segment of about half the customers (five countries of ten),
 #     the audience;
 #   - its members' worth of campaign_contact touchpoints written by one
-#     INSERT ... SELECT (the bare SQL an execution wraps; removed again);
+#     INSERT ... SELECT (the bare SQL an execution wraps; removed again),
+#     the best of two runs;
 #   - POST /v1/campaigns/{id}/execute of a campaign on that audience (10 %
 #     control, e-mail for marketing, the bench's consents as generated): from
-#     the POST to the job's end, targets decided per second beside the
-#     INSERT's rows per second (target: at least 0.5 of it);
+#     the job's creation (in the POST) to its end, by the job's own clock,
+#     targets decided per second beside the INSERT's rows per second
+#     (target: at least 0.5 of it);
 #   - GET /v1/campaigns/{id}/results with wrk once the upkeep has computed
 #     them (target: p99 under 100 ms);
 #   - GET /v1/campaigns/{id}/contacts as CSV in full (rows per second).
@@ -38,18 +40,25 @@ measure_campaigns() {
     CAMPAIGN_AUDIENCE=$(pg_psql "$PG_NAME" "$DB" -c "SELECT count(*) FROM segment_memberships m
         JOIN customers c ON c.id = m.customer_id AND c.status = 'active' WHERE m.segment_id = $seg")
 
-    log "campaigns: the bare INSERT ... SELECT of $CAMPAIGN_AUDIENCE touchpoints"
-    start=$(date +%s%N)
-    pg_psql "$PG_NAME" "$DB" -c "INSERT INTO touchpoints (customer_id, channel, type, direction,
-        occurred_at, source, event_id, campaign_id, purpose)
-        SELECT m.customer_id, 'email', 'campaign_contact', 'outbound', now(), 'bench-baseline',
-        'b-' || m.customer_id, 'bench-baseline', 'marketing' FROM segment_memberships m
-        WHERE m.segment_id = $seg" >/dev/null
-    ns=$(($(date +%s%N) - start))
-    CAMPAIGN_INSERT_RPS=$(awk -v n="$CAMPAIGN_AUDIENCE" -v ns="$ns" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
-    CAMPAIGN_INSERT_S=$(awk -v ns="$ns" 'BEGIN { printf "%.2f", ns / 1e9 }')
-    pg_psql "$PG_NAME" "$DB" -c "DELETE FROM touchpoints WHERE source = 'bench-baseline'" \
-        -c "VACUUM (ANALYZE) touchpoints" >/dev/null
+    # The ceiling: the best of two runs (each removed again, the table
+    # vacuumed), so that a slow one does not flatter the execution.
+    local best=0 run
+    for run in 1 2; do
+        log "campaigns: the bare INSERT ... SELECT of $CAMPAIGN_AUDIENCE touchpoints ($run of 2)"
+        start=$(date +%s%N)
+        pg_psql "$PG_NAME" "$DB" -c "INSERT INTO touchpoints (customer_id, channel, type, direction,
+            occurred_at, source, event_id, campaign_id, purpose)
+            SELECT m.customer_id, 'email', 'campaign_contact', 'outbound', now(), 'bench-baseline',
+            'b-' || m.customer_id, 'bench-baseline', 'marketing' FROM segment_memberships m
+            WHERE m.segment_id = $seg" >/dev/null
+        ns=$(($(date +%s%N) - start))
+        CAMPAIGN_INSERT_RUNS+="${CAMPAIGN_INSERT_RUNS:+ }$(awk -v ns="$ns" 'BEGIN { printf "%.2f", ns / 1e9 }')"
+        if [ "$best" -eq 0 ] || [ "$ns" -lt "$best" ]; then best=$ns; fi
+        pg_psql "$PG_NAME" "$DB" -c "DELETE FROM touchpoints WHERE source = 'bench-baseline'" \
+            -c "VACUUM (ANALYZE) touchpoints" >/dev/null
+    done
+    CAMPAIGN_INSERT_RPS=$(awk -v n="$CAMPAIGN_AUDIENCE" -v ns="$best" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
+    CAMPAIGN_INSERT_S=$(awk -v ns="$best" 'BEGIN { printf "%.2f", ns / 1e9 }')
 
     log "campaigns: executing a campaign on the audience"
     post_json /v1/campaigns "$(printf '{"code": "bench-%s", "name": "bench campaign", "audience": {"segment_id": %s}, "channels": ["email"], "purpose": "marketing", "control_share": 0.1, "ends_at": "%s", "response_types": ["purchase"]}' \
@@ -128,8 +137,9 @@ print_campaigns_report() {
     local r=${CAMPAIGN_RESULTS_ROW%%|*} x
     x=$(ratio "$CAMPAIGN_EXEC_RPS" "$CAMPAIGN_INSERT_RPS")
     printf '\ncampaigns (%s customers; an audience of %s):\n' "$CUSTOMERS" "$CAMPAIGN_AUDIENCE"
-    printf '  execute: %s s, %s targets/s (%s); INSERT ... SELECT of as many touchpoints: %s s, %s rows/s\n' \
-        "$CAMPAIGN_EXEC_S" "$CAMPAIGN_EXEC_RPS" "$CAMPAIGN_COUNTS" "$CAMPAIGN_INSERT_S" "$CAMPAIGN_INSERT_RPS"
+    printf '  execute: %s s, %s targets/s (%s)\n' "$CAMPAIGN_EXEC_S" "$CAMPAIGN_EXEC_RPS" "$CAMPAIGN_COUNTS"
+    printf '  INSERT ... SELECT of as many touchpoints: %s s, %s rows/s (the best of runs of %s s)\n' \
+        "$CAMPAIGN_INSERT_S" "$CAMPAIGN_INSERT_RPS" "$CAMPAIGN_INSERT_RUNS"
     printf '  execute vs the INSERT: %s (target >= 0.5: %s)\n' "$x" \
         "$(awk -v r="$x" 'BEGIN { print (r + 0 >= 0.5) ? "met" : "NOT met" }')"
     printf '  GET results: %s req/s, p50 %s ms, p99 %s ms (target < 100: %s), errors %s\n' \
