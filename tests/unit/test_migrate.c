@@ -154,6 +154,70 @@ START_TEST(test_embedded_migrations_apply_to_empty_database)
 }
 END_TEST
 
+/* 0028 turns the pending targets of an execution under way into chunks of
+ * its audience (2,000 ids, ascending, to a chunk) and keeps the decided
+ * ones; a target is never pending after it. */
+START_TEST(test_0028_turns_pending_targets_into_chunks_of_the_audience)
+{
+    size_t before = 0;
+    while (before < crm_migration_files_count &&
+           strncmp(crm_migration_files[before].name, "0028_", 5) != 0)
+        before++;
+    ck_assert_uint_lt(before, crm_migration_files_count);
+    apply_ok(crm_migration_files, before);
+    PQclear(unit_sql(probe,
+                     "INSERT INTO customers (first_name) SELECT 'm' || i"
+                     " FROM generate_series(1, 4500) i",
+                     0, NULL));
+    PQclear(unit_sql(probe, "INSERT INTO segments (name, rule) VALUES ('m28', '{}')", 0, NULL));
+    PQclear(unit_sql(probe,
+                     "INSERT INTO campaigns (code, name, audience_segment_id, channels, purpose,"
+                     " control_share, response_types) SELECT 'm28', 'm28', id, '{email}',"
+                     " 'marketing', 0.1, '{purchase}' FROM segments WHERE name = 'm28'",
+                     0, NULL));
+    PQclear(unit_sql(probe,
+                     "INSERT INTO campaign_targets (campaign_id, customer_id, grp)"
+                     " SELECT (SELECT id FROM campaigns WHERE code = 'm28'), id, 'treatment'"
+                     " FROM customers",
+                     0, NULL));
+    PQclear(unit_sql(probe,
+                     "UPDATE campaign_targets SET state = 'excluded', reason = 'no_consent',"
+                     " decided_at = now() WHERE customer_id IN (SELECT id FROM customers"
+                     " ORDER BY id LIMIT 100)",
+                     0, NULL));
+    apply_ok(crm_migration_files, crm_migration_files_count);
+    ck_assert_int_eq(unit_sql_long(probe, "SELECT count(*) FROM campaign_targets", 0, NULL), 100);
+    ck_assert_int_eq(unit_sql_long(probe,
+                                   "SELECT count(*) FROM campaign_targets WHERE state = 'excluded'",
+                                   0, NULL),
+                     100);
+    /* chunks 0, 1, 2 of 2,000, 2,000 and 400 */
+    ck_assert_int_eq(
+        unit_sql_long(probe,
+                      "SELECT count(*) FROM campaign_audience WHERE (chunk, cardinality(customer_ids))"
+                      " IN ((0, 2000), (1, 2000), (2, 400))",
+                      0, NULL),
+        3);
+    ck_assert_int_eq(unit_sql_long(probe, "SELECT count(*) FROM campaign_audience", 0, NULL), 3);
+    /* together, in chunk order, the 4,400 not decided, ascending */
+    ck_assert_int_eq(unit_sql_long(probe,
+                                   "SELECT count(*) FROM (SELECT array_agg(i ORDER BY chunk, o) AS"
+                                   " got FROM campaign_audience, unnest(customer_ids)"
+                                   " WITH ORDINALITY AS u (i, o)) a, (SELECT array_agg(id ORDER BY"
+                                   " id) AS want FROM customers WHERE id > (SELECT id FROM"
+                                   " customers ORDER BY id OFFSET 99 LIMIT 1)) b"
+                                   " WHERE a.got = b.want",
+                                   0, NULL),
+                     1);
+    /* a pending target can no longer be written */
+    PGresult *res = PQexec(probe, "INSERT INTO campaign_targets (campaign_id, customer_id, grp)"
+                                  " SELECT campaign_id, customer_ids[1], 'treatment'"
+                                  " FROM campaign_audience WHERE chunk = 0");
+    ck_assert_int_eq(PQresultStatus(res), PGRES_FATAL_ERROR);
+    PQclear(res);
+}
+END_TEST
+
 START_TEST(test_each_migration_is_recorded_with_its_sha256)
 {
     apply_ok(crm_migration_files, crm_migration_files_count);
@@ -598,6 +662,7 @@ Suite *migrate_suite(void)
     tcase_add_test(tc, test_applying_again_applies_nothing);
     tcase_add_test(tc, test_is_current_after_applying);
     tcase_add_test(tc, test_is_not_current_when_a_migration_is_missing);
+    tcase_add_test(tc, test_0028_turns_pending_targets_into_chunks_of_the_audience);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("pending");
