@@ -38,8 +38,14 @@ static crm_stmt get_by_external_id_ext =
                 "SELECT " CRM_CUSTOMER_COLUMNS ", " CRM_CUSTOMER_EXTERNAL_IDS
                 " FROM customer_external_ids e JOIN customers c "
                 "ON c.id = e.customer_id WHERE e.source = $1 AND e.external_id = $2");
-static crm_stmt lock_customer = CRM_STMT(
-    "customer_lock", "SELECT " CRM_CUSTOMER_COLUMNS " FROM customers c WHERE c.id = $1 FOR UPDATE");
+/* FOR NO KEY UPDATE: a write never changes the id, so the lock lets the
+ * key checks of rows that reference the customer through (a touchpoint, a
+ * segment's membership) while excluding every other writer of it. FOR
+ * UPDATE made those checks wait, and a segment's build holding its lock
+ * then deadlocked with a patch waiting for that segment. */
+static crm_stmt lock_customer =
+    CRM_STMT("customer_lock", "SELECT " CRM_CUSTOMER_COLUMNS
+                              " FROM customers c WHERE c.id = $1 FOR NO KEY UPDATE");
 
 #define VALUE_COLUMNS_C                                                                            \
     "c.kind, c.first_name, c.last_name, c.display_name, c.company, c.email, c.email_normalized, "  \
