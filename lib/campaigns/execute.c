@@ -240,11 +240,11 @@ typedef struct campaign_run {
     long long total;
 } campaign_run;
 
-static crm_stmt run_read = CRM_STMT(
-    "campaign_run_read",
-    "SELECT status, code, purpose, offer_code, executed_at IS NOT NULL,"
-    " array_to_json(channels)::text, coalesce(audience_size, 0), channels::text"
-    " FROM campaigns WHERE id = $1");
+static crm_stmt run_read =
+    CRM_STMT("campaign_run_read",
+             "SELECT status, code, purpose, offer_code, executed_at IS NOT NULL,"
+             " array_to_json(channels)::text, coalesce(audience_size, 0), channels::text"
+             " FROM campaigns WHERE id = $1");
 
 static void run_free(campaign_run *r)
 {
@@ -304,7 +304,7 @@ static crm_stmt audience_lock =
  * in ascending order, as campaign $1's. */
 #define CHUNKS_OF                                                                                  \
     "INSERT INTO campaign_audience (campaign_id, chunk, customer_ids)"                             \
-    " SELECT $1::bigint, (n - 1) / $2::int, array_agg(id ORDER BY id)"                            \
+    " SELECT $1::bigint, (n - 1) / $2::int, array_agg(id ORDER BY id)"                             \
     " FROM (SELECT c.id, row_number() OVER (ORDER BY c.id) AS n"
 
 /* A segment's audience is its members ($3 the segment): only active
@@ -406,15 +406,15 @@ static bool take_audience(crm_conn *c, long long id, crm_error *err)
  * executor skips it); none while the campaign is not running (cancelled
  * meanwhile: it stops being executed). Customers not found (none is ever
  * deleted) are judged as not active. */
-static crm_stmt claim_chunk = CRM_STMT(
-    "campaign_claim_chunk",
-    "WITH a AS (SELECT chunk, customer_ids FROM campaign_audience WHERE campaign_id = $1"
-    " ORDER BY chunk LIMIT 1 FOR UPDATE SKIP LOCKED)"
-    " SELECT a.chunk, u.id, ('x' || substr(md5(k.salt::text || ':' || u.id::text), 1, 15))"
-    "::bit(60)::bigint < (k.control_share::float8 * 1152921504606846976::float8)::bigint,"
-    " (SELECT stamp FROM treatment_config WHERE id = 1)"
-    " FROM a CROSS JOIN LATERAL unnest(a.customer_ids) WITH ORDINALITY AS u (id, i)"
-    " JOIN campaigns k ON k.id = $1 AND k.status = 'running' ORDER BY u.i");
+static crm_stmt claim_chunk =
+    CRM_STMT("campaign_claim_chunk",
+             "WITH a AS (SELECT chunk, customer_ids FROM campaign_audience WHERE campaign_id = $1"
+             " ORDER BY chunk LIMIT 1 FOR UPDATE SKIP LOCKED)"
+             " SELECT a.chunk, u.id, ('x' || substr(md5(k.salt::text || ':' || u.id::text), 1, 15))"
+             "::bit(60)::bigint < (k.control_share::float8 * 1152921504606846976::float8)::bigint,"
+             " (SELECT stamp FROM treatment_config WHERE id = 1)"
+             " FROM a CROSS JOIN LATERAL unnest(a.customer_ids) WITH ORDINALITY AS u (id, i)"
+             " JOIN campaigns k ON k.id = $1 AND k.status = 'running' ORDER BY u.i");
 
 static crm_stmt lock_customers = CRM_STMT(
     "campaign_lock_customers", "SELECT id, status FROM customers WHERE id = ANY($1::bigint[])"
@@ -550,8 +550,8 @@ static bool chunk_read(const PGresult *claimed, chunk *ch, char *number, size_t 
 /* Each target judged: the channel it may be contacted on (ch->use), and
  * the decisions as array literals text[0..3]: groups, states, reasons,
  * channels; text[4..5] the contacted ones' customers and channels. */
-static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long now_ms,
-                        chunk *ch, char *text[6], crm_error *err)
+static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long now_ms, chunk *ch,
+                        char *text[6], crm_error *err)
 {
     crm_bytebuf lists[6];
     for (size_t l = 0; l < 6; l++) {
@@ -566,7 +566,10 @@ static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long
                 ch->use[i] = run->channels[c];
         const char *use = ch->use[i];
         literal_item(&lists[0], ch->control[i] ? "control" : "treatment", i == 0);
-        literal_item(&lists[1], use == NULL ? "excluded" : ch->control[i] ? "control" : "contacted",
+        literal_item(&lists[1],
+                     use == NULL      ? "excluded"
+                     : ch->control[i] ? "control"
+                                      : "contacted",
                      i == 0);
         literal_item(&lists[2],
                      use == NULL ? first_reason(ps, f, run->channels[0], run->purpose, now_ms)
@@ -591,14 +594,13 @@ static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long
 }
 
 /* The contacted targets' touchpoints written; their ids into ch->tps. */
-static bool chunk_contact(crm_conn *c, const campaign_run *run, const char *idbuf,
-                          const char *at, chunk *ch, char *text[6], crm_error *err)
+static bool chunk_contact(crm_conn *c, const campaign_run *run, const char *idbuf, const char *at,
+                          chunk *ch, char *text[6], crm_error *err)
 {
     if (ch->contacted == 0)
         return true;
-    const char *ip[] = {idbuf,     text[4],      text[5],
-                        run->code, run->purpose, run->has_offer ? run->offer : NULL,
-                        at};
+    const char *ip[] = {
+        idbuf, text[4], text[5], run->code, run->purpose, run->has_offer ? run->offer : NULL, at};
     PGresult *made = crm_db_exec(c, &insert_contacts, 7, ip, err);
     bool ok = made != NULL;
     if (ok && PQntuples(made) != ch->contacted)
@@ -672,8 +674,8 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
         snprintf(at, sizeof at, "%lld", now_ms);
         contact_facts_scope scope = {run->channels_literal, run->purpose, true};
         ok = ok && (k = treatments_config_of(c, atoll(PQgetvalue(claimed, 0, 3)), err)) != NULL &&
-             contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows,
-                                     ch.idlist, &scope, now_ms, ch.facts, err);
+             contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows, ch.idlist,
+                                     &scope, now_ms, ch.facts, err);
         for (int r = 0; ok && r < PQntuples(locked); r++) {
             int i = contact_ids_index(ch.ids, ch.rows, atoll(PQgetvalue(locked, r, 0)));
             if (i >= 0) {
@@ -707,14 +709,15 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
 }
 
 /* What is left to decide of campaign $1's audience. */
-#define PENDING_OF "(SELECT coalesce(sum(cardinality(customer_ids)), 0) FROM campaign_audience" \
-                   " WHERE campaign_id = $1)"
+#define PENDING_OF                                                                                 \
+    "(SELECT coalesce(sum(cardinality(customer_ids)), 0) FROM campaign_audience"                   \
+    " WHERE campaign_id = $1)"
 
-static crm_stmt run_counts = CRM_STMT(
-    "campaign_run_counts",
-    "SELECT count(*) FILTER (WHERE state = 'contacted'), count(*) FILTER (WHERE state ="
-    " 'control'), count(*) FILTER (WHERE state = 'excluded'), " PENDING_OF ", count(*) + "
-    PENDING_OF " FROM campaign_targets WHERE campaign_id = $1");
+static crm_stmt run_counts =
+    CRM_STMT("campaign_run_counts",
+             "SELECT count(*) FILTER (WHERE state = 'contacted'), count(*) FILTER (WHERE state ="
+             " 'control'), count(*) FILTER (WHERE state = 'excluded'), " PENDING_OF
+             ", count(*) + " PENDING_OF " FROM campaign_targets WHERE campaign_id = $1");
 
 static crm_stmt run_pending = CRM_STMT("campaign_run_pending", "SELECT " PENDING_OF);
 

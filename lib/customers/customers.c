@@ -44,8 +44,8 @@ static crm_stmt get_by_external_id_ext =
  * UPDATE made those checks wait, and a segment's build holding its lock
  * then deadlocked with a patch waiting for that segment. */
 static crm_stmt lock_customer =
-    CRM_STMT("customer_lock", "SELECT " CRM_CUSTOMER_COLUMNS
-                              " FROM customers c WHERE c.id = $1 FOR NO KEY UPDATE");
+    CRM_STMT("customer_lock",
+             "SELECT " CRM_CUSTOMER_COLUMNS " FROM customers c WHERE c.id = $1 FOR NO KEY UPDATE");
 
 #define VALUE_COLUMNS_C                                                                            \
     "c.kind, c.first_name, c.last_name, c.display_name, c.company, c.email, c.email_normalized, "  \
@@ -732,9 +732,8 @@ bool crm_customer_delete(long long id, const char *if_match, const crm_write_ctx
     crm_conn *c = crm_db_acquire(err);
     if (c == NULL)
         return false;
-    bool ok =
-        crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) &&
-        refresh_segments(c, id, err) && crm_db_commit(c, err);
+    bool ok = crm_db_begin(c, err) && delete_in_tx(c, id, if_match, ctx, err) &&
+              refresh_segments(c, id, err) && crm_db_commit(c, err);
     if (!ok)
         crm_db_rollback(c);
     crm_db_release(c);

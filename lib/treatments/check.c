@@ -239,8 +239,8 @@ int contact_ids_index(const long long *ids, int n, long long id)
 }
 
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
-                             const char *idlist, const contact_facts_scope *scope,
-                             long long now_ms, contact_facts *out, crm_error *err)
+                             const char *idlist, const contact_facts_scope *scope, long long now_ms,
+                             contact_facts *out, crm_error *err)
 {
     memset(out, 0, sizeof *out * (size_t)n);
     for (int i = 1; i < n; i++)

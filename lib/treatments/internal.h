@@ -126,8 +126,8 @@ typedef struct contact_facts_scope {
  * exist); free each with contact_facts_free, also after a failure. A
  * campaign's decisions, set-based (campaigns/execute.c). */
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
-                             const char *idlist, const contact_facts_scope *scope,
-                             long long now_ms, contact_facts *out, crm_error *err);
+                             const char *idlist, const contact_facts_scope *scope, long long now_ms,
+                             contact_facts *out, crm_error *err);
 
 /* The touchpoint channel a consent channel's contacts are recorded on
  * ("push" and "in_app": "mobile_app"). NULL for an unknown channel. */

@@ -22,8 +22,7 @@ static PGconn *db;
 static api_key writer;
 
 static const char *const short_lease[] = {"CRMD_JOB_LEASE_S=5", "CRMD_JOB_POLL_MS=100",
-                                          "CRMD_CAMPAIGNS_TICK_MS=200", "CRMD_JOB_WORKERS=2",
-                                          NULL};
+                                          "CRMD_CAMPAIGNS_TICK_MS=200", "CRMD_JOB_WORKERS=2", NULL};
 
 static void setup(void)
 {
@@ -174,6 +173,18 @@ static long long cap_policy(const char *tag)
     return id;
 }
 
+/* A campaign of the live segment of n customers made by make_audience,
+ * under the cap policy (its id in *policy), with control share share; its
+ * code is a unique tag made from prefix (in tag). Its id. */
+static long long capped_campaign(const char *prefix, int n, const char *share, char tag[64],
+                                 long long *policy)
+{
+    harness_unique(tag, 64, prefix);
+    make_audience(tag, n);
+    *policy = cap_policy(tag);
+    return new_campaign(tag, live_segment(tag), share);
+}
+
 static void drop_policy(long long id)
 {
     char path[64];
@@ -225,9 +236,9 @@ static void check_decisions(long long campaign, long long audience)
         number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), audience);
     ck_assert_int_eq(number("SELECT audience_size FROM campaigns WHERE id = $1", campaign),
                      audience);
-    ck_assert_int_eq(number("SELECT count(*) FROM campaign_audience WHERE campaign_id = $1",
-                            campaign),
-                     0); /* nothing left to decide */
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_audience WHERE campaign_id = $1", campaign),
+        0); /* nothing left to decide */
     ck_assert_int_eq(number("SELECT count(DISTINCT customer_id) FROM campaign_targets"
                             " WHERE campaign_id = $1",
                             campaign),
@@ -283,10 +294,7 @@ static void check_decisions(long long campaign, long long audience)
 START_TEST(a_campaign_contacts_its_audience_once_with_consent_caps_and_a_control_group)
 {
     char tag[64];
-    harness_unique(tag, sizeof tag, "exec");
-    make_audience(tag, 200);
-    long long policy = cap_policy(tag);
-    long long campaign = new_campaign(tag, live_segment(tag), "0.25");
+    long long policy, campaign = capped_campaign("exec", 200, "0.25", tag, &policy);
 
     char *state = job_end(execute(campaign), 60);
     ck_assert_str_eq(state, "succeeded");
@@ -610,70 +618,6 @@ START_TEST(a_scheduled_campaign_starts_at_its_start_and_completes_at_its_end)
 }
 END_TEST
 
-/* A job held in its second chunk (a customer of it locked here), crmd
- * killed, started again: the job is taken over when its lease runs out
- * and goes on; a second execute meanwhile is refused. */
-START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
-{
-    char tag[64];
-    harness_unique(tag, sizeof tag, "kill");
-    make_audience(tag, 5000);
-    long long policy = cap_policy(tag);
-    long long campaign = new_campaign(tag, live_segment(tag), "0.1");
-    /* hold the 3,000th customer as a decision does: the second chunk waits
-     * for it (taking the audience does not: it locks no customer).
-     * Found first, then locked: rows an OFFSET skips would be locked too. */
-    PGconn *holder = harness_db_connect();
-    PGresult *res = PQexec(holder, "BEGIN");
-    PQclear(res);
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "SELECT id FROM customers WHERE id = (SELECT id FROM customers WHERE '%s' ="
-             " ANY(tags) ORDER BY id OFFSET 2999 LIMIT 1) FOR NO KEY UPDATE",
-             tag);
-    res = PQexec(holder, sql);
-    ck_assert_int_eq(PQntuples(res), 1);
-    PQclear(res);
-
-    long long job = execute(campaign);
-    bool midway = false;
-    for (int i = 0; i < 600 && !midway; i++) {
-        midway = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1",
-                        campaign) >= 2000;
-        if (!midway)
-            harness_sleep_ms(50);
-    }
-    ck_assert_msg(midway, "the first chunk was not decided in 30 s");
-    char path[64];
-    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
-    json_decref(expect("POST", path, NULL, NULL, 409)); /* being executed */
-    crmd_kill(&srv);
-    res = PQexec(holder, "COMMIT");
-    PQclear(res);
-    PQfinish(holder);
-    /* killed with the second chunk waiting: its ids still to be decided */
-    ck_assert_int_lt(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1",
-                            campaign),
-                     5000);
-    ck_assert_int_gt(number("SELECT count(*) FROM campaign_audience WHERE campaign_id = $1",
-                            campaign),
-                     0);
-
-    crmd_fixture_start(&srv, short_lease);
-    char *state = job_end(job, 90);
-    ck_assert_str_eq(state, "succeeded");
-    free(state);
-    check_decisions(campaign, 5000);
-    /* the control group's share of 5,000 is 0.1 within four standard
-     * deviations (sqrt(0.1 * 0.9 / 5000) = 0.0042) */
-    long long controls = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
-                                " AND grp = 'control'",
-                                campaign);
-    ck_assert_msg(controls >= 415 && controls <= 585, "%lld of 5000 in control", controls);
-    drop_policy(policy);
-}
-END_TEST
-
 /* A session holding, FOR NO KEY UPDATE as a decision does, the customer
  * tagged tag at offset (in id order): found first, then locked (rows an
  * OFFSET skips would be locked too). Its id in *id. */
@@ -706,6 +650,55 @@ static void audience_taken(long long campaign)
     ck_abort_msg("campaign %lld: the audience was not taken in 30 s", campaign);
 }
 
+/* A job held in its second chunk (a customer of it locked here), crmd
+ * killed, started again: the job is taken over when its lease runs out
+ * and goes on; a second execute meanwhile is refused. */
+START_TEST(a_crmd_killed_midway_contacts_nobody_twice_and_skips_nobody)
+{
+    char tag[64];
+    long long policy, campaign = capped_campaign("kill", 5000, "0.1", tag, &policy);
+    /* the 3,000th customer held: the second chunk waits for it (taking
+     * the audience does not: it locks no customer) */
+    long long held;
+    PGconn *holder = hold_customer(tag, 2999, &held);
+
+    long long job = execute(campaign);
+    bool midway = false;
+    for (int i = 0; i < 600 && !midway; i++) {
+        midway = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign) >=
+                 2000;
+        if (!midway)
+            harness_sleep_ms(50);
+    }
+    ck_assert_msg(midway, "the first chunk was not decided in 30 s");
+    char path[64];
+    snprintf(path, sizeof path, "/v1/campaigns/%lld/execute", campaign);
+    json_decref(expect("POST", path, NULL, NULL, 409)); /* being executed */
+    crmd_kill(&srv);
+    PGresult *res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+    /* killed with the second chunk waiting: its ids still to be decided */
+    ck_assert_int_lt(
+        number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), 5000);
+    ck_assert_int_gt(
+        number("SELECT count(*) FROM campaign_audience WHERE campaign_id = $1", campaign), 0);
+
+    crmd_fixture_start(&srv, short_lease);
+    char *state = job_end(job, 90);
+    ck_assert_str_eq(state, "succeeded");
+    free(state);
+    check_decisions(campaign, 5000);
+    /* the control group's share of 5,000 is 0.1 within four standard
+     * deviations (sqrt(0.1 * 0.9 / 5000) = 0.0042) */
+    long long controls = number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1"
+                                " AND grp = 'control'",
+                                campaign);
+    ck_assert_msg(controls >= 415 && controls <= 585, "%lld of 5000 in control", controls);
+    drop_policy(policy);
+}
+END_TEST
+
 /* Two executions of one campaign at once (a second job, as another crmd
  * process could be running; this one runs two job workers): while the
  * first waits in its first chunk, the second decides the other chunks and
@@ -713,10 +706,7 @@ static void audience_taken(long long campaign)
 START_TEST(two_executions_at_once_share_the_chunks_and_contact_nobody_twice)
 {
     char tag[64];
-    harness_unique(tag, sizeof tag, "twice");
-    make_audience(tag, 6000);
-    long long policy = cap_policy(tag);
-    long long campaign = new_campaign(tag, live_segment(tag), "0.1");
+    long long policy, campaign = capped_campaign("twice", 6000, "0.1", tag, &policy);
     long long held;
     PGconn *holder = hold_customer(tag, 10, &held); /* in the first chunk */
     long long first = execute(campaign);
@@ -730,11 +720,9 @@ START_TEST(two_executions_at_once_share_the_chunks_and_contact_nobody_twice)
     ck_assert_str_eq(state, "succeeded");
     free(state);
     /* the second decided the two chunks the first does not hold */
-    ck_assert_int_eq(number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1",
-                            campaign),
-                     4000);
-    ck_assert_int_eq(number("SELECT (result->>'pending')::bigint FROM jobs WHERE id = $1",
-                            second),
+    ck_assert_int_eq(
+        number("SELECT count(*) FROM campaign_targets WHERE campaign_id = $1", campaign), 4000);
+    ck_assert_int_eq(number("SELECT (result->>'pending')::bigint FROM jobs WHERE id = $1", second),
                      2000);
     PGresult *res = PQexec(holder, "COMMIT");
     PQclear(res);

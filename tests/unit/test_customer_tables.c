@@ -32,21 +32,21 @@ START_TEST(every_table_holding_a_customer_id_is_registered)
     /* Columns named customer_id or customer_ids (arrays of them), and
      * columns with a foreign key to customers (whatever their name), of
      * every table but customers. */
-    PGresult *res = unit_sql(
-        direct,
-        "SELECT table_name::text, column_name::text FROM information_schema.columns"
-        " WHERE table_schema = current_schema()"
-        "   AND column_name IN ('customer_id', 'customer_ids')"
-        "   AND table_name IN (SELECT table_name FROM information_schema.tables"
-        "                      WHERE table_schema = current_schema()"
-        "                        AND table_type = 'BASE TABLE')"
-        " UNION "
-        "SELECT k.conrelid::regclass::text, a.attname::text FROM pg_constraint k"
-        " JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey)"
-        " WHERE k.contype = 'f' AND k.confrelid = 'customers'::regclass"
-        "   AND k.conrelid <> 'customers'::regclass"
-        " ORDER BY 1, 2",
-        0, NULL);
+    PGresult *res =
+        unit_sql(direct,
+                 "SELECT table_name::text, column_name::text FROM information_schema.columns"
+                 " WHERE table_schema = current_schema()"
+                 "   AND column_name IN ('customer_id', 'customer_ids')"
+                 "   AND table_name IN (SELECT table_name FROM information_schema.tables"
+                 "                      WHERE table_schema = current_schema()"
+                 "                        AND table_type = 'BASE TABLE')"
+                 " UNION "
+                 "SELECT k.conrelid::regclass::text, a.attname::text FROM pg_constraint k"
+                 " JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey)"
+                 " WHERE k.contype = 'f' AND k.confrelid = 'customers'::regclass"
+                 "   AND k.conrelid <> 'customers'::regclass"
+                 " ORDER BY 1, 2",
+                 0, NULL);
     ck_assert_int_gt(PQntuples(res), 4);
     for (int r = 0; r < PQntuples(res); r++) {
         const char *table = PQgetvalue(res, r, 0), *column = PQgetvalue(res, r, 1);

@@ -193,10 +193,11 @@ START_TEST(test_0028_turns_pending_targets_into_chunks_of_the_audience)
                      100);
     /* chunks 0, 1, 2 of 2,000, 2,000 and 400 */
     ck_assert_int_eq(
-        unit_sql_long(probe,
-                      "SELECT count(*) FROM campaign_audience WHERE (chunk, cardinality(customer_ids))"
-                      " IN ((0, 2000), (1, 2000), (2, 400))",
-                      0, NULL),
+        unit_sql_long(
+            probe,
+            "SELECT count(*) FROM campaign_audience WHERE (chunk, cardinality(customer_ids))"
+            " IN ((0, 2000), (1, 2000), (2, 400))",
+            0, NULL),
         3);
     ck_assert_int_eq(unit_sql_long(probe, "SELECT count(*) FROM campaign_audience", 0, NULL), 3);
     /* together, in chunk order, the 4,400 not decided, ascending */
@@ -545,10 +546,10 @@ START_TEST(test_file_marked_no_transaction_runs_outside_a_transaction)
     };
     ck_assert_int_eq(apply_ok(files, COUNT(files)), 2);
     ck_assert_int_eq(recorded_count(), 2);
-    ck_assert_int_eq(unit_sql_long(probe,
-                                   "SELECT count(*) FROM pg_indexes WHERE indexname = 'unit_first_x'",
-                                   0, NULL),
-                     1);
+    ck_assert_int_eq(
+        unit_sql_long(probe, "SELECT count(*) FROM pg_indexes WHERE indexname = 'unit_first_x'", 0,
+                      NULL),
+        1);
     /* The session's timeouts are back to what they were. */
     PGresult *res = unit_sql(conn, "SHOW lock_timeout", 0, NULL);
     ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
