@@ -49,3 +49,20 @@ char *crm_bytebuf_take(crm_bytebuf *b, size_t *len)
     crm_bytebuf_free(b);
     return text;
 }
+
+void crm_bytebuf_put_array_item(crm_bytebuf *b, const char *v, bool first)
+{
+    if (!first)
+        crm_bytebuf_put_char(b, ',');
+    if (v == NULL) {
+        crm_bytebuf_put(b, "NULL", 4);
+        return;
+    }
+    crm_bytebuf_put_char(b, '"');
+    for (const char *s = v; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            crm_bytebuf_put_char(b, '\\');
+        crm_bytebuf_put_char(b, *s);
+    }
+    crm_bytebuf_put_char(b, '"');
+}

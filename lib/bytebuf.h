@@ -48,6 +48,11 @@ static inline void crm_bytebuf_put_char(crm_bytebuf *b, char c)
         b->data[b->len++] = c;
 }
 
+/* Appends v as one element of a PostgreSQL array literal being written
+ * ("{" ... "}"): a comma first unless first, then NULL for a NULL v, else
+ * v in double quotes with '"' and '\\' escaped. */
+void crm_bytebuf_put_array_item(crm_bytebuf *b, const char *v, bool first);
+
 /* The bytes, NUL-terminated, owned by the caller; NULL when writing failed
  * or nothing was written. b is empty afterwards. len may be NULL. */
 char *crm_bytebuf_take(crm_bytebuf *b, size_t *len);

@@ -453,25 +453,6 @@ static crm_stmt write_targets = CRM_STMT(
     " AS d (customer_id, grp, state, reason, channel, touchpoint_id)"
     " WHERE EXISTS (SELECT FROM gone)");
 
-/* Appends v to the array literal b ("{" ... "}"): NULL as NULL, text
- * quoted. */
-static void literal_item(crm_bytebuf *b, const char *v, bool first)
-{
-    if (!first)
-        crm_bytebuf_put_char(b, ',');
-    if (v == NULL) {
-        crm_bytebuf_put(b, "NULL", 4);
-        return;
-    }
-    crm_bytebuf_put_char(b, '"');
-    for (const char *s = v; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            crm_bytebuf_put_char(b, '\\');
-        crm_bytebuf_put_char(b, *s);
-    }
-    crm_bytebuf_put_char(b, '"');
-}
-
 /* The code of the first refusal of channel for f: what an excluded target
  * records. */
 static const char *first_reason(const policy_set *ps, const contact_facts *f, const char *channel,
@@ -498,7 +479,6 @@ typedef struct chunk {
     bool *control;
     char *idlist;
     contact_facts *facts;
-    const char **use; /* the channel each may be contacted on, or NULL */
     long long contacted;
 } chunk;
 
@@ -511,7 +491,6 @@ static void chunk_free(chunk *ch)
     free(ch->tps);
     free(ch->control);
     free(ch->idlist);
-    free(ch->use);
     memset(ch, 0, sizeof *ch);
 }
 
@@ -526,9 +505,7 @@ static bool chunk_read(const PGresult *claimed, chunk *ch, char *number, size_t 
     ch->tps = calloc((size_t)rows, sizeof *ch->tps);
     ch->control = malloc(sizeof *ch->control * (size_t)rows);
     ch->facts = calloc((size_t)rows, sizeof *ch->facts);
-    ch->use = calloc((size_t)rows, sizeof *ch->use);
-    if (ch->ids == NULL || ch->tps == NULL || ch->control == NULL || ch->facts == NULL ||
-        ch->use == NULL)
+    if (ch->ids == NULL || ch->tps == NULL || ch->control == NULL || ch->facts == NULL)
         return crm_error_set(err, CRM_E_INTERNAL, "out of memory");
     snprintf(number, size, "%s", PQgetvalue(claimed, 0, 0));
     crm_bytebuf list;
@@ -547,9 +524,10 @@ static bool chunk_read(const PGresult *claimed, chunk *ch, char *number, size_t 
     return true;
 }
 
-/* Each target judged: the channel it may be contacted on (ch->use), and
- * the decisions as array literals text[0..3]: groups, states, reasons,
- * channels; text[4..5] the contacted ones' customers and channels. */
+/* Each target judged on the campaign's channels in order (the first that
+ * allows is used): the decisions as array literals text[0..3]: groups,
+ * states, reasons, channels; text[4..5] the contacted ones' customers and
+ * channels. */
 static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long now_ms, chunk *ch,
                         char *text[6], crm_error *err)
 {
@@ -561,26 +539,26 @@ static bool chunk_judge(const campaign_run *run, const policy_set *ps, long long
     ch->contacted = 0;
     for (int i = 0; i < ch->rows; i++) {
         const contact_facts *f = &ch->facts[i];
-        for (int c = 0; c < run->nchannels && ch->use[i] == NULL; c++)
+        const char *use = NULL;
+        for (int c = 0; c < run->nchannels && use == NULL; c++)
             if (contact_allowed(ps, f, run->channels[c], run->purpose, 0, now_ms, NULL))
-                ch->use[i] = run->channels[c];
-        const char *use = ch->use[i];
-        literal_item(&lists[0], ch->control[i] ? "control" : "treatment", i == 0);
-        literal_item(&lists[1],
-                     use == NULL      ? "excluded"
-                     : ch->control[i] ? "control"
-                                      : "contacted",
-                     i == 0);
-        literal_item(&lists[2],
-                     use == NULL ? first_reason(ps, f, run->channels[0], run->purpose, now_ms)
-                                 : NULL,
-                     i == 0);
-        literal_item(&lists[3], use, i == 0);
+                use = run->channels[c];
+        crm_bytebuf_put_array_item(&lists[0], ch->control[i] ? "control" : "treatment", i == 0);
+        crm_bytebuf_put_array_item(&lists[1],
+                                   use == NULL      ? "excluded"
+                                   : ch->control[i] ? "control"
+                                                    : "contacted",
+                                   i == 0);
+        crm_bytebuf_put_array_item(
+            &lists[2],
+            use == NULL ? first_reason(ps, f, run->channels[0], run->purpose, now_ms) : NULL,
+            i == 0);
+        crm_bytebuf_put_array_item(&lists[3], use, i == 0);
         if (use != NULL && !ch->control[i]) {
             char one[24];
             snprintf(one, sizeof one, "%lld", ch->ids[i]);
-            literal_item(&lists[4], one, ch->contacted == 0);
-            literal_item(&lists[5], use, ch->contacted == 0);
+            crm_bytebuf_put_array_item(&lists[4], one, ch->contacted == 0);
+            crm_bytebuf_put_array_item(&lists[5], use, ch->contacted == 0);
             ch->contacted++;
         }
     }
@@ -625,7 +603,7 @@ static bool chunk_write(crm_conn *c, const char *idbuf, const char *number, cons
     for (int i = 0; i < ch->rows; i++) {
         char one[24];
         snprintf(one, sizeof one, "%lld", ch->tps[i]);
-        literal_item(&tl, ch->tps[i] != 0 ? one : NULL, i == 0);
+        crm_bytebuf_put_array_item(&tl, ch->tps[i] != 0 ? one : NULL, i == 0);
     }
     crm_bytebuf_put_char(&tl, '}');
     char *tplist = crm_bytebuf_take(&tl, NULL);
@@ -642,15 +620,11 @@ static bool chunk_write(crm_conn *c, const char *idbuf, const char *number, cons
     return ok;
 }
 
-typedef struct chunk_counts {
-    long long decided, contacted;
-} chunk_counts;
-
-/* One chunk in one transaction: false with err; n->decided 0 when no
- * chunk was left to take. */
-static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, crm_error *err)
+/* One chunk in one transaction: false with err; *decided its targets, 0
+ * when no chunk was left to take. */
+static bool decide_chunk(crm_conn *c, const campaign_run *run, long long *decided, crm_error *err)
 {
-    n->decided = n->contacted = 0;
+    *decided = 0;
     char idbuf[24], number[16], at[24];
     snprintf(idbuf, sizeof idbuf, "%lld", run->id);
     const char *cp[] = {idbuf};
@@ -672,7 +646,7 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
         }
         long long now_ms = crm_wall_ms(); /* after the locks, as a single decision */
         snprintf(at, sizeof at, "%lld", now_ms);
-        contact_facts_scope scope = {run->channels_literal, run->purpose, true};
+        contact_facts_scope scope = {run->channels_literal, run->purpose};
         ok = ok && (k = treatments_config_of(c, atoll(PQgetvalue(claimed, 0, 3)), err)) != NULL &&
              contact_facts_load_many(c, treatments_config_policies(k), ch.ids, ch.rows, ch.idlist,
                                      &scope, now_ms, ch.facts, err);
@@ -694,8 +668,7 @@ static bool decide_chunk(crm_conn *c, const campaign_run *run, chunk_counts *n, 
                 ch.tps[m++] = ch.tps[i];
         ok = ok && crm_segments_queue_touchpoints(c, ch.tps, (size_t)m, err) &&
              crm_campaign_results_moved(c, run->id, err);
-        n->decided = ch.rows;
-        n->contacted = ch.contacted;
+        *decided = ch.rows;
     }
     for (size_t l = 0; l < 6; l++)
         free(text[l]);
@@ -771,11 +744,11 @@ static bool run_execute(crm_job_ctx *job, crm_error *err)
     /* Progress is reported (and the lease renewed) about once a second. */
     long long reported = crm_monotonic_ms();
     while (ok && !stop) {
-        chunk_counts n = {0};
-        ok = decide_chunk(c, &run, &n, err);
-        if (!ok || n.decided == 0)
+        long long decided = 0;
+        ok = decide_chunk(c, &run, &decided, err);
+        if (!ok || decided == 0)
             break;
-        done += n.decided;
+        done += decided;
         if (crm_monotonic_ms() - reported < 1000)
             continue;
         reported = crm_monotonic_ms();

@@ -21,6 +21,7 @@
  * was written (that view costs some 40 ms to read): one PostgreSQL no
  * longer knows makes the load fail rather than read as -1.
  */
+#include "bytebuf.h"
 #include "treatments.h"
 #include "treatments/internal.h"
 
@@ -91,27 +92,13 @@ static void copy_text(char *dst, size_t size, const char *src)
 
 char *policy_zones_literal(const policy_set *ps)
 {
-    size_t size = 3;
+    crm_bytebuf b;
+    crm_bytebuf_init(&b);
+    crm_bytebuf_put_char(&b, '{');
     for (int i = 0; i < ps->n; i++)
-        size += 2 * strlen(ps->p[i].time_zone) + 4;
-    char *out = malloc(size), *w = out;
-    if (out == NULL)
-        return NULL;
-    *w++ = '{';
-    for (int i = 0; i < ps->n; i++) {
-        if (i > 0)
-            *w++ = ',';
-        *w++ = '"';
-        for (const char *s = ps->p[i].time_zone; *s; s++) {
-            if (*s == '"' || *s == '\\')
-                *w++ = '\\';
-            *w++ = *s;
-        }
-        *w++ = '"';
-    }
-    *w++ = '}';
-    *w = '\0';
-    return out;
+        crm_bytebuf_put_array_item(&b, ps->p[i].time_zone, i == 0);
+    crm_bytebuf_put_char(&b, '}');
+    return crm_bytebuf_take(&b, NULL);
 }
 
 bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id, long long now_ms,
@@ -199,14 +186,12 @@ bool contact_facts_load(crm_conn *c, const policy_set *ps, long long customer_id
 /* The facts of many customers ($1, an array) for contacts without a rule
  * (a rule's policies never apply to them, so its log is not read); $2, $3
  * and $4 as in facts_stmt; the scope: $5 the consents' channels (NULL:
- * all), $6 their purpose (NULL: all), $7 true when the statuses are known.
- * Rows (kind, customer, n1, t1, t2, t3): s, c, t as there (with the
- * customer), and z with customer 0. */
+ * all), $6 their purpose (NULL: all). Rows (kind, customer, n1, t1, t2,
+ * t3): c, t as there (with the customer), and z with customer 0. The
+ * statuses are not read: the caller has them from its locks. */
 static crm_stmt facts_many_stmt = CRM_STMT(
     "contact_facts_many",
-    "SELECT 's', id, 0::bigint, status, NULL::text, NULL::text FROM customers"
-    " WHERE id = ANY($1::bigint[]) AND NOT $7::bool"
-    " UNION ALL SELECT 'c', customer_id, id, channel, purpose, status FROM ("
+    "SELECT 'c'::text, customer_id, id, channel, purpose, status FROM ("
     "  SELECT DISTINCT ON (customer_id, channel, purpose) customer_id, id, channel, purpose,"
     "  status FROM customer_consents WHERE customer_id = ANY($1::bigint[])"
     "  AND ($5::text[] IS NULL OR channel = ANY($5::text[]))"
@@ -257,7 +242,6 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
     crm_query_add(&q, zones);
     crm_query_add(&q, scope != NULL ? scope->channels : NULL);
     crm_query_add(&q, scope != NULL ? scope->purpose : NULL);
-    crm_query_add(&q, scope != NULL && scope->statuses_known ? "true" : "false");
     PGresult *res = crm_db_exec(c, q.stmt, q.nparams, q.values, err);
     free(zones);
     if (res == NULL)
@@ -299,10 +283,7 @@ bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long 
         if (i < 0)
             continue;
         contact_facts *f = &out[i];
-        if (k == 's') {
-            f->exists = true;
-            f->active = strcmp(t1, "active") == 0;
-        } else if (k == 'c') {
+        if (k == 'c') {
             contact_consent *cs = &f->consents[f->nconsents++];
             cs->id = n1;
             copy_text(cs->channel, sizeof cs->channel, t1);

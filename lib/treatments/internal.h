@@ -111,20 +111,18 @@ int contact_ids_index(const long long *ids, int n, long long id);
 
 /* What a caller of contact_facts_load_many decides on: consents of these
  * channels (a text[] literal; NULL: every channel) and of this purpose
- * (NULL: every purpose) are the only ones read; with statuses_known, the
- * customers' statuses are not read: the caller sets exists and active,
- * having read them with its lock. */
+ * (NULL: every purpose) are the only ones read. */
 typedef struct contact_facts_scope {
     const char *channels, *purpose;
-    bool statuses_known;
 } contact_facts_scope;
 
 /* The facts of the n customers of ids (ascending; idlist the same ids as a
  * bigint array literal, which the caller builds for its own statements
  * too) for a contact that names no rule, within scope (NULL: all of them),
- * in one statement on c: out[i] for ids[i] (a customer not found does not
- * exist); free each with contact_facts_free, also after a failure. A
- * campaign's decisions, set-based (campaigns/execute.c). */
+ * in one statement on c: out[i] for ids[i], all but exists and active,
+ * which the caller sets from the statuses it read with its locks; free
+ * each with contact_facts_free, also after a failure. A campaign's
+ * decisions, set-based (campaigns/execute.c). */
 bool contact_facts_load_many(crm_conn *c, const policy_set *ps, const long long *ids, int n,
                              const char *idlist, const contact_facts_scope *scope, long long now_ms,
                              contact_facts *out, crm_error *err);
